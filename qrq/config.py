@@ -1,0 +1,159 @@
+"""qrq's settings: one table, read from ``QRQ_*`` environment variables.
+
+Every path derives from the data directory, so one variable (``QRQ_DATA_DIR``)
+moves the queue, the app database, the artifacts and the logs together. The web
+app, the consumer and the CLI all call :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    parse: Callable[[str], Any] = str
+
+    @property
+    def env(self) -> str:
+        return "QRQ_" + self.name.upper()
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+SETTINGS = (
+    Setting("data_dir", "data", "Directory for every runtime file: queue.db, app.db, "
+            "artifacts/, logs/, secret.key."),
+    Setting("secret_key", "", "Secret that signs queue payloads and web sessions. "
+            "Empty: read <data>/secret.key, created on first use."),
+    Setting("workers", 4, "Worker processes started by `qrq worker` and `qrq dev`.", int),
+    Setting("worker_type", "process", "Huey worker type for `qrq worker`: process "
+            "(enforces time limits) or thread.",),
+    Setting("poll_interval", 0.05, "Seconds an idle worker waits between queue polls; "
+            "bounds the pickup latency.", float),
+    Setting("lease_seconds", 30.0, "A running job's lease; a heartbeat renews it. A job "
+            "whose consumer died runs again once its lease lapses.", float),
+    Setting("busy_timeout", 10.0, "Seconds a SQLite connection waits for a lock "
+            "before giving up.", float),
+    Setting("max_request_bytes", 1024 * 1024, "Largest accepted request body, in bytes.",
+            int),
+    Setting("max_copies", 1000, "Most cards one PDF job may render.", int),
+    Setting("pdf_timeout", 300, "Time limit of a PDF job, in seconds.", int),
+    Setting("pdf_retries", 3, "Retries of a PDF job after a transient error.", int),
+    Setting("job_expiry", 3600, "Seconds a job may wait to start; one not started in "
+            "time ends expired instead of running late.", int),
+    Setting("retry_delay", 2.0, "First retry delay in seconds; doubles each attempt, "
+            "with jitter.", float),
+    Setting("host", "127.0.0.1", "Address `qrq dev` binds the web app to."),
+    Setting("port", 5000, "Port `qrq dev` binds the web app to.", int),
+    Setting("log_level", "INFO", "Log level of the consumer and the web app."),
+)
+
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    secret_key: str
+    workers: int
+    worker_type: str
+    poll_interval: float
+    lease_seconds: float
+    busy_timeout: float
+    max_request_bytes: int
+    max_copies: int
+    pdf_timeout: int
+    pdf_retries: int
+    job_expiry: int
+    retry_delay: float
+    host: str
+    port: int
+    log_level: str
+
+    @property
+    def queue_db(self) -> Path:
+        return self.data_dir / "queue.db"
+
+    @property
+    def app_db(self) -> Path:
+        return self.data_dir / "app.db"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def secret_file(self) -> Path:
+        return self.data_dir / "secret.key"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.data_dir, self.artifacts_dir, self.logs_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read every setting from ``QRQ_*`` variables; keyword overrides win.
+
+    :raises ValueError: a variable holds a value its setting cannot parse.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.name in overrides:
+            values[setting.name] = overrides.pop(setting.name)
+        elif setting.env in environ:
+            raw = environ[setting.env]
+            try:
+                values[setting.name] = setting.parse(raw)
+            except ValueError as exc:
+                raise ValueError(f"{setting.env}={raw!r}: {exc}") from None
+        else:
+            values[setting.name] = setting.default
+    if overrides:
+        raise TypeError(f"unknown settings: {', '.join(sorted(overrides))}")
+    values["data_dir"] = Path(values["data_dir"]).resolve()
+    settings = Settings(**values)
+    if not settings.secret_key:
+        settings = dataclasses.replace(settings, secret_key=read_or_create_secret(settings))
+    return settings
+
+
+def read_or_create_secret(settings: Settings) -> str:
+    """The secret in ``<data>/secret.key``, created (mode 0600) when absent.
+
+    The secret is written to a temporary file and linked into place, so a web
+    app and a consumer starting together agree on one complete secret.
+    """
+    path = settings.secret_file
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".secret.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32) + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # Another process won the race; use its secret.
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()

@@ -1,0 +1,75 @@
+"""qrq's one exception hierarchy.
+
+Each error carries the HTTP status the web layer answers with and a stable
+``code``; the class docstring is the default message. Every ``QrqError`` means
+"the input is wrong", so a task that raises one fails at once, never retried.
+Library errors are translated into these where they arise.
+"""
+
+from __future__ import annotations
+
+
+class QrqError(Exception):
+    """Something is wrong with the request."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str | None = None, *, field: str | None = None):
+        self.message = message or (self.__doc__ or "").strip()
+        self.field = field
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "code": self.code, "message": self.message,
+                "field": self.field}
+
+
+class BadRequest(QrqError):
+    """The request is malformed."""
+
+
+class Unauthorized(QrqError):
+    """A valid API token is required."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(QrqError):
+    """You are not allowed to do this."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(QrqError):
+    """Not found."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(QrqError):
+    """The resource is not in a state that allows this."""
+
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(QrqError):
+    """The request is too large."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class ValidationError(QrqError):
+    """A field has an invalid value."""
+
+    status = 422
+    code = "validation_error"
+
+
+class TransientError(Exception):
+    """A failure worth retrying (I/O, a locked database); not the caller's fault."""

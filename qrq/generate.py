@@ -1,0 +1,55 @@
+"""The QR-PDF job: load a template, apply the request's options, render the PDF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from qrq import options as opts
+from qrq.config import Settings
+from qrq.db import app_db, init_db
+from qrq.errors import ValidationError
+from qrq.models import Template
+from qrq.qr import render_pdf
+
+
+def artifact_path(settings: Settings, job_id: str, suffix: str = ".pdf") -> Path:
+    """Where a job's output lives; *job_id* is checked by the caller to be a UUID."""
+    return settings.artifacts_dir / f"{job_id}{suffix}"
+
+
+def prepare(template: dict, options: dict, max_copies: int, job_id: str = "") -> tuple:
+    """Check *options* against *template*; return ``(spec, payloads)`` or raise 422."""
+    options = opts.check_options(options, max_copies)
+    spec = opts.build_spec(template, options)
+    pattern = options.get("data", template["payload"])
+    field = "options.data" if "data" in options else "data"
+    values = {"template_id": template["id"], "domain": template["domain"], "job_id": job_id}
+    opts.check_fits(pattern, spec.error_correction, field, copy=options["copies"], **values)
+    try:
+        payloads = opts.payloads(pattern, options["copies"], **values)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValidationError(f"bad placeholder: {exc}", field=field) from None
+    return spec, payloads
+
+
+def generate_pdf(settings: Settings, job_id: str, template_id: int, options: dict,
+                 report: Callable[[float, str], None]) -> dict:
+    """Render the cards of one PDF job into ``<data>/artifacts/<job_id>.pdf``.
+
+    :raises NotFound: the template was deleted after the job was enqueued.
+    """
+    report(0, "loading template")
+    if app_db.database != str(settings.app_db):
+        init_db(settings.app_db, settings.busy_timeout)
+    with app_db.connection_context():
+        template = Template.get_by_id_or_404(template_id).to_dict()
+    spec, payloads = prepare(template, options, settings.max_copies, job_id)
+
+    def page_done(page: int, pages: int) -> None:
+        report(5 + 90 * page / pages, f"rendering page {page}/{pages}")
+
+    result = render_pdf(spec, payloads, artifact_path(settings, job_id),
+                        progress=page_done, title=template["name"])
+    return {"artifact": result.path.name, "pages": result.pages, "cards": result.cards,
+            "bytes": result.bytes, "content_type": "application/pdf"}

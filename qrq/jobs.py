@@ -1,0 +1,188 @@
+"""Job records: one row per job in the queue database, beside huey's task rows.
+
+A record is written when the job is enqueued (in the enqueue's transaction, so a
+job id that was handed out always has one), when a consumer leases it, as it
+reports progress, and when it ends. Reading a record never changes it, unlike
+huey's result store whose ``get()`` pops the result.
+
+The write helpers take a cursor inside the caller's transaction; the read
+helpers take the storage and open their own.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import time
+from typing import Any
+
+STATES = ("queued", "running", "retrying", "finished", "failed", "canceled", "expired")
+ACTIVE = ("queued", "running", "retrying")
+ENDED = ("finished", "failed", "canceled", "expired")
+JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+DDL = [
+    "create table if not exists job ("
+    " id text primary key,"
+    " type text not null,"
+    " name text not null,"
+    " owner_id integer,"
+    " status text not null default 'queued',"
+    " progress integer not null default 0,"
+    " stage text not null default '',"
+    " params text not null default '{}',"
+    " attempts integer not null default 0,"
+    " worker text,"
+    " created_at real not null,"
+    " started_at real,"
+    " finished_at real,"
+    " next_attempt_at real,"
+    " cancel_requested integer not null default 0,"
+    " result text,"
+    " error text,"
+    " traceback text)",
+    "create index if not exists job_owner_created on job (owner_id, created_at)",
+    "create index if not exists job_status_type on job (status, type)",
+]
+
+_COLUMNS = ("id", "type", "name", "owner_id", "status", "progress", "stage", "params",
+            "attempts", "worker", "created_at", "started_at", "finished_at",
+            "next_attempt_at", "cancel_requested", "result", "error", "traceback")
+
+
+class JobCanceled(Exception):
+    """The job was canceled while it ran."""
+
+
+def new_record(job_id: str, job_type: str, name: str, owner_id: int | None,
+               params: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"id": job_id, "type": job_type, "name": name, "owner_id": owner_id,
+            "params": json.dumps(params or {}), "created_at": time.time()}
+
+
+# -- writes, inside the caller's transaction ------------------------------------------
+
+def insert(curs, record: dict[str, Any]) -> None:
+    curs.execute("insert or ignore into job (id, type, name, owner_id, params, created_at) "
+                 "values (:id, :type, :name, :owner_id, :params, :created_at)", record)
+
+
+def mark_running(curs, job_id: str, worker: str, now: float) -> None:
+    curs.execute("update job set status = 'running', attempts = attempts + 1, worker = ?, "
+                 "started_at = coalesce(started_at, ?), next_attempt_at = null "
+                 "where id = ? and status in ('queued', 'retrying', 'running')",
+                 (worker, now, job_id))
+
+
+def mark_released(curs, job_id: str) -> None:
+    """The job's lease was given back unfinished: it waits to run again."""
+    curs.execute("update job set status = 'queued', worker = null, "
+                 "attempts = max(attempts - 1, 0) where id = ? and status = 'running'",
+                 (job_id,))
+
+
+def mark_waiting(curs, job_id: str, outcome: dict[str, Any]) -> None:
+    """The attempt failed and another is scheduled (``retrying``) or deferred (``queued``)."""
+    curs.execute("update job set status = :status, next_attempt_at = :next_attempt_at, "
+                 "error = :error, traceback = :traceback, worker = null, "
+                 "attempts = case when :status = 'queued' then max(attempts - 1, 0) "
+                 "else attempts end "
+                 "where id = :id and status = 'running'",
+                 {"traceback": None, "error": None, **outcome, "id": job_id})
+
+
+def finish(curs, job_id: str, outcome: dict[str, Any]) -> None:
+    """Record how a job ended: status, result or error, at most once."""
+    values = {"result": None, "error": None, "traceback": None, **outcome,
+              "id": job_id, "now": time.time()}
+    if values["result"] is not None:
+        values["result"] = json.dumps(values["result"])
+    curs.execute(
+        "update job set status = :status, result = :result, error = :error, "
+        "traceback = :traceback, finished_at = :now, next_attempt_at = null, "
+        "progress = case when :status = 'finished' then 100 else progress end, "
+        "stage = case when :status = 'finished' then 'done' else stage end "
+        "where id = :id and status in ('queued', 'running', 'retrying')", values)
+
+
+# -- reads and small updates through the storage ----------------------------------------
+
+def get(storage, job_id: str) -> dict[str, Any] | None:
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+        return None
+    rows = storage.sql(f"select {', '.join(_COLUMNS)} from job where id = ?", (job_id,),
+                       results=True)
+    return dict(zip(_COLUMNS, rows[0])) if rows else None
+
+
+def list_jobs(storage, *, owner_id: int | None = None, status: str | None = None,
+              job_type: str | None = None, limit: int = 50,
+              offset: int = 0) -> list[dict[str, Any]]:
+    """Jobs newest first; ``owner_id=None`` lists everyone's."""
+    where, params = [], []
+    for column, value in (("owner_id", owner_id), ("status", status), ("type", job_type)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    sql = f"select {', '.join(_COLUMNS)} from job"
+    if where:
+        sql += " where " + " and ".join(where)
+    sql += " order by created_at desc limit ? offset ?"
+    rows = storage.sql(sql, (*params, limit, offset), results=True)
+    return [dict(zip(_COLUMNS, row)) for row in rows]
+
+
+def report_progress(storage, job_id: str, percent: float, stage: str = "") -> None:
+    """Store a running job's progress; raise :class:`JobCanceled` if cancel was asked."""
+    percent = max(0, min(100, int(percent)))
+    with storage.db(commit=True) as curs:
+        curs.execute("update job set progress = ?, stage = ? where id = ? "
+                     "and status = 'running' returning cancel_requested",
+                     (percent, stage[:200], job_id))
+        row = curs.fetchone()
+    if row is not None and row[0]:
+        raise JobCanceled("canceled while running")
+
+
+def flag_cancel(storage, job_id: str) -> bool:
+    """Ask a running or retrying job to stop; True when it was in such a state."""
+    with storage.db(commit=True) as curs:
+        curs.execute("update job set cancel_requested = 1 where id = ? "
+                     "and status in ('running', 'retrying')", (job_id,))
+        return curs.rowcount > 0
+
+
+def median_duration(storage, job_type: str, sample: int = 20) -> float | None:
+    """Median run time in seconds of the last *sample* finished jobs of a type."""
+    rows = storage.sql("select finished_at - started_at from job where type = ? and "
+                       "status = 'finished' and started_at is not null "
+                       "order by finished_at desc limit ?", (job_type, sample), results=True)
+    durations = sorted(d for d, in rows if d is not None)
+    return durations[len(durations) // 2] if durations else None
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(ts, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def public_view(job: dict[str, Any], *, admin: bool = False) -> dict[str, Any]:
+    """The job as the status API shows it; the traceback only to admins."""
+    view = {
+        "job_id": job["id"], "type": job["type"], "status": job["status"],
+        "progress": job["progress"], "stage": job["stage"],
+        "created_at": iso(job["created_at"]), "started_at": iso(job["started_at"]),
+        "finished_at": iso(job["finished_at"]),
+        "result": json.loads(job["result"]) if job["result"] else None,
+        "error": job["error"], "attempts": job["attempts"],
+        "next_attempt_at": iso(job["next_attempt_at"]),
+        "params": json.loads(job["params"]),
+    }
+    if admin:
+        view["owner_id"] = job["owner_id"]
+        view["worker"] = job["worker"]
+        view["traceback"] = job["traceback"]
+    return view

@@ -1,0 +1,212 @@
+"""Validation of card templates and of the per-request options that override them.
+
+A template and a request's ``options`` speak the same field names; both go
+through :data:`FIELDS`, so a value a template may hold is exactly a value an
+option may set. Every failure is a :class:`~qrq.errors.ValidationError` naming
+the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import string
+from typing import Any, Callable
+
+from qrq.errors import ValidationError
+from qrq.qr import ERROR_CORRECTION, CardSpec, DataTooLong, qr_matrix
+
+PAGE_SIZES_MM = {"A4": (210.0, 297.0), "A5": (148.0, 210.0), "Letter": (215.9, 279.4)}
+PLACEHOLDERS = ("template_id", "domain", "copy", "job_id")
+MAX_TEXT = 200
+MAX_LINES = 10
+MAX_DATA = 4296  # the most characters any QR code holds (alphanumeric, version 40-L)
+_HEX = re.compile(r"#[0-9a-fA-F]{6}")
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)x(\d+(?:\.\d+)?)")
+_GRID = re.compile(r"(\d{1,2})x(\d{1,2})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    name: str
+    help: str
+    check: Callable[[Any, str], Any]
+
+
+def _text(max_len: int) -> Callable[[Any, str], str]:
+    def check(value: Any, field: str) -> str:
+        if not isinstance(value, str):
+            raise ValidationError("must be a string", field=field)
+        if len(value) > max_len:
+            raise ValidationError(f"must be at most {max_len} characters", field=field)
+        if any(ord(ch) < 32 for ch in value):
+            raise ValidationError("must not contain control characters", field=field)
+        return value
+    return check
+
+
+def _number(low: float, high: float, integer: bool = False) -> Callable[[Any, str], float]:
+    def check(value: Any, field: str) -> float:
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise ValidationError(f"must be {'an integer' if integer else 'a number'}",
+                                  field=field)
+        if not low <= value <= high:
+            raise ValidationError(f"must be between {low:g} and {high:g}", field=field)
+        return value
+    return check
+
+
+def check_payload(value: Any, field: str) -> str:
+    """A QR payload pattern: text with only the documented ``{placeholders}``."""
+    value = _text(MAX_DATA)(value, field)
+    if not value:
+        raise ValidationError("must not be empty", field=field)
+    try:
+        parsed = list(string.Formatter().parse(value))
+    except ValueError as exc:
+        raise ValidationError(f"bad placeholder syntax: {exc}", field=field) from None
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in PLACEHOLDERS or spec or conversion:
+            raise ValidationError(f"unknown placeholder {{{name}}}; use "
+                                  + ", ".join("{%s}" % p for p in PLACEHOLDERS), field=field)
+    return value
+
+
+def check_lines(value: Any, field: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValidationError("must be a list of strings", field=field)
+    if len(value) > MAX_LINES:
+        raise ValidationError(f"must have at most {MAX_LINES} lines", field=field)
+    return tuple(_text(MAX_TEXT)(line, f"{field}[{i}]") for i, line in enumerate(value))
+
+
+def check_colors(value: Any, field: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not set(value) <= {"fg", "bg"}:
+        raise ValidationError('must be an object with "fg" and/or "bg"', field=field)
+    for key, colour in value.items():
+        if not isinstance(colour, str) or not _HEX.fullmatch(colour):
+            raise ValidationError("must be a colour like #1a2b3c", field=f"{field}.{key}")
+    return value
+
+
+def check_page_size(value: Any, field: str) -> tuple[float, float]:
+    if isinstance(value, str) and value in PAGE_SIZES_MM:
+        return PAGE_SIZES_MM[value]
+    match = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    if not match:
+        raise ValidationError("must be A4, A5, Letter or WIDTHxHEIGHT in mm, e.g. 85x55",
+                              field=field)
+    width, height = float(match[1]), float(match[2])
+    if not (20 <= width <= 1200 and 20 <= height <= 1200):
+        raise ValidationError("each side must be between 20 and 1200 mm", field=field)
+    return width, height
+
+
+def check_grid(value: Any, field: str) -> tuple[int, int]:
+    match = _GRID.fullmatch(value) if isinstance(value, str) else None
+    if not match or not (1 <= int(match[1]) <= 10 and 1 <= int(match[2]) <= 10):
+        raise ValidationError("must be COLSxROWS with 1 to 10 each, e.g. 2x4", field=field)
+    return int(match[1]), int(match[2])
+
+
+def check_error_correction(value: Any, field: str) -> str:
+    if value not in ERROR_CORRECTION:
+        raise ValidationError("must be one of L, M, Q, H", field=field)
+    return value
+
+
+def check_position(value: Any, field: str) -> float | None:
+    return None if value is None else _number(0, 1200)(value, field)
+
+
+# The fields a template holds and a request's options may override.
+FIELDS = {f.name: f for f in (
+    Field("data", "The QR payload; may use {template_id}, {domain}, {copy}, {job_id}.",
+          check_payload),
+    Field("title", "Title printed above the code.", _text(MAX_TEXT)),
+    Field("lines", f"Up to {MAX_LINES} text lines printed under the code.", check_lines),
+    Field("size_mm", "Side of the QR code, quiet zone included, in mm (5 to 500).",
+          _number(5, 500)),
+    Field("qr_x_mm", "QR position from the card's left edge in mm; null centres it.",
+          check_position),
+    Field("qr_y_mm", "QR position from the card's bottom edge in mm; null centres it.",
+          check_position),
+    Field("colors", 'Colours as {"fg": "#000000", "bg": "#ffffff"}.', check_colors),
+    Field("page_size", "A4, A5, Letter or WIDTHxHEIGHT in mm.", check_page_size),
+    Field("grid", "Cards per page as COLSxROWS, e.g. 2x4 business cards.", check_grid),
+    Field("error_correction", "QR error correction level: L, M, Q or H.",
+          check_error_correction),
+    Field("quiet_zone", "Blank modules around the code (0 to 20; 4 is standard).",
+          _number(0, 20, integer=True)),
+)}
+OPTION_ONLY = {"copies": "How many cards to render (1 to the max_copies setting)."}
+
+
+def check_options(options: Any, max_copies: int) -> dict[str, Any]:
+    """Check a request's ``options`` object; return it with ``copies`` filled in."""
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise ValidationError("must be an object", field="options")
+    unknown = sorted(set(options) - set(FIELDS) - set(OPTION_ONLY))
+    if unknown:
+        raise ValidationError(f"unknown option {unknown[0]!r}; known: "
+                              + ", ".join(sorted([*FIELDS, *OPTION_ONLY])),
+                              field=f"options.{unknown[0]}")
+    for name, value in options.items():
+        if name in FIELDS:
+            FIELDS[name].check(value, f"options.{name}")
+    copies = options.get("copies", 1)
+    _number(1, max_copies, integer=True)(copies, "options.copies")
+    return {**options, "copies": copies}
+
+
+def template_fields(template: dict[str, Any]) -> dict[str, Any]:
+    """A template's stored values under the option names."""
+    return {
+        "data": template["payload"], "title": template["title"], "lines": template["lines"],
+        "size_mm": template["qr_size_mm"], "qr_x_mm": template["qr_x_mm"],
+        "qr_y_mm": template["qr_y_mm"], "colors": template["colors"],
+        "page_size": template["page_size"], "grid": template["grid"],
+        "error_correction": template["error_correction"],
+        "quiet_zone": template["quiet_zone"],
+    }
+
+
+def build_spec(template: dict[str, Any], options: dict[str, Any]) -> CardSpec:
+    """Merge checked *options* over *template* (its ``to_dict()``) into a CardSpec."""
+    values = {**template_fields(template), **options}
+    width, height = check_page_size(values["page_size"], "page_size")
+    cols, rows = check_grid(values["grid"], "grid")
+    colors = {"fg": "#000000", "bg": "#ffffff", **template["colors"],
+              **options.get("colors", {})}
+    spec = CardSpec(
+        page_width_mm=width, page_height_mm=height, cols=cols, rows=rows,
+        qr_size_mm=float(values["size_mm"]), qr_x_mm=values["qr_x_mm"],
+        qr_y_mm=values["qr_y_mm"], title=values["title"], lines=tuple(values["lines"]),
+        fg_color=colors["fg"], bg_color=colors["bg"],
+        error_correction=values["error_correction"], quiet_zone=values["quiet_zone"],
+    )
+    field = "options.size_mm" if "size_mm" in options else "size_mm"
+    largest = min(spec.card_width_mm, spec.card_height_mm)
+    if spec.qr_size_mm > largest:
+        raise ValidationError(f"a {spec.qr_size_mm:g} mm code does not fit a "
+                              f"{spec.card_width_mm:g}x{spec.card_height_mm:g} mm card; "
+                              f"at most {largest:g} mm", field=field)
+    return spec
+
+
+def payloads(pattern: str, copies: int, **values: Any) -> list[str]:
+    """The payload of each card: *pattern* with ``{copy}`` numbered from 1."""
+    return [pattern.format(copy=i, **values) for i in range(1, copies + 1)]
+
+
+def check_fits(pattern: str, error_correction: str, field: str, **values: Any) -> None:
+    """Refuse a payload longer than a QR code can hold (checked on the longest copy)."""
+    try:
+        qr_matrix(pattern.format(**values), error_correction)
+    except DataTooLong as exc:
+        raise ValidationError(str(exc), field=field) from None

@@ -1,0 +1,204 @@
+"""Huey's SQLite storage with leases, so a consumer that dies never loses a job.
+
+Stock ``SqliteStorage.dequeue`` deletes the task row before the task runs; if
+the consumer is then killed the job is gone. Here dequeue *leases* the row
+instead: it stamps ``lease_until`` and ``lease_owner`` and leaves it in place.
+A heartbeat thread in each consumer process renews its leases while tasks run;
+completion deletes the row. A row whose lease lapsed (its consumer died) is
+leased again by the next dequeue, on any consumer.
+
+Each change is one transaction: dequeue leases a row and marks its job record
+running; completion deletes the row and writes the job's outcome. Job records
+live in the same file (see :mod:`qrq.jobs`), so they commit atomically with the
+queue operation that causes them.
+
+Without qrq's Huey subclass (plain ``Huey(storage_class=...)``, as huey's own
+storage tests use it) nothing calls :meth:`complete`; the row a thread leased is
+then deleted by that thread's next dequeue, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+from huey.constants import EmptyData
+from huey.storage import SqliteStorage
+
+from qrq import jobs
+
+logger = logging.getLogger("qrq.storage")
+
+
+class LeasedSqliteStorage(SqliteStorage):
+    table_task = ("create table if not exists task ("
+                  "id integer not null primary key, queue text not null, "
+                  "data blob not null, priority real not null default 0.0, "
+                  "job_id text, lease_until real, lease_owner text)")
+    ddl = [SqliteStorage.table_kv, SqliteStorage.table_sched, SqliteStorage.index_sched,
+           table_task, SqliteStorage.index_task, SqliteStorage.table_counter,
+           *jobs.DDL]
+    available = "queue = ? and (lease_until is null or lease_until < ?)"
+
+    def __init__(self, name="huey", filename="huey.db", lease_seconds=30.0, **kwargs):
+        self.lease_seconds = float(lease_seconds)
+        self._local = threading.local()
+        self._owner_pid = None
+        self._owner = None
+        self._heartbeat = None
+        super().__init__(name, filename, **kwargs)
+
+    # -- identity and heartbeat -------------------------------------------------------
+
+    @property
+    def owner(self) -> str:
+        """This process's lease owner id; a forked worker gets its own."""
+        if self._owner_pid != os.getpid():
+            self._owner_pid = os.getpid()
+            self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            self._heartbeat = None
+            self._local = threading.local()
+        return self._owner
+
+    def _ensure_heartbeat(self) -> None:
+        if self._heartbeat is None or not self._heartbeat.is_alive():
+            self._heartbeat = threading.Thread(target=self._beat, args=(self.owner,),
+                                               name="qrq-lease-heartbeat", daemon=True)
+            self._heartbeat.start()
+
+    def _beat(self, owner: str) -> None:
+        interval = self.lease_seconds / 3
+        while owner == self._owner:
+            time.sleep(interval)
+            try:
+                self.renew_leases()
+            except Exception:  # Keep beating; the next try may get the lock.
+                logger.exception("lease heartbeat failed")
+
+    def renew_leases(self) -> int:
+        """Push back the lease of every row this process holds; return how many."""
+        with self.db(commit=True) as curs:
+            curs.execute("update task set lease_until = ? where lease_owner = ?",
+                         (time.time() + self.lease_seconds, self.owner))
+            return curs.rowcount
+
+    # -- the queue ----------------------------------------------------------------------
+
+    def enqueue(self, data, priority=None, job_id=None, job=None):
+        """Insert a task row, and its job record in the same transaction when given."""
+        with self.db(commit=True) as curs:
+            if job is not None:
+                jobs.insert(curs, job)
+            curs.execute("insert into task (queue, data, priority, job_id) "
+                         "values (?, ?, ?, ?)",
+                         (self.name, self.to_blob(data), priority or 0, job_id))
+
+    def dequeue(self):
+        owner = self.owner
+        now = time.time()
+        stale = getattr(self._local, "row", None)
+        if stale is None and not self.sql(
+                f"select 1 from task where {self.available} limit 1",
+                (self.name, now), results=True):
+            return None
+        with self.db(commit=True) as curs:
+            if stale is not None:
+                curs.execute("delete from task where id = ? and lease_owner = ?",
+                             (stale, owner))
+                self._local.row = self._local.job_id = None
+            curs.execute(f"select id, data, job_id from task where {self.available} "
+                         "order by priority desc, id limit 1", (self.name, now))
+            found = curs.fetchone()
+            if found is None:
+                return None
+            row, data, job_id = found
+            curs.execute("update task set lease_until = ?, lease_owner = ? where id = ?",
+                         (now + self.lease_seconds, owner, row))
+            if job_id is not None:
+                jobs.mark_running(curs, job_id, owner, now)
+        self._local.row, self._local.job_id = row, job_id
+        self._ensure_heartbeat()
+        return data
+
+    @property
+    def leased_job_id(self) -> str | None:
+        """The job id of the row this thread holds, if any."""
+        return getattr(self._local, "job_id", None)
+
+    def _take_lease(self) -> int | None:
+        row = getattr(self._local, "row", None)
+        self._local.row = self._local.job_id = None
+        return row
+
+    def complete(self, job_id: str | None, outcome: dict | None) -> None:
+        """Delete the row this thread leased and record the job's *outcome*, atomically."""
+        row = self._take_lease()
+        with self.db(commit=True) as curs:
+            if row is not None:
+                curs.execute("delete from task where id = ? and lease_owner = ?",
+                             (row, self.owner))
+            if job_id is not None and outcome is not None:
+                jobs.finish(curs, job_id, outcome)
+
+    def release(self, job_id: str | None) -> None:
+        """Give this thread's lease back so the job runs again, here or elsewhere."""
+        row = self._take_lease()
+        if row is None:
+            return
+        with self.db(commit=True) as curs:
+            curs.execute("update task set lease_until = null, lease_owner = null "
+                         "where id = ? and lease_owner = ?", (row, self.owner))
+            if job_id is not None:
+                jobs.mark_released(curs, job_id)
+
+    def reschedule(self, data, eta, job_id: str | None, next_attempt: dict | None) -> None:
+        """Swap this thread's leased row for a schedule entry at *eta* (a retry)."""
+        row = self._take_lease()
+        with self.db(commit=True) as curs:
+            if row is not None:
+                curs.execute("delete from task where id = ? and lease_owner = ?",
+                             (row, self.owner))
+            curs.execute("insert into schedule (queue, data, timestamp) values (?, ?, ?)",
+                         (self.name, self.to_blob(data), eta.timestamp()))
+            if job_id is not None and next_attempt is not None:
+                jobs.mark_waiting(curs, job_id, next_attempt)
+
+    def cancel_queued(self, job_id: str) -> bool:
+        """Remove a job's unleased task row; True when it was still waiting to run."""
+        with self.db(commit=True) as curs:
+            curs.execute("delete from task where job_id = ? and queue = ? and "
+                         "(lease_until is null or lease_until < ?)",
+                         (job_id, self.name, time.time()))
+            return curs.rowcount > 0
+
+    def queue_size(self):
+        return self.sql(f"select count(id) from task where {self.available}",
+                        (self.name, time.time()), results=True)[0][0]
+
+    def leased_count(self) -> int:
+        return self.sql("select count(id) from task where queue = ? and lease_until >= ?",
+                        (self.name, time.time()), results=True)[0][0]
+
+    def enqueued_items(self, limit=None):
+        sql = (f"select data from task where {self.available} "
+               "order by priority desc, id")
+        params = (self.name, time.time())
+        if limit is not None:
+            sql += " limit ?"
+            params += (limit,)
+        return [data for data, in self.sql(sql, params, results=True)]
+
+    def flush_queue(self):
+        super().flush_queue()
+        self._local.row = self._local.job_id = None
+
+    def pop_data(self, key):
+        # huey deletes every task's revoke key after it runs; almost always there
+        # is none, and this read spares a write transaction.
+        if not self.has_data_for_key(key):
+            return EmptyData
+        return super().pop_data(key)

@@ -1,0 +1,45 @@
+"""The Flask app: a JSON API over the job records and the queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from qrq.config import load_settings
+from qrq.db import app_db, init_db
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app; *test_config* may hold ``SETTINGS`` (a Settings) and Flask keys."""
+    from qrq.queue import huey
+    from qrq.web import api, errors
+
+    test_config = dict(test_config or {})
+    settings = test_config.pop("SETTINGS", None) or load_settings()
+    settings.ensure_dirs()
+    if settings != huey.settings:
+        huey.configure(settings)
+    init_db(settings.app_db, settings.busy_timeout)
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        QRQ=settings,
+    )
+    app.config.update(test_config)
+    app.json.sort_keys = False
+
+    @app.before_request
+    def _connect() -> None:
+        app_db.connect(reuse_if_open=True)
+
+    @app.teardown_request
+    def _close(exc: BaseException | None) -> None:
+        if not app_db.is_closed():
+            app_db.close()
+
+    errors.init_app(app)
+    app.register_blueprint(api.bp)
+    return app
