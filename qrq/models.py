@@ -60,6 +60,13 @@ class User(BaseModel):
                           token_hash=hash_token(token))
         return user, token
 
+    def reset_token(self) -> str:
+        """Replace this user's token; return the new one (the old stops working)."""
+        token = "qrq_" + secrets.token_urlsafe(32)
+        self.token_hash = hash_token(token)
+        self.save()
+        return token
+
     @classmethod
     def from_token(cls, token: str) -> User | None:
         return cls.get_or_none(cls.token_hash == hash_token(token))

@@ -209,6 +209,10 @@ def job_task(job_type: str, *, name: str, timeout: float | None = None, retries:
                 task.retries = 0  # permanent: huey sees no retries left
                 raise
 
+        # huey registers a task as "<module>.<name>"; pinning the module keeps the
+        # registered name "qrq.<name>" however the task modules are moved.
+        run.__module__ = "qrq"
+
         return huey.task(
             name=name, context=True, retries=retries,
             retry_delay=huey.settings.retry_delay if retry_delay is None else retry_delay,

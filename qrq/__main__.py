@@ -1,0 +1,3 @@
+from qrq.cli import main
+
+main(prog_name="qrq")
