@@ -60,7 +60,11 @@ def add_template(fields: dict[str, Any]) -> Template:
         "quiet_zone": opts.FIELDS["quiet_zone"].check(fields.get("quiet_zone", 4),
                                                       "quiet_zone"),
     }
-    opts.build_spec(values, {})  # page size, grid, and that the code fits a card
+    try:
+        opts.build_spec(values, {})  # page size, grid, and that the code fits a card
+    except ValidationError as exc:
+        exc.field = {"size_mm": "qr_size_mm"}.get(exc.field, exc.field)
+        raise
     return Template.create(
         name=values["name"], domain=values["domain"], payload=values["payload"],
         title=values["title"], lines_json=json.dumps(values["lines"]),

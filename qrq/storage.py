@@ -50,6 +50,7 @@ class LeasedSqliteStorage(SqliteStorage):
         self._owner_pid = None
         self._owner = None
         self._heartbeat = None
+        self._stop_beating = threading.Event()
         super().__init__(name, filename, **kwargs)
 
     # -- identity and heartbeat -------------------------------------------------------
@@ -61,19 +62,26 @@ class LeasedSqliteStorage(SqliteStorage):
             self._owner_pid = os.getpid()
             self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
             self._heartbeat = None
+            self._stop_beating = threading.Event()
             self._local = threading.local()
         return self._owner
 
     def _ensure_heartbeat(self) -> None:
+        if self._stop_beating.is_set():
+            return
         if self._heartbeat is None or not self._heartbeat.is_alive():
             self._heartbeat = threading.Thread(target=self._beat, args=(self.owner,),
                                                name="qrq-lease-heartbeat", daemon=True)
             self._heartbeat.start()
 
+    def stop_heartbeat(self) -> None:
+        """Stop renewing this process's leases (they lapse unless released first)."""
+        self._stop_beating.set()
+
     def _beat(self, owner: str) -> None:
         interval = self.lease_seconds / 3
-        while owner == self._owner:
-            time.sleep(interval)
+        stop = self._stop_beating
+        while not stop.wait(interval) and owner == self._owner:
             try:
                 self.renew_leases()
             except Exception:  # Keep beating; the next try may get the lock.

@@ -1,0 +1,142 @@
+"""Fixtures: a fresh data directory per test, the app, its client, a CLI runner,
+users with tokens, and a real ``huey_consumer`` subprocess."""
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# The Huey instance is built from settings when qrq.queue is imported; point it
+# at a throwaway directory first so no test touches the repository's data/.
+os.environ["QRQ_DATA_DIR"] = tempfile.mkdtemp(prefix="qrq-import-")
+
+import pytest  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+import huey_app  # noqa: E402,F401  (registers the tasks)
+from qrq.config import load_settings  # noqa: E402
+from qrq.db import app_db, init_db  # noqa: E402
+from qrq.demo import create_templates  # noqa: E402
+from qrq.models import User  # noqa: E402
+from qrq.queue import huey  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    monkeypatch.setenv("QRQ_DATA_DIR", str(data))
+    settings = load_settings(lease_seconds=3.0)
+    settings.ensure_dirs()
+    huey.configure(settings)
+    init_db(settings.app_db, settings.busy_timeout)
+    yield settings
+    huey.storage.close()
+    app_db.close()
+
+
+@pytest.fixture
+def app(settings):
+    from qrq.web import create_app
+
+    return create_app({"SETTINGS": settings, "TESTING": True})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(settings):
+    return CliRunner(env={"QRQ_DATA_DIR": str(settings.data_dir)})
+
+
+@pytest.fixture
+def templates(settings):
+    with app_db.connection_context():
+        create_templates()
+
+
+@pytest.fixture
+def make_user(settings):
+    def make(name, admin=False, email=None):
+        with app_db.connection_context():
+            user, token = User.create_with_token(name, admin=admin, email=email)
+        return user, {"Authorization": f"Bearer {token}"}
+    return make
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice", email="alice@example.com")
+
+
+def wait_until(predicate, timeout=30.0, interval=0.02, message="condition"):
+    """Poll *predicate* until it returns something truthy; fail after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+class Consumer:
+    """A real ``huey_consumer huey_app.huey`` subprocess on the test's data directory."""
+
+    def __init__(self, settings, workers=2, extra_env=None, args=()):
+        self.settings = settings
+        self.workers = workers
+        self.env = {**os.environ, "QRQ_DATA_DIR": str(settings.data_dir),
+                    "QRQ_LEASE_SECONDS": str(settings.lease_seconds),
+                    **(extra_env or {})}
+        self.args = list(args)
+        self.log = settings.logs_dir / "test-consumer.log"
+        self.proc = None
+
+    def start(self):
+        cmd = [str(Path(sys.executable).parent / "huey_consumer"), "huey_app.huey",
+               "-w", str(self.workers), "-k", "process", "-d", "0.02", "-m", "0.02",
+               "-b", "1.0", "-g", "TERM", *self.args]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env,
+                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        return self
+
+    def kill(self, sig=9):
+        """Signal the whole process group (consumer and its worker processes)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=60)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+
+    def output(self):
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def consumer(settings):
+    started = []
+
+    def start(**kwargs):
+        proc = Consumer(settings, **kwargs).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

@@ -1,0 +1,169 @@
+import json
+
+import pytest
+
+from qrq import jobs
+from qrq.queue import huey
+
+PDF = "/api/generate-qr-pdf"
+
+
+def job_count():
+    return huey.storage.sql("select count(*) from job", results=True)[0][0]
+
+
+def assert_error(response, status, field=None):
+    assert response.status_code == status, response.data
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"status", "code", "message", "field"}
+    assert body["error"]["status"] == status
+    assert body["error"]["message"]
+    if field is not None:
+        assert body["error"]["field"] == field
+    return body["error"]
+
+
+def test_post_answers_202_with_a_job_id_at_once(client, templates, alice):
+    response = client.post(PDF, json={"template_id": 2, "options": {"copies": 4}},
+                           headers=alice[1])
+    assert response.status_code == 202
+    body = response.get_json()
+    assert set(body) == {"job_id", "status", "status_url", "estimated_completion"}
+    assert body["status"] == "queued"
+    assert body["status_url"] == f"/api/job-status/{body['job_id']}"
+    assert response.headers["Location"] == body["status_url"]
+    # Nothing ran in the request: the task waits in the queue with its record.
+    assert huey.storage.queue_size() == 1
+    status = client.get(body["status_url"], headers=alice[1]).get_json()
+    assert status["status"] == "queued" and status["progress"] == 0
+    assert {"job_id", "type", "status", "progress", "stage", "created_at", "started_at",
+            "finished_at", "result", "error"} <= set(status)
+    assert status["type"] == "pdf" and status["started_at"] is None
+
+
+def test_status_after_the_job_ran_through_real_storage(client, templates, alice):
+    job_id = client.post(PDF, json={"template_id": 1}, headers=alice[1]).get_json()["job_id"]
+    task = huey.dequeue()  # from SQLite, unpickled and signature-checked
+    assert task.id == job_id
+    assert client.get(f"/api/job-status/{job_id}", headers=alice[1]).get_json()[
+        "status"] == "running"
+    huey.execute(task)
+    status = client.get(f"/api/job-status/{job_id}", headers=alice[1]).get_json()
+    assert status["status"] == "finished" and status["progress"] == 100
+    assert status["result"]["pages"] == 1
+    # Reading twice returns the same result: a status read never consumes it.
+    again = client.get(f"/api/job-status/{job_id}", headers=alice[1]).get_json()
+    assert again["result"] == status["result"]
+    with client.get(status["result"]["download_url"], headers=alice[1]) as download:
+        assert download.status_code == 200
+        assert download.mimetype == "application/pdf"
+        assert download.data.startswith(b"%PDF")
+
+
+@pytest.mark.parametrize("headers", [
+    {},
+    {"Authorization": "Bearer nope"},
+    {"Authorization": "Basic YWxpY2U6cHc="},
+    {"Authorization": "Bearer"},
+])
+def test_missing_or_bad_token_is_401(client, templates, headers):
+    assert_error(client.post(PDF, json={"template_id": 1}, headers=headers), 401)
+    assert_error(client.get("/api/templates", headers=headers), 401)
+    assert job_count() == 0
+
+
+def test_another_users_job_and_file_are_404_and_admins_see_all(client, templates, alice,
+                                                                make_user):
+    _, bob = make_user("bob")
+    _, admin = make_user("root", admin=True)
+    job_id = client.post(PDF, json={"template_id": 1}, headers=alice[1]).get_json()["job_id"]
+    huey.execute(huey.dequeue())
+    for url in (f"/api/job-status/{job_id}", f"/api/jobs/{job_id}",
+                f"/api/jobs/{job_id}/download"):
+        assert_error(client.get(url, headers=bob), 404)
+        for headers in (alice[1], admin):
+            with client.get(url, headers=headers) as response:
+                assert response.status_code == 200
+    assert_error(client.delete(f"/api/jobs/{job_id}", headers=bob), 404)
+    assert client.get("/api/jobs", headers=bob).get_json()["jobs"] == []
+    assert [j["job_id"] for j in client.get("/api/jobs", headers=admin).get_json()[
+        "jobs"]] == [job_id]
+    admin_view = client.get(f"/api/job-status/{job_id}", headers=admin).get_json()
+    owner_view = client.get(f"/api/job-status/{job_id}", headers=alice[1]).get_json()
+    assert "traceback" in admin_view and "traceback" not in owner_view
+
+
+def test_unknown_job_is_404_not_queued(client, alice):
+    assert_error(client.get("/api/job-status/00000000-0000-4000-8000-000000000000",
+                            headers=alice[1]), 404)
+    assert_error(client.get("/api/job-status/../../etc/passwd", headers=alice[1]), 404)
+    assert_error(client.get("/api/jobs/not-a-uuid/download", headers=alice[1]), 404)
+
+
+@pytest.mark.parametrize("kwargs, status, field", [
+    ({"data": b"{not json", "content_type": "application/json"}, 400, None),
+    ({"data": b"template_id=1", "content_type": "application/x-www-form-urlencoded"}, 400,
+     None),
+    ({"json": [1, 2]}, 400, None),
+    ({"json": {}}, 422, "template_id"),
+    ({"json": {"template_id": "1"}}, 422, "template_id"),
+    ({"json": {"template_id": 1.5}}, 422, "template_id"),
+    ({"json": {"template_id": 999}}, 422, "template_id"),
+    ({"json": {"template_id": 1, "extra": 1}}, 422, "extra"),
+    ({"json": {"template_id": 1, "options": "copies=3"}}, 422, "options"),
+    ({"json": {"template_id": 1, "options": {"copies": 0}}}, 422, "options.copies"),
+    ({"json": {"template_id": 1, "options": {"copies": 10**6}}}, 422, "options.copies"),
+    ({"json": {"template_id": 1, "options": {"size_mm": 0}}}, 422, "options.size_mm"),
+    ({"json": {"template_id": 1, "options": {"data": "x" * 4000}}}, 422, "options.data"),
+    ({"json": {"template_id": 1, "options": {"bogus": 1}}}, 422, "options.bogus"),
+])
+def test_bad_input_is_a_json_error_and_enqueues_nothing(client, templates, alice, kwargs,
+                                                        status, field):
+    assert_error(client.post(PDF, headers=alice[1], **kwargs), status, field)
+    assert job_count() == 0 and huey.storage.queue_size() == 0
+
+
+def test_oversized_body_is_413(client, templates, alice, settings):
+    body = json.dumps({"template_id": 1, "options": {"title": "x" * settings.max_request_bytes}})
+    response = client.post(PDF, data=body, content_type="application/json", headers=alice[1])
+    assert_error(response, 413)
+    assert job_count() == 0
+
+
+def test_routing_errors_use_the_same_shape(client, alice):
+    assert_error(client.get("/api/nope", headers=alice[1]), 404)
+    assert_error(client.put(PDF, headers=alice[1]), 405)
+
+
+def test_templates_list_and_show(client, templates, alice):
+    listed = client.get("/api/templates", headers=alice[1]).get_json()["templates"]
+    assert [t["id"] for t in listed] == [1, 2, 3, 4]
+    assert {"id", "name", "payload", "page_size", "grid", "colors"} <= set(listed[0])
+    assert client.get("/api/templates/2", headers=alice[1]).get_json()["grid"] == "2x4"
+    assert_error(client.get("/api/templates/99", headers=alice[1]), 404)
+
+
+def test_cancel_a_queued_job(client, templates, alice):
+    job_id = client.post(PDF, json={"template_id": 1}, headers=alice[1]).get_json()["job_id"]
+    response = client.delete(f"/api/jobs/{job_id}", headers=alice[1])
+    assert response.status_code == 202 and response.get_json()["status"] == "canceled"
+    assert huey.storage.queue_size() == 0
+    assert_error(client.delete(f"/api/jobs/{job_id}", headers=alice[1]), 409)
+    assert jobs.get(huey.storage, job_id)["status"] == "canceled"
+
+
+def test_template_deleted_before_the_run_fails_visibly(client, templates, alice):
+    from qrq.db import app_db
+    from qrq.models import Template
+
+    job_id = client.post(PDF, json={"template_id": 3}, headers=alice[1]).get_json()["job_id"]
+    with app_db.connection_context():
+        Template.delete_by_id(3)
+    huey.execute(huey.dequeue())
+    status = client.get(f"/api/job-status/{job_id}", headers=alice[1]).get_json()
+    assert status["status"] == "failed"
+    assert status["error"] == "template 3 does not exist"
+    assert status["attempts"] == 1  # bad input: never retried
+    assert huey.storage.queue_size() == 0 and huey.scheduled_count() == 0

@@ -1,0 +1,84 @@
+import json
+
+from qrq import jobs
+from qrq.cli import main
+from qrq.queue import huey
+
+
+def test_init_demo_prints_the_demo_token_once(runner, client):
+    first = runner.invoke(main, ["init", "--demo"])
+    assert first.exit_code == 0, first.output
+    token = first.output.strip().splitlines()[-1]
+    assert token.startswith("qrq_")
+    assert client.get("/api/templates", headers={"Authorization": f"Bearer {token}"}
+                      ).status_code == 200
+    again = runner.invoke(main, ["init", "--demo"])
+    assert again.exit_code == 0 and token not in again.output
+    assert "0 added" in again.output
+
+
+def test_users_create_prints_the_token_last_and_stores_only_a_hash(runner, client, settings):
+    result = runner.invoke(main, ["users", "create", "carol", "--admin",
+                                  "--email", "carol@example.com"])
+    assert result.exit_code == 0, result.output
+    token = result.output.strip().splitlines()[-1]
+    assert token not in settings.app_db.read_bytes().decode("latin-1")
+    me = client.get("/api/me", headers={"Authorization": f"Bearer {token}"}).get_json()
+    assert me["name"] == "carol" and me["is_admin"] and me["email"] == "carol@example.com"
+    duplicate = runner.invoke(main, ["users", "create", "carol"])
+    assert duplicate.exit_code == 1 and "already exists" in duplicate.output
+    reset = runner.invoke(main, ["users", "reset-token", "carol"])
+    new = reset.output.strip().splitlines()[-1]
+    assert client.get("/api/me", headers={"Authorization": f"Bearer {token}"}
+                      ).status_code == 401
+    assert client.get("/api/me", headers={"Authorization": f"Bearer {new}"}
+                      ).status_code == 200
+
+
+def test_templates_list_show_add(runner, templates, tmp_path):
+    listed = runner.invoke(main, ["templates", "list"])
+    assert "Business cards" in listed.output
+    shown = json.loads(runner.invoke(main, ["templates", "show", "2"]).output)
+    assert shown["grid"] == "2x4"
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({**shown, "id": None, "name": "Copy", "grid": "3x3",
+                                "qr_size_mm": 30}))
+    added = runner.invoke(main, ["templates", "add", str(path)])
+    assert added.exit_code == 0 and "added template 5" in added.output
+    path.write_text(json.dumps({**shown, "qr_size_mm": 400}))
+    refused = runner.invoke(main, ["templates", "add", str(path)])
+    assert refused.exit_code == 1 and "qr_size_mm" in refused.output
+    missing = runner.invoke(main, ["templates", "show", "99"])
+    assert missing.exit_code == 1 and "does not exist" in missing.output
+
+
+def test_pdf_enqueues_with_options_and_jobs_show_it(runner, templates):
+    result = runner.invoke(main, ["pdf", "2", "--option", "copies=3", "-o", "title=Hello"])
+    assert result.exit_code == 0, result.output
+    job_id = result.output.split()[-1]
+    job = jobs.get(huey.storage, job_id)
+    assert json.loads(job["params"])["options"] == {"copies": 3, "title": "Hello"}
+    assert job_id in runner.invoke(main, ["jobs", "list"]).output
+    shown = json.loads(runner.invoke(main, ["jobs", "show", job_id]).output)
+    assert shown["status"] == "queued" and "traceback" in shown
+
+
+def test_pdf_bad_input_exits_nonzero_and_enqueues_nothing(runner, templates):
+    bad_value = runner.invoke(main, ["pdf", "2", "-o", "copies=0"])
+    assert bad_value.exit_code == 1 and "options.copies" in bad_value.output
+    bad_syntax = runner.invoke(main, ["pdf", "2", "-o", "copies"])
+    assert bad_syntax.exit_code == 2 and "KEY=VALUE" in bad_syntax.output
+    assert huey.storage.queue_size() == 0
+
+
+def test_every_command_has_help_with_text(runner):
+    def walk(group, path):
+        for name, command in group.commands.items():
+            yield [*path, name], command
+            if hasattr(command, "commands"):
+                yield from walk(command, [*path, name])
+
+    for path, command in walk(main, []):
+        result = runner.invoke(main, [*path, "--help"])
+        assert result.exit_code == 0, path
+        assert command.help, f"qrq {' '.join(path)} has no help text"

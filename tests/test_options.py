@@ -1,0 +1,63 @@
+import pytest
+
+from qrq.errors import ValidationError
+from qrq.generate import prepare
+from qrq.options import build_spec, check_options
+
+TEMPLATE = {
+    "id": 3, "name": "cards", "domain": "qrcards.example",
+    "payload": "https://{domain}/c/{template_id}/{copy}", "title": "Hi", "lines": [],
+    "page_size": "A4", "grid": "2x4", "qr_size_mm": 40.0, "qr_x_mm": None, "qr_y_mm": None,
+    "colors": {"fg": "#000000", "bg": "#ffffff"}, "error_correction": "M", "quiet_zone": 4,
+}
+
+
+@pytest.mark.parametrize("options, field", [
+    ({"copies": 0}, "options.copies"),
+    ({"copies": 1_000_000}, "options.copies"),
+    ({"copies": "3"}, "options.copies"),
+    ({"copies": True}, "options.copies"),
+    ({"size_mm": 0}, "options.size_mm"),
+    ({"size_mm": 120}, "options.size_mm"),  # larger than a 2x4 card on A4
+    ({"colors": {"fg": "red"}}, "options.colors.fg"),
+    ({"colors": {"ink": "#000000"}}, "options.colors"),
+    ({"title": 5}, "options.title"),
+    ({"title": "x" * 201}, "options.title"),
+    ({"lines": ["ok", 3]}, "options.lines[1]"),
+    ({"lines": ["x"] * 11}, "options.lines"),
+    ({"page_size": "B7"}, "options.page_size"),
+    ({"page_size": "5x5"}, "options.page_size"),
+    ({"grid": "0x3"}, "options.grid"),
+    ({"error_correction": "Z"}, "options.error_correction"),
+    ({"quiet_zone": -1}, "options.quiet_zone"),
+    ({"data": ""}, "options.data"),
+    ({"data": "{__class__}"}, "options.data"),
+    ({"data": "{copy.__class__}"}, "options.data"),
+    ({"data": "é" * 3000}, "options.data"),  # longer than any QR code holds
+    ({"colour": "#000000"}, "options.colour"),
+])
+def test_bad_options_name_their_field(options, field):
+    with pytest.raises(ValidationError) as caught:
+        prepare(TEMPLATE, options, max_copies=1000)
+    assert caught.value.field == field
+    assert caught.value.status == 422
+
+
+def test_options_must_be_an_object():
+    with pytest.raises(ValidationError) as caught:
+        check_options(["copies"], 10)
+    assert caught.value.field == "options"
+
+
+def test_options_override_the_template():
+    spec, payloads = prepare(TEMPLATE, {"copies": 3, "title": "Table", "size_mm": 30,
+                                        "colors": {"fg": "#112233"}, "grid": "1x1"}, 1000)
+    assert (spec.title, spec.qr_size_mm, spec.fg_color, spec.bg_color) == (
+        "Table", 30, "#112233", "#ffffff")
+    assert (spec.cols, spec.rows) == (1, 1)
+    assert payloads == [f"https://qrcards.example/c/3/{i}" for i in (1, 2, 3)]
+
+
+def test_custom_page_size_in_mm():
+    spec = build_spec({**TEMPLATE, "page_size": "85x55", "grid": "1x1"}, {"size_mm": 50})
+    assert (spec.page_width_mm, spec.page_height_mm) == (85.0, 55.0)

@@ -1,0 +1,100 @@
+"""qrq's leased storage: huey's own storage contract, then the leases."""
+
+import os
+import time
+
+os.environ.setdefault("HUEY_SLOW_TESTS", "1")  # include huey's consumer integration test
+
+import pytest  # noqa: E402
+from huey import Huey  # noqa: E402
+from huey.tests.base import BaseTestCase  # noqa: E402
+from huey.tests.test_storage import StorageTests  # noqa: E402
+
+from qrq.storage import LeasedSqliteStorage  # noqa: E402
+
+
+class TestHueyStorageContract(StorageTests, BaseTestCase):
+    """huey/tests/test_storage.py's StorageTests, run against qrq's storage."""
+
+    supports_ttl = False  # like huey's SqliteStorage
+
+    def get_huey(self):
+        import tempfile
+
+        self._dir = tempfile.mkdtemp(prefix="qrq-huey-contract-")
+        return Huey("t", storage_class=LeasedSqliteStorage,
+                    filename=os.path.join(self._dir, "huey.db"), utc=False)
+
+
+def test_contract_includes_the_slow_consumer_test():
+    assert "test_consumer_integration" in dir(TestHueyStorageContract)
+    assert os.environ.get("HUEY_SLOW_TESTS")
+
+
+@pytest.fixture
+def storage(tmp_path):
+    made = []
+
+    def make(lease=30.0):
+        s = LeasedSqliteStorage("q", filename=str(tmp_path / "q.db"), lease_seconds=lease)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def rows(storage):
+    return storage.sql("select data, lease_owner is not null from task order by id",
+                       results=True)
+
+
+def test_dequeue_leases_instead_of_deleting(storage):
+    s = storage()
+    s.enqueue(b"a")
+    s.enqueue(b"b")
+    assert s.dequeue() == b"a"
+    assert rows(s) == [(b"a", 1), (b"b", 0)]  # still there, leased
+    assert s.queue_size() == 1 and s.leased_count() == 1
+    s.complete(None, None)
+    assert rows(s) == [(b"b", 0)]
+
+
+def test_a_live_lease_is_never_handed_to_another_consumer(storage):
+    first, second = storage(lease=30), storage(lease=30)
+    first.enqueue(b"job")
+    assert first.dequeue() == b"job"
+    assert second.dequeue() is None
+
+
+def test_an_expired_lease_runs_again_elsewhere(storage):
+    dead, alive = storage(lease=0.2), storage(lease=30)
+    dead.enqueue(b"job")
+    assert dead.dequeue() == b"job"
+    dead.stop_heartbeat()  # a dead consumer: nothing renews its lease
+    assert alive.dequeue() is None
+    deadline = time.monotonic() + 5
+    while (data := alive.dequeue()) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert data == b"job"
+    # The dead consumer's late completion does not delete the new holder's row.
+    dead.complete(None, None)
+    assert rows(alive) == [(b"job", 1)]
+
+
+def test_heartbeat_keeps_a_long_run_leased(storage):
+    s = storage(lease=0.3)
+    s.enqueue(b"slow")
+    assert s.dequeue() == b"slow"
+    time.sleep(1.0)  # three lease periods pass while the task "runs"
+    other = storage(lease=0.3)
+    assert other.dequeue() is None
+
+
+def test_release_gives_the_lease_back(storage):
+    s = storage()
+    s.enqueue(b"job")
+    s.dequeue()
+    s.release(None)
+    assert rows(s) == [(b"job", 0)] and s.queue_size() == 1
