@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from qrq import options as opts
 from qrq.config import Settings
@@ -46,8 +46,13 @@ def generate_pdf(settings: Settings, job_id: str, template_id: int, options: dic
         template = Template.get_by_id_or_404(template_id).to_dict()
     spec, payloads = prepare(template, options, settings.max_copies, job_id)
 
+    last = [-1]
+
     def page_done(page: int, pages: int) -> None:
-        report(5 + 90 * page / pages, f"rendering page {page}/{pages}")
+        percent = int(5 + 90 * page / pages)
+        if percent != last[0]:  # one write per percent, not per page
+            last[0] = percent
+            report(percent, f"rendering page {page}/{pages}")
 
     result = render_pdf(spec, payloads, artifact_path(settings, job_id),
                         progress=page_done, title=template["name"])

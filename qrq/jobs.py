@@ -113,7 +113,7 @@ def get(storage, job_id: str) -> dict[str, Any] | None:
         return None
     rows = storage.sql(f"select {', '.join(_COLUMNS)} from job where id = ?", (job_id,),
                        results=True)
-    return dict(zip(_COLUMNS, rows[0])) if rows else None
+    return dict(zip(_COLUMNS, rows[0], strict=False)) if rows else None
 
 
 def list_jobs(storage, *, owner_id: int | None = None, status: str | None = None,
@@ -130,7 +130,7 @@ def list_jobs(storage, *, owner_id: int | None = None, status: str | None = None
         sql += " where " + " and ".join(where)
     sql += " order by created_at desc limit ? offset ?"
     rows = storage.sql(sql, (*params, limit, offset), results=True)
-    return [dict(zip(_COLUMNS, row)) for row in rows]
+    return [dict(zip(_COLUMNS, row, strict=False)) for row in rows]
 
 
 def report_progress(storage, job_id: str, percent: float, stage: str = "") -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import string
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from qrq.errors import ValidationError
 from qrq.qr import ERROR_CORRECTION, CardSpec, DataTooLong, qr_matrix
@@ -71,7 +72,7 @@ def check_payload(value: Any, field: str) -> str:
             continue
         if name not in PLACEHOLDERS or spec or conversion:
             raise ValidationError(f"unknown placeholder {{{name}}}; use "
-                                  + ", ".join("{%s}" % p for p in PLACEHOLDERS), field=field)
+                                  + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS), field=field)
     return value
 
 

@@ -16,7 +16,8 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from huey import Huey
 from huey import signals as S

@@ -104,9 +104,9 @@ class Consumer:
         cmd = [str(Path(sys.executable).parent / "huey_consumer"), "huey_app.huey",
                "-w", str(self.workers), "-k", "process", "-d", "0.02", "-m", "0.02",
                "-b", "1.0", "-g", "TERM", *self.args]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env,
-                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
     def kill(self, sig=9):
