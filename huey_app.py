@@ -3,5 +3,8 @@
 Importing a task module registers its tasks with the Huey instance.
 """
 
+import tasks.mail  # noqa: F401
 import tasks.pdf  # noqa: F401
-from qrq.queue import huey  # noqa: F401  (the consumer looks it up here)
+from qrq.queue import huey, load_task_modules
+
+load_task_modules(huey.settings)

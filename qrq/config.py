@@ -36,6 +36,14 @@ def _bool(text: str) -> bool:
     raise ValueError(f"not a boolean: {text!r}")
 
 
+def _caps(text: str) -> str:
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, count = item.partition("=")
+        if not sep or not name.strip() or not count.strip().isdigit():
+            raise ValueError(f"expected TYPE=N,... but got {item!r}")
+    return text
+
+
 SETTINGS = (
     Setting("data_dir", "data", "Directory for every runtime file: queue.db, app.db, "
             "artifacts/, logs/, secret.key."),
@@ -59,6 +67,19 @@ SETTINGS = (
             "time ends expired instead of running late.", int),
     Setting("retry_delay", 2.0, "First retry delay in seconds; doubles each attempt, "
             "with jitter.", float),
+    Setting("type_caps", "batch=2,analytics=2,maintenance=1", "Most jobs of each listed "
+            "type running at once, across all consumers (TYPE=N,...).", _caps),
+    Setting("long_job_cap", 3, "Most jobs of the capped types (type_caps) running at once "
+            "in total, so some worker is always free for interactive work.", int),
+    Setting("task_modules", "", "Extra task modules the consumer imports, comma-separated "
+            "(e.g. myapp.tasks); huey_app.py imports qrq's own."),
+    Setting("smtp_host", "", "SMTP server for mail. Empty: each message is written to "
+            "<data>/outbox/ as an .eml file."),
+    Setting("smtp_port", 587, "SMTP port.", int),
+    Setting("smtp_security", "starttls", "starttls, ssl or none."),
+    Setting("smtp_user", "", "SMTP login (empty: no login)."),
+    Setting("smtp_password", "", "SMTP password."),
+    Setting("mail_from", "qrq@localhost", "Sender address of qrq's mail."),
     Setting("host", "127.0.0.1", "Address `qrq dev` binds the web app to."),
     Setting("port", 5000, "Port `qrq dev` binds the web app to.", int),
     Setting("log_level", "INFO", "Log level of the consumer and the web app."),
@@ -82,6 +103,15 @@ class Settings:
     pdf_retries: int
     job_expiry: int
     retry_delay: float
+    type_caps: str
+    long_job_cap: int
+    task_modules: str
+    smtp_host: str
+    smtp_port: int
+    smtp_security: str
+    smtp_user: str
+    smtp_password: str
+    mail_from: str
     host: str
     port: int
     log_level: str
@@ -101,6 +131,19 @@ class Settings:
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    @property
+    def caps(self) -> dict[str, int]:
+        """``type_caps`` as a dict, e.g. ``{"batch": 2}``."""
+        caps = {}
+        for item in filter(None, (part.strip() for part in self.type_caps.split(","))):
+            name, _, count = item.partition("=")
+            caps[name.strip()] = int(count)
+        return caps
 
     @property
     def secret_file(self) -> Path:

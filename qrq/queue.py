@@ -10,10 +10,13 @@ modules can import it without cycles (``huey_app.py`` imports both).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
+import importlib
 import logging
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +35,7 @@ from qrq.storage import LeasedSqliteStorage
 logger = logging.getLogger("qrq.queue")
 
 # Higher runs first: interactive work ahead of bulk and housekeeping.
-PRIORITY = {"pdf": 10, "batch": 0, "analytics": 0, "maintenance": -10}
+PRIORITY = {"pdf": 10, "mail": 5, "batch": 0, "analytics": 0, "maintenance": -10}
 _RELEASE = "release"
 
 
@@ -53,7 +56,8 @@ class QrqHuey(Huey):
     def _storage_kwargs(settings: Settings) -> dict[str, Any]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         return {"filename": str(settings.queue_db), "lease_seconds": settings.lease_seconds,
-                "timeout": settings.busy_timeout}
+                "timeout": settings.busy_timeout, "caps": settings.caps,
+                "long_cap": settings.long_job_cap}
 
     def configure(self, settings: Settings) -> None:
         """Point this instance at another data directory (tests, ``create_app``)."""
@@ -79,7 +83,7 @@ class QrqHuey(Huey):
         if job is None:
             job = jobs.new_record(task.id, task.job_type, task.name, None)
         self.storage.enqueue(self.serialize_task(task), task.priority, job_id=task.id,
-                             job=job)
+                             job=job, job_type=task.job_type)
 
     # -- run ------------------------------------------------------------------------------
 
@@ -195,18 +199,29 @@ huey = QrqHuey(load_settings())
 
 
 def job_task(job_type: str, *, name: str, timeout: float | None = None, retries: int = 0,
-             retry_delay: float | None = None, expires: float | None = None) -> Callable:
+             retry_delay: float | None = None, expires: float | None = None,
+             retry_timeouts: bool = False) -> Callable:
     """Declare a qrq task: a huey task with a job type, a stable name and explicit limits.
 
-    The function receives ``task`` (for :func:`progress`). A :class:`QrqError`
-    (bad input) or a cancel fails the job at once; any other error is retried.
+    The function receives ``task`` (for :func:`progress`). Bad input (a
+    :class:`QrqError`), a cancel, and (unless *retry_timeouts*) a timeout fail
+    the job at once; any other error is retried *retries* times.
     """
+    permanent = (QrqError, jobs.JobCanceled) + (() if retry_timeouts else (TaskTimeout,))
+
     def decorator(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def run(*args, task=None, **kwargs):
             try:
                 return fn(*args, task=task, **kwargs)
-            except (QrqError, jobs.JobCanceled):
+            except sqlite3.OperationalError as exc:
+                if task.is_timed_out and "interrupt" in str(exc):
+                    exc = TaskTimeout(f"timeout ({task.timeout}s)")
+                    if not retry_timeouts:
+                        task.retries = 0
+                    raise exc from None
+                raise
+            except permanent:
                 task.retries = 0  # permanent: huey sees no retries left
                 raise
 
@@ -232,6 +247,28 @@ def submit(task_wrapper, *args, owner_id: int | None, params: dict[str, Any] | N
     huey.enqueue(task, job=jobs.new_record(task.id, task.job_type, task.name, owner_id,
                                            params))
     return task.id
+
+
+@contextlib.contextmanager
+def time_limited(conn: sqlite3.Connection, task, every: int = 10_000):
+    """Let *task*'s time limit stop a long query on *conn*.
+
+    A signal cannot interrupt SQLite's C code; a progress handler, called every
+    *every* virtual-machine steps, aborts the query once the task's deadline
+    has passed. The job task wrapper turns the resulting "interrupted" error
+    into a timeout.
+    """
+    conn.set_progress_handler(lambda: 1 if task.is_timed_out else 0, every)
+    try:
+        yield conn
+    finally:
+        conn.set_progress_handler(None, 0)
+
+
+def load_task_modules(settings: Settings) -> None:
+    """Import the extra task modules named in ``QRQ_TASK_MODULES``."""
+    for name in filter(None, (part.strip() for part in settings.task_modules.split(","))):
+        importlib.import_module(name)
 
 
 def progress(task, percent: float, stage: str = "") -> None:

@@ -38,14 +38,19 @@ class LeasedSqliteStorage(SqliteStorage):
     table_task = ("create table if not exists task ("
                   "id integer not null primary key, queue text not null, "
                   "data blob not null, priority real not null default 0.0, "
-                  "job_id text, lease_until real, lease_owner text)")
+                  "job_id text, job_type text, lease_until real, lease_owner text)")
     ddl = [SqliteStorage.table_kv, SqliteStorage.table_sched, SqliteStorage.index_sched,
            table_task, SqliteStorage.index_task, SqliteStorage.table_counter,
            *jobs.DDL]
     available = "queue = ? and (lease_until is null or lease_until < ?)"
 
-    def __init__(self, name="huey", filename="huey.db", lease_seconds=30.0, **kwargs):
+    def __init__(self, name="huey", filename="huey.db", lease_seconds=30.0, caps=None,
+                 long_cap=None, **kwargs):
         self.lease_seconds = float(lease_seconds)
+        # Most rows of a job type leased at once (caps), and of all capped types
+        # together (long_cap), so long jobs never hold every worker.
+        self.caps = dict(caps or {})
+        self.long_cap = long_cap
         self._local = threading.local()
         self._owner_pid = None
         self._owner = None
@@ -96,30 +101,61 @@ class LeasedSqliteStorage(SqliteStorage):
 
     # -- the queue ----------------------------------------------------------------------
 
-    def enqueue(self, data, priority=None, job_id=None, job=None):
+    def enqueue(self, data, priority=None, job_id=None, job=None, job_type=None):
         """Insert a task row, and its job record in the same transaction when given."""
         with self.db(commit=True) as curs:
             if job is not None:
                 jobs.insert(curs, job)
-            curs.execute("insert into task (queue, data, priority, job_id) "
-                         "values (?, ?, ?, ?)",
-                         (self.name, self.to_blob(data), priority or 0, job_id))
+            curs.execute("insert into task (queue, data, priority, job_id, job_type) "
+                         "values (?, ?, ?, ?, ?)",
+                         (self.name, self.to_blob(data), priority or 0, job_id, job_type))
+
+    def _blocked_types(self, curs, now: float) -> tuple[str, ...]:
+        """The capped job types that may not start another job right now."""
+        if not self.caps:
+            return ()
+        curs.execute("select job_type, count(*) from task where queue = ? and "
+                     "lease_until >= ? and job_type is not null group by job_type",
+                     (self.name, now))
+        running = dict(curs.fetchall())
+        if self.long_cap is not None and sum(
+                running.get(t, 0) for t in self.caps) >= self.long_cap:
+            return tuple(self.caps)
+        return tuple(t for t, cap in self.caps.items() if running.get(t, 0) >= cap)
+
+    def _pick_sql(self, blocked: tuple[str, ...]) -> str:
+        sql = f"from task where {self.available}"
+        if blocked:
+            sql += f" and (job_type is null or job_type not in ({','.join('?' * len(blocked))}))"
+        return sql
+
+    def _has_work(self, now: float) -> bool:
+        """A read-only look, so idle polls never take the write lock."""
+        with self.db() as curs:
+            curs.execute(f"select 1 {self._pick_sql(())} limit 1", (self.name, now))
+            if curs.fetchone() is None:
+                return False
+            blocked = self._blocked_types(curs, now)
+            if not blocked:
+                return True
+            curs.execute(f"select 1 {self._pick_sql(blocked)} limit 1",
+                         (self.name, now, *blocked))
+            return curs.fetchone() is not None
 
     def dequeue(self):
         owner = self.owner
         now = time.time()
         stale = getattr(self._local, "row", None)
-        if stale is None and not self.sql(
-                f"select 1 from task where {self.available} limit 1",
-                (self.name, now), results=True):
+        if stale is None and not self._has_work(now):
             return None
         with self.db(commit=True) as curs:
             if stale is not None:
                 curs.execute("delete from task where id = ? and lease_owner = ?",
                              (stale, owner))
                 self._local.row = self._local.job_id = None
-            curs.execute(f"select id, data, job_id from task where {self.available} "
-                         "order by priority desc, id limit 1", (self.name, now))
+            blocked = self._blocked_types(curs, now)
+            curs.execute(f"select id, data, job_id {self._pick_sql(blocked)} "
+                         "order by priority desc, id limit 1", (self.name, now, *blocked))
             found = curs.fetchone()
             if found is None:
                 return None

@@ -1,0 +1,9 @@
+"""The ``qrq`` command: set up, run, and inspect qrq from a terminal.
+
+``base`` defines the group; each module here adds one family of commands to it.
+"""
+
+from qrq.cli import jobs, setup, templates, users  # noqa: F401  (register commands)
+from qrq.cli.base import main
+
+__all__ = ["main"]

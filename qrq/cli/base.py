@@ -1,0 +1,65 @@
+"""The ``qrq`` group and what its commands share: settings, the queue, the app database.
+
+Commands only parse arguments, call the library and print; library errors
+become ``click.ClickException`` (exit 1), bad arguments ``BadParameter`` (exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from qrq.config import load_settings
+from qrq.errors import QrqError
+
+
+def get_settings():
+    try:
+        return load_settings()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def get_queue():
+    """The configured Huey instance with its tasks registered (as the consumer has them)."""
+    import huey_app
+
+    settings = get_settings()
+    if settings != huey_app.huey.settings:
+        huey_app.huey.configure(settings)
+    return huey_app.huey
+
+
+def get_app_db():
+    from qrq.db import init_db
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    return init_db(settings.app_db, settings.busy_timeout)
+
+
+class CliGroup(click.Group):
+    """Turns qrq's errors into click's: a one-line ``Error:`` and exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except QrqError as exc:
+            where = f" ({exc.field})" if exc.field else ""
+            raise click.ClickException(f"{exc.message}{where}") from None
+
+
+@click.group(cls=CliGroup)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Data directory (default: $QRQ_DATA_DIR or ./data).")
+@click.version_option(package_name="qrq")
+def main(data_dir: Path | None) -> None:
+    """qrq: background jobs for QRCards on one SQLite file.
+
+    Example: qrq dev
+    """
+    if data_dir is not None:
+        os.environ["QRQ_DATA_DIR"] = str(data_dir.resolve())
+

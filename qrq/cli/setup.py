@@ -1,0 +1,129 @@
+"""Setting up and running: init, dev, worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+
+from qrq.cli.base import get_app_db, get_queue, get_settings, main
+
+DEMO_USER = "demo"
+
+
+@main.command()
+@click.option("--demo", is_flag=True, help="Also create demo templates and a demo user.")
+def init(demo: bool) -> None:
+    """Create the data directory, the databases and the signing secret.
+
+    Example: qrq init --demo
+    """
+    from qrq import demo as demo_data
+
+    settings = get_settings()
+    db = get_app_db()
+    get_queue()  # creates queue.db and its tables
+    click.echo(f"data directory: {settings.data_dir}")
+    if demo:
+        with db.connection_context():
+            added = demo_data.create_templates()
+            click.echo(f"demo templates: {added} added")
+            token = demo_data.create_user(DEMO_USER)
+        if token:
+            click.echo(f"demo user {DEMO_USER!r} created; its API token (shown once):")
+            click.echo(token)
+        else:
+            click.echo(f"demo user {DEMO_USER!r} exists; `qrq users reset-token "
+                       f"{DEMO_USER}` prints a new token")
+
+
+
+def consumer_options(settings, workers: int | None = None,
+                     worker_type: str | None = None) -> dict:
+    """The consumer configuration qrq ships (see README, "Running the consumer")."""
+    return {
+        "workers": workers or settings.workers,
+        "worker_type": worker_type or settings.worker_type,
+        "initial_delay": settings.poll_interval,
+        "max_delay": settings.poll_interval,
+        "backoff": 1.0,
+        "scheduler_interval": 1,
+        "periodic": True,
+        "check_worker_health": True,
+        "health_check_interval": 5,
+        "graceful_signal": "TERM",
+        "shutdown_timeout": 30,
+    }
+
+
+def setup_logging(settings, name: str) -> None:
+    import logging
+
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("[%(asctime)s] %(levelname)s %(name)s %(process)d: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(settings.log_level.upper())
+    for handler in (logging.StreamHandler(), logging.FileHandler(settings.logs_dir / name)):
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+
+
+@main.command()
+@click.option("-w", "--workers", type=click.IntRange(1, 64), help="Worker count.")
+@click.option("-k", "--worker-type", type=click.Choice(["process", "thread"]),
+              help="process enforces time limits; thread uses less memory.")
+def worker(workers: int | None, worker_type: str | None) -> None:
+    """Run the consumer with qrq's recommended settings (SIGTERM stops it gracefully).
+
+    Example: qrq worker -w 4
+    """
+    huey = get_queue()
+    setup_logging(huey.settings, "consumer.log")
+    consumer = huey.create_consumer(**consumer_options(huey.settings, workers, worker_type))
+    consumer.run()
+
+
+@main.command()
+@click.option("--host", help="Bind address (default: QRQ_HOST).")
+@click.option("--port", type=int, help="Port (default: QRQ_PORT).")
+@click.option("-w", "--workers", type=click.IntRange(1, 64), help="Consumer workers.")
+def dev(host: str | None, port: int | None, workers: int | None) -> None:
+    """Set up demo data, then run the web app and the consumer together; Ctrl-C stops both.
+
+    Example: qrq dev --port 8000
+    """
+    settings = get_settings()
+    ctx = click.get_current_context()
+    ctx.invoke(init, demo=True)
+    host, port = host or settings.host, port or settings.port
+    env = {**os.environ, "QRQ_DATA_DIR": str(settings.data_dir)}
+    worker_cmd = [sys.executable, "-m", "qrq", "worker"]
+    if workers:
+        worker_cmd += ["-w", str(workers)]
+    web_cmd = [sys.executable, "-m", "waitress", f"--listen={host}:{port}", "--threads=8",
+               "web:app"]
+    procs = [subprocess.Popen(worker_cmd, env=env), subprocess.Popen(web_cmd, env=env)]
+    click.echo(f"web app: http://{host}:{port}/api/templates   consumer: {len(procs) - 1} "
+               f"process group; logs in {settings.logs_dir}. Ctrl-C stops both.")
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.2)
+        click.echo("a process exited; stopping the other", err=True)
+    except KeyboardInterrupt:
+        click.echo("stopping…", err=True)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 40
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+

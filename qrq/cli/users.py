@@ -1,0 +1,56 @@
+"""User and token commands."""
+
+from __future__ import annotations
+
+import click
+
+from qrq.cli.base import get_app_db, main
+
+
+@main.group()
+def users() -> None:
+    """Manage API users and tokens."""
+
+
+@users.command("create")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="May see every job and use admin endpoints.")
+@click.option("--email", help="Address for completion mail.")
+def users_create(name: str, admin: bool, email: str | None) -> None:
+    """Create a user; the API token is printed once, on the last line.
+
+    Example: qrq users create alice --email alice@example.com
+    """
+    from qrq.models import User
+
+    with get_app_db().connection_context():
+        user, token = User.create_with_token(name, admin=admin, email=email)
+    click.echo(f"created user {user.name!r} (id {user.id}{', admin' if admin else ''})")
+    click.echo(token)
+
+
+@users.command("reset-token")
+@click.argument("name")
+def users_reset_token(name: str) -> None:
+    """Replace a user's API token; the new one is printed once, on the last line."""
+    from qrq.models import User
+
+    with get_app_db().connection_context():
+        user = User.get_or_none(User.name == name)
+        if user is None:
+            raise click.ClickException(f"no user {name!r}")
+        token = user.reset_token()
+    click.echo(f"new token for {name!r}; the old one no longer works")
+    click.echo(token)
+
+
+@users.command("list")
+def users_list() -> None:
+    """List users."""
+    from qrq.models import User
+
+    with get_app_db().connection_context():
+        for user in User.select().order_by(User.id):
+            flags = " admin" if user.is_admin else ""
+            click.echo(f"{user.id:>4}  {user.name:<20} {user.email or '-':<30}{flags}")
+
