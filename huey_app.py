@@ -5,6 +5,7 @@ Importing a task module registers its tasks with the Huey instance.
 
 import tasks.mail  # noqa: F401
 import tasks.pdf  # noqa: F401
+import tasks.retention  # noqa: F401
 from qrq.queue import huey, load_task_modules
 
 load_task_modules(huey.settings)

@@ -65,6 +65,10 @@ SETTINGS = (
     Setting("pdf_retries", 3, "Retries of a PDF job after a transient error.", int),
     Setting("job_expiry", 3600, "Seconds a job may wait to start; one not started in "
             "time ends expired instead of running late.", int),
+    Setting("retain_finished_days", 7.0, "Days a finished job's record and files are kept.",
+            float),
+    Setting("retain_failed_days", 30.0, "Days a failed, canceled or expired job's record is "
+            "kept (the dead-letter list).", float),
     Setting("retry_delay", 2.0, "First retry delay in seconds; doubles each attempt, "
             "with jitter.", float),
     Setting("type_caps", "batch=2,analytics=2,maintenance=1", "Most jobs of each listed "
@@ -102,6 +106,8 @@ class Settings:
     pdf_timeout: int
     pdf_retries: int
     job_expiry: int
+    retain_finished_days: float
+    retain_failed_days: float
     retry_delay: float
     type_caps: str
     long_job_cap: int

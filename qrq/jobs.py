@@ -22,29 +22,6 @@ ACTIVE = ("queued", "running", "retrying")
 ENDED = ("finished", "failed", "canceled", "expired")
 JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
-DDL = [
-    "create table if not exists job ("
-    " id text primary key,"
-    " type text not null,"
-    " name text not null,"
-    " owner_id integer,"
-    " status text not null default 'queued',"
-    " progress integer not null default 0,"
-    " stage text not null default '',"
-    " params text not null default '{}',"
-    " attempts integer not null default 0,"
-    " worker text,"
-    " created_at real not null,"
-    " started_at real,"
-    " finished_at real,"
-    " next_attempt_at real,"
-    " cancel_requested integer not null default 0,"
-    " result text,"
-    " error text,"
-    " traceback text)",
-    "create index if not exists job_owner_created on job (owner_id, created_at)",
-    "create index if not exists job_status_type on job (status, type)",
-]
 
 _COLUMNS = ("id", "type", "name", "owner_id", "status", "progress", "stage", "params",
             "attempts", "worker", "created_at", "started_at", "finished_at",
@@ -64,8 +41,19 @@ def new_record(job_id: str, job_type: str, name: str, owner_id: int | None,
 # -- writes, inside the caller's transaction ------------------------------------------
 
 def insert(curs, record: dict[str, Any]) -> None:
-    curs.execute("insert or ignore into job (id, type, name, owner_id, params, created_at) "
-                 "values (:id, :type, :name, :owner_id, :params, :created_at)", record)
+    """Insert a job record; a record that exists already (a retry's re-enqueue) is kept."""
+    curs.execute("insert or ignore into job (id, type, name, owner_id, params, created_at, "
+                 "payload) values (:id, :type, :name, :owner_id, :params, :created_at, "
+                 ":payload)", {"payload": None, **record})
+
+
+def reset_for_retry(curs, job_id: str) -> bool:
+    """Put an ended job back to ``queued``; its attempts keep counting."""
+    curs.execute("update job set status = 'queued', progress = 0, stage = '', error = null, "
+                 "traceback = null, result = null, finished_at = null, started_at = null, "
+                 "next_attempt_at = null, cancel_requested = 0, worker = null "
+                 "where id = ? and status in ('failed', 'canceled', 'expired')", (job_id,))
+    return curs.rowcount > 0
 
 
 def mark_running(curs, job_id: str, worker: str, now: float) -> None:

@@ -29,7 +29,7 @@ from huey.serializer import SignedSerializer
 
 from qrq import jobs
 from qrq.config import Settings, load_settings
-from qrq.errors import QrqError
+from qrq.errors import Conflict, NotFound, QrqError
 from qrq.storage import LeasedSqliteStorage
 
 logger = logging.getLogger("qrq.queue")
@@ -66,6 +66,11 @@ class QrqHuey(Huey):
         self.storage_kwargs = self._storage_kwargs(settings)
         self.storage = self.create_storage()
         self.serializer = SignedSerializer(secret=settings.secret_key, salt="qrq")
+
+    def create_consumer(self, **options):
+        from qrq.consumer import QrqConsumer
+
+        return QrqConsumer(self, **options)
 
     # -- enqueue ------------------------------------------------------------------------
 
@@ -167,6 +172,33 @@ class QrqHuey(Huey):
 
     # -- control ------------------------------------------------------------------------
 
+    def retry(self, job_id: str) -> None:
+        """Run a failed, canceled or expired job again, under the same id.
+
+        :raises NotFound: no such job. :raises Conflict: the job has not ended
+            badly, or it predates stored payloads.
+        """
+        job = jobs.get(self.storage, job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        if job["status"] not in ("failed", "canceled", "expired"):
+            raise Conflict(f"job {job_id} is {job['status']}; only failed, canceled or "
+                           "expired jobs can be retried")
+        payload = self.storage.sql("select payload from job where id = ?", (job_id,),
+                                   results=True)[0][0]
+        if payload is None:
+            raise Conflict(f"job {job_id} has no stored payload to re-run")
+        task = self.deserialize_task(payload)
+        # A fresh start: full retries, a new expiry window, no pending eta.
+        defaults = type(task)
+        task.retries, task.retry_delay = defaults.default_retries, defaults.default_retry_delay
+        task.eta, task.expires_resolved = None, None
+        if task.expires:
+            task.resolve_expires(self.utc)
+        if not self.storage.enqueue_retry(self.serialize_task(task), task.priority, job_id,
+                                          getattr(task, "job_type", None)):
+            raise Conflict(f"job {job_id} changed state; try again")
+
     def cancel(self, job_id: str) -> str:
         """Cancel a job: at once while it waits, at its next progress call while it runs.
 
@@ -234,6 +266,21 @@ def job_task(job_type: str, *, name: str, timeout: float | None = None, retries:
             retry_delay=huey.settings.retry_delay if retry_delay is None else retry_delay,
             retry_backoff=2, timeout=timeout, expires=expires,
             priority=PRIORITY.get(job_type, 0), job_type=job_type)(run)
+    return decorator
+
+
+def periodic_job(job_type: str, *, name: str, schedule: Callable,
+                 timeout: float | None = None) -> Callable:
+    """Declare a periodic qrq task (``schedule`` is a huey ``crontab``); each run
+    gets a job record owned by no one, so operators see it like any other job."""
+    def decorator(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(task=None):
+            return fn(task=task)
+
+        run.__module__ = "qrq"
+        return huey.periodic_task(schedule, name=name, context=True, timeout=timeout,
+                                  priority=PRIORITY.get(job_type, 0), job_type=job_type)(run)
     return decorator
 
 

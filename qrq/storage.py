@@ -30,6 +30,7 @@ from huey.constants import EmptyData
 from huey.storage import SqliteStorage
 
 from qrq import jobs
+from qrq.schema import QUEUE_DDL
 
 logger = logging.getLogger("qrq.storage")
 
@@ -41,7 +42,7 @@ class LeasedSqliteStorage(SqliteStorage):
                   "job_id text, job_type text, lease_until real, lease_owner text)")
     ddl = [SqliteStorage.table_kv, SqliteStorage.table_sched, SqliteStorage.index_sched,
            table_task, SqliteStorage.index_task, SqliteStorage.table_counter,
-           *jobs.DDL]
+           *QUEUE_DDL]
     available = "queue = ? and (lease_until is null or lease_until < ?)"
 
     def __init__(self, name="huey", filename="huey.db", lease_seconds=30.0, caps=None,
@@ -54,6 +55,7 @@ class LeasedSqliteStorage(SqliteStorage):
         self._local = threading.local()
         self._owner_pid = None
         self._owner = None
+        self.consumer_id = None  # set by the consumer before it forks its workers
         self._heartbeat = None
         self._stop_beating = threading.Event()
         super().__init__(name, filename, **kwargs)
@@ -65,7 +67,8 @@ class LeasedSqliteStorage(SqliteStorage):
         """This process's lease owner id; a forked worker gets its own."""
         if self._owner_pid != os.getpid():
             self._owner_pid = os.getpid()
-            self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            consumer = self.consumer_id or f"{socket.gethostname()}:{os.getpid()}"
+            self._owner = f"{consumer}/{os.getpid()}:{uuid.uuid4().hex[:8]}"
             self._heartbeat = None
             self._stop_beating = threading.Event()
             self._local = threading.local()
@@ -105,10 +108,22 @@ class LeasedSqliteStorage(SqliteStorage):
         """Insert a task row, and its job record in the same transaction when given."""
         with self.db(commit=True) as curs:
             if job is not None:
-                jobs.insert(curs, job)
+                # The record keeps the signed payload, so a failed job can be re-run.
+                jobs.insert(curs, {**job, "payload": self.to_blob(data)})
             curs.execute("insert into task (queue, data, priority, job_id, job_type) "
                          "values (?, ?, ?, ?, ?)",
                          (self.name, self.to_blob(data), priority or 0, job_id, job_type))
+
+    def enqueue_retry(self, data, priority, job_id: str, job_type: str | None) -> bool:
+        """Re-run an ended job under its id: reset its record and queue it, atomically."""
+        with self.db(commit=True) as curs:
+            if not jobs.reset_for_retry(curs, job_id):
+                return False
+            curs.execute("delete from kv where queue = ? and key = ?", (self.name, f"r:{job_id}"))
+            curs.execute("insert into task (queue, data, priority, job_id, job_type) "
+                         "values (?, ?, ?, ?, ?)",
+                         (self.name, self.to_blob(data), priority or 0, job_id, job_type))
+        return True
 
     def _blocked_types(self, curs, now: float) -> tuple[str, ...]:
         """The capped job types that may not start another job right now."""

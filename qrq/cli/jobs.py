@@ -103,3 +103,56 @@ def jobs_show(job_id: str) -> None:
     if job is None:
         raise click.ClickException(f"no job {job_id}")
     click.echo(json.dumps(jobs.public_view(job, admin=True), indent=2))
+
+
+@jobs_group.command("retry")
+@click.argument("job_id", required=False)
+@click.option("--all-failed", is_flag=True, help="Re-run every failed job.")
+def jobs_retry(job_id: str | None, all_failed: bool) -> None:
+    """Re-run a failed, canceled or expired job under the same id.
+
+    Example: qrq jobs retry --all-failed
+    """
+    huey = get_queue()
+    if bool(job_id) == all_failed:
+        raise click.UsageError("give a JOB_ID or --all-failed, not both")
+    ids = [job_id] if job_id else [
+        job["id"] for job in jobs.list_jobs(huey.storage, status="failed", limit=10**6)]
+    for one in ids:
+        huey.retry(one)
+        click.echo(f"queued {one}")
+    click.echo(f"{len(ids)} job(s) queued again")
+
+
+@jobs_group.command("purge")
+@click.option("--older-than", "older_than", default="30d", show_default=True,
+              help="Age since the job ended: 30d, 12h, 90m.")
+@click.option("--status", type=click.Choice(jobs.ENDED), help="Only jobs in this state.")
+def jobs_purge(older_than: str, status: str | None) -> None:
+    """Delete ended jobs (records and files) older than an age.
+
+    Example: qrq jobs purge --older-than 30d --status failed
+    """
+    from qrq.retention import parse_age, purge_jobs
+
+    try:
+        seconds = parse_age(older_than)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    huey = get_queue()
+    count = purge_jobs(huey.storage, huey.settings.artifacts_dir, seconds,
+                       (status,) if status else jobs.ENDED)
+    click.echo(f"purged {count} job(s)")
+
+
+@jobs_group.command("cancel")
+@click.argument("job_id")
+def jobs_cancel(job_id: str) -> None:
+    """Cancel a job: at once while queued, at its next progress report while running."""
+    huey = get_queue()
+    job = jobs.get(huey.storage, job_id)
+    if job is None:
+        raise click.ClickException(f"no job {job_id}")
+    if job["status"] in jobs.ENDED:
+        raise click.ClickException(f"job already {job['status']}")
+    click.echo(f"{job_id} {huey.cancel(job_id)}")
