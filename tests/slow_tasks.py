@@ -1,0 +1,50 @@
+"""Tasks for the reliability tests, loaded into a real consumer through
+``QRQ_TASK_MODULES=tests.slow_tasks``. Their work is waiting or spinning, so the
+tests can kill, time out, cancel or crowd out a job that is surely running."""
+
+import sqlite3
+import time
+
+from qrq.queue import job_task, progress, time_limited
+
+
+def _steps(task, count: int, pause: float) -> dict:
+    for step in range(count):
+        progress(task, 100 * step / count, f"step {step + 1}/{count}")
+        time.sleep(pause)
+    return {"steps": count}
+
+
+@job_task("maintenance", name="test.steps", retries=0)
+def steps(count: int, pause: float, task=None) -> dict:
+    """A job that takes count x pause seconds, reporting progress each step."""
+    return _steps(task, count, pause)
+
+
+@job_task("batch", name="test.long_batch")
+def long_batch(count: int, pause: float, task=None) -> dict:
+    return _steps(task, count, pause)
+
+
+@job_task("analytics", name="test.long_analytics")
+def long_analytics(count: int, pause: float, task=None) -> dict:
+    return _steps(task, count, pause)
+
+
+@job_task("maintenance", name="test.spin", timeout=60)
+def spin(task=None) -> None:
+    """Stuck in Python code: only a signal stops it."""
+    while True:
+        pass
+
+
+@job_task("analytics", name="test.long_query", timeout=60)
+def long_query(task=None) -> int:
+    """Stuck in one SQLite query (C code): only the progress handler stops it."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        with time_limited(conn, task):
+            return conn.execute("with recursive c(x) as (select 1 union all "
+                                "select x + 1 from c) select count(*) from c").fetchone()[0]
+    finally:
+        conn.close()

@@ -1,0 +1,111 @@
+"""Failed jobs stay listed until purged, and can be re-run: CLI, admin API, retention."""
+
+import time
+
+import pytest
+
+from qrq import jobs
+from qrq.cli import main
+from qrq.queue import huey
+from qrq.retention import apply_retention, parse_age, purge_jobs
+from tests.test_api import assert_error
+
+PDF = "/api/generate-qr-pdf"
+
+
+def failed_pdf_job(client, headers, template_id=3):
+    """A PDF job that fails for good: its template vanishes before it runs."""
+    from qrq.db import app_db
+    from qrq.models import Template
+
+    job_id = client.post(PDF, json={"template_id": template_id}, headers=headers
+                         ).get_json()["job_id"]
+    with app_db.connection_context():
+        row = Template.get_by_id(template_id)
+        data = row.__data__.copy()
+        row.delete_instance()
+    huey.execute(huey.dequeue())
+    assert jobs.get(huey.storage, job_id)["status"] == "failed"
+    return job_id, data
+
+
+def restore_template(data):
+    from qrq.db import app_db
+    from qrq.models import Template
+
+    with app_db.connection_context():
+        Template.insert(data).execute()
+
+
+def test_admin_api_retries_a_failed_job_under_the_same_id(client, templates, alice, make_user):
+    _, admin = make_user("root", admin=True)
+    job_id, data = failed_pdf_job(client, alice[1])
+    assert_error(client.post(f"/api/admin/jobs/{job_id}/retry"), 401)
+    assert_error(client.post(f"/api/admin/jobs/{job_id}/retry", headers=alice[1]), 403)
+    restore_template(data)
+    response = client.post(f"/api/admin/jobs/{job_id}/retry", headers=admin)
+    assert response.status_code == 202
+    assert jobs.get(huey.storage, job_id)["status"] == "queued"
+    assert_error(client.post(f"/api/admin/jobs/{job_id}/retry", headers=admin), 409)
+    huey.execute(huey.dequeue())
+    record = jobs.get(huey.storage, job_id)
+    assert (record["status"], record["attempts"], record["error"]) == ("finished", 2, None)
+    assert_error(client.post("/api/admin/jobs/00000000-0000-4000-8000-000000000000/retry",
+                             headers=admin), 404)
+
+
+def test_cli_retry_all_failed_and_purge(client, runner, templates, alice):
+    first, data = failed_pdf_job(client, alice[1])
+    restore_template(data)
+    second, data = failed_pdf_job(client, alice[1])
+    restore_template(data)
+    result = runner.invoke(main, ["jobs", "retry", "--all-failed"])
+    assert result.exit_code == 0 and "2 job(s) queued again" in result.output
+    huey.execute(huey.dequeue())
+    huey.execute(huey.dequeue())
+    assert {jobs.get(huey.storage, i)["status"] for i in (first, second)} == {"finished"}
+    assert runner.invoke(main, ["jobs", "retry", first]).exit_code == 1  # finished: 409
+    assert runner.invoke(main, ["jobs", "retry"]).exit_code == 2
+    # Nothing is old enough yet; with a zero age everything ended goes, files too.
+    assert "purged 0" in runner.invoke(main, ["jobs", "purge", "--older-than", "1d"]).output
+    assert "purged 2" in runner.invoke(main, ["jobs", "purge", "--older-than", "0s"]).output
+    assert jobs.get(huey.storage, first) is None
+    assert list(huey.settings.artifacts_dir.iterdir()) == []
+    bad = runner.invoke(main, ["jobs", "purge", "--older-than", "soon"])
+    assert bad.exit_code == 2
+
+
+def test_admin_purge_validates_its_input(client, alice, make_user):
+    _, admin = make_user("root", admin=True)
+    assert_error(client.post("/api/admin/jobs/purge", json={"older_than": "x"},
+                             headers=admin), 422, "older_than")
+    assert_error(client.post("/api/admin/jobs/purge", json={"status": "running"},
+                             headers=admin), 422, "status")
+    response = client.post("/api/admin/jobs/purge", json={"older_than": "30d"},
+                           headers=admin)
+    assert response.status_code == 200 and response.get_json() == {"purged": 0}
+
+
+@pytest.mark.parametrize("text, seconds", [("30d", 30 * 86400), ("12h", 43200),
+                                           ("90m", 5400), ("1w", 604800), ("0s", 0)])
+def test_parse_age(text, seconds):
+    assert parse_age(text) == seconds
+
+
+def test_retention_keeps_recent_and_running_jobs(client, templates, alice, settings):
+    done = client.post(PDF, json={"template_id": 1}, headers=alice[1]).get_json()["job_id"]
+    huey.execute(huey.dequeue())
+    waiting = client.post(PDF, json={"template_id": 1}, headers=alice[1]).get_json()["job_id"]
+    huey.revoke_by_id(done)  # a stale revoke key, as a cancel leaves behind
+    now = time.time()
+    assert apply_retention(huey.storage, settings, now)["finished"] == 0
+    # Eight days later the finished job and its PDF are gone; the queued one stays.
+    later = now + 8 * 86400
+    report = apply_retention(huey.storage, settings, later)
+    assert report["finished"] == 1
+    assert jobs.get(huey.storage, done) is None
+    assert jobs.get(huey.storage, waiting)["status"] == "queued"
+    assert not any(settings.artifacts_dir.glob(f"{done}*"))
+    assert huey.storage.sql("select count(*) from kv where key like 'r:%'",
+                            results=True)[0][0] == 0
+    assert purge_jobs(huey.storage, settings.artifacts_dir, 0, ("finished",), later) == 0

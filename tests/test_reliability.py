@@ -1,0 +1,141 @@
+"""What only shows across processes: crashes, time limits, shutdown, load, starvation.
+
+Each test runs a real ``huey_consumer huey_app.huey`` subprocess (process workers)
+on the test's data directory, with leases of 3 seconds so recovery is quick.
+"""
+
+import os
+import signal
+import threading
+
+import pytest
+
+from qrq import jobs
+from qrq.queue import huey, submit
+from tests import slow_tasks
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.slow
+SLOW_TASKS = {"QRQ_TASK_MODULES": "tests.slow_tasks"}
+
+
+def job(job_id):
+    return jobs.get(huey.storage, job_id)
+
+
+def statuses(ids):
+    return [job(i)["status"] for i in ids]
+
+
+def test_sigkill_mid_run_loses_no_job(consumer):
+    ids = [submit(slow_tasks.steps, 10, 0.15, owner_id=None) for _ in range(6)]
+    worker = consumer(workers=2, extra_env=SLOW_TASKS)
+    for _ in range(3):
+        # Kill the whole consumer (main process and workers) while one of *its*
+        # jobs is mid-run (a lease owner starts with the consumer's host:pid).
+        mine = f":{worker.proc.pid}:"
+        wait_until(lambda mine=mine: any(
+            (j := job(i))["status"] == "running" and j["progress"] > 0
+            and mine in (j["worker"] or "") for i in ids), timeout=60, message="a job mid-run")
+        worker.kill(signal.SIGKILL)
+        worker = consumer(workers=2, extra_env=SLOW_TASKS)
+    wait_until(lambda: all(s == "finished" for s in statuses(ids)), timeout=120,
+               message="every job to finish")
+    records = [job(i) for i in ids]
+    assert all(r["status"] == "finished" and r["progress"] == 100 for r in records)
+    assert sum(r["attempts"] for r in records) >= len(ids) + 3  # three killed runs re-ran
+    assert max(r["attempts"] for r in records) >= 2
+    assert huey.storage.sql("select count(*) from task", results=True)[0][0] == 0
+
+
+def test_time_limit_stops_python_code_and_sqlite_queries(consumer):
+    consumer(workers=1, extra_env=SLOW_TASKS)
+    spinning = submit(slow_tasks.spin, owner_id=None, timeout=1)  # per-call limit
+    querying = submit(slow_tasks.long_query, owner_id=None, timeout=1)
+    after = submit(slow_tasks.steps, 2, 0.01, owner_id=None)
+    wait_until(lambda: job(after)["status"] == "finished", timeout=60,
+               message="the job queued behind the stuck ones")
+    for job_id in (spinning, querying):
+        record = job(job_id)
+        assert (record["status"], record["error"], record["attempts"]) == (
+            "failed", "timeout", 1)
+
+
+def test_sigterm_gives_running_jobs_back_then_they_finish(consumer):
+    job_id = submit(slow_tasks.steps, 40, 0.1, owner_id=None)
+    worker = consumer(workers=1, extra_env=SLOW_TASKS, args=["-t", "0.5"])
+    wait_until(lambda: job(job_id)["progress"] > 0, timeout=60, message="the job to run")
+    worker.proc.send_signal(signal.SIGTERM)  # what systemd sends (to the main process)
+    worker.proc.wait(timeout=30)
+    released = job(job_id)
+    assert released["status"] == "queued" and released["attempts"] == 0
+    assert huey.storage.queue_size() == 1  # lease given back: runnable at once
+    consumer(workers=1, extra_env=SLOW_TASKS)
+    wait_until(lambda: job(job_id)["status"] == "finished", timeout=60)
+    assert job(job_id)["attempts"] == 1
+    assert "Traceback" not in worker.output()
+
+
+def test_cancel_a_running_job_stops_it_at_its_next_progress_call(consumer):
+    job_id = submit(slow_tasks.steps, 200, 0.05, owner_id=None)
+    consumer(workers=1, extra_env=SLOW_TASKS)
+    wait_until(lambda: job(job_id)["progress"] > 0, timeout=60)
+    assert huey.cancel(job_id) == "running"
+    wait_until(lambda: job(job_id)["status"] == "canceled", timeout=30)
+    assert job(job_id)["progress"] < 100
+
+
+def test_interactive_work_starts_while_long_jobs_fill_their_caps(settings, consumer):
+    env = {**SLOW_TASKS, "QRQ_TYPE_CAPS": "batch=2,analytics=2", "QRQ_LONG_JOB_CAP": "2"}
+    long_ids = ([submit(slow_tasks.long_batch, 600, 0.05, owner_id=None) for _ in range(3)]
+                + [submit(slow_tasks.long_analytics, 600, 0.05, owner_id=None)
+                   for _ in range(3)])
+    consumer(workers=3, extra_env=env)
+    wait_until(lambda: statuses(long_ids).count("running") == 2, timeout=60,
+               message="two long jobs running")
+    quick = submit(slow_tasks.steps, 1, 0.0, owner_id=None)
+    wait_until(lambda: job(quick)["status"] == "finished", timeout=30,
+               message="the quick job while long ones run")
+    # It ran beside the long jobs, not after them: they are all still going.
+    assert statuses(long_ids).count("running") == 2
+    assert "finished" not in statuses(long_ids)
+    for job_id in long_ids:
+        huey.cancel(job_id)
+    wait_until(lambda: all(s == "canceled" for s in statuses(long_ids)), timeout=60)
+
+
+def test_no_lock_errors_or_5xx_under_concurrent_enqueue(app, templates, alice, consumer):
+    worker = consumer(workers=4)
+    codes, ids, lock = [], [], threading.Lock()
+
+    def client_thread():
+        client = app.test_client()
+        for _ in range(15):
+            response = client.post("/api/generate-qr-pdf", headers=alice[1],
+                                   json={"template_id": 4, "options": {"copies": 2}})
+            status = client.get(response.get_json().get("status_url", "/api/nope"),
+                                headers=alice[1])
+            with lock:
+                codes.extend([response.status_code, status.status_code])
+                ids.append(response.get_json().get("job_id"))
+
+    threads = [threading.Thread(target=client_thread) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(set(codes)) == [200, 202] and len(ids) == 120
+    wait_until(lambda: all(s == "finished" for s in statuses(ids)), timeout=120,
+               message="all 120 jobs to finish")
+    assert "database is locked" not in worker.output()
+    assert "Traceback" not in worker.output()
+
+
+def test_consumer_registers_and_deregisters(consumer):
+    worker = consumer(workers=2)
+    rows = wait_until(lambda: huey.storage.sql("select pid, workers from consumer",
+                                               results=True), timeout=30)
+    assert rows == [(worker.proc.pid, 2)]
+    worker.stop()
+    assert huey.storage.sql("select count(*) from consumer", results=True)[0][0] == 0
+    assert os.environ  # the fixture's stop() already waited for a clean exit
