@@ -157,7 +157,8 @@ class QrqHuey(Huey):
         logger.info("retrying %s in %.1fs, %s retries left", task.id, wait, task.retries)
         self.storage.reschedule(self.serialize_task(task), retry_eta, task.id,
                                 {**error, "status": "retrying",
-                                 "next_attempt_at": time.time() + wait})
+                                 "next_attempt_at": time.time() + wait},
+                                getattr(task, "job_type", None), task.priority)
         self._state.requeued = True
 
     def add_schedule(self, task):
@@ -167,7 +168,8 @@ class QrqHuey(Huey):
         eta = task.eta or datetime.datetime.fromtimestamp(0)
         wait = max(0.0, (eta - self._get_timestamp()).total_seconds())
         self.storage.reschedule(self.serialize_task(task), eta, task.id,
-                                {"status": "queued", "next_attempt_at": time.time() + wait})
+                                {"status": "queued", "next_attempt_at": time.time() + wait},
+                                getattr(task, "job_type", None), task.priority)
         self._state.requeued = True
 
     # -- control ------------------------------------------------------------------------
@@ -204,12 +206,8 @@ class QrqHuey(Huey):
 
         Returns the job's status afterwards.
         """
-        if self.storage.cancel_queued(job_id):
-            with self.storage.db(commit=True) as curs:
-                jobs.finish(curs, job_id, {"status": "canceled", "error": "canceled"})
-        elif jobs.flag_cancel(self.storage, job_id):
-            # A retrying job sits in the schedule; revoking stops its next attempt.
-            self.revoke_by_id(job_id, revoke_once=True)
+        if not self.storage.cancel_queued(job_id):
+            jobs.flag_cancel(self.storage, job_id)
         return jobs.get(self.storage, job_id)["status"]
 
 

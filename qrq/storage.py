@@ -40,7 +40,11 @@ class LeasedSqliteStorage(SqliteStorage):
                   "id integer not null primary key, queue text not null, "
                   "data blob not null, priority real not null default 0.0, "
                   "job_id text, job_type text, lease_until real, lease_owner text)")
-    ddl = [SqliteStorage.table_kv, SqliteStorage.table_sched, SqliteStorage.index_sched,
+    table_sched = ("create table if not exists schedule ("
+                   "id integer not null primary key, queue text not null, "
+                   "data blob not null, timestamp real not null, "
+                   "job_id text, job_type text, priority real not null default 0.0)")
+    ddl = [SqliteStorage.table_kv, table_sched, SqliteStorage.index_sched,
            table_task, SqliteStorage.index_task, SqliteStorage.table_counter,
            *QUEUE_DDL]
     available = "queue = ? and (lease_until is null or lease_until < ?)"
@@ -214,25 +218,49 @@ class LeasedSqliteStorage(SqliteStorage):
             if job_id is not None:
                 jobs.mark_released(curs, job_id)
 
-    def reschedule(self, data, eta, job_id: str | None, next_attempt: dict | None) -> None:
+    def reschedule(self, data, eta, job_id: str | None, next_attempt: dict | None,
+                   job_type: str | None = None, priority: float | None = None) -> None:
         """Swap this thread's leased row for a schedule entry at *eta* (a retry)."""
         row = self._take_lease()
         with self.db(commit=True) as curs:
             if row is not None:
                 curs.execute("delete from task where id = ? and lease_owner = ?",
                              (row, self.owner))
-            curs.execute("insert into schedule (queue, data, timestamp) values (?, ?, ?)",
-                         (self.name, self.to_blob(data), eta.timestamp()))
+            curs.execute("insert into schedule (queue, data, timestamp, job_id, job_type, "
+                         "priority) values (?, ?, ?, ?, ?, ?)",
+                         (self.name, self.to_blob(data), eta.timestamp(), job_id, job_type,
+                          priority or 0))
             if job_id is not None and next_attempt is not None:
                 jobs.mark_waiting(curs, job_id, next_attempt)
 
+    def read_schedule(self, ts):
+        # A job's scheduled row moves into the queue in one transaction, so a crash
+        # between "read the schedule" and "enqueue" (huey's two steps) cannot drop
+        # it. Rows without a job (plain huey use) go the stock way.
+        with self.db(commit=True) as curs:
+            due = (self.name, ts.timestamp())
+            curs.execute("insert into task (queue, data, priority, job_id, job_type) "
+                         "select queue, data, priority, job_id, job_type from schedule "
+                         "where queue = ? and timestamp <= ? and job_id is not null "
+                         "order by timestamp, id", due)
+            curs.execute("delete from schedule where queue = ? and timestamp <= ? "
+                         "and job_id is not null", due)
+        return super().read_schedule(ts)
+
     def cancel_queued(self, job_id: str) -> bool:
-        """Remove a job's unleased task row; True when it was still waiting to run."""
+        """Cancel a job still waiting (queued, or scheduled for a retry): remove its
+        row and mark it canceled, atomically. False if it was not waiting."""
         with self.db(commit=True) as curs:
             curs.execute("delete from task where job_id = ? and queue = ? and "
                          "(lease_until is null or lease_until < ?)",
                          (job_id, self.name, time.time()))
-            return curs.rowcount > 0
+            removed = curs.rowcount
+            curs.execute("delete from schedule where job_id = ? and queue = ?",
+                         (job_id, self.name))
+            removed += curs.rowcount
+            if removed:
+                jobs.finish(curs, job_id, {"status": "canceled", "error": "canceled"})
+            return removed > 0
 
     def queue_size(self):
         return self.sql(f"select count(id) from task where {self.available}",

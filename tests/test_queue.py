@@ -9,6 +9,7 @@ import pytest
 from qrq import jobs
 from qrq.errors import ValidationError
 from qrq.queue import huey, job_task, progress, submit
+from tests.conftest import wait_until
 
 calls = []
 
@@ -116,7 +117,7 @@ def test_cancel_while_running_stops_at_the_next_progress_call(settings):
     assert huey.cancel(job_id) == "running"
     huey.execute(task)
     job = jobs.get(huey.storage, job_id)
-    assert job["status"] == "canceled" and job["progress"] == 0
+    assert job["status"] == "canceled" and job["result"] is None
 
 
 def test_a_payload_signed_with_another_secret_is_refused(settings):
@@ -131,3 +132,27 @@ def test_a_payload_signed_with_another_secret_is_refused(settings):
     job = jobs.get(huey.storage, job_id)
     assert job["status"] == "failed" and "signature" in job["error"]
     assert huey.storage.queue_size() == 0 and huey.storage.leased_count() == 0
+
+
+def test_cancel_while_waiting_for_a_retry_is_immediate(settings):
+    job_id = submit(flaky, 5, owner_id=None)
+    run_next()
+    assert jobs.get(huey.storage, job_id)["status"] == "retrying"
+    assert huey.cancel(job_id) == "canceled"
+    assert huey.scheduled_count() == 0 and huey.storage.queue_size() == 0
+
+
+def test_due_retries_move_to_the_queue_in_one_step(settings):
+    job_id = submit(flaky, 1, owner_id=None)
+    run_next()
+    handed_over = []
+
+    def moved():
+        handed_over.extend(huey.read_schedule())
+        return huey.storage.queue_size()
+
+    wait_until(moved, timeout=5, message="the retry to come due")
+    assert handed_over == []  # nothing left for huey's scheduler to re-enqueue: it moved
+    assert huey.scheduled_count() == 0
+    run_next()
+    assert jobs.get(huey.storage, job_id)["status"] == "finished"
