@@ -106,24 +106,33 @@ def dev(host: str | None, port: int | None, workers: int | None) -> None:
         worker_cmd += ["-w", str(workers)]
     web_cmd = [sys.executable, "-m", "waitress", f"--listen={host}:{port}", "--threads=8",
                "web:app"]
-    procs = [subprocess.Popen(worker_cmd, env=env), subprocess.Popen(web_cmd, env=env)]
-    click.echo(f"web app: http://{host}:{port}/api/templates   consumer: {len(procs) - 1} "
-               f"process group; logs in {settings.logs_dir}. Ctrl-C stops both.")
+    # Children get sessions of their own, so Ctrl-C reaches only this process,
+    # which then stops both gracefully (the consumer gives running jobs back).
+    procs = [subprocess.Popen(cmd, env=env, start_new_session=True)
+             for cmd in (worker_cmd, web_cmd)]
+    click.echo(f"web app: http://{host}:{port}/api/templates   consumer: "
+               f"{workers or settings.workers} workers; logs in {settings.logs_dir}. "
+               "Ctrl-C stops both.")
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(0.2)
         click.echo("a process exited; stopping the other", err=True)
     except KeyboardInterrupt:
-        click.echo("stopping…", err=True)
+        click.echo("stopping (Ctrl-C again to kill)", err=True)
     finally:
+        _stop(procs)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    try:
+        for proc in procs:
+            proc.wait(timeout=45)
+    except (KeyboardInterrupt, subprocess.TimeoutExpired):
         for proc in procs:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 40
-        for proc in procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
 
