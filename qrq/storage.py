@@ -25,6 +25,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 
 from huey.constants import EmptyData
 from huey.storage import SqliteStorage
@@ -33,6 +34,23 @@ from qrq import jobs
 from qrq.schema import QUEUE_DDL
 
 logger = logging.getLogger("qrq.storage")
+
+_LIVE = weakref.WeakSet()
+_INHERITED = []  # connections a forked child must neither use nor close
+
+
+def _after_fork_in_child() -> None:
+    # huey's consumer forks replacement workers from a parent whose threads (the
+    # scheduler, heartbeats) use the storage: a child must not share the parent's
+    # SQLite connection, nor inherit its lock in a held state.
+    for storage in list(_LIVE):
+        storage.lock = threading.Lock()
+        if storage._conn is not None:
+            _INHERITED.append(storage._conn)
+            storage._conn = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class LeasedSqliteStorage(SqliteStorage):
@@ -63,6 +81,7 @@ class LeasedSqliteStorage(SqliteStorage):
         self._heartbeat = None
         self._stop_beating = threading.Event()
         super().__init__(name, filename, **kwargs)
+        _LIVE.add(self)
 
     # -- identity and heartbeat -------------------------------------------------------
 

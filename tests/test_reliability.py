@@ -139,3 +139,18 @@ def test_consumer_registers_and_deregisters(consumer):
     worker.stop()
     assert huey.storage.sql("select count(*) from consumer", results=True)[0][0] == 0
     assert os.environ  # the fixture's stop() already waited for a clean exit
+
+
+def test_a_killed_worker_process_is_replaced_and_its_job_runs_again(consumer):
+    """The OOM killer takes one worker: huey forks a replacement (which must not
+    share the parent's SQLite connection) and the lost run is leased again."""
+    job_id = submit(slow_tasks.steps, 20, 0.1, owner_id=None)
+    worker = consumer(workers=1, extra_env=SLOW_TASKS, args=["-c", "1"])
+    running = wait_until(lambda: (j := job(job_id))["progress"] > 0 and j, timeout=60)
+    worker_pid = int(running["worker"].rsplit("/", 1)[1].split(":")[0])
+    assert worker_pid != worker.proc.pid
+    os.kill(worker_pid, signal.SIGKILL)
+    wait_until(lambda: job(job_id)["status"] == "finished", timeout=90,
+               message="the job after its worker was killed")
+    assert job(job_id)["attempts"] == 2
+    assert "Worker 1 died, restarting" in worker.output()
