@@ -85,7 +85,8 @@ def finish(curs, job_id: str, outcome: dict[str, Any]) -> None:
     values = {"result": None, "error": None, "traceback": None, **outcome,
               "id": job_id, "now": time.time()}
     if values["result"] is not None:
-        values["result"] = json.dumps(values["result"])
+        # default=str: a result with a date or a Path must not leave the job running.
+        values["result"] = json.dumps(values["result"], default=str)
     curs.execute(
         "update job set status = :status, result = :result, error = :error, "
         "traceback = :traceback, finished_at = :now, next_attempt_at = null, "

@@ -19,6 +19,7 @@ import random
 import sqlite3
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -77,8 +78,8 @@ class QrqHuey(Huey):
     def enqueue(self, task, job: dict[str, Any] | None = None):
         """Enqueue *task* with its job record, in one transaction.
 
-        Tasks given an eta go straight to the schedule. Groups, chords and
-        immediate mode are left to huey.
+        Tasks given an eta in the future go straight to the schedule. Groups,
+        chords and immediate mode are left to huey.
         """
         if self._immediate or not hasattr(task, "job_type"):
             return super().enqueue(task)
@@ -87,8 +88,9 @@ class QrqHuey(Huey):
         self._emit(S.SIGNAL_ENQUEUED, task)
         if job is None:
             job = jobs.new_record(task.id, task.job_type, task.name, None)
+        eta = task.eta if task.eta and task.eta > self._get_timestamp() else None
         self.storage.enqueue(self.serialize_task(task), task.priority, job_id=task.id,
-                             job=job, job_type=task.job_type)
+                             job=job, job_type=task.job_type, eta=eta)
 
     # -- run ------------------------------------------------------------------------------
 
@@ -146,7 +148,7 @@ class QrqHuey(Huey):
     def _requeue_task(self, task, timestamp, retry_eta=None):
         task.retries -= 1
         if retry_eta is None:
-            # Full jitter on top of exponential backoff spreads a burst of retries.
+            # Up to 50% random extra on the exponential backoff spreads a burst of retries.
             delay = task.retry_delay * (1 + random.random() * 0.5)
             if task.retry_backoff:
                 task.retry_delay *= task.retry_backoff
@@ -213,8 +215,6 @@ class QrqHuey(Huey):
 
 def describe_error(exc: BaseException) -> dict[str, Any]:
     """The owner's message and the admin's traceback for a failed attempt."""
-    import traceback
-
     if isinstance(exc, TaskTimeout):
         message = "timeout"
     elif isinstance(exc, (QrqError, jobs.JobCanceled)):

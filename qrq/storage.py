@@ -78,6 +78,9 @@ class LeasedSqliteStorage(SqliteStorage):
         self._owner_pid = None
         self._owner = None
         self.consumer_id = None  # set by the consumer before it forks its workers
+        # Rows this process is running. Only these are renewed: a row whose
+        # completion could not be written drops out and its lease lapses.
+        self._held = set()
         self._heartbeat = None
         self._stop_beating = threading.Event()
         super().__init__(name, filename, **kwargs)
@@ -95,6 +98,7 @@ class LeasedSqliteStorage(SqliteStorage):
             self._heartbeat = None
             self._stop_beating = threading.Event()
             self._local = threading.local()
+            self._held = set()
         return self._owner
 
     def _ensure_heartbeat(self) -> None:
@@ -119,20 +123,31 @@ class LeasedSqliteStorage(SqliteStorage):
                 logger.exception("lease heartbeat failed")
 
     def renew_leases(self) -> int:
-        """Push back the lease of every row this process holds; return how many."""
+        """Push back the lease of every row this process is running; return how many."""
+        held = list(self._held)
+        if not held:
+            return 0
         with self.db(commit=True) as curs:
-            curs.execute("update task set lease_until = ? where lease_owner = ?",
-                         (time.time() + self.lease_seconds, self.owner))
+            curs.execute(f"update task set lease_until = ? where lease_owner = ? and id in "
+                         f"({','.join('?' * len(held))})",
+                         (time.time() + self.lease_seconds, self.owner, *held))
             return curs.rowcount
 
     # -- the queue ----------------------------------------------------------------------
 
-    def enqueue(self, data, priority=None, job_id=None, job=None, job_type=None):
-        """Insert a task row, and its job record in the same transaction when given."""
+    def enqueue(self, data, priority=None, job_id=None, job=None, job_type=None, eta=None):
+        """Insert a task row (or a schedule row when *eta* is given), and its job
+        record in the same transaction when given."""
         with self.db(commit=True) as curs:
             if job is not None:
                 # The record keeps the signed payload, so a failed job can be re-run.
                 jobs.insert(curs, {**job, "payload": self.to_blob(data)})
+            if eta is not None:
+                curs.execute("insert into schedule (queue, data, timestamp, job_id, job_type, "
+                             "priority) values (?, ?, ?, ?, ?, ?)",
+                             (self.name, self.to_blob(data), eta.timestamp(), job_id,
+                              job_type, priority or 0))
+                return
             curs.execute("insert into task (queue, data, priority, job_id, job_type) "
                          "values (?, ?, ?, ?, ?)",
                          (self.name, self.to_blob(data), priority or 0, job_id, job_type))
@@ -190,7 +205,7 @@ class LeasedSqliteStorage(SqliteStorage):
             if stale is not None:
                 curs.execute("delete from task where id = ? and lease_owner = ?",
                              (stale, owner))
-                self._local.row = self._local.job_id = None
+                self._take_lease()
             blocked = self._blocked_types(curs, now)
             curs.execute(f"select id, data, job_id {self._pick_sql(blocked)} "
                          "order by priority desc, id limit 1", (self.name, now, *blocked))
@@ -203,6 +218,7 @@ class LeasedSqliteStorage(SqliteStorage):
             if job_id is not None:
                 jobs.mark_running(curs, job_id, owner, now)
         self._local.row, self._local.job_id = row, job_id
+        self._held.add(row)
         self._ensure_heartbeat()
         return data
 
@@ -212,8 +228,11 @@ class LeasedSqliteStorage(SqliteStorage):
         return getattr(self._local, "job_id", None)
 
     def _take_lease(self) -> int | None:
+        """Forget this thread's lease (before writing its end, so a failed write
+        lets the lease lapse and the job run again) and return its row id."""
         row = getattr(self._local, "row", None)
         self._local.row = self._local.job_id = None
+        self._held.discard(row)
         return row
 
     def complete(self, job_id: str | None, outcome: dict | None) -> None:

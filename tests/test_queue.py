@@ -156,3 +156,25 @@ def test_due_retries_move_to_the_queue_in_one_step(settings):
     assert huey.scheduled_count() == 0
     run_next()
     assert jobs.get(huey.storage, job_id)["status"] == "finished"
+
+
+@job_task("maintenance", name="test.odd_result")
+def odd_result(task=None):
+    import datetime
+
+    return {"when": datetime.date(2026, 1, 2)}
+
+
+def test_a_result_json_cannot_hold_is_stored_as_text(settings):
+    job_id = submit(odd_result, owner_id=None)
+    run_next()
+    job = jobs.get(huey.storage, job_id)
+    assert job["status"] == "finished"
+    assert jobs.public_view(job)["result"] == {"when": "2026-01-02"}
+
+
+def test_a_delayed_job_waits_in_the_schedule_as_queued(settings):
+    job_id = submit(returns_none, owner_id=None, delay=3600)
+    assert huey.storage.queue_size() == 0 and huey.scheduled_count() == 1
+    assert jobs.get(huey.storage, job_id)["status"] == "queued"
+    assert huey.cancel(job_id) == "canceled" and huey.scheduled_count() == 0
