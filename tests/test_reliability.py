@@ -68,7 +68,8 @@ def test_sigterm_gives_running_jobs_back_then_they_finish(consumer):
     worker.proc.send_signal(signal.SIGTERM)  # what systemd sends (to the main process)
     worker.proc.wait(timeout=30)
     released = job(job_id)
-    assert released["status"] == "queued" and released["attempts"] == 0
+    assert (released["status"], released["attempts"]) == ("queued", 0), (
+        released, worker.output()[-3000:])
     assert huey.storage.queue_size() == 1  # lease given back: runnable at once
     consumer(workers=1, extra_env=SLOW_TASKS)
     wait_until(lambda: job(job_id)["status"] == "finished", timeout=60)
