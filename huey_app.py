@@ -3,6 +3,7 @@
 Importing a task module registers its tasks with the Huey instance.
 """
 
+import tasks.batch  # noqa: F401
 import tasks.mail  # noqa: F401
 import tasks.pdf  # noqa: F401
 import tasks.retention  # noqa: F401

@@ -87,6 +87,13 @@ SETTINGS = (
     Setting("host", "127.0.0.1", "Address `qrq dev` binds the web app to."),
     Setting("port", 5000, "Port `qrq dev` binds the web app to.", int),
     Setting("log_level", "INFO", "Log level of the consumer and the web app."),
+    Setting("max_batch_items", 10_000, "Most items one bulk-generation batch may hold "
+            "(more: 413).", int),
+    Setting("max_batch_bytes", 16 * 1024 * 1024, "Largest accepted body of a batch "
+            "request, in bytes.", int),
+    Setting("batch_timeout", 1800, "Time limit of one run of a batch job, in seconds.", int),
+    Setting("base_url", "", "Public URL of the web app, for links in mail. Empty: "
+            "http://<host>:<port>."),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -121,6 +128,10 @@ class Settings:
     host: str
     port: int
     log_level: str
+    max_batch_items: int
+    max_batch_bytes: int
+    batch_timeout: int
+    base_url: str
 
     @property
     def queue_db(self) -> Path:

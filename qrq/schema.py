@@ -42,4 +42,37 @@ CONSUMERS = [
     " workers integer not null default 0)",
 ]
 
-QUEUE_DDL = [*JOBS, *CONSUMERS]
+# Bulk generation (qrq/batch.py): one row per batch job, one per item keyed by
+# (job_id, idx) with its status, packed QR matrix or error; counts are kept on the
+# batch row. Both go when their job row is deleted (retention, purge).
+BATCHES = [
+    "create table if not exists batch ("
+    " job_id text primary key,"
+    " parent_id text,"
+    " owner_id integer,"
+    " total integer not null,"
+    " completed integer not null default 0,"
+    " failed integer not null default 0,"
+    " options text not null default '{}',"
+    " mail_job_id text,"
+    " outputs text,"
+    " created_at real not null)",
+    "create table if not exists batch_item ("
+    " job_id text not null,"
+    " idx integer not null,"
+    " template_id integer not null,"
+    " data text not null,"
+    " title text,"
+    " lines text,"
+    " status text not null default 'pending',"
+    " matrix blob,"
+    " error text,"
+    " source_idx integer,"
+    " primary key (job_id, idx)) without rowid",
+    "create index if not exists batch_item_status on batch_item (job_id, status, idx)",
+    "create trigger if not exists batch_job_deleted after delete on job begin"
+    " delete from batch_item where job_id = old.id;"
+    " delete from batch where job_id = old.id; end",
+]
+
+QUEUE_DDL = [*JOBS, *CONSUMERS, *BATCHES]

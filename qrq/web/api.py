@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request, send_file, url_for
 
 from qrq import jobs
+from qrq.batch import counts as batch_counts
 from qrq.errors import BadRequest, Conflict, NotFound, ValidationError
 from qrq.generate import artifact_path, prepare
 from qrq.models import Template
@@ -68,6 +69,8 @@ def job_view(job: dict[str, Any]) -> dict[str, Any]:
     view["status_url"] = url_for("api.job_status", job_id=job["id"])
     if view["status"] == "finished" and (view["result"] or {}).get("artifact"):
         view["result"]["download_url"] = url_for("api.download", job_id=job["id"])
+    if job["type"] == "batch":  # a batch's item counts: completed (ok), failed, total
+        view.update(batch_counts(huey.storage, job["id"]))
     return view
 
 

@@ -1,0 +1,176 @@
+"""Bulk generation commands: submit a batch, list its items, re-run its failed ones."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+import uuid
+from pathlib import Path
+
+import click
+
+from qrq import batch, jobs
+from qrq.cli.base import get_app_db, get_queue, main
+from qrq.cli.jobs import _parse_option
+
+
+def _owner_id(name: str | None) -> int | None:
+    if name is None:
+        return None
+    from qrq.models import User
+
+    with get_app_db().connection_context():
+        user = User.get_or_none(User.name == name)
+    if user is None:
+        raise click.BadParameter(f"no user {name!r}", param_hint="--user")
+    return user.id
+
+
+def _csv_items(path: Path, template_id: int | None) -> list[dict]:
+    """Items from a CSV with a header: ``data`` (required), ``template_id``, ``title``."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = set(reader.fieldnames or ())
+        if "data" not in columns:
+            raise click.BadParameter("needs a header row with a data column",
+                                     param_hint="--csv")
+        if "template_id" not in columns and template_id is None:
+            raise click.BadParameter("give --template or a template_id column",
+                                     param_hint="--csv")
+        items = []
+        for row in reader:
+            item: dict = {"data": row["data"]}
+            raw = row.get("template_id") or template_id
+            try:
+                item["template_id"] = int(raw)
+            except (TypeError, ValueError):
+                raise click.BadParameter(f"line {reader.line_num}: template_id {raw!r} is "
+                                         "not a number", param_hint="--csv") from None
+            if row.get("title"):
+                item["title"] = row["title"]
+            items.append(item)
+    return items
+
+
+def wait_for_batch(huey, job_id: str, total: int, timeout: float) -> dict:
+    """Poll a batch to its end with a progress bar over its items; return its job record."""
+    deadline = time.monotonic() + timeout
+    with click.progressbar(length=total, label="encoding", show_pos=True) as bar:
+        done = 0
+        while True:
+            job = jobs.get(huey.storage, job_id)
+            found = batch.counts(huey.storage, job_id)
+            now = found["completed"] + found["failed"]
+            bar.update(now - done)
+            done = now
+            if job["status"] in jobs.ENDED:
+                return job
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"batch {job_id} still {job['status']} after "
+                                           f"{timeout:g}s; is a consumer running (qrq worker)?")
+            time.sleep(0.2)
+
+
+def _report(huey, job_id: str, job: dict) -> None:
+    found = batch.get_batch(huey.storage, job_id)
+    click.echo(f"{job['status']}: {found['completed']} ok, {found['failed']} failed "
+               f"of {found['total']}")
+    for kind, info in (found["outputs"] or {}).items():
+        click.echo(f"{kind}: {huey.settings.artifacts_dir / info['file']} "
+                   f"({info['bytes']} bytes)")
+    if job["status"] != "finished":
+        raise click.ClickException(f"batch {job['status']}: {job['error']}")
+
+
+@main.group("batch")
+def batch_group() -> None:
+    """Bulk generation: many codes in one job, one combined PDF and a ZIP of SVGs."""
+
+
+@batch_group.command("submit")
+@click.option("--template", "template_id", type=int, help="Template of every item.")
+@click.option("--count", type=click.IntRange(1), help="Codes of --template, numbered 1..N.")
+@click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False,
+                                                   path_type=Path),
+              help="One item per row: columns data, and template_id unless --template.")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Override a template field for every item; VALUE is JSON or a string.")
+@click.option("--user", help="Submit as this user (owner, and recipient of the mail).")
+@click.option("--wait", is_flag=True, help="Wait with a progress bar and print the outputs.")
+@click.option("--timeout", type=float, default=1800, show_default=True,
+              help="Seconds --wait waits.")
+def batch_submit(template_id: int | None, count: int | None, csv_path: Path | None,
+                 options: tuple[str, ...], user: str | None, wait: bool,
+                 timeout: float) -> None:
+    """Queue a batch: N numbered codes of a template, or one per CSV row.
+
+    Example: qrq batch submit --template 4 --count 10000 --wait
+    """
+    from tasks.batch import enqueue_batch
+
+    if (count is None) == (csv_path is None) or (count is not None and template_id is None):
+        raise click.UsageError("give --template ID --count N, or --csv FILE")
+    parsed = dict(_parse_option(o) for o in options)
+    if csv_path is not None:
+        body = {"items": _csv_items(csv_path, template_id), "options": parsed}
+    else:
+        body = {"template_ids": [template_id], "options": {**parsed, "copies": count}}
+    huey = get_queue()
+    owner_id = _owner_id(user)
+    job_id = str(uuid.uuid4())
+    get_app_db()
+    checked = batch.parse_request(body, batch.load_templates, job_id,
+                                  huey.settings.max_batch_items)
+    enqueue_batch(checked, job_id, owner_id)
+    click.echo(f"queued batch {job_id} ({len(checked.items)} items)")
+    if wait:
+        _report(huey, job_id, wait_for_batch(huey, job_id, len(checked.items), timeout))
+
+
+@batch_group.command("items")
+@click.argument("job_id")
+@click.option("--failed", is_flag=True, help="Only the failed items.")
+@click.option("--page", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--per-page", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+def batch_items(job_id: str, failed: bool, page: int, per_page: int, as_json: bool) -> None:
+    """List a batch's items: index, status, then the file or the error, and the data.
+
+    Example: qrq batch items 1b4e28ba-2fa1-11d2-883f-0016d3cca427 --failed
+    """
+    huey = get_queue()
+    found = batch.get_batch(huey.storage, job_id)
+    if found is None:
+        raise click.ClickException(f"no batch {job_id}")
+    rows, matching = batch.list_items(huey.storage, job_id, found["total"],
+                                      "failed" if failed else None, page, per_page)
+    if as_json:
+        click.echo(json.dumps({"items": rows, "total": matching, "page": page}, indent=2))
+        return
+    for row in rows:
+        detail = row["output"]["file"] if row["output"] else (row["error"] or "")
+        click.echo(f"{row['idx']:>6}  {row['status']:<7} {detail}  {row['data']}")
+    shown = f"{(page - 1) * per_page + len(rows)}" if rows else "0"
+    click.echo(f"{shown} of {matching} item(s)" + (" failed" if failed else ""))
+
+
+@batch_group.command("retry-failed")
+@click.argument("job_id")
+@click.option("--wait", is_flag=True, help="Wait with a progress bar.")
+@click.option("--timeout", type=float, default=1800, show_default=True)
+def batch_retry_failed(job_id: str, wait: bool, timeout: float) -> None:
+    """Re-run a batch's failed items as a new batch linked to it.
+
+    Example: qrq batch retry-failed 1b4e28ba-2fa1-11d2-883f-0016d3cca427
+    """
+    from tasks.batch import enqueue_retry
+
+    huey = get_queue()
+    found = batch.get_batch(huey.storage, job_id)
+    if found is None:
+        raise click.ClickException(f"no batch {job_id}")
+    new_id, count = enqueue_retry(job_id, found["owner_id"])
+    click.echo(f"queued batch {new_id} ({count} failed items of {job_id})")
+    if wait:
+        _report(huey, new_id, wait_for_batch(huey, new_id, count, timeout))

@@ -1,0 +1,141 @@
+"""Bulk generation over the API: submit a batch, page through its items, re-run the
+failed ones, download its combined PDF and ZIP. Everything is its owner's (or an
+admin's); another user's batch answers 404 like a missing one."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
+
+from qrq import batch
+from qrq.batch_render import matrix_svg
+from qrq.errors import BadRequest, NotFound, ValidationError
+from qrq.web.api import int_arg, visible_job
+from qrq.web.auth import current_user, login_required
+from tasks.batch import enqueue_batch, enqueue_retry
+
+bp = Blueprint("batch", __name__, url_prefix="/api/batch")
+
+MAX_PER_PAGE = 1000
+DOWNLOADS = {"pdf": "application/pdf", "zip": "application/zip"}
+
+
+def visible_batch(job_id: str) -> tuple[dict, dict]:
+    """The job and its batch row, if the caller may see them."""
+    job = visible_job(job_id)
+    found = batch.get_batch(_storage(), job["id"]) if job["type"] == "batch" else None
+    if found is None:
+        raise NotFound(f"batch {job_id} not found")
+    return job, found
+
+
+def _storage():
+    from qrq.queue import huey
+
+    return huey.storage
+
+
+def _summary(job: dict, found: dict) -> dict:
+    job_id = job["id"]
+    view = {"batch_job_id": job_id, "status": job["status"], "progress": job["progress"],
+            "stage": job["stage"], "total": found["total"], "completed": found["completed"],
+            "failed": found["failed"], "parent_job_id": found["parent_id"],
+            "status_url": url_for("api.job_status", job_id=job_id),
+            "items_url": url_for("batch.items", job_id=job_id), "downloads": {}}
+    for kind, info in (found["outputs"] or {}).items():
+        view["downloads"][kind] = {**info, "url": url_for("batch.download", job_id=job_id,
+                                                          kind=kind)}
+    return view
+
+
+@bp.post("/generate-qrs")
+@login_required
+def generate_qrs():
+    """Queue a batch of codes; answers 202 with its id and size at once."""
+    settings = current_app.config["QRQ"]
+    request.max_content_length = settings.max_batch_bytes
+    if not request.is_json:
+        raise BadRequest("send a JSON body with Content-Type: application/json")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise BadRequest("the body is not valid JSON")
+    job_id = str(uuid.uuid4())
+    checked = batch.parse_request(body, batch.load_templates, job_id,
+                                  settings.max_batch_items)
+    enqueue_batch(checked, job_id, current_user().id)
+    status_url = url_for("api.job_status", job_id=job_id)
+    response = jsonify(batch_job_id=job_id, total_items=len(checked.items), status="queued",
+                       status_url=status_url, items_url=url_for("batch.items", job_id=job_id))
+    return response, 202, {"Location": status_url}
+
+
+@bp.get("/<job_id>")
+@login_required
+def show(job_id: str):
+    """A batch's counts, status and download links."""
+    return jsonify(_summary(*visible_batch(job_id)))
+
+
+@bp.get("/<job_id>/items")
+@login_required
+def items(job_id: str):
+    """One page of a batch's items in index order: ``?status=ok|failed|pending&page=N``."""
+    job, found = visible_batch(job_id)
+    status = request.args.get("status")
+    if status is not None and status not in batch.ITEM_STATUSES:
+        raise ValidationError(f"must be one of {', '.join(batch.ITEM_STATUSES)}",
+                              field="status")
+    page = int_arg("page", 1, 1, 10**6)
+    per_page = int_arg("per_page", 100, 1, MAX_PER_PAGE)
+    rows, matching = batch.list_items(_storage(), job["id"], found["total"], status, page,
+                                      per_page)
+    for row in rows:
+        if row["output"]:
+            row["output"]["svg_url"] = url_for("batch.item_svg", job_id=job["id"],
+                                               idx=row["idx"])
+    more = page * per_page < matching
+    return jsonify(items=rows, page=page, per_page=per_page, total=matching,
+                   next_page=page + 1 if more else None, status=status,
+                   batch=_summary(job, found))
+
+
+@bp.get("/<job_id>/items/<int:idx>/svg")
+@login_required
+def item_svg(job_id: str, idx: int):
+    """One ok item's code as SVG."""
+    job, found = visible_batch(job_id)
+    stored = batch.item_matrix(_storage(), job["id"], idx)
+    if stored is None:
+        raise NotFound(f"item {idx} of batch {job_id} has no code")
+    return Response(matrix_svg(stored[0], title=stored[1]), mimetype="image/svg+xml")
+
+
+@bp.post("/<job_id>/retry-failed")
+@login_required
+def retry_failed(job_id: str):
+    """Re-run only the failed items, as a new batch linked to this one."""
+    job, _ = visible_batch(job_id)
+    new_id, count = enqueue_retry(job["id"], current_user().id)
+    status_url = url_for("api.job_status", job_id=new_id)
+    response = jsonify(batch_job_id=new_id, parent_job_id=job["id"], total_items=count,
+                       status="queued", status_url=status_url,
+                       items_url=url_for("batch.items", job_id=new_id))
+    return response, 202, {"Location": status_url}
+
+
+@bp.get("/<job_id>/download/<kind>")
+@login_required
+def download(job_id: str, kind: str):
+    """The combined PDF (``pdf``) or the ZIP of SVGs (``zip``), once written."""
+    job, found = visible_batch(job_id)
+    if kind not in DOWNLOADS:
+        raise NotFound("download pdf or zip")
+    if not (found["outputs"] or {}).get(kind):
+        raise NotFound(f"batch {job_id} has no {kind} yet")
+    # The path comes from the validated job id, never from the request or the record.
+    path = current_app.config["QRQ"].artifacts_dir / f"{job['id']}.{kind}"
+    if not path.is_file():
+        raise NotFound(f"the {kind} of batch {job_id} has been removed")
+    return send_file(path, mimetype=DOWNLOADS[kind], download_name=f"qrq-batch-{job_id}.{kind}",
+                     max_age=0)

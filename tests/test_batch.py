@@ -1,0 +1,330 @@
+"""Bulk generation in one process: the renderer, request checks, the API, and
+batches run through real storage (enqueue, dequeue, execute)."""
+
+import io
+import json
+import random
+import re
+import string
+import zipfile
+
+import pypdf
+import pytest
+import zxingcpp
+from PIL import Image, ImageDraw
+
+from qrq import batch, jobs
+from qrq.batch_render import (
+    CardSheets,
+    PdfStream,
+    fast_qr_matrix,
+    matrix_svg,
+    pack_matrix,
+    unpack_matrix,
+)
+from qrq.errors import PayloadTooLarge, ValidationError
+from qrq.qr import CardSpec, qr_matrix
+from qrq.queue import huey
+from tests.test_api import assert_error
+from tests.test_qr import decode_page
+
+URL = "/api/batch/generate-qrs"
+TEMPLATE_4 = "https://shop.qrcards.example/p/{}"  # the demo sticker template's payloads
+
+
+def svg_decode(svg: str) -> list[str]:
+    """Rasterise one of our SVGs (a viewBox and one path of unit rectangles) and decode it."""
+    side = int(re.search(r'viewBox="0 0 (\d+) \1"', svg)[1])
+    scale = 8
+    image = Image.new("L", (side * scale, side * scale), 255)
+    draw = ImageDraw.Draw(image)
+    for x, y, n in re.findall(r"M(\d+) (\d+)h(\d+)v1h-\3z", svg):
+        x, y, n = int(x), int(y), int(n)
+        draw.rectangle([x * scale, y * scale, (x + n) * scale - 1, (y + 1) * scale - 1], fill=0)
+    return [r.text for r in zxingcpp.read_barcodes(image)]
+
+
+def run_job(job_id):
+    """Dequeue and run jobs from the real storage, here, until *job_id* has ended
+    (a finished batch queues its mail job, which runs first: it has priority)."""
+    while jobs.get(huey.storage, job_id)["status"] not in jobs.ENDED:
+        task = huey.dequeue()
+        assert task is not None, "nothing queued"
+        huey.execute(task)
+    return jobs.get(huey.storage, job_id)
+
+
+def submit(client, headers, body):
+    response = client.post(URL, json=body, headers=headers)
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()
+
+
+# -- rendering ---------------------------------------------------------------------------
+
+def test_fast_matrix_is_exactly_qrcodes_matrix():
+    rng = random.Random(4)
+    alphabet = string.ascii_letters + string.digits + "/:.-?=&é"
+    for length in (1, 10, 30, 80, 200, 400, 900):
+        for ec in "LMQH":
+            data = "".join(rng.choice(alphabet) for _ in range(length))
+            assert fast_qr_matrix(data, ec) == qr_matrix(data, ec), (length, ec)
+    matrix = fast_qr_matrix("https://qrcards.example/c/1")
+    assert unpack_matrix(pack_matrix(matrix)) == matrix
+
+
+def test_streamed_pdf_decodes_and_prints_text_literally(tmp_path):
+    spec = CardSpec(210, 297, cols=2, rows=2, qr_size_mm=60, title="<b>Café</b> (1)",
+                    fg_color="#1d3557")
+    payloads = [f"https://qrcards.example/c/{i}" for i in range(1, 7)]
+    out = tmp_path / "cards.pdf"
+    with open(out, "wb") as fh:
+        sheets = CardSheets(PdfStream(fh, title="Batch"))
+        for payload in payloads:
+            sheets.add(spec, payload, fast_qr_matrix(payload))
+        wide = CardSpec(297, 210, qr_size_mm=100)  # another layout starts a new page
+        sheets.add(wide, "https://qrcards.example/wide", fast_qr_matrix("https://qrcards.example/wide"))
+        assert sheets.close() == 3
+    reader = pypdf.PdfReader(out)
+    assert len(reader.pages) == 3
+    assert round(float(reader.pages[2].mediabox.width) / 72 * 25.4) == 297
+    assert "<b>Café</b> (1)" in reader.pages[0].extract_text()
+    assert reader.metadata.title == "Batch"
+    assert decode_page(out, 1, tmp_path) == sorted(payloads[:4])
+    assert decode_page(out, 2, tmp_path) == sorted(payloads[4:6])
+    assert decode_page(out, 3, tmp_path) == ["https://qrcards.example/wide"]
+
+
+def test_svg_of_a_matrix_decodes():
+    svg = matrix_svg(fast_qr_matrix("WIFI:S:Café;T:WPA;P:x<y>;;", "H"), 4, title="a<b")
+    assert svg.startswith("<svg") and "<title>a&lt;b</title>" in svg
+    assert svg_decode(svg) == ["WIFI:S:Café;T:WPA;P:x<y>;;"]
+
+
+# -- checking requests -------------------------------------------------------------------
+
+def fake_templates(ids):
+    base = {"name": "t", "domain": "d.example", "payload": "https://{domain}/{template_id}/{copy}",
+            "title": "", "lines": [], "page_size": "A4", "grid": "2x2", "qr_size_mm": 40,
+            "qr_x_mm": None, "qr_y_mm": None, "colors": {"fg": "#000000", "bg": "#ffffff"},
+            "error_correction": "M", "quiet_zone": 4}
+    return {i: {**base, "id": i} for i in ids if i < 100}
+
+
+def test_template_ids_times_copies_make_numbered_payloads():
+    checked = batch.parse_request({"template_ids": [1, 2], "options": {"copies": 3}},
+                                  fake_templates, "job", 10)
+    assert [(t, p) for t, p, _, _ in checked.items] == [
+        (1, "https://d.example/1/1"), (1, "https://d.example/1/2"), (1, "https://d.example/1/3"),
+        (2, "https://d.example/2/1"), (2, "https://d.example/2/2"), (2, "https://d.example/2/3")]
+    with pytest.raises(PayloadTooLarge):
+        batch.parse_request({"template_ids": [1, 2], "options": {"copies": 6}},
+                            fake_templates, "job", 10)
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"items": [{"template_id": 1}, {"template_id": 1, "data": 5}]}, "items[1].data"),
+    ({"items": [{"template_id": 1}, "x"]}, "items[1]"),
+    ({"items": [{"template_id": 1}, {"data": "x"}]}, "items[1].template_id"),
+    ({"items": [{"template_id": 1}] * 3 + [{"template_id": 500}]}, "items[3].template_id"),
+    ({"items": [{"template_id": 1, "colour": "red"}]}, "items[0].colour"),
+    ({"items": [{"template_id": 1, "data": ""}]}, "items[0].data"),
+    ({"items": [{"template_id": 1, "data": "a\x00b"}]}, "items[0].data"),
+    ({"items": [{"template_id": 1, "title": 7}]}, "items[0].title"),
+    ({"items": []}, "items"),
+    ({"template_ids": [1, "2"]}, "template_ids[1]"),
+    ({"template_ids": [1, 999]}, "template_ids[1]"),
+    ({"template_ids": [1], "items": []}, "items"),
+    ({"template_ids": [1], "options": {"grid": "0x0"}}, "options.grid"),
+    ({"template_ids": [1], "options": {"copies": 0}}, "options.copies"),
+    ({"template_ids": [1], "options": {"data": "{nope}"}}, "options.data"),
+    ({"items": [{"template_id": 1}], "options": {"copies": 2}}, "options.copies"),
+    ({"template_ids": [1], "extra": 1}, "extra"),
+])
+def test_malformed_requests_name_the_field(body, field):
+    with pytest.raises(ValidationError) as raised:
+        batch.parse_request(body, fake_templates, "job", 10)
+    assert raised.value.field == field
+
+
+def test_item_data_is_literal_and_may_hold_newlines():
+    vcard = "BEGIN:VCARD\nFN:{copy}\nEND:VCARD"
+    checked = batch.parse_request({"items": [{"template_id": 1, "data": vcard},
+                                             {"template_id": 2}]}, fake_templates, "j", 10)
+    assert checked.items[0][1] == vcard
+    assert checked.items[1][1] == "https://d.example/2/2"  # {copy} is the item's number
+
+
+# -- the API and real storage ------------------------------------------------------------
+
+def test_submit_answers_202_and_status_shows_counts(client, templates, alice):
+    body = submit(client, alice[1], {"template_ids": [4], "options": {"copies": 30}})
+    assert set(body) >= {"batch_job_id", "total_items", "status"}
+    assert body["total_items"] == 30 and body["status"] == "queued"
+    job_id = body["batch_job_id"]
+    status = client.get(f"/api/job-status/{job_id}", headers=alice[1]).get_json()
+    assert status["type"] == "batch" and status["status"] == "queued"
+    assert (status["completed"], status["failed"], status["total"]) == (0, 0, 30)
+    assert huey.storage.queue_size() == 1  # nothing ran in the request
+
+    job = run_job(job_id)
+    assert job["status"] == "finished", job["error"]
+    status = client.get(f"/api/job-status/{job_id}", headers=alice[1]).get_json()
+    assert (status["completed"], status["failed"], status["total"]) == (30, 0, 30)
+    assert status["progress"] == 100
+    result = status["result"]
+    assert result["pdf"]["cards"] == 30 and result["pdf"]["pages"] == 2  # 4x6 stickers
+    assert result["zip"]["files"] == 30 and result["success_rate"] == 1.0
+
+
+def test_too_many_items_is_413_and_bad_items_422(client, templates, alice, settings):
+    too_many = settings.max_batch_items + 1
+    assert_error(client.post(URL, json={"template_ids": [4], "options": {"copies": too_many}},
+                             headers=alice[1]), 413, "template_ids")
+    assert_error(client.post(URL, json={"items": [{"template_id": 4}] * too_many},
+                             headers=alice[1]), 413, "items")
+    assert_error(client.post(URL, json={"items": [{"template_id": 4}, {"template_id": 77}]},
+                             headers=alice[1]), 422, "items[1].template_id")
+    assert_error(client.post(URL, data="[1]", headers=alice[1],
+                             content_type="application/json"), 422)
+    assert_error(client.post(URL, data="nope", headers=alice[1]), 400)
+    assert huey.storage.queue_size() == 0
+    assert huey.storage.sql("select count(*) from batch_item", results=True)[0][0] == 0
+
+
+def test_a_failing_item_is_recorded_and_the_batch_still_finishes(client, templates, alice,
+                                                                  tmp_path):
+    long = "x" * 3000  # valid text, but more than a code holds at error correction H
+    items = [{"template_id": 3, "data": f"https://events.example/{i}"} for i in range(5)]
+    items[2] = {"template_id": 3, "data": long}
+    items[4] = {"template_id": 3, "data": "https://events.example/named", "title": "Ada"}
+    job_id = submit(client, alice[1], {"items": items})["batch_job_id"]
+    assert run_job(job_id)["status"] == "finished"
+
+    status = client.get(f"/api/job-status/{job_id}", headers=alice[1]).get_json()
+    assert (status["completed"], status["failed"], status["total"]) == (4, 1, 5)
+    failed = client.get(f"/api/batch/{job_id}/items?status=failed", headers=alice[1]).get_json()
+    assert [i["idx"] for i in failed["items"]] == [2] and failed["total"] == 1
+    assert "do not fit" in failed["items"][0]["error"] and failed["items"][0]["output"] is None
+    ok = client.get(f"/api/batch/{job_id}/items?status=ok&per_page=2&page=2",
+                    headers=alice[1]).get_json()
+    assert [i["idx"] for i in ok["items"]] == [3, 4] and ok["next_page"] is None
+    assert ok["items"][0]["output"]["file"] == "00003-events.example-3.svg"
+    with client.get(ok["items"][0]["output"]["svg_url"], headers=alice[1]) as svg:
+        assert svg.mimetype == "image/svg+xml"
+        assert svg_decode(svg.get_data(as_text=True)) == ["https://events.example/3"]
+
+    with client.get(f"/api/batch/{job_id}/download/zip", headers=alice[1]) as response:
+        assert response.status_code == 200 and response.mimetype == "application/zip"
+        archive = zipfile.ZipFile(io.BytesIO(response.data))
+    names = archive.namelist()
+    assert names == ["00000-events.example-0.svg", "00001-events.example-1.svg",
+                     "00003-events.example-3.svg", "00004-events.example-named.svg",
+                     "manifest.csv"]
+    assert svg_decode(archive.read(names[3]).decode()) == ["https://events.example/named"]
+    manifest = archive.read("manifest.csv").decode().splitlines()
+    assert manifest[0] == "idx,source_idx,template_id,status,file,data,error"
+    assert manifest[3].startswith("2,,3,failed,,xxx")
+    with client.get(f"/api/batch/{job_id}/download/pdf", headers=alice[1]) as response:
+        (tmp_path / "b.pdf").write_bytes(response.data)
+    reader = pypdf.PdfReader(tmp_path / "b.pdf")
+    assert len(reader.pages) == 1  # 4 cards on a 2x3 badge page
+    assert "Ada" in reader.pages[0].extract_text()
+    assert decode_page(tmp_path / "b.pdf", 1, tmp_path) == sorted(
+        ["https://events.example/0", "https://events.example/1", "https://events.example/3",
+         "https://events.example/named"])
+
+
+def test_retry_failed_reruns_only_the_failed_items(client, templates, alice):
+    items = [{"template_id": 3, "data": "y" * 2500 if i in (1, 3) else f"ok-{i}"}
+             for i in range(5)]
+    first = submit(client, alice[1], {"items": items})["batch_job_id"]
+    assert_error(client.post(f"/api/batch/{first}/retry-failed", headers=alice[1]), 409)
+    run_job(first)
+    response = client.post(f"/api/batch/{first}/retry-failed", headers=alice[1])
+    assert response.status_code == 202
+    second = response.get_json()
+    assert second["parent_job_id"] == first and second["total_items"] == 2
+    listed = client.get(f"/api/batch/{second['batch_job_id']}/items",
+                        headers=alice[1]).get_json()["items"]
+    assert [(i["idx"], i["source_idx"]) for i in listed] == [(0, 1), (1, 3)]
+    assert all(i["status"] == "pending" for i in listed)
+    run_job(second["batch_job_id"])
+    status = client.get(f"/api/job-status/{second['batch_job_id']}", headers=alice[1]).get_json()
+    assert status["result"]["parent_job_id"] == first
+    assert (status["completed"], status["failed"]) == (0, 2)  # still too long, still failed
+
+
+def test_other_users_get_404_and_admins_see_all(client, templates, alice, make_user):
+    _, bob = make_user("bob")
+    _, admin = make_user("root", admin=True)
+    job_id = submit(client, alice[1], {"template_ids": [1]})["batch_job_id"]
+    run_job(job_id)
+    for url in (f"/api/job-status/{job_id}", f"/api/batch/{job_id}",
+                f"/api/batch/{job_id}/items", f"/api/batch/{job_id}/items/0/svg",
+                f"/api/batch/{job_id}/download/pdf", f"/api/batch/{job_id}/download/zip"):
+        with client.get(url, headers=bob) as response:
+            assert_error(response, 404)
+        with client.get(url, headers=admin) as response:
+            assert response.status_code == 200, url
+    assert_error(client.post(f"/api/batch/{job_id}/retry-failed", headers=bob), 404)
+    assert_error(client.get(f"/api/batch/{job_id}/items?status=done", headers=alice[1]),
+                 422, "status")
+    assert_error(client.get(f"/api/batch/{job_id}/items?page=0", headers=alice[1]), 422, "page")
+    with client.get(f"/api/batch/{job_id}/download/exe", headers=alice[1]) as response:
+        assert_error(response, 404)
+    pdf_job = client.post("/api/generate-qr-pdf", json={"template_id": 1},
+                          headers=alice[1]).get_json()["job_id"]
+    assert_error(client.get(f"/api/batch/{pdf_job}/items", headers=alice[1]), 404)
+
+
+def test_cancel_before_the_first_item_keeps_an_empty_but_valid_output(client, templates,
+                                                                      alice):
+    job_id = submit(client, alice[1], {"template_ids": [2], "options": {"copies": 5}})[
+        "batch_job_id"]
+    task = huey.dequeue()
+    assert client.delete(f"/api/jobs/{job_id}", headers=alice[1]).status_code == 202
+    huey.execute(task)
+    status = client.get(f"/api/job-status/{job_id}", headers=alice[1]).get_json()
+    assert status["status"] == "canceled" and status["completed"] == 0
+    pending = client.get(f"/api/batch/{job_id}/items?status=pending",
+                         headers=alice[1]).get_json()
+    assert pending["total"] == 5
+    summary = client.get(f"/api/batch/{job_id}", headers=alice[1]).get_json()
+    assert summary["downloads"]["zip"]["files"] == 0
+
+
+def test_a_rerun_resumes_after_the_items_already_done(settings, templates, client, alice):
+    """A run that died after some chunks: the next run encodes only the rest."""
+    job_id = submit(client, alice[1], {"template_ids": [4], "options": {"copies": 250}})[
+        "batch_job_id"]
+    task = huey.dequeue()
+    specs = batch._Specs(batch.load_templates([4]), {})
+    calls = []
+
+    def die_after_150():
+        calls.append(1)
+        if len(calls) > 150:
+            raise KeyboardInterrupt("the consumer died")
+
+    with pytest.raises(KeyboardInterrupt):
+        batch.encode_pending(huey.storage, job_id, 250, specs, die_after_150)
+    done = batch.counts(huey.storage, job_id)
+    assert done["completed"] == 100  # the chunk written before the death
+    huey.execute(task)
+    job = jobs.get(huey.storage, job_id)
+    result = json.loads(job["result"])
+    assert result["resumed_after"] == 100 and result["encoded_this_run"] == 150
+    assert result["completed"] == 250 and result["zip"]["files"] == 250
+    assert result["pdf"]["cards"] == 250
+
+
+def test_items_rows_go_with_their_job(client, templates, alice, settings):
+    from qrq.retention import purge_jobs
+
+    job_id = submit(client, alice[1], {"template_ids": [1, 2]})["batch_job_id"]
+    run_job(job_id)
+    assert purge_jobs(huey.storage, settings.artifacts_dir, -60) >= 1
+    assert batch.get_batch(huey.storage, job_id) is None
+    assert huey.storage.sql("select count(*) from batch_item", results=True)[0][0] == 0
+    assert not list(settings.artifacts_dir.glob(f"{job_id}*"))
