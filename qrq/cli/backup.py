@@ -1,0 +1,219 @@
+"""Backup and maintenance commands: run, list, verify, restore."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from qrq.cli.base import get_queue, get_settings, main
+
+
+def _mb(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n} B"
+
+
+@main.group("backup")
+def backup_group() -> None:
+    """Back up every SQLite database, check backups, restore them.
+
+    Sets live in <data>/backups/<set id>/ (QRQ_BACKUP_DIR).
+    """
+
+
+@backup_group.command("run")
+@click.option("--wait", is_flag=True, help="Wait with a progress bar; exit 1 if any "
+              "database failed.")
+@click.option("--timeout", type=float, default=21600, show_default=True,
+              help="Seconds --wait waits.")
+def backup_run(wait: bool, timeout: float) -> None:
+    """Queue a backup of every database now (a consumer runs it).
+
+    Example: qrq backup run --wait
+    """
+    from qrq.cli.jobs import wait_for
+    from qrq.queue import submit
+    from tasks.backup import run_backup_task
+
+    huey = get_queue()
+    job_id = submit(run_backup_task, "manual", owner_id=None, params={"kind": "manual"})
+    click.echo(f"queued job {job_id}")
+    if not wait:
+        return
+    job = wait_for(huey, job_id, "backing up", timeout)
+    if job["status"] != "finished":
+        raise click.ClickException(f"backup {job['status']}: {job['error']}")
+
+    result = json.loads(job["result"])
+    if "skipped" in result:
+        raise click.ClickException(f"backup skipped: {result['skipped']}")
+    for db in result["databases"]:
+        if db["status"] != "ok":
+            click.echo(f"FAILED {db['name']}: {db.get('error')}", err=True)
+    click.echo(f"set {result['set_id']}: {result['status']}, {result['ok']} ok, "
+               f"{result['failed']} failed, {_mb(result['size'])} -> "
+               f"{_mb(result['compressed_size'])} in {result['duration']:.1f}s")
+    if result["failed"]:
+        raise click.exceptions.Exit(1)
+
+
+@backup_group.command("list")
+@click.argument("set_id", required=False)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=30, show_default=True)
+def backup_list(set_id: str | None, limit: int) -> None:
+    """List backup sets, newest first, with failed databases; with SET_ID (or latest),
+    every database of that set: status, size, duration.
+
+    Example: qrq backup list latest
+    """
+    from qrq.backup import get_set, list_sets
+
+    backups = get_settings().backups_dir
+    if set_id:
+        manifest = get_set(backups, set_id)
+        click.echo(f"set {manifest['id']} ({manifest['kind']}, {manifest['created_at']}): "
+                   f"{manifest['status']}")
+        for e in manifest["databases"]:
+            click.echo(f"  {e['status']:<6} {e['name']:<40} {_mb(e.get('size')):>12} "
+                       f"{_mb(e.get('compressed_size')):>12} {e['duration']:>8.2f}s"
+                       f"  {e['error'] or ''}")
+        return
+    sets = list_sets(backups)
+    if not sets:
+        click.echo(f"no backups in {backups}")
+        return
+    for m in sets[:limit]:
+        click.echo(f"{m['id']:<20} {m['created_at']}  {m['kind']:<9} {m['status']:<7} "
+                   f"{m['ok']}/{m['ok'] + m['failed']} ok  {_mb(m['size']):>12} -> "
+                   f"{_mb(m['compressed_size']):>12}  {m['duration']:.1f}s")
+        for e in m["databases"]:
+            if e["status"] != "ok":
+                click.echo(f"    failed {e['name']}: {e['error']}")
+
+
+@backup_group.command("verify")
+@click.argument("set_id", default="latest")
+def backup_verify(set_id: str) -> None:
+    """Check a set again: restore each database to a temporary file, run
+    integrity_check, compare sha256 and row counts. Exit 1 if any fails.
+
+    Example: qrq backup verify latest
+    """
+    from qrq.backup import get_set, select_entries, verify_set
+
+    backups = get_settings().backups_dir
+    manifest = get_set(backups, set_id)
+    with click.progressbar(length=len(select_entries(manifest)),
+                           label=f"verifying {manifest['id']}") as bar:
+        results = verify_set(backups, manifest, report=lambda entry, problems: bar.update(1))
+    bad = {name: problems for name, problems in results.items() if problems}
+    for name, problems in bad.items():
+        click.echo(f"FAILED {name}: {'; '.join(problems)}", err=True)
+    click.echo(f"set {manifest['id']}: {len(results) - len(bad)} ok, {len(bad)} failed")
+    if bad:
+        raise click.exceptions.Exit(1)
+
+
+def _live_consumers(settings) -> list[str]:
+    from qrq.maintenance import connect
+
+    if not settings.queue_db.exists():
+        return []
+    conn = connect(settings.queue_db, settings.busy_timeout)
+    try:
+        rows = conn.execute("select host, pid, heartbeat_at from consumer where "
+                            "heartbeat_at > ?", (time.time() - 2 * settings.lease_seconds,))
+        return [f"{host} pid {pid} ({time.time() - beat:.0f}s ago)" for host, pid, beat in rows]
+    finally:
+        conn.close()
+
+
+@backup_group.command("restore")
+@click.argument("set_id")
+@click.option("--to", "to_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Directory to restore into (it gets app.db, queue.db, analytics/...).")
+@click.option("--db", "names", multiple=True, metavar="NAME",
+              help="Only this database (app.db, queue, analytics/shop.db, ...); repeatable.")
+@click.option("--force", is_flag=True, help="Allow restoring over the live data directory "
+              "(takes a safety backup first; stop the web app and consumers first).")
+def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: bool) -> None:
+    """Restore a backup set (or some of its databases) into a directory.
+
+    Each database is checked (sha256, integrity_check, row counts) before it
+    replaces anything. Over the live data directory only with --force, after a
+    safety backup, and with no consumer running.
+
+    Example: qrq backup restore latest --to /tmp/restored --db app.db
+    """
+    from qrq import maintenance
+    from qrq.backup import get_set, list_databases, restore, run_backup, select_entries
+
+    settings = get_settings()
+    backups = settings.backups_dir
+    manifest = get_set(backups, set_id)
+    entries = select_entries(manifest, names)
+    to_dir = to_dir.resolve()
+    live = {path.resolve() for _, path in list_databases(settings)}
+    overwrites_live = to_dir == settings.data_dir or any(
+        (to_dir / e["name"]).resolve() in live for e in entries)
+    if overwrites_live:
+        if not force:
+            raise click.ClickException(f"{to_dir} holds the live databases; add --force to "
+                                       "restore over them (a safety backup is taken first)")
+        running = _live_consumers(settings)
+        if running:
+            raise click.ClickException("stop the consumers (and the web app) first; running: "
+                                       + ", ".join(running))
+        holder = maintenance.holder_id()
+        with maintenance.hold_lock(settings.queue_db, "backup", holder,
+                                   timeout=settings.busy_timeout):
+            with click.progressbar(length=100, label="safety backup") as bar:
+                done = [0]
+
+                def advance(pct: float, stage: str) -> None:
+                    bar.update(int(pct) - done[0])
+                    done[0] = int(pct)
+
+                safety = run_backup(settings, "safety", report=advance)
+        click.echo(f"safety backup {safety['id']}: {safety['status']} "
+                   f"({safety['ok']} ok, {safety['failed']} failed)")
+    with click.progressbar(length=len(entries), label=f"restoring {manifest['id']}") as bar:
+        restored = restore(backups, manifest, to_dir, names, report=lambda entry: bar.update(1))
+    for path in restored:
+        click.echo(f"restored {path}")
+    click.echo(f"{len(restored)} database(s) restored from {manifest['id']} into {to_dir}")
+
+
+@main.group("maintenance")
+def maintenance_group() -> None:
+    """Housekeeping: log rotation, WAL checkpoint, VACUUM when idle."""
+
+
+@maintenance_group.command("run")
+@click.option("--wait", is_flag=True, help="Wait with a progress bar and print the result.")
+def maintenance_run(wait: bool) -> None:
+    """Queue the weekly maintenance now (a consumer runs it).
+
+    Example: qrq maintenance run --wait
+    """
+
+    from qrq.cli.jobs import wait_for
+    from qrq.queue import submit
+    from tasks.maintenance import run_maintenance_task
+
+    huey = get_queue()
+    job_id = submit(run_maintenance_task, "manual", owner_id=None, params={"kind": "manual"})
+    click.echo(f"queued job {job_id}")
+    if wait:
+        job = wait_for(huey, job_id, "maintenance", 3600)
+        if job["status"] != "finished":
+            raise click.ClickException(f"maintenance {job['status']}: {job['error']}")
+        click.echo(json.dumps(json.loads(job["result"]), indent=2))

@@ -1,0 +1,69 @@
+"""The weekly maintenance job: logs, WAL checkpoint, VACUUM when idle.
+
+Like backups it takes a lock (``maintenance``) and a missed run is caught up once
+at the next consumer start. Job records are purged by tasks/retention.py.
+"""
+
+import time
+
+from qrq import maintenance
+from qrq.queue import huey, job_task, periodic_job, progress, submit
+
+LOCK = "maintenance"
+
+
+def _due(now: float | None = None) -> float | None:
+    s = huey.settings
+    return maintenance.last_due(s.maintenance_schedule, maintenance.zone(s.backup_timezone),
+                                time.time() if now is None else now)
+
+
+def maintain_now(task, kind: str, due_at: float | None = None) -> dict:
+    s = huey.settings
+    try:
+        with maintenance.hold_lock(s.queue_db, LOCK, maintenance.holder_id(task.id),
+                                   timeout=s.busy_timeout):
+            if kind != "manual" and due_at is not None and \
+                    maintenance.last_success(s.queue_db, LOCK, s.busy_timeout) >= due_at:
+                return {"skipped": "maintenance already ran since it was due"}
+            started = time.time()
+            result = maintenance.run_maintenance(
+                s, task.id, report=lambda pct, stage: progress(task, pct, stage),
+                stop=lambda: task.is_timed_out)
+            maintenance.record_success(s.queue_db, LOCK, started, s.busy_timeout)
+    except maintenance.Locked as exc:
+        if kind == "manual":
+            raise
+        return {"skipped": str(exc)}
+    return {"kind": kind, **result}
+
+
+@job_task("maintenance", name="maintenance.run", timeout=3600)
+def run_maintenance_task(kind: str = "manual", due_at: float | None = None,
+                         task=None) -> dict:
+    """Run the maintenance now (``qrq maintenance run``), or catch up a missed run."""
+    return maintain_now(task, kind, due_at)
+
+
+@periodic_job("maintenance", name="maintenance.weekly", timeout=3600,
+              schedule=lambda ts: maintenance.due_now(
+                  huey.settings.maintenance_schedule,
+                  maintenance.zone(huey.settings.backup_timezone), ts))
+def weekly_maintenance(task=None) -> dict:
+    """The maintenance at QRQ_MAINTENANCE_SCHEDULE."""
+    return maintain_now(task, "scheduled", _due())
+
+
+def catch_up(now: float | None = None) -> str | None:
+    """Enqueue one catch-up maintenance if a scheduled one was missed; return its job id."""
+    s = huey.settings
+    due = _due(now)
+    if not maintenance.claim_catch_up(s.queue_db, LOCK, due, now=now, timeout=s.busy_timeout):
+        return None
+    return submit(run_maintenance_task, "catch-up", due, owner_id=None,
+                  params={"kind": "catch-up", "due_at": due})
+
+
+@huey.on_startup("maintenance.catch_up")
+def _catch_up_on_start() -> None:
+    catch_up()  # huey logs an error and goes on
