@@ -1,0 +1,71 @@
+"""``qrq batch``: submit, items, retry-failed (jobs run here through real storage)."""
+
+import json
+
+from qrq import batch
+from qrq.cli import main
+from qrq.queue import huey
+from tests.test_batch import run_job
+
+
+def queued_id(output):
+    line = next(line for line in output.splitlines() if line.startswith("queued batch"))
+    return line.split()[2]
+
+
+def test_submit_count_then_list_items(runner, templates, make_user):
+    make_user("carol", email="carol@example.com")
+    result = runner.invoke(main, ["batch", "submit", "--template", "2", "--count", "12",
+                                  "-o", "title=Carol", "--user", "carol"])
+    assert result.exit_code == 0, result.output
+    job_id = queued_id(result.output)
+    assert "(12 items)" in result.output
+    assert batch.get_batch(huey.storage, job_id)["owner_id"] is not None
+    assert run_job(job_id)["status"] == "finished"
+    listed = runner.invoke(main, ["batch", "items", job_id, "--per-page", "5"])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert lines[0].split()[:3] == ["0", "ok", "00000-cards.qrcards.example-c-2-1.svg"]
+    assert lines[-1] == "5 of 12 item(s)"
+    failed = runner.invoke(main, ["batch", "items", job_id, "--failed"])
+    assert failed.output.strip() == "0 of 0 item(s) failed"
+
+
+def test_csv_items_failed_listing_and_retry(runner, templates, tmp_path):
+    path = tmp_path / "codes.csv"
+    path.write_text("template_id,data\n1,https://a.example/1\n3," + "q" * 3000
+                    + "\n1,https://a.example/3\n")
+    result = runner.invoke(main, ["batch", "submit", "--csv", str(path)])
+    assert result.exit_code == 0, result.output
+    job_id = queued_id(result.output)
+    run_job(job_id)
+    failed = runner.invoke(main, ["batch", "items", job_id, "--failed", "--json"])
+    body = json.loads(failed.output)
+    assert [item["idx"] for item in body["items"]] == [1] and body["total"] == 1
+    assert "do not fit" in body["items"][0]["error"]
+    retry = runner.invoke(main, ["batch", "retry-failed", job_id])
+    assert retry.exit_code == 0, retry.output
+    assert "(1 failed items of" in retry.output
+
+
+def test_bad_arguments_and_bad_input(runner, templates, tmp_path, settings):
+    both = runner.invoke(main, ["batch", "submit", "--template", "1", "--count", "2",
+                                "--csv", __file__])
+    assert both.exit_code == 2
+    neither = runner.invoke(main, ["batch", "submit", "--template", "1"])
+    assert neither.exit_code == 2
+    path = tmp_path / "bad.csv"
+    path.write_text("url\nhttps://x.example\n")
+    no_column = runner.invoke(main, ["batch", "submit", "--csv", str(path)])
+    assert no_column.exit_code == 2 and "data column" in no_column.output
+    path.write_text("data\nhttps://x.example\n")
+    no_template = runner.invoke(main, ["batch", "submit", "--csv", str(path)])
+    assert no_template.exit_code == 2 and "--template" in no_template.output
+    too_many = runner.invoke(main, ["batch", "submit", "--template", "1", "--count",
+                                    str(settings.max_batch_items + 1)])
+    assert too_many.exit_code == 1 and "at most" in too_many.output
+    missing = runner.invoke(main, ["batch", "submit", "--template", "99", "--count", "1"])
+    assert missing.exit_code == 1 and "template 99 does not exist" in missing.output
+    unknown = runner.invoke(main, ["batch", "items", "0c1d2e3f-0000-4000-8000-000000000000"])
+    assert unknown.exit_code == 1 and "no batch" in unknown.output
+    assert huey.storage.queue_size() == 0
