@@ -1,0 +1,261 @@
+"""The aggregation over real scan databases under tmp_path, checked against a plain
+Python reference that buckets each row with zoneinfo."""
+
+import datetime
+import sqlite3
+import threading
+import zoneinfo
+from collections import Counter, defaultdict
+from types import SimpleNamespace
+
+import pytest
+
+from qrq import analytics
+from qrq.analytics_query import parse_query
+from qrq.queue import time_limited
+from qrq.scans import SCHEMA, create_schema, template_domains, write_demo_database
+
+END = datetime.datetime(2026, 11, 22, 12, tzinfo=datetime.UTC).timestamp()
+COLUMNS = "scanned_at, template_id, domain, country, device, visitor_hash"
+
+
+def ts(text):
+    """Unix seconds of an ISO UTC time like 2026-03-28T23:30."""
+    return int(datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.UTC).timestamp())
+
+
+@pytest.fixture
+def make_db(tmp_path):
+    """Write a scan database from rows (scanned_at, template_id, domain, country, device,
+    visitor_hash); ``indexes=False`` leaves out the indexes."""
+    def make(name, rows, indexes=True):
+        path = tmp_path / "scans" / name
+        path.parent.mkdir(exist_ok=True)
+        with sqlite3.connect(path) as conn:
+            if indexes:
+                create_schema(conn)
+            else:
+                conn.execute(SCHEMA[0])
+            conn.executemany(f"insert into scans ({COLUMNS}) values (?, ?, ?, ?, ?, ?)", rows)
+        conn.close()
+        return path
+    return make
+
+
+@pytest.fixture(scope="module")
+def demo_dbs(tmp_path_factory):
+    """Six demo shards of 3,000 scans over 90 days (shared visitors across shards)."""
+    directory = tmp_path_factory.mktemp("demo")
+    return [write_demo_database(directory / f"scans-{i}.db", i, 3000, days=90, end=END)
+            for i in range(6)]
+
+
+def reference(paths, query):
+    """What the report must say, computed row by row in Python."""
+    tz = zoneinfo.ZoneInfo(query.tz)
+    labels = {b.start: b.label for b in query.buckets()}
+    scans, visitors = Counter(), defaultdict(set)
+    tops = {name: Counter() for name in analytics.DIMENSIONS}
+    for path in paths:
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute(f"select {COLUMNS} from scans").fetchall()
+        conn.close()
+        for at, template_id, domain, country, device, visitor in rows:
+            day = datetime.datetime.fromtimestamp(at, tz).date()
+            if not query.start <= day <= query.end:
+                continue
+            if query.domain is not None and domain != query.domain:
+                continue
+            if query.template_id is not None and template_id != query.template_id:
+                continue
+            if query.period == "weekly":
+                day -= datetime.timedelta(days=day.weekday())
+            elif query.period == "monthly":
+                day = day.replace(day=1)
+            scans[day] += 1
+            visitors[day].add(analytics.visitor_key(visitor))
+            for name, value in zip(analytics.DIMENSIONS, (template_id, domain, country, device),
+                                   strict=True):
+                tops[name][value] += 1
+    series = [(labels[start], scans[start], len(visitors[start])) for start in labels]
+    return series, tops
+
+
+def check(result, paths, query):
+    series, tops = reference(paths, query)
+    assert [(p["label"], p["scans"], p["visitors"]) for p in result["series"]] == series
+    for name, counter in tops.items():
+        got = {row[analytics._DIM_KEYS[name]]: row["scans"] for row in result["top"][name]}
+        assert len(got) == min(analytics.TOP_N, len(counter))
+        assert all(counter[key] == count for key, count in got.items())
+        ranked = sorted(counter.values(), reverse=True)[:analytics.TOP_N]
+        assert sorted(got.values(), reverse=True) == ranked
+    assert result["totals"]["scans"] == sum(s for _, s, _ in series)
+
+
+@pytest.mark.parametrize("args", [
+    {"period": "daily", "from": "2026-09-01", "to": "2026-11-22"},
+    {"period": "daily", "from": "2026-10-20", "to": "2026-10-30", "tz": "Europe/Berlin"},
+    {"period": "weekly", "from": "2026-08-01", "to": "2026-11-22", "tz": "America/New_York"},
+    {"period": "monthly", "from": "2026-01-01", "to": "2026-12-31", "tz": "Asia/Kathmandu"},
+    {"period": "daily", "from": "2026-11-01", "to": "2026-11-22",
+     "domain": "menu.qrcards.example"},
+    {"period": "weekly", "from": "2026-09-01", "to": "2026-11-22", "template_id": "4"},
+    {"period": "weekly", "from": "2026-09-01", "to": "2026-11-22", "template_id": "4",
+     "domain": template_domains()[4]},
+])
+def test_matches_a_row_by_row_reference(demo_dbs, args):
+    query = parse_query(args)
+    result = analytics.time_series(demo_dbs, query, threads=2)
+    check(result, demo_dbs, query)
+    assert result["warnings"] == [] and result["databases"] == {
+        "found": 6, "read": 6, "skipped": 0}
+    assert result["params"] == query.to_dict()
+    assert sum(p["scans"] for p in result["series"]) > 0
+
+
+def test_a_visitor_in_several_databases_counts_once_per_bucket(make_db):
+    same, other = "00000000000000aa", "00000000000000bb"
+    a = make_db("a.db", [(ts("2026-11-20T10:00"), 1, "x.example", "DE", "ios", same),
+                         (ts("2026-11-20T11:00"), 1, "x.example", "DE", "ios", same),
+                         (ts("2026-11-21T09:00"), 2, "y.example", "FR", "android", same)])
+    b = make_db("b.db", [(ts("2026-11-20T18:00"), 2, "y.example", "DE", "ios", same.upper()),
+                         (ts("2026-11-20T19:00"), 2, "y.example", "US", "desktop", other)])
+    query = parse_query({"from": "2026-11-20", "to": "2026-11-21"})
+    result = analytics.time_series([a, b], query)
+    assert [(p["scans"], p["visitors"]) for p in result["series"]] == [(4, 2), (1, 1)]
+    assert result["top"]["templates"] == [{"template_id": 2, "scans": 3},
+                                          {"template_id": 1, "scans": 2}]
+    assert result["top"]["countries"][0] == {"country": "DE", "scans": 3}
+
+
+def test_buckets_follow_the_time_zone_across_dst(make_db):
+    rows = [(ts(at), 1, "x.example", "DE", "ios", f"{i:016x}") for i, at in enumerate([
+        "2026-03-28T22:30",  # 23:30 in Berlin, 28 March
+        "2026-03-28T23:30",  # 00:30 on the 29th (still UTC+1)
+        "2026-03-29T21:30",  # 23:30 on the 29th (now UTC+2)
+        "2026-03-29T22:30",  # 00:30 on the 30th
+    ])]
+    path = make_db("dst.db", rows)
+    berlin = analytics.time_series([path], parse_query(
+        {"from": "2026-03-28", "to": "2026-03-30", "tz": "Europe/Berlin"}))
+    assert [p["scans"] for p in berlin["series"]] == [1, 2, 1]
+    assert berlin["series"][1]["start"] == "2026-03-28T23:00:00Z"
+    utc = analytics.time_series([path], parse_query({"from": "2026-03-28", "to": "2026-03-30"}))
+    assert [p["scans"] for p in utc["series"]] == [2, 2, 0]
+
+
+def test_missing_corrupt_locked_and_foreign_databases_are_skipped_with_a_warning(
+        make_db, tmp_path):
+    good = make_db("good.db", [(ts("2026-11-20T10:00"), 1, "x.example", "DE", "ios",
+                                "00000000000000aa")])
+    corrupt = tmp_path / "scans" / "corrupt.db"
+    corrupt.write_bytes(b"this is not a database" * 100)
+    foreign = tmp_path / "scans" / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("create table visits (id integer primary key)")
+    conn.close()
+    locked = make_db("locked.db", [(ts("2026-11-20T11:00"), 1, "x.example", "DE", "ios",
+                                    "00000000000000bb")])
+    holder = sqlite3.connect(locked, isolation_level=None)
+    holder.execute("begin exclusive")  # a writer holding the lock (rollback journal)
+    try:
+        result = analytics.time_series(
+            [good, tmp_path / "scans" / "missing.db", corrupt, foreign, locked],
+            parse_query({"from": "2026-11-20", "to": "2026-11-20"}), busy_timeout=0.05)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result["series"][0]["scans"] == 1
+    assert result["databases"] == {"found": 5, "read": 1, "skipped": 4}
+    warnings = " | ".join(result["warnings"])
+    for name, reason in (("missing.db", "unable to open"), ("corrupt.db", "not a database"),
+                         ("foreign.db", "no such table"), ("locked.db", "locked")):
+        assert f"{name}: skipped: " in warnings and reason in warnings, warnings
+
+
+def test_databases_are_opened_read_only(make_db):
+    path = make_db("a.db", [(ts("2026-11-20T10:00"), 1, "x.example", "DE", "ios",
+                             "00000000000000aa")])
+    before = path.read_bytes()
+    seen = []
+
+    def spy(conn):
+        seen.append(conn)
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            conn.execute("insert into scans (scanned_at, template_id, domain, country, "
+                         "device, visitor_hash) values (1, 1, 'x', 'x', 'x', 'x')")
+        return time_limited(conn, SimpleNamespace(is_timed_out=False))
+
+    analytics.time_series([path], parse_query({}), limit=spy)
+    assert len(seen) == 1 and path.read_bytes() == before
+
+
+def test_odd_visitor_hashes_and_missing_indexes_still_count_right(make_db):
+    rows = [(ts("2026-11-20T10:00"), 1, "x.example", "DE", "ios", "not-hex-at-all!!"),
+            (ts("2026-11-20T10:05"), 1, "x.example", "DE", "ios", "short"),
+            (ts("2026-11-20T10:06"), 1, "x.example", "DE", "ios", "short"),
+            (ts("2026-11-20T10:07"), 1, "x.example", "DE", "ios", "0123456789ABCDEF"),
+            (ts("2026-11-20T10:08"), 1, "x.example", "DE", "ios", "0123456789abcdef")]
+    path = make_db("odd.db", rows, indexes=False)
+    query = parse_query({"from": "2026-11-20", "to": "2026-11-20"})
+    result = analytics.time_series([path], query)
+    assert (result["series"][0]["scans"], result["series"][0]["visitors"]) == (5, 3)
+    assert result["databases"]["read"] == 1
+    assert "odd.db: missing index scans_time" in result["warnings"][0]
+    check(result, [path], query)
+
+
+def test_a_time_limit_interrupts_a_running_query(demo_dbs):
+    task = SimpleNamespace(is_timed_out=False)
+    calls = []
+
+    def limit(conn):
+        calls.append(conn)
+        task.is_timed_out = True  # the deadline passes while the database is read
+        return time_limited(conn, task, every=1000)
+
+    with pytest.raises(sqlite3.OperationalError, match="interrupt"):
+        analytics.time_series(demo_dbs, parse_query({"from": "2026-09-01"}), threads=1,
+                              limit=limit)
+    assert len(calls) < len(demo_dbs)  # the rest were never opened
+
+
+def test_progress_reports_each_database_then_aggregating(demo_dbs):
+    seen = []
+    analytics.time_series(demo_dbs, parse_query({}),
+                          progress=lambda done, total, stage: seen.append((done, total, stage)))
+    assert seen[0] == (0, 6, "databases 0 of 6")
+    assert [s[0] for s in seen[1:-1]] == [1, 2, 3, 4, 5, 6]
+    assert seen[-2] == (6, 6, "databases 6 of 6") and seen[-1][2] == "aggregating"
+
+
+def test_an_exception_in_progress_stops_the_remaining_reads(demo_dbs):
+    opened, raised = [], threading.Event()
+
+    def limit(conn):
+        opened.append(conn)
+        if len(opened) == 2:
+            raised.wait(10)  # hold the second read until the first report has failed
+        return time_limited(conn, SimpleNamespace(is_timed_out=False))
+
+    def progress(done, total, stage):
+        if done == 1:
+            raised.set()
+            raise KeyboardInterrupt("canceled")
+
+    with pytest.raises(KeyboardInterrupt):
+        analytics.time_series(demo_dbs, parse_query({}), threads=1, limit=limit,
+                              progress=progress)
+    assert 2 <= len(opened) <= 3 < len(demo_dbs)
+
+
+def test_find_databases_takes_a_directory_a_glob_or_a_file(tmp_path, make_db):
+    a = make_db("a.db", [])
+    b = make_db("b.db", [])
+    (tmp_path / "scans" / "notes.txt").write_text("not a database")
+    assert analytics.find_databases(str(tmp_path / "scans"), tmp_path) == [a, b]
+    assert analytics.find_databases("scans/*.db", tmp_path) == [a, b]
+    assert analytics.find_databases("scans/b.db", tmp_path) == [b]
+    assert analytics.find_databases("", tmp_path) == []  # <data>/analytics does not exist
+    assert analytics.find_databases("nowhere", tmp_path) == []
