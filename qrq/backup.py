@@ -61,13 +61,16 @@ def list_databases(settings) -> list[tuple[str, Path]]:
     lays the files out as the data directory has them.
     """
     dbs = [("app.db", settings.app_db), ("queue.db", settings.queue_db)]
+    seen = {settings.app_db.resolve(), settings.queue_db.resolve()}
     pattern = Path(settings.backup_analytics_glob)
     if not pattern.is_absolute():
         pattern = settings.data_dir / pattern
-    for found in sorted(glob.glob(str(pattern))):
+    for found in sorted(glob.glob(str(pattern), recursive=True)):
         path = Path(found)
-        if not path.is_file() or path.name.endswith(("-wal", "-shm", "-journal")):
+        if not path.is_file() or path.name.endswith(("-wal", "-shm", "-journal")) \
+                or path.resolve() in seen:
             continue
+        seen.add(path.resolve())
         try:
             name = path.resolve().relative_to(settings.data_dir.resolve()).as_posix()
         except ValueError:
@@ -190,9 +193,11 @@ def decompress_file(src: Path, dest: Path, codec: str,
     return packed_hash.hexdigest(), raw_hash.hexdigest()
 
 
-def check_database(path: Path, expected_rows: dict[str, int] | None) -> list[str]:
+def check_database(path: Path, expected_rows: dict[str, int] | None,
+                   stop: Callable[[], bool] = lambda: False) -> list[str]:
     """Problems found by ``integrity_check`` and the row counts; empty when sound."""
     conn = _connect(path)
+    conn.set_progress_handler(lambda: 1 if stop() else 0, 100_000)
     try:
         # A big page cache and mmap make integrity_check's index lookups cheap.
         conn.execute("pragma cache_size=-262144")
@@ -227,10 +232,12 @@ def verify_entry(set_dir: Path, entry: dict, work_dir: Path,
             return [f"{entry['file']}: sha256 {packed_sha} does not match the manifest"]
         if raw_sha != entry["db_sha256"]:
             return [f"{entry['name']}: restored database sha256 does not match"]
-        return check_database(tmp, entry["tables"])
+        return check_database(tmp, entry["tables"], stop)
     except Stopped:
         raise
     except Exception as exc:
+        if stop():
+            raise Stopped("stopped") from None
         return [f"{type(exc).__name__}: {exc}"]
     finally:
         _discard(tmp)
@@ -336,6 +343,7 @@ def run_backup(settings, kind: str = "manual", *,
                                 f"only {free >> 20} MiB left; nothing was written")
     now = now or datetime.datetime.now(datetime.UTC)
     set_id = _new_set_id(backups, now)
+    report(0, f"backing up {len(dbs)} databases")
     partial = backups / f"{PARTIAL}{set_id}"
     partial.mkdir()
     started = time.monotonic()
@@ -346,7 +354,6 @@ def run_backup(settings, kind: str = "manual", *,
     def stopping() -> bool:
         return halt.is_set() or stop()
 
-    report(0, f"backing up {len(dbs)} databases")
     pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="qrq-backup")
     try:
         # Largest first, so one big database does not run alone at the end.

@@ -252,3 +252,5 @@ def test_databases_come_from_the_analytics_glob(settings, analytics, tmp_path):
     moved = dataclasses.replace(settings, backup_analytics_glob=str(elsewhere.parent / "*.db"))
     assert [n for n, _ in backup.list_databases(moved)] == ["app.db", "queue.db",
                                                            "analytics/x.db"]
+    everything = dataclasses.replace(settings, backup_analytics_glob="**/*.db")
+    assert [n for n, _ in backup.list_databases(everything)] == names  # no duplicates

@@ -3,6 +3,7 @@
 import dataclasses
 import datetime
 import gzip
+import json
 import os
 import sqlite3
 import threading
@@ -162,3 +163,31 @@ def test_maintenance_checkpoints_and_vacuums_only_when_idle(settings):
     off = maintenance.run_maintenance(dataclasses.replace(settings, maintenance_vacuum=False),
                                       job_id=job_id)
     assert off["vacuum"] == "disabled"
+
+
+def test_the_maintenance_job_through_the_queue_and_its_catch_up(settings, runner):
+    from qrq import jobs
+    from qrq.cli import main
+    from qrq.queue import huey
+    from tasks import maintenance as maintenance_tasks
+
+    # A missed Sunday run is caught up once.
+    sunday = ts(2026, 11, 22, 3, 0)
+    assert maintenance_tasks.catch_up(now=sunday - 8 * 86400) is None  # first seen
+    caught = maintenance_tasks.catch_up(now=sunday + 3600)
+    assert caught and maintenance_tasks.catch_up(now=sunday + 7200) is None
+    assert json.loads(jobs.get(huey.storage, caught)["params"])["due_at"] == sunday
+    huey.storage.sql("delete from job", commit=True)
+    huey.storage.flush_queue()
+    # A manual run records its start as the last success (a later due time needs a new run).
+    (settings.logs_dir / "consumer.log").write_text("something\n")
+    queued = runner.invoke(main, ["maintenance", "run"])
+    assert queued.exit_code == 0, queued.output
+    job_id = queued.output.split()[-1]
+    huey.execute(huey.dequeue())
+    job = jobs.get(huey.storage, job_id)
+    assert job["status"] == "finished", job["error"]
+    result = json.loads(job["result"])
+    assert result["kind"] == "manual" and len(result["logs"]["rotated"]) == 1
+    assert result["checkpoint"]["busy"] == 0 and "queue.db" in result["vacuum"]
+    assert maintenance.last_success(settings.queue_db, "maintenance") >= job["started_at"]

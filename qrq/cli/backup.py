@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -164,17 +165,25 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
     live = {path.resolve() for _, path in list_databases(settings)}
     overwrites_live = to_dir == settings.data_dir or any(
         (to_dir / e["name"]).resolve() in live for e in entries)
-    if overwrites_live:
-        if not force:
-            raise click.ClickException(f"{to_dir} holds the live databases; add --force to "
-                                       "restore over them (a safety backup is taken first)")
-        running = _live_consumers(settings)
-        if running:
-            raise click.ClickException("stop the consumers (and the web app) first; running: "
-                                       + ", ".join(running))
-        holder = maintenance.holder_id()
-        with maintenance.hold_lock(settings.queue_db, "backup", holder,
-                                   timeout=settings.busy_timeout):
+    with contextlib.ExitStack() as stack:
+        if overwrites_live:
+            if not force:
+                raise click.ClickException(f"{to_dir} holds the live databases; add --force "
+                                           "to restore over them (a safety backup is taken "
+                                           "first)")
+            running = _live_consumers(settings)
+            if running:
+                raise click.ClickException("stop the consumers (and the web app) first; "
+                                           "running: " + ", ".join(running))
+            # No backup may start while the live files are replaced. A long lease and no
+            # renewing thread: nothing may write to queue.db while it is swapped.
+            holder = maintenance.holder_id()
+            other = maintenance.try_lock(settings.queue_db, "backup", holder, ttl=3600,
+                                         timeout=settings.busy_timeout)
+            if other is not None:
+                raise click.ClickException(f"a backup is running: {other}")
+            stack.callback(maintenance.release_lock, settings.queue_db, "backup", holder,
+                           settings.busy_timeout)
             with click.progressbar(length=100, label="safety backup") as bar:
                 done = [0]
 
@@ -183,10 +192,12 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
                     done[0] = int(pct)
 
                 safety = run_backup(settings, "safety", report=advance)
-        click.echo(f"safety backup {safety['id']}: {safety['status']} "
-                   f"({safety['ok']} ok, {safety['failed']} failed)")
-    with click.progressbar(length=len(entries), label=f"restoring {manifest['id']}") as bar:
-        restored = restore(backups, manifest, to_dir, names, report=lambda entry: bar.update(1))
+            click.echo(f"safety backup {safety['id']}: {safety['status']} "
+                       f"({safety['ok']} ok, {safety['failed']} failed)")
+        with click.progressbar(length=len(entries),
+                               label=f"restoring {manifest['id']}") as bar:
+            restored = restore(backups, manifest, to_dir, names,
+                               report=lambda entry: bar.update(1))
     for path in restored:
         click.echo(f"restored {path}")
     click.echo(f"{len(restored)} database(s) restored from {manifest['id']} into {to_dir}")
