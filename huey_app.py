@@ -4,10 +4,8 @@ Importing a task module registers its tasks with the Huey instance.
 """
 
 import tasks.backup  # noqa: F401
-import tasks.backup  # noqa: F401
 import tasks.batch  # noqa: F401
 import tasks.mail  # noqa: F401
-import tasks.maintenance  # noqa: F401
 import tasks.maintenance  # noqa: F401
 import tasks.pdf  # noqa: F401
 import tasks.retention  # noqa: F401

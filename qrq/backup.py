@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime
-import glob
 import hashlib
 import json
 import os
@@ -55,18 +54,18 @@ class Stopped(Exception):
 
 def list_databases(settings) -> list[tuple[str, Path]]:
     """Every SQLite database qrq knows, as ``(name, path)``: app.db, queue.db and the
-    analytics databases matched by ``backup_analytics_glob`` (relative to the data dir).
+    analytics databases (``QRQ_ANALYTICS_DBS``: a directory or a glob, by default
+    ``<data>/analytics/*.db``).
 
     Names are paths relative to the data directory, so a restore into a directory
     lays the files out as the data directory has them.
     """
+    from qrq.analytics import find_databases
+
     dbs = [("app.db", settings.app_db), ("queue.db", settings.queue_db)]
     seen = {settings.app_db.resolve(), settings.queue_db.resolve()}
-    pattern = Path(settings.backup_analytics_glob)
-    if not pattern.is_absolute():
-        pattern = settings.data_dir / pattern
-    for found in sorted(glob.glob(str(pattern), recursive=True)):
-        path = Path(found)
+    location = getattr(settings, "analytics_dbs", "analytics")
+    for path in find_databases(location, settings.data_dir):
         if not path.is_file() or path.name.endswith(("-wal", "-shm", "-journal")) \
                 or path.resolve() in seen:
             continue

@@ -67,29 +67,6 @@ def _timezone(text: str) -> str:
     return text.strip()
 
 
-def _cron(text: str) -> str:
-    """A five-field crontab (minute hour day month weekday), or empty for never."""
-    if text.strip():
-        from huey import crontab
-
-        fields = text.split()
-        if len(fields) != 5:
-            raise ValueError(f"expected 5 crontab fields (M H DOM MON DOW), got {text!r}")
-        crontab(*fields, strict=True)
-    return text.strip()
-
-
-def _timezone(text: str) -> str:
-    if text.strip().upper() != "UTC":
-        import zoneinfo
-
-        try:
-            zoneinfo.ZoneInfo(text.strip())
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {text!r}") from None
-    return text.strip()
-
-
 SETTINGS = (
     Setting("data_dir", "data", "Directory for every runtime file: queue.db, app.db, "
             "artifacts/, logs/, secret.key."),
@@ -144,30 +121,6 @@ SETTINGS = (
             "days.", int),
     Setting("backup_keep_weekly", 4, "... and of each of the last N weeks.", int),
     Setting("backup_keep_monthly", 12, "... and of each of the last N months.", int),
-    Setting("backup_analytics_glob", "analytics/*.db", "Analytics databases to back up "
-            "besides app.db and queue.db (a glob, relative to the data dir)."),
-    Setting("backup_codec", "zstd", "Compression of backups: zstd (fast) or gzip.",),
-    Setting("backup_threads", 2, "Databases backed up at once.", int),
-    Setting("backup_timeout", 21600, "Time limit of a backup job, in seconds.", int),
-    Setting("maintenance_schedule", "0 3 * * 0", "When the weekly maintenance runs "
-            "(log rotation, WAL checkpoint, VACUUM when idle), as a crontab.", _cron),
-    Setting("log_max_age_days", 30.0, "Days rotated log files in <data>/logs/ are kept.",
-            float),
-    Setting("maintenance_vacuum", True, "VACUUM the queue and app databases during "
-            "maintenance when no job is running or queued.", _bool),
-    Setting("backup_dir", "", "Directory of the backup sets (relative: inside the data dir). "
-            "Empty: <data>/backups."),
-    Setting("backup_schedule", "0 2 * * *", "When the backup runs, as a crontab "
-            "(M H DOM MON DOW) in backup_timezone; empty: never on its own.", _cron),
-    Setting("backup_timezone", "UTC", "Time zone of backup_schedule, "
-            "maintenance_schedule and of the retention's days, weeks and months.",
-            _timezone),
-    Setting("backup_keep_daily", 7, "Backup sets kept: the newest of each of the last N "
-            "days.", int),
-    Setting("backup_keep_weekly", 4, "... and of each of the last N weeks.", int),
-    Setting("backup_keep_monthly", 12, "... and of each of the last N months.", int),
-    Setting("backup_analytics_glob", "analytics/*.db", "Analytics databases to back up "
-            "besides app.db and queue.db (a glob, relative to the data dir)."),
     Setting("backup_codec", "zstd", "Compression of backups: zstd (fast) or gzip.",),
     Setting("backup_threads", 2, "Databases backed up at once.", int),
     Setting("backup_timeout", 21600, "Time limit of a backup job, in seconds.", int),
@@ -224,20 +177,6 @@ class Settings:
     backup_keep_daily: int
     backup_keep_weekly: int
     backup_keep_monthly: int
-    backup_analytics_glob: str
-    backup_codec: str
-    backup_threads: int
-    backup_timeout: int
-    maintenance_schedule: str
-    log_max_age_days: float
-    maintenance_vacuum: bool
-    backup_dir: str
-    backup_schedule: str
-    backup_timezone: str
-    backup_keep_daily: int
-    backup_keep_weekly: int
-    backup_keep_monthly: int
-    backup_analytics_glob: str
     backup_codec: str
     backup_threads: int
     backup_timeout: int
@@ -268,11 +207,6 @@ class Settings:
     @property
     def outbox_dir(self) -> Path:
         return self.data_dir / "outbox"
-
-    @property
-    def backups_dir(self) -> Path:
-        # A relative backup_dir is inside the data dir (an absolute one wins the join).
-        return self.data_dir / (self.backup_dir or "backups")
 
     @property
     def backups_dir(self) -> Path:

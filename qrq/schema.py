@@ -90,19 +90,4 @@ MAINTENANCE = [
     " value real not null)",
 ]
 
-# Backups and maintenance (qrq/maintenance.py): a lock held by at most one run,
-# renewed while it runs and lapsing if its process dies; and per-schedule state
-# (when the schedule was first seen, the last due time claimed for a catch-up, the
-# start of the last successful run), so a missed run is caught up exactly once.
-MAINTENANCE = [
-    "create table if not exists maintenance_lock ("
-    " name text primary key,"
-    " holder text not null,"
-    " acquired_at real not null,"
-    " expires_at real not null)",
-    "create table if not exists maintenance_state ("
-    " key text primary key,"
-    " value real not null)",
-]
-
-QUEUE_DDL = [*JOBS, *CONSUMERS, *BATCHES, *MAINTENANCE, *MAINTENANCE]
+QUEUE_DDL = [*JOBS, *CONSUMERS, *BATCHES, *MAINTENANCE]
