@@ -34,9 +34,9 @@ from qrq import options as opts
 from qrq.batch_render import (
     CardSheets,
     PdfStream,
-    fast_qr_matrix,
+    fast_qr_rows,
     matrix_svg,
-    pack_matrix,
+    pack_rows,
     replace_atomically,
     unpack_matrix,
 )
@@ -390,7 +390,7 @@ def encode_pending(storage, job_id: str, total: int, specs: _Specs,
             spec = specs.get(template_id, title, lines)
             if spec is None:
                 raise NotFound(f"template {template_id} no longer exists")
-            rows.append(("ok", pack_matrix(fast_qr_matrix(data, spec.error_correction)),
+            rows.append(("ok", pack_rows(*fast_qr_rows(data, spec.error_correction)),
                          None, job_id, idx))
         except Exception as exc:  # one bad item never fails the batch
             message = str(exc) if isinstance(exc, ValueError | QrqError) else (
