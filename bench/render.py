@@ -34,6 +34,7 @@ from collections import Counter
 from pathlib import Path
 
 import qrcode
+from _support import load_average
 from PIL import Image
 from reportlab.lib.units import mm
 from reportlab.lib.utils import ImageReader
@@ -159,7 +160,7 @@ def check_decodable(pdf: Path, spec: CardSpec, payloads: list[str], count: int,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each measurement")
     parser.add_argument("--single-pages", type=int, default=200, help="pages of the 1x1 case")
     parser.add_argument("--grid-pages", type=int, default=100, help="pages of the 2x4 case")
     parser.add_argument("--sample", type=int, default=5,
@@ -168,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="qrq-bench-render-"))
+    load_start = load_average()
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
-          f"{platform.python_version()}; repeats={args.repeats}; files in {workdir}")
+          f"{platform.python_version()}, load average {load_start}; repeats={args.repeats}; "
+          f"files in {workdir}")
     results: dict[str, dict] = {}
     try:
         for name, (spec, payloads) in workloads(args.single_pages, args.grid_pages).items():
@@ -181,11 +184,10 @@ def main(argv: list[str] | None = None) -> int:
             qrq_times, naive_times = [], []
             for i in range(args.repeats):
                 # Alternate the order so drift on a noisy machine hits both sides alike.
-                runs = [("qrq", lambda: render_pdf(spec, payloads, qrq_pdf), qrq_times),
-                        ("naive", lambda: naive_render(spec, payloads, naive_pdf),
-                         naive_times)]
-                for _, fn, sink in (runs if i % 2 == 0 else runs[::-1]):
-                    sink.append(timed(fn))
+                runs = [(render_pdf, qrq_pdf, qrq_times),
+                        (naive_render, naive_pdf, naive_times)]
+                for fn, out, sink in (runs if i % 2 == 0 else runs[::-1]):
+                    sink.append(timed(fn, spec, payloads, out))
             qrq_s, naive_s = statistics.median(qrq_times), statistics.median(naive_times)
             case = {
                 "pages": pages, "codes": len(payloads),
@@ -223,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
+    load_end = load_average()
+    print(f"\nload average at the end: {load_end}")
     speed_met = all(c["speed_ratio"] >= TARGET_RATIO for c in results.values())
     decodable = all(c["decode"]["all_decodable"] for c in results.values())
     print(f"\ntarget: qrq >= {TARGET_RATIO:g}x naive pages/s: "
@@ -230,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
           + " (" + ", ".join(f"{n} {c['speed_ratio']:.2f}x" for n, c in results.items()) + "); "
           + ("every sampled page decodable" if decodable else "some sampled page NOT decodable"))
     summary = {
-        "bench": "render", "cpus": os.cpu_count(), "repeats": args.repeats,
+        "bench": "render", "cpus": os.cpu_count(), "load_average": [load_start, load_end],
+        "repeats": args.repeats,
         "target_speed_ratio": TARGET_RATIO, "speed_target_met": speed_met,
         "every_sampled_page_decodable": decodable,
         "cases": {n: {"pages": c["pages"], "codes": c["codes"],
