@@ -309,12 +309,13 @@ def test_a_rerun_resumes_after_the_items_already_done(settings, templates, clien
 
     with pytest.raises(KeyboardInterrupt):
         batch.encode_pending(huey.storage, job_id, 250, specs, die_after_150)
-    done = batch.counts(huey.storage, job_id)
-    assert done["completed"] == 100  # the chunk written before the death
+    # The chunks written before the death (every 100 items, or sooner if slow) stay.
+    done = batch.counts(huey.storage, job_id)["completed"]
+    assert 50 <= done <= 150
     huey.execute(task)
     job = jobs.get(huey.storage, job_id)
     result = json.loads(job["result"])
-    assert result["resumed_after"] == 100 and result["encoded_this_run"] == 150
+    assert result["resumed_after"] == done and result["encoded_this_run"] == 250 - done
     assert result["completed"] == 250 and result["zip"]["files"] == 250
     assert result["pdf"]["cards"] == 250
 
