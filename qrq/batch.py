@@ -1,53 +1,28 @@
-"""Bulk QR generation (pure core): check a request, store its items, render them.
+"""Bulk QR generation (pure core): check a request, store its items, read them back.
 
 A batch is one job of type ``batch`` plus one row per item in the queue
-database (``batch_item``, keyed by ``(job_id, idx)``; see :mod:`qrq.schema`).
-Each item's payload is computed when the batch is submitted, so a run only
-encodes and draws. A run has two phases:
-
-1. *Encode*: the pending items, in index order, each to ``ok`` (its QR matrix,
-   packed, is stored) or ``failed`` (its error). Results are written in chunks
-   (every :data:`CHUNK` items or :data:`CHUNK_SECONDS`), in one transaction with
-   the batch's counts and the job's progress. A run that dies loses at most one
-   unwritten chunk; the next run starts at the first pending item.
-2. *Assemble*: the combined PDF and the ZIP of SVGs are rebuilt from the stored
-   items, streamed (a page, a file at a time), into temporary files renamed
-   into ``<artifacts>/<job_id>.pdf`` and ``.zip``. Rebuilding instead of
-   appending means a re-run can never duplicate an output.
+database (``batch_item``, keyed by ``(job_id, idx)``; see :mod:`qrq.schema`) and
+one row of counts (``batch``). Each item's payload is computed when the batch is
+submitted, so a run (:mod:`qrq.batch_run`) only encodes and draws.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import re
 import time
 import uuid
-import zipfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-from qrq import jobs
 from qrq import options as opts
-from qrq.batch_render import (
-    CardSheets,
-    PdfStream,
-    fast_qr_rows,
-    matrix_svg,
-    pack_rows,
-    replace_atomically,
-    unpack_matrix,
-)
-from qrq.errors import NotFound, PayloadTooLarge, QrqError, ValidationError
+from qrq.batch_render import unpack_matrix
+from qrq.errors import NotFound, PayloadTooLarge, ValidationError
 
 ITEM_KEYS = {"template_id", "data", "title", "lines"}
 ITEM_STATUSES = ("pending", "ok", "failed")
-CHUNK = 100  # items per result write
-CHUNK_SECONDS = 0.5
 PAGE_ROWS = 500  # rows read at a time: memory stays flat in the number of items
-ENCODE_SHARE = 90  # percent of the progress bar the encode phase takes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,7 +270,7 @@ def item_matrix(storage, job_id: str, idx: int) -> tuple[list[list[bool]], str] 
     return (unpack_matrix(rows[0][0]), rows[0][1]) if rows else None
 
 
-def _pages(storage, sql: str, params: tuple) -> Iterator[tuple]:
+def rows_in_order(storage, sql: str, params: tuple) -> Iterator[tuple]:
     """Rows of ``sql`` (which selects ``idx`` first and has ``idx > ?`` as its last
     parameter), :data:`PAGE_ROWS` at a time, in index order."""
     last = -1
@@ -319,201 +294,6 @@ def load_templates(ids: list[int]) -> dict[int, dict]:
             for template in Template.select().where(Template.id.in_(ids[i:i + 500])):
                 found[template.id] = template.to_dict()
     return found
-
-
-# -- running a batch -----------------------------------------------------------------------
-
-class _Specs:
-    """Each template's card spec under the batch's options, and per-item text overrides."""
-
-    def __init__(self, templates: dict[int, dict], options: dict[str, Any]):
-        self.templates, self.options = templates, options
-        self.cache: dict[int, Any] = {}
-
-    def get(self, template_id: int, title: str | None = None, lines: str | None = None):
-        """The spec, or None when the template no longer exists."""
-        if template_id not in self.cache:
-            template = self.templates.get(template_id)
-            self.cache[template_id] = (None if template is None
-                                       else opts.build_spec(template, self.options))
-        spec = self.cache[template_id]
-        if spec is not None and (title is not None or lines is not None):
-            spec = dataclasses.replace(
-                spec, title=spec.title if title is None else title,
-                lines=spec.lines if lines is None else tuple(json.loads(lines)))
-        return spec
-
-
-def _write_chunk(storage, job_id: str, rows: list[tuple], total: int) -> tuple[int, int]:
-    """Item results, the batch's counts and the job's progress, in one transaction."""
-    with storage.db(commit=True) as curs:
-        curs.executemany("update batch_item set status = ?, matrix = ?, error = ? "
-                         "where job_id = ? and idx = ? and status = 'pending'", rows)
-        curs.execute("update batch set "
-                     "completed = (select count(*) from batch_item where job_id = ?1 "
-                     "and status = 'ok'), "
-                     "failed = (select count(*) from batch_item where job_id = ?1 "
-                     "and status = 'failed') where job_id = ?1 returning completed, failed",
-                     (job_id,))
-        ok, failed = curs.fetchone()
-        curs.execute("update job set progress = ?, stage = ? where id = ? and "
-                     "status = 'running'", (ENCODE_SHARE * (ok + failed) // max(1, total),
-                                            f"encoding {ok + failed}/{total} "
-                                            f"({failed} failed)", job_id))
-    return ok, failed
-
-
-def _canceled(storage, job_id: str) -> bool:
-    rows = storage.sql("select cancel_requested from job where id = ?", (job_id,),
-                       results=True)
-    return bool(rows and rows[0][0])
-
-
-def encode_pending(storage, job_id: str, total: int, specs: _Specs,
-                   check: Callable[[], None]) -> tuple[int, bool]:
-    """Encode the pending items in index order; return ``(encoded, canceled)``.
-
-    *check* is called before each item (it raises on a timeout); a cancel
-    request stops the loop at the next item, after writing what is done.
-    """
-    rows: list[tuple] = []
-    encoded, canceled = 0, False
-    flushed_at = time.monotonic()
-    sql = ("select idx, template_id, data, title, lines from batch_item "
-           "where job_id = ? and status = 'pending' and idx > ?")
-    for idx, template_id, data, title, lines in _pages(storage, sql, (job_id,)):
-        check()
-        if _canceled(storage, job_id):
-            canceled = True
-            break
-        try:
-            spec = specs.get(template_id, title, lines)
-            if spec is None:
-                raise NotFound(f"template {template_id} no longer exists")
-            rows.append(("ok", pack_rows(*fast_qr_rows(data, spec.error_correction)),
-                         None, job_id, idx))
-        except Exception as exc:  # one bad item never fails the batch
-            message = str(exc) if isinstance(exc, ValueError | QrqError) else (
-                f"{type(exc).__name__}: {exc}")
-            rows.append(("failed", None, message, job_id, idx))
-        encoded += 1
-        if len(rows) >= CHUNK or time.monotonic() - flushed_at >= CHUNK_SECONDS:
-            _write_chunk(storage, job_id, rows, total)
-            rows, flushed_at = [], time.monotonic()
-    _write_chunk(storage, job_id, rows, total)
-    return encoded, canceled
-
-
-def _report(storage, job_id: str, percent: int, stage: str) -> None:
-    storage.sql("update job set progress = ?, stage = ? where id = ? and status = 'running'",
-                (percent, stage, job_id), commit=True)
-
-
-def assemble(storage, artifacts: Path, job_id: str, total: int, specs: _Specs,
-             title: str = "QR cards") -> dict[str, Any]:
-    """Rebuild ``<job_id>.pdf`` and ``<job_id>.zip`` from the stored items, streamed."""
-    artifacts.mkdir(parents=True, exist_ok=True)
-    for stale in artifacts.glob(f".{job_id}.*"):  # left by a run that died here
-        stale.unlink(missing_ok=True)
-    tmp = {s: artifacts / f".{job_id}.{s}.tmp" for s in ("pdf", "zip", "csv")}
-    sql = ("select idx, template_id, data, title, lines, status, matrix, error, source_idx "
-           "from batch_item where job_id = ? and status != 'pending' and idx > ?")
-    svgs, reported = 0, time.monotonic()
-    try:
-        with open(tmp["pdf"], "wb") as pdf_out, \
-                zipfile.ZipFile(tmp["zip"], "w", zipfile.ZIP_DEFLATED) as archive, \
-                open(tmp["csv"], "w", newline="", encoding="utf-8") as manifest_out:
-            sheets = CardSheets(PdfStream(pdf_out, title))
-            manifest = csv.writer(manifest_out)
-            manifest.writerow(["idx", "source_idx", "template_id", "status", "file", "data",
-                               "error"])
-            for idx, template_id, data, item_title, lines, status, packed, error, source \
-                    in _pages(storage, sql, (job_id,)):
-                name = ""
-                if status == "ok":
-                    matrix = unpack_matrix(packed)
-                    spec = specs.get(template_id, item_title, lines)
-                    if spec is not None:
-                        sheets.add(spec, data, matrix)
-                    colours = (spec.quiet_zone, spec.fg_color, spec.bg_color,
-                               spec.qr_size_mm) if spec else ()
-                    name = item_filename(idx, data, total)
-                    archive.writestr(name, matrix_svg(matrix, *colours, title=data))
-                    svgs += 1
-                manifest.writerow([idx, "" if source is None else source, template_id,
-                                   status, name, data, error or ""])
-                if time.monotonic() - reported >= CHUNK_SECONDS:
-                    reported = time.monotonic()
-                    _report(storage, job_id, ENCODE_SHARE + (99 - ENCODE_SHARE) * idx // total,
-                            f"writing PDF and ZIP {idx + 1}/{total}")
-            pages = sheets.close()
-            manifest_out.flush()
-            archive.write(tmp["csv"], "manifest.csv")
-        outputs = {"pdf": {"file": f"{job_id}.pdf", "pages": pages, "cards": sheets.cards},
-                   "zip": {"file": f"{job_id}.zip", "files": svgs}}
-        for suffix in ("pdf", "zip"):
-            final = artifacts / f"{job_id}.{suffix}"
-            replace_atomically(tmp[suffix], final)
-            outputs[suffix]["bytes"] = final.stat().st_size
-    finally:
-        for path in tmp.values():
-            path.unlink(missing_ok=True)
-    storage.sql("update batch set outputs = ? where job_id = ?",
-                (json.dumps(outputs), job_id), commit=True)
-    return outputs
-
-
-def run_batch(storage, artifacts: Path, job_id: str, check: Callable[[], None],
-              templates: Callable[[list[int]], dict[int, dict]] = load_templates
-              ) -> dict[str, Any]:
-    """Run (or resume) a batch: encode its pending items, then write its outputs.
-
-    :raises NotFound: the batch's items are gone. :raises jobs.JobCanceled: a
-        cancel arrived; the items done so far are kept and their outputs written.
-    """
-    batch = get_batch(storage, job_id)
-    if batch is None:
-        raise NotFound(f"batch {job_id} has no items")
-    total = batch["total"]
-    ids = [t for t, in storage.sql("select distinct template_id from batch_item "
-                                   "where job_id = ?", (job_id,), results=True)]
-    specs = _Specs(templates(ids), batch["options"])
-    done_before = batch["completed"] + batch["failed"]
-    if done_before:
-        _report(storage, job_id, ENCODE_SHARE * done_before // max(1, total),
-                f"resuming after {done_before}/{total} items")
-    encoded, canceled = encode_pending(storage, job_id, total, specs, check)
-    _report(storage, job_id, ENCODE_SHARE, "writing PDF and ZIP")
-    outputs = assemble(storage, artifacts, job_id, total, specs)
-    if canceled:
-        raise jobs.JobCanceled("canceled while running; the items done so far are kept")
-    done = counts(storage, job_id)
-    return {**done, "success_rate": round(done["completed"] / max(1, total), 4),
-            "resumed_after": done_before, "encoded_this_run": encoded,
-            "parent_job_id": batch["parent_id"], "artifact": outputs["pdf"]["file"],
-            "content_type": "application/pdf", **outputs}
-
-
-def completion_mail(job_id: str, result: dict[str, Any], base_url: str) -> tuple[str, str]:
-    """Subject and body of the mail sent when a batch finishes."""
-    api = f"{base_url.rstrip('/')}/api/batch/{job_id}"
-    rate = f"{100 * result['success_rate']:.1f}%"
-    subject = (f"qrq batch finished: {result['completed']}/{result['total']} codes "
-               f"({rate})")
-    lines = [
-        f"Your batch {job_id} has finished.", "",
-        f"Items:        {result['total']}",
-        f"Succeeded:    {result['completed']}",
-        f"Failed:       {result['failed']}",
-        f"Success rate: {rate}", "",
-        f"Combined PDF ({result['pdf']['pages']} pages): {api}/download/pdf",
-        f"ZIP of SVG codes ({result['zip']['files']} files): {api}/download/zip",
-    ]
-    if result["failed"]:
-        lines += [f"Failed items: {api}/items?status=failed",
-                  f"Re-run them:  POST {api}/retry-failed"]
-    lines += ["", "The links need your API token (Authorization: Bearer ...)."]
-    return subject, "\n".join(lines) + "\n"
 
 
 def claim_mail(storage, job_id: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from qrq import batch, jobs
+from qrq import batch, batch_run, jobs
 from qrq.db import app_db, init_db
 from qrq.errors import Conflict
 from qrq.queue import huey, job_task, submit
@@ -22,7 +22,7 @@ def generate_batch(task=None) -> dict:
     current = huey.settings
     if app_db.database != str(current.app_db):
         init_db(current.app_db, current.busy_timeout)
-    result = batch.run_batch(huey.storage, current.artifacts_dir, task.id, task.check_timeout)
+    result = batch_run.run_batch(huey.storage, current.artifacts_dir, task.id, task.check_timeout)
     result["mail_job_id"] = mail_owner(task.id, result)
     return result
 
@@ -47,7 +47,7 @@ def mail_owner(job_id: str, result: dict) -> str | None:
         if jobs.get(huey.storage, mail_id) is None:
             current = huey.settings
             base = current.base_url or f"http://{current.host}:{current.port}"
-            subject, body = batch.completion_mail(job_id, result, base)
+            subject, body = batch_run.completion_mail(job_id, result, base)
             submit(send_mail_task, [user.email], subject, body, owner_id=owner_id,
                    params={"to": [user.email], "batch_job_id": job_id}, id=mail_id)
         return mail_id

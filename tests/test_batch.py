@@ -13,7 +13,7 @@ import pytest
 import zxingcpp
 from PIL import Image, ImageDraw
 
-from qrq import batch, jobs
+from qrq import batch, batch_run, jobs
 from qrq.batch_render import (
     CardSheets,
     PdfStream,
@@ -299,7 +299,7 @@ def test_a_rerun_resumes_after_the_items_already_done(settings, templates, clien
     job_id = submit(client, alice[1], {"template_ids": [4], "options": {"copies": 250}})[
         "batch_job_id"]
     task = huey.dequeue()
-    specs = batch._Specs(batch.load_templates([4]), {})
+    specs = batch_run._Specs(batch.load_templates([4]), {})
     calls = []
 
     def die_after_150():
@@ -308,7 +308,7 @@ def test_a_rerun_resumes_after_the_items_already_done(settings, templates, clien
             raise KeyboardInterrupt("the consumer died")
 
     with pytest.raises(KeyboardInterrupt):
-        batch.encode_pending(huey.storage, job_id, 250, specs, die_after_150)
+        batch_run.encode_pending(huey.storage, job_id, 250, specs, die_after_150)
     # The chunks written before the death (every 100 items, or sooner if slow) stay.
     done = batch.counts(huey.storage, job_id)["completed"]
     assert 50 <= done <= 150
