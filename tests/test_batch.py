@@ -1,6 +1,7 @@
 """Bulk generation in one process: the renderer, request checks, the API, and
 batches run through real storage (enqueue, dequeue, execute)."""
 
+import dataclasses
 import io
 import json
 import random
@@ -329,3 +330,29 @@ def test_items_rows_go_with_their_job(client, templates, alice, settings):
     assert batch.get_batch(huey.storage, job_id) is None
     assert huey.storage.sql("select count(*) from batch_item", results=True)[0][0] == 0
     assert not list(settings.artifacts_dir.glob(f"{job_id}*"))
+
+
+def test_a_batch_body_may_exceed_the_general_request_limit(settings, templates, alice):
+    from qrq.web import create_app
+
+    items = [{"template_id": 4, "data": f"https://shop.qrcards.example/{i:05d}/" + "x" * 120}
+             for i in range(10_000)]
+    body = json.dumps({"items": items}).encode()
+    assert settings.max_request_bytes < len(body) < settings.max_batch_bytes
+    client = create_app({"SETTINGS": settings, "TESTING": True}).test_client()
+    response = client.post(URL, data=body, headers=alice[1], content_type="application/json")
+    assert response.status_code == 202 and response.get_json()["total_items"] == 10_000
+    small = dataclasses.replace(settings, max_batch_bytes=len(body) - 1)
+    client = create_app({"SETTINGS": small, "TESTING": True}).test_client()
+    assert_error(client.post(URL, data=body, headers=alice[1],
+                             content_type="application/json"), 413)
+
+
+def test_an_admin_retry_keeps_the_owner(client, templates, alice, make_user):
+    _, admin = make_user("root", admin=True)
+    job_id = submit(client, alice[1], {"items": [{"template_id": 1, "data": "w" * 4000}]})[
+        "batch_job_id"]
+    run_job(job_id)
+    retry = client.post(f"/api/batch/{job_id}/retry-failed", headers=admin).get_json()
+    assert jobs.get(huey.storage, retry["batch_job_id"])["owner_id"] == alice[0].id
+    assert client.get(f"/api/batch/{retry['batch_job_id']}", headers=alice[1]).status_code == 200

@@ -115,8 +115,8 @@ def item_svg(job_id: str, idx: int):
 @login_required
 def retry_failed(job_id: str):
     """Re-run only the failed items, as a new batch linked to this one."""
-    job, _ = visible_batch(job_id)
-    new_id, count = enqueue_retry(job["id"], current_user().id)
+    job, found = visible_batch(job_id)
+    new_id, count = enqueue_retry(job["id"], found["owner_id"])  # an admin's too
     status_url = url_for("api.job_status", job_id=new_id)
     response = jsonify(batch_job_id=new_id, parent_job_id=job["id"], total_items=count,
                        status="queued", status_url=status_url,
