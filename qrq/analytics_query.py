@@ -151,7 +151,7 @@ def _text(args: Mapping[str, Any], name: str) -> str | None:
 
 
 def _positive_int(value: Any, field: str) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,19}", value.strip()):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
         raise ValidationError("must be a positive integer", field=field)
@@ -162,7 +162,7 @@ def _date(args: Mapping[str, Any], name: str) -> datetime.date | None:
     text = _text(args, name)
     if text is None:
         return None
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
         raise ValidationError("must be a date like 2026-11-22", field=name)
     try:
         day = datetime.date.fromisoformat(text)

@@ -137,6 +137,14 @@ SETTINGS = (
     Setting("batch_timeout", 1800, "Time limit of one run of a batch job, in seconds.", int),
     Setting("base_url", "", "Public URL of the web app, for links in mail. Empty: "
             "http://<host>:<port>."),
+    Setting("analytics_dbs", "analytics", "Where the scan databases are: a directory (its "
+            "*.db files) or a glob pattern; relative paths are inside the data dir."),
+    Setting("analytics_cache_ttl", 3600.0, "Seconds a computed analytics report is served "
+            "from the cache.", float),
+    Setting("analytics_timeout", 600, "Time limit of an analytics job, in seconds.", int),
+    Setting("analytics_threads", 2, "Scan databases an analytics job reads at once.", int),
+    Setting("analytics_warmup", 10, "Most-requested analytics reports the warm-up task "
+            "recomputes before they expire (0: none).", int),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -187,6 +195,11 @@ class Settings:
     max_batch_bytes: int
     batch_timeout: int
     base_url: str
+    analytics_dbs: str
+    analytics_cache_ttl: float
+    analytics_timeout: int
+    analytics_threads: int
+    analytics_warmup: int
 
     @property
     def queue_db(self) -> Path:

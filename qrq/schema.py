@@ -90,4 +90,22 @@ MAINTENANCE = [
     " value real not null)",
 ]
 
-QUEUE_DDL = [*JOBS, *CONSUMERS, *BATCHES, *MAINTENANCE]
+# Analytics reports (qrq/analytics_cache.py): one row per normalised report with its
+# last result, the job computing it now, and how often it is asked for.
+ANALYTICS = [
+    "create table if not exists analytics_cache ("
+    " cache_key text primary key,"
+    " params text not null,"
+    " request text not null,"
+    " job_id text,"
+    " claimed_at real,"
+    " result text,"
+    " computed_at real,"
+    " expires_at real,"
+    " requests integer not null default 0,"
+    " requested_at real not null)",
+    "create index if not exists analytics_cache_requested on analytics_cache "
+    "(requested_at)",
+]
+
+QUEUE_DDL = [*JOBS, *CONSUMERS, *BATCHES, *MAINTENANCE, *ANALYTICS]

@@ -81,6 +81,8 @@ def test_local_days_have_23_and_25_hours_across_dst():
     ({"template_id": "0"}, "template_id"),
     ({"template_id": "-3"}, "template_id"),
     ({"template_id": "1e3"}, "template_id"),
+    ({"template_id": "\u00b2"}, "template_id"),  # a superscript digit
+    ({"from": "\u0662\u0660\u0662\u0666-11-22"}, "from"),  # Arabic-Indic digits
     ({"template_id": "99999999999999999999"}, "template_id"),
     ({"domain": "exa mple.com"}, "domain"),
     ({"domain": "a..b"}, "domain"),

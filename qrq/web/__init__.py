@@ -14,6 +14,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app; *test_config* may hold ``SETTINGS`` (a Settings) and Flask keys."""
     from qrq.queue import huey
     from qrq.web import admin_api, api, errors
+    from qrq.web import analytics as analytics_api
     from qrq.web import batch as batch_api
 
     test_config = dict(test_config or {})
@@ -45,4 +46,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(batch_api.bp)
     app.register_blueprint(admin_api.bp)
+    app.register_blueprint(analytics_api.bp)
     return app

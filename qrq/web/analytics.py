@@ -1,0 +1,247 @@
+"""Analytics endpoints: cached time-based reports, their jobs, and a chart.
+
+``GET /api/analytics/time-based`` answers 200 with a fresh cached report, or 202
+with the job computing it (identical requests share one job). The chart is an SVG
+drawn on the server (``/api/analytics/time-based.svg``, Bearer token like every API
+call); ``/analytics/chart`` is a static page, holding no data, that asks for the
+token and shows that SVG. Every report is visible to every signed-in user: they
+aggregate all QRCards scans, not one user's.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, request, url_for
+
+from qrq import analytics_cache, jobs
+from qrq.analytics_query import PARAMETERS, PERIODS, ReportQuery, parse_query
+from qrq.analytics_svg import render_chart
+from qrq.errors import NotFound, ValidationError
+from qrq.queue import huey
+from qrq.web.auth import current_user, login_required
+from tasks.analytics import enqueue_report
+
+bp = Blueprint("analytics", __name__)
+
+_TRUE, _FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
+
+
+def report_request() -> tuple[ReportQuery, dict[str, str], bool]:
+    """The request's report query, its raw parameters (for the warm-up) and ``refresh``."""
+    args: dict[str, str] = {}
+    for name in request.args:
+        values = request.args.getlist(name)
+        if len(values) > 1:
+            raise ValidationError("given more than once", field=name)
+        args[name] = values[0]
+    refresh = args.pop("refresh", "").strip().lower()
+    if refresh not in _TRUE + _FALSE:
+        raise ValidationError("must be 0 or 1", field="refresh")
+    query = parse_query(args, allowed=PARAMETERS)
+    return query, args, refresh in _TRUE
+
+
+def answer(render) -> tuple[Response, int] | Response:
+    """A fresh report through *render*, or 202 with the job computing it."""
+    query, raw, refresh = report_request()
+    user = current_user()
+    outcome = analytics_cache.request_report(
+        huey.storage, query, raw, lambda job_id: enqueue_report(query, job_id, user.id),
+        refresh=refresh)
+    if outcome["status"] == "fresh":
+        return render(outcome)
+    status_url = url_for("analytics.job_status", job_id=outcome["job_id"])
+    response = jsonify(job_id=outcome["job_id"], status="computing",
+                       cache_key=outcome["cache_key"], status_url=status_url,
+                       params=query.to_dict())
+    response.headers["Location"] = status_url
+    response.headers["Retry-After"] = "1"
+    return response, 202
+
+
+def _with_age(outcome: dict[str, Any]) -> dict[str, Any]:
+    now = time.time()
+    return {**outcome["result"], "computed_at": jobs.iso(outcome["computed_at"]),
+            "age_seconds": round(max(0.0, now - outcome["computed_at"]), 3),
+            "expires_at": jobs.iso(outcome["expires_at"])}
+
+
+def _json(outcome: dict[str, Any]) -> Response:
+    body = _with_age(outcome)
+    response = jsonify(body)
+    response.headers["Age"] = str(int(body["age_seconds"]))
+    response.headers["Cache-Control"] = "private, no-cache"
+    return response
+
+
+def _svg(outcome: dict[str, Any]) -> Response:
+    response = Response(render_chart(_with_age(outcome)), mimetype="image/svg+xml")
+    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    response.headers["Cache-Control"] = "private, no-cache"
+    return response
+
+
+@bp.get("/api/analytics/time-based")
+@login_required
+def time_based():
+    """Scans and unique visitors per day, week or month, with the range's top templates,
+    domains, countries and devices: 200 from the cache, else 202 and a job id."""
+    return answer(_json)
+
+
+@bp.get("/api/analytics/time-based.svg")
+@login_required
+def time_based_svg():
+    """The same report as an SVG line chart (202 JSON while it is being computed)."""
+    return answer(_svg)
+
+
+@bp.get("/api/analytics/jobs/<job_id>")
+@login_required
+def job_status(job_id: str):
+    """Status and progress of an analytics job, for any signed-in user (jobs are shared)."""
+    job = jobs.get(huey.storage, job_id)
+    if job is None or job["type"] != "analytics":
+        raise NotFound(f"analytics job {job_id} not found")
+    view = jobs.public_view(job, admin=current_user().is_admin)
+    view["status_url"] = url_for("analytics.job_status", job_id=job_id)
+    return jsonify(view)
+
+
+@bp.get("/api/analytics/reports")
+@login_required
+def reports():
+    """Cached reports, most requested first (parameters and freshness, no data)."""
+    now = time.time()
+    found = analytics_cache.list_reports(huey.storage)
+    for report in found:
+        report["fresh"] = bool(report["expires_at"] and report["expires_at"] > now)
+        for key in ("computed_at", "expires_at", "requested_at"):
+            report[key] = jobs.iso(report[key])
+    return jsonify(reports=found)
+
+
+@bp.get("/analytics/chart")
+def chart_page():
+    """A page that draws a report's chart; it holds no data and fetches the SVG with the
+    API token the user enters (kept in the browser's session storage)."""
+    nonce = secrets.token_urlsafe(16)
+    settings = current_app.config["QRQ"]
+    html = render_template("analytics_chart.html", nonce=nonce,
+                           ttl=int(settings.analytics_cache_ttl))
+    response = Response(html, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+        "img-src 'self' blob:; connect-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+# -- the OpenAPI description of these routes (merged into qrq/web/openapi.py) -----------
+
+def _error(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/responses/{name}"}
+
+
+def _schema(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "additionalProperties": False,
+            "required": list(properties) if required is None else required}
+
+
+_COUNT = {"type": "integer", "minimum": 0}
+_TIME = {"type": "string", "format": "date-time"}
+_PARAMETERS = [
+    {"name": "period", "in": "query", "schema": {"type": "string", "enum": list(PERIODS)},
+     "description": "Bucket size (default daily)."},
+    {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"},
+     "description": "First local date (default: 30 days, 13 weeks or 12 months before "
+                    "`to`); widened to a whole bucket."},
+    {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"},
+     "description": "Last local date, inclusive (default: today in `tz`)."},
+    {"name": "tz", "in": "query", "schema": {"type": "string", "maxLength": 64},
+     "description": "IANA time zone of the buckets (default UTC)."},
+    {"name": "domain", "in": "query", "schema": {"type": "string", "maxLength": 253},
+     "description": "Only scans of this domain."},
+    {"name": "template_id", "in": "query", "schema": {"type": "integer", "minimum": 1},
+     "description": "Only scans of this template."},
+    {"name": "refresh", "in": "query", "schema": {"type": "string", "enum": ["0", "1"]},
+     "description": "1: recompute even if a fresh result is cached."},
+]
+_COMPUTING = {"description": "Being computed: follow `status_url`, then ask again.",
+              "content": {"application/json": {"schema": _schema("AnalyticsComputing")}}}
+_TOP = {"type": "array", "items": {"type": "object", "required": ["scans"],
+                                   "properties": {"scans": _COUNT}}}
+
+OPENAPI_PATHS = {
+    "/api/analytics/time-based": {"get": {
+        "summary": "Scans and unique visitors per bucket, with the range's top lists",
+        "operationId": "getTimeBasedAnalytics", "parameters": _PARAMETERS,
+        "responses": {
+            "200": {"description": "A fresh report from the cache.",
+                    "content": {"application/json": {"schema": _schema("AnalyticsReport")}}},
+            "202": _COMPUTING, "401": _error("Unauthorized"),
+            "422": _error("ValidationError")},
+    }},
+    "/api/analytics/time-based.svg": {"get": {
+        "summary": "The same report as an SVG line chart",
+        "operationId": "getTimeBasedAnalyticsChart", "parameters": _PARAMETERS,
+        "responses": {
+            "200": {"description": "An SVG document.",
+                    "content": {"image/svg+xml": {"schema": {"type": "string"}}}},
+            "202": _COMPUTING, "401": _error("Unauthorized"),
+            "422": _error("ValidationError")},
+    }},
+    "/api/analytics/jobs/{job_id}": {"get": {
+        "summary": "An analytics job's status, for any signed-in user",
+        "operationId": "getAnalyticsJob",
+        "parameters": [{"name": "job_id", "in": "path", "required": True,
+                        "schema": {"type": "string", "maxLength": 100}}],
+        "responses": {"200": {"description": "The job.", "content": {
+            "application/json": {"schema": _schema("Job")}}},
+            "401": _error("Unauthorized"), "404": _error("NotFound")},
+    }},
+    "/api/analytics/reports": {"get": {
+        "summary": "Cached analytics reports, most requested first",
+        "operationId": "listAnalyticsReports",
+        "responses": {"200": {"description": "The reports (without their data).", "content": {
+            "application/json": {"schema": _object({"reports": {
+                "type": "array", "items": _object({
+                    "cache_key": {"type": "string"}, "params": {"type": "object"},
+                    "computed_at": {"type": ["string", "null"]},
+                    "expires_at": {"type": ["string", "null"]},
+                    "requests": _COUNT, "requested_at": _TIME,
+                    "job_id": {"type": ["string", "null"]},
+                    "fresh": {"type": "boolean"}})}})}}},
+            "401": _error("Unauthorized")},
+    }},
+}
+
+OPENAPI_SCHEMAS = {
+    "AnalyticsComputing": _object({
+        "job_id": {"type": "string", "format": "uuid"},
+        "status": {"type": "string", "enum": ["computing"]},
+        "cache_key": {"type": "string"}, "status_url": {"type": "string"},
+        "params": {"type": "object"}}),
+    "AnalyticsReport": _object({
+        "params": {"type": "object"},
+        "series": {"type": "array", "items": _object({
+            "bucket": {"type": "string", "format": "date"}, "label": {"type": "string"},
+            "start": _TIME, "scans": _COUNT, "visitors": _COUNT})},
+        "totals": _object({"scans": _COUNT}),
+        "top": _object({"templates": _TOP, "domains": _TOP, "countries": _TOP,
+                        "devices": _TOP}),
+        "databases": _object({"found": _COUNT, "read": _COUNT, "skipped": _COUNT}),
+        "warnings": {"type": "array", "items": {"type": "string"}},
+        "visitors": {"type": "string"}, "seconds": {"type": "number"},
+        "cache_key": {"type": "string"}, "computed_at": _TIME,
+        "age_seconds": {"type": "number"}, "expires_at": _TIME}),
+}

@@ -1,0 +1,240 @@
+"""The analytics API and chart: 202 then 200 from the cache, shared jobs, 422s, the SVG,
+the page; jobs run through the real queue storage (and, marked slow, a real consumer)."""
+
+import datetime
+import re
+import sqlite3
+
+import pytest
+
+from qrq import analytics, jobs
+from qrq.analytics_query import parse_query
+from qrq.queue import huey
+from qrq.scans import write_demo_database
+from tests.conftest import wait_until
+from tests.test_api import assert_error
+
+URL = "/api/analytics/time-based"
+END = datetime.datetime(2026, 11, 22, 12, tzinfo=datetime.UTC).timestamp()
+ARGS = {"period": "weekly", "from": "2026-09-01", "to": "2026-11-22", "tz": "Europe/Berlin"}
+
+
+@pytest.fixture
+def scan_dbs(settings):
+    """Four demo shards in <data>/analytics/, where the settings look by default."""
+    directory = settings.data_dir / "analytics"
+    return [write_demo_database(directory / f"scans-{i:03d}.db", i, 2000, days=120, end=END)
+            for i in range(4)]
+
+
+def run_next_job():
+    """Lease the next queued job from SQLite and run it, as a worker would."""
+    task = huey.dequeue()
+    assert task is not None
+    huey.execute(task)
+    return task.id
+
+
+def test_202_then_the_job_then_200_from_the_cache(client, alice, scan_dbs):
+    first = client.get(URL, query_string=ARGS, headers=alice[1])
+    assert first.status_code == 202
+    body = first.get_json()
+    assert body["status"] == "computing" and body["cache_key"] == parse_query(ARGS).key
+    assert first.headers["Location"] == body["status_url"]
+    assert huey.storage.queue_size() == 1  # nothing was computed in the request
+
+    assert run_next_job() == body["job_id"]
+    status = client.get(body["status_url"], headers=alice[1]).get_json()
+    assert status["status"] == "finished" and status["type"] == "analytics"
+
+    second = client.get(URL, query_string=ARGS, headers=alice[1])
+    assert second.status_code == 200
+    report = second.get_json()
+    expected = analytics.time_series(scan_dbs, parse_query(ARGS))
+    assert report["series"] == expected["series"] and report["top"] == expected["top"]
+    assert report["cache_key"] == body["cache_key"] and report["warnings"] == []
+    assert report["databases"] == {"found": 4, "read": 4, "skipped": 0}
+    assert report["computed_at"].endswith("Z") and 0 <= report["age_seconds"] < 600
+    assert int(second.headers["Age"]) == int(report["age_seconds"])
+    assert huey.storage.queue_size() == 0  # a cache hit enqueues nothing
+
+
+def test_identical_requests_get_the_same_job_and_refresh_recomputes(client, alice, make_user,
+                                                                   scan_dbs):
+    bob = make_user("bob")
+    ids = {client.get(URL, query_string=ARGS, headers=who[1]).get_json()["job_id"]
+           for who in (alice, bob, alice)}
+    # The same report asked for differently (unaligned dates) is the same report.
+    ids.add(client.get(URL, query_string={**ARGS, "from": "2026-09-03"},
+                       headers=bob[1]).get_json()["job_id"])
+    ids.add(client.get(URL, query_string={**ARGS, "refresh": "1"},
+                       headers=bob[1]).get_json()["job_id"])
+    assert len(ids) == 1 and huey.storage.queue_size() == 1
+    # Bob did not start the job but may follow it.
+    (job_id,) = ids
+    assert client.get(f"/api/analytics/jobs/{job_id}", headers=bob[1]).status_code == 200
+    run_next_job()
+    assert client.get(URL, query_string=ARGS, headers=bob[1]).status_code == 200
+    again = client.get(URL, query_string={**ARGS, "refresh": "1"}, headers=bob[1])
+    assert again.status_code == 202 and again.get_json()["job_id"] != job_id
+
+
+def test_a_skipped_database_is_a_warning_in_the_result(client, alice, scan_dbs):
+    scan_dbs[1].write_bytes(b"garbage" * 1000)
+    client.get(URL, query_string=ARGS, headers=alice[1])
+    run_next_job()
+    report = client.get(URL, query_string=ARGS, headers=alice[1]).get_json()
+    assert report["databases"] == {"found": 4, "read": 3, "skipped": 1}
+    assert report["warnings"] == ["scans-001.db: skipped: file is not a database"]
+
+
+def endless_scan_db(path):
+    """A "scan database" whose scans never end: any query over it runs until stopped."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("create view scans as with recursive r(n) as (select 1 union all "
+                     "select n + 1 from r) select n as id, n as scanned_at, 1 as template_id, "
+                     "'x' as domain, 'x' as country, 'x' as device, "
+                     "printf('%016x', n) as visitor_hash from r")
+    conn.close()
+    return path
+
+
+def test_the_time_limit_stops_the_job_inside_a_query(client, alice, scan_dbs):
+    from qrq.queue import submit
+    from tasks.analytics import time_based_report
+
+    endless_scan_db(scan_dbs[0].with_name("endless.db"))
+    query = parse_query(ARGS)
+    # No consumer and no SIGALRM here: only the progress handler on the connection
+    # can stop the query over the endless database.
+    job_id = submit(time_based_report, query.to_dict(), owner_id=None, timeout=1.5)
+    run_next_job()
+    job = jobs.get(huey.storage, job_id)
+    assert job["status"] == "failed" and job["error"] == "timeout", job
+
+
+@pytest.mark.parametrize("args, field", [
+    ({"period": "yearly"}, "period"),
+    ({"tz": "Nowhere/Special"}, "tz"),
+    ({"from": "2026-13-01"}, "from"),
+    ({"from": "2026-11-22", "to": "2026-11-01"}, "from"),
+    ({"template_id": "abc"}, "template_id"),
+    ({"domain": "bad domain"}, "domain"),
+    ({"refresh": "maybe"}, "refresh"),
+    ({"limit": "5"}, "limit"),
+    ({"from": "2000-01-01", "to": "2026-01-01"}, "from"),
+])
+def test_bad_parameters_are_422_naming_the_parameter(client, alice, args, field):
+    for url in (URL, URL + ".svg"):
+        assert_error(client.get(url, query_string=args, headers=alice[1]), 422, field)
+    assert huey.storage.queue_size() == 0
+
+
+def test_a_parameter_given_twice_is_422(client, alice):
+    assert_error(client.get(URL + "?period=daily&period=weekly", headers=alice[1]), 422,
+                 "period")
+
+
+def test_every_analytics_endpoint_needs_a_token(client):
+    for url in (URL, URL + ".svg", "/api/analytics/reports",
+                "/api/analytics/jobs/00000000-0000-0000-0000-000000000000"):
+        assert_error(client.get(url), 401)
+
+
+def test_the_jobs_endpoint_shows_only_analytics_jobs(client, alice, templates):
+    pdf = client.post("/api/generate-qr-pdf", json={"template_id": 1},
+                      headers=alice[1]).get_json()["job_id"]
+    assert_error(client.get(f"/api/analytics/jobs/{pdf}", headers=alice[1]), 404)
+    assert_error(client.get("/api/analytics/jobs/nope", headers=alice[1]), 404)
+
+
+def test_the_svg_chart(client, alice, scan_dbs):
+    response = client.get(URL + ".svg", query_string=ARGS, headers=alice[1])
+    assert response.status_code == 202 and response.get_json()["status"] == "computing"
+    run_next_job()
+    response = client.get(URL + ".svg", query_string=ARGS, headers=alice[1])
+    assert response.status_code == 200 and response.mimetype == "image/svg+xml"
+    svg = response.get_data(as_text=True)
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    assert svg.count("<polyline") == 2  # scans and visitors
+    assert "2026-W36" in svg and "Europe/Berlin" in svg
+    assert "<script" not in svg and "http://" not in svg.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_the_chart_page_holds_no_data_and_loads_nothing_from_elsewhere(client):
+    response = client.get("/analytics/chart")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    html = response.get_data(as_text=True)
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
+    csp = response.headers["Content-Security-Policy"]
+    nonce = re.search(r"'nonce-([^']+)'", csp)[1]
+    assert f'<script nonce="{nonce}">' in html and "default-src 'none'" in csp
+    assert "/api/analytics/time-based.svg" in html and "Authorization" in html
+
+
+def test_reports_lists_cached_reports(client, alice, scan_dbs):
+    client.get(URL, query_string=ARGS, headers=alice[1])
+    run_next_job()
+    client.get(URL, query_string=ARGS, headers=alice[1])
+    (report,) = client.get("/api/analytics/reports", headers=alice[1]).get_json()["reports"]
+    assert report["params"] == parse_query(ARGS).to_dict() and report["fresh"] is True
+    assert report["requests"] >= 1
+
+
+@pytest.mark.slow
+def test_a_real_consumer_computes_with_progress_and_shares_the_job(client, alice, make_user,
+                                                                  settings, consumer):
+    # Enough databases that the job is seen running, database by database.
+    directory = settings.data_dir / "analytics"
+    paths = [write_demo_database(directory / f"scans-{i:03d}.db", i, 4000, days=120, end=END)
+             for i in range(24)]
+    worker = consumer(workers=2)
+    args = {"period": "daily", "from": "2026-08-01", "to": "2026-11-22"}
+    job_id = client.get(URL, query_string=args, headers=alice[1]).get_json()["job_id"]
+    bob = make_user("bob")
+    assert client.get(URL, query_string=args, headers=bob[1]).get_json()["job_id"] == job_id
+
+    stages = []
+
+    def finished():
+        status = client.get(f"/api/analytics/jobs/{job_id}", headers=bob[1]).get_json()
+        stages.append(status["stage"])
+        return status if status["status"] in jobs.ENDED else None
+
+    status = wait_until(finished, timeout=120, interval=0.005, message="the analytics job")
+    assert status["status"] == "finished", (status, worker.output())
+    assert any(re.fullmatch(r"databases \d+ of 24", s) for s in stages), stages
+    response = client.get(URL, query_string=args, headers=bob[1])
+    assert response.status_code == 200
+    report = response.get_json()
+    expected = analytics.time_series(paths, parse_query(args))
+    assert report["series"] == expected["series"] and report["top"] == expected["top"]
+    assert report["totals"] == expected["totals"] and report["totals"]["scans"] > 0
+
+
+@pytest.mark.slow
+def test_a_real_consumer_stops_a_job_over_its_time_limit_and_carries_on(client, alice,
+                                                                       settings, consumer,
+                                                                       scan_dbs):
+    endless = endless_scan_db(scan_dbs[0].with_name("endless.db"))
+    from qrq.queue import submit
+    from tasks.analytics import time_based_report
+
+    worker = consumer(workers=1)
+    # The time limit travels with the queued task (QRQ_ANALYTICS_TIMEOUT when the API
+    # queues it); a short one here.
+    job_id = submit(time_based_report, parse_query(ARGS).to_dict(), owner_id=None,
+                    timeout=2)
+    status = wait_until(
+        lambda: (s := client.get(f"/api/analytics/jobs/{job_id}", headers=alice[1])
+                 .get_json())["status"] in jobs.ENDED and s,
+        timeout=60, message="the job to time out")
+    assert status["status"] == "failed" and status["error"] == "timeout", worker.output()
+    # The same worker computes the report once the endless database is gone.
+    endless.unlink()
+    retry = client.get(URL, query_string=ARGS, headers=alice[1]).get_json()["job_id"]
+    assert retry != job_id
+    wait_until(lambda: client.get(URL, query_string=ARGS, headers=alice[1]).status_code
+               == 200, timeout=60, message="the report")
