@@ -35,8 +35,9 @@ FORGET_AFTER = 7 * 86400.0  # rows not requested for a week are deleted
 
 
 def fresh(storage, key: str, now: float | None = None) -> dict[str, Any] | None:
-    """The cached report for *key* if it has not expired: ``{"result", "computed_at",
-    "expires_at"}``; counts the request."""
+    """The cached report for *key* if it has not expired: ``{"result_json",
+    "computed_at", "expires_at"}``; counts the request. The report stays JSON text, so
+    a cache hit can be answered without decoding and re-encoding it."""
     now = time.time() if now is None else now
     rows = storage.sql("select result, computed_at, expires_at, requested_at from "
                        "analytics_cache where cache_key = ? and result is not null and "
@@ -47,8 +48,7 @@ def fresh(storage, key: str, now: float | None = None) -> dict[str, Any] | None:
     if now - requested_at >= COUNT_EVERY:
         storage.sql("update analytics_cache set requests = requests + 1, requested_at = ? "
                     "where cache_key = ?", (now, key), commit=True)
-    return {"result": json.loads(result), "computed_at": computed_at,
-            "expires_at": expires_at}
+    return {"result_json": result, "computed_at": computed_at, "expires_at": expires_at}
 
 
 def claim(storage, query: ReportQuery, request: Mapping[str, Any], *, refresh: bool = False,
@@ -105,7 +105,8 @@ def store(storage, query: ReportQuery, result: dict[str, Any], computed_at: floa
         "computed_at = excluded.computed_at, expires_at = excluded.expires_at "
         "where computed_at is null or computed_at <= excluded.computed_at",
         (query.key, json.dumps(query.to_dict()), json.dumps(query.to_dict()),
-         json.dumps(result), computed_at, computed_at + ttl, computed_at), commit=True)
+         json.dumps(result, separators=(",", ":")), computed_at, computed_at + ttl,
+         computed_at), commit=True)
 
 
 def request_report(storage, query: ReportQuery, request: Mapping[str, Any],
@@ -113,7 +114,7 @@ def request_report(storage, query: ReportQuery, request: Mapping[str, Any],
                    now: float | None = None) -> dict[str, Any]:
     """A fresh cached report, or the job computing it: what the API and CLI answer.
 
-    Returns ``{"status": "fresh", "result", "computed_at", "expires_at"}`` or
+    Returns ``{"status": "fresh", "result_json", "computed_at", "expires_at"}`` or
     ``{"status": "computing", "job_id", "cache_key", "started": bool}``. *enqueue*
     is called with the job id when this request starts the computation.
     """

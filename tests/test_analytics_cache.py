@@ -2,6 +2,7 @@
 requests (across threads and processes), warm-up and forgetting."""
 
 import dataclasses
+import json
 import multiprocessing
 import threading
 import time
@@ -33,7 +34,7 @@ def test_fresh_until_the_ttl_passes(settings):
     assert cache.fresh(huey.storage, query.key) is None
     cache.store(huey.storage, query, result_for(query), computed_at=1000.0, ttl=3600)
     hit = cache.fresh(huey.storage, query.key, now=4599.0)
-    assert hit["result"]["totals"] == {"scans": 1}
+    assert json.loads(hit["result_json"])["totals"] == {"scans": 1}
     assert (hit["computed_at"], hit["expires_at"]) == (1000.0, 4600.0)
     assert cache.fresh(huey.storage, query.key, now=4600.0) is None
 
@@ -42,7 +43,8 @@ def test_an_older_computation_never_replaces_a_newer_result(settings):
     query = parse_query(QUERY)
     cache.store(huey.storage, query, result_for(query, 2), computed_at=2000.0, ttl=3600)
     cache.store(huey.storage, query, result_for(query, 1), computed_at=1000.0, ttl=3600)
-    assert cache.fresh(huey.storage, query.key, now=2001.0)["result"]["totals"]["scans"] == 2
+    hit = cache.fresh(huey.storage, query.key, now=2001.0)
+    assert json.loads(hit["result_json"])["totals"]["scans"] == 2
 
 
 def test_identical_requests_share_the_running_job(settings):

@@ -78,9 +78,10 @@ def analytics_run(period: str, start: str | None, end: str | None, tz: str,
             raise click.ClickException(f"job {job['status']}: {job['error']}")
         outcome = analytics_cache.fresh(huey.storage, query.key)
         if outcome is None:  # finished, but the cache row is gone: use the job's result
-            outcome = {"result": jobs.public_view(job)["result"],
+            outcome = {"result_json": json.dumps(jobs.public_view(job)["result"]),
                        "computed_at": job["started_at"]}
-    result = {**outcome["result"], "computed_at": jobs.iso(outcome["computed_at"])}
+    result = {**json.loads(outcome["result_json"]),
+              "computed_at": jobs.iso(outcome["computed_at"])}
     _print(result, as_json)
 
 
