@@ -4,6 +4,7 @@ the page; jobs run through the real queue storage (and, marked slow, a real cons
 import datetime
 import re
 import sqlite3
+import time
 
 import pytest
 
@@ -238,3 +239,26 @@ def test_a_real_consumer_stops_a_job_over_its_time_limit_and_carries_on(client, 
     assert retry != job_id
     wait_until(lambda: client.get(URL, query_string=ARGS, headers=alice[1]).status_code
                == 200, timeout=60, message="the report")
+
+
+def test_the_warm_up_task_recomputes_a_popular_report_before_it_expires(client, alice,
+                                                                       scan_dbs):
+    from tasks.analytics import warm_up_reports
+
+    client.get(URL, query_string=ARGS, headers=alice[1])
+    run_next_job()
+    assert client.get(URL, query_string=ARGS, headers=alice[1]).status_code == 200
+    assert warm_up_reports.call_local()["started"] == []  # fresh for another hour
+    huey.storage.sql("update analytics_cache set expires_at = ?", (time.time() + 60,),
+                     commit=True)
+    started = warm_up_reports.call_local()["started"]
+    assert len(started) == 1 and huey.storage.queue_size() == 1
+    job = jobs.get(huey.storage, started[0])
+    assert job["type"] == "analytics" and job["owner_id"] is None
+    # Dashboards still get the cached answer meanwhile, and a refresh joins the warm-up.
+    assert client.get(URL, query_string=ARGS, headers=alice[1]).status_code == 200
+    assert client.get(URL, query_string={**ARGS, "refresh": "1"},
+                      headers=alice[1]).get_json()["job_id"] == started[0]
+    run_next_job()
+    after = client.get(URL, query_string=ARGS, headers=alice[1]).get_json()
+    assert after["age_seconds"] < 60
