@@ -189,7 +189,9 @@ def time_series(paths: Iterable[Path], query: ReportQuery, *, threads: int = 2,
 def _read(conn: sqlite3.Connection, part: DatabasePart, query: ReportQuery,
           bounds: list[int], stop: threading.Event | None) -> None:
     indexes = {row[1] for row in conn.execute("pragma index_list('scans')")}
-    lo, hi = conn.execute("select min(scanned_at), max(scanned_at) from scans").fetchone()
+    # Two subqueries: SQLite answers a lone min() or max() from the index, not both at once.
+    lo, hi = conn.execute("select (select min(scanned_at) from scans), "
+                          "(select max(scanned_at) from scans)").fetchone()
     missing = [name for name in INDEXES if name not in indexes]
     if missing:
         part.warning = (f"{part.path.name}: missing index {', '.join(missing)} "
