@@ -3,6 +3,7 @@
 Importing a task module registers its tasks with the Huey instance.
 """
 
+import tasks.alerts  # noqa: F401
 import tasks.analytics  # noqa: F401
 import tasks.backup  # noqa: F401
 import tasks.batch  # noqa: F401

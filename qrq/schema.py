@@ -108,4 +108,16 @@ ANALYTICS = [
     "(requested_at)",
 ]
 
-QUEUE_DDL = [*JOBS, *CONSUMERS, *BATCHES, *MAINTENANCE, *ANALYTICS]
+# One row per alert kind (qrq/alerts.py): whether it is firing, since when, and
+# when it was last mailed, so several processes send at most one mail per interval.
+ALERTS = [
+    "create table if not exists alert ("
+    " kind text primary key,"
+    " active integer not null default 0,"
+    " message text not null default '',"
+    " since real,"
+    " checked_at real,"
+    " mailed_at real)",
+]
+
+QUEUE_DDL = [*JOBS, *CONSUMERS, *ALERTS, *BATCHES, *MAINTENANCE, *ANALYTICS]

@@ -61,3 +61,13 @@ def purge():
     count = purge_jobs(huey.storage, current_app.config["QRQ"].artifacts_dir, older_than,
                        statuses)
     return jsonify(purged=count)
+
+
+@bp.get("/queue-status")
+@admin_required
+def queue_status():
+    """Per job type: queued, scheduled, running, retrying, failed, finished in the last
+    hour, the oldest queued job's age; the consumers with their current jobs."""
+    from qrq.web.ops import queue_status_view
+
+    return jsonify(queue_status_view())

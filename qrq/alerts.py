@@ -1,0 +1,216 @@
+"""Alerts: a queue backlog, a job waiting too long, no consumer alive.
+
+:func:`evaluate` reads the queue database and says which alerts fire now. The
+``alert`` table (qrq/schema.py) remembers, per kind, since when it fires and when
+it was last mailed, so the periodic check in the consumer and every web process
+that looks (the dashboard, ``/metrics``) agree, log a warning once when an alert
+starts, and send at most one mail per kind per ``alert_mail_interval``.
+
+The "no consumer" alert cannot rely on the periodic task (that needs a running
+consumer), which is why the web app evaluates alerts too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from qrq import stats
+from qrq.config import Settings
+
+logger = logging.getLogger("qrq.alerts")
+
+KINDS = ("backlog", "queue_age", "no_consumer")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def evaluate(storage, settings: Settings, now: float | None = None) -> list[dict[str, Any]]:
+    """The alerts firing now: ``[{"kind", "message", "value", "threshold"}]``."""
+    now = time.time() if now is None else now
+    counts = stats.job_counts(storage)
+    found = []
+    queued = sum(c["queued"] for c in counts.values())
+    if queued > settings.alert_backlog:
+        found.append({"kind": "backlog", "value": queued, "threshold": settings.alert_backlog,
+                      "message": f"{queued} jobs queued (alert above "
+                                 f"{settings.alert_backlog})"})
+    ages = stats.oldest_queued(storage, now)
+    if ages:
+        job_type, age = max(ages.items(), key=lambda item: item[1])
+        if age > settings.alert_queue_age:
+            found.append({"kind": "queue_age", "value": round(age, 1),
+                          "threshold": settings.alert_queue_age,
+                          "message": f"the oldest queued job ({job_type}) has waited "
+                                     f"{_duration(age)} (alert above "
+                                     f"{_duration(settings.alert_queue_age)})"})
+    last = stats.last_heartbeat(storage)
+    if last is None or now - last > settings.alert_heartbeat_age:
+        seen = ("no consumer has registered" if last is None
+                else f"the last consumer heartbeat was {_duration(now - last)} ago")
+        found.append({"kind": "no_consumer",
+                      "value": None if last is None else round(now - last, 1),
+                      "threshold": settings.alert_heartbeat_age,
+                      "message": f"no consumer is running: {seen}; queued jobs will not run"})
+    return found
+
+
+def _states(storage) -> dict[str, dict[str, Any]]:
+    rows = storage.sql("select kind, active, since, checked_at, mailed_at from alert",
+                       results=True)
+    return {kind: {"active": bool(active), "since": since, "checked_at": checked_at,
+                   "mailed_at": mailed_at} for kind, active, since, checked_at, mailed_at in rows}
+
+
+def record(storage, firing: list[dict[str, Any]], now: float | None = None,
+           periodic: bool = False) -> list[dict[str, Any]]:
+    """Store which alerts fire; log a warning for each that just started.
+
+    Reads first and writes only on a change (or, for the periodic check, its
+    time), so web requests that look at alerts rarely take the write lock.
+    Returns *firing* with each alert's ``since``.
+    """
+    now = time.time() if now is None else now
+    states = _states(storage)
+    by_kind = {alert["kind"]: alert for alert in firing}
+    for kind in KINDS:
+        state = states.get(kind, {"active": False, "since": None})
+        alert = by_kind.get(kind)
+        if alert is not None and not state["active"]:
+            with storage.db(commit=True) as curs:
+                curs.execute("insert or ignore into alert (kind) values (?)", (kind,))
+                curs.execute("update alert set active = 1, since = ?, message = ? "
+                             "where kind = ? and active = 0", (now, alert["message"], kind))
+                started = curs.rowcount == 1
+            if started:
+                logger.warning("alert %s: %s", kind, alert["message"])
+            state = {**state, "since": now}
+        elif alert is None and state["active"]:
+            with storage.db(commit=True) as curs:
+                curs.execute("update alert set active = 0, since = null where kind = ? "
+                             "and active = 1", (kind,))
+                ended = curs.rowcount == 1
+            if ended:
+                logger.info("alert %s resolved", kind)
+        if alert is not None:
+            alert["since"] = state["since"]
+    if periodic:
+        with storage.db(commit=True) as curs:
+            curs.executemany("insert or ignore into alert (kind) values (?)",
+                             [(kind,) for kind in KINDS])
+            curs.execute("update alert set checked_at = ?", (now,))
+    return firing
+
+
+def claim_mail(storage, kind: str, interval: float, now: float | None = None) -> bool:
+    """Atomically take the right to mail about *kind*: True at most once per *interval*
+    across every process sharing the queue database."""
+    now = time.time() if now is None else now
+    with storage.db(commit=True) as curs:
+        curs.execute("update alert set mailed_at = ? where kind = ? and active = 1 and "
+                     "(mailed_at is null or mailed_at <= ?)", (now, kind, now - interval))
+        return curs.rowcount == 1
+
+
+def mail_due(storage, firing: list[dict[str, Any]], interval: float,
+             now: float | None = None) -> bool:
+    """Whether some firing alert may be mailed now (a read; :func:`claim_mail` decides)."""
+    now = time.time() if now is None else now
+    states = _states(storage)
+    for alert in firing:
+        mailed_at = states.get(alert["kind"], {}).get("mailed_at")
+        if mailed_at is None or mailed_at <= now - interval:
+            return True
+    return False
+
+
+def unclaim_mail(storage, kind: str, claimed_at: float) -> None:
+    """Give a claim back after the mail could not be sent, so the next check tries again."""
+    storage.sql("update alert set mailed_at = null where kind = ? and mailed_at = ?",
+                (kind, claimed_at), commit=True)
+
+
+def last_check(storage) -> float | None:
+    """When the periodic alert check last ran (None: never)."""
+    return storage.sql("select max(checked_at) from alert", results=True)[0][0]
+
+
+def recipients(settings: Settings) -> list[str]:
+    """Admins' e-mail addresses plus ``alert_mail_to``, without duplicates."""
+    from qrq.db import app_db
+    from qrq.models import User
+
+    opened = app_db.is_closed()
+    if opened:
+        app_db.connect()
+    try:
+        admins = [u.email for u in User.select(User.email).where(
+            User.is_admin == True, User.email.is_null(False)).order_by(User.id)]  # noqa: E712
+    finally:
+        if opened:
+            app_db.close()
+    extra = [a.strip() for a in settings.alert_mail_to.split(",") if a.strip()]
+    return list(dict.fromkeys([*admins, *extra]))
+
+
+def compose(alert: dict[str, Any], firing: list[dict[str, Any]]) -> tuple[str, str]:
+    """Subject and body of the mail about *alert* (listing every alert firing)."""
+    subject = f"[qrq] alert: {alert['message']}"
+    lines = ["qrq raised an alert:", "", f"  {alert['kind']}: {alert['message']}", ""]
+    others = [a for a in firing if a["kind"] != alert["kind"]]
+    if others:
+        lines += ["Also firing:", *(f"  {a['kind']}: {a['message']}" for a in others), ""]
+    lines += ["See the dashboard at /admin for details. At most one mail per alert kind is",
+              "sent per QRQ_ALERT_MAIL_INTERVAL seconds."]
+    return subject, "\n".join(lines) + "\n"
+
+
+Deliver = Callable[[list[str], str, str], Any]
+
+
+def mail_alerts(storage, settings: Settings, firing: list[dict[str, Any]], to: list[str],
+                deliver: Deliver, now: float | None = None) -> list[str]:
+    """Mail each firing alert whose kind may be mailed now; return the kinds mailed.
+
+    *deliver(to, subject, body)* sends one message; when it raises, the claim is
+    given back and the error logged, so a later check tries again.
+    """
+    now = time.time() if now is None else now
+    if not to:
+        if firing:
+            logger.warning("alerts firing but no recipient: give an admin an e-mail "
+                           "address or set QRQ_ALERT_MAIL_TO")
+        return []
+    mailed = []
+    for alert in firing:
+        if not claim_mail(storage, alert["kind"], settings.alert_mail_interval, now):
+            continue
+        subject, body = compose(alert, firing)
+        try:
+            deliver(to, subject, body)
+        except Exception:
+            logger.exception("could not mail alert %s", alert["kind"])
+            unclaim_mail(storage, alert["kind"], now)
+            continue
+        logger.warning("alert %s mailed to %s", alert["kind"], ", ".join(to))
+        mailed.append(alert["kind"])
+    return mailed
+
+
+def check(storage, settings: Settings, deliver: Deliver, now: float | None = None,
+          periodic: bool = False) -> dict[str, Any]:
+    """Evaluate, record and mail: what the periodic task does each minute."""
+    now = time.time() if now is None else now
+    firing = record(storage, evaluate(storage, settings, now), now, periodic=periodic)
+    mailed = mail_alerts(storage, settings, firing, recipients(settings) if firing else [],
+                         deliver, now)
+    return {"alerts": [a["kind"] for a in firing], "mailed": mailed}

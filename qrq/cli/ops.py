@@ -1,0 +1,110 @@
+"""Operations commands: health checks for systemd and containers, the queue status, alerts."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import click
+
+from qrq.cli.base import get_app_db, get_queue, main
+
+
+@main.command()
+@click.option("--consumer", "check_consumer", is_flag=True,
+              help="Also require a fresh consumer heartbeat.")
+@click.option("--this-host", is_flag=True,
+              help="With --consumer: only count consumers on this host (in a container, "
+                   "the consumer in this container).")
+@click.option("--max-age", type=click.FloatRange(min=0.1),
+              help="Heartbeat age in seconds still counted as alive "
+                   "(default: QRQ_ALERT_HEARTBEAT_AGE).")
+def health(check_consumer: bool, this_host: bool, max_age: float | None) -> None:
+    """Exit 0 when the databases answer (and, with --consumer, a consumer is alive); else 1.
+
+    For a systemd watchdog or a container health check.
+
+    Example: qrq health --consumer --this-host
+    """
+    huey = get_queue()
+    try:
+        huey.storage.sql("select 1 from job limit 1", results=True)
+    except Exception as exc:
+        raise click.ClickException(f"queue database unreachable: {exc}") from None
+    try:
+        get_app_db().execute_sql('select 1 from "user" limit 1').fetchall()
+    except Exception as exc:
+        raise click.ClickException(f"app database unreachable: {exc}") from None
+    if not check_consumer:
+        click.echo("ok: databases reachable")
+        return
+    limit = huey.settings.alert_heartbeat_age if max_age is None else max_age
+    sql, params = "select max(heartbeat_at) from consumer", ()
+    if this_host:
+        sql, params = sql + " where host = ?", (socket.gethostname(),)
+    last = huey.storage.sql(sql, params, results=True)[0][0]
+    where = f" on {socket.gethostname()}" if this_host else ""
+    if last is None:
+        raise click.ClickException(f"no consumer registered{where}")
+    age = time.time() - last
+    if age > limit:
+        raise click.ClickException(f"no consumer heartbeat{where} in the last {limit:g}s "
+                                   f"(newest {age:.0f}s ago)")
+    click.echo(f"ok: consumer heartbeat{where} {age:.1f}s ago")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the queue status as JSON.")
+def status(as_json: bool) -> None:
+    """Print job counts per type, the oldest queued job's age, and the consumers.
+
+    Example: qrq status --json
+    """
+    from qrq import stats
+
+    huey = get_queue()
+    report = stats.queue_status(huey.storage)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    columns = ("queued", "scheduled", "running", "retrying", "failed", "finished_last_hour")
+    click.echo(f"{'type':<12}" + "".join(f"{c.replace('_last_hour', '/1h'):>12}"
+                                         for c in columns) + "  oldest queued")
+    for job_type, counts in report["types"].items():
+        age = counts["oldest_queued_age"]
+        click.echo(f"{job_type:<12}" + "".join(f"{counts[c]:>12}" for c in columns)
+                   + ("  -" if age is None else f"  {age:.0f}s"))
+    if not report["consumers"]:
+        click.echo("no consumer registered")
+    for consumer in report["consumers"]:
+        click.echo(f"consumer {consumer['id']}: {consumer['workers']} workers, heartbeat "
+                   f"{consumer['heartbeat_age']:.0f}s ago, {len(consumer['jobs'])} running")
+
+
+@main.command("alerts")
+@click.option("--mail/--no-mail", default=True, show_default=True,
+              help="Mail the admins about alerts that may be mailed now.")
+def alerts_command(mail: bool) -> None:
+    """Check the alerts once (as the consumer does each minute) and print those firing.
+
+    Exits 1 when an alert fires, so cron or a monitor can act on it.
+
+    Example: qrq alerts --no-mail
+    """
+    from qrq import alerts
+    from qrq.notify import send_mail
+
+    huey = get_queue()
+    settings = huey.settings
+    get_app_db()
+    firing = alerts.record(huey.storage, alerts.evaluate(huey.storage, settings))
+    if mail and firing:
+        alerts.mail_alerts(huey.storage, settings, firing, alerts.recipients(settings),
+                           lambda to, subject, body: send_mail(settings, to, subject, body))
+    if not firing:
+        click.echo("ok: no alert")
+        return
+    for alert in firing:
+        click.echo(f"{alert['kind']}: {alert['message']}")
+    raise SystemExit(1)

@@ -1,0 +1,238 @@
+"""Read-only numbers about the queue: counts per type and state, consumers, throughput.
+
+Every function takes the queue storage (anything with huey's ``sql()``) and
+returns plain dicts and lists, with times as Unix seconds; the admin API, the
+dashboard, the Prometheus collector, the alerts and the CLI all read the same
+figures from the database, so every web process reports the same values.
+
+A job "scheduled" is a queued job waiting in huey's ``schedule`` table for its
+time (a delayed job); a retrying job waits there too but counts as retrying.
+Once due, it moves to the task table and counts as queued.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from qrq.jobs import ENDED
+
+JOB_TYPES = ("pdf", "batch", "analytics", "maintenance", "mail")
+# The states the dashboard and the metrics show: job states plus "scheduled".
+QUEUE_STATES = ("queued", "scheduled", "running", "retrying", *ENDED)
+# Run-time buckets (seconds) of the duration histograms.
+DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+HOUR = 3600.0
+_IN_SCHEDULE = "id in (select job_id from schedule where queue = ? and job_id is not null)"
+
+
+def _types(found: set[str]) -> list[str]:
+    """The known job types first, then any other type present in the data."""
+    return [*JOB_TYPES, *sorted(found - set(JOB_TYPES))]
+
+
+def job_counts(storage) -> dict[str, dict[str, int]]:
+    """``{type: {state: count}}`` over every retained job, each type with every state."""
+    rows = storage.sql(
+        f"select type, case when status = 'queued' and {_IN_SCHEDULE} then 'scheduled' "
+        "else status end as state, count(*) from job group by type, state", (storage.name,),
+        results=True)
+    counts = {t: dict.fromkeys(QUEUE_STATES, 0) for t in _types({r[0] for r in rows})}
+    for job_type, state, count in rows:
+        counts[job_type][state] = counts[job_type].get(state, 0) + count
+    return counts
+
+
+def ended_since(storage, since: float) -> dict[str, dict[str, int]]:
+    """``{type: {status: count}}`` of the jobs that ended at or after *since*."""
+    rows = storage.sql("select type, status, count(*) from job where finished_at >= ? "
+                       "group by type, status", (since,), results=True)
+    counts = {t: dict.fromkeys(ENDED, 0) for t in _types({r[0] for r in rows})}
+    for job_type, status, count in rows:
+        counts[job_type][status] = count
+    return counts
+
+
+def oldest_queued(storage, now: float | None = None) -> dict[str, float]:
+    """``{type: seconds}``: how long the longest-waiting due job of each type has waited.
+
+    A job waits from its creation, or from its next attempt time if it was deferred;
+    jobs still in the schedule are not waiting yet.
+    """
+    now = time.time() if now is None else now
+    rows = storage.sql(
+        "select type, min(max(created_at, coalesce(next_attempt_at, 0))) from job "
+        f"where status = 'queued' and not {_IN_SCHEDULE} group by type", (storage.name,),
+        results=True)
+    return {job_type: max(0.0, now - since) for job_type, since in rows}
+
+
+def schedule_size(storage) -> int:
+    """Entries in huey's schedule table (deferred tasks and retries waiting)."""
+    return storage.sql("select count(*) from schedule where queue = ?", (storage.name,),
+                       results=True)[0][0]
+
+
+def consumers(storage, now: float | None = None) -> list[dict[str, Any]]:
+    """Registered consumers, newest heartbeat first, each with the jobs it runs now.
+
+    A worker's lease owner is ``"<consumer id>/<pid>:<nonce>"``, so the leased task
+    rows tell which consumer runs which job.
+    """
+    now = time.time() if now is None else now
+    rows = storage.sql("select id, host, pid, workers, started_at, heartbeat_at "
+                       "from consumer order by heartbeat_at desc", results=True)
+    found = {row[0]: {"id": row[0], "host": row[1], "pid": row[2], "workers": row[3],
+                      "started_at": row[4], "heartbeat_at": row[5],
+                      "heartbeat_age": max(0.0, now - row[5]), "jobs": []}
+             for row in rows}
+    leased = storage.sql(
+        "select t.lease_owner, t.job_id, t.job_type, j.name, j.progress, j.stage, "
+        "j.started_at from task t left join job j on j.id = t.job_id "
+        "where t.queue = ? and t.lease_owner is not null and t.lease_until >= ? "
+        "order by t.id", (storage.name, now), results=True)
+    for owner, job_id, job_type, name, progress, stage, started_at in leased:
+        consumer = found.get(owner.split("/", 1)[0])
+        if consumer is not None:
+            consumer["jobs"].append({"job_id": job_id, "type": job_type, "name": name,
+                                     "progress": progress, "stage": stage,
+                                     "started_at": started_at, "worker": owner})
+    return list(found.values())
+
+
+def last_heartbeat(storage) -> float | None:
+    """The newest heartbeat of any consumer, or None when none is registered."""
+    return storage.sql("select max(heartbeat_at) from consumer", results=True)[0][0]
+
+
+def queue_status(storage, now: float | None = None) -> dict[str, Any]:
+    """Per type: queued, scheduled, running, retrying, failed (retained), finished and
+    failed in the last hour, and the oldest queued job's age; plus the consumers."""
+    now = time.time() if now is None else now
+    counts = job_counts(storage)
+    recent = ended_since(storage, now - HOUR)
+    oldest = oldest_queued(storage, now)
+    types = {}
+    for job_type in _types(set(counts) | set(recent)):
+        mine = counts.get(job_type, {})
+        types[job_type] = {
+            "queued": mine.get("queued", 0), "scheduled": mine.get("scheduled", 0),
+            "running": mine.get("running", 0), "retrying": mine.get("retrying", 0),
+            "failed": mine.get("failed", 0),
+            "finished_last_hour": recent.get(job_type, {}).get("finished", 0),
+            "failed_last_hour": recent.get(job_type, {}).get("failed", 0),
+            "oldest_queued_age": oldest.get(job_type),
+        }
+    totals = {key: sum(t[key] for t in types.values())
+              for key in ("queued", "scheduled", "running", "retrying", "failed",
+                          "finished_last_hour", "failed_last_hour")}
+    ages = [t["oldest_queued_age"] for t in types.values() if t["oldest_queued_age"] is not None]
+    totals["oldest_queued_age"] = max(ages) if ages else None
+    totals["schedule_entries"] = schedule_size(storage)
+    return {"generated_at": now, "types": types, "totals": totals,
+            "consumers": consumers(storage, now)}
+
+
+def throughput(storage, now: float | None = None, hours: int = 24) -> list[dict[str, Any]]:
+    """Jobs ended per hour over the last *hours* whole hours (the last one partial).
+
+    Each bucket: ``{"start", "finished", "failed", "canceled", "expired", "failure_rate"}``
+    where the failure rate is failed / (finished + failed), or None with neither.
+    """
+    now = time.time() if now is None else now
+    start = (now // HOUR - (hours - 1)) * HOUR
+    buckets = [{"start": start + i * HOUR, **dict.fromkeys(ENDED, 0)} for i in range(hours)]
+    rows = storage.sql("select cast((finished_at - ?) / ? as integer) as b, status, "
+                       "count(*) from job where finished_at >= ? and finished_at < ? "
+                       "group by b, status", (start, HOUR, start, start + hours * HOUR),
+                       results=True)
+    for index, status, count in rows:
+        if 0 <= index < hours and status in ENDED:
+            buckets[index][status] += count
+    for bucket in buckets:
+        done = bucket["finished"] + bucket["failed"]
+        bucket["failure_rate"] = bucket["failed"] / done if done else None
+    return buckets
+
+
+def durations(storage, since: float,
+              buckets: tuple[float, ...] = DURATION_BUCKETS) -> dict[str, dict[str, Any]]:
+    """Run times of the jobs finished since *since*, per type, as cumulative buckets.
+
+    ``{type: {"buckets": [(le, count), ..., ("+Inf", count)], "sum": s, "count": n}}``.
+    """
+    bucket_sql = ", ".join("sum(d <= ?)" for _ in buckets)
+    rows = storage.sql(
+        f"select type, {bucket_sql}, count(*), total(d) from (select type, "
+        "max(0, finished_at - started_at) as d from job where status = 'finished' and "
+        "finished_at >= ? and started_at is not null) group by type",
+        (*buckets, since), results=True)
+    found = {}
+    for row in rows:
+        job_type, counts, count, total = row[0], row[1:-2], row[-2], row[-1]
+        found[job_type] = {
+            "buckets": [*zip(buckets, (c or 0 for c in counts), strict=True),
+                        ("+Inf", count)],
+            "sum": total, "count": count}
+    return found
+
+
+def search_jobs(storage, *, job_type: str | None = None, status: str | None = None,
+                owner_id: int | None = None, system: bool = False,
+                created_from: float | None = None, created_to: float | None = None,
+                id_prefix: str | None = None, name_contains: str | None = None,
+                limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Jobs newest first matching every given filter, and how many match in all.
+
+    *system* selects the jobs owned by no one (periodic tasks, CLI jobs).
+    """
+    where, params = [], []
+    if job_type is not None:
+        where.append("type = ?")
+        params.append(job_type)
+    if status is not None:
+        if status in ("scheduled", "queued"):
+            where.append(f"status = 'queued' and {'' if status == 'scheduled' else 'not '}"
+                         f"{_IN_SCHEDULE}")
+            params.append(storage.name)
+        else:
+            where.append("status = ?")
+            params.append(status)
+    if system:
+        where.append("owner_id is null")
+    elif owner_id is not None:
+        where.append("owner_id = ?")
+        params.append(owner_id)
+    if created_from is not None:
+        where.append("created_at >= ?")
+        params.append(created_from)
+    if created_to is not None:
+        where.append("created_at < ?")
+        params.append(created_to)
+    if id_prefix:
+        # Job ids are lower-case hex and dashes (checked by the caller): no LIKE escapes.
+        where.append("id like ?")
+        params.append(id_prefix + "%")
+    if name_contains:
+        where.append("instr(name, ?) > 0")
+        params.append(name_contains)
+    clause = (" where " + " and ".join(where)) if where else ""
+    total = storage.sql(f"select count(*) from job{clause}", params, results=True)[0][0]
+    columns = ("id", "type", "name", "owner_id", "status", "progress", "stage", "attempts",
+               "created_at", "started_at", "finished_at", "next_attempt_at", "error")
+    rows = storage.sql(f"select {', '.join(columns)} from job{clause} "
+                       "order by created_at desc limit ? offset ?", (*params, limit, offset),
+                       results=True)
+    return [dict(zip(columns, row, strict=True)) for row in rows], total
+
+
+def progress_of(storage, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """``{job_id: {"status", "progress", "stage"}}`` for the given ids that exist."""
+    if not job_ids:
+        return {}
+    marks = ",".join("?" * len(job_ids))
+    rows = storage.sql(f"select id, status, progress, stage from job where id in ({marks})",
+                       job_ids, results=True)
+    return {job_id: {"status": status, "progress": progress, "stage": stage}
+            for job_id, status, progress, stage in rows}
+

@@ -1,0 +1,253 @@
+"""Operations endpoints: ``GET /metrics`` for Prometheus and ``GET /healthz`` for load balancers.
+
+The metrics are read from the queue database at scrape time by a custom
+collector, never kept in process memory, so every gunicorn worker answers a
+scrape with the same numbers. ``/metrics`` needs a bearer token: the
+``QRQ_METRICS_TOKEN`` setting, or an admin's API token; queue figures and
+consumer host names are not for anyone who can reach the port.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
+
+from qrq import alerts, stats
+from qrq.config import Settings
+from qrq.errors import Forbidden, Unauthorized
+from qrq.queue import huey
+
+logger = logging.getLogger("qrq.web")
+
+bp = Blueprint("ops", __name__)
+
+INF = float("inf")
+
+
+# -- alerts as the web app sees them ---------------------------------------------------
+
+def _mail_in_background(storage, settings: Settings, firing: list[dict], to: list[str],
+                        now: float) -> None:
+    from qrq.notify import send_mail
+
+    try:
+        alerts.mail_alerts(storage, settings, firing, to,
+                           lambda to_, subject, body: send_mail(settings, to_, subject, body),
+                           now)
+    except Exception:  # a background thread has no one to raise to
+        logger.exception("alert mail failed")
+
+
+def web_alerts(mail: bool = True) -> list[dict[str, Any]]:
+    """The alerts firing now, recorded; mail the due ones from a background thread.
+
+    The periodic check needs a running consumer, so the web app checks too whenever
+    the dashboard, the queue status or ``/metrics`` is looked at. Sending happens off
+    the request so a slow SMTP server never stalls a page; the ``alert`` table keeps
+    it to one mail per kind per interval across every process.
+    """
+    settings = current_app.config["QRQ"]
+    storage = huey.storage
+    now = time.time()
+    firing = alerts.record(storage, alerts.evaluate(storage, settings, now), now)
+    if mail and firing and alerts.mail_due(storage, firing, settings.alert_mail_interval, now):
+        to = alerts.recipients(settings)
+        threading.Thread(target=_mail_in_background, args=(storage, settings, firing, to, now),
+                         name="qrq-alert-mail", daemon=True).start()
+    return firing
+
+
+# -- /metrics --------------------------------------------------------------------------
+
+class QueueCollector:
+    """Prometheus collector over the queue database (no per-process state)."""
+
+    def __init__(self, storage, settings: Settings, firing: list[dict] | None = None):
+        self.storage = storage
+        self.settings = settings
+        self.firing = firing or []
+
+    def collect(self):
+        now = time.time()
+        storage = self.storage
+
+        jobs = GaugeMetricFamily(
+            "qrq_jobs", "Retained job records per type and state; scheduled means queued "
+            "with a future attempt time.", labels=["type", "state"])
+        for job_type, counts in stats.job_counts(storage).items():
+            for state, count in counts.items():
+                jobs.add_metric([job_type, state], count)
+        yield jobs
+
+        oldest = GaugeMetricFamily(
+            "qrq_queue_oldest_job_age_seconds", "How long the longest-waiting queued job of "
+            "each type has waited (0: none waiting).", labels=["type"])
+        ages = stats.oldest_queued(storage, now)
+        for job_type in stats.JOB_TYPES + tuple(sorted(set(ages) - set(stats.JOB_TYPES))):
+            oldest.add_metric([job_type], ages.get(job_type, 0.0))
+        yield oldest
+
+        ended = GaugeMetricFamily(
+            "qrq_jobs_ended_last_hour", "Jobs that ended in the last hour, per type and "
+            "status (status=failed: failures).", labels=["type", "status"])
+        for job_type, counts in stats.ended_since(storage, now - stats.HOUR).items():
+            for status, count in counts.items():
+                ended.add_metric([job_type, status], count)
+        yield ended
+
+        durations = GaugeHistogramMetricFamily(
+            "qrq_job_duration_seconds", "Run time (start to finish) of the jobs that finished "
+            "in the last hour, per type.", labels=["type"])
+        for job_type, found in stats.durations(storage, now - stats.HOUR).items():
+            durations.add_metric([job_type], [(_le(le), count) for le, count in found["buckets"]],
+                                 gsum_value=found["sum"])
+        yield durations
+
+        yield GaugeMetricFamily("qrq_schedule_entries", "Tasks waiting in huey's schedule "
+                                "(deferred jobs and retries).", value=stats.schedule_size(storage))
+
+        consumers = stats.consumers(storage, now)
+        labels = ["consumer", "host", "pid"]
+        heartbeat = GaugeMetricFamily("qrq_consumer_heartbeat_age_seconds",
+                                      "Seconds since each consumer's last heartbeat.",
+                                      labels=labels)
+        workers = GaugeMetricFamily("qrq_consumer_workers", "Workers of each consumer.",
+                                    labels=labels)
+        running = GaugeMetricFamily("qrq_consumer_running_jobs",
+                                    "Jobs each consumer is running now.", labels=labels)
+        for consumer in consumers:
+            values = [consumer["id"], consumer["host"], str(consumer["pid"])]
+            heartbeat.add_metric(values, consumer["heartbeat_age"])
+            workers.add_metric(values, consumer["workers"])
+            running.add_metric(values, len(consumer["jobs"]))
+        yield heartbeat
+        yield workers
+        yield running
+        yield GaugeMetricFamily(
+            "qrq_consumer_last_heartbeat_age_seconds", "Seconds since the newest heartbeat of "
+            "any consumer (+Inf: none registered).",
+            value=min((c["heartbeat_age"] for c in consumers), default=INF))
+
+        firing = {alert["kind"] for alert in self.firing}
+        alert = GaugeMetricFamily("qrq_alert_firing", "1 while an alert fires (see the "
+                                  "dashboard), else 0.", labels=["kind"])
+        for kind in alerts.KINDS:
+            alert.add_metric([kind], 1 if kind in firing else 0)
+        yield alert
+        last = alerts.last_check(storage)
+        yield GaugeMetricFamily("qrq_alert_check_age_seconds", "Seconds since the periodic "
+                                "alert check last ran in a consumer (+Inf: never).",
+                                value=INF if last is None else max(0.0, now - last))
+
+
+def _le(bound) -> str:
+    return bound if isinstance(bound, str) else repr(float(bound))
+
+
+def _check_metrics_auth(settings: Settings) -> None:
+    from qrq.models import User
+
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > 200:
+        raise Unauthorized("send Authorization: Bearer <QRQ_METRICS_TOKEN or an admin's "
+                           "API token>")
+    if settings.metrics_token and hmac.compare_digest(token.encode(),
+                                                      settings.metrics_token.encode()):
+        return
+    user = User.from_token(token)
+    if user is None:
+        raise Unauthorized("invalid token")
+    if not user.is_admin:
+        raise Forbidden("admins only")
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus text format, read from the queue database at scrape time."""
+    settings = current_app.config["QRQ"]
+    _check_metrics_auth(settings)
+    registry = CollectorRegistry()
+    registry.register(QueueCollector(huey.storage, settings, web_alerts()))
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return Response(encoder(registry), content_type=content_type,
+                    headers={"Cache-Control": "no-store"})
+
+
+# -- /healthz --------------------------------------------------------------------------
+
+def database_checks() -> dict[str, str]:
+    """``{"queue_db": "ok" | "error", "app_db": ...}``; details go to the log only."""
+    from qrq.db import app_db
+
+    checks = {}
+    try:
+        huey.storage.sql("select 1 from job limit 1", results=True)
+        checks["queue_db"] = "ok"
+    except Exception:
+        logger.exception("health check: queue database")
+        checks["queue_db"] = "error"
+    try:
+        app_db.execute_sql('select 1 from "user" limit 1').fetchall()
+        checks["app_db"] = "ok"
+    except Exception:
+        logger.exception("health check: app database")
+        checks["app_db"] = "error"
+    return checks
+
+
+@bp.get("/healthz")
+def healthz():
+    """200 when the web app is up and both databases answer; 503 otherwise. No auth."""
+    from qrq.web.errors import error_body
+
+    checks = database_checks()
+    failed = sorted(name for name, state in checks.items() if state != "ok")
+    if failed:
+        body = error_body(503, "unavailable", f"unreachable: {', '.join(failed)}")
+        return jsonify(body), 503, {"Cache-Control": "no-store"}
+    return jsonify(status="ok", checks={"web": "ok", **checks}), 200, {
+        "Cache-Control": "no-store"}
+
+
+# -- GET /api/admin/queue-status (routed in admin_api.py) ------------------------------
+
+def queue_status_view() -> dict[str, Any]:
+    """The queue status as JSON: ISO times, ages in seconds, and the alerts firing."""
+    from qrq.jobs import iso
+
+    settings = current_app.config["QRQ"]
+    status = stats.queue_status(huey.storage)
+    firing = web_alerts()
+
+    def rename(counts: dict) -> dict:
+        view = dict(counts)
+        view["oldest_queued_age_seconds"] = view.pop("oldest_queued_age")
+        if view["oldest_queued_age_seconds"] is not None:
+            view["oldest_queued_age_seconds"] = round(view["oldest_queued_age_seconds"], 3)
+        return view
+
+    return {
+        "generated_at": iso(status["generated_at"]),
+        "types": {job_type: rename(counts) for job_type, counts in status["types"].items()},
+        "totals": rename(status["totals"]),
+        "consumers": [{
+            "id": c["id"], "host": c["host"], "pid": c["pid"], "workers": c["workers"],
+            "started_at": iso(c["started_at"]), "last_heartbeat": iso(c["heartbeat_at"]),
+            "heartbeat_age_seconds": round(c["heartbeat_age"], 3),
+            "alive": c["heartbeat_age"] <= settings.alert_heartbeat_age,
+            "current_jobs": [{"job_id": j["job_id"], "type": j["type"], "name": j["name"],
+                              "progress": j["progress"], "stage": j["stage"],
+                              "started_at": iso(j["started_at"])} for j in c["jobs"]],
+        } for c in status["consumers"]],
+        "alerts": [{"kind": a["kind"], "message": a["message"], "since": iso(a.get("since"))}
+                   for a in firing],
+    }

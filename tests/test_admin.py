@@ -1,0 +1,406 @@
+"""The admin dashboard through Flask's test client: log-in, CSRF, every page, the
+actions (retry, retry-all, purge, cancel), escaping of user text, security headers."""
+
+import datetime
+import re
+
+import pytest
+from huey import crontab
+
+from qrq import jobs
+from qrq.db import app_db
+from qrq.errors import ValidationError
+from qrq.models import Template
+from qrq.queue import huey, job_task, submit
+from qrq.web.admin import bar_chart, next_run
+
+ZERO_ID = "00000000-0000-0000-0000-000000000000"
+PAGES = ["/admin/", "/admin/jobs", "/admin/failed", "/admin/schedule", "/admin/consumers",
+         "/admin/backups"]
+
+
+@job_task("batch", name="test.admin_ok")
+def ok(task=None):
+    return {"ok": True}
+
+
+@job_task("maintenance", name="test.backup_like")
+def backup_like(task=None):
+    return {"report": "ok"}
+
+
+@job_task("mail", name="test.admin_bad")
+def bad(message, task=None):
+    raise ValidationError(message)
+
+
+def run_next():
+    task = huey.dequeue()
+    assert task is not None
+    huey.execute(task)
+    return task.id
+
+
+def csrf_of(html):
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def log_in(client, name, token, next_url=None):
+    page = client.get("/admin/login")
+    data = {"name": name, "token": token, "csrf_token": csrf_of(page.text)}
+    if next_url is not None:
+        data["next"] = next_url
+    return client.post("/admin/login", data=data)
+
+
+def token_of(headers):
+    return headers["Authorization"].split(" ", 1)[1]
+
+
+@pytest.fixture
+def root(make_user):
+    user, headers = make_user("root", admin=True, email="root@example.com")
+    return user, token_of(headers)
+
+
+@pytest.fixture
+def admin(client, root):
+    """A client logged in as an admin, and its CSRF token."""
+    response = log_in(client, "root", root[1])
+    assert response.status_code == 302
+    return client, csrf_of(client.get("/admin/").text)
+
+
+def post(client, csrf, url, **data):
+    return client.post(url, data={"csrf_token": csrf, **data})
+
+
+# -- log-in, sessions, CSRF ------------------------------------------------------------
+
+def test_pages_send_a_logged_out_visitor_to_the_login(client, root):
+    for page in PAGES:
+        response = client.get(page)
+        assert response.status_code == 302, page
+        assert response.headers["Location"].startswith("/admin/login?next=")
+    with client.get(f"/admin/progress.json?ids={ZERO_ID}") as response:
+        assert response.status_code == 401 and response.get_json()["error"]["code"] == \
+            "unauthorized"
+
+
+def test_login_refuses_a_wrong_token_a_wrong_name_and_a_non_admin(client, root, alice):
+    for name, token in [("root", "qrq_wrong"), ("alice", root[1]), ("alice", token_of(alice[1])),
+                        ("root", "")]:
+        response = log_in(client, name, token)
+        assert response.status_code == 403, (name, token)
+        assert "Wrong name or token, or not an admin." in response.text
+        assert client.get("/admin/").status_code == 302
+
+
+def test_login_logout_and_every_page(client, root):
+    response = log_in(client, "root", root[1], next_url="/admin/jobs?status=failed")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/admin/jobs?status=failed"
+    cookie = response.headers["Set-Cookie"]
+    assert "qrq_session=" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "Path=/admin" in cookie
+    for page in PAGES:
+        response = client.get(page)
+        assert response.status_code == 200, page
+        assert "root" in response.text and 'id="logout"' in response.text
+    csrf = csrf_of(client.get("/admin/").text)
+    assert client.get("/admin/logout").status_code == 405
+    response = post(client, csrf, "/admin/logout")
+    assert response.status_code == 302 and response.headers["Location"] == "/admin/login"
+    assert client.get("/admin/").status_code == 302
+
+
+def test_login_redirects_only_inside_the_dashboard(client, root):
+    for target in ["https://evil.example/", "//evil.example/admin", "/api/me",
+                   "/admin\\..\\x"]:
+        response = log_in(client, "root", root[1], next_url=target)
+        assert response.headers["Location"] == "/admin/", target
+        client.post("/admin/logout", data={"csrf_token": csrf_of(client.get("/admin/").text)})
+
+
+def test_every_post_needs_the_sessions_csrf_token(admin, settings):
+    client, csrf = admin
+    job_id = submit(bad, "boom", owner_id=None)
+    run_next()
+    actions = [f"/admin/jobs/{job_id}/retry", f"/admin/jobs/{job_id}/cancel",
+               "/admin/failed/retry-all", "/admin/failed/purge", "/admin/logout"]
+    for url in actions:
+        for data in ({}, {"csrf_token": "forged"}, {"csrf_token": csrf[:-1]}):
+            response = client.post(url, data={"older_than": "0s", **data})
+            assert response.status_code == 403, (url, data)
+            assert "did not come from this site" in response.text
+    assert jobs.get(huey.storage, job_id)["status"] == "failed"  # nothing happened
+    assert client.get("/admin/").status_code == 200  # still logged in
+    # The login form is protected too (no token: no session to post into).
+    client.post("/admin/logout", data={"csrf_token": csrf})
+    response = client.post("/admin/login", data={"name": "root", "token": "x"})
+    assert response.status_code == 403
+
+
+def test_no_session_action_answers_get(app, admin):
+    client, _ = admin
+    actions = [rule for rule in app.url_map.iter_rules()
+               if rule.rule.startswith("/admin") and "POST" in rule.methods]
+    assert {rule.endpoint for rule in actions} >= {
+        "admin.retry_job", "admin.cancel_job", "admin.retry_all", "admin.purge",
+        "admin.logout", "admin.login_post"}
+    for rule in actions:
+        assert "GET" not in rule.methods, rule.rule
+        if rule.endpoint != "admin.login_post":  # GET /admin/login is the form
+            url = rule.rule.replace("<job_id>", ZERO_ID)
+            assert client.get(url).status_code == 405, url
+
+
+def test_a_reset_token_ends_the_session(admin, root):
+    client, _ = admin
+    with app_db.connection_context():
+        root[0].reset_token()
+    assert client.get("/admin/").status_code == 302
+
+
+def test_a_demoted_admin_is_logged_out(admin, root):
+    client, _ = admin
+    with app_db.connection_context():
+        root[0].is_admin = False
+        root[0].save()
+    assert client.get("/admin/").status_code == 302
+
+
+def test_pages_send_security_headers_and_load_nothing_from_elsewhere(admin):
+    client, _ = admin
+    for page in PAGES + ["/admin/login"]:
+        response = client.get(page)
+        assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["Cache-Control"] == "no-store"
+        urls = re.findall(r'(?:src|href)="([^"]+)"', response.text)
+        assert all(url.startswith(("/", "?", "#", "data:")) for url in urls), urls
+    for asset in ("admin.css", "admin.js"):
+        with client.get(f"/admin/static/{asset}") as response:
+            assert response.status_code == 200
+
+
+# -- pages -------------------------------------------------------------------------------
+
+def test_overview_counts_charts_and_the_no_consumer_banner(admin):
+    client, _ = admin
+    submit(ok, owner_id=None)
+    run_next()
+    submit(bad, "x", owner_id=None)
+    run_next()
+    submit(ok, owner_id=None)
+    html = client.get("/admin/").text
+    assert 'role="alert"' in html and "no consumer is running" in html
+    assert html.count("<svg") == 2
+    assert 'class="bar-finished"' in html and 'class="bar-failed"' in html
+    assert re.search(r'href="/admin/jobs\?type=batch&amp;status=queued">1<', html)
+    huey.create_consumer(workers=1, worker_type="thread")._register()
+    html = client.get("/admin/").text
+    assert "no consumer is running" not in html and "1 registered" in html
+
+
+def test_bar_chart_heights_are_proportional():
+    chart = bar_chart([("00:00", [("bar-finished", 2), ("bar-failed", 2)]),
+                       ("01:00", [("bar-finished", 1), ("bar-failed", 0)])], label="x")
+    bars = chart["bars"]
+    assert [b["css"] for b in bars] == ["bar-finished", "bar-failed", "bar-finished"]
+    assert bars[0]["h"] == bars[1]["h"] == 2 * bars[2]["h"]
+    assert bars[1]["y"] + bars[1]["h"] == bars[0]["y"]  # stacked
+    assert bar_chart([("00:00", [("bar-failed", 0)])], label="empty")["bars"] == []
+
+
+def test_job_list_filters_and_search(admin, templates, alice, client):
+    _, csrf = admin
+    mine = client.post("/api/generate-qr-pdf", json={"template_id": 1},
+                       headers=alice[1]).get_json()["job_id"]
+    system = submit(ok, owner_id=None)
+    failed = submit(bad, "x", owner_id=None)
+    for _ in range(3):
+        run_next()
+
+    def listed(**args):
+        response = client.get("/admin/jobs", query_string=args)
+        assert response.status_code == 200, response.text
+        return set(re.findall(r'href="/admin/jobs/([0-9a-f-]{36})"', response.text))
+
+    assert listed() == {mine, system, failed}
+    assert listed(type="pdf") == {mine}
+    assert listed(status="failed") == {failed}
+    assert listed(owner="alice") == {mine}
+    assert listed(owner="-") == {system, failed}
+    today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    assert listed(date=today) == {mine, system, failed}
+    assert listed(date="2001-01-01") == set()
+    assert failed in listed(q=failed[:6]) and listed(q=failed[:20]) == {failed}
+    response = client.get("/admin/jobs", query_string={"q": failed})
+    assert response.status_code == 302 and response.headers["Location"].endswith(failed)
+    for args, field in [({"date": "22/11/2026"}, "date"), ({"owner": "nobody"}, "owner"),
+                        ({"status": "sleeping"}, "status"), ({"q": "<script>"}, "q"),
+                        ({"page": "0"}, "page")]:
+        response = client.get("/admin/jobs", query_string=args)
+        assert response.status_code == 422, args
+        assert field in response.text and "<script>" not in response.text
+
+
+def test_job_detail_shows_everything_and_escapes_user_text(admin, templates, alice, client,
+                                                           settings):
+    with app_db.connection_context():
+        Template.update(name="<script>alert('t')</script>").where(Template.id == 2).execute()
+    job_id = client.post("/api/generate-qr-pdf", headers=alice[1], json={
+        "template_id": 2, "options": {"copies": 2, "title": "<img src=x onerror=alert(1)>"}}
+    ).get_json()["job_id"]
+    assert run_next() == job_id
+    html = client.get(f"/admin/jobs/{job_id}").text
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "finished" in html and "alice" in html and "pdf.generate" in html
+    assert '<progress max="100" value="100">' in html
+    link = re.search(rf'href="(/admin/jobs/{job_id}/files/{job_id}\.pdf)"', html).group(1)
+    with client.get(link) as download:
+        assert download.status_code == 200 and download.data.startswith(b"%PDF")
+    with client.get(f"/admin/jobs/{job_id}/files/..%2Fapp.db") as response:
+        assert response.status_code == 404
+    assert client.get(f"/admin/jobs/{ZERO_ID}").status_code == 404
+    assert client.get("/admin/jobs/not-a-job").status_code == 404
+
+    failed = submit(bad, "<b>bold</b> input", owner_id=None)
+    run_next()
+    html = client.get(f"/admin/jobs/{failed}").text
+    assert "&lt;b&gt;bold&lt;/b&gt; input" in html and "<b>bold" not in html
+    assert 'id="traceback"' in html and "ValidationError" in html
+    assert f'action="/admin/jobs/{failed}/retry"' in html
+
+
+def test_retry_a_failed_job_whose_template_came_back(admin, templates, alice, client):
+    _, csrf = admin
+    job_id = client.post("/api/generate-qr-pdf", json={"template_id": 2},
+                         headers=alice[1]).get_json()["job_id"]
+    with app_db.connection_context():
+        saved = Template.get_by_id(2).__data__
+        Template.delete_by_id(2)
+    run_next()
+    job = jobs.get(huey.storage, job_id)
+    assert job["status"] == "failed" and "does not exist" in job["error"]
+    with app_db.connection_context():
+        Template.insert(saved).execute()
+    response = post(client, csrf, f"/admin/jobs/{job_id}/retry")
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"/admin/jobs/{job_id}"
+    assert "queued again" in client.get(response.headers["Location"]).text
+    assert jobs.get(huey.storage, job_id)["status"] == "queued"
+    run_next()
+    assert jobs.get(huey.storage, job_id)["status"] == "finished"
+    # Retrying a finished job is refused with a message, not an error page.
+    response = post(client, csrf, f"/admin/jobs/{job_id}/retry")
+    assert "only failed, canceled or expired" in client.get(response.headers["Location"]).text
+
+
+def test_failed_page_retry_all_and_purge(admin, settings):
+    client, csrf = admin
+    first, second = submit(bad, "a", owner_id=None), submit(bad, "b", owner_id=None)
+    finished = submit(ok, owner_id=None)
+    for _ in range(3):
+        run_next()
+    html = client.get("/admin/failed").text
+    assert first in html and second in html and finished not in html
+    response = post(client, csrf, "/admin/failed/retry-all", type="mail")
+    assert "2 failed job(s) queued again" in client.get(response.headers["Location"]).text
+    assert {jobs.get(huey.storage, i)["status"] for i in (first, second)} == {"queued"}
+    run_next()
+    run_next()
+    response = post(client, csrf, "/admin/failed/purge", older_than="1h", status="")
+    assert "Purged 0 job(s)" in client.get(response.headers["Location"]).text
+    huey.storage.sql("update job set finished_at = finished_at - 7200", commit=True)
+    response = post(client, csrf, "/admin/failed/purge", older_than="1h", status="failed")
+    assert "Purged 2 job(s)" in client.get(response.headers["Location"]).text
+    assert jobs.get(huey.storage, first) is None
+    assert jobs.get(huey.storage, finished) is not None
+    response = post(client, csrf, "/admin/failed/purge", older_than="soon")
+    assert response.status_code == 422 and "older_than" in response.text
+    assert client.get("/admin/failed?status=running").status_code == 422
+
+
+def test_cancel_from_the_dashboard(admin):
+    client, csrf = admin
+    job_id = submit(ok, owner_id=None)
+    response = post(client, csrf, f"/admin/jobs/{job_id}/cancel")
+    assert response.status_code == 302
+    assert jobs.get(huey.storage, job_id)["status"] == "canceled"
+    response = post(client, csrf, f"/admin/jobs/{job_id}/cancel")
+    assert "already canceled" in client.get(response.headers["Location"]).text
+
+
+def test_progress_json_feeds_the_progress_bars(admin):
+    client, _ = admin
+    job_id = submit(ok, owner_id=None)
+    assert huey.dequeue().id == job_id
+    jobs.report_progress(huey.storage, job_id, 37, "rendering page 3/8")
+    with client.get(f"/admin/progress.json?ids={job_id},{ZERO_ID}") as response:
+        assert response.get_json() == {"jobs": {job_id: {
+            "status": "running", "progress": 37, "stage": "rendering page 3/8"}}}
+    with client.get("/admin/progress.json?ids=1;drop") as response:
+        assert response.status_code == 422 and response.get_json()["error"]["field"] == "ids"
+
+
+def test_schedule_page_lists_periodic_and_scheduled_tasks(admin):
+    client, _ = admin
+    delayed = submit(ok, owner_id=None, delay=7200)
+    html = client.get("/admin/schedule").text
+    assert "retention.purge" in html and "alerts.check" in html
+    assert delayed in html and "test.admin_ok" in html
+    assert "1 waiting in huey" in html
+
+
+def test_next_run_steps_minutes_like_the_scheduler():
+    import huey_app
+
+    tasks = {t.name: t for t in huey_app.huey._registry.periodic_tasks}
+    moment = datetime.datetime(2026, 11, 22, 10, 7, 30)
+    assert next_run(tasks["retention.purge"], moment) == datetime.datetime(2026, 11, 22, 11, 7)
+    assert next_run(tasks["alerts.check"], moment) == datetime.datetime(2026, 11, 22, 10, 8)
+
+    class Yearly:
+        validate_datetime = staticmethod(crontab(month="1", day="1", hour="0", minute="0"))
+
+    assert next_run(Yearly, moment) is None  # more than a week away
+
+
+def test_consumers_page(admin):
+    client, _ = admin
+    assert "No consumer is registered" in client.get("/admin/consumers").text
+    consumer = huey.create_consumer(workers=3, worker_type="thread")
+    consumer._register()
+    job_id = submit(ok, owner_id=None)
+    assert huey.dequeue().id == job_id
+    html = client.get("/admin/consumers").text
+    assert consumer.consumer_id in html and job_id in html and "stale" not in html
+    huey.storage.sql("update consumer set heartbeat_at = heartbeat_at - 600", commit=True)
+    assert "stale" in client.get("/admin/consumers").text
+
+
+def test_backups_page_shows_sets_with_their_reports_and_backup_jobs(admin, settings):
+    from qrq.backup import run_backup
+
+    client, _ = admin
+    html = client.get("/admin/backups").text
+    assert "No backup sets yet" in html and "No backup jobs yet" in html
+    manifest = run_backup(settings, "manual")
+    job_id = submit(backup_like, owner_id=None)
+    run_next()
+    html = client.get("/admin/backups").text
+    assert manifest["id"] in html and "queue.db" in html and "app.db" in html
+    assert html.count('<tr><td class="mono">') >= 2  # one report row per database
+    assert job_id in html and "test.backup_like" in html
+
+
+def test_backups_page_without_a_listing_shows_the_backup_jobs(admin, monkeypatch):
+    from qrq import backup
+
+    client, _ = admin
+    monkeypatch.delattr(backup, "list_sets")
+    job_id = submit(backup_like, owner_id=None)
+    html = client.get("/admin/backups").text
+    assert "Backup sets" not in html and job_id in html

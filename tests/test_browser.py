@@ -1,0 +1,190 @@
+"""The dashboard in a real browser: headless Debian chromium driven by selenium, against
+a real waitress server and a real consumer. Log in, watch a running job's progress bar
+move without a reload, retry a failed job, log out; no console errors; screenshots are
+kept in test-artifacts/."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from qrq import jobs
+from qrq.db import app_db
+from qrq.models import Template
+from qrq.queue import huey, submit
+from tasks.pdf import generate_qr_pdf
+from tests.conftest import ROOT, wait_until
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+ARTIFACTS = ROOT / "test-artifacts"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--window-size=1280,1100"]
+
+if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)) and not os.environ.get("CI"):
+    pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)",
+                allow_module_level=True)
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(settings):
+    """``waitress-serve web:app`` on 127.0.0.1, in its own process, stopped afterwards."""
+    port = free_port()
+    env = {**os.environ, "QRQ_DATA_DIR": str(settings.data_dir),
+           "QRQ_LEASE_SECONDS": str(settings.lease_seconds)}
+    log = open(settings.logs_dir / "waitress.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "waitress-serve"),
+                             f"--listen=127.0.0.1:{port}", "--threads=4", "web:app"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return proc.poll() is not None and pytest.fail("waitress exited")
+
+    try:
+        wait_until(up, timeout=60, interval=0.1, message="the web server")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
+
+
+def console_errors(driver):
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def status_of(job_id):
+    return jobs.get(huey.storage, job_id)["status"]
+
+
+def test_dashboard_in_a_real_browser(settings, templates, make_user, consumer, server,
+                                     browser):
+    ARTIFACTS.mkdir(exist_ok=True)
+    _, headers = make_user("root", admin=True, email="root@example.com")
+    token = headers["Authorization"].split(" ", 1)[1]
+    # Long enough to watch: 3000 one-card pages take several seconds.
+    consumer(workers=2, extra_env={"QRQ_MAX_COPIES": "3000"})
+
+    # A job that fails: its template is deleted before it runs.
+    with app_db.connection_context():
+        saved = Template.get_by_id(2).__data__
+        Template.delete_by_id(2)
+    failed = submit(generate_qr_pdf, 2, {}, owner_id=None, params={"template_id": 2})
+    wait_until(lambda: status_of(failed) == "failed", timeout=60, message="the job to fail")
+
+    # Log in.
+    browser.get(server + "/admin/")
+    assert "/admin/login" in browser.current_url
+    browser.find_element(By.ID, "name").send_keys("root")
+    browser.find_element(By.ID, "token").send_keys(token)
+    browser.find_element(By.ID, "login").click()
+    wait_until(lambda: browser.current_url.rstrip("/").endswith("/admin"), timeout=30,
+               message="the overview after logging in")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Overview"
+
+    # Watch a running job's progress bar move, without a reload.
+    running = submit(generate_qr_pdf, 1, {"copies": 3000}, owner_id=None,
+                     params={"template_id": 1, "options": {"copies": 3000}})
+    wait_until(lambda: status_of(running) == "running", timeout=60, message="the job to run")
+    browser.get(f"{server}/admin/jobs/{running}")
+    browser.execute_script("window.qrqSamePage = true;")
+    bar = browser.find_element(By.CSS_SELECTOR, f'.progress[data-job-id="{running}"] progress')
+    first = int(bar.get_attribute("value"))
+
+    def moved():
+        assert browser.execute_script("return window.qrqSamePage === true;"), "page reloaded"
+        return int(bar.get_attribute("value")) > first and int(bar.get_attribute("value"))
+
+    wait_until(moved, timeout=60, interval=0.1, message="the progress bar to move")
+    wait_until(lambda: int(bar.get_attribute("value")) >= first + 5, timeout=60,
+               interval=0.1, message="the progress bar to move on")
+    assert browser.execute_script("return window.qrqSamePage === true;")
+    browser.save_screenshot(str(ARTIFACTS / "admin-job-progress.png"))
+
+    # Retry the failed job, now that its template is back; it finishes.
+    with app_db.connection_context():
+        Template.insert(saved).execute()
+    browser.get(server + "/admin/failed")
+    browser.find_element(By.CSS_SELECTOR, f'button.retry[data-job-id="{failed}"]').click()
+    wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, ".flash"), timeout=30,
+               message="the failed page after the retry")
+    assert f"Job {failed} queued again." in browser.find_element(By.CSS_SELECTOR, ".flash").text
+    browser.get(f"{server}/admin/jobs/{failed}")
+    wait_until(lambda: status_of(failed) == "finished", timeout=120,
+               message="the retried job to finish")
+
+    def shows_finished():
+        try:  # the page reloads itself once the job ends: look again each time
+            return browser.find_element(
+                By.CSS_SELECTOR, f'[data-role=status][data-job-id="{failed}"]').text == \
+                "finished"
+        except StaleElementReferenceException:
+            return False
+
+    wait_until(shows_finished, timeout=30, message="the job page to show it finished")
+    wait_until(lambda: status_of(running) == "finished", timeout=120,
+               message="the long job to finish")
+
+    browser.get(server + "/admin/")
+    assert browser.find_elements(By.CSS_SELECTOR, "svg rect.bar-finished")
+    browser.save_screenshot(str(ARTIFACTS / "admin-overview.png"))
+    for page in ("jobs", "failed", "schedule", "consumers"):
+        browser.get(f"{server}/admin/{page}")
+        assert browser.find_element(By.TAG_NAME, "h1").text, page
+    from qrq.backup import run_backup
+
+    set_id = run_backup(settings, "manual")["id"]
+    browser.get(f"{server}/admin/backups")
+    browser.find_element(By.CSS_SELECTOR, "table.backups details summary").click()
+    assert set_id in browser.find_element(By.CSS_SELECTOR, "table.backups").text
+    browser.save_screenshot(str(ARTIFACTS / "admin-backups.png"))
+
+    # Log out: the dashboard asks for a log-in again.
+    browser.find_element(By.ID, "logout").click()
+    wait_until(lambda: "/admin/login" in browser.current_url, timeout=30,
+               message="the login page after logging out")
+    browser.get(server + "/admin/jobs")
+    assert "/admin/login" in browser.current_url
+
+    assert console_errors(browser) == []
