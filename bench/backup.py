@@ -24,6 +24,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -132,11 +133,13 @@ def main() -> None:
     parser.add_argument("--gib", type=float, default=1.0)
     parser.add_argument("--quick", action="store_true", help="skip the 1-thread and gzip runs")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still delete the temp dir
 
     root = Path(tempfile.mkdtemp(prefix="qrq-bench-backup-"))
     try:
         data = root / "data"
         os.environ["QRQ_DATA_DIR"] = str(data)
+        load_start = os.getloadavg()[0]  # the machine may be shared: say how busy it was
         t0 = time.perf_counter()
         files = build(data, args.gib)
         built = time.perf_counter() - t0
@@ -152,8 +155,10 @@ def main() -> None:
         figures: dict[str, list[float]] = {"cp": [], "cp_sync": [], "backup": []}
         manifest = None
         for i in range(args.repeats):
-            figures["cp"].append(time_cp(files, root / "copy", sync=False))
-            figures["cp_sync"].append(time_cp(files, root / "copy", sync=True))
+            # Alternate the order: whichever copy runs first pays for a colder cache.
+            for sync in ((False, True) if i % 2 == 0 else (True, False)):
+                figures["cp_sync" if sync else "cp"].append(
+                    time_cp(files, root / "copy", sync=sync))
             seconds, manifest = time_backup(dataclasses.replace(
                 base, backup_dir=str(root / f"backups-{i}")))
             figures["backup"].append(seconds)
@@ -203,6 +208,9 @@ def main() -> None:
             "verify_only_s": round(verify_s, 2),
             "integrity_check_sources_s": round(integrity_s, 2),
             "runs": {k: [round(x, 2) for x in v] for k, v in figures.items()},
+            "load_average_1m": {"start": round(load_start, 2),
+                                "end": round(os.getloadavg()[0], 2)},
+            "cpus": os.cpu_count(),
             **extra,
         }
         print(f"\n{'':28}{'seconds':>9}{'MB/s':>9}")

@@ -110,20 +110,6 @@ SETTINGS = (
     Setting("host", "127.0.0.1", "Address `qrq dev` binds the web app to."),
     Setting("port", 5000, "Port `qrq dev` binds the web app to.", int),
     Setting("log_level", "INFO", "Log level of the consumer and the web app."),
-    Setting("alert_backlog", 100, "Queued jobs (all types) above which the backlog alert "
-            "fires.", int),
-    Setting("alert_queue_age", 600.0, "Seconds the oldest queued job may wait before the "
-            "queue-age alert fires.", float),
-    Setting("alert_heartbeat_age", 90.0, "Seconds without a consumer heartbeat before the "
-            "no-consumer alert fires; also the limit of `qrq health --consumer`.", float),
-    Setting("alert_mail_interval", 3600.0, "Least seconds between two alert mails of one "
-            "kind.", float),
-    Setting("alert_mail_to", "", "Extra alert mail recipients, comma-separated; admins with "
-            "an e-mail address always get them."),
-    Setting("metrics_token", "", "Bearer token that GET /metrics accepts (for Prometheus). "
-            "Empty: only an admin's API token."),
-    Setting("secure_cookies", False, "Send the dashboard's session cookie over HTTPS only "
-            "(turn on behind TLS).", _bool),
     Setting("backup_dir", "", "Directory of the backup sets (relative: inside the data dir). "
             "Empty: <data>/backups."),
     Setting("backup_schedule", "0 2 * * *", "When the backup runs, as a crontab "
@@ -144,6 +130,20 @@ SETTINGS = (
             float),
     Setting("maintenance_vacuum", True, "VACUUM the queue and app databases during "
             "maintenance when no job is running or queued.", _bool),
+    Setting("alert_backlog", 100, "Queued jobs (all types) above which the backlog alert "
+            "fires.", int),
+    Setting("alert_queue_age", 600.0, "Seconds the oldest queued job may wait before the "
+            "queue-age alert fires.", float),
+    Setting("alert_heartbeat_age", 90.0, "Seconds without a consumer heartbeat before the "
+            "no-consumer alert fires; also the limit of `qrq health --consumer`.", float),
+    Setting("alert_mail_interval", 3600.0, "Least seconds between two alert mails of one "
+            "kind.", float),
+    Setting("alert_mail_to", "", "Extra alert mail recipients, comma-separated; admins with "
+            "an e-mail address always get them."),
+    Setting("metrics_token", "", "Bearer token that GET /metrics accepts (for Prometheus). "
+            "Empty: only an admin's API token."),
+    Setting("secure_cookies", False, "Send the dashboard's session cookie over HTTPS only "
+            "(turn on behind TLS).", _bool),
     Setting("max_batch_items", 10_000, "Most items one bulk-generation batch may hold "
             "(more: 413).", int),
     Setting("max_batch_bytes", 16 * 1024 * 1024, "Largest accepted body of a batch "
@@ -193,13 +193,6 @@ class Settings:
     host: str
     port: int
     log_level: str
-    alert_backlog: int
-    alert_queue_age: float
-    alert_heartbeat_age: float
-    alert_mail_interval: float
-    alert_mail_to: str
-    metrics_token: str
-    secure_cookies: bool
     backup_dir: str
     backup_schedule: str
     backup_timezone: str
@@ -212,6 +205,13 @@ class Settings:
     maintenance_schedule: str
     log_max_age_days: float
     maintenance_vacuum: bool
+    alert_backlog: int
+    alert_queue_age: float
+    alert_heartbeat_age: float
+    alert_mail_interval: float
+    alert_mail_to: str
+    metrics_token: str
+    secure_cookies: bool
     max_batch_items: int
     max_batch_bytes: int
     batch_timeout: int

@@ -75,21 +75,6 @@ BATCHES = [
     " delete from batch where job_id = old.id; end",
 ]
 
-# Backups and maintenance (qrq/maintenance.py): a lock held by at most one run,
-# renewed while it runs and lapsing if its process dies; and per-schedule state
-# (when the schedule was first seen, the last due time claimed for a catch-up, the
-# start of the last successful run), so a missed run is caught up exactly once.
-MAINTENANCE = [
-    "create table if not exists maintenance_lock ("
-    " name text primary key,"
-    " holder text not null,"
-    " acquired_at real not null,"
-    " expires_at real not null)",
-    "create table if not exists maintenance_state ("
-    " key text primary key,"
-    " value real not null)",
-]
-
 # Analytics reports (qrq/analytics_cache.py): one row per normalised report with its
 # last result, the job computing it now, and how often it is asked for.
 ANALYTICS = [
@@ -120,4 +105,19 @@ ALERTS = [
     " mailed_at real)",
 ]
 
-QUEUE_DDL = [*JOBS, *CONSUMERS, *ALERTS, *BATCHES, *MAINTENANCE, *ANALYTICS]
+# Backups and maintenance (qrq/maintenance.py): a lock held by at most one run,
+# renewed while it runs and lapsing if its process dies; and per-schedule state
+# (when the schedule was first seen, the last due time claimed for a catch-up, the
+# start of the last successful run), so a missed run is caught up exactly once.
+MAINTENANCE = [
+    "create table if not exists maintenance_lock ("
+    " name text primary key,"
+    " holder text not null,"
+    " acquired_at real not null,"
+    " expires_at real not null)",
+    "create table if not exists maintenance_state ("
+    " key text primary key,"
+    " value real not null)",
+]
+
+QUEUE_DDL = [*JOBS, *CONSUMERS, *ALERTS, *BATCHES, *ANALYTICS, *MAINTENANCE]
