@@ -14,8 +14,9 @@ import string
 from collections.abc import Callable
 from typing import Any
 
+from qrq import qr
 from qrq.errors import ValidationError
-from qrq.qr import ERROR_CORRECTION, CardSpec, DataTooLong, qr_matrix
+from qrq.qr import ERROR_CORRECTION, CardSpec, DataTooLong
 
 PAGE_SIZES_MM = {"A4": (210.0, 297.0), "A5": (148.0, 210.0), "Letter": (215.9, 279.4)}
 PLACEHOLDERS = ("template_id", "domain", "copy", "job_id")
@@ -208,6 +209,6 @@ def payloads(pattern: str, copies: int, **values: Any) -> list[str]:
 def check_fits(pattern: str, error_correction: str, field: str, **values: Any) -> None:
     """Refuse a payload longer than a QR code can hold (checked on the longest copy)."""
     try:
-        qr_matrix(pattern.format(**values), error_correction)
+        qr.check_fits(pattern.format(**values), error_correction)
     except DataTooLong as exc:
         raise ValidationError(str(exc), field=field) from None

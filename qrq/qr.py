@@ -86,6 +86,20 @@ def qr_matrix(data: str, error_correction: str = "M") -> list[list[bool]]:
     return code.get_matrix()
 
 
+def check_fits(data: str, error_correction: str = "M") -> int:
+    """The QR version that holds *data*, without building the code (cheap).
+
+    :raises DataTooLong: *data* exceeds a version-40 code at this level.
+    """
+    code = qrcode.QRCode(error_correction=ERROR_CORRECTION[error_correction], border=0)
+    code.add_data(data)
+    try:
+        return code.best_fit()
+    except (qrcode.exceptions.DataOverflowError, ValueError) as exc:
+        raise DataTooLong(f"{len(data.encode())} bytes do not fit in a QR code at "
+                          f"error correction {error_correction}") from exc
+
+
 def dark_runs(matrix: Sequence[Sequence[bool]]) -> Iterable[tuple[int, int, int]]:
     """Yield ``(row, start_col, length)`` for each horizontal run of dark modules."""
     for r, row in enumerate(matrix):

@@ -19,6 +19,7 @@ then deleted by that thread's next dequeue, in the same transaction.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -45,9 +46,8 @@ def _after_fork_in_child() -> None:
     # SQLite connection, nor inherit its lock in a held state.
     for storage in list(_LIVE):
         storage.lock = threading.Lock()
-        if storage._conn is not None:
-            _INHERITED.append(storage._conn)
-            storage._conn = None
+        _INHERITED.append(storage._conns)
+        storage._conns = threading.local()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -83,8 +83,50 @@ class LeasedSqliteStorage(SqliteStorage):
         self._held = set()
         self._heartbeat = None
         self._stop_beating = threading.Event()
+        self._conns = threading.local()
         super().__init__(name, filename, **kwargs)
         _LIVE.add(self)
+
+    # -- connections: one per thread ----------------------------------------------------
+    # huey shares one connection behind a lock, so in a threaded web server one
+    # request waiting for SQLite's write lock would hold up every other request.
+    # With WAL, readers never wait for writers: give each thread its own.
+
+    @property
+    def conn(self):
+        conn = getattr(self._conns, "conn", None)
+        if conn is None:
+            conn = self._conns.conn = self._create_connection()
+        return conn
+
+    @contextlib.contextmanager
+    def db(self, commit=False, close=False):
+        conn = self.conn
+        cursor = conn.cursor()
+        try:
+            if commit:
+                cursor.execute(self.begin_sql)
+            yield cursor
+        except BaseException:  # an interrupted transaction must not stay open
+            if commit:
+                conn.rollback()
+            raise
+        else:
+            if commit:
+                conn.commit()
+        finally:
+            cursor.close()
+            if close:
+                self.close()
+
+    def close(self):
+        """Close the calling thread's connection."""
+        conn = getattr(self._conns, "conn", None)
+        if conn is None:
+            return False
+        conn.close()
+        self._conns.conn = None
+        return True
 
     # -- identity and heartbeat -------------------------------------------------------
 
