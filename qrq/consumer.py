@@ -32,6 +32,12 @@ class QrqConsumer(Consumer):
         super().__init__(huey, **options)
         self.consumer_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         huey.storage.consumer_id = self.consumer_id
+        # The consumer's commits (leases, progress, outcomes) skip the fsync: an
+        # application crash loses none of them, and a power cut can only roll back
+        # the newest, whose jobs then run again (leases make that safe). Enqueues
+        # from the web app stay fully synchronous: a job id handed out is on disk.
+        huey.storage.close()
+        huey.storage.synchronous = "normal"
         self._beating = threading.Event()
 
     def start(self):

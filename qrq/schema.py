@@ -29,6 +29,8 @@ JOBS = [
     "create index if not exists job_owner_created on job (owner_id, created_at)",
     "create index if not exists job_status_type on job (status, type)",
     "create index if not exists job_finished on job (finished_at)",
+    # The recent run times of a type, for estimated_completion.
+    "create index if not exists job_type_status_finished on job (type, status, finished_at)",
 ]
 
 # One row per running consumer process, renewed by its heartbeat.
@@ -40,6 +42,33 @@ CONSUMERS = [
     " started_at real not null,"
     " heartbeat_at real not null,"
     " workers integer not null default 0)",
+]
+
+# One row per alert kind (qrq/alerts.py): whether it is firing, since when, and
+# when it was last mailed, so several processes send at most one mail per interval.
+ALERTS = [
+    "create table if not exists alert ("
+    " kind text primary key,"
+    " active integer not null default 0,"
+    " message text not null default '',"
+    " since real,"
+    " checked_at real,"
+    " mailed_at real)",
+]
+
+# Backups and maintenance (qrq/maintenance.py): a lock held by at most one run,
+# renewed while it runs and lapsing if its process dies; and per-schedule state
+# (when the schedule was first seen, the last due time claimed for a catch-up, the
+# start of the last successful run), so a missed run is caught up exactly once.
+MAINTENANCE = [
+    "create table if not exists maintenance_lock ("
+    " name text primary key,"
+    " holder text not null,"
+    " acquired_at real not null,"
+    " expires_at real not null)",
+    "create table if not exists maintenance_state ("
+    " key text primary key,"
+    " value real not null)",
 ]
 
 # Bulk generation (qrq/batch.py): one row per batch job, one per item keyed by
@@ -93,31 +122,4 @@ ANALYTICS = [
     "(requested_at)",
 ]
 
-# One row per alert kind (qrq/alerts.py): whether it is firing, since when, and
-# when it was last mailed, so several processes send at most one mail per interval.
-ALERTS = [
-    "create table if not exists alert ("
-    " kind text primary key,"
-    " active integer not null default 0,"
-    " message text not null default '',"
-    " since real,"
-    " checked_at real,"
-    " mailed_at real)",
-]
-
-# Backups and maintenance (qrq/maintenance.py): a lock held by at most one run,
-# renewed while it runs and lapsing if its process dies; and per-schedule state
-# (when the schedule was first seen, the last due time claimed for a catch-up, the
-# start of the last successful run), so a missed run is caught up exactly once.
-MAINTENANCE = [
-    "create table if not exists maintenance_lock ("
-    " name text primary key,"
-    " holder text not null,"
-    " acquired_at real not null,"
-    " expires_at real not null)",
-    "create table if not exists maintenance_state ("
-    " key text primary key,"
-    " value real not null)",
-]
-
-QUEUE_DDL = [*JOBS, *CONSUMERS, *ALERTS, *BATCHES, *ANALYTICS, *MAINTENANCE]
+QUEUE_DDL = [*JOBS, *CONSUMERS, *ALERTS, *MAINTENANCE, *BATCHES, *ANALYTICS]

@@ -84,23 +84,36 @@ class LeasedSqliteStorage(SqliteStorage):
         self._heartbeat = None
         self._stop_beating = threading.Event()
         self._conns = threading.local()
+        # SQLite's synchronous pragma for new connections; None keeps FULL (WAL
+        # fsyncs every commit). The consumer sets "normal", see QrqConsumer.
+        self.synchronous = None
         super().__init__(name, filename, **kwargs)
         _LIVE.add(self)
 
     # -- connections: one per thread ----------------------------------------------------
-    # huey shares one connection behind a lock, so in a threaded web server one
-    # request waiting for SQLite's write lock would hold up every other request.
-    # With WAL, readers never wait for writers: give each thread its own.
+    # huey shares one connection behind a lock, so in a threaded web server every
+    # read waits behind any write. With WAL readers never wait for writers, so
+    # each thread gets its own connection and reads take no lock. Writes still
+    # queue on a process-wide lock: threads waiting in SQLite's busy handler
+    # would sleep in coarse steps (up to 100 ms), a Python lock hands over at once.
 
     @property
     def conn(self):
         conn = getattr(self._conns, "conn", None)
         if conn is None:
             conn = self._conns.conn = self._create_connection()
+            if self.synchronous is not None:
+                conn.execute(f"pragma synchronous = {self.synchronous}")
         return conn
 
     @contextlib.contextmanager
     def db(self, commit=False, close=False):
+        with self.lock if commit else contextlib.nullcontext():
+            with self._transaction(commit, close) as cursor:
+                yield cursor
+
+    @contextlib.contextmanager
+    def _transaction(self, commit: bool, close: bool):
         conn = self.conn
         cursor = conn.cursor()
         try:

@@ -98,3 +98,18 @@ def test_release_gives_the_lease_back(storage):
     s.dequeue()
     s.release(None)
     assert rows(s) == [(b"job", 0)] and s.queue_size() == 1
+
+
+def test_each_thread_gets_its_own_connection_and_sync_level(storage):
+    import threading
+
+    s = storage()
+    assert s.conn.execute("pragma synchronous").fetchone() == (2,)  # FULL: enqueues
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(s.conn))
+    thread.start()
+    thread.join()
+    assert seen[0] is not s.conn
+    s.close()
+    s.synchronous = "normal"  # what the consumer sets for its own writes
+    assert s.conn.execute("pragma synchronous").fetchone() == (1,)
