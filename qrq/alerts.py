@@ -37,9 +37,8 @@ def _duration(seconds: float) -> str:
 def evaluate(storage, settings: Settings, now: float | None = None) -> list[dict[str, Any]]:
     """The alerts firing now: ``[{"kind", "message", "value", "threshold"}]``."""
     now = time.time() if now is None else now
-    counts = stats.job_counts(storage)
     found = []
-    queued = sum(c["queued"] for c in counts.values())
+    queued = stats.queued_count(storage)
     if queued > settings.alert_backlog:
         found.append({"kind": "backlog", "value": queued, "threshold": settings.alert_backlog,
                       "message": f"{queued} jobs queued (alert above "
@@ -185,14 +184,13 @@ def mail_alerts(storage, settings: Settings, firing: list[dict[str, Any]], to: l
     given back and the error logged, so a later check tries again.
     """
     now = time.time() if now is None else now
-    if not to:
-        if firing:
-            logger.warning("alerts firing but no recipient: give an admin an e-mail "
-                           "address or set QRQ_ALERT_MAIL_TO")
-        return []
     mailed = []
     for alert in firing:
         if not claim_mail(storage, alert["kind"], settings.alert_mail_interval, now):
+            continue
+        if not to:  # said once per interval, like the mail it replaces
+            logger.warning("alert %s not mailed: no recipient; give an admin an e-mail "
+                           "address or set QRQ_ALERT_MAIL_TO", alert["kind"])
             continue
         subject, body = compose(alert, firing)
         try:

@@ -223,3 +223,16 @@ def test_a_real_consumer_clears_the_no_consumer_alert(settings, consumer):
                message="the consumer's registration")
     worker.stop()  # a clean stop deregisters
     assert kinds(alerts.evaluate(huey.storage, settings)) == ["no_consumer"]
+
+
+def test_without_recipients_the_alert_is_logged_once_per_interval(settings, caplog):
+    caplog.set_level(logging.WARNING, logger="qrq.alerts")
+    now = time.time()
+    firing = alerts.record(huey.storage, alerts.evaluate(huey.storage, settings, now), now)
+    sent = []
+    for later in (now, now + 60):
+        assert alerts.mail_alerts(huey.storage, settings, firing, [],
+                                  lambda *a: sent.append(a), later) == []
+    said = [r for r in caplog.records if "no recipient" in r.getMessage()]
+    assert len(said) == 1 and sent == []
+    assert not alerts.mail_due(huey.storage, firing, settings.alert_mail_interval, now + 60)

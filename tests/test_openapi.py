@@ -67,13 +67,15 @@ def test_the_document_is_served_valid_openapi_3_1(client, app):
     schemathesis.openapi.from_wsgi("/api/openapi.json", app).validate()
 
 
+SAMPLE_PARAMS = {"job_id": "00000000-0000-0000-0000-000000000000", "kind": "pdf"}
+
+
 def test_every_protected_operation_answers_401_in_the_error_shape(client):
     for path, method in sorted(spec_routes(SPEC)):
         operation = SPEC["paths"][path][method.lower()]
         if operation.get("security") == []:
             continue
-        samples = {"job_id": "00000000-0000-0000-0000-000000000000", "kind": "pdf"}
-        url = re.sub(r"\{(\w+)\}", lambda m: samples.get(m.group(1), "1"), path)
+        url = re.sub(r"\{(\w+)\}", lambda m: SAMPLE_PARAMS.get(m.group(1), "1"), path)
         assert_error(client.open(url, method=method), 401)
 
 

@@ -265,8 +265,9 @@ def _charts(now: float) -> dict[str, Any]:
 @admin_page
 def overview(user: User):
     now = time.time()
-    return _render("admin/overview.html", user, counts=stats.job_counts(huey.storage),
-                   status=stats.queue_status(huey.storage, now), charts=_charts(now),
+    counts = stats.job_counts(huey.storage)
+    return _render("admin/overview.html", user, counts=counts,
+                   status=stats.queue_status(huey.storage, now, counts), charts=_charts(now),
                    last_check=alerts.last_check(huey.storage), now=now)
 
 

@@ -59,6 +59,7 @@ def web_alerts(mail: bool = True) -> list[dict[str, Any]]:
     now = time.time()
     firing = alerts.record(storage, alerts.evaluate(storage, settings, now), now)
     if mail and firing and alerts.mail_due(storage, firing, settings.alert_mail_interval, now):
+        # A thread only when a kind may be mailed now: once per kind and interval.
         to = alerts.recipients(settings)
         threading.Thread(target=_mail_in_background, args=(storage, settings, firing, to, now),
                          name="qrq-alert-mail", daemon=True).start()
