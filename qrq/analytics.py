@@ -105,7 +105,9 @@ def read_database(path: Path, query: ReportQuery, bounds: list[int], *,
         with contextlib.closing(conn), (limit or _no_limit)(conn):
             _read(conn, part, query, bounds, stop)
     except sqlite3.Error as exc:
-        if "interrupt" in str(exc):
+        if "interrupt" in str(exc):  # the time limit: no other database is opened
+            if stop is not None:
+                stop.set()
             raise
         part = DatabasePart(part.path, warning=f"{part.path.name}: skipped: {exc}")
     return part
@@ -157,7 +159,11 @@ def time_series(paths: Iterable[Path], query: ReportQuery, *, threads: int = 2,
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
-                add(future.result())
+                try:
+                    part = future.result()
+                except Stopped:
+                    continue  # the read that stopped the others raises its own error
+                add(part)
                 done += 1
                 report(done, len(paths), f"databases {done} of {len(paths)}")
     finally:
