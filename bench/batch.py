@@ -130,6 +130,8 @@ def run_qrq(data: Path, items: int) -> dict:
                 "job_run_s": round(ended - began, 2),
                 "worker_cpu_s": round(cpu_seconds(worker) - cpu_before[worker], 2),
                 "worker_peak_rss_mb": round(proc_status(worker, "VmHWM") / 1024, 1),
+                "encode_s": figures["seconds"]["encode"],
+                "outputs_s": figures["seconds"]["outputs"],
                 "pdf_bytes": figures["pdf"]["bytes"], "pdf_pages": figures["pdf"]["pages"],
                 "zip_bytes": figures["zip"]["bytes"], "completed": figures["completed"]}
     finally:

@@ -202,14 +202,18 @@ def run_batch(storage, artifacts: Path, job_id: str, check: Callable[[], None],
     if done_before:
         _report(storage, job_id, ENCODE_SHARE * done_before // max(1, total),
                 f"resuming after {done_before}/{total} items")
+    began = time.monotonic()
     encoded, canceled = encode_pending(storage, job_id, total, specs, check)
+    encoded_at = time.monotonic()
     _report(storage, job_id, ENCODE_SHARE, "writing PDF and ZIP")
     outputs = assemble(storage, artifacts, job_id, total, specs)
+    seconds = {"encode": round(encoded_at - began, 3),
+               "outputs": round(time.monotonic() - encoded_at, 3)}
     if canceled:
         raise jobs.JobCanceled("canceled while running; the items done so far are kept")
     done = counts(storage, job_id)
     return {**done, "success_rate": round(done["completed"] / max(1, total), 4),
-            "resumed_after": done_before, "encoded_this_run": encoded,
+            "resumed_after": done_before, "encoded_this_run": encoded, "seconds": seconds,
             "parent_job_id": batch["parent_id"], "artifact": outputs["pdf"]["file"],
             "content_type": "application/pdf", **outputs}
 
