@@ -356,3 +356,17 @@ def test_an_admin_retry_keeps_the_owner(client, templates, alice, make_user):
     retry = client.post(f"/api/batch/{job_id}/retry-failed", headers=admin).get_json()
     assert jobs.get(huey.storage, retry["batch_job_id"])["owner_id"] == alice[0].id
     assert client.get(f"/api/batch/{retry['batch_job_id']}", headers=alice[1]).status_code == 200
+
+
+def test_progress_is_written_in_chunks_not_per_item(client, templates, alice):
+    huey.storage.sql("create table progress_log (progress integer)", commit=True)
+    huey.storage.sql("create temp trigger log_progress after update of progress on job "
+                     "begin insert into progress_log values (new.progress); end", commit=True)
+    job_id = submit(client, alice[1], {"template_ids": [4], "options": {"copies": 1000}})[
+        "batch_job_id"]
+    assert run_job(job_id)["status"] == "finished"
+    logged = [p for p, in huey.storage.sql("select progress from progress_log",
+                                           results=True)]
+    # 10 chunks of 100, more if a chunk took over half a second (a loaded machine).
+    assert 10 <= len(logged) <= 150, len(logged)  # per item it would be 1000
+    assert logged == sorted(logged) and logged[-1] == 100

@@ -11,6 +11,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file,
 from qrq import batch
 from qrq.batch_render import matrix_svg
 from qrq.errors import BadRequest, NotFound, ValidationError
+from qrq.queue import huey
 from qrq.web.api import int_arg, visible_job
 from qrq.web.auth import current_user, login_required
 from tasks.batch import enqueue_batch, enqueue_retry
@@ -24,16 +25,10 @@ DOWNLOADS = {"pdf": "application/pdf", "zip": "application/zip"}
 def visible_batch(job_id: str) -> tuple[dict, dict]:
     """The job and its batch row, if the caller may see them."""
     job = visible_job(job_id)
-    found = batch.get_batch(_storage(), job["id"]) if job["type"] == "batch" else None
+    found = batch.get_batch(huey.storage, job["id"]) if job["type"] == "batch" else None
     if found is None:
         raise NotFound(f"batch {job_id} not found")
     return job, found
-
-
-def _storage():
-    from qrq.queue import huey
-
-    return huey.storage
 
 
 def _summary(job: dict, found: dict) -> dict:
@@ -88,7 +83,7 @@ def items(job_id: str):
                               field="status")
     page = int_arg("page", 1, 1, 10**6)
     per_page = int_arg("per_page", 100, 1, MAX_PER_PAGE)
-    rows, matching = batch.list_items(_storage(), job["id"], found["total"], status, page,
+    rows, matching = batch.list_items(huey.storage, job["id"], found["total"], status, page,
                                       per_page)
     for row in rows:
         if row["output"]:
@@ -105,7 +100,7 @@ def items(job_id: str):
 def item_svg(job_id: str, idx: int):
     """One ok item's code as SVG."""
     job, found = visible_batch(job_id)
-    stored = batch.item_matrix(_storage(), job["id"], idx)
+    stored = batch.item_matrix(huey.storage, job["id"], idx)
     if stored is None:
         raise NotFound(f"item {idx} of batch {job_id} has no code")
     return Response(matrix_svg(stored[0], title=stored[1]), mimetype="image/svg+xml")
