@@ -64,9 +64,12 @@ def render_chart(result: dict[str, Any], width: int = 960, height: int = 400) ->
         if len(shown) > 1 and shown[-1] - shown[-2] < step / 2:
             shown.pop(-2)
         for i in shown:
+            # The first and last labels align with the plot's edges, not over them.
+            anchor = ("start" if i == 0 and len(series) > 1 else
+                      "end" if i == len(series) - 1 and len(series) > 1 else "middle")
             out.append(f'<line x1="{x(i):.1f}" y1="{top + plot_h}" x2="{x(i):.1f}" '
                        f'y2="{top + plot_h + 4}" stroke="#999"/>')
-            out.append(f'<text x="{x(i):.1f}" y="{top + plot_h + 18}" text-anchor="middle" '
+            out.append(f'<text x="{x(i):.1f}" y="{top + plot_h + 18}" text-anchor="{anchor}" '
                        f'fill="#444">{escape(str(series[i]["label"]))}</text>')
     if not any(p["scans"] for p in series):
         out.append(f'<text x="{left + plot_w / 2}" y="{top + plot_h / 2}" '

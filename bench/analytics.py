@@ -1,0 +1,302 @@
+"""Time-based analytics over many scan databases: qrq against a naive Python loop.
+
+Data: demo scan databases (``qrq.scans.write_demo_database``: a year of traffic with
+skewed templates and domains, daily and weekly rhythms, returning and cross-shard
+visitors), written with 2 processes into a ``tempfile.mkdtemp()`` directory and deleted
+at the end (``--keep`` keeps them; ``--data DIR`` reuses a directory written before).
+
+Figures, all in this one run:
+
+1. **Full computation**, 101 databases x 100,000 scans (10.1 M rows), daily buckets over
+   the whole year (UTC): ``qrq.analytics.time_series`` with 2 threads (median of
+   ``--repeats``) and with 1 thread, against the **naive baseline** (median of 2): a
+   Python loop that reads every row of each database (``select ... from scans``) and
+   buckets (bisect on the same DST-correct boundaries), counts and collects visitor sets in
+   Python. Both results are compared: they must be identical.
+2. Other reports at 101 databases: weekly in Europe/Berlin, monthly in America/New_York,
+   daily for one domain, daily for one template.
+3. Scaling with the number of databases (10, 50, 101, 200 x 100,000 scans) and with the
+   rows per database (20 databases x 25,000 / 50,000 / 100,000 / 200,000 scans).
+4. **Cached responses**: waitress serving ``web:app`` on 127.0.0.1 with the report in the
+   cache; 2,000 sequential ``GET /api/analytics/time-based`` on one keep-alive
+   connection (p50/p99/max), for the daily (365 buckets) and the weekly report.
+
+The databases stay in the OS page cache between runs (they were just written), so the
+figures are for warm files; the first report after a reboot reads them from disk.
+
+Run: ``/work/venv/bin/python bench/analytics.py`` (``--quick`` for a small smoke run).
+The last line of output is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import datetime
+import http.client
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from _support import (
+    PYTHON,
+    REPO,
+    env_for,
+    free_port,
+    load_average,
+    median,
+    percentile,
+    qrq_cli,
+    start,
+    stop,
+    wait_for_text,
+)
+
+from qrq import analytics, analytics_cache
+from qrq.analytics_query import parse_query, plan_buckets
+from qrq.scans import write_demo_databases
+
+END = time.time()
+_LAST = datetime.datetime.fromtimestamp(END, datetime.UTC).date()
+# The whole year the demo data covers, as daily buckets in UTC.
+FULL = {"period": "daily", "from": str(_LAST - datetime.timedelta(days=365)), "to": str(_LAST)}
+
+
+def naive_report(paths: list[Path], query) -> dict:
+    """The baseline: every row into Python, bucketed, counted and deduplicated there."""
+    buckets, end = plan_buckets(query)
+    bounds = [b.start_ts for b in buckets] + [end]
+    scans = [0] * len(buckets)
+    visitors = [set() for _ in buckets]
+    tops = {name: Counter() for name in analytics.DIMENSIONS}
+    templates, domains, countries, devices = tops.values()
+    first, last = bounds[0], bounds[-1]
+    for path in paths:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        for at, template_id, domain, country, device, visitor in conn.execute(
+                "select scanned_at, template_id, domain, country, device, visitor_hash "
+                "from scans"):
+            if not first <= at < last:
+                continue
+            if query.domain is not None and domain != query.domain:
+                continue
+            if query.template_id is not None and template_id != query.template_id:
+                continue
+            i = bisect.bisect_right(bounds, at) - 1
+            scans[i] += 1
+            visitors[i].add(visitor)
+            templates[template_id] += 1
+            domains[domain] += 1
+            countries[country] += 1
+            devices[device] += 1
+        conn.close()
+    return {"series": [(b.label, scans[i], len(visitors[i])) for i, b in enumerate(buckets)],
+            "top": {name: analytics._top(name, counter) for name, counter in tops.items()}}
+
+
+def same(result: dict, naive: dict) -> bool:
+    ours = [(p["label"], p["scans"], p["visitors"]) for p in result["series"]]
+    return ours == naive["series"] and result["top"] == naive["top"]
+
+
+def timed(fn, repeats: int) -> tuple[float, list[float], object]:
+    runs, value = [], None
+    for _ in range(repeats):
+        began = time.perf_counter()
+        value = fn()
+        runs.append(time.perf_counter() - began)
+    return median(runs), runs, value
+
+
+def generate(directory: Path, dbs: int, scans: int) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"scans-{i:03d}.db" for i in range(dbs)]
+    if all(p.exists() for p in paths):
+        return paths
+    began = time.perf_counter()
+    write_demo_databases(directory, dbs, scans, days=365, processes=2, end=END)
+    size = sum(p.stat().st_size for p in paths)
+    print(f"  wrote {dbs} x {scans:,} scans in {time.perf_counter() - began:.0f} s "
+          f"({size / 1e9:.2f} GB)", flush=True)
+    return paths
+
+
+def cached_latency(data: Path, dbs_dir: Path, requests: int) -> dict:
+    """p50/p99 of cached answers over HTTP (waitress, 127.0.0.1)."""
+    from qrq.config import load_settings
+    from qrq.storage import LeasedSqliteStorage
+
+    data.mkdir(parents=True, exist_ok=True)
+    env = env_for(data, QRQ_ANALYTICS_DBS=str(dbs_dir))
+    qrq_cli(data, "init")
+    token = qrq_cli(data, "users", "create", "bench").strip().splitlines()[-1]
+    settings = load_settings(env)
+    storage = LeasedSqliteStorage("qrq", str(settings.queue_db))
+    reports = {"daily": FULL, "weekly": {**FULL, "period": "weekly", "tz": "Europe/Berlin"}}
+    for args in reports.values():
+        analytics_cache.compute_report(storage, settings, parse_query(args))
+    storage.close()
+    port = free_port()
+    log = data / "waitress.log"
+    server = start([PYTHON, "-m", "waitress", f"--listen=127.0.0.1:{port}", "--threads=8",
+                    "web:app"], log, cwd=REPO, env=env)
+    figures = {}
+    try:
+        wait_for_text(log, "Serving on", server, timeout=30)
+        for name, args in reports.items():
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            path = "/api/analytics/time-based?" + "&".join(f"{k}={v}" for k, v in args.items())
+            headers = {"Authorization": f"Bearer {token}"}
+            latency, size = [], 0
+            for i in range(requests + 50):
+                began = time.perf_counter()
+                conn.request("GET", path, headers=headers)
+                response = conn.getresponse()
+                body = response.read()
+                if i >= 50:  # the first 50 warm the server up
+                    latency.append((time.perf_counter() - began) * 1000)
+                if response.status != 200:
+                    raise RuntimeError(f"{path}: {response.status} {body[:200]!r}")
+                size = len(body)
+            conn.close()
+            figures[name] = {"p50_ms": round(percentile(latency, 50), 2),
+                             "p99_ms": round(percentile(latency, 99), 2),
+                             "max_ms": round(max(latency), 2), "bytes": size,
+                             "requests": len(latency)}
+    finally:
+        stop(server)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true",
+                        help="small data (12 x 20,000 scans) to check the script")
+    parser.add_argument("--data", type=Path, help="reuse (or keep) the databases here")
+    parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    args = parser.parse_args(argv)
+    root = args.data or Path(tempfile.mkdtemp(prefix="qrq-bench-analytics-"))
+    scans, full_dbs, db_counts = 100_000, 101, [10, 50, 101, 200]
+    row_counts = [25_000, 50_000, 100_000, 200_000]
+    if args.quick:
+        scans, full_dbs, db_counts, row_counts = 20_000, 12, [3, 6, 12], [5_000, 20_000]
+    print(f"machine: {os.cpu_count()} CPUs, load average {load_average()}; "
+          f"sqlite {sqlite3.sqlite_version}; data in {root}", flush=True)
+    summary: dict = {"bench": "analytics", "cpus": os.cpu_count(),
+                     "load_average": [load_average()]}
+    try:
+        print("generating", flush=True)
+        paths = generate(root / "main", max(db_counts), scans)
+        full = paths[:full_dbs]
+        query = parse_query(FULL)
+
+        # 1. The full computation against the naive loop, alternating.
+        ours2, ours2_runs, result = timed(
+            lambda: analytics.time_series(full, query, threads=2), args.repeats)
+        ours1, ours1_runs, _ = timed(
+            lambda: analytics.time_series(full, query, threads=1), max(1, args.repeats // 2))
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        naive, naive_runs, naive_result = timed(lambda: naive_report(full, query), 2)
+        identical = same(result, naive_result)
+        visitors = sum(p["visitors"] for p in result["series"])
+        rows = result["totals"]["scans"]
+        print(f"\n1. {full_dbs} databases x {scans:,} scans = {rows / 1e6:.1f} M rows, daily "
+              f"buckets over a year ({len(result['series'])}), UTC")
+        print(f"   qrq, 2 threads: median {ours2:.2f} s  (runs "
+              + ", ".join(f"{r:.2f}" for r in ours2_runs) + ")")
+        print(f"   qrq, 1 thread:  median {ours1:.2f} s  (runs "
+              + ", ".join(f"{r:.2f}" for r in ours1_runs) + ")")
+        print(f"   naive loop:     median {naive:.2f} s  (runs "
+              + ", ".join(f"{r:.2f}" for r in naive_runs) + ")")
+        print(f"   speed-up: {naive / ours2:.1f}x (2 threads), {naive / ours1:.1f}x (1 thread);"
+              f" results identical: {identical}; {rows / ours2 / 1e6:.1f} M rows/s; "
+              f"sum of daily unique visitors {visitors:,}; peak RSS before the naive "
+              f"loop {peak_mb:.0f} MB")
+        summary.update({
+            "full": {"dbs": full_dbs, "scans_per_db": scans, "rows": rows,
+                     "buckets": len(result["series"]),
+                     "qrq_2_threads_s": round(ours2, 3), "qrq_1_thread_s": round(ours1, 3),
+                     "naive_s": round(naive, 3),
+                     "runs": {"qrq_2": [round(r, 3) for r in ours2_runs],
+                              "qrq_1": [round(r, 3) for r in ours1_runs],
+                              "naive": [round(r, 3) for r in naive_runs]},
+                     "speedup": round(naive / ours2, 1), "identical": identical,
+                     "peak_rss_mb": round(peak_mb)},
+            "target_full_under_10s": ours2 < 10, "target_10x": naive / ours2 >= 10})
+
+        # 2. Other reports over the same databases.
+        domain = result["top"]["domains"][0]["domain"]
+        template = result["top"]["templates"][0]["template_id"]
+        variants = {
+            "weekly Europe/Berlin": {**FULL, "period": "weekly", "tz": "Europe/Berlin"},
+            "monthly America/New_York": {**FULL, "period": "monthly",
+                                         "tz": "America/New_York"},
+            f"daily, domain {domain}": {**FULL, "domain": domain},
+            f"daily, template {template}": {**FULL, "template_id": str(template)},
+        }
+        print(f"\n2. other reports over {full_dbs} databases (median of {args.repeats})")
+        summary["variants"] = {}
+        for name, variant in variants.items():
+            seconds, _, report = timed(
+                lambda v=variant: analytics.time_series(full, parse_query(v)), args.repeats)
+            print(f"   {name:<36} {seconds:6.2f} s  ({report['totals']['scans']:,} scans, "
+                  f"{len(report['series'])} buckets)")
+            summary["variants"][name] = round(seconds, 3)
+
+        # 3. Scaling with the number of databases and the rows per database.
+        print(f"\n3a. databases x {scans:,} scans, daily over a year (median of "
+              f"{args.repeats})")
+        summary["by_dbs"] = {}
+        for count in db_counts:
+            seconds, _, _ = timed(lambda c=count: analytics.time_series(paths[:c], query),
+                                  args.repeats)
+            print(f"   {count:>4} databases  {seconds:6.2f} s   "
+                  f"{count * scans / seconds / 1e6:5.1f} M rows/s")
+            summary["by_dbs"][count] = round(seconds, 3)
+        print(f"3b. 20 databases x scans per database (median of {args.repeats})")
+        summary["by_rows"] = {}
+        for count in row_counts:
+            if count == scans:
+                subset = paths[:20]
+            else:
+                directory = root / f"rows-{count}"
+                print(f"  generating 20 x {count:,}", flush=True)
+                subset = generate(directory, 20, count)
+            seconds, _, _ = timed(lambda s=subset: analytics.time_series(s, query),
+                                  args.repeats)
+            print(f"   {count:>8,} scans/db  {seconds:6.2f} s   "
+                  f"{20 * count / seconds / 1e6:5.1f} M rows/s")
+            summary["by_rows"][count] = round(seconds, 3)
+
+        # 4. Cached answers over HTTP.
+        print("\n4. cached GET /api/analytics/time-based over HTTP (waitress, 127.0.0.1, "
+              "one keep-alive connection)", flush=True)
+        latency = cached_latency(root / "web", root / "main", 400 if args.quick else 2000)
+        for name, figures in latency.items():
+            print(f"   {name:<8} p50 {figures['p50_ms']:.2f} ms  p99 {figures['p99_ms']:.2f} ms"
+                  f"  max {figures['max_ms']:.1f} ms  ({figures['bytes']:,} bytes, "
+                  f"{figures['requests']} requests)")
+        summary["cached"] = latency
+        summary["target_cached_p99_under_10ms"] = all(
+            f["p99_ms"] < 10 for f in latency.values())
+    finally:
+        if args.keep or args.data:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    summary["load_average"].append(load_average())
+    print(f"load average at the end: {summary['load_average'][-1]}")
+    print(json.dumps(summary))
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
