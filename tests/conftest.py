@@ -90,9 +90,12 @@ def wait_until(predicate, timeout=30.0, interval=0.02, message="condition"):
 class Consumer:
     """A real ``huey_consumer huey_app.huey`` subprocess on the test's data directory."""
 
-    def __init__(self, settings, workers=2, extra_env=None, args=()):
+    def __init__(self, settings, workers=2, extra_env=None, args=(), periodic=False):
         self.settings = settings
         self.workers = workers
+        # Periodic tasks (hourly retention, analytics warm-up, ...) would add jobs
+        # whenever a test crosses their minute; tests that want them say so.
+        self.periodic = periodic
         self.env = {**os.environ, "QRQ_DATA_DIR": str(settings.data_dir),
                     "QRQ_LEASE_SECONDS": str(settings.lease_seconds),
                     **(extra_env or {})}
@@ -103,7 +106,7 @@ class Consumer:
     def start(self):
         cmd = [str(Path(sys.executable).parent / "huey_consumer"), "huey_app.huey",
                "-w", str(self.workers), "-k", "process", "-d", "0.02", "-m", "0.02",
-               "-b", "1.0", "-g", "TERM", *self.args]
+               "-b", "1.0", "-g", "TERM", *([] if self.periodic else ["-n"]), *self.args]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
