@@ -352,6 +352,11 @@ def test_schedule_page_lists_periodic_and_scheduled_tasks(admin):
     assert "retention.purge" in html and "alerts.check" in html
     assert delayed in html and "test.admin_ok" in html
     assert "1 waiting in huey" in html
+    import tasks.retention
+
+    huey.enqueue(tasks.retention.purge_old_jobs.s())  # a periodic_job run leaves a record
+    purge_id = run_next()
+    assert purge_id in client.get("/admin/schedule").text
 
 
 def test_next_run_steps_minutes_like_the_scheduler():

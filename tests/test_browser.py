@@ -146,6 +146,7 @@ def test_dashboard_in_a_real_browser(settings, templates, make_user, consumer, s
     with app_db.connection_context():
         Template.insert(saved).execute()
     browser.get(server + "/admin/failed")
+    browser.save_screenshot(str(ARTIFACTS / "admin-failed-before-retry.png"))
     browser.find_element(By.CSS_SELECTOR, f'button.retry[data-job-id="{failed}"]').click()
     wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, ".flash"), timeout=30,
                message="the failed page after the retry")
@@ -172,6 +173,7 @@ def test_dashboard_in_a_real_browser(settings, templates, make_user, consumer, s
     for page in ("jobs", "failed", "schedule", "consumers"):
         browser.get(f"{server}/admin/{page}")
         assert browser.find_element(By.TAG_NAME, "h1").text, page
+        browser.save_screenshot(str(ARTIFACTS / f"admin-{page}.png"))
     from qrq.backup import run_backup
 
     set_id = run_backup(settings, "manual")["id"]

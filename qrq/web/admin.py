@@ -35,7 +35,7 @@ from flask import (
 )
 
 from qrq import alerts, jobs, stats
-from qrq.errors import Conflict, Forbidden, NotFound, QrqError, ValidationError
+from qrq.errors import Conflict, Forbidden, NotFound, QrqError, Unauthorized, ValidationError
 from qrq.models import User
 from qrq.queue import huey
 from qrq.retention import parse_age, purge_jobs
@@ -107,8 +107,6 @@ def admin_page(view: Callable) -> Callable:
         if user is None:
             if request.method == "GET" and not request.path.endswith(".json"):
                 return redirect(url_for("admin.login", next=request.full_path.rstrip("?")))
-            from qrq.errors import Unauthorized
-
             raise Unauthorized("log in to the dashboard first")
         return view(*args, user=user, **kwargs)
     return wrapped
@@ -487,11 +485,13 @@ def _periodic_tasks(now: float) -> list[dict[str, Any]]:
     found = []
     for task in huey_app.huey._registry.periodic_tasks:
         upcoming = next_run(task, after)
-        last = huey.storage.sql("select id, status, created_at from job where name = ? "
-                                "order by created_at desc limit 1", (task.name,),
-                                results=True)
+        job_type = getattr(task, "job_type", None)
+        # Only periodic_job tasks leave job records; the type narrows the scan to an index.
+        last = huey.storage.sql("select id, status, created_at from job where type = ? and "
+                                "name = ? order by created_at desc limit 1",
+                                (job_type, task.name), results=True) if job_type else []
         found.append({
-            "name": task.name, "type": getattr(task, "job_type", None),
+            "name": task.name, "type": job_type,
             "next_run": upcoming.replace(tzinfo=datetime.UTC).timestamp()
             if upcoming else None,
             "priority": task.priority,

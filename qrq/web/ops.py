@@ -44,6 +44,8 @@ def _mail_in_background(storage, settings: Settings, firing: list[dict], to: lis
                            now)
     except Exception:  # a background thread has no one to raise to
         logger.exception("alert mail failed")
+    finally:
+        storage.close()  # this thread's own SQLite connection
 
 
 def web_alerts(mail: bool = True) -> list[dict[str, Any]]:
