@@ -3,11 +3,13 @@ fuzzed from it (schemathesis through the WSGI interface): no 5xx, every response
 documented, every error in the one error shape."""
 
 import re
+import tempfile
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
+from hypothesis.configuration import set_hypothesis_home_dir
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import (
@@ -17,6 +19,9 @@ from schemathesis.specs.openapi.checks import (
 
 from qrq.web.openapi import SPEC
 from tests.test_api import assert_error
+
+# Hypothesis keeps caches in ./.hypothesis; keep the checkout clean.
+set_hypothesis_home_dir(tempfile.mkdtemp(prefix="qrq-hypothesis-"))
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
