@@ -3,11 +3,8 @@
 Three things :mod:`qrq.qr` does not need for one PDF of at most a thousand
 cards, but a batch of ten thousand does:
 
-- :func:`fast_qr_matrix` returns exactly the matrix of :func:`qrq.qr.qr_matrix`
-  in about a third of the time. qrcode picks the mask by building the whole
-  code eight times; here the data is placed once and each mask is applied with
-  integer XORs, and the penalty rules run on bit strings with regexes. The
-  score and the tie-break are qrcode's, so the chosen mask is the same.
+- :func:`pack_rows` / :func:`unpack_matrix` keep a matrix in a few bytes, so
+  10,000 encoded items wait in the database, not in memory.
 - :func:`matrix_svg` draws a matrix as one SVG path (one rectangle per run).
 - :class:`PdfStream` writes a PDF page by page to a file. reportlab's canvas
   keeps every page in memory until it saves (about 11 MB per thousand cards);
@@ -18,141 +15,20 @@ cards, but a batch of ten thousand does:
 
 from __future__ import annotations
 
-import functools
-import operator
 import os
-import re
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-import qrcode
-import qrcode.exceptions
-import qrcode.util
 from reportlab.lib.units import mm
 from reportlab.pdfbase.pdfmetrics import stringWidth
 
-from qrq.qr import ERROR_CORRECTION, FONT, FONT_BOLD, CardSpec, DataTooLong, draw_card
+from qrq.qr import FONT, FONT_BOLD, CardSpec, dark_runs, draw_card
 
-# -- QR matrices ------------------------------------------------------------------------
+# -- packed matrices -------------------------------------------------------------------
 
 _BITS = bytes.maketrans(b"\x00\x01", b"01")
-_RUNS = re.compile(r"0{5,}|1{5,}")
-
-
-@functools.cache
-def _layout(version: int) -> tuple:
-    """Per version, as row integers: the function patterns as qrcode's mask test has
-    them (format and version cells light), each mask restricted to the data cells;
-    and the order in which the data bits fill the cells (qrcode's ``map_data``)."""
-    cells = _function_cells(version, None, None)
-    n = len(cells)
-    func = tuple(int("".join("1" if c else "0" for c in row), 2) for row in cells)
-    masks = []
-    for k in range(8):
-        test = qrcode.util.mask_func(k)
-        masks.append(tuple(
-            int("".join("1" if c is None and test(r, col) else "0"
-                        for col, c in enumerate(row)), 2)
-            for r, row in enumerate(cells)))
-    # map_data's zigzag: two columns at a time, upwards then downwards, from the right.
-    order, row, step = [], n - 1, -1
-    for col in range(n - 1, 0, -2):
-        if col <= 6:
-            col -= 1  # skip the vertical timing pattern
-        while 0 <= row < n:
-            order.extend((row, c) for c in (col, col - 1) if cells[row][c] is None)
-            row += step
-        row -= step
-        step = -step
-    position = {cell: k for k, cell in enumerate(order)}
-    pad = len(order)  # every other cell reads the '0' after the data bits
-    scatter = operator.itemgetter(*(position.get((r, c), pad)
-                                    for r in range(n) for c in range(n)))
-    return func, tuple(masks), scatter, len(order)
-
-
-@functools.cache
-def _final_function_rows(version: int, error_correction: int, mask: int) -> tuple:
-    """The function patterns with the real format (and version) bits for *mask*."""
-    cells = _function_cells(version, error_correction, mask)
-    return tuple(int("".join("1" if c else "0" for c in row), 2) for row in cells)
-
-
-def _function_cells(version: int, error_correction: int | None, mask: int | None) -> list:
-    """qrcode's function patterns of *version*; data cells are None. Without a mask
-    the format and version cells are light, as in qrcode's mask test."""
-    code = qrcode.QRCode(version=version, border=0,
-                         error_correction=error_correction or qrcode.ERROR_CORRECT_M)
-    n = code.modules_count = version * 4 + 17
-    code.modules = [[None] * n for _ in range(n)]
-    code.setup_position_probe_pattern(0, 0)
-    code.setup_position_probe_pattern(n - 7, 0)
-    code.setup_position_probe_pattern(0, n - 7)
-    code.setup_position_adjust_pattern()
-    code.setup_timing_pattern()
-    code.setup_type_info(mask is None, mask or 0)
-    if version >= 7:
-        code.setup_type_number(mask is None)
-    return code.modules
-
-
-def _penalty(rows: list[int], n: int) -> int:
-    """qrcode's ``util.lost_point`` of a matrix given as row integers."""
-    lines = [format(r, f"0{n}b") for r in rows]
-    text = " ".join(lines) + " " + " ".join(map("".join, zip(*lines, strict=True)))
-    runs = _RUNS.findall(text)
-    # Neither finder-like pattern can overlap itself, so plain counts find every one.
-    finders = text.count("10111010000") + text.count("00001011101")
-    score = sum(map(len, runs)) - 2 * len(runs) + 40 * finders
-    full = (1 << n) - 1
-    blocks = 0
-    for a, b in zip(rows, rows[1:], strict=False):
-        same = ~(a ^ b) & full
-        blocks += (same & (same >> 1) & ~(a ^ (a >> 1)) & (full >> 1)).bit_count()
-    score += 3 * blocks
-    dark = sum(r.bit_count() for r in rows)
-    return score + int(abs(float(dark) / (n ** 2) * 100 - 50) / 5) * 10
-
-
-def fast_qr_rows(data: str, error_correction: str = "M") -> tuple[int, list[int]]:
-    """The side and the row integers (leftmost module the highest bit) of the
-    matrix :func:`qrq.qr.qr_matrix` returns for *data*.
-
-    :raises DataTooLong: *data* exceeds a version-40 code at this level.
-    """
-    level = ERROR_CORRECTION[error_correction]
-    code = qrcode.QRCode(error_correction=level, border=0)
-    code.add_data(data)
-    try:
-        code.best_fit()
-        codewords = qrcode.util.create_data(code.version, level, code.data_list)
-    except (qrcode.exceptions.DataOverflowError, ValueError) as exc:
-        raise DataTooLong(f"{len(data.encode())} bytes do not fit in a QR code at "
-                          f"error correction {error_correction}") from exc
-    func, masks, scatter, cells = _layout(code.version)
-    n = code.version * 4 + 17
-    bits = format(int.from_bytes(bytes(codewords), "big"), f"0{8 * len(codewords)}b")
-    placed = "".join(scatter(bits[:cells].ljust(cells + 1, "0")))
-    raw = [int(placed[r * n:(r + 1) * n], 2) for r in range(n)]
-    best, best_score = 0, None
-    for k in range(8):
-        score = _penalty([f | (r ^ m) for f, r, m in zip(func, raw, masks[k], strict=True)],
-                         n)
-        if best_score is None or score < best_score:  # the first minimum, as qrcode
-            best, best_score = k, score
-    final = _final_function_rows(code.version, level, best)
-    return n, [f | (r ^ m) for f, r, m in zip(final, raw, masks[best], strict=True)]
-
-
-def fast_qr_matrix(data: str, error_correction: str = "M") -> list[list[bool]]:
-    """The same matrix as :func:`qrq.qr.qr_matrix`, computed about three times faster.
-
-    :raises DataTooLong: *data* exceeds a version-40 code at this level.
-    """
-    n, rows = fast_qr_rows(data, error_correction)
-    return [[ch == "1" for ch in format(r, f"0{n}b")] for r in rows]
 
 
 def pack_rows(n: int, rows: list[int]) -> bytes:
@@ -172,13 +48,6 @@ def unpack_matrix(blob: bytes) -> list[list[bool]]:
     n = blob[0]
     bits = bin(int.from_bytes(blob[1:], "big"))[3:]
     return [[ch == "1" for ch in bits[r * n:(r + 1) * n]] for r in range(n)]
-
-
-def dark_runs(matrix: Sequence[Sequence[bool]]):
-    """``(row, start_col, length)`` of each horizontal run of dark modules."""
-    for r, row in enumerate(matrix):
-        for found in re.finditer("1+", bytes(row).translate(_BITS).decode()):
-            yield r, found.start(), found.end() - found.start()
 
 
 def matrix_svg(matrix: Sequence[Sequence[bool]], quiet_zone: int = 4, fg: str = "#000000",
@@ -226,7 +95,7 @@ class _Path:
         self.ops: list[bytes] = []
 
     def rect(self, x: float, y: float, w: float, h: float) -> None:
-        self.ops.append(b"%.3f %.3f %.3f %.3f re" % (x, y, w, h))
+        self.ops.append(b"%g %g %g %g re" % (x, y, w, h))
 
 
 class PageCanvas:
@@ -246,6 +115,18 @@ class PageCanvas:
 
     def beginPath(self) -> _Path:  # noqa: N802
         return _Path()
+
+    def saveState(self) -> None:  # noqa: N802
+        self.ops.append(b"q")
+
+    def restoreState(self) -> None:  # noqa: N802
+        self.ops.append(b"Q")
+
+    def translate(self, dx: float, dy: float) -> None:
+        self.ops.append(b"1 0 0 1 %s %s cm" % (_num(dx), _num(dy)))
+
+    def scale(self, sx: float, sy: float) -> None:
+        self.ops.append(b"%s 0 0 %s 0 0 cm" % (_num(sx), _num(sy)))
 
     def drawPath(self, path: _Path, stroke=0, fill=1) -> None:  # noqa: N802
         if path.ops:

@@ -30,12 +30,12 @@ from qrq.batch import counts, get_batch, item_filename, load_templates, rows_in_
 from qrq.batch_render import (
     CardSheets,
     PdfStream,
-    fast_qr_rows,
     matrix_svg,
     pack_rows,
     replace_atomically,
     unpack_matrix,
 )
+from qrq.encoder import qr_rows
 from qrq.errors import NotFound, QrqError
 
 CHUNK = 100  # items per result write
@@ -110,7 +110,7 @@ def encode_pending(storage, job_id: str, total: int, specs: _Specs,
             spec = specs.get(template_id, title, lines)
             if spec is None:
                 raise NotFound(f"template {template_id} no longer exists")
-            rows.append(("ok", pack_rows(*fast_qr_rows(data, spec.error_correction)),
+            rows.append(("ok", pack_rows(*qr_rows(data, spec.error_correction)),
                          None, job_id, idx))
         except Exception as exc:  # one bad item never fails the batch
             message = str(exc) if isinstance(exc, ValueError | QrqError) else (

@@ -14,9 +14,10 @@ import string
 from collections.abc import Callable
 from typing import Any
 
-from qrq import qr
+from qrq.encoder import ERROR_CORRECTION, DataTooLong
+from qrq.encoder import check_fits as fits_in_a_code
 from qrq.errors import ValidationError
-from qrq.qr import ERROR_CORRECTION, CardSpec, DataTooLong
+from qrq.qr import CardSpec
 
 PAGE_SIZES_MM = {"A4": (210.0, 297.0), "A5": (148.0, 210.0), "Letter": (215.9, 279.4)}
 PLACEHOLDERS = ("template_id", "domain", "copy", "job_id")
@@ -209,6 +210,6 @@ def payloads(pattern: str, copies: int, **values: Any) -> list[str]:
 def check_fits(pattern: str, error_correction: str, field: str, **values: Any) -> None:
     """Refuse a payload longer than a QR code can hold (checked on the longest copy)."""
     try:
-        qr.check_fits(pattern.format(**values), error_correction)
+        fits_in_a_code(pattern.format(**values), error_correction)
     except DataTooLong as exc:
         raise ValidationError(str(exc), field=field) from None

@@ -11,25 +11,19 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-import qrcode
-import qrcode.exceptions
-from qrcode.constants import ERROR_CORRECT_H, ERROR_CORRECT_L, ERROR_CORRECT_M, ERROR_CORRECT_Q
 from reportlab.lib.colors import HexColor
 from reportlab.lib.units import mm
 from reportlab.pdfgen.canvas import Canvas
 
-ERROR_CORRECTION = {"L": ERROR_CORRECT_L, "M": ERROR_CORRECT_M,
-                    "Q": ERROR_CORRECT_Q, "H": ERROR_CORRECT_H}
+from qrq.encoder import ERROR_CORRECTION, DataTooLong, check_fits, qr_matrix  # noqa: F401
 
+_DARK = re.compile(rb"\x01+")
 FONT = "Helvetica"
 FONT_BOLD = "Helvetica-Bold"
-
-
-class DataTooLong(ValueError):
-    """The payload does not fit in a QR code at this error-correction level."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,47 +65,11 @@ class RenderResult:
     bytes: int
 
 
-def qr_matrix(data: str, error_correction: str = "M") -> list[list[bool]]:
-    """The module matrix of the smallest QR code holding *data*, without quiet zone.
-
-    :raises DataTooLong: *data* exceeds a version-40 code at this level.
-    """
-    code = qrcode.QRCode(error_correction=ERROR_CORRECTION[error_correction], border=0)
-    code.add_data(data)
-    try:
-        code.make(fit=True)
-    except (qrcode.exceptions.DataOverflowError, ValueError) as exc:
-        raise DataTooLong(f"{len(data.encode())} bytes do not fit in a QR code at "
-                          f"error correction {error_correction}") from exc
-    return code.get_matrix()
-
-
-def check_fits(data: str, error_correction: str = "M") -> int:
-    """The QR version that holds *data*, without building the code (cheap).
-
-    :raises DataTooLong: *data* exceeds a version-40 code at this level.
-    """
-    code = qrcode.QRCode(error_correction=ERROR_CORRECTION[error_correction], border=0)
-    code.add_data(data)
-    try:
-        return code.best_fit()
-    except (qrcode.exceptions.DataOverflowError, ValueError) as exc:
-        raise DataTooLong(f"{len(data.encode())} bytes do not fit in a QR code at "
-                          f"error correction {error_correction}") from exc
-
-
 def dark_runs(matrix: Sequence[Sequence[bool]]) -> Iterable[tuple[int, int, int]]:
     """Yield ``(row, start_col, length)`` for each horizontal run of dark modules."""
     for r, row in enumerate(matrix):
-        c, width = 0, len(row)
-        while c < width:
-            if row[c]:
-                start = c
-                while c < width and row[c]:
-                    c += 1
-                yield r, start, c - start
-            else:
-                c += 1
+        for found in _DARK.finditer(bytes(row)):
+            yield r, found.start(), found.end() - found.start()
 
 
 def draw_qr(canvas: Canvas, matrix: Sequence[Sequence[bool]], x: float, y: float,
@@ -121,13 +79,17 @@ def draw_qr(canvas: Canvas, matrix: Sequence[Sequence[bool]], x: float, y: float
     module = size / (n + 2 * quiet_zone)
     canvas.setFillColor(HexColor(bg))
     canvas.rect(x, y, size, size, stroke=0, fill=1)
-    origin_x = x + quiet_zone * module
-    top = y + size - quiet_zone * module
+    # Draw in module units (origin at the top-left module, y downwards): every
+    # coordinate is a small integer, short to write and exact.
+    canvas.saveState()
+    canvas.translate(x + quiet_zone * module, y + size - quiet_zone * module)
+    canvas.scale(module, -module)
     path = canvas.beginPath()
     for r, c, length in dark_runs(matrix):
-        path.rect(origin_x + c * module, top - (r + 1) * module, length * module, module)
+        path.rect(c, r, length, 1)
     canvas.setFillColor(HexColor(fg))
     canvas.drawPath(path, stroke=0, fill=1)
+    canvas.restoreState()
 
 
 def _fit_font(canvas: Canvas, text: str, font: str, size: float, max_width: float) -> float:
