@@ -115,7 +115,7 @@ def test_login_logout_and_every_page(client, root):
 
 
 def test_login_redirects_only_inside_the_dashboard(client, root):
-    for target in ["https://evil.example/", "//evil.example/admin", "/api/me",
+    for target in ["https://evil.example/", "//evil.example/admin", "/api/me", "/administrator",
                    "/admin\\..\\x"]:
         response = log_in(client, "root", root[1], next_url=target)
         assert response.headers["Location"] == "/admin/", target

@@ -113,7 +113,8 @@ def admin_page(view: Callable) -> Callable:
 
 
 def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/admin") and not target.startswith("//") \
+    # Only a path inside the dashboard: never another site, nor "//host" or "\\".
+    if target and (target == "/admin" or target.startswith(("/admin/", "/admin?"))) \
             and "\\" not in target:
         return target
     return url_for("admin.overview")
