@@ -66,6 +66,13 @@ class LeasedSqliteStorage(SqliteStorage):
            table_task, SqliteStorage.index_task, SqliteStorage.table_counter,
            *QUEUE_DDL]
     available = "queue = ? and (lease_until is null or lease_until < ?)"
+    # Columns qrq adds to huey's tables: a queue.db made by stock huey (or an older
+    # qrq) gains them when opened, so "create table if not exists" is not a trap.
+    added_columns = {
+        "task": ("job_id text", "job_type text", "lease_until real", "lease_owner text"),
+        "schedule": ("job_id text", "job_type text",
+                     "priority real not null default 0.0"),
+    }
 
     def __init__(self, name="huey", filename="huey.db", lease_seconds=30.0, caps=None,
                  long_cap=None, **kwargs):
@@ -89,6 +96,16 @@ class LeasedSqliteStorage(SqliteStorage):
         self.synchronous = None
         super().__init__(name, filename, **kwargs)
         _LIVE.add(self)
+
+    def initialize_schema(self):
+        with self.db(commit=True, close=True) as curs:
+            for sql in self.ddl:
+                curs.execute(sql)
+            for table, columns in self.added_columns.items():
+                have = {row[1] for row in curs.execute(f"pragma table_info({table})")}
+                for column in columns:
+                    if column.split()[0] not in have:
+                        curs.execute(f"alter table {table} add column {column}")
 
     # -- connections: one per thread ----------------------------------------------------
     # huey shares one connection behind a lock, so in a threaded web server every

@@ -84,12 +84,22 @@ def test_an_expired_lease_runs_again_elsewhere(storage):
 
 
 def test_heartbeat_keeps_a_long_run_leased(storage):
-    s = storage(lease=0.3)
+    from tests.conftest import wait_until
+
+    s = storage(lease=1.5)
     s.enqueue(b"slow")
     assert s.dequeue() == b"slow"
-    time.sleep(1.0)  # three lease periods pass while the task "runs"
-    other = storage(lease=0.3)
+
+    def lease_until():
+        return s.sql("select lease_until from task", results=True)[0][0]
+
+    first = lease_until()
+    # The heartbeat (every lease/3) pushes the deadline forward while the task runs.
+    wait_until(lambda: lease_until() > first + 0.2, timeout=10, message="a renewal")
+    other = storage(lease=1.5)
     assert other.dequeue() is None
+    s.complete(None, None)
+    assert rows(s) == []
 
 
 def test_release_gives_the_lease_back(storage):
@@ -113,3 +123,16 @@ def test_each_thread_gets_its_own_connection_and_sync_level(storage):
     s.close()
     s.synchronous = "normal"  # what the consumer sets for its own writes
     assert s.conn.execute("pragma synchronous").fetchone() == (1,)
+
+
+def test_a_stock_huey_queue_file_gains_qrq_columns(tmp_path):
+    from huey import SqliteHuey
+
+    path = str(tmp_path / "old.db")
+    stock = SqliteHuey(filename=path)
+    stock.storage.enqueue(b"old work")
+    stock.storage.close()
+    s = LeasedSqliteStorage("huey", filename=path)
+    assert s.dequeue() == b"old work"
+    assert rows(s) == [(b"old work", 1)]
+    s.close()
