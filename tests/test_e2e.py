@@ -59,3 +59,15 @@ def test_custom_payload_round_trips_through_a_real_decoder(client, templates, al
     with client.get(status["result"]["download_url"], headers=alice[1]) as download:
         (tmp_path / "one.pdf").write_bytes(download.data)
     assert decode_page(tmp_path / "one.pdf", 1, tmp_path) == [payload]
+
+
+def test_cli_pdf_wait_saves_the_pdf(runner, templates, consumer, tmp_path):
+    from qrq.cli import main
+
+    consumer(workers=1)
+    out = tmp_path / "cards.pdf"
+    result = runner.invoke(main, ["pdf", "2", "-o", "copies=8", "--wait", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"saved {out}" in result.output
+    assert decode_page(out, 1, tmp_path) == sorted(
+        f"https://cards.qrcards.example/c/2/{i}" for i in range(1, 9))
