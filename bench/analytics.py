@@ -8,8 +8,8 @@ at the end (``--keep`` keeps them; ``--data DIR`` reuses a directory written bef
 Figures, all in this one run:
 
 1. **Full computation**, 101 databases x 100,000 scans (10.1 M rows), daily buckets over
-   the whole year (UTC): ``qrq.analytics.time_series`` with 2 threads (median of
-   ``--repeats``) and with 1 thread, against the **naive baseline** (median of 2): a
+   the whole year (UTC): ``qrq.analytics.time_series`` with 2 processes (median of
+   ``--repeats``) and in 1 process, against the **naive baseline** (median of 2): a
    Python loop that reads every row of each database (``select ... from scans``) and
    buckets (bisect on the same DST-correct boundaries), counts and collects visitor sets in
    Python. Both results are compared: they must be identical.
@@ -200,9 +200,9 @@ def main(argv: list[str] | None = None) -> int:
 
         # 1. The full computation against the naive loop, alternating.
         ours2, ours2_runs, result = timed(
-            lambda: analytics.time_series(full, query, threads=2), args.repeats)
+            lambda: analytics.time_series(full, query, processes=2), args.repeats)
         ours1, ours1_runs, _ = timed(
-            lambda: analytics.time_series(full, query, threads=1), max(1, args.repeats // 2))
+            lambda: analytics.time_series(full, query, processes=1), max(1, args.repeats // 2))
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         naive, naive_runs, naive_result = timed(lambda: naive_report(full, query), 2)
         identical = same(result, naive_result)
@@ -210,20 +210,20 @@ def main(argv: list[str] | None = None) -> int:
         rows = result["totals"]["scans"]
         print(f"\n1. {full_dbs} databases x {scans:,} scans = {rows / 1e6:.1f} M rows, daily "
               f"buckets over a year ({len(result['series'])}), UTC")
-        print(f"   qrq, 2 threads: median {ours2:.2f} s  (runs "
+        print(f"   qrq, 2 processes: median {ours2:.2f} s  (runs "
               + ", ".join(f"{r:.2f}" for r in ours2_runs) + ")")
-        print(f"   qrq, 1 thread:  median {ours1:.2f} s  (runs "
+        print(f"   qrq, 1 process:   median {ours1:.2f} s  (runs "
               + ", ".join(f"{r:.2f}" for r in ours1_runs) + ")")
         print(f"   naive loop:     median {naive:.2f} s  (runs "
               + ", ".join(f"{r:.2f}" for r in naive_runs) + ")")
-        print(f"   speed-up: {naive / ours2:.1f}x (2 threads), {naive / ours1:.1f}x (1 thread);"
+        print(f"   speed-up: {naive / ours2:.1f}x (2 processes), {naive / ours1:.1f}x (1 process);"
               f" results identical: {identical}; {rows / ours2 / 1e6:.1f} M rows/s; "
               f"sum of daily unique visitors {visitors:,}; peak RSS before the naive "
               f"loop {peak_mb:.0f} MB")
         summary.update({
             "full": {"dbs": full_dbs, "scans_per_db": scans, "rows": rows,
                      "buckets": len(result["series"]),
-                     "qrq_2_threads_s": round(ours2, 3), "qrq_1_thread_s": round(ours1, 3),
+                     "qrq_2_processes_s": round(ours2, 3), "qrq_1_process_s": round(ours1, 3),
                      "naive_s": round(naive, 3),
                      "runs": {"qrq_2": [round(r, 3) for r in ours2_runs],
                               "qrq_1": [round(r, 3) for r in ours1_runs],

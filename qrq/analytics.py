@@ -6,29 +6,31 @@ domains, countries and devices of the whole range.
 
 Why it is fast, and exact:
 
-* The heavy work runs inside SQLite, one small query per bucket on a covering
-  index (``scans_time`` and friends): the bucket's boundaries are UTC instants
-  computed with zoneinfo (:mod:`qrq.analytics_query`), so each query is an index
-  range scan, DST-correct, with nothing to sort. It returns the bucket's count and
-  its visitor hashes glued into one string (``group_concat``).
+* The heavy work runs inside SQLite. Per database, one statement runs a small
+  subquery per bucket on a covering index (``scans_time`` and friends): the
+  bucket's boundaries are UTC instants computed with zoneinfo
+  (:mod:`qrq.analytics_query`), so each is an index range scan, DST-correct, with
+  nothing to sort. It returns the bucket's count and its visitor hashes glued into
+  one string (``group_concat``).
 * Unique visitors are exact. A visitor may scan in several databases, so counts
   cannot be added up; instead each hash (16 hex digits) becomes 8 bytes
-  (``bytes.fromhex``, in C), each bucket keeps the bytes of every database, and
-  at the end a Python set of 64-bit ints per bucket counts the distinct ones
-  (``memoryview.cast("Q")``, also in C). This costs ~8 bytes per scan while
-  reading and one bucket's set at a time, so memory stays small. (HyperLogLog
-  would be approximate and no faster here: its per-scan work would have to run in
-  Python or as a sort in SQLite.)
+  (``bytes.fromhex``, in C), each bucket keeps the bytes of every database, and a
+  Python set of 64-bit ints per bucket counts the distinct ones
+  (``memoryview.cast("Q")``, also in C): ~8 bytes per scan while reading, one
+  bucket's set at a time. (HyperLogLog would be approximate and no faster here: its
+  per-scan work would run in Python, or as a sort in SQLite.)
 * The top-N counts come from one ``GROUP BY`` per database that walks the
   ``scans_dims`` index in order, so SQLite never sorts; SQLite also rolls its few
   thousand groups up per dimension, so Python only merges a few hundred rows.
-* Databases are read by a few threads: sqlite3 releases the GIL while a query
-  runs, so the SQL of two databases runs on two cores.
+* Two cores: the work is cut into *shares*. Share k of n takes the buckets
+  ``i % n == k`` of every database and the top-N counts of the databases
+  ``j % n == k``; its visitor counts are final on their own, so each share, run in
+  a process of its own (:mod:`qrq.analytics_worker`), sends back a few kB.
 
 A database that is missing, locked, corrupt or not a scan database is skipped and
 named in the result's ``warnings``. Connections are opened ``mode=ro``; *limit*
-wraps each one (the task passes :func:`qrq.queue.time_limited`, which interrupts
-a query once the job's time limit has passed).
+wraps each one (the task passes :func:`qrq.queue.time_limited`, which interrupts a
+query once the job's time limit has passed).
 """
 
 from __future__ import annotations
@@ -41,11 +43,9 @@ import glob
 import hashlib
 import json
 import sqlite3
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +61,6 @@ Limit = Callable[[sqlite3.Connection], contextlib.AbstractContextManager]
 Progress = Callable[[int, int, str], None]
 
 
-class Stopped(Exception):
-    """The computation was stopped (time limit, cancel) before this database was read."""
-
-
 @dataclasses.dataclass
 class DatabasePart:
     """What one database contributes: per-bucket counts and visitor bytes, top-N counts."""
@@ -74,6 +70,7 @@ class DatabasePart:
     visitors: dict[int, bytes] = dataclasses.field(default_factory=dict)
     dims: list[tuple] = dataclasses.field(default_factory=list)  # (dimension, key, count)
     warning: str | None = None
+    skipped: bool = False  # could not be read at all
 
 
 def find_databases(location: str, data_dir: Path) -> list[Path]:
@@ -88,110 +85,133 @@ def find_databases(location: str, data_dir: Path) -> list[Path]:
     return [path] if path.exists() else []
 
 
-def read_database(path: Path, query: ReportQuery, bounds: list[int], *,
-                  limit: Limit | None = None, stop: threading.Event | None = None,
-                  busy_timeout: float = 5.0) -> DatabasePart:
-    """Read one database's share of the report; a database that cannot be read comes
-    back with a ``warning`` and no data. A query interrupted by *limit* raises."""
-    if stop is not None and stop.is_set():
-        raise Stopped(str(path))
-    part = DatabasePart(Path(path))
-    uri = Path(path).absolute().as_uri() + "?mode=ro"
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout)
-    except sqlite3.Error as exc:
-        part.warning = f"{Path(path).name}: skipped: {exc}"
-        return part
-    try:
-        with contextlib.closing(conn), (limit or _no_limit)(conn):
-            _read(conn, part, query, bounds, stop)
-    except sqlite3.Error as exc:
-        if "interrupt" in str(exc):  # the time limit: no other database is opened
-            if stop is not None:
-                stop.set()
-            raise
-        part = DatabasePart(part.path, warning=f"{part.path.name}: skipped: {exc}")
-    return part
-
-
-def time_series(paths: Iterable[Path], query: ReportQuery, *, threads: int = 2,
+def time_series(paths: Iterable[Path], query: ReportQuery, *, processes: int = 1,
                 limit: Limit | None = None, progress: Progress | None = None,
-                busy_timeout: float = 5.0) -> dict[str, Any]:
+                busy_timeout: float = 5.0, seconds: float | None = None) -> dict[str, Any]:
     """The report for *query* over the databases at *paths*, as a JSON-able dict.
 
-    *progress* is called from this thread with ``(done, total, stage)`` after each
-    database and before the final aggregation; an exception it raises (a cancel,
-    a time limit) stops the remaining reads.
+    With *processes* > 1 the shares run in that many child processes, whose queries
+    stop after *seconds* (the time the job has left); otherwise here, each connection
+    wrapped in *limit*. *progress* is called here with ``(done, total, stage)`` as
+    databases are read and before the final counting; an exception it raises (a
+    cancel, a time limit) stops the work.
     """
+    from qrq import analytics_worker
+
     began = time.perf_counter()
-    paths = list(paths)
+    paths = [Path(p) for p in paths]
+    report = progress or (lambda done, total, stage: None)
+    total = len(paths)
+
+    def databases_read(done: float) -> None:
+        report(int(done), total, f"databases {int(done)} of {total}")
+        if done >= total:
+            report(total, total, "aggregating")
+
+    databases_read(0)
+    if processes > 1 and total > 1:
+        shares = analytics_worker.run_shares(paths, query, processes, databases_read,
+                                             busy_timeout=busy_timeout, seconds=seconds)
+    else:
+        shares = [read_share(paths, query, limit=limit, progress=databases_read,
+                             busy_timeout=busy_timeout)]
+    return assemble(query, paths, shares, time.perf_counter() - began)
+
+
+def read_share(paths: list[Path], query: ReportQuery, share: int = 0, shares: int = 1, *,
+               limit: Limit | None = None, progress: Callable[[int], None] | None = None,
+               busy_timeout: float = 5.0) -> dict[str, Any]:
+    """Read share *share* of *shares* (all of it by default) from every database and
+    count its buckets' distinct visitors; a JSON-able dict for :func:`assemble`."""
     buckets, end_ts = plan_buckets(query)
     bounds = [b.start_ts for b in buckets] + [end_ts]
-    report = progress or (lambda done, total, stage: None)
-    scans = [0] * len(buckets)
-    visitor_bytes: list[list[bytes]] = [[] for _ in buckets]
-    dims = {name: Counter() for name in DIMENSIONS}
-    warnings, read = [], 0
-
-    def add(part: DatabasePart) -> None:
-        nonlocal read
+    mine = range(share, len(buckets), shares)
+    scans: Counter = Counter()
+    visitor_bytes: dict[int, list[bytes]] = {i: [] for i in mine}
+    dims: list[tuple] = []
+    warnings, skipped = {}, []
+    for j, path in enumerate(paths):
+        part = read_database(path, query, bounds, buckets=mine,
+                             dims=j % shares == share, limit=limit,
+                             busy_timeout=busy_timeout)
         if part.warning:
-            warnings.append(part.warning)
-            if not part.scans and not part.dims:
-                return
-        read += 1
-        for i, count in part.scans.items():
-            scans[i] += count
+            warnings[str(path)] = part.warning
+        if part.skipped:
+            skipped.append(str(path))
+        scans.update(part.scans)
         for i, raw in part.visitors.items():
             visitor_bytes[i].append(raw)
-        for dimension, key, count in part.dims:
+        dims.extend(part.dims)
+        if progress is not None:
+            progress(j + 1)
+    visitors = {}
+    for i in mine:
+        joined = b"".join(visitor_bytes.pop(i))  # one bucket's bytes and set at a time
+        visitors[i] = len(set(memoryview(joined).cast("Q")))
+    return {"scans": sorted(scans.items()), "visitors": sorted(visitors.items()),
+            "dims": dims, "warnings": warnings, "skipped": skipped}
+
+
+def assemble(query: ReportQuery, paths: list[Path], shares: list[dict[str, Any]],
+             seconds: float) -> dict[str, Any]:
+    """The report from the shares' results."""
+    buckets = query.buckets()
+    scans, visitors = [0] * len(buckets), [0] * len(buckets)
+    dims = {name: Counter() for name in DIMENSIONS}
+    warnings, skipped = {}, set()
+    for share in shares:
+        for i, count in share["scans"]:
+            scans[i] += count
+        for i, count in share["visitors"]:
+            visitors[i] = count
+        for dimension, key, count in share["dims"]:
             dims[DIMENSIONS[dimension]][key] += count
-
-    report(0, len(paths), f"databases 0 of {len(paths)}")
-    stop = threading.Event()
-    pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="qrq-analytics")
-    try:
-        pending = {pool.submit(read_database, path, query, bounds, limit=limit, stop=stop,
-                               busy_timeout=busy_timeout) for path in paths}
-        done = 0
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                try:
-                    part = future.result()
-                except Stopped:
-                    continue  # the read that stopped the others raises its own error
-                add(part)
-                done += 1
-                report(done, len(paths), f"databases {done} of {len(paths)}")
-    finally:
-        stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-
-    report(len(paths), len(paths), "aggregating")
-    series = []
-    for i, bucket in enumerate(buckets):
-        joined = b"".join(visitor_bytes[i])
-        visitor_bytes[i] = []  # one bucket's bytes and set alive at a time
-        series.append({"bucket": bucket.start.isoformat(), "label": bucket.label,
-                       "start": _iso(bucket.start_ts), "scans": scans[i],
-                       "visitors": len(set(memoryview(joined).cast("Q")))})
+        warnings.update(share["warnings"])
+        skipped.update(share["skipped"])
+    series = [{"bucket": b.start.isoformat(), "label": b.label, "start": _iso(b.start_ts),
+               "scans": scans[i], "visitors": visitors[i]} for i, b in enumerate(buckets)]
     return {
         "params": query.to_dict(),
         "series": series,
         "totals": {"scans": sum(scans)},
         "top": {name: _top(name, counter) for name, counter in dims.items()},
-        "databases": {"found": len(paths), "read": read, "skipped": len(paths) - read},
-        "warnings": sorted(warnings),
+        "databases": {"found": len(paths), "read": len(paths) - len(skipped),
+                      "skipped": len(skipped)},
+        "warnings": sorted(warnings.values()),
         "visitors": "exact: distinct visitor hashes per bucket across all databases",
-        "seconds": round(time.perf_counter() - began, 3),
+        "seconds": round(seconds, 3),
     }
+
+
+def read_database(path: Path, query: ReportQuery, bounds: list[int], *,
+                  buckets: Iterable[int] | None = None, dims: bool = True,
+                  limit: Limit | None = None, busy_timeout: float = 5.0) -> DatabasePart:
+    """Read *buckets* (default: all) and, if *dims*, the top-N counts from one database.
+    A database that cannot be read comes back with a ``warning`` and no data; a query
+    interrupted by *limit* raises."""
+    part = DatabasePart(Path(path))
+    uri = Path(path).absolute().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout)
+    except sqlite3.Error as exc:
+        return DatabasePart(part.path, warning=f"{part.path.name}: skipped: {exc}",
+                            skipped=True)
+    try:
+        with contextlib.closing(conn), (limit or _no_limit)(conn):
+            _read(conn, part, query, bounds,
+                  range(len(bounds) - 1) if buckets is None else buckets, dims)
+    except sqlite3.Error as exc:
+        if "interrupt" in str(exc):
+            raise
+        part = DatabasePart(part.path, warning=f"{part.path.name}: skipped: {exc}",
+                            skipped=True)
+    return part
 
 
 # -- reading one database ------------------------------------------------------------
 
 def _read(conn: sqlite3.Connection, part: DatabasePart, query: ReportQuery,
-          bounds: list[int], stop: threading.Event | None) -> None:
+          bounds: list[int], buckets: Iterable[int], dims: bool) -> None:
     indexes = {row[1] for row in conn.execute("pragma index_list('scans')")}
     # Two subqueries: SQLite answers a lone min() or max() from the index, not both at once.
     lo, hi = conn.execute("select (select min(scanned_at) from scans), "
@@ -202,15 +222,13 @@ def _read(conn: sqlite3.Connection, part: DatabasePart, query: ReportQuery,
                         "(read, but slowly)")
     if lo is None or hi < bounds[0] or lo >= bounds[-1]:
         return  # no scans in the range
-    if stop is not None and stop.is_set():
-        raise Stopped(str(part.path))
     params = {"domain": query.domain, "template_id": query.template_id}
     first = max(0, bisect.bisect_right(bounds, lo) - 1)
     last = min(len(bounds) - 2, bisect.bisect_right(bounds, hi) - 1)
     # One statement per database: a correlated subquery per bucket, each an index
     # range scan; the buckets travel as one JSON parameter.
-    params["buckets"] = json.dumps([[i, bounds[i], bounds[i + 1]]
-                                    for i in range(first, last + 1)])
+    params["buckets"] = json.dumps([[i, bounds[i], bounds[i + 1]] for i in buckets
+                                    if first <= i <= last])
     for i, packed in conn.execute(_series_sql(query, indexes), params):
         count, _, joined = packed.partition(":")
         if count != "0":
@@ -218,6 +236,8 @@ def _read(conn: sqlite3.Connection, part: DatabasePart, query: ReportQuery,
             part.scans[i] = int(count)
             part.visitors[i] = _visitor_bytes(conn, query, indexes, params, int(count),
                                               joined)
+    if not dims:
+        return
     # The time condition only costs when the range cuts into this database.
     within = lo >= bounds[0] and hi < bounds[-1]
     params["lo"], params["hi"] = bounds[0], bounds[-1]

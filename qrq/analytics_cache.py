@@ -140,12 +140,13 @@ def request_report(storage, query: ReportQuery, request: Mapping[str, Any],
 
 
 def compute_report(storage, settings, query: ReportQuery, *,
-                   limit: analytics.Limit | None = None,
+                   limit: analytics.Limit | None = None, seconds: float | None = None,
                    progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
     """Read every scan database for *query*, cache the report, and return it.
 
-    *progress* gets ``(percent, stage)``: reading is 0-90 %, then aggregating and
-    caching.
+    *limit* wraps the connections of this process, *seconds* bounds the child
+    processes' queries (the job's time left). *progress* gets ``(percent, stage)``:
+    reading is 0-90 %, then aggregating and caching.
     """
     report = progress or (lambda percent, stage: None)
     last = [-1]
@@ -158,8 +159,8 @@ def compute_report(storage, settings, query: ReportQuery, *,
 
     started = time.time()
     paths = analytics.find_databases(settings.analytics_dbs, settings.data_dir)
-    result = analytics.time_series(paths, query, threads=settings.analytics_threads,
-                                   limit=limit, progress=reading,
+    result = analytics.time_series(paths, query, processes=settings.analytics_processes,
+                                   limit=limit, progress=reading, seconds=seconds,
                                    busy_timeout=settings.busy_timeout)
     if not paths:
         result["warnings"].append(f"no scan databases at {settings.analytics_dbs or 'analytics'}"

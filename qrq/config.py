@@ -156,7 +156,8 @@ SETTINGS = (
     Setting("analytics_cache_ttl", 3600.0, "Seconds a computed analytics report is served "
             "from the cache.", float),
     Setting("analytics_timeout", 600, "Time limit of an analytics job, in seconds.", int),
-    Setting("analytics_threads", 2, "Scan databases an analytics job reads at once.", int),
+    Setting("analytics_processes", 2, "Processes an analytics job reads the scan "
+            "databases with (1: in the job's own process).", int),
     Setting("analytics_warmup", 10, "Most-requested analytics reports the warm-up task "
             "recomputes before they expire (0: none).", int),
 )
@@ -219,7 +220,7 @@ class Settings:
     analytics_dbs: str
     analytics_cache_ttl: float
     analytics_timeout: int
-    analytics_threads: int
+    analytics_processes: int
     analytics_warmup: int
 
     @property

@@ -16,7 +16,7 @@ def time_based_report(params: dict, task=None) -> dict:
     """Read every scan database (read-only) for one report and cache the result."""
     return analytics_cache.compute_report(
         huey.storage, huey.settings, ReportQuery.from_dict(params),
-        limit=lambda conn: time_limited(conn, task),
+        limit=lambda conn: time_limited(conn, task), seconds=task.time_remaining,
         progress=lambda percent, stage: progress(task, percent, stage))
 
 

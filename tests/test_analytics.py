@@ -3,7 +3,6 @@ Python reference that buckets each row with zoneinfo."""
 
 import datetime
 import sqlite3
-import threading
 import zoneinfo
 from collections import Counter, defaultdict
 from types import SimpleNamespace
@@ -106,12 +105,38 @@ def check(result, paths, query):
 ])
 def test_matches_a_row_by_row_reference(demo_dbs, args):
     query = parse_query(args)
-    result = analytics.time_series(demo_dbs, query, threads=2)
+    result = analytics.time_series(demo_dbs, query)
     check(result, demo_dbs, query)
     assert result["warnings"] == [] and result["databases"] == {
         "found": 6, "read": 6, "skipped": 0}
     assert result["params"] == query.to_dict()
     assert sum(p["scans"] for p in result["series"]) > 0
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+def test_child_processes_give_the_same_report(demo_dbs, processes):
+    query = parse_query({"period": "daily", "from": "2026-10-01", "to": "2026-11-22",
+                         "tz": "Europe/Berlin"})
+    seen = []
+    here = analytics.time_series(demo_dbs, query)
+    there = analytics.time_series(demo_dbs, query, processes=processes,
+                                  progress=lambda *args: seen.append(args))
+    assert {**here, "seconds": 0} == {**there, "seconds": 0}
+    assert seen[0] == (0, 6, "databases 0 of 6") and seen[-1] == (6, 6, "aggregating")
+    check(there, demo_dbs, query)
+
+
+def test_child_processes_stop_their_queries_at_the_time_limit(demo_dbs, tmp_path):
+    endless = tmp_path / "endless.db"
+    with sqlite3.connect(endless) as conn:
+        conn.execute("create view scans as with recursive r(n) as (select 1 union all "
+                     "select n + 1 from r) select n as id, n as scanned_at, 1 as "
+                     "template_id, 'x' as domain, 'x' as country, 'x' as device, "
+                     "printf('%016x', n) as visitor_hash from r")
+    conn.close()
+    with pytest.raises(sqlite3.OperationalError, match="interrupt"):
+        analytics.time_series([*demo_dbs, endless], parse_query({}), processes=2,
+                              seconds=0.5)
 
 
 def test_a_visitor_in_several_databases_counts_once_per_bucket(make_db):
@@ -216,8 +241,7 @@ def test_a_time_limit_interrupts_a_running_query(demo_dbs):
         return time_limited(conn, task, every=1000)
 
     with pytest.raises(sqlite3.OperationalError, match="interrupt"):
-        analytics.time_series(demo_dbs, parse_query({"from": "2026-09-01"}), threads=1,
-                              limit=limit)
+        analytics.time_series(demo_dbs, parse_query({"from": "2026-09-01"}), limit=limit)
     assert len(calls) == 1  # the rest were never opened
 
 
@@ -231,23 +255,19 @@ def test_progress_reports_each_database_then_aggregating(demo_dbs):
 
 
 def test_an_exception_in_progress_stops_the_remaining_reads(demo_dbs):
-    opened, raised = [], threading.Event()
+    opened = []
 
     def limit(conn):
         opened.append(conn)
-        if len(opened) == 2:
-            raised.wait(10)  # hold the second read until the first report has failed
         return time_limited(conn, SimpleNamespace(is_timed_out=False))
 
     def progress(done, total, stage):
         if done == 1:
-            raised.set()
             raise KeyboardInterrupt("canceled")
 
     with pytest.raises(KeyboardInterrupt):
-        analytics.time_series(demo_dbs, parse_query({}), threads=1, limit=limit,
-                              progress=progress)
-    assert 1 <= len(opened) <= 2  # the other four were never opened
+        analytics.time_series(demo_dbs, parse_query({}), limit=limit, progress=progress)
+    assert len(opened) == 1  # the other five were never opened
 
 
 def test_find_databases_takes_a_directory_a_glob_or_a_file(tmp_path, make_db):
