@@ -32,6 +32,9 @@ from typing import Any
 
 from qrq.analytics_query import ReportQuery
 
+# The children import this very qrq, wherever the parent's working directory is.
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
 
 def run_shares(paths: list[Path], query: ReportQuery, processes: int,
                progress: Callable[[float], None], *, busy_timeout: float = 5.0,
@@ -51,7 +54,7 @@ def run_shares(paths: list[Path], query: ReportQuery, processes: int,
         for share in range(processes):
             child = subprocess.Popen([sys.executable, "-m", "qrq.analytics_worker"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True)
+                                     text=True, cwd=_PACKAGE_ROOT)
             children.append(child)
             child.stdin.write(json.dumps({**job, "share": share}))
             child.stdin.close()
