@@ -198,13 +198,22 @@ def main(argv: list[str] | None = None) -> int:
         full = paths[:full_dbs]
         query = parse_query(FULL)
 
-        # 1. The full computation against the naive loop, alternating.
-        ours2, ours2_runs, result = timed(
-            lambda: analytics.time_series(full, query, processes=2), args.repeats)
-        ours1, ours1_runs, _ = timed(
-            lambda: analytics.time_series(full, query, processes=1), max(1, args.repeats // 2))
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        naive, naive_runs, naive_result = timed(lambda: naive_report(full, query), 2)
+        # 1. The full computation against the naive loop, interleaved so that changes
+        # in the machine's load hit both alike.
+        ours2_runs, ours1_runs, naive_runs = [], [], []
+        for i in range(args.repeats):
+            seconds, _, result = timed(
+                lambda: analytics.time_series(full, query, processes=2), 1)
+            ours2_runs.append(seconds)
+            if i < 2:
+                seconds, _, naive_result = timed(lambda: naive_report(full, query), 1)
+                naive_runs.append(seconds)
+                seconds, _, _ = timed(
+                    lambda: analytics.time_series(full, query, processes=1), 1)
+                ours1_runs.append(seconds)
+            if i == 0:
+                peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        ours2, ours1, naive = median(ours2_runs), median(ours1_runs), median(naive_runs)
         identical = same(result, naive_result)
         visitors = sum(p["visitors"] for p in result["series"])
         rows = result["totals"]["scans"]
@@ -218,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{r:.2f}" for r in naive_runs) + ")")
         print(f"   speed-up: {naive / ours2:.1f}x (2 processes), {naive / ours1:.1f}x (1 process);"
               f" results identical: {identical}; {rows / ours2 / 1e6:.1f} M rows/s; "
-              f"sum of daily unique visitors {visitors:,}; peak RSS before the naive "
-              f"loop {peak_mb:.0f} MB")
+              f"sum of daily unique visitors {visitors:,}; peak RSS of this process (not "
+              f"its children) before the first naive loop {peak_mb:.0f} MB")
         summary.update({
             "full": {"dbs": full_dbs, "scans_per_db": scans, "rows": rows,
                      "buckets": len(result["series"]),
@@ -242,26 +251,30 @@ def main(argv: list[str] | None = None) -> int:
             f"daily, domain {domain}": {**FULL, "domain": domain},
             f"daily, template {template}": {**FULL, "template_id": str(template)},
         }
-        print(f"\n2. other reports over {full_dbs} databases (median of {args.repeats})")
+        print(f"\n2. other reports over {full_dbs} databases, 2 processes (median of "
+              f"{args.repeats})")
         summary["variants"] = {}
         for name, variant in variants.items():
             seconds, _, report = timed(
-                lambda v=variant: analytics.time_series(full, parse_query(v)), args.repeats)
+                lambda v=variant: analytics.time_series(full, parse_query(v), processes=2),
+                args.repeats)
             print(f"   {name:<36} {seconds:6.2f} s  ({report['totals']['scans']:,} scans, "
                   f"{len(report['series'])} buckets)")
             summary["variants"][name] = round(seconds, 3)
 
         # 3. Scaling with the number of databases and the rows per database.
-        print(f"\n3a. databases x {scans:,} scans, daily over a year (median of "
-              f"{args.repeats})")
+        print(f"\n3a. databases x {scans:,} scans, daily over a year, 2 processes (median "
+              f"of {args.repeats})")
         summary["by_dbs"] = {}
         for count in db_counts:
-            seconds, _, _ = timed(lambda c=count: analytics.time_series(paths[:c], query),
-                                  args.repeats)
+            seconds, _, _ = timed(
+                lambda c=count: analytics.time_series(paths[:c], query, processes=2),
+                args.repeats)
             print(f"   {count:>4} databases  {seconds:6.2f} s   "
                   f"{count * scans / seconds / 1e6:5.1f} M rows/s")
             summary["by_dbs"][count] = round(seconds, 3)
-        print(f"3b. 20 databases x scans per database (median of {args.repeats})")
+        print(f"3b. 20 databases x scans per database, 2 processes (median of "
+              f"{args.repeats})")
         summary["by_rows"] = {}
         for count in row_counts:
             if count == scans:
@@ -270,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                 directory = root / f"rows-{count}"
                 print(f"  generating 20 x {count:,}", flush=True)
                 subset = generate(directory, 20, count)
-            seconds, _, _ = timed(lambda s=subset: analytics.time_series(s, query),
-                                  args.repeats)
+            seconds, _, _ = timed(
+                lambda s=subset: analytics.time_series(s, query, processes=2), args.repeats)
             print(f"   {count:>8,} scans/db  {seconds:6.2f} s   "
                   f"{20 * count / seconds / 1e6:5.1f} M rows/s")
             summary["by_rows"][count] = round(seconds, 3)
