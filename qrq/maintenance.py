@@ -181,6 +181,31 @@ def hold_lock(queue_db: Path, name: str, holder: str, *, ttl: float = LOCK_TTL,
         release_lock(queue_db, name, holder, timeout)
 
 
+def run_exclusive(queue_db: Path, name: str, job_id: str, kind: str, due_at: float | None,
+                  body: Callable[[], tuple[dict, bool]], timeout: float = 10.0) -> dict:
+    """Run *body* under lock *name*, once per due time; return its result.
+
+    *body* returns ``(result, ok)``; an ok run is recorded as the last success.
+    A scheduled or catch-up run whose due time a successful run already covered,
+    or that finds the lock held, is skipped (``{"skipped": why}``); a manual run
+    that finds the lock held raises :class:`Locked`.
+    """
+    try:
+        with hold_lock(queue_db, name, holder_id(job_id), timeout=timeout):
+            if kind != "manual" and due_at is not None and \
+                    last_success(queue_db, name, timeout) >= due_at:
+                return {"skipped": f"{name} already ran since it was due"}
+            started = time.time()
+            result, ok = body()
+            if ok:
+                record_success(queue_db, name, started, timeout)
+            return result
+    except Locked as exc:
+        if kind == "manual":
+            raise
+        return {"skipped": str(exc)}
+
+
 # -- catch-up ------------------------------------------------------------------------------
 
 def claim_catch_up(queue_db: Path, name: str, due: float | None, *,

@@ -30,35 +30,26 @@ def _due(now: float | None = None) -> float | None:
 def backup_now(task, kind: str, due_at: float | None = None) -> dict:
     """Run one backup as job *task*: lock, back up, apply retention, mail the admins."""
     s = huey.settings
-    try:
-        with maintenance.hold_lock(s.queue_db, LOCK, maintenance.holder_id(task.id),
-                                   timeout=s.busy_timeout):
-            if kind != "manual" and due_at is not None and \
-                    maintenance.last_success(s.queue_db, LOCK, s.busy_timeout) >= due_at:
-                return {"skipped": "a backup already ran since this one was due"}
-            started = time.time()
-            try:
-                manifest = run_backup(s, kind, stop=lambda: task.is_timed_out,
-                                      report=lambda pct, stage: progress(task, pct, stage))
-            except JobCanceled:
-                raise
-            except Exception as exc:
-                describe = str(exc) if isinstance(exc, QrqError) else repr(exc)
-                mail_admins(f"qrq backup FAILED: {describe[:120]}",
-                            f"The {kind} backup job {task.id} failed before it finished:\n\n"
-                            f"{describe}\n\nNo new backup set was kept.\n")
-                raise
-            if manifest["ok"]:
-                maintenance.record_success(s.queue_db, LOCK, started, s.busy_timeout)
-            removed = apply_retention(s, maintenance.zone(s.backup_timezone))
-    except maintenance.Locked as exc:
-        if kind == "manual":
+
+    def body() -> tuple[dict, bool]:
+        try:
+            manifest = run_backup(s, kind, stop=lambda: task.is_timed_out,
+                                  report=lambda pct, stage: progress(task, pct, stage))
+        except JobCanceled:
             raise
-        return {"skipped": str(exc)}
-    result = summarize(manifest)
-    result["removed_sets"] = removed
-    result["mailed"] = mail_report(manifest)
-    return result
+        except Exception as exc:
+            describe = str(exc) if isinstance(exc, QrqError) else repr(exc)
+            mail_admins(f"qrq backup FAILED: {describe[:120]}",
+                        f"The {kind} backup job {task.id} failed before it finished:\n\n"
+                        f"{describe}\n\nNo new backup set was kept.\n")
+            raise
+        result = summarize(manifest)
+        result["removed_sets"] = apply_retention(s, maintenance.zone(s.backup_timezone))
+        result["mailed"] = mail_report(manifest)
+        return result, bool(manifest["ok"])
+
+    return maintenance.run_exclusive(s.queue_db, LOCK, task.id, kind, due_at, body,
+                                     s.busy_timeout)
 
 
 def summarize(manifest: dict) -> dict:

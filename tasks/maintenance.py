@@ -20,22 +20,15 @@ def _due(now: float | None = None) -> float | None:
 
 def maintain_now(task, kind: str, due_at: float | None = None) -> dict:
     s = huey.settings
-    try:
-        with maintenance.hold_lock(s.queue_db, LOCK, maintenance.holder_id(task.id),
-                                   timeout=s.busy_timeout):
-            if kind != "manual" and due_at is not None and \
-                    maintenance.last_success(s.queue_db, LOCK, s.busy_timeout) >= due_at:
-                return {"skipped": "maintenance already ran since it was due"}
-            started = time.time()
-            result = maintenance.run_maintenance(
-                s, task.id, report=lambda pct, stage: progress(task, pct, stage),
-                stop=lambda: task.is_timed_out)
-            maintenance.record_success(s.queue_db, LOCK, started, s.busy_timeout)
-    except maintenance.Locked as exc:
-        if kind == "manual":
-            raise
-        return {"skipped": str(exc)}
-    return {"kind": kind, **result}
+
+    def body() -> tuple[dict, bool]:
+        result = maintenance.run_maintenance(
+            s, task.id, report=lambda pct, stage: progress(task, pct, stage),
+            stop=lambda: task.is_timed_out)
+        return {"kind": kind, **result}, True
+
+    return maintenance.run_exclusive(s.queue_db, LOCK, task.id, kind, due_at, body,
+                                     s.busy_timeout)
 
 
 @job_task("maintenance", name="maintenance.run", timeout=3600)
