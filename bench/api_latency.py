@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", action="store_true",
                         help="also run a consumer (qrq worker -w 2) during the run")
     parser.add_argument("--keep", action="store_true", help="keep the data dir and logs")
+    parser.add_argument("--enqueue-sync", choices=("full", "normal"), default="full",
+                        help="QRQ_ENQUEUE_SYNC of the web app (default: qrq's default, full)")
     args = parser.parse_args(argv)
 
     data_dir = Path(tempfile.mkdtemp(prefix="qrq-bench-api-"))
@@ -146,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         server_log = data_dir / "waitress.log"
         server = start([PYTHON, "-m", "waitress", f"--listen=127.0.0.1:{port}", "--threads=8",
-                        "web:app"], server_log, cwd=REPO, env=env_for(data_dir))
+                        "web:app"], server_log, cwd=REPO,
+                       env=env_for(data_dir, QRQ_ENQUEUE_SYNC=args.enqueue_sync))
         wait_for_text(server_log, "Serving on", server, timeout=30)
         if args.worker:
             consumer = start([PYTHON, "-m", "qrq", "--data-dir", str(data_dir), "worker",
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"machine: {os.cpu_count()} CPUs, load average {load_start}; "
               f"waitress --threads=8 on 127.0.0.1:{port}; "
               f"{args.clients} client threads x {args.requests} requests of each kind, "
-              f"{args.repeats} repeats; consumer: "
+              f"{args.repeats} repeats; QRQ_ENQUEUE_SYNC={args.enqueue_sync}; consumer: "
               + ("qrq worker -w 2 running" if args.worker else "none (jobs only queue)"))
 
         warm_errors, warm_ids = [], None
@@ -221,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": [load_start, load_end], "clients": args.clients,
         "requests_per_client": args.requests, "repeats": args.repeats,
         "consumer": "qrq worker -w 2" if args.worker else None,
+        "enqueue_sync": args.enqueue_sync,
         **{f"{kind}_{k}": round(v, 2) for kind in report for k, v in report[kind].items()
            if k in ("p50_ms", "p99_ms", "max_ms")},
         "ratio_vs_me": {k: {q: round(v, 2) for q, v in r.items()} for k, r in ratios.items()},

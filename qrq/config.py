@@ -36,6 +36,12 @@ def _bool(text: str) -> bool:
     raise ValueError(f"not a boolean: {text!r}")
 
 
+def _choice(text: str, choices: tuple[str, ...]) -> str:
+    if text not in choices:
+        raise ValueError(f"expected one of {', '.join(choices)}")
+    return text
+
+
 def _caps(text: str) -> str:
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, count = item.partition("=")
@@ -110,6 +116,9 @@ SETTINGS = (
     Setting("host", "127.0.0.1", "Address `qrq dev` binds the web app to."),
     Setting("port", 5000, "Port `qrq dev` binds the web app to.", int),
     Setting("log_level", "INFO", "Log level of the consumer and the web app."),
+    Setting("enqueue_sync", "full", "SQLite synchronous level of enqueues: full (fsynced "
+            "before the job id is returned) or normal (faster; a power cut may lose the "
+            "newest enqueues).", lambda text: _choice(text, ("full", "normal"))),
     Setting("backup_dir", "", "Directory of the backup sets (relative: inside the data dir). "
             "Empty: <data>/backups."),
     Setting("backup_schedule", "0 2 * * *", "When the backup runs, as a crontab "
@@ -194,6 +203,7 @@ class Settings:
     host: str
     port: int
     log_level: str
+    enqueue_sync: str
     backup_dir: str
     backup_schedule: str
     backup_timezone: str

@@ -47,6 +47,7 @@ class QrqHuey(Huey):
         self._state = threading.local()
         self.settings = settings
         super().__init__(name, results=False, utc=True, **self._storage_kwargs(settings))
+        self.storage.synchronous = settings.enqueue_sync
         self.serializer = SignedSerializer(secret=settings.secret_key, salt="qrq")
         self.post_execute(name="qrq_record_outcome")(self._record_outcome)
         self._signal.connect(self._on_expired, S.SIGNAL_EXPIRED)
@@ -66,6 +67,7 @@ class QrqHuey(Huey):
         self.settings = settings
         self.storage_kwargs = self._storage_kwargs(settings)
         self.storage = self.create_storage()
+        self.storage.synchronous = settings.enqueue_sync
         self.serializer = SignedSerializer(secret=settings.secret_key, salt="qrq")
 
     def create_consumer(self, **options):

@@ -91,8 +91,8 @@ class LeasedSqliteStorage(SqliteStorage):
         self._heartbeat = None
         self._stop_beating = threading.Event()
         self._conns = threading.local()
-        # SQLite's synchronous pragma for new connections; None keeps FULL (WAL
-        # fsyncs every commit). The consumer sets "normal", see QrqConsumer.
+        # SQLite's synchronous pragma for new connections; None keeps SQLite's
+        # default, FULL (WAL fsyncs every commit). See QRQ_ENQUEUE_SYNC and QrqConsumer.
         self.synchronous = None
         super().__init__(name, filename, **kwargs)
         _LIVE.add(self)
