@@ -106,12 +106,23 @@ def same(result: dict, naive: dict) -> bool:
     return ours == naive["series"] and result["top"] == naive["top"]
 
 
+CPU_SECONDS: list[float] = []  # CPU time of the last timed() call, children included
+
+
+def cpu_now() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def timed(fn, repeats: int) -> tuple[float, list[float], object]:
+    """Median wall time of *repeats* calls; their CPU times go to CPU_SECONDS."""
     runs, value = [], None
+    CPU_SECONDS.clear()
     for _ in range(repeats):
-        began = time.perf_counter()
+        cpu, began = cpu_now(), time.perf_counter()
         value = fn()
         runs.append(time.perf_counter() - began)
+        CPU_SECONDS.append(cpu_now() - cpu)
     return median(runs), runs, value
 
 
@@ -137,9 +148,10 @@ def peak_memory(paths: list[Path], which: str) -> dict[str, int]:
             f"query = parse_query({FULL!r}); "
             + ("analytics.time_series(paths, query, processes=2); " if which == "qrq" else
                "bench.naive_report(paths, query); ")
-            + "print(json.dumps({'self_mb': resource.getrusage(resource.RUSAGE_SELF)"
-              ".ru_maxrss // 1024, 'child_mb': resource.getrusage("
-              "resource.RUSAGE_CHILDREN).ru_maxrss // 1024}))")
+            # VmHWM, not ru_maxrss: a forked process inherits its parent's ru_maxrss.
+            + "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]; "
+              "print(json.dumps({'self_mb': int(hwm[0].split()[1]) // 1024, "
+              "'child_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024}))")
     done = subprocess.run([PYTHON, "-c", code], cwd=REPO, capture_output=True, text=True,
                           check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -218,17 +230,22 @@ def main(argv: list[str] | None = None) -> int:
         # 1. The full computation against the naive loop, interleaved so that changes
         # in the machine's load hit both alike.
         ours2_runs, ours1_runs, naive_runs = [], [], []
+        cpu = {"qrq_2": [], "qrq_1": [], "naive": []}
         for i in range(args.repeats):
             seconds, _, result = timed(
                 lambda: analytics.time_series(full, query, processes=2), 1)
             ours2_runs.append(seconds)
+            cpu["qrq_2"] += CPU_SECONDS
             if i < 2:
                 seconds, _, naive_result = timed(lambda: naive_report(full, query), 1)
                 naive_runs.append(seconds)
+                cpu["naive"] += CPU_SECONDS
                 seconds, _, _ = timed(
                     lambda: analytics.time_series(full, query, processes=1), 1)
                 ours1_runs.append(seconds)
+                cpu["qrq_1"] += CPU_SECONDS
         ours2, ours1, naive = median(ours2_runs), median(ours1_runs), median(naive_runs)
+        cpu = {name: median(values) for name, values in cpu.items()}
         memory = {name: peak_memory(full, name) for name in ("qrq", "naive")}
         identical = same(result, naive_result)
         visitors = sum(p["visitors"] for p in result["series"])
@@ -244,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   speed-up: {naive / ours2:.1f}x (2 processes), {naive / ours1:.1f}x (1 process);"
               f" results identical: {identical}; {rows / ours2 / 1e6:.1f} M rows/s; "
               f"sum of daily unique visitors {visitors:,}")
+        print(f"   CPU seconds (median, children included): qrq 2 processes "
+              f"{cpu['qrq_2']:.2f}, 1 process {cpu['qrq_1']:.2f}, naive {cpu['naive']:.2f} "
+              f"({cpu['naive'] / cpu['qrq_2']:.1f}x less CPU than the naive loop)")
         print(f"   peak RSS: qrq {memory['qrq']['self_mb']} MB in the job's process and "
               f"{memory['qrq']['child_mb']} MB in the largest child; naive loop "
               f"{memory['naive']['self_mb']} MB")
@@ -256,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                               "qrq_1": [round(r, 3) for r in ours1_runs],
                               "naive": [round(r, 3) for r in naive_runs]},
                      "speedup": round(naive / ours2, 1), "identical": identical,
+                     "cpu_s": {name: round(v, 3) for name, v in cpu.items()},
+                     "cpu_ratio": round(cpu["naive"] / cpu["qrq_2"], 1),
                      "peak_rss_mb": memory},
             "target_full_under_10s": ours2 < 10, "target_10x": naive / ours2 >= 10})
 
