@@ -114,7 +114,7 @@ def test_a_corrupt_database_fails_and_the_others_are_backed_up(settings, analyti
     assert (set_dir / "analytics" / "shop1.db.zst").is_file()
     assert sorted(p.name for p in set_dir.rglob("*") if p.name.startswith(".")) == []
     saved = json.loads((set_dir / "manifest.json").read_text())
-    assert saved["databases"][0]["sha256"] and saved == manifest
+    assert {e["name"]: e for e in saved["databases"]}["app.db"]["sha256"] and saved == manifest
     assert verify_set(settings.backups_dir, manifest) == {
         n: [] for n, e in status.items() if e["status"] == "ok"}
 
