@@ -3,14 +3,6 @@ a real waitress server and a real consumer. Log in, watch a running job's progre
 move without a reload, retry a failed job, log out; no console errors; screenshots are
 kept in test-artifacts/."""
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import urllib.request
-from pathlib import Path
-
 import pytest
 
 from qrq import jobs
@@ -18,80 +10,14 @@ from qrq.db import app_db
 from qrq.models import Template
 from qrq.queue import huey, submit
 from tasks.pdf import generate_qr_pdf
+from tests.browsing import browser, console_errors, server  # noqa: F401  (fixtures)
 from tests.conftest import ROOT, wait_until
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ARTIFACTS = ROOT / "test-artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1280,1100"]
-
-if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)) and not os.environ.get("CI"):
-    pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)",
-                allow_module_level=True)
-
-webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def server(settings):
-    """``waitress-serve web:app`` on 127.0.0.1, in its own process, stopped afterwards."""
-    port = free_port()
-    env = {**os.environ, "QRQ_DATA_DIR": str(settings.data_dir),
-           "QRQ_LEASE_SECONDS": str(settings.lease_seconds)}
-    log = open(settings.logs_dir / "waitress.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "waitress-serve"),
-                             f"--listen=127.0.0.1:{port}", "--threads=4", "web:app"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return proc.poll() is not None and pytest.fail("waitress exited")
-
-    try:
-        wait_until(up, timeout=60, interval=0.1, message="the web server")
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
-
-
-@pytest.fixture
-def browser(tmp_path):
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
-    driver = webdriver.Chrome(service=service, options=options)
-    driver.set_page_load_timeout(60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
-
-
-def console_errors(driver):
-    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
 def status_of(job_id):

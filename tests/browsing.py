@@ -1,0 +1,84 @@
+"""What the browser tests share: a real web server and headless Debian chromium.
+
+Test modules import the ``server`` and ``browser`` fixtures from here (pytest
+finds fixtures in a module's namespace)."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, wait_until
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--window-size=1280,1100"]
+
+if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)) and not os.environ.get("CI"):
+    pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)",
+                allow_module_level=True)
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(settings):
+    """``waitress-serve web:app`` on 127.0.0.1, in its own process; its base URL."""
+    port = free_port()
+    env = {**os.environ, "QRQ_DATA_DIR": str(settings.data_dir),
+           "QRQ_LEASE_SECONDS": str(settings.lease_seconds)}
+    with open(settings.logs_dir / "waitress.log", "ab") as log:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "waitress-serve"),
+                                 f"--listen=127.0.0.1:{port}", "--threads=4", "web:app"],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return proc.poll() is not None and pytest.fail("waitress exited")
+
+    try:
+        wait_until(up, timeout=60, interval=0.1, message="the web server")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless chromium through selenium, with its console log kept."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
+
+
+def console_errors(driver):
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
