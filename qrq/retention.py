@@ -45,15 +45,22 @@ def purge_jobs(storage, artifacts_dir: Path, older_than: float,
             (*statuses, cutoff, CHUNK), results=True)]
         if not ids:
             return purged
-        for job_id in ids:
-            for path in artifacts_dir.glob(f"{job_id}*"):
-                path.unlink(missing_ok=True)
+        _delete_artifacts(artifacts_dir, set(ids))
         id_marks = ",".join("?" * len(ids))
         with storage.db(commit=True) as curs:
             curs.execute(f"delete from job where id in ({id_marks})", ids)
             curs.execute(f"delete from kv where queue = ? and key in ({id_marks})",
                          (storage.name, *(f"r:{job_id}" for job_id in ids)))
         purged += len(ids)
+
+
+def _delete_artifacts(artifacts_dir: Path, job_ids: set[str]) -> None:
+    """Delete ``<artifacts>/<job_id>*`` for *job_ids*, in one pass over the directory."""
+    if not artifacts_dir.is_dir():
+        return
+    for path in artifacts_dir.iterdir():
+        if path.name[:36] in job_ids:
+            path.unlink(missing_ok=True)
 
 
 def purge_stale(storage, artifacts_dir: Path, now: float | None = None,
@@ -72,7 +79,11 @@ def purge_stale(storage, artifacts_dir: Path, now: float | None = None,
     if artifacts_dir.is_dir():
         for path in artifacts_dir.iterdir():
             job_id = path.name[:36]
-            if job_id not in known and path.stat().st_mtime < now - grace:
+            try:  # a render's temporary file may be renamed away meanwhile
+                old = path.stat().st_mtime < now - grace
+            except FileNotFoundError:
+                continue
+            if job_id not in known and old:
                 path.unlink(missing_ok=True)
                 orphans += 1
     with storage.db(commit=True) as curs:

@@ -37,6 +37,7 @@ from qrq.schema import QUEUE_DDL
 logger = logging.getLogger("qrq.storage")
 
 _LIVE = weakref.WeakSet()
+_OWNER_LOCK = threading.Lock()
 _INHERITED = []  # connections a forked child must neither use nor close
 
 
@@ -44,6 +45,8 @@ def _after_fork_in_child() -> None:
     # huey's consumer forks replacement workers from a parent whose threads (the
     # scheduler, heartbeats) use the storage: a child must not share the parent's
     # SQLite connection, nor inherit its lock in a held state.
+    global _OWNER_LOCK
+    _OWNER_LOCK = threading.Lock()
     for storage in list(_LIVE):
         storage.lock = threading.Lock()
         _INHERITED.append(storage._conns)
@@ -106,6 +109,10 @@ class LeasedSqliteStorage(SqliteStorage):
                 for column in columns:
                     if column.split()[0] not in have:
                         curs.execute(f"alter table {table} add column {column}")
+            # The running rows, for the per-type caps checked at every dequeue;
+            # without it that check scans the whole backlog.
+            curs.execute("create index if not exists task_leased on task "
+                         "(queue, lease_until) where lease_until is not null")
 
     # -- connections: one per thread ----------------------------------------------------
     # huey shares one connection behind a lock, so in a threaded web server every
@@ -164,14 +171,19 @@ class LeasedSqliteStorage(SqliteStorage):
     def owner(self) -> str:
         """This process's lease owner id; a forked worker gets its own."""
         if self._owner_pid != os.getpid():
-            self._owner_pid = os.getpid()
-            consumer = self.consumer_id or f"{socket.gethostname()}:{os.getpid()}"
-            self._owner = f"{consumer}/{os.getpid()}:{uuid.uuid4().hex[:8]}"
-            self._heartbeat = None
-            self._stop_beating = threading.Event()
-            self._local = threading.local()
-            self._held = set()
+            with _OWNER_LOCK:  # threads starting together must not each reset the state
+                if self._owner_pid != os.getpid():
+                    self._new_owner()
         return self._owner
+
+    def _new_owner(self) -> None:
+        consumer = self.consumer_id or f"{socket.gethostname()}:{os.getpid()}"
+        self._owner = f"{consumer}/{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._heartbeat = None
+        self._stop_beating = threading.Event()
+        self._local = threading.local()
+        self._held = set()
+        self._owner_pid = os.getpid()  # last: other threads see a complete state
 
     def _ensure_heartbeat(self) -> None:
         if self._stop_beating.is_set():
