@@ -109,3 +109,22 @@ def test_retention_keeps_recent_and_running_jobs(client, templates, alice, setti
     assert huey.storage.sql("select count(*) from kv where key like 'r:%'",
                             results=True)[0][0] == 0
     assert purge_jobs(huey.storage, settings.artifacts_dir, 0, ("finished",), later) == 0
+
+
+def test_purge_stale_skips_a_file_that_vanishes_and_keeps_live_artifacts(
+        client, templates, alice, settings):
+    done = client.post(PDF, json={"template_id": 1}, headers=alice[1]).get_json()["job_id"]
+    huey.execute(huey.dequeue())
+    artifacts = settings.artifacts_dir
+    orphan = artifacts / "0badc0de-0000-4000-8000-000000000000.pdf"
+    orphan.write_bytes(b"%PDF-")
+    # A dangling link stands for a render's temp file renamed away mid-scan.
+    (artifacts / "0badc0de-0000-4000-8000-000000000001.pdf.tmp").symlink_to(
+        artifacts / "gone")
+    later = time.time() + 2 * 86400
+    from qrq.retention import purge_stale
+
+    report = purge_stale(huey.storage, artifacts, later)
+    assert report["orphan_artifacts"] == 1
+    assert not orphan.exists()
+    assert any(artifacts.glob(f"{done}*"))  # its job still exists: kept

@@ -136,3 +136,93 @@ def test_a_stock_huey_queue_file_gains_qrq_columns(tmp_path):
     assert s.dequeue() == b"old work"
     assert rows(s) == [(b"old work", 1)]
     s.close()
+
+
+def test_concurrent_enqueues_share_one_commit(storage):
+    """Threads that enqueue while another commits are written in one transaction."""
+    import threading
+
+    s = storage()
+    s.enqueue(b"first", job_id="first")
+    batches = []
+    write_batch = s._write_batch
+    s._write_batch = lambda batch: (batches.append(len(batch)), write_batch(batch))[1]
+    errors = []
+
+    def enqueue(data):
+        try:
+            s.enqueue(data, job_id=data.decode())
+        except Exception as exc:
+            errors.append(exc)
+
+    with s.lock:  # as if another thread were committing: the writers queue up
+        threads = [threading.Thread(target=enqueue, args=(b"job-%d" % i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while len(s._pending) < 8 and time.monotonic() < deadline:
+            time.sleep(0.005)
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    assert batches == [8]
+    assert s.queue_size() == 9
+
+
+def test_one_failing_write_does_not_sink_the_others_in_its_commit(storage):
+    import threading
+
+    from qrq import jobs
+
+    s = storage()
+    outcomes = {}
+
+    def enqueue(job_id, eta=None):
+        try:
+            s.enqueue(job_id.encode(), job_id=job_id, eta=eta,
+                      job=jobs.new_record(job_id, "pdf", "qrq.pdf", None))
+            outcomes[job_id] = "ok"
+        except AttributeError:  # a bad eta fails after its job record was written
+            outcomes[job_id] = "failed"
+
+    with s.lock:
+        threads = [threading.Thread(target=enqueue, args=args) for args in
+                   [("a",), ("bad", object()), ("b",)]]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while len(s._pending) < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+    for thread in threads:
+        thread.join(10)
+    assert outcomes == {"a": "ok", "b": "ok", "bad": "failed"}
+    assert sorted(data for data, _ in rows(s)) == [b"a", b"b"]
+    # The failed write's job record went with it: no id without its task.
+    assert sorted(i for i, in s.sql("select id from job", results=True)) == ["a", "b"]
+
+
+def test_threads_starting_together_share_one_owner_and_keep_their_leases(storage):
+    """Worker threads of a fresh process must not each reset the lease state (a
+    reset dropped other threads' held rows, whose leases then lapsed mid-run)."""
+    import threading
+
+    s = storage()
+    for i in range(8):
+        s.enqueue(b"%d" % i)
+    s._owner_pid = None  # as in a freshly forked worker
+    barrier = threading.Barrier(8)
+
+    def work():
+        barrier.wait()
+        assert s.dequeue() is not None
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    owners = s.sql("select distinct lease_owner from task", results=True)
+    assert owners == [(s.owner,)]
+    assert s.leased_count() == 8
+    assert s.renew_leases() == 8  # the heartbeat still knows every running row
+    s.stop_heartbeat()
