@@ -77,7 +77,7 @@ def job_view(job: dict[str, Any]) -> dict[str, Any]:
 def estimate_completion(job_type: str) -> float:
     settings = current_app.config["QRQ"]
     each = jobs.median_duration(huey.storage, job_type) or DEFAULT_PDF_SECONDS
-    ahead = huey.storage.queue_size() + huey.storage.leased_count()
+    ahead = huey.storage.backlog()
     return time.time() + each * math.ceil(ahead / max(1, settings.workers))
 
 
