@@ -15,8 +15,10 @@ import datetime
 import functools
 import importlib
 import logging
+import os
 import random
 import sqlite3
+import sys
 import threading
 import time
 import traceback
@@ -313,7 +315,13 @@ def time_limited(conn: sqlite3.Connection, task, every: int = 10_000):
 
 
 def load_task_modules(settings: Settings) -> None:
-    """Import the extra task modules named in ``QRQ_TASK_MODULES``."""
+    """Import the extra task modules named in ``QRQ_TASK_MODULES``.
+
+    As with ``huey_consumer``, modules in the current directory are found: the
+    ``qrq`` console script does not put it on the path by itself.
+    """
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     for name in filter(None, (part.strip() for part in settings.task_modules.split(","))):
         importlib.import_module(name)
 

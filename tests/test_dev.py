@@ -64,3 +64,42 @@ def test_dev_serves_runs_jobs_and_stops_on_ctrl_c(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_worker_loads_task_modules_from_its_working_directory(tmp_path):
+    """`qrq worker` finds a QRQ_TASK_MODULES module next to where it is started, as
+    `huey_consumer` does, runs its job, and stops on SIGTERM."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "local_tasks.py").write_text(
+        "from qrq.queue import job_task\n\n"
+        "@job_task('pdf', name='local.ping')\n"
+        "def ping(task=None):\n"
+        "    return {'pong': True}\n")
+    data = tmp_path / "data"
+    env = {**os.environ, "QRQ_DATA_DIR": str(data), "QRQ_TASK_MODULES": "local_tasks",
+           "PYTHONPATH": ""}
+    qrq = str(Path(sys.executable).parent / "qrq")
+    subprocess.run([qrq, "init"], env=env, cwd=project, check=True, capture_output=True)
+    enqueue = ("import local_tasks; from qrq.queue import submit; "
+               "print(submit(local_tasks.ping, owner_id=None))")
+    job_id = subprocess.run([sys.executable, "-c", enqueue], env=env, cwd=project,
+                            check=True, capture_output=True, text=True).stdout.strip()
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([qrq, "worker", "-w", "1"], env=env, cwd=project,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        from qrq import jobs
+        from qrq.config import load_settings
+        from qrq.storage import LeasedSqliteStorage
+
+        storage = LeasedSqliteStorage("qrq", filename=str(load_settings(
+            {"QRQ_DATA_DIR": str(data)}).queue_db))
+        wait_until(lambda: (jobs.get(storage, job_id) or {}).get("status") == "finished",
+                   timeout=60, message=f"the local job to finish; log: {log.read_text()}")
+        storage.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=40)
+    assert proc.returncode == 0, log.read_text()
