@@ -2,18 +2,26 @@
 
 Builds a data directory in a temporary dir: app.db and queue.db (``qrq init --demo``)
 and 99 analytics databases of realistic scan rows (timestamps, user agents, IPs,
-countries, a random blob; one index), heavy-tailed in size. Then, in the same run:
+countries, a random blob; one index), heavy-tailed in size. Then, in the same run,
+every repeat measures, side by side:
 
-- ``cp`` of the 101 files into a fresh directory, and ``cp`` + ``sync`` (the page
-  cache and the disk's limit);
-- ``run_backup`` (online backup API, zstd, sha256, verification by restore +
-  integrity_check + row counts), with 2 and 1 threads, and with gzip;
-- the verification alone (``verify_set``) and ``PRAGMA integrity_check`` of the
-  sources alone, to show where the time goes.
+- warm (the files already in the page cache): ``cp`` of the 101 files, ``cp`` +
+  ``sync``, and a first full ``run_backup`` (online backup API, zstd, sha256,
+  verification by restore + integrity_check + row counts; it fsyncs its files);
+- cold (``sync; echo 3 > /proc/sys/vm/drop_caches`` before each; needs root):
+  ``cp`` + ``sync`` (the disk's limit: read from disk, written to disk) and the
+  same full backup;
+- the second night: a backup next to the full set when nothing changed (every
+  file reused) and when 10% of the databases changed (10 analytics databases get
+  1,000 new rows each), warm and cold;
 
-Prints a table and, on its last line, a JSON object. Everything is deleted at the end.
+then, once, the verification alone and ``PRAGMA integrity_check`` of the sources
+alone (where the time goes), and unless ``--quick`` a 1-thread and a gzip backup.
 
-Usage: python bench/backup.py [--repeats 3] [--gib 1.0] [--quick]
+Prints the runs and a table and, on its last line, a JSON object. Everything is
+deleted at the end.
+
+Usage: python bench/backup.py [--repeats 3] [--gib 1.0] [--quick] [--no-cold]
 """
 
 from __future__ import annotations
@@ -102,23 +110,38 @@ def drop(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def time_cp(files: list[Path], dest: Path, sync: bool) -> float:
+def drop_caches() -> None:
+    """Write back dirty pages, then empty the page cache: the next reads come from disk."""
+    subprocess.run(["sync"], check=True)
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def can_drop_caches() -> bool:
+    return os.access("/proc/sys/vm/drop_caches", os.W_OK)
+
+
+def settle(cold: bool) -> None:
+    """Start each timed step with no dirty pages (and, cold, with no cached pages)."""
+    drop_caches() if cold else subprocess.run(["sync"], check=True)
+
+
+def time_cp(files: list[Path], dest: Path, sync: bool, cold: bool = False) -> float:
     dest.mkdir()
-    subprocess.run(["sync"], check=True)  # start with no dirty pages, like the backup
+    settle(cold)
     started = time.perf_counter()
     subprocess.run(["cp", *map(str, files), str(dest)], check=True)
     if sync:
         subprocess.run(["sync"], check=True)
     elapsed = time.perf_counter() - started
     drop(dest)
-    subprocess.run(["sync"], check=True)  # do not bill the next run for this one's writes
+    subprocess.run(["sync"], check=True)  # do not bill the next step for this one's writes
     return elapsed
 
 
-def time_backup(settings) -> tuple[float, dict]:
+def time_backup(settings, cold: bool = False) -> tuple[float, dict]:
     from qrq.backup import run_backup
 
-    subprocess.run(["sync"], check=True)
+    settle(cold)
     started = time.perf_counter()
     manifest = run_backup(settings)
     elapsed = time.perf_counter() - started
@@ -127,48 +150,101 @@ def time_backup(settings) -> tuple[float, dict]:
     return elapsed, manifest
 
 
+def change_some(files: list[Path], repeat: int, share: float = 0.1) -> list[str]:
+    """Append a day's scans (1,000 rows) to *share* of the analytics databases, a
+    different group each repeat."""
+    analytics = [f for f in files if f.parent.name == "analytics"]
+    count = max(1, round(len(files) * share))
+    chosen = [analytics[(repeat * count + k) % len(analytics)] for k in range(count)]
+    for path in chosen:
+        conn = sqlite3.connect(path)
+        conn.execute(FILL, (1000,))
+        conn.commit()
+        conn.close()
+    return [p.name for p in chosen]
+
+
+def median_ratio(num: list[float], den: list[float]) -> float:
+    """Median over repeats of num[i] / den[i] (paired: same repeat, same moment)."""
+    return statistics.median(n / d for n, d in zip(num, den, strict=True))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gib", type=float, default=1.0)
     parser.add_argument("--quick", action="store_true", help="skip the 1-thread and gzip runs")
+    parser.add_argument("--no-cold", action="store_true",
+                        help="skip the cold-cache runs (they need root)")
     args = parser.parse_args()
+    cold = not args.no_cold
+    if cold and not can_drop_caches():
+        raise SystemExit("cold runs need root (/proc/sys/vm/drop_caches); use --no-cold")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still delete the temp dir
 
     root = Path(tempfile.mkdtemp(prefix="qrq-bench-backup-"))
     try:
         data = root / "data"
         os.environ["QRQ_DATA_DIR"] = str(data)
-        load_start = os.getloadavg()[0]  # the machine may be shared: say how busy it was
+        load_start = os.getloadavg()  # the machine may be shared: say how busy it was
         t0 = time.perf_counter()
         files = build(data, args.gib)
         built = time.perf_counter() - t0
         total = sum(f.stat().st_size for f in files)
         mb = total / 1e6
         print(f"{len(files)} databases, {total / 2**30:.2f} GiB, built in {built:.0f}s "
-              f"(free: {shutil.disk_usage(root).free / 2**30:.0f} GiB)", flush=True)
+              f"(free: {shutil.disk_usage(root).free / 2**30:.0f} GiB); load average "
+              f"{load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}", flush=True)
 
         from qrq.backup import list_sets, verify_set
         from qrq.config import load_settings
 
         base = load_settings()
-        figures: dict[str, list[float]] = {"cp": [], "cp_sync": [], "backup": []}
+
+        def at(folder: str, **change):
+            return dataclasses.replace(base, backup_dir=str(root / folder), **change)
+
+        runs: dict[str, list[float]] = {}
+        modes = ("warm", "cold") if cold else ("warm",)
+
+        def record(key: str, seconds: float) -> None:
+            runs.setdefault(key, []).append(seconds)
+
         manifest = None
         for i in range(args.repeats):
             # Alternate the order: whichever copy runs first pays for a colder cache.
             for sync in ((False, True) if i % 2 == 0 else (True, False)):
-                figures["cp_sync" if sync else "cp"].append(
-                    time_cp(files, root / "copy", sync=sync))
-            seconds, manifest = time_backup(dataclasses.replace(
-                base, backup_dir=str(root / f"backups-{i}")))
-            figures["backup"].append(seconds)
-            print(f"repeat {i + 1}: cp {figures['cp'][-1]:.2f}s, cp+sync "
-                  f"{figures['cp_sync'][-1]:.2f}s, backup {seconds:.2f}s", flush=True)
-            if i:
-                drop(root / f"backups-{i}")
+                record("cp_warm" if not sync else "cp_sync_warm",
+                       time_cp(files, root / "copy", sync=sync))
+            for mode in modes:
+                if mode == "cold":
+                    record("cp_sync_cold", time_cp(files, root / "copy", True, cold=True))
+                seconds, manifest = time_backup(at(f"full-{mode}"), cold=mode == "cold")
+                record(f"backup_{mode}", seconds)
+            drop(root / "full-cold")
+            # The second night, next to the full set just made (each extra set is
+            # deleted again, so every run compares with the same full set).
+            backups = root / "full-warm"
+            for label, changed in (("unchanged", []), ("changed10", None)):
+                if changed is None:
+                    changed = change_some(files, i)
+                for mode in modes:
+                    seconds, night = time_backup(at("full-warm"), cold=mode == "cold")
+                    fresh = sorted(e["name"] for e in night["databases"]
+                                   if not e.get("reused_from"))
+                    want = sorted(f"analytics/{n}" for n in changed)
+                    if fresh != want:
+                        raise SystemExit(f"{label}: backed up afresh {fresh}, expected {want}")
+                    record(f"night_{label}_{mode}", seconds)
+                    drop(backups / night["id"])
+            line = ", ".join(f"{k} {v[-1]:.2f}s" for k, v in runs.items())
+            print(f"repeat {i + 1}: {line}", flush=True)
+            if i < args.repeats - 1:
+                drop(backups)
 
-        backups0 = root / "backups-0"
+        backups0 = root / "full-warm"
         [kept] = list_sets(backups0)
+        subprocess.run(["sync"], check=True)
         started = time.perf_counter()
         problems = verify_set(backups0, kept)
         verify_s = time.perf_counter() - started
@@ -186,41 +262,46 @@ def main() -> None:
         if not args.quick:
             for label, change in (("backup_1_thread", {"backup_threads": 1}),
                                   ("backup_gzip", {"backup_codec": "gzip"})):
-                seconds, m = time_backup(dataclasses.replace(
-                    base, backup_dir=str(root / label), **change))
+                seconds, m = time_backup(at(label, **change))
                 extra[label] = {"seconds": round(seconds, 2), "mb_s": round(mb / seconds, 1),
                                 "ratio": round(m["size"] / m["compressed_size"], 2)}
                 drop(root / label)
-                print(f"{label}: {seconds:.2f}s", flush=True)
+                print(f"{label} (warm): {seconds:.2f}s", flush=True)
 
-        med = {k: statistics.median(v) for k, v in figures.items()}
-        ratio = manifest["size"] / manifest["compressed_size"]
+        med = {k: statistics.median(v) for k, v in runs.items()}
+        ratio = kept["size"] / kept["compressed_size"]
+        versus = {}  # paired: throughput of the backup / throughput of cp in the same repeat
+        for mode in modes:
+            base_key = f"cp_sync_{mode}"
+            for key in (f"backup_{mode}", f"night_unchanged_{mode}", f"night_changed10_{mode}"):
+                versus[f"{key}_vs_{base_key}"] = round(median_ratio(runs[base_key], runs[key]), 3)
+        versus["backup_warm_vs_cp_warm"] = round(median_ratio(runs["cp_warm"],
+                                                              runs["backup_warm"]), 3)
+        load_end = os.getloadavg()
         result = {
             "databases": len(files), "bytes": total, "repeats": args.repeats,
-            "cp_s": round(med["cp"], 2), "cp_mb_s": round(mb / med["cp"], 1),
-            "cp_sync_s": round(med["cp_sync"], 2),
-            "cp_sync_mb_s": round(mb / med["cp_sync"], 1),
-            "backup_s": round(med["backup"], 2), "backup_mb_s": round(mb / med["backup"], 1),
-            "compression_ratio": round(ratio, 2), "codec": manifest["codec"],
+            "seconds": {k: round(v, 2) for k, v in med.items()},
+            "mb_s": {k: round(mb / v, 1) for k, v in med.items()},
+            "versus_cp": versus,
+            "compression_ratio": round(ratio, 2), "codec": kept["codec"],
             "threads": base.backup_threads,
-            "backup_vs_cp": round(med["cp"] / med["backup"], 3),
-            "backup_vs_cp_sync": round(med["cp_sync"] / med["backup"], 3),
             "verify_only_s": round(verify_s, 2),
             "integrity_check_sources_s": round(integrity_s, 2),
-            "runs": {k: [round(x, 2) for x in v] for k, v in figures.items()},
-            "load_average_1m": {"start": round(load_start, 2),
-                                "end": round(os.getloadavg()[0], 2)},
+            "runs": {k: [round(x, 2) for x in v] for k, v in runs.items()},
+            "load_average": {"start": [round(x, 2) for x in load_start],
+                             "end": [round(x, 2) for x in load_end]},
             "cpus": os.cpu_count(),
             **extra,
         }
-        print(f"\n{'':28}{'seconds':>9}{'MB/s':>9}")
-        for label, key in (("cp", "cp"), ("cp + sync", "cp_sync"), ("backup (all in)", "backup")):
-            print(f"{label:28}{med[key]:9.2f}{mb / med[key]:9.1f}")
-        print(f"{'verify only (restore+check)':28}{verify_s:9.2f}{mb / verify_s:9.1f}")
-        print(f"{'integrity_check of sources':28}{integrity_s:9.2f}{mb / integrity_s:9.1f}")
-        print(f"compression ratio {ratio:.2f} ({manifest['codec']}); backup is "
-              f"{result['backup_vs_cp']:.0%} of cp, {result['backup_vs_cp_sync']:.0%} of "
-              "cp + sync throughput")
+        print(f"\n{'median of ' + str(args.repeats) + ' repeats':34}{'seconds':>9}{'MB/s':>9}")
+        for key in runs:
+            print(f"{key:34}{med[key]:9.2f}{mb / med[key]:9.1f}")
+        print(f"{'verify only (restore+check), warm':34}{verify_s:9.2f}{mb / verify_s:9.1f}")
+        print(f"{'integrity_check of sources, warm':34}{integrity_s:9.2f}{mb / integrity_s:9.1f}")
+        print(f"compression ratio {ratio:.2f} ({kept['codec']})")
+        for key, value in versus.items():
+            print(f"{key:50} {value:6.1%} (median of paired ratios)")
+        print(f"load average at the start {load_start[0]:.2f}, at the end {load_end[0]:.2f}")
         print(json.dumps(result))
     finally:
         drop(root)

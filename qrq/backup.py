@@ -9,6 +9,12 @@ the set counts it as good. A run is written under ``.partial-<id>`` and renamed
 into place only once its manifest is written, so a crash never leaves a half
 set that looks finished.
 
+A database whose snapshot has the same sha256 as in its last good backup is not
+compressed and verified again: that verified file is hard-linked into the new
+set (copied where links fail) after its own sha256 is checked, and the entry says
+"reused from set <id>". Retention then deletes a set's directory without harming
+the sets that share its files.
+
 zstd level 1 because it compresses SQLite pages ~7x faster than gzip -1 at a
 better ratio (see BENCHMARKS.md); gzip stays available (``QRQ_BACKUP_CODEC``).
 """
@@ -26,7 +32,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +40,7 @@ from qrq.errors import NotFound, QrqError, ValidationError
 
 CODECS = {"zstd": ".zst", "gzip": ".gz"}
 CHUNK = 1 << 20
+ZSTD_LEVEL = 1
 MARGIN = 16 << 20  # free space kept beyond the estimate
 MANIFEST = "manifest.json"
 PARTIAL = ".partial-"
@@ -122,9 +129,11 @@ def _compressor(codec: str):
     if codec == "zstd":
         import zstandard
 
-        return zstandard.ZstdCompressor(level=1).compressobj()
+        # The frame checksum (xxh64 of the content) makes every decompression check
+        # that it returned exactly the bytes that were compressed.
+        return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compressobj()
     if codec == "gzip":
-        return zlib.compressobj(1, zlib.DEFLATED, 31)
+        return zlib.compressobj(1, zlib.DEFLATED, 31)  # gzip's trailer carries a crc32
     raise ValidationError(f"unknown codec {codec!r}; use one of {', '.join(CODECS)}")
 
 
@@ -146,50 +155,59 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def compress_file(src: Path, dest: Path, codec: str,
-                  stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
-    """Compress *src* into *dest* (fsynced); return both sha256 digests and sizes."""
-    raw_hash, packed_hash = hashlib.sha256(), hashlib.sha256()
-    packer = _compressor(codec)
-    packed = 0
-    with open(src, "rb") as fin, open(dest, "wb") as fout:
-        while chunk := fin.read(CHUNK):
+def _chunks(path: Path, stop: Callable[[], bool]) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
             if stop():
                 raise Stopped("stopped")
-            raw_hash.update(chunk)
+            yield chunk
+
+
+def hash_file(path: Path, stop: Callable[[], bool] = lambda: False) -> str:
+    """The sha256 of a file, hex."""
+    digest = hashlib.sha256()
+    for chunk in _chunks(path, stop):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def compress_file(src: Path, dest: Path, codec: str,
+                  stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    """Compress *src* into *dest* (fsynced); return the sha256 and size of *dest*."""
+    digest, packer, packed = hashlib.sha256(), _compressor(codec), 0
+    with open(dest, "wb") as fout:
+        for chunk in _chunks(src, stop):
             out = packer.compress(chunk)
-            if out:
-                packed_hash.update(out)
-                fout.write(out)
-                packed += len(out)
+            digest.update(out)
+            packed += fout.write(out)
         out = packer.flush()
-        packed_hash.update(out)
-        fout.write(out)
-        packed += len(out)
+        digest.update(out)
+        packed += fout.write(out)
         fout.flush()
         os.fsync(fout.fileno())
-    return {"db_sha256": raw_hash.hexdigest(), "sha256": packed_hash.hexdigest(),
-            "compressed_size": packed}
+    return {"sha256": digest.hexdigest(), "compressed_size": packed}
 
 
 def decompress_file(src: Path, dest: Path, codec: str,
-                    stop: Callable[[], bool] = lambda: False) -> tuple[str, str]:
-    """Decompress *src* into *dest*; return (sha256 of *src*, sha256 of *dest*)."""
-    packed_hash, raw_hash = hashlib.sha256(), hashlib.sha256()
-    unpacker = _decompressor(codec)
-    with open(src, "rb") as fin, open(dest, "wb") as fout:
-        while chunk := fin.read(CHUNK):
-            if stop():
-                raise Stopped("stopped")
-            packed_hash.update(chunk)
+                    stop: Callable[[], bool] = lambda: False) -> str:
+    """Decompress *src* into *dest*; return the sha256 of *dest*.
+
+    A damaged *src* raises (zstd and gzip check their own checksums) or yields
+    bytes whose sha256 differs from the manifest's, which the callers compare.
+    """
+    digest, unpacker = hashlib.sha256(), _decompressor(codec)
+    with open(dest, "wb") as fout:
+        for chunk in _chunks(src, stop):
             out = unpacker.decompress(chunk)
-            raw_hash.update(out)
+            digest.update(out)
             fout.write(out)
         if codec == "gzip":
             rest = unpacker.flush()
-            raw_hash.update(rest)
+            digest.update(rest)
             fout.write(rest)
-    return packed_hash.hexdigest(), raw_hash.hexdigest()
+        if not unpacker.eof:
+            raise ValueError(f"{src.name} is truncated")
+    return digest.hexdigest()
 
 
 def check_database(path: Path, expected_rows: dict[str, int] | None,
@@ -220,33 +238,70 @@ def _discard(path: Path) -> None:
 def verify_entry(set_dir: Path, entry: dict, work_dir: Path,
                  stop: Callable[[], bool] = lambda: False) -> list[str]:
     """Restore one backed-up database into a temporary file in *work_dir* and check it
-    against its manifest entry; return the problems (empty: good)."""
+    against its manifest entry; return the problems (empty: good).
+
+    The restored file must have the snapshot's sha256, so it is byte for byte
+    the database that was backed up (which also proves the compressed file
+    sound: a second hash of it would add nothing); then ``integrity_check`` and
+    the row counts run on the restored file itself.
+    """
     packed = set_dir / entry["file"]
     if not packed.is_file():
         return [f"{entry['file']} is missing"]
     tmp = work_dir / f".verify-{uuid.uuid4().hex}.db"
     try:
-        packed_sha, raw_sha = decompress_file(packed, tmp, entry["codec"], stop)
-        if packed_sha != entry["sha256"]:
-            return [f"{entry['file']}: sha256 {packed_sha} does not match the manifest"]
-        if raw_sha != entry["db_sha256"]:
-            return [f"{entry['name']}: restored database sha256 does not match"]
+        if decompress_file(packed, tmp, entry["codec"], stop) != entry["db_sha256"]:
+            return [f"{entry['name']}: the restored database's sha256 does not match "
+                    "the manifest"]
         return check_database(tmp, entry["tables"], stop)
     except Stopped:
         raise
     except Exception as exc:
         if stop():
             raise Stopped("stopped") from None
-        return [f"{type(exc).__name__}: {exc}"]
+        return [f"{entry['file']}: {type(exc).__name__}: {exc}"]
     finally:
         _discard(tmp)
 
 
+def _reuse(previous: tuple[Path, dict] | None, entry: dict, out: Path) -> bool:
+    """Link (or copy) the previous set's verified file for this database into *out*
+    when its snapshot is byte for byte the same; True when it did.
+
+    The file's sha256 is checked again here, so a file damaged since is not
+    carried forward: the database is then compressed and verified afresh.
+    """
+    if previous is None:
+        return False
+    set_dir, old = previous
+    source = set_dir / old["file"]
+    if (old.get("db_sha256") != entry["db_sha256"] or old.get("codec") != entry["codec"]
+            or not source.is_file()):
+        return False
+    try:
+        os.link(source, out)  # one copy on disk, however many sets hold it
+    except OSError:
+        shutil.copyfile(source, out)
+        _fsync(out)
+    if hash_file(out) != old["sha256"]:
+        out.unlink()
+        return False
+    entry.update(sha256=old["sha256"], compressed_size=old["compressed_size"],
+                 reused_from=set_dir.name, note=f"reused from set {set_dir.name}")
+    return True
+
+
 def backup_database(name: str, src: Path, set_dir: Path, codec: str,
                     stop: Callable[[], bool] = lambda: False,
-                    timeout: float = 10.0) -> dict[str, Any]:
+                    timeout: float = 10.0,
+                    previous: tuple[Path, dict] | None = None) -> dict[str, Any]:
     """Snapshot, compress and verify one database into *set_dir*; never raises for
-    a bad database: the entry says ``failed`` with the error, and keeps no file."""
+    a bad database: the entry says ``failed`` with the error, and keeps no file.
+
+    *previous* is ``(set directory, manifest entry)`` of this database's last
+    good backup: when the snapshot's sha256 equals that entry's, the verified
+    file is reused instead of being compressed and verified again.
+    """
     started = time.monotonic()
     entry: dict[str, Any] = {"name": name, "source": str(src), "file": name + CODECS[codec],
                              "codec": codec, "status": "failed", "error": None}
@@ -266,11 +321,13 @@ def backup_database(name: str, src: Path, set_dir: Path, codec: str,
         finally:
             conn.close()
         entry["size"] = snap.stat().st_size
-        entry.update(compress_file(snap, out, codec, stop))
-        _discard(snap)
-        problems = verify_entry(set_dir, entry, set_dir, stop)
-        if problems:
-            raise RuntimeError("verification failed: " + "; ".join(problems))
+        entry["db_sha256"] = hash_file(snap, stop)
+        if not _reuse(previous, entry, out):
+            entry.update(compress_file(snap, out, codec, stop))
+            _discard(snap)  # before the restore, so two copies are never on disk at once
+            problems = verify_entry(set_dir, entry, set_dir, stop)
+            if problems:
+                raise RuntimeError("verification failed: " + "; ".join(problems))
         entry["status"] = "ok"
     except Stopped:
         raise
@@ -319,6 +376,17 @@ def estimate_space(backups: Path, sizes: Iterable[int], threads: int) -> int:
     return int(sum(sizes) * ratio + 2 * sum(sizes[:threads]) + MARGIN)
 
 
+def _last_good_entries(backups: Path) -> dict[str, tuple[Path, dict]]:
+    """Per database name, its newest good entry in the finished sets, with that set's
+    directory."""
+    found: dict[str, tuple[Path, dict]] = {}
+    for manifest in list_sets(backups):
+        for entry in manifest["databases"]:
+            if entry["status"] == "ok":
+                found.setdefault(entry["name"], (backups / manifest["id"], entry))
+    return found
+
+
 def run_backup(settings, kind: str = "manual", *,
                report: Callable[[float, str], None] = lambda pct, stage: None,
                stop: Callable[[], bool] = lambda: False,
@@ -353,11 +421,12 @@ def run_backup(settings, kind: str = "manual", *,
     def stopping() -> bool:
         return halt.is_set() or stop()
 
+    previous = _last_good_entries(backups)
     pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="qrq-backup")
     try:
         # Largest first, so one big database does not run alone at the end.
         futures = {pool.submit(backup_database, name, path, partial, settings.backup_codec,
-                               stopping, settings.busy_timeout): name
+                               stopping, settings.busy_timeout, previous.get(name)): name
                    for name, path in sorted(dbs, key=lambda d: -sizes[d[0]])}
         for future in concurrent.futures.as_completed(futures):
             entries.append(future.result())
@@ -376,6 +445,7 @@ def run_backup(settings, kind: str = "manual", *,
         "created_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "status": "ok" if ok == len(entries) else "partial" if ok else "failed",
         "ok": ok, "failed": len(entries) - ok,
+        "reused": sum(bool(e.get("reused_from")) for e in entries),
         "size": sum(e.get("size", 0) for e in entries),
         "compressed_size": sum(e.get("compressed_size", 0) for e in entries
                                if e["status"] == "ok"),
@@ -476,8 +546,8 @@ def restore(backups: Path, manifest: dict, to_dir: Path, names: Iterable[str] = 
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.restore-{uuid.uuid4().hex[:8]}")
         try:
-            packed_sha, raw_sha = decompress_file(set_dir / entry["file"], tmp, entry["codec"])
-            problems = [] if packed_sha == entry["sha256"] and raw_sha == entry["db_sha256"] \
+            raw_sha = decompress_file(set_dir / entry["file"], tmp, entry["codec"])
+            problems = [] if raw_sha == entry["db_sha256"] \
                 else ["sha256 does not match the manifest"]
             problems = problems or check_database(tmp, entry["tables"])
             if problems:

@@ -59,7 +59,8 @@ def summarize(manifest: dict) -> dict:
     result["databases"] = [
         {"name": e["name"], "status": e["status"], "size": e.get("size"),
          "compressed_size": e.get("compressed_size"), "duration": e["duration"],
-         **({"error": e["error"]} if e["error"] else {})}
+         **({"error": e["error"]} if e["error"] else {}),
+         **({"note": e["note"]} if e.get("note") else {})}
         for e in manifest["databases"]]
     return result
 
@@ -89,7 +90,7 @@ def report_text(manifest: dict) -> tuple[str, str]:
     lines.append(f"{'database':<40} {'status':<7} {'size':>14} {'seconds':>8}")
     for e in manifest["databases"]:
         lines.append(f"{e['name']:<40} {e['status']:<7} {e.get('size') or 0:>14,} "
-                     f"{e['duration']:>8.2f}")
+                     f"{e['duration']:>8.2f}  {e.get('note') or ''}".rstrip())
     return subject, "\n".join(lines) + "\n"
 
 

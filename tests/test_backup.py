@@ -256,3 +256,56 @@ def test_databases_come_from_the_analytics_setting(settings, analytics, tmp_path
                                                            "analytics/x.db"]
     everything = dataclasses.replace(settings, analytics_dbs="**/*.db")
     assert [n for n, _ in backup.list_databases(everything)] == names  # no duplicates
+
+
+def test_a_second_backup_reuses_unchanged_databases_and_backs_up_changed_ones(
+        settings, runner, analytics):
+    from qrq.cli import main
+
+    first = run_backup(settings)
+    with sqlite3.connect(analytics[1]) as conn:
+        conn.execute("insert into scan (card, ua, data) values (1, 'new', x'00')")
+    conn.close()
+    second = run_backup(settings)
+    entries = {e["name"]: e for e in second["databases"]}
+    changed = entries["analytics/shop1.db"]
+    assert changed["status"] == "ok" and "reused_from" not in changed
+    assert changed["tables"] == {"scan": 302}
+    old, new = settings.backups_dir / first["id"], settings.backups_dir / second["id"]
+    for name in ("analytics/shop0.db", "analytics/shop2.db"):
+        entry = entries[name]
+        assert entry["status"] == "ok" and entry["reused_from"] == first["id"]
+        assert entry["note"] == f"reused from set {first['id']}"
+        assert (new / entry["file"]).samefile(old / entry["file"])  # a hard link
+    assert not (new / changed["file"]).samefile(old / changed["file"])
+    assert second["reused"] >= 2
+    listing = runner.invoke(main, ["backup", "list", second["id"]])
+    assert f"reused from set {first['id']}" in listing.output
+
+    # Retention deletes the first set; the files the second set shares with it stay.
+    keep_one = dataclasses.replace(settings, backup_keep_daily=1, backup_keep_weekly=0,
+                                   backup_keep_monthly=0)
+    assert backup.apply_retention(keep_one) == [first["id"]]
+    assert not old.exists()
+    assert verify_set(settings.backups_dir, second) == {n: [] for n in entries}
+    restored = restore(settings.backups_dir, second, settings.data_dir.parent / "restored",
+                       ["analytics/shop0.db"])
+    conn = sqlite3.connect(restored[0])
+    assert conn.execute("select count(*) from scan").fetchone() == (300,)
+    conn.close()
+    third = run_backup(settings)
+    assert {e["name"]: e.get("reused_from") for e in third["databases"]}[
+        "analytics/shop1.db"] == second["id"]
+
+
+def test_a_damaged_previous_file_is_not_reused(settings, analytics):
+    first = run_backup(settings)
+    packed = settings.backups_dir / first["id"] / "analytics" / "shop0.db.zst"
+    data = bytearray(packed.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    packed.write_bytes(bytes(data))
+    second = run_backup(settings)
+    entries = {e["name"]: e for e in second["databases"]}
+    assert "reused_from" not in entries["analytics/shop0.db"]
+    assert entries["analytics/shop2.db"]["reused_from"] == first["id"]
+    assert verify_set(settings.backups_dir, second)["analytics/shop0.db"] == []

@@ -84,7 +84,7 @@ def backup_list(set_id: str | None, limit: int) -> None:
         for e in manifest["databases"]:
             click.echo(f"  {e['status']:<6} {e['name']:<40} {_mb(e.get('size')):>12} "
                        f"{_mb(e.get('compressed_size')):>12} {e['duration']:>8.2f}s"
-                       f"  {e['error'] or ''}")
+                       f"  {e['error'] or e.get('note') or ''}")
         return
     sets = list_sets(backups)
     if not sets:
