@@ -31,6 +31,7 @@ def _too_long(data: str, error_correction: str) -> DataTooLong:
                        f"error correction {error_correction}")
 
 
+@functools.lru_cache(maxsize=1024)  # requests repeat their templates' payloads
 def check_fits(data: str, error_correction: str = "M") -> int:
     """The QR version that holds *data*, without building the code (cheap).
 
