@@ -233,7 +233,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
         queue_db = settings.queue_db
         wal = queue_db.with_name(queue_db.name + "-wal")
         port = free_port()
-        env = env_for(data)
+        env = env_for(data, QRQ_MAX_ACTIVE_JOBS="1000000")  # one user queues every job
         web = start([PYTHON, "-m", "waitress", f"--listen=127.0.0.1:{port}", "--threads=8",
                      "web:app"], root / "web.out", cwd=REPO, env=env)
         consumer = start([QRQ, "worker", "-w", str(args.workers)], root / "consumer.out",

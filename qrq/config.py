@@ -90,6 +90,9 @@ SETTINGS = (
     Setting("max_request_bytes", 1024 * 1024, "Largest accepted request body, in bytes.",
             int),
     Setting("max_copies", 1000, "Most cards one PDF job may render.", int),
+    Setting("max_active_jobs", 1000, "Most jobs one user may have queued, running or "
+            "retrying at once; more are refused with 429 (0: no limit; admins are exempt).",
+            int),
     Setting("pdf_timeout", 300, "Time limit of a PDF job, in seconds.", int),
     Setting("pdf_retries", 3, "Retries of a PDF job after a transient error.", int),
     Setting("job_expiry", 3600, "Seconds a job may wait to start; one not started in "
@@ -185,6 +188,7 @@ class Settings:
     busy_timeout: float
     max_request_bytes: int
     max_copies: int
+    max_active_jobs: int
     pdf_timeout: int
     pdf_retries: int
     job_expiry: int

@@ -71,5 +71,12 @@ class ValidationError(QrqError):
     code = "validation_error"
 
 
+class TooManyJobs(QrqError):
+    """Too many of your jobs are queued or running; wait for some to finish."""
+
+    status = 429
+    code = "too_many_jobs"
+
+
 class TransientError(Exception):
     """A failure worth retrying (I/O, a locked database); not the caller's fault."""

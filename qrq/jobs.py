@@ -142,6 +142,13 @@ def flag_cancel(storage, job_id: str) -> bool:
         return curs.rowcount > 0
 
 
+def count_active(storage, owner_id: int) -> int:
+    """How many of *owner_id*'s jobs are queued, running or retrying (an index scan)."""
+    return storage.sql(f"select count(*) from job where owner_id = ? and status in "
+                       f"({','.join('?' * len(ACTIVE))})", (owner_id, *ACTIVE),
+                       results=True)[0][0]
+
+
 def median_duration(storage, job_type: str, sample: int = 20) -> float | None:
     """Median run time in seconds of the last *sample* finished jobs of a type."""
     rows = storage.sql("select finished_at - started_at from job where type = ? and "

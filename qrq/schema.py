@@ -27,6 +27,7 @@ JOBS = [
     " error text,"
     " traceback text)",
     "create index if not exists job_owner_created on job (owner_id, created_at)",
+    "create index if not exists job_owner_status on job (owner_id, status)",
     "create index if not exists job_status_type on job (status, type)",
     "create index if not exists job_finished on job (finished_at)",
     # The recent run times of a type, for estimated_completion.

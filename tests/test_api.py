@@ -167,3 +167,27 @@ def test_template_deleted_before_the_run_fails_visibly(client, templates, alice)
     assert status["error"] == "template 3 does not exist"
     assert status["attempts"] == 1  # bad input: never retried
     assert huey.storage.queue_size() == 0 and huey.scheduled_count() == 0
+
+
+def test_a_user_with_too_many_unfinished_jobs_gets_429(settings, templates, alice, make_user):
+    import dataclasses
+
+    from qrq.web import create_app
+
+    limited = dataclasses.replace(settings, max_active_jobs=2)
+    client = create_app({"SETTINGS": limited, "TESTING": True}).test_client()
+    body = {"template_id": 1}
+    ids = [client.post(PDF, json=body, headers=alice[1]).get_json()["job_id"] for _ in range(2)]
+    error = assert_error(client.post(PDF, json=body, headers=alice[1]), 429)
+    assert error["code"] == "too_many_jobs"
+    assert_error(client.post("/api/batch/generate-qrs", json={"template_ids": [1]},
+                             headers=alice[1]), 429)
+    assert job_count() == 2  # nothing enqueued by the refused calls
+    # Other users are not affected, admins are exempt.
+    _, bob = make_user("bob")
+    assert client.post(PDF, json=body, headers=bob).status_code == 202
+    _, root = make_user("root", admin=True)
+    assert all(client.post(PDF, json=body, headers=root).status_code == 202 for _ in range(3))
+    # Once one of alice's jobs has ended she may queue another.
+    assert client.delete(f"/api/jobs/{ids[0]}", headers=alice[1]).status_code == 202
+    assert client.post(PDF, json=body, headers=alice[1]).status_code == 202

@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, jsonify, request, send_file, url_for
 
 from qrq import jobs
 from qrq.batch import counts as batch_counts
-from qrq.errors import BadRequest, Conflict, NotFound, ValidationError
+from qrq.errors import BadRequest, Conflict, NotFound, TooManyJobs, ValidationError
 from qrq.generate import artifact_path, prepare
 from qrq.models import Template
 from qrq.queue import huey, submit
@@ -55,6 +55,14 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
     return int(raw)
 
 
+def check_job_quota() -> None:
+    """Refuse a new job (429) while the caller has ``QRQ_MAX_ACTIVE_JOBS`` unfinished."""
+    user, limit = current_user(), current_app.config["QRQ"].max_active_jobs
+    if limit and not user.is_admin and jobs.count_active(huey.storage, user.id) >= limit:
+        raise TooManyJobs(f"you have {limit} jobs queued or running, the most allowed; "
+                          "wait for some to finish")
+
+
 def visible_job(job_id: str) -> dict[str, Any]:
     """The job if the caller may see it; another user's job is as absent as a missing one."""
     user = current_user()
@@ -86,6 +94,7 @@ def estimate_completion(job_type: str) -> float:
 def generate_qr_pdf():
     """Queue a QR-code PDF of a template; answers 202 with the job id at once."""
     body = json_body({"template_id", "options"}, {"template_id"})
+    check_job_quota()
     template_id = int_field(body["template_id"], "template_id")
     template = Template.get_or_none(Template.id == template_id)
     if template is None:

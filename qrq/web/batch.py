@@ -12,7 +12,7 @@ from qrq import batch
 from qrq.batch_render import matrix_svg
 from qrq.errors import BadRequest, NotFound, ValidationError
 from qrq.queue import huey
-from qrq.web.api import int_arg, visible_job
+from qrq.web.api import check_job_quota, int_arg, visible_job
 from qrq.web.auth import current_user, login_required
 from tasks.batch import enqueue_batch, enqueue_retry
 
@@ -55,6 +55,7 @@ def generate_qrs():
     body = request.get_json(silent=True)
     if body is None:
         raise BadRequest("the body is not valid JSON")
+    check_job_quota()
     job_id = str(uuid.uuid4())
     checked = batch.parse_request(body, batch.load_templates, job_id,
                                   settings.max_batch_items)
@@ -111,6 +112,7 @@ def item_svg(job_id: str, idx: int):
 def retry_failed(job_id: str):
     """Re-run only the failed items, as a new batch linked to this one."""
     job, found = visible_batch(job_id)
+    check_job_quota()
     new_id, count = enqueue_retry(job["id"], found["owner_id"])  # an admin's too
     status_url = url_for("api.job_status", job_id=new_id)
     response = jsonify(batch_job_id=new_id, parent_job_id=job["id"], total_items=count,

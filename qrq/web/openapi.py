@@ -32,6 +32,7 @@ _ERRORS = {
     409: ("Conflict", "The resource's state does not allow this."),
     413: ("PayloadTooLarge", "The body is larger than QRQ_MAX_REQUEST_BYTES."),
     422: ("ValidationError", "A field has an invalid value; `field` names it."),
+    429: ("TooManyJobs", "The user has QRQ_MAX_ACTIVE_JOBS jobs queued or running."),
 }
 
 
@@ -205,7 +206,7 @@ BATCH_PATHS = {
             "oneOf": [{"required": ["template_ids"]}, {"required": ["items"]}]}}}},
         "responses": {"202": {**_json(_BATCH_ACCEPTED, "Queued."),
                               "headers": {"Location": {"schema": {"type": "string"}}}},
-                      **_errors(400, 401, 413, 422)},
+                      **_errors(400, 401, 413, 422, 429)},
     }},
     "/api/batch/{job_id}": {"get": {
         "summary": "A batch's counts, status and download links",
@@ -244,7 +245,7 @@ BATCH_PATHS = {
         "operationId": "retryBatchFailed", "parameters": [_BATCH_ID],
         "responses": {"202": {**_json(_BATCH_ACCEPTED, "Queued."),
                               "headers": {"Location": {"schema": {"type": "string"}}}},
-                      **_errors(401, 404, 409)},
+                      **_errors(401, 404, 409, 429)},
     }},
     "/api/batch/{job_id}/download/{kind}": {"get": {
         "summary": "The batch's combined PDF or ZIP of SVGs, once written",
@@ -284,7 +285,7 @@ SPEC: dict[str, Any] = {
                     "status_url": {"type": "string"},
                     "estimated_completion": {"type": "string", "format": "date-time"}}),
                     "Queued."), "headers": {"Location": {"schema": {"type": "string"}}}},
-                **_errors(400, 401, 413, 422)},
+                **_errors(400, 401, 413, 422, 429)},
         }},
         "/api/job-status/{job_id}": {"get": {
             "summary": "A job's status, progress, timestamps, result and error",
