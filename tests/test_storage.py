@@ -138,40 +138,36 @@ def test_a_stock_huey_queue_file_gains_qrq_columns(tmp_path):
     s.close()
 
 
-def test_concurrent_enqueues_share_one_commit(storage):
-    """Threads that enqueue while another commits are written in one transaction."""
+def enqueue_while_locked(s, calls) -> None:
+    """Run each of *calls* in its own thread while *s*'s write lock is held, as if
+    another thread were committing; let go once all of them queue behind it."""
     import threading
 
+    with s.lock:
+        threads = [threading.Thread(target=call) for call in calls]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while len(s._pending) < len(calls) and time.monotonic() < deadline:
+            time.sleep(0.005)
+    for thread in threads:
+        thread.join(10)
+
+
+def test_concurrent_enqueues_share_one_commit(storage):
+    """Threads that enqueue while another commits are written in one transaction."""
     s = storage()
     s.enqueue(b"first", job_id="first")
     batches = []
     write_batch = s._write_batch
     s._write_batch = lambda batch: (batches.append(len(batch)), write_batch(batch))[1]
-    errors = []
-
-    def enqueue(data):
-        try:
-            s.enqueue(data, job_id=data.decode())
-        except Exception as exc:
-            errors.append(exc)
-
-    with s.lock:  # as if another thread were committing: the writers queue up
-        threads = [threading.Thread(target=enqueue, args=(b"job-%d" % i,)) for i in range(8)]
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + 10
-        while len(s._pending) < 8 and time.monotonic() < deadline:
-            time.sleep(0.005)
-    for thread in threads:
-        thread.join(10)
-    assert errors == []
+    enqueue_while_locked(s, [lambda i=i: s.enqueue(b"job-%d" % i, job_id=str(i))
+                             for i in range(8)])
     assert batches == [8]
     assert s.queue_size() == 9
 
 
 def test_one_failing_write_does_not_sink_the_others_in_its_commit(storage):
-    import threading
-
     from qrq import jobs
 
     s = storage()
@@ -185,16 +181,8 @@ def test_one_failing_write_does_not_sink_the_others_in_its_commit(storage):
         except AttributeError:  # a bad eta fails after its job record was written
             outcomes[job_id] = "failed"
 
-    with s.lock:
-        threads = [threading.Thread(target=enqueue, args=args) for args in
-                   [("a",), ("bad", object()), ("b",)]]
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + 10
-        while len(s._pending) < 3 and time.monotonic() < deadline:
-            time.sleep(0.005)
-    for thread in threads:
-        thread.join(10)
+    enqueue_while_locked(s, [lambda: enqueue("a"), lambda: enqueue("bad", object()),
+                             lambda: enqueue("b")])
     assert outcomes == {"a": "ok", "b": "ok", "bad": "failed"}
     assert sorted(data for data, _ in rows(s)) == [b"a", b"b"]
     # The failed write's job record went with it: no id without its task.
