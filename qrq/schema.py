@@ -27,7 +27,9 @@ JOBS = [
     " error text,"
     " traceback text)",
     "create index if not exists job_owner_created on job (owner_id, created_at)",
-    "create index if not exists job_owner_status on job (owner_id, status)",
+    # Only unfinished jobs: the per-user limit counts them at every submit.
+    "create index if not exists job_owner_active on job (owner_id, status) "
+    "where status in ('queued', 'running', 'retrying')",
     "create index if not exists job_status_type on job (status, type)",
     "create index if not exists job_finished on job (finished_at)",
     # The recent run times of a type, for estimated_completion.
