@@ -211,19 +211,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="small data (12 x 20,000 scans) to check the script")
     parser.add_argument("--data", type=Path, help="reuse (or keep) the databases here")
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    parser.add_argument("--dbs", type=int, default=101,
+                        help="databases in parts 1 and 2 (default 101)")
+    parser.add_argument("--scans", type=int, default=100_000,
+                        help="scans per database (default 100,000)")
+    parser.add_argument("--parts", default="1234",
+                        help="which parts to run after part 1, e.g. 1 or 14 (default 1234)")
     args = parser.parse_args(argv)
     root = args.data or Path(tempfile.mkdtemp(prefix="qrq-bench-analytics-"))
-    scans, full_dbs, db_counts = 100_000, 101, [10, 50, 101, 200]
+    scans, full_dbs, db_counts = args.scans, args.dbs, [10, 50, 101, 200]
     row_counts = [25_000, 50_000, 100_000, 200_000]
     if args.quick:
         scans, full_dbs, db_counts, row_counts = 20_000, 12, [3, 6, 12], [5_000, 20_000]
+    if "3" not in args.parts:
+        db_counts = [full_dbs]
     print(f"machine: {os.cpu_count()} CPUs, load average {load_average()}; "
           f"sqlite {sqlite3.sqlite_version}; data in {root}", flush=True)
     summary: dict = {"bench": "analytics", "cpus": os.cpu_count(),
                      "load_average": [load_average()]}
     try:
         print("generating", flush=True)
-        paths = generate(root / "main", max(db_counts), scans)
+        paths = generate(root / "main", max(db_counts + [full_dbs]), scans)
         full = paths[:full_dbs]
         query = parse_query(FULL)
 
@@ -281,65 +289,70 @@ def main(argv: list[str] | None = None) -> int:
                      "peak_rss_mb": memory},
             "target_full_under_10s": ours2 < 10, "target_10x": naive / ours2 >= 10})
 
-        # 2. Other reports over the same databases.
-        domain = result["top"]["domains"][0]["domain"]
-        template = result["top"]["templates"][0]["template_id"]
-        variants = {
-            "weekly Europe/Berlin": {**FULL, "period": "weekly", "tz": "Europe/Berlin"},
-            "monthly America/New_York": {**FULL, "period": "monthly",
-                                         "tz": "America/New_York"},
-            f"daily, domain {domain}": {**FULL, "domain": domain},
-            f"daily, template {template}": {**FULL, "template_id": str(template)},
-        }
-        print(f"\n2. other reports over {full_dbs} databases, 2 processes (median of "
-              f"{args.repeats})")
-        summary["variants"] = {}
-        for name, variant in variants.items():
-            seconds, _, report = timed(
-                lambda v=variant: analytics.time_series(full, parse_query(v), processes=2),
-                args.repeats)
-            print(f"   {name:<36} {seconds:6.2f} s  ({report['totals']['scans']:,} scans, "
-                  f"{len(report['series'])} buckets)")
-            summary["variants"][name] = round(seconds, 3)
+        if "2" in args.parts:
+            # 2. Other reports over the same databases.
+            domain = result["top"]["domains"][0]["domain"]
+            template = result["top"]["templates"][0]["template_id"]
+            variants = {
+                "weekly Europe/Berlin": {**FULL, "period": "weekly", "tz": "Europe/Berlin"},
+                "monthly America/New_York": {**FULL, "period": "monthly",
+                                             "tz": "America/New_York"},
+                f"daily, domain {domain}": {**FULL, "domain": domain},
+                f"daily, template {template}": {**FULL, "template_id": str(template)},
+            }
+            print(f"\n2. other reports over {full_dbs} databases, 2 processes (median of "
+                  f"{args.repeats})")
+            summary["variants"] = {}
+            for name, variant in variants.items():
+                seconds, _, report = timed(
+                    lambda v=variant: analytics.time_series(full, parse_query(v), processes=2),
+                    args.repeats)
+                print(f"   {name:<36} {seconds:6.2f} s  ({report['totals']['scans']:,} scans, "
+                      f"{len(report['series'])} buckets)")
+                summary["variants"][name] = round(seconds, 3)
 
-        # 3. Scaling with the number of databases and the rows per database.
-        print(f"\n3a. databases x {scans:,} scans, daily over a year, 2 processes (median "
-              f"of {args.repeats})")
-        summary["by_dbs"] = {}
-        for count in db_counts:
-            seconds, _, _ = timed(
-                lambda c=count: analytics.time_series(paths[:c], query, processes=2),
-                args.repeats)
-            print(f"   {count:>4} databases  {seconds:6.2f} s   "
-                  f"{count * scans / seconds / 1e6:5.1f} M rows/s")
-            summary["by_dbs"][count] = round(seconds, 3)
-        print(f"3b. 20 databases x scans per database, 2 processes (median of "
-              f"{args.repeats})")
-        summary["by_rows"] = {}
-        for count in row_counts:
-            if count == scans:
-                subset = paths[:20]
-            else:
-                directory = root / f"rows-{count}"
-                print(f"  generating 20 x {count:,}", flush=True)
-                subset = generate(directory, 20, count)
-            seconds, _, _ = timed(
-                lambda s=subset: analytics.time_series(s, query, processes=2), args.repeats)
-            print(f"   {count:>8,} scans/db  {seconds:6.2f} s   "
-                  f"{20 * count / seconds / 1e6:5.1f} M rows/s")
-            summary["by_rows"][count] = round(seconds, 3)
+        if "3" in args.parts:
+            # 3. Scaling with the number of databases and the rows per database.
+            print(f"\n3a. databases x {scans:,} scans, daily over a year, 2 processes (median "
+                  f"of {args.repeats})")
+            summary["by_dbs"] = {}
+            for count in db_counts:
+                seconds, _, _ = timed(
+                    lambda c=count: analytics.time_series(paths[:c], query, processes=2),
+                    args.repeats)
+                print(f"   {count:>4} databases  {seconds:6.2f} s   "
+                      f"{count * scans / seconds / 1e6:5.1f} M rows/s")
+                summary["by_dbs"][count] = round(seconds, 3)
+            print(f"3b. 20 databases x scans per database, 2 processes (median of "
+                  f"{args.repeats})")
+            summary["by_rows"] = {}
+            for count in row_counts:
+                if count == scans:
+                    subset = paths[:20]
+                else:
+                    directory = root / f"rows-{count}"
+                    print(f"  generating 20 x {count:,}", flush=True)
+                    subset = generate(directory, 20, count)
+                seconds, _, _ = timed(
+                    lambda s=subset: analytics.time_series(s, query, processes=2), args.repeats)
+                print(f"   {count:>8,} scans/db  {seconds:6.2f} s   "
+                      f"{20 * count / seconds / 1e6:5.1f} M rows/s")
+                summary["by_rows"][count] = round(seconds, 3)
 
-        # 4. Cached answers over HTTP.
-        print("\n4. cached GET /api/analytics/time-based over HTTP (waitress, 127.0.0.1, "
-              "one keep-alive connection)", flush=True)
-        latency = cached_latency(root / "web", root / "main", 400 if args.quick else 2000)
-        for name, figures in latency.items():
-            print(f"   {name:<8} p50 {figures['p50_ms']:.2f} ms  p99 {figures['p99_ms']:.2f} ms"
-                  f"  max {figures['max_ms']:.1f} ms  ({figures['bytes']:,} bytes, "
-                  f"{figures['requests']} requests)")
-        summary["cached"] = latency
-        summary["target_cached_p99_under_10ms"] = all(
-            f["p99_ms"] < 10 for f in latency.values())
+        if "4" in args.parts:
+            # 4. Cached answers over HTTP.
+            print("\n4. cached GET /api/analytics/time-based over HTTP (waitress, 127.0.0.1, "
+                  "one keep-alive connection)", flush=True)
+            latency = cached_latency(root / "web", root / "main", 400 if args.quick else 2000)
+            for name, figures in latency.items():
+                print(f"   {name:<8} p50 {figures['p50_ms']:.2f} ms  "
+                      f"p99 {figures['p99_ms']:.2f} ms  max {figures['max_ms']:.1f} ms  "
+                      f"({figures['bytes']:,} bytes, "
+                      f"{figures['requests']} requests)")
+            summary["cached"] = latency
+            summary["target_cached_p99_under_10ms"] = all(
+                f["p99_ms"] < 10 for f in latency.values())
+
     finally:
         if args.keep or args.data:
             print(f"kept {root}")

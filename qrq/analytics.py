@@ -13,19 +13,22 @@ Why it is fast, and exact:
   nothing to sort. It returns the bucket's count and its visitor hashes glued into
   one string (``group_concat``).
 * Unique visitors are exact. A visitor may scan in several databases, so counts
-  cannot be added up; instead each hash (16 hex digits) becomes 8 bytes
-  (``bytes.fromhex``, in C), each bucket keeps the bytes of every database, and a
-  Python set of 64-bit ints per bucket counts the distinct ones
-  (``memoryview.cast("Q")``, also in C): ~8 bytes per scan while reading, one
-  bucket's set at a time. (HyperLogLog would be approximate and no faster here: its
-  per-scan work would run in Python, or as a sort in SQLite.)
+  cannot be added up; instead each bucket keeps the visitor hashes of every
+  database as 8 bytes each (the schema stores them so, and a CHECK constraint
+  guarantees it, so the glued bytes need no decoding; older shards with 16 hex
+  digits go through ``bytes.fromhex``), and a Python set of 64-bit ints per bucket
+  counts the distinct ones (``memoryview.cast("Q")``, in C): ~8 bytes per scan
+  while reading, one bucket's set at a time. (HyperLogLog would be approximate and
+  no faster here: its per-scan work would run in Python, or as a sort in SQLite.)
 * The top-N counts come from one ``GROUP BY`` per database that walks the
   ``scans_dims`` index in order, so SQLite never sorts; SQLite also rolls its few
   thousand groups up per dimension, so Python only merges a few hundred rows.
 * Two cores: the work is cut into *shares*. Share k of n takes the buckets
-  ``i % n == k`` of every database and the top-N counts of the databases
-  ``j % n == k``; its visitor counts are final on their own, so each share, run in
-  a process of its own (:mod:`qrq.analytics_worker`), sends back a few kB.
+  ``i % n == k`` of every database, so its visitor counts are final on their own
+  and a share sends back a few kB. The top-N counts of each database go to
+  whichever share is free first (work stealing, :mod:`qrq.analytics_worker`), so a
+  share slowed down by other work on the machine does less of them. Share 0 runs
+  in the job's own process, the others in child processes.
 
 A database that is missing, locked, corrupt or not a scan database is skipped and
 named in the result's ``warnings``. Connections are opened ``mode=ro``; *limit*
@@ -50,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from qrq.analytics_query import ReportQuery, plan_buckets
+from qrq.scans import VISITOR_CHECK
 
 TOP_N = 10
 DIMENSIONS = ("templates", "domains", "countries", "devices")
@@ -111,7 +115,8 @@ def time_series(paths: Iterable[Path], query: ReportQuery, *, processes: int = 1
     databases_read(0)
     if processes > 1 and total > 1:
         shares = analytics_worker.run_shares(paths, query, processes, databases_read,
-                                             busy_timeout=busy_timeout, seconds=seconds)
+                                             limit=limit, busy_timeout=busy_timeout,
+                                             seconds=seconds)
     else:
         shares = [read_share(paths, query, limit=limit, progress=databases_read,
                              busy_timeout=busy_timeout)]
@@ -120,36 +125,55 @@ def time_series(paths: Iterable[Path], query: ReportQuery, *, processes: int = 1
 
 def read_share(paths: list[Path], query: ReportQuery, share: int = 0, shares: int = 1, *,
                limit: Limit | None = None, progress: Callable[[int], None] | None = None,
-               busy_timeout: float = 5.0) -> dict[str, Any]:
+               busy_timeout: float = 5.0,
+               take: Callable[[], int | None] | None = None) -> dict[str, Any]:
     """Read share *share* of *shares* (all of it by default) from every database and
-    count its buckets' distinct visitors; a JSON-able dict for :func:`assemble`."""
+    count its buckets' distinct visitors; a JSON-able dict for :func:`assemble`.
+
+    Without *take*, the share also reads the top-N counts of the databases
+    ``j % shares == share``, each with its buckets. With *take*, it reads its buckets
+    of every database first, then the top-N counts of the databases ``take()``
+    returns (shared with the other shares) until it returns None. *progress* gets
+    the number of reads done: one per database, plus one per ``take()``.
+    """
     buckets, end_ts = plan_buckets(query)
     bounds = [b.start_ts for b in buckets] + [end_ts]
     mine = range(share, len(buckets), shares)
     scans: Counter = Counter()
     visitor_bytes: dict[int, list[bytes]] = {i: [] for i in mine}
-    dims: list[tuple] = []
-    warnings, skipped = {}, []
-    for j, path in enumerate(paths):
-        part = read_database(path, query, bounds, buckets=mine,
-                             dims=j % shares == share, limit=limit,
-                             busy_timeout=busy_timeout)
+    dims: Counter = Counter()  # (dimension, key) -> scans, over this share's databases
+    warnings, skipped = {}, {}
+    done = 0
+
+    def add(j: int, part: DatabasePart) -> None:
+        nonlocal done
         if part.warning:
-            warnings[str(path)] = part.warning
+            warnings[str(paths[j])] = part.warning
         if part.skipped:
-            skipped.append(str(path))
+            skipped[str(paths[j])] = True
         scans.update(part.scans)
         for i, raw in part.visitors.items():
             visitor_bytes[i].append(raw)
-        dims.extend(part.dims)
+        for dimension, key, count in part.dims:
+            dims[dimension, key] += count
+        done += 1
         if progress is not None:
-            progress(j + 1)
+            progress(done)
+
+    for j, path in enumerate(paths):
+        add(j, read_database(path, query, bounds, buckets=mine,
+                             dims=take is None and j % shares == share, limit=limit,
+                             busy_timeout=busy_timeout))
+    while take is not None and (j := take()) is not None:
+        add(j, read_database(paths[j], query, bounds, buckets=(), dims=True, limit=limit,
+                             busy_timeout=busy_timeout))
     visitors = {}
     for i in mine:
         joined = b"".join(visitor_bytes.pop(i))  # one bucket's bytes and set at a time
         visitors[i] = len(set(memoryview(joined).cast("Q")))
     return {"scans": sorted(scans.items()), "visitors": sorted(visitors.items()),
-            "dims": dims, "warnings": warnings, "skipped": skipped}
+            "dims": [(d, key, n) for (d, key), n in dims.items()], "warnings": warnings,
+            "skipped": sorted(skipped)}
 
 
 def assemble(query: ReportQuery, paths: list[Path], shares: list[dict[str, Any]],
@@ -225,17 +249,22 @@ def _read(conn: sqlite3.Connection, part: DatabasePart, query: ReportQuery,
     params = {"domain": query.domain, "template_id": query.template_id}
     first = max(0, bisect.bisect_right(bounds, lo) - 1)
     last = min(len(bounds) - 2, bisect.bisect_right(bounds, hi) - 1)
-    # One statement per database: a correlated subquery per bucket, each an index
-    # range scan; the buckets travel as one JSON parameter.
-    params["buckets"] = json.dumps([[i, bounds[i], bounds[i + 1]] for i in buckets
-                                    if first <= i <= last])
-    for i, packed in conn.execute(_series_sql(query, indexes), params):
-        count, _, joined = packed.partition(":")
-        if count != "0":
-            params["lo"], params["hi"] = bounds[i], bounds[i + 1]
-            part.scans[i] = int(count)
-            part.visitors[i] = _visitor_bytes(conn, query, indexes, params, int(count),
-                                              joined)
+    wanted = [[i, bounds[i], bounds[i + 1]] for i in buckets if first <= i <= last]
+    if wanted:
+        # One statement per database: a correlated subquery per bucket, each an index
+        # range scan; the buckets travel as one JSON parameter.
+        params["buckets"] = json.dumps(wanted)
+        packed = _packed_visitors(conn)
+        for i, joined in conn.execute(_series_sql(query, indexes, packed), params):
+            if joined is None:
+                continue  # no scans
+            if packed and len(joined) % 8 == 0:
+                count, raw = len(joined) // 8, joined  # every hash is 8 bytes (CHECK)
+            else:
+                params["lo"], params["hi"] = bounds[i], bounds[i + 1]
+                count, raw = _visitor_bytes(conn, query, indexes, params, joined)
+            if count:
+                part.scans[i], part.visitors[i] = count, raw
     if not dims:
         return
     # The time condition only costs when the range cuts into this database.
@@ -257,26 +286,34 @@ def _indexed(name: str, indexes: set[str]) -> str:
     return f" indexed by {name}" if name in indexes else ""
 
 
-def _bucket_sql(query: ReportQuery, indexes: set[str]) -> str:
+def _packed_visitors(conn: sqlite3.Connection) -> bool:
+    """Whether the table's CHECK guarantees 8-byte visitor hashes (qrq's schema)."""
+    row = conn.execute("select sql from sqlite_master where type = 'table' and "
+                       "name = 'scans'").fetchone()
+    return bool(row and row[0] and VISITOR_CHECK in " ".join(row[0].lower().split()))
+
+
+def _bucket_sql(query: ReportQuery, indexes: set[str], what: str) -> str:
     if query.template_id is not None:
         index = "scans_template_time"
     elif query.domain is not None:
         index = "scans_domain_time"
     else:
         index = "scans_time"
-    return ("select count(*), group_concat(visitor_hash, '') from scans"
-            f"{_indexed(index, indexes)} where scanned_at >= :lo and scanned_at < :hi"
-            f"{_filters(query)}")
+    return (f"select {what} from scans{_indexed(index, indexes)} "
+            f"where scanned_at >= :lo and scanned_at < :hi{_filters(query)}")
 
 
-def _series_sql(query: ReportQuery, indexes: set[str]) -> str:
-    count = _bucket_sql(query, indexes).replace(
-        "count(*), group_concat(visitor_hash, '')",
-        "count(*) || ':' || ifnull(group_concat(visitor_hash, ''), '')").replace(
+def _series_sql(query: ReportQuery, indexes: set[str], packed: bool) -> str:
+    """Per bucket: the glued 8-byte hashes (*packed*; NULL when the bucket is empty),
+    else ``count:hashes``, as a blob so that no value needs to be UTF-8."""
+    what = ("group_concat(visitor_hash, '')" if packed else
+            "count(*) || ':' || ifnull(group_concat(visitor_hash, ''), '')")
+    bucket = _bucket_sql(query, indexes, f"cast({what} as blob)").replace(
         ":lo", "b.lo").replace(":hi", "b.hi")
     return ("with b(i, lo, hi) as (select json_extract(value, '$[0]'), "
             "json_extract(value, '$[1]'), json_extract(value, '$[2]') "
-            f"from json_each(:buckets)) select i, ({count}) from b")
+            f"from json_each(:buckets)) select i, ({bucket}) from b")
 
 
 def _dims_sql(query: ReportQuery, indexes: set[str], within: bool) -> str:
@@ -292,24 +329,30 @@ def _dims_sql(query: ReportQuery, indexes: set[str], within: bool) -> str:
 
 
 def _visitor_bytes(conn: sqlite3.Connection, query: ReportQuery, indexes: set[str],
-                   params: dict, count: int, joined: str | None) -> bytes:
-    """The bucket's visitor hashes as 8 bytes each (``bytes.fromhex`` of the glued
-    string); values that are not 16 hex digits take the slow path, one by one."""
-    if joined and len(joined) == 16 * count:
+                   params: dict, packed: bytes) -> tuple[int, bytes]:
+    """A bucket's scan count and its visitor hashes as 8 bytes each, from ``count:``
+    and the glued hashes: 16 hex digits each go through ``bytes.fromhex``; any other
+    values take the slow path, one by one (:func:`visitor_key`)."""
+    head, _, joined = packed.partition(b":")
+    count = int(head) if head.isdigit() else -1
+    if len(joined) == 16 * count:
         try:
-            raw = bytes.fromhex(joined)
+            raw = bytes.fromhex(joined.decode("ascii"))
         except ValueError:
             raw = b""
         if len(raw) == 8 * count:
-            return raw
-    sql = _bucket_sql(query, indexes).replace(
-        "count(*), group_concat(visitor_hash, '')", "visitor_hash")
-    return b"".join(visitor_key(value) for value, in conn.execute(sql, params)
-                    if value is not None)
+            return count, raw
+    values = [value for value, in conn.execute(_bucket_sql(query, indexes, "visitor_hash"),
+                                                params)]
+    return len(values), b"".join(visitor_key(value) for value in values
+                                 if value is not None)
 
 
 def visitor_key(value: Any) -> bytes:
-    """8 bytes identifying a visitor: its hash's bytes, or a digest of an odd value."""
+    """8 bytes identifying a visitor: its hash's bytes (8 bytes, or 16 hex digits), or
+    a digest of an odd value."""
+    if isinstance(value, bytes) and len(value) == 8:
+        return value
     if isinstance(value, str) and len(value) == 16:
         try:
             raw = bytes.fromhex(value)

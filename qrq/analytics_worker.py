@@ -1,12 +1,22 @@
-"""Analytics on several cores: each share of a report read by a child process.
+"""Analytics on several cores: share 0 of a report read here, the others by child
+processes.
 
 The children are ``python -m qrq.analytics_worker`` processes, not multiprocessing
 ones: huey's worker processes are daemons, which may not start multiprocessing
 children. A child gets its job as one JSON object on stdin, writes one JSON line
-per database it has read (``{"done": k}``), then its share
+per read it has done (``{"done": k}``), then its share
 (``{"share": ...}``, see :func:`qrq.analytics.read_share`) or an error, and exits.
 Threads would not do: counting visitors is Python work that holds the GIL, and this
 SQLite build takes a global lock on every allocation.
+
+Share 0 runs in the calling process while the children start (~60 ms each), so no
+core waits for them. The top-N counts are handed out by work stealing: the index of
+every database is written, 4 bytes each, into a pipe before any share starts, and
+the write end is closed; each share (this process and every child, which inherits
+the read end) reads one index at a time once its buckets are done, until the pipe
+is empty. A pipe read of 4 bytes from a pipe holding only whole indexes returns one
+whole index to exactly one reader, so no database is read twice or skipped, and a
+share slowed down by other work takes fewer.
 
 The parent kills its children whenever it stops early: an error, a cancel, or its own
 time limit (a signal in a process worker). A child also interrupts its own SQLite
@@ -18,7 +28,9 @@ opens the queue database).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
 import queue
 import sqlite3
 import subprocess
@@ -32,41 +44,110 @@ from typing import Any
 
 from qrq.analytics_query import ReportQuery
 
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
 # The children import this very qrq, wherever the parent's working directory is.
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_shares(paths: list[Path], query: ReportQuery, processes: int,
-               progress: Callable[[float], None], *, busy_timeout: float = 5.0,
+               progress: Callable[[float], None], *, limit=None, busy_timeout: float = 5.0,
                seconds: float | None = None) -> list[dict[str, Any]]:
-    """Run the *processes* shares of the report in child processes; their results.
+    """Read the *processes* shares of the report, share 0 here (its connections
+    wrapped in *limit*), the others in child processes; their results.
 
-    *progress* gets the mean number of databases the children have read. A child's
-    query stopped by the time limit raises ``sqlite3.OperationalError("interrupted")``
-    here, like a query of this process would.
+    *progress* gets how many databases' worth of reads are done, across the shares.
+    A query stopped by the time limit (*seconds*, the job's time left, here and in
+    the children) raises ``sqlite3.OperationalError("interrupted")``.
     """
+    from qrq.analytics import read_share
+
+    seconds = seconds if seconds is not None and seconds < 1e9 else None
     job = {"paths": [str(p) for p in paths], "query": query.to_dict(), "shares": processes,
-           "busy_timeout": busy_timeout,
-           "seconds": seconds if seconds is not None and seconds < 1e9 else None}
+           "busy_timeout": busy_timeout, "seconds": seconds}
+    # Every share reads its buckets of each database, and the top-N counts once.
+    total = processes * len(paths) + len(paths)
+    done = [0] * processes
     lines: queue.Queue = queue.Queue()
     children: list[subprocess.Popen] = []
+    tokens = _token_pipe(len(paths))
     try:
-        for share in range(processes):
+        for share in range(1, processes):
             child = subprocess.Popen([sys.executable, "-m", "qrq.analytics_worker"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, cwd=_PACKAGE_ROOT)
+                                     text=True, cwd=_PACKAGE_ROOT, pass_fds=(tokens,))
             children.append(child)
-            child.stdin.write(json.dumps({**job, "share": share}))
+            child.stdin.write(json.dumps({**job, "share": share, "tokens": tokens}))
             child.stdin.close()
             threading.Thread(target=_forward, args=(child, share, lines), daemon=True,
                              name=f"qrq-analytics-share-{share}").start()
-        return _collect(children, lines, progress)
+        results: list[dict[str, Any] | None] = [None] * processes
+        running = [processes - 1]
+
+        def report(mine: int) -> None:
+            done[0] = mine
+            _drain(lines, children, done, results, running, block=False)
+            progress(len(paths) * sum(done) / total)
+
+        deadline = time.monotonic() + seconds if seconds is not None else None
+        own_limit = _both(limit, deadline)
+        results[0] = read_share(paths, query, 0, processes, limit=own_limit,
+                                progress=report, busy_timeout=busy_timeout,
+                                take=_taker(tokens))
+        while running[0]:
+            _drain(lines, children, done, results, running, block=True)
+            progress(len(paths) * sum(done) / total)
+        return results
     finally:
+        os.close(tokens)
         for child in children:
             if child.poll() is None:
                 child.kill()
             child.wait()
             child.stdout.close()
+
+
+def _token_pipe(count: int) -> int:
+    """The read end of a pipe holding the indexes 0 .. count-1, 4 bytes each, whose
+    write end is closed (so a reader sees the end once they are taken)."""
+    read_end, write_end = os.pipe()
+    try:
+        payload = b"".join(j.to_bytes(4, "little") for j in range(count))
+        if len(payload) > 65536:  # more than a pipe holds by default
+            fcntl.fcntl(write_end, _F_SETPIPE_SZ, len(payload))
+        written = 0
+        while written < len(payload):
+            written += os.write(write_end, payload[written:])
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    return read_end
+
+
+def _taker(fd: int) -> Callable[[], int | None]:
+    def take() -> int | None:
+        raw = os.read(fd, 4)
+        return int.from_bytes(raw, "little") if len(raw) == 4 else None
+    return take
+
+
+def _both(limit, deadline: float | None):
+    """*limit* (a connection wrapper, or None) and a stop at *deadline*, together."""
+    if deadline is None:
+        return limit
+
+    @contextlib.contextmanager
+    def wrapped(conn: sqlite3.Connection):
+        with (limit or _no_limit)(conn), _deadline(conn, deadline):
+            yield conn
+    return wrapped
+
+
+@contextlib.contextmanager
+def _no_limit(conn: sqlite3.Connection):
+    yield conn
 
 
 def _forward(child: subprocess.Popen, share: int, lines: queue.Queue) -> None:
@@ -75,31 +156,32 @@ def _forward(child: subprocess.Popen, share: int, lines: queue.Queue) -> None:
     lines.put((share, None))
 
 
-def _collect(children: list[subprocess.Popen], lines: queue.Queue,
-             progress: Callable[[float], None]) -> list[dict[str, Any]]:
-    done = [0] * len(children)
-    results: list[dict[str, Any] | None] = [None] * len(children)
-    running = len(children)
-    while running:
-        share, line = lines.get()
+def _drain(lines: queue.Queue, children: list[subprocess.Popen], done: list[int],
+           results: list, running: list[int], block: bool) -> None:
+    """Handle the children's messages waiting in *lines* (at least one if *block*):
+    progress into *done*, results into *results*; raise a child's error."""
+    while running[0]:
+        try:
+            share, line = lines.get(block=block)
+        except queue.Empty:
+            return
+        block = False
         if line is None:
-            running -= 1
+            running[0] -= 1
             if results[share] is None:
-                code = children[share].wait()
+                code = children[share - 1].wait()
                 raise RuntimeError(f"analytics worker {share} exited with {code} and no "
                                    "result")
             continue
         message = json.loads(line)
         if "done" in message:
             done[share] = message["done"]
-            progress(sum(done) / len(done))
         elif "share" in message:
             results[share] = message["share"]
         elif message.get("interrupted"):
             raise sqlite3.OperationalError(message["error"])
         else:
             raise RuntimeError(f"analytics worker {share} failed: {message['error']}")
-    return results
 
 
 @contextlib.contextmanager
@@ -128,7 +210,8 @@ def main() -> None:
         share = read_share([Path(p) for p in job["paths"]],
                            ReportQuery.from_dict(job["query"]), job["share"], job["shares"],
                            limit=limit, progress=lambda done: send({"done": done}),
-                           busy_timeout=job["busy_timeout"])
+                           busy_timeout=job["busy_timeout"],
+                           take=_taker(job["tokens"]) if "tokens" in job else None)
         send({"share": share})
     except sqlite3.OperationalError as exc:
         send({"error": str(exc), "interrupted": "interrupt" in str(exc)})

@@ -2,20 +2,27 @@
 Python reference that buckets each row with zoneinfo."""
 
 import datetime
+import os
 import sqlite3
+import threading
+import time
 import zoneinfo
 from collections import Counter, defaultdict
 from types import SimpleNamespace
 
 import pytest
 
-from qrq import analytics
+from qrq import analytics, analytics_worker
 from qrq.analytics_query import parse_query
 from qrq.queue import time_limited
 from qrq.scans import SCHEMA, create_schema, template_domains, write_demo_database
 
 END = datetime.datetime(2026, 11, 22, 12, tzinfo=datetime.UTC).timestamp()
 COLUMNS = "scanned_at, template_id, domain, country, device, visitor_hash"
+# The schema before visitor hashes became 8-byte blobs: 16 hex digits as text.
+LEGACY_TABLE = ("create table scans (id integer primary key, scanned_at integer not null, "
+                "template_id integer not null, domain text not null, country text not null, "
+                "device text not null, visitor_hash text not null)")
 
 
 def ts(text):
@@ -26,15 +33,17 @@ def ts(text):
 @pytest.fixture
 def make_db(tmp_path):
     """Write a scan database from rows (scanned_at, template_id, domain, country, device,
-    visitor_hash); ``indexes=False`` leaves out the indexes."""
-    def make(name, rows, indexes=True):
+    visitor_hash as 16 hex digits, stored as its 8 bytes); ``indexes=False`` leaves out
+    the indexes; ``legacy=True`` writes the old schema (hashes as text, as given)."""
+    def make(name, rows, indexes=True, legacy=False):
         path = tmp_path / "scans" / name
         path.parent.mkdir(exist_ok=True)
         with sqlite3.connect(path) as conn:
+            conn.execute(LEGACY_TABLE if legacy else SCHEMA[0])
             if indexes:
                 create_schema(conn)
-            else:
-                conn.execute(SCHEMA[0])
+            if not legacy:
+                rows = [(*row[:5], bytes.fromhex(row[5])) for row in rows]
             conn.executemany(f"insert into scans ({COLUMNS}) values (?, ?, ?, ?, ?, ?)", rows)
         conn.close()
         return path
@@ -222,7 +231,7 @@ def test_odd_visitor_hashes_and_missing_indexes_still_count_right(make_db):
             (ts("2026-11-20T10:06"), 1, "x.example", "DE", "ios", "short"),
             (ts("2026-11-20T10:07"), 1, "x.example", "DE", "ios", "0123456789ABCDEF"),
             (ts("2026-11-20T10:08"), 1, "x.example", "DE", "ios", "0123456789abcdef")]
-    path = make_db("odd.db", rows, indexes=False)
+    path = make_db("odd.db", rows, indexes=False, legacy=True)
     query = parse_query({"from": "2026-11-20", "to": "2026-11-20"})
     result = analytics.time_series([path], query)
     assert (result["series"][0]["scans"], result["series"][0]["visitors"]) == (5, 3)
@@ -279,3 +288,100 @@ def test_find_databases_takes_a_directory_a_glob_or_a_file(tmp_path, make_db):
     assert analytics.find_databases("scans/b.db", tmp_path) == [b]
     assert analytics.find_databases("", tmp_path) == []  # <data>/analytics does not exist
     assert analytics.find_databases("nowhere", tmp_path) == []
+
+
+def test_shards_with_the_old_text_hashes_give_the_same_report(demo_dbs, tmp_path):
+    """Shards written before hashes became 8-byte blobs (16 hex digits as text) are read
+    through bytes.fromhex, and count the same visitors."""
+    legacy = []
+    for path in demo_dbs:
+        old = tmp_path / "legacy" / path.name
+        old.parent.mkdir(exist_ok=True)
+        with sqlite3.connect(old) as conn:
+            conn.execute(LEGACY_TABLE)
+            conn.execute("attach ? as new", (str(path),))
+            conn.execute(f"insert into scans ({COLUMNS}) select scanned_at, template_id, "
+                         "domain, country, device, lower(hex(visitor_hash)) from new.scans")
+            conn.commit()
+            conn.execute("detach new")
+            create_schema(conn)  # the indexes (the table exists already)
+        conn.close()
+        legacy.append(old)
+    query = parse_query({"period": "weekly", "from": "2026-09-01", "to": "2026-11-22",
+                         "tz": "Europe/Berlin"})
+    new = analytics.time_series(demo_dbs, query)
+    old = analytics.time_series(legacy, query, processes=2)
+    assert {**old, "seconds": 0} == {**new, "seconds": 0}
+    check(old, legacy, query)
+
+
+def test_the_schema_accepts_only_8_byte_visitor_hashes(make_db):
+    path = make_db("a.db", [])
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"insert into scans ({COLUMNS}) values (1, 1, 'x', 'x', 'x', ?)",
+                     (b"12345678",))
+        for bad in ("0123456789abcdef", b"1234567", b"123456789", 12345678):
+            with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+                conn.execute(f"insert into scans ({COLUMNS}) values (1, 1, 'x', 'x', 'x', ?)",
+                             (bad,))
+    conn.close()
+
+
+def test_blob_hashes_without_the_check_take_the_exact_slow_path(tmp_path):
+    """A table of its own (blobs of any length, no CHECK) is still counted exactly: a
+    bucket's glued bytes could not be split safely, so each value is read."""
+    path = tmp_path / "own.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("create table scans (id integer primary key, scanned_at integer, "
+                     "template_id integer, domain text, country text, device text, "
+                     "visitor_hash blob)")
+        at = ts("2026-11-20T10:00")
+        # 4 + 12 bytes glue to 16 = two 8-byte hashes, but these are 2 odd visitors.
+        values = [b"abcd", b"efghijklmnop", b"abcd", b"12345678", b"12345678"]
+        conn.executemany(f"insert into scans ({COLUMNS}) values (?, 1, 'x', 'DE', 'ios', ?)",
+                         [(at + i, v) for i, v in enumerate(values)])
+    conn.close()
+    result = analytics.time_series([path], parse_query({"from": "2026-11-20",
+                                                        "to": "2026-11-20"}))
+    assert (result["series"][0]["scans"], result["series"][0]["visitors"]) == (5, 3)
+
+
+def test_the_top_n_counts_are_handed_out_once_each_through_the_pipe():
+    """Work stealing: readers in several threads take every index exactly once, also
+    when there are more than a default pipe holds (64 KiB: 16,384 indexes)."""
+    count = 20_000
+    fd = analytics_worker._token_pipe(count)
+    taken: list[list[int]] = [[], [], []]
+    try:
+        def read(mine):
+            take = analytics_worker._taker(fd)
+            while (j := take()) is not None:
+                mine.append(j)
+
+        threads = [threading.Thread(target=read, args=(mine,)) for mine in taken]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        os.close(fd)
+    assert sorted(j for mine in taken for j in mine) == list(range(count))
+
+
+def test_a_slow_share_reads_fewer_top_n_counts(demo_dbs, monkeypatch):
+    """The share in this process, slowed down, leaves the top-N counts to the child."""
+    real = analytics.read_database
+    here = []
+
+    def slow(path, *args, **kwargs):
+        if kwargs.get("buckets") == ():  # a top-N read taken from the pipe
+            here.append(path)
+        time.sleep(0.3)  # slows this share down; the child is not waited for
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(analytics, "read_database", slow)
+    query = parse_query({"period": "daily", "from": "2026-10-01", "to": "2026-11-22"})
+    result = analytics.time_series(demo_dbs, query, processes=2)
+    monkeypatch.undo()
+    assert len(here) < len(demo_dbs) // 2
+    check(result, demo_dbs, query)
