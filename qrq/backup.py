@@ -441,7 +441,7 @@ def run_backup(settings, kind: str = "manual", *,
     # Every file reaches the disk before the manifest says it is there. Not one
     # fsync per file as it is written: on ext4 each fsync commits the journal, which
     # can also write out the other thread's temporary snapshot and restore (files
-    # deleted moments later). Measured: equal on a quiet machine, 25-40% faster
+    # deleted moments later). Measured: equal on a quiet machine, 20-36% faster
     # here when other processes were writing too (BENCHMARKS.md).
     for entry in entries:
         if entry["status"] == "ok":
