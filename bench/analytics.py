@@ -177,7 +177,8 @@ def cached_latency(data: Path, dbs_dir: Path, requests: int) -> dict:
     from qrq.config import load_settings
     from qrq.storage import LeasedSqliteStorage
 
-    data.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(data, ignore_errors=True)  # a fresh web data directory, also with --data
+    data.mkdir(parents=True)
     env = env_for(data, QRQ_ANALYTICS_DBS=str(dbs_dir))
     qrq_cli(data, "init")
     token = qrq_cli(data, "users", "create", "bench").strip().splitlines()[-1]

@@ -23,8 +23,9 @@ Why it is fast, and exact:
 * The top-N counts come from one ``GROUP BY`` per database that walks the
   ``scans_dims`` index in order, so SQLite never sorts; SQLite also rolls its few
   thousand groups up per dimension, so Python only merges a few hundred rows.
-* Two cores: the work is cut into *shares*. Share k of n takes the buckets
-  ``i % n == k`` of every database, so its visitor counts are final on their own
+* Two cores: the work is cut into *shares*. Share k of n takes every n-th run of
+  consecutive buckets of every database (:func:`share_buckets`), so its visitor
+  counts are final on their own
   and a share sends back a few kB. The top-N counts of each database go to
   whichever share is free first (work stealing, :mod:`qrq.analytics_worker`), so a
   share slowed down by other work on the machine does less of them. Share 0 runs
@@ -138,7 +139,7 @@ def read_share(paths: list[Path], query: ReportQuery, share: int = 0, shares: in
     """
     buckets, end_ts = plan_buckets(query)
     bounds = [b.start_ts for b in buckets] + [end_ts]
-    mine = range(share, len(buckets), shares)
+    mine = share_buckets(share, shares, len(buckets))
     scans: Counter = Counter()
     visitor_bytes: dict[int, list[bytes]] = {i: [] for i in mine}
     dims: Counter = Counter()  # (dimension, key) -> scans, over this share's databases
@@ -174,6 +175,16 @@ def read_share(paths: list[Path], query: ReportQuery, share: int = 0, shares: in
     return {"scans": sorted(scans.items()), "visitors": sorted(visitors.items()),
             "dims": [(d, key, n) for (d, key), n in dims.items()], "warnings": warnings,
             "skipped": sorted(skipped)}
+
+
+def share_buckets(share: int, shares: int, count: int) -> list[int]:
+    """The buckets of share *share* of *shares*: runs of consecutive buckets, every
+    *shares*-th run (4 runs per share), so each share reads its stretches of an index
+    without touching the pages of the others' (every other day would make both read
+    almost every page); growth over the range evens out, and the top-N work stealing
+    absorbs what does not."""
+    size = -(-count // (shares * 4)) if shares > 1 else max(count, 1)
+    return [i for i in range(count) if (i // size) % shares == share]
 
 
 def assemble(query: ReportQuery, paths: list[Path], shares: list[dict[str, Any]],

@@ -385,3 +385,16 @@ def test_a_slow_share_reads_fewer_top_n_counts(demo_dbs, monkeypatch):
     monkeypatch.undo()
     assert len(here) < len(demo_dbs) // 2
     check(result, demo_dbs, query)
+
+
+@pytest.mark.parametrize("shares, count", [(2, 366), (2, 54), (2, 13), (3, 366), (2, 1),
+                                           (4, 3)])
+def test_shares_split_the_buckets_into_runs_each_bucket_once(shares, count):
+    parts = [analytics.share_buckets(k, shares, count) for k in range(shares)]
+    assert sorted(i for part in parts for i in part) == list(range(count))
+    if count >= 4 * shares:
+        run = -(-count // (4 * shares))
+        sizes = [len(part) for part in parts]
+        assert max(sizes) - min(sizes) <= run
+        # runs of consecutive buckets, not every other one
+        assert parts[0][:run] == list(range(run)) and parts[1][0] == run
