@@ -26,8 +26,11 @@ read once, untimed, when ``--data`` reuses them), so the figures are for warm fi
 first report after a reboot, or after the kernel reclaimed the cache, reads them from
 disk.
 
-Run: ``/work/venv/bin/python bench/analytics.py`` (``--quick`` for a small smoke run).
-The last line of output is one JSON object with every figure.
+Run: ``flock /tmp/qrq-bench.lock /work/venv/bin/python bench/analytics.py`` (the lock keeps
+benchmarks on this shared machine from overlapping). ``--quick`` for a small smoke run;
+``--dbs 30 --parts 1`` for part 1 alone on fewer databases; ``--data DIR`` keeps the
+generated databases for the next run. The last line of output is one JSON object with
+every figure.
 """
 
 from __future__ import annotations

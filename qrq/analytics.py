@@ -62,6 +62,7 @@ _DIM_KEYS = {"templates": "template_id", "domains": "domain", "countries": "coun
              "devices": "device"}
 INDEXES = ("scans_time", "scans_domain_time", "scans_template_time", "scans_dims")
 
+MMAP_BYTES = 256 << 20  # per connection: address space, not memory
 Limit = Callable[[sqlite3.Connection], contextlib.AbstractContextManager]
 Progress = Callable[[int, int, str], None]
 
@@ -233,6 +234,11 @@ def read_database(path: Path, query: ReportQuery, bounds: list[int], *,
                             skipped=True)
     try:
         with contextlib.closing(conn), (limit or _no_limit)(conn):
+            # Pages straight from the OS page cache instead of a copy of each (-10%
+            # CPU). Safe for a reader that follows SQLite's locking: no writer can
+            # shrink the file during a read transaction, and the map is checked
+            # against the file's size at the start of the next one.
+            conn.execute(f"pragma mmap_size = {MMAP_BYTES}")
             _read(conn, part, query, bounds,
                   range(len(bounds) - 1) if buckets is None else buckets, dims)
     except sqlite3.Error as exc:
