@@ -262,3 +262,26 @@ def test_the_warm_up_task_recomputes_a_popular_report_before_it_expires(client, 
     run_next_job()
     after = client.get(URL, query_string=ARGS, headers=alice[1]).get_json()
     assert after["age_seconds"] < 60
+
+
+def test_a_user_at_the_job_limit_may_read_reports_but_not_start_one(settings, alice, scan_dbs,
+                                                                     make_user):
+    import dataclasses
+
+    from qrq.web import create_app
+
+    limited = dataclasses.replace(settings, max_active_jobs=1)
+    client = create_app({"SETTINGS": limited, "TESTING": True}).test_client()
+    _, bob = make_user("bob")
+    assert client.get(URL, query_string=ARGS, headers=alice[1]).status_code == 202
+    # Alice's computation is her one unfinished job: a different report is refused...
+    other = {**ARGS, "period": "daily"}
+    error = assert_error(client.get(URL, query_string=other, headers=alice[1]), 429)
+    assert error["code"] == "too_many_jobs"
+    assert huey.storage.queue_size() == 1
+    # ...but the one already running is shared, and another user may start that one.
+    assert client.get(URL, query_string=ARGS, headers=alice[1]).status_code == 202
+    assert client.get(URL, query_string=other, headers=bob).status_code == 202
+    run_next_job()
+    run_next_job()
+    assert client.get(URL, query_string=other, headers=alice[1]).status_code == 200

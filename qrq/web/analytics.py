@@ -22,6 +22,7 @@ from qrq.analytics_query import PARAMETERS, PERIODS, ReportQuery, parse_query
 from qrq.analytics_svg import render_chart
 from qrq.errors import NotFound, ValidationError
 from qrq.queue import huey
+from qrq.web.api import check_job_quota
 from qrq.web.auth import current_user, login_required
 from tasks.analytics import enqueue_report
 
@@ -49,9 +50,13 @@ def answer(render) -> tuple[Response, int] | Response:
     """A fresh report through *render*, or 202 with the job computing it."""
     query, raw, refresh = report_request()
     user = current_user()
-    outcome = analytics_cache.request_report(
-        huey.storage, query, raw, lambda job_id: enqueue_report(query, job_id, user.id),
-        refresh=refresh)
+
+    def start(job_id: str) -> None:  # only when this request starts a computation
+        check_job_quota()
+        enqueue_report(query, job_id, user.id)
+
+    outcome = analytics_cache.request_report(huey.storage, query, raw, start,
+                                             refresh=refresh)
     if outcome["status"] == "fresh":
         return render(outcome)
     status_url = url_for("analytics.job_status", job_id=outcome["job_id"])
@@ -193,7 +198,7 @@ OPENAPI_PATHS = {
             "200": {"description": "A fresh report from the cache.",
                     "content": {"application/json": {"schema": _schema("AnalyticsReport")}}},
             "202": _COMPUTING, "401": _error("Unauthorized"),
-            "422": _error("ValidationError")},
+            "422": _error("ValidationError"), "429": _error("TooManyJobs")},
     }},
     "/api/analytics/time-based.svg": {"get": {
         "summary": "The same report as an SVG line chart",
@@ -202,7 +207,7 @@ OPENAPI_PATHS = {
             "200": {"description": "An SVG document.",
                     "content": {"image/svg+xml": {"schema": {"type": "string"}}}},
             "202": _COMPUTING, "401": _error("Unauthorized"),
-            "422": _error("ValidationError")},
+            "422": _error("ValidationError"), "429": _error("TooManyJobs")},
     }},
     "/api/analytics/jobs/{job_id}": {"get": {
         "summary": "An analytics job's status, for any signed-in user",
