@@ -96,7 +96,7 @@ def generate_qr_pdf():
     body = json_body({"template_id", "options"}, {"template_id"})
     check_job_quota()
     template_id = int_field(body["template_id"], "template_id")
-    template = Template.get_or_none(Template.id == template_id)
+    template = Template.first_by("id", template_id)
     if template is None:
         raise ValidationError(f"template {template_id} does not exist", field="template_id")
     settings = current_app.config["QRQ"]
