@@ -94,8 +94,15 @@ def build(data: Path, gib: float) -> list[Path]:
     target_mb = gib * 1024 * 1.03  # a little over, so the total is >= the target
     jobs = [(str(folder / f"shop{i:03d}.db"), int(mb * 1e6 / ROW_BYTES))
             for i, mb in enumerate(sizes_mb(target_mb))]
-    with multiprocessing.Pool(os.cpu_count() or 2) as pool:
+    # close() + join(), not the context manager: its terminate() SIGTERMs the workers,
+    # which inherit this script's SIGTERM handler; one exiting while it held the task
+    # queue's lock left the other waiting for it forever (seen once).
+    pool = multiprocessing.Pool(os.cpu_count() or 2)
+    try:
         pool.map(make_analytics, sorted(jobs, key=lambda j: -j[1]))
+    finally:
+        pool.close()
+        pool.join()
     files = [data / "app.db", data / "queue.db", *sorted(folder.glob("*.db"))]
     short = gib * 2**30 - sum(f.stat().st_size for f in files)
     if short > 0:  # top the largest one up until the total is at least the target
