@@ -4,13 +4,11 @@ processes, by the periodic task, by the web app, over real SMTP or into the outb
 import dataclasses
 import email
 import logging
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
-from aiosmtpd.controller import Controller
 
 import tasks.alerts
 from qrq import alerts
@@ -164,34 +162,10 @@ def test_the_periodic_task_checks_records_and_mails_into_the_outbox(settings, ma
     assert len(outbox(settings)) == 1
 
 
-class Inbox:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(envelope)
-        return "250 OK"
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def smtp():
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller, inbox
-    controller.stop()
-
-
-def test_alert_mail_goes_over_real_smtp(settings, make_user, smtp):
-    controller, inbox = smtp
+def test_alert_mail_goes_over_real_smtp(settings, make_user, smtp_server):
+    inbox, port = smtp_server
     make_user("root", admin=True, email="root@example.com")
-    settings = with_settings(settings, smtp_host="127.0.0.1", smtp_port=controller.port,
+    settings = with_settings(settings, smtp_host="127.0.0.1", smtp_port=port,
                              smtp_security="none")
     result = tasks.alerts.check_alerts()
     assert result == {"alerts": ["no_consumer"], "mailed": ["no_consumer"]}

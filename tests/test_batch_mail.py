@@ -3,39 +3,12 @@
 import dataclasses
 import email
 import email.policy
-import socket
-
-import pytest
-from aiosmtpd.controller import Controller
 
 from qrq import jobs
 from qrq.queue import huey
 from tasks.batch import mail_owner
+from tests.conftest import free_port
 from tests.test_batch import run_job, submit
-
-
-class Inbox:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
-        self.messages.append(envelope)
-        return "250 Message accepted for delivery"
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def smtp_server():
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield inbox, controller.port
-    controller.stop()
 
 
 def configure(settings, **changes):
