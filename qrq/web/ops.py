@@ -85,9 +85,7 @@ class QueueCollector:
         jobs = GaugeMetricFamily(
             "qrq_jobs", "Retained job records per type and state; scheduled means queued "
             "with a future attempt time.", labels=["type", "state"])
-        for job_type, counts in stats.job_counts(storage).items():
-            for state, count in counts.items():
-                jobs.add_metric([job_type, state], count)
+        _add_per_type(jobs, stats.job_counts(storage))
         yield jobs
 
         oldest = GaugeMetricFamily(
@@ -101,9 +99,7 @@ class QueueCollector:
         ended = GaugeMetricFamily(
             "qrq_jobs_ended_last_hour", "Jobs that ended in the last hour, per type and "
             "status (status=failed: failures).", labels=["type", "status"])
-        for job_type, counts in stats.ended_since(storage, now - stats.HOUR).items():
-            for status, count in counts.items():
-                ended.add_metric([job_type, status], count)
+        _add_per_type(ended, stats.ended_since(storage, now - stats.HOUR))
         yield ended
 
         durations = GaugeHistogramMetricFamily(
@@ -149,6 +145,13 @@ class QueueCollector:
         yield GaugeMetricFamily("qrq_alert_check_age_seconds", "Seconds since the periodic "
                                 "alert check last ran in a consumer (+Inf: never).",
                                 value=INF if last is None else max(0.0, now - last))
+
+
+def _add_per_type(family, counts: dict[str, dict[str, int]]) -> None:
+    """One sample per (job type, second label) of ``{type: {label: count}}``."""
+    for job_type, by_label in counts.items():
+        for label, count in by_label.items():
+            family.add_metric([job_type, label], count)
 
 
 def _le(bound) -> str:
