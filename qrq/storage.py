@@ -448,10 +448,6 @@ class LeasedSqliteStorage(SqliteStorage):
         return self.sql("select count(*) from task where queue = ?", (self.name,),
                         results=True)[0][0]
 
-    def leased_count(self) -> int:
-        return self.sql("select count(id) from task where queue = ? and lease_until >= ?",
-                        (self.name, time.time()), results=True)[0][0]
-
     def enqueued_items(self, limit=None):
         sql = (f"select data from task where {self.available} "
                "order by priority desc, id")

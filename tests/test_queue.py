@@ -131,7 +131,7 @@ def test_a_payload_signed_with_another_secret_is_refused(settings):
     assert huey.dequeue() is None
     job = jobs.get(huey.storage, job_id)
     assert job["status"] == "failed" and "signature" in job["error"]
-    assert huey.storage.queue_size() == 0 and huey.storage.leased_count() == 0
+    assert huey.storage.backlog() == 0
 
 
 def test_cancel_while_waiting_for_a_retry_is_immediate(settings):

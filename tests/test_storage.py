@@ -56,7 +56,7 @@ def test_dequeue_leases_instead_of_deleting(storage):
     s.enqueue(b"b")
     assert s.dequeue() == b"a"
     assert rows(s) == [(b"a", 1), (b"b", 0)]  # still there, leased
-    assert s.queue_size() == 1 and s.leased_count() == 1
+    assert s.queue_size() == 1 and s.backlog() == 2
     s.complete(None, None)
     assert rows(s) == [(b"b", 0)]
 
@@ -211,6 +211,6 @@ def test_threads_starting_together_share_one_owner_and_keep_their_leases(storage
         thread.join(10)
     owners = s.sql("select distinct lease_owner from task", results=True)
     assert owners == [(s.owner,)]
-    assert s.leased_count() == 8
+    assert s.queue_size() == 0 and s.backlog() == 8  # all eight leased
     assert s.renew_leases() == 8  # the heartbeat still knows every running row
     s.stop_heartbeat()
