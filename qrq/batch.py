@@ -13,7 +13,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from qrq import options as opts
@@ -22,6 +22,7 @@ from qrq.errors import NotFound, PayloadTooLarge, ValidationError
 
 ITEM_KEYS = {"template_id", "data", "title", "lines"}
 ITEM_STATUSES = ("pending", "ok", "failed")
+FORMATS = ("svg", "png")  # what the ZIP may hold per code; svg unless options.formats says
 PAGE_ROWS = 500  # rows read at a time: memory stays flat in the number of items
 
 
@@ -41,6 +42,25 @@ def _positive_int(value: Any, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
         raise ValidationError("must be a positive integer", field=field)
     return value
+
+
+def check_formats(value: Any, field: str = "options.formats") -> list[str]:
+    """The ZIP's file formats per code: a non-empty list of "svg" and/or "png"."""
+    if (not isinstance(value, list) or not value or len(set(map(str, value))) != len(value)
+            or any(v not in FORMATS for v in value)):
+        raise ValidationError('must be a non-empty list of "svg" and/or "png", each once',
+                              field=field)
+    return list(value)
+
+
+def formats_of(options: dict[str, Any]) -> list[str]:
+    """A stored batch's ZIP formats (batches from before the option: SVG)."""
+    return options.get("formats", ["svg"])
+
+
+def item_filenames(idx: int, payload: str, total: int, formats: list[str]) -> list[str]:
+    """The item's files in the ZIP, one per format."""
+    return [item_filename(idx, payload, total, f".{fmt}") for fmt in formats]
 
 
 def check_item_data(value: Any, field: str) -> str:
@@ -98,8 +118,12 @@ def parse_request(body: Any, templates: Callable[[list[int]], dict[int, dict]],
     copies = raw.get("copies", 1)
     if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
         raise ValidationError("must be a positive integer", field="options.copies")
-    options = opts.check_options({k: v for k, v in raw.items() if k != "copies"}, 1)
+    formats = check_formats(raw.get("formats", ["svg"]))
+    options = opts.check_options({k: v for k, v in raw.items()
+                                  if k not in ("copies", "formats")}, 1)
     options.pop("copies")
+    if formats != ["svg"]:
+        options["formats"] = formats
     listed = body[modes[0]]
     if not isinstance(listed, list) or not listed:
         raise ValidationError("must be a non-empty list", field=modes[0])
@@ -238,7 +262,8 @@ def item_filename(idx: int, payload: str, total: int, suffix: str = ".svg") -> s
 
 
 def list_items(storage, job_id: str, total: int, status: str | None = None,
-               page: int = 1, per_page: int = 100) -> tuple[list[dict[str, Any]], int]:
+               page: int = 1, per_page: int = 100, formats: Sequence[str] = ("svg",)
+               ) -> tuple[list[dict[str, Any]], int]:
     """One page of a batch's items in index order, and how many match *status*."""
     where, params = "job_id = ?", [job_id]
     if status is not None:
@@ -258,7 +283,8 @@ def list_items(storage, job_id: str, total: int, status: str | None = None,
         if source_idx is not None:
             item["source_idx"] = source_idx
         if state == "ok":
-            item["output"] = {"file": item_filename(idx, data, total)}
+            files = item_filenames(idx, data, total, list(formats))
+            item["output"] = {"file": files[0], "files": files}
         items.append(item)
     return items, matching
 

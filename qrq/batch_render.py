@@ -5,7 +5,8 @@ cards, but a batch of ten thousand does:
 
 - :func:`pack_rows` / :func:`unpack_matrix` keep a matrix in a few bytes, so
   10,000 encoded items wait in the database, not in memory.
-- :func:`matrix_svg` draws a matrix as one SVG path (one rectangle per run).
+- :func:`matrix_svg` draws a matrix as one SVG path (one rectangle per run);
+  :func:`matrix_png` as a two-colour PNG (Pillow, which reportlab already needs).
 - :class:`PdfStream` writes a PDF page by page to a file. reportlab's canvas
   keeps every page in memory until it saves (about 11 MB per thousand cards);
   this writer keeps only the byte offsets. Cards are still drawn by
@@ -15,6 +16,7 @@ cards, but a batch of ten thousand does:
 
 from __future__ import annotations
 
+import io
 import os
 import zlib
 from collections.abc import Sequence
@@ -64,6 +66,25 @@ def matrix_svg(matrix: Sequence[Sequence[bool]], quiet_zone: int = 4, fg: str = 
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {side} {side}"{dims} '
             f'shape-rendering="crispEdges">{label}<rect width="{side}" height="{side}" '
             f'fill="{bg}"/><path fill="{fg}" d="{path}"/></svg>\n')
+
+
+def matrix_png(matrix: Sequence[Sequence[bool]], quiet_zone: int = 4, fg: str = "#000000",
+               bg: str = "#ffffff", size_mm: float | None = None, dpi: int = 300) -> bytes:
+    """A PNG of *matrix* with its quiet zone, *size_mm* wide at *dpi* (10 pixels per
+    module without a size), rounded to whole pixels per module so every edge is sharp."""
+    from PIL import Image
+
+    side = len(matrix) + 2 * quiet_zone
+    scale = max(1, round(size_mm / 25.4 * dpi / side)) if size_mm else 10
+    margin = bytes(quiet_zone)
+    light = bytes(side) * quiet_zone
+    pixels = light + b"".join(margin + bytes(row) + margin for row in matrix) + light
+    image = Image.frombytes("P", (side, side), pixels)
+    image.putpalette([*bytes.fromhex(bg[1:]), *bytes.fromhex(fg[1:])])
+    image = image.resize((side * scale, side * scale), Image.Resampling.NEAREST)
+    out = io.BytesIO()
+    image.save(out, "PNG", bits=1, dpi=(dpi, dpi))
+    return out.getvalue()
 
 
 # -- a PDF written page by page -----------------------------------------------------------

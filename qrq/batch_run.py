@@ -26,10 +26,18 @@ from typing import Any
 
 from qrq import jobs
 from qrq import options as opts
-from qrq.batch import counts, get_batch, item_filename, load_templates, rows_in_order
+from qrq.batch import (
+    counts,
+    formats_of,
+    get_batch,
+    item_filenames,
+    load_templates,
+    rows_in_order,
+)
 from qrq.batch_render import (
     CardSheets,
     PdfStream,
+    matrix_png,
     matrix_svg,
     pack_rows,
     replace_atomically,
@@ -138,7 +146,8 @@ def assemble(storage, artifacts: Path, job_id: str, total: int, specs: _Specs,
     tmp = {s: artifacts / f".{job_id}.{s}.tmp" for s in ("pdf", "zip", "csv")}
     sql = ("select idx, template_id, data, title, lines, status, matrix, error, source_idx "
            "from batch_item where job_id = ? and status != 'pending' and idx > ?")
-    svgs, reported = 0, time.monotonic()
+    formats = formats_of(specs.options)
+    codes, reported = 0, time.monotonic()
     try:
         with open(tmp["pdf"], "wb") as pdf_out, \
                 zipfile.ZipFile(tmp["zip"], "w", zipfile.ZIP_DEFLATED) as archive, \
@@ -157,9 +166,12 @@ def assemble(storage, artifacts: Path, job_id: str, total: int, specs: _Specs,
                         sheets.add(spec, data, matrix)
                     colours = (spec.quiet_zone, spec.fg_color, spec.bg_color,
                                spec.qr_size_mm) if spec else ()
-                    name = item_filename(idx, data, total)
-                    archive.writestr(name, matrix_svg(matrix, *colours, title=data))
-                    svgs += 1
+                    names = item_filenames(idx, data, total, formats)
+                    for fmt, name in zip(formats, names, strict=True):
+                        archive.writestr(name, matrix_png(matrix, *colours) if fmt == "png"
+                                         else matrix_svg(matrix, *colours, title=data))
+                    codes += len(names)
+                    name = ";".join(names)
                 manifest.writerow([idx, "" if source is None else source, template_id,
                                    status, name, data, error or ""])
                 if time.monotonic() - reported >= CHUNK_SECONDS:
@@ -170,7 +182,7 @@ def assemble(storage, artifacts: Path, job_id: str, total: int, specs: _Specs,
             manifest_out.flush()
             archive.write(tmp["csv"], "manifest.csv")
         outputs = {"pdf": {"file": f"{job_id}.pdf", "pages": pages, "cards": sheets.cards},
-                   "zip": {"file": f"{job_id}.zip", "files": svgs}}
+                   "zip": {"file": f"{job_id}.zip", "files": codes, "formats": formats}}
         for suffix in ("pdf", "zip"):
             final = artifacts / f"{job_id}.{suffix}"
             replace_atomically(tmp[suffix], final)
@@ -231,7 +243,8 @@ def completion_mail(job_id: str, result: dict[str, Any], base_url: str) -> tuple
         f"Failed:       {result['failed']}",
         f"Success rate: {rate}", "",
         f"Combined PDF ({result['pdf']['pages']} pages): {api}/download/pdf",
-        f"ZIP of SVG codes ({result['zip']['files']} files): {api}/download/zip",
+        f"ZIP of {' and '.join(f.upper() for f in result['zip'].get('formats', ['svg']))} "
+        f"codes ({result['zip']['files']} files): {api}/download/zip",
     ]
     if result["failed"]:
         lines += [f"Failed items: {api}/items?status=failed",

@@ -16,6 +16,7 @@ from qrq import batch, batch_run, jobs
 from qrq.batch_render import (
     CardSheets,
     PdfStream,
+    matrix_png,
     matrix_svg,
     pack_matrix,
     unpack_matrix,
@@ -93,6 +94,20 @@ def test_svg_of_a_matrix_decodes():
     assert svg_decode(svg) == ["WIFI:S:Café;T:WPA;P:x<y>;;"]
 
 
+def test_png_of_a_matrix_decodes_in_its_colours_at_the_asked_size():
+    matrix = qr_matrix("https://menu.example/t/1", "M")  # 25 modules + 2 x 4 quiet
+    png = matrix_png(matrix, 4, "#112233", "#ffeedd", size_mm=30, dpi=300)
+    image = Image.open(io.BytesIO(png))
+    # 30 mm at 300 dpi is 354 px; whole pixels per module: 33 x 11 = 363 px.
+    assert image.format == "PNG" and image.size == (363, 363)
+    assert round(image.info["dpi"][0]) == 300
+    rgb = image.convert("RGB")
+    assert rgb.getpixel((0, 0)) == (0xff, 0xee, 0xdd)  # the quiet zone
+    assert rgb.getpixel((4 * 11, 4 * 11)) == (0x11, 0x22, 0x33)  # a finder pattern's corner
+    assert [r.text for r in zxingcpp.read_barcodes(image)] == ["https://menu.example/t/1"]
+    assert Image.open(io.BytesIO(matrix_png(matrix))).size == (330, 330)  # 10 px a module
+
+
 # -- checking requests -------------------------------------------------------------------
 
 def fake_templates(ids):
@@ -132,6 +147,11 @@ def test_template_ids_times_copies_make_numbered_payloads():
     ({"template_ids": [1], "options": {"data": "{nope}"}}, "options.data"),
     ({"items": [{"template_id": 1}], "options": {"copies": 2}}, "options.copies"),
     ({"template_ids": [1], "extra": 1}, "extra"),
+    ({"template_ids": [1], "options": {"formats": "png"}}, "options.formats"),
+    ({"template_ids": [1], "options": {"formats": []}}, "options.formats"),
+    ({"template_ids": [1], "options": {"formats": ["svg", "svg"]}}, "options.formats"),
+    ({"template_ids": [1], "options": {"formats": ["jpeg"]}}, "options.formats"),
+    ({"template_ids": [1], "options": {"formats": [["png"]]}}, "options.formats"),
 ])
 def test_malformed_requests_name_the_field(body, field):
     with pytest.raises(ValidationError) as raised:
@@ -225,6 +245,45 @@ def test_a_failing_item_is_recorded_and_the_batch_still_finishes(client, templat
     assert decode_page(tmp_path / "b.pdf", 1, tmp_path) == sorted(
         ["https://events.example/0", "https://events.example/1", "https://events.example/3",
          "https://events.example/named"])
+
+
+def test_formats_put_a_png_next_to_each_svg_in_the_zip(client, templates, alice):
+    items = [{"template_id": 3, "data": f"https://events.example/{i}"} for i in range(3)]
+    items[1]["data"] = "x" * 3000  # fails: too long for a code at H
+    job_id = submit(client, alice[1], {"items": items,
+                                       "options": {"formats": ["svg", "png"]}})["batch_job_id"]
+    assert run_job(job_id)["status"] == "finished"
+
+    with client.get(f"/api/batch/{job_id}/download/zip", headers=alice[1]) as response:
+        archive = zipfile.ZipFile(io.BytesIO(response.data))
+    assert archive.namelist() == [
+        "00000-events.example-0.svg", "00000-events.example-0.png",
+        "00002-events.example-2.svg", "00002-events.example-2.png", "manifest.csv"]
+    for idx in (0, 2):
+        png = Image.open(io.BytesIO(archive.read(f"0000{idx}-events.example-{idx}.png")))
+        assert [r.text for r in zxingcpp.read_barcodes(png)] == [f"https://events.example/{idx}"]
+        assert svg_decode(archive.read(f"0000{idx}-events.example-{idx}.svg").decode()) == [
+            f"https://events.example/{idx}"]
+    manifest = archive.read("manifest.csv").decode().splitlines()
+    assert manifest[1].startswith(
+        "0,,3,ok,00000-events.example-0.svg;00000-events.example-0.png,")
+    status = client.get(f"/api/batch/{job_id}", headers=alice[1]).get_json()
+    assert status["downloads"]["zip"]["files"] == 4, status
+    assert status["downloads"]["zip"]["formats"] == ["svg", "png"]
+
+    ok = client.get(f"/api/batch/{job_id}/items?status=ok", headers=alice[1]).get_json()
+    output = ok["items"][1]["output"]
+    assert output["files"] == ["00002-events.example-2.svg", "00002-events.example-2.png"]
+    with client.get(output["png_url"], headers=alice[1]) as png:
+        assert png.status_code == 200 and png.mimetype == "image/png"
+        image = Image.open(io.BytesIO(png.data))
+        assert [r.text for r in zxingcpp.read_barcodes(image)] == ["https://events.example/2"]
+    assert_error(client.get(f"/api/batch/{job_id}/items/1/png", headers=alice[1]), 404)
+    assert_error(client.get(f"/api/batch/{job_id}/items/0/jpeg", headers=alice[1]), 404)
+
+    retry = client.post(f"/api/batch/{job_id}/retry-failed", headers=alice[1]).get_json()
+    assert batch.get_batch(huey.storage, retry["batch_job_id"])["options"]["formats"] == [
+        "svg", "png"]
 
 
 def test_retry_failed_reruns_only_the_failed_items(client, templates, alice):

@@ -72,7 +72,7 @@ def test_the_document_is_served_valid_openapi_3_1(client, app):
     schemathesis.openapi.from_wsgi("/api/openapi.json", app).validate()
 
 
-SAMPLE_PARAMS = {"job_id": "00000000-0000-0000-0000-000000000000", "kind": "pdf"}
+SAMPLE_PARAMS = {"job_id": "00000000-0000-0000-0000-000000000000", "kind": "pdf", "fmt": "png"}
 
 
 def test_every_protected_operation_answers_401_in_the_error_shape(client):

@@ -85,7 +85,7 @@ def _report(huey, job_id: str, job: dict) -> None:
 
 @main.group("batch")
 def batch_group() -> None:
-    """Bulk generation: many codes in one job, one combined PDF and a ZIP of SVGs."""
+    """Bulk generation: many codes in one job, one combined PDF and a ZIP of SVGs/PNGs."""
 
 
 @batch_group.command("submit")
@@ -144,7 +144,8 @@ def batch_items(job_id: str, failed: bool, page: int, per_page: int, as_json: bo
     if found is None:
         raise click.ClickException(f"no batch {job_id}")
     rows, matching = batch.list_items(huey.storage, job_id, found["total"],
-                                      "failed" if failed else None, page, per_page)
+                                      "failed" if failed else None, page, per_page,
+                                      batch.formats_of(found["options"]))
     if as_json:
         click.echo(json.dumps({"items": rows, "total": matching, "page": page}, indent=2))
         return

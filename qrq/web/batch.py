@@ -9,7 +9,7 @@ import uuid
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
 
 from qrq import batch
-from qrq.batch_render import matrix_svg
+from qrq.batch_render import matrix_png, matrix_svg
 from qrq.errors import BadRequest, NotFound, ValidationError
 from qrq.queue import huey
 from qrq.web.api import check_job_quota, int_arg, visible_job
@@ -85,25 +85,28 @@ def items(job_id: str):
     page = int_arg("page", 1, 1, 10**6)
     per_page = int_arg("per_page", 100, 1, MAX_PER_PAGE)
     rows, matching = batch.list_items(huey.storage, job["id"], found["total"], status, page,
-                                      per_page)
+                                      per_page, batch.formats_of(found["options"]))
     for row in rows:
         if row["output"]:
-            row["output"]["svg_url"] = url_for("batch.item_svg", job_id=job["id"],
-                                               idx=row["idx"])
+            for fmt in batch.FORMATS:
+                row["output"][f"{fmt}_url"] = url_for("batch.item_code", job_id=job["id"],
+                                                      idx=row["idx"], fmt=fmt)
     more = page * per_page < matching
     return jsonify(items=rows, page=page, per_page=per_page, total=matching,
                    next_page=page + 1 if more else None, status=status,
                    batch=_summary(job, found))
 
 
-@bp.get("/<job_id>/items/<int:idx>/svg")
+@bp.get("/<job_id>/items/<int:idx>/<any(svg, png):fmt>")
 @login_required
-def item_svg(job_id: str, idx: int):
-    """One ok item's code as SVG."""
+def item_code(job_id: str, idx: int, fmt: str):
+    """One ok item's code as SVG or PNG (black on white, 10 pixels per module)."""
     job, found = visible_batch(job_id)
     stored = batch.item_matrix(huey.storage, job["id"], idx)
     if stored is None:
         raise NotFound(f"item {idx} of batch {job_id} has no code")
+    if fmt == "png":
+        return Response(matrix_png(stored[0]), mimetype="image/png")
     return Response(matrix_svg(stored[0], title=stored[1]), mimetype="image/svg+xml")
 
 

@@ -168,7 +168,10 @@ _BATCH_ITEM = {
         "data": {"type": "string"},
         "status": {"type": "string", "enum": ["pending", "ok", "failed"]},
         "output": {"type": ["object", "null"], "properties": {
-            "file": {"type": "string"}, "svg_url": {"type": "string"}}},
+            "file": {"type": "string"},
+            "files": {"type": "array", "items": {"type": "string"},
+                      "description": "The item's files in the ZIP, one per format."},
+            "svg_url": {"type": "string"}, "png_url": {"type": "string"}}},
         "error": {"type": ["string", "null"]},
         "title": {"type": "string"}, "source_idx": {"type": "integer"},
     },
@@ -201,7 +204,10 @@ BATCH_PATHS = {
                                    "title": {"type": "string", "maxLength": 200},
                                    "lines": {"type": "array", "maxItems": 10,
                                              "items": {"type": "string"}}}}},
-                "options": {"type": "object"},
+                "options": {"type": "object", "description":
+                            "The PDF options (copies: per template), and formats: the "
+                            'ZIP\'s files per code, ["svg"] (default), ["png"] or both. '
+                            "PNGs are drawn at 300 dpi for the code's size in mm."},
             },
             "oneOf": [{"required": ["template_ids"]}, {"required": ["items"]}]}}}},
         "responses": {"202": {**_json(_BATCH_ACCEPTED, "Queued."),
@@ -232,13 +238,17 @@ BATCH_PATHS = {
             "status": {"type": ["string", "null"]}, "batch": _BATCH}), "Items."),
             **_errors(401, 404, 422)},
     }},
-    "/api/batch/{job_id}/items/{idx}/svg": {"get": {
-        "summary": "One finished item's code as SVG",
-        "operationId": "getBatchItemSvg",
+    "/api/batch/{job_id}/items/{idx}/{fmt}": {"get": {
+        "summary": "One finished item's code as SVG or PNG (black on white)",
+        "operationId": "getBatchItemCode",
         "parameters": [_BATCH_ID, {"name": "idx", "in": "path", "required": True,
-                                   "schema": {"type": "integer", "minimum": 0}}],
+                                   "schema": {"type": "integer", "minimum": 0}},
+                       {"name": "fmt", "in": "path", "required": True,
+                        "schema": {"type": "string", "enum": ["svg", "png"]}}],
         "responses": {"200": {"description": "The code.", "content": {
-            "image/svg+xml": {"schema": {"type": "string"}}}}, **_errors(401, 404)},
+            "image/svg+xml": {"schema": {"type": "string"}},
+            "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}}},
+            **_errors(401, 404)},
     }},
     "/api/batch/{job_id}/retry-failed": {"post": {
         "summary": "Re-run only the failed items, as a new batch linked to this one",
