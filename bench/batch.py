@@ -12,7 +12,7 @@ saved as a PNG file, then every PNG drawn onto the same 4x6 A4 grid with
 reportlab's ``drawImage``, the PDF saved at the end.
 
 Usage: python bench/batch.py [--items 10000] [--repeats 3] [--small 1000]
-       [--naive-items N]    (default: --items)
+       [--naive-items N]    (default: --items)   [--formats svg|png|svg,png]
 Everything lives in a temporary directory, removed at the end. The last line
 printed is a JSON object with every figure.
 """
@@ -106,13 +106,15 @@ def job_row(data: Path, job_id: str) -> tuple:
                           "where id = ?", (job_id,)).fetchone()
 
 
-def run_qrq(data: Path, items: int) -> dict:
-    """One batch of *items* codes on a fresh consumer; its figures."""
+def run_qrq(data: Path, items: int, formats: str = "svg") -> dict:
+    """One batch of *items* codes on a fresh consumer (the ZIP holding *formats*,
+    comma-separated); its figures."""
     proc, pids = start_consumer(data)
     try:
         cpu_before = {pid: cpu_seconds(pid) for pid in pids}
         started = time.monotonic()
-        out = qrq(data, "batch", "submit", "--template", "4", "--count", str(items))
+        out = qrq(data, "batch", "submit", "--template", "4", "--count", str(items),
+                  "-o", "formats=" + json.dumps(formats.split(",")))
         job_id = out.split()[2]
         while True:
             status, began, ended, result, error = job_row(data, job_id)
@@ -176,6 +178,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--small", type=int, default=1_000)
     parser.add_argument("--naive-items", type=int)
+    parser.add_argument("--formats", default="svg",
+                        help="what the ZIP holds per code: svg, png or svg,png")
     parser.add_argument("--naive", type=int, help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -189,9 +193,9 @@ def main() -> None:
         qrq(data, "init", "--demo")
         runs = []
         for i in range(args.repeats):
-            runs.append(run_qrq(data, args.items))
+            runs.append(run_qrq(data, args.items, args.formats))
             print(f"qrq batch {i + 1}/{args.repeats}: {json.dumps(runs[-1])}", flush=True)
-        small = run_qrq(data, args.small)
+        small = run_qrq(data, args.small, args.formats)
         print(f"qrq batch of {args.small}: {json.dumps(small)}", flush=True)
         naive_items = args.naive_items or args.items
         child = subprocess.run([PYTHON, __file__, "--naive", str(naive_items), "--out",

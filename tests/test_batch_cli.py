@@ -31,6 +31,20 @@ def test_submit_count_then_list_items(runner, templates, make_user):
     assert failed.output.strip() == "0 of 0 item(s) failed"
 
 
+def test_submit_with_png_formats_lists_png_files(runner, templates):
+    result = runner.invoke(main, ["batch", "submit", "--template", "2", "--count", "2",
+                                  "-o", 'formats=["png"]'])
+    assert result.exit_code == 0, result.output
+    job_id = queued_id(result.output)
+    assert run_job(job_id)["status"] == "finished"
+    listed = runner.invoke(main, ["batch", "items", job_id])
+    assert listed.output.splitlines()[1].split()[:3] == [
+        "1", "ok", "00001-cards.qrcards.example-c-2-2.png"], listed.output
+    bad = runner.invoke(main, ["batch", "submit", "--template", "2", "--count", "2",
+                               "-o", "formats=gif"])
+    assert bad.exit_code != 0 and "options.formats" in bad.output, bad.output
+
+
 def test_csv_items_failed_listing_and_retry(runner, templates, tmp_path):
     path = tmp_path / "codes.csv"
     path.write_text("template_id,data\n1,https://a.example/1\n3," + "q" * 3000
