@@ -168,8 +168,11 @@ def assemble(storage, artifacts: Path, job_id: str, total: int, specs: _Specs,
                                spec.qr_size_mm) if spec else ()
                     names = item_filenames(idx, data, total, formats)
                     for fmt, name in zip(formats, names, strict=True):
-                        archive.writestr(name, matrix_png(matrix, *colours) if fmt == "png"
-                                         else matrix_svg(matrix, *colours, title=data))
+                        if fmt == "png":  # already deflated inside: stored as is
+                            archive.writestr(name, matrix_png(matrix, *colours),
+                                             zipfile.ZIP_STORED)
+                        else:
+                            archive.writestr(name, matrix_svg(matrix, *colours, title=data))
                     codes += len(names)
                     name = ";".join(names)
                 manifest.writerow([idx, "" if source is None else source, template_id,

@@ -108,6 +108,23 @@ def test_png_of_a_matrix_decodes_in_its_colours_at_the_asked_size():
     assert Image.open(io.BytesIO(matrix_png(matrix))).size == (330, 330)  # 10 px a module
 
 
+@pytest.mark.parametrize(("quiet_zone", "size_mm"), [(4, 30), (0, None), (1, 7), (2, 55.5)])
+def test_png_pixels_are_the_matrix_scaled(quiet_zone, size_mm):
+    """Pixel for pixel what Pillow draws from the same matrix, scaled by whole pixels."""
+    matrix = qr_matrix("https://menu.example/t/2", "Q")
+    image = Image.open(io.BytesIO(matrix_png(matrix, quiet_zone, "#000000", "#ffffff",
+                                             size_mm)))
+    side = len(matrix) + 2 * quiet_zone
+    scale = image.size[0] // side
+    assert image.size == (side * scale, side * scale) and scale >= 1
+    dark = {(r + quiet_zone, c + quiet_zone) for r, row in enumerate(matrix)
+            for c, module in enumerate(row) if module}
+    expected = Image.new("L", (side, side), 255)
+    expected.putdata([0 if (y, x) in dark else 255 for y in range(side) for x in range(side)])
+    expected = expected.resize(image.size, Image.Resampling.NEAREST)
+    assert image.convert("L").tobytes() == expected.tobytes()
+
+
 # -- checking requests -------------------------------------------------------------------
 
 def fake_templates(ids):
