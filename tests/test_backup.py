@@ -298,6 +298,74 @@ def test_a_second_backup_reuses_unchanged_databases_and_backs_up_changed_ones(
         "analytics/shop1.db"] == second["id"]
 
 
+def test_settled_unchanged_databases_are_reused_without_a_snapshot(settings, analytics,
+                                                                  monkeypatch):
+    """The quick check: same size, inode and mtime as at the last backup, which were
+    then settled, means no snapshot at all; any write (to the file or only to its
+    WAL) means a snapshot again."""
+    snapshots = []
+    real_snapshot = backup.snapshot
+    monkeypatch.setattr(backup, "snapshot",
+                        lambda src, dest, timeout: (snapshots.append(src.name),
+                                                    real_snapshot(src, dest, timeout)))
+    monkeypatch.setattr(backup, "SETTLED_NS", 0)  # instead of waiting 2 s for files to age
+    writer = sqlite3.connect(analytics[2])  # stays open: its writes stay in the WAL
+    writer.execute("insert into scan (card, ua, data) values (1, 'in the wal', x'00')")
+    writer.commit()
+    assert os.path.getsize(f"{analytics[2]}-wal") > 0
+
+    first = run_backup(settings)
+    assert {"shop0.db", "shop1.db", "shop2.db"} <= set(snapshots)
+    entries = {e["name"]: e for e in first["databases"]}
+    assert entries["analytics/shop2.db"]["source_state"]["wal"] is not None
+
+    snapshots.clear()
+    second = run_backup(settings)
+    assert not {"shop0.db", "shop1.db", "shop2.db"} & set(snapshots)
+    for entry in second["databases"]:
+        if entry["name"].startswith("analytics/"):
+            before = entries[entry["name"]]
+            assert entry["status"] == "ok" and entry["reused_from"] == first["id"]
+            assert entry["note"] == (f"reused from set {first['id']}: unchanged since "
+                                     "(same size and mtime)")
+            assert (entry["tables"], entry["size"], entry["db_sha256"]) == (
+                before["tables"], before["size"], before["db_sha256"])
+    assert {e["name"]: e["tables"] for e in second["databases"]}[
+        "analytics/shop2.db"] == {"scan": 303}
+
+    writer.execute("insert into scan (card, ua, data) values (2, 'wal only', x'00')")
+    writer.commit()  # the WAL grows; the database file itself is not touched
+    with sqlite3.connect(analytics[0]) as conn:
+        conn.execute("insert into scan (card, ua, data) values (3, 'checkpointed', x'00')")
+    conn.close()
+    snapshots.clear()
+    third = run_backup(settings)
+    writer.close()
+    now = {e["name"]: e for e in third["databases"]}
+    assert {"shop0.db", "shop2.db"} <= set(snapshots) and "shop1.db" not in snapshots
+    assert now["analytics/shop2.db"]["tables"] == {"scan": 304}
+    assert now["analytics/shop0.db"]["tables"] == {"scan": 301}
+    assert "reused_from" not in now["analytics/shop0.db"]
+    assert now["analytics/shop1.db"]["reused_from"] == second["id"]
+    assert verify_set(settings.backups_dir, third) == {n: [] for n in now}
+
+
+def test_recently_changed_files_are_snapshotted_next_time(settings, analytics, monkeypatch):
+    """Files changed within SETTLED_NS of a backup are not trusted by their times."""
+    first = run_backup(settings)  # the databases were written just now
+    assert not any(e.get("source_state") for e in first["databases"]
+                   if e["name"].startswith("analytics/"))
+    snapshots = []
+    real_snapshot = backup.snapshot
+    monkeypatch.setattr(backup, "snapshot",
+                        lambda src, dest, timeout: (snapshots.append(src.name),
+                                                    real_snapshot(src, dest, timeout)))
+    second = run_backup(settings)
+    assert {"shop0.db", "shop1.db", "shop2.db"} <= set(snapshots)
+    assert all(e["note"] == f"reused from set {first['id']}" for e in second["databases"]
+               if e["name"].startswith("analytics/"))
+
+
 def test_a_damaged_previous_file_is_not_reused(settings, analytics):
     first = run_backup(settings)
     packed = settings.backups_dir / first["id"] / "analytics" / "shop0.db.zst"
