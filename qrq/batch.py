@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from qrq import options as opts
-from qrq.batch_render import unpack_matrix
 from qrq.errors import NotFound, PayloadTooLarge, ValidationError
 
 ITEM_KEYS = {"template_id", "data", "title", "lines"}
@@ -287,13 +286,6 @@ def list_items(storage, job_id: str, total: int, status: str | None = None,
             item["output"] = {"file": files[0], "files": files}
         items.append(item)
     return items, matching
-
-
-def item_matrix(storage, job_id: str, idx: int) -> tuple[list[list[bool]], str] | None:
-    """An ok item's matrix and payload."""
-    rows = storage.sql("select matrix, data from batch_item where job_id = ? and idx = ? "
-                       "and status = 'ok'", (job_id, idx), results=True)
-    return (unpack_matrix(rows[0][0]), rows[0][1]) if rows else None
 
 
 def rows_in_order(storage, sql: str, params: tuple) -> Iterator[tuple]:

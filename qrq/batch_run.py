@@ -72,6 +72,30 @@ class _Specs:
         return spec
 
 
+def render_code(matrix: list[list[bool]], data: str, fmt: str, spec) -> bytes:
+    """One code's file as the ZIP holds it: in the card's colours and size (the
+    defaults when its template is gone, *spec* None)."""
+    style = (spec.quiet_zone, spec.fg_color, spec.bg_color, spec.qr_size_mm) if spec else ()
+    if fmt == "png":
+        return matrix_png(matrix, *style)
+    return matrix_svg(matrix, *style, title=data).encode()
+
+
+def item_code(storage, job_id: str, idx: int, fmt: str, options: dict[str, Any],
+              templates: Callable[[list[int]], dict[int, dict]] = load_templates
+              ) -> bytes | None:
+    """An ok item's code as *fmt* (svg or png), the file the ZIP has or would have;
+    None when the item has no code."""
+    rows = storage.sql("select matrix, data, template_id, title, lines from batch_item "
+                       "where job_id = ? and idx = ? and status = 'ok'", (job_id, idx),
+                       results=True)
+    if not rows:
+        return None
+    packed, data, template_id, title, lines = rows[0]
+    spec = _Specs(templates([template_id]), options).get(template_id, title, lines)
+    return render_code(unpack_matrix(packed), data, fmt, spec)
+
+
 def _write_chunk(storage, job_id: str, rows: list[tuple], total: int) -> tuple[int, int]:
     """Item results, the batch's counts and the job's progress, in one transaction."""
     with storage.db(commit=True) as curs:
@@ -164,15 +188,12 @@ def assemble(storage, artifacts: Path, job_id: str, total: int, specs: _Specs,
                     spec = specs.get(template_id, item_title, lines)
                     if spec is not None:
                         sheets.add(spec, data, matrix)
-                    colours = (spec.quiet_zone, spec.fg_color, spec.bg_color,
-                               spec.qr_size_mm) if spec else ()
                     names = item_filenames(idx, data, total, formats)
                     for fmt, name in zip(formats, names, strict=True):
-                        if fmt == "png":  # already deflated inside: stored as is
-                            archive.writestr(name, matrix_png(matrix, *colours),
-                                             zipfile.ZIP_STORED)
-                        else:
-                            archive.writestr(name, matrix_svg(matrix, *colours, title=data))
+                        # A PNG is deflated inside already: stored as is.
+                        archive.writestr(name, render_code(matrix, data, fmt, spec),
+                                         zipfile.ZIP_STORED if fmt == "png"
+                                         else zipfile.ZIP_DEFLATED)
                     codes += len(names)
                     name = ";".join(names)
                 manifest.writerow([idx, "" if source is None else source, template_id,

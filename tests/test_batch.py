@@ -293,8 +293,12 @@ def test_formats_put_a_png_next_to_each_svg_in_the_zip(client, templates, alice)
     assert output["files"] == ["00002-events.example-2.svg", "00002-events.example-2.png"]
     with client.get(output["png_url"], headers=alice[1]) as png:
         assert png.status_code == 200 and png.mimetype == "image/png"
+        assert png.data == archive.read(output["files"][1])  # the ZIP's file, byte for byte
         image = Image.open(io.BytesIO(png.data))
         assert [r.text for r in zxingcpp.read_barcodes(image)] == ["https://events.example/2"]
+    with client.get(output["svg_url"], headers=alice[1]) as svg:
+        assert svg.mimetype == "image/svg+xml"
+        assert svg.data == archive.read(output["files"][0])
     assert_error(client.get(f"/api/batch/{job_id}/items/1/png", headers=alice[1]), 404)
     assert_error(client.get(f"/api/batch/{job_id}/items/0/jpeg", headers=alice[1]), 404)
 

@@ -8,8 +8,7 @@ import uuid
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
 
-from qrq import batch
-from qrq.batch_render import matrix_png, matrix_svg
+from qrq import batch, batch_run
 from qrq.errors import BadRequest, NotFound, ValidationError
 from qrq.queue import huey
 from qrq.web.api import check_job_quota, int_arg, visible_job
@@ -100,14 +99,12 @@ def items(job_id: str):
 @bp.get("/<job_id>/items/<int:idx>/<any(svg, png):fmt>")
 @login_required
 def item_code(job_id: str, idx: int, fmt: str):
-    """One ok item's code as SVG or PNG (black on white, 10 pixels per module)."""
+    """One ok item's code as SVG or PNG: the file the batch's ZIP holds for it."""
     job, found = visible_batch(job_id)
-    stored = batch.item_matrix(huey.storage, job["id"], idx)
-    if stored is None:
+    code = batch_run.item_code(huey.storage, job["id"], idx, fmt, found["options"])
+    if code is None:
         raise NotFound(f"item {idx} of batch {job_id} has no code")
-    if fmt == "png":
-        return Response(matrix_png(stored[0]), mimetype="image/png")
-    return Response(matrix_svg(stored[0], title=stored[1]), mimetype="image/svg+xml")
+    return Response(code, mimetype="image/png" if fmt == "png" else "image/svg+xml")
 
 
 @bp.post("/<job_id>/retry-failed")

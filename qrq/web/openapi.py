@@ -239,7 +239,7 @@ BATCH_PATHS = {
             **_errors(401, 404, 422)},
     }},
     "/api/batch/{job_id}/items/{idx}/{fmt}": {"get": {
-        "summary": "One finished item's code as SVG or PNG (black on white)",
+        "summary": "One finished item's code as SVG or PNG, as its batch's ZIP has it",
         "operationId": "getBatchItemCode",
         "parameters": [_BATCH_ID, {"name": "idx", "in": "path", "required": True,
                                    "schema": {"type": "integer", "minimum": 0}},
