@@ -16,11 +16,9 @@ cards, but a batch of ten thousand does:
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from collections.abc import Sequence
-from pathlib import Path
 from typing import BinaryIO
 
 from reportlab.lib.units import mm
@@ -281,8 +279,3 @@ class CardSheets:
         return len(self.pdf.pages)
 
 
-def replace_atomically(tmp: Path, final: Path) -> None:
-    """Flush *tmp* to disk and rename it over *final*."""
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)

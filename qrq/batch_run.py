@@ -40,11 +40,11 @@ from qrq.batch_render import (
     matrix_png,
     matrix_svg,
     pack_rows,
-    replace_atomically,
     unpack_matrix,
 )
 from qrq.encoder import qr_rows
 from qrq.errors import NotFound, QrqError
+from qrq.qr import replace_atomically
 
 CHUNK = 100  # items per result write
 CHUNK_SECONDS = 0.5

@@ -136,6 +136,14 @@ def draw_card(canvas: Canvas, spec: CardSpec, payload: str, x0: float, y0: float
         baseline -= line_pt * 1.25
 
 
+def replace_atomically(tmp: Path, final: Path) -> None:
+    """Flush *tmp* to disk, then rename it over *final*: after a crash *final* is the
+    whole new file or the old one, never an empty one whose job says finished."""
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+
+
 def render_pdf(spec: CardSpec, payloads: Sequence[str], out_path: Path, *,
                progress: Callable[[int, int], None] | None = None,
                title: str = "QR cards") -> RenderResult:
@@ -172,7 +180,7 @@ def render_pdf(spec: CardSpec, payloads: Sequence[str], out_path: Path, *,
             if progress is not None:
                 progress(page + 1, pages)
         canvas.save()
-        os.replace(tmp, out_path)
+        replace_atomically(tmp, out_path)
     finally:
         if tmp.exists():
             tmp.unlink()
