@@ -399,6 +399,11 @@ def test_backups_page_shows_sets_with_their_reports_and_backup_jobs(admin, setti
     assert manifest["id"] in html and "queue.db" in html and "app.db" in html
     assert html.count('<tr><td class="mono">') >= 2  # one report row per database
     assert job_id in html and "test.backup_like" in html
+    second = run_backup(settings, "manual")  # app.db is unchanged: reused
+    assert second["reused"] >= 1
+    html = client.get("/admin/backups").text
+    assert f"reused from set {manifest['id']}" in html
+    assert f'<td class="num">{second["reused"]}</td>' in html
 
 
 def test_backups_page_without_a_listing_shows_the_backup_jobs(admin, monkeypatch):
