@@ -2,7 +2,9 @@
 
 Builds a data directory in a temporary dir: app.db and queue.db (``qrq init --demo``)
 and 99 analytics databases of realistic scan rows (timestamps, user agents, IPs,
-countries, a random blob; one index), heavy-tailed in size. Then, in the same run,
+countries, a random blob; one index), heavy-tailed in size; with ``--schema product``,
+databases in qrq's own scan schema instead (``qrq.scans``: four indexes on small rows,
+about twice the ``integrity_check`` work per byte). Then, in the same run,
 every repeat measures, side by side:
 
 - warm (the files already in the page cache): ``cp`` of the 101 files, ``cp`` +
@@ -29,7 +31,7 @@ Prints the runs and a table and, on its last line, a JSON object. Everything is
 deleted at the end.
 
 Usage: python bench/backup.py [--repeats 3] [--gib 1.0] [--quick] [--no-cold]
-                              [--read-mbps 200]
+                              [--read-mbps 200] [--schema bench|product]
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 ROW_BYTES = 180  # measured: bytes per scan row, index included
+PRODUCT_ROW_BYTES = 191  # measured: qrq's own scan schema, four indexes included
 
 SCHEMA = """
 create table scan (id integer primary key, card_id integer, scanned_at text,
@@ -95,27 +98,43 @@ def sizes_mb(total_mb: float, count: int = 99) -> list[float]:
     return [w * scale for w in weights]
 
 
-def build(data: Path, gib: float) -> list[Path]:
+def make_product(args: tuple[str, int, int]) -> int:
+    """A database in qrq's own scan schema (``qrq.scans``: a year of demo traffic)."""
+    from qrq.scans import write_demo_database
+
+    path, index, rows = args
+    write_demo_database(Path(path), index, rows)
+    return os.path.getsize(path)
+
+
+def build(data: Path, gib: float, schema: str = "bench") -> list[Path]:
     env = {**os.environ, "QRQ_DATA_DIR": str(data)}
     subprocess.run([sys.executable, "-m", "qrq", "init", "--demo"], cwd=REPO, env=env,
                    check=True, capture_output=True)
     folder = data / "analytics"
     folder.mkdir()
     target_mb = gib * 1024 * 1.03  # a little over, so the total is >= the target
-    jobs = [(str(folder / f"shop{i:03d}.db"), int(mb * 1e6 / ROW_BYTES))
-            for i, mb in enumerate(sizes_mb(target_mb))]
+    if schema == "product":
+        target_mb *= 1.02  # no top-up below: aim a little higher
+        jobs = [(str(folder / f"shop{i:03d}.db"), i, int(mb * 1e6 / PRODUCT_ROW_BYTES))
+                for i, mb in enumerate(sizes_mb(target_mb))]
+        make = make_product
+    else:
+        jobs = [(str(folder / f"shop{i:03d}.db"), int(mb * 1e6 / ROW_BYTES))
+                for i, mb in enumerate(sizes_mb(target_mb))]
+        make = make_analytics
     # close() + join(), not the context manager: its terminate() SIGTERMs the workers,
     # which inherit this script's SIGTERM handler; one exiting while it held the task
     # queue's lock left the other waiting for it forever (seen once).
     pool = multiprocessing.Pool(os.cpu_count() or 2)
     try:
-        pool.map(make_analytics, sorted(jobs, key=lambda j: -j[1]))
+        pool.map(make, sorted(jobs, key=lambda j: -j[-1]))
     finally:
         pool.close()
         pool.join()
     files = [data / "app.db", data / "queue.db", *sorted(folder.glob("*.db"))]
     short = gib * 2**30 - sum(f.stat().st_size for f in files)
-    if short > 0:  # top the largest one up until the total is at least the target
+    if short > 0 and schema == "bench":  # top the largest one up to the target
         conn = sqlite3.connect(folder / "shop000.db")
         conn.execute(FILL, (int(short / ROW_BYTES * 1.1) + 1000,))
         conn.commit()
@@ -212,15 +231,23 @@ def time_backup(settings, cold: bool = False) -> tuple[float, dict]:
     return elapsed, manifest
 
 
-def change_some(files: list[Path], repeat: int, share: float = 0.1) -> list[str]:
+def change_some(files: list[Path], repeat: int, share: float = 0.1,
+                schema: str = "bench") -> list[str]:
     """Append a day's scans (1,000 rows) to *share* of the analytics databases, a
     different group each repeat."""
+    from qrq.scans import demo_rows
+
     analytics = [f for f in files if f.parent.name == "analytics"]
     count = max(1, round(len(files) * share))
     chosen = [analytics[(repeat * count + k) % len(analytics)] for k in range(count)]
     for path in chosen:
         conn = sqlite3.connect(path)
-        conn.execute(FILL, (1000,))
+        if schema == "product":
+            conn.executemany("insert into scans (scanned_at, template_id, domain, country, "
+                             "device, visitor_hash) values (?, ?, ?, ?, ?, ?)",
+                             demo_rows(0, 1000, days=1, seed=repeat + 1))
+        else:
+            conn.execute(FILL, (1000,))
         conn.commit()
         conn.close()
     return [p.name for p in chosen]
@@ -238,6 +265,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="skip the 1-thread and gzip runs")
     parser.add_argument("--no-cold", action="store_true",
                         help="skip the cold-cache runs (they need root)")
+    parser.add_argument("--schema", choices=("bench", "product"), default="bench",
+                        help="bench: one scan table with one index; product: qrq's own "
+                             "scan schema (qrq.scans, four indexes), slower to check")
     parser.add_argument("--read-mbps", type=float, default=None,
                         help="also run cold cp and backup with disk reads capped at this "
                              "many MB/s (root, cgroup blkio/io)")
@@ -255,7 +285,7 @@ def main() -> None:
         os.environ["QRQ_DATA_DIR"] = str(data)
         load_start = os.getloadavg()  # the machine may be shared: say how busy it was
         t0 = time.perf_counter()
-        files = build(data, args.gib)
+        files = build(data, args.gib, args.schema)
         built = time.perf_counter() - t0
         total = sum(f.stat().st_size for f in files)
         mb = total / 1e6
@@ -299,7 +329,7 @@ def main() -> None:
             backups = root / "full-warm"
             for label, changed in (("unchanged", []), ("changed10", None)):
                 if changed is None:
-                    changed = change_some(files, i)
+                    changed = change_some(files, i, schema=args.schema)
                 for mode in nights:
                     seconds, night = time_backup(at("full-warm"), cold=mode == "cold")
                     fresh = sorted(e["name"] for e in night["databases"]
@@ -353,6 +383,7 @@ def main() -> None:
         load_end = os.getloadavg()
         result = {
             "databases": len(files), "bytes": total, "repeats": args.repeats,
+            "schema": args.schema,
             "seconds": {k: round(v, 2) for k, v in med.items()},
             "mb_s": {k: round(mb / v, 1) for k, v in med.items()},
             "versus_cp": versus,
