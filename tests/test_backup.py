@@ -352,7 +352,8 @@ def test_settled_unchanged_databases_are_reused_without_a_snapshot(settings, ana
 
 def test_recently_changed_files_are_snapshotted_next_time(settings, analytics, monkeypatch):
     """Files changed within SETTLED_NS of a backup are not trusted by their times."""
-    first = run_backup(settings)  # the databases were written just now
+    monkeypatch.setattr(backup, "SETTLED_NS", 3600 * 10**9)  # the files are minutes old
+    first = run_backup(settings)
     assert not any(e.get("source_state") for e in first["databases"]
                    if e["name"].startswith("analytics/"))
     snapshots = []
