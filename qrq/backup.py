@@ -307,12 +307,11 @@ def _reuse_unchanged(previous: tuple[Path, dict] | None, entry: dict, out: Path,
     if previous is None or state is None or previous[1].get("source_state") != state:
         return False
     old = previous[1]
-    entry["db_sha256"] = old["db_sha256"]
-    if not _reuse(previous, entry, out):
-        del entry["db_sha256"]
+    candidate = {**entry, "db_sha256": old["db_sha256"]}
+    if not _reuse(previous, candidate, out):
         return False
-    entry.update(size=old["size"], tables=old["tables"], source_state=state,
-                 note=f"{entry['note']}: unchanged since (same size and mtime)")
+    entry.update(candidate, size=old["size"], tables=old["tables"], source_state=state,
+                 note=f"{candidate['note']}: unchanged since (same size and mtime)")
     return True
 
 
