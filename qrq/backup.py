@@ -642,8 +642,10 @@ def plan_retention(sets: Iterable[dict], daily: int, weekly: int, monthly: int,
 
     Among sets with a good database, the newest of each of the last *daily* days,
     *weekly* ISO weeks and *monthly* months (in *tz*) are kept. The newest fully
-    good set is always kept. Sets with no good database are kept only while they
-    are younger than the oldest daily set kept, so a failure stays visible.
+    good set is always kept, and so are the ``safety`` sets (taken before a restore
+    over the live data) within the daily window. Sets with no good database are
+    kept only while they are younger than the oldest daily set kept, so a failure
+    stays visible.
     Returns ``(keep, delete)`` as id lists, newest first.
     """
     def when(m: dict) -> datetime.datetime:
@@ -675,6 +677,10 @@ def plan_retention(sets: Iterable[dict], daily: int, weekly: int, monthly: int,
     failed = [m for m in ordered if not m["ok"]]
     if kept_daily:
         keep.update(m["id"] for m in failed if when(m) >= kept_daily[-1])
+        # A safety set holds what a restore over the live data replaced: it stays for
+        # the daily window even when a later set of the same day is that day's one.
+        keep.update(m["id"] for m in usable
+                    if m.get("kind") == "safety" and when(m) >= kept_daily[-1])
     elif usable:
         keep.update(m["id"] for m in failed if when(m) >= when(usable[0]))
     else:

@@ -8,10 +8,10 @@ from qrq.backup import plan_retention
 START = datetime.datetime(2026, 1, 1, 2, 0, tzinfo=datetime.UTC)
 
 
-def manifest(when, status="ok", set_id=None):
+def manifest(when, status="ok", set_id=None, kind="scheduled"):
     ok = 0 if status == "failed" else 3
     return {"id": set_id or when.strftime("%Y%m%dT%H%M%SZ"), "status": status, "ok": ok,
-            "created_at": when.isoformat().replace("+00:00", "Z")}
+            "kind": kind, "created_at": when.isoformat().replace("+00:00", "Z")}
 
 
 def daily_sets(days, start=START):
@@ -82,3 +82,14 @@ def test_failed_sets_stay_visible_within_the_daily_window_only():
 
 def test_nothing_to_keep_or_delete():
     assert plan_retention([], daily=7, weekly=4, monthly=12) == ([], [])
+
+
+def test_a_safety_set_outlives_a_later_set_of_its_day_within_the_daily_window():
+    # 3 March: a safety backup at 10:00 before a restore, then a manual one at 18:00,
+    # which is that day's daily set; 20 February: a safety set older than the window.
+    sets = [manifest(day(3, d)) for d in range(1, 6)] + [
+        manifest(day(3, 3, 10), kind="safety"), manifest(day(3, 3, 18), kind="manual"),
+        manifest(day(2, 20, 10), kind="safety")]
+    keep, delete = plan_retention(sets, daily=4, weekly=0, monthly=0)
+    assert keep == ids(day(3, 5), day(3, 4), day(3, 3, 18), day(3, 3, 10), day(3, 2))
+    assert delete == ids(day(3, 3), day(3, 1), day(2, 20, 10))
