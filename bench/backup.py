@@ -165,18 +165,16 @@ def read_limit(path: Path, mbps: float | None):
         return
     dev = os.stat(path).st_dev
     device, limit = f"{os.major(dev)}:{os.minor(dev)}", int(mbps * 1e6)
-    v1, v2 = Path("/sys/fs/cgroup/blkio"), Path("/sys/fs/cgroup")
+    v1, controllers = Path("/sys/fs/cgroup/blkio"), Path("/sys/fs/cgroup/cgroup.controllers")
     if (v1 / "blkio.throttle.read_bps_device").exists():
-        home, group = v1, v1 / f"qrq-bench-{os.getpid()}"
-        group.mkdir()
-        (group / "blkio.throttle.read_bps_device").write_text(f"{device} {limit}\n")
-    elif "io" in (v2 / "cgroup.controllers").read_text().split() if (
-            v2 / "cgroup.controllers").exists() else False:
-        home, group = v2, v2 / f"qrq-bench-{os.getpid()}"
-        group.mkdir()
-        (group / "io.max").write_text(f"{device} rbps={limit}\n")
+        home, knob, rule = v1, "blkio.throttle.read_bps_device", f"{device} {limit}"
+    elif controllers.exists() and "io" in controllers.read_text().split():
+        home, knob, rule = controllers.parent, "io.max", f"{device} rbps={limit}"
     else:
         raise SystemExit("--read-mbps needs a cgroup blkio (v1) or io (v2) controller")
+    group = home / f"qrq-bench-{os.getpid()}"
+    group.mkdir()
+    (group / knob).write_text(f"{rule}\n")
     (group / "cgroup.procs").write_text(f"{os.getpid()}\n")
     try:
         yield

@@ -45,8 +45,8 @@ def _positive_int(value: Any, field: str) -> int:
 
 def check_formats(value: Any, field: str = "options.formats") -> list[str]:
     """The ZIP's file formats per code: a non-empty list of "svg" and/or "png"."""
-    if (not isinstance(value, list) or not value or len(set(map(str, value))) != len(value)
-            or any(v not in FORMATS for v in value)):
+    if (not isinstance(value, list) or not value or any(v not in FORMATS for v in value)
+            or len(set(value)) != len(value)):
         raise ValidationError('must be a non-empty list of "svg" and/or "png", each once',
                               field=field)
     return list(value)
@@ -57,7 +57,7 @@ def formats_of(options: dict[str, Any]) -> list[str]:
     return options.get("formats", ["svg"])
 
 
-def item_filenames(idx: int, payload: str, total: int, formats: list[str]) -> list[str]:
+def item_filenames(idx: int, payload: str, total: int, formats: Sequence[str]) -> list[str]:
     """The item's files in the ZIP, one per format."""
     return [item_filename(idx, payload, total, f".{fmt}") for fmt in formats]
 
@@ -117,12 +117,11 @@ def parse_request(body: Any, templates: Callable[[list[int]], dict[int, dict]],
     copies = raw.get("copies", 1)
     if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
         raise ValidationError("must be a positive integer", field="options.copies")
-    formats = check_formats(raw.get("formats", ["svg"]))
     options = opts.check_options({k: v for k, v in raw.items()
                                   if k not in ("copies", "formats")}, 1)
     options.pop("copies")
-    if formats != ["svg"]:
-        options["formats"] = formats
+    if "formats" in raw:
+        options["formats"] = check_formats(raw["formats"])
     listed = body[modes[0]]
     if not isinstance(listed, list) or not listed:
         raise ValidationError("must be a non-empty list", field=modes[0])
@@ -282,7 +281,7 @@ def list_items(storage, job_id: str, total: int, status: str | None = None,
         if source_idx is not None:
             item["source_idx"] = source_idx
         if state == "ok":
-            files = item_filenames(idx, data, total, list(formats))
+            files = item_filenames(idx, data, total, formats)
             item["output"] = {"file": files[0], "files": files}
         items.append(item)
     return items, matching

@@ -277,5 +277,3 @@ class CardSheets:
             self.pdf.add_page(210 * mm, 297 * mm, b"")
         self.pdf.close()
         return len(self.pdf.pages)
-
-
