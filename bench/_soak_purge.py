@@ -4,10 +4,10 @@
 data directory's finished jobs that ended more than ``--age`` seconds ago, every
 ``--interval`` seconds, and prints one JSON line per purge.
 
-* ``qrq``: ``qrq.retention.purge_jobs`` as the hourly ``retention.purge`` task calls it,
+* ``qrq``: ``qrq.queue.retention.purge_jobs`` as the hourly ``retention.purge`` task calls it,
   which deletes each purged job's artifacts with a glob of the artifacts directory.
 * ``scan``: the same ``purge_jobs`` for the records, but pointed at an empty stand-in
-  directory, then ``qrq.retention.purge_stale`` (also part of the hourly task) deletes the
+  directory, then ``qrq.queue.retention.purge_stale`` (also part of the hourly task) deletes the
   artifacts of jobs that are gone in one pass over the directory.
 """
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ["QRQ_DATA_DIR"] = args.data_dir
     from qrq.queue import huey
-    from qrq.retention import purge_jobs, purge_stale
+    from qrq.queue.retention import purge_jobs, purge_stale
 
     storage, artifacts = huey.storage, huey.settings.artifacts_dir
     stand_in = Path(tempfile.mkdtemp(prefix="qrq-bench-soak-no-artifacts-"))

@@ -1,6 +1,6 @@
 """Time-based analytics over many scan databases: qrq against a naive Python loop.
 
-Data: demo scan databases (``qrq.scans.write_demo_database``: a year of traffic with
+Data: demo scan databases (``qrq.analytics.scans.write_demo_database``: a year of traffic with
 skewed templates and domains, daily and weekly rhythms, returning and cross-shard
 visitors), written with 2 processes into a ``tempfile.mkdtemp()`` directory and deleted
 at the end (``--keep`` keeps them; ``--data DIR`` reuses a directory written before).
@@ -64,9 +64,10 @@ from _support import (
     wait_for_text,
 )
 
-from qrq import analytics, analytics_cache
-from qrq.analytics_query import parse_query, plan_buckets
-from qrq.scans import write_demo_databases
+from qrq import analytics
+from qrq.analytics import cache as analytics_cache
+from qrq.analytics.query import parse_query, plan_buckets
+from qrq.analytics.scans import write_demo_databases
 
 END = time.time()
 _LAST = datetime.datetime.fromtimestamp(END, datetime.UTC).date()
@@ -161,7 +162,7 @@ def peak_memory(paths: list[Path], which: str) -> dict[str, int]:
     """Peak RSS (MB) of one full computation, in a fresh process (and its children)."""
     code = ("import json, resource, sys; sys.path.insert(0, 'bench'); "
             "from pathlib import Path; from qrq import analytics; "
-            "from qrq.analytics_query import parse_query; import analytics as bench; "
+            "from qrq.analytics.query import parse_query; import analytics as bench; "
             f"paths = [Path(p) for p in {[str(p) for p in paths]!r}]; "
             f"query = parse_query({FULL!r}); "
             + ("analytics.time_series(paths, query, processes=2); " if which == "qrq" else
@@ -178,7 +179,7 @@ def peak_memory(paths: list[Path], which: str) -> dict[str, int]:
 def cached_latency(data: Path, dbs_dir: Path, requests: int) -> dict:
     """p50/p99 of cached answers over HTTP (waitress, 127.0.0.1)."""
     from qrq.config import load_settings
-    from qrq.storage import LeasedSqliteStorage
+    from qrq.queue.storage import LeasedSqliteStorage
 
     shutil.rmtree(data, ignore_errors=True)  # a fresh web data directory, also with --data
     data.mkdir(parents=True)

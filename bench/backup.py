@@ -3,7 +3,7 @@
 Builds a data directory in a temporary dir: app.db and queue.db (``qrq init --demo``)
 and 99 analytics databases of realistic scan rows (timestamps, user agents, IPs,
 countries, a random blob; one index), heavy-tailed in size; with ``--schema product``,
-databases in qrq's own scan schema instead (``qrq.scans``: four indexes on small rows,
+databases in qrq's own scan schema instead (``qrq.analytics.scans``: four indexes on small rows,
 about twice the ``integrity_check`` work per byte). Then, in the same run,
 every repeat measures, side by side:
 
@@ -99,8 +99,8 @@ def sizes_mb(total_mb: float, count: int = 99) -> list[float]:
 
 
 def make_product(args: tuple[str, int, int]) -> int:
-    """A database in qrq's own scan schema (``qrq.scans``: a year of demo traffic)."""
-    from qrq.scans import write_demo_database
+    """A database in qrq's own scan schema (``qrq.analytics.scans``: a year of demo traffic)."""
+    from qrq.analytics.scans import write_demo_database
 
     path, index, rows = args
     write_demo_database(Path(path), index, rows)
@@ -233,7 +233,7 @@ def change_some(files: list[Path], repeat: int, share: float = 0.1,
                 schema: str = "bench") -> list[str]:
     """Append a day's scans (1,000 rows) to *share* of the analytics databases, a
     different group each repeat."""
-    from qrq.scans import demo_rows
+    from qrq.analytics.scans import demo_rows
 
     analytics = [f for f in files if f.parent.name == "analytics"]
     count = max(1, round(len(files) * share))
@@ -265,7 +265,7 @@ def main() -> None:
                         help="skip the cold-cache runs (they need root)")
     parser.add_argument("--schema", choices=("bench", "product"), default="bench",
                         help="bench: one scan table with one index; product: qrq's own "
-                             "scan schema (qrq.scans, four indexes), slower to check")
+                             "scan schema (qrq.analytics.scans, four indexes), slower to check")
     parser.add_argument("--read-mbps", type=float, default=None,
                         help="also run cold cp and backup with disk reads capped at this "
                              "many MB/s (root, cgroup blkio/io)")

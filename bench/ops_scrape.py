@@ -89,9 +89,9 @@ def main() -> None:
         data = Path(tempfile.mkdtemp(prefix="qrq-bench-ops-"))
         os.environ["QRQ_DATA_DIR"] = str(data)
         try:
+            from qrq.appdb.db import app_db
+            from qrq.appdb.models import User
             from qrq.config import load_settings
-            from qrq.db import app_db
-            from qrq.models import User
             from qrq.queue import huey
             from qrq.web import create_app
 

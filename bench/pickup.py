@@ -111,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         import stock_huey_app
 
         import huey_app
-        from qrq import jobs
-        from qrq.queue import submit
+        from qrq.queue import jobs, submit
         from tasks.pdf import generate_qr_pdf
 
         storage = huey_app.huey.storage

@@ -70,9 +70,8 @@ def wait(predicate, timeout: float, what: str, proc, interval: float = 0.02):
 
 
 def qrq_round(lease: float, workers: int, data: Path, rng: random.Random) -> list[dict]:
-    from qrq import jobs
     from qrq.config import load_settings
-    from qrq.queue import huey, submit
+    from qrq.queue import huey, jobs, submit
     from tests import slow_tasks
 
     huey.configure(load_settings(data_dir=str(data), lease_seconds=lease))

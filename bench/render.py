@@ -5,8 +5,8 @@ Two workloads, each rendered by both renderers in the same run, alternating:
 * ``1x1``: one code per A4 page (the demo "table tent" layout), one distinct payload per page;
 * ``2x4``: eight codes per A4 page (the demo "business cards" layout), all distinct.
 
-qrq is :func:`qrq.qr.render_pdf` with a :class:`~qrq.qr.CardSpec`. The baseline is what a
-first implementation usually does: ``qrcode`` makes a PIL image per code, saved as PNG,
+qrq is :func:`qrq.cards.qr.render_pdf` with a :class:`~qrq.cards.qr.CardSpec`. The baseline
+is what a first implementation usually does: ``qrcode`` makes a PIL image per code, saved as PNG,
 placed with reportlab's ``canvas.drawImage(ImageReader(...))`` at the same position and size,
 with the same title and text lines. Both write their PDF to a file in a temporary directory.
 
@@ -40,7 +40,7 @@ from reportlab.lib.units import mm
 from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen.canvas import Canvas
 
-from qrq.qr import ERROR_CORRECTION, FONT, FONT_BOLD, CardSpec, render_pdf
+from qrq.cards.qr import ERROR_CORRECTION, FONT, FONT_BOLD, CardSpec, render_pdf
 
 A4 = (210.0, 297.0)
 TARGET_RATIO = 5.0

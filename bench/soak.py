@@ -13,10 +13,10 @@ the resident memory of the consumer's process group (main process and workers, f
 /proc), the web server's, the rows of the job and task tables, and the rate. From
 ``--purge-after`` (a fraction of JOBS) on, a separate process (bench/_soak_purge.py) runs
 the retention purge every ``--purge-interval`` seconds, as the hourly ``retention.purge``
-task does for jobs older than ``QRQ_RETAIN_FINISHED_DAYS``: ``qrq.retention.purge_jobs`` on
+task does for jobs older than ``QRQ_RETAIN_FINISHED_DAYS``: ``qrq.queue.retention.purge_jobs`` on
 finished jobs that ended more than ``--purge-age`` seconds ago (not 0, so a client still
 polling a job that has just finished does not get a 404 for it). ``--purge-mode scan`` (the
-default) deletes the artifacts in one pass with ``qrq.retention.purge_stale``; ``qrq``
+default) deletes the artifacts in one pass with ``qrq.queue.retention.purge_stale``; ``qrq``
 lets ``purge_jobs`` glob the artifacts directory once per job, as the hourly task does.
 Before the purges start, the job table grows by design (every job keeps its record and its
 PDF until retention removes them); once they run, the file stays flat because SQLite

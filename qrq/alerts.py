@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from qrq import stats
 from qrq.config import Settings
+from qrq.queue import stats
 
 logger = logging.getLogger("qrq.alerts")
 
@@ -145,8 +145,8 @@ def last_check(storage) -> float | None:
 
 def recipients(settings: Settings) -> list[str]:
     """Admins' e-mail addresses plus ``alert_mail_to``, without duplicates."""
-    from qrq.db import app_db
-    from qrq.models import User
+    from qrq.appdb.db import app_db
+    from qrq.appdb.models import User
 
     opened = app_db.is_closed()
     if opened:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from qrq import options as opts
+from qrq.appdb.models import Template, User
+from qrq.cards import options as opts
 from qrq.errors import ValidationError
-from qrq.models import Template, User
 
 DEMO_TEMPLATES = (
     {"name": "Table tent (A4, one large code)", "domain": "menu.qrcards.example",

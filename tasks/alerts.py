@@ -11,7 +11,7 @@ The ``alert`` table's ``checked_at`` shows when it last ran (on the dashboard).
 from huey import crontab
 
 from qrq import alerts
-from qrq.db import app_db, init_db
+from qrq.appdb.db import app_db, init_db
 from qrq.notify import send_mail
 from qrq.queue import huey
 

@@ -3,8 +3,8 @@ reports warm."""
 
 from huey import crontab
 
-from qrq import analytics_cache
-from qrq.analytics_query import ReportQuery
+from qrq.analytics import cache as analytics_cache
+from qrq.analytics.query import ReportQuery
 from qrq.queue import huey, job_task, periodic_job, progress, submit, time_limited
 
 settings = huey.settings

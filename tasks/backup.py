@@ -9,11 +9,10 @@ never both back up.
 import logging
 import time
 
-from qrq import maintenance
 from qrq.backup import apply_retention, run_backup
 from qrq.errors import QrqError
-from qrq.jobs import JobCanceled
-from qrq.queue import huey, job_task, periodic_job, progress, submit
+from qrq.queue import huey, job_task, maintenance, periodic_job, progress, submit
+from qrq.queue.jobs import JobCanceled
 from tasks.mail import send_mail_task
 
 logger = logging.getLogger("qrq.backup")
@@ -66,8 +65,8 @@ def summarize(manifest: dict) -> dict:
 
 
 def admin_addresses() -> list[str]:
-    from qrq.db import app_db, init_db
-    from qrq.models import User
+    from qrq.appdb.db import app_db, init_db
+    from qrq.appdb.models import User
 
     s = huey.settings
     if app_db.database != str(s.app_db):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import uuid
 
-from qrq import batch, batch_run, jobs
-from qrq.db import app_db, init_db
+from qrq import batch
+from qrq.appdb.db import app_db, init_db
+from qrq.batch import run as batch_run
 from qrq.errors import Conflict
-from qrq.queue import huey, job_task, submit
+from qrq.queue import huey, job_task, jobs, submit
 from tasks.mail import send_mail_task
 
 logger = logging.getLogger("qrq.batch")
@@ -33,7 +34,7 @@ def mail_owner(job_id: str, result: dict) -> str | None:
     The mail is a job of its own (retried, recorded). Its id is claimed on the
     batch row first, so a re-run of this batch queues it at most once.
     """
-    from qrq.models import User
+    from qrq.appdb.models import User
 
     try:
         owner_id = batch.get_batch(huey.storage, job_id)["owner_id"]

@@ -6,8 +6,7 @@ at the next consumer start. Job records are purged by tasks/retention.py.
 
 import time
 
-from qrq import maintenance
-from qrq.queue import huey, job_task, periodic_job, progress, submit
+from qrq.queue import huey, job_task, maintenance, periodic_job, progress, submit
 
 LOCK = "maintenance"
 

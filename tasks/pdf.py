@@ -1,6 +1,6 @@
 """QR-PDF generation tasks."""
 
-from qrq.generate import generate_pdf
+from qrq.cards.generate import generate_pdf
 from qrq.queue import huey, job_task, progress
 
 settings = huey.settings

@@ -3,7 +3,7 @@
 from huey import crontab
 
 from qrq.queue import huey, periodic_job
-from qrq.retention import apply_retention
+from qrq.queue.retention import apply_retention
 
 
 @periodic_job("maintenance", name="retention.purge", schedule=crontab(minute="7"),

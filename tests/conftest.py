@@ -17,10 +17,10 @@ import pytest  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
 import huey_app  # noqa: E402,F401  (registers the tasks)
+from qrq.appdb.db import app_db, init_db  # noqa: E402
+from qrq.appdb.models import User  # noqa: E402
 from qrq.config import load_settings  # noqa: E402
-from qrq.db import app_db, init_db  # noqa: E402
 from qrq.demo import create_templates  # noqa: E402
-from qrq.models import User  # noqa: E402
 from qrq.queue import huey  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

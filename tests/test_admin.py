@@ -7,11 +7,10 @@ import re
 import pytest
 from huey import crontab
 
-from qrq import jobs
-from qrq.db import app_db
+from qrq.appdb.db import app_db
+from qrq.appdb.models import Template
 from qrq.errors import ValidationError
-from qrq.models import Template
-from qrq.queue import huey, job_task, submit
+from qrq.queue import huey, job_task, jobs, submit
 from qrq.web.admin import bar_chart, next_run
 
 ZERO_ID = "00000000-0000-0000-0000-000000000000"

@@ -12,10 +12,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from qrq import analytics, analytics_worker
-from qrq.analytics_query import parse_query
+from qrq import analytics
+from qrq.analytics import worker as analytics_worker
+from qrq.analytics.query import parse_query
+from qrq.analytics.scans import SCHEMA, create_schema, template_domains, write_demo_database
 from qrq.queue import time_limited
-from qrq.scans import SCHEMA, create_schema, template_domains, write_demo_database
 
 END = datetime.datetime(2026, 11, 22, 12, tzinfo=datetime.UTC).timestamp()
 COLUMNS = "scanned_at, template_id, domain, country, device, visitor_hash"

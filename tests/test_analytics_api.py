@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from qrq import analytics, jobs
-from qrq.analytics_query import parse_query
-from qrq.queue import huey
-from qrq.scans import write_demo_database
+from qrq import analytics
+from qrq.analytics.query import parse_query
+from qrq.analytics.scans import write_demo_database
+from qrq.queue import huey, jobs
 from tests.conftest import wait_until
 from tests.test_api import assert_error
 

@@ -7,7 +7,7 @@ import datetime
 
 import pytest
 
-from qrq.scans import write_demo_database
+from qrq.analytics.scans import write_demo_database
 from tests.browsing import browser, server  # noqa: F401  (fixtures)
 from tests.conftest import ROOT, wait_until
 

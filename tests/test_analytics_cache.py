@@ -9,11 +9,10 @@ import time
 
 import pytest
 
-from qrq import analytics_cache as cache
-from qrq import jobs
-from qrq.analytics_query import parse_query
-from qrq.queue import huey
-from qrq.storage import LeasedSqliteStorage
+from qrq.analytics import cache
+from qrq.analytics.query import parse_query
+from qrq.queue import huey, jobs
+from qrq.queue.storage import LeasedSqliteStorage
 
 QUERY = {"period": "weekly", "from": "2026-09-01", "to": "2026-11-22"}
 

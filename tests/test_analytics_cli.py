@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 
 from qrq import analytics
-from qrq.analytics_query import parse_query
+from qrq.analytics.query import parse_query
 from qrq.cli import main
 from qrq.queue import huey
 

@@ -4,7 +4,7 @@ import datetime
 
 import pytest
 
-from qrq.analytics_query import MAX_BUCKETS, ReportQuery, parse_query, plan_buckets
+from qrq.analytics.query import MAX_BUCKETS, ReportQuery, parse_query, plan_buckets
 from qrq.errors import ValidationError
 
 TODAY = datetime.date(2026, 11, 22)  # a Sunday

@@ -2,8 +2,7 @@ import json
 
 import pytest
 
-from qrq import jobs
-from qrq.queue import huey
+from qrq.queue import huey, jobs
 
 PDF = "/api/generate-qr-pdf"
 
@@ -155,8 +154,8 @@ def test_cancel_a_queued_job(client, templates, alice):
 
 
 def test_template_deleted_before_the_run_fails_visibly(client, templates, alice):
-    from qrq.db import app_db
-    from qrq.models import Template
+    from qrq.appdb.db import app_db
+    from qrq.appdb.models import Template
 
     job_id = client.post(PDF, json={"template_id": 3}, headers=alice[1]).get_json()["job_id"]
     with app_db.connection_context():

@@ -9,10 +9,9 @@ import time
 
 import pytest
 
-from qrq import jobs, maintenance
 from qrq.backup import list_sets
 from qrq.cli import main
-from qrq.queue import huey, submit
+from qrq.queue import huey, jobs, maintenance, submit
 from tasks import backup as backup_tasks
 from tasks.backup import run_backup_task
 from tests.conftest import wait_until

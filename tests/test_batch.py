@@ -12,8 +12,9 @@ import pytest
 import zxingcpp
 from PIL import Image, ImageDraw
 
-from qrq import batch, batch_run, jobs
-from qrq.batch_render import (
+from qrq import batch
+from qrq.batch import run as batch_run
+from qrq.cards.batch_render import (
     CardSheets,
     PdfStream,
     matrix_png,
@@ -21,9 +22,9 @@ from qrq.batch_render import (
     pack_matrix,
     unpack_matrix,
 )
+from qrq.cards.qr import CardSpec, qr_matrix
 from qrq.errors import PayloadTooLarge, ValidationError
-from qrq.qr import CardSpec, qr_matrix
-from qrq.queue import huey
+from qrq.queue import huey, jobs
 from tests.test_api import assert_error
 from tests.test_qr import decode_page
 
@@ -393,7 +394,7 @@ def test_a_rerun_resumes_after_the_items_already_done(settings, templates, clien
 
 
 def test_items_rows_go_with_their_job(client, templates, alice, settings):
-    from qrq.retention import purge_jobs
+    from qrq.queue.retention import purge_jobs
 
     job_id = submit(client, alice[1], {"template_ids": [1, 2]})["batch_job_id"]
     run_job(job_id)

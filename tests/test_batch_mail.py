@@ -4,8 +4,7 @@ import dataclasses
 import email
 import email.policy
 
-from qrq import jobs
-from qrq.queue import huey
+from qrq.queue import huey, jobs
 from tasks.batch import mail_owner
 from tests.conftest import free_port
 from tests.test_batch import run_job, submit

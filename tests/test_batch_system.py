@@ -8,9 +8,8 @@ import zipfile
 import pypdf
 import pytest
 
-from qrq import jobs
 from qrq.cli import main
-from qrq.queue import huey
+from qrq.queue import huey, jobs
 from tests.conftest import wait_until
 from tests.test_batch import submit
 from tests.test_qr import decode_page

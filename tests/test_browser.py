@@ -5,10 +5,9 @@ kept in test-artifacts/."""
 
 import pytest
 
-from qrq import jobs
-from qrq.db import app_db
-from qrq.models import Template
-from qrq.queue import huey, submit
+from qrq.appdb.db import app_db
+from qrq.appdb.models import Template
+from qrq.queue import huey, jobs, submit
 from tasks.pdf import generate_qr_pdf
 from tests.browsing import browser, console_errors, server  # noqa: F401  (fixtures)
 from tests.conftest import ROOT, wait_until

@@ -1,8 +1,7 @@
 import json
 
-from qrq import jobs
 from qrq.cli import main
-from qrq.queue import huey
+from qrq.queue import huey, jobs
 
 
 def test_init_demo_prints_the_demo_token_once(runner, client):

@@ -4,10 +4,9 @@ import time
 
 import pytest
 
-from qrq import jobs
 from qrq.cli import main
-from qrq.queue import huey
-from qrq.retention import apply_retention, parse_age, purge_jobs
+from qrq.queue import huey, jobs
+from qrq.queue.retention import apply_retention, parse_age, purge_jobs
 from tests.test_api import assert_error
 
 PDF = "/api/generate-qr-pdf"
@@ -15,8 +14,8 @@ PDF = "/api/generate-qr-pdf"
 
 def failed_pdf_job(client, headers, template_id=3):
     """A PDF job that fails for good: its template vanishes before it runs."""
-    from qrq.db import app_db
-    from qrq.models import Template
+    from qrq.appdb.db import app_db
+    from qrq.appdb.models import Template
 
     job_id = client.post(PDF, json={"template_id": template_id}, headers=headers
                          ).get_json()["job_id"]
@@ -30,8 +29,8 @@ def failed_pdf_job(client, headers, template_id=3):
 
 
 def restore_template(data):
-    from qrq.db import app_db
-    from qrq.models import Template
+    from qrq.appdb.db import app_db
+    from qrq.appdb.models import Template
 
     with app_db.connection_context():
         Template.insert(data).execute()
@@ -122,7 +121,7 @@ def test_purge_stale_skips_a_file_that_vanishes_and_keeps_live_artifacts(
     (artifacts / "0badc0de-0000-4000-8000-000000000001.pdf.tmp").symlink_to(
         artifacts / "gone")
     later = time.time() + 2 * 86400
-    from qrq.retention import purge_stale
+    from qrq.queue.retention import purge_stale
 
     report = purge_stale(huey.storage, artifacts, later)
     assert report["orphan_artifacts"] == 1

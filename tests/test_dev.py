@@ -84,9 +84,9 @@ def test_worker_loads_task_modules_from_its_working_directory(tmp_path):
         proc = subprocess.Popen([qrq, "worker", "-w", "1"], env=env, cwd=project,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        from qrq import jobs
         from qrq.config import load_settings
-        from qrq.storage import LeasedSqliteStorage
+        from qrq.queue import jobs
+        from qrq.queue.storage import LeasedSqliteStorage
 
         storage = LeasedSqliteStorage("qrq", filename=str(load_settings(
             {"QRQ_DATA_DIR": str(data)}).queue_db))

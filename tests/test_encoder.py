@@ -3,7 +3,7 @@ import string
 
 import pytest
 
-from qrq.encoder import DataTooLong, check_fits, qr_matrix, qr_rows, reference_matrix
+from qrq.cards.encoder import DataTooLong, check_fits, qr_matrix, qr_rows, reference_matrix
 
 
 def test_fast_matrix_is_exactly_qrcodes_matrix():

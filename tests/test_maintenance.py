@@ -12,8 +12,8 @@ import zoneinfo
 
 import pytest
 
-from qrq import maintenance
-from qrq.maintenance import (
+from qrq.queue import maintenance
+from qrq.queue.maintenance import (
     Locked,
     claim_catch_up,
     hold_lock,
@@ -166,9 +166,8 @@ def test_maintenance_checkpoints_and_vacuums_only_when_idle(settings):
 
 
 def test_the_maintenance_job_through_the_queue_and_its_catch_up(settings, runner):
-    from qrq import jobs
     from qrq.cli import main
-    from qrq.queue import huey
+    from qrq.queue import huey, jobs
     from tasks import maintenance as maintenance_tasks
 
     # A missed Sunday run is caught up once.

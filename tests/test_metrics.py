@@ -127,7 +127,7 @@ print(json.dumps([response.status_code, response.get_data(as_text=True)]))
 def test_every_process_reports_the_same_numbers(client, settings, make_user):
     """Several web processes (gunicorn workers) share nothing but the database."""
     user, _ = make_user("root", admin=True)
-    from qrq.db import app_db
+    from qrq.appdb.db import app_db
 
     with app_db.connection_context():
         token = user.reset_token()

@@ -1,8 +1,8 @@
 import pytest
 
+from qrq.cards.generate import prepare
+from qrq.cards.options import build_spec, check_options
 from qrq.errors import ValidationError
-from qrq.generate import prepare
-from qrq.options import build_spec, check_options
 
 TEMPLATE = {
     "id": 3, "name": "cards", "domain": "qrcards.example",

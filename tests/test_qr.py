@@ -5,7 +5,7 @@ import pytest
 import zxingcpp
 from PIL import Image
 
-from qrq.qr import CardSpec, DataTooLong, dark_runs, qr_matrix, render_pdf
+from qrq.cards.qr import CardSpec, DataTooLong, dark_runs, qr_matrix, render_pdf
 
 A4 = (210.0, 297.0)
 

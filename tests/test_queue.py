@@ -6,9 +6,8 @@ import time
 
 import pytest
 
-from qrq import jobs
 from qrq.errors import ValidationError
-from qrq.queue import huey, job_task, progress, submit
+from qrq.queue import huey, job_task, jobs, progress, submit
 from tests.conftest import wait_until
 
 calls = []

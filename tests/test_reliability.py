@@ -10,8 +10,7 @@ import threading
 
 import pytest
 
-from qrq import jobs
-from qrq.queue import huey, submit
+from qrq.queue import huey, jobs, submit
 from tests import slow_tasks
 from tests.conftest import wait_until
 

@@ -1,13 +1,12 @@
-"""qrq.stats: the read-only figures behind the queue status, the dashboard and /metrics,
+"""qrq.queue.stats: the read-only figures behind the queue status, the dashboard and /metrics,
 over jobs taken through real storage (enqueue, dequeue, execute)."""
 
 import time
 
 import pytest
 
-from qrq import jobs, stats
 from qrq.errors import ValidationError
-from qrq.queue import huey, job_task, submit
+from qrq.queue import huey, job_task, jobs, stats, submit
 
 
 @job_task("batch", name="test.ops_ok")

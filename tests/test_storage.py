@@ -10,7 +10,7 @@ from huey import Huey  # noqa: E402
 from huey.tests.base import BaseTestCase  # noqa: E402
 from huey.tests.test_storage import StorageTests  # noqa: E402
 
-from qrq.storage import LeasedSqliteStorage  # noqa: E402
+from qrq.queue.storage import LeasedSqliteStorage  # noqa: E402
 
 
 class TestHueyStorageContract(StorageTests, BaseTestCase):
@@ -168,7 +168,7 @@ def test_concurrent_enqueues_share_one_commit(storage):
 
 
 def test_one_failing_write_does_not_sink_the_others_in_its_commit(storage):
-    from qrq import jobs
+    from qrq.queue import jobs
 
     s = storage()
     outcomes = {}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from qrq.analytics_query import PERIODS
+from qrq.analytics.query import PERIODS
 from qrq.cli.base import get_queue, get_settings, main
 from qrq.errors import ValidationError
 
@@ -48,9 +48,10 @@ def analytics_run(period: str, start: str | None, end: str | None, tz: str,
 
     Example: qrq analytics run --period weekly --tz Europe/Berlin --wait
     """
-    from qrq import analytics_cache, jobs
-    from qrq.analytics_query import parse_query
+    from qrq.analytics import cache as analytics_cache
+    from qrq.analytics.query import parse_query
     from qrq.cli.jobs import wait_for
+    from qrq.queue import jobs
     from tasks.analytics import enqueue_report
 
     raw = {"period": period, "from": start, "to": end, "tz": tz, "domain": domain,
@@ -86,7 +87,8 @@ def analytics_run(period: str, start: str | None, end: str | None, tz: str,
 
 
 def _compute_here(huey, query) -> dict:
-    from qrq import analytics_cache, jobs
+    from qrq.analytics import cache as analytics_cache
+    from qrq.queue import jobs
 
     started = time.time()
     with click.progressbar(length=100, label="reading", show_percent=True) as bar:
@@ -128,7 +130,8 @@ def _print(result: dict, as_json: bool) -> None:
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 def analytics_list(limit: int) -> None:
     """List cached reports, most requested first."""
-    from qrq import analytics_cache, jobs
+    from qrq.analytics import cache as analytics_cache
+    from qrq.queue import jobs
 
     now = time.time()
     for report in analytics_cache.list_reports(get_queue().storage, limit):
@@ -166,7 +169,7 @@ def demo_analytics(dbs: int, scans: int, days: int, seed: int, processes: int,
 
     Example: qrq demo analytics --dbs 101 --scans 100000
     """
-    from qrq.scans import write_demo_databases
+    from qrq.analytics.scans import write_demo_databases
 
     settings = get_settings()
     if out is None:

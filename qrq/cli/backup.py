@@ -123,7 +123,7 @@ def backup_verify(set_id: str) -> None:
 
 
 def _live_consumers(settings) -> list[str]:
-    from qrq.maintenance import connect
+    from qrq.queue.maintenance import connect
 
     if not settings.queue_db.exists():
         return []
@@ -154,8 +154,8 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
 
     Example: qrq backup restore latest --to /tmp/restored --db app.db
     """
-    from qrq import maintenance
     from qrq.backup import get_set, list_databases, restore, run_backup, select_entries
+    from qrq.queue import maintenance
 
     settings = get_settings()
     backups = settings.backups_dir

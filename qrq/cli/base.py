@@ -33,7 +33,7 @@ def get_queue():
 
 
 def get_app_db():
-    from qrq.db import init_db
+    from qrq.appdb.db import init_db
 
     settings = get_settings()
     settings.ensure_dirs()

@@ -10,15 +10,16 @@ from pathlib import Path
 
 import click
 
-from qrq import batch, jobs
+from qrq import batch
 from qrq.cli.base import get_app_db, get_queue, main
 from qrq.cli.jobs import _parse_option
+from qrq.queue import jobs
 
 
 def _owner_id(name: str | None) -> int | None:
     if name is None:
         return None
-    from qrq.models import User
+    from qrq.appdb.models import User
 
     with get_app_db().connection_context():
         user = User.get_or_none(User.name == name)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from qrq import jobs
 from qrq.cli.base import get_app_db, get_queue, main
+from qrq.queue import jobs
 
 
 def _parse_option(value: str) -> tuple[str, object]:
@@ -54,8 +54,8 @@ def pdf(template_id: int, options: tuple[str, ...], wait: bool, out: Path | None
 
     Example: qrq pdf 1 --option copies=8 --option title="Table 4" --wait
     """
-    from qrq.generate import artifact_path, prepare
-    from qrq.models import Template
+    from qrq.appdb.models import Template
+    from qrq.cards.generate import artifact_path, prepare
     from qrq.queue import submit
     from tasks.pdf import generate_qr_pdf
 
@@ -133,7 +133,7 @@ def jobs_purge(older_than: str, status: str | None) -> None:
 
     Example: qrq jobs purge --older-than 30d --status failed
     """
-    from qrq.retention import parse_age, purge_jobs
+    from qrq.queue.retention import parse_age, purge_jobs
 
     try:
         seconds = parse_age(older_than)

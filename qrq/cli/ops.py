@@ -61,7 +61,7 @@ def status(as_json: bool) -> None:
 
     Example: qrq status --json
     """
-    from qrq import stats
+    from qrq.queue import stats
 
     huey = get_queue()
     report = stats.queue_status(huey.storage)

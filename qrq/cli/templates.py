@@ -17,7 +17,7 @@ def templates() -> None:
 @templates.command("list")
 def templates_list() -> None:
     """List templates."""
-    from qrq.models import Template
+    from qrq.appdb.models import Template
 
     with get_app_db().connection_context():
         for t in Template.select().order_by(Template.id):
@@ -28,7 +28,7 @@ def templates_list() -> None:
 @click.argument("template_id", type=int)
 def templates_show(template_id: int) -> None:
     """Print a template as JSON."""
-    from qrq.models import Template
+    from qrq.appdb.models import Template
 
     with get_app_db().connection_context():
         click.echo(json.dumps(Template.get_by_id_or_404(template_id).to_dict(), indent=2))

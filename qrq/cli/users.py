@@ -21,7 +21,7 @@ def users_create(name: str, admin: bool, email: str | None) -> None:
 
     Example: qrq users create alice --email alice@example.com
     """
-    from qrq.models import User
+    from qrq.appdb.models import User
 
     with get_app_db().connection_context():
         user, token = User.create_with_token(name, admin=admin, email=email)
@@ -33,7 +33,7 @@ def users_create(name: str, admin: bool, email: str | None) -> None:
 @click.argument("name")
 def users_reset_token(name: str) -> None:
     """Replace a user's API token; the new one is printed once, on the last line."""
-    from qrq.models import User
+    from qrq.appdb.models import User
 
     with get_app_db().connection_context():
         user = User.get_or_none(User.name == name)
@@ -47,7 +47,7 @@ def users_reset_token(name: str) -> None:
 @users.command("list")
 def users_list() -> None:
     """List users."""
-    from qrq.models import User
+    from qrq.appdb.models import User
 
     with get_app_db().connection_context():
         for user in User.select().order_by(User.id):

@@ -6,8 +6,8 @@ from typing import Any
 
 from flask import Flask
 
+from qrq.appdb.db import app_db, init_db
 from qrq.config import load_settings
-from qrq.db import app_db, init_db
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:

@@ -34,11 +34,11 @@ from flask import (
     url_for,
 )
 
-from qrq import alerts, jobs, stats
+from qrq import alerts
+from qrq.appdb.models import User
 from qrq.errors import Conflict, Forbidden, NotFound, QrqError, Unauthorized, ValidationError
-from qrq.models import User
-from qrq.queue import huey
-from qrq.retention import parse_age, purge_jobs
+from qrq.queue import huey, jobs, stats
+from qrq.queue.retention import parse_age, purge_jobs
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", static_folder="static",
                static_url_path="/static")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from qrq import jobs
 from qrq.errors import BadRequest, ValidationError
-from qrq.queue import huey
-from qrq.retention import parse_age, purge_jobs
+from qrq.queue import huey, jobs
+from qrq.queue.retention import parse_age, purge_jobs
 from qrq.web.auth import admin_required
 
 bp = Blueprint("admin_api", __name__, url_prefix="/api/admin")

@@ -17,11 +17,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, url_for
 
-from qrq import analytics_cache, jobs
-from qrq.analytics_query import PARAMETERS, PERIODS, ReportQuery, parse_query
-from qrq.analytics_svg import render_chart
+from qrq.analytics import cache as analytics_cache
+from qrq.analytics.query import PARAMETERS, PERIODS, ReportQuery, parse_query
+from qrq.analytics.svg import render_chart
 from qrq.errors import NotFound, ValidationError
-from qrq.queue import huey
+from qrq.queue import huey, jobs
 from qrq.web.api import check_job_quota
 from qrq.web.auth import current_user, login_required
 from tasks.analytics import enqueue_report

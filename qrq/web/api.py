@@ -8,12 +8,11 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request, send_file, url_for
 
-from qrq import jobs
+from qrq.appdb.models import Template
 from qrq.batch import counts as batch_counts
+from qrq.cards.generate import artifact_path, prepare
 from qrq.errors import BadRequest, Conflict, NotFound, TooManyJobs, ValidationError
-from qrq.generate import artifact_path, prepare
-from qrq.models import Template
-from qrq.queue import huey, submit
+from qrq.queue import huey, jobs, submit
 from qrq.web.auth import current_user, login_required
 from tasks.pdf import generate_qr_pdf as pdf_task
 

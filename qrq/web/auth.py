@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 from flask import g, request
 
+from qrq.appdb.models import User
 from qrq.errors import Forbidden, Unauthorized
-from qrq.models import User
 
 
 def current_user() -> User:

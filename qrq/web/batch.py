@@ -8,7 +8,8 @@ import uuid
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
 
-from qrq import batch, batch_run
+from qrq import batch
+from qrq.batch import run as batch_run
 from qrq.errors import BadRequest, NotFound, ValidationError
 from qrq.queue import huey
 from qrq.web.api import check_job_quota, int_arg, visible_job

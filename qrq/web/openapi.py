@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from qrq.jobs import ENDED, STATES
+from qrq.queue.jobs import ENDED, STATES
 from qrq.web.analytics import OPENAPI_PATHS as ANALYTICS_PATHS
 from qrq.web.analytics import OPENAPI_SCHEMAS as ANALYTICS_SCHEMAS
 

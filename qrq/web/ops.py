@@ -20,10 +20,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
-from qrq import alerts, stats
+from qrq import alerts
 from qrq.config import Settings
 from qrq.errors import Forbidden, Unauthorized
-from qrq.queue import huey
+from qrq.queue import huey, stats
 
 logger = logging.getLogger("qrq.web")
 
@@ -159,7 +159,7 @@ def _le(bound) -> str:
 
 
 def _check_metrics_auth(settings: Settings) -> None:
-    from qrq.models import User
+    from qrq.appdb.models import User
 
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
@@ -192,7 +192,7 @@ def metrics():
 
 def database_checks() -> dict[str, str]:
     """``{"queue_db": "ok" | "error", "app_db": ...}``; details go to the log only."""
-    from qrq.db import app_db
+    from qrq.appdb.db import app_db
 
     checks = {}
     try:
@@ -228,7 +228,7 @@ def healthz():
 
 def queue_status_view() -> dict[str, Any]:
     """The queue status as JSON: ISO times, ages in seconds, and the alerts firing."""
-    from qrq.jobs import iso
+    from qrq.queue.jobs import iso
 
     settings = current_app.config["QRQ"]
     status = stats.queue_status(huey.storage)

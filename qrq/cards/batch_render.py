@@ -1,6 +1,6 @@
 """Rendering for bulk generation (pure): fast QR matrices, SVG, and a streamed PDF.
 
-Three things :mod:`qrq.qr` does not need for one PDF of at most a thousand
+Three things :mod:`qrq.cards.qr` does not need for one PDF of at most a thousand
 cards, but a batch of ten thousand does:
 
 - :func:`pack_rows` / :func:`unpack_matrix` keep a matrix in a few bytes, so
@@ -10,7 +10,7 @@ cards, but a batch of ten thousand does:
 - :class:`PdfStream` writes a PDF page by page to a file. reportlab's canvas
   keeps every page in memory until it saves (about 11 MB per thousand cards);
   this writer keeps only the byte offsets. Cards are still drawn by
-  :func:`qrq.qr.draw_card`, onto a :class:`PageCanvas` that speaks the few
+  :func:`qrq.cards.qr.draw_card`, onto a :class:`PageCanvas` that speaks the few
   canvas calls it makes.
 """
 
@@ -24,7 +24,7 @@ from typing import BinaryIO
 from reportlab.lib.units import mm
 from reportlab.pdfbase.pdfmetrics import stringWidth
 
-from qrq.qr import FONT, FONT_BOLD, CardSpec, dark_runs, draw_card
+from qrq.cards.qr import FONT, FONT_BOLD, CardSpec, dark_runs, draw_card
 
 # -- packed matrices -------------------------------------------------------------------
 
@@ -139,7 +139,7 @@ class _Path:
 
 
 class PageCanvas:
-    """The canvas calls :func:`qrq.qr.draw_card` makes, written as PDF operators."""
+    """The canvas calls :func:`qrq.cards.qr.draw_card` makes, written as PDF operators."""
 
     def __init__(self) -> None:
         self.ops: list[bytes] = []

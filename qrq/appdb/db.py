@@ -24,7 +24,7 @@ app_db = PooledSqliteDatabase(None, max_connections=64, stale_timeout=600)
 
 def init_db(path: Path, busy_timeout: float = 10.0, create: bool = True) -> PooledSqliteDatabase:
     """Bind ``app_db`` to *path* and create missing tables."""
-    from qrq.models import MODELS  # models import app_db from here
+    from qrq.appdb.models import MODELS  # models import app_db from here
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if not app_db.deferred:  # bound before (tests and tasks rebind it)

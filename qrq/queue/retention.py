@@ -11,7 +11,7 @@ import re
 import time
 from pathlib import Path
 
-from qrq.jobs import ENDED
+from qrq.queue.jobs import ENDED
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -2,7 +2,7 @@
 runs, and the weekly maintenance (log rotation, WAL checkpoint, VACUUM when idle).
 
 The lock and the schedule state are rows in the queue database
-(``maintenance_lock``, ``maintenance_state`` in :mod:`qrq.schema`), changed in
+(``maintenance_lock``, ``maintenance_state`` in :mod:`qrq.queue.schema`), changed in
 ``begin immediate`` transactions, so several consumers (and the CLI) agree on
 who runs and on which missed run is caught up, without any other service.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from qrq.errors import Conflict
-from qrq.schema import MAINTENANCE
+from qrq.queue.schema import MAINTENANCE
 
 LOCK_TTL = 60.0  # seconds a lock outlives its holder's last renewal
 

@@ -9,7 +9,7 @@ leased again by the next dequeue, on any consumer.
 
 Each change is one transaction: dequeue leases a row and marks its job record
 running; completion deletes the row and writes the job's outcome. Job records
-live in the same file (see :mod:`qrq.jobs`), so they commit atomically with the
+live in the same file (see :mod:`qrq.queue.jobs`), so they commit atomically with the
 queue operation that causes them.
 
 Without qrq's Huey subclass (plain ``Huey(storage_class=...)``, as huey's own
@@ -31,10 +31,10 @@ import weakref
 from huey.constants import EmptyData
 from huey.storage import SqliteStorage
 
-from qrq import jobs
-from qrq.schema import QUEUE_DDL
+from qrq.queue import jobs
+from qrq.queue.schema import QUEUE_DDL
 
-logger = logging.getLogger("qrq.storage")
+logger = logging.getLogger("qrq.queue.storage")
 
 _LIVE = weakref.WeakSet()
 _OWNER_LOCK = threading.Lock()

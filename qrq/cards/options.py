@@ -14,10 +14,10 @@ import string
 from collections.abc import Callable
 from typing import Any
 
-from qrq.encoder import ERROR_CORRECTION, DataTooLong
-from qrq.encoder import check_fits as fits_in_a_code
+from qrq.cards.encoder import ERROR_CORRECTION, DataTooLong
+from qrq.cards.encoder import check_fits as fits_in_a_code
+from qrq.cards.qr import CardSpec
 from qrq.errors import ValidationError
-from qrq.qr import CardSpec
 
 PAGE_SIZES_MM = {"A4": (210.0, 297.0), "A5": (148.0, 210.0), "Letter": (215.9, 279.4)}
 PLACEHOLDERS = ("template_id", "domain", "copy", "job_id")

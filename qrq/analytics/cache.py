@@ -1,7 +1,7 @@
 """The analytics cache: finished reports in the queue database, and who computes the next.
 
 One row per normalised report (``analytics_cache``, keyed by
-:attr:`ReportQuery.key <qrq.analytics_query.ReportQuery.key>`): its last result, when
+:attr:`ReportQuery.key <qrq.analytics.query.ReportQuery.key>`): its last result, when
 that was computed and when it expires, the job computing it now, and how often it is
 asked for (the warm-up recomputes the most requested before they expire).
 
@@ -23,8 +23,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from qrq import analytics
-from qrq.analytics_query import ReportQuery, parse_query
-from qrq.jobs import ACTIVE
+from qrq.analytics.query import ReportQuery, parse_query
+from qrq.queue.jobs import ACTIVE
 
 CLAIM_GRACE = 60.0
 # A fresh hit is counted at most once a second per report: a cached answer stays a

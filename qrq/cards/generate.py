@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from qrq import options as opts
+from qrq.appdb.db import app_db, init_db
+from qrq.appdb.models import Template
+from qrq.cards import options as opts
+from qrq.cards.qr import render_pdf
 from qrq.config import Settings
-from qrq.db import app_db, init_db
 from qrq.errors import ValidationError
-from qrq.models import Template
-from qrq.qr import render_pdf
 
 
 def artifact_path(settings: Settings, job_id: str, suffix: str = ".pdf") -> Path:

@@ -1,6 +1,6 @@
 """Time-based scan analytics across many scan databases, read-only.
 
-:func:`time_series` reads every database (schema in :mod:`qrq.scans`) and returns
+:func:`time_series` reads every database (schema in :mod:`qrq.analytics.scans`) and returns
 plain dicts: per bucket the scans and the unique visitors, and the top templates,
 domains, countries and devices of the whole range.
 
@@ -9,7 +9,7 @@ Why it is fast, and exact:
 * The heavy work runs inside SQLite. Per database, one statement runs a small
   subquery per bucket on a covering index (``scans_time`` and friends): the
   bucket's boundaries are UTC instants computed with zoneinfo
-  (:mod:`qrq.analytics_query`), so each is an index range scan, DST-correct, with
+  (:mod:`qrq.analytics.query`), so each is an index range scan, DST-correct, with
   nothing to sort. It returns the bucket's count and its visitor hashes glued into
   one string (``group_concat``).
 * Unique visitors are exact. A visitor may scan in several databases, so counts
@@ -27,7 +27,7 @@ Why it is fast, and exact:
   consecutive buckets of every database (:func:`share_buckets`), so its visitor
   counts are final on their own
   and a share sends back a few kB. The top-N counts of each database go to
-  whichever share is free first (work stealing, :mod:`qrq.analytics_worker`), so a
+  whichever share is free first (work stealing, :mod:`qrq.analytics.worker`), so a
   share slowed down by other work on the machine does less of them. Share 0 runs
   in the job's own process, the others in child processes.
 
@@ -53,8 +53,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from qrq.analytics_query import ReportQuery, plan_buckets
-from qrq.scans import VISITOR_CHECK
+from qrq.analytics.query import ReportQuery, plan_buckets
+from qrq.analytics.scans import VISITOR_CHECK
 
 TOP_N = 10
 DIMENSIONS = ("templates", "domains", "countries", "devices")
@@ -102,7 +102,7 @@ def time_series(paths: Iterable[Path], query: ReportQuery, *, processes: int = 1
     databases are read and before the final counting; an exception it raises (a
     cancel, a time limit) stops the work.
     """
-    from qrq import analytics_worker
+    from qrq.analytics import worker as analytics_worker
 
     began = time.perf_counter()
     paths = [Path(p) for p in paths]

@@ -19,7 +19,7 @@ from reportlab.lib.colors import HexColor
 from reportlab.lib.units import mm
 from reportlab.pdfgen.canvas import Canvas
 
-from qrq.encoder import ERROR_CORRECTION, DataTooLong, check_fits, qr_matrix  # noqa: F401
+from qrq.cards.encoder import ERROR_CORRECTION, DataTooLong, check_fits, qr_matrix  # noqa: F401
 
 _DARK = re.compile(rb"\x01+")
 FONT = "Helvetica"

@@ -1,9 +1,9 @@
 """Bulk QR generation (pure core): check a request, store its items, read them back.
 
 A batch is one job of type ``batch`` plus one row per item in the queue
-database (``batch_item``, keyed by ``(job_id, idx)``; see :mod:`qrq.schema`) and
+database (``batch_item``, keyed by ``(job_id, idx)``; see :mod:`qrq.queue.schema`) and
 one row of counts (``batch``). Each item's payload is computed when the batch is
-submitted, so a run (:mod:`qrq.batch_run`) only encodes and draws.
+submitted, so a run (:mod:`qrq.batch.run`) only encodes and draws.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from qrq import options as opts
+from qrq.cards import options as opts
 from qrq.errors import NotFound, PayloadTooLarge, ValidationError
 
 ITEM_KEYS = {"template_id", "data", "title", "lines"}
@@ -302,8 +302,8 @@ def rows_in_order(storage, sql: str, params: tuple) -> Iterator[tuple]:
 
 def load_templates(ids: list[int]) -> dict[int, dict]:
     """``{id: template.to_dict()}`` of those of *ids* that exist (app_db must be bound)."""
-    from qrq.db import app_db
-    from qrq.models import Template
+    from qrq.appdb.db import app_db
+    from qrq.appdb.models import Template
 
     found: dict[int, dict] = {}
     with app_db.connection_context():

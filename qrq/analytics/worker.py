@@ -1,7 +1,7 @@
 """Analytics on several cores: share 0 of a report read here, the others by child
 processes.
 
-The children are ``python -m qrq.analytics_worker`` processes, not multiprocessing
+The children are ``python -m qrq.analytics.worker`` processes, not multiprocessing
 ones: huey's worker processes are daemons, which may not start multiprocessing
 children. A child gets its job as one JSON object on stdin, writes one JSON line
 per read it has done (``{"done": k}``), then its share
@@ -42,12 +42,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qrq.analytics_query import ReportQuery
+from qrq.analytics.query import ReportQuery
 
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 # The children import this very qrq, wherever the parent's working directory is.
-_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_shares(paths: list[Path], query: ReportQuery, processes: int,
@@ -73,7 +73,7 @@ def run_shares(paths: list[Path], query: ReportQuery, processes: int,
     tokens = _token_pipe(len(paths))
     try:
         for share in range(1, processes):
-            child = subprocess.Popen([sys.executable, "-m", "qrq.analytics_worker"],
+            child = subprocess.Popen([sys.executable, "-m", "qrq.analytics.worker"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, cwd=_PACKAGE_ROOT, pass_fds=(tokens,))
             children.append(child)

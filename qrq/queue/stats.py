@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from qrq.jobs import ENDED
+from qrq.queue.jobs import ENDED
 
 JOB_TYPES = ("pdf", "batch", "analytics", "maintenance", "mail")
 # The states the dashboard and the metrics show: job states plus "scheduled".

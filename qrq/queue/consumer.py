@@ -17,7 +17,7 @@ import uuid
 
 from huey.consumer import Consumer
 
-logger = logging.getLogger("qrq.consumer")
+logger = logging.getLogger("qrq.queue.consumer")
 
 HUEY_DEFAULT_POLLING = {"initial_delay": 0.1, "max_delay": 10.0, "backoff": 1.15}
 

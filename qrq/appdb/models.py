@@ -19,7 +19,7 @@ from peewee import (
     TextField,
 )
 
-from qrq.db import app_db
+from qrq.appdb.db import app_db
 from qrq.errors import Conflict, NotFound, ValidationError
 
 

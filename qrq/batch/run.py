@@ -24,8 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qrq import jobs
-from qrq import options as opts
 from qrq.batch import (
     counts,
     formats_of,
@@ -34,7 +32,8 @@ from qrq.batch import (
     load_templates,
     rows_in_order,
 )
-from qrq.batch_render import (
+from qrq.cards import options as opts
+from qrq.cards.batch_render import (
     CardSheets,
     PdfStream,
     matrix_png,
@@ -42,9 +41,10 @@ from qrq.batch_render import (
     pack_rows,
     unpack_matrix,
 )
-from qrq.encoder import qr_rows
+from qrq.cards.encoder import qr_rows
+from qrq.cards.qr import replace_atomically
 from qrq.errors import NotFound, QrqError
-from qrq.qr import replace_atomically
+from qrq.queue import jobs
 
 CHUNK = 100  # items per result write
 CHUNK_SECONDS = 0.5

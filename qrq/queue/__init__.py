@@ -30,10 +30,10 @@ from huey import signals as S
 from huey.exceptions import TaskTimeout
 from huey.serializer import SignedSerializer
 
-from qrq import jobs
 from qrq.config import Settings, load_settings
 from qrq.errors import Conflict, NotFound, QrqError
-from qrq.storage import LeasedSqliteStorage
+from qrq.queue import jobs
+from qrq.queue.storage import LeasedSqliteStorage
 
 logger = logging.getLogger("qrq.queue")
 
@@ -73,7 +73,7 @@ class QrqHuey(Huey):
         self.serializer = SignedSerializer(secret=settings.secret_key, salt="qrq")
 
     def create_consumer(self, **options):
-        from qrq.consumer import QrqConsumer
+        from qrq.queue.consumer import QrqConsumer
 
         return QrqConsumer(self, **options)
 

@@ -1,0 +1,1 @@
+"""The app database: users and templates (peewee, deferred init)."""

@@ -1,0 +1,1 @@
+"""Card rendering: QR encoding, options, layout, PDF, SVG and PNG."""
