@@ -69,6 +69,7 @@ def test_sigterm_gives_running_jobs_back_then_they_finish(consumer):
     released = job(job_id)
     assert (released["status"], released["attempts"]) == ("queued", 0), (
         released, worker.output()[-3000:])
+    assert (released["progress"], released["stage"]) == (0, "")  # starts over
     assert huey.storage.queue_size() == 1  # lease given back: runnable at once
     consumer(workers=1, extra_env=SLOW_TASKS)
     wait_until(lambda: job(job_id)["status"] == "finished", timeout=60)
@@ -78,11 +79,17 @@ def test_sigterm_gives_running_jobs_back_then_they_finish(consumer):
 
 def test_cancel_a_running_job_stops_it_at_its_next_progress_call(consumer):
     job_id = submit(slow_tasks.steps, 200, 0.05, owner_id=None)
-    consumer(workers=1, extra_env=SLOW_TASKS)
+    worker = consumer(workers=1, extra_env=SLOW_TASKS)
     wait_until(lambda: job(job_id)["progress"] > 0, timeout=60)
     assert huey.cancel(job_id) == "running"
     wait_until(lambda: job(job_id)["status"] == "canceled", timeout=30)
     assert job(job_id)["progress"] < 100
+    # A cancel is not an error: one line in the log, no traceback.
+    wait_until(lambda: "CancelExecution" in worker.output(), timeout=30)
+    assert "Traceback" not in worker.output()
+    about_it = [line for line in worker.output().splitlines()
+                if job_id in line and "Executing" not in line]
+    assert len(about_it) == 1 and "will not be retried" in about_it[0], about_it
 
 
 def test_interactive_work_starts_while_long_jobs_fill_their_caps(settings, consumer):

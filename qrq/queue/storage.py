@@ -373,14 +373,34 @@ class LeasedSqliteStorage(SqliteStorage):
         self._held.discard(row)
         return row
 
+    def _end_lease(self, curs, row: int | None, job_id: str | None, *,
+                   give_back: bool = False) -> bool:
+        """Delete this thread's leased *row* (or, with *give_back*, clear its lease);
+        False when the lease was lost, so nothing of this run may be written.
+
+        A lease that lapsed (a stalled host) can be taken by another consumer; its
+        row then names the new owner, and the newer attempt's outcome stands.
+        """
+        if row is None:
+            return True
+        if give_back:
+            curs.execute("update task set lease_until = null, lease_owner = null "
+                         "where id = ? and lease_owner = ?", (row, self.owner))
+        else:
+            curs.execute("delete from task where id = ? and lease_owner = ?",
+                         (row, self.owner))
+        if curs.rowcount:
+            return True
+        logger.warning("job %s: this run lost its lease (it lapsed and the job was taken "
+                       "over or canceled); its outcome is dropped", job_id)
+        return False
+
     def complete(self, job_id: str | None, outcome: dict | None) -> None:
         """Delete the row this thread leased and record the job's *outcome*, atomically."""
         row = self._take_lease()
         with self.db(commit=True) as curs:
-            if row is not None:
-                curs.execute("delete from task where id = ? and lease_owner = ?",
-                             (row, self.owner))
-            if job_id is not None and outcome is not None:
+            if self._end_lease(curs, row, job_id) and job_id is not None \
+                    and outcome is not None:
                 jobs.finish(curs, job_id, outcome)
 
     def release(self, job_id: str | None) -> None:
@@ -389,9 +409,7 @@ class LeasedSqliteStorage(SqliteStorage):
         if row is None:
             return
         with self.db(commit=True) as curs:
-            curs.execute("update task set lease_until = null, lease_owner = null "
-                         "where id = ? and lease_owner = ?", (row, self.owner))
-            if job_id is not None:
+            if self._end_lease(curs, row, job_id, give_back=True) and job_id is not None:
                 jobs.mark_released(curs, job_id)
 
     def reschedule(self, data, eta, job_id: str | None, next_attempt: dict | None,
@@ -399,9 +417,8 @@ class LeasedSqliteStorage(SqliteStorage):
         """Swap this thread's leased row for a schedule entry at *eta* (a retry)."""
         row = self._take_lease()
         with self.db(commit=True) as curs:
-            if row is not None:
-                curs.execute("delete from task where id = ? and lease_owner = ?",
-                             (row, self.owner))
+            if not self._end_lease(curs, row, job_id):
+                return
             curs.execute("insert into schedule (queue, data, timestamp, job_id, job_type, "
                          "priority) values (?, ?, ?, ?, ?, ?)",
                          (self.name, self.to_blob(data), eta.timestamp(), job_id, job_type,
