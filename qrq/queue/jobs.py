@@ -178,6 +178,13 @@ def count_active(storage, owner_id: int) -> int:
                        f"({statuses})", (owner_id,), results=True)[0][0]
 
 
+def count_busy(storage, exclude: str | None = None) -> int:
+    """Jobs running or waiting to run now (not those waiting for a retry), other
+    than *exclude*: the queue is idle when this is 0."""
+    return storage.sql("select count(*) from job where status in ('queued', 'running') "
+                       "and id is not ?", (exclude,), results=True)[0][0]
+
+
 def median_duration(storage, job_type: str, sample: int = 20) -> float | None:
     """Median run time in seconds of the last *sample* finished jobs of a type."""
     rows = storage.sql("select finished_at - started_at from job where type = ? and "
