@@ -4,9 +4,11 @@ Each test runs a real ``huey_consumer huey_app.huey`` subprocess (process worker
 on the test's data directory, with leases of 3 seconds so recovery is quick.
 """
 
+import contextlib
 import os
 import signal
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -161,3 +163,41 @@ def test_a_killed_worker_process_is_replaced_and_its_job_runs_again(consumer):
                message="the job after its worker was killed")
     assert job(job_id)["attempts"] == 2
     assert "Worker 1 died, restarting" in worker.output()
+
+
+def live_members(pgid):
+    """The live processes of process group *pgid* (a zombie counts as gone)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError):
+            text = stat.read_text()
+            state, _ppid, pgrp = text[text.rindex(")") + 2:].split()[:3]
+            if int(pgrp) == pgid and state != "Z":
+                found.append(int(stat.parent.name))
+    return found
+
+
+def test_workers_of_a_killed_consumer_give_their_job_back_and_exit(consumer):
+    """kill -9 of the consumer alone (the OOM killer's choice): its worker processes
+    must not run on under PID 1; the running job is given back, not lost."""
+    job_id = submit(slow_tasks.steps, 100, 0.05, owner_id=None)
+    worker = consumer(workers=2, extra_env=SLOW_TASKS)
+    group = worker.proc.pid
+    wait_until(lambda: job(job_id)["progress"] > 0, timeout=60, message="the job to run")
+    assert len(live_members(group)) == 4  # the consumer, its scheduler, two workers
+    try:
+        os.kill(worker.proc.pid, signal.SIGKILL)
+        worker.proc.wait(timeout=10)
+        wait_until(lambda: not live_members(group), timeout=30,
+                   message="the orphaned worker processes to exit")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    released = job(job_id)
+    assert (released["status"], released["attempts"], released["progress"]) == (
+        "queued", 0, 0), worker.output()[-3000:]
+    assert huey.storage.queue_size() == 1  # given back: runnable now, not when a lease lapses
+    assert "gives its job back and exits" in worker.output()
+    consumer(workers=1, extra_env=SLOW_TASKS)
+    wait_until(lambda: job(job_id)["status"] == "finished", timeout=60)
+    assert job(job_id)["attempts"] == 1

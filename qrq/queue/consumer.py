@@ -1,25 +1,99 @@
-"""The consumer qrq runs: huey's, plus a registration row and a heartbeat.
+"""The consumer qrq runs: huey's, plus a registration row, a heartbeat, and workers
+that die with it.
 
 Operators (and ``/api/admin/queue-status``) see each consumer's host, pid,
 worker count, start time and last heartbeat; a consumer whose heartbeat stops is
 visibly gone. Worker processes' lease owners start with the consumer's id, so
-the jobs a consumer is running can be listed.
+the jobs a consumer is running can be listed. A worker process whose consumer
+died (``kill -9``, the OOM killer) gives its job back and exits, rather than run
+on under PID 1 while every monitor says no consumer runs.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import socket
 import threading
 import time
 import uuid
 
-from huey.consumer import Consumer
+from huey.constants import WORKER_PROCESS
+from huey.consumer import Consumer, ProcessEnvironment
 
 logger = logging.getLogger("qrq.queue.consumer")
 
 HUEY_DEFAULT_POLLING = {"initial_delay": 0.1, "max_delay": 10.0, "backoff": 1.15}
+ORPHAN_SIGNAL = signal.SIGUSR1  # huey's consumer uses INT, TERM and HUP
+ORPHAN_CHECK = 1.0  # seconds between parent checks where prctl is not available
+ORPHAN_GRACE = 10.0  # seconds an orphaned worker gets to give its job back
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(signum: int) -> bool:
+    """Ask Linux to send *signum* to this process when its parent dies (prctl
+    PR_SET_PDEATHSIG); False where that is not available."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class OrphanAwareProcessEnvironment(ProcessEnvironment):
+    """huey's process workers, which stop when their consumer dies.
+
+    Each worker (and the scheduler) gets :data:`ORPHAN_SIGNAL` when the consumer
+    dies: from the kernel (PR_SET_PDEATHSIG), or from a thread that watches the
+    parent pid where that is not available. It then sets the stop flag, interrupts
+    a running task (huey then gives its lease back, as on SIGTERM) and exits; one
+    that has not exited after :data:`ORPHAN_GRACE` seconds (stuck in C code) exits
+    hard, and its lease lapses.
+    """
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.consumer_pid = os.getpid()
+        self.stop_flag = None
+
+    def get_stop_flag(self):
+        self.stop_flag = super().get_stop_flag()
+        return self.stop_flag
+
+    def init_child(self, process):
+        super().init_child(process)
+        parent = self.consumer_pid
+
+        def orphaned(signum, frame):
+            signal.signal(ORPHAN_SIGNAL, signal.SIG_IGN)  # once
+            logger.warning("consumer pid %d died: this worker gives its job back and exits",
+                           parent)
+            threading.Thread(target=self._exit_after_grace, daemon=True).start()
+            self.stop_flag.set()
+            if process.huey._tasks_in_flight:
+                raise KeyboardInterrupt  # huey releases the task's lease
+
+        signal.signal(ORPHAN_SIGNAL, orphaned)
+        if not _die_with_parent(ORPHAN_SIGNAL):
+            threading.Thread(target=self._watch_parent, args=(parent,), daemon=True,
+                             name="qrq-parent-watch").start()
+        elif os.getppid() != parent:  # died before the request took effect
+            os.kill(os.getpid(), ORPHAN_SIGNAL)
+
+    @staticmethod
+    def _watch_parent(parent: int) -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK)
+        os.kill(os.getpid(), ORPHAN_SIGNAL)
+
+    @staticmethod
+    def _exit_after_grace() -> None:
+        time.sleep(ORPHAN_GRACE)
+        logger.error("worker %d did not stop %gs after its consumer died; exiting now "
+                     "(its lease lapses)", os.getpid(), ORPHAN_GRACE)
+        os._exit(1)
 
 
 class QrqConsumer(Consumer):
@@ -39,6 +113,11 @@ class QrqConsumer(Consumer):
         huey.storage.close()
         huey.storage.synchronous = "normal"
         self._beating = threading.Event()
+
+    def get_environment(self, worker_type):
+        if worker_type == WORKER_PROCESS:
+            return OrphanAwareProcessEnvironment(self._graceful_sig, self._interrupt_sig)
+        return super().get_environment(worker_type)
 
     def start(self):
         super().start()
