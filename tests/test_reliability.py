@@ -7,14 +7,17 @@ on the test's data directory, with leases of 3 seconds so recovery is quick.
 import contextlib
 import os
 import signal
+import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from qrq.errors import StorageFull
 from qrq.queue import huey, jobs, submit
 from tests import slow_tasks
-from tests.conftest import wait_until
+from tests.conftest import Consumer, wait_until
 
 pytestmark = pytest.mark.slow
 SLOW_TASKS = {"QRQ_TASK_MODULES": "tests.slow_tasks"}
@@ -201,3 +204,66 @@ def test_workers_of_a_killed_consumer_give_their_job_back_and_exit(consumer):
     consumer(workers=1, extra_env=SLOW_TASKS)
     wait_until(lambda: job(job_id)["status"] == "finished", timeout=60)
     assert job(job_id)["attempts"] == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path, request):
+    """The test's data directory on a 16 MiB tmpfs of its own. Mounting needs root
+    (CAP_SYS_ADMIN); where that is refused the test is skipped, and the storage
+    test of a full disk (tests/test_storage.py, SQLITE_FULL at the SQLite layer)
+    still runs."""
+    data = tmp_path / "data"
+    data.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs",
+                            str(data)], capture_output=True, text=True)
+    if mount.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.strip()}")
+    try:
+        yield request.getfixturevalue("settings")
+    finally:
+        subprocess.run(["umount", "--lazy", str(data)], check=True)
+
+
+def fill(path: Path) -> None:
+    """Write *path* until its file system has no space left."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for chunk in (1 << 16, 1 << 12, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * chunk)
+    finally:
+        os.close(fd)
+
+
+def test_a_full_disk_is_one_log_line_a_minute_and_work_resumes_when_space_returns(
+        small_disk, tmp_path):
+    settings = small_disk
+    worker = Consumer(settings, workers=2, extra_env=SLOW_TASKS)
+    worker.log = tmp_path / "consumer.log"  # not on the disk that fills up
+    worker.start()
+    try:
+        wait_until(lambda: huey.storage.sql("select count(*) from consumer",
+                                            results=True)[0][0], timeout=30)
+        due = time.time() + 3
+        job_id = submit(slow_tasks.steps, 1, 0.0, owner_id=None, delay=3)
+        fill(settings.data_dir / "filler")
+        with pytest.raises(StorageFull):
+            submit(slow_tasks.steps, 1, 0.0, owner_id=None)
+        # Every second the consumer's heartbeat fails, and from `due` on its scheduler
+        # fails to move the job into the queue: a few seconds of both.
+        wait_until(lambda: time.time() > due + 3 and "data is full" in worker.output(),
+                   timeout=60, message="the full disk to be logged")
+        full = [line for line in worker.output().splitlines() if "data is full" in line]
+        assert len(full) == 1 and "once a minute" in full[0], worker.output()[-3000:]
+        assert "Traceback" not in worker.output()
+        assert job(job_id)["status"] == "queued"
+        (settings.data_dir / "filler").unlink()
+        wait_until(lambda: job(job_id)["status"] == "finished", timeout=60,
+                   message="the job once space returned")
+        lines = worker.output().splitlines()
+        assert len([line for line in lines if "data is full" in line]) == 1
+        wait_until(lambda: "writable again" in worker.output(), timeout=30)
+        assert worker.output().count("writable again") == 1
+    finally:
+        worker.stop()

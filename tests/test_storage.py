@@ -271,3 +271,30 @@ def test_a_job_given_back_starts_again_from_no_progress(storage):
     record = jobs.get(s, job_id)
     assert (record["status"], record["progress"], record["stage"], record["attempts"]) == (
         "queued", 0, "", 0)
+
+
+def test_a_full_disk_is_storage_full_and_passes_when_space_returns(storage):
+    """SQLite's "database or disk is full" becomes StorageFull (503, storage_full).
+
+    The full disk is simulated at the SQLite layer (``max_page_count`` gives the
+    same SQLITE_FULL as ENOSPC); tests/test_reliability.py fills a real tmpfs.
+    """
+    from qrq.errors import StorageFull
+    from qrq.queue import jobs
+
+    s = storage()
+    pages = s.conn.execute("pragma page_count").fetchone()[0]
+    s.conn.execute(f"pragma max_page_count = {pages}")
+    job_id = "3f0c8c1e-0000-4000-8000-000000000003"
+    with pytest.raises(StorageFull) as raised:
+        s.enqueue(b"x" * 100_000, job_id=job_id,
+                  job=jobs.new_record(job_id, "pdf", "qrq.pdf", None))
+    assert (raised.value.status, raised.value.code) == (503, "storage_full")
+    assert s.is_full()
+    with pytest.raises(StorageFull):
+        s.sql("insert into kv (queue, key, value) values ('q', 'k', zeroblob(100000))",
+              commit=True)
+    assert s.backlog() == 0 and jobs.get(s, job_id) is None  # nothing half-written
+    s.conn.execute("pragma max_page_count = 1000000")  # space is back
+    s.enqueue(b"x" * 100_000, job_id=job_id, job=jobs.new_record(job_id, "pdf", "qrq.pdf", None))
+    assert not s.is_full() and s.backlog() == 1 and jobs.get(s, job_id)["status"] == "queued"

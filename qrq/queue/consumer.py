@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import mmap
 import os
 import signal
 import socket
+import struct
 import threading
 import time
 import uuid
 
 from huey.constants import WORKER_PROCESS
 from huey.consumer import Consumer, ProcessEnvironment
+
+from qrq.errors import StorageFull
 
 logger = logging.getLogger("qrq.queue.consumer")
 
@@ -40,6 +44,62 @@ def _die_with_parent(signum: int) -> bool:
         return libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+class StorageFullLog(logging.Filter):
+    """Logs a full disk once a minute, as one line, instead of a traceback per poll.
+
+    While the disk is full every write fails, and huey's loops log each failed
+    poll with its traceback (thousands of lines a second). Of the records whose
+    exception is :class:`StorageFull`, the first in each *interval* passes as one
+    line and the rest are dropped; of the storage's "writable again" records, the
+    first after that. The time of the last line lives in memory shared with the
+    forked workers, so the consumer as a whole logs one line of each.
+    """
+
+    def __init__(self, interval: float = 60.0):
+        super().__init__()
+        self.interval = interval
+        self._shared = mmap.mmap(-1, 8)  # anonymous and shared: forked workers see it
+
+    @property
+    def _logged_at(self) -> float:
+        return struct.unpack("d", self._shared[:8])[0]
+
+    @_logged_at.setter
+    def _logged_at(self, value: float) -> None:
+        self._shared[:8] = struct.pack("d", value)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        verdict = record.__dict__.get("qrq_verdict")  # another handler decided
+        if verdict is None:
+            verdict = self._decide(record)
+            record.qrq_verdict = verdict
+        return verdict
+
+    def _decide(self, record: logging.LogRecord) -> bool:
+        if record.__dict__.get("storage_writable"):
+            verdict, self._logged_at = self._logged_at > 0, 0.0
+            return verdict
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, StorageFull):
+            return True
+        now = time.time()
+        if now - self._logged_at < self.interval:
+            return False
+        self._logged_at = now
+        record.args = (record.getMessage(), exc)
+        record.msg = "%s: %s (logged once a minute while it lasts; work resumes " \
+                     "by itself when space is freed)"
+        record.exc_info = record.exc_text = None
+        return True
+
+    def install(self) -> None:
+        """Filter every handler a consumer's records can reach."""
+        for handler in {*logging.getLogger().handlers, *logging.getLogger("huey").handlers,
+                        logging.lastResort}:
+            if handler is not None:
+                handler.addFilter(self)
 
 
 class OrphanAwareProcessEnvironment(ProcessEnvironment):
@@ -113,6 +173,7 @@ class QrqConsumer(Consumer):
         huey.storage.close()
         huey.storage.synchronous = "normal"
         self._beating = threading.Event()
+        self.started_at = time.time()
 
     def get_environment(self, worker_type):
         if worker_type == WORKER_PROCESS:
@@ -120,8 +181,13 @@ class QrqConsumer(Consumer):
         return super().get_environment(worker_type)
 
     def start(self):
+        StorageFullLog().install()  # before the workers fork: they share its clock
         super().start()
-        self._register()
+        self.started_at = time.time()
+        try:
+            self._register()
+        except StorageFull:  # the heartbeat registers it once space is back
+            logger.exception("could not register consumer %s", self.consumer_id)
         threading.Thread(target=self._beat, name="qrq-consumer-heartbeat",
                          daemon=True).start()
 
@@ -137,18 +203,19 @@ class QrqConsumer(Consumer):
                 logger.exception("could not deregister consumer %s", self.consumer_id)
 
     def _register(self) -> None:
-        now = time.time()
+        """Write this consumer's row with a fresh heartbeat (every heartbeat does, so a
+        row that could not be written, or was purged, comes back)."""
         self.huey.storage.sql(
-            "insert or replace into consumer (id, host, pid, started_at, heartbeat_at, "
-            "workers) values (?, ?, ?, ?, ?, ?)",
-            (self.consumer_id, socket.gethostname(), os.getpid(), now, now, self.workers),
-            commit=True)
+            "insert into consumer (id, host, pid, started_at, heartbeat_at, workers) "
+            "values (?, ?, ?, ?, ?, ?) on conflict (id) do update set "
+            "heartbeat_at = excluded.heartbeat_at",
+            (self.consumer_id, socket.gethostname(), os.getpid(), self.started_at,
+             time.time(), self.workers), commit=True)
 
     def _beat(self) -> None:
         interval = max(1.0, self.huey.settings.lease_seconds / 3)
         while not self._beating.wait(interval):
             try:
-                self.huey.storage.sql("update consumer set heartbeat_at = ? where id = ?",
-                                      (time.time(), self.consumer_id), commit=True)
+                self._register()
             except Exception:
                 logger.exception("consumer heartbeat failed")

@@ -22,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -31,10 +33,15 @@ import weakref
 from huey.constants import EmptyData
 from huey.storage import SqliteStorage
 
+from qrq.errors import StorageFull
 from qrq.queue import jobs
 from qrq.queue.schema import QUEUE_DDL
 
 logger = logging.getLogger("qrq.queue.storage")
+
+# Less free space than this on the queue's file system counts as full (is_full):
+# a WAL checkpoint or a burst of job records would fail on it.
+FREE_SPACE_MIN = 1 << 20
 
 _LIVE = weakref.WeakSet()
 _OWNER_LOCK = threading.Lock()
@@ -56,6 +63,13 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether *exc* is SQLite's "database or disk is full" (SQLITE_FULL, from ENOSPC)."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL
+        or "database or disk is full" in str(exc))
 
 
 class _PendingWrite:
@@ -110,6 +124,9 @@ class LeasedSqliteStorage(SqliteStorage):
         self.synchronous = None
         self._pending = []  # writes waiting to share the next commit (_group_commit)
         self._pending_lock = threading.Lock()
+        # When a statement of this process last failed for a full disk; None once a
+        # commit succeeds again.
+        self.full_since = None
         super().__init__(name, filename, **kwargs)
         _LIVE.add(self)
 
@@ -151,23 +168,47 @@ class LeasedSqliteStorage(SqliteStorage):
 
     @contextlib.contextmanager
     def _transaction(self, commit: bool, close: bool):
-        conn = self.conn
-        cursor = conn.cursor()
+        """A cursor, in a transaction when *commit*; SQLite's "disk is full" (on any
+        statement, the commit, or opening the connection) becomes :class:`StorageFull`."""
         try:
-            if commit:
-                cursor.execute(self.begin_sql)
-            yield cursor
-        except BaseException:  # an interrupted transaction must not stay open
-            if commit:
-                conn.rollback()
-            raise
-        else:
-            if commit:
-                conn.commit()
-        finally:
-            cursor.close()
-            if close:
-                self.close()
+            conn = self.conn
+            cursor = conn.cursor()
+            try:
+                if commit:
+                    cursor.execute(self.begin_sql)
+                yield cursor
+                if commit:
+                    conn.commit()
+            except BaseException:  # an interrupted transaction must not stay open
+                if commit:
+                    conn.rollback()
+                raise
+            finally:
+                cursor.close()
+                if close:
+                    self.close()
+        except sqlite3.OperationalError as exc:
+            if not _disk_full(exc):
+                raise
+            if self.full_since is None:
+                self.full_since = time.time()
+            raise StorageFull() from exc
+        if commit and self.full_since is not None:
+            self.full_since = None
+            logger.warning("the queue database is writable again",
+                           extra={"storage_writable": True})
+
+    def is_full(self) -> bool:
+        """Whether the queue database cannot grow: a write of this process failed for
+        lack of space and none has succeeded since, or its file system has less than
+        :data:`FREE_SPACE_MIN` bytes free."""
+        if self.full_since is not None:
+            return True
+        try:
+            usage = shutil.disk_usage(os.path.dirname(os.path.abspath(self.filename)))
+        except OSError:
+            return False
+        return usage.free < FREE_SPACE_MIN
 
     def close(self):
         """Close the calling thread's connection."""
@@ -280,6 +321,8 @@ class LeasedSqliteStorage(SqliteStorage):
                     try:
                         pending.write(curs)
                     except Exception as exc:
+                        if _disk_full(exc):  # no other write fits either
+                            raise
                         curs.execute("rollback to qrq_write")
                         pending.error = exc
                     curs.execute("release qrq_write")
