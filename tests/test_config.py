@@ -111,3 +111,16 @@ def test_every_setting_is_documented_in_the_readme_with_its_default():
     wrong = {s.env: (documented[s.env], s.documented_default) for s in SETTINGS
              if documented[s.env] != s.documented_default}
     assert not wrong, f"README.md's defaults differ (README, code): {wrong}"
+
+
+def test_loading_settings_tightens_what_an_older_installation_left_readable(tmp_path):
+    data = tmp_path / "data"
+    (data / "artifacts").mkdir(parents=True)
+    (data / "queue.db").write_bytes(b"")
+    for path, mode in ((data, 0o755), (data / "artifacts", 0o775), (data / "queue.db", 0o644)):
+        path.chmod(mode)
+    load_settings({"QRQ_DATA_DIR": str(data)})
+    assert {p.name: p.stat().st_mode & 0o777 for p in (data, data / "artifacts",
+                                                         data / "queue.db")} == {
+        "data": 0o700, "artifacts": 0o700, "queue.db": 0o600}
+    assert (data / "secret.key").stat().st_mode & 0o777 == 0o600
