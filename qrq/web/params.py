@@ -102,7 +102,9 @@ def _lone_surrogate(value: Any, path: str) -> str | None:
                 return path or None
         elif isinstance(value, dict):
             for key, item in value.items():
-                where = f"{path}.{key}" if path else str(key)
+                # A bad key is named with its escape, never echoed as a lone surrogate.
+                name = key.encode("utf-8", "backslashreplace").decode("utf-8")
+                where = f"{path}.{name}" if path else name
                 stack.append((key, where))
                 stack.append((item, where))
         elif isinstance(value, list):
