@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import shutil
@@ -130,9 +131,12 @@ def drain_once(variant: str, template: Path, run_dir: Path, jobs: int, workers: 
         proc = start(consumer_command(variant, workers, worker_type), log, cwd=REPO, env=env)
         first = cpu_first = None
         deadline = began + timeout
+        wal, wal_max = Path(f"{db}-wal"), 0
         while True:
             left = conn.execute("select count(*) from task").fetchone()[0]
             now = time.perf_counter()
+            with contextlib.suppress(FileNotFoundError):
+                wal_max = max(wal_max, wal.stat().st_size)
             if first is None and left < jobs:
                 first, cpu_first = now, group_cpu_seconds(proc.pid)
             if left == 0 and (not check_jobs or conn.execute(
@@ -146,6 +150,11 @@ def drain_once(variant: str, template: Path, run_dir: Path, jobs: int, workers: 
             if now > deadline:
                 raise RuntimeError(f"{variant}: {left} rows left after {timeout:g}s; see {log}")
             time.sleep(0.01)
+        # Idle now: how far the WAL shrinks back within a few seconds.
+        settle = time.perf_counter() + 3
+        while time.perf_counter() < settle and wal.exists() and wal.stat().st_size > 0:
+            time.sleep(0.05)
+        wal_after = wal.stat().st_size if wal.exists() else 0
     finally:
         stop(proc)
         conn.close()
@@ -171,6 +180,7 @@ def drain_once(variant: str, template: Path, run_dir: Path, jobs: int, workers: 
             "jobs_per_s": round(jobs / total, 1),
             "jobs_per_s_after_first": round(jobs / after_first, 1),
             "cpu_ms_per_job": round((cpu_end - cpu_first) * 1000 / jobs, 3),
+            "wal_max_mb": round(wal_max / 2**20, 1), "wal_after_mb": round(wal_after / 2**20, 1),
             "executions": executed, "locked_in_log": problems["database is locked"],
             "tracebacks_in_log": problems["Traceback"]}
 
@@ -180,18 +190,22 @@ def profile_once(variant: str, jobs: int, directory: Path) -> dict:
     from _drain_apps import build
 
     directory.mkdir(parents=True)
+    wal = directory / "queue.db-wal"
     if variant.startswith("qrq"):
         huey, noop, submit, load_settings = import_qrq(directory)
         caps = {"type_caps": ""} if variant == "qrq-nocaps" else {}
         huey.configure(load_settings(data_dir=str(directory), **caps))
+        conn = _no_checkpoints(huey.storage.conn)
         for _ in range(jobs):
             submit(noop, owner_id=None)
     else:
         huey, noop = build(variant, str(directory / "queue.db"))
+        conn = _no_checkpoints(huey.storage.conn)
         for _ in range(jobs):
             noop()
+    enqueue_wal = wal.stat().st_size
+    conn.execute("pragma wal_checkpoint(truncate)")
     statements: collections.Counter = collections.Counter()
-    conn = huey.storage.conn
     changes_at_begin = [0]
 
     def trace(sql: str) -> None:
@@ -214,6 +228,7 @@ def profile_once(variant: str, jobs: int, directory: Path) -> dict:
     # The leased storage deletes a worker's last row at its next (empty) dequeue.
     huey.dequeue()
     took = time.perf_counter() - began
+    drain_wal = wal.stat().st_size
     huey.storage.conn.set_trace_callback(None)
     if hasattr(huey.storage, "stop_heartbeat"):
         huey.storage.stop_heartbeat()
@@ -226,7 +241,18 @@ def profile_once(variant: str, jobs: int, directory: Path) -> dict:
     return {"write_transactions_per_job": per_job.get("BEGIN", 0.0),
             "commits_with_changes_per_job": round(writes / jobs, 2),
             "statements_per_job": round(sum(statements.values()) / jobs, 2),
-            "by_kind_per_job": per_job, "us_per_job": round(took * 1e6 / jobs, 1)}
+            "by_kind_per_job": per_job, "us_per_job": round(took * 1e6 / jobs, 1),
+            "enqueue_wal_bytes_per_job": round(enqueue_wal / jobs),
+            "drain_wal_bytes_per_job": round(drain_wal / jobs)}
+
+
+def _no_checkpoints(conn: sqlite3.Connection) -> sqlite3.Connection:
+    """Stop *conn* from checkpointing, so the WAL's size is every page written since the
+    last (explicit) checkpoint: 4 KiB plus a 24-byte header per page written per commit."""
+    conn.execute("pragma wal_autocheckpoint = 0")
+    conn.execute("pragma journal_size_limit = -1")
+    conn.execute("pragma wal_checkpoint(truncate)")
+    return conn
 
 
 def profile(jobs: int, repeats: int, root: Path) -> dict:
@@ -240,6 +266,10 @@ def profile(jobs: int, repeats: int, root: Path) -> dict:
     for variant, runs in samples.items():
         results[variant] = {**runs[0], "us_per_job": median([r["us_per_job"] for r in runs]),
                             "us_per_job_runs": [r["us_per_job"] for r in runs]}
+    for variant, p in results.items():
+        base = results["stock" if "normal" not in variant else "stock-normal"]
+        p["drain_wal_ratio"] = round(p["drain_wal_bytes_per_job"]
+                                     / base["drain_wal_bytes_per_job"], 2)
     return {v: results[v] for v in VARIANTS}
 
 
@@ -273,12 +303,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nin-process, one thread, {args.profile_jobs} jobs (dequeue + execute), "
                   f"median us/job of {args.profile_repeats}:")
             print(f"{'variant':<12} {'write tx/job':>12} {'with changes':>12} {'stmts/job':>10} "
-                  f"{'us/job':>8}  statements per job")
+                  f"{'us/job':>8} {'WAL B/job enq':>13} {'WAL B/job drain':>15} "
+                  f"{'drain/stock':>11}  statements per job")
             for variant, p in prof.items():
                 kinds = ", ".join(f"{k} {v:g}" for k, v in p["by_kind_per_job"].items())
                 print(f"{variant:<12} {p['write_transactions_per_job']:12g} "
                       f"{p['commits_with_changes_per_job']:12g} "
-                      f"{p['statements_per_job']:10g} {p['us_per_job']:8.1f}  {kinds}",
+                      f"{p['statements_per_job']:10g} {p['us_per_job']:8.1f} "
+                      f"{p['enqueue_wal_bytes_per_job']:13d} {p['drain_wal_bytes_per_job']:15d} "
+                      f"{p['drain_wal_ratio']:11.2f}  {kinds}",
                       flush=True)
 
         templates, enqueue = {}, {}
@@ -312,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  {key:<10} repeat {repeat + 1} {variant:<12} "
                               f"{run['jobs_per_s']:8.1f} jobs/s from start, "
                               f"{run['jobs_per_s_after_first']:8.1f} after first pickup, "
-                              f"{run['cpu_ms_per_job']:.3f} CPU ms/job "
+                              f"{run['cpu_ms_per_job']:.3f} CPU ms/job, WAL max "
+                              f"{run['wal_max_mb']:.1f} MB, idle {run['wal_after_mb']:.1f} MB "
                               f"(start-up {run['startup_s']:.2f} s, load {run['load_avg']})",
                               flush=True)
                         shutil.rmtree(root / f"run-{n}", ignore_errors=True)
@@ -328,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
           "the ratio to the stock run of the same repeat)")
     print(f"{'setting':<11} {'variant':<12} {'from start':>10} {'ratio':>6} "
           f"{'after 1st':>10} {'ratio':>6} {'paired':>7} {'CPU ms/job':>11} "
-          f"{'ratio to stock-normal':>22}")
+          f"{'ratio to stock-normal':>22} {'WAL max/idle MB':>16}")
     for worker_type in args.worker_types:
         for workers in args.workers:
             key = f"{worker_type}-{workers}"
@@ -339,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
                     metric: round(median([r[metric] for r in samples]), 3)
                     for metric in ("jobs_per_s", "jobs_per_s_after_first", "cpu_ms_per_job",
                                    "startup_s")}
+                medians[variant]["wal_max_mb"] = max(r["wal_max_mb"] for r in samples)
+                medians[variant]["wal_after_mb"] = max(r["wal_after_mb"] for r in samples)
                 medians[variant]["extra_executions"] = sum(r["executions"] - args.jobs
                                                            for r in samples)
                 medians[variant]["runs"] = samples
@@ -360,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{key:<11} {variant:<12} {m['jobs_per_s']:10.1f} {m['ratio']:6.2f} "
                       f"{m['jobs_per_s_after_first']:10.1f} {m['ratio_after_first']:6.2f} "
                       f"{m['paired_ratio']:7.2f} "
-                      f"{m['cpu_ms_per_job']:11.3f} {m['ratio_to_stock_normal']:22.2f}"
+                      f"{m['cpu_ms_per_job']:11.3f} {m['ratio_to_stock_normal']:22.2f} "
+                      f"{m['wal_max_mb']:8.1f}/{m['wal_after_mb']:<7.1f}"
                       + (f"  ({m['extra_executions']:+d} executions over {args.repeats} runs)"
                          if m["extra_executions"] else ""))
             verdict = {}

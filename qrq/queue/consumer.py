@@ -34,6 +34,12 @@ ORPHAN_SIGNAL = signal.SIGUSR1  # huey's consumer uses INT, TERM and HUP
 ORPHAN_CHECK = 1.0  # seconds between parent checks where prctl is not available
 ORPHAN_GRACE = 10.0  # seconds an orphaned worker gets to give its job back
 _PR_SET_PDEATHSIG = 1
+# The consumer truncates the queue's WAL when it passes WAL_CHECKPOINT_BYTES, and when
+# it has not grown for WAL_IDLE seconds; it looks every WAL_CHECK seconds.
+WAL_CHECKPOINT_BYTES = 4 << 20
+WAL_IDLE = 1.0
+WAL_CHECK = 0.05
+WAL_CHECKPOINT_WAIT = 0.2  # seconds a checkpoint may hold writers while readers finish
 
 
 def _die_with_parent(signum: int) -> bool:
@@ -190,6 +196,8 @@ class QrqConsumer(Consumer):
             logger.exception("could not register consumer %s", self.consumer_id)
         threading.Thread(target=self._beat, name="qrq-consumer-heartbeat",
                          daemon=True).start()
+        threading.Thread(target=self._bound_wal, name="qrq-wal-checkpoint",
+                         daemon=True).start()
 
     def run(self):
         try:
@@ -211,6 +219,32 @@ class QrqConsumer(Consumer):
             "heartbeat_at = excluded.heartbeat_at",
             (self.consumer_id, socket.gethostname(), os.getpid(), self.started_at,
              time.time(), self.workers), commit=True)
+
+    def _bound_wal(self) -> None:
+        """Keep the WAL small: truncate it when it passes WAL_CHECKPOINT_BYTES or the
+        queue went quiet.
+
+        SQLite's own checkpoints (PASSIVE, after a commit) copy pages back but cannot
+        start the WAL over while another process reads: with workers and the web app
+        polling, some reader nearly always is, and the WAL grew by every job's pages
+        until the weekly maintenance. TRUNCATE waits for readers of older snapshots to
+        finish, which takes a poll's length (a long reader makes it try again later).
+        """
+        storage = self.huey.storage
+        last_size, grew_at = 0, time.monotonic()
+        try:
+            while not self._beating.wait(WAL_CHECK):
+                size, now = storage.wal_size(), time.monotonic()
+                if size != last_size:
+                    last_size, grew_at = size, now
+                if size > WAL_CHECKPOINT_BYTES or (size and now - grew_at >= WAL_IDLE):
+                    try:
+                        storage.checkpoint("truncate", wait=WAL_CHECKPOINT_WAIT)
+                    except Exception:
+                        logger.exception("WAL checkpoint failed")
+                    last_size, grew_at = storage.wal_size(), time.monotonic()
+        finally:
+            storage.close()  # this thread's connection
 
     def _beat(self) -> None:
         interval = max(1.0, self.huey.settings.lease_seconds / 3)

@@ -21,7 +21,7 @@ from qrq.schedule import cron, due_now, last_due, zone  # noqa: F401
 
 def checkpoint(storage) -> dict[str, int]:
     """``PRAGMA wal_checkpoint(TRUNCATE)``: copy the queue's WAL into its file and empty it."""
-    busy, log, done = storage.sql("pragma wal_checkpoint(truncate)", results=True)[0]
+    busy, log, done = storage.checkpoint("truncate")
     return {"busy": busy, "wal_frames": log, "checkpointed": done}
 
 
