@@ -55,6 +55,8 @@ class QrqHuey(Huey):
         self._signal.connect(self._on_expired, S.SIGNAL_EXPIRED)
         self._signal.connect(self._on_revoked, S.SIGNAL_REVOKED)
         self._signal.connect(self._on_interrupted, S.SIGNAL_INTERRUPTED)
+        # A stopping worker gives back the row its last completion leased ahead.
+        self.on_shutdown(name="qrq_give_back_ahead")(lambda: self.storage.give_back_ahead())
 
     @staticmethod
     def _storage_kwargs(settings: Settings) -> dict[str, Any]:
@@ -126,7 +128,8 @@ class QrqHuey(Huey):
                 # No outcome means huey's own machinery failed around the task:
                 # end the job visibly rather than leave it "running".
                 self.storage.complete(task.id, state.outcome or {
-                    "status": "failed", "error": "internal error: the run left no outcome"})
+                    "status": "failed", "error": "internal error: the run left no outcome"},
+                    lease_next=True)
 
     def _record_outcome(self, task, value, exc) -> None:
         if exc is None:
