@@ -25,6 +25,7 @@ from typing import Any
 
 from qrq.errors import Conflict
 from qrq.queue.schema import MAINTENANCE
+from qrq.sqlite_deadline import interrupt_when
 
 LOCK_TTL = 60.0  # seconds a lock outlives its holder's last renewal
 
@@ -321,10 +322,10 @@ def vacuum(db: Path, timeout: float = 10.0,
     """VACUUM *db* (then truncate its WAL); return its size before and after."""
     before = db.stat().st_size
     conn = sqlite3.connect(db, timeout=timeout, isolation_level=None)
-    conn.set_progress_handler(lambda: 1 if stop() else 0, 10_000)
     try:
-        conn.execute("vacuum")
-        conn.execute("pragma wal_checkpoint(truncate)")
+        with interrupt_when(conn, stop):
+            conn.execute("vacuum")
+            conn.execute("pragma wal_checkpoint(truncate)")
     finally:
         conn.close()
     return {"before": before, "after": db.stat().st_size}
