@@ -213,6 +213,9 @@ _PARAMETERS = [
 ]
 _COMPUTING = {"description": "Being computed: follow `status_url`, then ask again.",
               "content": {"application/json": {"schema": _schema("AnalyticsComputing")}}}
+# A report's answers other than 200: computing, or an error.
+_UNLESS_FRESH = {"202": _COMPUTING, "401": _error("Unauthorized"),
+                 "422": _error("ValidationError"), "429": _error("TooManyJobs")}
 _TOP = {"type": "array", "items": {"type": "object", "required": ["scans"],
                                    "properties": {"scans": _COUNT}}}
 
@@ -223,8 +226,7 @@ OPENAPI_PATHS = {
         "responses": {
             "200": {"description": "A fresh report from the cache.",
                     "content": {"application/json": {"schema": _schema("AnalyticsReport")}}},
-            "202": _COMPUTING, "401": _error("Unauthorized"),
-            "422": _error("ValidationError"), "429": _error("TooManyJobs")},
+            **_UNLESS_FRESH},
     }},
     "/api/analytics/time-based.svg": {"get": {
         "summary": "The same report as an SVG line chart",
@@ -232,8 +234,7 @@ OPENAPI_PATHS = {
         "responses": {
             "200": {"description": "An SVG document.",
                     "content": {"image/svg+xml": {"schema": {"type": "string"}}}},
-            "202": _COMPUTING, "401": _error("Unauthorized"),
-            "422": _error("ValidationError"), "429": _error("TooManyJobs")},
+            **_UNLESS_FRESH},
     }},
     "/api/analytics/jobs/{job_id}": {"get": {
         "summary": "An analytics job's status, for any signed-in user",
