@@ -25,10 +25,10 @@ from typing import Any
 
 from qrq.errors import Conflict
 from qrq.queue.schema import MAINTENANCE
-from qrq.sqlite_deadline import interrupt_when
 
 # The schedule helpers live in qrq.schedule; tasks and tests still reach them here.
 from qrq.schedule import cron, due_now, last_due, zone  # noqa: F401
+from qrq.sqlite_deadline import interrupt_when
 
 LOCK_TTL = 60.0  # seconds a lock outlives its holder's last renewal
 
