@@ -105,7 +105,8 @@ def test_demo_databases_report_progress_within_each_database(tmp_path, processes
     write_demo_databases(tmp_path, 2, 60_000, days=30, processes=processes,
                          progress=seen.append)
     assert seen == sorted(seen) and seen[-1] == 2
-    assert len([done for done in seen if 0 < done < 1]) >= 3, seen  # steps of the first
+    # Reports between whole databases (in processes, both advance at once).
+    assert len([done for done in seen if done != int(done)]) >= 3, seen
 
 
 def test_demo_analytics_shows_a_progress_bar(runner, settings):
