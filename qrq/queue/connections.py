@@ -137,6 +137,24 @@ class ThreadedSqliteStorage(SqliteStorage):
             logger.warning("the queue database is writable again",
                            extra={"storage_writable": True})
 
+    def sql(self, query, params=None, commit=False, results=False):
+        if commit:
+            return super().sql(query, params, commit=True, results=results)
+        # A read needs no lock and no transaction: huey reads the kv table three times
+        # per job (revoke checks), and the context managers cost more than the query.
+        try:
+            cursor = self.conn.execute(query, params or ())
+            try:
+                return cursor.fetchall() if results else None
+            finally:
+                cursor.close()
+        except sqlite3.OperationalError as exc:
+            if not _disk_full(exc):
+                raise
+            if self.full_since is None:
+                self.full_since = time.time()
+            raise StorageFull() from exc
+
     def is_full(self) -> bool:
         """Whether the queue database cannot grow: a write of this process failed for
         lack of space and none has succeeded since, or its file system has less than
