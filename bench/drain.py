@@ -54,6 +54,7 @@ import shutil
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -85,25 +86,57 @@ def import_qrq(data_dir: Path):
     return huey_app.huey, _noop_tasks.noop, submit, load_settings
 
 
-def enqueue_template(variant: str, directory: Path, jobs: int) -> float:
-    """Fill a fresh queue file in *directory* with *jobs* no-op jobs; seconds taken."""
+def enqueue_template(variant: str, directory: Path, jobs: int, threads: int = 1) -> float:
+    """Fill a fresh queue file in *directory* with *jobs* no-op jobs from *threads*
+    threads (each enqueue its own durable commit, or a share of a group commit);
+    seconds taken."""
     directory.mkdir(parents=True)
     if variant.startswith("qrq"):
         huey, noop, submit, load_settings = import_qrq(directory)
         huey.configure(load_settings(data_dir=str(directory)))
-        began = time.perf_counter()
-        for _ in range(jobs):
+
+        def one() -> None:
             submit(noop, owner_id=None)
     else:
         from _drain_apps import build
 
         huey, noop = build(variant, str(directory / "queue.db"))
-        began = time.perf_counter()
-        for _ in range(jobs):
-            noop()
+        one = noop
+    share = [jobs // threads + (i < jobs % threads) for i in range(threads)]
+    workers = [threading.Thread(target=lambda n=n: [one() for _ in range(n)])
+               for n in share]
+    began = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
     took = time.perf_counter() - began
     huey.storage.close()  # the last connection checkpoints the WAL into the file
+    if hasattr(huey.storage, "_conns"):
+        huey.storage._conns = threading.local()  # the threads' connections go with them
     return took
+
+
+def enqueue_rates(args, root: Path) -> dict:
+    """Enqueue jobs/s of stock and qrq with each thread count, alternating; medians."""
+    runs: dict = collections.defaultdict(list)
+    for repeat in range(args.repeats):
+        for threads in args.enqueue_threads:
+            for variant in ("stock", "qrq") if repeat % 2 == 0 else ("qrq", "stock"):
+                took = enqueue_template(variant, root / f"enqueue-{variant}-{threads}-{repeat}",
+                                        args.jobs, threads)
+                runs[(threads, variant)].append(args.jobs / took)
+    results = {}
+    print(f"\nenqueue, {args.jobs} jobs (durable: synchronous FULL), medians of "
+          f"{args.repeats}; paired = median of each repeat's qrq/stock")
+    for threads in args.enqueue_threads:
+        stock, qrq = runs[(threads, "stock")], runs[(threads, "qrq")]
+        paired = median([q / s for q, s in zip(qrq, stock, strict=True)])
+        results[threads] = {"stock": round(median(stock), 1), "qrq": round(median(qrq), 1),
+                            "paired_ratio": round(paired, 3)}
+        print(f"  {threads} thread(s): stock {median(stock):8.1f} jobs/s, qrq "
+              f"{median(qrq):8.1f} jobs/s, qrq/stock {paired:.2f}", flush=True)
+    return results
 
 
 def consumer_command(variant: str, workers: int, worker_type: str) -> list[str]:
@@ -285,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-repeats", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=900, help="seconds per drain, at most")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--enqueue-threads", type=int, nargs="+", default=None,
+                        help="only compare enqueue rates, with each of these thread counts")
     args = parser.parse_args(argv)
     exit_on_sigterm()
     if args.profile_jobs is None:
@@ -296,6 +331,14 @@ def main(argv: list[str] | None = None) -> int:
                     "load_avg_at_start": os.getloadavg()}
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
           f"{args.jobs} no-op jobs per drain, {args.repeats} repeats", flush=True)
+    if args.enqueue_threads:
+        try:
+            report["enqueue_threads"] = enqueue_rates(args, root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        report["load_avg_at_end"] = os.getloadavg()
+        print(json.dumps(report))
+        return 0
     try:
         if args.profile_jobs:
             prof = profile(args.profile_jobs, args.profile_repeats, root)
