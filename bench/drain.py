@@ -231,6 +231,7 @@ def profile_once(variant: str, jobs: int, directory: Path) -> dict:
         conn = _no_checkpoints(huey.storage.conn)
         for _ in range(jobs):
             submit(noop, owner_id=None)
+        huey.storage.lease_ahead = True  # as QrqConsumer sets it for its workers
     else:
         huey, noop = build(variant, str(directory / "queue.db"))
         conn = _no_checkpoints(huey.storage.conn)

@@ -17,7 +17,7 @@ def traced(settings):
     """Some queued, running and ended jobs; then every statement the block runs."""
     ids = [submit(slow_tasks.noop, owner_id=owner) for owner in (1, 1, 2, None, None)]
     for _ in range(3):
-        huey.execute(huey.dequeue())  # three ended (and one leased ahead)
+        huey.execute(huey.dequeue())  # three ended
     statements = []
     huey.storage.conn.set_trace_callback(statements.append)
     yield ids, statements

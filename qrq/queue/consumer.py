@@ -34,10 +34,10 @@ ORPHAN_SIGNAL = signal.SIGUSR1  # huey's consumer uses INT, TERM and HUP
 ORPHAN_CHECK = 1.0  # seconds between parent checks where prctl is not available
 ORPHAN_GRACE = 10.0  # seconds an orphaned worker gets to give its job back
 _PR_SET_PDEATHSIG = 1
-# The consumer truncates the queue's WAL when it passes WAL_CHECKPOINT_BYTES, and when
-# it has not grown for WAL_IDLE seconds; it looks every WAL_CHECK seconds.
+# The consumer truncates the queue's WAL when it passes WAL_CHECKPOINT_BYTES, and at
+# least every WAL_PERIOD seconds when it is not empty; it looks every WAL_CHECK seconds.
 WAL_CHECKPOINT_BYTES = 4 << 20
-WAL_IDLE = 1.0
+WAL_PERIOD = 1.0
 WAL_CHECK = 0.05
 WAL_CHECKPOINT_WAIT = 0.2  # seconds a checkpoint may hold writers while readers finish
 
@@ -178,6 +178,7 @@ class QrqConsumer(Consumer):
         # from the web app stay fully synchronous: a job id handed out is on disk.
         huey.storage.close()
         huey.storage.synchronous = "normal"
+        huey.storage.lease_ahead = True  # each completion leases the worker's next job
         self._beating = threading.Event()
         self.started_at = time.time()
 
@@ -221,8 +222,8 @@ class QrqConsumer(Consumer):
              time.time(), self.workers), commit=True)
 
     def _bound_wal(self) -> None:
-        """Keep the WAL small: truncate it when it passes WAL_CHECKPOINT_BYTES or the
-        queue went quiet.
+        """Keep the WAL small: truncate it when it passes WAL_CHECKPOINT_BYTES, and
+        every WAL_PERIOD seconds (so a quiet queue's WAL goes back to nothing).
 
         SQLite's own checkpoints (PASSIVE, after a commit) copy pages back but cannot
         start the WAL over while another process reads: with workers and the web app
@@ -231,18 +232,17 @@ class QrqConsumer(Consumer):
         finish, which takes a poll's length (a long reader makes it try again later).
         """
         storage = self.huey.storage
-        last_size, grew_at = 0, time.monotonic()
+        checked_at = time.monotonic()
         try:
             while not self._beating.wait(WAL_CHECK):
-                size, now = storage.wal_size(), time.monotonic()
-                if size != last_size:
-                    last_size, grew_at = size, now
-                if size > WAL_CHECKPOINT_BYTES or (size and now - grew_at >= WAL_IDLE):
+                size = storage.wal_size()
+                if size > WAL_CHECKPOINT_BYTES or (
+                        size and time.monotonic() - checked_at >= WAL_PERIOD):
                     try:
                         storage.checkpoint("truncate", wait=WAL_CHECKPOINT_WAIT)
                     except Exception:
                         logger.exception("WAL checkpoint failed")
-                    last_size, grew_at = storage.wal_size(), time.monotonic()
+                    checked_at = time.monotonic()
         finally:
             storage.close()  # this thread's connection
 

@@ -81,6 +81,10 @@ class LeasedSqliteStorage(ThreadedSqliteStorage):
         self._owner_pid = None
         self._owner = None
         self.consumer_id = None  # set by the consumer before it forks its workers
+        # Whether a completion may lease the next row for the worker's next dequeue
+        # (complete(lease_next=True)); only a consumer's workers, which dequeue again
+        # at once, set it: an inline run must not hold a job it will never start.
+        self.lease_ahead = False
         # Rows this process is running. Only these are renewed: a row whose
         # completion could not be written drops out and its lease lapses.
         self._held = set()
@@ -315,7 +319,8 @@ class LeasedSqliteStorage(ThreadedSqliteStorage):
                  lease_next: bool = False) -> None:
         """Delete the row this thread leased and record the job's *outcome*, atomically.
 
-        With *lease_next* (a worker that dequeues next), the same transaction leases
+        With *lease_next* and :attr:`lease_ahead` (a consumer's worker, which dequeues
+        next), the same transaction leases
         the next row for this thread's next :meth:`dequeue`: one commit per job instead
         of two, and the pages the two share (the task and job rows' neighbours, the
         index entries of both) are written once.
@@ -325,7 +330,8 @@ class LeasedSqliteStorage(ThreadedSqliteStorage):
             if self._end_lease(curs, row, job_id) and job_id is not None \
                     and outcome is not None:
                 jobs.finish(curs, job_id, outcome)
-            ahead = self._lease_next(curs, self.owner, time.time()) if lease_next else None
+            ahead = self._lease_next(curs, self.owner, time.time()) \
+                if lease_next and self.lease_ahead else None
         if ahead is not None:
             self._local.ahead = self._hold(ahead)
 
