@@ -26,6 +26,7 @@ from huey.constants import WORKER_PROCESS
 from huey.consumer import Consumer, ProcessEnvironment
 
 from qrq.errors import StorageFull
+from qrq.queue.connections import JOURNAL_SIZE_LIMIT
 
 logger = logging.getLogger("qrq.queue.consumer")
 
@@ -34,10 +35,10 @@ ORPHAN_SIGNAL = signal.SIGUSR1  # huey's consumer uses INT, TERM and HUP
 ORPHAN_CHECK = 1.0  # seconds between parent checks where prctl is not available
 ORPHAN_GRACE = 10.0  # seconds an orphaned worker gets to give its job back
 _PR_SET_PDEATHSIG = 1
-# The consumer truncates the queue's WAL when it passes WAL_CHECKPOINT_BYTES, and at
-# least every WAL_PERIOD seconds when it is not empty; it looks every WAL_CHECK seconds.
-WAL_CHECKPOINT_BYTES = 4 << 20
-WAL_PERIOD = 1.0
+# The consumer checkpoints the queue's WAL (RESTART: the next commit starts it over and
+# cuts the file to JOURNAL_SIZE_LIMIT) when it passes WAL_CHECKPOINT_BYTES; it looks
+# every WAL_CHECK seconds.
+WAL_CHECKPOINT_BYTES = JOURNAL_SIZE_LIMIT
 WAL_CHECK = 0.05
 WAL_CHECKPOINT_WAIT = 0.2  # seconds a checkpoint may hold writers while readers finish
 
@@ -222,27 +223,28 @@ class QrqConsumer(Consumer):
              time.time(), self.workers), commit=True)
 
     def _bound_wal(self) -> None:
-        """Keep the WAL small: truncate it when it passes WAL_CHECKPOINT_BYTES, and
-        every WAL_PERIOD seconds (so a quiet queue's WAL goes back to nothing).
+        """Keep the WAL small: checkpoint it once it passes WAL_CHECKPOINT_BYTES.
 
         SQLite's own checkpoints (PASSIVE, after a commit) copy pages back but cannot
         start the WAL over while another process reads: with workers and the web app
         polling, some reader nearly always is, and the WAL grew by every job's pages
-        until the weekly maintenance. TRUNCATE waits for readers of older snapshots to
+        until the weekly maintenance. RESTART waits for readers of older snapshots to
         finish, which takes a poll's length (a long reader makes it try again later).
+        Not on a full disk: a WAL started over would let a few writes through into
+        its old space and fail again, over and over.
         """
         storage = self.huey.storage
-        checked_at = time.monotonic()
+        done_at = None  # the size right after the last checkpoint: the next commit cuts it
         try:
             while not self._beating.wait(WAL_CHECK):
                 size = storage.wal_size()
-                if size > WAL_CHECKPOINT_BYTES or (
-                        size and time.monotonic() - checked_at >= WAL_PERIOD):
+                if size > WAL_CHECKPOINT_BYTES and size != done_at and not storage.is_full():
                     try:
-                        storage.checkpoint("truncate", wait=WAL_CHECKPOINT_WAIT)
+                        busy, _, _ = storage.checkpoint("restart", wait=WAL_CHECKPOINT_WAIT)
                     except Exception:
                         logger.exception("WAL checkpoint failed")
-                    checked_at = time.monotonic()
+                        busy = 1
+                    done_at = None if busy else size
         finally:
             storage.close()  # this thread's connection
 
