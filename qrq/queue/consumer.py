@@ -40,7 +40,8 @@ _PR_SET_PDEATHSIG = 1
 # every WAL_CHECK seconds.
 WAL_CHECKPOINT_BYTES = JOURNAL_SIZE_LIMIT
 WAL_CHECK = 0.05
-WAL_CHECKPOINT_WAIT = 0.2  # seconds a checkpoint may hold writers while readers finish
+WAL_IDLE = 1.0  # seconds without a commit after which a big WAL is truncated at once
+WAL_CHECKPOINT_WAIT = 0.5  # seconds a checkpoint may hold writers while readers finish
 
 
 def _die_with_parent(signum: int) -> bool:
@@ -234,17 +235,23 @@ class QrqConsumer(Consumer):
         its old space and fail again, over and over.
         """
         storage = self.huey.storage
-        done_at = None  # the size right after the last checkpoint: the next commit cuts it
+        done_at, done_size = None, None  # when the last checkpoint was, and the WAL's size
         try:
             while not self._beating.wait(WAL_CHECK):
                 size = storage.wal_size()
-                if size > WAL_CHECKPOINT_BYTES and size != done_at and not storage.is_full():
-                    try:
-                        busy, _, _ = storage.checkpoint("restart", wait=WAL_CHECKPOINT_WAIT)
-                    except Exception:
-                        logger.exception("WAL checkpoint failed")
-                        busy = 1
-                    done_at = None if busy else size
+                if size <= WAL_CHECKPOINT_BYTES or storage.is_full():
+                    continue
+                if size == done_size and time.monotonic() - done_at < WAL_IDLE:
+                    continue  # the next commit starts the WAL over and cuts it back
+                # Still as big a while after a checkpoint: nothing was written since, so
+                # cut it now (TRUNCATE).
+                mode = "truncate" if size == done_size else "restart"
+                try:
+                    busy, _, _ = storage.checkpoint(mode, wait=WAL_CHECKPOINT_WAIT)
+                except Exception:
+                    logger.exception("WAL checkpoint failed")
+                    busy = 1
+                done_at, done_size = (None, None) if busy else (time.monotonic(), size)
         finally:
             storage.close()  # this thread's connection
 
