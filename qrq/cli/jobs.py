@@ -84,21 +84,23 @@ def wait_for(huey, job_id: str, label: str, timeout: float, *, length: int = 100
     every ``--wait`` and of ``qrq jobs wait``.
 
     The bar shows the job's percent, or ``position(job)`` out of *length* (a batch's
-    items done). With no consumer running it stops at once and says so, unless
-    ``--keep-waiting`` was given; Ctrl-C and the timeout leave the job running and
-    say how to follow it again.
+    items done). When no consumer has run for ``CONSUMER_GRACE`` seconds it stops and
+    says so, unless ``--keep-waiting`` was given; Ctrl-C and the timeout leave the job
+    running and say how to follow it again.
     """
     keep_waiting = click.get_current_context().meta.get(KEEP_WAITING, False)
     follow = f"follow it with: qrq jobs wait {job_id}"
     deadline = time.monotonic() + timeout
     next_check, missing_since, warned = 0.0, None, False
-    job = jobs.get(huey.storage, job_id)
+    job = jobs.get(huey.storage, job_id) or {"status": "gone"}
     try:
         with click.progressbar(length=length, label=label, show_percent=True,
                                show_pos=position is not None) as bar:
             done = 0
             while True:
                 job = jobs.get(huey.storage, job_id)
+                if job is None:
+                    raise click.ClickException(f"job {job_id} no longer exists (purged)")
                 now = job["progress"] if position is None else position(job)
                 bar.update(now - done)
                 done = now
