@@ -78,5 +78,12 @@ class TooManyJobs(QrqError):
     code = "too_many_jobs"
 
 
+class StorageFull(QrqError):
+    """The server's disk is full; nothing was saved. Try again later."""
+
+    status = 503
+    code = "storage_full"
+
+
 class TransientError(Exception):
     """A failure worth retrying (I/O, a locked database); not the caller's fault."""

@@ -1,4 +1,6 @@
+import errno
 import json
+import subprocess
 
 import pytest
 
@@ -133,7 +135,9 @@ def test_oversized_body_is_413(client, templates, alice, settings):
 
 def test_routing_errors_use_the_same_shape(client, alice):
     assert_error(client.get("/api/nope", headers=alice[1]), 404)
-    assert_error(client.put(PDF, headers=alice[1]), 405)
+    response = client.put(PDF, headers=alice[1])
+    assert_error(response, 405)
+    assert set(response.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}  # RFC 9110
 
 
 def test_templates_list_and_show(client, templates, alice):
@@ -296,3 +300,74 @@ def test_batch_item_pages_parse_integers_the_same_way(client, templates, alice):
                      query.split("=")[0])
     assert_error(client.get(f"/api/batch/{job_id}/items/9223372036854775808/svg",
                             headers=alice[1]), 404)
+
+
+# -- a full disk is a 503 storage_full (issue 12, point 9) ----------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs under tmp_path, to fill up for real (tests run as root)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs",
+                           str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill(directory):
+    """Write zeros under *directory* until the file system refuses (ENOSPC)."""
+    chunk = b"\0" * 65536
+    with open(directory / "filler", "wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(chunk)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+        while True:  # the last few bytes too
+            try:
+                out.write(b"\0" * 512)
+            except OSError:
+                break
+
+
+def test_a_full_disk_is_a_503_storage_full_and_passes(small_disk, monkeypatch):
+    from qrq.appdb.db import app_db, init_db
+    from qrq.config import load_settings
+    from qrq.demo import create_templates
+    from qrq.web import create_app
+
+    monkeypatch.setenv("QRQ_DATA_DIR", str(small_disk / "data"))
+    settings = load_settings()
+    settings.ensure_dirs()
+    huey.configure(settings)
+    init_db(settings.app_db, settings.busy_timeout)
+    try:
+        from qrq.appdb.models import User
+
+        with app_db.connection_context():
+            create_templates()
+            _, token = User.create_with_token("root", admin=True)
+        headers = {"Authorization": f"Bearer {token}"}
+        client = create_app({"SETTINGS": settings, "TESTING": True}).test_client()
+        assert client.post(PDF, json={"template_id": 1}, headers=headers).status_code == 202
+        fill(small_disk)
+        answers = []
+        for _ in range(200):  # SQLite reuses its free pages first; new ones need space
+            response = client.post(PDF, json={"template_id": 1}, headers=headers)
+            answers.append(response.status_code)
+            if response.status_code == 503:
+                break
+        assert set(answers) <= {202, 503} and answers[-1] == 503, answers
+        error = assert_error(response, 503)
+        assert error["code"] == "storage_full"
+        assert response.headers["Retry-After"]
+        # Reads still work, and when space returns, so do writes.
+        assert client.get("/api/jobs", headers=headers).status_code == 200
+        (small_disk / "filler").unlink()
+        assert client.post(PDF, json={"template_id": 1}, headers=headers).status_code == 202
+    finally:
+        huey.storage.close()
+        app_db.close()
