@@ -1,5 +1,6 @@
 import errno
 import json
+import os
 import subprocess
 
 import pytest
@@ -371,3 +372,75 @@ def test_a_full_disk_is_a_503_storage_full_and_passes(small_disk, monkeypatch):
     finally:
         huey.storage.close()
         app_db.close()
+
+
+# -- downloads send only the file the job wrote (issue 12, point 6) -------------------
+
+def finished_pdf(client, headers):
+    job_id = client.post(PDF, json={"template_id": 1}, headers=headers).get_json()["job_id"]
+    huey.execute(huey.dequeue())
+    return job_id, f"/api/jobs/{job_id}/download"
+
+
+def finished_batch(client, headers):
+    job_id = client.post("/api/batch/generate-qrs", json={"template_ids": [1, 2]},
+                         headers=headers).get_json()["batch_job_id"]
+    while (task := huey.dequeue()) is not None:
+        huey.execute(task)
+    return job_id
+
+
+def test_a_download_sends_the_recorded_file_with_ranges(client, templates, alice, settings):
+    job_id, url = finished_pdf(client, alice[1])
+    path = settings.artifacts_dir / f"{job_id}.pdf"
+    with client.get(url, headers=alice[1]) as response:
+        assert response.status_code == 200 and response.data == path.read_bytes()
+        assert response.content_length == path.stat().st_size
+        etag = response.headers["ETag"]
+    with client.get(url, headers={**alice[1], "Range": "bytes=0-3"}) as response:
+        assert response.status_code == 206 and response.data == b"%PDF"
+    with client.get(url, headers={**alice[1], "If-None-Match": etag}) as response:
+        assert response.status_code == 304
+
+
+def replace_with_symlink(path, target):
+    path.unlink()
+    path.symlink_to(target)
+
+
+def append_a_byte(path, target):
+    with open(path, "ab") as out:
+        out.write(b"\n")
+
+
+def truncate(path, target):
+    os.truncate(path, 100)
+
+
+def replace_with_fifo(path, target):
+    path.unlink()
+    os.mkfifo(path)
+
+
+def replace_with_directory(path, target):
+    path.unlink()
+    path.mkdir()
+
+
+@pytest.mark.parametrize("tamper", [replace_with_symlink, append_a_byte, truncate,
+                                    replace_with_fifo, replace_with_directory])
+def test_every_download_refuses_a_symlink_or_a_file_unlike_the_record(
+        client, templates, alice, settings, tmp_path, tamper):
+    secret = tmp_path / "secret.pdf"
+    secret.write_bytes(b"%PDF not yours")
+    job_id, url = finished_pdf(client, alice[1])
+    batch_id = finished_batch(client, alice[1])
+    downloads = {settings.artifacts_dir / f"{job_id}.pdf": url,
+                 settings.artifacts_dir / f"{batch_id}.pdf": f"/api/batch/{batch_id}/download/pdf",
+                 settings.artifacts_dir / f"{batch_id}.zip": f"/api/batch/{batch_id}/download/zip"}
+    for path, download in downloads.items():
+        with client.get(download, headers=alice[1]) as response:
+            assert response.status_code == 200  # as written
+        tamper(path, secret)
+        error = assert_error(client.get(download, headers=alice[1]), 404)
+        assert str(tmp_path) not in error["message"]
