@@ -444,3 +444,57 @@ def test_every_download_refuses_a_symlink_or_a_file_unlike_the_record(
         tamper(path, secret)
         error = assert_error(client.get(download, headers=alice[1]), 404)
         assert str(tmp_path) not in error["message"]
+
+
+# -- one error shape for every status a client can meet ------------------------------
+
+def full_queue_database():
+    """Cap the queue database at its current size: the next page it needs is SQLITE_FULL
+    ("database or disk is full"), as on a full disk, at the SQLite layer."""
+    pages = huey.storage.sql("pragma page_count", results=True)[0][0]
+    huey.storage.sql(f"pragma max_page_count = {pages}")
+
+
+def test_every_error_status_has_the_one_shape(settings, templates, make_user):
+    import dataclasses
+
+    from qrq.web import create_app
+
+    app = create_app({"SETTINGS": dataclasses.replace(settings, max_active_jobs=1),
+                      "TESTING": True})
+    client = app.test_client()
+    _, user = make_user("alice")
+    _, admin = make_user("root", admin=True)
+    job_id = client.post(PDF, json={"template_id": 1}, headers=user).get_json()["job_id"]
+    client.delete(f"/api/jobs/{job_id}", headers=user)
+    client.post(PDF, json={"template_id": 1}, headers=user)  # alice's one active job
+    too_big = "x" * settings.max_request_bytes
+
+    def storage_full():
+        full_queue_database()
+        for _ in range(500):
+            response = client.post(PDF, json={"template_id": 1, "options": {
+                "title": "t" * 200}}, headers=admin)
+            if response.status_code != 202:
+                return response
+        raise AssertionError("the queue database never filled up")
+
+    answers = {
+        400: lambda: client.post(PDF, data="{", content_type="application/json",
+                                 headers=user),
+        401: lambda: client.get("/api/jobs"),
+        403: lambda: client.get("/api/admin/queue-status", headers=user),
+        404: lambda: client.get("/api/jobs/" + "0" * 36, headers=user),
+        405: lambda: client.put(PDF, headers=user),
+        409: lambda: client.delete(f"/api/jobs/{job_id}", headers=user),
+        413: lambda: client.post(PDF, json={"template_id": 1, "options": {"title": too_big}},
+                                 headers=user),
+        422: lambda: client.post(PDF, json={"template_id": "one"}, headers=admin),
+        429: lambda: client.post(PDF, json={"template_id": 1}, headers=user),
+        503: storage_full,
+    }
+    codes = {}
+    for status, call in answers.items():
+        codes[status] = assert_error(call(), status)["code"]
+    assert codes[503] == "storage_full" and codes[429] == "too_many_jobs"
+    assert codes[405] == "method_not_allowed" and codes[413] == "payload_too_large"
