@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask
 
 from qrq.appdb.db import app_db, init_db
-from qrq.config import load_settings
+from qrq.config import settings_or_exit
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -18,7 +18,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from qrq.web import batch as batch_api
 
     test_config = dict(test_config or {})
-    settings = test_config.pop("SETTINGS", None) or load_settings()
+    settings = test_config.pop("SETTINGS", None) or settings_or_exit()
     settings.ensure_dirs()
     if settings != huey.settings:
         huey.configure(settings)
