@@ -229,6 +229,13 @@ def test_nesting_up_to_the_limit_is_still_read(client, templates, alice):
     body = '{"template_id": 1, "options": {"lines": ' + inner + ', "title": "[[{{"}}'
     assert_error(client.post(PDF, data=body, content_type="application/json",
                              headers=alice[1]), 422, "options.lines[0]")  # read, then checked
+    deeper = body.replace('"x"', '["x"]')
+    assert_error(client.post(PDF, data=deeper, content_type="application/json",
+                             headers=alice[1]), 400)
+    title = "[" * 100 + "{" * 100  # brackets in strings are text
+    response = client.post(PDF, json={"template_id": 1, "options": {"title": title}},
+                           headers=alice[1])
+    assert response.status_code == 202
 
 
 @pytest.mark.parametrize("url, body, field", [
