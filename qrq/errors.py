@@ -79,7 +79,7 @@ class TooManyJobs(QrqError):
 
 
 class StorageFull(QrqError):
-    """The server's disk is full; nothing was saved. Try again later."""
+    """The disk holding qrq's data is full; try again once space has been freed."""
 
     status = 503
     code = "storage_full"
