@@ -92,7 +92,7 @@ def backup_list(set_id: str | None, limit: int, as_json: bool) -> None:
     if not sets:
         click.echo(f"no backups in {backups}")
         return
-    click.echo(f"{'set':<20} {'created':<24}  {'kind':<9} {'status':<7} {'ok':<6} "
+    click.echo(f"{'set':<20} {'created':<20}  {'kind':<9} {'status':<7} {'ok':<6}  "
                f"{'size':>12}    {'compressed':>12}  duration")
     for m in sets[:limit]:
         click.echo(f"{m['id']:<20} {m['created_at']}  {m['kind']:<9} {m['status']:<7} "
