@@ -14,6 +14,7 @@ import click
 
 from qrq.config import holds_qrq_data, load_settings
 from qrq.errors import QrqError
+from qrq.queue.jobs import resolve_id
 
 
 def get_settings():
@@ -76,7 +77,6 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
     get_settings()  # every command starts with settings that are allowed
 
 
-
 # -- what many commands share: job ids, tables, JSON ----------------------------------
 
 class JobIdParam(click.ParamType):
@@ -85,8 +85,6 @@ class JobIdParam(click.ParamType):
     name = "job_id"
 
     def convert(self, value, param, ctx):
-        from qrq.queue.jobs import resolve_id
-
         # NotFound and Conflict (ambiguous) become "Error: ..." in CliGroup.invoke.
         return resolve_id(get_queue().storage, value)
 
