@@ -14,15 +14,9 @@ from PIL import Image, ImageDraw
 
 from qrq import batch
 from qrq.batch import run as batch_run
-from qrq.cards.batch_render import (
-    CardSheets,
-    PdfStream,
-    matrix_png,
-    matrix_svg,
-    pack_matrix,
-    unpack_matrix,
-)
-from qrq.cards.qr import CardSpec, qr_matrix
+from qrq.cards.images import matrix_png, matrix_svg, pack_matrix, unpack_matrix
+from qrq.cards.pdf import PdfStream
+from qrq.cards.qr import CardSheets, CardSpec, qr_matrix
 from qrq.errors import PayloadTooLarge, ValidationError
 from qrq.queue import huey, jobs
 from tests.test_api import assert_error
@@ -170,6 +164,13 @@ def test_template_ids_times_copies_make_numbered_payloads():
     ({"template_ids": [1], "options": {"formats": ["svg", "svg"]}}, "options.formats"),
     ({"template_ids": [1], "options": {"formats": ["jpeg"]}}, "options.formats"),
     ({"template_ids": [1], "options": {"formats": [["png"]]}}, "options.formats"),
+    ({"items": [{"template_id": 1}] * 3 + [{"template_id": 1, "title": "\ud800"}]},
+     "items[3].title"),
+    ({"items": [{"template_id": 1, "data": "https://x.example/\udc80"}]}, "items[0].data"),
+    ({"items": [{"template_id": 1, "lines": ["a", "b\ud800c"]}]}, "items[0].lines[1]"),
+    ({"items": [{"template_id": 1, "title": "Zoë Łódź 東京"}]}, "items[0].title"),
+    ({"template_ids": [1], "options": {"data": "\ud800{copy}"}}, "options.data"),
+    ({"template_ids": [1], "options": {"title": "\ud800"}}, "options.title"),
 ])
 def test_malformed_requests_name_the_field(body, field):
     with pytest.raises(ValidationError) as raised:
@@ -220,6 +221,22 @@ def test_too_many_items_is_413_and_bad_items_422(client, templates, alice, setti
     assert_error(client.post(URL, data="nope", headers=alice[1]), 400)
     assert huey.storage.queue_size() == 0
     assert huey.storage.sql("select count(*) from batch_item", results=True)[0][0] == 0
+
+
+@pytest.mark.parametrize(("url", "body"), [
+    (URL, {"items": [{"template_id": 4}] * 3 + [{"template_id": 4, "title": "\ud800"}]}),
+    (URL, {"items": [{"template_id": 4, "data": "x\ud800"}]}),
+    (URL, {"template_ids": [4], "options": {"lines": ["\udfff"]}}),
+    ("/api/generate-qr-pdf", {"template_id": 1, "options": {"data": "\ud800"}}),
+    ("/api/generate-qr-pdf", {"template_id": 1, "options": {"title": "a\ud800"}}),
+])
+def test_a_lone_surrogate_is_422_not_500(client, templates, alice, url, body):
+    """Valid JSON (``"\\ud800"``) that is not text: refused before anything is queued."""
+    raw = json.dumps(body)  # ASCII, the surrogate as an escape
+    assert "\\ud" in raw or "\\udf" in raw
+    assert_error(client.post(url, data=raw, headers=alice[1],
+                             content_type="application/json"), 422)
+    assert huey.storage.queue_size() == 0
 
 
 def test_a_failing_item_is_recorded_and_the_batch_still_finishes(client, templates, alice,

@@ -72,7 +72,7 @@ def check_item_data(value: Any, field: str) -> str:
         raise ValidationError(f"must be at most {opts.MAX_DATA} characters", field=field)
     if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in value):
         raise ValidationError("must not contain control characters", field=field)
-    return value
+    return opts.check_unicode(value, field)
 
 
 def _pattern_payloads(template: dict, options: dict, job_id: str, copies: int,

@@ -33,16 +33,10 @@ from qrq.batch import (
     rows_in_order,
 )
 from qrq.cards import options as opts
-from qrq.cards.batch_render import (
-    CardSheets,
-    PdfStream,
-    matrix_png,
-    matrix_svg,
-    pack_rows,
-    unpack_matrix,
-)
 from qrq.cards.encoder import qr_rows
-from qrq.cards.qr import replace_atomically
+from qrq.cards.images import matrix_png, matrix_svg, pack_rows, unpack_matrix
+from qrq.cards.pdf import PdfStream
+from qrq.cards.qr import CardSheets, replace_atomically
 from qrq.errors import NotFound, QrqError
 from qrq.queue import jobs
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from qrq.cards.encoder import ERROR_CORRECTION, DataTooLong
 from qrq.cards.encoder import check_fits as fits_in_a_code
+from qrq.cards.pdf import unprintable
 from qrq.cards.qr import CardSpec
 from qrq.errors import ValidationError
 
@@ -36,7 +37,31 @@ class Field:
     check: Callable[[Any, str], Any]
 
 
-def _text(max_len: int) -> Callable[[Any, str], str]:
+def check_unicode(value: str, field: str) -> str:
+    """Refuse a lone surrogate (``"\\ud800"``, valid JSON but not text): it cannot be
+    encoded, so neither stored as UTF-8 nor put in a code."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"must be valid Unicode text: a lone surrogate "
+                              f"U+{ord(value[exc.start]):04X} at character {exc.start}",
+                              field=field) from None
+    return value
+
+
+def check_printable(value: str, field: str) -> str:
+    """Refuse text the PDF fonts cannot print, rather than print ``?`` in its place."""
+    char = unprintable(value)
+    if char is not None:
+        raise ValidationError(f"cannot print {char!r} (U+{ord(char):04X}): titles and lines "
+                              "are printed in Western European characters (Windows-1252)",
+                              field=field)
+    return value
+
+
+def _text(max_len: int, printed: bool = False) -> Callable[[Any, str], str]:
+    """A check of a string of at most *max_len* characters; *printed* text must be
+    printable on a PDF page too."""
     def check(value: Any, field: str) -> str:
         if not isinstance(value, str):
             raise ValidationError("must be a string", field=field)
@@ -44,7 +69,8 @@ def _text(max_len: int) -> Callable[[Any, str], str]:
             raise ValidationError(f"must be at most {max_len} characters", field=field)
         if any(ord(ch) < 32 for ch in value):
             raise ValidationError("must not contain control characters", field=field)
-        return value
+        check_unicode(value, field)
+        return check_printable(value, field) if printed else value
     return check
 
 
@@ -83,7 +109,8 @@ def check_lines(value: Any, field: str) -> tuple[str, ...]:
         raise ValidationError("must be a list of strings", field=field)
     if len(value) > MAX_LINES:
         raise ValidationError(f"must have at most {MAX_LINES} lines", field=field)
-    return tuple(_text(MAX_TEXT)(line, f"{field}[{i}]") for i, line in enumerate(value))
+    return tuple(_text(MAX_TEXT, printed=True)(line, f"{field}[{i}]")
+                 for i, line in enumerate(value))
 
 
 def check_colors(value: Any, field: str) -> dict[str, str]:
@@ -129,7 +156,7 @@ def check_position(value: Any, field: str) -> float | None:
 FIELDS = {f.name: f for f in (
     Field("data", "The QR payload; may use {template_id}, {domain}, {copy}, {job_id}.",
           check_payload),
-    Field("title", "Title printed above the code.", _text(MAX_TEXT)),
+    Field("title", "Title printed above the code.", _text(MAX_TEXT, printed=True)),
     Field("lines", f"Up to {MAX_LINES} text lines printed under the code.", check_lines),
     Field("size_mm", "Side of the QR code, quiet zone included, in mm (5 to 500).",
           _number(5, 500)),
@@ -182,6 +209,12 @@ def template_fields(template: dict[str, Any]) -> dict[str, Any]:
 def build_spec(template: dict[str, Any], options: dict[str, Any]) -> CardSpec:
     """Merge checked *options* over *template* (its ``to_dict()``) into a CardSpec."""
     values = {**template_fields(template), **options}
+    # A template stored before its text was checked must not print "?" either.
+    texts = [("title", values["title"]), *((f"lines[{i}]", line)
+                                           for i, line in enumerate(values["lines"]))]
+    for name, text in texts:
+        field = f"options.{name}" if name.split("[")[0] in options else name
+        check_printable(check_unicode(text, field), field)
     width, height = check_page_size(values["page_size"], "page_size")
     cols, rows = check_grid(values["grid"], "grid")
     colors = {"fg": "#000000", "bg": "#ffffff", **template["colors"],
