@@ -459,3 +459,14 @@ def test_progress_is_written_in_chunks_not_per_item(client, templates, alice):
     # 10 chunks of 100, more if a chunk took over half a second (a loaded machine).
     assert 10 <= len(logged) <= 150, len(logged)  # per item it would be 1000
     assert logged == sorted(logged) and logged[-1] == 100
+
+
+def test_batch_code_leaves_the_job_table_to_the_job_records_module():
+    """Job progress is written through qrq.queue.jobs, never by SQL of its own."""
+    from pathlib import Path
+
+    import qrq.batch
+
+    for path in Path(qrq.batch.__file__).parent.glob("*.py"):
+        source = path.read_text()
+        assert not re.search(r"\b(update|into)\s+job\b", source, re.I), path
