@@ -51,7 +51,7 @@ def check_unicode(value: str, field: str) -> str:
 
 def check_printable(value: str, field: str) -> str:
     """Refuse text the PDF fonts cannot print, rather than print ``?`` in its place."""
-    char = unprintable(value)
+    char = unprintable(check_unicode(value, field))
     if char is not None:
         raise ValidationError(f"cannot print {char!r} (U+{ord(char):04X}): titles and lines "
                               "are printed in Western European characters (Windows-1252)",
@@ -69,8 +69,7 @@ def _text(max_len: int, printed: bool = False) -> Callable[[Any, str], str]:
             raise ValidationError(f"must be at most {max_len} characters", field=field)
         if any(ord(ch) < 32 for ch in value):
             raise ValidationError("must not contain control characters", field=field)
-        check_unicode(value, field)
-        return check_printable(value, field) if printed else value
+        return check_printable(value, field) if printed else check_unicode(value, field)
     return check
 
 
@@ -156,8 +155,10 @@ def check_position(value: Any, field: str) -> float | None:
 FIELDS = {f.name: f for f in (
     Field("data", "The QR payload; may use {template_id}, {domain}, {copy}, {job_id}.",
           check_payload),
-    Field("title", "Title printed above the code.", _text(MAX_TEXT, printed=True)),
-    Field("lines", f"Up to {MAX_LINES} text lines printed under the code.", check_lines),
+    Field("title", "Title printed above the code, in Western European characters "
+          "(Windows-1252).", _text(MAX_TEXT, printed=True)),
+    Field("lines", f"Up to {MAX_LINES} text lines printed under the code, in Western "
+          "European characters (Windows-1252).", check_lines),
     Field("size_mm", "Side of the QR code, quiet zone included, in mm (5 to 500).",
           _number(5, 500)),
     Field("qr_x_mm", "QR position from the card's left edge in mm; null centres it.",
@@ -209,12 +210,11 @@ def template_fields(template: dict[str, Any]) -> dict[str, Any]:
 def build_spec(template: dict[str, Any], options: dict[str, Any]) -> CardSpec:
     """Merge checked *options* over *template* (its ``to_dict()``) into a CardSpec."""
     values = {**template_fields(template), **options}
-    # A template stored before its text was checked must not print "?" either.
-    texts = [("title", values["title"]), *((f"lines[{i}]", line)
-                                           for i, line in enumerate(values["lines"]))]
-    for name, text in texts:
-        field = f"options.{name}" if name.split("[")[0] in options else name
-        check_printable(check_unicode(text, field), field)
+    # Text a template stored before it was checked must not be printed as "?" either.
+    where = {name: f"options.{name}" if name in options else name for name in ("title", "lines")}
+    check_printable(values["title"], where["title"])
+    for i, line in enumerate(values["lines"]):
+        check_printable(line, f"{where['lines']}[{i}]")
     width, height = check_page_size(values["page_size"], "page_size")
     cols, rows = check_grid(values["grid"], "grid")
     colors = {"fg": "#000000", "bg": "#ffffff", **template["colors"],
