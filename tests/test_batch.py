@@ -470,3 +470,16 @@ def test_batch_code_leaves_the_job_table_to_the_job_records_module():
     for path in Path(qrq.batch.__file__).parent.glob("*.py"):
         source = path.read_text()
         assert not re.search(r"\b(update|into)\s+job\b", source, re.I), path
+
+
+def test_a_run_that_lost_its_lease_does_not_write_progress(client, templates, alice):
+    job_id = submit(client, alice[1], {"template_ids": [2], "options": {"copies": 3}})[
+        "batch_job_id"]
+    huey.dequeue()  # leased to this process
+    batch_run._report(huey.storage, job_id, 40, "ours")
+    assert jobs.get(huey.storage, job_id)["progress"] == 40
+    huey.storage.sql("update job set worker = 'another/1:feed' where id = ?", (job_id,),
+                     commit=True)  # another consumer took the job over
+    batch_run._report(huey.storage, job_id, 70, "stale")
+    assert (jobs.get(huey.storage, job_id)["progress"], jobs.get(huey.storage, job_id)["stage"]
+            ) == (40, "ours")

@@ -103,7 +103,8 @@ def _write_chunk(storage, job_id: str, rows: list[tuple], total: int) -> bool:
                      "and status = 'failed') where job_id = ?1 returning completed, failed",
                      (job_id,))
         ok, failed = curs.fetchone()
-        return jobs.record_progress(curs, job_id, ENCODE_SHARE * (ok + failed) // max(1, total),
+        return jobs.record_progress(curs, job_id, storage.owner,
+                                    ENCODE_SHARE * (ok + failed) // max(1, total),
                                     f"encoding {ok + failed}/{total} ({failed} failed)")
 
 
@@ -147,7 +148,7 @@ def encode_pending(storage, job_id: str, total: int, specs: _Specs,
 
 def _report(storage, job_id: str, percent: int, stage: str) -> None:
     with storage.db(commit=True) as curs:
-        jobs.record_progress(curs, job_id, percent, stage)
+        jobs.record_progress(curs, job_id, storage.owner, percent, stage)
 
 
 def assemble(storage, artifacts: Path, job_id: str, total: int, specs: _Specs,
