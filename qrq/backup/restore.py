@@ -56,16 +56,14 @@ def restore(backups: Path, manifest: dict, to_dir: Path, names: Iterable[str] = 
     try:
         for entry in entries:
             target = to_dir / entry["name"]
-            tmp = _staging(target)
             try:
                 files.make_dirs(target.parent)
-                staged.append((tmp, target))
-                problems = unpack_entry(set_dir, entry, tmp)
+                staged.append((_staging(target), target))
+                problems = unpack_entry(set_dir, entry, staged[-1][0])
                 if not problems:
-                    files.fsync(tmp)
+                    files.fsync(staged[-1][0])
             except OSError as exc:  # the target side: permissions, a full disk
-                raise QrqError(f"cannot write {exc.filename or target}: "
-                               f"{exc.strerror or exc}; nothing was restored") from None
+                raise _unwritable(exc, target, "nothing was restored") from None
             if problems:
                 detail = "; ".join(problems).replace("\n", " ")
                 raise DamagedBackup(f"backup set {manifest['id']} is damaged: {detail}; "
@@ -74,12 +72,19 @@ def restore(backups: Path, manifest: dict, to_dir: Path, names: Iterable[str] = 
         if key is not None:
             target = to_dir / secret.SECRET_FILE
             staged.append((_staging(target), target))
-            secret.write_key(key, staged[-1][0])
+            try:
+                secret.write_key(key, staged[-1][0])
+            except OSError as exc:
+                raise _unwritable(exc, target, "nothing was restored") from None
         before_replacing()
-        for tmp, target in staged:
-            for suffix in ("-wal", "-shm", "-journal"):
-                Path(f"{target}{suffix}").unlink(missing_ok=True)
-            os.replace(tmp, target)
+        for done, (tmp, target) in enumerate(staged):
+            try:
+                for suffix in ("-wal", "-shm", "-journal"):
+                    Path(f"{target}{suffix}").unlink(missing_ok=True)
+                os.replace(tmp, target)
+            except OSError as exc:
+                raise _unwritable(exc, target, f"{done} of {len(staged)} files were "
+                                  "replaced; restore again") from None
         for folder in {target.parent for _, target in staged}:
             files.fsync(folder)
     finally:
@@ -88,3 +93,7 @@ def restore(backups: Path, manifest: dict, to_dir: Path, names: Iterable[str] = 
     for entry in entries:
         report(entry, "restored")
     return [target for _, target in staged]
+
+
+def _unwritable(exc: OSError, target: Path, outcome: str) -> QrqError:
+    return QrqError(f"cannot write {exc.filename or target}: {exc.strerror or exc}; {outcome}")

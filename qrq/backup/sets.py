@@ -21,6 +21,7 @@ from qrq.errors import Conflict, NotFound, ValidationError
 MANIFEST = "manifest.json"
 SET_ID = re.compile(r"\d{8}T\d{6}Z(-\d+)?")
 STATUSES = ("ok", "partial", "failed")
+NUMBER = (int, float)
 
 
 class DamagedBackup(Conflict):
@@ -45,10 +46,11 @@ def _problem(manifest: Any, set_id: str) -> str | None:
         return f"its id {manifest.get('id')!r} is not the directory's name"
     if manifest.get("status") not in STATUSES:
         return f"unknown status {manifest.get('status')!r}"
-    for key, kind in (("kind", str), ("created_at", str), ("ok", int), ("failed", int),
-                      ("databases", list)):
-        if not isinstance(manifest.get(key), kind):
-            return f"{key!r} is missing or not a {kind.__name__}"
+    for key, kinds in (("kind", str), ("created_at", str), ("ok", int), ("failed", int),
+                       ("size", int), ("compressed_size", int), ("duration", NUMBER),
+                       ("databases", list)):
+        if not isinstance(manifest.get(key), kinds):
+            return f"{key!r} is missing or has the wrong type"
     try:
         datetime.datetime.fromisoformat(manifest["created_at"].replace("Z", "+00:00"))
     except ValueError:
@@ -57,10 +59,15 @@ def _problem(manifest: Any, set_id: str) -> str | None:
         if not isinstance(entry, dict) or not _safe_path(entry.get("name")) \
                 or not _safe_path(entry.get("file")):
             return f"a database entry has no usable name and file: {str(entry)[:80]}"
-        if entry.get("status") == "ok" and (
+        if not isinstance(entry.get("duration"), NUMBER) or not isinstance(
+                entry.get("status"), str):
+            return f"the entry of {entry['name']} lacks its status or duration"
+        if entry["status"] == "ok" and (
                 entry.get("codec") not in CODECS or not isinstance(entry.get("db_sha256"), str)
+                or not isinstance(entry.get("sha256"), str)
+                or not isinstance(entry.get("size"), int)
                 or not isinstance(entry.get("tables"), dict)):
-            return f"the entry of {entry['name']} lacks its codec, sha256 or row counts"
+            return f"the entry of {entry['name']} lacks its codec, sizes, sha256 or row counts"
     secret = manifest.get("secret")
     if secret is not None and not (isinstance(secret, dict)
                                    and isinstance(secret.get("fingerprint"), str)
