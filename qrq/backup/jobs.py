@@ -13,8 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from qrq.appdb.db import app_db, init_db
-from qrq.appdb.models import User
+from qrq import notify
 from qrq.backup.retention import apply_retention
 from qrq.backup.runs import run_backup
 from qrq.errors import QrqError
@@ -107,19 +106,10 @@ def report_text(manifest: dict) -> tuple[str, str]:
     return subject, "\n".join(lines) + "\n"
 
 
-def admin_addresses(settings) -> list[str]:
-    """The e-mail addresses of the admins that have one."""
-    if app_db.database != str(settings.app_db):
-        init_db(settings.app_db, settings.busy_timeout)
-    with app_db.connection_context():
-        return sorted({u.email for u in User.select().where(User.is_admin, User.email.is_null(
-            False)) if u.email})
-
-
 def mail_admins(settings, mail: Mailer, subject: str, body: str) -> int:
     """Queue a mail to every admin with an address (with *mail*); return how many."""
     try:
-        to = admin_addresses(settings)
+        to = notify.admin_addresses(settings)
     except Exception:  # the report is in the job result even when app.db is unreadable
         logger.exception("could not read the admins' addresses")
         return 0
