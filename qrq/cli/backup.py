@@ -8,6 +8,16 @@ from pathlib import Path
 
 import click
 
+from qrq.backup import (
+    environment_key,
+    get_set,
+    list_databases,
+    list_sets,
+    restore,
+    run_backup,
+    select_entries,
+    verify_set,
+)
 from qrq.cli.base import get_queue, get_settings, main
 from qrq.humanize import format_bytes
 
@@ -69,8 +79,6 @@ def backup_list(set_id: str | None, limit: int) -> None:
 
     Example: qrq backup list latest
     """
-    from qrq.backup import get_set, list_sets
-
     backups = get_settings().backups_dir
     if set_id:
         manifest = get_set(backups, set_id)
@@ -106,8 +114,6 @@ def backup_verify(set_id: str) -> None:
 
     Example: qrq backup verify latest
     """
-    from qrq.backup import get_set, select_entries, verify_set
-
     backups = get_settings().backups_dir
     manifest = get_set(backups, set_id)
     count, done = len(select_entries(manifest)), [0]
@@ -164,14 +170,6 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
 
     Example: qrq backup restore latest --to /tmp/restored --db app.db
     """
-    from qrq.backup import (
-        environment_key,
-        get_set,
-        list_databases,
-        restore,
-        run_backup,
-        select_entries,
-    )
     from qrq.queue import maintenance
 
     settings = get_settings()
