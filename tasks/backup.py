@@ -17,9 +17,9 @@ def _mail(to: list[str], subject: str, body: str) -> None:
 
 
 def backup_now(task, kind: str, due_at: float | None = None) -> dict:
-    return backup_jobs.backup_now(huey.settings, task.id, kind, due_at, mail=_mail,
-                                  report=lambda pct, stage: progress(task, pct, stage),
-                                  stop=lambda: task.is_timed_out)
+    return backup_jobs.backup_now(huey.settings, huey.storage, task.id, kind, due_at,
+                                  mail=_mail, stop=lambda: task.is_timed_out,
+                                  report=lambda pct, stage: progress(task, pct, stage))
 
 
 @job_task("maintenance", name="backup.run", timeout=settings.backup_timeout, retries=1,
@@ -40,7 +40,7 @@ def scheduled_backup(task=None) -> dict:
 
 def catch_up(now: float | None = None) -> str | None:
     """Enqueue one catch-up backup if a scheduled one was missed; return its job id."""
-    due = backup_jobs.claim_catch_up(huey.settings, now)
+    due = backup_jobs.claim_catch_up(huey.settings, huey.storage, now)
     if due is None:
         return None
     return submit(run_backup_task, "catch-up", due, owner_id=None,

@@ -13,11 +13,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from qrq import notify
+from qrq import notify, schedule
 from qrq.backup.retention import apply_retention
 from qrq.backup.runs import run_backup
 from qrq.errors import QrqError
-from qrq.queue import maintenance
+from qrq.queue import locks
 from qrq.queue.jobs import JobCanceled
 
 logger = logging.getLogger("qrq.backup")
@@ -28,15 +28,15 @@ Mailer = Callable[[list[str], str, str], None]
 
 def last_due(settings, now: float | None = None) -> float | None:
     """When the backup schedule was last due (None: no schedule)."""
-    return maintenance.last_due(settings.backup_schedule,
-                                maintenance.zone(settings.backup_timezone),
-                                time.time() if now is None else now)
+    return schedule.last_due(settings.backup_schedule, schedule.zone(settings.backup_timezone),
+                             time.time() if now is None else now)
 
 
-def backup_now(settings, job_id: str, kind: str, due_at: float | None = None, *,
+def backup_now(settings, storage, job_id: str, kind: str, due_at: float | None = None, *,
                report: Callable[[float, str], None], stop: Callable[[], bool],
                mail: Mailer) -> dict:
-    """Run one backup as job *job_id*: lock, back up, apply retention, mail the admins.
+    """Run one backup as job *job_id*: lock (in *storage*, the queue's), back up, apply
+    retention, mail the admins.
 
     A run that fails before its set is written mails the admins too, then raises.
     """
@@ -53,23 +53,21 @@ def backup_now(settings, job_id: str, kind: str, due_at: float | None = None, *,
             raise
         result = summarize(manifest)
         result["removed_sets"] = apply_retention(
-            settings, maintenance.zone(settings.backup_timezone))
+            settings, schedule.zone(settings.backup_timezone))
         result["mailed"] = mail_admins(settings, mail, *report_text(manifest))
         return result, bool(manifest["ok"])
 
-    return maintenance.run_exclusive(settings.queue_db, LOCK, job_id, kind, due_at, body,
-                                     settings.busy_timeout)
+    return locks.run_exclusive(storage, LOCK, job_id, kind, due_at, body)
 
 
-def claim_catch_up(settings, now: float | None = None) -> float | None:
+def claim_catch_up(settings, storage, now: float | None = None) -> float | None:
     """The due time of a missed scheduled backup this caller should catch up, or None.
 
     Every worker of every consumer asks at start-up; the claim in the queue
     database lets exactly one of them have it.
     """
     due = last_due(settings, now)
-    if not maintenance.claim_catch_up(settings.queue_db, LOCK, due, now=now,
-                                      timeout=settings.busy_timeout):
+    if not locks.claim_catch_up(storage, LOCK, due, now=now):
         return None
     logger.info("backup due at %s was missed; queueing a catch-up",
                 time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(due)))

@@ -135,18 +135,13 @@ def backup_verify(set_id: str) -> None:
 
 
 def _live_consumers(settings) -> list[str]:
-    """Consumers whose heartbeat is fresh, as ``host pid N (Ns ago)``."""
     from qrq.queue import stats
 
     if not settings.queue_db.exists():
         return []
-    storage = get_queue().storage
-    try:
-        return [f"{c['host']} pid {c['pid']} ({c['heartbeat_age']:.0f}s ago)"
-                for c in stats.consumers(storage)
-                if c["heartbeat_age"] < 2 * settings.lease_seconds]
-    finally:
-        storage.close()  # nothing of queue.db stays open while it is replaced
+    return [f"{c['host']} pid {c['pid']} ({c['heartbeat_age']:.0f}s ago)"
+            for c in stats.consumers(get_queue().storage)
+            if c["heartbeat_age"] < 2 * settings.lease_seconds]
 
 
 @backup_group.command("restore")
@@ -170,7 +165,7 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
 
     Example: qrq backup restore latest --to /tmp/restored --db app.db
     """
-    from qrq.queue import maintenance
+    from qrq.queue import locks
 
     settings = get_settings()
     backups = settings.backups_dir
@@ -212,13 +207,13 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
                                            "running: " + ", ".join(running))
             # No backup may start while the live files are replaced. A long lease and no
             # renewing thread: nothing may write to queue.db while it is swapped.
-            holder = maintenance.holder_id()
-            other = maintenance.try_lock(settings.queue_db, "backup", holder, ttl=3600,
-                                         timeout=settings.busy_timeout)
+            storage = get_queue().storage
+            holder = locks.holder_id()
+            other = locks.try_lock(storage, "backup", holder, ttl=3600)
             if other is not None:
                 raise click.ClickException(f"a backup is running: {other}")
-            stack.callback(maintenance.release_lock, settings.queue_db, "backup", holder,
-                           settings.busy_timeout)
+            stack.callback(locks.release_lock, storage, "backup", holder)
+            stack.callback(storage.close)  # the release opens the restored file afresh
         click.echo(f"checking {count} database(s) of set {manifest['id']} before "
                    "replacing anything")
         restored = restore(backups, manifest, to_dir, names, report=report,
