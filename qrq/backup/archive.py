@@ -17,6 +17,7 @@ import sqlite3
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import zstandard
 
 from qrq.backup import files
 from qrq.errors import ValidationError
+from qrq.sqlite_deadline import interrupt_when
 
 CODECS = {"zstd": ".zst", "gzip": ".gz"}
 CHUNK = 1 << 20
@@ -151,9 +153,7 @@ def decompress_file(src: Path, dest: Path, codec: str,
 def check_database(path: Path, expected_rows: dict[str, int] | None,
                    stop: Callable[[], bool] = never) -> list[str]:
     """Problems found by ``integrity_check`` and the row counts; empty when sound."""
-    conn = connect(path)
-    conn.set_progress_handler(lambda: 1 if stop() else 0, 100_000)
-    try:
+    with closing(connect(path)) as conn, interrupt_when(conn, stop, every=100_000):
         # A big page cache and mmap make integrity_check's index lookups cheap.
         conn.execute("pragma cache_size=-262144")
         conn.execute("pragma mmap_size=1073741824")
@@ -164,8 +164,6 @@ def check_database(path: Path, expected_rows: dict[str, int] | None,
             if counts != expected_rows:
                 problems.append(f"row counts differ: expected {expected_rows}, got {counts}")
         return problems
-    finally:
-        conn.close()
 
 
 def unpack_entry(set_dir: Path, entry: dict, dest: Path,
