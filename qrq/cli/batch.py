@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import uuid
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import click
 
 from qrq import batch
+from qrq.appdb.models import User
 from qrq.cli.base import JOB_ID, echo_table, get_app_db, get_queue, main, shorten
 from qrq.cli.jobs import _parse_option, wait_for, wait_options
 
@@ -17,8 +19,6 @@ from qrq.cli.jobs import _parse_option, wait_for, wait_options
 def _owner_id(name: str | None) -> int | None:
     if name is None:
         return None
-    from qrq.appdb.models import User
-
     with get_app_db().connection_context():
         user = User.get_or_none(User.name == name)
     if user is None:
@@ -28,7 +28,14 @@ def _owner_id(name: str | None) -> int | None:
 
 def _csv_items(path: Path, template_id: int | None) -> list[dict]:
     """Items from a CSV with a header: ``data`` (required), ``template_id``, ``title``."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise click.BadParameter(f"line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                                 "save the file as UTF-8", param_hint="--csv") from None
+    with io.StringIO(text, newline="") as fh:
         reader = csv.DictReader(fh)
         columns = set(reader.fieldnames or ())
         if "data" not in columns:
