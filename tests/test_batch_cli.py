@@ -25,7 +25,7 @@ def test_submit_count_then_list_items(runner, templates, make_user):
     listed = runner.invoke(main, ["batch", "items", job_id, "--per-page", "5"])
     assert listed.exit_code == 0, listed.output
     lines = listed.output.splitlines()
-    assert lines[0].split()[:3] == ["0", "ok", "00000-cards.qrcards.example-c-2-1.svg"]
+    assert lines[1].split()[:3] == ["0", "ok", "00000-cards.qrcards.example-c-2-1.svg"]
     assert lines[-1] == "5 of 12 item(s)"
     failed = runner.invoke(main, ["batch", "items", job_id, "--failed"])
     assert failed.output.strip() == "0 of 0 item(s) failed"
@@ -38,7 +38,7 @@ def test_submit_with_png_formats_lists_png_files(runner, templates):
     job_id = queued_id(result.output)
     assert run_job(job_id)["status"] == "finished"
     listed = runner.invoke(main, ["batch", "items", job_id])
-    assert listed.output.splitlines()[1].split()[:3] == [
+    assert listed.output.splitlines()[2].split()[:3] == [
         "1", "ok", "00001-cards.qrcards.example-c-2-2.png"], listed.output
     bad = runner.invoke(main, ["batch", "submit", "--template", "2", "--count", "2",
                                "-o", "formats=gif"])
@@ -81,5 +81,25 @@ def test_bad_arguments_and_bad_input(runner, templates, tmp_path, settings):
     missing = runner.invoke(main, ["batch", "submit", "--template", "99", "--count", "1"])
     assert missing.exit_code == 1 and "template 99 does not exist" in missing.output
     unknown = runner.invoke(main, ["batch", "items", "0c1d2e3f-0000-4000-8000-000000000000"])
-    assert unknown.exit_code == 1 and "no batch" in unknown.output
+    assert unknown.exit_code == 1 and "no job" in unknown.output
+    assert huey.storage.queue_size() == 0
+
+
+def test_csv_that_is_not_utf8_or_not_printable_is_refused_without_a_traceback(runner, templates,
+                                                                              tmp_path):
+    path = tmp_path / "bad.csv"
+    # A lone surrogate written as UTF-8 would be (ED A0 80): not valid UTF-8.
+    path.write_bytes(b"template_id,data,title\n1,https://a.example/1,ok\n"
+                     b"1,https://a.example/\xed\xa0\x80,x\n")
+    result = runner.invoke(main, ["batch", "submit", "--csv", str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "line 3" in result.output and "UTF-8" in result.output
+    path.write_text("template_id,data,title\n1,https://a.example/1,Zoë Łódź\n",
+                    encoding="utf-8")
+    result = runner.invoke(main, ["batch", "submit", "--csv", str(path)])
+    assert result.exit_code == 1 and "items[0].title" in result.output, result.output
+    result = runner.invoke(main, ["batch", "submit", "--template", "1", "--count", "2",
+                                  "-o", "title=\udced"])  # an undecodable argument byte
+    assert result.exit_code == 1 and "options.title" in result.output, result.output
     assert huey.storage.queue_size() == 0

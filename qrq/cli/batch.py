@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
-import time
 import uuid
 from pathlib import Path
 
 import click
 
 from qrq import batch
-from qrq.cli.base import get_app_db, get_queue, main
-from qrq.cli.jobs import _parse_option
-from qrq.queue import jobs
+from qrq.appdb.models import User
+from qrq.cli.base import JOB_ID, echo_table, get_app_db, get_queue, main, shorten
+from qrq.cli.jobs import _parse_option, wait_for, wait_options
 
 
 def _owner_id(name: str | None) -> int | None:
     if name is None:
         return None
-    from qrq.appdb.models import User
-
     with get_app_db().connection_context():
         user = User.get_or_none(User.name == name)
     if user is None:
@@ -30,7 +28,14 @@ def _owner_id(name: str | None) -> int | None:
 
 def _csv_items(path: Path, template_id: int | None) -> list[dict]:
     """Items from a CSV with a header: ``data`` (required), ``template_id``, ``title``."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise click.BadParameter(f"line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                                 "save the file as UTF-8", param_hint="--csv") from None
+    with io.StringIO(text, newline="") as fh:
         reader = csv.DictReader(fh)
         columns = set(reader.fieldnames or ())
         if "data" not in columns:
@@ -56,21 +61,11 @@ def _csv_items(path: Path, template_id: int | None) -> list[dict]:
 
 def wait_for_batch(huey, job_id: str, total: int, timeout: float) -> dict:
     """Poll a batch to its end with a progress bar over its items; return its job record."""
-    deadline = time.monotonic() + timeout
-    with click.progressbar(length=total, label="encoding", show_pos=True) as bar:
-        done = 0
-        while True:
-            job = jobs.get(huey.storage, job_id)
-            found = batch.counts(huey.storage, job_id)
-            now = found["completed"] + found["failed"]
-            bar.update(now - done)
-            done = now
-            if job["status"] in jobs.ENDED:
-                return job
-            if time.monotonic() > deadline:
-                raise click.ClickException(f"batch {job_id} still {job['status']} after "
-                                           f"{timeout:g}s; is a consumer running (qrq worker)?")
-            time.sleep(0.2)
+    def items_done(job: dict) -> int:
+        found = batch.counts(huey.storage, job_id)
+        return found["completed"] + found["failed"]
+
+    return wait_for(huey, job_id, "encoding", timeout, length=total, position=items_done)
 
 
 def _report(huey, job_id: str, job: dict) -> None:
@@ -98,9 +93,7 @@ def batch_group() -> None:
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Override a template field for every item; VALUE is JSON or a string.")
 @click.option("--user", help="Submit as this user (owner, and recipient of the mail).")
-@click.option("--wait", is_flag=True, help="Wait with a progress bar and print the outputs.")
-@click.option("--timeout", type=float, default=1800, show_default=True,
-              help="Seconds --wait waits.")
+@wait_options(timeout=1800)
 def batch_submit(template_id: int | None, count: int | None, csv_path: Path | None,
                  options: tuple[str, ...], user: str | None, wait: bool,
                  timeout: float) -> None:
@@ -130,7 +123,7 @@ def batch_submit(template_id: int | None, count: int | None, csv_path: Path | No
 
 
 @batch_group.command("items")
-@click.argument("job_id")
+@click.argument("job_id", type=JOB_ID)
 @click.option("--failed", is_flag=True, help="Only the failed items.")
 @click.option("--page", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--per-page", type=click.IntRange(1, 10_000), default=100, show_default=True)
@@ -150,17 +143,18 @@ def batch_items(job_id: str, failed: bool, page: int, per_page: int, as_json: bo
     if as_json:
         click.echo(json.dumps({"items": rows, "total": matching, "page": page}, indent=2))
         return
-    for row in rows:
-        detail = row["output"]["file"] if row["output"] else (row["error"] or "")
-        click.echo(f"{row['idx']:>6}  {row['status']:<7} {detail}  {row['data']}")
+    if rows:
+        echo_table(("idx", "status", "file or error", "data"),
+                   [(row["idx"], row["status"], row["output"]["file"] if row["output"]
+                     else shorten(row["error"], 60), shorten(row["data"], 60))
+                    for row in rows], right=("idx",))
     shown = f"{(page - 1) * per_page + len(rows)}" if rows else "0"
     click.echo(f"{shown} of {matching} item(s)" + (" failed" if failed else ""))
 
 
 @batch_group.command("retry-failed")
-@click.argument("job_id")
-@click.option("--wait", is_flag=True, help="Wait with a progress bar.")
-@click.option("--timeout", type=float, default=1800, show_default=True)
+@click.argument("job_id", type=JOB_ID)
+@wait_options(timeout=1800)
 def batch_retry_failed(job_id: str, wait: bool, timeout: float) -> None:
     """Re-run a batch's failed items as a new batch linked to it.
 

@@ -226,3 +226,40 @@ def public_view(job: dict[str, Any], *, admin: bool = False) -> dict[str, Any]:
         view["worker"] = job["worker"]
         view["traceback"] = job["traceback"]
     return view
+
+
+def record_progress(curs, job_id: str, worker: str, percent: float, stage: str = "") -> bool:
+    """Store a running job's progress in the caller's transaction (beside the writes it
+    reports on); return whether a cancel was asked. Unlike :func:`report_progress` it
+    does not raise: the caller decides where to stop. Only the run holding the lease
+    (*worker*, the storage's ``owner``) writes; for any other it is a no-op."""
+    curs.execute("update job set progress = ?, stage = ? where id = ? and status = 'running' "
+                 "and worker = ? returning cancel_requested",
+                 (max(0, min(100, int(percent))), stage[:200], job_id, worker))
+    row = curs.fetchone()
+    return bool(row and row[0])
+
+
+def resolve_id(storage, ref: str, limit: int = 10) -> str:
+    """The full id of the job whose id is *ref* or starts with it (the dashboard's short
+    ids: ``5bc296e7``).
+
+    :raises NotFound: no job matches.
+    :raises Conflict: several jobs match; the message lists up to *limit* of them.
+    """
+    from qrq.errors import Conflict, NotFound
+
+    prefix = ref.strip().lower() if isinstance(ref, str) else ""
+    if not re.fullmatch(r"[0-9a-f-]{1,36}", prefix):
+        raise NotFound(f"no job {ref!r}: a job id is hexadecimal digits and dashes")
+    # A range on the primary key, not LIKE: '~' sorts after every hex digit and '-'.
+    rows = storage.sql("select id from job where id >= ? and id < ? order by id limit ?",
+                       (prefix, prefix + "~", limit + 1), results=True)
+    found = [job_id for job_id, in rows]
+    if not found:
+        raise NotFound(f"no job {ref}")
+    if len(found) > 1:
+        count = f"more than {limit}" if len(found) > limit else str(len(found))
+        raise Conflict(f"job id {ref} is ambiguous: {count} jobs start with it "
+                       f"({', '.join(found[:limit])}); give more digits")
+    return found[0]
