@@ -332,3 +332,26 @@ def test_an_inline_run_leases_nothing_ahead(settings):
     first, second = (submit(slow_tasks.noop, owner_id=None) for _ in range(2))
     huey.execute(huey.dequeue())
     assert jobs.get(huey.storage, second)["status"] == "queued"
+
+
+def test_a_capped_type_at_the_head_of_the_queue_lets_others_pass(tmp_path):
+    import threading
+
+    s = LeasedSqliteStorage("q", filename=str(tmp_path / "caps.db"), caps={"batch": 1})
+    try:
+        for data, priority, job_type in ((b"a", 10, "batch"), (b"b", 10, "batch"),
+                                         (b"c", 0, "pdf")):
+            s.enqueue(data, priority, job_type=job_type)
+        got = []
+
+        def take():  # a thread of its own: its leased row stays leased
+            got.append(bytes(s.dequeue()))
+
+        for _ in range(2):
+            worker = threading.Thread(target=take)
+            worker.start()
+            worker.join()
+        # The first batch row holds the cap, so the second waits and the pdf runs.
+        assert got == [b"a", b"c"]
+    finally:
+        s.close()
