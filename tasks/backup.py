@@ -10,13 +10,12 @@ import logging
 import time
 
 from qrq.backup import apply_retention, run_backup
+from qrq.backup.submit import submit_backup
 from qrq.errors import QrqError
 from qrq.queue import huey, job_task, maintenance, periodic_job, progress, submit
 from qrq.queue.jobs import JobCanceled
-from tasks.mail import send_mail_task
 
 logger = logging.getLogger("qrq.backup")
-settings = huey.settings
 LOCK = "backup"
 
 
@@ -101,7 +100,7 @@ def mail_admins(subject: str, body: str) -> int:
         logger.exception("could not read the admins' addresses")
         return 0
     if to:
-        submit(send_mail_task, to, subject, body, owner_id=None,
+        submit("mail.send", to, subject, body, owner_id=None,
                params={"to": to, "subject": subject})
     return len(to)
 
@@ -110,17 +109,13 @@ def mail_report(manifest: dict) -> int:
     return mail_admins(*report_text(manifest))
 
 
-@job_task("maintenance", name="backup.run", timeout=settings.backup_timeout, retries=1,
-          retry_delay=60)
+@job_task(name="backup.run")  # type, limits, schedules: qrq/queue/catalog.py
 def run_backup_task(kind: str = "manual", due_at: float | None = None, task=None) -> dict:
     """Back up every database now (``qrq backup run``), or catch up a missed run."""
     return backup_now(task, kind, due_at)
 
 
-@periodic_job("maintenance", name="backup.scheduled", timeout=settings.backup_timeout,
-              schedule=lambda ts: maintenance.due_now(
-                  huey.settings.backup_schedule,
-                  maintenance.zone(huey.settings.backup_timezone), ts))
+@periodic_job(name="backup.scheduled")
 def scheduled_backup(task=None) -> dict:
     """The backup at QRQ_BACKUP_SCHEDULE."""
     return backup_now(task, "scheduled", _due())
@@ -136,8 +131,7 @@ def catch_up(now: float | None = None) -> str | None:
     due = _due(now)
     if not maintenance.claim_catch_up(s.queue_db, LOCK, due, now=now, timeout=s.busy_timeout):
         return None
-    job_id = submit(run_backup_task, "catch-up", due, owner_id=None,
-                    params={"kind": "catch-up", "due_at": due})
+    job_id = submit_backup("catch-up", due)
     logger.info("backup due at %s was missed; queued catch-up job %s",
                 time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(due)), job_id)
     return job_id
