@@ -12,9 +12,9 @@ import tasks.mail  # noqa: F401
 import tasks.maintenance  # noqa: F401
 import tasks.pdf  # noqa: F401
 import tasks.retention  # noqa: F401
-from qrq.config import load_settings
+from qrq.config import settings_or_exit
 from qrq.queue import huey, load_task_modules
 
 if not huey.initialised:  # `qrq worker` has opened it already
-    huey.init(load_settings())
+    huey.init(settings_or_exit())
 load_task_modules(huey.settings)

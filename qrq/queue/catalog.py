@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from huey import crontab
 
 from qrq.config import Settings
-from qrq.queue import maintenance
+from qrq.schedule import due_now, zone
 
 # Higher runs first: interactive work ahead of bulk and housekeeping.
 PRIORITY = {"pdf": 10, "mail": 5, "batch": 0, "analytics": 0, "maintenance": -10}
@@ -58,13 +58,11 @@ def _cron(expr: str) -> Callable[[Settings, datetime.datetime], bool]:
 
 
 def _backup_due(settings: Settings, moment: datetime.datetime) -> bool:
-    return maintenance.due_now(settings.backup_schedule,
-                               maintenance.zone(settings.backup_timezone), moment)
+    return due_now(settings.backup_schedule, zone(settings.backup_timezone), moment)
 
 
 def _maintenance_due(settings: Settings, moment: datetime.datetime) -> bool:
-    return maintenance.due_now(settings.maintenance_schedule,
-                               maintenance.zone(settings.backup_timezone), moment)
+    return due_now(settings.maintenance_schedule, zone(settings.backup_timezone), moment)
 
 
 TASKS: dict[str, TaskSpec] = {

@@ -7,18 +7,18 @@ from typing import Any
 from flask import Flask
 
 from qrq.appdb.db import app_db, init_db
-from qrq.config import load_settings
+from qrq.config import settings_or_exit
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app; *test_config* may hold ``SETTINGS`` (a Settings) and Flask keys."""
     from qrq.queue import huey
-    from qrq.web import admin, admin_api, api, errors, openapi, ops
+    from qrq.web import admin, admin_api, api, errors, openapi, ops, params
     from qrq.web import analytics as analytics_api
     from qrq.web import batch as batch_api
 
     test_config = dict(test_config or {})
-    settings = test_config.pop("SETTINGS", None) or load_settings()
+    settings = test_config.pop("SETTINGS", None) or settings_or_exit()
     settings.ensure_dirs()
     huey.init(settings)
     init_db(settings.app_db, settings.busy_timeout)
@@ -50,6 +50,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             app_db.close()
 
     errors.init_app(app)
+    params.init_app(app)  # the int converter, before any route uses it
     app.register_blueprint(api.bp)
     app.register_blueprint(batch_api.bp)
     app.register_blueprint(admin_api.bp)

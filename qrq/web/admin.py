@@ -37,8 +37,10 @@ from flask import (
 from qrq import alerts
 from qrq.appdb.models import User
 from qrq.errors import Conflict, Forbidden, NotFound, QrqError, Unauthorized, ValidationError
+from qrq.humanize import format_bytes
 from qrq.queue import catalog, huey, jobs, stats
 from qrq.queue.retention import parse_age, purge_jobs
+from qrq.schedule import next_match
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", static_folder="static",
                static_url_path="/static")
@@ -152,13 +154,7 @@ def _duration(seconds: float | None) -> str:
 
 @bp.app_template_filter("filesize")
 def _filesize(size: int | None) -> str:
-    if size is None:
-        return "—"
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"
+    return "—" if size is None else format_bytes(size)
 
 
 @bp.context_processor
@@ -469,14 +465,8 @@ def purge(user: User):
 
 
 def next_run(task, after: datetime.datetime, days: int = 8) -> datetime.datetime | None:
-    """The first whole minute after *after* (naive UTC) that a periodic task runs at,
-    found by stepping minutes as huey's scheduler does; None beyond *days*."""
-    moment = after.replace(second=0, microsecond=0) + datetime.timedelta(minutes=1)
-    for _ in range(days * 1440):
-        if task.validate_datetime(moment):
-            return moment
-        moment += datetime.timedelta(minutes=1)
-    return None
+    """The first whole minute after *after* (naive UTC) that a periodic task runs at."""
+    return next_match(task.validate_datetime, after, days)
 
 
 def _periodic_tasks(now: float) -> list[dict[str, Any]]:

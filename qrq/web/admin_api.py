@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify
 
-from qrq.errors import BadRequest, ValidationError
+from qrq.errors import ValidationError
 from qrq.queue import huey, jobs
 from qrq.queue.retention import parse_age, purge_jobs
 from qrq.web.auth import admin_required
+from qrq.web.params import json_object
 
 bp = Blueprint("admin_api", __name__, url_prefix="/api/admin")
 MAX_BULK = 10_000
-
-
-def optional_json() -> dict:
-    if not request.get_data():
-        return {}
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return body
 
 
 @bp.post("/jobs/<job_id>/retry")
@@ -34,7 +26,7 @@ def retry_job(job_id: str):
 @admin_required
 def retry_failed():
     """Re-run every failed job (optionally of one ``type``)."""
-    body = optional_json()
+    body = json_object(optional=True)
     job_type = body.get("type")
     if job_type is not None and not isinstance(job_type, str):
         raise ValidationError("must be a string", field="type")
@@ -48,7 +40,7 @@ def retry_failed():
 @admin_required
 def purge():
     """Delete ended jobs older than ``older_than`` (e.g. "30d"), of one ``status`` or all."""
-    body = optional_json()
+    body = json_object(optional=True)
     try:
         older_than = parse_age(str(body.get("older_than", "30d")))
     except ValueError as exc:
