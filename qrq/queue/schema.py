@@ -61,11 +61,11 @@ ALERTS = [
     " mailed_at real)",
 ]
 
-# Backups and maintenance (qrq/maintenance.py): a lock held by at most one run,
-# renewed while it runs and lapsing if its process dies; and per-schedule state
-# (when the schedule was first seen, the last due time claimed for a catch-up, the
-# start of the last successful run), so a missed run is caught up exactly once.
-MAINTENANCE = [
+# Run locks of backups and maintenance (qrq/queue/locks.py): a lock held by at most
+# one run, renewed while it runs and lapsing if its process dies; and per-schedule
+# state (when the schedule was first seen, the last due time claimed for a catch-up,
+# the start of the last successful run), so a missed run is caught up exactly once.
+LOCKS = [
     "create table if not exists maintenance_lock ("
     " name text primary key,"
     " holder text not null,"
@@ -140,4 +140,4 @@ LATE_DDL = [
     "where idempotency_key is not null",
 ]
 
-QUEUE_DDL = [*JOBS, *CONSUMERS, *ALERTS, *MAINTENANCE, *BATCHES, *ANALYTICS]
+QUEUE_DDL = [*JOBS, *CONSUMERS, *ALERTS, *LOCKS, *BATCHES, *ANALYTICS]
