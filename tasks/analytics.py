@@ -4,7 +4,8 @@ reports warm."""
 from qrq.analytics import cache as analytics_cache
 from qrq.analytics.query import ReportQuery
 from qrq.analytics.submit import enqueue_report
-from qrq.queue import huey, job_task, periodic_job, progress, time_limited
+from qrq.queue import huey, job_task, periodic_job, progress
+from qrq.sqlite_deadline import interrupt_when
 
 
 @job_task(name="analytics.time_based")  # type, limits, schedules: qrq/queue/catalog.py
@@ -12,7 +13,8 @@ def time_based_report(params: dict, task=None) -> dict:
     """Read every scan database (read-only) for one report and cache the result."""
     return analytics_cache.compute_report(
         huey.storage, huey.settings, ReportQuery.from_dict(params),
-        limit=lambda conn: time_limited(conn, task), seconds=task.time_remaining,
+        limit=lambda conn: interrupt_when(conn, lambda: task.is_timed_out),
+        seconds=task.time_remaining,
         progress=lambda percent, stage: progress(task, percent, stage))
 
 

@@ -10,7 +10,6 @@ CLI submit by task name (:mod:`qrq.queue.catalog`).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 import os
@@ -31,7 +30,7 @@ from qrq.queue.qrq_huey import QrqHuey, QueueNotInitialised, describe_error
 
 __all__ = ["PRIORITY", "Admission", "QrqHuey", "QueueNotInitialised", "describe_error", "huey",
            "job_task", "jobs", "load_application", "load_task_modules", "periodic_job",
-           "progress", "submit", "time_limited"]
+           "progress", "submit"]
 
 huey = QrqHuey()
 
@@ -147,22 +146,6 @@ def submit(task: str | Callable, *args, owner_id: int | None,
     call = task.s(*args, **kwargs)
     return huey.enqueue(call, job=jobs.new_record(call.id, call.job_type, call.name, owner_id,
                                                   params), admission=admission)
-
-
-@contextlib.contextmanager
-def time_limited(conn: sqlite3.Connection, task, every: int = 10_000):
-    """Let *task*'s time limit stop a long query on *conn*.
-
-    A signal cannot interrupt SQLite's C code; a progress handler, called every
-    *every* virtual-machine steps, aborts the query once the task's deadline
-    has passed. The job task wrapper turns the resulting "interrupted" error
-    into a timeout.
-    """
-    conn.set_progress_handler(lambda: 1 if task.is_timed_out else 0, every)
-    try:
-        yield conn
-    finally:
-        conn.set_progress_handler(None, 0)
 
 
 def load_application(name: str) -> None:
