@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request, send_file, url_for
+from flask import Blueprint, current_app, jsonify, request, url_for
 
 from qrq.analytics import requesters
 from qrq.appdb.models import Template
@@ -17,6 +17,7 @@ from qrq.errors import Conflict, NotFound, ValidationError
 from qrq.queue import huey, jobs, submit
 from qrq.web import admission
 from qrq.web.auth import current_user, login_required
+from qrq.web.downloads import send_artifact
 from qrq.web.params import int_arg, int_field, json_object
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -141,10 +142,9 @@ def download(job_id: str):
         raise NotFound(f"job {job_id} has no output yet")
     # The path comes from the validated job id, never from the request or the record.
     path = artifact_path(current_app.config["QRQ"], job["id"])
-    if not path.is_file():
-        raise NotFound(f"the output of job {job_id} has been removed")
-    return send_file(path, mimetype=result.get("content_type", "application/pdf"),
-                     download_name=f"qrq-{job_id}.pdf", max_age=0)
+    return send_artifact(path, result.get("bytes"),
+                         result.get("content_type", "application/pdf"),
+                         f"qrq-{job_id}.pdf", f"the output of job {job_id} has been removed")
 
 
 @bp.get("/templates")
