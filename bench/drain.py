@@ -93,7 +93,7 @@ def enqueue_template(variant: str, directory: Path, jobs: int, threads: int = 1)
     directory.mkdir(parents=True)
     if variant.startswith("qrq"):
         huey, noop, submit, load_settings = import_qrq(directory)
-        huey.configure(load_settings(data_dir=str(directory)))
+        huey.init(load_settings(data_dir=str(directory)))
 
         def one() -> None:
             submit(noop, owner_id=None)
@@ -227,7 +227,7 @@ def profile_once(variant: str, jobs: int, directory: Path) -> dict:
     if variant.startswith("qrq"):
         huey, noop, submit, load_settings = import_qrq(directory)
         caps = {"type_caps": ""} if variant == "qrq-nocaps" else {}
-        huey.configure(load_settings(data_dir=str(directory), **caps))
+        huey.init(load_settings(data_dir=str(directory), **caps))
         conn = _no_checkpoints(huey.storage.conn)
         for _ in range(jobs):
             submit(noop, owner_id=None)

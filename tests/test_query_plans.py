@@ -97,4 +97,4 @@ def test_old_indexes_are_dropped(settings):
         "select name from sqlite_master where type = 'index' and tbl_name = 'job'",
         results=True)}
     assert names == {"sqlite_autoindex_job_1", "job_owner_created", "job_type_created",
-                     "job_active", "job_ended"}
+                     "job_active", "job_ended", "job_idempotency"}

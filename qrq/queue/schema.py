@@ -29,7 +29,9 @@ JOBS = [
     " payload blob,"
     " result text,"
     " error text,"
-    " traceback text)",
+    " traceback text,"
+    " idempotency_key text,"
+    " request_hash text)",
     # Every job state change (queued, running, ended) rewrites each index whose key or
     # condition it touches, one 4 KiB page each per commit: indexes on columns that
     # never change (type, owner, creation time), and two partial ones, so each change
@@ -144,6 +146,19 @@ ANALYTICS = [
     " primary key (job_id, user_id)) without rowid",
     "create trigger if not exists analytics_job_deleted after delete on job begin"
     " delete from analytics_requester where job_id = old.id; end",
+]
+
+# Columns added to tables after their first release: a file made by an older qrq
+# gains them when opened (the storage adds what ``pragma table_info`` lacks), then
+# LATE_DDL runs, as it may index them.
+ADDED_COLUMNS = {
+    # The client's Idempotency-Key of the request that made the job, and a digest of
+    # that request's body (qrq/queue/admission.py); cleared after 24 h by retention.
+    "job": ("idempotency_key text", "request_hash text"),
+}
+LATE_DDL = [
+    "create unique index if not exists job_idempotency on job (owner_id, idempotency_key) "
+    "where idempotency_key is not null",
 ]
 
 QUEUE_DDL = [*JOBS, *CONSUMERS, *ALERTS, *LOCKS, *BATCHES, *ANALYTICS]
