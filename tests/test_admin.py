@@ -12,6 +12,7 @@ from qrq.appdb.models import Template
 from qrq.errors import ValidationError
 from qrq.queue import huey, job_task, jobs, submit
 from qrq.web.admin import bar_chart, next_run
+from tests.test_dead_letters import forge_payload
 
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
 PAGES = ["/admin/", "/admin/jobs", "/admin/failed", "/admin/schedule", "/admin/consumers",
@@ -320,6 +321,20 @@ def test_failed_page_retry_all_and_purge(admin, settings):
     response = post(client, csrf, "/admin/failed/purge", older_than="soon")
     assert response.status_code == 422 and "older_than" in response.text
     assert client.get("/admin/failed?status=running").status_code == 422
+
+
+def test_retry_all_goes_on_past_a_job_it_cannot_retry_and_says_why(admin):
+    client, csrf = admin
+    good, forged = submit(bad, "a", owner_id=None), submit(bad, "b", owner_id=None)
+    run_next()
+    run_next()
+    forge_payload(forged)
+    response = post(client, csrf, "/admin/failed/retry-all")
+    assert response.status_code == 302
+    page = client.get(response.headers["Location"]).text
+    assert "1 failed job(s) queued again, 1 skipped" in page and forged in page
+    assert jobs.get(huey.storage, good)["status"] == "queued"
+    assert jobs.get(huey.storage, forged)["status"] == "failed"
 
 
 def test_cancel_from_the_dashboard(admin):

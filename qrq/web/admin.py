@@ -37,15 +37,13 @@ from flask import (
 from qrq import alerts
 from qrq.appdb.models import User
 from qrq.errors import Conflict, Forbidden, NotFound, QrqError, Unauthorized, ValidationError
-from qrq.queue import huey, jobs, stats
-from qrq.queue.retention import parse_age, purge_jobs
+from qrq.queue import dead_letters, huey, jobs, stats
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", static_folder="static",
                static_url_path="/static")
 
 SESSION_HOURS = 8
 PAGE_SIZE = 50
-MAX_BULK = 10_000
 MAX_PROGRESS_IDS = 100
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -436,34 +434,17 @@ def failed(user: User):
 @bp.post("/failed/retry-all")
 @admin_page
 def retry_all(user: User):
-    job_type = request.form.get("type") or None
-    if job_type is not None and len(job_type) > 40:
-        raise ValidationError("too long", field="type")
-    found = jobs.list_jobs(huey.storage, status="failed", job_type=job_type, limit=MAX_BULK)
-    retried, skipped = 0, 0
-    for job in found:
-        try:
-            huey.retry(job["id"])
-            retried += 1
-        except (Conflict, NotFound):
-            skipped += 1
-    flash(f"{retried} failed job(s) queued again" + (f", {skipped} skipped" if skipped
-                                                     else "") + ".")
+    report = dead_letters.retry_failed(huey, request.form.get("type") or None)
+    flash(dead_letters.describe_retry(report), "error" if report["skipped"] else "message")
     return redirect(url_for("admin.failed"))
 
 
 @bp.post("/failed/purge")
 @admin_page
 def purge(user: User):
-    try:
-        older_than = parse_age(request.form.get("older_than", "30d")[:20])
-    except ValueError as exc:
-        raise ValidationError(str(exc), field="older_than") from None
-    status = request.form.get("status") or None
-    if status is not None and status not in jobs.ENDED:
-        raise ValidationError(f"must be one of {', '.join(jobs.ENDED)}", field="status")
-    count = purge_jobs(huey.storage, current_app.config["QRQ"].artifacts_dir, older_than,
-                       (status,) if status else jobs.ENDED)
+    count = dead_letters.purge_ended(huey.storage, current_app.config["QRQ"].artifacts_dir,
+                                     request.form.get("older_than", "30d"),
+                                     request.form.get("status") or None)
     flash(f"Purged {count} job(s).")
     return redirect(url_for("admin.failed"))
 
