@@ -3,6 +3,7 @@ actions (retry, retry-all, purge, cancel), escaping of user text, security heade
 
 import datetime
 import re
+import time
 
 import pytest
 from huey import crontab
@@ -160,6 +161,49 @@ def test_a_reset_token_ends_the_session(admin, root):
     with app_db.connection_context():
         root[0].reset_token()
     assert client.get("/admin/").status_code == 302
+
+
+def session_cookie(client):
+    return client.get_cookie("qrq_session", path="/admin").value
+
+
+def test_logging_out_ends_the_session_for_a_copied_cookie_too(app, admin):
+    client, csrf = admin
+    copy = app.test_client()
+    copy.set_cookie("qrq_session", session_cookie(client), path="/admin")
+    assert copy.get("/admin/").status_code == 200
+    post(client, csrf, "/admin/logout")
+    assert copy.get("/admin/").status_code == 302
+    assert copy.get(f"/admin/progress.json?ids={ZERO_ID}").status_code == 401
+
+
+def test_the_session_cookie_holds_no_token_hash_and_cannot_be_forged(app, admin, root):
+    client, _ = admin
+    signer = app.session_interface.get_signing_serializer(app)
+    content = signer.loads(session_cookie(client))
+    assert set(content) - {"_permanent"} == {"sid", "csrf"}
+    assert root[0].token_hash not in str(content)
+    # Even knowing the secret key and the token hash, a made-up cookie logs no one in.
+    forger = app.test_client()
+    for forged in ({"uid": root[0].id, "th": root[0].token_hash, "at": time.time()},
+                   {"sid": root[0].token_hash, "csrf": "x"}):
+        forger.set_cookie("qrq_session", signer.dumps(forged), path="/admin")
+        assert forger.get("/admin/").status_code == 302
+
+
+def test_failed_logins_are_throttled_per_address(app, root):
+    from qrq.appdb.throttle import LIMIT
+
+    client = app.test_client()
+    for _ in range(LIMIT):
+        assert log_in(client, "root", "qrq_wrong").status_code == 403
+    response = log_in(client, "root", root[1])  # even the right token, for a while
+    assert response.status_code == 429 and int(response.headers["Retry-After"]) >= 1
+    assert client.get("/admin/").status_code == 302
+    # Another address is not slowed.
+    other = app.test_client()
+    other.environ_base["REMOTE_ADDR"] = "192.0.2.7"
+    assert log_in(other, "root", root[1]).status_code == 302
 
 
 def test_a_demoted_admin_is_logged_out(admin, root):

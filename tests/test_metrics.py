@@ -155,6 +155,25 @@ def test_every_process_reports_the_same_numbers(client, settings, make_user):
     assert queued(client.get("/metrics", headers=headers).text) == 4  # and we see its jobs
 
 
+def test_bad_tokens_are_throttled_per_address_in_the_error_shape(client, app, admin):
+    from qrq.appdb.throttle import LIMIT
+
+    bad_token = {"Authorization": "Bearer qrq_guess"}
+    for url in ("/metrics", "/api/admin/queue-status") * (LIMIT // 2):
+        assert_error(client.get(url, headers=bad_token), 401)
+    for url in ("/metrics", "/api/admin/queue-status", "/api/jobs"):
+        response = client.get(url, headers=admin)  # a good token too, for a while
+        assert_error(response, 429)["code"] == "too_many_attempts"
+        assert int(response.headers["Retry-After"]) >= 1
+    other = app.test_client()
+    other.environ_base["REMOTE_ADDR"] = "192.0.2.7"
+    assert other.get("/metrics", headers=admin).status_code == 200
+    # A missing or malformed header is not a guess: it never counts.
+    for _ in range(LIMIT + 1):
+        assert_error(other.get("/api/admin/queue-status"), 401)
+    assert other.get("/api/admin/queue-status", headers=admin).status_code == 200
+
+
 def test_healthz_is_open_and_says_which_database_fails(client, settings):
     response = client.get("/healthz")
     assert response.status_code == 200

@@ -25,6 +25,7 @@ from flask import (
     Blueprint,
     current_app,
     flash,
+    g,
     jsonify,
     redirect,
     render_template,
@@ -35,9 +36,11 @@ from flask import (
 )
 
 from qrq import alerts
+from qrq.appdb import sessions, throttle
 from qrq.appdb.models import User
 from qrq.errors import Conflict, Forbidden, NotFound, QrqError, Unauthorized, ValidationError
 from qrq.queue import dead_letters, huey, jobs, stats
+from qrq.web.auth import MAX_TOKEN
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", static_folder="static",
                static_url_path="/static")
@@ -54,19 +57,13 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 def session_admin() -> User | None:
     """The admin logged in to this session, or None.
 
-    The session holds the user id, a hash of the token used to log in, and the
-    login time; a reset token, a lost admin flag or an old login ends it.
+    The cookie holds only a random session key; the app database says whose it is
+    (:mod:`qrq.appdb.sessions`), so a reset token, a lost admin flag, a log-out or
+    an old log-in ends it on every web host.
     """
-    user_id, token_hash = session.get("uid"), session.get("th")
-    if not isinstance(user_id, int) or not isinstance(token_hash, str):
-        return None
-    if time.time() - session.get("at", 0) > SESSION_HOURS * 3600:
-        return None
-    user = User.get_or_none(User.id == user_id)
-    if user is None or not user.is_admin or not hmac.compare_digest(user.token_hash,
-                                                                    token_hash):
-        return None
-    return user
+    if "admin" not in g:
+        g.admin = sessions.session_user(session.get("sid"))
+    return g.admin
 
 
 def csrf_token() -> str:
@@ -120,9 +117,11 @@ def _safe_next(target: str | None) -> str:
 
 @bp.errorhandler(QrqError)
 def _error_page(exc: QrqError):
+    headers = {"Retry-After": str(exc.retry_after)} if getattr(exc, "retry_after", None) \
+        else {}
     if request.path.endswith(".json"):
-        return jsonify({"error": exc.to_dict()}), exc.status
-    return render_template("admin/error.html", error=exc), exc.status
+        return jsonify({"error": exc.to_dict()}), exc.status, headers
+    return render_template("admin/error.html", error=exc), exc.status, headers
 
 
 @bp.app_template_filter("when")
@@ -187,21 +186,25 @@ def login_post():
     name = request.form.get("name", "").strip()[:64]
     token = request.form.get("token", "").strip()
     target = _safe_next(request.form.get("next"))
-    user = User.from_token(token) if token and len(token) <= 200 else None
+    throttle.check(request.remote_addr)
+    user = User.from_token(token) if token and len(token) <= MAX_TOKEN else None
     # One message for every failure, so the form tells nothing about which part was wrong.
     if user is None or not hmac.compare_digest(user.name.encode(), name.encode()) \
             or not user.is_admin:
+        throttle.record_failure(request.remote_addr)
         return render_template("admin/login.html", user=None, alerts=[], next=target,
                                error="Wrong name or token, or not an admin."), 403
+    sessions.end_session(session.get("sid"))
     session.clear()
     session.permanent = True
-    session.update(uid=user.id, th=user.token_hash, at=time.time(),
+    session.update(sid=sessions.open_session(user, SESSION_HOURS * 3600),
                    csrf=secrets.token_urlsafe(32))
     return redirect(target)
 
 
 @bp.post("/logout")
 def logout():
+    sessions.end_session(session.get("sid"))
     session.clear()
     flash("Logged out.")
     return redirect(url_for("admin.login"))

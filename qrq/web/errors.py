@@ -31,6 +31,8 @@ def init_app(app: Flask) -> None:
         response = jsonify({"error": exc.to_dict()})
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="qrq"'
+        if getattr(exc, "retry_after", None):
+            response.headers["Retry-After"] = str(exc.retry_after)
         return response, exc.status
 
     @app.errorhandler(HTTPException)

@@ -9,7 +9,6 @@ consumer host names are not for anyone who can reach the port.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import threading
 import time
@@ -22,8 +21,9 @@ from prometheus_client.exposition import choose_encoder
 
 from qrq import alerts
 from qrq.config import Settings
-from qrq.errors import Forbidden, Unauthorized
+from qrq.errors import Forbidden
 from qrq.queue import huey, stats
+from qrq.web.auth import bearer_token, token_user
 
 logger = logging.getLogger("qrq.web")
 
@@ -159,20 +159,10 @@ def _le(bound) -> str:
 
 
 def _check_metrics_auth(settings: Settings) -> None:
-    from qrq.appdb.models import User
-
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > 200:
-        raise Unauthorized("send Authorization: Bearer <QRQ_METRICS_TOKEN or an admin's "
-                           "API token>")
-    if settings.metrics_token and hmac.compare_digest(token.encode(),
-                                                      settings.metrics_token.encode()):
-        return
-    user = User.from_token(token)
-    if user is None:
-        raise Unauthorized("invalid token")
-    if not user.is_admin:
+    token = bearer_token("send Authorization: Bearer <QRQ_METRICS_TOKEN or an admin's "
+                         "API token>")
+    user = token_user(token, also_accept=settings.metrics_token)
+    if user is not None and not user.is_admin:
         raise Forbidden("admins only")
 
 
