@@ -163,7 +163,7 @@ def test_bad_tokens_are_throttled_per_address_in_the_error_shape(client, app, ad
         assert_error(client.get(url, headers=bad_token), 401)
     for url in ("/metrics", "/api/admin/queue-status", "/api/jobs"):
         response = client.get(url, headers=admin)  # a good token too, for a while
-        assert_error(response, 429)["code"] == "too_many_attempts"
+        assert assert_error(response, 429)["code"] == "too_many_attempts"
         assert int(response.headers["Retry-After"]) >= 1
     other = app.test_client()
     other.environ_base["REMOTE_ADDR"] = "192.0.2.7"
