@@ -190,6 +190,28 @@ def test_healthz_is_open_and_says_which_database_fails(client, settings):
     assert client.get("/healthz").status_code == 200
 
 
+def test_a_corrupt_app_db_gives_503_and_the_app_still_starts(settings, tmp_path):
+    from qrq.web import create_app
+
+    settings.app_db.write_bytes(b"not a database, " * 512)
+    for _ in range(2):  # a restart too
+        client = create_app({"SETTINGS": settings, "TESTING": True}).test_client()
+        error = assert_error(client.get("/healthz"), 503)
+        assert error["code"] == "unavailable" and "app_db" in error["message"]
+        assert "queue_db" not in error["message"]
+        assert_error(client.get("/api/jobs", headers={"Authorization": "Bearer x"}), 503)
+
+
+def test_healthz_reports_a_full_disk(client, settings, monkeypatch):
+    from qrq import health
+
+    assert health.check_databases(huey.storage, settings.data_dir, min_free=0) == {
+        "queue_db": "ok", "app_db": "ok"}
+    monkeypatch.setattr(health, "MIN_FREE_BYTES", 1 << 62)  # more than any disk has free
+    error = assert_error(client.get("/healthz"), 503)
+    assert error["code"] == "storage_full" and "queue_db" in error["message"]
+
+
 def test_queue_status_is_for_admins_only(client, alice, admin):
     assert_error(client.get("/api/admin/queue-status"), 401)
     assert_error(client.get("/api/admin/queue-status", headers=alice[1]), 403)

@@ -38,3 +38,12 @@ def init_db(path: Path, busy_timeout: float = 10.0, create: bool = True) -> Pool
             app_db.create_tables(MODELS, safe=True)
         app_db.close_all()
     return app_db
+
+
+def probe() -> None:
+    """Open the app database and read the user table once (health checks).
+
+    :raises peewee.DatabaseError: it cannot be opened or read (missing, corrupt, locked).
+    """
+    with app_db.connection_context():
+        app_db.execute_sql('select 1 from "user" limit 1').fetchall()

@@ -137,9 +137,35 @@ def consumers(storage, now: float | None = None) -> list[dict[str, Any]]:
     return list(found.values())
 
 
-def last_heartbeat(storage) -> float | None:
-    """The newest heartbeat of any consumer, or None when none is registered."""
-    return storage.sql("select max(heartbeat_at) from consumer", results=True)[0][0]
+def last_heartbeat(storage, host: str | None = None) -> float | None:
+    """The newest heartbeat of any consumer (on *host*, if given), or None when none
+    is registered."""
+    if host is None:
+        return storage.sql("select max(heartbeat_at) from consumer", results=True)[0][0]
+    return storage.sql("select max(heartbeat_at) from consumer where host = ?", (host,),
+                       results=True)[0][0]
+
+
+def probe(storage) -> None:
+    """Read the job table once; raises whatever the database raises (health checks)."""
+    storage.sql("select 1 from job limit 1", results=True)
+
+
+def periodic_last_run(storage, job_type: str, name: str) -> dict[str, Any] | None:
+    """The newest job record of the periodic task *name* (``{"id", "status",
+    "created_at"}``), or None; the type narrows the scan to an index."""
+    rows = storage.sql("select id, status, created_at from job where type = ? and name = ? "
+                       "order by created_at desc limit 1", (job_type, name), results=True)
+    return dict(zip(("id", "status", "created_at"), rows[0], strict=True)) if rows else None
+
+
+def existing_job_ids(storage, job_ids: list[str]) -> set[str]:
+    """Those of *job_ids* that have a job record."""
+    if not job_ids:
+        return set()
+    rows = storage.sql(f"select id from job where id in ({_in(job_ids)})", job_ids,
+                       results=True)
+    return {job_id for job_id, in rows}
 
 
 def queue_status(storage, now: float | None = None,

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
+from peewee import DatabaseError
 
 from qrq.appdb.db import app_db, init_db
 from qrq.config import load_settings
+from qrq.errors import Unavailable
+
+logger = logging.getLogger("qrq.web")
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -22,7 +27,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     settings.ensure_dirs()
     if settings != huey.settings:
         huey.configure(settings)
-    init_db(settings.app_db, settings.busy_timeout)
+    try:
+        init_db(settings.app_db, settings.busy_timeout)
+    except DatabaseError:
+        # Start anyway: /healthz then says app_db fails, and the rest answer 503.
+        logger.exception("the app database %s cannot be opened", settings.app_db)
 
     app = Flask(__name__)
     app.config.update(
@@ -43,7 +52,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     @app.before_request
     def _connect() -> None:
-        app_db.connect(reuse_if_open=True)
+        if request.endpoint == "ops.healthz":
+            return  # it probes the databases itself, and must answer when one fails
+        try:
+            app_db.connect(reuse_if_open=True)
+        except DatabaseError:
+            logger.exception("the app database cannot be opened")
+            raise Unavailable("the app database is unavailable; try again later") from None
 
     @app.teardown_request
     def _close(exc: BaseException | None) -> None:

@@ -471,17 +471,14 @@ def _periodic_tasks(now: float) -> list[dict[str, Any]]:
     for task in huey_app.huey._registry.periodic_tasks:
         upcoming = next_run(task, after)
         job_type = getattr(task, "job_type", None)
-        # Only periodic_job tasks leave job records; the type narrows the scan to an index.
-        last = huey.storage.sql("select id, status, created_at from job where type = ? and "
-                                "name = ? order by created_at desc limit 1",
-                                (job_type, task.name), results=True) if job_type else []
+        # Only periodic_job tasks leave job records.
+        last = stats.periodic_last_run(huey.storage, job_type, task.name) if job_type else None
         found.append({
             "name": task.name, "type": job_type,
             "next_run": upcoming.replace(tzinfo=datetime.UTC).timestamp()
             if upcoming else None,
             "priority": task.priority,
-            "last": dict(zip(("id", "status", "created_at"), last[0], strict=True))
-            if last else None,
+            "last": last,
         })
     checked = alerts.last_check(huey.storage)
     for item in found:
@@ -499,9 +496,7 @@ def schedule(user: User):
         eta = task.eta.replace(tzinfo=datetime.UTC).timestamp() if task.eta else None
         scheduled.append({"id": task.id, "name": task.name, "eta": eta,
                           "retries": task.retries})
-    known = {job_id for job_id, in huey.storage.sql(
-        f"select id from job where id in ({','.join('?' * len(scheduled))})",
-        [s["id"] for s in scheduled], results=True)} if scheduled else set()
+    known = stats.existing_job_ids(huey.storage, [s["id"] for s in scheduled])
     return _render("admin/schedule.html", user, scheduled=scheduled, known=known,
                    periodic=_periodic_tasks(now), now=now,
                    total=stats.schedule_size(huey.storage))

@@ -19,11 +19,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
-from qrq import alerts
+from qrq import alerts, health
 from qrq.config import Settings
 from qrq.errors import Forbidden
 from qrq.queue import huey, stats
 from qrq.web.auth import bearer_token, token_user
+from qrq.web.errors import error_body
 
 logger = logging.getLogger("qrq.web")
 
@@ -180,35 +181,17 @@ def metrics():
 
 # -- /healthz --------------------------------------------------------------------------
 
-def database_checks() -> dict[str, str]:
-    """``{"queue_db": "ok" | "error", "app_db": ...}``; details go to the log only."""
-    from qrq.appdb.db import app_db
-
-    checks = {}
-    try:
-        huey.storage.sql("select 1 from job limit 1", results=True)
-        checks["queue_db"] = "ok"
-    except Exception:
-        logger.exception("health check: queue database")
-        checks["queue_db"] = "error"
-    try:
-        app_db.execute_sql('select 1 from "user" limit 1').fetchall()
-        checks["app_db"] = "ok"
-    except Exception:
-        logger.exception("health check: app database")
-        checks["app_db"] = "error"
-    return checks
-
-
 @bp.get("/healthz")
 def healthz():
-    """200 when the web app is up and both databases answer; 503 otherwise. No auth."""
-    from qrq.web.errors import error_body
-
-    checks = database_checks()
+    """200 when the web app is up and both databases answer; 503 otherwise (code
+    ``storage_full`` when the disk is full, else ``unavailable``). No auth."""
+    checks = health.check_databases(huey.storage, current_app.config["QRQ"].data_dir)
     failed = sorted(name for name, state in checks.items() if state != "ok")
     if failed:
-        body = error_body(503, "unavailable", f"unreachable: {', '.join(failed)}")
+        full = any(checks[name] == "storage_full" for name in failed)
+        body = error_body(503, "storage_full" if full else "unavailable",
+                          ("no space left for: " if full else "unreachable: ")
+                          + ", ".join(failed))
         return jsonify(body), 503, {"Cache-Control": "no-store"}
     return jsonify(status="ok", checks={"web": "ok", **checks}), 200, {
         "Cache-Control": "no-store"}
