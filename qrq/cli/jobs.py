@@ -10,7 +10,7 @@ import click
 
 from qrq.cli.base import get_app_db, get_queue, main
 from qrq.errors import ValidationError
-from qrq.queue import dead_letters, jobs
+from qrq.queue import dead_letters, jobs, stats
 
 
 def _parse_option(value: str) -> tuple[str, object]:
@@ -89,8 +89,9 @@ def jobs_group() -> None:
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 def jobs_list(status: str | None, job_type: str | None, limit: int) -> None:
     """List jobs, newest first."""
-    for job in jobs.list_jobs(get_queue().storage, status=status, job_type=job_type,
-                              limit=limit):
+    found, _ = stats.search_jobs(get_queue().storage, status=status, job_type=job_type,
+                                 limit=limit, with_total=False)
+    for job in found:
         view = jobs.public_view(job)
         click.echo(f"{job['id']}  {job['type']:<10} {job['status']:<9} "
                    f"{job['progress']:>3}%  {view['created_at']}  {job['error'] or ''}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from qrq.queue.jobs import ENDED
+from qrq.queue.jobs import COLUMNS, ENDED
 
 JOB_TYPES = ("pdf", "batch", "analytics", "maintenance", "mail")
 # The states the dashboard and the metrics show: job states plus "scheduled".
@@ -250,26 +250,32 @@ def durations(storage, since: float,
 
 
 def search_jobs(storage, *, job_type: str | None = None, status: str | None = None,
-                owner_id: int | None = None, system: bool = False,
-                created_from: float | None = None, created_to: float | None = None,
-                id_prefix: str | None = None, name_contains: str | None = None,
-                limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """Jobs newest first matching every given filter, and how many match in all.
+                queue_state: str | None = None, owner_id: int | None = None,
+                system: bool = False, created_from: float | None = None,
+                created_to: float | None = None, id_prefix: str | None = None,
+                name_contains: str | None = None, limit: int = 50, offset: int = 0,
+                with_total: bool = True) -> tuple[list[dict[str, Any]], int | None]:
+    """Job records newest first matching every given filter, and how many match in all
+    (None without *with_total*): the one job listing of the API, dashboard and CLI.
 
+    *status* is the stored status (a delayed job is "queued"); *queue_state* is one of
+    :data:`QUEUE_STATES`, where "queued" means due and "scheduled" still delayed.
     *system* selects the jobs owned by no one (periodic tasks, CLI jobs).
     """
     where, params = [], []
     if job_type is not None:
         where.append("type = ?")
         params.append(job_type)
+    if queue_state in ("scheduled", "queued"):
+        where.append(f"status = 'queued' and {'' if queue_state == 'scheduled' else 'not '}"
+                     f"{_IN_SCHEDULE}")
+        params.append(storage.name)
+    elif queue_state is not None:
+        where.append("status = ?")
+        params.append(queue_state)
     if status is not None:
-        if status in ("scheduled", "queued"):
-            where.append(f"status = 'queued' and {'' if status == 'scheduled' else 'not '}"
-                         f"{_IN_SCHEDULE}")
-            params.append(storage.name)
-        else:
-            where.append("status = ?")
-            params.append(status)
+        where.append("status = ?")
+        params.append(status)
     if system:
         where.append("owner_id is null")
     elif owner_id is not None:
@@ -289,13 +295,12 @@ def search_jobs(storage, *, job_type: str | None = None, status: str | None = No
         where.append("instr(name, ?) > 0")
         params.append(name_contains)
     clause = (" where " + " and ".join(where)) if where else ""
-    total = storage.sql(f"select count(*) from job{clause}", params, results=True)[0][0]
-    columns = ("id", "type", "name", "owner_id", "status", "progress", "stage", "attempts",
-               "created_at", "started_at", "finished_at", "next_attempt_at", "error")
-    rows = storage.sql(f"select {', '.join(columns)} from job{clause} "
+    total = storage.sql(f"select count(*) from job{clause}", params,
+                        results=True)[0][0] if with_total else None
+    rows = storage.sql(f"select {', '.join(COLUMNS)} from job{clause} "
                        "order by created_at desc limit ? offset ?", (*params, limit, offset),
                        results=True)
-    return [dict(zip(columns, row, strict=True)) for row in rows], total
+    return [dict(zip(COLUMNS, row, strict=True)) for row in rows], total
 
 
 def progress_of(storage, job_ids: list[str]) -> dict[str, dict[str, Any]]:

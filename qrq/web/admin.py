@@ -291,7 +291,7 @@ def _job_filters(args) -> tuple[dict[str, Any], dict[str, str]]:
         if shown["status"] not in stats.QUEUE_STATES:
             raise ValidationError(f"must be one of {', '.join(stats.QUEUE_STATES)}",
                                   field="status")
-        filters["status"] = shown["status"]
+        filters["queue_state"] = shown["status"]
     if shown["owner"]:
         if shown["owner"] == "-":
             filters["system"] = True
