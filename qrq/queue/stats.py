@@ -262,38 +262,22 @@ def search_jobs(storage, *, job_type: str | None = None, status: str | None = No
     :data:`QUEUE_STATES`, where "queued" means due and "scheduled" still delayed.
     *system* selects the jobs owned by no one (periodic tasks, CLI jobs).
     """
-    where, params = [], []
-    if job_type is not None:
-        where.append("type = ?")
-        params.append(job_type)
-    if queue_state in ("scheduled", "queued"):
+    due_or_delayed = queue_state in ("queued", "scheduled")
+    # Job ids are lower-case hex and dashes (checked by the caller): no LIKE escapes.
+    conditions = [("type = ?", job_type), ("status = ?", status),
+                  ("status = ?", None if due_or_delayed else queue_state),
+                  ("owner_id = ?", None if system else owner_id),
+                  ("created_at >= ?", created_from), ("created_at < ?", created_to),
+                  ("id like ?", id_prefix + "%" if id_prefix else None),
+                  ("instr(name, ?) > 0", name_contains or None)]
+    where = [sql for sql, value in conditions if value is not None]
+    params: list[Any] = [value for _, value in conditions if value is not None]
+    if due_or_delayed:
         where.append(f"status = 'queued' and {'' if queue_state == 'scheduled' else 'not '}"
                      f"{_IN_SCHEDULE}")
         params.append(storage.name)
-    elif queue_state is not None:
-        where.append("status = ?")
-        params.append(queue_state)
-    if status is not None:
-        where.append("status = ?")
-        params.append(status)
     if system:
         where.append("owner_id is null")
-    elif owner_id is not None:
-        where.append("owner_id = ?")
-        params.append(owner_id)
-    if created_from is not None:
-        where.append("created_at >= ?")
-        params.append(created_from)
-    if created_to is not None:
-        where.append("created_at < ?")
-        params.append(created_to)
-    if id_prefix:
-        # Job ids are lower-case hex and dashes (checked by the caller): no LIKE escapes.
-        where.append("id like ?")
-        params.append(id_prefix + "%")
-    if name_contains:
-        where.append("instr(name, ?) > 0")
-        params.append(name_contains)
     clause = (" where " + " and ".join(where)) if where else ""
     total = storage.sql(f"select count(*) from job{clause}", params,
                         results=True)[0][0] if with_total else None
