@@ -12,7 +12,8 @@ from qrq.appdb.db import app_db
 from qrq.appdb.models import Template
 from qrq.errors import ValidationError
 from qrq.queue import huey, job_task, jobs, submit
-from qrq.web.admin import bar_chart, next_run
+from qrq.web.dashboard.charts import bar_chart
+from qrq.web.dashboard.schedule import next_run
 from tests.test_dead_letters import forge_payload
 
 ZERO_ID = "00000000-0000-0000-0000-000000000000"

@@ -18,7 +18,7 @@ logger = logging.getLogger("qrq.web")
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app; *test_config* may hold ``SETTINGS`` (a Settings) and Flask keys."""
     from qrq.queue import huey
-    from qrq.web import admin, admin_api, api, errors, openapi, ops
+    from qrq.web import admin_api, api, dashboard, errors, openapi, ops
     from qrq.web import analytics as analytics_api
     from qrq.web import batch as batch_api
 
@@ -38,14 +38,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         QRQ=settings,
-        # The dashboard's session cookie: signed with the qrq secret, never read by
-        # scripts, sent only to /admin, not on cross-site POSTs; Secure behind TLS.
+        # The dashboard's session cookie (a session key and the CSRF token): signed with
+        # the qrq secret, never read by scripts, sent only to /admin, not on cross-site
+        # POSTs; Secure behind TLS.
         SESSION_COOKIE_NAME="qrq_session",
         SESSION_COOKIE_PATH="/admin",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.secure_cookies,
-        PERMANENT_SESSION_LIFETIME=admin.SESSION_HOURS * 3600,
+        PERMANENT_SESSION_LIFETIME=dashboard.SESSION_HOURS * 3600,
     )
     app.config.update(test_config)
     app.json.sort_keys = False
@@ -69,7 +70,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(batch_api.bp)
     app.register_blueprint(admin_api.bp)
-    app.register_blueprint(admin.bp)
+    app.register_blueprint(dashboard.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(analytics_api.bp)

@@ -7,6 +7,7 @@ from flask import Blueprint, current_app, jsonify, request
 from qrq.errors import BadRequest
 from qrq.queue import dead_letters, huey
 from qrq.web.auth import admin_required
+from qrq.web.ops import queue_status_view
 
 bp = Blueprint("admin_api", __name__, url_prefix="/api/admin")
 
@@ -52,6 +53,4 @@ def purge():
 def queue_status():
     """Per job type: queued, scheduled, running, retrying, failed, finished in the last
     hour, the oldest queued job's age; the consumers with their current jobs."""
-    from qrq.web.ops import queue_status_view
-
     return jsonify(queue_status_view())

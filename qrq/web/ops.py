@@ -22,7 +22,9 @@ from prometheus_client.exposition import choose_encoder
 from qrq import alerts, health
 from qrq.config import Settings
 from qrq.errors import Forbidden
+from qrq.notify import send_mail
 from qrq.queue import huey, stats
+from qrq.queue.jobs import iso
 from qrq.web.auth import bearer_token, token_user
 from qrq.web.errors import error_body
 
@@ -37,8 +39,6 @@ INF = float("inf")
 
 def _mail_in_background(storage, settings: Settings, firing: list[dict], to: list[str],
                         now: float) -> None:
-    from qrq.notify import send_mail
-
     try:
         alerts.mail_alerts(storage, settings, firing, to,
                            lambda to_, subject, body: send_mail(settings, to_, subject, body),
@@ -201,8 +201,6 @@ def healthz():
 
 def queue_status_view() -> dict[str, Any]:
     """The queue status as JSON: ISO times, ages in seconds, and the alerts firing."""
-    from qrq.queue.jobs import iso
-
     settings = current_app.config["QRQ"]
     status = stats.queue_status(huey.storage)
     firing = web_alerts()
