@@ -373,9 +373,11 @@ SPEC: dict[str, Any] = {
             "operationId": "retryFailed",
             "requestBody": {"required": False, "content": {"application/json": {
                 "schema": _obj({"type": {"type": "string"}}, required=[])}}},
-            "responses": {"202": _json(_obj({"retried": {"type": "array",
-                                                         "items": {"type": "string"}}}),
-                                       "The jobs queued again."),
+            "responses": {"202": _json(_obj({
+                "retried": {"type": "array", "items": {"type": "string"}},
+                "skipped": {"type": "array", "items": _obj({
+                    "job_id": {"type": "string"}, "reason": {"type": "string"}})}}),
+                "The jobs queued again, and those that could not be, with the reason."),
                           **_errors(400, 401, 403, 404, 409, 413, 422)},
         }},
         "/api/admin/jobs/purge": {"post": {
