@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from qrq.config import Settings
+from qrq.notify import admin_addresses
 from qrq.queue import stats
 
 logger = logging.getLogger("qrq.alerts")
@@ -145,20 +146,8 @@ def last_check(storage) -> float | None:
 
 def recipients(settings: Settings) -> list[str]:
     """Admins' e-mail addresses plus ``alert_mail_to``, without duplicates."""
-    from qrq.appdb.db import app_db
-    from qrq.appdb.models import User
-
-    opened = app_db.is_closed()
-    if opened:
-        app_db.connect()
-    try:
-        admins = [u.email for u in User.select(User.email).where(
-            User.is_admin == True, User.email.is_null(False)).order_by(User.id)]  # noqa: E712
-    finally:
-        if opened:
-            app_db.close()
     extra = [a.strip() for a in settings.alert_mail_to.split(",") if a.strip()]
-    return list(dict.fromkeys([*admins, *extra]))
+    return list(dict.fromkeys([*admin_addresses(settings), *extra]))
 
 
 def compose(alert: dict[str, Any], firing: list[dict[str, Any]]) -> tuple[str, str]:

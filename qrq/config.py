@@ -1,241 +1,223 @@
-"""qrq's settings: one table, read from ``QRQ_*`` environment variables.
+"""qrq's settings: declared once, read from ``QRQ_*`` environment variables, checked.
 
 Every path derives from the data directory, so one variable (``QRQ_DATA_DIR``)
 moves the queue, the app database, the artifacts and the logs together. The web
-app, the consumer and the CLI all call :func:`load_settings`.
+app, the consumer and the CLI all call :func:`load_settings`, which refuses a
+value outside what its setting allows (naming the variable and the allowed
+values) and makes every file the process creates private to its owner.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import secrets
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from qrq.schedule import cron, zone
 
-@dataclasses.dataclass(frozen=True)
-class Setting:
-    name: str
-    default: Any
-    help: str
-    parse: Callable[[str], Any] = str
-
-    @property
-    def env(self) -> str:
-        return "QRQ_" + self.name.upper()
-
-
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"not a boolean: {text!r}")
+# Files 0600, directories 0700: databases, artifacts, backups, logs and mail hold
+# other people's data, whatever umask the process was started with.
+PRIVATE_UMASK = 0o077
+MIN_SECRET_BYTES = 32
+# Values copied from docs and tutorials (Flask's among them); anyone can guess them.
+WELL_KNOWN_SECRETS = frozenset({
+    "secret", "secret-key", "secret_key", "secretkey", "mysecret", "supersecret",
+    "super-secret", "super-secret-key", "changeme", "change-me", "changethis", "dev",
+    "development", "test", "testing", "password", "default", "key", "qrq", "flask",
+    "your-secret-key", "your_secret_key", "yoursecretkey", "you-will-never-guess",
+    "your-secret-key-here", "replace-me", "please-change-me",
+    '_5#y2L"F4Q8z\n\xec]/', '_5#y2l"f4q8z\n\xec]/',
+    "192b9bdd22ab9ed4d12e236c78afcb9a393ec15f71bbf5dc987d54727823bcbf",
+})
 
 
-def _choice(text: str, choices: tuple[str, ...]) -> str:
-    if text not in choices:
-        raise ValueError(f"expected one of {', '.join(choices)}")
-    return text
+class SettingsError(ValueError):
+    """A ``QRQ_*`` variable holds a value its setting does not allow."""
 
 
-def _caps(text: str) -> str:
+def setting(default: Any, help: str, *, choices: tuple[str, ...] = (),
+            low: float | None = None, high: float | None = None,
+            check: Callable[[Any], Any] | None = None, secret: bool = False) -> Any:
+    """Declare one setting as a field of :class:`Settings` (its type is the annotation).
+
+    *choices*, *low*/*high* (inclusive) or *check* (raises ValueError) say what is
+    allowed; a *secret* value is never repeated in an error.
+    """
+    return dataclasses.field(default=default, metadata={
+        "help": help, "choices": choices, "low": low, "high": high, "check": check,
+        "secret": secret})
+
+
+def _check_caps(text: str) -> None:
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, count = item.partition("=")
         if not sep or not name.strip() or not count.strip().isdigit():
             raise ValueError(f"expected TYPE=N,... but got {item!r}")
-    return text
 
 
-def _cron(text: str) -> str:
+def _check_cron(text: str) -> None:
     """A five-field crontab (minute hour day month weekday), or empty for never."""
-    if text.strip():
-        from huey import crontab
-
-        fields = text.split()
-        if len(fields) != 5:
-            raise ValueError(f"expected 5 crontab fields (M H DOM MON DOW), got {text!r}")
-        crontab(*fields, strict=True)
-    return text.strip()
+    cron(text)
 
 
-def _timezone(text: str) -> str:
-    if text.strip().upper() != "UTC":
-        import zoneinfo
-
-        try:
-            zoneinfo.ZoneInfo(text.strip())
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {text!r}") from None
-    return text.strip()
+def _check_zone(text: str) -> None:
+    zone(text)
 
 
-SETTINGS = (
-    Setting("data_dir", "data", "Directory for every runtime file: queue.db, app.db, "
-            "artifacts/, logs/, secret.key."),
-    Setting("secret_key", "", "Secret that signs queue payloads and web sessions. "
-            "Empty: read <data>/secret.key, created on first use."),
-    Setting("workers", 4, "Worker processes started by `qrq worker` and `qrq dev`.", int),
-    Setting("worker_type", "process", "Huey worker type for `qrq worker`: process "
-            "(enforces time limits) or thread.",),
-    Setting("poll_interval", 0.05, "Seconds an idle worker waits between queue polls; "
-            "bounds the pickup latency.", float),
-    Setting("lease_seconds", 30.0, "A running job's lease; a heartbeat renews it. A job "
-            "whose consumer died runs again once its lease lapses.", float),
-    Setting("busy_timeout", 10.0, "Seconds a SQLite connection waits for a lock "
-            "before giving up.", float),
-    Setting("max_request_bytes", 1024 * 1024, "Largest accepted request body, in bytes.",
-            int),
-    Setting("max_copies", 1000, "Most cards one PDF job may render.", int),
-    Setting("max_active_jobs", 1000, "Most jobs one user may have queued, running or "
-            "retrying at once; more are refused with 429 (0: no limit; admins are exempt).",
-            int),
-    Setting("pdf_timeout", 300, "Time limit of a PDF job, in seconds.", int),
-    Setting("pdf_retries", 3, "Retries of a PDF job after a transient error.", int),
-    Setting("job_expiry", 3600, "Seconds a job may wait to start; one not started in "
-            "time ends expired instead of running late.", int),
-    Setting("retain_finished_days", 7.0, "Days a finished job's record and files are kept.",
-            float),
-    Setting("retain_failed_days", 30.0, "Days a failed, canceled or expired job's record is "
-            "kept (the dead-letter list).", float),
-    Setting("retry_delay", 2.0, "First retry delay in seconds; doubles each attempt, "
-            "with jitter.", float),
-    Setting("type_caps", "batch=2,analytics=2,maintenance=1", "Most jobs of each listed "
-            "type running at once, across all consumers (TYPE=N,...).", _caps),
-    Setting("long_job_cap", 3, "Most jobs of the capped types (type_caps) running at once "
-            "in total, so some worker is always free for interactive work.", int),
-    Setting("task_modules", "", "Extra task modules the consumer imports, comma-separated "
-            "(e.g. myapp.tasks); huey_app.py imports qrq's own."),
-    Setting("smtp_host", "", "SMTP server for mail. Empty: each message is written to "
-            "<data>/outbox/ as an .eml file."),
-    Setting("smtp_port", 587, "SMTP port.", int),
-    Setting("smtp_security", "starttls", "starttls, ssl or none."),
-    Setting("smtp_user", "", "SMTP login (empty: no login)."),
-    Setting("smtp_password", "", "SMTP password."),
-    Setting("mail_from", "qrq@localhost", "Sender address of qrq's mail."),
-    Setting("host", "127.0.0.1", "Address `qrq dev` binds the web app to."),
-    Setting("port", 5000, "Port `qrq dev` binds the web app to.", int),
-    Setting("log_level", "INFO", "Log level of the consumer and the web app."),
-    Setting("enqueue_sync", "full", "SQLite synchronous level of enqueues: full (fsynced "
-            "before the job id is returned) or normal (faster; a power cut may lose the "
-            "newest enqueues).", lambda text: _choice(text, ("full", "normal"))),
-    Setting("backup_dir", "", "Directory of the backup sets (relative: inside the data dir). "
-            "Empty: <data>/backups."),
-    Setting("backup_schedule", "0 2 * * *", "When the backup runs, as a crontab "
-            "(M H DOM MON DOW) in backup_timezone; empty: never on its own.", _cron),
-    Setting("backup_timezone", "UTC", "Time zone of backup_schedule, "
-            "maintenance_schedule and of the retention's days, weeks and months.",
-            _timezone),
-    Setting("backup_keep_daily", 7, "Backup sets kept: the newest of each of the last N "
-            "days.", int),
-    Setting("backup_keep_weekly", 4, "... and of each of the last N weeks.", int),
-    Setting("backup_keep_monthly", 12, "... and of each of the last N months.", int),
-    Setting("backup_codec", "zstd", "Compression of backups: zstd (fast) or gzip.",),
-    Setting("backup_threads", 2, "Databases backed up at once.", int),
-    Setting("backup_timeout", 21600, "Time limit of a backup job, in seconds.", int),
-    Setting("maintenance_schedule", "0 3 * * 0", "When the weekly maintenance runs "
-            "(log rotation, WAL checkpoint, VACUUM when idle), as a crontab.", _cron),
-    Setting("log_max_age_days", 30.0, "Days rotated log files in <data>/logs/ are kept.",
-            float),
-    Setting("maintenance_vacuum", True, "VACUUM the queue and app databases during "
-            "maintenance when no job is running or queued.", _bool),
-    Setting("alert_backlog", 100, "Queued jobs (all types) above which the backlog alert "
-            "fires.", int),
-    Setting("alert_queue_age", 600.0, "Seconds the oldest queued job may wait before the "
-            "queue-age alert fires.", float),
-    Setting("alert_heartbeat_age", 90.0, "Seconds without a consumer heartbeat before the "
-            "no-consumer alert fires; also the limit of `qrq health --consumer`.", float),
-    Setting("alert_mail_interval", 3600.0, "Least seconds between two alert mails of one "
-            "kind.", float),
-    Setting("alert_mail_to", "", "Extra alert mail recipients, comma-separated; admins with "
-            "an e-mail address always get them."),
-    Setting("metrics_token", "", "Bearer token that GET /metrics accepts (for Prometheus). "
-            "Empty: only an admin's API token."),
-    Setting("secure_cookies", False, "Send the dashboard's session cookie over HTTPS only "
-            "(turn on behind TLS).", _bool),
-    Setting("max_batch_items", 10_000, "Most items one bulk-generation batch may hold "
-            "(more: 413).", int),
-    Setting("max_batch_bytes", 16 * 1024 * 1024, "Largest accepted body of a batch "
-            "request, in bytes.", int),
-    Setting("batch_timeout", 1800, "Time limit of one run of a batch job, in seconds.", int),
-    Setting("base_url", "", "Public URL of the web app, for links in mail. Empty: "
-            "http://<host>:<port>."),
-    Setting("analytics_dbs", "analytics", "Where the scan databases are: a directory (its "
-            "*.db files) or a glob pattern; relative paths are inside the data dir."),
-    Setting("analytics_cache_ttl", 3600.0, "Seconds a computed analytics report is served "
-            "from the cache.", float),
-    Setting("analytics_timeout", 600, "Time limit of an analytics job, in seconds.", int),
-    Setting("analytics_processes", 2, "Processes an analytics job reads the scan "
-            "databases with (1: in the job's own process).", int),
-    Setting("analytics_warmup", 10, "Most-requested analytics reports the warm-up task "
-            "recomputes before they expire (0: none).", int),
-)
+def _check_url(text: str) -> None:
+    if text and not text.startswith(("http://", "https://")):
+        raise ValueError("expected empty or a URL starting with http:// or https://")
 
-SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+
+def check_secret(text: str) -> None:
+    """Refuse a secret that is short or guessable (empty means: use ``secret.key``)."""
+    if not text:
+        return
+    hint = ("use at least 32 random bytes, e.g. the output of `python3 -c \"import "
+            "secrets; print(secrets.token_urlsafe(32))\"`, or leave it empty to use "
+            "<data>/secret.key")
+    if text.strip().lower() in WELL_KNOWN_SECRETS:
+        raise ValueError(f"a well-known example value, not a secret; {hint}")
+    if len(text.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"too short ({len(text.encode())} bytes); {hint}")
+    if len(set(text)) < 8:
+        raise ValueError(f"too repetitive ({len(set(text))} distinct characters); {hint}")
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    data_dir: Path
-    secret_key: str
-    workers: int
-    worker_type: str
-    poll_interval: float
-    lease_seconds: float
-    busy_timeout: float
-    max_request_bytes: int
-    max_copies: int
-    max_active_jobs: int
-    pdf_timeout: int
-    pdf_retries: int
-    job_expiry: int
-    retain_finished_days: float
-    retain_failed_days: float
-    retry_delay: float
-    type_caps: str
-    long_job_cap: int
-    task_modules: str
-    smtp_host: str
-    smtp_port: int
-    smtp_security: str
-    smtp_user: str
-    smtp_password: str
-    mail_from: str
-    host: str
-    port: int
-    log_level: str
-    enqueue_sync: str
-    backup_dir: str
-    backup_schedule: str
-    backup_timezone: str
-    backup_keep_daily: int
-    backup_keep_weekly: int
-    backup_keep_monthly: int
-    backup_codec: str
-    backup_threads: int
-    backup_timeout: int
-    maintenance_schedule: str
-    log_max_age_days: float
-    maintenance_vacuum: bool
-    alert_backlog: int
-    alert_queue_age: float
-    alert_heartbeat_age: float
-    alert_mail_interval: float
-    alert_mail_to: str
-    metrics_token: str
-    secure_cookies: bool
-    max_batch_items: int
-    max_batch_bytes: int
-    batch_timeout: int
-    base_url: str
-    analytics_dbs: str
-    analytics_cache_ttl: float
-    analytics_timeout: int
-    analytics_processes: int
-    analytics_warmup: int
+    """Every setting, declared once: name (``QRQ_`` + upper case), default, type, limits, help."""
+
+    data_dir: Path = setting(Path("data"), "Directory for every runtime file: `queue.db` "
+                             "(queue, schedule, job records), `app.db` (users, templates), "
+                             "`artifacts/`, `logs/`, `secret.key`.")
+    secret_key: str = setting("", "Secret that signs queue payloads and web sessions: at "
+                              "least 32 bytes, not a well-known example value. Empty: read "
+                              "`<data>/secret.key`, created on first use.",
+                              check=check_secret, secret=True)
+    workers: int = setting(4, "Worker processes started by `qrq worker` and `qrq dev`.",
+                           low=1, high=64)
+    worker_type: str = setting("process", "Huey worker type for `qrq worker`: process "
+                               "(enforces time limits) or thread.",
+                               choices=("process", "thread"))
+    poll_interval: float = setting(0.05, "Seconds an idle worker waits between queue "
+                                   "polls; bounds the pickup latency.", low=0.001, high=60)
+    lease_seconds: float = setting(30.0, "A running job's lease; a heartbeat renews it. A "
+                                   "job whose consumer died runs again once its lease "
+                                   "lapses.", low=0.1)
+    busy_timeout: float = setting(10.0, "Seconds a SQLite connection waits for a lock "
+                                  "before giving up.", low=0)
+    max_request_bytes: int = setting(1024 * 1024, "Largest accepted request body, in "
+                                     "bytes.", low=1)
+    max_copies: int = setting(1000, "Most cards one PDF job may render.", low=1)
+    max_active_jobs: int = setting(1000, "Most jobs one user may have queued, running or "
+                                   "retrying at once; more are refused with 429 (0: no "
+                                   "limit; admins are exempt).", low=0)
+    pdf_timeout: int = setting(300, "Time limit of a PDF job, in seconds.", low=1)
+    pdf_retries: int = setting(3, "Retries of a PDF job after a transient error.", low=0)
+    job_expiry: int = setting(3600, "Seconds a job may wait to start; one not started in "
+                              "time ends expired instead of running late.", low=1)
+    retain_finished_days: float = setting(7.0, "Days a finished job's record and files "
+                                          "are kept.", low=0)
+    retain_failed_days: float = setting(30.0, "Days a failed, canceled or expired job's "
+                                        "record is kept (the dead-letter list).", low=0)
+    retry_delay: float = setting(2.0, "First retry delay in seconds; doubles each "
+                                 "attempt, with jitter.", low=0)
+    type_caps: str = setting("batch=2,analytics=2,maintenance=1", "Most jobs of each "
+                             "listed type running at once, across all consumers "
+                             "(TYPE=N,...).", check=_check_caps)
+    long_job_cap: int = setting(3, "Most jobs of the capped types (type_caps) running at "
+                                "once in total, so some worker is always free for "
+                                "interactive work.", low=0)
+    task_modules: str = setting("", "Extra task modules the consumer imports, "
+                                "comma-separated (e.g. myapp.tasks); huey_app.py imports "
+                                "qrq's own.")
+    smtp_host: str = setting("", "SMTP server for mail. Empty: each message is written to "
+                             "`<data>/outbox/` as an .eml file.")
+    smtp_port: int = setting(587, "SMTP port.", low=1, high=65535)
+    smtp_security: str = setting("starttls", "How the SMTP connection is protected: "
+                                 "starttls, ssl or none (none sends the password in "
+                                 "plain text).", choices=("starttls", "ssl", "none"))
+    smtp_user: str = setting("", "SMTP login (empty: no login).")
+    smtp_password: str = setting("", "SMTP password.", secret=True)
+    mail_from: str = setting("qrq@localhost", "Sender address of qrq's mail.")
+    host: str = setting("127.0.0.1", "Address `qrq dev` binds the web app to.")
+    port: int = setting(5000, "Port `qrq dev` binds the web app to.", low=1, high=65535)
+    log_level: str = setting("INFO", "Log level of the consumer and the web app.",
+                             choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+    enqueue_sync: str = setting("full", "SQLite synchronous level of enqueues: full "
+                                "(fsynced before the job id is returned) or normal "
+                                "(faster; a power cut may lose the newest enqueues).",
+                                choices=("full", "normal"))
+    backup_dir: str = setting("", "Directory of the backup sets (relative: inside the "
+                              "data dir). Empty: `<data>/backups`.")
+    backup_schedule: str = setting("0 2 * * *", "When the backup runs, as a crontab "
+                                   "(M H DOM MON DOW) in backup_timezone; empty: never on "
+                                   "its own.", check=_check_cron)
+    backup_timezone: str = setting("UTC", "Time zone of backup_schedule, "
+                                   "maintenance_schedule and of the retention's days, "
+                                   "weeks and months (UTC or an IANA name).",
+                                   check=_check_zone)
+    backup_keep_daily: int = setting(7, "Backup sets kept: the newest of each of the last "
+                                     "N days.", low=0)
+    backup_keep_weekly: int = setting(4, "... and of each of the last N weeks.", low=0)
+    backup_keep_monthly: int = setting(12, "... and of each of the last N months.", low=0)
+    backup_codec: str = setting("zstd", "Compression of backups: zstd (fast) or gzip.",
+                                choices=("zstd", "gzip"))
+    backup_threads: int = setting(2, "Databases backed up at once.", low=1, high=64)
+    backup_timeout: int = setting(21600, "Time limit of a backup job, in seconds.", low=1)
+    maintenance_schedule: str = setting("0 3 * * 0", "When the weekly maintenance runs "
+                                        "(log rotation, WAL checkpoint, VACUUM when idle), "
+                                        "as a crontab.", check=_check_cron)
+    log_max_age_days: float = setting(30.0, "Days rotated log files in `<data>/logs/` are "
+                                      "kept.", low=0)
+    maintenance_vacuum: bool = setting(True, "VACUUM the queue and app databases during "
+                                       "maintenance when no job is running or queued.")
+    alert_backlog: int = setting(100, "Queued jobs (all types) above which the backlog "
+                                 "alert fires.", low=0)
+    alert_queue_age: float = setting(600.0, "Seconds the oldest queued job may wait before "
+                                     "the queue-age alert fires.", low=0)
+    alert_heartbeat_age: float = setting(90.0, "Seconds without a consumer heartbeat "
+                                         "before the no-consumer alert fires; also the "
+                                         "limit of `qrq health --consumer`.", low=1)
+    alert_mail_interval: float = setting(3600.0, "Least seconds between two alert mails "
+                                         "of one kind.", low=0)
+    alert_mail_to: str = setting("", "Extra alert mail recipients, comma-separated; admins "
+                                 "with an e-mail address always get them.")
+    metrics_token: str = setting("", "Bearer token that GET /metrics accepts (for "
+                                 "Prometheus). Empty: only an admin's API token.",
+                                 secret=True)
+    secure_cookies: bool = setting(False, "Send the dashboard's session cookie over HTTPS "
+                                   "only (turn on behind TLS).")
+    max_batch_items: int = setting(10_000, "Most items one bulk-generation batch may hold "
+                                   "(more: 413).", low=1)
+    max_batch_bytes: int = setting(16 * 1024 * 1024, "Largest accepted body of a batch "
+                                   "request, in bytes.", low=1)
+    batch_timeout: int = setting(1800, "Time limit of one run of a batch job, in seconds.",
+                                 low=1)
+    base_url: str = setting("", "Public URL of the web app, for links in mail. Empty: "
+                            "http://<host>:<port>.", check=_check_url)
+    analytics_dbs: str = setting("analytics", "Where the scan databases are: a directory "
+                                 "(its *.db files) or a glob pattern; relative paths are "
+                                 "inside the data dir.")
+    analytics_cache_ttl: float = setting(3600.0, "Seconds a computed analytics report is "
+                                         "served from the cache.", low=0)
+    analytics_timeout: int = setting(600, "Time limit of an analytics job, in seconds.",
+                                     low=1)
+    analytics_processes: int = setting(2, "Processes an analytics job reads the scan "
+                                       "databases with (1: in the job's own process).",
+                                       low=1, high=64)
+    analytics_warmup: int = setting(10, "Most-requested analytics reports the warm-up "
+                                    "task recomputes before they expire (0: none).", low=0)
+
+    def __post_init__(self) -> None:
+        for one in SETTINGS:
+            one.check(getattr(self, one.name))
 
     @property
     def queue_db(self) -> Path:
@@ -275,36 +257,184 @@ class Settings:
     def secret_file(self) -> Path:
         return self.data_dir / "secret.key"
 
+    @property
+    def private_paths(self) -> tuple[Path, ...]:
+        """The directories qrq creates under the data directory."""
+        return (self.data_dir, self.artifacts_dir, self.logs_dir, self.outbox_dir,
+                self.backups_dir)
+
     def ensure_dirs(self) -> None:
         for path in (self.data_dir, self.artifacts_dir, self.logs_dir):
-            path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private(self)
+
+
+_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str,
+                           "Path": Path}
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One row of the settings table, read from a field of :class:`Settings`."""
+
+    name: str
+    default: Any
+    help: str
+    type: type
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    validator: Callable[[Any], Any] | None = None
+    secret: bool = False
+
+    @classmethod
+    def from_field(cls, field: dataclasses.Field) -> Setting:
+        meta = field.metadata
+        return cls(field.name, field.default, meta["help"], _TYPES[str(field.type)],
+                   meta["choices"], meta["low"], meta["high"], meta["check"], meta["secret"])
+
+    @property
+    def env(self) -> str:
+        return "QRQ_" + self.name.upper()
+
+    @property
+    def documented_default(self) -> str:
+        """The default as the README's settings table writes it."""
+        if self.default == "":
+            return "(empty)"
+        if isinstance(self.default, bool):
+            return "`true`" if self.default else "`false`"
+        if isinstance(self.default, float):
+            return f"`{self.default:g}`"
+        return f"`{self.default}`"
+
+    @property
+    def allowed(self) -> str:
+        """What this setting accepts, in words (for errors and the README)."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        if self.type is bool:
+            return "true or false (1/0, yes/no, on/off)"
+        kind = {int: "an integer", float: "a number"}.get(self.type)
+        if kind is None:
+            return "text"
+        if self.low is not None and self.high is not None:
+            return f"{kind} from {self.low:g} to {self.high:g}"
+        if self.low is not None:
+            return f"{kind} of at least {self.low:g}"
+        return kind
+
+    def parse(self, text: str) -> Any:
+        """The value of the environment text *text*; :raises ValueError:."""
+        text = text if self.secret else text.strip()
+        if self.type is bool:
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(f"expected {self.allowed}")
+        if self.type in (int, float):
+            try:
+                value = self.type(text)
+            except ValueError:
+                raise ValueError(f"expected {self.allowed}") from None
+            if not math.isfinite(value):
+                raise ValueError(f"expected {self.allowed}")
+            return value
+        if self.choices:  # any case in; the declared spelling out
+            for choice in self.choices:
+                if text.lower() == choice.lower():
+                    return choice
+        return self.type(text)
+
+    def check(self, value: Any) -> None:
+        """:raises SettingsError: *value* is not allowed, naming the variable."""
+        try:
+            if self.choices and value not in self.choices:
+                raise ValueError(f"expected {self.allowed}")
+            if self.type in (int, float) and (
+                    isinstance(value, bool) or not isinstance(value, int | float)
+                    or not math.isfinite(value)
+                    or (self.low is not None and value < self.low)
+                    or (self.high is not None and value > self.high)):
+                raise ValueError(f"expected {self.allowed}")
+            if self.validator is not None:
+                self.validator(value)
+        except ValueError as exc:
+            raise SettingsError(f"{self.env}={self.shown(value)}: {exc}") from None
+
+    def shown(self, value: Any) -> str:
+        return "(hidden)" if self.secret and value else repr(str(value))
+
+
+SETTINGS = tuple(Setting.from_field(f) for f in dataclasses.fields(Settings))
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Read every setting from ``QRQ_*`` variables; keyword overrides win.
+    """Read every setting from ``QRQ_*`` variables (keyword overrides win) and check it.
 
-    :raises ValueError: a variable holds a value its setting cannot parse.
+    Every qrq process (web app, consumer, CLI) starts here, so this is also where
+    its files are made private: the umask is set to 0077 and the data directory's
+    existing modes are tightened.
+
+    :raises SettingsError: a value its setting does not allow (a ``ValueError``).
     """
+    os.umask(PRIVATE_UMASK)
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    for setting in SETTINGS:
-        if setting.name in overrides:
-            values[setting.name] = overrides.pop(setting.name)
-        elif setting.env in environ:
-            raw = environ[setting.env]
+    for one in SETTINGS:
+        if one.name in overrides:
+            values[one.name] = overrides.pop(one.name)
+        elif one.env in environ:
+            raw = environ[one.env]
             try:
-                values[setting.name] = setting.parse(raw)
+                values[one.name] = one.parse(raw)
             except ValueError as exc:
-                raise ValueError(f"{setting.env}={raw!r}: {exc}") from None
+                raise SettingsError(f"{one.env}={one.shown(raw)}: {exc}") from None
         else:
-            values[setting.name] = setting.default
+            values[one.name] = one.default
     if overrides:
         raise TypeError(f"unknown settings: {', '.join(sorted(overrides))}")
     values["data_dir"] = Path(values["data_dir"]).resolve()
     settings = Settings(**values)
     if not settings.secret_key:
         settings = dataclasses.replace(settings, secret_key=read_or_create_secret(settings))
+    make_private(settings)
     return settings
+
+
+def settings_or_exit() -> Settings:
+    """:func:`load_settings` for a process that is starting (web app, consumer): a value
+    its setting does not allow ends the process with one line instead of a traceback."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise SystemExit(f"Error: {exc}") from None
+
+
+def holds_qrq_data(path: Path) -> bool:
+    """Whether *path* is a qrq data directory (``qrq init`` has run there)."""
+    return (path / "queue.db").is_file() or (path / "app.db").is_file()
+
+
+def make_private(settings: Settings) -> None:
+    """Take group and other access away from what earlier runs left readable: qrq's
+    directories and everything at the top of the data directory."""
+    uid = os.getuid()
+    found = [*settings.private_paths]
+    if settings.data_dir.is_dir():
+        found += settings.data_dir.iterdir()
+    for path in found:
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            continue
+        mode = stat.S_IMODE(info.st_mode)
+        # Only what this user owns and never through a symlink.
+        if info.st_uid == uid and not stat.S_ISLNK(info.st_mode) and mode & 0o077:
+            path.chmod(mode & ~0o077)
 
 
 def read_or_create_secret(settings: Settings) -> str:
@@ -312,10 +442,12 @@ def read_or_create_secret(settings: Settings) -> str:
 
     The secret is written to a temporary file and linked into place, so a web
     app and a consumer starting together agree on one complete secret.
+
+    :raises SettingsError: the file holds a weak secret (someone wrote it by hand).
     """
     path = settings.secret_file
     if not path.exists():
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = path.with_name(f".secret.{os.getpid()}.{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -326,4 +458,9 @@ def read_or_create_secret(settings: Settings) -> str:
             pass  # Another process won the race; use its secret.
         finally:
             tmp.unlink()
-    return path.read_text().strip()
+    secret = path.read_text().strip()
+    try:
+        check_secret(secret)
+    except ValueError as exc:
+        raise SettingsError(f"{path}: {exc}") from None
+    return secret

@@ -14,8 +14,30 @@ import uuid
 from email.message import EmailMessage
 from pathlib import Path
 
+from qrq.appdb.db import app_db, init_db
+from qrq.appdb.models import User
 from qrq.config import Settings
 from qrq.errors import TransientError
+
+
+def admin_addresses(settings: Settings) -> list[str]:
+    """The e-mail addresses of the admins who have one, oldest admin first, each once.
+
+    Binds the app database to *settings* when it is not yet (a consumer), and
+    leaves a connection the caller holds open (a web request).
+    """
+    if app_db.deferred or app_db.database != str(settings.app_db):
+        init_db(settings.app_db, settings.busy_timeout)
+    opened = app_db.is_closed()
+    if opened:
+        app_db.connect()
+    try:
+        emails = [u.email for u in User.select(User.email).where(
+            User.is_admin == True, User.email.is_null(False)).order_by(User.id)]  # noqa: E712
+    finally:
+        if opened:
+            app_db.close()
+    return list(dict.fromkeys(email for email in emails if email))
 
 
 def build_message(settings: Settings, to: list[str], subject: str, body: str,

@@ -9,6 +9,7 @@ never both back up.
 import logging
 import time
 
+from qrq import notify
 from qrq.backup import apply_retention, run_backup
 from qrq.errors import QrqError
 from qrq.queue import huey, job_task, maintenance, periodic_job, progress, submit
@@ -64,18 +65,6 @@ def summarize(manifest: dict) -> dict:
     return result
 
 
-def admin_addresses() -> list[str]:
-    from qrq.appdb.db import app_db, init_db
-    from qrq.appdb.models import User
-
-    s = huey.settings
-    if app_db.database != str(s.app_db):
-        init_db(s.app_db, s.busy_timeout)
-    with app_db.connection_context():
-        return sorted({u.email for u in User.select().where(User.is_admin, User.email.is_null(
-            False)) if u.email})
-
-
 def report_text(manifest: dict) -> tuple[str, str]:
     """Subject and body of the backup report mail."""
     failed = [e for e in manifest["databases"] if e["status"] != "ok"]
@@ -96,7 +85,7 @@ def report_text(manifest: dict) -> tuple[str, str]:
 def mail_admins(subject: str, body: str) -> int:
     """Queue a mail to every admin with an address; return how many."""
     try:
-        to = admin_addresses()
+        to = notify.admin_addresses(huey.settings)
     except Exception:  # the report is in the job result even when app.db is unreadable
         logger.exception("could not read the admins' addresses")
         return 0

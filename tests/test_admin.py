@@ -291,6 +291,15 @@ def test_job_list_filters_and_search(admin, templates, alice, client):
         assert field in response.text and "<script>" not in response.text
 
 
+def test_page_numbers_are_checked_in_one_place(admin):
+    client, _ = admin
+    for page in ("%C2%B2", "9" * 5000, "0", "-1", "x"):
+        for url in ("/admin/jobs", "/admin/failed"):
+            response = client.get(f"{url}?page={page}")
+            assert response.status_code == 422, (url, page)
+            assert "page" in response.text
+
+
 def test_job_detail_shows_everything_and_escapes_user_text(admin, templates, alice, client,
                                                            settings):
     with app_db.connection_context():

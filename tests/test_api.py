@@ -190,3 +190,109 @@ def test_a_user_with_too_many_unfinished_jobs_gets_429(settings, templates, alic
     # Once one of alice's jobs has ended she may queue another.
     assert client.delete(f"/api/jobs/{ids[0]}", headers=alice[1]).status_code == 202
     assert client.post(PDF, json=body, headers=alice[1]).status_code == 202
+
+
+# -- client input never reaches a 5xx (issue 12, point 1) ------------------------------
+
+BATCH = "/api/batch/generate-qrs"
+DEEP = "[" * 1000 + "]" * 1000
+
+
+@pytest.mark.parametrize("url, body", [
+    (PDF, '{"template_id": 1, "options": {"data": ' + DEEP + "}}"),
+    (PDF, DEEP),
+    (BATCH, '{"template_ids": [1], "options": ' + DEEP + "}"),
+    ("/api/admin/jobs/retry-failed", '{"type": ' + DEEP + "}"),
+    ("/api/admin/jobs/purge", DEEP),
+    (PDF, '{"template_id": NaN}'),
+    (PDF, '{"template_id": Infinity}'),
+    (PDF, '{"template_id": 1' + "0" * 5000 + "}"),
+    (BATCH, '{"template_ids": [-Infinity]}'),
+])
+def test_deep_or_non_standard_json_is_a_400(client, templates, make_user, url, body):
+    _, admin = make_user("root", admin=True)
+    assert_error(client.post(url, data=body, content_type="application/json",
+                             headers=admin), 400)
+    assert job_count() == 0
+
+
+def test_nesting_up_to_the_limit_is_still_read(client, templates, alice):
+    from qrq.web.params import MAX_DEPTH
+
+    inner = "[" * (MAX_DEPTH - 2) + '"x"' + "]" * (MAX_DEPTH - 2)
+    # Brackets inside strings do not count as nesting.
+    body = '{"template_id": 1, "options": {"lines": ' + inner + ', "title": "[[{{"}}'
+    assert_error(client.post(PDF, data=body, content_type="application/json",
+                             headers=alice[1]), 422, "options.lines[0]")  # read, then checked
+
+
+@pytest.mark.parametrize("url, body, field", [
+    (PDF, '{"template_id": 1, "options": {"data": "a\\ud800b"}}', "options.data"),
+    (PDF, '{"template_id": 1, "options": {"title": "\\udc00"}}', "options.title"),
+    (PDF, '{"template_id": 1, "\\ud800": 1}', "\\ud800"),
+    (BATCH, '{"items": [{"template_id": 1, "data": "ok"}, {"template_id": 1, '
+            '"data": "\\uDBFF"}]}', "items[1].data"),
+    (BATCH, '{"items": [{"template_id": 1, "title": "\\ud800x"}]}', "items[0].title"),
+    ("/api/admin/jobs/retry-failed", '{"type": "\\ud800"}', "type"),
+])
+def test_a_lone_surrogate_anywhere_is_a_422_naming_it(client, templates, make_user, url,
+                                                      body, field):
+    _, admin = make_user("root", admin=True)
+    error = assert_error(client.post(url, data=body, content_type="application/json",
+                                     headers=admin), 422)
+    assert error["field"] == field
+    assert job_count() == 0
+
+
+def test_a_surrogate_pair_is_text(client, templates, alice):
+    body = '{"template_id": 1, "options": {"title": "\\ud83d\\ude00 \\\\ud800"}}'
+    response = client.post(PDF, data=body, content_type="application/json", headers=alice[1])
+    assert response.status_code == 202
+    status = client.get(response.get_json()["status_url"], headers=alice[1]).get_json()
+    assert status["params"]["options"]["title"] == "\U0001f600 \\ud800"
+
+
+@pytest.mark.parametrize("url", [
+    "/api/templates/9223372036854775808",
+    "/api/templates/99999999999999999999",
+    "/api/templates/1" + "0" * 5000,
+    "/api/templates/%D9%A3",  # an Arabic-Indic 3: a digit to str.isdigit, not to us
+    "/api/templates/%C2%B2",
+])
+def test_an_id_out_of_range_or_not_ascii_is_404(client, templates, alice, url):
+    assert_error(client.get(url, headers=alice[1]), 404)
+
+
+def test_the_largest_sqlite_id_is_an_ordinary_404(client, templates, alice):
+    assert_error(client.get("/api/templates/9223372036854775807", headers=alice[1]), 404)
+    assert client.get("/api/templates/0001", headers=alice[1]).get_json()["id"] == 1
+
+
+def test_every_int_route_uses_the_bounded_converter(app):
+    from werkzeug.routing import IntegerConverter
+
+    from qrq.web.params import RowId
+
+    int_parts = [(rule.rule, converter) for rule in app.url_map.iter_rules()
+                 for converter in rule._converters.values()
+                 if isinstance(converter, IntegerConverter)]
+    assert {rule for rule, _ in int_parts} >= {"/api/templates/<int:template_id>"}
+    assert all(isinstance(converter, RowId) for _, converter in int_parts), int_parts
+
+
+@pytest.mark.parametrize("query", ["limit=%C2%B2", "limit=%D9%A3", "offset=1" + "0" * 5000,
+                                   "limit=-1", "limit=+5", "limit=%201", "limit=0x10",
+                                   "limit=", "offset=9223372036854775808"])
+def test_a_bad_integer_query_parameter_is_a_422(client, alice, query):
+    name = query.split("=")[0]
+    assert_error(client.get(f"/api/jobs?{query}", headers=alice[1]), 422, name)
+
+
+def test_batch_item_pages_parse_integers_the_same_way(client, templates, alice):
+    job_id = client.post(BATCH, json={"template_ids": [1]}, headers=alice[1]).get_json()[
+        "batch_job_id"]
+    for query in ("page=%C2%B2", "per_page=1" + "0" * 5000):
+        assert_error(client.get(f"/api/batch/{job_id}/items?{query}", headers=alice[1]), 422,
+                     query.split("=")[0])
+    assert_error(client.get(f"/api/batch/{job_id}/items/9223372036854775808/svg",
+                            headers=alice[1]), 404)

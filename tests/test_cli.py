@@ -1,7 +1,14 @@
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from qrq.cli import main
 from qrq.queue import huey, jobs
+from tests.conftest import ROOT
 
 
 def test_init_demo_prints_the_demo_token_once(runner, client):
@@ -81,3 +88,41 @@ def test_every_command_has_help_with_text(runner):
         result = runner.invoke(main, [*path, "--help"])
         assert result.exit_code == 0, path
         assert command.help, f"qrq {' '.join(path)} has no help text"
+
+
+def run_process(args, env, cwd=ROOT):
+    return subprocess.run(args, env={**os.environ, **env}, cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("QRQ_BACKUP_CODEC", "xz"), ("QRQ_WORKER_TYPE", "proc"), ("QRQ_WORKERS", "0"),
+    ("QRQ_ANALYTICS_PROCESSES", "-3"), ("QRQ_SMTP_SECURITY", "tls"),
+    ("QRQ_SECRET_KEY", "changeme")])
+def test_every_process_refuses_to_start_on_a_bad_setting_with_one_line(tmp_path, variable,
+                                                                       value):
+    env = {"QRQ_DATA_DIR": str(tmp_path / "data"), variable: value}
+    bin_dir = Path(sys.executable).parent
+    for args in ([str(bin_dir / "qrq"), "jobs", "list"],
+                 [str(bin_dir / "huey_consumer"), "huey_app.huey", "-w", "1"],
+                 [sys.executable, "-c", "import web"]):
+        done = run_process(args, env)
+        assert done.returncode != 0, args
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in done.stderr, (args, done.stderr)
+        assert lines[0].startswith(f"Error: {variable}="), (args, lines)
+
+
+def test_data_dir_without_qrq_data_is_refused_and_not_created(tmp_path):
+    qrq = str(Path(sys.executable).parent / "qrq")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for target in (empty, tmp_path / "typo"):
+        done = run_process([qrq, "--data-dir", str(target), "jobs", "list"], {})
+        assert done.returncode == 2
+        assert "not a qrq data directory; run qrq init" in done.stderr
+    assert list(empty.iterdir()) == [] and not (tmp_path / "typo").exists()
+    fresh = tmp_path / "fresh"
+    assert run_process([qrq, "--data-dir", str(fresh), "init"], {}).returncode == 0
+    listed = run_process([qrq, "--data-dir", str(fresh), "jobs", "list"], {})
+    assert listed.returncode == 0, listed.stderr

@@ -1,8 +1,11 @@
+import dataclasses
+import re
+import secrets
 from pathlib import Path
 
 import pytest
 
-from qrq.config import SETTINGS, load_settings, read_or_create_secret
+from qrq.config import SETTINGS, Settings, SettingsError, load_settings, read_or_create_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,11 +20,16 @@ def test_defaults_derive_every_path_from_the_data_dir(tmp_path):
 
 
 def test_environment_values_are_parsed(tmp_path):
+    key = "k" + secrets.token_urlsafe(32)
     settings = load_settings({"QRQ_DATA_DIR": str(tmp_path), "QRQ_WORKERS": "7",
-                              "QRQ_POLL_INTERVAL": "0.2", "QRQ_SECRET_KEY": "s"})
+                              "QRQ_POLL_INTERVAL": "0.2", "QRQ_SECRET_KEY": key,
+                              "QRQ_BACKUP_CODEC": "GZIP", "QRQ_LOG_LEVEL": "debug",
+                              "QRQ_SECURE_COOKIES": "yes"})
     assert settings.workers == 7
     assert settings.poll_interval == 0.2
-    assert settings.secret_key == "s"
+    assert settings.secret_key == key
+    assert settings.backup_codec == "gzip" and settings.log_level == "DEBUG"
+    assert settings.secure_cookies is True
 
 
 def test_bad_value_names_the_variable(tmp_path):
@@ -37,7 +45,82 @@ def test_secret_is_created_once_and_shared(tmp_path):
     assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
 
 
-def test_every_setting_is_documented_in_the_readme():
-    readme = (ROOT / "README.md").read_text()
-    missing = [s.env for s in SETTINGS if s.env not in readme]
+@pytest.mark.parametrize(("variable", "value", "allowed"), [
+    ("QRQ_BACKUP_CODEC", "xz", "zstd, gzip"),
+    ("QRQ_WORKER_TYPE", "proc", "process, thread"),
+    ("QRQ_WORKERS", "0", "from 1 to 64"),
+    ("QRQ_ANALYTICS_PROCESSES", "-3", "from 1 to 64"),
+    ("QRQ_SMTP_SECURITY", "tls", "starttls, ssl, none"),
+    ("QRQ_SMTP_PORT", "70000", "from 1 to 65535"),
+    ("QRQ_POLL_INTERVAL", "nan", "a number"),
+    ("QRQ_ENQUEUE_SYNC", "off", "full, normal"),
+    ("QRQ_LOG_LEVEL", "loud", "DEBUG, INFO"),
+    ("QRQ_MAINTENANCE_VACUUM", "maybe", "true or false"),
+    ("QRQ_BASE_URL", "example.com", "http://"),
+])
+def test_a_value_outside_what_the_setting_allows_is_refused(tmp_path, variable, value,
+                                                            allowed):
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"QRQ_DATA_DIR": str(tmp_path), variable: value})
+    assert str(caught.value).startswith(f"{variable}={value!r}: ")
+    assert allowed in str(caught.value)
+
+
+def test_values_set_in_code_are_checked_too(settings):
+    with pytest.raises(SettingsError, match="QRQ_WORKERS"):
+        dataclasses.replace(settings, workers=0)
+    with pytest.raises(SettingsError, match="QRQ_SMTP_SECURITY"):
+        load_settings(smtp_security="tls")
+
+
+@pytest.mark.parametrize("key", ["secret", "changeme", "dev", "Changeme ", "x" * 31,
+                                 "a" * 40, "é" * 15,
+                                 "192b9bdd22ab9ed4d12e236c78afcb9a393ec15f71bbf5dc987d54727823bcbf"])
+def test_a_short_or_well_known_secret_key_is_refused_without_being_shown(tmp_path, key):
+    with pytest.raises(SettingsError, match="QRQ_SECRET_KEY=\\(hidden\\)") as caught:
+        load_settings({"QRQ_DATA_DIR": str(tmp_path), "QRQ_SECRET_KEY": key})
+    if len(key) > 8:
+        assert key.strip() not in str(caught.value)
+    assert "32" in str(caught.value)
+
+
+def test_a_weak_secret_file_is_refused(tmp_path):
+    (tmp_path / "secret.key").write_text("changeme\n")
+    with pytest.raises(SettingsError, match="secret.key"):
+        load_settings({"QRQ_DATA_DIR": str(tmp_path)})
+
+
+def test_each_setting_is_declared_once_with_its_type_and_limits():
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    assert fields == {s.name for s in SETTINGS}
+    assert all(s.help and s.allowed for s in SETTINGS)
+    assert Settings().workers == 4  # the declaration carries the default
+
+
+def readme_settings() -> dict[str, str]:
+    """``{variable: default}`` from the README's settings table."""
+    rows = re.findall(r"^\| `(QRQ_[A-Z_]+)` \| ([^|]*) \|", (ROOT / "README.md").read_text(),
+                      re.MULTILINE)
+    return {name: default.strip() for name, default in rows}
+
+
+def test_every_setting_is_documented_in_the_readme_with_its_default():
+    documented = readme_settings()
+    missing = [s.env for s in SETTINGS if s.env not in documented]
     assert not missing, f"README.md does not document {missing}"
+    wrong = {s.env: (documented[s.env], s.documented_default) for s in SETTINGS
+             if documented[s.env] != s.documented_default}
+    assert not wrong, f"README.md's defaults differ (README, code): {wrong}"
+
+
+def test_loading_settings_tightens_what_an_older_installation_left_readable(tmp_path):
+    data = tmp_path / "data"
+    (data / "artifacts").mkdir(parents=True)
+    (data / "queue.db").write_bytes(b"")
+    for path, mode in ((data, 0o755), (data / "artifacts", 0o775), (data / "queue.db", 0o644)):
+        path.chmod(mode)
+    load_settings({"QRQ_DATA_DIR": str(data)})
+    assert {p.name: p.stat().st_mode & 0o777 for p in (data, data / "artifacts",
+                                                         data / "queue.db")} == {
+        "data": 0o700, "artifacts": 0o700, "queue.db": 0o600}
+    assert (data / "secret.key").stat().st_mode & 0o777 == 0o600

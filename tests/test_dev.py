@@ -97,3 +97,40 @@ def test_worker_loads_task_modules_from_its_working_directory(tmp_path):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=40)
     assert proc.returncode == 0, log.read_text()
+
+
+def test_files_under_the_data_dir_are_private_whatever_the_umask(tmp_path):
+    """Started with umask 022, an installation that has run a PDF job, a backup and its
+    mail through a real consumer holds nothing that group or others can read."""
+    data = tmp_path / "data"
+    env = {**os.environ, "QRQ_DATA_DIR": str(data)}
+    qrq = str(Path(sys.executable).parent / "qrq")
+
+    def run(*args):
+        return subprocess.run([qrq, *args], env=env, cwd=ROOT, check=True,
+                              capture_output=True, text=True, timeout=180,
+                              preexec_fn=lambda: os.umask(0o022))
+
+    run("init", "--demo")
+    run("users", "create", "root", "--admin", "--email", "root@example.com")
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([qrq, "worker", "-w", "2"], env=env, cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: os.umask(0o022))
+    try:
+        run("pdf", "2", "--wait", "--out", str(tmp_path / "card.pdf"))
+        run("backup", "run", "--wait")
+        wait_until(lambda: list((data / "outbox").glob("*.eml")), timeout=60,
+                   message=f"the backup mail; log: {log.read_text()}")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=40)
+    made = list(data.rglob("*"))
+    kinds = {p.relative_to(data).parts[0] for p in made}
+    assert {"queue.db", "app.db", "secret.key", "artifacts", "logs", "backups",
+            "outbox"} <= kinds, kinds
+    assert any(p.name.endswith("-wal") for p in made)
+    readable = [f"{p.relative_to(data)} {p.stat().st_mode & 0o777:o}"
+                for p in [data, *made] if not p.is_symlink() and p.stat().st_mode & 0o077]
+    assert not readable, readable

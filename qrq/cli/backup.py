@@ -10,15 +10,11 @@ from pathlib import Path
 import click
 
 from qrq.cli.base import get_queue, get_settings, main
+from qrq.humanize import format_bytes
 
 
 def _mb(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:,.1f} {unit}"
-    return f"{n} B"
+    return "-" if n is None else format_bytes(n)
 
 
 @main.group("backup")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from qrq.config import load_settings
+from qrq.config import holds_qrq_data, load_settings
 from qrq.errors import QrqError
 
 
@@ -51,15 +51,26 @@ class CliGroup(click.Group):
             raise click.ClickException(f"{exc.message}{where}") from None
 
 
+# The commands that may create a data directory; every other one needs an existing one.
+CREATES_DATA_DIR = ("init", "dev")
+
+
 @click.group(cls=CliGroup)
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Data directory (default: $QRQ_DATA_DIR or ./data).")
 @click.version_option(package_name="qrq")
-def main(data_dir: Path | None) -> None:
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None) -> None:
     """qrq: background jobs for QRCards on one SQLite file.
 
     Example: qrq dev
     """
     if data_dir is not None:
-        os.environ["QRQ_DATA_DIR"] = str(data_dir.resolve())
+        data_dir = data_dir.resolve()
+        # A mistyped path must not quietly become a new, empty installation.
+        if ctx.invoked_subcommand not in CREATES_DATA_DIR and not holds_qrq_data(data_dir):
+            raise click.BadParameter(f"{data_dir} is not a qrq data directory; run qrq init",
+                                     param_hint="--data-dir")
+        os.environ["QRQ_DATA_DIR"] = str(data_dir)
+    get_settings()  # every command starts with settings that are allowed
 

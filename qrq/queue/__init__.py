@@ -30,7 +30,7 @@ from huey import signals as S
 from huey.exceptions import TaskTimeout
 from huey.serializer import SignedSerializer
 
-from qrq.config import Settings, load_settings
+from qrq.config import Settings, settings_or_exit
 from qrq.errors import Conflict, NotFound, QrqError
 from qrq.queue import jobs
 from qrq.queue.storage import LeasedSqliteStorage
@@ -229,7 +229,7 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
     return {"error": message, "traceback": trace}
 
 
-huey = QrqHuey(load_settings())
+huey = QrqHuey(settings_or_exit())
 
 
 def job_task(job_type: str, *, name: str, timeout: float | None = None, retries: int = 0,

@@ -26,55 +26,10 @@ from typing import Any
 from qrq.errors import Conflict
 from qrq.queue.schema import MAINTENANCE
 
+# The schedule helpers live in qrq.schedule; tasks and tests still reach them here.
+from qrq.schedule import cron, due_now, last_due, zone  # noqa: F401
+
 LOCK_TTL = 60.0  # seconds a lock outlives its holder's last renewal
-
-
-# -- schedules ------------------------------------------------------------------------
-
-def zone(name: str) -> datetime.tzinfo:
-    if name.strip().upper() in ("", "UTC"):
-        return datetime.UTC
-    import zoneinfo
-
-    return zoneinfo.ZoneInfo(name.strip())
-
-
-def cron(expr: str) -> Callable[[datetime.datetime], bool] | None:
-    """A crontab string as huey's matcher of naive datetimes; ``None`` when empty."""
-    if not expr.strip():
-        return None
-    from huey import crontab
-
-    return crontab(*expr.split(), strict=True)
-
-
-def due_now(expr: str, tz: datetime.tzinfo, utc_naive: datetime.datetime) -> bool:
-    """Whether *expr* (in *tz*) matches the minute of huey's naive-UTC timestamp."""
-    matches = cron(expr)
-    if matches is None:
-        return False
-    local = utc_naive.replace(tzinfo=datetime.UTC).astimezone(tz)
-    return matches(local.replace(tzinfo=None))
-
-
-def last_due(expr: str, tz: datetime.tzinfo, now: float,
-             horizon_days: int = 35) -> float | None:
-    """The latest minute at or before *now* (a Unix time) that *expr* matches in *tz*.
-
-    Walks back minute by minute in UTC, converting each to local time, so a
-    daylight-saving change is handled as a wall clock would (a 02:30 that does not
-    exist that day never matches). ``None`` if nothing matched within the horizon.
-    """
-    matches = cron(expr)
-    if matches is None:
-        return None
-    minute = int(now // 60) * 60
-    for _ in range(horizon_days * 1440):
-        local = datetime.datetime.fromtimestamp(minute, tz)
-        if matches(local.replace(tzinfo=None)):
-            return float(minute)
-        minute -= 60
-    return None
 
 
 # -- the queue database ------------------------------------------------------------------

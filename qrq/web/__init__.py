@@ -9,7 +9,7 @@ from flask import Flask, request
 from peewee import DatabaseError
 
 from qrq.appdb.db import app_db, init_db
-from qrq.config import load_settings
+from qrq.config import settings_or_exit
 from qrq.errors import Unavailable
 
 logger = logging.getLogger("qrq.web")
@@ -18,12 +18,12 @@ logger = logging.getLogger("qrq.web")
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app; *test_config* may hold ``SETTINGS`` (a Settings) and Flask keys."""
     from qrq.queue import huey
-    from qrq.web import admin_api, api, dashboard, errors, openapi, ops
+    from qrq.web import admin_api, api, dashboard, errors, openapi, ops, params
     from qrq.web import analytics as analytics_api
     from qrq.web import batch as batch_api
 
     test_config = dict(test_config or {})
-    settings = test_config.pop("SETTINGS", None) or load_settings()
+    settings = test_config.pop("SETTINGS", None) or settings_or_exit()
     settings.ensure_dirs()
     if settings != huey.settings:
         huey.configure(settings)
@@ -67,6 +67,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             app_db.close()
 
     errors.init_app(app)
+    params.init_app(app)  # the int converter, before any route uses it
     app.register_blueprint(api.bp)
     app.register_blueprint(batch_api.bp)
     app.register_blueprint(admin_api.bp)

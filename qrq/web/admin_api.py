@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify
 
-from qrq.errors import BadRequest
 from qrq.queue import dead_letters, huey
 from qrq.web.auth import admin_required
 from qrq.web.ops import queue_status_view
+from qrq.web.params import json_object
 
 bp = Blueprint("admin_api", __name__, url_prefix="/api/admin")
-
-
-def optional_json() -> dict:
-    if not request.get_data():
-        return {}
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return body
 
 
 @bp.post("/jobs/<job_id>/retry")
@@ -34,7 +25,7 @@ def retry_job(job_id: str):
 def retry_failed():
     """Re-run every failed job (optionally of one ``type``); lists the jobs it could not
     retry under ``skipped``, each with the reason."""
-    body = optional_json()
+    body = json_object(optional=True)
     return jsonify(dead_letters.retry_failed(huey, body.get("type"))), 202
 
 
@@ -42,7 +33,7 @@ def retry_failed():
 @admin_required
 def purge():
     """Delete ended jobs older than ``older_than`` (e.g. "30d"), of one ``status`` or all."""
-    body = optional_json()
+    body = json_object(optional=True)
     count = dead_letters.purge_ended(huey.storage, current_app.config["QRQ"].artifacts_dir,
                                      body.get("older_than", "30d"), body.get("status"))
     return jsonify(purged=count)

@@ -11,47 +11,16 @@ from flask import Blueprint, current_app, jsonify, request, send_file, url_for
 from qrq.appdb.models import Template
 from qrq.batch import counts as batch_counts
 from qrq.cards.generate import artifact_path, prepare
-from qrq.errors import BadRequest, Conflict, NotFound, TooManyJobs, ValidationError
+from qrq.errors import Conflict, NotFound, TooManyJobs, ValidationError
 from qrq.queue import huey, jobs, stats, submit
 from qrq.web.auth import current_user, login_required
+from qrq.web.params import int_arg, int_field, json_object
 from tasks.pdf import generate_qr_pdf as pdf_task
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 DEFAULT_PDF_SECONDS = 2.0
 MAX_PAGE_SIZE = 200
-
-
-def json_body(allowed: set[str], required: set[str]) -> dict[str, Any]:
-    """The request's JSON object, with only *allowed* keys and every *required* one."""
-    if not request.is_json:
-        raise BadRequest("send a JSON body with Content-Type: application/json")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise BadRequest("the body is not valid JSON")
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    for name in sorted(required - set(body)):
-        raise ValidationError("is required", field=name)
-    for name in sorted(set(body) - allowed):
-        raise ValidationError(f"unknown field; expected {', '.join(sorted(allowed))}",
-                              field=name)
-    return body
-
-
-def int_field(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
-        raise ValidationError("must be a positive integer", field=field)
-    return value
-
-
-def int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise ValidationError(f"must be an integer from {low} to {high}", field=name)
-    return int(raw)
 
 
 def check_job_quota() -> None:
@@ -92,7 +61,7 @@ def estimate_completion(job_type: str) -> float:
 @login_required
 def generate_qr_pdf():
     """Queue a QR-code PDF of a template; answers 202 with the job id at once."""
-    body = json_body({"template_id", "options"}, {"template_id"})
+    body = json_object({"template_id", "options"}, {"template_id"})
     check_job_quota()
     template_id = int_field(body["template_id"], "template_id")
     template = Template.first_by("id", template_id)

@@ -10,10 +10,11 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file,
 
 from qrq import batch
 from qrq.batch import run as batch_run
-from qrq.errors import BadRequest, NotFound, ValidationError
+from qrq.errors import NotFound, ValidationError
 from qrq.queue import huey
-from qrq.web.api import check_job_quota, int_arg, visible_job
+from qrq.web.api import check_job_quota, visible_job
 from qrq.web.auth import current_user, login_required
+from qrq.web.params import int_arg, json_value
 from tasks.batch import enqueue_batch, enqueue_retry
 
 bp = Blueprint("batch", __name__, url_prefix="/api/batch")
@@ -50,11 +51,7 @@ def generate_qrs():
     """Queue a batch of codes; answers 202 with its id and size at once."""
     settings = current_app.config["QRQ"]
     request.max_content_length = settings.max_batch_bytes
-    if not request.is_json:
-        raise BadRequest("send a JSON body with Content-Type: application/json")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise BadRequest("the body is not valid JSON")
+    body = json_value()
     check_job_quota()
     job_id = str(uuid.uuid4())
     checked = batch.parse_request(body, batch.load_templates, job_id,

@@ -15,6 +15,7 @@ from flask import Blueprint, jsonify, render_template, request
 
 from qrq.appdb.models import User
 from qrq.errors import QrqError
+from qrq.humanize import format_bytes
 from qrq.queue import stats
 from qrq.web.ops import web_alerts
 
@@ -71,13 +72,7 @@ def _duration(seconds: float | None) -> str:
 
 @bp.app_template_filter("filesize")
 def _filesize(size: int | None) -> str:
-    if size is None:
-        return "—"
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"
+    return "—" if size is None else format_bytes(size)
 
 
 @bp.context_processor

@@ -5,11 +5,10 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from flask import request
-
 from qrq.appdb.models import User
 from qrq.errors import ValidationError
 from qrq.queue import stats
+from qrq.web.params import int_arg
 
 FIELDS = ("type", "status", "owner", "date", "q")
 
@@ -52,7 +51,5 @@ def job_filters(args) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def page_number() -> int:
-    raw = request.args.get("page", "1")
-    if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
-        raise ValidationError("must be a page number", field="page")
-    return int(raw)
+    """The ``page`` query parameter, 1 when absent."""
+    return int_arg("page", 1, 1, 100_000)

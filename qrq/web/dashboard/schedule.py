@@ -10,19 +10,14 @@ from typing import Any
 from qrq import alerts
 from qrq.appdb.models import User
 from qrq.queue import huey, stats
+from qrq.schedule import next_match
 from qrq.web.dashboard.blueprint import bp, render
 from qrq.web.dashboard.session import admin_page
 
 
 def next_run(task, after: datetime.datetime, days: int = 8) -> datetime.datetime | None:
-    """The first whole minute after *after* (naive UTC) that a periodic task runs at,
-    found by stepping minutes as huey's scheduler does; None beyond *days*."""
-    moment = after.replace(second=0, microsecond=0) + datetime.timedelta(minutes=1)
-    for _ in range(days * 1440):
-        if task.validate_datetime(moment):
-            return moment
-        moment += datetime.timedelta(minutes=1)
-    return None
+    """The first whole minute after *after* (naive UTC) that a periodic task runs at."""
+    return next_match(task.validate_datetime, after, days)
 
 
 def _periodic_tasks(now: float) -> list[dict[str, Any]]:

@@ -1,0 +1,161 @@
+"""Client input parsed in one place: JSON request bodies and integer parameters.
+
+Everything a client sends passes through here before a view looks at it, so no
+body or query string can reach a 5xx: JSON nested deeper than :data:`MAX_DEPTH`,
+NaN or Infinity, a lone UTF-16 surrogate (``"\\ud800"``, which could never be
+written out again as UTF-8), a query integer in non-ASCII digits or with
+thousands of them, and a path id past SQLite's 64-bit range all get a 4xx in the
+one error shape.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from typing import Any
+
+from flask import Flask, request
+from werkzeug.routing import IntegerConverter
+
+from qrq.errors import BadRequest, ValidationError
+
+MAX_DEPTH = 32  # qrq's bodies nest four levels; anything deeper is not for us
+MAX_ID = 2**63 - 1  # SQLite's largest INTEGER
+
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_DIGITS = re.compile(r"[0-9]{1,30}")
+
+
+class RowId(IntegerConverter):
+    """The ``<int:...>`` route converter: ASCII digits that fit a SQLite INTEGER.
+
+    Registered in place of werkzeug's, so every integer route refuses a larger id
+    (or Unicode digits) as a 404 like any unknown one, instead of overflowing in
+    the database driver.
+    """
+
+    regex = r"[0-9]{1,19}"
+
+    def __init__(self, map, fixed_digits: int = 0, min: int | None = None,
+                 max: int | None = None, signed: bool = False) -> None:
+        min = -MAX_ID - 1 if min is None else min
+        max = MAX_ID if max is None else max
+        super().__init__(map, fixed_digits, min, max, signed)
+
+
+def init_app(app: Flask) -> None:
+    """Register :class:`RowId` as the app's ``int`` converter (before any route)."""
+    app.url_map.converters["int"] = RowId
+
+
+# -- integers ------------------------------------------------------------------------------
+
+def parse_int(raw: str, field: str, low: int, high: int) -> int:
+    """*raw* as an integer from *low* to *high*, or a 422 naming *field*.
+
+    Only ASCII digits count: ``str.isdigit`` also accepts "²" and "٣", which
+    ``int()`` then refuses or silently converts.
+    """
+    if not _DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
+        raise ValidationError(f"must be an integer from {low} to {high}", field=field)
+    return int(raw)
+
+
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    """The query parameter *name* as an integer from *low* to *high*; *default* if absent."""
+    raw = request.args.get(name)
+    return default if raw is None else parse_int(raw, name, low, high)
+
+
+def int_field(value: Any, field: str) -> int:
+    """A JSON value that must be a positive integer that fits a SQLite INTEGER."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
+        raise ValidationError("must be a positive integer", field=field)
+    return value
+
+
+# -- JSON bodies ---------------------------------------------------------------------------
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _depth(text: str) -> int:
+    """How deep *text*'s arrays and objects nest (strings ignored), without recursion."""
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return max(itertools.accumulate(_DEPTH_STEP[c] for c in brackets), default=0)
+
+
+def _lone_surrogate(value: Any, path: str) -> str | None:
+    """The path of the first string (or key) in *value* holding a lone surrogate."""
+    stack = [(value, path)]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return path or None
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                # A bad key is named with its escape, never echoed as a lone surrogate.
+                name = key.encode("utf-8", "backslashreplace").decode("utf-8")
+                where = f"{path}.{name}" if path else name
+                stack.append((key, where))
+                stack.append((item, where))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
+    return None
+
+
+def json_value() -> Any:
+    """The request's JSON body, parsed with qrq's limits.
+
+    :raises BadRequest: not ``application/json``, not UTF-8, not JSON, nested
+        deeper than :data:`MAX_DEPTH`.
+    :raises ValidationError: a string holding a lone UTF-16 surrogate.
+    :raises PayloadTooLarge: (werkzeug's 413) over the request's size limit.
+    """
+    if not request.is_json:
+        raise BadRequest("send a JSON body with Content-Type: application/json")
+    try:
+        text = request.get_data(cache=True).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the body is not UTF-8") from None
+    if _depth(text) > MAX_DEPTH:
+        raise BadRequest(f"the body nests deeper than {MAX_DEPTH} levels")
+    try:
+        body = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise BadRequest("the body is not valid JSON") from None
+    if _SURROGATE_ESCAPE.search(text):  # rare: only then walk the parsed body
+        where = _lone_surrogate(body, "")
+        if where is not None:
+            raise ValidationError("holds a lone UTF-16 surrogate, which is not text",
+                                  field=where)
+    return body
+
+
+def json_object(allowed: set[str] | None = None, required: set[str] = frozenset(),
+                optional: bool = False) -> dict[str, Any]:
+    """The request's JSON body as an object, with only *allowed* keys and all *required*.
+
+    *optional*: an empty body reads as ``{}``. ``allowed=None`` lets any key through,
+    for a caller that checks the keys itself.
+    """
+    if optional and not request.get_data(cache=True):
+        return {}
+    body = json_value()
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    for name in sorted(required - set(body)):
+        raise ValidationError("is required", field=name)
+    if allowed is not None:
+        for name in sorted(set(body) - allowed):
+            raise ValidationError(f"unknown field; expected {', '.join(sorted(allowed))}",
+                                  field=name)
+    return body
