@@ -20,7 +20,7 @@ from peewee import (
     TextField,
 )
 
-from qrq.appdb.db import app_db
+from qrq.appdb.database import app_db
 from qrq.errors import Conflict, NotFound, ValidationError
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 
-from qrq.appdb.db import app_db
+from qrq.appdb.database import app_db
 from qrq.appdb.models import Throttle
 from qrq.errors import TooManyAttempts
 
