@@ -10,6 +10,7 @@ import click
 from qrq.appdb.db import init_db
 from qrq.cli.base import get_app_db, get_queue, main
 from qrq.health import check_databases, heartbeat_age
+from qrq.queue import stats
 
 
 @main.command()
@@ -59,8 +60,6 @@ def status(as_json: bool) -> None:
 
     Example: qrq status --json
     """
-    from qrq.queue import stats
-
     huey = get_queue()
     report = stats.queue_status(huey.storage)
     if as_json:
