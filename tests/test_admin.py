@@ -168,9 +168,12 @@ def session_cookie(client):
     return client.get_cookie("qrq_session", path="/admin").value
 
 
-def test_logging_out_ends_the_session_for_a_copied_cookie_too(app, admin):
+def test_logging_out_ends_the_session_for_a_copied_cookie_too(admin, settings):
+    from qrq.web import create_app
+
     client, csrf = admin
-    copy = app.test_client()
+    # The copy goes to another web app on the same data (another worker or host).
+    copy = create_app({"SETTINGS": settings, "TESTING": True}).test_client()
     copy.set_cookie("qrq_session", session_cookie(client), path="/admin")
     assert copy.get("/admin/").status_code == 200
     post(client, csrf, "/admin/logout")
