@@ -2,13 +2,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
+# Every install uses the versions CI tested (the build backend's too); see README, "Install".
+PIP = PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/pip
 
-.PHONY: install dev test lint bench clean
+.PHONY: install dev test lint bench clean constraints
 
-$(BIN)/qrq: setup.cfg pyproject.toml
+$(BIN)/qrq: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[test]'
 	touch $@
 
 install: $(BIN)/qrq
@@ -21,6 +23,19 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
+
+# Refresh constraints.txt on purpose: the newest releases setup.cfg allows, in a fresh
+# venv without constraints. Then run `make test` and commit the file with the result.
+constraints:
+	rm -rf .venv-fresh
+	$(PYTHON) -m venv .venv-fresh
+	.venv-fresh/bin/pip install --quiet --upgrade pip setuptools wheel
+	.venv-fresh/bin/pip install --quiet -e '.[test]'
+	{ sed -n '/^#/p' constraints.txt; \
+	  .venv-fresh/bin/pip freeze --all --exclude-editable | grep -E '^(pip|setuptools|wheel)=='; \
+	  .venv-fresh/bin/pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .venv-fresh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

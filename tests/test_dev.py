@@ -134,3 +134,45 @@ def test_files_under_the_data_dir_are_private_whatever_the_umask(tmp_path):
     readable = [f"{p.relative_to(data)} {p.stat().st_mode & 0o777:o}"
                 for p in [data, *made] if not p.is_symlink() and p.stat().st_mode & 0o077]
     assert not readable, readable
+
+
+def children(pid):
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_dev_stops_both_on_sigterm_and_sighup_and_runs_once_per_data_dir(tmp_path, sig):
+    port = free_port()
+    log = tmp_path / "dev.log"
+    qrq = str(Path(sys.executable).parent / "qrq")
+    env = {**os.environ, "QRQ_DATA_DIR": str(tmp_path / "data")}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([qrq, "dev", "--port", str(port), "-w", "1"], cwd=ROOT,
+                                env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        wait_until(lambda: serving(port), timeout=60, message="the web app")
+        kids = children(proc.pid)
+        assert len(kids) == 2
+        second = subprocess.run([qrq, "dev", "--port", str(free_port())], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode != 0
+        assert "already running" in second.stderr and str(proc.pid) in second.stderr
+        proc.send_signal(sig)  # to qrq dev alone, as a process manager or a hangup does
+        assert proc.wait(timeout=60) == 0
+        assert not serving(port)
+        assert not [kid for kid in kids if alive(kid)]
+        assert "Consumer exiting" in (tmp_path / "data" / "logs" / "consumer.log").read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

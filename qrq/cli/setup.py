@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import os
 import signal
 import subprocess
@@ -92,11 +94,13 @@ def worker(workers: int | None, worker_type: str | None) -> None:
 @click.option("--port", type=int, help="Port (default: QRQ_PORT).")
 @click.option("-w", "--workers", type=click.IntRange(1, 64), help="Consumer workers.")
 def dev(host: str | None, port: int | None, workers: int | None) -> None:
-    """Set up demo data, then run the web app and the consumer together; Ctrl-C stops both.
+    """Set up demo data, then run the web app and the consumer together; Ctrl-C (or
+    SIGTERM, or closing the terminal) stops both.
 
     Example: qrq dev --port 8000
     """
     settings = get_settings()
+    lock = _hold_dev_lock(settings.data_dir)
     ctx = click.get_current_context()
     ctx.invoke(init, demo=True)
     host, port = host or settings.host, port or settings.port
@@ -106,9 +110,14 @@ def dev(host: str | None, port: int | None, workers: int | None) -> None:
         worker_cmd += ["-w", str(workers)]
     web_cmd = [sys.executable, "-m", "waitress", f"--listen={host}:{port}", "--threads=8",
                "web:app"]
+    # SIGTERM (a process manager, `kill`) and SIGHUP (the terminal closed) stop both
+    # children as Ctrl-C does, instead of leaving them running without this process.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
     # Children get sessions of their own, so Ctrl-C reaches only this process,
     # which then stops both gracefully (the consumer gives running jobs back).
-    procs = [subprocess.Popen(cmd, env=env, start_new_session=True)
+    procs = [subprocess.Popen(cmd, env=env, start_new_session=True,
+                              preexec_fn=_die_with_parent)
              for cmd in (worker_cmd, web_cmd)]
     click.echo(f"web app: http://{host}:{port}/api/templates   consumer: "
                f"{workers or settings.workers} workers; logs in {settings.logs_dir}. "
@@ -121,6 +130,40 @@ def dev(host: str | None, port: int | None, workers: int | None) -> None:
         click.echo("stopping (Ctrl-C again to kill)", err=True)
     finally:
         _stop(procs)
+        lock.close()
+
+
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _die_with_parent() -> None:
+    """In a child: get SIGTERM when ``qrq dev`` dies, even by SIGKILL (Linux only)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _hold_dev_lock(data_dir):
+    """Take ``<data>/dev.lock`` for as long as this process lives, or refuse: a second
+    ``qrq dev`` on one data directory would fight the first over its port and jobs."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = open(data_dir / "dev.lock", "a+")  # held until dev ends
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "?"
+        lock.close()
+        raise click.ClickException(f"qrq dev is already running on {data_dir} (pid "
+                                   f"{holder}); stop it first (Ctrl-C in its terminal)"
+                                   ) from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
@@ -135,4 +178,3 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-
