@@ -96,5 +96,12 @@ class Unavailable(QrqError):
     code = "unavailable"
 
 
+class StorageFull(QrqError):
+    """The disk holding qrq's data is full; try again once space has been freed."""
+
+    status = 503
+    code = "storage_full"
+
+
 class TransientError(Exception):
     """A failure worth retrying (I/O, a locked database); not the caller's fault."""

@@ -12,7 +12,7 @@ import time
 from qrq import notify
 from qrq.backup import apply_retention, run_backup
 from qrq.errors import QrqError
-from qrq.queue import huey, job_task, maintenance, periodic_job, progress, submit
+from qrq.queue import huey, job_task, locks, maintenance, periodic_job, progress, submit
 from qrq.queue.jobs import JobCanceled
 from tasks.mail import send_mail_task
 
@@ -48,8 +48,7 @@ def backup_now(task, kind: str, due_at: float | None = None) -> dict:
         result["mailed"] = mail_report(manifest)
         return result, bool(manifest["ok"])
 
-    return maintenance.run_exclusive(s.queue_db, LOCK, task.id, kind, due_at, body,
-                                     s.busy_timeout)
+    return locks.run_exclusive(huey.storage, LOCK, task.id, kind, due_at, body)
 
 
 def summarize(manifest: dict) -> dict:
@@ -121,9 +120,8 @@ def catch_up(now: float | None = None) -> str | None:
     Runs in every worker of every consumer at start-up; the claim in the queue
     database lets exactly one of them enqueue.
     """
-    s = huey.settings
     due = _due(now)
-    if not maintenance.claim_catch_up(s.queue_db, LOCK, due, now=now, timeout=s.busy_timeout):
+    if not locks.claim_catch_up(huey.storage, LOCK, due, now=now):
         return None
     job_id = submit(run_backup_task, "catch-up", due, owner_id=None,
                     params={"kind": "catch-up", "due_at": due})

@@ -6,7 +6,7 @@ at the next consumer start. Job records are purged by tasks/retention.py.
 
 import time
 
-from qrq.queue import huey, job_task, maintenance, periodic_job, progress, submit
+from qrq.queue import huey, job_task, locks, maintenance, periodic_job, progress, submit
 
 LOCK = "maintenance"
 
@@ -22,12 +22,11 @@ def maintain_now(task, kind: str, due_at: float | None = None) -> dict:
 
     def body() -> tuple[dict, bool]:
         result = maintenance.run_maintenance(
-            s, task.id, report=lambda pct, stage: progress(task, pct, stage),
+            huey.storage, s, task.id, report=lambda pct, stage: progress(task, pct, stage),
             stop=lambda: task.is_timed_out)
         return {"kind": kind, **result}, True
 
-    return maintenance.run_exclusive(s.queue_db, LOCK, task.id, kind, due_at, body,
-                                     s.busy_timeout)
+    return locks.run_exclusive(huey.storage, LOCK, task.id, kind, due_at, body)
 
 
 @job_task("maintenance", name="maintenance.run", timeout=3600)
@@ -48,9 +47,8 @@ def weekly_maintenance(task=None) -> dict:
 
 def catch_up(now: float | None = None) -> str | None:
     """Enqueue one catch-up maintenance if a scheduled one was missed; return its job id."""
-    s = huey.settings
     due = _due(now)
-    if not maintenance.claim_catch_up(s.queue_db, LOCK, due, now=now, timeout=s.busy_timeout):
+    if not locks.claim_catch_up(huey.storage, LOCK, due, now=now):
         return None
     return submit(run_maintenance_task, "catch-up", due, owner_id=None,
                   params={"kind": "catch-up", "due_at": due})

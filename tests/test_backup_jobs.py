@@ -11,7 +11,7 @@ import pytest
 
 from qrq.backup import list_sets
 from qrq.cli import main
-from qrq.queue import huey, jobs, maintenance, stats, submit
+from qrq.queue import huey, jobs, locks, stats, submit
 from tasks import backup as backup_tasks
 from tasks.backup import run_backup_task
 from tests.conftest import wait_until
@@ -75,7 +75,7 @@ def test_a_scheduled_run_already_covered_is_skipped(settings):
 
 
 def test_only_one_backup_runs_at_once(settings):
-    with maintenance.hold_lock(settings.queue_db, "backup", "someone else"):
+    with locks.hold_lock(huey.storage, "backup", "someone else"):
         manual = submit(run_backup_task, "manual", owner_id=None)
         run_next()
         scheduled = submit(run_backup_task, "scheduled", time.time(), owner_id=None)

@@ -12,16 +12,10 @@ import zoneinfo
 
 import pytest
 
-from qrq.queue import maintenance
-from qrq.queue.maintenance import (
-    Locked,
-    claim_catch_up,
-    hold_lock,
-    last_due,
-    record_success,
-    rotate_logs,
-    try_lock,
-)
+from qrq.queue import huey, locks, maintenance
+from qrq.queue.locks import Locked, claim_catch_up, hold_lock, record_success, try_lock
+from qrq.queue.log_rotation import rotate_logs
+from qrq.queue.maintenance import last_due
 
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 
@@ -69,14 +63,14 @@ def test_bad_schedules_and_zones_are_refused_at_load(tmp_path):
 
 
 def test_one_holder_at_a_time_and_a_dead_holders_lock_lapses(settings):
-    db = settings.queue_db
+    db = huey.storage
     now = time.time()
     assert try_lock(db, "backup", "a", now=now) is None
     assert try_lock(db, "backup", "b", now=now + 1) == "a"
     assert try_lock(db, "backup", "a", now=now + 1) is None  # its own lock again
     assert try_lock(db, "other", "b", now=now) is None  # another lock name
-    assert try_lock(db, "backup", "b", now=now + maintenance.LOCK_TTL + 1) is None  # lapsed
-    maintenance.release_lock(db, "backup", "b")
+    assert try_lock(db, "backup", "b", now=now + locks.LOCK_TTL + 1) is None  # lapsed
+    locks.release_lock(db, "backup", "b")
     with hold_lock(db, "backup", "c"):
         with pytest.raises(Locked, match="already running: c"):
             with hold_lock(db, "backup", "d"):
@@ -84,15 +78,31 @@ def test_one_holder_at_a_time_and_a_dead_holders_lock_lapses(settings):
     assert try_lock(db, "backup", "d") is None  # released on exit
 
 
+def test_locks_run_on_the_storages_connection_without_ddl(settings):
+    """Every statement on queue.db goes through the storage; the lock tables are made
+    once with the schema, not again at every lock call."""
+    statements = []
+    huey.storage.conn.set_trace_callback(statements.append)
+    try:
+        assert try_lock(huey.storage, "backup", "a") is None
+        assert locks.renew_lock(huey.storage, "backup", "a")
+        locks.release_lock(huey.storage, "backup", "a")
+        assert not claim_catch_up(huey.storage, "backup", None)
+    finally:
+        huey.storage.conn.set_trace_callback(None)
+    assert sum("maintenance_lock" in sql for sql in statements) == 4
+    assert not [sql for sql in statements if sql.lower().startswith(("create", "pragma"))]
+
+
 def test_a_held_lock_is_renewed_while_its_holder_runs(settings):
-    db = settings.queue_db
+    db = huey.storage
     with hold_lock(db, "backup", "a", ttl=1.0):
         time.sleep(2.5)  # lets time pass (not a synchronisation): only renewal keeps it
         assert try_lock(db, "backup", "b") == "a"
 
 
 def test_a_missed_run_is_claimed_exactly_once_across_threads(settings):
-    db = settings.queue_db
+    db = huey.storage
     assert not claim_catch_up(db, "backup", ts(2026, 11, 20, 2, 0), now=ts(2026, 11, 20, 9, 0))
     due = ts(2026, 11, 21, 2, 0)
     results, barrier = [], threading.Barrier(8)
@@ -138,7 +148,7 @@ def test_rotate_logs_compresses_truncates_and_deletes_old(tmp_path):
 
 
 def test_maintenance_checkpoints_and_vacuums_only_when_idle(settings):
-    from qrq.queue import huey, submit
+    from qrq.queue import submit
     from tasks.maintenance import run_maintenance_task
 
     conn = sqlite3.connect(settings.app_db)
@@ -154,20 +164,22 @@ def test_maintenance_checkpoints_and_vacuums_only_when_idle(settings):
                      "values ('x', 'h', 1, 0, 0)", commit=True)
     assert os.path.getsize(wal) > 0
     job_id = submit(run_maintenance_task, "manual", owner_id=None)
-    busy = maintenance.run_maintenance(settings, job_id=None)  # the queued job: not idle
+    # The queued job: not idle.
+    busy = maintenance.run_maintenance(huey.storage, settings, job_id=None)
     assert busy["vacuum"] == "skipped: jobs are running or queued"
     assert busy["checkpoint"]["busy"] == 0 and os.path.getsize(wal) == 0
-    idle = maintenance.run_maintenance(settings, job_id=job_id)
+    idle = maintenance.run_maintenance(huey.storage, settings, job_id=job_id)
     assert idle["vacuum"]["app.db"]["after"] < idle["vacuum"]["app.db"]["before"]
     assert "queue.db" in idle["vacuum"]
-    off = maintenance.run_maintenance(dataclasses.replace(settings, maintenance_vacuum=False),
+    off = maintenance.run_maintenance(huey.storage,
+                                      dataclasses.replace(settings, maintenance_vacuum=False),
                                       job_id=job_id)
     assert off["vacuum"] == "disabled"
 
 
 def test_the_maintenance_job_through_the_queue_and_its_catch_up(settings, runner):
     from qrq.cli import main
-    from qrq.queue import huey, jobs
+    from qrq.queue import jobs
     from tasks import maintenance as maintenance_tasks
 
     # A missed Sunday run is caught up once.
@@ -189,4 +201,4 @@ def test_the_maintenance_job_through_the_queue_and_its_catch_up(settings, runner
     result = json.loads(job["result"])
     assert result["kind"] == "manual" and len(result["logs"]["rotated"]) == 1
     assert result["checkpoint"]["busy"] == 0 and "queue.db" in result["vacuum"]
-    assert maintenance.last_success(settings.queue_db, "maintenance") >= job["started_at"]
+    assert locks.last_success(huey.storage, "maintenance") >= job["started_at"]

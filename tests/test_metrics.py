@@ -202,14 +202,22 @@ def test_a_corrupt_app_db_gives_503_and_the_app_still_starts(settings, tmp_path)
         assert_error(client.get("/api/jobs", headers={"Authorization": "Bearer x"}), 503)
 
 
-def test_healthz_reports_a_full_disk(client, settings, monkeypatch):
-    from qrq import health
+def test_healthz_reports_a_full_disk(client):
+    """A full disk simulated at the SQLite layer (``max_page_count``: SQLITE_FULL, as
+    ENOSPC gives); tests/test_reliability.py fills a real tmpfs."""
+    from qrq.errors import StorageFull
 
-    assert health.check_databases(huey.storage, settings.data_dir, min_free=0) == {
-        "queue_db": "ok", "app_db": "ok"}
-    monkeypatch.setattr(health, "MIN_FREE_BYTES", 1 << 62)  # more than any disk has free
+    conn = huey.storage.conn
+    conn.execute(f"pragma max_page_count = {conn.execute('pragma page_count').fetchone()[0]}")
+    with pytest.raises(StorageFull):
+        huey.storage.sql("insert into kv (queue, key, value) values ('q', 'k', "
+                         "zeroblob(100000))", commit=True)
     error = assert_error(client.get("/healthz"), 503)
     assert error["code"] == "storage_full" and "queue_db" in error["message"]
+    assert "app_db" not in error["message"]
+    conn.execute("pragma max_page_count = 1000000")  # space is back
+    huey.storage.sql("insert into kv (queue, key, value) values ('q', 'k', 'v')", commit=True)
+    assert client.get("/healthz").status_code == 200
 
 
 def test_queue_status_is_for_admins_only(client, alice, admin):

@@ -4,15 +4,20 @@ Each test runs a real ``huey_consumer huey_app.huey`` subprocess (process worker
 on the test's data directory, with leases of 3 seconds so recovery is quick.
 """
 
+import contextlib
 import os
 import signal
+import subprocess
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
+from qrq.errors import StorageFull
 from qrq.queue import huey, jobs, submit
 from tests import slow_tasks
-from tests.conftest import wait_until
+from tests.conftest import Consumer, wait_until
 
 pytestmark = pytest.mark.slow
 SLOW_TASKS = {"QRQ_TASK_MODULES": "tests.slow_tasks"}
@@ -69,6 +74,7 @@ def test_sigterm_gives_running_jobs_back_then_they_finish(consumer):
     released = job(job_id)
     assert (released["status"], released["attempts"]) == ("queued", 0), (
         released, worker.output()[-3000:])
+    assert (released["progress"], released["stage"]) == (0, "")  # starts over
     assert huey.storage.queue_size() == 1  # lease given back: runnable at once
     consumer(workers=1, extra_env=SLOW_TASKS)
     wait_until(lambda: job(job_id)["status"] == "finished", timeout=60)
@@ -78,11 +84,17 @@ def test_sigterm_gives_running_jobs_back_then_they_finish(consumer):
 
 def test_cancel_a_running_job_stops_it_at_its_next_progress_call(consumer):
     job_id = submit(slow_tasks.steps, 200, 0.05, owner_id=None)
-    consumer(workers=1, extra_env=SLOW_TASKS)
+    worker = consumer(workers=1, extra_env=SLOW_TASKS)
     wait_until(lambda: job(job_id)["progress"] > 0, timeout=60)
     assert huey.cancel(job_id) == "running"
     wait_until(lambda: job(job_id)["status"] == "canceled", timeout=30)
     assert job(job_id)["progress"] < 100
+    # A cancel is not an error: one line in the log, no traceback.
+    wait_until(lambda: "CancelExecution" in worker.output(), timeout=30)
+    assert "Traceback" not in worker.output()
+    about_it = [line for line in worker.output().splitlines()
+                if job_id in line and "Executing" not in line]
+    assert len(about_it) == 1 and "will not be retried" in about_it[0], about_it
 
 
 def test_interactive_work_starts_while_long_jobs_fill_their_caps(settings, consumer):
@@ -154,3 +166,104 @@ def test_a_killed_worker_process_is_replaced_and_its_job_runs_again(consumer):
                message="the job after its worker was killed")
     assert job(job_id)["attempts"] == 2
     assert "Worker 1 died, restarting" in worker.output()
+
+
+def live_members(pgid):
+    """The live processes of process group *pgid* (a zombie counts as gone)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError):
+            text = stat.read_text()
+            state, _ppid, pgrp = text[text.rindex(")") + 2:].split()[:3]
+            if int(pgrp) == pgid and state != "Z":
+                found.append(int(stat.parent.name))
+    return found
+
+
+def test_workers_of_a_killed_consumer_give_their_job_back_and_exit(consumer):
+    """kill -9 of the consumer alone (the OOM killer's choice): its worker processes
+    must not run on under PID 1; the running job is given back, not lost."""
+    job_id = submit(slow_tasks.steps, 100, 0.05, owner_id=None)
+    worker = consumer(workers=2, extra_env=SLOW_TASKS)
+    group = worker.proc.pid
+    wait_until(lambda: job(job_id)["progress"] > 0, timeout=60, message="the job to run")
+    assert len(live_members(group)) == 4  # the consumer, its scheduler, two workers
+    try:
+        os.kill(worker.proc.pid, signal.SIGKILL)
+        worker.proc.wait(timeout=10)
+        wait_until(lambda: not live_members(group), timeout=30,
+                   message="the orphaned worker processes to exit")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    released = job(job_id)
+    assert (released["status"], released["attempts"], released["progress"]) == (
+        "queued", 0, 0), worker.output()[-3000:]
+    assert huey.storage.queue_size() == 1  # given back: runnable now, not when a lease lapses
+    assert "gives its job back and exits" in worker.output()
+    consumer(workers=1, extra_env=SLOW_TASKS)
+    wait_until(lambda: job(job_id)["status"] == "finished", timeout=60)
+    assert job(job_id)["attempts"] == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path, request):
+    """The test's data directory on a 16 MiB tmpfs of its own. Mounting needs root
+    (CAP_SYS_ADMIN); where that is refused the test is skipped, and the storage
+    test of a full disk (tests/test_storage.py, SQLITE_FULL at the SQLite layer)
+    still runs."""
+    data = tmp_path / "data"
+    data.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs",
+                            str(data)], capture_output=True, text=True)
+    if mount.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.strip()}")
+    try:
+        yield request.getfixturevalue("settings")
+    finally:
+        subprocess.run(["umount", "--lazy", str(data)], check=True)
+
+
+def fill(path: Path) -> None:
+    """Write *path* until its file system has no space left."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for chunk in (1 << 16, 1 << 12, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * chunk)
+    finally:
+        os.close(fd)
+
+
+def test_a_full_disk_is_one_log_line_a_minute_and_work_resumes_when_space_returns(
+        small_disk, tmp_path):
+    settings = small_disk
+    worker = Consumer(settings, workers=2, extra_env=SLOW_TASKS)
+    worker.log = tmp_path / "consumer.log"  # not on the disk that fills up
+    worker.start()
+    try:
+        wait_until(lambda: huey.storage.sql("select count(*) from consumer",
+                                            results=True)[0][0], timeout=30)
+        due = time.time() + 3
+        job_id = submit(slow_tasks.steps, 1, 0.0, owner_id=None, delay=3)
+        fill(settings.data_dir / "filler")
+        with pytest.raises(StorageFull):
+            submit(slow_tasks.steps, 1, 0.0, owner_id=None)
+        # Every second the consumer's heartbeat fails, and from `due` on its scheduler
+        # fails to move the job into the queue: a few seconds of both.
+        wait_until(lambda: time.time() > due + 3 and "data is full" in worker.output(),
+                   timeout=60, message="the full disk to be logged")
+        full = [line for line in worker.output().splitlines() if "data is full" in line]
+        assert len(full) == 1 and "once a minute" in full[0], worker.output()[-3000:]
+        assert "Traceback" not in worker.output()
+        assert job(job_id)["status"] == "queued"
+        (settings.data_dir / "filler").unlink()
+        wait_until(lambda: job(job_id)["status"] == "finished", timeout=60,
+                   message="the job once space returned")
+        lines = worker.output().splitlines()
+        assert len([line for line in lines if "data is full" in line]) == 1
+        wait_until(lambda: "writable again" in worker.output(), timeout=30)
+        assert worker.output().count("writable again") == 1
+    finally:
+        worker.stop()

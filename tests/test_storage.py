@@ -214,3 +214,87 @@ def test_threads_starting_together_share_one_owner_and_keep_their_leases(storage
     assert s.queue_size() == 0 and s.backlog() == 8  # all eight leased
     assert s.renew_leases() == 8  # the heartbeat still knows every running row
     s.stop_heartbeat()
+
+
+def lapse(dead, alive, deadline=5.0):
+    """Let *dead*'s lease lapse (nothing renews it) and *alive* lease the job."""
+    dead.stop_heartbeat()
+    end = time.monotonic() + deadline
+    while (data := alive.dequeue()) is None and time.monotonic() < end:
+        time.sleep(0.05)
+    return data
+
+
+def test_a_run_that_lost_its_lease_cannot_overwrite_the_newer_attempt(storage):
+    """Completion is fenced on the lease: two storages on one file, the first
+    stalls past its lease, the second takes the job over."""
+    import datetime
+
+    from qrq.queue import jobs
+
+    stalled, taker = storage(lease=0.2), storage(lease=30)
+    job_id = "3f0c8c1e-0000-4000-8000-000000000001"
+    stalled.enqueue(b"job", job_id=job_id, job=jobs.new_record(job_id, "pdf", "qrq.pdf", None))
+    assert stalled.dequeue() == b"job"
+    jobs.report_progress(stalled, job_id, 30, "stalled here")
+    assert lapse(stalled, taker) == b"job"
+    jobs.report_progress(taker, job_id, 10, "second attempt")
+
+    # The stalled run comes back: its progress, retry, release and outcome are refused.
+    with pytest.raises(jobs.LeaseLost):
+        jobs.report_progress(stalled, job_id, 90, "late")
+    for late in (lambda: stalled.reschedule(b"job", datetime.datetime.now(), job_id,
+                                            {"status": "retrying", "error": "late"}),
+                 lambda: stalled.release(job_id),
+                 lambda: stalled.complete(job_id, {"status": "failed", "error": "late"})):
+        stalled._local.row, stalled._local.job_id = 1, job_id  # as if still leased
+        late()
+        record = jobs.get(taker, job_id)
+        assert (record["status"], record["worker"], record["progress"], record["stage"],
+                record["error"], record["attempts"]) == (
+            "running", taker.owner, 10, "second attempt", None, 2)
+        assert rows(taker) == [(b"job", 1)]
+        assert taker.sql("select count(*) from schedule", results=True) == [(0,)]
+    taker.complete(job_id, {"status": "finished", "result": {"ok": True}})
+    assert jobs.get(taker, job_id)["status"] == "finished" and rows(taker) == []
+
+
+def test_a_job_given_back_starts_again_from_no_progress(storage):
+    from qrq.queue import jobs
+
+    s = storage()
+    job_id = "3f0c8c1e-0000-4000-8000-000000000002"
+    s.enqueue(b"job", job_id=job_id, job=jobs.new_record(job_id, "pdf", "qrq.pdf", None))
+    s.dequeue()
+    jobs.report_progress(s, job_id, 60, "page 6/10")
+    s.release(job_id)  # what a SIGTERM'd run does
+    record = jobs.get(s, job_id)
+    assert (record["status"], record["progress"], record["stage"], record["attempts"]) == (
+        "queued", 0, "", 0)
+
+
+def test_a_full_disk_is_storage_full_and_passes_when_space_returns(storage):
+    """SQLite's "database or disk is full" becomes StorageFull (503, storage_full).
+
+    The full disk is simulated at the SQLite layer (``max_page_count`` gives the
+    same SQLITE_FULL as ENOSPC); tests/test_reliability.py fills a real tmpfs.
+    """
+    from qrq.errors import StorageFull
+    from qrq.queue import jobs
+
+    s = storage()
+    pages = s.conn.execute("pragma page_count").fetchone()[0]
+    s.conn.execute(f"pragma max_page_count = {pages}")
+    job_id = "3f0c8c1e-0000-4000-8000-000000000003"
+    with pytest.raises(StorageFull) as raised:
+        s.enqueue(b"x" * 100_000, job_id=job_id,
+                  job=jobs.new_record(job_id, "pdf", "qrq.pdf", None))
+    assert (raised.value.status, raised.value.code) == (503, "storage_full")
+    assert s.is_full()
+    with pytest.raises(StorageFull):
+        s.sql("insert into kv (queue, key, value) values ('q', 'k', zeroblob(100000))",
+              commit=True)
+    assert s.backlog() == 0 and jobs.get(s, job_id) is None  # nothing half-written
+    s.conn.execute("pragma max_page_count = 1000000")  # space is back
+    s.enqueue(b"x" * 100_000, job_id=job_id, job=jobs.new_record(job_id, "pdf", "qrq.pdf", None))
+    assert not s.is_full() and s.backlog() == 1 and jobs.get(s, job_id)["status"] == "queued"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from pathlib import Path
 
 import click
@@ -119,17 +118,13 @@ def backup_verify(set_id: str) -> None:
 
 
 def _live_consumers(settings) -> list[str]:
-    from qrq.queue.maintenance import connect
+    from qrq.queue import stats
 
     if not settings.queue_db.exists():
         return []
-    conn = connect(settings.queue_db, settings.busy_timeout)
-    try:
-        rows = conn.execute("select host, pid, heartbeat_at from consumer where "
-                            "heartbeat_at > ?", (time.time() - 2 * settings.lease_seconds,))
-        return [f"{host} pid {pid} ({time.time() - beat:.0f}s ago)" for host, pid, beat in rows]
-    finally:
-        conn.close()
+    return [f"{c['host']} pid {c['pid']} ({c['heartbeat_age']:.0f}s ago)"
+            for c in stats.consumers(get_queue().storage)
+            if c["heartbeat_age"] < 2 * settings.lease_seconds]
 
 
 @backup_group.command("restore")
@@ -151,7 +146,7 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
     Example: qrq backup restore latest --to /tmp/restored --db app.db
     """
     from qrq.backup import get_set, list_databases, restore, run_backup, select_entries
-    from qrq.queue import maintenance
+    from qrq.queue import locks
 
     settings = get_settings()
     backups = settings.backups_dir
@@ -173,13 +168,13 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
                                            "running: " + ", ".join(running))
             # No backup may start while the live files are replaced. A long lease and no
             # renewing thread: nothing may write to queue.db while it is swapped.
-            holder = maintenance.holder_id()
-            other = maintenance.try_lock(settings.queue_db, "backup", holder, ttl=3600,
-                                         timeout=settings.busy_timeout)
+            storage = get_queue().storage
+            holder = locks.holder_id()
+            other = locks.try_lock(storage, "backup", holder, ttl=3600)
             if other is not None:
                 raise click.ClickException(f"a backup is running: {other}")
-            stack.callback(maintenance.release_lock, settings.queue_db, "backup", holder,
-                           settings.busy_timeout)
+            stack.callback(locks.release_lock, storage, "backup", holder)
+            stack.callback(storage.close)  # the release opens the restored file afresh
             with click.progressbar(length=100, label="safety backup") as bar:
                 done = [0]
 

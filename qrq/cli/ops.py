@@ -32,7 +32,7 @@ def health(check_consumer: bool, this_host: bool, max_age: float | None) -> None
     huey = get_queue()
     # Bound, not created: a health check changes nothing, and a broken file is reported.
     init_db(huey.settings.app_db, huey.settings.busy_timeout, create=False)
-    checks = check_databases(huey.storage, huey.settings.data_dir)
+    checks = check_databases(huey.storage)
     failed = {name: state for name, state in checks.items() if state != "ok"}
     if failed:
         raise click.ClickException("; ".join(

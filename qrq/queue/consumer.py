@@ -1,25 +1,159 @@
-"""The consumer qrq runs: huey's, plus a registration row and a heartbeat.
+"""The consumer qrq runs: huey's, plus a registration row, a heartbeat, and workers
+that die with it.
 
 Operators (and ``/api/admin/queue-status``) see each consumer's host, pid,
 worker count, start time and last heartbeat; a consumer whose heartbeat stops is
 visibly gone. Worker processes' lease owners start with the consumer's id, so
-the jobs a consumer is running can be listed.
+the jobs a consumer is running can be listed. A worker process whose consumer
+died (``kill -9``, the OOM killer) gives its job back and exits, rather than run
+on under PID 1 while every monitor says no consumer runs.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import mmap
 import os
+import signal
 import socket
+import struct
 import threading
 import time
 import uuid
 
-from huey.consumer import Consumer
+from huey.constants import WORKER_PROCESS
+from huey.consumer import Consumer, ProcessEnvironment
+
+from qrq.errors import StorageFull
 
 logger = logging.getLogger("qrq.queue.consumer")
 
 HUEY_DEFAULT_POLLING = {"initial_delay": 0.1, "max_delay": 10.0, "backoff": 1.15}
+ORPHAN_SIGNAL = signal.SIGUSR1  # huey's consumer uses INT, TERM and HUP
+ORPHAN_CHECK = 1.0  # seconds between parent checks where prctl is not available
+ORPHAN_GRACE = 10.0  # seconds an orphaned worker gets to give its job back
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(signum: int) -> bool:
+    """Ask Linux to send *signum* to this process when its parent dies (prctl
+    PR_SET_PDEATHSIG); False where that is not available."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class StorageFullLog(logging.Filter):
+    """Logs a full disk once a minute, as one line, instead of a traceback per poll.
+
+    While the disk is full every write fails, and huey's loops log each failed
+    poll with its traceback (thousands of lines a second). Of the records whose
+    exception is :class:`StorageFull`, the first in each *interval* passes as one
+    line and the rest are dropped; of the storage's "writable again" records, the
+    first after that. The time of the last line lives in memory shared with the
+    forked workers, so the consumer as a whole logs one line of each.
+    """
+
+    def __init__(self, interval: float = 60.0):
+        super().__init__()
+        self.interval = interval
+        self._shared = mmap.mmap(-1, 8)  # anonymous and shared: forked workers see it
+
+    @property
+    def _logged_at(self) -> float:
+        return struct.unpack("d", self._shared[:8])[0]
+
+    @_logged_at.setter
+    def _logged_at(self, value: float) -> None:
+        self._shared[:8] = struct.pack("d", value)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        verdict = record.__dict__.get("qrq_verdict")  # another handler decided
+        if verdict is None:
+            verdict = self._decide(record)
+            record.qrq_verdict = verdict
+        return verdict
+
+    def _decide(self, record: logging.LogRecord) -> bool:
+        if record.__dict__.get("storage_writable"):
+            verdict, self._logged_at = self._logged_at > 0, 0.0
+            return verdict
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, StorageFull):
+            return True
+        now = time.time()
+        if now - self._logged_at < self.interval:
+            return False
+        self._logged_at = now
+        record.args = (record.getMessage(), exc)
+        record.msg = "%s: %s (logged once a minute while it lasts; work resumes " \
+                     "by itself when space is freed)"
+        record.exc_info = record.exc_text = None
+        return True
+
+    def install(self) -> None:
+        """Filter every handler a consumer's records can reach."""
+        for handler in {*logging.getLogger().handlers, *logging.getLogger("huey").handlers,
+                        logging.lastResort}:
+            if handler is not None:
+                handler.addFilter(self)
+
+
+class OrphanAwareProcessEnvironment(ProcessEnvironment):
+    """huey's process workers, which stop when their consumer dies.
+
+    Each worker (and the scheduler) gets :data:`ORPHAN_SIGNAL` when the consumer
+    dies: from the kernel (PR_SET_PDEATHSIG), or from a thread that watches the
+    parent pid where that is not available. It then sets the stop flag, interrupts
+    a running task (huey then gives its lease back, as on SIGTERM) and exits; one
+    that has not exited after :data:`ORPHAN_GRACE` seconds (stuck in C code) exits
+    hard, and its lease lapses.
+    """
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.consumer_pid = os.getpid()
+        self.stop_flag = None
+
+    def get_stop_flag(self):
+        self.stop_flag = super().get_stop_flag()
+        return self.stop_flag
+
+    def init_child(self, process):
+        super().init_child(process)
+        parent = self.consumer_pid
+
+        def orphaned(signum, frame):
+            signal.signal(ORPHAN_SIGNAL, signal.SIG_IGN)  # once
+            logger.warning("consumer pid %d died: this worker gives its job back and exits",
+                           parent)
+            threading.Thread(target=self._exit_after_grace, daemon=True).start()
+            self.stop_flag.set()
+            if process.huey._tasks_in_flight:
+                raise KeyboardInterrupt  # huey releases the task's lease
+
+        signal.signal(ORPHAN_SIGNAL, orphaned)
+        if not _die_with_parent(ORPHAN_SIGNAL):
+            threading.Thread(target=self._watch_parent, args=(parent,), daemon=True,
+                             name="qrq-parent-watch").start()
+        elif os.getppid() != parent:  # died before the request took effect
+            os.kill(os.getpid(), ORPHAN_SIGNAL)
+
+    @staticmethod
+    def _watch_parent(parent: int) -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK)
+        os.kill(os.getpid(), ORPHAN_SIGNAL)
+
+    @staticmethod
+    def _exit_after_grace() -> None:
+        time.sleep(ORPHAN_GRACE)
+        logger.error("worker %d did not stop %gs after its consumer died; exiting now "
+                     "(its lease lapses)", os.getpid(), ORPHAN_GRACE)
+        os._exit(1)
 
 
 class QrqConsumer(Consumer):
@@ -39,10 +173,21 @@ class QrqConsumer(Consumer):
         huey.storage.close()
         huey.storage.synchronous = "normal"
         self._beating = threading.Event()
+        self.started_at = time.time()
+
+    def get_environment(self, worker_type):
+        if worker_type == WORKER_PROCESS:
+            return OrphanAwareProcessEnvironment(self._graceful_sig, self._interrupt_sig)
+        return super().get_environment(worker_type)
 
     def start(self):
+        StorageFullLog().install()  # before the workers fork: they share its clock
         super().start()
-        self._register()
+        self.started_at = time.time()
+        try:
+            self._register()
+        except StorageFull:  # the heartbeat registers it once space is back
+            logger.exception("could not register consumer %s", self.consumer_id)
         threading.Thread(target=self._beat, name="qrq-consumer-heartbeat",
                          daemon=True).start()
 
@@ -58,18 +203,19 @@ class QrqConsumer(Consumer):
                 logger.exception("could not deregister consumer %s", self.consumer_id)
 
     def _register(self) -> None:
-        now = time.time()
+        """Write this consumer's row with a fresh heartbeat (every heartbeat does, so a
+        row that could not be written, or was purged, comes back)."""
         self.huey.storage.sql(
-            "insert or replace into consumer (id, host, pid, started_at, heartbeat_at, "
-            "workers) values (?, ?, ?, ?, ?, ?)",
-            (self.consumer_id, socket.gethostname(), os.getpid(), now, now, self.workers),
-            commit=True)
+            "insert into consumer (id, host, pid, started_at, heartbeat_at, workers) "
+            "values (?, ?, ?, ?, ?, ?) on conflict (id) do update set "
+            "heartbeat_at = excluded.heartbeat_at",
+            (self.consumer_id, socket.gethostname(), os.getpid(), self.started_at,
+             time.time(), self.workers), commit=True)
 
     def _beat(self) -> None:
         interval = max(1.0, self.huey.settings.lease_seconds / 3)
         while not self._beating.wait(interval):
             try:
-                self.huey.storage.sql("update consumer set heartbeat_at = ? where id = ?",
-                                      (time.time(), self.consumer_id), commit=True)
+                self._register()
             except Exception:
                 logger.exception("consumer heartbeat failed")

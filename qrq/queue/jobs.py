@@ -17,6 +17,8 @@ import re
 import time
 from typing import Any
 
+from huey.exceptions import CancelExecution
+
 STATES = ("queued", "running", "retrying", "finished", "failed", "canceled", "expired")
 ACTIVE = ("queued", "running", "retrying")
 ENDED = ("finished", "failed", "canceled", "expired")
@@ -28,8 +30,19 @@ COLUMNS = ("id", "type", "name", "owner_id", "status", "progress", "stage", "par
            "next_attempt_at", "cancel_requested", "result", "error", "traceback")
 
 
-class JobCanceled(Exception):
-    """The job was canceled while it ran."""
+class JobCanceled(CancelExecution):
+    """The job was canceled while it ran.
+
+    A huey ``CancelExecution`` that is never retried: huey logs one line for it,
+    not the traceback of an unhandled error.
+    """
+
+    def __init__(self, message: str = "canceled while running"):
+        super().__init__(message, retry=False)
+
+
+class LeaseLost(JobCanceled):
+    """This run's lease lapsed and another consumer runs the job now: stop, write nothing."""
 
 
 def new_record(job_id: str, job_type: str, name: str, owner_id: int | None,
@@ -57,15 +70,17 @@ def reset_for_retry(curs, job_id: str) -> bool:
 
 
 def mark_running(curs, job_id: str, worker: str, now: float) -> None:
+    """A consumer leased the job: a new attempt starts from no progress."""
     curs.execute("update job set status = 'running', attempts = attempts + 1, worker = ?, "
+                 "progress = 0, stage = '', "
                  "started_at = coalesce(started_at, ?), next_attempt_at = null "
                  "where id = ? and status in ('queued', 'retrying', 'running')",
                  (worker, now, job_id))
 
 
 def mark_released(curs, job_id: str) -> None:
-    """The job's lease was given back unfinished: it waits to run again."""
-    curs.execute("update job set status = 'queued', worker = null, "
+    """The job's lease was given back unfinished: it waits to run again, from the start."""
+    curs.execute("update job set status = 'queued', worker = null, progress = 0, stage = '', "
                  "attempts = max(attempts - 1, 0) where id = ? and status = 'running'",
                  (job_id,))
 
@@ -106,15 +121,26 @@ def get(storage, job_id: str) -> dict[str, Any] | None:
 
 
 def report_progress(storage, job_id: str, percent: float, stage: str = "") -> None:
-    """Store a running job's progress; raise :class:`JobCanceled` if cancel was asked."""
+    """Store a running job's progress; raise :class:`JobCanceled` if cancel was asked.
+
+    Only the run holding the job's lease writes: a run whose lease was taken over
+    raises :class:`LeaseLost` instead of overwriting the newer attempt's progress.
+    """
     percent = max(0, min(100, int(percent)))
     with storage.db(commit=True) as curs:
         curs.execute("update job set progress = ?, stage = ? where id = ? "
-                     "and status = 'running' returning cancel_requested",
-                     (percent, stage[:200], job_id))
+                     "and status = 'running' and worker = ? returning cancel_requested",
+                     (percent, stage[:200], job_id, storage.owner))
         row = curs.fetchone()
-    if row is not None and row[0]:
-        raise JobCanceled("canceled while running")
+        if row is None:
+            curs.execute("select worker from job where id = ? and status = 'running'",
+                         (job_id,))
+            taken = curs.fetchone()
+    if row is None:
+        if taken is not None:
+            raise LeaseLost(f"lease lost: worker {taken[0]} runs this job now")
+    elif row[0]:
+        raise JobCanceled()
 
 
 def flag_cancel(storage, job_id: str) -> bool:
@@ -133,6 +159,13 @@ def count_active(storage, owner_id: int) -> int:
     statuses = ", ".join(f"'{status}'" for status in ACTIVE)
     return storage.sql(f"select count(*) from job where owner_id = ? and status in "
                        f"({statuses})", (owner_id,), results=True)[0][0]
+
+
+def count_busy(storage, exclude: str | None = None) -> int:
+    """Jobs running or waiting to run now (not those waiting for a retry), other
+    than *exclude*: the queue is idle when this is 0."""
+    return storage.sql("select count(*) from job where status in ('queued', 'running') "
+                       "and id is not ?", (exclude,), results=True)[0][0]
 
 
 def median_duration(storage, job_type: str, sample: int = 20) -> float | None:

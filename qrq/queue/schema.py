@@ -59,11 +59,11 @@ ALERTS = [
     " mailed_at real)",
 ]
 
-# Backups and maintenance (qrq/maintenance.py): a lock held by at most one run,
-# renewed while it runs and lapsing if its process dies; and per-schedule state
-# (when the schedule was first seen, the last due time claimed for a catch-up, the
-# start of the last successful run), so a missed run is caught up exactly once.
-MAINTENANCE = [
+# Run locks of backups and maintenance (qrq/queue/locks.py): a lock held by at most
+# one run, renewed while it runs and lapsing if its process dies; and per-schedule
+# state (when the schedule was first seen, the last due time claimed for a catch-up,
+# the start of the last successful run), so a missed run is caught up exactly once.
+LOCKS = [
     "create table if not exists maintenance_lock ("
     " name text primary key,"
     " holder text not null,"
@@ -125,4 +125,4 @@ ANALYTICS = [
     "(requested_at)",
 ]
 
-QUEUE_DDL = [*JOBS, *CONSUMERS, *ALERTS, *MAINTENANCE, *BATCHES, *ANALYTICS]
+QUEUE_DDL = [*JOBS, *CONSUMERS, *ALERTS, *LOCKS, *BATCHES, *ANALYTICS]

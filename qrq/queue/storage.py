@@ -15,59 +15,41 @@ queue operation that causes them.
 Without qrq's Huey subclass (plain ``Huey(storage_class=...)``, as huey's own
 storage tests use it) nothing calls :meth:`complete`; the row a thread leased is
 then deleted by that thread's next dequeue, in the same transaction.
+
+Connections, transactions and group commits are :mod:`qrq.queue.connections`'.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
-import weakref
 
 from huey.constants import EmptyData
 from huey.storage import SqliteStorage
 
 from qrq.queue import jobs
+from qrq.queue.connections import ThreadedSqliteStorage
 from qrq.queue.schema import QUEUE_DDL
 
 logger = logging.getLogger("qrq.queue.storage")
 
-_LIVE = weakref.WeakSet()
 _OWNER_LOCK = threading.Lock()
-_INHERITED = []  # connections a forked child must neither use nor close
 
 
-def _after_fork_in_child() -> None:
-    # huey's consumer forks replacement workers from a parent whose threads (the
-    # scheduler, heartbeats) use the storage: a child must not share the parent's
-    # SQLite connection, nor inherit its lock in a held state.
+def _new_owner_lock() -> None:
+    # A forked child must not inherit the lock in a held state.
     global _OWNER_LOCK
     _OWNER_LOCK = threading.Lock()
-    for storage in list(_LIVE):
-        storage.lock = threading.Lock()
-        storage._pending_lock = threading.Lock()
-        storage._pending = []
-        _INHERITED.append(storage._conns)
-        storage._conns = threading.local()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(after_in_child=_new_owner_lock)
 
 
-class _PendingWrite:
-    __slots__ = ("write", "done", "error")
-
-    def __init__(self, write):
-        self.write = write
-        self.done = False
-        self.error = None
-
-
-class LeasedSqliteStorage(SqliteStorage):
+class LeasedSqliteStorage(ThreadedSqliteStorage):
     table_task = ("create table if not exists task ("
                   "id integer not null primary key, queue text not null, "
                   "data blob not null, priority real not null default 0.0, "
@@ -104,14 +86,7 @@ class LeasedSqliteStorage(SqliteStorage):
         self._held = set()
         self._heartbeat = None
         self._stop_beating = threading.Event()
-        self._conns = threading.local()
-        # SQLite's synchronous pragma for new connections; None keeps SQLite's
-        # default, FULL (WAL fsyncs every commit). See QRQ_ENQUEUE_SYNC and QrqConsumer.
-        self.synchronous = None
-        self._pending = []  # writes waiting to share the next commit (_group_commit)
-        self._pending_lock = threading.Lock()
         super().__init__(name, filename, **kwargs)
-        _LIVE.add(self)
 
     def initialize_schema(self):
         with self.db(commit=True, close=True) as curs:
@@ -126,57 +101,6 @@ class LeasedSqliteStorage(SqliteStorage):
             # without it that check scans the whole backlog.
             curs.execute("create index if not exists task_leased on task "
                          "(queue, lease_until) where lease_until is not null")
-
-    # -- connections: one per thread ----------------------------------------------------
-    # huey shares one connection behind a lock, so in a threaded web server every
-    # read waits behind any write. With WAL readers never wait for writers, so
-    # each thread gets its own connection and reads take no lock. Writes still
-    # queue on a process-wide lock: threads waiting in SQLite's busy handler
-    # would sleep in coarse steps (up to 100 ms), a Python lock hands over at once.
-
-    @property
-    def conn(self):
-        conn = getattr(self._conns, "conn", None)
-        if conn is None:
-            conn = self._conns.conn = self._create_connection()
-            if self.synchronous is not None:
-                conn.execute(f"pragma synchronous = {self.synchronous}")
-        return conn
-
-    @contextlib.contextmanager
-    def db(self, commit=False, close=False):
-        with self.lock if commit else contextlib.nullcontext():
-            with self._transaction(commit, close) as cursor:
-                yield cursor
-
-    @contextlib.contextmanager
-    def _transaction(self, commit: bool, close: bool):
-        conn = self.conn
-        cursor = conn.cursor()
-        try:
-            if commit:
-                cursor.execute(self.begin_sql)
-            yield cursor
-        except BaseException:  # an interrupted transaction must not stay open
-            if commit:
-                conn.rollback()
-            raise
-        else:
-            if commit:
-                conn.commit()
-        finally:
-            cursor.close()
-            if close:
-                self.close()
-
-    def close(self):
-        """Close the calling thread's connection."""
-        conn = getattr(self._conns, "conn", None)
-        if conn is None:
-            return False
-        conn.close()
-        self._conns.conn = None
-        return True
 
     # -- identity and heartbeat -------------------------------------------------------
 
@@ -250,45 +174,6 @@ class LeasedSqliteStorage(SqliteStorage):
                              (self.name, self.to_blob(data), priority or 0, job_id, job_type))
 
         self._group_commit(write)
-
-    def _group_commit(self, write) -> None:
-        """Run ``write(cursor)`` in a transaction shared with other threads' writes.
-
-        A durable commit waits for an fsync. Threads that call this while another
-        thread commits queue up; the first of them to get the write lock writes
-        every queued write in one transaction, so N concurrent enqueues from a
-        threaded web server cost one fsync, not N. Each write has its own
-        savepoint: one that fails raises in its own thread and takes nothing else
-        with it.
-        """
-        pending = _PendingWrite(write)
-        with self._pending_lock:
-            self._pending.append(pending)
-        with self.lock:
-            if not pending.done:  # no earlier thread wrote it with its own
-                with self._pending_lock:
-                    batch, self._pending = self._pending, []
-                self._write_batch(batch)
-        if pending.error is not None:
-            raise pending.error
-
-    def _write_batch(self, batch: list[_PendingWrite]) -> None:
-        try:
-            with self._transaction(commit=True, close=False) as curs:
-                for pending in batch:
-                    curs.execute("savepoint qrq_write")
-                    try:
-                        pending.write(curs)
-                    except Exception as exc:
-                        curs.execute("rollback to qrq_write")
-                        pending.error = exc
-                    curs.execute("release qrq_write")
-        except BaseException as exc:  # the commit failed: every write in it did
-            for pending in batch:
-                pending.error = pending.error or exc
-        finally:
-            for pending in batch:
-                pending.done = True
 
     def enqueue_retry(self, data, priority, job_id: str, job_type: str | None) -> bool:
         """Re-run an ended job under its id: reset its record and queue it, atomically."""
@@ -373,14 +258,34 @@ class LeasedSqliteStorage(SqliteStorage):
         self._held.discard(row)
         return row
 
+    def _end_lease(self, curs, row: int | None, job_id: str | None, *,
+                   give_back: bool = False) -> bool:
+        """Delete this thread's leased *row* (or, with *give_back*, clear its lease);
+        False when the lease was lost, so nothing of this run may be written.
+
+        A lease that lapsed (a stalled host) can be taken by another consumer; its
+        row then names the new owner, and the newer attempt's outcome stands.
+        """
+        if row is None:
+            return True
+        if give_back:
+            curs.execute("update task set lease_until = null, lease_owner = null "
+                         "where id = ? and lease_owner = ?", (row, self.owner))
+        else:
+            curs.execute("delete from task where id = ? and lease_owner = ?",
+                         (row, self.owner))
+        if curs.rowcount:
+            return True
+        logger.warning("job %s: this run lost its lease (it lapsed and the job was taken "
+                       "over or canceled); its outcome is dropped", job_id)
+        return False
+
     def complete(self, job_id: str | None, outcome: dict | None) -> None:
         """Delete the row this thread leased and record the job's *outcome*, atomically."""
         row = self._take_lease()
         with self.db(commit=True) as curs:
-            if row is not None:
-                curs.execute("delete from task where id = ? and lease_owner = ?",
-                             (row, self.owner))
-            if job_id is not None and outcome is not None:
+            if self._end_lease(curs, row, job_id) and job_id is not None \
+                    and outcome is not None:
                 jobs.finish(curs, job_id, outcome)
 
     def release(self, job_id: str | None) -> None:
@@ -389,9 +294,7 @@ class LeasedSqliteStorage(SqliteStorage):
         if row is None:
             return
         with self.db(commit=True) as curs:
-            curs.execute("update task set lease_until = null, lease_owner = null "
-                         "where id = ? and lease_owner = ?", (row, self.owner))
-            if job_id is not None:
+            if self._end_lease(curs, row, job_id, give_back=True) and job_id is not None:
                 jobs.mark_released(curs, job_id)
 
     def reschedule(self, data, eta, job_id: str | None, next_attempt: dict | None,
@@ -399,9 +302,8 @@ class LeasedSqliteStorage(SqliteStorage):
         """Swap this thread's leased row for a schedule entry at *eta* (a retry)."""
         row = self._take_lease()
         with self.db(commit=True) as curs:
-            if row is not None:
-                curs.execute("delete from task where id = ? and lease_owner = ?",
-                             (row, self.owner))
+            if not self._end_lease(curs, row, job_id):
+                return
             curs.execute("insert into schedule (queue, data, timestamp, job_id, job_type, "
                          "priority) values (?, ?, ?, ?, ?, ?)",
                          (self.name, self.to_blob(data), eta.timestamp(), job_id, job_type,

@@ -185,7 +185,7 @@ def metrics():
 def healthz():
     """200 when the web app is up and both databases answer; 503 otherwise (code
     ``storage_full`` when the disk is full, else ``unavailable``). No auth."""
-    checks = health.check_databases(huey.storage, current_app.config["QRQ"].data_dir)
+    checks = health.check_databases(huey.storage)
     failed = sorted(name for name, state in checks.items() if state != "ok")
     if failed:
         full = any(checks[name] == "storage_full" for name in failed)

@@ -1,0 +1,197 @@
+"""huey's SQLite storage made for threaded servers: a connection per thread, group
+commits, and a full disk reported as :class:`~qrq.errors.StorageFull`.
+
+huey shares one connection behind a lock, so in a threaded web server every
+read waits behind any write. With WAL readers never wait for writers, so each
+thread gets its own connection and reads take no lock. Writes still queue on a
+process-wide lock: threads waiting in SQLite's busy handler would sleep in coarse
+steps (up to 100 ms), a Python lock hands over at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import weakref
+
+from huey.storage import SqliteStorage
+
+from qrq.errors import StorageFull
+
+logger = logging.getLogger("qrq.queue.storage")
+
+# Less free space than this on the queue's file system counts as full (is_full):
+# a WAL checkpoint or a burst of job records would fail on it.
+FREE_SPACE_MIN = 1 << 20
+
+_LIVE = weakref.WeakSet()
+_INHERITED = []  # connections a forked child must neither use nor close
+
+
+def _after_fork_in_child() -> None:
+    # huey's consumer forks replacement workers from a parent whose threads (the
+    # scheduler, heartbeats) use the storage: a child must not share the parent's
+    # SQLite connection, nor inherit its lock in a held state.
+    for storage in list(_LIVE):
+        storage.lock = threading.Lock()
+        storage._pending_lock = threading.Lock()
+        storage._pending = []
+        _INHERITED.append(storage._conns)
+        storage._conns = threading.local()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether *exc* is SQLite's "database or disk is full" (SQLITE_FULL, from ENOSPC)."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL
+        or "database or disk is full" in str(exc))
+
+
+class _PendingWrite:
+    __slots__ = ("write", "done", "error")
+
+    def __init__(self, write):
+        self.write = write
+        self.done = False
+        self.error = None
+
+
+class ThreadedSqliteStorage(SqliteStorage):
+    """``SqliteStorage`` with a connection per thread, group commits and StorageFull;
+    :class:`qrq.queue.storage.LeasedSqliteStorage` adds the leases."""
+
+    def __init__(self, name="huey", filename="huey.db", **kwargs):
+        self._conns = threading.local()
+        # SQLite's synchronous pragma for new connections; None keeps SQLite's
+        # default, FULL (WAL fsyncs every commit). See QRQ_ENQUEUE_SYNC and QrqConsumer.
+        self.synchronous = None
+        self._pending = []  # writes waiting to share the next commit (_group_commit)
+        self._pending_lock = threading.Lock()
+        # When a statement of this process last failed for a full disk; None once a
+        # commit succeeds again.
+        self.full_since = None
+        super().__init__(name, filename, **kwargs)
+        _LIVE.add(self)
+
+    # huey shares one connection behind a lock, so in a threaded web server every
+    # read waits behind any write. With WAL readers never wait for writers, so
+    # each thread gets its own connection and reads take no lock. Writes still
+    # queue on a process-wide lock: threads waiting in SQLite's busy handler
+    # would sleep in coarse steps (up to 100 ms), a Python lock hands over at once.
+
+    @property
+    def conn(self):
+        conn = getattr(self._conns, "conn", None)
+        if conn is None:
+            conn = self._conns.conn = self._create_connection()
+            if self.synchronous is not None:
+                conn.execute(f"pragma synchronous = {self.synchronous}")
+        return conn
+
+    @contextlib.contextmanager
+    def db(self, commit=False, close=False):
+        with self.lock if commit else contextlib.nullcontext():
+            with self._transaction(commit, close) as cursor:
+                yield cursor
+
+    @contextlib.contextmanager
+    def _transaction(self, commit: bool, close: bool):
+        """A cursor, in a transaction when *commit*; SQLite's "disk is full" (on any
+        statement, the commit, or opening the connection) becomes :class:`StorageFull`."""
+        try:
+            conn = self.conn
+            cursor = conn.cursor()
+            try:
+                if commit:
+                    cursor.execute(self.begin_sql)
+                yield cursor
+                if commit:
+                    conn.commit()
+            except BaseException:  # an interrupted transaction must not stay open
+                if commit:
+                    conn.rollback()
+                raise
+            finally:
+                cursor.close()
+                if close:
+                    self.close()
+        except sqlite3.OperationalError as exc:
+            if not _disk_full(exc):
+                raise
+            if self.full_since is None:
+                self.full_since = time.time()
+            raise StorageFull() from exc
+        if commit and self.full_since is not None:
+            self.full_since = None
+            logger.warning("the queue database is writable again",
+                           extra={"storage_writable": True})
+
+    def is_full(self) -> bool:
+        """Whether the queue database cannot grow: a write of this process failed for
+        lack of space and none has succeeded since, or its file system has less than
+        :data:`FREE_SPACE_MIN` bytes free."""
+        if self.full_since is not None:
+            return True
+        try:
+            usage = shutil.disk_usage(os.path.dirname(os.path.abspath(self.filename)))
+        except OSError:
+            return False
+        return usage.free < FREE_SPACE_MIN
+
+    def close(self):
+        """Close the calling thread's connection."""
+        conn = getattr(self._conns, "conn", None)
+        if conn is None:
+            return False
+        conn.close()
+        self._conns.conn = None
+        return True
+
+    def _group_commit(self, write) -> None:
+        """Run ``write(cursor)`` in a transaction shared with other threads' writes.
+
+        A durable commit waits for an fsync. Threads that call this while another
+        thread commits queue up; the first of them to get the write lock writes
+        every queued write in one transaction, so N concurrent enqueues from a
+        threaded web server cost one fsync, not N. Each write has its own
+        savepoint: one that fails raises in its own thread and takes nothing else
+        with it.
+        """
+        pending = _PendingWrite(write)
+        with self._pending_lock:
+            self._pending.append(pending)
+        with self.lock:
+            if not pending.done:  # no earlier thread wrote it with its own
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                self._write_batch(batch)
+        if pending.error is not None:
+            raise pending.error
+
+    def _write_batch(self, batch: list[_PendingWrite]) -> None:
+        try:
+            with self._transaction(commit=True, close=False) as curs:
+                for pending in batch:
+                    curs.execute("savepoint qrq_write")
+                    try:
+                        pending.write(curs)
+                    except Exception as exc:
+                        if _disk_full(exc):  # no other write fits either
+                            raise
+                        curs.execute("rollback to qrq_write")
+                        pending.error = exc
+                    curs.execute("release qrq_write")
+        except BaseException as exc:  # the commit failed: every write in it did
+            for pending in batch:
+                pending.error = pending.error or exc
+        finally:
+            for pending in batch:
+                pending.done = True

@@ -1,0 +1,165 @@
+"""Run locks and schedule state in the queue database, for backups and maintenance.
+
+A lock (``maintenance_lock``) is held by at most one run, renewed while it runs
+and lapsing if its process dies. The schedule state (``maintenance_state``: when a
+schedule was first seen, the last due time claimed for a catch-up, the start of
+the last successful run) lets a missed run be caught up exactly once. Both tables
+are created with the rest of the schema (:mod:`qrq.queue.schema`) and changed
+through the storage's connection, in its exclusive write transactions, so several
+consumers (and the CLI) agree on who runs without any other service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from qrq.errors import Conflict
+
+LOCK_TTL = 60.0  # seconds a lock outlives its holder's last renewal
+
+
+class Locked(Conflict):
+    """Another run holds the lock."""
+
+
+def _get(curs, key: str) -> float | None:
+    curs.execute("select value from maintenance_state where key = ?", (key,))
+    row = curs.fetchone()
+    return row[0] if row else None
+
+
+def _put(curs, key: str, value: float) -> None:
+    curs.execute("insert into maintenance_state (key, value) values (?, ?) "
+                 "on conflict (key) do update set value = excluded.value", (key, value))
+
+
+# -- the lock ----------------------------------------------------------------------------
+
+def holder_id(job_id: str | None = None) -> str:
+    where = f"{socket.gethostname()}:{os.getpid()}"
+    return f"job {job_id} ({where})" if job_id else f"cli ({where})"
+
+
+def try_lock(storage, name: str, holder: str, *, ttl: float = LOCK_TTL,
+             now: float | None = None) -> str | None:
+    """Take lock *name* for *holder*; return ``None`` on success, else who holds it.
+
+    A lock whose holder stopped renewing it for *ttl* seconds (its process died)
+    is taken over. The same holder may take its own lock again (a job re-run).
+    """
+    now = time.time() if now is None else now
+    with storage.db(commit=True) as curs:
+        curs.execute("select holder, expires_at from maintenance_lock where name = ?", (name,))
+        row = curs.fetchone()
+        if row and row[0] != holder and row[1] > now:
+            return row[0]
+        curs.execute("insert or replace into maintenance_lock (name, holder, acquired_at, "
+                     "expires_at) values (?, ?, ?, ?)", (name, holder, now, now + ttl))
+    return None
+
+
+def renew_lock(storage, name: str, holder: str, ttl: float = LOCK_TTL) -> bool:
+    with storage.db(commit=True) as curs:
+        curs.execute("update maintenance_lock set expires_at = ? where name = ? and holder = ?",
+                     (time.time() + ttl, name, holder))
+        return curs.rowcount > 0
+
+
+def release_lock(storage, name: str, holder: str) -> None:
+    storage.sql("delete from maintenance_lock where name = ? and holder = ?", (name, holder),
+                commit=True)
+
+
+@contextlib.contextmanager
+def hold_lock(storage, name: str, holder: str, *, ttl: float = LOCK_TTL) -> Iterator[None]:
+    """Hold lock *name* while the block runs, renewing it every third of *ttl*.
+
+    :raises Locked: someone else holds it.
+    """
+    other = try_lock(storage, name, holder, ttl=ttl)
+    if other is not None:
+        raise Locked(f"{name} is already running: {other}")
+    stop = threading.Event()
+
+    def renew() -> None:
+        try:
+            while not stop.wait(ttl / 3):
+                with contextlib.suppress(Exception):  # the next renewal may succeed
+                    renew_lock(storage, name, holder, ttl)
+        finally:
+            storage.close()  # this thread's connection
+
+    beat = threading.Thread(target=renew, name=f"qrq-{name}-lock", daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat.join()
+        release_lock(storage, name, holder)
+
+
+def run_exclusive(storage, name: str, job_id: str, kind: str, due_at: float | None,
+                  body: Callable[[], tuple[dict, bool]]) -> dict:
+    """Run *body* under lock *name*, once per due time; return its result.
+
+    *body* returns ``(result, ok)``; an ok run is recorded as the last success.
+    A scheduled or catch-up run whose due time a successful run already covered,
+    or that finds the lock held, is skipped (``{"skipped": why}``); a manual run
+    that finds the lock held raises :class:`Locked`.
+    """
+    try:
+        with hold_lock(storage, name, holder_id(job_id)):
+            if kind != "manual" and due_at is not None and \
+                    last_success(storage, name) >= due_at:
+                return {"skipped": f"{name} already ran since it was due"}
+            started = time.time()
+            result, ok = body()
+            if ok:
+                record_success(storage, name, started)
+            return result
+    except Locked as exc:
+        if kind == "manual":
+            raise
+        return {"skipped": str(exc)}
+
+
+# -- catch-up ------------------------------------------------------------------------------
+
+def claim_catch_up(storage, name: str, due: float | None, *, now: float | None = None) -> bool:
+    """Whether the caller should enqueue a catch-up run of schedule *name*.
+
+    True at most once per due time, whichever process asks first: when the last
+    due time *due* passed after the schedule was first seen here, no run has
+    succeeded since it, and nobody claimed it yet. The first call for a schedule
+    only records when it was first seen (a new install does not run at once).
+    """
+    now = time.time() if now is None else now
+    with storage.db(commit=True) as curs:
+        first_seen = _get(curs, f"{name}:first_seen")
+        if first_seen is None:
+            _put(curs, f"{name}:first_seen", now)
+            return False
+        if due is None or due <= first_seen:
+            return False
+        if max(_get(curs, f"{name}:claimed") or 0, _get(curs, f"{name}:succeeded") or 0) >= due:
+            return False
+        _put(curs, f"{name}:claimed", due)
+        return True
+
+
+def last_success(storage, name: str) -> float:
+    """When the last successful run of *name* started (0 if none)."""
+    with storage.db() as curs:
+        return _get(curs, f"{name}:succeeded") or 0.0
+
+
+def record_success(storage, name: str, started: float) -> None:
+    with storage.db(commit=True) as curs:
+        if (_get(curs, f"{name}:succeeded") or 0) < started:
+            _put(curs, f"{name}:succeeded", started)
