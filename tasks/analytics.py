@@ -5,7 +5,8 @@ from huey import crontab
 
 from qrq.analytics import cache as analytics_cache
 from qrq.analytics.query import ReportQuery
-from qrq.queue import huey, job_task, periodic_job, progress, submit, time_limited
+from qrq.queue import huey, job_task, periodic_job, progress, submit
+from qrq.sqlite_deadline import interrupt_when
 
 settings = huey.settings
 
@@ -16,7 +17,8 @@ def time_based_report(params: dict, task=None) -> dict:
     """Read every scan database (read-only) for one report and cache the result."""
     return analytics_cache.compute_report(
         huey.storage, huey.settings, ReportQuery.from_dict(params),
-        limit=lambda conn: time_limited(conn, task), seconds=task.time_remaining,
+        limit=lambda conn: interrupt_when(conn, lambda: task.is_timed_out),
+        seconds=task.time_remaining,
         progress=lambda percent, stage: progress(task, percent, stage))
 
 

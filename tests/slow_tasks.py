@@ -5,7 +5,8 @@ tests can kill, time out, cancel or crowd out a job that is surely running."""
 import sqlite3
 import time
 
-from qrq.queue import job_task, progress, time_limited
+from qrq.queue import job_task, progress
+from qrq.sqlite_deadline import interrupt_when
 
 
 def _steps(task, count: int, pause: float) -> dict:
@@ -43,7 +44,7 @@ def long_query(task=None) -> int:
     """Stuck in one SQLite query (C code): only the progress handler stops it."""
     conn = sqlite3.connect(":memory:")
     try:
-        with time_limited(conn, task):
+        with interrupt_when(conn, lambda: task.is_timed_out):
             return conn.execute("with recursive c(x) as (select 1 union all "
                                 "select x + 1 from c) select count(*) from c").fetchone()[0]
     finally:

@@ -8,15 +8,15 @@ import threading
 import time
 import zoneinfo
 from collections import Counter, defaultdict
-from types import SimpleNamespace
 
 import pytest
 
 from qrq import analytics
+from qrq.analytics import shard
 from qrq.analytics import worker as analytics_worker
 from qrq.analytics.query import parse_query
 from qrq.analytics.scans import SCHEMA, create_schema, template_domains, write_demo_database
-from qrq.queue import time_limited
+from qrq.sqlite_deadline import interrupt_when
 
 END = datetime.datetime(2026, 11, 22, 12, tzinfo=datetime.UTC).timestamp()
 COLUMNS = "scanned_at, template_id, domain, country, device, visitor_hash"
@@ -220,7 +220,7 @@ def test_databases_are_opened_read_only(make_db):
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
             conn.execute("insert into scans (scanned_at, template_id, domain, country, "
                          "device, visitor_hash) values (1, 1, 'x', 'x', 'x', 'x')")
-        return time_limited(conn, SimpleNamespace(is_timed_out=False))
+        return interrupt_when(conn, lambda: False)
 
     analytics.time_series([path], parse_query({}), limit=spy)
     assert len(seen) == 1 and path.read_bytes() == before
@@ -242,13 +242,12 @@ def test_odd_visitor_hashes_and_missing_indexes_still_count_right(make_db):
 
 
 def test_a_time_limit_interrupts_a_running_query(demo_dbs):
-    task = SimpleNamespace(is_timed_out=False)
     calls = []
 
     def limit(conn):
         calls.append(conn)
-        task.is_timed_out = True  # the deadline passes while the database is read
-        return time_limited(conn, task, every=1000)
+        # the deadline passes while the database is read
+        return interrupt_when(conn, lambda: True, every=1000)
 
     with pytest.raises(sqlite3.OperationalError, match="interrupt"):
         analytics.time_series(demo_dbs, parse_query({"from": "2026-09-01"}), limit=limit)
@@ -269,7 +268,7 @@ def test_an_exception_in_progress_stops_the_remaining_reads(demo_dbs):
 
     def limit(conn):
         opened.append(conn)
-        return time_limited(conn, SimpleNamespace(is_timed_out=False))
+        return interrupt_when(conn, lambda: False)
 
     def progress(done, total, stage):
         if done == 1:
@@ -355,7 +354,7 @@ def test_the_top_n_counts_are_handed_out_once_each_through_the_pipe():
     taken: list[list[int]] = [[], [], []]
     try:
         def read(mine):
-            take = analytics_worker._taker(fd)
+            take = analytics_worker.taker(fd)
             while (j := take()) is not None:
                 mine.append(j)
 
@@ -371,7 +370,7 @@ def test_the_top_n_counts_are_handed_out_once_each_through_the_pipe():
 
 def test_a_slow_share_reads_fewer_top_n_counts(demo_dbs, monkeypatch):
     """The share in this process, slowed down, leaves the top-N counts to the child."""
-    real = analytics.read_database
+    real = shard.read_database
     here = []
 
     def slow(path, *args, **kwargs):
@@ -380,7 +379,7 @@ def test_a_slow_share_reads_fewer_top_n_counts(demo_dbs, monkeypatch):
         time.sleep(0.3)  # slows this share down; the child is not waited for
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(analytics, "read_database", slow)
+    monkeypatch.setattr(shard, "read_database", slow)
     query = parse_query({"period": "daily", "from": "2026-10-01", "to": "2026-11-22"})
     result = analytics.time_series(demo_dbs, query, processes=2)
     monkeypatch.undo()

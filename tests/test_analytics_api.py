@@ -285,3 +285,86 @@ def test_a_user_at_the_job_limit_may_read_reports_but_not_start_one(settings, al
     run_next_job()
     run_next_job()
     assert client.get(URL, query_string=other, headers=alice[1]).status_code == 200
+
+
+def test_a_requester_who_cancels_withdraws_only_their_request(client, alice, make_user,
+                                                              scan_dbs):
+    """Identical requests share one job: its first requester's cancel (the job is theirs)
+    must not take the report away from the others."""
+    bob = make_user("bob")
+    job_id = client.get(URL, query_string=ARGS, headers=alice[1]).get_json()["job_id"]
+    assert client.get(URL, query_string=ARGS, headers=bob[1]).get_json()["job_id"] == job_id
+
+    canceled = client.delete(f"/api/jobs/{job_id}", headers=alice[1])
+    assert canceled.status_code == 202 and canceled.get_json()["status"] == "canceled"
+    assert jobs.get(huey.storage, job_id)["status"] == "queued"  # still Bob's report
+    mine = client.get(f"/api/analytics/jobs/{job_id}", headers=alice[1]).get_json()
+    assert mine["status"] == "canceled"
+    # The job is no longer Alice's: gone from her jobs (and her quota).
+    assert_error(client.get(f"/api/jobs/{job_id}", headers=alice[1]), 404)
+    assert job_id not in {j["job_id"] for j in
+                          client.get("/api/jobs", headers=alice[1]).get_json()["jobs"]}
+    assert_error(client.delete(f"/api/analytics/jobs/{job_id}", headers=alice[1]), 409)
+
+    theirs = client.get(f"/api/analytics/jobs/{job_id}", headers=bob[1]).get_json()
+    assert theirs["status"] == "queued"
+    run_next_job()
+    assert client.get(URL, query_string=ARGS, headers=bob[1]).status_code == 200
+
+
+def test_the_job_is_canceled_when_its_last_requester_withdraws(client, alice, make_user,
+                                                              scan_dbs):
+    bob, carol = make_user("bob"), make_user("carol")
+    job_id = client.get(URL, query_string=ARGS, headers=alice[1]).get_json()["job_id"]
+    client.get(URL, query_string=ARGS, headers=bob[1])
+    # Carol may follow the job but never asked for it: she cannot cancel it.
+    assert_error(client.delete(f"/api/analytics/jobs/{job_id}", headers=carol[1]), 409)
+    first = client.delete(f"/api/analytics/jobs/{job_id}", headers=bob[1])
+    assert first.status_code == 202 and first.get_json()["status"] == "canceled"
+    assert jobs.get(huey.storage, job_id)["status"] == "queued"
+    last = client.delete(f"/api/analytics/jobs/{job_id}", headers=alice[1])
+    assert last.status_code == 202 and last.get_json()["status"] == "canceled"
+    assert jobs.get(huey.storage, job_id)["status"] == "canceled"
+    assert huey.storage.queue_size() == 0
+    # Asking again starts a new job; a requester who withdrew may join it again.
+    again = client.get(URL, query_string=ARGS, headers=bob[1]).get_json()
+    assert again["job_id"] != job_id and huey.storage.queue_size() == 1
+    assert client.get(URL, query_string=ARGS, headers=alice[1]).get_json()["job_id"] == (
+        again["job_id"])
+    status = client.get(f"/api/analytics/jobs/{again['job_id']}", headers=alice[1])
+    assert status.get_json()["status"] == "queued"
+
+
+def test_an_admin_cancels_a_shared_job_for_everyone(client, alice, make_user, scan_dbs):
+    admin = make_user("root", admin=True)
+    job_id = client.get(URL, query_string=ARGS, headers=alice[1]).get_json()["job_id"]
+    client.get(URL, query_string=ARGS, headers=make_user("bob")[1])
+    response = client.delete(f"/api/jobs/{job_id}", headers=admin[1])
+    assert response.status_code == 202 and response.get_json()["status"] == "canceled"
+    assert jobs.get(huey.storage, job_id)["status"] == "canceled"
+
+
+def test_warnings_name_databases_below_the_scan_directory(client, alice, settings,
+                                                          monkeypatch):
+    """Users read the warnings: a shard is named by its path below the scan directory
+    (two shards may share a file name), never by the server's absolute path."""
+    import dataclasses
+
+    for region in ("eu", "us"):
+        write_demo_database(settings.data_dir / "analytics" / region / "scans.db", 0, 200,
+                            days=120, end=END)
+    (settings.data_dir / "analytics" / "us" / "scans.db").write_bytes(b"garbage" * 1000)
+    monkeypatch.setattr(huey, "settings", dataclasses.replace(
+        settings, analytics_dbs="analytics/*/scans.db"))
+    client.get(URL, query_string=ARGS, headers=alice[1])
+    run_next_job()
+    report = client.get(URL, query_string=ARGS, headers=alice[1]).get_json()
+    assert report["warnings"] == ["us/scans.db: skipped: file is not a database"]
+
+    monkeypatch.setattr(huey, "settings", dataclasses.replace(
+        settings, analytics_dbs=str(settings.data_dir / "nowhere")))
+    client.get(URL, query_string={**ARGS, "tz": "UTC"}, headers=alice[1])
+    run_next_job()
+    report = client.get(URL, query_string={**ARGS, "tz": "UTC"}, headers=alice[1]).get_json()
+    assert report["warnings"] and not any(str(settings.data_dir) in w or "/" in w
+                                          for w in report["warnings"]), report["warnings"]

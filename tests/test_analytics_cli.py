@@ -93,3 +93,24 @@ def test_bad_options_exit_2_naming_the_option(runner, settings):
                                   "2026-11-01"])
     assert result.exit_code == 2 and "--from" in result.output
     assert huey.storage.queue_size() == 0
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_demo_databases_report_progress_within_each_database(tmp_path, processes):
+    """`qrq demo analytics` moves its progress bar while a database is written, not
+    only when one is done: a few large databases take minutes each."""
+    from qrq.analytics.scans import write_demo_databases
+
+    seen = []
+    write_demo_databases(tmp_path, 2, 60_000, days=30, processes=processes,
+                         progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 2
+    # Reports between whole databases (in processes, both advance at once).
+    assert len([done for done in seen if done != int(done)]) >= 3, seen
+
+
+def test_demo_analytics_shows_a_progress_bar(runner, settings):
+    result = runner.invoke(main, ["demo", "analytics", "--dbs", "2", "--scans", "500",
+                                  "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert "writing 2 databases" in result.output and "wrote 2 databases" in result.output

@@ -49,6 +49,8 @@ def test_the_same_report_has_the_same_key_however_it_was_asked():
     other = parse_query({"period": "weekly", "from": "2026-11-02", "to": "2026-11-22",
                          "domain": "menu.qrcards.example", "tz": "Europe/Berlin"})
     assert other.key != a.key
+    # UTC however it is spelled (qrq.schedule's rules accept any case) is one report.
+    assert parse_query({"tz": "utc"}, today=TODAY).key == parse_query({}, today=TODAY).key
 
 
 def test_local_days_have_23_and_25_hours_across_dst():

@@ -11,7 +11,9 @@ the row names a job that is still queued or running, so the caller gets that job
 id; or it does not, so the caller's new job id is written into the row and the
 caller enqueues it. Two requests, in two threads or two processes, can never both
 win. A claim whose job record does not exist yet (the enqueue follows the claim's
-commit) counts as running for :data:`CLAIM_GRACE` seconds.
+commit) counts as running for :data:`CLAIM_GRACE` seconds. The claim also records
+the request as one of the job's requesters (:mod:`qrq.analytics.requesters`), so
+that one requester's cancel does not end the job for the others.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from qrq import analytics
+from qrq.analytics import requesters
 from qrq.analytics.query import ReportQuery, parse_query
+from qrq.analytics.shard import Limit
 from qrq.queue.jobs import ACTIVE
 
 CLAIM_GRACE = 60.0
@@ -52,13 +56,15 @@ def fresh(storage, key: str, now: float | None = None) -> dict[str, Any] | None:
 
 
 def claim(storage, query: ReportQuery, request: Mapping[str, Any], *, refresh: bool = False,
-          count: bool = True, now: float | None = None) -> tuple[str, str | None]:
+          count: bool = True, requester: int | None = None,
+          now: float | None = None) -> tuple[str, str | None]:
     """Decide who computes *query*, atomically; counts the request unless not *count*.
 
     Returns ``("fresh", None)`` when a fresh result exists (and not *refresh*),
     ``("running", job_id)`` when a job for it is queued or running, or
     ``("claimed", job_id)``: a new job id the caller must now enqueue (or
-    :func:`release` if it cannot).
+    :func:`release` if it cannot). With a job, *requester* (a user id; None: the CLI
+    or the warm-up) becomes one of its requesters.
     """
     now = time.time() if now is None else now
     key = query.key
@@ -85,13 +91,17 @@ def claim(storage, query: ReportQuery, request: Mapping[str, Any], *, refresh: b
             {"key": key, "params": json.dumps(query.to_dict()),
              "request": json.dumps(dict(request)), "job_id": claimed,
              "claimed_at": now if claimed else None, "count": int(count), "now": now})
+        if job_id is not None:
+            requesters.join(curs, job_id, requester)
     return state, job_id
 
 
 def release(storage, key: str, job_id: str) -> None:
     """Give up a claim whose job could not be enqueued, so the next request retries."""
-    storage.sql("update analytics_cache set job_id = null, claimed_at = null "
-                "where cache_key = ? and job_id = ?", (key, job_id), commit=True)
+    with storage.db(commit=True) as curs:
+        curs.execute("update analytics_cache set job_id = null, claimed_at = null "
+                     "where cache_key = ? and job_id = ?", (key, job_id))
+        requesters.drop(curs, job_id)
 
 
 def store(storage, query: ReportQuery, result: dict[str, Any], computed_at: float,
@@ -111,36 +121,32 @@ def store(storage, query: ReportQuery, result: dict[str, Any], computed_at: floa
 
 def request_report(storage, query: ReportQuery, request: Mapping[str, Any],
                    enqueue: Callable[[str], Any], *, refresh: bool = False,
-                   now: float | None = None) -> dict[str, Any]:
+                   requester: int | None = None, now: float | None = None) -> dict[str, Any]:
     """A fresh cached report, or the job computing it: what the API and CLI answer.
 
     Returns ``{"status": "fresh", "result_json", "computed_at", "expires_at"}`` or
     ``{"status": "computing", "job_id", "cache_key", "started": bool}``. *enqueue*
-    is called with the job id when this request starts the computation.
+    is called with the job id when this request starts the computation; *requester*
+    (a user id, None for the CLI) is recorded as one of the job's requesters.
     """
     now = time.time() if now is None else now
-    if not refresh:
-        hit = fresh(storage, query.key, now)
-        if hit is not None:
-            return {"status": "fresh", **hit}
-    state, job_id = claim(storage, query, request, refresh=refresh, now=now)
+    if not refresh and (hit := fresh(storage, query.key, now)) is not None:
+        return {"status": "fresh", **hit}
+    state, job_id = claim(storage, query, request, refresh=refresh, requester=requester,
+                          now=now)
     if state == "fresh":  # it became fresh since our first look
-        hit = fresh(storage, query.key, now)
-        if hit is not None:
+        if (hit := fresh(storage, query.key, now)) is not None:
             return {"status": "fresh", **hit}
-        state, job_id = claim(storage, query, request, refresh=True, now=now)
+        state, job_id = claim(storage, query, request, refresh=True, requester=requester,
+                              now=now)
     if state == "claimed":
-        try:
-            enqueue(job_id)
-        except BaseException:
-            release(storage, query.key, job_id)
-            raise
+        _enqueue_claimed(storage, query, job_id, enqueue)
     return {"status": "computing", "job_id": job_id, "cache_key": query.key,
             "started": state == "claimed"}
 
 
 def compute_report(storage, settings, query: ReportQuery, *,
-                   limit: analytics.Limit | None = None, seconds: float | None = None,
+                   limit: Limit | None = None, seconds: float | None = None,
                    progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
     """Read every scan database for *query*, cache the report, and return it.
 
@@ -159,12 +165,12 @@ def compute_report(storage, settings, query: ReportQuery, *,
 
     started = time.time()
     paths = analytics.find_databases(settings.analytics_dbs, settings.data_dir)
-    result = analytics.time_series(paths, query, processes=settings.analytics_processes,
-                                   limit=limit, progress=reading, seconds=seconds,
-                                   busy_timeout=settings.busy_timeout)
-    if not paths:
-        result["warnings"].append(f"no scan databases at {settings.analytics_dbs or 'analytics'}"
-                                  f" (in {settings.data_dir})")
+    result = analytics.time_series(
+        paths, query, processes=settings.analytics_processes, limit=limit, progress=reading,
+        seconds=seconds, busy_timeout=settings.busy_timeout,
+        root=analytics.scan_root(settings.analytics_dbs, settings.data_dir))
+    if not paths:  # users read this too: the setting's name, not the server's paths
+        result["warnings"].append("no scan databases where QRQ_ANALYTICS_DBS points")
     report(97, "caching")
     result["cache_key"] = query.key
     store(storage, query, result, started, settings.analytics_cache_ttl)
@@ -198,11 +204,8 @@ def warm_up(storage, settings, enqueue: Callable[[str, ReportQuery], Any],
         state, job_id = claim(storage, query, json.loads(request), refresh=True,
                               count=False, now=now)
         if state == "claimed":
-            try:
-                enqueue(job_id, query)
-            except BaseException:
-                release(storage, query.key, job_id)
-                raise
+            _enqueue_claimed(storage, query, job_id,
+                             lambda job_id, query=query: enqueue(job_id, query))
             started.append(job_id)
         else:
             running += 1
@@ -218,7 +221,9 @@ def forget(storage, now: float | None = None) -> int:
         curs.execute("delete from analytics_cache where requested_at < ? and (job_id is null "
                      "or job_id not in (select id from job where status in "
                      f"({','.join('?' * len(ACTIVE))})))", (now - FORGET_AFTER, *ACTIVE))
-        return curs.rowcount
+        forgotten = curs.rowcount
+        requesters.drop_orphans(curs)
+    return forgotten
 
 
 def list_reports(storage, limit: int = 50) -> list[dict[str, Any]]:
@@ -233,6 +238,16 @@ def list_reports(storage, limit: int = 50) -> list[dict[str, Any]]:
     for report in reports:
         report["params"] = json.loads(report["params"])
     return reports
+
+
+def _enqueue_claimed(storage, query: ReportQuery, job_id: str,
+                     enqueue: Callable[[str], Any]) -> None:
+    """Enqueue the job this caller claimed, or give the claim back if that fails."""
+    try:
+        enqueue(job_id)
+    except BaseException:
+        release(storage, query.key, job_id)
+        raise
 
 
 def _is_running(curs, job_id: str, claimed_at: float | None, now: float) -> bool:

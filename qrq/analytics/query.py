@@ -18,7 +18,6 @@ import datetime
 import hashlib
 import json
 import re
-import zoneinfo
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,6 +87,8 @@ def parse_query(args: Mapping[str, Any], today: datetime.date | None = None,
         raise ValidationError(f"must be one of {', '.join(PERIODS)}", field="period")
     tz_name = _text(args, "tz") or "UTC"
     tz = zone(tz_name)
+    if tz is datetime.UTC:  # "utc", "UTC", "": one report, one cache key
+        tz_name = "UTC"
     domain = _text(args, "domain")
     if domain is not None:
         domain = domain.lower().rstrip(".")
@@ -116,8 +117,9 @@ def parse_query(args: Mapping[str, Any], today: datetime.date | None = None,
     return query
 
 
-def zone(name: str) -> zoneinfo.ZoneInfo:
-    """The IANA time zone *name* (``Europe/Berlin``), or a 422 naming ``tz``."""
+def zone(name: str) -> datetime.tzinfo:
+    """The time zone *name* (``UTC``, or an IANA name like ``Europe/Berlin``) by the
+    rules of :func:`qrq.schedule.zone`, or a 422 naming ``tz``."""
     try:
         return schedule.zone(name)
     except ValueError as exc:
@@ -222,7 +224,7 @@ def _label(period: str, day: datetime.date) -> str:
     return day.isoformat()
 
 
-def _local_midnight(day: datetime.date, tz: zoneinfo.ZoneInfo) -> int:
+def _local_midnight(day: datetime.date, tz: datetime.tzinfo) -> int:
     """The first instant of local *day*. Where midnight falls into a DST gap, fold=0
     resolves it with the offset before the change: the instant the day really begins."""
     return int(datetime.datetime(day.year, day.month, day.day, tzinfo=tz).timestamp())

@@ -29,13 +29,17 @@ row, and sometimes show up in other shards.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import multiprocessing
+import multiprocessing.queues
 import os
+import queue
 import random
 import sqlite3
 import time
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 # Every visitor hash is 8 bytes: what lets :mod:`qrq.analytics` take a bucket's
@@ -166,13 +170,26 @@ def demo_rows(index: int, scans: int, days: int = 365, seed: int = 0,
     return rows
 
 
+# The share of a demo database's writing time that is done after each step (measured
+# on 500,000 scans: making the rows 37 %, inserting them 25 %, the indexes 32 %).
+_ROWS_MADE, _ROWS_WRITTEN, _INDEXED = 0.35, 0.6, 0.95
+_INSERT_CHUNK = 50_000
+
+
 def write_demo_database(path: Path, index: int, scans: int, days: int = 365, seed: int = 0,
-                        end: float | None = None) -> Path:
-    """Write demo shard *index* to *path* (replacing it atomically); return *path*."""
+                        end: float | None = None,
+                        progress: Callable[[float], None] | None = None) -> Path:
+    """Write demo shard *index* to *path* (replacing it atomically); return *path*.
+
+    *progress* (if given) gets the fraction of the work done, step by step, up to 1.
+    """
+    report = progress or (lambda fraction: None)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
+    rows = demo_rows(index, scans, days, seed, end)
+    report(_ROWS_MADE)
     conn = sqlite3.connect(tmp)
     try:
         # A throwaway file until the rename: no journal, no fsync per statement.
@@ -180,42 +197,70 @@ def write_demo_database(path: Path, index: int, scans: int, days: int = 365, see
         conn.execute("pragma synchronous = off")
         conn.execute(SCHEMA[0])
         with conn:
-            conn.executemany("insert into scans (scanned_at, template_id, domain, country, "
-                             "device, visitor_hash) values (?, ?, ?, ?, ?, ?)",
-                             demo_rows(index, scans, days, seed, end))
-        create_schema(conn)
+            for start in range(0, len(rows), _INSERT_CHUNK):
+                conn.executemany("insert into scans (scanned_at, template_id, domain, "
+                                 "country, device, visitor_hash) values (?, ?, ?, ?, ?, ?)",
+                                 rows[start:start + _INSERT_CHUNK])
+                written = min(1.0, (start + _INSERT_CHUNK) / len(rows))
+                report(_ROWS_MADE + (_ROWS_WRITTEN - _ROWS_MADE) * written)
+        del rows
+        indexes = SCHEMA[1:]
+        for k, statement in enumerate(indexes, 1):
+            conn.execute(statement)
+            report(_ROWS_WRITTEN + (_INDEXED - _ROWS_WRITTEN) * k / len(indexes))
         conn.execute("analyze")
         conn.commit()
     finally:
         conn.close()
     os.replace(tmp, path)
+    report(1.0)
     return path
 
 
+# The progress queue of a pool process (set by the pool's initializer).
+_updates: multiprocessing.queues.Queue | None = None
+
+
+def _report_to(updates: multiprocessing.queues.Queue) -> None:
+    global _updates
+    _updates = updates
+
+
 def _write_one(args: tuple) -> Path:
-    return write_demo_database(*args)
+    index = args[1]
+    return write_demo_database(*args, progress=lambda fraction: _updates.put((index, fraction)))
 
 
 def write_demo_databases(directory: Path, dbs: int, scans: int, days: int = 365,
                          seed: int = 0, processes: int = 1, end: float | None = None,
-                         progress=None) -> list[Path]:
+                         progress: Callable[[float], None] | None = None) -> list[Path]:
     """Write *dbs* demo shards ``scans-000.db`` ... into *directory*, using *processes*
-    processes; *progress* (if given) is called with each finished path."""
+    processes; *progress* (if given) is called with how many databases are written so
+    far, as a fraction (each database reports its steps), whenever that grows."""
     end = time.time() if end is None else end
+    report = progress or (lambda done: None)
     work = [(Path(directory) / f"scans-{i:03d}.db", i, scans, days, seed, end)
             for i in range(dbs)]
-    done = []
     if processes <= 1 or dbs <= 1:
-        for args in work:
-            done.append(_write_one(args))
-            if progress:
-                progress(done[-1])
-        return done
-    import multiprocessing
-
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        for path in pool.imap(_write_one, work):
-            done.append(path)
-            if progress:
-                progress(path)
+        return [write_demo_database(*args, progress=lambda fraction, i=i: report(i + fraction))
+                for i, args in enumerate(work)]
+    context = multiprocessing.get_context("spawn")
+    updates = context.Queue()
+    fractions, done, reported = [0.0] * dbs, [], 0.0
+    with context.Pool(processes, initializer=_report_to, initargs=(updates,)) as pool:
+        results = pool.imap(_write_one, work)
+        while len(done) < dbs:
+            try:
+                done.append(results.next(timeout=0.1))
+                fractions[len(done) - 1] = 1.0
+            except multiprocessing.TimeoutError:
+                pass
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    i, fraction = updates.get_nowait()
+                    fractions[i] = max(fractions[i], fraction)
+            if sum(fractions) > reported:
+                reported = sum(fractions)
+                report(reported)
+    updates.close()
     return done

@@ -1,11 +1,12 @@
 """Analytics on several cores: share 0 of a report read here, the others by child
 processes.
 
-The children are ``python -m qrq.analytics.worker`` processes, not multiprocessing
+The children are ``python -m qrq.analytics.child`` processes, not multiprocessing
 ones: huey's worker processes are daemons, which may not start multiprocessing
 children. A child gets its job as one JSON object on stdin, writes one JSON line
 per read it has done (``{"done": k}``), then its share
-(``{"share": ...}``, see :func:`qrq.analytics.read_share`) or an error, and exits.
+(``{"share": ...}``, see :func:`qrq.analytics.shares.read_share`) or an error, and
+exits.
 Threads would not do: counting visitors is Python work that holds the GIL, and this
 SQLite build takes a global lock on every allocation.
 
@@ -20,9 +21,8 @@ share slowed down by other work takes fewer.
 
 The parent kills its children whenever it stops early: an error, a cancel, or its own
 time limit (a signal in a process worker). A child also interrupts its own SQLite
-queries when the job's time is up, as :func:`qrq.queue.time_limited` does for a
-connection of the job's own process (the child cannot import :mod:`qrq.queue`, which
-opens the queue database).
+queries when the job's time is up (:mod:`qrq.sqlite_deadline`, as the job's own
+process does).
 """
 
 from __future__ import annotations
@@ -37,12 +37,14 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from qrq.analytics.query import ReportQuery
+from qrq.analytics.shard import Limit
+from qrq.analytics.shares import read_share
+from qrq.sqlite_deadline import interrupt_when, past
 
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
@@ -51,7 +53,8 @@ _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_shares(paths: list[Path], query: ReportQuery, processes: int,
-               progress: Callable[[float], None], *, limit=None, busy_timeout: float = 5.0,
+               progress: Callable[[float], None], *, limit: Limit | None = None,
+               busy_timeout: float = 5.0,
                seconds: float | None = None) -> list[dict[str, Any]]:
     """Read the *processes* shares of the report, share 0 here (its connections
     wrapped in *limit*), the others in child processes; their results.
@@ -60,8 +63,6 @@ def run_shares(paths: list[Path], query: ReportQuery, processes: int,
     A query stopped by the time limit (*seconds*, the job's time left, here and in
     the children) raises ``sqlite3.OperationalError("interrupted")``.
     """
-    from qrq.analytics import read_share
-
     seconds = seconds if seconds is not None and seconds < 1e9 else None
     job = {"paths": [str(p) for p in paths], "query": query.to_dict(), "shares": processes,
            "busy_timeout": busy_timeout, "seconds": seconds}
@@ -73,7 +74,7 @@ def run_shares(paths: list[Path], query: ReportQuery, processes: int,
     tokens = _token_pipe(len(paths))
     try:
         for share in range(1, processes):
-            child = subprocess.Popen([sys.executable, "-m", "qrq.analytics.worker"],
+            child = subprocess.Popen([sys.executable, "-m", "qrq.analytics.child"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, cwd=_PACKAGE_ROOT, pass_fds=(tokens,))
             children.append(child)
@@ -93,7 +94,7 @@ def run_shares(paths: list[Path], query: ReportQuery, processes: int,
         own_limit = _both(limit, deadline)
         results[0] = read_share(paths, query, 0, processes, limit=own_limit,
                                 progress=report, busy_timeout=busy_timeout,
-                                take=_taker(tokens))
+                                take=taker(tokens))
         while running[0]:
             _drain(lines, children, done, results, running, block=True)
             progress(len(paths) * sum(done) / total)
@@ -126,28 +127,30 @@ def _token_pipe(count: int) -> int:
     return read_end
 
 
-def _taker(fd: int) -> Callable[[], int | None]:
+def taker(fd: int) -> Callable[[], int | None]:
+    """Take the next database index from the token pipe *fd*; None once it is empty."""
     def take() -> int | None:
         raw = os.read(fd, 4)
         return int.from_bytes(raw, "little") if len(raw) == 4 else None
     return take
 
 
-def _both(limit, deadline: float | None):
-    """*limit* (a connection wrapper, or None) and a stop at *deadline*, together."""
+def _both(limit: Limit | None, deadline: float | None) -> Limit | None:
+    """*limit* (a connection wrapper, or None) and a stop at *deadline*, together.
+
+    A connection has one progress handler, so within *limit*'s block the deadline's
+    handler is the one that runs (the job's *seconds* are its time left, the same
+    deadline); *limit* still wraps the connection.
+    """
     if deadline is None:
         return limit
 
     @contextlib.contextmanager
     def wrapped(conn: sqlite3.Connection):
-        with (limit or _no_limit)(conn), _deadline(conn, deadline):
+        with limit(conn) if limit else contextlib.nullcontext(), \
+                interrupt_when(conn, past(deadline)):
             yield conn
     return wrapped
-
-
-@contextlib.contextmanager
-def _no_limit(conn: sqlite3.Connection):
-    yield conn
 
 
 def _forward(child: subprocess.Popen, share: int, lines: queue.Queue) -> None:
@@ -180,44 +183,5 @@ def _drain(lines: queue.Queue, children: list[subprocess.Popen], done: list[int]
             results[share] = message["share"]
         elif message.get("interrupted"):
             raise sqlite3.OperationalError(message["error"])
-        else:
+        else:  # one line: the job's error is shown to users (the trace went to stderr)
             raise RuntimeError(f"analytics worker {share} failed: {message['error']}")
-
-
-@contextlib.contextmanager
-def _deadline(conn: sqlite3.Connection, deadline: float):
-    conn.set_progress_handler(lambda: 1 if time.monotonic() >= deadline else 0, 10_000)
-    try:
-        yield conn
-    finally:
-        conn.set_progress_handler(None, 0)
-
-
-def main() -> None:
-    """The child: read one share and write it to stdout as JSON lines."""
-    from qrq.analytics import read_share
-
-    def send(message: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
-        sys.stdout.flush()
-
-    try:
-        job = json.load(sys.stdin)
-        limit = None
-        if job["seconds"] is not None:
-            deadline = time.monotonic() + job["seconds"]
-            limit = lambda conn: _deadline(conn, deadline)  # noqa: E731
-        share = read_share([Path(p) for p in job["paths"]],
-                           ReportQuery.from_dict(job["query"]), job["share"], job["shares"],
-                           limit=limit, progress=lambda done: send({"done": done}),
-                           busy_timeout=job["busy_timeout"],
-                           take=_taker(job["tokens"]) if "tokens" in job else None)
-        send({"share": share})
-    except sqlite3.OperationalError as exc:
-        send({"error": str(exc), "interrupted": "interrupt" in str(exc)})
-    except Exception:  # noqa: BLE001 - reported to the parent, which raises it
-        send({"error": traceback.format_exc(limit=5)})
-
-
-if __name__ == "__main__":
-    main()

@@ -33,10 +33,12 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from qrq.errors import NotFound, QrqError, ValidationError
+from qrq.sqlite_deadline import interrupt_when
 
 CODECS = {"zstd": ".zst", "gzip": ".gz"}
 CHUNK = 1 << 20
@@ -249,9 +251,7 @@ def decompress_file(src: Path, dest: Path, codec: str,
 def check_database(path: Path, expected_rows: dict[str, int] | None,
                    stop: Callable[[], bool] = lambda: False) -> list[str]:
     """Problems found by ``integrity_check`` and the row counts; empty when sound."""
-    conn = _connect(path)
-    conn.set_progress_handler(lambda: 1 if stop() else 0, 100_000)
-    try:
+    with closing(_connect(path)) as conn, interrupt_when(conn, stop, every=100_000):
         # A big page cache and mmap make integrity_check's index lookups cheap.
         conn.execute("pragma cache_size=-262144")
         conn.execute("pragma mmap_size=1073741824")
@@ -262,8 +262,6 @@ def check_database(path: Path, expected_rows: dict[str, int] | None,
             if counts != expected_rows:
                 problems.append(f"row counts differ: expected {expected_rows}, got {counts}")
         return problems
-    finally:
-        conn.close()
 
 
 def _discard(path: Path) -> None:

@@ -183,9 +183,12 @@ def demo_analytics(dbs: int, scans: int, days: int, seed: int, processes: int,
         raise click.ClickException(f"{dbs} x {scans:,} scans need about {need / 1e9:.1f} GB; "
                                    f"{free / 1e9:.1f} GB are free in {out}")
     started = time.perf_counter()
-    with click.progressbar(length=dbs, label=f"writing {dbs} databases") as bar:
-        write_demo_databases(out, dbs, scans, days, seed, processes,
-                             progress=lambda path: bar.update(1))
+    # In hundredths of a database: each one reports its steps, so a few large ones move too.
+    with click.progressbar(length=dbs * 100, label=f"writing {dbs} databases") as bar:
+        def advance(done: float) -> None:
+            bar.update(int(done * 100) - bar.pos)
+
+        write_demo_databases(out, dbs, scans, days, seed, processes, progress=advance)
     click.echo(f"wrote {dbs} databases x {scans:,} scans to {out} in "
                f"{time.perf_counter() - started:.1f} s")
     others = [p for p in out.glob("*.db") if not p.name.startswith("scans-")

@@ -10,7 +10,6 @@ modules can import it without cycles (``huey_app.py`` imports both).
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import functools
 import importlib
@@ -296,22 +295,6 @@ def submit(task_wrapper, *args, owner_id: int | None, params: dict[str, Any] | N
     huey.enqueue(task, job=jobs.new_record(task.id, task.job_type, task.name, owner_id,
                                            params))
     return task.id
-
-
-@contextlib.contextmanager
-def time_limited(conn: sqlite3.Connection, task, every: int = 10_000):
-    """Let *task*'s time limit stop a long query on *conn*.
-
-    A signal cannot interrupt SQLite's C code; a progress handler, called every
-    *every* virtual-machine steps, aborts the query once the task's deadline
-    has passed. The job task wrapper turns the resulting "interrupted" error
-    into a timeout.
-    """
-    conn.set_progress_handler(lambda: 1 if task.is_timed_out else 0, every)
-    try:
-        yield conn
-    finally:
-        conn.set_progress_handler(None, 0)
 
 
 def load_task_modules(settings: Settings) -> None:

@@ -151,6 +151,12 @@ def flag_cancel(storage, job_id: str) -> bool:
         return curs.rowcount > 0
 
 
+def disown(curs, job_id: str, owner_id: int) -> None:
+    """*owner_id* no longer owns the job (it runs on for others: a shared analytics job)."""
+    curs.execute("update job set owner_id = null where id = ? and owner_id = ?",
+                 (job_id, owner_id))
+
+
 def count_active(storage, owner_id: int) -> int:
     """How many of *owner_id*'s jobs are queued, running or retrying.
 

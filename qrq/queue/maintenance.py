@@ -16,6 +16,7 @@ from qrq.queue.log_rotation import rotate_logs
 
 # The schedule helpers live in qrq.schedule; tasks and tests still reach them here.
 from qrq.schedule import cron, due_now, last_due, zone  # noqa: F401
+from qrq.sqlite_deadline import interrupt_when
 
 # -- weekly maintenance ------------------------------------------------------------------
 
@@ -30,12 +31,9 @@ def vacuum(conn: sqlite3.Connection, path: Path,
     """VACUUM the database *path* open on *conn* (then truncate its WAL); return its
     size before and after. *stop* aborts it (a task past its time limit)."""
     before = path.stat().st_size
-    conn.set_progress_handler(lambda: 1 if stop() else 0, 10_000)
-    try:
+    with interrupt_when(conn, stop):
         conn.execute("vacuum")
         conn.execute("pragma wal_checkpoint(truncate)")
-    finally:
-        conn.set_progress_handler(None, 0)
     return {"before": before, "after": path.stat().st_size}
 
 

@@ -107,7 +107,7 @@ BATCHES = [
     " delete from batch where job_id = old.id; end",
 ]
 
-# Analytics reports (qrq/analytics_cache.py): one row per normalised report with its
+# Analytics reports (qrq/analytics/cache.py): one row per normalised report with its
 # last result, the job computing it now, and how often it is asked for.
 ANALYTICS = [
     "create table if not exists analytics_cache ("
@@ -123,6 +123,15 @@ ANALYTICS = [
     " requested_at real not null)",
     "create index if not exists analytics_cache_requested on analytics_cache "
     "(requested_at)",
+    # Who waits for each shared job (qrq/analytics/requesters.py): one requester's
+    # cancel withdraws only their request. User 0: the CLI and the warm-up.
+    "create table if not exists analytics_requester ("
+    " job_id text not null,"
+    " user_id integer not null,"
+    " withdrawn integer not null default 0,"
+    " primary key (job_id, user_id)) without rowid",
+    "create trigger if not exists analytics_job_deleted after delete on job begin"
+    " delete from analytics_requester where job_id = old.id; end",
 ]
 
 QUEUE_DDL = [*JOBS, *CONSUMERS, *ALERTS, *LOCKS, *BATCHES, *ANALYTICS]

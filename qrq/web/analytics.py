@@ -5,7 +5,8 @@ with the job computing it (identical requests share one job). The chart is an SV
 drawn on the server (``/api/analytics/time-based.svg``, Bearer token like every API
 call); ``/analytics/chart`` is a static page, holding no data, that asks for the
 token and shows that SVG. Every report is visible to every signed-in user: they
-aggregate all QRCards scans, not one user's.
+aggregate all QRCards scans, not one user's. A requester who cancels a shared job
+withdraws only their own request (:mod:`qrq.analytics.requesters`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, url_for
 
 from qrq.analytics import cache as analytics_cache
+from qrq.analytics import requesters
 from qrq.analytics.query import PARAMETERS, PERIODS, ReportQuery, parse_query
 from qrq.analytics.svg import render_chart
-from qrq.errors import NotFound, ValidationError
+from qrq.errors import Conflict, NotFound, ValidationError
 from qrq.queue import huey, jobs
 from qrq.web.api import check_job_quota
 from qrq.web.auth import current_user, login_required
@@ -56,7 +58,7 @@ def answer(render) -> tuple[Response, int] | Response:
         enqueue_report(query, job_id, user.id)
 
     outcome = analytics_cache.request_report(huey.storage, query, raw, start,
-                                             refresh=refresh)
+                                             refresh=refresh, requester=user.id)
     if outcome["status"] == "fresh":
         return render(outcome)
     status_url = url_for("analytics.job_status", job_id=outcome["job_id"])
@@ -108,16 +110,38 @@ def time_based_svg():
     return answer(_svg)
 
 
-@bp.get("/api/analytics/jobs/<job_id>")
-@login_required
-def job_status(job_id: str):
-    """Status and progress of an analytics job, for any signed-in user (jobs are shared)."""
+def _analytics_job(job_id: str) -> dict[str, Any]:
     job = jobs.get(huey.storage, job_id)
     if job is None or job["type"] != "analytics":
         raise NotFound(f"analytics job {job_id} not found")
-    view = jobs.public_view(job, admin=current_user().is_admin)
+    return job
+
+
+@bp.get("/api/analytics/jobs/<job_id>")
+@login_required
+def job_status(job_id: str):
+    """Status and progress of an analytics job, for any signed-in user (jobs are shared);
+    canceled for a requester who withdrew."""
+    job = _analytics_job(job_id)
+    user = current_user()
+    view = jobs.public_view(job, admin=user.is_admin)
+    if requesters.has_withdrawn(huey.storage, job_id, user.id):
+        view.update(status="canceled", error="canceled", result=None)
     view["status_url"] = url_for("analytics.job_status", job_id=job_id)
     return jsonify(view)
+
+
+@bp.delete("/api/analytics/jobs/<job_id>")
+@login_required
+def withdraw_job(job_id: str):
+    """Cancel the caller's request for an analytics job: the job goes on for its other
+    requesters and is canceled once none is left (an admin's ``DELETE /api/jobs/<id>``
+    cancels it for everyone)."""
+    job = _analytics_job(job_id)
+    if job["status"] in jobs.ENDED:
+        raise Conflict(f"job already {job['status']}")
+    status = requesters.withdraw(huey.storage, job, current_user().id, huey.cancel)
+    return jsonify(job_id=job_id, status=status), 202
 
 
 @bp.get("/api/analytics/reports")
@@ -167,6 +191,8 @@ def _object(properties: dict[str, Any], required: list[str] | None = None) -> di
 
 
 _COUNT = {"type": "integer", "minimum": 0}
+_JOB_ID = {"name": "job_id", "in": "path", "required": True,
+           "schema": {"type": "string", "maxLength": 100}}
 _TIME = {"type": "string", "format": "date-time"}
 _PARAMETERS = [
     {"name": "period", "in": "query", "schema": {"type": "string", "enum": list(PERIODS)},
@@ -187,6 +213,9 @@ _PARAMETERS = [
 ]
 _COMPUTING = {"description": "Being computed: follow `status_url`, then ask again.",
               "content": {"application/json": {"schema": _schema("AnalyticsComputing")}}}
+# A report's answers other than 200: computing, or an error.
+_UNLESS_FRESH = {"202": _COMPUTING, "401": _error("Unauthorized"),
+                 "422": _error("ValidationError"), "429": _error("TooManyJobs")}
 _TOP = {"type": "array", "items": {"type": "object", "required": ["scans"],
                                    "properties": {"scans": _COUNT}}}
 
@@ -197,8 +226,7 @@ OPENAPI_PATHS = {
         "responses": {
             "200": {"description": "A fresh report from the cache.",
                     "content": {"application/json": {"schema": _schema("AnalyticsReport")}}},
-            "202": _COMPUTING, "401": _error("Unauthorized"),
-            "422": _error("ValidationError"), "429": _error("TooManyJobs")},
+            **_UNLESS_FRESH},
     }},
     "/api/analytics/time-based.svg": {"get": {
         "summary": "The same report as an SVG line chart",
@@ -206,17 +234,27 @@ OPENAPI_PATHS = {
         "responses": {
             "200": {"description": "An SVG document.",
                     "content": {"image/svg+xml": {"schema": {"type": "string"}}}},
-            "202": _COMPUTING, "401": _error("Unauthorized"),
-            "422": _error("ValidationError"), "429": _error("TooManyJobs")},
+            **_UNLESS_FRESH},
     }},
     "/api/analytics/jobs/{job_id}": {"get": {
         "summary": "An analytics job's status, for any signed-in user",
-        "operationId": "getAnalyticsJob",
-        "parameters": [{"name": "job_id", "in": "path", "required": True,
-                        "schema": {"type": "string", "maxLength": 100}}],
+        "description": "`canceled` for a requester who withdrew their request.",
+        "operationId": "getAnalyticsJob", "parameters": [_JOB_ID],
         "responses": {"200": {"description": "The job.", "content": {
             "application/json": {"schema": _schema("Job")}}},
             "401": _error("Unauthorized"), "404": _error("NotFound")},
+    }, "delete": {
+        "summary": "Withdraw the caller's request for a shared analytics job",
+        "description": "The job goes on for its other requesters and is canceled once "
+                       "none is left. 409 if the caller is not waiting for it or it "
+                       "already ended.",
+        "operationId": "withdrawAnalyticsJob", "parameters": [_JOB_ID],
+        "responses": {"202": {"description": "Withdrawn.", "content": {
+            "application/json": {"schema": _object({
+                "job_id": {"type": "string"},
+                "status": {"type": "string", "enum": list(jobs.STATES)}})}}},
+            "401": _error("Unauthorized"), "404": _error("NotFound"),
+            "409": _error("Conflict")},
     }},
     "/api/analytics/reports": {"get": {
         "summary": "Cached analytics reports, most requested first",

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request, send_file, url_for
 
+from qrq.analytics import requesters
 from qrq.appdb.models import Template
 from qrq.batch import counts as batch_counts
 from qrq.cards.generate import artifact_path, prepare
@@ -99,7 +100,10 @@ def cancel_job(job_id: str):
     job = visible_job(job_id)
     if job["status"] in jobs.ENDED:
         raise Conflict(f"job already {job['status']}")
-    status = huey.cancel(job_id)
+    if job["type"] == "analytics" and not current_user().is_admin:  # shared: withdraw
+        status = requesters.withdraw(huey.storage, job, current_user().id, huey.cancel)
+    else:
+        status = huey.cancel(job_id)
     return jsonify(job_id=job_id, status=status), 202
 
 
