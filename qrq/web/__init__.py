@@ -18,7 +18,7 @@ logger = logging.getLogger("qrq.web")
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app; *test_config* may hold ``SETTINGS`` (a Settings) and Flask keys."""
     from qrq.queue import huey
-    from qrq.web import admin_api, api, dashboard, errors, openapi, ops, params
+    from qrq.web import admin_api, api, dashboard, errors, home, openapi, ops, params
     from qrq.web import analytics as analytics_api
     from qrq.web import batch as batch_api
 
@@ -75,4 +75,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(ops.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(analytics_api.bp)
+    app.register_blueprint(home.bp)
     return app
