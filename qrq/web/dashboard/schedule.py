@@ -9,7 +9,7 @@ from typing import Any
 
 from qrq import alerts
 from qrq.appdb.models import User
-from qrq.queue import huey, stats
+from qrq.queue import catalog, huey, stats
 from qrq.schedule import next_match
 from qrq.web.dashboard.blueprint import bp, render
 from qrq.web.dashboard.session import admin_page
@@ -21,11 +21,9 @@ def next_run(task, after: datetime.datetime, days: int = 8) -> datetime.datetime
 
 
 def _periodic_tasks(now: float) -> list[dict[str, Any]]:
-    import huey_app  # registers every task module, as the consumer does
-
     after = datetime.datetime.fromtimestamp(now, datetime.UTC).replace(tzinfo=None)
     found = []
-    for task in huey_app.huey._registry.periodic_tasks:
+    for task in catalog.periodic_tasks(huey.settings):
         upcoming = next_run(task, after)
         job_type = getattr(task, "job_type", None)
         # Only periodic_job tasks leave job records.
