@@ -43,7 +43,6 @@ def test_the_queries_of_the_api_dashboard_and_dequeue_use_an_index(traced, setti
     huey.storage.cancel_queued(ids[-1])
     # The API.
     jobs.get(huey.storage, ids[0])
-    jobs.list_jobs(huey.storage, owner_id=1)
     jobs.count_active(huey.storage, 1)
     jobs.count_busy(huey.storage)
     jobs.median_duration(huey.storage, "pdf")
@@ -56,7 +55,7 @@ def test_the_queries_of_the_api_dashboard_and_dequeue_use_an_index(traced, setti
     stats.durations(huey.storage, now - 3600)
     stats.search_jobs(huey.storage, job_type="pdf")
     stats.search_jobs(huey.storage, owner_id=1)
-    stats.search_jobs(huey.storage, status="queued")
+    stats.search_jobs(huey.storage, queue_state="queued")
     stats.search_jobs(huey.storage, status="failed")
     stats.consumers(huey.storage)
     # Retention.
