@@ -49,7 +49,7 @@ def analytics_run(period: str, start: str | None, end: str | None, tz: str,
     from qrq.analytics import cache as analytics_cache
     from qrq.analytics.query import parse_query
     from qrq.analytics.submit import enqueue_report
-    from qrq.cli.jobs import wait_for
+    from qrq.cli.jobs import wait_finished
     from qrq.queue import jobs
 
     raw = {"period": period, "from": start, "to": end, "tz": tz, "domain": domain,
@@ -72,9 +72,7 @@ def analytics_run(period: str, start: str | None, end: str | None, tz: str,
                    err=as_json)
         if not wait:
             return
-        job = wait_for(huey, outcome["job_id"], "computing", timeout)
-        if job["status"] != "finished":
-            raise click.ClickException(f"job {job['status']}: {job['error']}")
+        job = wait_finished(huey, outcome["job_id"], "computing", timeout)
         outcome = analytics_cache.fresh(huey.storage, query.key)
         if outcome is None:  # finished, but the cache row is gone: use the job's result
             outcome = {"result_json": json.dumps(jobs.public_view(job)["result"]),

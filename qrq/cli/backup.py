@@ -43,16 +43,14 @@ def backup_run(wait: bool, timeout: float) -> None:
     Example: qrq backup run --wait
     """
     from qrq.backup.submit import submit_backup
-    from qrq.cli.jobs import wait_for
+    from qrq.cli.jobs import wait_finished
 
     huey = get_queue()
     job_id = submit_backup("manual")
     click.echo(f"queued job {job_id}")
     if not wait:
         return
-    job = wait_for(huey, job_id, "backing up", timeout)
-    if job["status"] != "finished":
-        raise click.ClickException(f"backup {job['status']}: {job['error']}")
+    wait_finished(huey, job_id, "backing up", timeout, what="backup")
 
     result = json.loads(job["result"])
     if "skipped" in result:
@@ -245,14 +243,12 @@ def maintenance_run(wait: bool, timeout: float) -> None:
     Example: qrq maintenance run --wait
     """
 
-    from qrq.cli.jobs import wait_for
+    from qrq.cli.jobs import wait_finished
     from qrq.queue.housekeeping import submit_maintenance
 
     huey = get_queue()
     job_id = submit_maintenance("manual")
     click.echo(f"queued job {job_id}")
     if wait:
-        job = wait_for(huey, job_id, "maintenance", timeout)
-        if job["status"] != "finished":
-            raise click.ClickException(f"maintenance {job['status']}: {job['error']}")
+        job = wait_finished(huey, job_id, "maintenance", timeout, what="maintenance")
         click.echo(json.dumps(json.loads(job["result"]), indent=2))

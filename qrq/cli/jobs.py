@@ -135,6 +135,14 @@ def wait_for(huey, job_id: str, label: str, timeout: float, *, length: int = 100
         raise click.exceptions.Exit(130) from None
 
 
+def wait_finished(huey, job_id: str, label: str, timeout: float, what: str = "job") -> dict:
+    """:func:`wait_for`, then fail the command unless the job finished; return its record."""
+    job = wait_for(huey, job_id, label, timeout)
+    if job["status"] != "finished":
+        raise click.ClickException(f"{what} {job['status']}: {job['error']}")
+    return job
+
+
 @main.command()
 @click.argument("template_id", type=int)
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
@@ -162,9 +170,7 @@ def pdf(template_id: int, options: tuple[str, ...], wait: bool, out: Path | None
     click.echo(f"queued job {job_id}")
     if not wait:
         return
-    job = wait_for(huey, job_id, "rendering", timeout)
-    if job["status"] != "finished":
-        raise click.ClickException(f"job {job['status']}: {job['error']}")
+    wait_finished(huey, job_id, "rendering", timeout)
     out = out or Path(f"qrq-{job_id}.pdf")
     out.write_bytes(artifact_path(huey.settings, job_id).read_bytes())
     click.echo(f"saved {out} ({out.stat().st_size} bytes)")

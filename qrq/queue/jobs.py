@@ -174,14 +174,18 @@ def disown(curs, job_id: str, owner_id: int) -> None:
                  (job_id, owner_id))
 
 
-def count_active(storage, owner_id: int) -> int:
-    """How many of *owner_id*'s jobs are queued, running or retrying.
+def count_active(curs, owner_id: int) -> int:
+    """How many of *owner_id*'s jobs are queued, running or retrying, read on *curs* (the
+    quota check runs it inside the enqueue's write transaction).
 
     The statuses are literals so that SQLite uses the partial index ``job_owner_active``.
     """
-    statuses = ", ".join(f"'{status}'" for status in ACTIVE)
-    return storage.sql(f"select count(*) from job where owner_id = ? and status in "
-                       f"({statuses})", (owner_id,), results=True)[0][0]
+    curs.execute(_COUNT_ACTIVE_SQL, (owner_id,))
+    return curs.fetchone()[0]
+
+
+_COUNT_ACTIVE_SQL = ("select count(*) from job where owner_id = ? and status in ("
+                     + ", ".join(f"'{status}'" for status in ACTIVE) + ")")
 
 
 def count_busy(storage, exclude: str | None = None) -> int:
