@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from qrq.appdb.models import Template
+from qrq.cards.generate import artifact_path, prepare
 from qrq.cli.base import (
     JOB_ID,
     echo_fields,
@@ -20,7 +22,8 @@ from qrq.cli.base import (
     main,
     shorten,
 )
-from qrq.queue import jobs, stats
+from qrq.queue import jobs, stats, submit
+from qrq.queue.retention import parse_age, purge_jobs
 
 
 def _parse_option(value: str) -> tuple[str, object]:
@@ -156,10 +159,6 @@ def pdf(template_id: int, options: tuple[str, ...], wait: bool, out: Path | None
 
     Example: qrq pdf 1 --option copies=8 --option title="Table 4" --wait
     """
-    from qrq.appdb.models import Template
-    from qrq.cards.generate import artifact_path, prepare
-    from qrq.queue import submit
-
     huey = get_queue()
     parsed = dict(_parse_option(o) for o in options)
     with get_app_db().connection_context():
@@ -272,8 +271,6 @@ def jobs_purge(older_than: str, status: str | None) -> None:
 
     Example: qrq jobs purge --older-than 30d --status failed
     """
-    from qrq.queue.retention import parse_age, purge_jobs
-
     try:
         seconds = parse_age(older_than)
     except ValueError as exc:

@@ -7,7 +7,10 @@ import time
 
 import click
 
+from qrq import alerts
 from qrq.cli.base import echo_json, echo_table, get_app_db, get_queue, json_option, main
+from qrq.notify import send_mail
+from qrq.status import queue_status_document
 
 
 @main.command()
@@ -61,9 +64,6 @@ def status(as_json: bool) -> None:
 
     Example: qrq status --json
     """
-    from qrq import alerts
-    from qrq.status import queue_status_document
-
     huey = get_queue()
     firing = alerts.record(huey.storage, alerts.evaluate(huey.storage, huey.settings))
     report = queue_status_document(huey.storage, huey.settings, firing)
@@ -97,9 +97,6 @@ def alerts_command(mail: bool) -> None:
 
     Example: qrq alerts --no-mail
     """
-    from qrq import alerts
-    from qrq.notify import send_mail
-
     huey = get_queue()
     settings = huey.settings
     get_app_db()

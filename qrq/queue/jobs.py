@@ -19,6 +19,8 @@ from typing import Any
 
 from huey.exceptions import CancelExecution
 
+from qrq.errors import Conflict, NotFound
+
 STATES = ("queued", "running", "retrying", "finished", "failed", "canceled", "expired")
 ACTIVE = ("queued", "running", "retrying")
 ENDED = ("finished", "failed", "canceled", "expired")
@@ -249,8 +251,6 @@ def resolve_id(storage, ref: str, limit: int = 10) -> str:
     :raises NotFound: no job matches.
     :raises Conflict: several jobs match; the message lists up to *limit* of them.
     """
-    from qrq.errors import Conflict, NotFound
-
     prefix = ref.strip().lower() if isinstance(ref, str) else ""
     if not re.fullmatch(r"[0-9a-f-]{1,36}", prefix):
         raise NotFound(f"no job {ref!r}: a job id is hexadecimal digits and dashes")

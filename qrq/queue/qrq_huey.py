@@ -28,6 +28,7 @@ from qrq.errors import Conflict, NotFound, QrqError
 from qrq.queue import catalog, huey_private, jobs
 from qrq.queue.admission import Admission
 from qrq.queue.catalog import TaskSpec
+from qrq.queue.consumer import QrqConsumer
 from qrq.queue.storage import LeasedSqliteStorage
 
 logger = logging.getLogger("qrq.queue")
@@ -125,8 +126,6 @@ class QrqHuey(huey_private.HueyHooks):
         task_class.default_expires = limits["expires"]
 
     def create_consumer(self, **options):
-        from qrq.queue.consumer import QrqConsumer
-
         return QrqConsumer(self, **options)
 
     # -- enqueue ------------------------------------------------------------------------
