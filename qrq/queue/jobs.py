@@ -215,6 +215,13 @@ def public_view(job: dict[str, Any], *, admin: bool = False) -> dict[str, Any]:
     return view
 
 
+def stored_payload(storage, job_id: str) -> bytes | None:
+    """The signed task message kept for a retry; None when the job predates stored
+    payloads (or does not exist)."""
+    rows = storage.sql("select payload from job where id = ?", (job_id,), results=True)
+    return rows[0][0] if rows else None
+
+
 def record_progress(curs, job_id: str, worker: str, percent: float, stage: str = "") -> bool:
     """Store a running job's progress in the caller's transaction (beside the writes it
     reports on); return whether a cancel was asked. Unlike :func:`report_progress` it

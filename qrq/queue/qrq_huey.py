@@ -291,8 +291,7 @@ class QrqHuey(huey_private.HueyHooks):
         if job["status"] not in ("failed", "canceled", "expired"):
             raise Conflict(f"job {job_id} is {job['status']}; only failed, canceled or "
                            "expired jobs can be retried")
-        payload = self.storage.sql("select payload from job where id = ?", (job_id,),
-                                   results=True)[0][0]
+        payload = jobs.stored_payload(self.storage, job_id)
         if payload is None:
             raise Conflict(f"job {job_id} has no stored payload to re-run")
         try:
