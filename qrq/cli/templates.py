@@ -6,7 +6,7 @@ import json
 
 import click
 
-from qrq.cli.base import get_app_db, main
+from qrq.cli.base import get_app_db, get_settings, main
 
 
 @main.group()
@@ -48,6 +48,6 @@ def templates_add(json_file) -> None:
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="JSON_FILE") from None
     with get_app_db().connection_context():
-        template = add_template(fields)
+        template = add_template(fields, get_settings().print_margin_mm)
     click.echo(f"added template {template.id}: {template.name}")
 

@@ -71,7 +71,8 @@ def generate_qr_pdf():
         raise ValidationError(f"template {template_id} does not exist", field="template_id")
     settings = current_app.config["QRQ"]
     options = body.get("options") or {}
-    prepare(template.to_dict(), options, settings.max_copies)  # 422 before enqueue
+    prepare(template.to_dict(), options, settings.max_copies,  # 422 before enqueue
+            margin_mm=settings.print_margin_mm)
     job_id = submit(pdf_task, template_id, options, owner_id=current_user().id,
                     params={"template_id": template_id, "options": options})
     status_url = url_for("api.job_status", job_id=job_id)

@@ -56,7 +56,8 @@ def generate_qrs():
     check_job_quota()
     job_id = str(uuid.uuid4())
     checked = batch.parse_request(body, batch.load_templates, job_id,
-                                  settings.max_batch_items)
+                                  settings.max_batch_items,
+                                  margin_mm=settings.print_margin_mm)
     enqueue_batch(checked, job_id, current_user().id)
     status_url = url_for("api.job_status", job_id=job_id)
     response = jsonify(batch_job_id=job_id, total_items=len(checked.items), status="queued",
