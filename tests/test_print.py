@@ -1,5 +1,6 @@
 """Print safety: nothing printed within the safe margin of a page edge; crop marks."""
 
+import dataclasses
 import re
 import subprocess
 import zlib
@@ -14,6 +15,9 @@ from qrq.cards.qr import CardSheets, render_pdf
 from qrq.config import Settings
 from qrq.demo import DEMO_TEMPLATES
 from qrq.errors import ValidationError
+from qrq.web import create_app
+from tests.test_api import assert_error
+from tests.test_batch import run_job
 
 DPI = 100
 MARGIN = Settings.print_margin_mm  # the setting's default: 5 mm
@@ -160,3 +164,35 @@ def test_crop_marks_must_be_a_boolean(value):
     with pytest.raises(ValidationError) as caught:
         check_options({"crop_marks": value}, 10)
     assert caught.value.field == "options.crop_marks"
+
+
+# -- through the API and real storage ----------------------------------------------------
+
+def test_pdf_jobs_and_batches_print_inside_the_margin_with_crop_marks(client, templates,
+                                                                       alice, tmp_path):
+    pdf = client.post("/api/generate-qr-pdf", headers=alice[1], json={
+        "template_id": 2, "options": {"copies": 8, "crop_marks": True}}).get_json()
+    batch = client.post("/api/batch/generate-qrs", headers=alice[1], json={
+        "template_ids": [2, 3], "options": {"copies": 2, "crop_marks": True}}).get_json()
+    for job_id, url in ((pdf["job_id"], f"/api/jobs/{pdf['job_id']}/download"),
+                        (batch["batch_job_id"],
+                         f"/api/batch/{batch['batch_job_id']}/download/pdf")):
+        assert run_job(job_id)["status"] == "finished"
+        with client.get(url, headers=alice[1]) as response:
+            out = tmp_path / f"{job_id}.pdf"
+            out.write_bytes(response.data)
+        assert crop_segments(out.read_bytes())
+        for page in (1, 2) if job_id == batch["batch_job_id"] else (1,):
+            assert_safe(ink_margins(out, page, tmp_path))
+
+
+def test_the_margin_setting_reaches_the_api(settings, templates, alice):
+    wide = create_app({"SETTINGS": dataclasses.replace(settings, print_margin_mm=50),
+                       "TESTING": True}).test_client()
+    # The table tent's 120 mm code no longer fits an A4 page inside 50 mm margins.
+    response = wide.post("/api/generate-qr-pdf", headers=alice[1],
+                         json={"template_id": 1, "options": {}})
+    assert_error(response, 422, "size_mm")
+    assert "at most 110 mm" in response.get_json()["error"]["message"]
+    assert_error(wide.post("/api/batch/generate-qrs", headers=alice[1],
+                           json={"template_ids": [1]}), 422, "size_mm")
