@@ -8,7 +8,18 @@ from pathlib import Path
 
 import click
 
-from qrq.cli.base import get_queue, get_settings, main
+from qrq.backup import (
+    environment_key,
+    get_set,
+    list_databases,
+    list_sets,
+    restore,
+    run_backup,
+    select_entries,
+    verify_set,
+)
+from qrq.cli.base import echo_json, get_queue, get_settings, json_option, main
+from qrq.cli.jobs import wait_options
 from qrq.humanize import format_bytes
 
 
@@ -25,10 +36,7 @@ def backup_group() -> None:
 
 
 @backup_group.command("run")
-@click.option("--wait", is_flag=True, help="Wait with a progress bar; exit 1 if any "
-              "database failed.")
-@click.option("--timeout", type=float, default=21600, show_default=True,
-              help="Seconds --wait waits.")
+@wait_options(timeout=21600)
 def backup_run(wait: bool, timeout: float) -> None:
     """Queue a backup of every database now (a consumer runs it).
 
@@ -63,29 +71,41 @@ def backup_run(wait: bool, timeout: float) -> None:
 @backup_group.command("list")
 @click.argument("set_id", required=False)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=30, show_default=True)
-def backup_list(set_id: str | None, limit: int) -> None:
-    """List backup sets, newest first, with failed databases; with SET_ID (or latest),
-    every database of that set: status, size, duration.
+@json_option
+def backup_list(set_id: str | None, limit: int, as_json: bool) -> None:
+    """List backup sets, newest first, with failed databases and damaged sets; with
+    SET_ID (or latest), every database of that set: status, size, duration.
 
     Example: qrq backup list latest
     """
-    from qrq.backup import get_set, list_sets
-
     backups = get_settings().backups_dir
     if set_id:
         manifest = get_set(backups, set_id)
+        if as_json:
+            echo_json(manifest)
+            return
         click.echo(f"set {manifest['id']} ({manifest['kind']}, {manifest['created_at']}): "
                    f"{manifest['status']}")
+        click.echo(f"  {'status':<6} {'database':<40} {'size':>12} {'compressed':>12} "
+                   f"{'duration':>9}  error or note")
         for e in manifest["databases"]:
             click.echo(f"  {e['status']:<6} {e['name']:<40} {_mb(e.get('size')):>12} "
                        f"{_mb(e.get('compressed_size')):>12} {e['duration']:>8.2f}s"
                        f"  {e['error'] or e.get('note') or ''}")
         return
     sets = list_sets(backups)
+    if as_json:
+        echo_json({"sets": sets[:limit]})
+        return
     if not sets:
         click.echo(f"no backups in {backups}")
         return
+    click.echo(f"{'set':<20} {'created':<20}  {'kind':<9} {'status':<7} {'ok':<6}  "
+               f"{'size':>12}    {'compressed':>12}  duration")
     for m in sets[:limit]:
+        if m["status"] == "damaged":
+            click.echo(f"{m['id']:<20} {m['created_at']}  {'?':<9} damaged  {m['error']}")
+            continue
         click.echo(f"{m['id']:<20} {m['created_at']}  {m['kind']:<9} {m['status']:<7} "
                    f"{m['ok']}/{m['ok'] + m['failed']} ok  {_mb(m['size']):>12} -> "
                    f"{_mb(m['compressed_size']):>12}  {m['duration']:.1f}s")
@@ -98,20 +118,26 @@ def backup_list(set_id: str | None, limit: int) -> None:
 @click.argument("set_id", default="latest")
 def backup_verify(set_id: str) -> None:
     """Check a set again: restore each database to a temporary file, run
-    integrity_check, compare sha256 and row counts. Exit 1 if any fails.
+    integrity_check, compare sha256 and row counts; one line per database as it is
+    checked. Exit 1 if any fails.
 
     Example: qrq backup verify latest
     """
-    from qrq.backup import get_set, select_entries, verify_set
-
     backups = get_settings().backups_dir
     manifest = get_set(backups, set_id)
-    with click.progressbar(length=len(select_entries(manifest)),
-                           label=f"verifying {manifest['id']}") as bar:
-        results = verify_set(backups, manifest, report=lambda entry, problems: bar.update(1))
-    bad = {name: problems for name, problems in results.items() if problems}
-    for name, problems in bad.items():
-        click.echo(f"FAILED {name}: {'; '.join(problems)}", err=True)
+    count, done = len(select_entries(manifest)), [0]
+    click.echo(f"verifying {count} database(s) of set {manifest['id']}")
+
+    def report(entry: dict, problems: list[str]) -> None:
+        done[0] += 1
+        if problems:
+            click.echo(f"[{done[0]}/{count}] FAILED {entry['name']}: {'; '.join(problems)}",
+                       err=True)
+        else:
+            click.echo(f"[{done[0]}/{count}] ok     {entry['name']} ({_mb(entry.get('size'))})")
+
+    results = verify_set(backups, manifest, report=report)
+    bad = [name for name, problems in results.items() if problems]
     click.echo(f"set {manifest['id']}: {len(results) - len(bad)} ok, {len(bad)} failed")
     if bad:
         raise click.exceptions.Exit(1)
@@ -139,13 +165,15 @@ def _live_consumers(settings) -> list[str]:
 def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: bool) -> None:
     """Restore a backup set (or some of its databases) into a directory.
 
-    Each database is checked (sha256, integrity_check, row counts) before it
-    replaces anything. Over the live data directory only with --force, after a
-    safety backup, and with no consumer running.
+    Every database is checked (sha256, integrity_check, row counts) before
+    anything is replaced, one line each; a damaged set restores nothing. With
+    queue.db comes secret.key, the key that verifies its payloads (unless
+    QRQ_SECRET_KEY is set: it must then be the key the set was made with). Over
+    the live data directory only with --force, after a safety backup, and with no
+    consumer running.
 
     Example: qrq backup restore latest --to /tmp/restored --db app.db
     """
-    from qrq.backup import get_set, list_databases, restore, run_backup, select_entries
     from qrq.queue import locks
 
     settings = get_settings()
@@ -156,6 +184,26 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
     live = {path.resolve() for _, path in list_databases(settings)}
     overwrites_live = to_dir == settings.data_dir or any(
         (to_dir / e["name"]).resolve() in live for e in entries)
+    count, checked = len(entries), [0]
+
+    def report(entry: dict, stage: str) -> None:
+        if stage == "checked":
+            checked[0] += 1
+            click.echo(f"[{checked[0]}/{count}] checked {entry['name']} "
+                       f"({_mb(entry.get('size'))})")
+
+    def safety_backup() -> None:
+        with click.progressbar(length=100, label="safety backup") as bar:
+            done = [0]
+
+            def advance(pct: float, stage: str) -> None:
+                bar.update(int(pct) - done[0])
+                done[0] = int(pct)
+
+            safety = run_backup(settings, "safety", report=advance)
+        click.echo(f"safety backup {safety['id']}: {safety['status']} "
+                   f"({safety['ok']} ok, {safety['failed']} failed)")
+
     with contextlib.ExitStack() as stack:
         if overwrites_live:
             if not force:
@@ -175,23 +223,14 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
                 raise click.ClickException(f"a backup is running: {other}")
             stack.callback(locks.release_lock, storage, "backup", holder)
             stack.callback(storage.close)  # the release opens the restored file afresh
-            with click.progressbar(length=100, label="safety backup") as bar:
-                done = [0]
-
-                def advance(pct: float, stage: str) -> None:
-                    bar.update(int(pct) - done[0])
-                    done[0] = int(pct)
-
-                safety = run_backup(settings, "safety", report=advance)
-            click.echo(f"safety backup {safety['id']}: {safety['status']} "
-                       f"({safety['ok']} ok, {safety['failed']} failed)")
-        with click.progressbar(length=len(entries),
-                               label=f"restoring {manifest['id']}") as bar:
-            restored = restore(backups, manifest, to_dir, names,
-                               report=lambda entry: bar.update(1))
+        click.echo(f"checking {count} database(s) of set {manifest['id']} before "
+                   "replacing anything")
+        restored = restore(backups, manifest, to_dir, names, report=report,
+                           env_key=environment_key(settings),
+                           before_replacing=safety_backup if overwrites_live else lambda: None)
     for path in restored:
         click.echo(f"restored {path}")
-    click.echo(f"{len(restored)} database(s) restored from {manifest['id']} into {to_dir}")
+    click.echo(f"{count} database(s) restored from {manifest['id']} into {to_dir}")
 
 
 @main.group("maintenance")
@@ -200,8 +239,8 @@ def maintenance_group() -> None:
 
 
 @maintenance_group.command("run")
-@click.option("--wait", is_flag=True, help="Wait with a progress bar and print the result.")
-def maintenance_run(wait: bool) -> None:
+@wait_options(timeout=3600)
+def maintenance_run(wait: bool, timeout: float) -> None:
     """Queue the weekly maintenance now (a consumer runs it).
 
     Example: qrq maintenance run --wait
@@ -215,7 +254,7 @@ def maintenance_run(wait: bool) -> None:
     job_id = submit(run_maintenance_task, "manual", owner_id=None, params={"kind": "manual"})
     click.echo(f"queued job {job_id}")
     if wait:
-        job = wait_for(huey, job_id, "maintenance", 3600)
+        job = wait_for(huey, job_id, "maintenance", timeout)
         if job["status"] != "finished":
             raise click.ClickException(f"maintenance {job['status']}: {job['error']}")
         click.echo(json.dumps(json.loads(job["result"]), indent=2))
