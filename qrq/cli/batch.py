@@ -114,7 +114,8 @@ def batch_submit(template_id: int | None, count: int | None, csv_path: Path | No
     job_id = str(uuid.uuid4())
     get_app_db()
     checked = batch.parse_request(body, batch.load_templates, job_id,
-                                  huey.settings.max_batch_items)
+                                  huey.settings.max_batch_items,
+                                  margin_mm=huey.settings.print_margin_mm)
     enqueue_batch(checked, job_id, owner_id)
     click.echo(f"queued batch {job_id} ({len(checked.items)} items)")
     if wait:

@@ -163,7 +163,7 @@ def pdf(template_id: int, options: tuple[str, ...], wait: bool, out: Path | None
     parsed = dict(_parse_option(o) for o in options)
     with get_app_db().connection_context():
         prepare(Template.get_by_id_or_404(template_id).to_dict(), parsed,
-                huey.settings.max_copies)
+                huey.settings.max_copies, margin_mm=huey.settings.print_margin_mm)
     job_id = submit("pdf.generate", template_id, parsed, owner_id=None,
                     params={"template_id": template_id, "options": parsed})
     click.echo(f"queued job {job_id}")

@@ -7,7 +7,16 @@ import json
 import click
 
 from qrq.appdb.models import Template
-from qrq.cli.base import echo_fields, echo_json, echo_table, get_app_db, json_option, main, shorten
+from qrq.cli.base import (
+    echo_fields,
+    echo_json,
+    echo_table,
+    get_app_db,
+    get_settings,
+    json_option,
+    main,
+    shorten,
+)
 from qrq.demo import add_template
 
 
@@ -64,6 +73,6 @@ def templates_add(json_file) -> None:
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="JSON_FILE") from None
     with get_app_db().connection_context():
-        template = add_template(fields)
+        template = add_template(fields, get_settings().print_margin_mm)
     click.echo(f"added template {template.id}: {template.name}")
 

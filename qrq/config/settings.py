@@ -94,6 +94,10 @@ class Settings:
                                    "limit; admins are exempt).", low=0)
     pdf_timeout: int = setting(300, "Time limit of a PDF job, in seconds.", low=1)
     pdf_retries: int = setting(3, "Retries of a PDF job after a transient error.", low=0)
+    print_margin_mm: float = setting(5.0, "Blank margin in mm between the page edge and "
+                                     "anything printed on a card sheet (PDF jobs and "
+                                     "batches): most printers cannot print the outer "
+                                     "3-5 mm.", low=0, high=50)
     job_expiry: int = setting(3600, "Seconds a job may wait to start; one not started in "
                               "time ends expired instead of running late.", low=1)
     retain_finished_days: float = setting(7.0, "Days a finished job's record and files "
