@@ -66,6 +66,7 @@ from _support import (
 
 from qrq import analytics
 from qrq.analytics import cache as analytics_cache
+from qrq.analytics import shard
 from qrq.analytics.query import parse_query, plan_buckets
 from qrq.analytics.scans import write_demo_databases
 
@@ -104,6 +105,116 @@ def naive_report(paths: list[Path], query) -> dict:
             devices[device] += 1
         conn.close()
     return {"series": [(b.label, scans[i], len(visitors[i])) for i, b in enumerate(buckets)],
+            "top": {name: analytics._top(name, counter) for name, counter in tops.items()}}
+
+
+def lean_naive_report(paths: list[Path], query) -> dict:
+    """A leaner naive loop: the same rows into Python, but one bucket lookup, one set
+    and one Counter update of the four dimensions together per row; the top-N lists
+    are rolled up from that Counter at the end."""
+    buckets, end = plan_buckets(query)
+    bounds = [b.start_ts for b in buckets] + [end]
+    scans = [0] * len(buckets)
+    visitors = [set() for _ in buckets]
+    groups: Counter = Counter()
+    first, last = bounds[0], bounds[-1]
+    where, params = "scanned_at >= ? and scanned_at < ?", [first, last]
+    if query.domain is not None:
+        where, params = where + " and domain = ?", params + [query.domain]
+    if query.template_id is not None:
+        where, params = where + " and template_id = ?", params + [query.template_id]
+    find = bisect.bisect_right
+    for path in paths:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        for at, visitor, *dims in conn.execute(
+                "select scanned_at, visitor_hash, template_id, domain, country, device "
+                f"from scans where {where}", params):
+            i = find(bounds, at) - 1
+            scans[i] += 1
+            visitors[i].add(visitor)
+            groups[tuple(dims)] += 1
+        conn.close()
+    tops = {name: Counter() for name in analytics.DIMENSIONS}
+    for dims, n in groups.items():
+        for name, key in zip(analytics.DIMENSIONS, dims, strict=True):
+            tops[name][key] += n
+    return {"series": [(b.label, scans[i], len(visitors[i])) for i, b in enumerate(buckets)],
+            "top": {name: analytics._top(name, counter) for name, counter in tops.items()}}
+
+
+def sqlite_floor(paths: list[Path], query) -> int:
+    """The SQLite floor of the report in one process: each database's two indexes read
+    once inside SQLite, nothing else. ``scans_time`` in order with both of its columns
+    (every row stepped, none handed to Python) and the top-N ``GROUP BY`` over
+    ``scans_dims`` that qrq runs. No bucketing and no distinct counting: no exact report
+    can do less."""
+    buckets, end = plan_buckets(query)
+    lo, hi = buckets[0].start_ts, end
+    rows = 0
+    for path in paths:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn.execute(f"pragma mmap_size = {shard.MMAP_BYTES}")  # as qrq reads
+        rows += conn.execute(
+            "select count(*), sum(length(visitor_hash)), sum(scanned_at) from "
+            "(select scanned_at, visitor_hash from scans indexed by scans_time "
+            "where scanned_at >= ? and scanned_at < ? order by scanned_at)",
+            (lo, hi)).fetchone()[0]
+        conn.execute(shard._dims_sql(query, set(shard.INDEXES), False),
+                     {"lo": lo, "hi": hi, "domain": query.domain,
+                      "template_id": query.template_id}).fetchall()
+        conn.close()
+    return rows
+
+
+def duckdb_connection(threads: int):
+    """DuckDB with its sqlite scanner loaded from the ``duckdb-extension-sqlite`` wheel
+    (no download: this machine has no internet), or None if either is missing."""
+    try:
+        import duckdb
+        import duckdb_extension_sqlite
+    except ImportError:
+        return None
+    found = sorted(Path(duckdb_extension_sqlite.__file__).parent.glob(
+        f"extensions/v{duckdb.__version__}/*.duckdb_extension"))
+    if not found:
+        return None
+    # DuckDB derives the entry point from the file name: the scanner's is sqlite_scanner.
+    directory = Path(tempfile.mkdtemp(prefix="qrq-bench-duckdb-"))
+    shutil.copy(found[0], directory / "sqlite_scanner.duckdb_extension")
+    conn = duckdb.connect(config={"threads": threads, "autoinstall_known_extensions": False})
+    conn.execute(f"load '{directory / 'sqlite_scanner.duckdb_extension'}'")
+    shutil.rmtree(directory, ignore_errors=True)
+    return conn
+
+
+def duckdb_report(conn, paths: list[Path], query) -> dict:
+    """The same report computed by DuckDB over the same SQLite files (sqlite_scan of each,
+    bucketed with an ASOF join on the same bucket boundaries)."""
+    buckets, end = plan_buckets(query)
+    conn.execute("create or replace temp table b as select * from "
+                 "(values " + ", ".join(f"({i}, {b.start_ts})" for i, b in enumerate(buckets))
+                 + ") t(i, lo)")
+    where = f"scanned_at >= {buckets[0].start_ts} and scanned_at < {end}"
+    if query.domain is not None:  # a view takes no parameters: quoted literals
+        where += " and domain = '" + query.domain.replace("'", "''") + "'"
+    if query.template_id is not None:
+        where += f" and template_id = {int(query.template_id)}"
+    scans = " union all ".join(
+        "select scanned_at, visitor_hash, template_id, domain, country, device "
+        "from sqlite_scan('" + str(path).replace("'", "''") + "', 'scans')" for path in paths)
+    conn.execute(f"create or replace temp view s as select * from ({scans}) where {where}")
+    series = dict.fromkeys(range(len(buckets)), (0, 0))
+    for i, n, v in conn.execute("select b.i, count(*), count(distinct s.visitor_hash) "
+                                "from s asof join b on s.scanned_at >= b.lo group by b.i"
+                                ).fetchall():
+        series[i] = (n, v)
+    groups = conn.execute("select template_id, domain, country, device, count(*) from s "
+                          "group by all").fetchall()
+    tops = {name: Counter() for name in analytics.DIMENSIONS}
+    for *dims, n in groups:
+        for name, key in zip(analytics.DIMENSIONS, dims, strict=True):
+            tops[name][key] += n
+    return {"series": [(b.label, *series[i]) for i, b in enumerate(buckets)],
             "top": {name: analytics._top(name, counter) for name, counter in tops.items()}}
 
 
@@ -257,41 +368,57 @@ def main(argv: list[str] | None = None) -> int:
 
         # 1. The full computation against the naive loop, interleaved so that changes
         # in the machine's load hit both alike.
-        ours2_runs, ours1_runs, naive_runs = [], [], []
-        cpu = {"qrq_2": [], "qrq_1": [], "naive": []}
+        duck = duckdb_connection(2)
+        runs = {name: [] for name in ("qrq_2", "qrq_1", "floor", "duckdb", "naive", "lean")}
+        cpu = {name: [] for name in runs}
+        checks = {}
+
+        def measure(name, fn):
+            seconds, _, value = timed(fn, 1)
+            runs[name].append(seconds)
+            cpu[name] += CPU_SECONDS
+            return value
+
         for i in range(args.repeats):
-            seconds, _, result = timed(
-                lambda: analytics.time_series(full, query, processes=2), 1)
-            ours2_runs.append(seconds)
-            cpu["qrq_2"] += CPU_SECONDS
+            result = measure("qrq_2", lambda: analytics.time_series(full, query, processes=2))
+            if duck is not None:
+                checks["duckdb"] = same(result, measure(
+                    "duckdb", lambda: duckdb_report(duck, full, query)))
+            measure("floor", lambda: sqlite_floor(full, query))
+            measure("qrq_1", lambda: analytics.time_series(full, query, processes=1))
             if i < 2:
-                seconds, _, naive_result = timed(lambda: naive_report(full, query), 1)
-                naive_runs.append(seconds)
-                cpu["naive"] += CPU_SECONDS
-                seconds, _, _ = timed(
-                    lambda: analytics.time_series(full, query, processes=1), 1)
-                ours1_runs.append(seconds)
-                cpu["qrq_1"] += CPU_SECONDS
-        ours2, ours1, naive = median(ours2_runs), median(ours1_runs), median(naive_runs)
-        cpu = {name: median(values) for name, values in cpu.items()}
+                checks["naive"] = same(result, measure("naive",
+                                                       lambda: naive_report(full, query)))
+                checks["lean"] = same(result, measure("lean",
+                                                      lambda: lean_naive_report(full, query)))
+        med = {name: median(values) for name, values in runs.items() if values}
+        cpu = {name: median(values) for name, values in cpu.items() if values}
+        # Paired: each repeat's qrq (1 process) against the floor of the same repeat.
+        floor_ratio = median([q / f for q, f in zip(runs["qrq_1"], runs["floor"], strict=True)])
+        duck_ratio = (median([d / q for q, d in zip(runs["qrq_2"], runs["duckdb"],
+                                                     strict=True)]) if duck else None)
+        ours2, ours1, naive = med["qrq_2"], med["qrq_1"], med["naive"]
         memory = {name: peak_memory(full, name) for name in ("qrq", "naive")}
-        identical = same(result, naive_result)
+        identical = all(checks.values())
         visitors = sum(p["visitors"] for p in result["series"])
         rows = result["totals"]["scans"]
+        labels = {"qrq_2": "qrq, 2 processes", "qrq_1": "qrq, 1 process",
+                  "floor": "SQLite floor, 1 process", "duckdb": "DuckDB, 2 threads",
+                  "naive": "naive loop (recorded)", "lean": "lean naive loop"}
         print(f"\n1. {full_dbs} databases x {scans:,} scans = {rows / 1e6:.1f} M rows, daily "
               f"buckets over a year ({len(result['series'])}), UTC")
-        print(f"   qrq, 2 processes: median {ours2:.2f} s  (runs "
-              + ", ".join(f"{r:.2f}" for r in ours2_runs) + ")")
-        print(f"   qrq, 1 process:   median {ours1:.2f} s  (runs "
-              + ", ".join(f"{r:.2f}" for r in ours1_runs) + ")")
-        print(f"   naive loop:     median {naive:.2f} s  (runs "
-              + ", ".join(f"{r:.2f}" for r in naive_runs) + ")")
-        print(f"   speed-up: {naive / ours2:.1f}x (2 processes), {naive / ours1:.1f}x (1 process);"
-              f" results identical: {identical}; {rows / ours2 / 1e6:.1f} M rows/s; "
-              f"sum of daily unique visitors {visitors:,}")
-        print(f"   CPU seconds (median, children included): qrq 2 processes "
-              f"{cpu['qrq_2']:.2f}, 1 process {cpu['qrq_1']:.2f}, naive {cpu['naive']:.2f} "
-              f"({cpu['naive'] / cpu['qrq_2']:.1f}x less CPU than the naive loop)")
+        for name, values in runs.items():
+            if values:
+                print(f"   {labels[name]:<26} median {med[name]:6.2f} s  CPU {cpu[name]:6.2f} s"
+                      "  (runs " + ", ".join(f"{r:.2f}" for r in values) + ")")
+        if duck is None:
+            print("   DuckDB: not measured (pip install duckdb duckdb-extension-sqlite)")
+        print(f"   qrq 2 processes vs naive: {naive / ours2:.1f}x (recorded loop), "
+              f"{med['lean'] / ours2:.1f}x (lean loop); 1 process vs naive: "
+              f"{naive / ours1:.1f}x")
+        print(f"   qrq 1 process / SQLite floor (paired): {floor_ratio:.2f}x; "
+              + (f"DuckDB / qrq 2 processes (paired): {duck_ratio:.2f}x; " if duck else "")
+              + f"results identical: {checks}; sum of daily unique visitors {visitors:,}")
         print(f"   peak RSS: qrq {memory['qrq']['self_mb']} MB in the job's process and "
               f"{memory['qrq']['child_mb']} MB in the largest child; naive loop "
               f"{memory['naive']['self_mb']} MB")
@@ -299,15 +426,21 @@ def main(argv: list[str] | None = None) -> int:
             "full": {"dbs": full_dbs, "scans_per_db": scans, "rows": rows,
                      "buckets": len(result["series"]),
                      "qrq_2_processes_s": round(ours2, 3), "qrq_1_process_s": round(ours1, 3),
-                     "naive_s": round(naive, 3),
-                     "runs": {"qrq_2": [round(r, 3) for r in ours2_runs],
-                              "qrq_1": [round(r, 3) for r in ours1_runs],
-                              "naive": [round(r, 3) for r in naive_runs]},
-                     "speedup": round(naive / ours2, 1), "identical": identical,
+                     "naive_s": round(naive, 3), "lean_naive_s": round(med["lean"], 3),
+                     "floor_s": round(med["floor"], 3),
+                     "duckdb_s": round(med["duckdb"], 3) if duck else None,
+                     "runs": {name: [round(r, 3) for r in values]
+                              for name, values in runs.items()},
+                     "speedup": round(naive / ours2, 1),
+                     "speedup_lean": round(med["lean"] / ours2, 1),
+                     "qrq_1_vs_floor": round(floor_ratio, 2),
+                     "duckdb_vs_qrq_2": round(duck_ratio, 2) if duck else None,
+                     "identical": checks,
                      "cpu_s": {name: round(v, 3) for name, v in cpu.items()},
-                     "cpu_ratio": round(cpu["naive"] / cpu["qrq_2"], 1),
                      "peak_rss_mb": memory},
-            "target_full_under_10s": ours2 < 10, "target_10x": naive / ours2 >= 10})
+            "target_full_under_10s": ours2 < 10,
+            "target_ahead_of_duckdb": bool(duck) and duck_ratio > 1,
+            "target_floor_1_2x": floor_ratio <= 1.2})
 
         if "2" in args.parts:
             # 2. Other reports over the same databases.
