@@ -1,4 +1,7 @@
+import errno
 import json
+import os
+import subprocess
 
 import pytest
 
@@ -133,7 +136,9 @@ def test_oversized_body_is_413(client, templates, alice, settings):
 
 def test_routing_errors_use_the_same_shape(client, alice):
     assert_error(client.get("/api/nope", headers=alice[1]), 404)
-    assert_error(client.put(PDF, headers=alice[1]), 405)
+    response = client.put(PDF, headers=alice[1])
+    assert_error(response, 405)
+    assert set(response.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}  # RFC 9110
 
 
 def test_templates_list_and_show(client, templates, alice):
@@ -224,6 +229,13 @@ def test_nesting_up_to_the_limit_is_still_read(client, templates, alice):
     body = '{"template_id": 1, "options": {"lines": ' + inner + ', "title": "[[{{"}}'
     assert_error(client.post(PDF, data=body, content_type="application/json",
                              headers=alice[1]), 422, "options.lines[0]")  # read, then checked
+    deeper = body.replace('"x"', '["x"]')
+    assert_error(client.post(PDF, data=deeper, content_type="application/json",
+                             headers=alice[1]), 400)
+    title = "[" * 100 + "{" * 100  # brackets in strings are text
+    response = client.post(PDF, json={"template_id": 1, "options": {"title": title}},
+                           headers=alice[1])
+    assert response.status_code == 202
 
 
 @pytest.mark.parametrize("url, body, field", [
@@ -296,3 +308,200 @@ def test_batch_item_pages_parse_integers_the_same_way(client, templates, alice):
                      query.split("=")[0])
     assert_error(client.get(f"/api/batch/{job_id}/items/9223372036854775808/svg",
                             headers=alice[1]), 404)
+
+
+# -- a full disk is a 503 storage_full (issue 12, point 9) ----------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs under tmp_path, to fill up for real (tests run as root)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs",
+                           str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill(directory):
+    """Write zeros under *directory* until the file system refuses (ENOSPC)."""
+    chunk = b"\0" * 65536
+    with open(directory / "filler", "wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(chunk)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+        while True:  # the last few bytes too
+            try:
+                out.write(b"\0" * 512)
+            except OSError:
+                break
+
+
+def test_a_full_disk_is_a_503_storage_full_and_passes(small_disk, monkeypatch):
+    from qrq.appdb.db import app_db, init_db
+    from qrq.config import load_settings
+    from qrq.demo import create_templates
+    from qrq.web import create_app
+
+    monkeypatch.setenv("QRQ_DATA_DIR", str(small_disk / "data"))
+    settings = load_settings()
+    settings.ensure_dirs()
+    huey.configure(settings)
+    init_db(settings.app_db, settings.busy_timeout)
+    try:
+        from qrq.appdb.models import User
+
+        with app_db.connection_context():
+            create_templates()
+            _, token = User.create_with_token("root", admin=True)
+        headers = {"Authorization": f"Bearer {token}"}
+        client = create_app({"SETTINGS": settings, "TESTING": True}).test_client()
+        assert client.post(PDF, json={"template_id": 1}, headers=headers).status_code == 202
+        fill(small_disk)
+        answers = []
+        for _ in range(200):  # SQLite reuses its free pages first; new ones need space
+            response = client.post(PDF, json={"template_id": 1}, headers=headers)
+            answers.append(response.status_code)
+            if response.status_code == 503:
+                break
+        assert set(answers) <= {202, 503} and answers[-1] == 503, answers
+        error = assert_error(response, 503)
+        assert error["code"] == "storage_full"
+        assert response.headers["Retry-After"]
+        # Reads still work, and when space returns, so do writes.
+        assert client.get("/api/jobs", headers=headers).status_code == 200
+        (small_disk / "filler").unlink()
+        assert client.post(PDF, json={"template_id": 1}, headers=headers).status_code == 202
+    finally:
+        huey.storage.close()
+        app_db.close()
+
+
+# -- downloads send only the file the job wrote (issue 12, point 6) -------------------
+
+def finished_pdf(client, headers):
+    job_id = client.post(PDF, json={"template_id": 1}, headers=headers).get_json()["job_id"]
+    huey.execute(huey.dequeue())
+    return job_id, f"/api/jobs/{job_id}/download"
+
+
+def finished_batch(client, headers):
+    job_id = client.post("/api/batch/generate-qrs", json={"template_ids": [1, 2]},
+                         headers=headers).get_json()["batch_job_id"]
+    while (task := huey.dequeue()) is not None:
+        huey.execute(task)
+    return job_id
+
+
+def test_a_download_sends_the_recorded_file_with_ranges(client, templates, alice, settings):
+    job_id, url = finished_pdf(client, alice[1])
+    path = settings.artifacts_dir / f"{job_id}.pdf"
+    with client.get(url, headers=alice[1]) as response:
+        assert response.status_code == 200 and response.data == path.read_bytes()
+        assert response.content_length == path.stat().st_size
+        etag = response.headers["ETag"]
+    with client.get(url, headers={**alice[1], "Range": "bytes=0-3"}) as response:
+        assert response.status_code == 206 and response.data == b"%PDF"
+    with client.get(url, headers={**alice[1], "If-None-Match": etag}) as response:
+        assert response.status_code == 304
+
+
+def replace_with_symlink(path, target):
+    path.unlink()
+    path.symlink_to(target)
+
+
+def append_a_byte(path, target):
+    with open(path, "ab") as out:
+        out.write(b"\n")
+
+
+def truncate(path, target):
+    os.truncate(path, 100)
+
+
+def replace_with_fifo(path, target):
+    path.unlink()
+    os.mkfifo(path)
+
+
+def replace_with_directory(path, target):
+    path.unlink()
+    path.mkdir()
+
+
+@pytest.mark.parametrize("tamper", [replace_with_symlink, append_a_byte, truncate,
+                                    replace_with_fifo, replace_with_directory])
+def test_every_download_refuses_a_symlink_or_a_file_unlike_the_record(
+        client, templates, alice, settings, tmp_path, tamper):
+    secret = tmp_path / "secret.pdf"
+    secret.write_bytes(b"%PDF not yours")
+    job_id, url = finished_pdf(client, alice[1])
+    batch_id = finished_batch(client, alice[1])
+    downloads = {settings.artifacts_dir / f"{job_id}.pdf": url,
+                 settings.artifacts_dir / f"{batch_id}.pdf": f"/api/batch/{batch_id}/download/pdf",
+                 settings.artifacts_dir / f"{batch_id}.zip": f"/api/batch/{batch_id}/download/zip"}
+    for path, download in downloads.items():
+        with client.get(download, headers=alice[1]) as response:
+            assert response.status_code == 200  # as written
+        tamper(path, secret)
+        error = assert_error(client.get(download, headers=alice[1]), 404)
+        assert str(tmp_path) not in error["message"]
+
+
+# -- one error shape for every status a client can meet ------------------------------
+
+def full_queue_database():
+    """Cap the queue database at its current size: the next page it needs is SQLITE_FULL
+    ("database or disk is full"), as on a full disk, at the SQLite layer."""
+    pages = huey.storage.sql("pragma page_count", results=True)[0][0]
+    huey.storage.sql(f"pragma max_page_count = {pages}")
+
+
+def test_every_error_status_has_the_one_shape(settings, templates, make_user):
+    import dataclasses
+
+    from qrq.web import create_app
+
+    app = create_app({"SETTINGS": dataclasses.replace(settings, max_active_jobs=1),
+                      "TESTING": True})
+    client = app.test_client()
+    _, user = make_user("alice")
+    _, admin = make_user("root", admin=True)
+    job_id = client.post(PDF, json={"template_id": 1}, headers=user).get_json()["job_id"]
+    client.delete(f"/api/jobs/{job_id}", headers=user)
+    client.post(PDF, json={"template_id": 1}, headers=user)  # alice's one active job
+    too_big = "x" * settings.max_request_bytes
+
+    def storage_full():
+        full_queue_database()
+        for _ in range(500):
+            response = client.post(PDF, json={"template_id": 1, "options": {
+                "title": "t" * 200}}, headers=admin)
+            if response.status_code != 202:
+                return response
+        raise AssertionError("the queue database never filled up")
+
+    answers = {
+        400: lambda: client.post(PDF, data="{", content_type="application/json",
+                                 headers=user),
+        401: lambda: client.get("/api/jobs"),
+        403: lambda: client.get("/api/admin/queue-status", headers=user),
+        404: lambda: client.get("/api/jobs/" + "0" * 36, headers=user),
+        405: lambda: client.put(PDF, headers=user),
+        409: lambda: client.delete(f"/api/jobs/{job_id}", headers=user),
+        413: lambda: client.post(PDF, json={"template_id": 1, "options": {"title": too_big}},
+                                 headers=user),
+        422: lambda: client.post(PDF, json={"template_id": "one"}, headers=admin),
+        429: lambda: client.post(PDF, json={"template_id": 1}, headers=user),
+        503: storage_full,
+    }
+    codes = {}
+    for status, call in answers.items():
+        codes[status] = assert_error(call(), status)["code"]
+    assert codes[503] == "storage_full" and codes[429] == "too_many_jobs"
+    assert codes[405] == "method_not_allowed" and codes[413] == "payload_too_large"

@@ -45,6 +45,7 @@ def _text(max_len: int) -> Callable[[Any, str], str]:
         if any(ord(ch) < 32 for ch in value):
             raise ValidationError("must not contain control characters", field=field)
         return value
+    check.json_schema = {"type": "string", "maxLength": max_len}
     return check
 
 
@@ -57,6 +58,8 @@ def _number(low: float, high: float, integer: bool = False) -> Callable[[Any, st
         if not low <= value <= high:
             raise ValidationError(f"must be between {low:g} and {high:g}", field=field)
         return value
+    check.json_schema = {"type": "integer" if integer else "number", "minimum": low,
+                         "maximum": high}
     return check
 
 
@@ -122,7 +125,23 @@ def check_error_correction(value: Any, field: str) -> str:
 
 
 def check_position(value: Any, field: str) -> float | None:
-    return None if value is None else _number(0, 1200)(value, field)
+    return None if value is None else _position(value, field)
+
+
+_position = _number(0, 1200)
+
+# What each named check accepts, as JSON Schema (the factories above say it themselves).
+check_payload.json_schema = {"type": "string", "minLength": 1, "maxLength": MAX_DATA}
+check_lines.json_schema = {"type": "array", "maxItems": MAX_LINES,
+                           "items": _text(MAX_TEXT).json_schema}
+check_colors.json_schema = {"type": "object", "additionalProperties": False, "properties": {
+    key: {"type": "string", "pattern": f"^{_HEX.pattern}$"} for key in ("fg", "bg")}}
+check_page_size.json_schema = {"type": "string", "anyOf": [
+    {"enum": list(PAGE_SIZES_MM)}, {"pattern": f"^{_SIZE.pattern}$"}]}
+check_grid.json_schema = {"type": "string", "pattern": f"^{_GRID.pattern}$"}
+check_error_correction.json_schema = {"type": "string", "enum": list(ERROR_CORRECTION)}
+check_position.json_schema = {**_position.json_schema,
+                              "type": [_position.json_schema["type"], "null"]}
 
 
 # The fields a template holds and a request's options may override.
@@ -165,6 +184,18 @@ def check_options(options: Any, max_copies: int) -> dict[str, Any]:
     copies = options.get("copies", 1)
     _number(1, max_copies, integer=True)(copies, "options.copies")
     return {**options, "copies": copies}
+
+
+def json_schema() -> dict[str, Any]:
+    """The ``options`` object as JSON Schema, made from :data:`FIELDS`: the API document
+    states the limits the checks enforce, from this one table."""
+    properties = {name: {**field.check.json_schema, "description": field.help}
+                  for name, field in FIELDS.items()}
+    properties["copies"] = {"type": "integer", "minimum": 1,
+                            "description": OPTION_ONLY["copies"]}
+    return {"type": "object", "additionalProperties": False, "properties": properties,
+            "description": "Overrides of the template's fields; anything else is a 422 "
+                           "naming it."}
 
 
 def template_fields(template: dict[str, Any]) -> dict[str, Any]:

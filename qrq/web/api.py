@@ -6,7 +6,7 @@ import math
 import time
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request, send_file, url_for
+from flask import Blueprint, current_app, jsonify, request, url_for
 
 from qrq.analytics import requesters
 from qrq.appdb.models import Template
@@ -15,6 +15,7 @@ from qrq.cards.generate import artifact_path, prepare
 from qrq.errors import Conflict, NotFound, TooManyJobs, ValidationError
 from qrq.queue import huey, jobs, submit
 from qrq.web.auth import current_user, login_required
+from qrq.web.downloads import send_artifact
 from qrq.web.params import int_arg, int_field, json_object
 from tasks.pdf import generate_qr_pdf as pdf_task
 
@@ -133,10 +134,9 @@ def download(job_id: str):
         raise NotFound(f"job {job_id} has no output yet")
     # The path comes from the validated job id, never from the request or the record.
     path = artifact_path(current_app.config["QRQ"], job["id"])
-    if not path.is_file():
-        raise NotFound(f"the output of job {job_id} has been removed")
-    return send_file(path, mimetype=result.get("content_type", "application/pdf"),
-                     download_name=f"qrq-{job_id}.pdf", max_age=0)
+    return send_artifact(path, result.get("bytes"),
+                         result.get("content_type", "application/pdf"),
+                         f"qrq-{job_id}.pdf", f"the output of job {job_id} has been removed")
 
 
 @bp.get("/templates")

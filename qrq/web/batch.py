@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from qrq import batch
 from qrq.batch import run as batch_run
@@ -14,6 +14,7 @@ from qrq.errors import NotFound, ValidationError
 from qrq.queue import huey
 from qrq.web.api import check_job_quota, visible_job
 from qrq.web.auth import current_user, login_required
+from qrq.web.downloads import send_artifact
 from qrq.web.params import int_arg, json_value
 from tasks.batch import enqueue_batch, enqueue_retry
 
@@ -130,7 +131,6 @@ def download(job_id: str, kind: str):
         raise NotFound(f"batch {job_id} has no {kind} yet")
     # The path comes from the validated job id, never from the request or the record.
     path = current_app.config["QRQ"].artifacts_dir / f"{job['id']}.{kind}"
-    if not path.is_file():
-        raise NotFound(f"the {kind} of batch {job_id} has been removed")
-    return send_file(path, mimetype=DOWNLOADS[kind], download_name=f"qrq-batch-{job_id}.{kind}",
-                     max_age=0)
+    return send_artifact(path, found["outputs"][kind].get("bytes"), DOWNLOADS[kind],
+                         f"qrq-batch-{job_id}.{kind}",
+                         f"the {kind} of batch {job_id} has been removed")

@@ -1,7 +1,9 @@
 """The JSON API described as OpenAPI 3.1, served at ``GET /api/openapi.json``.
 
 Hand-written as a dict, so it says what the API promises rather than what a
-generator guesses. ``tests/test_openapi.py`` keeps it true: every ``/api`` route
+generator guesses; only the card options (and item text limits) are made from
+the field table the validator uses (:func:`qrq.cards.options.json_schema`), so
+the limits are stated once. ``tests/test_openapi.py`` keeps it true: every ``/api`` route
 of the app must be here with its methods and nothing else may be, and the API is
 fuzzed from this document (no 5xx; every error in the one error shape).
 """
@@ -12,6 +14,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
+from qrq.cards import options as card_options
 from qrq.queue.jobs import ENDED, STATES
 from qrq.web.analytics import OPENAPI_PATHS as ANALYTICS_PATHS
 from qrq.web.analytics import OPENAPI_SCHEMAS as ANALYTICS_SCHEMAS
@@ -33,6 +36,8 @@ _ERRORS = {
     413: ("PayloadTooLarge", "The body is larger than QRQ_MAX_REQUEST_BYTES."),
     422: ("ValidationError", "A field has an invalid value; `field` names it."),
     429: ("TooManyJobs", "The user has QRQ_MAX_ACTIVE_JOBS jobs queued or running."),
+    503: ("StorageFull", "The server's disk is full; nothing was saved. Retry later "
+                         "(`Retry-After`)."),
 }
 
 
@@ -57,32 +62,6 @@ def _obj(properties: dict[str, Any], required: list[str] | None = None,
     return schema
 
 
-_OPTIONS = {
-    "type": "object",
-    "description": "Overrides of the template's fields; anything else is a 422 naming it.",
-    "additionalProperties": False,
-    "properties": {
-        "data": {"type": "string", "maxLength": 4296,
-                 "description": "QR payload; may use {template_id}, {domain}, {copy}, "
-                                "{job_id}."},
-        "copies": {"type": "integer", "minimum": 1,
-                   "description": "Cards to render, 1 to QRQ_MAX_COPIES."},
-        "title": {"type": "string", "maxLength": 200},
-        "lines": {"type": "array", "maxItems": 10,
-                  "items": {"type": "string", "maxLength": 200}},
-        "size_mm": {"type": "number", "minimum": 5, "maximum": 500},
-        "qr_x_mm": {"type": ["number", "null"]},
-        "qr_y_mm": {"type": ["number", "null"]},
-        "colors": {"type": "object", "properties": {
-            "fg": {"type": "string", "pattern": "^#[0-9a-fA-F]{6}$"},
-            "bg": {"type": "string", "pattern": "^#[0-9a-fA-F]{6}$"}}},
-        "page_size": {"type": "string", "description": "A4, A5, Letter or WxH in mm."},
-        "grid": {"type": "string", "description": "COLSxROWS, e.g. 2x4."},
-        "error_correction": {"type": "string", "enum": ["L", "M", "Q", "H"]},
-        "quiet_zone": {"type": "integer", "minimum": 0, "maximum": 20},
-    },
-}
-
 _JOB = _obj({
     "job_id": {"type": "string", "format": "uuid"},
     "type": {"type": "string"},
@@ -101,6 +80,10 @@ _JOB = _obj({
     "owner_id": {"type": ["integer", "null"], "description": "Admins only."},
     "worker": {"type": ["string", "null"], "description": "Admins only."},
     "traceback": {"type": ["string", "null"], "description": "Admins only."},
+    "total": {"type": "integer", "minimum": 0, "description": "Batch jobs only: items."},
+    "completed": {"type": "integer", "minimum": 0,
+                  "description": "Batch jobs only: items done."},
+    "failed": {"type": "integer", "minimum": 0, "description": "Batch jobs only: items failed."},
 }, required=["job_id", "type", "status", "progress", "stage", "created_at", "started_at",
              "finished_at", "result", "error", "attempts", "next_attempt_at", "params",
              "status_url"])
@@ -138,11 +121,15 @@ _QUEUE_STATUS = _obj({
         "message": {"type": "string"}, "since": NULLABLE_TIME})},
 })
 
+ACCEPTED_STATUS = {"type": "string", "enum": list(STATES),
+                   "description": "queued; for a repeated Idempotency-Key, the first "
+                                  "job's status now."}
+
 _BATCH_ACCEPTED = _obj({
     "batch_job_id": {"type": "string", "format": "uuid"},
     "parent_job_id": {"type": "string", "format": "uuid"},
     "total_items": {"type": "integer", "minimum": 0},
-    "status": {"const": "queued"},
+    "status": ACCEPTED_STATUS,
     "status_url": {"type": "string"},
     "items_url": {"type": "string"},
 }, required=["batch_job_id", "total_items", "status", "status_url", "items_url"])
@@ -183,253 +170,275 @@ _BATCH_ID = {"name": "job_id", "in": "path", "required": True,
              "schema": {"type": "string", "maxLength": 100},
              "description": "The batch's job id."}
 
-BATCH_PATHS = {
-    "/api/batch/generate-qrs": {"post": {
-        "summary": "Queue a batch of codes",
-        "description": "Either template_ids (each rendered options.copies times) or items "
-                       "(one code each); answers 202 at once. More than "
-                       "QRQ_MAX_BATCH_ITEMS items, or a body over QRQ_MAX_BATCH_BYTES, is "
-                       "a 413.",
-        "operationId": "generateBatch",
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "additionalProperties": False,
-            "properties": {
-                "template_ids": {"type": "array", "minItems": 1,
-                                 "items": {"type": "integer", "minimum": 1}},
-                "items": {"type": "array", "minItems": 1, "items": {
-                    "type": "object", "additionalProperties": False,
-                    "required": ["template_id"],
-                    "properties": {"template_id": {"type": "integer", "minimum": 1},
-                                   "data": {"type": "string"},
-                                   "title": {"type": "string", "maxLength": 200},
-                                   "lines": {"type": "array", "maxItems": 10,
-                                             "items": {"type": "string"}}}}},
-                "options": {"type": "object", "description":
-                            "The PDF options (copies: per template), and formats: the "
-                            'ZIP\'s files per code, ["svg"] (default), ["png"] or both. '
-                            "PNGs are drawn at 300 dpi for the code's size in mm."},
-            },
-            "oneOf": [{"required": ["template_ids"]}, {"required": ["items"]}]}}}},
-        "responses": {"202": {**_json(_BATCH_ACCEPTED, "Queued."),
-                              "headers": {"Location": {"schema": {"type": "string"}}}},
-                      **_errors(400, 401, 413, 422, 429)},
-    }},
-    "/api/batch/{job_id}": {"get": {
-        "summary": "A batch's counts, status and download links",
-        "operationId": "getBatch", "parameters": [_BATCH_ID],
-        "responses": {"200": _json(_BATCH, "The batch."), **_errors(401, 404)},
-    }},
-    "/api/batch/{job_id}/items": {"get": {
-        "summary": "One page of a batch's items, in index order",
-        "operationId": "listBatchItems",
-        "parameters": [
-            _BATCH_ID,
-            {"name": "status", "in": "query",
-             "schema": {"type": "string", "enum": ["pending", "ok", "failed"]}},
-            {"name": "page", "in": "query",
-             "schema": {"type": "integer", "minimum": 1, "maximum": 10**6, "default": 1}},
-            {"name": "per_page", "in": "query",
-             "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
-        ],
-        "responses": {"200": _json(_obj({
-            "items": {"type": "array", "items": _BATCH_ITEM},
-            "page": {"type": "integer"}, "per_page": {"type": "integer"},
-            "total": {"type": "integer"}, "next_page": {"type": ["integer", "null"]},
-            "status": {"type": ["string", "null"]}, "batch": _BATCH}), "Items."),
-            **_errors(401, 404, 422)},
-    }},
-    "/api/batch/{job_id}/items/{idx}/{fmt}": {"get": {
-        "summary": "One finished item's code as SVG or PNG, as its batch's ZIP has it",
-        "operationId": "getBatchItemCode",
-        "parameters": [_BATCH_ID, {"name": "idx", "in": "path", "required": True,
-                                   "schema": {"type": "integer", "minimum": 0}},
-                       {"name": "fmt", "in": "path", "required": True,
-                        "schema": {"type": "string", "enum": ["svg", "png"]}}],
-        "responses": {"200": {"description": "The code.", "content": {
-            "image/svg+xml": {"schema": {"type": "string"}},
-            "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}}},
-            **_errors(401, 404)},
-    }},
-    "/api/batch/{job_id}/retry-failed": {"post": {
-        "summary": "Re-run only the failed items, as a new batch linked to this one",
-        "operationId": "retryBatchFailed", "parameters": [_BATCH_ID],
-        "responses": {"202": {**_json(_BATCH_ACCEPTED, "Queued."),
-                              "headers": {"Location": {"schema": {"type": "string"}}}},
-                      **_errors(401, 404, 409, 429)},
-    }},
-    "/api/batch/{job_id}/download/{kind}": {"get": {
-        "summary": "The batch's combined PDF or ZIP of SVGs, once written",
-        "operationId": "downloadBatch",
-        "parameters": [_BATCH_ID, {"name": "kind", "in": "path", "required": True,
-                                   "schema": {"type": "string", "enum": ["pdf", "zip"]}}],
-        "responses": {"200": {"description": "The file.", "content": {
-            "application/pdf": {"schema": {"type": "string"}},
-            "application/zip": {"schema": {"type": "string"}}}}, **_errors(401, 404)},
-    }},
-}
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+    "description": "Any unique string (a UUID): a repeated key from the same user within "
+                   "24 h answers with the first request's job instead of queueing another, "
+                   "so a client may retry after a timeout. The same key with another body "
+                   "is a 422."}
+ACCEPTED_HEADERS = {
+    "Location": {"schema": {"type": "string"}},
+    "Idempotent-Replayed": {"schema": {"const": "true"},
+                            "description": "The answer is an earlier request's job."}}
 
-SPEC: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {
-        "title": "qrq API",
-        "version": "0.1.0",
-        "description": "Background jobs for QRCards. Every call needs `Authorization: "
-                       "Bearer <token>` (except this document). Every error has one "
-                       "shape: the Error schema.",
-    },
-    "servers": [{"url": "/"}],
-    "security": [{"bearer": []}],
-    "paths": {
-        "/api/generate-qr-pdf": {"post": {
-            "summary": "Queue a QR-code PDF of a template",
-            "description": "Answers 202 at once with the job id; no work is done in the "
-                           "request.",
-            "operationId": "generateQrPdf",
-            "requestBody": {"required": True, "content": {"application/json": {"schema": _obj(
-                {"template_id": {"type": "integer", "minimum": 1},
-                 "options": _OPTIONS}, required=["template_id"])}}},
-            "responses": {
-                "202": {**_json(_obj({
-                    "job_id": {"type": "string", "format": "uuid"},
-                    "status": {"const": "queued"},
-                    "status_url": {"type": "string"},
-                    "estimated_completion": {"type": "string", "format": "date-time"}}),
-                    "Queued."), "headers": {"Location": {"schema": {"type": "string"}}}},
-                **_errors(400, 401, 413, 422, 429)},
+
+def batch_paths() -> dict[str, Any]:
+    """The batch routes; item text limits come from the card field table."""
+    title, lines = (card_options.FIELDS[name].check.json_schema for name in ("title", "lines"))
+    return {
+        "/api/batch/generate-qrs": {"post": {
+            "summary": "Queue a batch of codes",
+            "description": "Either template_ids (each rendered options.copies times) or items "
+                           "(one code each); answers 202 at once. More than "
+                           "QRQ_MAX_BATCH_ITEMS items, or a body over QRQ_MAX_BATCH_BYTES, is "
+                           "a 413.",
+            "operationId": "generateBatch",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False,
+                "properties": {
+                    "template_ids": {"type": "array", "minItems": 1,
+                                     "items": {"type": "integer", "minimum": 1}},
+                    "items": {"type": "array", "minItems": 1, "items": {
+                        "type": "object", "additionalProperties": False,
+                        "required": ["template_id"],
+                        "properties": {"template_id": {"type": "integer", "minimum": 1},
+                                       "data": {"type": "string"},
+                                       "title": title, "lines": lines}}},
+                    "options": {"type": "object", "description":
+                                "The PDF options (copies: per template), and formats: the "
+                                'ZIP\'s files per code, ["svg"] (default), ["png"] or both. '
+                                "PNGs are drawn at 300 dpi for the code's size in mm."},
+                },
+                "oneOf": [{"required": ["template_ids"]}, {"required": ["items"]}]}}}},
+            "parameters": [IDEMPOTENCY_KEY],
+            "responses": {"202": {**_json(_BATCH_ACCEPTED, "Queued."),
+                                  "headers": ACCEPTED_HEADERS},
+                          **_errors(400, 401, 413, 422, 429, 503)},
         }},
-        "/api/job-status/{job_id}": {"get": {
-            "summary": "A job's status, progress, timestamps, result and error",
-            "operationId": "getJobStatus", "parameters": [JOB_ID],
-            "responses": {"200": _json(_ref("Job"), "The job."), **_errors(401, 404)},
+        "/api/batch/{job_id}": {"get": {
+            "summary": "A batch's counts, status and download links",
+            "operationId": "getBatch", "parameters": [_BATCH_ID],
+            "responses": {"200": _json(_BATCH, "The batch."), **_errors(401, 404)},
         }},
-        "/api/jobs/{job_id}": {
-            "get": {"summary": "Same as /api/job-status/{job_id}", "operationId": "getJob",
-                    "parameters": [JOB_ID],
-                    "responses": {"200": _json(_ref("Job"), "The job."), **_errors(401, 404)}},
-            "delete": {"summary": "Cancel a job",
-                       "description": "At once while queued; at its next progress report "
-                                      "while running. 409 if it already ended.",
-                       "operationId": "cancelJob", "parameters": [JOB_ID],
-                       "responses": {"202": _json(_obj({
-                           "job_id": {"type": "string"},
-                           "status": {"type": "string", "enum": list(STATES)}}),
-                           "Cancel recorded."), **_errors(401, 404, 409)}},
-        },
-        "/api/jobs": {"get": {
-            "summary": "The caller's jobs, newest first (admins: everyone's)",
-            "operationId": "listJobs",
+        "/api/batch/{job_id}/items": {"get": {
+            "summary": "One page of a batch's items, in index order",
+            "operationId": "listBatchItems",
             "parameters": [
-                {"name": "status", "in": "query", "schema": {"type": "string",
-                                                             "enum": list(STATES)}},
-                {"name": "type", "in": "query", "schema": {"type": "string"}},
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
-                                                            "maximum": 200, "default": 50}},
-                {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0,
-                                                             "maximum": 10**9,
-                                                             "default": 0}},
+                _BATCH_ID,
+                {"name": "status", "in": "query",
+                 "schema": {"type": "string", "enum": ["pending", "ok", "failed"]}},
+                {"name": "page", "in": "query",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 10**6, "default": 1}},
+                {"name": "per_page", "in": "query",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
             ],
             "responses": {"200": _json(_obj({
-                "jobs": {"type": "array", "items": _ref("Job")},
-                "limit": {"type": "integer"}, "offset": {"type": "integer"}}), "Jobs."),
-                **_errors(401, 422)},
+                "items": {"type": "array", "items": _BATCH_ITEM},
+                "page": {"type": "integer"}, "per_page": {"type": "integer"},
+                "total": {"type": "integer"}, "next_page": {"type": ["integer", "null"]},
+                "status": {"type": ["string", "null"]}, "batch": _BATCH}), "Items."),
+                **_errors(401, 404, 422)},
         }},
-        "/api/jobs/{job_id}/download": {"get": {
-            "summary": "A finished job's PDF, to its owner or an admin",
-            "operationId": "downloadJob", "parameters": [JOB_ID],
-            "responses": {"200": {"description": "The PDF.", "content": {
-                "application/pdf": {"schema": {"type": "string",
-                                               "contentMediaType": "application/pdf"}}}},
+        "/api/batch/{job_id}/items/{idx}/{fmt}": {"get": {
+            "summary": "One finished item's code as SVG or PNG, as its batch's ZIP has it",
+            "operationId": "getBatchItemCode",
+            "parameters": [_BATCH_ID, {"name": "idx", "in": "path", "required": True,
+                                       "schema": {"type": "integer", "minimum": 0}},
+                           {"name": "fmt", "in": "path", "required": True,
+                            "schema": {"type": "string", "enum": ["svg", "png"]}}],
+            "responses": {"200": {"description": "The code.", "content": {
+                "image/svg+xml": {"schema": {"type": "string"}},
+                "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}}},
                 **_errors(401, 404)},
         }},
-        "/api/templates": {"get": {
-            "summary": "Every card template", "operationId": "listTemplates",
-            "responses": {"200": _json(_obj({"templates": {"type": "array",
-                                                           "items": _ref("Template")}}),
-                                       "Templates."), **_errors(401)},
+        "/api/batch/{job_id}/retry-failed": {"post": {
+            "summary": "Re-run only the failed items, as a new batch linked to this one",
+            "operationId": "retryBatchFailed", "parameters": [_BATCH_ID],
+            "responses": {"202": {**_json(_BATCH_ACCEPTED, "Queued."),
+                                  "headers": {"Location": {"schema": {"type": "string"}}}},
+                          **_errors(401, 404, 409, 429, 503)},
         }},
-        "/api/templates/{template_id}": {"get": {
-            "summary": "One card template", "operationId": "getTemplate",
-            "parameters": [{"name": "template_id", "in": "path", "required": True,
-                            "schema": {"type": "integer", "minimum": 0}}],
-            "responses": {"200": _json(_ref("Template"), "The template."),
-                          **_errors(401, 404)},
+        "/api/batch/{job_id}/download/{kind}": {"get": {
+            "summary": "The batch's combined PDF or ZIP of SVGs, once written",
+            "operationId": "downloadBatch",
+            "parameters": [_BATCH_ID, {"name": "kind", "in": "path", "required": True,
+                                       "schema": {"type": "string", "enum": ["pdf", "zip"]}}],
+            "responses": {"200": {"description": "The file.", "content": {
+                "application/pdf": {"schema": {"type": "string"}},
+                "application/zip": {"schema": {"type": "string"}}}}, **_errors(401, 404)},
         }},
-        "/api/me": {"get": {
-            "summary": "The caller's account", "operationId": "getMe",
-            "responses": {"200": _json(_obj({
-                "id": {"type": "integer"}, "name": {"type": "string"},
-                "email": {"type": ["string", "null"]}, "is_admin": {"type": "boolean"},
-                "created_at": {"type": "string"}}), "The account."), **_errors(401)},
-        }},
-        "/api/admin/jobs/{job_id}/retry": {"post": {
-            "summary": "Run a failed, canceled or expired job again under the same id",
-            "operationId": "retryJob", "parameters": [JOB_ID],
-            "responses": {"202": _json(_obj({"job_id": {"type": "string"},
-                                             "status": {"const": "queued"}}), "Queued again."),
-                          **_errors(401, 403, 404, 409)},
-        }},
-        "/api/admin/jobs/retry-failed": {"post": {
-            "summary": "Re-run every failed job, optionally of one type",
-            "operationId": "retryFailed",
-            "requestBody": {"required": False, "content": {"application/json": {
-                "schema": _obj({"type": {"type": "string"}}, required=[])}}},
-            "responses": {"202": _json(_obj({"retried": {"type": "array",
-                                                         "items": {"type": "string"}}}),
-                                       "The jobs queued again."),
-                          **_errors(400, 401, 403, 404, 409, 413, 422)},
-        }},
-        "/api/admin/jobs/purge": {"post": {
-            "summary": "Delete ended jobs (records and files) older than an age",
-            "operationId": "purgeJobs",
-            "requestBody": {"required": False, "content": {"application/json": {
-                "schema": _obj({"older_than": {"type": "string", "default": "30d",
-                                               "description": "30d, 12h, 90m, ..."},
-                                "status": {"type": "string", "enum": list(ENDED)}},
-                               required=[])}}},
-            "responses": {"200": _json(_obj({"purged": {"type": "integer"}}),
-                                       "How many jobs went."),
-                          **_errors(400, 401, 403, 413, 422)},
-        }},
-        "/api/admin/queue-status": {"get": {
-            "summary": "Counts per job type, the oldest queued job's age, the consumers",
-            "operationId": "getQueueStatus",
-            "responses": {"200": _json(_ref("QueueStatus"), "The queue status."),
-                          **_errors(401, 403)},
-        }},
-        **BATCH_PATHS,
-        "/api/openapi.json": {"get": {
-            "summary": "This document", "operationId": "getOpenApi", "security": [],
-            "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1.")},
-        }},
-        **ANALYTICS_PATHS,
-    },
-    "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                       "description": "An API token from `qrq users "
-                                                      "create NAME`."}},
-        "schemas": {
-            "Error": _obj({"error": _obj({
-                "status": {"type": "integer", "minimum": 400, "maximum": 599},
-                "code": {"type": "string"},
-                "message": {"type": "string", "minLength": 1},
-                "field": {"type": ["string", "null"]}})}),
-            "Job": _JOB,
-            "Template": _obj({
-                "id": {"type": "integer"}, "name": {"type": "string"},
-                "domain": {"type": "string"}, "payload": {"type": "string"},
-                "title": {"type": "string"},
-                "lines": {"type": "array", "items": {"type": "string"}},
-                "page_size": {"type": "string"}, "grid": {"type": "string"},
-                "qr_size_mm": {"type": "number"}, "qr_x_mm": {"type": ["number", "null"]},
-                "qr_y_mm": {"type": ["number", "null"]},
-                "colors": _obj({"fg": {"type": "string"}, "bg": {"type": "string"}}),
-                "error_correction": {"type": "string"}, "quiet_zone": {"type": "integer"}}),
-            "QueueStatus": _QUEUE_STATUS,
-            **ANALYTICS_SCHEMAS,
+    }
+
+def build_document() -> dict[str, Any]:
+    """The OpenAPI document; option limits come from the card field table."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "qrq API",
+            "version": "0.1.0",
+            "description": "Background jobs for QRCards. Every call needs `Authorization: "
+                           "Bearer <token>` (except this document). Every error has one "
+                           "shape: the Error schema.",
         },
-        "responses": {name: _json(ERROR, text) for name, text in _ERRORS.values()},
-    },
-}
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/generate-qr-pdf": {"post": {
+                "summary": "Queue a QR-code PDF of a template",
+                "description": "Answers 202 at once with the job id; no work is done in the "
+                               "request.",
+                "operationId": "generateQrPdf",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _obj(
+                    {"template_id": {"type": "integer", "minimum": 1},
+                     "options": card_options.json_schema()}, required=["template_id"])}}},
+                "parameters": [IDEMPOTENCY_KEY],
+                "responses": {
+                    "202": {**_json(_obj({
+                        "job_id": {"type": "string", "format": "uuid"},
+                        "status": ACCEPTED_STATUS,
+                        "status_url": {"type": "string"},
+                        "estimated_completion": {"type": "string", "format": "date-time"}}),
+                        "Queued."), "headers": ACCEPTED_HEADERS},
+                    **_errors(400, 401, 413, 422, 429, 503)},
+            }},
+            "/api/job-status/{job_id}": {"get": {
+                "summary": "A job's status, progress, timestamps, result and error",
+                "operationId": "getJobStatus", "parameters": [JOB_ID],
+                "responses": {"200": _json(_ref("Job"), "The job."), **_errors(401, 404)},
+            }},
+            "/api/jobs/{job_id}": {
+                "get": {"summary": "Same as /api/job-status/{job_id}", "operationId": "getJob",
+                        "parameters": [JOB_ID],
+                        "responses": {"200": _json(_ref("Job"), "The job."), **_errors(401, 404)}},
+                "delete": {"summary": "Cancel a job",
+                           "description": "At once while queued; at its next progress report "
+                                          "while running. 409 if it already ended.",
+                           "operationId": "cancelJob", "parameters": [JOB_ID],
+                           "responses": {"202": _json(_obj({
+                               "job_id": {"type": "string"},
+                               "status": {"type": "string", "enum": list(STATES)}}),
+                               "Cancel recorded."), **_errors(401, 404, 409, 503)}},
+            },
+            "/api/jobs": {"get": {
+                "summary": "The caller's jobs, newest first (admins: everyone's)",
+                "operationId": "listJobs",
+                "parameters": [
+                    {"name": "status", "in": "query", "schema": {"type": "string",
+                                                                 "enum": list(STATES)}},
+                    {"name": "type", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                                "maximum": 200, "default": 50}},
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0,
+                                                                 "maximum": 10**9,
+                                                                 "default": 0}},
+                ],
+                "responses": {"200": _json(_obj({
+                    "jobs": {"type": "array", "items": _ref("Job")},
+                    "limit": {"type": "integer"}, "offset": {"type": "integer"}}), "Jobs."),
+                    **_errors(401, 422)},
+            }},
+            "/api/jobs/{job_id}/download": {"get": {
+                "summary": "A finished job's PDF, to its owner or an admin",
+                "operationId": "downloadJob", "parameters": [JOB_ID],
+                "responses": {"200": {"description": "The PDF.", "content": {
+                    "application/pdf": {"schema": {"type": "string",
+                                                   "contentMediaType": "application/pdf"}}}},
+                    **_errors(401, 404)},
+            }},
+            "/api/templates": {"get": {
+                "summary": "Every card template", "operationId": "listTemplates",
+                "responses": {"200": _json(_obj({"templates": {"type": "array",
+                                                               "items": _ref("Template")}}),
+                                           "Templates."), **_errors(401)},
+            }},
+            "/api/templates/{template_id}": {"get": {
+                "summary": "One card template", "operationId": "getTemplate",
+                "parameters": [{"name": "template_id", "in": "path", "required": True,
+                                "schema": {"type": "integer", "minimum": 0}}],
+                "responses": {"200": _json(_ref("Template"), "The template."),
+                              **_errors(401, 404)},
+            }},
+            "/api/me": {"get": {
+                "summary": "The caller's account", "operationId": "getMe",
+                "responses": {"200": _json(_obj({
+                    "id": {"type": "integer"}, "name": {"type": "string"},
+                    "email": {"type": ["string", "null"]}, "is_admin": {"type": "boolean"},
+                    "created_at": {"type": "string"}}), "The account."), **_errors(401)},
+            }},
+            "/api/admin/jobs/{job_id}/retry": {"post": {
+                "summary": "Run a failed, canceled or expired job again under the same id",
+                "operationId": "retryJob", "parameters": [JOB_ID],
+                "responses": {"202": _json(_obj({"job_id": {"type": "string"},
+                                                 "status": {"const": "queued"}}), "Queued again."),
+                              **_errors(401, 403, 404, 409, 503)},
+            }},
+            "/api/admin/jobs/retry-failed": {"post": {
+                "summary": "Re-run every failed job, optionally of one type",
+                "operationId": "retryFailed",
+                "requestBody": {"required": False, "content": {"application/json": {
+                    "schema": _obj({"type": {"type": "string"}}, required=[])}}},
+                "responses": {"202": _json(_obj({"retried": {"type": "array",
+                                                             "items": {"type": "string"}}}),
+                                           "The jobs queued again."),
+                              **_errors(400, 401, 403, 404, 409, 413, 422, 503)},
+            }},
+            "/api/admin/jobs/purge": {"post": {
+                "summary": "Delete ended jobs (records and files) older than an age",
+                "operationId": "purgeJobs",
+                "requestBody": {"required": False, "content": {"application/json": {
+                    "schema": _obj({"older_than": {"type": "string", "default": "30d",
+                                                   "description": "30d, 12h, 90m, ..."},
+                                    "status": {"type": "string", "enum": list(ENDED)}},
+                                   required=[])}}},
+                "responses": {"200": _json(_obj({"purged": {"type": "integer"}}),
+                                           "How many jobs went."),
+                              **_errors(400, 401, 403, 413, 422, 503)},
+            }},
+            "/api/admin/queue-status": {"get": {
+                "summary": "Counts per job type, the oldest queued job's age, the consumers",
+                "operationId": "getQueueStatus",
+                "responses": {"200": _json(_ref("QueueStatus"), "The queue status."),
+                              **_errors(401, 403)},
+            }},
+            **batch_paths(),
+            "/api/openapi.json": {"get": {
+                "summary": "This document", "operationId": "getOpenApi", "security": [],
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1.")},
+            }},
+            **ANALYTICS_PATHS,
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "An API token from `qrq users "
+                                                          "create NAME`."}},
+            "schemas": {
+                "Error": _obj({"error": _obj({
+                    "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                    "code": {"type": "string"},
+                    "message": {"type": "string", "minLength": 1},
+                    "field": {"type": ["string", "null"]}})}),
+                "Job": _JOB,
+                "Template": _obj({
+                    "id": {"type": "integer"}, "name": {"type": "string"},
+                    "domain": {"type": "string"}, "payload": {"type": "string"},
+                    "title": {"type": "string"},
+                    "lines": {"type": "array", "items": {"type": "string"}},
+                    "page_size": {"type": "string"}, "grid": {"type": "string"},
+                    "qr_size_mm": {"type": "number"}, "qr_x_mm": {"type": ["number", "null"]},
+                    "qr_y_mm": {"type": ["number", "null"]},
+                    "colors": _obj({"fg": {"type": "string"}, "bg": {"type": "string"}}),
+                    "error_correction": {"type": "string"}, "quiet_zone": {"type": "integer"}}),
+                "QueueStatus": _QUEUE_STATUS,
+                **ANALYTICS_SCHEMAS,
+            },
+            "responses": {name: _json(ERROR, text) for name, text in _ERRORS.values()},
+        },
+    }
+
+
+
+SPEC: dict[str, Any] = build_document()
 
 
 @bp.get("/openapi.json")
