@@ -13,7 +13,7 @@ from qrq.config import settings_or_exit
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app; *test_config* may hold ``SETTINGS`` (a Settings) and Flask keys."""
     from qrq.queue import huey
-    from qrq.web import admin, admin_api, api, errors, openapi, ops, params
+    from qrq.web import admin, admin_api, api, errors, home, openapi, ops, params
     from qrq.web import analytics as analytics_api
     from qrq.web import batch as batch_api
 
@@ -59,4 +59,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(ops.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(analytics_api.bp)
+    app.register_blueprint(home.bp)
     return app
