@@ -31,13 +31,13 @@ def lower_priority(nice: int, io_priority: str) -> None:
     *io_priority* (one of :data:`IO_PRIORITIES`; "normal" leaves it). Where the
     system refuses (not Linux, a sandbox), it logs why and the process runs as it
     was: priorities are a courtesy to the web app, never a reason not to work."""
+    if io_priority != "normal" and not _set_io_priority(_IOPRIO[io_priority]):
+        logger.warning("could not set the worker's I/O priority to %s", io_priority)
     if nice:
         try:
             os.nice(nice)
         except OSError as exc:
             logger.warning("could not lower the worker's CPU priority: %s", exc)
-    if io_priority != "normal" and not _set_io_priority(_IOPRIO[io_priority]):
-        logger.warning("could not set the worker's I/O priority to %s", io_priority)
 
 
 def _set_io_priority(value: int) -> bool:
