@@ -151,14 +151,13 @@ def pdf(template_id: int, options: tuple[str, ...], wait: bool, out: Path | None
     from qrq.appdb.models import Template
     from qrq.cards.generate import artifact_path, prepare
     from qrq.queue import submit
-    from tasks.pdf import generate_qr_pdf
 
     huey = get_queue()
     parsed = dict(_parse_option(o) for o in options)
     with get_app_db().connection_context():
         prepare(Template.get_by_id_or_404(template_id).to_dict(), parsed,
                 huey.settings.max_copies)
-    job_id = submit(generate_qr_pdf, template_id, parsed, owner_id=None,
+    job_id = submit("pdf.generate", template_id, parsed, owner_id=None,
                     params={"template_id": template_id, "options": parsed})
     click.echo(f"queued job {job_id}")
     if not wait:

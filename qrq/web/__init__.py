@@ -20,8 +20,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     test_config = dict(test_config or {})
     settings = test_config.pop("SETTINGS", None) or settings_or_exit()
     settings.ensure_dirs()
-    if settings != huey.settings:
-        huey.configure(settings)
+    huey.init(settings)
     init_db(settings.app_db, settings.busy_timeout)
 
     app = Flask(__name__)

@@ -38,7 +38,7 @@ from qrq import alerts
 from qrq.appdb.models import User
 from qrq.errors import Conflict, Forbidden, NotFound, QrqError, Unauthorized, ValidationError
 from qrq.humanize import format_bytes
-from qrq.queue import huey, jobs, stats
+from qrq.queue import catalog, huey, jobs, stats
 from qrq.queue.retention import parse_age, purge_jobs
 from qrq.schedule import next_match
 
@@ -470,11 +470,9 @@ def next_run(task, after: datetime.datetime, days: int = 8) -> datetime.datetime
 
 
 def _periodic_tasks(now: float) -> list[dict[str, Any]]:
-    import huey_app  # registers every task module, as the consumer does
-
     after = datetime.datetime.fromtimestamp(now, datetime.UTC).replace(tzinfo=None)
     found = []
-    for task in huey_app.huey._registry.periodic_tasks:
+    for task in catalog.periodic_tasks(huey.settings):
         upcoming = next_run(task, after)
         job_type = getattr(task, "job_type", None)
         # Only periodic_job tasks leave job records; the type narrows the scan to an index.

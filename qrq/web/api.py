@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request, url_for
@@ -12,12 +13,12 @@ from qrq.analytics import requesters
 from qrq.appdb.models import Template
 from qrq.batch import counts as batch_counts
 from qrq.cards.generate import artifact_path, prepare
-from qrq.errors import Conflict, NotFound, TooManyJobs, ValidationError
+from qrq.errors import Conflict, NotFound, ValidationError
 from qrq.queue import huey, jobs, submit
+from qrq.web import admission
 from qrq.web.auth import current_user, login_required
 from qrq.web.downloads import send_artifact
 from qrq.web.params import int_arg, int_field, json_object
-from tasks.pdf import generate_qr_pdf as pdf_task
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -25,12 +26,7 @@ DEFAULT_PDF_SECONDS = 2.0
 MAX_PAGE_SIZE = 200
 
 
-def check_job_quota() -> None:
-    """Refuse a new job (429) while the caller has ``QRQ_MAX_ACTIVE_JOBS`` unfinished."""
-    user, limit = current_user(), current_app.config["QRQ"].max_active_jobs
-    if limit and not user.is_admin and jobs.count_active(huey.storage, user.id) >= limit:
-        raise TooManyJobs(f"you have {limit} jobs queued or running, the most allowed; "
-                          "wait for some to finish")
+check_job_quota = admission.check_job_quota
 
 
 def visible_job(job_id: str) -> dict[str, Any]:
@@ -64,6 +60,10 @@ def estimate_completion(job_type: str) -> float:
 def generate_qr_pdf():
     """Queue a QR-code PDF of a template; answers 202 with the job id at once."""
     body = json_object({"template_id", "options"}, {"template_id"})
+    checks = admission.job_admission(body)
+    replayed = admission.replayed_job(checks)
+    if replayed is not None:
+        return pdf_accepted(replayed, replayed=True)
     check_job_quota()
     template_id = int_field(body["template_id"], "template_id")
     template = Template.first_by("id", template_id)
@@ -72,12 +72,20 @@ def generate_qr_pdf():
     settings = current_app.config["QRQ"]
     options = body.get("options") or {}
     prepare(template.to_dict(), options, settings.max_copies)  # 422 before enqueue
-    job_id = submit(pdf_task, template_id, options, owner_id=current_user().id,
-                    params={"template_id": template_id, "options": options})
+    new_id = str(uuid.uuid4())
+    job_id = submit("pdf.generate", template_id, options, owner_id=current_user().id,
+                    params={"template_id": template_id, "options": options}, id=new_id,
+                    admission=checks)
+    return pdf_accepted(job_id, replayed=job_id != new_id)
+
+
+def pdf_accepted(job_id: str, replayed: bool = False):
+    """202 with the job; a repeated Idempotency-Key gets its first job's, as it is now."""
     status_url = url_for("api.job_status", job_id=job_id)
-    response = jsonify(job_id=job_id, status="queued", status_url=status_url,
+    status = jobs.get(huey.storage, job_id)["status"] if replayed else "queued"
+    response = jsonify(job_id=job_id, status=status, status_url=status_url,
                        estimated_completion=jobs.iso(estimate_completion("pdf")))
-    return response, 202, {"Location": status_url}
+    return admission.mark_replayed(response, replayed), 202, {"Location": status_url}
 
 
 @bp.get("/job-status/<job_id>")
