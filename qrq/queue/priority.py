@@ -17,7 +17,6 @@ import platform
 
 logger = logging.getLogger("qrq.queue.priority")
 
-IO_PRIORITIES = ("normal", "low", "idle")
 # ioprio_set(2): which = IOPRIO_WHO_PROCESS, value = class << 13 | level.
 _IOPRIO_WHO_PROCESS = 1
 _IOPRIO_CLASS_SHIFT = 13
@@ -28,7 +27,7 @@ _SYS_IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "arm64": 30}
 
 def lower_priority(nice: int, io_priority: str) -> None:
     """Lower the calling process's CPU priority by *nice* and set its I/O priority to
-    *io_priority* (one of :data:`IO_PRIORITIES`; "normal" leaves it). Where the
+    *io_priority* ("low", "idle", or "normal", which leaves it). Where the
     system refuses (not Linux, a sandbox), it logs why and the process runs as it
     was: priorities are a courtesy to the web app, never a reason not to work."""
     if io_priority != "normal" and not _set_io_priority(_IOPRIO[io_priority]):
