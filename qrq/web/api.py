@@ -14,7 +14,7 @@ from qrq.appdb.models import Template
 from qrq.batch import counts as batch_counts
 from qrq.cards.generate import artifact_path, prepare
 from qrq.errors import Conflict, NotFound, ValidationError
-from qrq.queue import huey, jobs, submit
+from qrq.queue import huey, jobs, stats, submit
 from qrq.web import admission
 from qrq.web.auth import current_user, login_required
 from qrq.web.downloads import send_artifact
@@ -126,9 +126,9 @@ def list_jobs():
         raise ValidationError(f"must be one of {', '.join(jobs.STATES)}", field="status")
     limit = int_arg("limit", 50, 1, MAX_PAGE_SIZE)
     offset = int_arg("offset", 0, 0, 10**9)
-    found = jobs.list_jobs(huey.storage, owner_id=None if user.is_admin else user.id,
-                           status=status, job_type=request.args.get("type"),
-                           limit=limit, offset=offset)
+    found, _ = stats.search_jobs(huey.storage, owner_id=None if user.is_admin else user.id,
+                                 status=status, job_type=request.args.get("type"),
+                                 limit=limit, offset=offset, with_total=False)
     return jsonify(jobs=[job_view(job) for job in found], limit=limit, offset=offset)
 
 
