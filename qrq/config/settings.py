@@ -79,6 +79,13 @@ class Settings:
     worker_type: str = setting("process", "Huey worker type for `qrq worker`: process "
                                "(enforces time limits) or thread.",
                                choices=("process", "thread"))
+    worker_nice: int = setting(10, "How much lower the CPU priority (nice) of the consumer's "
+                               "worker processes is, so the web app stays fast while jobs "
+                               "run (0: the same as the consumer).", low=0, high=19)
+    worker_io_priority: str = setting("low", "I/O priority of the worker processes: low "
+                                      "(best effort, lowest level), idle (only when the "
+                                      "disk is otherwise idle) or normal.",
+                                      choices=("low", "idle", "normal"))
     poll_interval: float = setting(0.05, "Seconds an idle worker waits between queue "
                                    "polls; bounds the pickup latency.", low=0.001, high=60)
     lease_seconds: float = setting(30.0, "A running job's lease; a heartbeat renews it. A "
