@@ -43,7 +43,8 @@ def test_the_queries_of_the_api_dashboard_and_dequeue_use_an_index(traced, setti
     huey.storage.cancel_queued(ids[-1])
     # The API.
     jobs.get(huey.storage, ids[0])
-    jobs.count_active(huey.storage, 1)
+    with huey.storage.db() as curs:
+        jobs.count_active(curs, 1)
     jobs.count_busy(huey.storage)
     jobs.median_duration(huey.storage, "pdf")
     # The dashboard and /metrics.
