@@ -120,6 +120,18 @@ def get(storage, job_id: str) -> dict[str, Any] | None:
     return dict(zip(_COLUMNS, rows[0], strict=False)) if rows else None
 
 
+def states(storage, job_ids: list[str]) -> dict[str, tuple[str, int, str]]:
+    """``{job_id: (status, progress, stage)}`` of the given jobs, in one query (the
+    web's job watcher: one read for every waiting client)."""
+    found = {}
+    for start in range(0, len(job_ids), 500):  # SQLite's bound-parameter limit
+        chunk = job_ids[start:start + 500]
+        rows = storage.sql(f"select id, status, progress, stage from job where id in "
+                           f"({', '.join('?' * len(chunk))})", chunk, results=True)
+        found.update((row[0], tuple(row[1:])) for row in rows)
+    return found
+
+
 def list_jobs(storage, *, owner_id: int | None = None, status: str | None = None,
               job_type: str | None = None, limit: int = 50,
               offset: int = 0) -> list[dict[str, Any]]:

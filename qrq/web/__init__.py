@@ -13,7 +13,7 @@ from qrq.config import settings_or_exit
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app; *test_config* may hold ``SETTINGS`` (a Settings) and Flask keys."""
     from qrq.queue import huey
-    from qrq.web import admin, admin_api, api, errors, openapi, ops, params
+    from qrq.web import admin, admin_api, api, errors, events, openapi, ops, params, waiting
     from qrq.web import analytics as analytics_api
     from qrq.web import batch as batch_api
 
@@ -40,6 +40,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update(test_config)
     app.json.sort_keys = False
+    app.extensions["qrq_waiters"] = waiting.WaiterSlots(settings.max_waiters)
 
     @app.before_request
     def _connect() -> None:
@@ -53,6 +54,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     params.init_app(app)  # the int converter, before any route uses it
     app.register_blueprint(api.bp)
+    app.register_blueprint(events.bp)
     app.register_blueprint(batch_api.bp)
     app.register_blueprint(admin_api.bp)
     app.register_blueprint(admin.bp)

@@ -12,8 +12,9 @@ from qrq.analytics import requesters
 from qrq.appdb.models import Template
 from qrq.batch import counts as batch_counts
 from qrq.cards.generate import artifact_path, prepare
-from qrq.errors import Conflict, NotFound, TooManyJobs, ValidationError
+from qrq.errors import Conflict, JobNotFinished, NotFound, TooManyJobs, ValidationError
 from qrq.queue import huey, jobs, submit
+from qrq.web import waiting
 from qrq.web.auth import current_user, login_required
 from qrq.web.downloads import send_artifact
 from qrq.web.params import int_arg, int_field, json_object
@@ -23,6 +24,9 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 
 DEFAULT_PDF_SECONDS = 2.0
 MAX_PAGE_SIZE = 200
+
+# One per process: reads the state of every waited-for job in one query.
+watcher = waiting.JobWatcher(lambda ids: jobs.states(huey.storage, ids))
 
 
 def check_job_quota() -> None:
@@ -77,21 +81,52 @@ def generate_qr_pdf():
     status_url = url_for("api.job_status", job_id=job_id)
     response = jsonify(job_id=job_id, status="queued", status_url=status_url,
                        estimated_completion=jobs.iso(estimate_completion("pdf")))
-    return response, 202, {"Location": status_url}
+    return response, 202, {"Location": status_url, "Retry-After": "2"}
 
 
-@bp.get("/job-status/<job_id>")
-@login_required
-def job_status(job_id: str):
-    """A job's status, progress, timestamps, result and error."""
-    return jsonify(job_view(visible_job(job_id)))
+def retry_after(job: dict[str, Any]) -> int | None:
+    """Seconds a client should wait before asking again about an unfinished job."""
+    if job["status"] in jobs.ENDED:
+        return None
+    if job["status"] == "retrying" and job["next_attempt_at"]:
+        return max(1, math.ceil(job["next_attempt_at"] - time.time()))
+    return 1 if job["status"] == "running" else 2
+
+
+def status_answer(job: dict[str, Any]):
+    """The job's view, with ``Retry-After`` while it has not ended."""
+    response = jsonify(job_view(job))
+    seconds = retry_after(job)
+    if seconds is not None:
+        response.headers["Retry-After"] = str(seconds)
+    return response
+
+
+def _status_changed(seen, state) -> bool:
+    return state is None or seen is None or state[0] != seen[0]
 
 
 @bp.get("/jobs/<job_id>")
+@bp.get("/job-status/<job_id>")  # registered first: url_for builds this one
 @login_required
-def job_detail(job_id: str):
-    """Same as ``/api/job-status/<job_id>``."""
-    return jsonify(job_view(visible_job(job_id)))
+def job_status(job_id: str):
+    """A job's status, progress, timestamps, result and error.
+
+    ``?wait=SECONDS`` (at most 60) answers at the job's next status change, or at
+    once if it has ended, or after SECONDS with the current status.
+    """
+    job = visible_job(job_id)
+    wait = int_arg("wait", 0, 0, waiting.MAX_WAIT_SECONDS)
+    if wait and job["status"] not in jobs.ENDED:
+        slots = current_app.extensions["qrq_waiters"]
+        if slots.take():
+            try:
+                watcher.wait_change(job["id"], (job["status"], job["progress"],
+                                                job["stage"]), wait, _status_changed)
+            finally:
+                slots.give_back()
+            job = visible_job(job_id)
+    return status_answer(job)
 
 
 @bp.delete("/jobs/<job_id>")
@@ -130,8 +165,11 @@ def download(job_id: str):
     """A finished job's output file, to its owner (or an admin)."""
     job = visible_job(job_id)
     result = jobs.public_view(job)["result"] or {}
-    if job["status"] != "finished" or not result.get("artifact"):
-        raise NotFound(f"job {job_id} has no output yet")
+    if job["status"] != "finished":
+        raise JobNotFinished(f"job {job_id} is {job['status']}; its output can be "
+                             "downloaded once it has finished", job_status=job["status"])
+    if not result.get("artifact"):
+        raise NotFound(f"job {job_id} has no output")
     # The path comes from the validated job id, never from the request or the record.
     path = artifact_path(current_app.config["QRQ"], job["id"])
     return send_artifact(path, result.get("bytes"),

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from qrq import batch
 from qrq.batch import run as batch_run
-from qrq.errors import NotFound, ValidationError
+from qrq.errors import JobNotFinished, NotFound, ValidationError
 from qrq.queue import huey
 from qrq.web.api import check_job_quota, visible_job
 from qrq.web.auth import current_user, login_required
@@ -128,7 +128,10 @@ def download(job_id: str, kind: str):
     if kind not in DOWNLOADS:
         raise NotFound("download pdf or zip")
     if not (found["outputs"] or {}).get(kind):
-        raise NotFound(f"batch {job_id} has no {kind} yet")
+        if job["status"] != "finished":
+            raise JobNotFinished(f"batch {job_id} is {job['status']}; its {kind} can be "
+                                 "downloaded once it has finished", job_status=job["status"])
+        raise NotFound(f"batch {job_id} has no {kind}")
     # The path comes from the validated job id, never from the request or the record.
     path = current_app.config["QRQ"].artifacts_dir / f"{job['id']}.{kind}"
     return send_artifact(path, found["outputs"][kind].get("bytes"), DOWNLOADS[kind],
