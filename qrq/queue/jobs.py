@@ -133,18 +133,22 @@ def states(storage, job_ids: list[str]) -> dict[str, tuple[str, int, str]]:
 
 
 def list_jobs(storage, *, owner_id: int | None = None, status: str | None = None,
-              job_type: str | None = None, limit: int = 50,
-              offset: int = 0) -> list[dict[str, Any]]:
-    """Jobs newest first; ``owner_id=None`` lists everyone's."""
+              job_type: str | None = None, limit: int = 50, offset: int = 0,
+              before: tuple[float, str] | None = None) -> list[dict[str, Any]]:
+    """Jobs newest first; ``owner_id=None`` lists everyone's. *before* (a job's
+    ``(created_at, id)``) starts after that job: a page that new jobs do not shift."""
     where, params = [], []
     for column, value in (("owner_id", owner_id), ("status", status), ("type", job_type)):
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
+    if before is not None:
+        where.append("(created_at, id) < (?, ?)")
+        params.extend(before)
     sql = f"select {', '.join(_COLUMNS)} from job"
     if where:
         sql += " where " + " and ".join(where)
-    sql += " order by created_at desc limit ? offset ?"
+    sql += " order by created_at desc, id desc limit ? offset ?"
     rows = storage.sql(sql, (*params, limit, offset), results=True)
     return [dict(zip(_COLUMNS, row, strict=False)) for row in rows]
 

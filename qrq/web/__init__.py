@@ -13,7 +13,18 @@ from qrq.config import settings_or_exit
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app; *test_config* may hold ``SETTINGS`` (a Settings) and Flask keys."""
     from qrq.queue import huey
-    from qrq.web import admin, admin_api, api, errors, events, openapi, ops, params, waiting
+    from qrq.web import (
+        admin,
+        admin_api,
+        api,
+        backups_api,
+        errors,
+        events,
+        openapi,
+        ops,
+        params,
+        waiting,
+    )
     from qrq.web import analytics as analytics_api
     from qrq.web import batch as batch_api
 
@@ -57,6 +68,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(events.bp)
     app.register_blueprint(batch_api.bp)
     app.register_blueprint(admin_api.bp)
+    app.register_blueprint(backups_api.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(openapi.bp)

@@ -26,6 +26,7 @@ from qrq.errors import Conflict, NotFound, ValidationError
 from qrq.queue import huey, jobs
 from qrq.web.api import check_job_quota
 from qrq.web.auth import current_user, login_required
+from qrq.web.paging import cursor_value, paged, read_page
 from tasks.analytics import enqueue_report
 
 bp = Blueprint("analytics", __name__)
@@ -149,12 +150,16 @@ def withdraw_job(job_id: str):
 def reports():
     """Cached reports, most requested first (parameters and freshness, no data)."""
     now = time.time()
-    found = analytics_cache.list_reports(huey.storage)
+    page = read_page(50, 200)  # limit + cursor (qrq.web.paging)
+    offset = 0 if page.position is None else cursor_value(page.position, "o", int, 0, 10**6)
+    found = analytics_cache.list_reports(huey.storage, offset + page.limit + 1)[offset:]
+    more, found = found[page.limit:], found[:page.limit]
     for report in found:
         report["fresh"] = bool(report["expires_at"] and report["expires_at"] > now)
         for key in ("computed_at", "expires_at", "requested_at"):
             report[key] = jobs.iso(report[key])
-    return jsonify(reports=found)
+    return paged({"reports": found, "limit": page.limit},
+                 {"o": offset + page.limit} if more else None)
 
 
 @bp.get("/analytics/chart")

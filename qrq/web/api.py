@@ -6,17 +6,18 @@ import math
 import time
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import Blueprint, current_app, jsonify, url_for
 
 from qrq.analytics import requesters
 from qrq.appdb.models import Template
 from qrq.batch import counts as batch_counts
 from qrq.cards.generate import artifact_path, prepare
 from qrq.errors import Conflict, JobNotFinished, NotFound, TooManyJobs, ValidationError
-from qrq.queue import huey, jobs, submit
+from qrq.queue import PRIORITY, huey, jobs, submit
 from qrq.web import waiting
 from qrq.web.auth import current_user, login_required
 from qrq.web.downloads import send_artifact
+from qrq.web.paging import choice_arg, cursor_value, paged, read_page
 from qrq.web.params import int_arg, int_field, json_object
 from tasks.pdf import generate_qr_pdf as pdf_task
 
@@ -35,6 +36,13 @@ def check_job_quota() -> None:
     if limit and not user.is_admin and jobs.count_active(huey.storage, user.id) >= limit:
         raise TooManyJobs(f"you have {limit} jobs queued or running, the most allowed; "
                           "wait for some to finish")
+
+
+def job_types() -> frozenset[str]:
+    """Every job type a task is registered with (the valid ``type`` filters)."""
+    registered = huey._registry._registry.values()
+    return frozenset(PRIORITY).union(
+        filter(None, (getattr(task, "job_type", None) for task in registered)))
 
 
 def visible_job(job_id: str) -> dict[str, Any]:
@@ -146,17 +154,28 @@ def cancel_job(job_id: str):
 @bp.get("/jobs")
 @login_required
 def list_jobs():
-    """The caller's jobs, newest first (admins: everyone's); filter by status and type."""
+    """The caller's jobs, newest first (admins: everyone's); filter by status and type.
+
+    Paged by ``limit`` and ``cursor`` (see :mod:`qrq.web.paging`); ``offset`` still
+    works for the first request of older clients.
+    """
     user = current_user()
-    status = request.args.get("status")
-    if status is not None and status not in jobs.STATES:
-        raise ValidationError(f"must be one of {', '.join(jobs.STATES)}", field="status")
-    limit = int_arg("limit", 50, 1, MAX_PAGE_SIZE)
-    offset = int_arg("offset", 0, 0, 10**9)
+    status = choice_arg("status", jobs.STATES)
+    job_type = choice_arg("type", job_types())
+    page = read_page(50, MAX_PAGE_SIZE)
+    before = None
+    if page.position is not None:
+        before = (cursor_value(page.position, "t", (int, float)),
+                  cursor_value(page.position, "id", str))
+    offset = 0 if before else int_arg("offset", 0, 0, 10**9)
     found = jobs.list_jobs(huey.storage, owner_id=None if user.is_admin else user.id,
-                           status=status, job_type=request.args.get("type"),
-                           limit=limit, offset=offset)
-    return jsonify(jobs=[job_view(job) for job in found], limit=limit, offset=offset)
+                           status=status, job_type=job_type, limit=page.limit + 1,
+                           offset=offset, before=before)
+    more = found[page.limit:]
+    found = found[:page.limit]
+    position = {"t": found[-1]["created_at"], "id": found[-1]["id"]} if more else None
+    return paged({"jobs": [job_view(job) for job in found], "limit": page.limit,
+                  "offset": offset}, position)
 
 
 @bp.get("/jobs/<job_id>/download")

@@ -15,6 +15,7 @@ from qrq.queue import huey
 from qrq.web.api import check_job_quota, visible_job
 from qrq.web.auth import current_user, login_required
 from qrq.web.downloads import send_artifact
+from qrq.web.paging import cursor_value, paged, read_page
 from qrq.web.params import int_arg, json_value
 from tasks.batch import enqueue_batch, enqueue_retry
 
@@ -80,8 +81,13 @@ def items(job_id: str):
     if status is not None and status not in batch.ITEM_STATUSES:
         raise ValidationError(f"must be one of {', '.join(batch.ITEM_STATUSES)}",
                               field="status")
+    # limit + cursor (qrq.web.paging); page and per_page still work for older clients.
+    paging = read_page(int_arg("per_page", 100, 1, MAX_PER_PAGE), MAX_PER_PAGE)
+    per_page = paging.limit
     page = int_arg("page", 1, 1, 10**6)
-    per_page = int_arg("per_page", 100, 1, MAX_PER_PAGE)
+    if paging.position is not None:
+        per_page = cursor_value(paging.position, "n", int, 1, MAX_PER_PAGE)
+        page = cursor_value(paging.position, "p", int, 1, 10**6)
     rows, matching = batch.list_items(huey.storage, job["id"], found["total"], status, page,
                                       per_page, batch.formats_of(found["options"]))
     for row in rows:
@@ -90,9 +96,10 @@ def items(job_id: str):
                 row["output"][f"{fmt}_url"] = url_for("batch.item_code", job_id=job["id"],
                                                       idx=row["idx"], fmt=fmt)
     more = page * per_page < matching
-    return jsonify(items=rows, page=page, per_page=per_page, total=matching,
-                   next_page=page + 1 if more else None, status=status,
-                   batch=_summary(job, found))
+    return paged({"items": rows, "page": page, "per_page": per_page, "limit": per_page,
+                  "total": matching, "next_page": page + 1 if more else None,
+                  "status": status, "batch": _summary(job, found)},
+                 {"p": page + 1, "n": per_page} if more else None)
 
 
 @bp.get("/<job_id>/items/<int:idx>/<any(svg, png):fmt>")
