@@ -7,6 +7,7 @@ import uuid
 
 from qrq import batch
 from qrq.appdb.db import app_db, init_db
+from qrq.appdb.models import User
 from qrq.batch import run as batch_run
 from qrq.errors import Conflict
 from qrq.queue import huey, job_task, jobs, submit
@@ -34,8 +35,6 @@ def mail_owner(job_id: str, result: dict) -> str | None:
     The mail is a job of its own (retried, recorded). Its id is claimed on the
     batch row first, so a re-run of this batch queues it at most once.
     """
-    from qrq.appdb.models import User
-
     try:
         owner_id = batch.get_batch(huey.storage, job_id)["owner_id"]
         if owner_id is None:

@@ -258,11 +258,12 @@ def test_a_lone_surrogate_anywhere_is_a_422_naming_it(client, templates, make_us
 
 
 def test_a_surrogate_pair_is_text(client, templates, alice):
-    body = '{"template_id": 1, "options": {"title": "\\ud83d\\ude00 \\\\ud800"}}'
+    # In data: a title must also be printable in the PDF fonts, which 😀 is not.
+    body = '{"template_id": 1, "options": {"data": "\\ud83d\\ude00 \\\\ud800"}}'
     response = client.post(PDF, data=body, content_type="application/json", headers=alice[1])
     assert response.status_code == 202
     status = client.get(response.get_json()["status_url"], headers=alice[1]).get_json()
-    assert status["params"]["options"]["title"] == "\U0001f600 \\ud800"
+    assert status["params"]["options"]["data"] == "\U0001f600 \\ud800"
 
 
 @pytest.mark.parametrize("url", [

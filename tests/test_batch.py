@@ -14,15 +14,9 @@ from PIL import Image, ImageDraw
 
 from qrq import batch
 from qrq.batch import run as batch_run
-from qrq.cards.batch_render import (
-    CardSheets,
-    PdfStream,
-    matrix_png,
-    matrix_svg,
-    pack_matrix,
-    unpack_matrix,
-)
-from qrq.cards.qr import CardSpec, qr_matrix
+from qrq.cards.images import matrix_png, matrix_svg, pack_matrix, unpack_matrix
+from qrq.cards.pdf import PdfStream
+from qrq.cards.qr import CardSheets, CardSpec, qr_matrix
 from qrq.errors import PayloadTooLarge, ValidationError
 from qrq.queue import huey, jobs
 from tests.test_api import assert_error
@@ -170,6 +164,13 @@ def test_template_ids_times_copies_make_numbered_payloads():
     ({"template_ids": [1], "options": {"formats": ["svg", "svg"]}}, "options.formats"),
     ({"template_ids": [1], "options": {"formats": ["jpeg"]}}, "options.formats"),
     ({"template_ids": [1], "options": {"formats": [["png"]]}}, "options.formats"),
+    ({"items": [{"template_id": 1}] * 3 + [{"template_id": 1, "title": "\ud800"}]},
+     "items[3].title"),
+    ({"items": [{"template_id": 1, "data": "https://x.example/\udc80"}]}, "items[0].data"),
+    ({"items": [{"template_id": 1, "lines": ["a", "b\ud800c"]}]}, "items[0].lines[1]"),
+    ({"items": [{"template_id": 1, "title": "Zoë Łódź 東京"}]}, "items[0].title"),
+    ({"template_ids": [1], "options": {"data": "\ud800{copy}"}}, "options.data"),
+    ({"template_ids": [1], "options": {"title": "\ud800"}}, "options.title"),
 ])
 def test_malformed_requests_name_the_field(body, field):
     with pytest.raises(ValidationError) as raised:
@@ -220,6 +221,22 @@ def test_too_many_items_is_413_and_bad_items_422(client, templates, alice, setti
     assert_error(client.post(URL, data="nope", headers=alice[1]), 400)
     assert huey.storage.queue_size() == 0
     assert huey.storage.sql("select count(*) from batch_item", results=True)[0][0] == 0
+
+
+@pytest.mark.parametrize(("url", "body"), [
+    (URL, {"items": [{"template_id": 4}] * 3 + [{"template_id": 4, "title": "\ud800"}]}),
+    (URL, {"items": [{"template_id": 4, "data": "x\ud800"}]}),
+    (URL, {"template_ids": [4], "options": {"lines": ["\udfff"]}}),
+    ("/api/generate-qr-pdf", {"template_id": 1, "options": {"data": "\ud800"}}),
+    ("/api/generate-qr-pdf", {"template_id": 1, "options": {"title": "a\ud800"}}),
+])
+def test_a_lone_surrogate_is_422_not_500(client, templates, alice, url, body):
+    """Valid JSON (``"\\ud800"``) that is not text: refused before anything is queued."""
+    raw = json.dumps(body)  # ASCII, the surrogate as an escape
+    assert "\\ud" in raw or "\\udf" in raw
+    assert_error(client.post(url, data=raw, headers=alice[1],
+                             content_type="application/json"), 422)
+    assert huey.storage.queue_size() == 0
 
 
 def test_a_failing_item_is_recorded_and_the_batch_still_finishes(client, templates, alice,
@@ -442,3 +459,27 @@ def test_progress_is_written_in_chunks_not_per_item(client, templates, alice):
     # 10 chunks of 100, more if a chunk took over half a second (a loaded machine).
     assert 10 <= len(logged) <= 150, len(logged)  # per item it would be 1000
     assert logged == sorted(logged) and logged[-1] == 100
+
+
+def test_batch_code_leaves_the_job_table_to_the_job_records_module():
+    """Job progress is written through qrq.queue.jobs, never by SQL of its own."""
+    from pathlib import Path
+
+    import qrq.batch
+
+    for path in Path(qrq.batch.__file__).parent.glob("*.py"):
+        source = path.read_text()
+        assert not re.search(r"\b(update|into)\s+job\b", source, re.I), path
+
+
+def test_a_run_that_lost_its_lease_does_not_write_progress(client, templates, alice):
+    job_id = submit(client, alice[1], {"template_ids": [2], "options": {"copies": 3}})[
+        "batch_job_id"]
+    huey.dequeue()  # leased to this process
+    batch_run._report(huey.storage, job_id, 40, "ours")
+    assert jobs.get(huey.storage, job_id)["progress"] == 40
+    huey.storage.sql("update job set worker = 'another/1:feed' where id = ?", (job_id,),
+                     commit=True)  # another consumer took the job over
+    batch_run._report(huey.storage, job_id, 70, "stale")
+    assert (jobs.get(huey.storage, job_id)["progress"], jobs.get(huey.storage, job_id)["stage"]
+            ) == (40, "ours")

@@ -83,3 +83,23 @@ def test_bad_arguments_and_bad_input(runner, templates, tmp_path, settings):
     unknown = runner.invoke(main, ["batch", "items", "0c1d2e3f-0000-4000-8000-000000000000"])
     assert unknown.exit_code == 1 and "no batch" in unknown.output
     assert huey.storage.queue_size() == 0
+
+
+def test_csv_that_is_not_utf8_or_not_printable_is_refused_without_a_traceback(runner, templates,
+                                                                              tmp_path):
+    path = tmp_path / "bad.csv"
+    # A lone surrogate written as UTF-8 would be (ED A0 80): not valid UTF-8.
+    path.write_bytes(b"template_id,data,title\n1,https://a.example/1,ok\n"
+                     b"1,https://a.example/\xed\xa0\x80,x\n")
+    result = runner.invoke(main, ["batch", "submit", "--csv", str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "line 3" in result.output and "UTF-8" in result.output
+    path.write_text("template_id,data,title\n1,https://a.example/1,Zoë Łódź\n",
+                    encoding="utf-8")
+    result = runner.invoke(main, ["batch", "submit", "--csv", str(path)])
+    assert result.exit_code == 1 and "items[0].title" in result.output, result.output
+    result = runner.invoke(main, ["batch", "submit", "--template", "1", "--count", "2",
+                                  "-o", "title=\udced"])  # an undecodable argument byte
+    assert result.exit_code == 1 and "options.title" in result.output, result.output
+    assert huey.storage.queue_size() == 0

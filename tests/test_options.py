@@ -35,6 +35,11 @@ TEMPLATE = {
     ({"data": "{copy.__class__}"}, "options.data"),
     ({"data": "é" * 3000}, "options.data"),  # longer than any QR code holds
     ({"colour": "#000000"}, "options.colour"),
+    ({"data": "https://x.example/\ud800"}, "options.data"),  # a lone surrogate
+    ({"title": "a\udfff"}, "options.title"),
+    ({"lines": ["ok", "\ud800"]}, "options.lines[1]"),
+    ({"title": "Zoë Łódź 東京"}, "options.title"),  # the PDF fonts cannot print Ł or 東
+    ({"lines": ["東京"]}, "options.lines[0]"),
 ])
 def test_bad_options_name_their_field(options, field):
     with pytest.raises(ValidationError) as caught:
@@ -61,3 +66,22 @@ def test_options_override_the_template():
 def test_custom_page_size_in_mm():
     spec = build_spec({**TEMPLATE, "page_size": "85x55", "grid": "1x1"}, {"size_mm": 50})
     assert (spec.page_width_mm, spec.page_height_mm) == (85.0, 55.0)
+
+
+def test_text_outside_the_pdf_fonts_is_refused_naming_the_character():
+    with pytest.raises(ValidationError) as caught:
+        prepare(TEMPLATE, {"title": "Zoë Łódź"}, 10)
+    assert "'Ł'" in caught.value.message and "U+0141" in caught.value.message
+    spec, _ = prepare(TEMPLATE, {"title": "Zoë Café – 5 €"}, 10)  # all in Windows-1252
+    assert spec.title == "Zoë Café – 5 €"
+
+
+def test_a_stored_template_with_unprintable_text_is_refused_before_rendering():
+    with pytest.raises(ValidationError) as caught:
+        prepare({**TEMPLATE, "title": "東京"}, {}, 10)
+    assert caught.value.field == "title"
+    with pytest.raises(ValidationError) as caught:
+        prepare({**TEMPLATE, "lines": ["ok", "Łódź"]}, {}, 10)
+    assert caught.value.field == "lines[1]"
+    spec, _ = prepare({**TEMPLATE, "title": "東京"}, {"title": "Tokyo"}, 10)
+    assert spec.title == "Tokyo"  # the option replaces the unprintable title

@@ -5,6 +5,7 @@ import pytest
 import zxingcpp
 from PIL import Image
 
+from qrq.cards.pdf import UnprintableText
 from qrq.cards.qr import CardSpec, DataTooLong, dark_runs, qr_matrix, render_pdf
 
 A4 = (210.0, 297.0)
@@ -76,4 +77,20 @@ def test_failed_render_keeps_no_partial_file(tmp_path):
     spec = CardSpec(*A4)
     with pytest.raises(DataTooLong):
         render_pdf(spec, ["ok", "x" * 5000], tmp_path / "out.pdf")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_western_european_text_prints_and_the_title_keeps_any_text(tmp_path):
+    spec = CardSpec(*A4, title="Zoë Café", lines=("Crème brûlée – 5 €",))
+    result = render_pdf(spec, ["x"], tmp_path / "out.pdf", title="Zoë Łódź 東京")
+    reader = pypdf.PdfReader(result.path)
+    text = reader.pages[0].extract_text()
+    assert "Zoë Café" in text and "Crème brûlée – 5 €" in text
+    assert reader.metadata.title == "Zoë Łódź 東京"  # metadata is UTF-16: any text
+
+
+@pytest.mark.parametrize("text", ["Zoë Łódź", "東京", "\ud800"])
+def test_text_the_fonts_cannot_print_is_refused_not_replaced(tmp_path, text):
+    with pytest.raises(UnprintableText, match="cannot print"):
+        render_pdf(CardSpec(*A4, lines=(text,)), ["x"], tmp_path / "out.pdf")
     assert list(tmp_path.iterdir()) == []

@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from qrq.appdb.db import app_db
+from qrq.appdb.models import Template
 from qrq.cards import options as opts
 from qrq.errors import NotFound, PayloadTooLarge, ValidationError
 
@@ -72,7 +74,7 @@ def check_item_data(value: Any, field: str) -> str:
         raise ValidationError(f"must be at most {opts.MAX_DATA} characters", field=field)
     if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in value):
         raise ValidationError("must not contain control characters", field=field)
-    return value
+    return opts.check_unicode(value, field)
 
 
 def _pattern_payloads(template: dict, options: dict, job_id: str, copies: int,
@@ -302,9 +304,6 @@ def rows_in_order(storage, sql: str, params: tuple) -> Iterator[tuple]:
 
 def load_templates(ids: list[int]) -> dict[int, dict]:
     """``{id: template.to_dict()}`` of those of *ids* that exist (app_db must be bound)."""
-    from qrq.appdb.db import app_db
-    from qrq.appdb.models import Template
-
     found: dict[int, dict] = {}
     with app_db.connection_context():
         for i in range(0, len(ids), 500):

@@ -33,16 +33,10 @@ from qrq.batch import (
     rows_in_order,
 )
 from qrq.cards import options as opts
-from qrq.cards.batch_render import (
-    CardSheets,
-    PdfStream,
-    matrix_png,
-    matrix_svg,
-    pack_rows,
-    unpack_matrix,
-)
 from qrq.cards.encoder import qr_rows
-from qrq.cards.qr import replace_atomically
+from qrq.cards.images import matrix_png, matrix_svg, pack_rows, unpack_matrix
+from qrq.cards.pdf import PdfStream
+from qrq.cards.qr import CardSheets, replace_atomically
 from qrq.errors import NotFound, QrqError
 from qrq.queue import jobs
 
@@ -96,8 +90,9 @@ def item_code(storage, job_id: str, idx: int, fmt: str, options: dict[str, Any],
     return render_code(unpack_matrix(packed), data, fmt, spec)
 
 
-def _write_chunk(storage, job_id: str, rows: list[tuple], total: int) -> tuple[int, int]:
-    """Item results, the batch's counts and the job's progress, in one transaction."""
+def _write_chunk(storage, job_id: str, rows: list[tuple], total: int) -> bool:
+    """Item results, the batch's counts and the job's progress, in one transaction;
+    return whether a cancel was asked."""
     with storage.db(commit=True) as curs:
         curs.executemany("update batch_item set status = ?, matrix = ?, error = ? "
                          "where job_id = ? and idx = ? and status = 'pending'", rows)
@@ -108,36 +103,31 @@ def _write_chunk(storage, job_id: str, rows: list[tuple], total: int) -> tuple[i
                      "and status = 'failed') where job_id = ?1 returning completed, failed",
                      (job_id,))
         ok, failed = curs.fetchone()
-        curs.execute("update job set progress = ?, stage = ? where id = ? and "
-                     "status = 'running'", (ENCODE_SHARE * (ok + failed) // max(1, total),
-                                            f"encoding {ok + failed}/{total} "
-                                            f"({failed} failed)", job_id))
-    return ok, failed
-
-
-def _canceled(storage, job_id: str) -> bool:
-    rows = storage.sql("select cancel_requested from job where id = ?", (job_id,),
-                       results=True)
-    return bool(rows and rows[0][0])
+        return jobs.record_progress(curs, job_id, storage.owner,
+                                    ENCODE_SHARE * (ok + failed) // max(1, total),
+                                    f"encoding {ok + failed}/{total} ({failed} failed)")
 
 
 def encode_pending(storage, job_id: str, total: int, specs: _Specs,
                    check: Callable[[], None]) -> tuple[int, bool]:
     """Encode the pending items in index order; return ``(encoded, canceled)``.
 
-    *check* is called before each item (it raises on a timeout); a cancel
-    request stops the loop at the next item, after writing what is done.
+    *check* is called before each item (it raises on a timeout). A cancel
+    request is seen before the first item and at each chunk's write (at most
+    :data:`CHUNK` items or :data:`CHUNK_SECONDS` later); the loop stops there,
+    what is done being written.
     """
     rows: list[tuple] = []
-    encoded, canceled = 0, False
+    encoded = 0
+    job = jobs.get(storage, job_id)
+    canceled = bool(job and job["cancel_requested"])
     flushed_at = time.monotonic()
     sql = ("select idx, template_id, data, title, lines from batch_item "
            "where job_id = ? and status = 'pending' and idx > ?")
     for idx, template_id, data, title, lines in rows_in_order(storage, sql, (job_id,)):
-        check()
-        if _canceled(storage, job_id):
-            canceled = True
+        if canceled:
             break
+        check()
         try:
             spec = specs.get(template_id, title, lines)
             if spec is None:
@@ -150,15 +140,15 @@ def encode_pending(storage, job_id: str, total: int, specs: _Specs,
             rows.append(("failed", None, message, job_id, idx))
         encoded += 1
         if len(rows) >= CHUNK or time.monotonic() - flushed_at >= CHUNK_SECONDS:
-            _write_chunk(storage, job_id, rows, total)
+            canceled = _write_chunk(storage, job_id, rows, total)
             rows, flushed_at = [], time.monotonic()
     _write_chunk(storage, job_id, rows, total)
     return encoded, canceled
 
 
 def _report(storage, job_id: str, percent: int, stage: str) -> None:
-    storage.sql("update job set progress = ?, stage = ? where id = ? and status = 'running'",
-                (percent, stage, job_id), commit=True)
+    with storage.db(commit=True) as curs:
+        jobs.record_progress(curs, job_id, storage.owner, percent, stage)
 
 
 def assemble(storage, artifacts: Path, job_id: str, total: int, specs: _Specs,

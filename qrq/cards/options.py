@@ -16,6 +16,7 @@ from typing import Any
 
 from qrq.cards.encoder import ERROR_CORRECTION, DataTooLong
 from qrq.cards.encoder import check_fits as fits_in_a_code
+from qrq.cards.pdf import unprintable
 from qrq.cards.qr import CardSpec
 from qrq.errors import ValidationError
 
@@ -36,7 +37,47 @@ class Field:
     check: Callable[[Any, str], Any]
 
 
-def _text(max_len: int) -> Callable[[Any, str], str]:
+def check_unicode(value: str, field: str) -> str:
+    """Refuse a lone surrogate (``"\\ud800"``, valid JSON but not text): it cannot be
+    encoded, so neither stored as UTF-8 nor put in a code."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"must be valid Unicode text: a lone surrogate "
+                              f"U+{ord(value[exc.start]):04X} at character {exc.start}",
+                              field=field) from None
+    return value
+
+
+def check_printable(value: str, field: str) -> str:
+    """Refuse text the PDF fonts cannot print, rather than print ``?`` in its place."""
+    char = unprintable(check_unicode(value, field))
+    if char is not None:
+        raise ValidationError(f"cannot print {char!r} (U+{ord(char):04X}): titles and lines "
+                              "are printed in Western European characters (Windows-1252)",
+                              field=field)
+    return value
+
+
+def _printable_pattern() -> str:
+    """A JSON Schema pattern of the text the PDF fonts print, as ``\\uXXXX`` ranges."""
+    chars = sorted({ch for ch in map(chr, range(32, 0x2200)) if unprintable(ch) is None})
+    ranges: list[list[int]] = []
+    for code in map(ord, chars):
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return "^[" + "".join(f"\\u{a:04x}" + (f"-\\u{b:04x}" if b > a else "")
+                          for a, b in ranges) + "]*$"
+
+
+_PRINTABLE_PATTERN = _printable_pattern()
+
+
+def _text(max_len: int, printed: bool = False) -> Callable[[Any, str], str]:
+    """A check of a string of at most *max_len* characters; *printed* text must be
+    printable on a PDF page too."""
     def check(value: Any, field: str) -> str:
         if not isinstance(value, str):
             raise ValidationError("must be a string", field=field)
@@ -44,8 +85,10 @@ def _text(max_len: int) -> Callable[[Any, str], str]:
             raise ValidationError(f"must be at most {max_len} characters", field=field)
         if any(ord(ch) < 32 for ch in value):
             raise ValidationError("must not contain control characters", field=field)
-        return value
+        return check_printable(value, field) if printed else check_unicode(value, field)
     check.json_schema = {"type": "string", "maxLength": max_len}
+    if printed:
+        check.json_schema["pattern"] = _PRINTABLE_PATTERN
     return check
 
 
@@ -86,7 +129,8 @@ def check_lines(value: Any, field: str) -> tuple[str, ...]:
         raise ValidationError("must be a list of strings", field=field)
     if len(value) > MAX_LINES:
         raise ValidationError(f"must have at most {MAX_LINES} lines", field=field)
-    return tuple(_text(MAX_TEXT)(line, f"{field}[{i}]") for i, line in enumerate(value))
+    return tuple(_text(MAX_TEXT, printed=True)(line, f"{field}[{i}]")
+                 for i, line in enumerate(value))
 
 
 def check_colors(value: Any, field: str) -> dict[str, str]:
@@ -133,7 +177,7 @@ _position = _number(0, 1200)
 # What each named check accepts, as JSON Schema (the factories above say it themselves).
 check_payload.json_schema = {"type": "string", "minLength": 1, "maxLength": MAX_DATA}
 check_lines.json_schema = {"type": "array", "maxItems": MAX_LINES,
-                           "items": _text(MAX_TEXT).json_schema}
+                           "items": _text(MAX_TEXT, printed=True).json_schema}
 check_colors.json_schema = {"type": "object", "additionalProperties": False, "properties": {
     key: {"type": "string", "pattern": f"^{_HEX.pattern}$"} for key in ("fg", "bg")}}
 check_page_size.json_schema = {"type": "string", "anyOf": [
@@ -148,8 +192,10 @@ check_position.json_schema = {**_position.json_schema,
 FIELDS = {f.name: f for f in (
     Field("data", "The QR payload; may use {template_id}, {domain}, {copy}, {job_id}.",
           check_payload),
-    Field("title", "Title printed above the code.", _text(MAX_TEXT)),
-    Field("lines", f"Up to {MAX_LINES} text lines printed under the code.", check_lines),
+    Field("title", "Title printed above the code, in Western European characters "
+          "(Windows-1252).", _text(MAX_TEXT, printed=True)),
+    Field("lines", f"Up to {MAX_LINES} text lines printed under the code, in Western "
+          "European characters (Windows-1252).", check_lines),
     Field("size_mm", "Side of the QR code, quiet zone included, in mm (5 to 500).",
           _number(5, 500)),
     Field("qr_x_mm", "QR position from the card's left edge in mm; null centres it.",
@@ -213,6 +259,11 @@ def template_fields(template: dict[str, Any]) -> dict[str, Any]:
 def build_spec(template: dict[str, Any], options: dict[str, Any]) -> CardSpec:
     """Merge checked *options* over *template* (its ``to_dict()``) into a CardSpec."""
     values = {**template_fields(template), **options}
+    # Text a template stored before it was checked must not be printed as "?" either.
+    where = {name: f"options.{name}" if name in options else name for name in ("title", "lines")}
+    check_printable(values["title"], where["title"])
+    for i, line in enumerate(values["lines"]):
+        check_printable(line, f"{where['lines']}[{i}]")
     width, height = check_page_size(values["page_size"], "page_size")
     cols, rows = check_grid(values["grid"], "grid")
     colors = {"fg": "#000000", "bg": "#ffffff", **template["colors"],

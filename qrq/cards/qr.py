@@ -1,9 +1,12 @@
-"""QR codes drawn as vector paths onto PDF pages (pure: no Flask, Huey or database).
+"""Cards laid out on pages: QR codes drawn as vector paths, text, pages (pure: no
+Flask, Huey or database).
 
 Each code is built from the qrcode matrix and drawn as filled rectangles, one
 per horizontal run of dark modules, so it stays crisp at any zoom, adds a few
-kilobytes per code and needs no raster image. Text is drawn with
-``drawString``, which never interprets markup, so user text appears as typed.
+kilobytes per code and needs no raster image. Text is drawn as a literal string,
+never interpreted as markup, so user text appears as typed. Pages go to
+:class:`~qrq.cards.pdf.PdfStream`, the one PDF writer, for a single-template job
+(:func:`render_pdf`) and a batch (:class:`CardSheets`) alike.
 """
 
 from __future__ import annotations
@@ -15,15 +18,13 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from reportlab.lib.colors import HexColor
 from reportlab.lib.units import mm
-from reportlab.pdfgen.canvas import Canvas
 
 from qrq.cards.encoder import ERROR_CORRECTION, DataTooLong, check_fits, qr_matrix  # noqa: F401
+from qrq.cards.pdf import FONT, FONT_BOLD, PageContent, PdfStream, text_width
 
 _DARK = re.compile(rb"\x01+")
-FONT = "Helvetica"
-FONT_BOLD = "Helvetica-Bold"
+A4_MM = (210.0, 297.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,35 +73,26 @@ def dark_runs(matrix: Sequence[Sequence[bool]]) -> Iterable[tuple[int, int, int]
             yield r, found.start(), found.end() - found.start()
 
 
-def draw_qr(canvas: Canvas, matrix: Sequence[Sequence[bool]], x: float, y: float,
+def draw_qr(page: PageContent, matrix: Sequence[Sequence[bool]], x: float, y: float,
             size: float, fg: str, bg: str, quiet_zone: int) -> None:
     """Draw *matrix* with its quiet zone as a *size*-point square at (x, y), bottom-left."""
-    n = len(matrix)
-    module = size / (n + 2 * quiet_zone)
-    canvas.setFillColor(HexColor(bg))
-    canvas.rect(x, y, size, size, stroke=0, fill=1)
-    # Draw in module units (origin at the top-left module, y downwards): every
-    # coordinate is a small integer, short to write and exact.
-    canvas.saveState()
-    canvas.translate(x + quiet_zone * module, y + size - quiet_zone * module)
-    canvas.scale(module, -module)
-    path = canvas.beginPath()
-    for r, c, length in dark_runs(matrix):
-        path.rect(c, r, length, 1)
-    canvas.setFillColor(HexColor(fg))
-    canvas.drawPath(path, stroke=0, fill=1)
-    canvas.restoreState()
+    module = size / (len(matrix) + 2 * quiet_zone)
+    page.fill_color(bg)
+    page.fill_rect(x, y, size, size)
+    page.fill_color(fg)
+    page.fill_runs(x + quiet_zone * module, y + size - quiet_zone * module, module,
+                   list(dark_runs(matrix)))
 
 
-def _fit_font(canvas: Canvas, text: str, font: str, size: float, max_width: float) -> float:
+def _fit_font(text: str, font: str, size: float, max_width: float) -> float:
     """The largest font size up to *size* at which *text* fits *max_width* points."""
-    width = canvas.stringWidth(text, font, size)
+    width = text_width(text, font, size)
     if width <= max_width or width == 0:
         return size
     return max(4.0, size * max_width / width)
 
 
-def draw_card(canvas: Canvas, spec: CardSpec, payload: str, x0: float, y0: float,
+def draw_card(page: PageContent, spec: CardSpec, payload: str, x0: float, y0: float,
               matrix: Sequence[Sequence[bool]] | None = None) -> None:
     """Draw one card whose bottom-left corner is at (x0, y0) points."""
     card_w, card_h = spec.card_width_mm * mm, spec.card_height_mm * mm
@@ -119,21 +111,60 @@ def draw_card(canvas: Canvas, spec: CardSpec, payload: str, x0: float, y0: float
         qr_y = y0 + spec.qr_y_mm * mm
     if matrix is None:
         matrix = qr_matrix(payload, spec.error_correction)
-    draw_qr(canvas, matrix, qr_x, qr_y, size, spec.fg_color, spec.bg_color, spec.quiet_zone)
+    draw_qr(page, matrix, qr_x, qr_y, size, spec.fg_color, spec.bg_color, spec.quiet_zone)
 
-    canvas.setFillColor(HexColor(spec.fg_color))
+    page.fill_color(spec.fg_color)
     centre = x0 + card_w / 2
     usable = card_w - 2 * margin
     if spec.title:
-        pt = _fit_font(canvas, spec.title, FONT_BOLD, title_pt, usable)
-        canvas.setFont(FONT_BOLD, pt)
-        canvas.drawCentredString(centre, y0 + card_h - margin - pt, spec.title)
+        pt = _fit_font(spec.title, FONT_BOLD, title_pt, usable)
+        page.centred_text(centre, y0 + card_h - margin - pt, spec.title, FONT_BOLD, pt)
     baseline = y0 + margin + line_pt * 1.25 * (len(spec.lines) - 1)
     for line in spec.lines:
-        pt = _fit_font(canvas, line, FONT, line_pt, usable)
-        canvas.setFont(FONT, pt)
-        canvas.drawCentredString(centre, baseline, line)
+        pt = _fit_font(line, FONT, line_pt, usable)
+        page.centred_text(centre, baseline, line, FONT, pt)
         baseline -= line_pt * 1.25
+
+
+class CardSheets:
+    """Cards laid out ``cols x rows`` per page as their spec says, streamed to a PdfStream.
+
+    Cards of one layout fill a page in order; a card of another page size or
+    grid starts a new page.
+    """
+
+    def __init__(self, pdf: PdfStream) -> None:
+        self.pdf = pdf
+        self.page = PageContent()
+        self.layout: tuple | None = None
+        self.slot = 0
+        self.cards = 0
+
+    def add(self, spec: CardSpec, payload: str, matrix) -> None:
+        layout = (spec.page_width_mm, spec.page_height_mm, spec.cols, spec.rows)
+        if layout != self.layout or self.slot == spec.cards_per_page:
+            self.flush()
+            self.layout = layout
+        col, row = self.slot % spec.cols, self.slot // spec.cols
+        draw_card(self.page, spec, payload, col * spec.card_width_mm * mm,
+                  (spec.page_height_mm - (row + 1) * spec.card_height_mm) * mm, matrix)
+        self.slot += 1
+        self.cards += 1
+
+    def flush(self) -> None:
+        """Write the page being filled, if it has a card."""
+        if self.slot:
+            width, height = self.layout[0] * mm, self.layout[1] * mm
+            self.pdf.add_page(width, height, self.page.take())
+            self.slot = 0
+
+    def close(self) -> int:
+        """Finish the last page; a PDF without cards gets one blank A4 page. Returns pages."""
+        self.flush()
+        if not self.pdf.pages:
+            self.pdf.add_page(A4_MM[0] * mm, A4_MM[1] * mm, b"")
+        self.pdf.close()
+        return len(self.pdf.pages)
 
 
 def replace_atomically(tmp: Path, final: Path) -> None:
@@ -158,28 +189,23 @@ def render_pdf(spec: CardSpec, payloads: Sequence[str], out_path: Path, *,
     per_page = spec.cards_per_page
     pages = max(1, math.ceil(len(payloads) / per_page))
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    page_w, page_h = spec.page_width_mm * mm, spec.page_height_mm * mm
-    card_w, card_h = spec.card_width_mm * mm, spec.card_height_mm * mm
-    canvas = Canvas(str(tmp), pagesize=(page_w, page_h), pageCompression=1)
-    canvas.setTitle(title)
-    canvas.setCreator("qrq")
     # Identical payloads (copies of one code) share one matrix.
     cache: dict[str, list[list[bool]]] = {}
     try:
-        for page in range(pages):
-            for slot, payload in enumerate(payloads[page * per_page:(page + 1) * per_page]):
-                col, row = slot % spec.cols, slot // spec.cols
-                matrix = cache.get(payload)
-                if matrix is None:
-                    if len(cache) > 64:
-                        cache.clear()
-                    matrix = cache[payload] = qr_matrix(payload, spec.error_correction)
-                draw_card(canvas, spec, payload, col * card_w,
-                          page_h - (row + 1) * card_h, matrix)
-            canvas.showPage()
-            if progress is not None:
-                progress(page + 1, pages)
-        canvas.save()
+        with open(tmp, "wb") as out:
+            sheets = CardSheets(PdfStream(out, title))
+            for page in range(pages):
+                for payload in payloads[page * per_page:(page + 1) * per_page]:
+                    matrix = cache.get(payload)
+                    if matrix is None:
+                        if len(cache) > 64:
+                            cache.clear()
+                        matrix = cache[payload] = qr_matrix(payload, spec.error_correction)
+                    sheets.add(spec, payload, matrix)
+                sheets.flush()
+                if progress is not None:
+                    progress(page + 1, pages)
+            sheets.close()
         replace_atomically(tmp, out_path)
     finally:
         if tmp.exists():

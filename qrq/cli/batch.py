@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
-import time
 import uuid
 from pathlib import Path
 
 import click
 
 from qrq import batch
+from qrq.appdb.models import User
 from qrq.cli.base import get_app_db, get_queue, main
-from qrq.cli.jobs import _parse_option
-from qrq.queue import jobs
+from qrq.cli.jobs import _parse_option, wait_for
 
 
 def _owner_id(name: str | None) -> int | None:
     if name is None:
         return None
-    from qrq.appdb.models import User
-
     with get_app_db().connection_context():
         user = User.get_or_none(User.name == name)
     if user is None:
@@ -30,7 +28,14 @@ def _owner_id(name: str | None) -> int | None:
 
 def _csv_items(path: Path, template_id: int | None) -> list[dict]:
     """Items from a CSV with a header: ``data`` (required), ``template_id``, ``title``."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise click.BadParameter(f"line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                                 "save the file as UTF-8", param_hint="--csv") from None
+    with io.StringIO(text, newline="") as fh:
         reader = csv.DictReader(fh)
         columns = set(reader.fieldnames or ())
         if "data" not in columns:
@@ -56,21 +61,11 @@ def _csv_items(path: Path, template_id: int | None) -> list[dict]:
 
 def wait_for_batch(huey, job_id: str, total: int, timeout: float) -> dict:
     """Poll a batch to its end with a progress bar over its items; return its job record."""
-    deadline = time.monotonic() + timeout
-    with click.progressbar(length=total, label="encoding", show_pos=True) as bar:
-        done = 0
-        while True:
-            job = jobs.get(huey.storage, job_id)
-            found = batch.counts(huey.storage, job_id)
-            now = found["completed"] + found["failed"]
-            bar.update(now - done)
-            done = now
-            if job["status"] in jobs.ENDED:
-                return job
-            if time.monotonic() > deadline:
-                raise click.ClickException(f"batch {job_id} still {job['status']} after "
-                                           f"{timeout:g}s; is a consumer running (qrq worker)?")
-            time.sleep(0.2)
+    def items_done(job: dict) -> int:
+        found = batch.counts(huey.storage, job_id)
+        return found["completed"] + found["failed"]
+
+    return wait_for(huey, job_id, "encoding", timeout, length=total, position=items_done)
 
 
 def _report(huey, job_id: str, job: dict) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -22,15 +23,19 @@ def _parse_option(value: str) -> tuple[str, object]:
         return key, raw  # a bare word is a string
 
 
-def wait_for(huey, job_id: str, label: str, timeout: float) -> dict:
-    """Poll a job to its end with a progress bar; return its record."""
+def wait_for(huey, job_id: str, label: str, timeout: float, *, length: int = 100,
+             position: Callable[[dict], int] | None = None) -> dict:
+    """Poll a job to its end with a progress bar; return its record. The bar shows the
+    job's percent, or ``position(job)`` out of *length* (a batch's items done)."""
     deadline = time.monotonic() + timeout
-    with click.progressbar(length=100, label=label, show_percent=True) as bar:
+    with click.progressbar(length=length, label=label, show_percent=True,
+                           show_pos=position is not None) as bar:
         done = 0
         while True:
             job = jobs.get(huey.storage, job_id)
-            bar.update(job["progress"] - done)
-            done = job["progress"]
+            now = job["progress"] if position is None else position(job)
+            bar.update(now - done)
+            done = now
             if job["status"] in jobs.ENDED:
                 return job
             if time.monotonic() > deadline:

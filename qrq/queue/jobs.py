@@ -240,3 +240,15 @@ def public_view(job: dict[str, Any], *, admin: bool = False) -> dict[str, Any]:
         view["worker"] = job["worker"]
         view["traceback"] = job["traceback"]
     return view
+
+
+def record_progress(curs, job_id: str, worker: str, percent: float, stage: str = "") -> bool:
+    """Store a running job's progress in the caller's transaction (beside the writes it
+    reports on); return whether a cancel was asked. Unlike :func:`report_progress` it
+    does not raise: the caller decides where to stop. Only the run holding the lease
+    (*worker*, the storage's ``owner``) writes; for any other it is a no-op."""
+    curs.execute("update job set progress = ?, stage = ? where id = ? and status = 'running' "
+                 "and worker = ? returning cancel_requested",
+                 (max(0, min(100, int(percent))), stage[:200], job_id, worker))
+    row = curs.fetchone()
+    return bool(row and row[0])
