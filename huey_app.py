@@ -11,6 +11,7 @@ import tasks.mail  # noqa: F401
 import tasks.maintenance  # noqa: F401
 import tasks.pdf  # noqa: F401
 import tasks.retention  # noqa: F401
+import tasks.webhook  # noqa: F401
 from qrq.queue import huey, load_task_modules
 
 load_task_modules(huey.settings)

@@ -50,6 +50,7 @@ class QrqHuey(Huey):
         super().__init__(name, results=False, utc=True, **self._storage_kwargs(settings))
         self.storage.synchronous = settings.enqueue_sync
         self.serializer = SignedSerializer(secret=settings.secret_key, salt="qrq")
+        self._end_hooks: list[Callable[[str], Any]] = []
         self.post_execute(name="qrq_record_outcome")(self._record_outcome)
         self._signal.connect(self._on_expired, S.SIGNAL_EXPIRED)
         self._signal.connect(self._on_revoked, S.SIGNAL_REVOKED)
@@ -126,6 +127,7 @@ class QrqHuey(Huey):
                 # end the job visibly rather than leave it "running".
                 self.storage.complete(task.id, state.outcome or {
                     "status": "failed", "error": "internal error: the run left no outcome"})
+                self.job_ended(task.id)
 
     def _record_outcome(self, task, value, exc) -> None:
         if exc is None:
@@ -211,9 +213,29 @@ class QrqHuey(Huey):
 
         Returns the job's status afterwards.
         """
-        if not self.storage.cancel_queued(job_id):
+        if self.storage.cancel_queued(job_id):
+            self.job_ended(job_id)
+        else:
             jobs.flag_cancel(self.storage, job_id)
         return jobs.get(self.storage, job_id)["status"]
+
+    # -- job end hooks (webhooks) ----------------------------------------------------------
+
+    def on_job_end(self, hook: Callable[[str], Any]) -> Callable[[str], Any]:
+        """Call ``hook(job_id)`` after a job's end is recorded (finished, failed,
+        canceled, expired), in the process that recorded it."""
+        if hook not in self._end_hooks:
+            self._end_hooks.append(hook)
+        return hook
+
+    def job_ended(self, job_id: str) -> None:
+        """Run the end hooks; a failing hook is logged and never touches the job."""
+        for hook in self._end_hooks:
+            try:
+                hook(job_id)
+            except Exception:
+                logger.exception("job end hook %s failed for job %s",
+                                 getattr(hook, "__name__", hook), job_id)
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:

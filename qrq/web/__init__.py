@@ -24,6 +24,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         ops,
         params,
         waiting,
+        webhooks,
     )
     from qrq.web import analytics as analytics_api
     from qrq.web import batch as batch_api
@@ -66,6 +67,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     params.init_app(app)  # the int converter, before any route uses it
     app.register_blueprint(api.bp)
     app.register_blueprint(events.bp)
+    app.register_blueprint(webhooks.bp)
     app.register_blueprint(batch_api.bp)
     app.register_blueprint(admin_api.bp)
     app.register_blueprint(backups_api.bp)

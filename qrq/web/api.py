@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, url_for
@@ -15,6 +16,7 @@ from qrq.cards.generate import artifact_path, prepare
 from qrq.errors import Conflict, JobNotFinished, NotFound, TooManyJobs, ValidationError
 from qrq.queue import PRIORITY, huey, jobs, submit
 from qrq.web import waiting
+from qrq.web import webhooks as webhook_api
 from qrq.web.auth import current_user, login_required
 from qrq.web.downloads import send_artifact
 from qrq.web.paging import choice_arg, cursor_value, paged, read_page
@@ -75,7 +77,7 @@ def estimate_completion(job_type: str) -> float:
 @login_required
 def generate_qr_pdf():
     """Queue a QR-code PDF of a template; answers 202 with the job id at once."""
-    body = json_object({"template_id", "options"}, {"template_id"})
+    body = json_object({"template_id", "options", "callback_url"}, {"template_id"})
     check_job_quota()
     template_id = int_field(body["template_id"], "template_id")
     template = Template.first_by("id", template_id)
@@ -84,8 +86,11 @@ def generate_qr_pdf():
     settings = current_app.config["QRQ"]
     options = body.get("options") or {}
     prepare(template.to_dict(), options, settings.max_copies)  # 422 before enqueue
-    job_id = submit(pdf_task, template_id, options, owner_id=current_user().id,
-                    params={"template_id": template_id, "options": options})
+    callback = webhook_api.callback_url(body.get("callback_url", webhook_api.UNSET))
+    job_id = str(uuid.uuid4())
+    webhook_api.submit_with_callback(job_id, callback, lambda: submit(
+        pdf_task, template_id, options, owner_id=current_user().id,
+        params={"template_id": template_id, "options": options}, id=job_id))
     status_url = url_for("api.job_status", job_id=job_id)
     response = jsonify(job_id=job_id, status="queued", status_url=status_url,
                        estimated_completion=jobs.iso(estimate_completion("pdf")))

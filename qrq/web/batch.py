@@ -17,6 +17,7 @@ from qrq.web.auth import current_user, login_required
 from qrq.web.downloads import send_artifact
 from qrq.web.paging import cursor_value, paged, read_page
 from qrq.web.params import int_arg, json_value
+from qrq.web.webhooks import UNSET, callback_url, submit_with_callback
 from tasks.batch import enqueue_batch, enqueue_retry
 
 bp = Blueprint("batch", __name__, url_prefix="/api/batch")
@@ -56,9 +57,11 @@ def generate_qrs():
     body = json_value()
     check_job_quota()
     job_id = str(uuid.uuid4())
+    given = body.pop("callback_url", UNSET) if isinstance(body, dict) else UNSET
     checked = batch.parse_request(body, batch.load_templates, job_id,
                                   settings.max_batch_items)
-    enqueue_batch(checked, job_id, current_user().id)
+    submit_with_callback(job_id, callback_url(given),
+                         lambda: enqueue_batch(checked, job_id, current_user().id))
     status_url = url_for("api.job_status", job_id=job_id)
     response = jsonify(batch_job_id=job_id, total_items=len(checked.items), status="queued",
                        status_url=status_url, items_url=url_for("batch.items", job_id=job_id))
