@@ -262,7 +262,8 @@ def test_a_second_backup_reuses_unchanged_databases_and_backs_up_changed_ones(
         settings, runner, analytics, monkeypatch):
     from qrq.cli import main
 
-    monkeypatch.setattr(backup, "SETTLED_NS", 3600 * 10**9)  # by sha256, not by file times
+    # by sha256, not by file times
+    monkeypatch.setattr(backup.selection, "SETTLED_NS", 3600 * 10**9)
     first = run_backup(settings)
     with sqlite3.connect(analytics[1]) as conn:
         conn.execute("insert into scan (card, ua, data) values (1, 'new', x'00')")
@@ -305,11 +306,12 @@ def test_settled_unchanged_databases_are_reused_without_a_snapshot(settings, ana
     then settled, means no snapshot at all; any write (to the file or only to its
     WAL) means a snapshot again."""
     snapshots = []
-    real_snapshot = backup.snapshot
-    monkeypatch.setattr(backup, "snapshot",
+    real_snapshot = backup.runs.snapshot
+    monkeypatch.setattr(backup.runs, "snapshot",
                         lambda src, dest, timeout: (snapshots.append(src.name),
                                                     real_snapshot(src, dest, timeout)))
-    monkeypatch.setattr(backup, "SETTLED_NS", 0)  # instead of waiting 2 s for files to age
+    # instead of waiting 2 s for files to age
+    monkeypatch.setattr(backup.selection, "SETTLED_NS", 0)
     writer = sqlite3.connect(analytics[2])  # stays open: its writes stay in the WAL
     writer.execute("insert into scan (card, ua, data) values (1, 'in the wal', x'00')")
     writer.commit()
@@ -353,13 +355,13 @@ def test_settled_unchanged_databases_are_reused_without_a_snapshot(settings, ana
 
 def test_recently_changed_files_are_snapshotted_next_time(settings, analytics, monkeypatch):
     """Files changed within SETTLED_NS of a backup are not trusted by their times."""
-    monkeypatch.setattr(backup, "SETTLED_NS", 3600 * 10**9)  # the files are minutes old
+    monkeypatch.setattr(backup.selection, "SETTLED_NS", 3600 * 10**9)  # the files are minutes old
     first = run_backup(settings)
     assert not any(e.get("source_state") for e in first["databases"]
                    if e["name"].startswith("analytics/"))
     snapshots = []
-    real_snapshot = backup.snapshot
-    monkeypatch.setattr(backup, "snapshot",
+    real_snapshot = backup.runs.snapshot
+    monkeypatch.setattr(backup.runs, "snapshot",
                         lambda src, dest, timeout: (snapshots.append(src.name),
                                                     real_snapshot(src, dest, timeout)))
     second = run_backup(settings)

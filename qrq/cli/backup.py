@@ -8,6 +8,16 @@ from pathlib import Path
 
 import click
 
+from qrq.backup import (
+    environment_key,
+    get_set,
+    list_databases,
+    list_sets,
+    restore,
+    run_backup,
+    select_entries,
+    verify_set,
+)
 from qrq.cli.base import get_queue, get_settings, main
 from qrq.humanize import format_bytes
 
@@ -64,13 +74,11 @@ def backup_run(wait: bool, timeout: float) -> None:
 @click.argument("set_id", required=False)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=30, show_default=True)
 def backup_list(set_id: str | None, limit: int) -> None:
-    """List backup sets, newest first, with failed databases; with SET_ID (or latest),
-    every database of that set: status, size, duration.
+    """List backup sets, newest first, with failed databases and damaged sets; with
+    SET_ID (or latest), every database of that set: status, size, duration.
 
     Example: qrq backup list latest
     """
-    from qrq.backup import get_set, list_sets
-
     backups = get_settings().backups_dir
     if set_id:
         manifest = get_set(backups, set_id)
@@ -86,6 +94,9 @@ def backup_list(set_id: str | None, limit: int) -> None:
         click.echo(f"no backups in {backups}")
         return
     for m in sets[:limit]:
+        if m["status"] == "damaged":
+            click.echo(f"{m['id']:<20} {m['created_at']}  {'?':<9} damaged  {m['error']}")
+            continue
         click.echo(f"{m['id']:<20} {m['created_at']}  {m['kind']:<9} {m['status']:<7} "
                    f"{m['ok']}/{m['ok'] + m['failed']} ok  {_mb(m['size']):>12} -> "
                    f"{_mb(m['compressed_size']):>12}  {m['duration']:.1f}s")
@@ -98,20 +109,26 @@ def backup_list(set_id: str | None, limit: int) -> None:
 @click.argument("set_id", default="latest")
 def backup_verify(set_id: str) -> None:
     """Check a set again: restore each database to a temporary file, run
-    integrity_check, compare sha256 and row counts. Exit 1 if any fails.
+    integrity_check, compare sha256 and row counts; one line per database as it is
+    checked. Exit 1 if any fails.
 
     Example: qrq backup verify latest
     """
-    from qrq.backup import get_set, select_entries, verify_set
-
     backups = get_settings().backups_dir
     manifest = get_set(backups, set_id)
-    with click.progressbar(length=len(select_entries(manifest)),
-                           label=f"verifying {manifest['id']}") as bar:
-        results = verify_set(backups, manifest, report=lambda entry, problems: bar.update(1))
-    bad = {name: problems for name, problems in results.items() if problems}
-    for name, problems in bad.items():
-        click.echo(f"FAILED {name}: {'; '.join(problems)}", err=True)
+    count, done = len(select_entries(manifest)), [0]
+    click.echo(f"verifying {count} database(s) of set {manifest['id']}")
+
+    def report(entry: dict, problems: list[str]) -> None:
+        done[0] += 1
+        if problems:
+            click.echo(f"[{done[0]}/{count}] FAILED {entry['name']}: {'; '.join(problems)}",
+                       err=True)
+        else:
+            click.echo(f"[{done[0]}/{count}] ok     {entry['name']} ({_mb(entry.get('size'))})")
+
+    results = verify_set(backups, manifest, report=report)
+    bad = [name for name, problems in results.items() if problems]
     click.echo(f"set {manifest['id']}: {len(results) - len(bad)} ok, {len(bad)} failed")
     if bad:
         raise click.exceptions.Exit(1)
@@ -139,13 +156,15 @@ def _live_consumers(settings) -> list[str]:
 def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: bool) -> None:
     """Restore a backup set (or some of its databases) into a directory.
 
-    Each database is checked (sha256, integrity_check, row counts) before it
-    replaces anything. Over the live data directory only with --force, after a
-    safety backup, and with no consumer running.
+    Every database is checked (sha256, integrity_check, row counts) before
+    anything is replaced, one line each; a damaged set restores nothing. With
+    queue.db comes secret.key, the key that verifies its payloads (unless
+    QRQ_SECRET_KEY is set: it must then be the key the set was made with). Over
+    the live data directory only with --force, after a safety backup, and with no
+    consumer running.
 
     Example: qrq backup restore latest --to /tmp/restored --db app.db
     """
-    from qrq.backup import get_set, list_databases, restore, run_backup, select_entries
     from qrq.queue import locks
 
     settings = get_settings()
@@ -156,6 +175,26 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
     live = {path.resolve() for _, path in list_databases(settings)}
     overwrites_live = to_dir == settings.data_dir or any(
         (to_dir / e["name"]).resolve() in live for e in entries)
+    count, checked = len(entries), [0]
+
+    def report(entry: dict, stage: str) -> None:
+        if stage == "checked":
+            checked[0] += 1
+            click.echo(f"[{checked[0]}/{count}] checked {entry['name']} "
+                       f"({_mb(entry.get('size'))})")
+
+    def safety_backup() -> None:
+        with click.progressbar(length=100, label="safety backup") as bar:
+            done = [0]
+
+            def advance(pct: float, stage: str) -> None:
+                bar.update(int(pct) - done[0])
+                done[0] = int(pct)
+
+            safety = run_backup(settings, "safety", report=advance)
+        click.echo(f"safety backup {safety['id']}: {safety['status']} "
+                   f"({safety['ok']} ok, {safety['failed']} failed)")
+
     with contextlib.ExitStack() as stack:
         if overwrites_live:
             if not force:
@@ -175,23 +214,14 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
                 raise click.ClickException(f"a backup is running: {other}")
             stack.callback(locks.release_lock, storage, "backup", holder)
             stack.callback(storage.close)  # the release opens the restored file afresh
-            with click.progressbar(length=100, label="safety backup") as bar:
-                done = [0]
-
-                def advance(pct: float, stage: str) -> None:
-                    bar.update(int(pct) - done[0])
-                    done[0] = int(pct)
-
-                safety = run_backup(settings, "safety", report=advance)
-            click.echo(f"safety backup {safety['id']}: {safety['status']} "
-                       f"({safety['ok']} ok, {safety['failed']} failed)")
-        with click.progressbar(length=len(entries),
-                               label=f"restoring {manifest['id']}") as bar:
-            restored = restore(backups, manifest, to_dir, names,
-                               report=lambda entry: bar.update(1))
+        click.echo(f"checking {count} database(s) of set {manifest['id']} before "
+                   "replacing anything")
+        restored = restore(backups, manifest, to_dir, names, report=report,
+                           env_key=environment_key(settings),
+                           before_replacing=safety_backup if overwrites_live else lambda: None)
     for path in restored:
         click.echo(f"restored {path}")
-    click.echo(f"{len(restored)} database(s) restored from {manifest['id']} into {to_dir}")
+    click.echo(f"{count} database(s) restored from {manifest['id']} into {to_dir}")
 
 
 @main.group("maintenance")

@@ -1,0 +1,76 @@
+"""Which backup sets to keep: the newest of each of the last days, weeks and months."""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+from collections.abc import Iterable
+
+from qrq.backup.sets import usable_sets
+
+
+def plan_retention(sets: Iterable[dict], daily: int, weekly: int, monthly: int,
+                   tz: datetime.tzinfo = datetime.UTC) -> tuple[list[str], list[str]]:
+    """Which sets to keep and which to delete; a pure function of the manifests.
+
+    Among sets with a good database, the newest of each of the last *daily* days,
+    *weekly* ISO weeks and *monthly* months (in *tz*) are kept. The newest fully
+    good set is always kept, and so are the ``safety`` sets (taken before a restore
+    over the live data) within the daily window. Sets with no good database are
+    kept only while they are younger than the oldest daily set kept, so a failure
+    stays visible.
+    Returns ``(keep, delete)`` as id lists, newest first.
+    """
+    def when(m: dict) -> datetime.datetime:
+        moment = datetime.datetime.fromisoformat(m["created_at"].replace("Z", "+00:00"))
+        return moment.astimezone(tz)
+
+    ordered = sorted(sets, key=lambda m: (m["created_at"], m["id"]), reverse=True)
+    usable = [m for m in ordered if m["ok"]]
+    keep: set[str] = set()
+    buckets = ((daily, lambda d: d.date()), (weekly, lambda d: d.isocalendar()[:2]),
+               (monthly, lambda d: (d.year, d.month)))
+    kept_daily: list[datetime.datetime] = []
+    for rule, (count, bucket) in enumerate(buckets):
+        seen: set = set()
+        for manifest in usable:
+            key = bucket(when(manifest))
+            if key in seen:
+                continue
+            if len(seen) >= count:
+                break
+            seen.add(key)
+            keep.add(manifest["id"])
+            if rule == 0:
+                kept_daily.append(when(manifest))
+    # The newest fully good set, and the newest set with any good database, always stay.
+    for group in ([m for m in ordered if m["status"] == "ok"], usable):
+        if group:
+            keep.add(group[0]["id"])
+    failed = [m for m in ordered if not m["ok"]]
+    if kept_daily:
+        keep.update(m["id"] for m in failed if when(m) >= kept_daily[-1])
+        # A safety set holds what a restore over the live data replaced: it stays for
+        # the daily window even when a later set of the same day is that day's one.
+        keep.update(m["id"] for m in usable
+                    if m.get("kind") == "safety" and when(m) >= kept_daily[-1])
+    elif usable:
+        keep.update(m["id"] for m in failed if when(m) >= when(usable[0]))
+    else:
+        keep.update(m["id"] for m in failed[:max(daily, 1)])
+    return ([m["id"] for m in ordered if m["id"] in keep],
+            [m["id"] for m in ordered if m["id"] not in keep])
+
+
+def apply_retention(settings, tz: datetime.tzinfo = datetime.UTC) -> list[str]:
+    """Delete the sets :func:`plan_retention` does not keep; return their ids.
+
+    Damaged sets are left alone: retention cannot tell what they hold, and they stay
+    listed until an operator looks at them.
+    """
+    backups = settings.backups_dir
+    _, delete = plan_retention(usable_sets(backups), settings.backup_keep_daily,
+                               settings.backup_keep_weekly, settings.backup_keep_monthly, tz)
+    for set_id in delete:
+        shutil.rmtree(backups / set_id, ignore_errors=True)
+    return delete
