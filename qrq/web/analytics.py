@@ -26,6 +26,7 @@ from qrq.errors import Conflict, NotFound, ValidationError
 from qrq.queue import huey, jobs
 from qrq.web.api import check_job_quota
 from qrq.web.auth import current_user, login_required
+from qrq.web.openapi_jobs import CURSOR, LINK_HEADER, NEXT, limit_param
 from qrq.web.paging import cursor_value, paged, read_page
 from tasks.analytics import enqueue_report
 
@@ -264,7 +265,9 @@ OPENAPI_PATHS = {
     "/api/analytics/reports": {"get": {
         "summary": "Cached analytics reports, most requested first",
         "operationId": "listAnalyticsReports",
-        "responses": {"200": {"description": "The reports (without their data).", "content": {
+        "parameters": [limit_param(50, 200), CURSOR],
+        "responses": {"200": {"description": "The reports (without their data).",
+                              "headers": LINK_HEADER, "content": {
             "application/json": {"schema": _object({"reports": {
                 "type": "array", "items": _object({
                     "cache_key": {"type": "string"}, "params": {"type": "object"},
@@ -272,8 +275,9 @@ OPENAPI_PATHS = {
                     "expires_at": {"type": ["string", "null"]},
                     "requests": _COUNT, "requested_at": _TIME,
                     "job_id": {"type": ["string", "null"]},
-                    "fresh": {"type": "boolean"}})}})}}},
-            "401": _error("Unauthorized")},
+                    "fresh": {"type": "boolean"}})},
+                "limit": {"type": "integer"}, "next": NEXT})}}},
+            "401": _error("Unauthorized"), "422": _error("ValidationError")},
     }},
 }
 
