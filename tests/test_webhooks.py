@@ -134,3 +134,16 @@ def test_delivery_checks_the_address_again(receiver):
         webhooks.deliver(hook.url, b"{}", "s", allow_private=False)
     assert hook.received == []
     assert webhooks.deliver(hook.url, b"{}", "s", allow_private=True) == 204
+
+
+def test_a_public_callback_is_kept_and_null_opts_out_of_the_default(client, templates, alice):
+    headers = alice[1]
+    public = "https://93.184.215.14:8443/hook"  # a literal address: no DNS needed
+    assert client.put("/api/me/webhook", headers=headers,
+                      json={"callback_url": public}).status_code == 200
+    given = client.post("/api/generate-qr-pdf", headers=headers,
+                        json={"template_id": 1}).get_json()["job_id"]
+    assert webhooks.target_of(huey.storage, given)["url"] == public
+    none = client.post("/api/generate-qr-pdf", headers=headers,
+                       json={"template_id": 1, "callback_url": None}).get_json()["job_id"]
+    assert webhooks.target_of(huey.storage, none) is None
