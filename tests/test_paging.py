@@ -73,3 +73,17 @@ def test_backups_page_by_cursor_for_admins(client, settings, make_user):
     assert all(isinstance(name, str) for s in sets for name in s["databases"])
     assert_error(client.get("/api/admin/backups?kind=bogus", headers=admin), 422, "kind")
     assert_error(client.get("/api/admin/backups", headers=plain), 403)
+
+
+def test_retry_after_on_every_202_and_on_unfinished_status(client, templates, alice):
+    headers = alice[1]
+    pdf = client.post("/api/generate-qr-pdf", headers=headers, json={"template_id": 1})
+    batch = client.post("/api/batch/generate-qrs", headers=headers, json={
+        "items": [{"template_id": 1, "data": "a"}]})
+    cancel = client.delete(f"/api/jobs/{pdf.get_json()['job_id']}", headers=headers)
+    for answer in (pdf, batch, cancel):
+        assert answer.status_code == 202 and answer.headers["Retry-After"] == "2"
+    batch_id = batch.get_json()["batch_job_id"]
+    assert client.get(f"/api/batch/{batch_id}", headers=headers).headers["Retry-After"] == "2"
+    ended = client.get(f"/api/jobs/{pdf.get_json()['job_id']}", headers=headers)
+    assert ended.get_json()["status"] == "canceled" and "Retry-After" not in ended.headers

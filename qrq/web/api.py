@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, url_for
+from flask import Blueprint, current_app, jsonify, request, url_for
 
 from qrq.analytics import requesters
 from qrq.appdb.models import Template
@@ -94,7 +94,7 @@ def generate_qr_pdf():
     status_url = url_for("api.job_status", job_id=job_id)
     response = jsonify(job_id=job_id, status="queued", status_url=status_url,
                        estimated_completion=jobs.iso(estimate_completion("pdf")))
-    return response, 202, {"Location": status_url, "Retry-After": "2"}
+    return response, 202, {"Location": status_url}
 
 
 def retry_after(job: dict[str, Any]) -> int | None:
@@ -112,6 +112,24 @@ def status_answer(job: dict[str, Any]):
     seconds = retry_after(job)
     if seconds is not None:
         response.headers["Retry-After"] = str(seconds)
+    return response
+
+
+# Status answers of other blueprints: Retry-After while their job has not ended.
+_OTHER_STATUS_ENDPOINTS = {"batch.show", "analytics.job_status"}
+
+
+@bp.after_app_request
+def _retry_after(response):
+    """``Retry-After`` on every 202 of the API and on a status answer of a job that has
+    not ended, in one place for every blueprint."""
+    if "Retry-After" in response.headers or not request.path.startswith("/api/"):
+        return response
+    if response.status_code == 202:
+        response.headers["Retry-After"] = "2"
+    elif (response.status_code == 200 and request.endpoint in _OTHER_STATUS_ENDPOINTS
+          and response.is_json and (response.get_json() or {}).get("status") in jobs.ACTIVE):
+        response.headers["Retry-After"] = "2"
     return response
 
 
