@@ -108,6 +108,13 @@ def error_from(status: int, raw: bytes) -> ApiError:
     return kind(status, code, message, field, body)
 
 
+def _seconds(retry_after: str | None, default: float = 1.0) -> float:
+    try:
+        return max(0.1, min(float(retry_after), 60.0))
+    except (TypeError, ValueError):
+        return default
+
+
 class Client:
     """The qrq API at *base_url*, as the user whose API *token* is given."""
 
@@ -176,17 +183,26 @@ class Client:
         :raises WaitTimeout: not ended after *timeout* seconds (the job goes on).
         """
         deadline = time.monotonic() + timeout
+        seen = None
         while True:
             left = deadline - time.monotonic()
             wait = max(0, min(LONG_POLL_SECONDS, int(left)))
-            job = self._json("GET", f"/api/jobs/{job_id}", params={"wait": wait or None},
-                             timeout=wait + self.timeout)
+            asked = time.monotonic()
+            _, headers, raw = self._request("GET", f"/api/jobs/{job_id}",
+                                            params={"wait": wait or None},
+                                            timeout=wait + self.timeout)
+            job = json.loads(raw)
             if job["status"] in ENDED:
                 return job
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise WaitTimeout(job)
-            if wait == 0:
-                time.sleep(max(0.0, min(left, 1.0)))
+            early = time.monotonic() - asked < wait / 2
+            if wait == 0 or (early and job["status"] == seen):
+                # Answered early without a change (a busy server does not hold
+                # waiters): wait as told rather than ask again at once.
+                time.sleep(min(left, _seconds(headers.get("Retry-After"))))
+            seen = job["status"]
 
     def cancel(self, job_id: str) -> dict:
         return self._json("DELETE", f"/api/jobs/{job_id}")

@@ -3,16 +3,17 @@
 Test modules import the ``live`` fixture from here (pytest finds fixtures in a
 module's namespace)."""
 
+import contextlib
 import threading
 
 import pytest
 from waitress import create_server
 
 
-@pytest.fixture
-def live(app):
-    """The app under waitress (8 threads, as shipped), on a free port; its base URL."""
-    server = create_server(app, host="127.0.0.1", port=0, threads=8)
+@contextlib.contextmanager
+def serving(app, threads=8):
+    """*app* under waitress (8 threads, as shipped) on a free port; its base URL."""
+    server = create_server(app, host="127.0.0.1", port=0, threads=threads)
     closing = threading.Event()
 
     def run():
@@ -31,3 +32,11 @@ def live(app):
         server.task_dispatcher.shutdown()
         server.close()
         thread.join(timeout=10)
+        for channel in list(server._map.values()):  # connections still open, once stopped
+            channel.close()
+
+
+@pytest.fixture
+def live(app):
+    with serving(app) as base:
+        yield base

@@ -1,5 +1,7 @@
 """``qrq.client`` against a real waitress server and a real consumer, end to end."""
 
+import dataclasses
+
 import pytest
 
 from qrq.client import (
@@ -10,7 +12,10 @@ from qrq.client import (
     ValidationError,
     WaitTimeout,
 )
-from tests.live import live  # noqa: F401 (fixture)
+from qrq.queue import submit
+from qrq.web import create_app
+from tests.live import live, serving  # noqa: F401 (fixture)
+from tests.slow_tasks import steps
 
 
 def token_of(headers):
@@ -53,3 +58,16 @@ def test_the_client_maps_the_error_shape_to_typed_errors(live, templates, alice)
     assert bad.value.field == "template_id"
     with pytest.raises(Unauthorized):
         Client(live, "qrq_wrong").job("00000000-0000-0000-0000-000000000000")
+
+
+def test_wait_does_not_busy_poll_a_server_that_holds_no_waiters(settings, templates, alice):
+    """QRQ_MAX_WAITERS=0: every ?wait= is answered at once; the client waits Retry-After."""
+    app = create_app({"SETTINGS": dataclasses.replace(settings, max_waiters=0)})
+    asked = []
+    app.before_request(lambda: asked.append(1) and None)
+    with serving(app, threads=2) as base:
+        api = Client(base, token_of(alice[1]))
+        job_id = submit(steps, 1, 0, owner_id=alice[0].id)  # stays queued: no consumer
+        with pytest.raises(WaitTimeout):
+            api.wait(job_id, timeout=3)
+    assert len(asked) <= 6  # about one request per Retry-After (2 s), not hundreds
