@@ -5,6 +5,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -74,7 +75,7 @@ def verify(secret, headers, body):
 
 
 def test_a_webhook_reaches_a_real_server_signed_and_is_retried_after_a_500(
-        open_client, templates, alice, consumer, receiver):
+        open_client, templates, alice, make_user, consumer, receiver):
     hook = receiver(fail=1)
     headers = alice[1]
     answer = open_client.post("/api/generate-qr-pdf", headers=headers,
@@ -97,6 +98,15 @@ def test_a_webhook_reaches_a_real_server_signed_and_is_retried_after_a_500(
                           == "finished" and jobs.get(huey.storage, found[0]["job_id"]))
     assert delivery["attempts"] == 2 and delivery["owner_id"] == alice[0].id
     assert jobs.get(huey.storage, job_id)["status"] == "finished"
+    # ... and in the dashboard, like any other job.
+    _, admin = make_user("root", admin=True)
+    page = open_client.get("/admin/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    assert open_client.post("/admin/login", data={
+        "name": "root", "token": admin["Authorization"].split(" ", 1)[1],
+        "csrf_token": csrf}).status_code == 302
+    listing = open_client.get("/admin/jobs?type=webhook").text
+    assert delivery["id"][:8] in listing and "webhook.deliver" in listing
 
 
 def test_a_users_default_callback_serves_a_batch(open_client, templates, alice, consumer,
