@@ -86,9 +86,17 @@ def create_templates() -> int:
     return added
 
 
-def create_user(name: str) -> str | None:
-    """Create the demo user; return its token, or None if it already exists."""
-    if User.select().where(User.name == name).exists():
+def create_user(name: str, *, admin: bool = False) -> str | None:
+    """Create the demo user; return its token, or None if it already exists.
+
+    With *admin* (``qrq dev``) it may use the dashboard; an existing demo user is made
+    an admin too.
+    """
+    user = User.get_or_none(User.name == name)
+    if user is not None:
+        if admin and not user.is_admin:
+            user.is_admin = True
+            user.save()
         return None
-    _, token = User.create_with_token(name, email=f"{name}@qrcards.example")
+    _, token = User.create_with_token(name, admin=admin, email=f"{name}@qrcards.example")
     return token

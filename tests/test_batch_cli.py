@@ -25,7 +25,7 @@ def test_submit_count_then_list_items(runner, templates, make_user):
     listed = runner.invoke(main, ["batch", "items", job_id, "--per-page", "5"])
     assert listed.exit_code == 0, listed.output
     lines = listed.output.splitlines()
-    assert lines[0].split()[:3] == ["0", "ok", "00000-cards.qrcards.example-c-2-1.svg"]
+    assert lines[1].split()[:3] == ["0", "ok", "00000-cards.qrcards.example-c-2-1.svg"]
     assert lines[-1] == "5 of 12 item(s)"
     failed = runner.invoke(main, ["batch", "items", job_id, "--failed"])
     assert failed.output.strip() == "0 of 0 item(s) failed"
@@ -38,7 +38,7 @@ def test_submit_with_png_formats_lists_png_files(runner, templates):
     job_id = queued_id(result.output)
     assert run_job(job_id)["status"] == "finished"
     listed = runner.invoke(main, ["batch", "items", job_id])
-    assert listed.output.splitlines()[1].split()[:3] == [
+    assert listed.output.splitlines()[2].split()[:3] == [
         "1", "ok", "00001-cards.qrcards.example-c-2-2.png"], listed.output
     bad = runner.invoke(main, ["batch", "submit", "--template", "2", "--count", "2",
                                "-o", "formats=gif"])
@@ -81,7 +81,7 @@ def test_bad_arguments_and_bad_input(runner, templates, tmp_path, settings):
     missing = runner.invoke(main, ["batch", "submit", "--template", "99", "--count", "1"])
     assert missing.exit_code == 1 and "template 99 does not exist" in missing.output
     unknown = runner.invoke(main, ["batch", "items", "0c1d2e3f-0000-4000-8000-000000000000"])
-    assert unknown.exit_code == 1 and "no batch" in unknown.output
+    assert unknown.exit_code == 1 and "no job" in unknown.output
     assert huey.storage.queue_size() == 0
 
 

@@ -44,7 +44,7 @@ def test_users_create_prints_the_token_last_and_stores_only_a_hash(runner, clien
 def test_templates_list_show_add(runner, templates, tmp_path):
     listed = runner.invoke(main, ["templates", "list"])
     assert "Business cards" in listed.output
-    shown = json.loads(runner.invoke(main, ["templates", "show", "2"]).output)
+    shown = json.loads(runner.invoke(main, ["templates", "show", "2", "--json"]).output)
     assert shown["grid"] == "2x4"
     path = tmp_path / "t.json"
     path.write_text(json.dumps({**shown, "id": None, "name": "Copy", "grid": "3x3",
@@ -64,8 +64,8 @@ def test_pdf_enqueues_with_options_and_jobs_show_it(runner, templates):
     job_id = result.output.split()[-1]
     job = jobs.get(huey.storage, job_id)
     assert json.loads(job["params"])["options"] == {"copies": 3, "title": "Hello"}
-    assert job_id in runner.invoke(main, ["jobs", "list"]).output
-    shown = json.loads(runner.invoke(main, ["jobs", "show", job_id]).output)
+    assert job_id[:8] in runner.invoke(main, ["jobs", "list"]).output
+    shown = json.loads(runner.invoke(main, ["jobs", "show", job_id, "--json"]).output)
     assert shown["status"] == "queued" and "traceback" in shown
 
 

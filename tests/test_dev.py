@@ -45,6 +45,13 @@ def test_dev_serves_runs_jobs_and_stops_on_ctrl_c(tmp_path):
         wait_until(lambda: serving(port), timeout=60, message="the web app")
         token = next(line for line in log.read_text().splitlines() if line.startswith("qrq_"))
         base = f"http://127.0.0.1:{port}"
+        printed = log.read_text()
+        assert f"dashboard: {base}/admin  (log in as 'demo' with its API token)" in printed
+        assert f"API docs:  {base}/api/openapi.json" in printed
+        # The demo user of qrq dev is an admin: it may log in to the dashboard.
+        assert call(f"{base}/api/me", token)["is_admin"] is True
+        with urllib.request.urlopen(f"{base}/", timeout=10) as home:
+            assert b'href="/admin"' in home.read()
         job = call(f"{base}/api/generate-qr-pdf", token, {"template_id": 2})
         done = wait_until(lambda: (s := call(f"{base}{job['status_url']}", token))["status"]
                           == "finished" and s, timeout=60, message="the job via qrq dev")

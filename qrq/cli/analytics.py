@@ -11,7 +11,8 @@ from pathlib import Path
 import click
 
 from qrq.analytics.query import PERIODS
-from qrq.cli.base import get_queue, get_settings, main
+from qrq.cli.base import echo_json, echo_table, get_queue, get_settings, json_option, main
+from qrq.cli.jobs import wait_options
 from qrq.errors import ValidationError
 
 _OPTION_OF = {"from": "--from", "to": "--to", "tz": "--tz", "domain": "--domain",
@@ -33,12 +34,9 @@ def analytics() -> None:
 @click.option("--domain", help="Only scans of this domain.")
 @click.option("--template-id", type=click.IntRange(min=1), help="Only scans of this template.")
 @click.option("--refresh", is_flag=True, help="Recompute even if a fresh result is cached.")
-@click.option("--wait", is_flag=True, help="Wait for the job with a progress bar, then "
-              "print the report.")
 @click.option("--inline", is_flag=True, help="Compute in this process instead of a job "
               "(no consumer needed); the result is cached all the same.")
-@click.option("--timeout", type=float, default=900, show_default=True,
-              help="Seconds --wait waits.")
+@wait_options(timeout=900)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def analytics_run(period: str, start: str | None, end: str | None, tz: str,
                   domain: str | None, template_id: int | None, refresh: bool, wait: bool,
@@ -128,20 +126,37 @@ def _print(result: dict, as_json: bool) -> None:
 
 @analytics.command("list")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
-def analytics_list(limit: int) -> None:
-    """List cached reports, most requested first."""
+@json_option
+def analytics_list(limit: int, as_json: bool) -> None:
+    """List cached reports, most requested first.
+
+    Example: qrq analytics list --json
+    """
     from qrq.analytics import cache as analytics_cache
     from qrq.queue import jobs
 
     now = time.time()
-    for report in analytics_cache.list_reports(get_queue().storage, limit):
+    found = analytics_cache.list_reports(get_queue().storage, limit)
+    if as_json:  # as GET /api/analytics/reports answers
+        echo_json({"reports": [
+            {**r, "fresh": bool(r["expires_at"] and r["expires_at"] > now),
+             **{key: jobs.iso(r[key]) for key in ("computed_at", "expires_at", "requested_at")}}
+            for r in found]})
+        return
+    if not found:
+        click.echo("no cached reports; compute one: qrq analytics run")
+        return
+    rows = []
+    for report in found:
         p = report["params"]
         state = ("fresh" if report["expires_at"] and report["expires_at"] > now
                  else "stale" if report["computed_at"] else "none")
         filters = " ".join(f"{k}={p[k]}" for k in ("domain", "template_id") if p[k])
-        click.echo(f"{report['cache_key'][:12]}  {p['period']:<7} {p['tz']:<18} "
-                   f"{p['from']}..{p['to']}  {state:<5} {report['requests']:>5} req  "
-                   f"{jobs.iso(report['computed_at']) or '-'}  {filters}")
+        rows.append((report["cache_key"][:12], p["period"], p["tz"],
+                     f"{p['from']}..{p['to']}", state, report["requests"],
+                     jobs.iso(report["computed_at"]), filters))
+    echo_table(("key", "period", "tz", "range", "state", "requests", "computed", "filters"),
+               rows, right=("requests",))
 
 
 @main.group()

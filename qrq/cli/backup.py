@@ -18,7 +18,8 @@ from qrq.backup import (
     select_entries,
     verify_set,
 )
-from qrq.cli.base import get_queue, get_settings, main
+from qrq.cli.base import echo_json, get_queue, get_settings, json_option, main
+from qrq.cli.jobs import wait_options
 from qrq.humanize import format_bytes
 
 
@@ -35,10 +36,7 @@ def backup_group() -> None:
 
 
 @backup_group.command("run")
-@click.option("--wait", is_flag=True, help="Wait with a progress bar; exit 1 if any "
-              "database failed.")
-@click.option("--timeout", type=float, default=21600, show_default=True,
-              help="Seconds --wait waits.")
+@wait_options(timeout=21600)
 def backup_run(wait: bool, timeout: float) -> None:
     """Queue a backup of every database now (a consumer runs it).
 
@@ -73,7 +71,8 @@ def backup_run(wait: bool, timeout: float) -> None:
 @backup_group.command("list")
 @click.argument("set_id", required=False)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=30, show_default=True)
-def backup_list(set_id: str | None, limit: int) -> None:
+@json_option
+def backup_list(set_id: str | None, limit: int, as_json: bool) -> None:
     """List backup sets, newest first, with failed databases and damaged sets; with
     SET_ID (or latest), every database of that set: status, size, duration.
 
@@ -82,17 +81,27 @@ def backup_list(set_id: str | None, limit: int) -> None:
     backups = get_settings().backups_dir
     if set_id:
         manifest = get_set(backups, set_id)
+        if as_json:
+            echo_json(manifest)
+            return
         click.echo(f"set {manifest['id']} ({manifest['kind']}, {manifest['created_at']}): "
                    f"{manifest['status']}")
+        click.echo(f"  {'status':<6} {'database':<40} {'size':>12} {'compressed':>12} "
+                   f"{'duration':>9}  error or note")
         for e in manifest["databases"]:
             click.echo(f"  {e['status']:<6} {e['name']:<40} {_mb(e.get('size')):>12} "
                        f"{_mb(e.get('compressed_size')):>12} {e['duration']:>8.2f}s"
                        f"  {e['error'] or e.get('note') or ''}")
         return
     sets = list_sets(backups)
+    if as_json:
+        echo_json({"sets": sets[:limit]})
+        return
     if not sets:
         click.echo(f"no backups in {backups}")
         return
+    click.echo(f"{'set':<20} {'created':<20}  {'kind':<9} {'status':<7} {'ok':<6}  "
+               f"{'size':>12}    {'compressed':>12}  duration")
     for m in sets[:limit]:
         if m["status"] == "damaged":
             click.echo(f"{m['id']:<20} {m['created_at']}  {'?':<9} damaged  {m['error']}")
@@ -230,8 +239,8 @@ def maintenance_group() -> None:
 
 
 @maintenance_group.command("run")
-@click.option("--wait", is_flag=True, help="Wait with a progress bar and print the result.")
-def maintenance_run(wait: bool) -> None:
+@wait_options(timeout=3600)
+def maintenance_run(wait: bool, timeout: float) -> None:
     """Queue the weekly maintenance now (a consumer runs it).
 
     Example: qrq maintenance run --wait
@@ -245,7 +254,7 @@ def maintenance_run(wait: bool) -> None:
     job_id = submit(run_maintenance_task, "manual", owner_id=None, params={"kind": "manual"})
     click.echo(f"queued job {job_id}")
     if wait:
-        job = wait_for(huey, job_id, "maintenance", 3600)
+        job = wait_for(huey, job_id, "maintenance", timeout)
         if job["status"] != "finished":
             raise click.ClickException(f"maintenance {job['status']}: {job['error']}")
         click.echo(json.dumps(json.loads(job["result"]), indent=2))

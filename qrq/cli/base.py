@@ -6,6 +6,7 @@ become ``click.ClickException`` (exit 1), bad arguments ``BadParameter`` (exit 2
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import click
 
 from qrq.config import holds_qrq_data, load_settings
 from qrq.errors import QrqError
+from qrq.queue.jobs import resolve_id
 
 
 def get_settings():
@@ -74,3 +76,54 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
         os.environ["QRQ_DATA_DIR"] = str(data_dir)
     get_settings()  # every command starts with settings that are allowed
 
+
+# -- what many commands share: job ids, tables, JSON ----------------------------------
+
+class JobIdParam(click.ParamType):
+    """A job id, or the start of one (the dashboard's short ids: ``5bc296e7``)."""
+
+    name = "job_id"
+
+    def convert(self, value, param, ctx):
+        # NotFound and Conflict (ambiguous) become "Error: ..." in CliGroup.invoke.
+        return resolve_id(get_queue().storage, value)
+
+
+JOB_ID = JobIdParam()
+
+
+def json_option(function):
+    """``--json``: print the command's data as JSON instead of text (``as_json``)."""
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print JSON instead of text.")(function)
+
+
+def echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def shorten(value, width: int = 60) -> str:
+    """*value* on one line, cut to *width* characters with an ellipsis."""
+    text = " ".join(str("" if value is None else value).split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def echo_table(headers: tuple[str, ...], rows: list[tuple], right: tuple[str, ...] = ()
+               ) -> None:
+    """Columns as wide as their widest cell, under a header row; the *right* columns
+    (numbers) are right-aligned, the last one is never padded."""
+    cells = [tuple("-" if v is None else str(v) for v in row) for row in rows]
+    widths = [max(len(text) for text in column) for column in zip(headers, *cells,
+                                                                   strict=True)]
+    for row in (headers, *cells):
+        line = [text.rjust(width) if name in right else text.ljust(width)
+                for name, text, width in zip(headers, row, widths, strict=True)]
+        click.echo("  ".join(line).rstrip())
+
+
+def echo_fields(record: dict) -> None:
+    """One ``name: value`` line per field; lists and objects as compact JSON."""
+    for key, value in record.items():
+        if isinstance(value, dict | list):
+            value = json.dumps(value)
+        click.echo(f"{key + ':':<17} {'-' if value is None or value == '' else value}")

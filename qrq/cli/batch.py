@@ -12,8 +12,8 @@ import click
 
 from qrq import batch
 from qrq.appdb.models import User
-from qrq.cli.base import get_app_db, get_queue, main
-from qrq.cli.jobs import _parse_option, wait_for
+from qrq.cli.base import JOB_ID, echo_table, get_app_db, get_queue, main, shorten
+from qrq.cli.jobs import _parse_option, wait_for, wait_options
 
 
 def _owner_id(name: str | None) -> int | None:
@@ -93,9 +93,7 @@ def batch_group() -> None:
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Override a template field for every item; VALUE is JSON or a string.")
 @click.option("--user", help="Submit as this user (owner, and recipient of the mail).")
-@click.option("--wait", is_flag=True, help="Wait with a progress bar and print the outputs.")
-@click.option("--timeout", type=float, default=1800, show_default=True,
-              help="Seconds --wait waits.")
+@wait_options(timeout=1800)
 def batch_submit(template_id: int | None, count: int | None, csv_path: Path | None,
                  options: tuple[str, ...], user: str | None, wait: bool,
                  timeout: float) -> None:
@@ -125,7 +123,7 @@ def batch_submit(template_id: int | None, count: int | None, csv_path: Path | No
 
 
 @batch_group.command("items")
-@click.argument("job_id")
+@click.argument("job_id", type=JOB_ID)
 @click.option("--failed", is_flag=True, help="Only the failed items.")
 @click.option("--page", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--per-page", type=click.IntRange(1, 10_000), default=100, show_default=True)
@@ -145,17 +143,18 @@ def batch_items(job_id: str, failed: bool, page: int, per_page: int, as_json: bo
     if as_json:
         click.echo(json.dumps({"items": rows, "total": matching, "page": page}, indent=2))
         return
-    for row in rows:
-        detail = row["output"]["file"] if row["output"] else (row["error"] or "")
-        click.echo(f"{row['idx']:>6}  {row['status']:<7} {detail}  {row['data']}")
+    if rows:
+        echo_table(("idx", "status", "file or error", "data"),
+                   [(row["idx"], row["status"], row["output"]["file"] if row["output"]
+                     else shorten(row["error"], 60), shorten(row["data"], 60))
+                    for row in rows], right=("idx",))
     shown = f"{(page - 1) * per_page + len(rows)}" if rows else "0"
     click.echo(f"{shown} of {matching} item(s)" + (" failed" if failed else ""))
 
 
 @batch_group.command("retry-failed")
-@click.argument("job_id")
-@click.option("--wait", is_flag=True, help="Wait with a progress bar.")
-@click.option("--timeout", type=float, default=1800, show_default=True)
+@click.argument("job_id", type=JOB_ID)
+@wait_options(timeout=1800)
 def batch_retry_failed(job_id: str, wait: bool, timeout: float) -> None:
     """Re-run a batch's failed items as a new batch linked to it.
 

@@ -9,8 +9,18 @@ from pathlib import Path
 
 import click
 
-from qrq.cli.base import get_app_db, get_queue, main
-from qrq.queue import jobs
+from qrq.cli.base import (
+    JOB_ID,
+    echo_fields,
+    echo_json,
+    echo_table,
+    get_app_db,
+    get_queue,
+    json_option,
+    main,
+    shorten,
+)
+from qrq.queue import jobs, stats
 
 
 def _parse_option(value: str) -> tuple[str, object]:
@@ -23,36 +33,115 @@ def _parse_option(value: str) -> tuple[str, object]:
         return key, raw  # a bare word is a string
 
 
+KEEP_WAITING = "qrq.keep_waiting"
+CONSUMER_GRACE = 6.0  # seconds without a consumer before a wait says so
+
+
+def wait_options(timeout: float):
+    """``--wait``, ``--timeout`` and ``--keep-waiting`` for a command that queues a job.
+
+    The command gets ``wait`` and ``timeout``; :func:`wait_for` reads ``--keep-waiting``.
+    """
+    def remember(ctx: click.Context, param, value: bool) -> bool:
+        ctx.meta[KEEP_WAITING] = value
+        return value
+
+    def decorate(function):
+        for option in reversed((
+                click.option("--wait", is_flag=True,
+                             help="Wait for the job with a progress bar."),
+                click.option("--timeout", type=click.FloatRange(min=0), default=timeout,
+                             show_default=True, help="Seconds --wait waits at most."),
+                click.option("--keep-waiting", is_flag=True, expose_value=False,
+                             callback=remember,
+                             help="Wait even while no consumer is running (one may "
+                                  "start later) instead of stopping at once."))):
+            function = option(function)
+        return function
+    return decorate
+
+
+def _fresh_heartbeat_age(settings) -> float:
+    # A consumer beats every third of a lease (at least each second, qrq/queue/consumer.py);
+    # two missed beats and it is gone. A consumer that stops cleanly deregisters at once.
+    return 2 * max(1.0, settings.lease_seconds / 3) + 1
+
+
+def consumer_missing(huey) -> str | None:
+    """Why no consumer is running (no fresh heartbeat), or None when one is."""
+    last = stats.last_heartbeat(huey.storage)
+    if last is None:
+        return "no consumer is running (none registered)"
+    age = time.time() - last
+    if age > _fresh_heartbeat_age(huey.settings):
+        return f"no consumer is running (the newest heartbeat is {age:.0f}s old)"
+    return None
+
+
 def wait_for(huey, job_id: str, label: str, timeout: float, *, length: int = 100,
              position: Callable[[dict], int] | None = None) -> dict:
-    """Poll a job to its end with a progress bar; return its record. The bar shows the
-    job's percent, or ``position(job)`` out of *length* (a batch's items done)."""
+    """Follow a job to its end with a progress bar; return its record: the one wait of
+    every ``--wait`` and of ``qrq jobs wait``.
+
+    The bar shows the job's percent, or ``position(job)`` out of *length* (a batch's
+    items done). When no consumer has run for ``CONSUMER_GRACE`` seconds it stops and
+    says so, unless ``--keep-waiting`` was given; Ctrl-C and the timeout leave the job
+    running and say how to follow it again.
+    """
+    keep_waiting = click.get_current_context().meta.get(KEEP_WAITING, False)
+    follow = f"follow it with: qrq jobs wait {job_id}"
     deadline = time.monotonic() + timeout
-    with click.progressbar(length=length, label=label, show_percent=True,
-                           show_pos=position is not None) as bar:
-        done = 0
-        while True:
-            job = jobs.get(huey.storage, job_id)
-            now = job["progress"] if position is None else position(job)
-            bar.update(now - done)
-            done = now
-            if job["status"] in jobs.ENDED:
-                return job
-            if time.monotonic() > deadline:
-                raise click.ClickException(f"job {job_id} still {job['status']} after "
-                                           f"{timeout:g}s; is a consumer running (qrq worker)?")
-            time.sleep(0.1)
+    next_check, missing_since, warned = 0.0, None, False
+    job = jobs.get(huey.storage, job_id) or {"status": "gone"}
+    try:
+        with click.progressbar(length=length, label=label, show_percent=True,
+                               show_pos=position is not None) as bar:
+            done = 0
+            while True:
+                job = jobs.get(huey.storage, job_id)
+                if job is None:
+                    raise click.ClickException(f"job {job_id} no longer exists (purged)")
+                now = job["progress"] if position is None else position(job)
+                bar.update(now - done)
+                done = now
+                if job["status"] in jobs.ENDED:
+                    return job
+                clock = time.monotonic()
+                if clock >= next_check:
+                    next_check = clock + 1
+                    missing = consumer_missing(huey)
+                    missing_since = (missing_since or clock) if missing else None
+                    warned = warned and bool(missing)
+                    # A grace period: a consumer started together with the wait registers
+                    # within a second or two.
+                    if missing and clock - missing_since >= CONSUMER_GRACE and not warned:
+                        if not keep_waiting:
+                            raise click.ClickException(
+                                f"{missing}: job {job_id} stays {job['status']} until one "
+                                f"runs it. Start one (qrq worker, or qrq dev), then {follow} "
+                                "(--keep-waiting waits for a consumer to start)")
+                        newline = "\n" if bar.file.isatty() else ""  # past the bar's line
+                        click.echo(f"{newline}{missing}; waiting until one runs job "
+                                   f"{job_id} (start one: qrq worker)", err=True)
+                        warned = True
+                if clock > deadline:
+                    raise click.ClickException(
+                        f"job {job_id} still {job['status']} after {timeout:g}s; it goes "
+                        f"on: {follow}")
+                time.sleep(0.1)
+    except KeyboardInterrupt:
+        click.echo(f"stopped waiting; job {job_id} goes on ({job['status']}): {follow}",
+                   err=True)
+        raise click.exceptions.Exit(130) from None
 
 
 @main.command()
 @click.argument("template_id", type=int)
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Override a template field; VALUE is JSON or a bare string.")
-@click.option("--wait", is_flag=True, help="Wait with a progress bar and save the PDF.")
+@wait_options(timeout=600)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Where --wait saves the PDF (default: ./qrq-<job id>.pdf).")
-@click.option("--timeout", type=float, default=600, show_default=True,
-              help="Seconds --wait waits.")
 def pdf(template_id: int, options: tuple[str, ...], wait: bool, out: Path | None,
         timeout: float) -> None:
     """Queue a QR-code PDF of a template and print its job id.
@@ -91,27 +180,67 @@ def jobs_group() -> None:
 @click.option("--status", type=click.Choice(jobs.STATES))
 @click.option("--type", "job_type", help="pdf, batch, analytics or maintenance.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
-def jobs_list(status: str | None, job_type: str | None, limit: int) -> None:
-    """List jobs, newest first."""
-    for job in jobs.list_jobs(get_queue().storage, status=status, job_type=job_type,
-                              limit=limit):
-        view = jobs.public_view(job)
-        click.echo(f"{job['id']}  {job['type']:<10} {job['status']:<9} "
-                   f"{job['progress']:>3}%  {view['created_at']}  {job['error'] or ''}")
+@json_option
+def jobs_list(status: str | None, job_type: str | None, limit: int, as_json: bool) -> None:
+    """List jobs, newest first: short id (any command takes it), type, status, progress,
+    creation time and error.
+
+    Example: qrq jobs list --status failed --json
+    """
+    found = jobs.list_jobs(get_queue().storage, status=status, job_type=job_type,
+                           limit=limit)
+    if as_json:
+        echo_json({"jobs": [jobs.public_view(job, admin=True) for job in found]})
+        return
+    if not found:
+        click.echo("no jobs" + (f" {status}" if status else ""))
+        return
+    echo_table(("id", "type", "status", "progress", "created", "error"),
+               [(job["id"][:8], job["type"], job["status"], f"{job['progress']}%",
+                 jobs.iso(job["created_at"]), shorten(job["error"], 50)) for job in found],
+               right=("progress",))
 
 
 @jobs_group.command("show")
-@click.argument("job_id")
-def jobs_show(job_id: str) -> None:
-    """Print a job as JSON, traceback included."""
-    job = jobs.get(get_queue().storage, job_id)
-    if job is None:
-        raise click.ClickException(f"no job {job_id}")
-    click.echo(json.dumps(jobs.public_view(job, admin=True), indent=2))
+@click.argument("job_id", type=JOB_ID)
+@json_option
+def jobs_show(job_id: str, as_json: bool) -> None:
+    """Print a job: status, progress, times, parameters, result, error and traceback.
+
+    Example: qrq jobs show 5bc296e7 --json
+    """
+    view = jobs.public_view(jobs.get(get_queue().storage, job_id), admin=True)
+    if as_json:
+        echo_json(view)
+        return
+    traceback = view.pop("traceback")
+    echo_fields(view)
+    if traceback:
+        click.echo(f"traceback:\n{traceback.rstrip()}")
+
+
+@jobs_group.command("wait")
+@click.argument("job_id", type=JOB_ID)
+@click.option("--timeout", type=click.FloatRange(min=0), default=3600, show_default=True,
+              help="Seconds to wait at most.")
+@click.option("--keep-waiting", is_flag=True, help="Wait even while no consumer is running.")
+def jobs_wait(job_id: str, timeout: float, keep_waiting: bool) -> None:
+    """Follow a job to its end with a progress bar; exit 1 unless it finished.
+
+    Ctrl-C stops waiting, not the job.
+
+    Example: qrq jobs wait 5bc296e7
+    """
+    click.get_current_context().meta[KEEP_WAITING] = keep_waiting
+    job = wait_for(get_queue(), job_id, f"job {job_id[:8]}", timeout)
+    if job["status"] != "finished":
+        raise click.ClickException(f"job {job['status']}: {job['error']}")
+    result = jobs.public_view(job)["result"]
+    click.echo(f"finished{': ' + json.dumps(result) if result is not None else ''}")
 
 
 @jobs_group.command("retry")
-@click.argument("job_id", required=False)
+@click.argument("job_id", type=JOB_ID, required=False)
 @click.option("--all-failed", is_flag=True, help="Re-run every failed job.")
 def jobs_retry(job_id: str | None, all_failed: bool) -> None:
     """Re-run a failed, canceled or expired job under the same id.
@@ -151,13 +280,14 @@ def jobs_purge(older_than: str, status: str | None) -> None:
 
 
 @jobs_group.command("cancel")
-@click.argument("job_id")
+@click.argument("job_id", type=JOB_ID)
 def jobs_cancel(job_id: str) -> None:
-    """Cancel a job: at once while queued, at its next progress report while running."""
+    """Cancel a job: at once while queued, at its next progress report while running.
+
+    Example: qrq jobs cancel 5bc296e7
+    """
     huey = get_queue()
     job = jobs.get(huey.storage, job_id)
-    if job is None:
-        raise click.ClickException(f"no job {job_id}")
     if job["status"] in jobs.ENDED:
         raise click.ClickException(f"job already {job['status']}")
     click.echo(f"{job_id} {huey.cancel(job_id)}")

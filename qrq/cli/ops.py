@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 
 import click
 
-from qrq.cli.base import get_app_db, get_queue, main
+from qrq.cli.base import echo_json, echo_table, get_app_db, get_queue, json_option, main
 
 
 @main.command()
@@ -55,31 +54,37 @@ def health(check_consumer: bool, this_host: bool, max_age: float | None) -> None
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the queue status as JSON.")
+@json_option
 def status(as_json: bool) -> None:
-    """Print job counts per type, the oldest queued job's age, and the consumers.
+    """Print job counts per type, the oldest queued job's age, the consumers and the
+    alerts firing; --json prints the document GET /api/admin/queue-status answers.
 
     Example: qrq status --json
     """
-    from qrq.queue import stats
+    from qrq import alerts
+    from qrq.status import queue_status_document
 
     huey = get_queue()
-    report = stats.queue_status(huey.storage)
+    firing = alerts.record(huey.storage, alerts.evaluate(huey.storage, huey.settings))
+    report = queue_status_document(huey.storage, huey.settings, firing)
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        echo_json(report)
         return
     columns = ("queued", "scheduled", "running", "retrying", "failed", "finished_last_hour")
-    click.echo(f"{'type':<12}" + "".join(f"{c.replace('_last_hour', '/1h'):>12}"
-                                         for c in columns) + "  oldest queued")
-    for job_type, counts in report["types"].items():
-        age = counts["oldest_queued_age"]
-        click.echo(f"{job_type:<12}" + "".join(f"{counts[c]:>12}" for c in columns)
-                   + ("  -" if age is None else f"  {age:.0f}s"))
+    echo_table(("type", *(c.replace("_last_hour", "/1h") for c in columns), "oldest queued"),
+               [(job_type, *(counts[c] for c in columns),
+                 "-" if counts["oldest_queued_age_seconds"] is None
+                 else f"{counts['oldest_queued_age_seconds']:.0f}s")
+                for job_type, counts in report["types"].items()],
+               right=(*(c.replace("_last_hour", "/1h") for c in columns), "oldest queued"))
     if not report["consumers"]:
         click.echo("no consumer registered")
     for consumer in report["consumers"]:
         click.echo(f"consumer {consumer['id']}: {consumer['workers']} workers, heartbeat "
-                   f"{consumer['heartbeat_age']:.0f}s ago, {len(consumer['jobs'])} running")
+                   f"{consumer['heartbeat_age_seconds']:.0f}s ago, "
+                   f"{len(consumer['current_jobs'])} running")
+    for alert in report["alerts"]:
+        click.echo(f"alert {alert['kind']}: {alert['message']}")
 
 
 @main.command("alerts")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -24,24 +26,42 @@ def init(demo: bool) -> None:
 
     Example: qrq init --demo
     """
-    from qrq import demo as demo_data
-
     settings = get_settings()
-    db = get_app_db()
+    get_app_db()
     get_queue()  # creates queue.db and its tables
     click.echo(f"data directory: {settings.data_dir}")
     if demo:
-        with db.connection_context():
-            added = demo_data.create_templates()
-            click.echo(f"demo templates: {added} added")
-            token = demo_data.create_user(DEMO_USER)
-        if token:
-            click.echo(f"demo user {DEMO_USER!r} created; its API token (shown once):")
-            click.echo(token)
-        else:
-            click.echo(f"demo user {DEMO_USER!r} exists; `qrq users reset-token "
-                       f"{DEMO_USER}` prints a new token")
+        _create_demo_data(admin=False)
 
+
+def _create_demo_data(admin: bool) -> None:
+    """Demo templates and the demo user (an admin for ``qrq dev``: the dashboard needs one)."""
+    from qrq import demo as demo_data
+
+    with get_app_db().connection_context():
+        added = demo_data.create_templates()
+        click.echo(f"demo templates: {added} added")
+        token = demo_data.create_user(DEMO_USER, admin=admin)
+    role = "an admin" if admin else "a user"
+    if token:
+        click.echo(f"demo user {DEMO_USER!r} ({role}) created; its API token (shown once):")
+        click.echo(token)
+    else:
+        click.echo(f"demo user {DEMO_USER!r} ({role}) exists; `{qrq_command()} users "
+                   f"reset-token {DEMO_USER}` prints a new token")
+
+
+def qrq_command() -> str:
+    """How to run this qrq from the current directory: ``qrq`` when that is the one on
+    PATH, else its path (``.venv/bin/qrq`` before the venv is activated)."""
+    here = Path(sys.argv[0]).resolve()
+    on_path = shutil.which("qrq")
+    if here.name != "qrq" or (on_path and Path(on_path).resolve() == here):
+        return "qrq"
+    try:
+        return str(here.relative_to(Path.cwd()))
+    except ValueError:
+        return str(here)
 
 
 def consumer_options(settings, workers: int | None = None,
@@ -94,15 +114,17 @@ def worker(workers: int | None, worker_type: str | None) -> None:
 @click.option("--port", type=int, help="Port (default: QRQ_PORT).")
 @click.option("-w", "--workers", type=click.IntRange(1, 64), help="Consumer workers.")
 def dev(host: str | None, port: int | None, workers: int | None) -> None:
-    """Set up demo data, then run the web app and the consumer together; Ctrl-C (or
-    SIGTERM, or closing the terminal) stops both.
+    """Set up demo data (the demo user is an admin here, to log in to the dashboard),
+    then run the web app and the consumer together; Ctrl-C (or SIGTERM, or closing the
+    terminal) stops both.
 
     Example: qrq dev --port 8000
     """
     settings = get_settings()
     lock = _hold_dev_lock(settings.data_dir)
-    ctx = click.get_current_context()
-    ctx.invoke(init, demo=True)
+    click.echo(f"data directory: {settings.data_dir}")
+    get_queue()  # creates queue.db and its tables
+    _create_demo_data(admin=True)
     host, port = host or settings.host, port or settings.port
     env = {**os.environ, "QRQ_DATA_DIR": str(settings.data_dir)}
     worker_cmd = [sys.executable, "-m", "qrq", "worker"]
@@ -119,9 +141,12 @@ def dev(host: str | None, port: int | None, workers: int | None) -> None:
     procs = [subprocess.Popen(cmd, env=env, start_new_session=True,
                               preexec_fn=_die_with_parent)
              for cmd in (worker_cmd, web_cmd)]
-    click.echo(f"web app: http://{host}:{port}/api/templates   consumer: "
-               f"{workers or settings.workers} workers; logs in {settings.logs_dir}. "
-               "Ctrl-C stops both.")
+    base = f"http://{host}:{port}"
+    click.echo(f"web app:   {base}/\n"
+               f"dashboard: {base}/admin  (log in as {DEMO_USER!r} with its API token)\n"
+               f"API docs:  {base}/api/openapi.json  (README.md, \"The API\")\n"
+               f"consumer:  {workers or settings.workers} workers; logs in "
+               f"{settings.logs_dir}\nCtrl-C stops both.")
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(0.2)

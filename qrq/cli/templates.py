@@ -6,7 +6,7 @@ import json
 
 import click
 
-from qrq.cli.base import get_app_db, main
+from qrq.cli.base import echo_fields, echo_json, echo_table, get_app_db, json_option, main, shorten
 
 
 @main.group()
@@ -15,29 +15,49 @@ def templates() -> None:
 
 
 @templates.command("list")
-def templates_list() -> None:
-    """List templates."""
+@json_option
+def templates_list(as_json: bool) -> None:
+    """List templates: id, name, page size, cards per page (grid), domain.
+
+    Example: qrq templates list --json
+    """
     from qrq.appdb.models import Template
 
     with get_app_db().connection_context():
-        for t in Template.select().order_by(Template.id):
-            click.echo(f"{t.id:>4}  {t.name:<32} {t.page_size:<8} {t.grid:<5} {t.domain}")
+        found = [t.to_dict() for t in Template.select().order_by(Template.id)]
+    if as_json:
+        echo_json({"templates": found})
+        return
+    if not found:
+        click.echo("no templates; add one: qrq templates add FILE.json (or qrq init --demo)")
+        return
+    echo_table(("id", "name", "page", "grid", "domain"),
+               [(t["id"], shorten(t["name"], 40), t["page_size"], t["grid"],
+                 shorten(t["domain"], 40)) for t in found], right=("id",))
 
 
 @templates.command("show")
 @click.argument("template_id", type=int)
-def templates_show(template_id: int) -> None:
-    """Print a template as JSON."""
+@json_option
+def templates_show(template_id: int, as_json: bool) -> None:
+    """Print a template; --json prints what `qrq templates add` reads.
+
+    Example: qrq templates show 2 --json > card.json
+    """
     from qrq.appdb.models import Template
 
     with get_app_db().connection_context():
-        click.echo(json.dumps(Template.get_by_id_or_404(template_id).to_dict(), indent=2))
+        fields = Template.get_by_id_or_404(template_id).to_dict()
+    if as_json:
+        echo_json(fields)
+        return
+    echo_fields(fields)
 
 
 @templates.command("add")
 @click.argument("json_file", type=click.File("r"))
 def templates_add(json_file) -> None:
-    """Add a template from a JSON file (fields as `qrq templates show` prints; - for stdin).
+    """Add a template from a JSON file (fields as `qrq templates show --json` prints; - for stdin).
 
     Example: qrq templates add card.json
     """

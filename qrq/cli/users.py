@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from qrq.cli.base import get_app_db, main
+from qrq.cli.base import echo_json, echo_table, get_app_db, json_option, main, shorten
 
 
 @main.group()
@@ -45,12 +45,22 @@ def users_reset_token(name: str) -> None:
 
 
 @users.command("list")
-def users_list() -> None:
-    """List users."""
+@json_option
+def users_list(as_json: bool) -> None:
+    """List users: id, name, e-mail address, admin or not.
+
+    Example: qrq users list --json
+    """
     from qrq.appdb.models import User
 
     with get_app_db().connection_context():
-        for user in User.select().order_by(User.id):
-            flags = " admin" if user.is_admin else ""
-            click.echo(f"{user.id:>4}  {user.name:<20} {user.email or '-':<30}{flags}")
-
+        found = [user.to_dict() for user in User.select().order_by(User.id)]
+    if as_json:
+        echo_json({"users": found})
+        return
+    if not found:
+        click.echo("no users; create one: qrq users create NAME [--admin]")
+        return
+    echo_table(("id", "name", "email", "admin"),
+               [(u["id"], shorten(u["name"], 30), shorten(u["email"], 40),
+                 "yes" if u["is_admin"] else "no") for u in found], right=("id",))

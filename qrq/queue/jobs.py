@@ -252,3 +252,28 @@ def record_progress(curs, job_id: str, worker: str, percent: float, stage: str =
                  (max(0, min(100, int(percent))), stage[:200], job_id, worker))
     row = curs.fetchone()
     return bool(row and row[0])
+
+
+def resolve_id(storage, ref: str, limit: int = 10) -> str:
+    """The full id of the job whose id is *ref* or starts with it (the dashboard's short
+    ids: ``5bc296e7``).
+
+    :raises NotFound: no job matches.
+    :raises Conflict: several jobs match; the message lists up to *limit* of them.
+    """
+    from qrq.errors import Conflict, NotFound
+
+    prefix = ref.strip().lower() if isinstance(ref, str) else ""
+    if not re.fullmatch(r"[0-9a-f-]{1,36}", prefix):
+        raise NotFound(f"no job {ref!r}: a job id is hexadecimal digits and dashes")
+    # A range on the primary key, not LIKE: '~' sorts after every hex digit and '-'.
+    rows = storage.sql("select id from job where id >= ? and id < ? order by id limit ?",
+                       (prefix, prefix + "~", limit + 1), results=True)
+    found = [job_id for job_id, in rows]
+    if not found:
+        raise NotFound(f"no job {ref}")
+    if len(found) > 1:
+        count = f"more than {limit}" if len(found) > limit else str(len(found))
+        raise Conflict(f"job id {ref} is ambiguous: {count} jobs start with it "
+                       f"({', '.join(found[:limit])}); give more digits")
+    return found[0]

@@ -20,6 +20,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         backups_api,
         errors,
         events,
+        home,
         openapi,
         ops,
         params,
@@ -75,4 +76,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(ops.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(analytics_api.bp)
+    app.register_blueprint(home.bp)
     return app

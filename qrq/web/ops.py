@@ -24,6 +24,7 @@ from qrq import alerts
 from qrq.config import Settings
 from qrq.errors import Forbidden, Unauthorized
 from qrq.queue import huey, stats
+from qrq.status import queue_status_document
 
 logger = logging.getLogger("qrq.web")
 
@@ -227,33 +228,5 @@ def healthz():
 # -- GET /api/admin/queue-status (routed in admin_api.py) ------------------------------
 
 def queue_status_view() -> dict[str, Any]:
-    """The queue status as JSON: ISO times, ages in seconds, and the alerts firing."""
-    from qrq.queue.jobs import iso
-
-    settings = current_app.config["QRQ"]
-    status = stats.queue_status(huey.storage)
-    firing = web_alerts()
-
-    def rename(counts: dict) -> dict:
-        view = dict(counts)
-        view["oldest_queued_age_seconds"] = view.pop("oldest_queued_age")
-        if view["oldest_queued_age_seconds"] is not None:
-            view["oldest_queued_age_seconds"] = round(view["oldest_queued_age_seconds"], 3)
-        return view
-
-    return {
-        "generated_at": iso(status["generated_at"]),
-        "types": {job_type: rename(counts) for job_type, counts in status["types"].items()},
-        "totals": rename(status["totals"]),
-        "consumers": [{
-            "id": c["id"], "host": c["host"], "pid": c["pid"], "workers": c["workers"],
-            "started_at": iso(c["started_at"]), "last_heartbeat": iso(c["heartbeat_at"]),
-            "heartbeat_age_seconds": round(c["heartbeat_age"], 3),
-            "alive": c["heartbeat_age"] <= settings.alert_heartbeat_age,
-            "current_jobs": [{"job_id": j["job_id"], "type": j["type"], "name": j["name"],
-                              "progress": j["progress"], "stage": j["stage"],
-                              "started_at": iso(j["started_at"])} for j in c["jobs"]],
-        } for c in status["consumers"]],
-        "alerts": [{"kind": a["kind"], "message": a["message"], "since": iso(a.get("since"))}
-                   for a in firing],
-    }
+    """The queue status as JSON (the document ``qrq status --json`` prints too)."""
+    return queue_status_document(huey.storage, current_app.config["QRQ"], web_alerts())

@@ -1,0 +1,208 @@
+"""The CLI as a user meets it: short job ids, --json, tables, and waiting for jobs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qrq.cli import main
+from qrq.queue import huey, jobs
+from tests.conftest import ROOT, wait_until
+from tests.test_batch import run_job
+
+SHORT = "5bc296e7"
+
+
+def add_job(job_id, error=None):
+    """A job record with a chosen id (so that prefixes can collide), as the enqueue
+    writes it."""
+    with huey.storage.db(commit=True) as curs:
+        jobs.insert(curs, jobs.new_record(job_id, "pdf", "pdf.generate", None,
+                                          {"template_id": 2}))
+        if error:
+            jobs.finish(curs, job_id, {"status": "failed", "error": error})
+
+
+def queued_id(output):
+    return next(word for line in output.splitlines() if line.startswith("queued")
+                for word in line.split() if jobs.JOB_ID.fullmatch(word))
+
+
+# -- short ids ------------------------------------------------------------------------
+
+def test_a_short_id_works_in_every_job_command(runner, templates):
+    queued = runner.invoke(main, ["pdf", "2"])
+    job_id = queued_id(queued.output)
+    short = job_id[:8]
+    shown = runner.invoke(main, ["jobs", "show", short, "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["job_id"] == job_id
+    upper = runner.invoke(main, ["jobs", "show", short.upper()])
+    assert upper.exit_code == 0 and job_id in upper.output
+    canceled = runner.invoke(main, ["jobs", "cancel", short])
+    assert canceled.exit_code == 0, canceled.output
+    assert jobs.get(huey.storage, job_id)["status"] == "canceled"
+    retried = runner.invoke(main, ["jobs", "retry", short])
+    assert retried.exit_code == 0 and job_id in retried.output, retried.output
+    assert jobs.get(huey.storage, job_id)["status"] == "queued"
+    run_job(job_id)
+    waited = runner.invoke(main, ["jobs", "wait", short, "--timeout", "5"])
+    assert waited.exit_code == 0 and "finished" in waited.output, waited.output
+
+    batch = runner.invoke(main, ["batch", "submit", "--template", "2", "--count", "3"])
+    batch_id = queued_id(batch.output)
+    run_job(batch_id)
+    items = runner.invoke(main, ["batch", "items", batch_id[:8], "--json"])
+    assert items.exit_code == 0, items.output
+    assert json.loads(items.output)["total"] == 3
+
+
+def test_an_ambiguous_prefix_lists_the_candidates_and_an_unknown_one_says_so(runner, settings):
+    first, second = f"{SHORT}-0000-4000-8000-000000000001", f"{SHORT}-0000-4000-8000-000000000002"
+    other = "5bc2aaaa-0000-4000-8000-000000000003"
+    for job_id in (first, second, other):
+        add_job(job_id)
+    for args in (["jobs", "show", SHORT], ["jobs", "cancel", SHORT],
+                 ["jobs", "wait", SHORT], ["batch", "items", SHORT]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert f"job id {SHORT} is ambiguous: 2 jobs start with it" in result.output
+        assert first in result.output and second in result.output and other not in result.output
+        assert "Traceback" not in result.output
+    assert jobs.get(huey.storage, first)["status"] == "queued"  # nothing was canceled
+    assert runner.invoke(main, ["jobs", "show", "5bc2a"]).exit_code == 0
+    assert runner.invoke(main, ["jobs", "show", first]).exit_code == 0
+    many = runner.invoke(main, ["jobs", "show", "5"])
+    assert "ambiguous: 3 jobs" in many.output
+    for unknown in ("ffff0000", "not-hex!", ""):
+        result = runner.invoke(main, ["jobs", "show", unknown])
+        assert result.exit_code == 1, result.output
+        assert "Error: no job" in result.output and "Traceback" not in result.output
+
+
+# -- --json and tables ----------------------------------------------------------------
+
+def test_every_list_and_show_command_has_json(runner, templates, make_user):
+    make_user("carol", admin=True, email="carol@example.com")
+    job_id = queued_id(runner.invoke(main, ["pdf", "2"]).output)
+
+    def as_json(*args):
+        result = runner.invoke(main, [*args, "--json"])
+        assert result.exit_code == 0, (args, result.output)
+        return json.loads(result.output)
+
+    assert [j["job_id"] for j in as_json("jobs", "list")["jobs"]] == [job_id]
+    assert as_json("jobs", "show", job_id)["params"] == {"template_id": 2, "options": {}}
+    assert [u["name"] for u in as_json("users", "list")["users"]] == ["carol"]
+    assert len(as_json("templates", "list")["templates"]) == 4
+    assert as_json("templates", "show", "2")["grid"] == "2x4"
+    assert as_json("analytics", "list") == {"reports": []}
+    assert as_json("backup", "list") == {"sets": []}
+    assert as_json("status")["totals"]["queued"] == 1
+
+    def walk(group, path):
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):
+                yield from walk(command, [*path, name])
+            elif name in ("list", "show", "items", "status"):
+                yield [*path, name], command
+
+    lacking = [" ".join(path) for path, command in walk(main, [])
+               if "--json" not in {o for p in command.params for o in p.opts}]
+    assert lacking == []
+
+
+def test_status_json_is_the_queue_status_document_of_the_api(runner, client, make_user,
+                                                            templates):
+    _, headers = make_user("root", admin=True)
+    runner.invoke(main, ["pdf", "2"])
+    cli = json.loads(runner.invoke(main, ["status", "--json"]).output)
+    api = client.get("/api/admin/queue-status", headers=headers).get_json()
+    for document in (cli, api):
+        document.pop("generated_at")
+        for counts in (*document["types"].values(), document["totals"]):
+            counts.pop("oldest_queued_age_seconds")
+    assert cli == api
+    assert [alert["kind"] for alert in cli["alerts"]] == ["no_consumer"]
+
+
+def test_plain_lists_have_headers_and_shorten_long_values(runner, templates):
+    add_job(f"{SHORT}-0000-4000-8000-000000000001", error="boom " * 200)
+    listed = runner.invoke(main, ["jobs", "list"]).output.splitlines()
+    assert listed[0].split() == ["id", "type", "status", "progress", "created", "error"]
+    assert listed[1].startswith(f"{SHORT}  pdf") and listed[1].endswith("…")
+    assert len(listed[1]) < 120
+    for args, header in ((["templates", "list"], "id  name"), (["users", "list"], "no users"),
+                         (["status"], "type")):
+        assert runner.invoke(main, args).output.startswith(header), args
+    batch = runner.invoke(main, ["batch", "submit", "--template", "2", "--count", "2",
+                                 "-o", "data=" + "x" * 300])
+    batch_id = queued_id(batch.output)
+    run_job(batch_id)
+    items = runner.invoke(main, ["batch", "items", batch_id]).output.splitlines()
+    assert items[0].split() == ["idx", "status", "file", "or", "error", "data"]
+    assert all(len(line) < 200 for line in items) and items[1].endswith("…")
+
+
+# -- waiting --------------------------------------------------------------------------
+
+def test_wait_stops_when_no_consumer_runs_and_keeps_waiting_only_if_asked(runner, templates):
+    result = runner.invoke(main, ["pdf", "2", "--wait", "--timeout", "60"])
+    assert result.exit_code == 1
+    job_id = queued_id(result.output)
+    assert "no consumer is running (none registered)" in result.output
+    assert f"follow it with: qrq jobs wait {job_id}" in result.output
+    assert jobs.get(huey.storage, job_id)["status"] == "queued"  # the job goes on
+
+    kept = runner.invoke(main, ["jobs", "wait", job_id[:8], "--keep-waiting",
+                                "--timeout", "8"])
+    assert kept.exit_code == 1
+    assert "no consumer is running (none registered); waiting until one runs" in kept.output
+    assert f"still queued after 8s; it goes on: follow it with: qrq jobs wait {job_id}" \
+        in kept.output
+
+
+def test_every_wait_has_timeout_and_keep_waiting(runner):
+    def walk(group, path):
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):
+                yield from walk(command, [*path, name])
+            else:
+                yield [*path, name], {o for p in command.params for o in p.opts}
+
+    waiting = {" ".join(path): opts for path, opts in walk(main, [])
+               if "--wait" in opts or path[-1] == "wait"}
+    assert {"pdf", "batch submit", "backup run", "jobs wait"} <= set(waiting)
+    assert {name for name, opts in waiting.items()
+            if not {"--timeout", "--keep-waiting"} <= opts} == set()
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_waiting_says_the_job_goes_on(tmp_path):
+    env = {**os.environ, "QRQ_DATA_DIR": str(tmp_path / "data")}
+    qrq = str(Path(sys.executable).parent / "qrq")
+    subprocess.run([qrq, "init", "--demo"], env=env, cwd=ROOT, check=True,
+                   capture_output=True)
+    job_id = queued_id(subprocess.run([qrq, "pdf", "2"], env=env, cwd=ROOT, check=True,
+                                      capture_output=True, text=True).stdout)
+    log = tmp_path / "wait.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([qrq, "jobs", "wait", job_id[:8], "--keep-waiting"], env=env,
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: "waiting until one runs" in log.read_text(), timeout=60,
+                   message="the no-consumer notice")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = log.read_text()
+    assert f"stopped waiting; job {job_id} goes on (queued): follow it with: " \
+           f"qrq jobs wait {job_id}" in output
+    assert "Traceback" not in output
