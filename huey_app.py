@@ -1,6 +1,7 @@
 """Entry point for the consumer: ``huey_consumer huey_app.huey`` (or ``qrq worker``).
 
-Importing a task module registers its tasks with the Huey instance.
+Importing a task module registers its tasks with the Huey instance; the
+instance is then opened from the settings (QRQ_* environment variables).
 """
 
 import tasks.alerts  # noqa: F401
@@ -12,6 +13,9 @@ import tasks.maintenance  # noqa: F401
 import tasks.pdf  # noqa: F401
 import tasks.retention  # noqa: F401
 import tasks.webhook  # noqa: F401
+from qrq.config import settings_or_exit
 from qrq.queue import huey, load_task_modules
 
+if not huey.initialised:  # `qrq worker` has opened it already
+    huey.init(settings_or_exit())
 load_task_modules(huey.settings)

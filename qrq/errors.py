@@ -91,6 +91,24 @@ class TooManyJobs(QrqError):
     code = "too_many_jobs"
 
 
+class TooManyAttempts(QrqError):
+    """Too many failed log-ins or bad tokens from your address; wait and try again."""
+
+    status = 429
+    code = "too_many_attempts"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 60):
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds, sent as Retry-After
+
+
+class Unavailable(QrqError):
+    """A database is unavailable; try again later."""
+
+    status = 503
+    code = "unavailable"
+
+
 class StorageFull(QrqError):
     """The disk holding qrq's data is full; try again once space has been freed."""
 

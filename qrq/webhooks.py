@@ -2,9 +2,11 @@
 
 A job submitted with a ``callback_url`` (or by a user with a default one) gets a
 row in ``webhook_target``, written before the job is enqueued. When the job ends
-the queue calls its end hooks, and ``tasks/webhook.py`` enqueues a ``webhook``
-job that delivers the record: a job of its own, retried with backoff, listed
-like any other, that never changes the job it reports on.
+the queue calls its end hooks, and :func:`enqueue_delivery` (registered when this
+module is imported: by the web app and by ``tasks/webhook.py`` in the consumer)
+submits a ``webhook.deliver`` job by name that delivers the record: a job of its
+own, retried with backoff, listed like any other, that never changes the job it
+reports on.
 
 Signing: ``X-Qrq-Timestamp`` is the Unix time of the attempt and
 ``X-Qrq-Signature`` is ``v1=`` + hex HMAC-SHA256 over ``"<timestamp>." + body``
@@ -30,10 +32,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from qrq.errors import QrqError
+from qrq.queue import huey, jobs, submit
 
 MAX_URL_CHARS = 2000
 TIMEOUT_SECONDS = 10.0
 USER_AGENT = "qrq-webhook/1"
+# The registered name of the delivery task (declared in qrq/queue/catalog.py).
+DELIVERY_TASK = "webhook.deliver"
 
 
 class WebhookRefused(QrqError):
@@ -187,3 +192,15 @@ def set_default_url(storage, owner_id: int, url: str | None) -> None:
     else:
         storage.sql("insert or replace into webhook_default (owner_id, url) values (?, ?)",
                     (owner_id, url), commit=True)
+
+
+# -- the end hook ----------------------------------------------------------------------------
+
+@huey.on_job_end
+def enqueue_delivery(job_id: str) -> None:
+    """Queue the delivery of an ended job that has a callback URL (not of deliveries)."""
+    target = target_of(huey.storage, job_id)
+    if target is None or jobs.get(huey.storage, job_id)["type"] == "webhook":
+        return
+    submit(DELIVERY_TASK, job_id, owner_id=target["owner_id"],
+           params={"job_id": job_id, "callback_url": target["url"]})

@@ -5,14 +5,12 @@ time limit and a way to queue the report mail.
 """
 
 from qrq.backup import jobs as backup_jobs
-from qrq.queue import huey, job_task, maintenance, periodic_job, progress, submit
-from tasks.mail import send_mail_task
-
-settings = huey.settings
+from qrq.backup.submit import submit_backup
+from qrq.queue import huey, job_task, periodic_job, progress, submit
 
 
 def _mail(to: list[str], subject: str, body: str) -> None:
-    submit(send_mail_task, to, subject, body, owner_id=None,
+    submit("mail.send", to, subject, body, owner_id=None,
            params={"to": to, "subject": subject})
 
 
@@ -22,17 +20,13 @@ def backup_now(task, kind: str, due_at: float | None = None) -> dict:
                                   report=lambda pct, stage: progress(task, pct, stage))
 
 
-@job_task("maintenance", name="backup.run", timeout=settings.backup_timeout, retries=1,
-          retry_delay=60)
+@job_task(name="backup.run")  # type, limits, schedules: qrq/queue/catalog.py
 def run_backup_task(kind: str = "manual", due_at: float | None = None, task=None) -> dict:
     """Back up every database now (``qrq backup run``), or catch up a missed run."""
     return backup_now(task, kind, due_at)
 
 
-@periodic_job("maintenance", name="backup.scheduled", timeout=settings.backup_timeout,
-              schedule=lambda ts: maintenance.due_now(
-                  huey.settings.backup_schedule,
-                  maintenance.zone(huey.settings.backup_timezone), ts))
+@periodic_job(name="backup.scheduled")
 def scheduled_backup(task=None) -> dict:
     """The backup at QRQ_BACKUP_SCHEDULE."""
     return backup_now(task, "scheduled", backup_jobs.last_due(huey.settings))
@@ -43,8 +37,7 @@ def catch_up(now: float | None = None) -> str | None:
     due = backup_jobs.claim_catch_up(huey.settings, huey.storage, now)
     if due is None:
         return None
-    return submit(run_backup_task, "catch-up", due, owner_id=None,
-                  params={"kind": "catch-up", "due_at": due})
+    return submit_backup("catch-up", due)
 
 
 @huey.on_startup("backup.catch_up")

@@ -4,7 +4,7 @@ from qrq.notify import send_mail
 from qrq.queue import huey, job_task
 
 
-@job_task("mail", name="mail.send", retries=5, retry_delay=30, timeout=120)
+@job_task(name="mail.send")  # type and limits: qrq/queue/catalog.py
 def send_mail_task(to: list, subject: str, body: str, html: str | None = None,
                    task=None) -> dict:
     """Send one message (SMTP, or an .eml in <data>/outbox/ when no host is set)."""

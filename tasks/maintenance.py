@@ -6,7 +6,8 @@ at the next consumer start. Job records are purged by tasks/retention.py.
 
 import time
 
-from qrq.queue import huey, job_task, locks, maintenance, periodic_job, progress, submit
+from qrq.queue import huey, job_task, locks, maintenance, periodic_job, progress
+from qrq.queue.housekeeping import submit_maintenance
 
 LOCK = "maintenance"
 
@@ -29,17 +30,14 @@ def maintain_now(task, kind: str, due_at: float | None = None) -> dict:
     return locks.run_exclusive(huey.storage, LOCK, task.id, kind, due_at, body)
 
 
-@job_task("maintenance", name="maintenance.run", timeout=3600)
+@job_task(name="maintenance.run")  # type, limits, schedules: qrq/queue/catalog.py
 def run_maintenance_task(kind: str = "manual", due_at: float | None = None,
                          task=None) -> dict:
     """Run the maintenance now (``qrq maintenance run``), or catch up a missed run."""
     return maintain_now(task, kind, due_at)
 
 
-@periodic_job("maintenance", name="maintenance.weekly", timeout=3600,
-              schedule=lambda ts: maintenance.due_now(
-                  huey.settings.maintenance_schedule,
-                  maintenance.zone(huey.settings.backup_timezone), ts))
+@periodic_job(name="maintenance.weekly")
 def weekly_maintenance(task=None) -> dict:
     """The maintenance at QRQ_MAINTENANCE_SCHEDULE."""
     return maintain_now(task, "scheduled", _due())
@@ -50,8 +48,7 @@ def catch_up(now: float | None = None) -> str | None:
     due = _due(now)
     if not locks.claim_catch_up(huey.storage, LOCK, due, now=now):
         return None
-    return submit(run_maintenance_task, "catch-up", due, owner_id=None,
-                  params={"kind": "catch-up", "due_at": due})
+    return submit_maintenance("catch-up", due)
 
 
 @huey.on_startup("maintenance.catch_up")

@@ -9,8 +9,9 @@ import tempfile
 import time
 from pathlib import Path
 
-# The Huey instance is built from settings when qrq.queue is imported; point it
-# at a throwaway directory first so no test touches the repository's data/.
+# huey_app (imported below to register the tasks, as the consumer does) opens the
+# queue from the environment; point it at a throwaway directory first so no test
+# touches the repository's data/. Each test's `settings` fixture re-opens it.
 os.environ["QRQ_DATA_DIR"] = tempfile.mkdtemp(prefix="qrq-import-")
 
 import pytest  # noqa: E402
@@ -61,7 +62,7 @@ def settings(tmp_path, monkeypatch):
     monkeypatch.setenv("QRQ_DATA_DIR", str(data))
     settings = load_settings(lease_seconds=3.0)
     settings.ensure_dirs()
-    huey.configure(settings)
+    huey.init(settings)
     init_db(settings.app_db, settings.busy_timeout)
     yield settings
     huey.storage.close()

@@ -3,6 +3,7 @@ actions (retry, retry-all, purge, cancel), escaping of user text, security heade
 
 import datetime
 import re
+import time
 
 import pytest
 from huey import crontab
@@ -11,7 +12,9 @@ from qrq.appdb.db import app_db
 from qrq.appdb.models import Template
 from qrq.errors import ValidationError
 from qrq.queue import huey, job_task, jobs, submit
-from qrq.web.admin import bar_chart, next_run
+from qrq.web.dashboard.charts import bar_chart
+from qrq.web.dashboard.schedule import next_run
+from tests.test_dead_letters import forge_payload
 
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
 PAGES = ["/admin/", "/admin/jobs", "/admin/failed", "/admin/schedule", "/admin/consumers",
@@ -161,6 +164,52 @@ def test_a_reset_token_ends_the_session(admin, root):
     assert client.get("/admin/").status_code == 302
 
 
+def session_cookie(client):
+    return client.get_cookie("qrq_session", path="/admin").value
+
+
+def test_logging_out_ends_the_session_for_a_copied_cookie_too(admin, settings):
+    from qrq.web import create_app
+
+    client, csrf = admin
+    # The copy goes to another web app on the same data (another worker or host).
+    copy = create_app({"SETTINGS": settings, "TESTING": True}).test_client()
+    copy.set_cookie("qrq_session", session_cookie(client), path="/admin")
+    assert copy.get("/admin/").status_code == 200
+    post(client, csrf, "/admin/logout")
+    assert copy.get("/admin/").status_code == 302
+    assert copy.get(f"/admin/progress.json?ids={ZERO_ID}").status_code == 401
+
+
+def test_the_session_cookie_holds_no_token_hash_and_cannot_be_forged(app, admin, root):
+    client, _ = admin
+    signer = app.session_interface.get_signing_serializer(app)
+    content = signer.loads(session_cookie(client))
+    assert set(content) - {"_permanent"} == {"sid", "csrf"}
+    assert root[0].token_hash not in str(content)
+    # Even knowing the secret key and the token hash, a made-up cookie logs no one in.
+    forger = app.test_client()
+    for forged in ({"uid": root[0].id, "th": root[0].token_hash, "at": time.time()},
+                   {"sid": root[0].token_hash, "csrf": "x"}):
+        forger.set_cookie("qrq_session", signer.dumps(forged), path="/admin")
+        assert forger.get("/admin/").status_code == 302
+
+
+def test_failed_logins_are_throttled_per_address(app, root):
+    from qrq.appdb.throttle import LIMIT
+
+    client = app.test_client()
+    for _ in range(LIMIT):
+        assert log_in(client, "root", "qrq_wrong").status_code == 403
+    response = log_in(client, "root", root[1])  # even the right token, for a while
+    assert response.status_code == 429 and int(response.headers["Retry-After"]) >= 1
+    assert client.get("/admin/").status_code == 302
+    # Another address is not slowed.
+    other = app.test_client()
+    other.environ_base["REMOTE_ADDR"] = "192.0.2.7"
+    assert log_in(other, "root", root[1]).status_code == 302
+
+
 def test_a_demoted_admin_is_logged_out(admin, root):
     client, _ = admin
     with app_db.connection_context():
@@ -245,6 +294,15 @@ def test_job_list_filters_and_search(admin, templates, alice, client):
         assert field in response.text and "<script>" not in response.text
 
 
+def test_page_numbers_are_checked_in_one_place(admin):
+    client, _ = admin
+    for page in ("%C2%B2", "9" * 5000, "0", "-1", "x"):
+        for url in ("/admin/jobs", "/admin/failed"):
+            response = client.get(f"{url}?page={page}")
+            assert response.status_code == 422, (url, page)
+            assert "page" in response.text
+
+
 def test_job_detail_shows_everything_and_escapes_user_text(admin, templates, alice, client,
                                                            settings):
     with app_db.connection_context():
@@ -320,6 +378,20 @@ def test_failed_page_retry_all_and_purge(admin, settings):
     response = post(client, csrf, "/admin/failed/purge", older_than="soon")
     assert response.status_code == 422 and "older_than" in response.text
     assert client.get("/admin/failed?status=running").status_code == 422
+
+
+def test_retry_all_goes_on_past_a_job_it_cannot_retry_and_says_why(admin):
+    client, csrf = admin
+    good, forged = submit(bad, "a", owner_id=None), submit(bad, "b", owner_id=None)
+    run_next()
+    run_next()
+    forge_payload(forged)
+    response = post(client, csrf, "/admin/failed/retry-all")
+    assert response.status_code == 302
+    page = client.get(response.headers["Location"]).text
+    assert "1 failed job(s) queued again, 1 skipped" in page and forged in page
+    assert jobs.get(huey.storage, good)["status"] == "queued"
+    assert jobs.get(huey.storage, forged)["status"] == "failed"
 
 
 def test_cancel_from_the_dashboard(admin):

@@ -121,6 +121,7 @@ import sys
 from qrq.config import load_settings
 from qrq.queue import huey
 from qrq import alerts
+huey.init(load_settings())
 sys.stdin.readline()  # start together
 print(alerts.claim_mail(huey.storage, "no_consumer", 3600))
 """

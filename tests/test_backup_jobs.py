@@ -11,7 +11,7 @@ import pytest
 
 from qrq.backup import list_sets
 from qrq.cli import main
-from qrq.queue import huey, jobs, locks, submit
+from qrq.queue import huey, jobs, locks, stats, submit
 from tasks import backup as backup_tasks
 from tasks.backup import run_backup_task
 from tests.conftest import wait_until
@@ -126,7 +126,7 @@ def test_a_missed_backup_is_caught_up_once_when_consumers_start(settings, make_u
     first, second = consumer(workers=2, extra_env=env), consumer(workers=2, extra_env=env)
 
     def backup_jobs():
-        return jobs.list_jobs(huey.storage, job_type="maintenance")
+        return stats.search_jobs(huey.storage, job_type="maintenance")[0]
 
     def finished():
         found = [j for j in backup_jobs() if j["status"] in jobs.ENDED]

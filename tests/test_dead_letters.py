@@ -3,6 +3,7 @@
 import time
 
 import pytest
+from huey.serializer import SignedSerializer
 
 from qrq.cli import main
 from qrq.queue import huey, jobs
@@ -127,3 +128,51 @@ def test_purge_stale_skips_a_file_that_vanishes_and_keeps_live_artifacts(
     assert report["orphan_artifacts"] == 1
     assert not orphan.exists()
     assert any(artifacts.glob(f"{done}*"))  # its job still exists: kept
+
+
+# -- bulk retry: one implementation, a report per job -----------------------------------
+
+def forge_payload(job_id):
+    """Re-sign a job's stored payload with another secret, as after a secret rotation."""
+    payload = huey.storage.sql("select payload from job where id = ?", (job_id,),
+                               results=True)[0][0]
+    other = SignedSerializer(secret="another-secret-of-thirty-two-bytes!", salt="qrq")
+    huey.storage.sql("update job set payload = ? where id = ?",
+                     (other.serialize(huey.serializer.deserialize(payload)), job_id),
+                     commit=True)
+
+
+def two_failed_one_forged(client, alice):
+    good, data = failed_pdf_job(client, alice[1])
+    restore_template(data)
+    forged, data = failed_pdf_job(client, alice[1])
+    restore_template(data)
+    forge_payload(forged)
+    return good, forged
+
+
+def test_admin_api_retry_failed_reports_a_job_it_cannot_retry(client, templates, alice,
+                                                              make_user):
+    _, admin = make_user("root", admin=True)
+    good, forged = two_failed_one_forged(client, alice)
+    assert_error(client.post(f"/api/admin/jobs/{forged}/retry", headers=admin), 409)
+    response = client.post("/api/admin/jobs/retry-failed", json={}, headers=admin)
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["retried"] == [good]
+    assert [s["job_id"] for s in body["skipped"]] == [forged]
+    assert body["skipped"][0]["reason"]
+    assert jobs.get(huey.storage, good)["status"] == "queued"
+    assert jobs.get(huey.storage, forged)["status"] == "failed"
+    assert_error(client.post("/api/admin/jobs/retry-failed", json={"type": 5},
+                             headers=admin), 422, "type")
+
+
+def test_cli_retry_all_failed_lists_what_it_could_not_retry(client, runner, templates,
+                                                            alice):
+    good, forged = two_failed_one_forged(client, alice)
+    result = runner.invoke(main, ["jobs", "retry", "--all-failed"])
+    assert result.exit_code == 1
+    assert f"queued {good}" in result.output and "1 job(s) queued again" in result.output
+    assert f"skipped {forged}: " in result.output
+    assert jobs.get(huey.storage, good)["status"] == "queued"

@@ -78,11 +78,13 @@ def test_worker_loads_task_modules_from_its_working_directory(tmp_path):
         "def ping(task=None):\n"
         "    return {'pong': True}\n")
     data = tmp_path / "data"
+    # The checkout (huey_app.py, qrq's own tasks) is on the path; local_tasks is not.
     env = {**os.environ, "QRQ_DATA_DIR": str(data), "QRQ_TASK_MODULES": "local_tasks",
-           "PYTHONPATH": ""}
+           "PYTHONPATH": str(ROOT)}
     qrq = str(Path(sys.executable).parent / "qrq")
     subprocess.run([qrq, "init"], env=env, cwd=project, check=True, capture_output=True)
-    enqueue = ("import local_tasks; from qrq.queue import submit; "
+    enqueue = ("import local_tasks; from qrq.config import load_settings; "
+               "from qrq.queue import huey, submit; huey.init(load_settings()); "
                "print(submit(local_tasks.ping, owner_id=None))")
     job_id = subprocess.run([sys.executable, "-c", enqueue], env=env, cwd=project,
                             check=True, capture_output=True, text=True).stdout.strip()

@@ -155,6 +155,25 @@ def test_every_process_reports_the_same_numbers(client, settings, make_user):
     assert queued(client.get("/metrics", headers=headers).text) == 4  # and we see its jobs
 
 
+def test_bad_tokens_are_throttled_per_address_in_the_error_shape(client, app, admin):
+    from qrq.appdb.throttle import LIMIT
+
+    bad_token = {"Authorization": "Bearer qrq_guess"}
+    for url in ("/metrics", "/api/admin/queue-status") * (LIMIT // 2):
+        assert_error(client.get(url, headers=bad_token), 401)
+    for url in ("/metrics", "/api/admin/queue-status", "/api/jobs"):
+        response = client.get(url, headers=admin)  # a good token too, for a while
+        assert assert_error(response, 429)["code"] == "too_many_attempts"
+        assert int(response.headers["Retry-After"]) >= 1
+    other = app.test_client()
+    other.environ_base["REMOTE_ADDR"] = "192.0.2.7"
+    assert other.get("/metrics", headers=admin).status_code == 200
+    # A missing or malformed header is not a guess: it never counts.
+    for _ in range(LIMIT + 1):
+        assert_error(other.get("/api/admin/queue-status"), 401)
+    assert other.get("/api/admin/queue-status", headers=admin).status_code == 200
+
+
 def test_healthz_is_open_and_says_which_database_fails(client, settings):
     response = client.get("/healthz")
     assert response.status_code == 200
@@ -168,6 +187,36 @@ def test_healthz_is_open_and_says_which_database_fails(client, settings):
         assert "app_db" not in error["message"]
     finally:
         huey.storage.sql("alter table job_gone rename to job", commit=True)
+    assert client.get("/healthz").status_code == 200
+
+
+def test_a_corrupt_app_db_gives_503_and_the_app_still_starts(settings, tmp_path):
+    from qrq.web import create_app
+
+    settings.app_db.write_bytes(b"not a database, " * 512)
+    for _ in range(2):  # a restart too
+        client = create_app({"SETTINGS": settings, "TESTING": True}).test_client()
+        error = assert_error(client.get("/healthz"), 503)
+        assert error["code"] == "unavailable" and "app_db" in error["message"]
+        assert "queue_db" not in error["message"]
+        assert_error(client.get("/api/jobs", headers={"Authorization": "Bearer x"}), 503)
+
+
+def test_healthz_reports_a_full_disk(client):
+    """A full disk simulated at the SQLite layer (``max_page_count``: SQLITE_FULL, as
+    ENOSPC gives); tests/test_reliability.py fills a real tmpfs."""
+    from qrq.errors import StorageFull
+
+    conn = huey.storage.conn
+    conn.execute(f"pragma max_page_count = {conn.execute('pragma page_count').fetchone()[0]}")
+    with pytest.raises(StorageFull):
+        huey.storage.sql("insert into kv (queue, key, value) values ('q', 'k', "
+                         "zeroblob(100000))", commit=True)
+    error = assert_error(client.get("/healthz"), 503)
+    assert error["code"] == "storage_full" and "queue_db" in error["message"]
+    assert "app_db" not in error["message"]
+    conn.execute("pragma max_page_count = 1000000")  # space is back
+    huey.storage.sql("insert into kv (queue, key, value) values ('q', 'k', 'v')", commit=True)
     assert client.get("/healthz").status_code == 200
 
 

@@ -1,13 +1,21 @@
 """Tasks through the real SQLite storage: enqueue, dequeue (unpickle, check the
 signature), execute, and the job record each step leaves."""
 
+import ast
+import dataclasses
+import datetime
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from qrq.errors import ValidationError
-from qrq.queue import huey, job_task, jobs, progress, submit
+from qrq.errors import Conflict, ValidationError
+from qrq.queue import catalog, huey, job_task, jobs, progress, submit
 from tests.conftest import wait_until
 
 calls = []
@@ -177,3 +185,147 @@ def test_a_delayed_job_waits_in_the_schedule_as_queued(settings):
     assert huey.storage.queue_size() == 0 and huey.scheduled_count() == 1
     assert jobs.get(huey.storage, job_id)["status"] == "queued"
     assert huey.cancel(job_id) == "canceled" and huey.scheduled_count() == 0
+
+
+# -- deferred initialisation, submit by name, one-way dependencies ----------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_importing_the_queue_and_a_task_module_creates_no_file(tmp_path):
+    """Nothing is created until the queue is initialised, and a task's limits come from
+    the settings it is initialised with, not from those at import."""
+    data = tmp_path / "absent"
+    script = (
+        "import os, pathlib, qrq.queue, tasks.pdf\n"
+        "from qrq.queue import huey, QueueNotInitialised\n"
+        "data = pathlib.Path(os.environ['QRQ_DATA_DIR'])\n"
+        "assert not data.exists(), sorted(data.rglob('*'))\n"
+        "try:\n"
+        "    huey.storage.queue_size()\n"
+        "except QueueNotInitialised as exc:\n"
+        "    assert 'huey.init(settings)' in str(exc)\n"
+        "else:\n"
+        "    raise AssertionError('usable before init')\n"
+        "from qrq.config import load_settings\n"
+        "huey.init(load_settings(pdf_timeout=7))\n"
+        "task = tasks.pdf.generate_qr_pdf.s(1, {})\n"
+        "print(task.timeout, task.retries, data.exists())\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, env={**os.environ, "QRQ_DATA_DIR": str(data),
+                                         "QRQ_PDF_RETRIES": "4"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["7", "4", "True"]
+
+
+def _imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_qrq_imports_neither_the_task_modules_nor_huey_app():
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(name for name in _imported_modules(path)
+                                            if name.split(".")[0] in ("tasks", "huey_app", "web"))
+        for path in (ROOT / "qrq").rglob("*.py")}
+    assert {path: names for path, names in offenders.items() if names} == {}
+
+
+def test_the_built_package_holds_only_qrq(tmp_path):
+    """A non-editable install gets ``qrq`` alone: no top-level ``web``, ``huey_app`` or
+    ``tasks`` (build_py makes exactly what a wheel's purelib holds)."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("setup.cfg", "pyproject.toml", "README.md", "huey_app.py", "web.py"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("qrq", "tasks"):
+        shutil.copytree(ROOT / name, source / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-c", "from setuptools import setup; setup()", "-q",
+                    "build_py", "-d", str(tmp_path / "built")], cwd=source, check=True,
+                   capture_output=True)
+    assert sorted(p.name for p in (tmp_path / "built").iterdir()) == ["qrq"]
+
+
+def test_every_qrq_task_is_registered_as_the_catalog_declares_it(settings):
+    import huey_app  # noqa: F401  (registers the tasks, as the consumer does)
+
+    for name, spec in {**catalog.TASKS, **catalog.PERIODIC}.items():
+        registered = huey.registered_class(f"qrq.{name}")
+        assert registered.__name__ == name
+        assert getattr(registered, "job_type", None) == spec.job_type
+        assert registered.default_priority == spec.effective_priority
+        assert registered.default_timeout == spec.limits(settings)["timeout"]
+    registered = {task.name for task in huey.periodic_tasks()}
+    assert set(catalog.PERIODIC) <= registered
+    for task in catalog.periodic_tasks(settings):  # the dashboard's list
+        assert task.priority == catalog.PERIODIC[task.name].effective_priority
+
+
+def test_a_job_submitted_by_name_runs_with_the_registered_task_defaults(settings, templates):
+    job_id = submit("pdf.generate", 1, {}, owner_id=3, params={"template_id": 1})
+    task = huey.dequeue()
+    assert task.id == job_id and task.name == "pdf.generate"
+    assert (task.timeout, task.retries, task.priority) == (
+        settings.pdf_timeout, settings.pdf_retries, catalog.PRIORITY["pdf"])
+    assert task.expires == settings.job_expiry and task.expires_resolved is not None
+    huey.execute(task)
+    job = jobs.get(huey.storage, job_id)
+    assert (job["status"], job["type"], job["owner_id"]) == ("finished", "pdf", 3)
+
+
+def test_an_unknown_task_name_is_refused(settings):
+    with pytest.raises(ValueError, match="unknown task 'pdf.generat'"):
+        submit("pdf.generat", owner_id=None)
+
+
+def test_the_schedule_is_readable_without_the_task_modules(settings):
+    """The web app lists scheduled jobs of tasks it never imported."""
+    from huey.registry import Message
+
+    message = Message(id="5f0e4c1e-0000-4000-8000-000000000000", name="qrq.elsewhere.only",
+                      args=(), kwargs={}, retries=2)
+    huey.storage.add_to_schedule(huey.serializer.serialize(message),
+                                 datetime.datetime(2100, 1, 1))
+    [task] = huey.scheduled()
+    assert (task.id, task.name, task.retries) == (message.id, "elsewhere.only", 2)
+
+
+# -- retry of a job whose payload cannot be read ----------------------------------------
+
+def test_retry_of_a_payload_signed_with_another_secret_is_a_conflict(settings):
+    """After a secret rotation a failed job's stored payload no longer verifies: the
+    retry is refused with a reason (409), and the job stays as it was."""
+    job_id = submit(bad_input, owner_id=None)
+    run_next()
+    assert jobs.get(huey.storage, job_id)["status"] == "failed"
+    huey.init(dataclasses.replace(settings, secret_key="rotated-" + "x" * 32))
+    with pytest.raises(Conflict, match="signature does not match") as caught:
+        huey.retry(job_id)
+    assert caught.value.status == 409
+    assert jobs.get(huey.storage, job_id)["status"] == "failed"
+    assert huey.storage.backlog() == 0
+
+
+def test_retry_of_an_unreadable_payload_is_a_conflict(settings):
+    job_id = submit(bad_input, owner_id=None)
+    run_next()
+    garbage = huey.serializer._sign(b"not a pickle")  # signed, but not a message
+    huey.storage.sql("update job set payload = ? where id = ?", (garbage, job_id),
+                     commit=True)
+    with pytest.raises(Conflict, match="cannot be read"):
+        huey.retry(job_id)
+
+
+def test_retry_runs_a_failed_job_again_in_a_process_without_its_task(settings):
+    job_id = submit(bad_input, owner_id=None)
+    run_next()
+    huey.retry(job_id)
+    assert jobs.get(huey.storage, job_id)["status"] == "queued"
+    task = huey.dequeue()
+    assert task.id == job_id and task.retries == 3  # the task's own retries again

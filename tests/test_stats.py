@@ -144,10 +144,14 @@ def test_search_jobs_filters(lifecycle):
     assert stats.search_jobs(storage, limit=2)[1] == 7
     assert len(stats.search_jobs(storage, limit=2, offset=6)[0]) == 1
     assert stats.search_jobs(storage, job_type="mail")[1] == 1
-    assert {r["id"] for r in stats.search_jobs(storage, status="queued")[0]} == {
+    assert {r["id"] for r in stats.search_jobs(storage, queue_state="queued")[0]} == {
         lifecycle["queued"], lifecycle["queued2"]}
-    assert [r["id"] for r in stats.search_jobs(storage, status="scheduled")[0]] == [
+    assert [r["id"] for r in stats.search_jobs(storage, queue_state="scheduled")[0]] == [
         lifecycle["scheduled"]]
+    # The stored status: a delayed job is queued too (the API's meaning).
+    assert {r["id"] for r in stats.search_jobs(storage, status="queued")[0]} == {
+        lifecycle["queued"], lifecycle["queued2"], lifecycle["scheduled"]}
+    assert stats.search_jobs(storage, with_total=False)[1] is None
     assert stats.search_jobs(storage, owner_id=2)[0][0]["id"] == lifecycle["failed"]
     assert {r["id"] for r in stats.search_jobs(storage, system=True)[0]} == {
         lifecycle["retrying"], lifecycle["queued2"]}

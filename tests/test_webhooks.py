@@ -15,6 +15,7 @@ from qrq import webhooks
 from qrq.queue import huey, jobs
 from qrq.web import create_app
 from tests.conftest import wait_until
+from tests.test_admission import post_together, serve  # noqa: F401 (a fixture)
 from tests.test_api import assert_error
 
 ALLOW = {"QRQ_WEBHOOK_ALLOW_PRIVATE": "true", "QRQ_RETRY_DELAY": "0.2"}
@@ -157,3 +158,50 @@ def test_a_public_callback_is_kept_and_null_opts_out_of_the_default(client, temp
     none = client.post("/api/generate-qr-pdf", headers=headers,
                        json={"template_id": 1, "callback_url": None}).get_json()["job_id"]
     assert webhooks.target_of(huey.storage, none) is None
+
+
+def webhook_targets():
+    return huey.storage.sql("select job_id, url from webhook_target", results=True)
+
+
+def test_a_repeated_idempotency_key_keeps_one_job_and_one_webhook(
+        open_client, templates, alice, consumer, receiver):
+    hook = receiver()
+    headers = {**alice[1], "Idempotency-Key": "order-17"}
+    body = {"template_id": 1, "callback_url": hook.url}
+    first = open_client.post("/api/generate-qr-pdf", headers=headers, json=body)
+    again = open_client.post("/api/generate-qr-pdf", headers=headers, json=body)
+    assert first.status_code == again.status_code == 202
+    job_id = first.get_json()["job_id"]
+    assert again.get_json()["job_id"] == job_id
+    assert again.headers["Idempotent-Replayed"] == "true"
+    # The same key with another callback is another request: refused, nothing recorded.
+    assert_error(open_client.post("/api/generate-qr-pdf", headers=headers,
+                                  json={**body, "callback_url": hook.url + "&y=2"}),
+                 422, "Idempotency-Key")
+    assert webhook_targets() == [(job_id, hook.url)]
+    consumer(extra_env=ALLOW)
+    found = wait_until(lambda: open_client.get("/api/jobs?type=webhook&status=finished",
+                                               headers=alice[1]).get_json()["jobs"],
+                       timeout=60, message="the webhook job finished")
+    assert len(found) == 1 and found[0]["params"]["job_id"] == job_id
+    assert len(hook.received) == 1
+    assert len(open_client.get("/api/jobs?type=webhook", headers=alice[1])
+               .get_json()["jobs"]) == 1
+
+
+def test_concurrent_posts_with_one_key_and_a_callback_record_one_target(
+        settings, templates, alice, serve):  # noqa: F811 (the fixture)
+    allowed = dataclasses.replace(settings, webhook_allow_private=True)
+    base = serve(create_app({"SETTINGS": allowed}))
+    url = "http://127.0.0.1:9/hook"
+    for path, body in (("/api/generate-qr-pdf", {"template_id": 1, "callback_url": url}),
+                       ("/api/batch/generate-qrs", {"items": [{"template_id": 1, "data": "a"}],
+                                                    "callback_url": url})):
+        huey.storage.sql("delete from webhook_target", commit=True)
+        headers = {**alice[1], "Idempotency-Key": "same-request" + path}
+        answers = post_together(base + path, [body] * 8, [headers] * 8)
+        assert {status for status, _ in answers} == {202}
+        ids = {answer.get("job_id") or answer.get("batch_job_id") for _, answer in answers}
+        assert len(ids) == 1
+        assert webhook_targets() == [(ids.pop(), url)]

@@ -1,7 +1,8 @@
-"""The app database (users, templates): peewee with deferred initialisation.
+"""The app database (users, templates, sessions, throttle): binding and probing.
 
-``app_db`` is created unbound so modules can declare models at import time; the
-web app, the CLI and the tasks bind it to ``<data>/app.db`` with :func:`init_db`.
+``app_db`` (in :mod:`qrq.appdb.database`) is created unbound so the models can be
+declared at import time; the web app, the CLI and the tasks bind it to
+``<data>/app.db`` with :func:`init_db`.
 """
 
 from __future__ import annotations
@@ -10,22 +11,14 @@ from pathlib import Path
 
 from playhouse.pool import PooledSqliteDatabase
 
-PRAGMAS = {
-    "journal_mode": "wal",
-    "foreign_keys": 1,
-    "synchronous": "normal",
-}
+from qrq.appdb.database import PRAGMAS, app_db
+from qrq.appdb.models import MODELS
 
-# Pooled: a web request borrows an open connection instead of opening and closing
-# the file each time (a third of a token check's cost). init_db empties the pool,
-# so nothing is open when a server forks its workers.
-app_db = PooledSqliteDatabase(None, max_connections=64, stale_timeout=600)
+__all__ = ["PRAGMAS", "app_db", "init_db", "probe"]
 
 
 def init_db(path: Path, busy_timeout: float = 10.0, create: bool = True) -> PooledSqliteDatabase:
     """Bind ``app_db`` to *path* and create missing tables."""
-    from qrq.appdb.models import MODELS  # models import app_db from here
-
     path.parent.mkdir(parents=True, exist_ok=True)
     if not app_db.deferred:  # bound before (tests and tasks rebind it)
         app_db.close_all()
@@ -38,3 +31,12 @@ def init_db(path: Path, busy_timeout: float = 10.0, create: bool = True) -> Pool
             app_db.create_tables(MODELS, safe=True)
         app_db.close_all()
     return app_db
+
+
+def probe() -> None:
+    """Open the app database and read the user table once (health checks).
+
+    :raises peewee.DatabaseError: it cannot be opened or read (missing, corrupt, locked).
+    """
+    with app_db.connection_context():
+        app_db.execute_sql('select 1 from "user" limit 1').fetchall()

@@ -1,4 +1,5 @@
-"""App models: users with API tokens, and card templates."""
+"""App models: users with API tokens, card templates, dashboard sessions and the
+per-address throttle of failed log-ins."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from peewee import (
     TextField,
 )
 
-from qrq.appdb.db import app_db
+from qrq.appdb.database import app_db
 from qrq.errors import Conflict, NotFound, ValidationError
 
 
@@ -137,4 +138,28 @@ class Template(BaseModel):
         }
 
 
-MODELS = (User, Template)
+class AdminSession(BaseModel):
+    """A dashboard log-in, kept here so logging out ends it on every web host at once.
+
+    The cookie carries only a random key; the row keeps its hash, so a copy of the
+    database (or of a backup) holds no usable session.
+    """
+
+    key_hash = CharField(primary_key=True, max_length=64)
+    user_id = IntegerField(index=True)
+    # The user's token hash at log-in: a reset token ends every session made with the old.
+    token_hash = CharField(max_length=64)
+    created_at = FloatField()
+    expires_at = FloatField(index=True)
+
+
+class Throttle(BaseModel):
+    """Failed log-ins and bad API tokens per client address, shared by every web worker."""
+
+    address = CharField(primary_key=True, max_length=64)
+    failures = IntegerField(default=0)
+    window_start = FloatField()
+    blocked_until = FloatField(default=0.0)
+
+
+MODELS = (User, Template, AdminSession, Throttle)

@@ -48,9 +48,9 @@ def analytics_run(period: str, start: str | None, end: str | None, tz: str,
     """
     from qrq.analytics import cache as analytics_cache
     from qrq.analytics.query import parse_query
+    from qrq.analytics.submit import enqueue_report
     from qrq.cli.jobs import wait_for
     from qrq.queue import jobs
-    from tasks.analytics import enqueue_report
 
     raw = {"period": period, "from": start, "to": end, "tz": tz, "domain": domain,
            "template_id": str(template_id) if template_id else None}

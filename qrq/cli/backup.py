@@ -42,12 +42,11 @@ def backup_run(wait: bool, timeout: float) -> None:
 
     Example: qrq backup run --wait
     """
+    from qrq.backup.submit import submit_backup
     from qrq.cli.jobs import wait_for
-    from qrq.queue import submit
-    from tasks.backup import run_backup_task
 
     huey = get_queue()
-    job_id = submit(run_backup_task, "manual", owner_id=None, params={"kind": "manual"})
+    job_id = submit_backup("manual")
     click.echo(f"queued job {job_id}")
     if not wait:
         return
@@ -247,11 +246,10 @@ def maintenance_run(wait: bool, timeout: float) -> None:
     """
 
     from qrq.cli.jobs import wait_for
-    from qrq.queue import submit
-    from tasks.maintenance import run_maintenance_task
+    from qrq.queue.housekeeping import submit_maintenance
 
     huey = get_queue()
-    job_id = submit(run_maintenance_task, "manual", owner_id=None, params={"kind": "manual"})
+    job_id = submit_maintenance("manual")
     click.echo(f"queued job {job_id}")
     if wait:
         job = wait_for(huey, job_id, "maintenance", timeout)

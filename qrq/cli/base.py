@@ -25,13 +25,11 @@ def get_settings():
 
 
 def get_queue():
-    """The configured Huey instance with its tasks registered (as the consumer has them)."""
-    import huey_app
+    """The Huey instance, opened from the settings (jobs are submitted by task name)."""
+    from qrq.queue import huey
 
-    settings = get_settings()
-    if settings != huey_app.huey.settings:
-        huey_app.huey.configure(settings)
-    return huey_app.huey
+    huey.init(get_settings())
+    return huey
 
 
 def get_app_db():

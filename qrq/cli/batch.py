@@ -101,7 +101,7 @@ def batch_submit(template_id: int | None, count: int | None, csv_path: Path | No
 
     Example: qrq batch submit --template 4 --count 10000 --wait
     """
-    from tasks.batch import enqueue_batch
+    from qrq.batch.submit import enqueue_batch
 
     if (count is None) == (csv_path is None) or (count is not None and template_id is None):
         raise click.UsageError("give --template ID --count N, or --csv FILE")
@@ -160,7 +160,7 @@ def batch_retry_failed(job_id: str, wait: bool, timeout: float) -> None:
 
     Example: qrq batch retry-failed 1b4e28ba-2fa1-11d2-883f-0016d3cca427
     """
-    from tasks.batch import enqueue_retry
+    from qrq.batch.submit import enqueue_retry
 
     huey = get_queue()
     found = batch.get_batch(huey.storage, job_id)

@@ -20,7 +20,8 @@ from qrq.cli.base import (
     main,
     shorten,
 )
-from qrq.queue import jobs, stats
+from qrq.errors import ValidationError
+from qrq.queue import dead_letters, jobs, stats
 
 
 def _parse_option(value: str) -> tuple[str, object]:
@@ -151,14 +152,13 @@ def pdf(template_id: int, options: tuple[str, ...], wait: bool, out: Path | None
     from qrq.appdb.models import Template
     from qrq.cards.generate import artifact_path, prepare
     from qrq.queue import submit
-    from tasks.pdf import generate_qr_pdf
 
     huey = get_queue()
     parsed = dict(_parse_option(o) for o in options)
     with get_app_db().connection_context():
         prepare(Template.get_by_id_or_404(template_id).to_dict(), parsed,
                 huey.settings.max_copies)
-    job_id = submit(generate_qr_pdf, template_id, parsed, owner_id=None,
+    job_id = submit("pdf.generate", template_id, parsed, owner_id=None,
                     params={"template_id": template_id, "options": parsed})
     click.echo(f"queued job {job_id}")
     if not wait:
@@ -187,8 +187,8 @@ def jobs_list(status: str | None, job_type: str | None, limit: int, as_json: boo
 
     Example: qrq jobs list --status failed --json
     """
-    found = jobs.list_jobs(get_queue().storage, status=status, job_type=job_type,
-                           limit=limit)
+    found, _ = stats.search_jobs(get_queue().storage, status=status, job_type=job_type,
+                                 limit=limit, with_total=False)
     if as_json:
         echo_json({"jobs": [jobs.public_view(job, admin=True) for job in found]})
         return
@@ -250,12 +250,19 @@ def jobs_retry(job_id: str | None, all_failed: bool) -> None:
     huey = get_queue()
     if bool(job_id) == all_failed:
         raise click.UsageError("give a JOB_ID or --all-failed, not both")
-    ids = [job_id] if job_id else [
-        job["id"] for job in jobs.list_jobs(huey.storage, status="failed", limit=10**6)]
-    for one in ids:
-        huey.retry(one)
+    if job_id:
+        huey.retry(job_id)
+        click.echo(f"queued {job_id}")
+        return
+    report = dead_letters.retry_failed(huey)
+    for one in report["retried"]:
         click.echo(f"queued {one}")
-    click.echo(f"{len(ids)} job(s) queued again")
+    for skipped in report["skipped"]:
+        click.echo(f"skipped {skipped['job_id']}: {skipped['reason']}", err=True)
+    click.echo(f"{len(report['retried'])} job(s) queued again")
+    if report["skipped"]:
+        raise click.ClickException(f"{len(report['skipped'])} failed job(s) could not be "
+                                   "retried (listed above)")
 
 
 @jobs_group.command("purge")
@@ -267,15 +274,12 @@ def jobs_purge(older_than: str, status: str | None) -> None:
 
     Example: qrq jobs purge --older-than 30d --status failed
     """
-    from qrq.queue.retention import parse_age, purge_jobs
-
-    try:
-        seconds = parse_age(older_than)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--older-than") from None
     huey = get_queue()
-    count = purge_jobs(huey.storage, huey.settings.artifacts_dir, seconds,
-                       (status,) if status else jobs.ENDED)
+    try:
+        count = dead_letters.purge_ended(huey.storage, huey.settings.artifacts_dir,
+                                         older_than, status)
+    except ValidationError as exc:
+        raise click.BadParameter(exc.message, param_hint="--older-than") from None
     click.echo(f"purged {count} job(s)")
 
 

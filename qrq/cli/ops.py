@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import socket
-import time
 
 import click
 
+from qrq.appdb.db import init_db
 from qrq.cli.base import echo_json, echo_table, get_app_db, get_queue, json_option, main
+from qrq.health import check_databases, heartbeat_age
 
 
 @main.command()
@@ -27,26 +28,23 @@ def health(check_consumer: bool, this_host: bool, max_age: float | None) -> None
     Example: qrq health --consumer --this-host
     """
     huey = get_queue()
-    try:
-        huey.storage.sql("select 1 from job limit 1", results=True)
-    except Exception as exc:
-        raise click.ClickException(f"queue database unreachable: {exc}") from None
-    try:
-        get_app_db().execute_sql('select 1 from "user" limit 1').fetchall()
-    except Exception as exc:
-        raise click.ClickException(f"app database unreachable: {exc}") from None
+    # Bound, not created: a health check changes nothing, and a broken file is reported.
+    init_db(huey.settings.app_db, huey.settings.busy_timeout, create=False)
+    checks = check_databases(huey.storage)
+    failed = {name: state for name, state in checks.items() if state != "ok"}
+    if failed:
+        raise click.ClickException("; ".join(
+            f"{name.replace('_db', ' database')} "
+            + ("has no space left" if state == "storage_full" else "unreachable")
+            for name, state in failed.items()) + " (details in the log)")
     if not check_consumer:
         click.echo("ok: databases reachable")
         return
     limit = huey.settings.alert_heartbeat_age if max_age is None else max_age
-    sql, params = "select max(heartbeat_at) from consumer", ()
-    if this_host:
-        sql, params = sql + " where host = ?", (socket.gethostname(),)
-    last = huey.storage.sql(sql, params, results=True)[0][0]
     where = f" on {socket.gethostname()}" if this_host else ""
-    if last is None:
+    age = heartbeat_age(huey.storage, socket.gethostname() if this_host else None)
+    if age is None:
         raise click.ClickException(f"no consumer registered{where}")
-    age = time.time() - last
     if age > limit:
         raise click.ClickException(f"no consumer heartbeat{where} in the last {limit:g}s "
                                    f"(newest {age:.0f}s ago)")

@@ -103,7 +103,10 @@ def worker(workers: int | None, worker_type: str | None) -> None:
 
     Example: qrq worker -w 4
     """
+    from qrq.queue import load_application
+
     huey = get_queue()
+    load_application("huey_app")  # registers the tasks, as `huey_consumer huey_app.huey`
     setup_logging(huey.settings, "consumer.log")
     consumer = huey.create_consumer(**consumer_options(huey.settings, workers, worker_type))
     consumer.run()

@@ -25,9 +25,9 @@ ENDED = ("finished", "failed", "canceled", "expired")
 JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-_COLUMNS = ("id", "type", "name", "owner_id", "status", "progress", "stage", "params",
-            "attempts", "worker", "created_at", "started_at", "finished_at",
-            "next_attempt_at", "cancel_requested", "result", "error", "traceback")
+COLUMNS = ("id", "type", "name", "owner_id", "status", "progress", "stage", "params",
+           "attempts", "worker", "created_at", "started_at", "finished_at",
+           "next_attempt_at", "cancel_requested", "result", "error", "traceback")
 
 
 class JobCanceled(CancelExecution):
@@ -115,42 +115,9 @@ def finish(curs, job_id: str, outcome: dict[str, Any]) -> None:
 def get(storage, job_id: str) -> dict[str, Any] | None:
     if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
         return None
-    rows = storage.sql(f"select {', '.join(_COLUMNS)} from job where id = ?", (job_id,),
+    rows = storage.sql(f"select {', '.join(COLUMNS)} from job where id = ?", (job_id,),
                        results=True)
-    return dict(zip(_COLUMNS, rows[0], strict=False)) if rows else None
-
-
-def states(storage, job_ids: list[str]) -> dict[str, tuple[str, int, str]]:
-    """``{job_id: (status, progress, stage)}`` of the given jobs, in one query (the
-    web's job watcher: one read for every waiting client)."""
-    found = {}
-    for start in range(0, len(job_ids), 500):  # SQLite's bound-parameter limit
-        chunk = job_ids[start:start + 500]
-        rows = storage.sql(f"select id, status, progress, stage from job where id in "
-                           f"({', '.join('?' * len(chunk))})", chunk, results=True)
-        found.update((row[0], tuple(row[1:])) for row in rows)
-    return found
-
-
-def list_jobs(storage, *, owner_id: int | None = None, status: str | None = None,
-              job_type: str | None = None, limit: int = 50, offset: int = 0,
-              before: tuple[float, str] | None = None) -> list[dict[str, Any]]:
-    """Jobs newest first; ``owner_id=None`` lists everyone's. *before* (a job's
-    ``(created_at, id)``) starts after that job: a page that new jobs do not shift."""
-    where, params = [], []
-    for column, value in (("owner_id", owner_id), ("status", status), ("type", job_type)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if before is not None:
-        where.append("(created_at, id) < (?, ?)")
-        params.extend(before)
-    sql = f"select {', '.join(_COLUMNS)} from job"
-    if where:
-        sql += " where " + " and ".join(where)
-    sql += " order by created_at desc, id desc limit ? offset ?"
-    rows = storage.sql(sql, (*params, limit, offset), results=True)
-    return [dict(zip(_COLUMNS, row, strict=False)) for row in rows]
+    return dict(zip(COLUMNS, rows[0], strict=False)) if rows else None
 
 
 def report_progress(storage, job_id: str, percent: float, stage: str = "") -> None:

@@ -11,6 +11,7 @@ import re
 import time
 from pathlib import Path
 
+from qrq.queue.admission import expire_keys
 from qrq.queue.jobs import ENDED
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -104,4 +105,5 @@ def apply_retention(storage, settings, now: float | None = None) -> dict[str, in
                              ("failed", "canceled", "expired"), now),
     }
     report.update(purge_stale(storage, settings.artifacts_dir, now))
+    report["idempotency_keys"] = expire_keys(storage, now)
     return report

@@ -25,7 +25,9 @@ JOBS = [
     " payload blob,"
     " result text,"
     " error text,"
-    " traceback text)",
+    " traceback text,"
+    " idempotency_key text,"
+    " request_hash text)",
     "create index if not exists job_owner_created on job (owner_id, created_at)",
     # Only unfinished jobs: the per-user limit counts them at every submit.
     "create index if not exists job_owner_active on job (owner_id, status) "
@@ -147,6 +149,19 @@ WEBHOOKS = [
     " url text not null)",
     "create trigger if not exists webhook_job_deleted after delete on job begin"
     " delete from webhook_target where job_id = old.id; end",
+]
+
+# Columns added to tables after their first release: a file made by an older qrq
+# gains them when opened (the storage adds what ``pragma table_info`` lacks), then
+# LATE_DDL runs, as it may index them.
+ADDED_COLUMNS = {
+    # The client's Idempotency-Key of the request that made the job, and a digest of
+    # that request's body (qrq/queue/admission.py); cleared after 24 h by retention.
+    "job": ("idempotency_key text", "request_hash text"),
+}
+LATE_DDL = [
+    "create unique index if not exists job_idempotency on job (owner_id, idempotency_key) "
+    "where idempotency_key is not null",
 ]
 
 QUEUE_DDL = [*JOBS, *CONSUMERS, *ALERTS, *LOCKS, *BATCHES, *ANALYTICS, *WEBHOOKS]

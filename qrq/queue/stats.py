@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from qrq.queue.jobs import ENDED
+from qrq.queue.jobs import COLUMNS, ENDED
 
 JOB_TYPES = ("pdf", "batch", "analytics", "maintenance", "mail")
 # The states the dashboard and the metrics show: job states plus "scheduled".
@@ -137,9 +137,35 @@ def consumers(storage, now: float | None = None) -> list[dict[str, Any]]:
     return list(found.values())
 
 
-def last_heartbeat(storage) -> float | None:
-    """The newest heartbeat of any consumer, or None when none is registered."""
-    return storage.sql("select max(heartbeat_at) from consumer", results=True)[0][0]
+def last_heartbeat(storage, host: str | None = None) -> float | None:
+    """The newest heartbeat of any consumer (on *host*, if given), or None when none
+    is registered."""
+    if host is None:
+        return storage.sql("select max(heartbeat_at) from consumer", results=True)[0][0]
+    return storage.sql("select max(heartbeat_at) from consumer where host = ?", (host,),
+                       results=True)[0][0]
+
+
+def probe(storage) -> None:
+    """Read the job table once; raises whatever the database raises (health checks)."""
+    storage.sql("select 1 from job limit 1", results=True)
+
+
+def periodic_last_run(storage, job_type: str, name: str) -> dict[str, Any] | None:
+    """The newest job record of the periodic task *name* (``{"id", "status",
+    "created_at"}``), or None; the type narrows the scan to an index."""
+    rows = storage.sql("select id, status, created_at from job where type = ? and name = ? "
+                       "order by created_at desc limit 1", (job_type, name), results=True)
+    return dict(zip(("id", "status", "created_at"), rows[0], strict=True)) if rows else None
+
+
+def existing_job_ids(storage, job_ids: list[str]) -> set[str]:
+    """Those of *job_ids* that have a job record."""
+    if not job_ids:
+        return set()
+    rows = storage.sql(f"select id from job where id in ({_in(job_ids)})", job_ids,
+                       results=True)
+    return {job_id for job_id, in rows}
 
 
 def queue_status(storage, now: float | None = None,
@@ -224,61 +250,56 @@ def durations(storage, since: float,
 
 
 def search_jobs(storage, *, job_type: str | None = None, status: str | None = None,
-                owner_id: int | None = None, system: bool = False,
-                created_from: float | None = None, created_to: float | None = None,
-                id_prefix: str | None = None, name_contains: str | None = None,
-                limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """Jobs newest first matching every given filter, and how many match in all.
+                queue_state: str | None = None, owner_id: int | None = None,
+                system: bool = False, created_from: float | None = None,
+                created_to: float | None = None, id_prefix: str | None = None,
+                name_contains: str | None = None, limit: int = 50, offset: int = 0,
+                before: tuple[float, str] | None = None,
+                with_total: bool = True) -> tuple[list[dict[str, Any]], int | None]:
+    """Job records newest first matching every given filter, and how many match in all
+    (None without *with_total*): the one job listing of the API, dashboard and CLI.
 
-    *system* selects the jobs owned by no one (periodic tasks, CLI jobs).
+    *status* is the stored status (a delayed job is "queued"); *queue_state* is one of
+    :data:`QUEUE_STATES`, where "queued" means due and "scheduled" still delayed.
+    *system* selects the jobs owned by no one (periodic tasks, CLI jobs). *before* (a
+    job's ``(created_at, id)``) starts after that job: a page that new jobs do not shift.
     """
-    where, params = [], []
-    if job_type is not None:
-        where.append("type = ?")
-        params.append(job_type)
-    if status is not None:
-        if status in ("scheduled", "queued"):
-            where.append(f"status = 'queued' and {'' if status == 'scheduled' else 'not '}"
-                         f"{_IN_SCHEDULE}")
-            params.append(storage.name)
-        else:
-            where.append("status = ?")
-            params.append(status)
+    due_or_delayed = queue_state in ("queued", "scheduled")
+    # Job ids are lower-case hex and dashes (checked by the caller): no LIKE escapes.
+    conditions = [("type = ?", job_type), ("status = ?", status),
+                  ("status = ?", None if due_or_delayed else queue_state),
+                  ("owner_id = ?", None if system else owner_id),
+                  ("created_at >= ?", created_from), ("created_at < ?", created_to),
+                  ("id like ?", id_prefix + "%" if id_prefix else None),
+                  ("instr(name, ?) > 0", name_contains or None)]
+    where = [sql for sql, value in conditions if value is not None]
+    params: list[Any] = [value for _, value in conditions if value is not None]
+    if due_or_delayed:
+        where.append(f"status = 'queued' and {'' if queue_state == 'scheduled' else 'not '}"
+                     f"{_IN_SCHEDULE}")
+        params.append(storage.name)
     if system:
         where.append("owner_id is null")
-    elif owner_id is not None:
-        where.append("owner_id = ?")
-        params.append(owner_id)
-    if created_from is not None:
-        where.append("created_at >= ?")
-        params.append(created_from)
-    if created_to is not None:
-        where.append("created_at < ?")
-        params.append(created_to)
-    if id_prefix:
-        # Job ids are lower-case hex and dashes (checked by the caller): no LIKE escapes.
-        where.append("id like ?")
-        params.append(id_prefix + "%")
-    if name_contains:
-        where.append("instr(name, ?) > 0")
-        params.append(name_contains)
+    if before is not None:
+        where.append("(created_at, id) < (?, ?)")
+        params.extend(before)
     clause = (" where " + " and ".join(where)) if where else ""
-    total = storage.sql(f"select count(*) from job{clause}", params, results=True)[0][0]
-    columns = ("id", "type", "name", "owner_id", "status", "progress", "stage", "attempts",
-               "created_at", "started_at", "finished_at", "next_attempt_at", "error")
-    rows = storage.sql(f"select {', '.join(columns)} from job{clause} "
-                       "order by created_at desc limit ? offset ?", (*params, limit, offset),
-                       results=True)
-    return [dict(zip(columns, row, strict=True)) for row in rows], total
+    total = storage.sql(f"select count(*) from job{clause}", params,
+                        results=True)[0][0] if with_total else None
+    rows = storage.sql(f"select {', '.join(COLUMNS)} from job{clause} "
+                       "order by created_at desc, id desc limit ? offset ?",
+                       (*params, limit, offset), results=True)
+    return [dict(zip(COLUMNS, row, strict=True)) for row in rows], total
 
 
 def progress_of(storage, job_ids: list[str]) -> dict[str, dict[str, Any]]:
     """``{job_id: {"status", "progress", "stage"}}`` for the given ids that exist."""
-    if not job_ids:
-        return {}
-    marks = ",".join("?" * len(job_ids))
-    rows = storage.sql(f"select id, status, progress, stage from job where id in ({marks})",
-                       job_ids, results=True)
-    return {job_id: {"status": status, "progress": progress, "stage": stage}
-            for job_id, status, progress, stage in rows}
+    found = {}
+    for start in range(0, len(job_ids), 500):  # SQLite's bound-parameter limit
+        chunk = job_ids[start:start + 500]
+        rows = storage.sql(f"select id, status, progress, stage from job where id in "
+                           f"({','.join('?' * len(chunk))})", chunk, results=True)
+        found.update({job_id: {"status": status, "progress": progress, "stage": stage}
+                      for job_id, status, progress, stage in rows})
+    return found
 

@@ -31,9 +31,10 @@ import uuid
 from huey.constants import EmptyData
 from huey.storage import SqliteStorage
 
+from qrq.queue import admission as admission_checks
 from qrq.queue import jobs
 from qrq.queue.connections import ThreadedSqliteStorage
-from qrq.queue.schema import QUEUE_DDL
+from qrq.queue.schema import ADDED_COLUMNS, LATE_DDL, QUEUE_DDL
 
 logger = logging.getLogger("qrq.queue.storage")
 
@@ -68,6 +69,7 @@ class LeasedSqliteStorage(ThreadedSqliteStorage):
         "task": ("job_id text", "job_type text", "lease_until real", "lease_owner text"),
         "schedule": ("job_id text", "job_type text",
                      "priority real not null default 0.0"),
+        **ADDED_COLUMNS,
     }
 
     def __init__(self, name="huey", filename="huey.db", lease_seconds=30.0, caps=None,
@@ -97,6 +99,8 @@ class LeasedSqliteStorage(ThreadedSqliteStorage):
                 for column in columns:
                     if column.split()[0] not in have:
                         curs.execute(f"alter table {table} add column {column}")
+            for sql in LATE_DDL:
+                curs.execute(sql)
             # The running rows, for the per-type caps checked at every dequeue;
             # without it that check scans the whole backlog.
             curs.execute("create index if not exists task_leased on task "
@@ -156,13 +160,27 @@ class LeasedSqliteStorage(ThreadedSqliteStorage):
 
     # -- the queue ----------------------------------------------------------------------
 
-    def enqueue(self, data, priority=None, job_id=None, job=None, job_type=None, eta=None):
+    def enqueue(self, data, priority=None, job_id=None, job=None, job_type=None, eta=None,
+                admission=None) -> str | None:
         """Insert a task row (or a schedule row when *eta* is given), and its job
-        record in the same transaction when given."""
+        record in the same transaction when given.
+
+        *admission* (:class:`qrq.queue.admission.Admission`) is checked in that
+        transaction too; when its idempotency key was seen nothing is written and
+        the existing job's id is returned. Otherwise returns *job_id*.
+        """
+        outcome = job_id
+
         def write(curs):
+            nonlocal outcome
             if job is not None:
+                replay = admission_checks.admit(curs, job["owner_id"], admission)
+                if replay is not None:
+                    outcome = replay
+                    return
                 # The record keeps the signed payload, so a failed job can be re-run.
                 jobs.insert(curs, {**job, "payload": self.to_blob(data)})
+                admission_checks.record_key(curs, job["id"], admission)
             if eta is not None:
                 curs.execute("insert into schedule (queue, data, timestamp, job_id, job_type, "
                              "priority) values (?, ?, ?, ?, ?, ?)",
@@ -174,6 +192,7 @@ class LeasedSqliteStorage(ThreadedSqliteStorage):
                              (self.name, self.to_blob(data), priority or 0, job_id, job_type))
 
         self._group_commit(write)
+        return outcome
 
     def enqueue_retry(self, data, priority, job_id: str, job_type: str | None) -> bool:
         """Re-run an ended job under its id: reset its record and queue it, atomically."""

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
+from peewee import DatabaseError
 
 from qrq.appdb.db import app_db, init_db
 from qrq.config import settings_or_exit
+from qrq.errors import Unavailable
+
+logger = logging.getLogger("qrq.web")
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app; *test_config* may hold ``SETTINGS`` (a Settings) and Flask keys."""
     from qrq.queue import huey
     from qrq.web import (
-        admin,
         admin_api,
         api,
         backups_api,
+        dashboard,
         errors,
         events,
         home,
@@ -33,23 +38,27 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     test_config = dict(test_config or {})
     settings = test_config.pop("SETTINGS", None) or settings_or_exit()
     settings.ensure_dirs()
-    if settings != huey.settings:
-        huey.configure(settings)
-    init_db(settings.app_db, settings.busy_timeout)
+    huey.init(settings)
+    try:
+        init_db(settings.app_db, settings.busy_timeout)
+    except DatabaseError:
+        # Start anyway: /healthz then says app_db fails, and the rest answer 503.
+        logger.exception("the app database %s cannot be opened", settings.app_db)
 
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         QRQ=settings,
-        # The dashboard's session cookie: signed with the qrq secret, never read by
-        # scripts, sent only to /admin, not on cross-site POSTs; Secure behind TLS.
+        # The dashboard's session cookie (a session key and the CSRF token): signed with
+        # the qrq secret, never read by scripts, sent only to /admin, not on cross-site
+        # POSTs; Secure behind TLS.
         SESSION_COOKIE_NAME="qrq_session",
         SESSION_COOKIE_PATH="/admin",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.secure_cookies,
-        PERMANENT_SESSION_LIFETIME=admin.SESSION_HOURS * 3600,
+        PERMANENT_SESSION_LIFETIME=dashboard.SESSION_HOURS * 3600,
     )
     app.config.update(test_config)
     app.json.sort_keys = False
@@ -57,7 +66,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     @app.before_request
     def _connect() -> None:
-        app_db.connect(reuse_if_open=True)
+        if request.endpoint == "ops.healthz":
+            return  # it probes the databases itself, and must answer when one fails
+        try:
+            app_db.connect(reuse_if_open=True)
+        except DatabaseError:
+            logger.exception("the app database cannot be opened")
+            raise Unavailable("the app database is unavailable; try again later") from None
 
     @app.teardown_request
     def _close(exc: BaseException | None) -> None:
@@ -72,7 +87,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(batch_api.bp)
     app.register_blueprint(admin_api.bp)
     app.register_blueprint(backups_api.bp)
-    app.register_blueprint(admin.bp)
+    app.register_blueprint(dashboard.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(analytics_api.bp)

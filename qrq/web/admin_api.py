@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from qrq.errors import ValidationError
-from qrq.queue import huey, jobs
-from qrq.queue.retention import parse_age, purge_jobs
+from qrq.queue import dead_letters, huey
 from qrq.web.auth import admin_required
+from qrq.web.ops import queue_status_view
 from qrq.web.params import json_object
 
 bp = Blueprint("admin_api", __name__, url_prefix="/api/admin")
-MAX_BULK = 10_000
 
 
 @bp.post("/jobs/<job_id>/retry")
@@ -25,15 +23,10 @@ def retry_job(job_id: str):
 @bp.post("/jobs/retry-failed")
 @admin_required
 def retry_failed():
-    """Re-run every failed job (optionally of one ``type``)."""
+    """Re-run every failed job (optionally of one ``type``); lists the jobs it could not
+    retry under ``skipped``, each with the reason."""
     body = json_object(optional=True)
-    job_type = body.get("type")
-    if job_type is not None and not isinstance(job_type, str):
-        raise ValidationError("must be a string", field="type")
-    failed = jobs.list_jobs(huey.storage, status="failed", job_type=job_type, limit=MAX_BULK)
-    for job in failed:
-        huey.retry(job["id"])
-    return jsonify(retried=[job["id"] for job in failed]), 202
+    return jsonify(dead_letters.retry_failed(huey, body.get("type"))), 202
 
 
 @bp.post("/jobs/purge")
@@ -41,16 +34,8 @@ def retry_failed():
 def purge():
     """Delete ended jobs older than ``older_than`` (e.g. "30d"), of one ``status`` or all."""
     body = json_object(optional=True)
-    try:
-        older_than = parse_age(str(body.get("older_than", "30d")))
-    except ValueError as exc:
-        raise ValidationError(str(exc), field="older_than") from None
-    status = body.get("status")
-    if status is not None and status not in jobs.ENDED:
-        raise ValidationError(f"must be one of {', '.join(jobs.ENDED)}", field="status")
-    statuses = (status,) if status else jobs.ENDED
-    count = purge_jobs(huey.storage, current_app.config["QRQ"].artifacts_dir, older_than,
-                       statuses)
+    count = dead_letters.purge_ended(huey.storage, current_app.config["QRQ"].artifacts_dir,
+                                     body.get("older_than", "30d"), body.get("status"))
     return jsonify(purged=count)
 
 
@@ -59,6 +44,4 @@ def purge():
 def queue_status():
     """Per job type: queued, scheduled, running, retrying, failed, finished in the last
     hour, the oldest queued job's age; the consumers with their current jobs."""
-    from qrq.web.ops import queue_status_view
-
     return jsonify(queue_status_view())

@@ -21,14 +21,15 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 from qrq.analytics import cache as analytics_cache
 from qrq.analytics import requesters
 from qrq.analytics.query import PARAMETERS, PERIODS, ReportQuery, parse_query
+from qrq.analytics.submit import enqueue_report
 from qrq.analytics.svg import render_chart
 from qrq.errors import Conflict, NotFound, ValidationError
-from qrq.queue import huey, jobs
+from qrq.queue import Admission, huey, jobs
+from qrq.web.admission import job_quota
 from qrq.web.api import check_job_quota
 from qrq.web.auth import current_user, login_required
 from qrq.web.openapi_jobs import CURSOR, LINK_HEADER, NEXT, limit_param
 from qrq.web.paging import cursor_value, paged, read_page
-from tasks.analytics import enqueue_report
 
 bp = Blueprint("analytics", __name__)
 
@@ -57,7 +58,7 @@ def answer(render) -> tuple[Response, int] | Response:
 
     def start(job_id: str) -> None:  # only when this request starts a computation
         check_job_quota()
-        enqueue_report(query, job_id, user.id)
+        enqueue_report(query, job_id, user.id, Admission(max_active=job_quota()))
 
     outcome = analytics_cache.request_report(huey.storage, query, raw, start,
                                              refresh=refresh, requester=user.id)

@@ -13,15 +13,14 @@ from qrq.analytics import requesters
 from qrq.appdb.models import Template
 from qrq.batch import counts as batch_counts
 from qrq.cards.generate import artifact_path, prepare
-from qrq.errors import Conflict, JobNotFinished, NotFound, TooManyJobs, ValidationError
-from qrq.queue import PRIORITY, huey, jobs, submit
-from qrq.web import waiting
+from qrq.errors import Conflict, JobNotFinished, NotFound, ValidationError
+from qrq.queue import PRIORITY, catalog, huey, jobs, stats, submit
+from qrq.web import admission, waiting
 from qrq.web import webhooks as webhook_api
 from qrq.web.auth import current_user, login_required
 from qrq.web.downloads import send_artifact
 from qrq.web.paging import choice_arg, cursor_value, paged, read_page
 from qrq.web.params import int_arg, int_field, json_object
-from tasks.pdf import generate_qr_pdf as pdf_task
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -29,22 +28,18 @@ DEFAULT_PDF_SECONDS = 2.0
 MAX_PAGE_SIZE = 200
 
 # One per process: reads the state of every waited-for job in one query.
-watcher = waiting.JobWatcher(lambda ids: jobs.states(huey.storage, ids))
+watcher = waiting.JobWatcher(lambda ids: {
+    job_id: (state["status"], state["progress"], state["stage"])
+    for job_id, state in stats.progress_of(huey.storage, ids).items()})
 
 
-def check_job_quota() -> None:
-    """Refuse a new job (429) while the caller has ``QRQ_MAX_ACTIVE_JOBS`` unfinished."""
-    user, limit = current_user(), current_app.config["QRQ"].max_active_jobs
-    if limit and not user.is_admin and jobs.count_active(huey.storage, user.id) >= limit:
-        raise TooManyJobs(f"you have {limit} jobs queued or running, the most allowed; "
-                          "wait for some to finish")
+check_job_quota = admission.check_job_quota
 
 
 def job_types() -> frozenset[str]:
-    """Every job type a task is registered with (the valid ``type`` filters)."""
-    registered = huey._registry._registry.values()
-    return frozenset(PRIORITY).union(
-        filter(None, (getattr(task, "job_type", None) for task in registered)))
+    """Every job type qrq declares a task with (the valid ``type`` filters)."""
+    declared = (*catalog.TASKS.values(), *catalog.PERIODIC.values())
+    return frozenset(PRIORITY).union(spec.job_type for spec in declared if spec.job_type)
 
 
 def visible_job(job_id: str) -> dict[str, Any]:
@@ -78,6 +73,10 @@ def estimate_completion(job_type: str) -> float:
 def generate_qr_pdf():
     """Queue a QR-code PDF of a template; answers 202 with the job id at once."""
     body = json_object({"template_id", "options", "callback_url"}, {"template_id"})
+    checks = admission.job_admission(body)
+    replayed = admission.replayed_job(checks)
+    if replayed is not None:
+        return pdf_accepted(replayed, replayed=True)
     check_job_quota()
     template_id = int_field(body["template_id"], "template_id")
     template = Template.first_by("id", template_id)
@@ -87,14 +86,21 @@ def generate_qr_pdf():
     options = body.get("options") or {}
     prepare(template.to_dict(), options, settings.max_copies)  # 422 before enqueue
     callback = webhook_api.callback_url(body.get("callback_url", webhook_api.UNSET))
-    job_id = str(uuid.uuid4())
-    webhook_api.submit_with_callback(job_id, callback, lambda: submit(
-        pdf_task, template_id, options, owner_id=current_user().id,
-        params={"template_id": template_id, "options": options}, id=job_id))
+    new_id = str(uuid.uuid4())
+    job_id = webhook_api.submit_with_callback(new_id, callback, lambda: submit(
+        "pdf.generate", template_id, options, owner_id=current_user().id,
+        params={"template_id": template_id, "options": options}, id=new_id,
+        admission=checks))
+    return pdf_accepted(job_id, replayed=job_id != new_id)
+
+
+def pdf_accepted(job_id: str, replayed: bool = False):
+    """202 with the job; a repeated Idempotency-Key gets its first job's, as it is now."""
     status_url = url_for("api.job_status", job_id=job_id)
-    response = jsonify(job_id=job_id, status="queued", status_url=status_url,
+    status = jobs.get(huey.storage, job_id)["status"] if replayed else "queued"
+    response = jsonify(job_id=job_id, status=status, status_url=status_url,
                        estimated_completion=jobs.iso(estimate_completion("pdf")))
-    return response, 202, {"Location": status_url}
+    return admission.mark_replayed(response, replayed), 202, {"Location": status_url}
 
 
 def retry_after(job: dict[str, Any]) -> int | None:
@@ -191,9 +197,9 @@ def list_jobs():
         before = (cursor_value(page.position, "t", (int, float)),
                   cursor_value(page.position, "id", str))
     offset = 0 if before else int_arg("offset", 0, 0, 10**9)
-    found = jobs.list_jobs(huey.storage, owner_id=None if user.is_admin else user.id,
-                           status=status, job_type=job_type, limit=page.limit + 1,
-                           offset=offset, before=before)
+    found, _ = stats.search_jobs(huey.storage, owner_id=None if user.is_admin else user.id,
+                                 status=status, job_type=job_type, limit=page.limit + 1,
+                                 offset=offset, before=before, with_total=False)
     more = found[page.limit:]
     found = found[:page.limit]
     position = {"t": found[-1]["created_at"], "id": found[-1]["id"]} if more else None

@@ -1,14 +1,51 @@
-"""API authentication: ``Authorization: Bearer <token>``, checked against a hash."""
+"""API authentication: ``Authorization: Bearer <token>``, checked against a hash.
+
+Bad tokens count against the client's address (:mod:`qrq.appdb.throttle`): after
+a few, the address gets 429 with ``Retry-After`` for a while, good token or not.
+"""
 
 from __future__ import annotations
 
 import functools
+import hmac
 from collections.abc import Callable
 
 from flask import g, request
 
+from qrq.appdb import throttle
 from qrq.appdb.models import User
 from qrq.errors import Forbidden, Unauthorized
+
+MAX_TOKEN = 200
+
+
+def bearer_token(hint: str = "send Authorization: Bearer <token>") -> str:
+    """The token of this request's ``Authorization: Bearer`` header.
+
+    :raises Unauthorized: (with *hint*) no header, another scheme, or a malformed token.
+    """
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN:
+        raise Unauthorized(hint)
+    return token
+
+
+def token_user(token: str, *, also_accept: str | None = None) -> User | None:
+    """The user of *token*, throttled per client address; None for *also_accept*
+    (a non-user token such as ``QRQ_METRICS_TOKEN``) when it matches.
+
+    :raises TooManyAttempts: this address sent too many bad tokens lately.
+    :raises Unauthorized: an unknown token (counted against the address).
+    """
+    throttle.check(request.remote_addr)
+    if also_accept and hmac.compare_digest(token.encode(), also_accept.encode()):
+        return None
+    user = User.from_token(token)
+    if user is None:
+        throttle.record_failure(request.remote_addr)
+        raise Unauthorized("invalid API token")
+    return user
 
 
 def current_user() -> User:
@@ -17,15 +54,7 @@ def current_user() -> User:
     :raises Unauthorized: no token, a malformed header, or an unknown token.
     """
     if "user" not in g:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token or len(token) > 200:
-            raise Unauthorized("send Authorization: Bearer <token>")
-        user = User.from_token(token)
-        if user is None:
-            raise Unauthorized("invalid API token")
-        g.user = user
+        g.user = token_user(bearer_token())
     return g.user
 
 

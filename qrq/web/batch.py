@@ -10,15 +10,16 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from qrq import batch
 from qrq.batch import run as batch_run
+from qrq.batch.submit import enqueue_batch, enqueue_retry
 from qrq.errors import JobNotFinished, NotFound, ValidationError
 from qrq.queue import huey
+from qrq.web import admission
 from qrq.web.api import check_job_quota, visible_job
 from qrq.web.auth import current_user, login_required
 from qrq.web.downloads import send_artifact
 from qrq.web.paging import cursor_value, paged, read_page
 from qrq.web.params import int_arg, json_value
 from qrq.web.webhooks import UNSET, callback_url, submit_with_callback
-from tasks.batch import enqueue_batch, enqueue_retry
 
 bp = Blueprint("batch", __name__, url_prefix="/api/batch")
 
@@ -55,17 +56,28 @@ def generate_qrs():
     settings = current_app.config["QRQ"]
     request.max_content_length = settings.max_batch_bytes
     body = json_value()
+    checks = admission.job_admission(body)
+    replayed = admission.replayed_job(checks)
+    if replayed is not None:
+        return batch_accepted(replayed, replayed=True)
     check_job_quota()
     job_id = str(uuid.uuid4())
     given = body.pop("callback_url", UNSET) if isinstance(body, dict) else UNSET
     checked = batch.parse_request(body, batch.load_templates, job_id,
                                   settings.max_batch_items)
-    submit_with_callback(job_id, callback_url(given),
-                         lambda: enqueue_batch(checked, job_id, current_user().id))
+    queued = submit_with_callback(job_id, callback_url(given), lambda: enqueue_batch(
+        checked, job_id, current_user().id, checks))
+    return batch_accepted(queued, replayed=queued != job_id)
+
+
+def batch_accepted(job_id: str, replayed: bool = False):
+    """202 with the batch; a repeated Idempotency-Key gets its first batch's, as it is now."""
     status_url = url_for("api.job_status", job_id=job_id)
-    response = jsonify(batch_job_id=job_id, total_items=len(checked.items), status="queued",
+    job, found = visible_batch(job_id)
+    status = job["status"] if replayed else "queued"
+    response = jsonify(batch_job_id=job_id, total_items=found["total"], status=status,
                        status_url=status_url, items_url=url_for("batch.items", job_id=job_id))
-    return response, 202, {"Location": status_url}
+    return admission.mark_replayed(response, replayed), 202, {"Location": status_url}
 
 
 @bp.get("/<job_id>")

@@ -50,7 +50,9 @@ def _qrq_error_response(exc: QrqError):
     response = jsonify({"error": exc.to_dict()})
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="qrq"'
-    if exc.status == 503:
+    if getattr(exc, "retry_after", None):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    elif exc.status == 503:
         response.headers["Retry-After"] = "60"
     return response, exc.status
 

@@ -45,13 +45,17 @@ _ERRORS = {
     409: ("Conflict", "The resource's state does not allow this."),
     413: ("PayloadTooLarge", "The body is larger than QRQ_MAX_REQUEST_BYTES."),
     422: ("ValidationError", "A field has an invalid value; `field` names it."),
-    429: ("TooManyJobs", "The user has QRQ_MAX_ACTIVE_JOBS jobs queued or running."),
+    429: ("TooManyJobs", "`too_many_jobs`: the user has QRQ_MAX_ACTIVE_JOBS jobs queued "
+                         "or running; `too_many_attempts`: too many bad tokens from this "
+                         "address, wait `Retry-After` seconds."),
     503: ("StorageFull", "The server's disk is full; nothing was saved. Retry later "
                          "(`Retry-After`)."),
 }
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
+    if 401 in statuses:  # a token check may also be throttled (qrq.appdb.throttle)
+        statuses = tuple(sorted({*statuses, 429}))
     return {str(s): {"$ref": f"#/components/responses/{_ERRORS[s][0]}"} for s in statuses}
 
 
@@ -403,9 +407,11 @@ def build_document() -> dict[str, Any]:
                 "operationId": "retryFailed",
                 "requestBody": {"required": False, "content": {"application/json": {
                     "schema": _obj({"type": {"type": "string"}}, required=[])}}},
-                "responses": {"202": _json(_obj({"retried": {"type": "array",
-                                                             "items": {"type": "string"}}}),
-                                           "The jobs queued again."),
+                "responses": {"202": _json(_obj({
+                    "retried": {"type": "array", "items": {"type": "string"}},
+                    "skipped": {"type": "array", "items": _obj({
+                        "job_id": {"type": "string"}, "reason": {"type": "string"}})}}),
+                    "The jobs queued again, and those that could not be, with the reason."),
                               **_errors(400, 401, 403, 404, 409, 413, 422, 503)},
             }},
             "/api/admin/jobs/purge": {"post": {

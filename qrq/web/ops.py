@@ -9,7 +9,6 @@ consumer host names are not for anyone who can reach the port.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import threading
 import time
@@ -20,11 +19,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
-from qrq import alerts
+from qrq import alerts, health
 from qrq.config import Settings
-from qrq.errors import Forbidden, Unauthorized
+from qrq.errors import Forbidden
+from qrq.notify import send_mail
 from qrq.queue import huey, stats
 from qrq.status import queue_status_document
+from qrq.web.auth import bearer_token, token_user
+from qrq.web.errors import error_body
 
 logger = logging.getLogger("qrq.web")
 
@@ -37,8 +39,6 @@ INF = float("inf")
 
 def _mail_in_background(storage, settings: Settings, firing: list[dict], to: list[str],
                         now: float) -> None:
-    from qrq.notify import send_mail
-
     try:
         alerts.mail_alerts(storage, settings, firing, to,
                            lambda to_, subject, body: send_mail(settings, to_, subject, body),
@@ -160,20 +160,10 @@ def _le(bound) -> str:
 
 
 def _check_metrics_auth(settings: Settings) -> None:
-    from qrq.appdb.models import User
-
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > 200:
-        raise Unauthorized("send Authorization: Bearer <QRQ_METRICS_TOKEN or an admin's "
-                           "API token>")
-    if settings.metrics_token and hmac.compare_digest(token.encode(),
-                                                      settings.metrics_token.encode()):
-        return
-    user = User.from_token(token)
-    if user is None:
-        raise Unauthorized("invalid token")
-    if not user.is_admin:
+    token = bearer_token("send Authorization: Bearer <QRQ_METRICS_TOKEN or an admin's "
+                         "API token>")
+    user = token_user(token, also_accept=settings.metrics_token)
+    if user is not None and not user.is_admin:
         raise Forbidden("admins only")
 
 
@@ -191,35 +181,17 @@ def metrics():
 
 # -- /healthz --------------------------------------------------------------------------
 
-def database_checks() -> dict[str, str]:
-    """``{"queue_db": "ok" | "error", "app_db": ...}``; details go to the log only."""
-    from qrq.appdb.db import app_db
-
-    checks = {}
-    try:
-        huey.storage.sql("select 1 from job limit 1", results=True)
-        checks["queue_db"] = "ok"
-    except Exception:
-        logger.exception("health check: queue database")
-        checks["queue_db"] = "error"
-    try:
-        app_db.execute_sql('select 1 from "user" limit 1').fetchall()
-        checks["app_db"] = "ok"
-    except Exception:
-        logger.exception("health check: app database")
-        checks["app_db"] = "error"
-    return checks
-
-
 @bp.get("/healthz")
 def healthz():
-    """200 when the web app is up and both databases answer; 503 otherwise. No auth."""
-    from qrq.web.errors import error_body
-
-    checks = database_checks()
+    """200 when the web app is up and both databases answer; 503 otherwise (code
+    ``storage_full`` when the disk is full, else ``unavailable``). No auth."""
+    checks = health.check_databases(huey.storage)
     failed = sorted(name for name, state in checks.items() if state != "ok")
     if failed:
-        body = error_body(503, "unavailable", f"unreachable: {', '.join(failed)}")
+        full = any(checks[name] == "storage_full" for name in failed)
+        body = error_body(503, "storage_full" if full else "unavailable",
+                          ("no space left for: " if full else "unreachable: ")
+                          + ", ".join(failed))
         return jsonify(body), 503, {"Cache-Control": "no-store"}
     return jsonify(status="ok", checks={"web": "ok", **checks}), 200, {
         "Cache-Control": "no-store"}

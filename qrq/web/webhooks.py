@@ -8,11 +8,10 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify
 
-from qrq import webhooks
+from qrq import webhooks  # its import registers the end hook: a cancel here posts too
 from qrq.queue import huey
 from qrq.web.auth import current_user, login_required
 from qrq.web.params import json_object
-from tasks import webhook as _webhook_tasks  # noqa: F401 (a cancel here posts its webhook)
 
 bp = Blueprint("webhooks", __name__, url_prefix="/api/me")
 
@@ -30,16 +29,24 @@ def callback_url(given: Any = UNSET) -> str | None:
     return given
 
 
-def submit_with_callback(job_id: str, url: str | None, enqueue: Callable[[], Any]) -> Any:
-    """Record *job_id*'s callback (if any), then *enqueue*; a failed enqueue drops it."""
+def submit_with_callback(job_id: str, url: str | None, enqueue: Callable[[], str]) -> str:
+    """Record *job_id*'s callback (if any), then *enqueue*; return the id it returns.
+
+    A failed enqueue drops the callback, and so does one that answers with an earlier
+    job (a repeated Idempotency-Key): that job keeps its own callback, and no second
+    webhook is ever queued for one request.
+    """
     if url is None:
         return enqueue()
     webhooks.set_target(huey.storage, job_id, current_user().id, url)
     try:
-        return enqueue()
+        queued = enqueue()
     except BaseException:
         webhooks.drop_target(huey.storage, job_id)
         raise
+    if queued != job_id:
+        webhooks.drop_target(huey.storage, job_id)
+    return queued
 
 
 def _settings_view() -> dict[str, Any]:

@@ -1,0 +1,54 @@
+"""Throttling of failed log-ins and bad API tokens, per client address.
+
+The counts live in the app database so every web worker and host shares them. A
+good request pays one primary-key read (:func:`check`); only a failure writes.
+After ``LIMIT`` failures within ``WINDOW`` seconds the address is refused for
+``BLOCK`` seconds, good token or not, so guessing cannot go on in the refusals.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from qrq.appdb.database import app_db
+from qrq.appdb.models import Throttle
+from qrq.errors import TooManyAttempts
+
+LIMIT = 10
+WINDOW = 300.0
+BLOCK = 60.0
+# Rows of addresses quiet this long are deleted on the next failure.
+FORGET_AFTER = 86400.0
+
+_TABLE = Throttle._meta.table_name
+# One statement, so concurrent failures from several workers all count.
+_RECORD = (
+    f'insert into "{_TABLE}" (address, failures, window_start, blocked_until) '
+    "values (?, 1, ?, 0) on conflict(address) do update set "
+    "failures = case when window_start < ? then 1 else failures + 1 end, "
+    "window_start = case when window_start < ? then ? else window_start end, "
+    "blocked_until = case when (case when window_start < ? then 1 else failures + 1 end) "
+    ">= ? then ? else blocked_until end")
+
+
+def check(address: str | None, now: float | None = None) -> None:
+    """Refuse an address that failed too often lately.
+
+    :raises TooManyAttempts: with the seconds to wait (``retry_after``).
+    """
+    now = time.time() if now is None else now
+    row = Throttle.first_by("address", (address or "-")[:64])
+    if row is not None and row.blocked_until > now:
+        raise TooManyAttempts(retry_after=max(1, math.ceil(row.blocked_until - now)))
+
+
+def record_failure(address: str | None, now: float | None = None) -> None:
+    """Count a failed log-in or bad token from *address*; block it at ``LIMIT``."""
+    now = time.time() if now is None else now
+    window = now - WINDOW
+    with app_db.atomic():
+        app_db.execute_sql(_RECORD, ((address or "-")[:64], now, window, window, now, window,
+                                     LIMIT, now + BLOCK))
+        Throttle.delete().where((Throttle.window_start < now - FORGET_AFTER)
+                                & (Throttle.blocked_until < now)).execute()

@@ -1,0 +1,47 @@
+"""Health probes for ``GET /healthz`` and ``qrq health``: one implementation for both.
+
+Each database is read once; a failure is reported by name (details go to the
+log). The queue database reports ``storage_full`` when it cannot grow (the
+storage's own judgement: a write failed for lack of space, or its disk is nearly
+full), so an operator sees the cause rather than "error".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from qrq.appdb import db as appdb
+from qrq.errors import StorageFull
+from qrq.queue import stats
+
+logger = logging.getLogger("qrq.health")
+
+
+def check_databases(storage) -> dict[str, str]:
+    """``{"queue_db": state, "app_db": state}``, each ``"ok"``, ``"storage_full"`` or
+    ``"error"``."""
+    checks = {}
+    try:
+        stats.probe(storage)
+        checks["queue_db"] = "storage_full" if storage.is_full() else "ok"
+    except StorageFull:
+        checks["queue_db"] = "storage_full"
+    except Exception:  # whatever the database raises, it is unhealthy
+        logger.exception("health check: queue database")
+        checks["queue_db"] = "error"
+    try:
+        appdb.probe()
+        checks["app_db"] = "ok"
+    except Exception:
+        logger.exception("health check: app database")
+        checks["app_db"] = "error"
+    return checks
+
+
+def heartbeat_age(storage, host: str | None = None, now: float | None = None) -> float | None:
+    """Seconds since the newest consumer heartbeat (on *host*), or None without one."""
+    last = stats.last_heartbeat(storage, host)
+    if last is None:
+        return None
+    return (time.time() if now is None else now) - last

@@ -1,0 +1,356 @@
+"""``QrqHuey``: huey with leased SQLite storage, signed payloads and job records.
+
+Every enqueue writes a job record in the same transaction; each run's outcome
+(finished, failed, retrying, canceled, expired) is written in the transaction
+that releases its lease; a retry waits with exponential backoff plus jitter; an
+interrupted run gives its lease back. An instance is built empty and opened by
+:meth:`QrqHuey.init` (see :mod:`qrq.queue`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import random
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from huey import signals as S
+from huey.exceptions import TaskTimeout
+from huey.serializer import SignedSerializer
+from huey.utils import normalize_time
+
+from qrq.config import Settings
+from qrq.errors import Conflict, NotFound, QrqError
+from qrq.queue import catalog, huey_private, jobs
+from qrq.queue.admission import Admission
+from qrq.queue.catalog import TaskSpec
+from qrq.queue.storage import LeasedSqliteStorage
+
+logger = logging.getLogger("qrq.queue")
+
+_RELEASE = "release"
+# The registered name of a qrq task is "qrq.<name>" (see qrq.queue.job_task).
+MODULE = "qrq"
+
+
+class QueueNotInitialised(RuntimeError):
+    """The queue was used before ``huey.init(settings)``."""
+
+
+def _not_initialised() -> QueueNotInitialised:
+    return QueueNotInitialised(
+        "the qrq queue is not initialised: call qrq.queue.huey.init(settings) first "
+        "(create_app, huey_app.py and the CLI's get_queue do)")
+
+
+class _NoStorage:
+    """Stands in for the storage until :meth:`QrqHuey.init`: any use is a clear error."""
+
+    def __getattr__(self, name: str):
+        raise _not_initialised()
+
+    def close(self) -> bool:
+        return False
+
+
+class QrqHuey(huey_private.HueyHooks):
+    storage_class = LeasedSqliteStorage
+
+    def __init__(self, settings: Settings | None = None, name: str = "qrq"):
+        self._settings: Settings | None = None
+        self._state = threading.local()
+        self._declared: list[tuple[type, TaskSpec]] = []
+        self._end_hooks: list[Callable[[str], Any]] = []
+        super().__init__(name, results=False, utc=True)
+        self.post_execute(name="qrq_record_outcome")(self._record_outcome)
+        self.signal(S.SIGNAL_EXPIRED)(self._on_expired)
+        self.signal(S.SIGNAL_REVOKED)(self._on_revoked)
+        self.signal(S.SIGNAL_INTERRUPTED)(self._on_interrupted)
+        if settings is not None:
+            self.init(settings)
+
+    def create_storage(self):
+        if self._settings is None:
+            return _NoStorage()
+        return super().create_storage()
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            raise _not_initialised()
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        self.init(settings)
+
+    @property
+    def initialised(self) -> bool:
+        return self._settings is not None
+
+    def init(self, settings: Settings) -> None:
+        """Open the queue described by *settings* (again, if they changed); apply each
+        declared task's limits from them. Creates the data directory and queue.db."""
+        if settings == self._settings:
+            return
+        self.storage.close()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self._settings = settings
+        self.storage_kwargs = {
+            "filename": str(settings.queue_db), "lease_seconds": settings.lease_seconds,
+            "timeout": settings.busy_timeout, "caps": settings.caps,
+            "long_cap": settings.long_job_cap}
+        self.storage = self.create_storage()
+        self.storage.synchronous = settings.enqueue_sync
+        self.serializer = SignedSerializer(secret=settings.secret_key, salt="qrq")
+        for task_class, spec in self._declared:
+            self._apply_limits(task_class, spec)
+
+    configure = init  # the earlier name, kept for callers outside qrq (bench/)
+
+    def declare(self, task_class: type, spec: TaskSpec) -> None:
+        """Remember *spec* for a registered task class; its limits apply at :meth:`init`."""
+        self._declared.append((task_class, spec))
+        if self._settings is not None:
+            self._apply_limits(task_class, spec)
+
+    def _apply_limits(self, task_class: type, spec: TaskSpec) -> None:
+        limits = spec.limits(self._settings)
+        task_class.default_timeout = limits["timeout"]
+        task_class.default_retries = limits["retries"]
+        task_class.default_retry_delay = limits["retry_delay"]
+        task_class.default_expires = limits["expires"]
+
+    def create_consumer(self, **options):
+        from qrq.queue.consumer import QrqConsumer
+
+        return QrqConsumer(self, **options)
+
+    # -- enqueue ------------------------------------------------------------------------
+
+    def enqueue(self, task, job: dict[str, Any] | None = None,
+                admission: Admission | None = None):
+        """Enqueue *task* with its job record, in one transaction; return the job id
+        (an earlier job's, when *admission*'s idempotency key was seen).
+
+        Tasks given an eta in the future go straight to the schedule. Groups,
+        chords, immediate mode and tasks without a job type are left to huey.
+        """
+        job_type = getattr(task, "job_type", None)
+        if self.immediate or job_type is None:
+            return super().enqueue(task)
+        if task.expires:
+            task.resolve_expires(self.utc)
+        self.emit(S.SIGNAL_ENQUEUED, task)
+        if job is None:
+            job = jobs.new_record(task.id, job_type, task.name, None)
+        eta = task.eta if task.eta and task.eta > self.now() else None
+        return self.storage.enqueue(self.serialize_task(task), task.priority, job_id=task.id,
+                                    job=job, job_type=job_type, eta=eta, admission=admission)
+
+    def enqueue_by_name(self, name: str, args: tuple, kwargs: dict, *, owner_id: int | None,
+                        params: dict[str, Any] | None = None,
+                        admission: Admission | None = None) -> str:
+        """Enqueue a call of qrq task *name* (:data:`catalog.TASKS`) without its module.
+
+        Options in *kwargs* as for huey's ``task.s()``: ``id``, ``eta``, ``delay``,
+        ``priority``, ``expires``, ``timeout``, ``retries``, ``retry_delay``; what
+        is not given is filled in by the consumer's task class.
+        """
+        spec = catalog.task_spec(name)
+        kwargs = dict(kwargs)
+        options = {key: kwargs.pop(key, None) for key in (
+            "id", "eta", "delay", "priority", "expires", "timeout", "retries", "retry_delay")}
+        eta, delay = options.pop("eta"), options.pop("delay")
+        if eta is not None or delay is not None:
+            eta = normalize_time(eta, delay, self.utc)
+        job_id = options.pop("id") or str(uuid.uuid4())
+        if options["priority"] is None:
+            options["priority"] = spec.effective_priority
+        if options["expires"] is None:
+            options["expires"] = spec.limits(self.settings)["expires"]
+        message = huey_private.message(f"{MODULE}.{name}", tuple(args), kwargs, id=job_id,
+                                       eta=eta, utc=self.utc, **options)
+        job = jobs.new_record(job_id, spec.job_type, name, owner_id, params)
+        return self.storage.enqueue(
+            self.serializer.serialize(message), message.priority, job_id=job_id, job=job,
+            job_type=spec.job_type, eta=eta if eta and eta > self.now() else None,
+            admission=admission)
+
+    def scheduled(self, limit=None):
+        """The tasks waiting in the schedule, readable in a process that has not
+        imported the task modules (the web app): unknown names get a stand-in class."""
+        found = []
+        for data in self.storage.scheduled_items(limit):
+            try:
+                message = self.serializer.deserialize(data)
+            except Exception:
+                logger.exception("unreadable schedule entry")
+                continue
+            found.append(self.task_from_message(message))
+        return found
+
+    # -- run ------------------------------------------------------------------------------
+
+    def dequeue(self):
+        data = self.storage.dequeue()
+        if data is None:
+            return None
+        try:
+            return self.deserialize_task(data)
+        except Exception as exc:
+            # A row not signed with our secret is never unpickled.
+            job_id = self.storage.leased_job_id
+            logger.error("refused queue row for job %s: %s", job_id, exc)
+            self.storage.complete(job_id, {"status": "failed",
+                                           "error": "refused: payload signature mismatch"})
+            return None
+
+    def execute(self, task, timestamp=None):
+        state = self._state
+        state.outcome, state.requeued = None, False
+        try:
+            return super().execute(task, timestamp)
+        finally:
+            if state.requeued:
+                pass
+            elif state.outcome == _RELEASE:
+                self.storage.release(task.id)
+            else:
+                # No outcome means huey's own machinery failed around the task:
+                # end the job visibly rather than leave it "running".
+                self.storage.complete(task.id, state.outcome or {
+                    "status": "failed", "error": "internal error: the run left no outcome"})
+                self.job_ended(task.id)
+
+    def _record_outcome(self, task, value, exc) -> None:
+        if exc is None:
+            if value is not None and not isinstance(value, dict):
+                value = {"value": value}
+            self._state.outcome = {"status": "finished", "result": value}
+        elif task.retries:
+            self._state.error = describe_error(exc)  # the requeue records it
+        else:
+            self._state.outcome = {**describe_error(exc),
+                                   "status": "canceled" if isinstance(exc, jobs.JobCanceled)
+                                   else "failed"}
+
+    def _on_expired(self, task, *args) -> None:
+        self._state.outcome = {"status": "expired", "error": "expired: not started in time"}
+
+    def _on_revoked(self, task, *args) -> None:
+        self._state.outcome = {"status": "canceled", "error": "canceled"}
+
+    def _on_interrupted(self, task, *args) -> None:
+        self._state.outcome = _RELEASE
+
+    def requeue_for_retry(self, task, timestamp, retry_eta=None) -> None:
+        """Schedule the next attempt of a failed task (huey's retry hook calls this)."""
+        task.retries -= 1
+        if retry_eta is None:
+            # Up to 50% random extra on the exponential backoff spreads a burst of retries.
+            delay = task.retry_delay * (1 + random.random() * 0.5)
+            if task.retry_backoff:
+                task.retry_delay *= task.retry_backoff
+            retry_eta = timestamp + datetime.timedelta(seconds=delay)
+        task.eta = retry_eta
+        wait = max(0.0, (retry_eta - timestamp).total_seconds())
+        error = getattr(self._state, "error", None) or {}
+        logger.info("retrying %s in %.1fs, %s retries left", task.id, wait, task.retries)
+        self.storage.reschedule(self.serialize_task(task), retry_eta, task.id,
+                                {**error, "status": "retrying",
+                                 "next_attempt_at": time.time() + wait},
+                                getattr(task, "job_type", None), task.priority)
+        self._state.requeued = True
+
+    def add_schedule(self, task):
+        if self.storage.leased_job_id is None:
+            return super().add_schedule(task)
+        # A leased task that is not due yet: swap its row for a schedule entry.
+        eta = task.eta or datetime.datetime.fromtimestamp(0)
+        wait = max(0.0, (eta - self.now()).total_seconds())
+        self.storage.reschedule(self.serialize_task(task), eta, task.id,
+                                {"status": "queued", "next_attempt_at": time.time() + wait},
+                                getattr(task, "job_type", None), task.priority)
+        self._state.requeued = True
+
+    # -- control ------------------------------------------------------------------------
+
+    def retry(self, job_id: str) -> None:
+        """Run a failed, canceled or expired job again, under the same id.
+
+        Works in any process (the payload is re-signed, not re-built from its task
+        class). :raises NotFound: no such job. :raises Conflict: the job has not
+        ended badly, it predates stored payloads, or its stored payload cannot be
+        read (signed with another secret, e.g. after a secret rotation, or damaged).
+        """
+        job = jobs.get(self.storage, job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        if job["status"] not in ("failed", "canceled", "expired"):
+            raise Conflict(f"job {job_id} is {job['status']}; only failed, canceled or "
+                           "expired jobs can be retried")
+        payload = self.storage.sql("select payload from job where id = ?", (job_id,),
+                                   results=True)[0][0]
+        if payload is None:
+            raise Conflict(f"job {job_id} has no stored payload to re-run")
+        try:
+            stored = self.serializer.deserialize(payload)
+        except Exception as exc:
+            reason = ("its signature does not match this installation's secret (was "
+                      "QRQ_SECRET_KEY or secret.key changed?)"
+                      if "signature" in str(exc).lower() else f"it cannot be read ({exc})")
+            raise Conflict(f"job {job_id} cannot be retried: {reason}") from None
+        # A fresh start: the task's own retries, a new expiry window, no pending eta.
+        message = huey_private.fresh_attempt(stored, self.utc)
+        if not self.storage.enqueue_retry(self.serializer.serialize(message),
+                                          message.priority, job_id, job["type"]):
+            raise Conflict(f"job {job_id} changed state; try again")
+
+    def cancel(self, job_id: str) -> str:
+        """Cancel a job: at once while it waits, at its next progress call while it runs.
+
+        Returns the job's status afterwards.
+        """
+        if self.storage.cancel_queued(job_id):
+            self.job_ended(job_id)
+        else:
+            jobs.flag_cancel(self.storage, job_id)
+        return jobs.get(self.storage, job_id)["status"]
+
+    # -- job end hooks (webhooks) ----------------------------------------------------------
+
+    def on_job_end(self, hook: Callable[[str], Any]) -> Callable[[str], Any]:
+        """Call ``hook(job_id)`` after a job's end is recorded (finished, failed,
+        canceled, expired), in the process that recorded it."""
+        if hook not in self._end_hooks:
+            self._end_hooks.append(hook)
+        return hook
+
+    def job_ended(self, job_id: str) -> None:
+        """Run the end hooks; a failing hook is logged and never touches the job."""
+        for hook in self._end_hooks:
+            try:
+                hook(job_id)
+            except Exception:
+                logger.exception("job end hook %s failed for job %s",
+                                 getattr(hook, "__name__", hook), job_id)
+
+
+def describe_error(exc: BaseException) -> dict[str, Any]:
+    """The owner's message and the admin's traceback for a failed attempt."""
+    if isinstance(exc, TaskTimeout):
+        message = "timeout"
+    elif isinstance(exc, (QrqError, jobs.JobCanceled)):
+        message = str(exc)
+    else:
+        message = f"{type(exc).__name__}: {exc}"
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {"error": message, "traceback": trace}
+
+

@@ -1,0 +1,209 @@
+"""The dashboard's pages and actions: overview, jobs, failed jobs, consumers, backups."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import current_app, flash, jsonify, redirect, request, send_file, url_for
+
+from qrq import alerts
+from qrq.appdb.models import User
+from qrq.errors import Conflict, NotFound, ValidationError
+from qrq.queue import dead_letters, huey, jobs, stats
+from qrq.web.dashboard.blueprint import bp, render
+from qrq.web.dashboard.charts import charts
+from qrq.web.dashboard.filters import FIELDS, job_filters, page_number
+from qrq.web.dashboard.session import admin_page, safe_next
+
+PAGE_SIZE = 50
+MAX_PROGRESS_IDS = 100
+
+
+@bp.get("/")
+@admin_page
+def overview(user: User):
+    now = time.time()
+    counts = stats.job_counts(huey.storage)
+    return render("admin/overview.html", user, counts=counts,
+                  status=stats.queue_status(huey.storage, now, counts), charts=charts(now),
+                  last_check=alerts.last_check(huey.storage), now=now)
+
+
+def _owner_names(rows: list[dict[str, Any]]) -> dict[int, str]:
+    ids = {row["owner_id"] for row in rows if row.get("owner_id") is not None}
+    if not ids:
+        return {}
+    return {u.id: u.name for u in User.select(User.id, User.name).where(User.id.in_(ids))}
+
+
+@bp.get("/jobs")
+@admin_page
+def job_list(user: User):
+    page = page_number()
+    try:
+        filters, shown = job_filters(request.args)
+    except ValidationError as exc:
+        shown = {key: request.args.get(key, "")[:64] for key in FIELDS}
+        return render("admin/jobs.html", user, rows=[], total=0, page=1, pages=1,
+                      shown=shown, error=exc, owners={}, query=""), 422
+    rows, total = stats.search_jobs(huey.storage, **filters, limit=PAGE_SIZE,
+                                    offset=(page - 1) * PAGE_SIZE)
+    if total == 1 and shown["q"] and len(shown["q"]) == 36:
+        return redirect(url_for("admin.job_detail", job_id=rows[0]["id"]))
+    query = urlencode({k: v for k, v in shown.items() if v})
+    return render("admin/jobs.html", user, rows=rows, total=total, page=page,
+                  pages=max(1, -(-total // PAGE_SIZE)), shown=shown, error=None,
+                  owners=_owner_names(rows), query=query)
+
+
+def _get_job(job_id: str) -> dict[str, Any]:
+    job = jobs.get(huey.storage, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id[:64]} not found")
+    return job
+
+
+def _outputs(job_id: str) -> list[dict[str, Any]]:
+    folder = current_app.config["QRQ"].artifacts_dir
+    if not folder.is_dir():
+        return []
+    return [{"name": path.name, "bytes": path.stat().st_size}
+            for path in sorted(folder.glob(f"{job_id}*")) if path.is_file()
+            and not path.name.startswith(".")]
+
+
+@bp.get("/jobs/<job_id>")
+@admin_page
+def job_detail(user: User, job_id: str):
+    job = _get_job(job_id)
+    view = jobs.public_view(job, admin=True)
+    owner = User.get_or_none(User.id == job["owner_id"]) if job["owner_id"] else None
+    now = time.time()
+    began = job["started_at"] or job["finished_at"] or now
+    timings = {"waited": max(0.0, began - job["created_at"]),
+               "ran": max(0.0, (job["finished_at"] or now) - job["started_at"])
+               if job["started_at"] else None}
+    return render("admin/job.html", user, job=job, view=view, owner=owner,
+                  params=json.dumps(view["params"], indent=2, sort_keys=True),
+                  result=json.dumps(view["result"], indent=2, sort_keys=True)
+                  if view["result"] is not None else None,
+                  timings=timings, outputs=_outputs(job["id"]),
+                  ended=job["status"] in jobs.ENDED)
+
+
+@bp.get("/jobs/<job_id>/files/<name>")
+@admin_page
+def job_file(user: User, job_id: str, name: str):
+    job = _get_job(job_id)
+    # Only names the listing produced: the path is never built from the request.
+    for output in _outputs(job["id"]):
+        if output["name"] == name:
+            path = current_app.config["QRQ"].artifacts_dir / output["name"]
+            return send_file(path, as_attachment=True, download_name=output["name"],
+                             max_age=0)
+    raise NotFound(f"job {job['id']} has no file {name[:100]}")
+
+
+def _back(default: str) -> str:
+    return safe_next(request.form.get("next") or default)
+
+
+@bp.post("/jobs/<job_id>/retry")
+@admin_page
+def retry_job(user: User, job_id: str):
+    job = _get_job(job_id)
+    try:
+        huey.retry(job["id"])
+    except Conflict as exc:
+        flash(exc.message, "error")
+    else:
+        flash(f"Job {job['id']} queued again.")
+    return redirect(_back(url_for("admin.job_detail", job_id=job["id"])))
+
+
+@bp.post("/jobs/<job_id>/cancel")
+@admin_page
+def cancel_job(user: User, job_id: str):
+    job = _get_job(job_id)
+    if job["status"] in jobs.ENDED:
+        flash(f"Job {job['id']} already {job['status']}.", "error")
+    else:
+        flash(f"Job {job['id']} is {huey.cancel(job['id'])}.")
+    return redirect(_back(url_for("admin.job_detail", job_id=job["id"])))
+
+
+@bp.get("/failed")
+@admin_page
+def failed(user: User):
+    status = request.args.get("status", "failed")
+    if status not in ("failed", "canceled", "expired"):
+        raise ValidationError("must be failed, canceled or expired", field="status")
+    page = page_number()
+    rows, total = stats.search_jobs(huey.storage, status=status, limit=PAGE_SIZE,
+                                    offset=(page - 1) * PAGE_SIZE)
+    return render("admin/failed.html", user, rows=rows, total=total, status=status,
+                  page=page, pages=max(1, -(-total // PAGE_SIZE)),
+                  owners=_owner_names(rows))
+
+
+@bp.post("/failed/retry-all")
+@admin_page
+def retry_all(user: User):
+    report = dead_letters.retry_failed(huey, request.form.get("type") or None)
+    flash(dead_letters.describe_retry(report), "error" if report["skipped"] else "message")
+    return redirect(url_for("admin.failed"))
+
+
+@bp.post("/failed/purge")
+@admin_page
+def purge(user: User):
+    count = dead_letters.purge_ended(huey.storage, current_app.config["QRQ"].artifacts_dir,
+                                     request.form.get("older_than", "30d"),
+                                     request.form.get("status") or None)
+    flash(f"Purged {count} job(s).")
+    return redirect(url_for("admin.failed"))
+
+
+@bp.get("/consumers")
+@admin_page
+def consumers(user: User):
+    return render("admin/consumers.html", user, consumers=stats.consumers(huey.storage),
+                  stale_after=current_app.config["QRQ"].alert_heartbeat_age)
+
+
+def _backup_sets() -> list[dict[str, Any]] | None:
+    """The backup sets from qrq.backup's listing, newest first; None without one."""
+    try:
+        from qrq import backup
+    except ImportError:
+        return None
+    lister = getattr(backup, "list_sets", None)
+    if lister is None:
+        return None
+    try:
+        return list(lister(current_app.config["QRQ"].backups_dir))[:100]
+    except Exception as exc:  # a broken listing must not take the dashboard down
+        current_app.logger.exception("backup listing failed")
+        flash(f"The backup listing failed: {type(exc).__name__}", "error")
+        return None
+
+
+@bp.get("/backups")
+@admin_page
+def backups(user: User):
+    """The backup sets with their per-database reports, and the backup jobs."""
+    rows, _ = stats.search_jobs(huey.storage, name_contains="backup", limit=50)
+    return render("admin/backups.html", user, sets=_backup_sets(), rows=rows)
+
+
+@bp.get("/progress.json")
+@admin_page
+def progress(user: User):
+    """Status and progress of the listed jobs (``?ids=a,b``), for the progress bars."""
+    ids = [i for i in request.args.get("ids", "").split(",") if i][:MAX_PROGRESS_IDS]
+    if not all(jobs.JOB_ID.fullmatch(i) for i in ids):
+        raise ValidationError("ids must be job ids, comma-separated", field="ids")
+    return jsonify(jobs=stats.progress_of(huey.storage, ids))

@@ -1,0 +1,120 @@
+"""Dashboard log-in, sessions and CSRF.
+
+Admins log in with their user name and API token (no passwords to store, reset
+or leak: the token is already a 256-bit secret kept only as a hash, and
+``qrq users reset-token`` ends every session made with the old one). The
+session lives in the app database (:mod:`qrq.appdb.sessions`); the cookie holds
+only its random key and the CSRF token. Every POST carries the session's CSRF
+token; actions (retry, cancel, purge, logout) answer POST only. Failed log-ins
+are throttled per client address.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from flask import flash, g, redirect, render_template, request, session, url_for
+
+from qrq.appdb import sessions, throttle
+from qrq.appdb.models import User
+from qrq.errors import Forbidden, Unauthorized
+from qrq.web.auth import MAX_TOKEN
+from qrq.web.dashboard.blueprint import bp
+
+SESSION_HOURS = 8
+
+
+def session_admin() -> User | None:
+    """The admin logged in to this session, or None.
+
+    The cookie holds only a random session key; the app database says whose it is
+    (:mod:`qrq.appdb.sessions`), so a reset token, a lost admin flag, a log-out or
+    an old log-in ends it on every web host.
+    """
+    if "admin" not in g:
+        g.admin = sessions.session_user(session.get("sid"))
+    return g.admin
+
+
+def csrf_token() -> str:
+    """This session's CSRF token, created on first use."""
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+@bp.before_request
+def _check_csrf() -> None:
+    if request.method == "POST":
+        sent = request.form.get("csrf_token", "") or request.headers.get("X-CSRF-Token", "")
+        expected = session.get("csrf", "")
+        if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+            raise Forbidden("the form expired or did not come from this site; reload the "
+                            "page and try again")
+
+
+def admin_page(view: Callable) -> Callable:
+    """Only for a logged-in admin: pages redirect to the login, the rest answer 401."""
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        user = session_admin()
+        if user is None:
+            if request.method == "GET" and not request.path.endswith(".json"):
+                return redirect(url_for("admin.login", next=request.full_path.rstrip("?")))
+            raise Unauthorized("log in to the dashboard first")
+        return view(*args, user=user, **kwargs)
+    return wrapped
+
+
+def safe_next(target: str | None) -> str:
+    # Only a path inside the dashboard: never another site, nor "//host" or "\\".
+    if target and (target == "/admin" or target.startswith(("/admin/", "/admin?"))) \
+            and "\\" not in target:
+        return target
+    return url_for("admin.overview")
+
+
+@bp.context_processor
+def _csrf_global() -> dict[str, Any]:
+    return {"csrf_token": csrf_token}
+
+
+@bp.get("/login")
+def login():
+    if session_admin() is not None:
+        return redirect(safe_next(request.args.get("next")))
+    return render_template("admin/login.html", user=None, alerts=[],
+                           next=safe_next(request.args.get("next")), error=None)
+
+
+@bp.post("/login")
+def login_post():
+    name = request.form.get("name", "").strip()[:64]
+    token = request.form.get("token", "").strip()
+    target = safe_next(request.form.get("next"))
+    throttle.check(request.remote_addr)
+    user = User.from_token(token) if token and len(token) <= MAX_TOKEN else None
+    # One message for every failure, so the form tells nothing about which part was wrong.
+    if user is None or not hmac.compare_digest(user.name.encode(), name.encode()) \
+            or not user.is_admin:
+        throttle.record_failure(request.remote_addr)
+        return render_template("admin/login.html", user=None, alerts=[], next=target,
+                               error="Wrong name or token, or not an admin."), 403
+    sessions.end_session(session.get("sid"))
+    session.clear()
+    session.permanent = True
+    session.update(sid=sessions.open_session(user, SESSION_HOURS * 3600),
+                   csrf=secrets.token_urlsafe(32))
+    return redirect(target)
+
+
+@bp.post("/logout")
+def logout():
+    sessions.end_session(session.get("sid"))
+    session.clear()
+    flash("Logged out.")
+    return redirect(url_for("admin.login"))
