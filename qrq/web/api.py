@@ -84,7 +84,8 @@ def generate_qr_pdf():
         raise ValidationError(f"template {template_id} does not exist", field="template_id")
     settings = current_app.config["QRQ"]
     options = body.get("options") or {}
-    prepare(template.to_dict(), options, settings.max_copies)  # 422 before enqueue
+    prepare(template.to_dict(), options, settings.max_copies,  # 422 before enqueue
+            margin_mm=settings.print_margin_mm)
     callback = webhook_api.callback_url(body.get("callback_url", webhook_api.UNSET))
     new_id = str(uuid.uuid4())
     job_id = webhook_api.submit_with_callback(new_id, callback, lambda: submit(

@@ -64,7 +64,8 @@ def generate_qrs():
     job_id = str(uuid.uuid4())
     given = body.pop("callback_url", UNSET) if isinstance(body, dict) else UNSET
     checked = batch.parse_request(body, batch.load_templates, job_id,
-                                  settings.max_batch_items)
+                                  settings.max_batch_items,
+                                  margin_mm=settings.print_margin_mm)
     queued = submit_with_callback(job_id, callback_url(given), lambda: enqueue_batch(
         checked, job_id, current_user().id, checks))
     return batch_accepted(queued, replayed=queued != job_id)
