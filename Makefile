@@ -24,6 +24,11 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 
+# Every benchmark in bench/ with its baseline, then the summary table (BENCHMARKS.md).
+# QUICK=1: small sizes, a few minutes. Each script takes /tmp/qrq-bench.lock while it runs.
+bench: install
+	$(BIN)/python bench/summary.py $(if $(QUICK),--quick)
+
 # Refresh constraints.txt on purpose: the newest releases setup.cfg allows, in a fresh
 # venv without constraints. Then run `make test` and commit the file with the result.
 constraints:

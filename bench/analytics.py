@@ -12,7 +12,13 @@ Figures, all in this one run:
    ``--repeats``) and in 1 process, against the **naive baseline** (median of 2): a
    Python loop that reads every row of each database (``select ... from scans``) and
    buckets (bisect on the same DST-correct boundaries), counts and collects visitor sets in
-   Python. Both results are compared: they must be identical.
+   Python. Two more baselines in the same interleaved runs: **DuckDB** (2 threads) computing
+   the same report over the same SQLite files with its sqlite scanner (when the
+   ``duckdb`` and ``duckdb-extension-sqlite`` packages are installed; the extension is
+   loaded from that wheel, nothing is downloaded), and the **SQLite floor** in one process
+   (:func:`sqlite_floor`: each needed index read once, no bucketing, no distinct count).
+   Every result is compared with qrq's: they must be identical. Ratios are paired (the
+   same repeat), in wall time and in CPU seconds.
 2. Other reports at 101 databases: weekly in Europe/Berlin, monthly in America/New_York,
    daily for one domain, daily for one template.
 3. Scaling with the number of databases (10, 50, 101, 200 x 100,000 scans) and with the
@@ -66,6 +72,7 @@ from _support import (
 
 from qrq import analytics
 from qrq.analytics import cache as analytics_cache
+from qrq.analytics import shard
 from qrq.analytics.query import parse_query, plan_buckets
 from qrq.analytics.scans import write_demo_databases
 
@@ -104,6 +111,103 @@ def naive_report(paths: list[Path], query) -> dict:
             devices[device] += 1
         conn.close()
     return {"series": [(b.label, scans[i], len(visitors[i])) for i, b in enumerate(buckets)],
+            "top": {name: analytics._top(name, counter) for name, counter in tops.items()}}
+
+
+def sqlite_floor(paths: list[Path], query) -> int:
+    """The SQLite floor of the report in one process: each database's two indexes read
+    once inside SQLite, nothing else: ``scans_time`` over the range, in order, and the
+    top-N ``GROUP BY`` over ``scans_dims`` that qrq runs. No bucketing and no distinct
+    counting: no exact report can do less."""
+    buckets, end = plan_buckets(query)
+    lo, hi = buckets[0].start_ts, end
+    rows = 0
+    for path in paths:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn.execute(f"pragma mmap_size = {shard.MMAP_BYTES}")  # as qrq reads
+        # count(visitor_hash) steps through every entry in index order and looks at
+        # its visitor_hash: the cheapest statement that reads the whole range (handing
+        # the rows to Python instead would cost twice qrq's whole report).
+        rows += conn.execute(
+            "select count(visitor_hash) from scans indexed by scans_time "
+            "where scanned_at >= ? and scanned_at < ?", (lo, hi)).fetchone()[0]
+        conn.execute(shard._dims_sql(query, set(shard.INDEXES), False),
+                     {"lo": lo, "hi": hi, "domain": query.domain,
+                      "template_id": query.template_id}).fetchall()
+        conn.close()
+    return rows
+
+
+def sqlite_rows_floor(paths: list[Path], query) -> int:
+    """The floor as a plain reader would write it: ``select scanned_at, visitor_hash from
+    scans order by scanned_at`` (over ``scans_time``) with every row handed to Python,
+    plus the same top-N ``GROUP BY``."""
+    buckets, end = plan_buckets(query)
+    lo, hi = buckets[0].start_ts, end
+    rows = 0
+    for path in paths:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn.execute(f"pragma mmap_size = {shard.MMAP_BYTES}")
+        for _ in conn.execute("select scanned_at, visitor_hash from scans where "
+                              "scanned_at >= ? and scanned_at < ? order by scanned_at",
+                              (lo, hi)):
+            rows += 1
+        conn.execute(shard._dims_sql(query, set(shard.INDEXES), False),
+                     {"lo": lo, "hi": hi, "domain": query.domain,
+                      "template_id": query.template_id}).fetchall()
+        conn.close()
+    return rows
+
+
+def duckdb_connection(threads: int):
+    """DuckDB with its sqlite scanner loaded from the ``duckdb-extension-sqlite`` wheel
+    (no download: this machine has no internet), or None if either is missing."""
+    try:
+        import duckdb
+        import duckdb_extension_sqlite
+    except ImportError:
+        return None
+    found = sorted(Path(duckdb_extension_sqlite.__file__).parent.glob(
+        f"extensions/v{duckdb.__version__}/*.duckdb_extension"))
+    if not found:
+        return None
+    # DuckDB derives the entry point from the file name: the scanner's is sqlite_scanner.
+    directory = Path(tempfile.mkdtemp(prefix="qrq-bench-duckdb-"))
+    shutil.copy(found[0], directory / "sqlite_scanner.duckdb_extension")
+    conn = duckdb.connect(config={"threads": threads, "autoinstall_known_extensions": False})
+    conn.execute(f"load '{directory / 'sqlite_scanner.duckdb_extension'}'")
+    shutil.rmtree(directory, ignore_errors=True)
+    return conn
+
+
+def duckdb_report(conn, paths: list[Path], query) -> dict:
+    """The same report computed by DuckDB over the same SQLite files (sqlite_scan of each,
+    bucketed with an ASOF join on the same bucket boundaries)."""
+    buckets, end = plan_buckets(query)
+    conn.execute("create or replace temp table b as select * from "
+                 "(values " + ", ".join(f"({i}, {b.start_ts})" for i, b in enumerate(buckets))
+                 + ") t(i, lo)")
+    where = f"scanned_at >= {buckets[0].start_ts} and scanned_at < {end}"
+    if query.domain is not None:  # a view takes no parameters: quoted literals
+        where += " and domain = '" + query.domain.replace("'", "''") + "'"
+    if query.template_id is not None:
+        where += f" and template_id = {int(query.template_id)}"
+    scans = " union all ".join(
+        "select scanned_at, visitor_hash, template_id, domain, country, device "
+        "from sqlite_scan('" + str(path).replace("'", "''") + "', 'scans')" for path in paths)
+    conn.execute(f"create or replace temp view s as select * from ({scans}) where {where}")
+    series = dict.fromkeys(range(len(buckets)), (0, 0))
+    for i, n, v in conn.execute("select b.i, count(*), count(distinct s.visitor_hash) "
+                                "from s asof join b on s.scanned_at >= b.lo group by b.i"
+                                ).fetchall():
+        series[i] = (n, v)
+    groups = conn.execute("select template_id, domain, country, device, count(*) from s "
+                          "group by all").fetchall()
+    tops = {name: Counter() for name in analytics.DIMENSIONS}
+    for *dims, n in groups:
+        for name, key in zip(analytics.DIMENSIONS, dims, strict=True):
+            tops[name][key] += n
+    return {"series": [(b.label, *series[i]) for i, b in enumerate(buckets)],
             "top": {name: analytics._top(name, counter) for name, counter in tops.items()}}
 
 
@@ -257,41 +361,63 @@ def main(argv: list[str] | None = None) -> int:
 
         # 1. The full computation against the naive loop, interleaved so that changes
         # in the machine's load hit both alike.
-        ours2_runs, ours1_runs, naive_runs = [], [], []
-        cpu = {"qrq_2": [], "qrq_1": [], "naive": []}
+        duck = duckdb_connection(2)
+        runs = {name: [] for name in ("qrq_2", "qrq_1", "floor", "floor_rows", "duckdb",
+                                      "naive")}
+        cpu = {name: [] for name in runs}
+        checks = {}
+
+        def measure(name, fn):
+            seconds, _, value = timed(fn, 1)
+            runs[name].append(seconds)
+            cpu[name] += CPU_SECONDS
+            return value
+
         for i in range(args.repeats):
-            seconds, _, result = timed(
-                lambda: analytics.time_series(full, query, processes=2), 1)
-            ours2_runs.append(seconds)
-            cpu["qrq_2"] += CPU_SECONDS
+            result = measure("qrq_2", lambda: analytics.time_series(full, query, processes=2))
+            if duck is not None:
+                checks["duckdb"] = same(result, measure(
+                    "duckdb", lambda: duckdb_report(duck, full, query)))
+            measure("floor", lambda: sqlite_floor(full, query))
+            measure("qrq_1", lambda: analytics.time_series(full, query, processes=1))
             if i < 2:
-                seconds, _, naive_result = timed(lambda: naive_report(full, query), 1)
-                naive_runs.append(seconds)
-                cpu["naive"] += CPU_SECONDS
-                seconds, _, _ = timed(
-                    lambda: analytics.time_series(full, query, processes=1), 1)
-                ours1_runs.append(seconds)
-                cpu["qrq_1"] += CPU_SECONDS
-        ours2, ours1, naive = median(ours2_runs), median(ours1_runs), median(naive_runs)
-        cpu = {name: median(values) for name, values in cpu.items()}
+                measure("floor_rows", lambda: sqlite_rows_floor(full, query))
+                checks["naive"] = same(result, measure("naive",
+                                                       lambda: naive_report(full, query)))
+        med = {name: median(values) for name, values in runs.items() if values}
+        cpus, cpu = cpu, {name: median(values) for name, values in cpu.items() if values}
+        # Paired: each repeat's qrq (1 process) against the floor of the same repeat, in
+        # wall time and in CPU time (on a loaded machine the wall time is mostly waiting).
+        def paired(a: str, b: str, of: dict) -> float | None:
+            return median([x / y for x, y in zip(of[a], of[b], strict=True)]) \
+                if of[a] and of[b] else None
+
+        floor_ratio, floor_cpu = paired("qrq_1", "floor", runs), paired("qrq_1", "floor", cpus)
+        duck_ratio, duck_cpu = paired("duckdb", "qrq_2", runs), paired("duckdb", "qrq_2", cpus)
+        ours2, ours1, naive = med["qrq_2"], med["qrq_1"], med["naive"]
         memory = {name: peak_memory(full, name) for name in ("qrq", "naive")}
-        identical = same(result, naive_result)
+        identical = all(checks.values())
         visitors = sum(p["visitors"] for p in result["series"])
         rows = result["totals"]["scans"]
+        labels = {"qrq_2": "qrq, 2 processes", "qrq_1": "qrq, 1 process",
+                  "floor": "SQLite floor, 1 process", "duckdb": "DuckDB, 2 threads",
+                  "floor_rows": "rows into Python, 1 process",
+                  "naive": "naive loop"}
         print(f"\n1. {full_dbs} databases x {scans:,} scans = {rows / 1e6:.1f} M rows, daily "
               f"buckets over a year ({len(result['series'])}), UTC")
-        print(f"   qrq, 2 processes: median {ours2:.2f} s  (runs "
-              + ", ".join(f"{r:.2f}" for r in ours2_runs) + ")")
-        print(f"   qrq, 1 process:   median {ours1:.2f} s  (runs "
-              + ", ".join(f"{r:.2f}" for r in ours1_runs) + ")")
-        print(f"   naive loop:     median {naive:.2f} s  (runs "
-              + ", ".join(f"{r:.2f}" for r in naive_runs) + ")")
-        print(f"   speed-up: {naive / ours2:.1f}x (2 processes), {naive / ours1:.1f}x (1 process);"
-              f" results identical: {identical}; {rows / ours2 / 1e6:.1f} M rows/s; "
-              f"sum of daily unique visitors {visitors:,}")
-        print(f"   CPU seconds (median, children included): qrq 2 processes "
-              f"{cpu['qrq_2']:.2f}, 1 process {cpu['qrq_1']:.2f}, naive {cpu['naive']:.2f} "
-              f"({cpu['naive'] / cpu['qrq_2']:.1f}x less CPU than the naive loop)")
+        for name, values in runs.items():
+            if values:
+                print(f"   {labels[name]:<26} median {med[name]:6.2f} s  CPU {cpu[name]:6.2f} s"
+                      "  (runs " + ", ".join(f"{r:.2f}" for r in values) + ")")
+        if duck is None:
+            print("   DuckDB: not measured (pip install duckdb duckdb-extension-sqlite)")
+        print(f"   naive / qrq: {naive / ours2:.1f}x (2 processes), {naive / ours1:.1f}x "
+              f"(1 process), {cpu['naive'] / cpu['qrq_2']:.1f}x in CPU seconds")
+        print(f"   qrq 1 process / SQLite floor (paired): {floor_ratio:.2f}x wall, "
+              f"{floor_cpu:.2f}x CPU; "
+              + (f"DuckDB / qrq 2 processes (paired): {duck_ratio:.2f}x wall, "
+                 f"{duck_cpu:.2f}x CPU; " if duck else "")
+              + f"results identical: {checks}; sum of daily unique visitors {visitors:,}")
         print(f"   peak RSS: qrq {memory['qrq']['self_mb']} MB in the job's process and "
               f"{memory['qrq']['child_mb']} MB in the largest child; naive loop "
               f"{memory['naive']['self_mb']} MB")
@@ -300,14 +426,25 @@ def main(argv: list[str] | None = None) -> int:
                      "buckets": len(result["series"]),
                      "qrq_2_processes_s": round(ours2, 3), "qrq_1_process_s": round(ours1, 3),
                      "naive_s": round(naive, 3),
-                     "runs": {"qrq_2": [round(r, 3) for r in ours2_runs],
-                              "qrq_1": [round(r, 3) for r in ours1_runs],
-                              "naive": [round(r, 3) for r in naive_runs]},
-                     "speedup": round(naive / ours2, 1), "identical": identical,
+                     "floor_s": round(med["floor"], 3),
+                     "floor_rows_s": round(med["floor_rows"], 3),
+                     "duckdb_s": round(med["duckdb"], 3) if duck else None,
+                     "runs": {name: [round(r, 3) for r in values]
+                              for name, values in runs.items()},
+                     "speedup": round(naive / ours2, 1),
+                     "speedup_1_process": round(naive / ours1, 1),
+                     "speedup_cpu": round(cpu["naive"] / cpu["qrq_2"], 1),
+                     "qrq_1_vs_floor": round(floor_ratio, 2),
+                     "qrq_1_vs_floor_cpu": round(floor_cpu, 2),
+                     "qrq_1_vs_floor_rows": round(ours1 / med["floor_rows"], 2),
+                     "duckdb_vs_qrq_2": round(duck_ratio, 2) if duck else None,
+                     "duckdb_vs_qrq_2_cpu": round(duck_cpu, 2) if duck else None,
+                     "identical": checks,
                      "cpu_s": {name: round(v, 3) for name, v in cpu.items()},
-                     "cpu_ratio": round(cpu["naive"] / cpu["qrq_2"], 1),
                      "peak_rss_mb": memory},
-            "target_full_under_10s": ours2 < 10, "target_10x": naive / ours2 >= 10})
+            "target_full_under_10s": ours2 < 10,
+            "target_ahead_of_duckdb": bool(duck) and duck_ratio > 1 and duck_cpu > 1,
+            "target_floor_1_2x": floor_ratio <= 1.2 and floor_cpu <= 1.2})
 
         if "2" in args.parts:
             # 2. Other reports over the same databases.

@@ -33,6 +33,7 @@ import threading
 import time
 from pathlib import Path
 
+from _proc import group_cpu_seconds
 from _support import (
     PYTHON,
     REPO,
@@ -134,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--worker", action="store_true",
                         help="also run a consumer (qrq worker -w 2) during the run")
+    parser.add_argument("--worker-nice", type=int, default=None,
+                        help="QRQ_WORKER_NICE of the consumer (default: qrq's default)")
+    parser.add_argument("--worker-io", choices=("low", "idle", "normal"), default=None,
+                        help="QRQ_WORKER_IO_PRIORITY of the consumer (default: qrq's default)")
     parser.add_argument("--keep", action="store_true", help="keep the data dir and logs")
     parser.add_argument("--enqueue-sync", choices=("full", "normal"), default="full",
                         help="QRQ_ENQUEUE_SYNC of the web app (default: qrq's default, full)")
@@ -155,12 +160,19 @@ def main(argv: list[str] | None = None) -> int:
                                    QRQ_MAX_ACTIVE_JOBS="1000000"))
         wait_for_text(server_log, "Serving on", server, timeout=30)
         if args.worker:
+            priority = {}
+            if args.worker_nice is not None:
+                priority["QRQ_WORKER_NICE"] = str(args.worker_nice)
+            if args.worker_io is not None:
+                priority["QRQ_WORKER_IO_PRIORITY"] = args.worker_io
             consumer = start([PYTHON, "-m", "qrq", "--data-dir", str(data_dir), "worker",
                               "-w", "2"], data_dir / "worker.out", cwd=REPO,
-                             env=env_for(data_dir))
+                             env=env_for(data_dir, **priority))
             wait_for_text(data_dir / "logs" / "consumer.log", "consumer started", consumer,
                           timeout=30)
         load_start = load_average()
+        cpu_start = {"server": group_cpu_seconds(server.pid),
+                     "consumer": group_cpu_seconds(consumer.pid) if consumer else 0.0}
         print(f"machine: {os.cpu_count()} CPUs, load average {load_start}; "
               f"waitress --threads=8 on 127.0.0.1:{port}; "
               f"{args.clients} client threads x {args.requests} requests of each kind, "
@@ -181,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
                 phases[phase].append(made)
         if consumer is not None and consumer.poll() is not None:
             raise RuntimeError(f"the consumer exited with {consumer.returncode}")
+        cpu_s = {"server": group_cpu_seconds(server.pid) - cpu_start["server"],
+                 "consumer": (group_cpu_seconds(consumer.pid) - cpu_start["consumer"]
+                              if consumer else 0.0)}
     finally:
         stop(server)
         stop(consumer, grace=40)
@@ -219,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     for kind, ratio in ratios.items():
         print(f"{labels[kind]} vs baseline: p50 {ratio['p50']:.2f}x, p99 {ratio['p99']:.2f}x")
     print(f"non-2xx or failed responses: {len(errors)}; load average at the end: {load_end}")
+    print(f"CPU seconds during the run: web server {cpu_s['server']:.1f}, consumer "
+          f"{cpu_s['consumer']:.1f}")
     for error in errors[:10]:
         print(f"  {error}")
     print(f"target: p99 < {TARGET_P99_MS:g} ms with 0 non-2xx: " + ("met" if met else "NOT met"))
@@ -227,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": [load_start, load_end], "clients": args.clients,
         "requests_per_client": args.requests, "repeats": args.repeats,
         "consumer": "qrq worker -w 2" if args.worker else None,
-        "enqueue_sync": args.enqueue_sync,
+        "enqueue_sync": args.enqueue_sync, "worker_nice": args.worker_nice,
+        "worker_io": args.worker_io,
+        "cpu_s": {k: round(v, 2) for k, v in cpu_s.items()},
         **{f"{kind}_{k}": round(v, 2) for kind in report for k, v in report[kind].items()
            if k in ("p50_ms", "p99_ms", "max_ms")},
         "ratio_vs_me": {k: {q: round(v, 2) for q, v in r.items()} for k, r in ratios.items()},

@@ -32,8 +32,9 @@ _TEMPLATE_KEYS = {"name", "domain", "payload", "title", "lines", "page_size", "g
                   "quiet_zone", "id"}
 
 
-def add_template(fields: dict[str, Any]) -> Template:
-    """Validate *fields* (as ``Template.to_dict()`` spells them) and create a template."""
+def add_template(fields: dict[str, Any], margin_mm: float = 0.0) -> Template:
+    """Validate *fields* (as ``Template.to_dict()`` spells them) and create a template
+    whose cards fit its page inside *margin_mm* (jobs check the print_margin_mm setting)."""
     if not isinstance(fields, dict):
         raise ValidationError("a template must be a JSON object")
     unknown = sorted(set(fields) - _TEMPLATE_KEYS)
@@ -61,7 +62,8 @@ def add_template(fields: dict[str, Any]) -> Template:
                                                       "quiet_zone"),
     }
     try:
-        opts.build_spec(values, {})  # page size, grid, and that the code fits a card
+        # page size, grid, and that the code fits a card
+        opts.build_spec(values, {}, margin_mm=margin_mm)
     except ValidationError as exc:
         exc.field = {"size_mm": "qr_size_mm"}.get(exc.field, exc.field)
         raise

@@ -19,7 +19,8 @@ def generate_batch(task=None) -> dict:
     current = huey.settings
     if app_db.database != str(current.app_db):
         init_db(current.app_db, current.busy_timeout)
-    result = batch_run.run_batch(huey.storage, current.artifacts_dir, task.id, task.check_timeout)
+    result = batch_run.run_batch(huey.storage, current.artifacts_dir, task.id, task.check_timeout,
+                                 margin_mm=current.print_margin_mm)
     result["mail_job_id"] = mail_owner(task.id, result)
     return result
 

@@ -132,13 +132,13 @@ def fake_templates(ids):
 
 def test_template_ids_times_copies_make_numbered_payloads():
     checked = batch.parse_request({"template_ids": [1, 2], "options": {"copies": 3}},
-                                  fake_templates, "job", 10)
+                                  fake_templates, "job", 10, margin_mm=5)
     assert [(t, p) for t, p, _, _ in checked.items] == [
         (1, "https://d.example/1/1"), (1, "https://d.example/1/2"), (1, "https://d.example/1/3"),
         (2, "https://d.example/2/1"), (2, "https://d.example/2/2"), (2, "https://d.example/2/3")]
     with pytest.raises(PayloadTooLarge):
         batch.parse_request({"template_ids": [1, 2], "options": {"copies": 6}},
-                            fake_templates, "job", 10)
+                            fake_templates, "job", 10, margin_mm=5)
 
 
 @pytest.mark.parametrize(("body", "field"), [
@@ -174,14 +174,15 @@ def test_template_ids_times_copies_make_numbered_payloads():
 ])
 def test_malformed_requests_name_the_field(body, field):
     with pytest.raises(ValidationError) as raised:
-        batch.parse_request(body, fake_templates, "job", 10)
+        batch.parse_request(body, fake_templates, "job", 10, margin_mm=5)
     assert raised.value.field == field
 
 
 def test_item_data_is_literal_and_may_hold_newlines():
     vcard = "BEGIN:VCARD\nFN:{copy}\nEND:VCARD"
     checked = batch.parse_request({"items": [{"template_id": 1, "data": vcard},
-                                             {"template_id": 2}]}, fake_templates, "j", 10)
+                                             {"template_id": 2}]}, fake_templates, "j", 10,
+                                  margin_mm=5)
     assert checked.items[0][1] == vcard
     assert checked.items[1][1] == "https://d.example/2/2"  # {copy} is the item's number
 
@@ -389,7 +390,7 @@ def test_a_rerun_resumes_after_the_items_already_done(settings, templates, clien
     job_id = submit(client, alice[1], {"template_ids": [4], "options": {"copies": 250}})[
         "batch_job_id"]
     task = huey.dequeue()
-    specs = batch_run._Specs(batch.load_templates([4]), {})
+    specs = batch_run._Specs(batch.load_templates([4]), {}, 5.0)
     calls = []
 
     def die_after_150():

@@ -43,7 +43,7 @@ TEMPLATE = {
 ])
 def test_bad_options_name_their_field(options, field):
     with pytest.raises(ValidationError) as caught:
-        prepare(TEMPLATE, options, max_copies=1000)
+        prepare(TEMPLATE, options, max_copies=1000, margin_mm=5)
     assert caught.value.field == field
     assert caught.value.status == 422
 
@@ -56,7 +56,8 @@ def test_options_must_be_an_object():
 
 def test_options_override_the_template():
     spec, payloads = prepare(TEMPLATE, {"copies": 3, "title": "Table", "size_mm": 30,
-                                        "colors": {"fg": "#112233"}, "grid": "1x1"}, 1000)
+                                        "colors": {"fg": "#112233"}, "grid": "1x1"}, 1000,
+                             margin_mm=5)
     assert (spec.title, spec.qr_size_mm, spec.fg_color, spec.bg_color) == (
         "Table", 30, "#112233", "#ffffff")
     assert (spec.cols, spec.rows) == (1, 1)
@@ -64,24 +65,26 @@ def test_options_override_the_template():
 
 
 def test_custom_page_size_in_mm():
-    spec = build_spec({**TEMPLATE, "page_size": "85x55", "grid": "1x1"}, {"size_mm": 50})
+    spec = build_spec({**TEMPLATE, "page_size": "85x55", "grid": "1x1"}, {"size_mm": 50},
+                      margin_mm=0)
     assert (spec.page_width_mm, spec.page_height_mm) == (85.0, 55.0)
 
 
 def test_text_outside_the_pdf_fonts_is_refused_naming_the_character():
     with pytest.raises(ValidationError) as caught:
-        prepare(TEMPLATE, {"title": "Zoë Łódź"}, 10)
+        prepare(TEMPLATE, {"title": "Zoë Łódź"}, 10, margin_mm=5)
     assert "'Ł'" in caught.value.message and "U+0141" in caught.value.message
-    spec, _ = prepare(TEMPLATE, {"title": "Zoë Café – 5 €"}, 10)  # all in Windows-1252
+    spec, _ = prepare(TEMPLATE, {"title": "Zoë Café – 5 €"}, 10,
+                      margin_mm=5)  # all in Windows-1252
     assert spec.title == "Zoë Café – 5 €"
 
 
 def test_a_stored_template_with_unprintable_text_is_refused_before_rendering():
     with pytest.raises(ValidationError) as caught:
-        prepare({**TEMPLATE, "title": "東京"}, {}, 10)
+        prepare({**TEMPLATE, "title": "東京"}, {}, 10, margin_mm=5)
     assert caught.value.field == "title"
     with pytest.raises(ValidationError) as caught:
-        prepare({**TEMPLATE, "lines": ["ok", "Łódź"]}, {}, 10)
+        prepare({**TEMPLATE, "lines": ["ok", "Łódź"]}, {}, 10, margin_mm=5)
     assert caught.value.field == "lines[1]"
-    spec, _ = prepare({**TEMPLATE, "title": "東京"}, {"title": "Tokyo"}, 10)
+    spec, _ = prepare({**TEMPLATE, "title": "東京"}, {"title": "Tokyo"}, 10, margin_mm=5)
     assert spec.title == "Tokyo"  # the option replaces the unprintable title

@@ -94,8 +94,9 @@ def _pattern_payloads(template: dict, options: dict, job_id: str, copies: int,
 
 
 def parse_request(body: Any, templates: Callable[[list[int]], dict[int, dict]],
-                  job_id: str, max_items: int) -> BatchRequest:
-    """Check a batch request and compute every item's payload.
+                  job_id: str, max_items: int, *, margin_mm: float) -> BatchRequest:
+    """Check a batch request and compute every item's payload; each template's cards
+    must fit its page inside *margin_mm* (the print_margin_mm setting).
 
     *templates* maps a list of ids to ``{id: template.to_dict()}`` for those
     that exist. :raises PayloadTooLarge: more than *max_items* items.
@@ -159,7 +160,8 @@ def parse_request(body: Any, templates: Callable[[list[int]], dict[int, dict]],
             raise ValidationError(f"template {item['template_id']} does not exist",
                                   field=field)
         if template["id"] not in patterns:
-            opts.build_spec(template, options)  # the layout fits this template's cards
+            # the layout fits this template's cards
+            opts.build_spec(template, options, margin_mm=margin_mm)
             count = copies if modes[0] == "template_ids" else len(listed)
             patterns[template["id"]] = _pattern_payloads(template, options, job_id, count,
                                                          "data")

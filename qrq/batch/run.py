@@ -48,8 +48,9 @@ ENCODE_SHARE = 90  # percent of the progress bar the encode phase takes
 class _Specs:
     """Each template's card spec under the batch's options, and per-item text overrides."""
 
-    def __init__(self, templates: dict[int, dict], options: dict[str, Any]):
-        self.templates, self.options = templates, options
+    def __init__(self, templates: dict[int, dict], options: dict[str, Any],
+                 margin_mm: float):
+        self.templates, self.options, self.margin_mm = templates, options, margin_mm
         self.cache: dict[int, Any] = {}
 
     def get(self, template_id: int, title: str | None = None, lines: str | None = None):
@@ -57,7 +58,8 @@ class _Specs:
         if template_id not in self.cache:
             template = self.templates.get(template_id)
             self.cache[template_id] = (None if template is None
-                                       else opts.build_spec(template, self.options))
+                                       else opts.build_spec(template, self.options,
+                                                          margin_mm=self.margin_mm))
         spec = self.cache[template_id]
         if spec is not None and (title is not None or lines is not None):
             spec = dataclasses.replace(
@@ -86,7 +88,8 @@ def item_code(storage, job_id: str, idx: int, fmt: str, options: dict[str, Any],
     if not rows:
         return None
     packed, data, template_id, title, lines = rows[0]
-    spec = _Specs(templates([template_id]), options).get(template_id, title, lines)
+    # One code's file does not depend on the page layout: no page margin.
+    spec = _Specs(templates([template_id]), options, 0.0).get(template_id, title, lines)
     return render_code(unpack_matrix(packed), data, fmt, spec)
 
 
@@ -210,9 +213,10 @@ def assemble(storage, artifacts: Path, job_id: str, total: int, specs: _Specs,
 
 
 def run_batch(storage, artifacts: Path, job_id: str, check: Callable[[], None],
-              templates: Callable[[list[int]], dict[int, dict]] = load_templates
-              ) -> dict[str, Any]:
-    """Run (or resume) a batch: encode its pending items, then write its outputs.
+              templates: Callable[[list[int]], dict[int, dict]] = load_templates, *,
+              margin_mm: float) -> dict[str, Any]:
+    """Run (or resume) a batch: encode its pending items, then write its outputs, the
+    cards *margin_mm* (the print_margin_mm setting) from every page edge.
 
     :raises NotFound: the batch's items are gone. :raises jobs.JobCanceled: a
         cancel arrived; the items done so far are kept and their outputs written.
@@ -223,7 +227,7 @@ def run_batch(storage, artifacts: Path, job_id: str, check: Callable[[], None],
     total = batch["total"]
     ids = [t for t, in storage.sql("select distinct template_id from batch_item "
                                    "where job_id = ?", (job_id,), results=True)]
-    specs = _Specs(templates(ids), batch["options"])
+    specs = _Specs(templates(ids), batch["options"], margin_mm)
     done_before = batch["completed"] + batch["failed"]
     if done_before:
         _report(storage, job_id, ENCODE_SHARE * done_before // max(1, total),

@@ -14,9 +14,9 @@ import operator
 import re
 
 import qrcode
-import qrcode.exceptions
-import qrcode.util
 from qrcode.constants import ERROR_CORRECT_H, ERROR_CORRECT_L, ERROR_CORRECT_M, ERROR_CORRECT_Q
+
+from qrq.cards.qrcode_private import TOO_LONG, codewords, fit, function_cells, mask_predicate
 
 ERROR_CORRECTION = {"L": ERROR_CORRECT_L, "M": ERROR_CORRECT_M,
                     "Q": ERROR_CORRECT_Q, "H": ERROR_CORRECT_H}
@@ -37,11 +37,9 @@ def check_fits(data: str, error_correction: str = "M") -> int:
 
     :raises DataTooLong: *data* exceeds a version-40 code at this level.
     """
-    code = qrcode.QRCode(error_correction=ERROR_CORRECTION[error_correction], border=0)
-    code.add_data(data)
     try:
-        return code.best_fit()
-    except (qrcode.exceptions.DataOverflowError, ValueError) as exc:
+        return fit(data, ERROR_CORRECTION[error_correction])[0]
+    except TOO_LONG as exc:
         raise _too_long(data, error_correction) from exc
 
 
@@ -51,7 +49,7 @@ def reference_matrix(data: str, error_correction: str = "M") -> list[list[bool]]
     code.add_data(data)
     try:
         code.make(fit=True)
-    except (qrcode.exceptions.DataOverflowError, ValueError) as exc:
+    except TOO_LONG as exc:
         raise _too_long(data, error_correction) from exc
     return code.get_matrix()
 
@@ -64,12 +62,12 @@ def _layout(version: int) -> tuple:
     """Per version, as row integers: the function patterns as qrcode's mask test has
     them (format and version cells light), each mask restricted to the data cells;
     and the order in which the data bits fill the cells (qrcode's ``map_data``)."""
-    cells = _function_cells(version, None, None)
+    cells = function_cells(version, None, None)
     n = len(cells)
     func = tuple(int("".join("1" if c else "0" for c in row), 2) for row in cells)
     masks = []
     for k in range(8):
-        test = qrcode.util.mask_func(k)
+        test = mask_predicate(k)
         masks.append(tuple(
             int("".join("1" if c is None and test(r, col) else "0"
                         for col, c in enumerate(row)), 2)
@@ -94,26 +92,8 @@ def _layout(version: int) -> tuple:
 @functools.cache
 def _final_function_rows(version: int, error_correction: int, mask: int) -> tuple:
     """The function patterns with the real format (and version) bits for *mask*."""
-    cells = _function_cells(version, error_correction, mask)
+    cells = function_cells(version, error_correction, mask)
     return tuple(int("".join("1" if c else "0" for c in row), 2) for row in cells)
-
-
-def _function_cells(version: int, error_correction: int | None, mask: int | None) -> list:
-    """qrcode's function patterns of *version*; data cells are None. Without a mask
-    the format and version cells are light, as in qrcode's mask test."""
-    code = qrcode.QRCode(version=version, border=0,
-                         error_correction=error_correction or qrcode.ERROR_CORRECT_M)
-    n = code.modules_count = version * 4 + 17
-    code.modules = [[None] * n for _ in range(n)]
-    code.setup_position_probe_pattern(0, 0)
-    code.setup_position_probe_pattern(n - 7, 0)
-    code.setup_position_probe_pattern(0, n - 7)
-    code.setup_position_adjust_pattern()
-    code.setup_timing_pattern()
-    code.setup_type_info(mask is None, mask or 0)
-    if version >= 7:
-        code.setup_type_number(mask is None)
-    return code.modules
 
 
 def _penalty(rows: list[int], n: int) -> int:
@@ -141,16 +121,14 @@ def qr_rows(data: str, error_correction: str = "M") -> tuple[int, list[int]]:
     :raises DataTooLong: *data* exceeds a version-40 code at this level.
     """
     level = ERROR_CORRECTION[error_correction]
-    code = qrcode.QRCode(error_correction=level, border=0)
-    code.add_data(data)
     try:
-        code.best_fit()
-        codewords = qrcode.util.create_data(code.version, level, code.data_list)
-    except (qrcode.exceptions.DataOverflowError, ValueError) as exc:
+        version, segments = fit(data, level)
+        words = codewords(version, level, segments)
+    except TOO_LONG as exc:
         raise _too_long(data, error_correction) from exc
-    func, masks, scatter, cells = _layout(code.version)
-    n = code.version * 4 + 17
-    bits = format(int.from_bytes(bytes(codewords), "big"), f"0{8 * len(codewords)}b")
+    func, masks, scatter, cells = _layout(version)
+    n = version * 4 + 17
+    bits = format(int.from_bytes(bytes(words), "big"), f"0{8 * len(words)}b")
     placed = "".join(scatter(bits[:cells].ljust(cells + 1, "0")))
     raw = [int(placed[r * n:(r + 1) * n], 2) for r in range(n)]
     best, best_score = 0, None
@@ -159,7 +137,7 @@ def qr_rows(data: str, error_correction: str = "M") -> tuple[int, list[int]]:
                          n)
         if best_score is None or score < best_score:  # the first minimum, as qrcode
             best, best_score = k, score
-    final = _final_function_rows(code.version, level, best)
+    final = _final_function_rows(version, level, best)
     return n, [f | (r ^ m) for f, r, m in zip(final, raw, masks[best], strict=True)]
 
 

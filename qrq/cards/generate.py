@@ -18,10 +18,12 @@ def artifact_path(settings: Settings, job_id: str, suffix: str = ".pdf") -> Path
     return settings.artifacts_dir / f"{job_id}{suffix}"
 
 
-def prepare(template: dict, options: dict, max_copies: int, job_id: str = "") -> tuple:
-    """Check *options* against *template*; return ``(spec, payloads)`` or raise 422."""
+def prepare(template: dict, options: dict, max_copies: int, job_id: str = "", *,
+            margin_mm: float) -> tuple:
+    """Check *options* against *template*, its cards *margin_mm* from the page edges;
+    return ``(spec, payloads)`` or raise 422."""
     options = opts.check_options(options, max_copies)
-    spec = opts.build_spec(template, options)
+    spec = opts.build_spec(template, options, margin_mm=margin_mm)
     pattern = options.get("data", template["payload"])
     field = "options.data" if "data" in options else "data"
     values = {"template_id": template["id"], "domain": template["domain"], "job_id": job_id}
@@ -44,7 +46,8 @@ def generate_pdf(settings: Settings, job_id: str, template_id: int, options: dic
         init_db(settings.app_db, settings.busy_timeout)
     with app_db.connection_context():
         template = Template.get_by_id_or_404(template_id).to_dict()
-    spec, payloads = prepare(template, options, settings.max_copies, job_id)
+    spec, payloads = prepare(template, options, settings.max_copies, job_id,
+                             margin_mm=settings.print_margin_mm)
 
     last = [-1]
 

@@ -9,6 +9,7 @@ the field.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import string
 from collections.abc import Callable
@@ -210,7 +211,21 @@ FIELDS = {f.name: f for f in (
     Field("quiet_zone", "Blank modules around the code (0 to 20; 4 is standard).",
           _number(0, 20, integer=True)),
 )}
-OPTION_ONLY = {"copies": "How many cards to render (1 to the max_copies setting)."}
+
+
+def check_flag(value: Any, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError("must be true or false", field=field)
+    return value
+
+
+check_flag.json_schema = {"type": "boolean"}
+
+# Options a request may give that no template holds.
+OPTION_ONLY = {"copies": "How many cards to render (1 to the max_copies setting).",
+               "crop_marks": "Draw crop marks in the page margin, on the line of each "
+                             "cut between and around the cards, for cards to be cut out."}
+_OPTION_CHECKS = {"crop_marks": check_flag}
 
 
 def check_options(options: Any, max_copies: int) -> dict[str, Any]:
@@ -227,6 +242,8 @@ def check_options(options: Any, max_copies: int) -> dict[str, Any]:
     for name, value in options.items():
         if name in FIELDS:
             FIELDS[name].check(value, f"options.{name}")
+        elif name in _OPTION_CHECKS:
+            _OPTION_CHECKS[name](value, f"options.{name}")
     copies = options.get("copies", 1)
     _number(1, max_copies, integer=True)(copies, "options.copies")
     return {**options, "copies": copies}
@@ -239,6 +256,8 @@ def json_schema() -> dict[str, Any]:
                   for name, field in FIELDS.items()}
     properties["copies"] = {"type": "integer", "minimum": 1,
                             "description": OPTION_ONLY["copies"]}
+    properties.update({name: {**check.json_schema, "description": OPTION_ONLY[name]}
+                       for name, check in _OPTION_CHECKS.items()})
     return {"type": "object", "additionalProperties": False, "properties": properties,
             "description": "Overrides of the template's fields; anything else is a 422 "
                            "naming it."}
@@ -256,8 +275,15 @@ def template_fields(template: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_spec(template: dict[str, Any], options: dict[str, Any]) -> CardSpec:
-    """Merge checked *options* over *template* (its ``to_dict()``) into a CardSpec."""
+def build_spec(template: dict[str, Any], options: dict[str, Any], *,
+               margin_mm: float) -> CardSpec:
+    """Merge checked *options* over *template* (its ``to_dict()``) into a CardSpec whose
+    cards keep *margin_mm* (the print_margin_mm setting) from every page edge.
+
+    The grid is laid inside the margin, so the cards are that much smaller than
+    page/grid; what the template states in mm (the code's size and position) is
+    printed as stated or refused with a 422 naming the field, never shrunk.
+    """
     values = {**template_fields(template), **options}
     # Text a template stored before it was checked must not be printed as "?" either.
     where = {name: f"options.{name}" if name in options else name for name in ("title", "lines")}
@@ -274,14 +300,30 @@ def build_spec(template: dict[str, Any], options: dict[str, Any]) -> CardSpec:
         qr_y_mm=values["qr_y_mm"], title=values["title"], lines=tuple(values["lines"]),
         fg_color=colors["fg"], bg_color=colors["bg"],
         error_correction=values["error_correction"], quiet_zone=values["quiet_zone"],
+        margin_mm=margin_mm, crop_marks=options.get("crop_marks", False),
     )
-    field = "options.size_mm" if "size_mm" in options else "size_mm"
+    card = (f"{_mm(spec.card_width_mm)}x{_mm(spec.card_height_mm)} mm card "
+            f"({values['grid']} on {_mm(width)}x{_mm(height)} mm, inside a "
+            f"{_mm(spec.inset_mm)} mm page margin"
+            + (" with crop marks)" if spec.crop_marks else ")"))
+    named = {name: f"options.{name}" if name in options else name
+             for name in ("size_mm", "qr_x_mm", "qr_y_mm")}
     largest = min(spec.card_width_mm, spec.card_height_mm)
     if spec.qr_size_mm > largest:
-        raise ValidationError(f"a {spec.qr_size_mm:g} mm code does not fit a "
-                              f"{spec.card_width_mm:g}x{spec.card_height_mm:g} mm card; "
-                              f"at most {largest:g} mm", field=field)
+        raise ValidationError(f"a {spec.qr_size_mm:g} mm code does not fit a {card}; "
+                              f"at most {_mm(largest)} mm", field=named["size_mm"])
+    for name, offset, side in (("qr_x_mm", spec.qr_x_mm, spec.card_width_mm),
+                               ("qr_y_mm", spec.qr_y_mm, spec.card_height_mm)):
+        if offset is not None and offset + spec.qr_size_mm > side:
+            raise ValidationError(f"a {spec.qr_size_mm:g} mm code at {offset:g} mm runs off "
+                                  f"a {card}; at most {_mm(side - spec.qr_size_mm)} mm",
+                                  field=named[name])
     return spec
+
+
+def _mm(value: float) -> str:
+    """A length for a message, rounded down to 0.1 mm (a limit stated must be allowed)."""
+    return f"{math.floor(value * 10 + 1e-9) / 10:g}"
 
 
 def payloads(pattern: str, copies: int, **values: Any) -> list[str]:

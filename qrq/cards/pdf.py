@@ -97,6 +97,13 @@ class PageContent:
         self.ops.extend(b"%d %d %d 1 re" % (c, r, n) for r, c, n in runs)
         self.ops.append(b"f Q")
 
+    def stroke_lines(self, segments: list[tuple[float, float, float, float]],
+                     width: float) -> None:
+        """Black straight lines ``(x1, y1, x2, y2)``, *width* points wide."""
+        self.ops.append(b"q 0 G %s w" % _num(width))
+        self.ops.extend(b"%s %s m %s %s l" % tuple(map(_num, seg)) for seg in segments)
+        self.ops.append(b"S Q")
+
     def centred_text(self, x: float, y: float, text: str, font: str, size: float) -> None:
         """*text* centred on *x* with its baseline at *y*, literally (no markup)."""
         left = x - stringWidth(text, font, size) / 2

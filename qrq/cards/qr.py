@@ -25,6 +25,12 @@ from qrq.cards.pdf import FONT, FONT_BOLD, PageContent, PdfStream, text_width
 
 _DARK = re.compile(rb"\x01+")
 A4_MM = (210.0, 297.0)
+# Crop marks: a cut line's mark starts this far outside the card, so a cut a little
+# off the line does not leave a piece of it on the card, and is this long.
+CROP_GAP_MM = 2.0
+CROP_LENGTH_MM = 4.0
+CROP_LINE_PT = 0.25
+ELLIPSIS = "\u2026"  # in Windows-1252, so printable by the PDF fonts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,18 +50,33 @@ class CardSpec:
     bg_color: str = "#ffffff"
     error_correction: str = "M"
     quiet_zone: int = 4
+    # Blank space between the page edge and anything printed (the print_margin_mm
+    # setting, which build_spec passes); crop marks, if any, lie inside it.
+    margin_mm: float = 0.0
+    crop_marks: bool = False
 
     @property
     def cards_per_page(self) -> int:
         return self.cols * self.rows
 
     @property
+    def inset_mm(self) -> float:
+        """Distance from each page edge to the cards' trim box (the grid's outline)."""
+        return self.margin_mm + (CROP_GAP_MM + CROP_LENGTH_MM if self.crop_marks else 0.0)
+
+    @property
     def card_width_mm(self) -> float:
-        return self.page_width_mm / self.cols
+        return (self.page_width_mm - 2 * self.inset_mm) / self.cols
 
     @property
     def card_height_mm(self) -> float:
-        return self.page_height_mm / self.rows
+        return (self.page_height_mm - 2 * self.inset_mm) / self.rows
+
+    def card_origin_mm(self, slot: int) -> tuple[float, float]:
+        """Bottom-left corner of the card in *slot* (0 top-left, row by row), in mm."""
+        col, row = slot % self.cols, slot // self.cols
+        return (self.inset_mm + col * self.card_width_mm,
+                self.page_height_mm - self.inset_mm - (row + 1) * self.card_height_mm)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,12 +105,24 @@ def draw_qr(page: PageContent, matrix: Sequence[Sequence[bool]], x: float, y: fl
                    list(dark_runs(matrix)))
 
 
-def _fit_font(text: str, font: str, size: float, max_width: float) -> float:
-    """The largest font size up to *size* at which *text* fits *max_width* points."""
+def _fit_text(text: str, font: str, size: float, max_width: float) -> tuple[str, float]:
+    """*text* and the largest font size up to *size* at which it fits *max_width*
+    points; below 4 pt (unreadable) it is cut short with an ellipsis instead, so
+    text never runs off its card (and a card at the page edge off the page)."""
     width = text_width(text, font, size)
     if width <= max_width or width == 0:
-        return size
-    return max(4.0, size * max_width / width)
+        return text, size
+    size = max(4.0, size * max_width / width)
+    if text_width(text, font, size) <= max_width:
+        return text, size
+    low, high = 0, len(text)  # the longest prefix that fits with the ellipsis
+    while low < high:
+        middle = (low + high + 1) // 2
+        if text_width(text[:middle] + ELLIPSIS, font, size) <= max_width:
+            low = middle
+        else:
+            high = middle - 1
+    return (text[:low].rstrip() + ELLIPSIS if low else ""), size
 
 
 def draw_card(page: PageContent, spec: CardSpec, payload: str, x0: float, y0: float,
@@ -100,6 +133,8 @@ def draw_card(page: PageContent, spec: CardSpec, payload: str, x0: float, y0: fl
     margin = min(card_w, card_h) * 0.05
     title_pt = max(6.0, min(20.0, card_h * 0.07))
     line_pt = title_pt * 0.7
+    if spec.lines:  # a stack of lines taller than the card is set smaller, not above it
+        line_pt = min(line_pt, (card_h - 2 * margin) / (1.25 * len(spec.lines)))
 
     if spec.qr_x_mm is None:
         qr_x = x0 + (card_w - size) / 2
@@ -117,13 +152,31 @@ def draw_card(page: PageContent, spec: CardSpec, payload: str, x0: float, y0: fl
     centre = x0 + card_w / 2
     usable = card_w - 2 * margin
     if spec.title:
-        pt = _fit_font(spec.title, FONT_BOLD, title_pt, usable)
-        page.centred_text(centre, y0 + card_h - margin - pt, spec.title, FONT_BOLD, pt)
-    baseline = y0 + margin + line_pt * 1.25 * (len(spec.lines) - 1)
+        title, pt = _fit_text(spec.title, FONT_BOLD, title_pt, usable)
+        page.centred_text(centre, y0 + card_h - margin - pt, title, FONT_BOLD, pt)
+    # The lowest baseline sits a descender's depth (0.25 em) above the margin.
+    baseline = y0 + margin + line_pt * (0.25 + 1.25 * (len(spec.lines) - 1))
     for line in spec.lines:
-        pt = _fit_font(line, FONT, line_pt, usable)
+        line, pt = _fit_text(line, FONT, line_pt, usable)
         page.centred_text(centre, baseline, line, FONT, pt)
         baseline -= line_pt * 1.25
+
+
+def draw_crop_marks(page: PageContent, spec: CardSpec) -> None:
+    """Marks in the page margin, outside every card, on the line of each cut: every
+    column and row boundary of the grid, its outline included."""
+    inset, gap, length = spec.inset_mm * mm, CROP_GAP_MM * mm, CROP_LENGTH_MM * mm
+    width, height = spec.page_width_mm * mm, spec.page_height_mm * mm
+    segments = []
+    for col in range(spec.cols + 1):
+        x = inset + col * spec.card_width_mm * mm
+        segments += [(x, inset - gap, x, inset - gap - length),
+                     (x, height - inset + gap, x, height - inset + gap + length)]
+    for row in range(spec.rows + 1):
+        y = inset + row * spec.card_height_mm * mm
+        segments += [(inset - gap, y, inset - gap - length, y),
+                     (width - inset + gap, y, width - inset + gap + length, y)]
+    page.stroke_lines(segments, CROP_LINE_PT)
 
 
 class CardSheets:
@@ -141,13 +194,15 @@ class CardSheets:
         self.cards = 0
 
     def add(self, spec: CardSpec, payload: str, matrix) -> None:
-        layout = (spec.page_width_mm, spec.page_height_mm, spec.cols, spec.rows)
+        layout = (spec.page_width_mm, spec.page_height_mm, spec.cols, spec.rows,
+                  spec.margin_mm, spec.crop_marks)
         if layout != self.layout or self.slot == spec.cards_per_page:
             self.flush()
             self.layout = layout
-        col, row = self.slot % spec.cols, self.slot // spec.cols
-        draw_card(self.page, spec, payload, col * spec.card_width_mm * mm,
-                  (spec.page_height_mm - (row + 1) * spec.card_height_mm) * mm, matrix)
+        if self.slot == 0 and spec.crop_marks:
+            draw_crop_marks(self.page, spec)
+        x, y = spec.card_origin_mm(self.slot)
+        draw_card(self.page, spec, payload, x * mm, y * mm, matrix)
         self.slot += 1
         self.cards += 1
 

@@ -10,10 +10,14 @@ from pathlib import Path
 
 import click
 
-from qrq.analytics.query import PERIODS
+from qrq.analytics import cache as analytics_cache
+from qrq.analytics.query import PERIODS, parse_query
+from qrq.analytics.scans import write_demo_databases
+from qrq.analytics.submit import enqueue_report
 from qrq.cli.base import echo_json, echo_table, get_queue, get_settings, json_option, main
-from qrq.cli.jobs import wait_options
+from qrq.cli.jobs import wait_finished, wait_options
 from qrq.errors import ValidationError
+from qrq.queue import jobs
 
 _OPTION_OF = {"from": "--from", "to": "--to", "tz": "--tz", "domain": "--domain",
               "template_id": "--template-id", "period": "--period"}
@@ -46,12 +50,6 @@ def analytics_run(period: str, start: str | None, end: str | None, tz: str,
 
     Example: qrq analytics run --period weekly --tz Europe/Berlin --wait
     """
-    from qrq.analytics import cache as analytics_cache
-    from qrq.analytics.query import parse_query
-    from qrq.analytics.submit import enqueue_report
-    from qrq.cli.jobs import wait_for
-    from qrq.queue import jobs
-
     raw = {"period": period, "from": start, "to": end, "tz": tz, "domain": domain,
            "template_id": str(template_id) if template_id else None}
     raw = {k: v for k, v in raw.items() if v is not None}
@@ -72,9 +70,7 @@ def analytics_run(period: str, start: str | None, end: str | None, tz: str,
                    err=as_json)
         if not wait:
             return
-        job = wait_for(huey, outcome["job_id"], "computing", timeout)
-        if job["status"] != "finished":
-            raise click.ClickException(f"job {job['status']}: {job['error']}")
+        job = wait_finished(huey, outcome["job_id"], "computing", timeout)
         outcome = analytics_cache.fresh(huey.storage, query.key)
         if outcome is None:  # finished, but the cache row is gone: use the job's result
             outcome = {"result_json": json.dumps(jobs.public_view(job)["result"]),
@@ -85,9 +81,6 @@ def analytics_run(period: str, start: str | None, end: str | None, tz: str,
 
 
 def _compute_here(huey, query) -> dict:
-    from qrq.analytics import cache as analytics_cache
-    from qrq.queue import jobs
-
     started = time.time()
     with click.progressbar(length=100, label="reading", show_percent=True) as bar:
         done = [0]
@@ -132,9 +125,6 @@ def analytics_list(limit: int, as_json: bool) -> None:
 
     Example: qrq analytics list --json
     """
-    from qrq.analytics import cache as analytics_cache
-    from qrq.queue import jobs
-
     now = time.time()
     found = analytics_cache.list_reports(get_queue().storage, limit)
     if as_json:  # as GET /api/analytics/reports answers
@@ -184,8 +174,6 @@ def demo_analytics(dbs: int, scans: int, days: int, seed: int, processes: int,
 
     Example: qrq demo analytics --dbs 101 --scans 100000
     """
-    from qrq.analytics.scans import write_demo_databases
-
     settings = get_settings()
     if out is None:
         location = settings.analytics_dbs.strip() or "analytics"

@@ -18,9 +18,12 @@ from qrq.backup import (
     select_entries,
     verify_set,
 )
+from qrq.backup.submit import submit_backup
 from qrq.cli.base import echo_json, get_queue, get_settings, json_option, main
-from qrq.cli.jobs import wait_options
+from qrq.cli.jobs import wait_finished, wait_options
 from qrq.humanize import format_bytes
+from qrq.queue import locks, stats
+from qrq.queue.housekeeping import submit_maintenance
 
 
 def _mb(n: int | None) -> str:
@@ -42,17 +45,12 @@ def backup_run(wait: bool, timeout: float) -> None:
 
     Example: qrq backup run --wait
     """
-    from qrq.backup.submit import submit_backup
-    from qrq.cli.jobs import wait_for
-
     huey = get_queue()
     job_id = submit_backup("manual")
     click.echo(f"queued job {job_id}")
     if not wait:
         return
-    job = wait_for(huey, job_id, "backing up", timeout)
-    if job["status"] != "finished":
-        raise click.ClickException(f"backup {job['status']}: {job['error']}")
+    job = wait_finished(huey, job_id, "backing up", timeout, what="backup")
 
     result = json.loads(job["result"])
     if "skipped" in result:
@@ -143,8 +141,6 @@ def backup_verify(set_id: str) -> None:
 
 
 def _live_consumers(settings) -> list[str]:
-    from qrq.queue import stats
-
     if not settings.queue_db.exists():
         return []
     return [f"{c['host']} pid {c['pid']} ({c['heartbeat_age']:.0f}s ago)"
@@ -173,8 +169,6 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
 
     Example: qrq backup restore latest --to /tmp/restored --db app.db
     """
-    from qrq.queue import locks
-
     settings = get_settings()
     backups = settings.backups_dir
     manifest = get_set(backups, set_id)
@@ -244,15 +238,9 @@ def maintenance_run(wait: bool, timeout: float) -> None:
 
     Example: qrq maintenance run --wait
     """
-
-    from qrq.cli.jobs import wait_for
-    from qrq.queue.housekeeping import submit_maintenance
-
     huey = get_queue()
     job_id = submit_maintenance("manual")
     click.echo(f"queued job {job_id}")
     if wait:
-        job = wait_for(huey, job_id, "maintenance", timeout)
-        if job["status"] != "finished":
-            raise click.ClickException(f"maintenance {job['status']}: {job['error']}")
+        job = wait_finished(huey, job_id, "maintenance", timeout, what="maintenance")
         click.echo(json.dumps(json.loads(job["result"]), indent=2))

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import click
 
+from qrq.appdb.db import init_db
 from qrq.config import holds_qrq_data, load_settings
 from qrq.errors import QrqError
+from qrq.queue import huey
 from qrq.queue.jobs import resolve_id
 
 
@@ -26,15 +28,11 @@ def get_settings():
 
 def get_queue():
     """The Huey instance, opened from the settings (jobs are submitted by task name)."""
-    from qrq.queue import huey
-
     huey.init(get_settings())
     return huey
 
 
 def get_app_db():
-    from qrq.appdb.db import init_db
-
     settings = get_settings()
     settings.ensure_dirs()
     return init_db(settings.app_db, settings.busy_timeout)

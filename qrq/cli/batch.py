@@ -12,6 +12,7 @@ import click
 
 from qrq import batch
 from qrq.appdb.models import User
+from qrq.batch.submit import enqueue_batch, enqueue_retry
 from qrq.cli.base import JOB_ID, echo_table, get_app_db, get_queue, main, shorten
 from qrq.cli.jobs import _parse_option, wait_for, wait_options
 
@@ -101,8 +102,6 @@ def batch_submit(template_id: int | None, count: int | None, csv_path: Path | No
 
     Example: qrq batch submit --template 4 --count 10000 --wait
     """
-    from qrq.batch.submit import enqueue_batch
-
     if (count is None) == (csv_path is None) or (count is not None and template_id is None):
         raise click.UsageError("give --template ID --count N, or --csv FILE")
     parsed = dict(_parse_option(o) for o in options)
@@ -115,7 +114,8 @@ def batch_submit(template_id: int | None, count: int | None, csv_path: Path | No
     job_id = str(uuid.uuid4())
     get_app_db()
     checked = batch.parse_request(body, batch.load_templates, job_id,
-                                  huey.settings.max_batch_items)
+                                  huey.settings.max_batch_items,
+                                  margin_mm=huey.settings.print_margin_mm)
     enqueue_batch(checked, job_id, owner_id)
     click.echo(f"queued batch {job_id} ({len(checked.items)} items)")
     if wait:
@@ -160,8 +160,6 @@ def batch_retry_failed(job_id: str, wait: bool, timeout: float) -> None:
 
     Example: qrq batch retry-failed 1b4e28ba-2fa1-11d2-883f-0016d3cca427
     """
-    from qrq.batch.submit import enqueue_retry
-
     huey = get_queue()
     found = batch.get_batch(huey.storage, job_id)
     if found is None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from qrq.appdb.models import Template
+from qrq.cards.generate import artifact_path, prepare
 from qrq.cli.base import (
     JOB_ID,
     echo_fields,
@@ -21,7 +23,7 @@ from qrq.cli.base import (
     shorten,
 )
 from qrq.errors import ValidationError
-from qrq.queue import dead_letters, jobs, stats
+from qrq.queue import dead_letters, jobs, stats, submit
 
 
 def _parse_option(value: str) -> tuple[str, object]:
@@ -136,6 +138,14 @@ def wait_for(huey, job_id: str, label: str, timeout: float, *, length: int = 100
         raise click.exceptions.Exit(130) from None
 
 
+def wait_finished(huey, job_id: str, label: str, timeout: float, what: str = "job") -> dict:
+    """:func:`wait_for`, then fail the command unless the job finished; return its record."""
+    job = wait_for(huey, job_id, label, timeout)
+    if job["status"] != "finished":
+        raise click.ClickException(f"{what} {job['status']}: {job['error']}")
+    return job
+
+
 @main.command()
 @click.argument("template_id", type=int)
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
@@ -149,23 +159,17 @@ def pdf(template_id: int, options: tuple[str, ...], wait: bool, out: Path | None
 
     Example: qrq pdf 1 --option copies=8 --option title="Table 4" --wait
     """
-    from qrq.appdb.models import Template
-    from qrq.cards.generate import artifact_path, prepare
-    from qrq.queue import submit
-
     huey = get_queue()
     parsed = dict(_parse_option(o) for o in options)
     with get_app_db().connection_context():
         prepare(Template.get_by_id_or_404(template_id).to_dict(), parsed,
-                huey.settings.max_copies)
+                huey.settings.max_copies, margin_mm=huey.settings.print_margin_mm)
     job_id = submit("pdf.generate", template_id, parsed, owner_id=None,
                     params={"template_id": template_id, "options": parsed})
     click.echo(f"queued job {job_id}")
     if not wait:
         return
-    job = wait_for(huey, job_id, "rendering", timeout)
-    if job["status"] != "finished":
-        raise click.ClickException(f"job {job['status']}: {job['error']}")
+    wait_finished(huey, job_id, "rendering", timeout)
     out = out or Path(f"qrq-{job_id}.pdf")
     out.write_bytes(artifact_path(huey.settings, job_id).read_bytes())
     click.echo(f"saved {out} ({out.stat().st_size} bytes)")

@@ -6,9 +6,12 @@ import socket
 
 import click
 
+from qrq import alerts
 from qrq.appdb.db import init_db
 from qrq.cli.base import echo_json, echo_table, get_app_db, get_queue, json_option, main
 from qrq.health import check_databases, heartbeat_age
+from qrq.notify import send_mail
+from qrq.status import queue_status_document
 
 
 @main.command()
@@ -59,9 +62,6 @@ def status(as_json: bool) -> None:
 
     Example: qrq status --json
     """
-    from qrq import alerts
-    from qrq.status import queue_status_document
-
     huey = get_queue()
     firing = alerts.record(huey.storage, alerts.evaluate(huey.storage, huey.settings))
     report = queue_status_document(huey.storage, huey.settings, firing)
@@ -95,9 +95,6 @@ def alerts_command(mail: bool) -> None:
 
     Example: qrq alerts --no-mail
     """
-    from qrq import alerts
-    from qrq.notify import send_mail
-
     huey = get_queue()
     settings = huey.settings
     get_app_db()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import logging
 import os
 import shutil
 import signal
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import click
 
+from qrq import demo as demo_data
 from qrq.cli.base import get_app_db, get_queue, get_settings, main
+from qrq.queue import load_application
 
 DEMO_USER = "demo"
 
@@ -36,8 +39,6 @@ def init(demo: bool) -> None:
 
 def _create_demo_data(admin: bool) -> None:
     """Demo templates and the demo user (an admin for ``qrq dev``: the dashboard needs one)."""
-    from qrq import demo as demo_data
-
     with get_app_db().connection_context():
         added = demo_data.create_templates()
         click.echo(f"demo templates: {added} added")
@@ -83,8 +84,6 @@ def consumer_options(settings, workers: int | None = None,
 
 
 def setup_logging(settings, name: str) -> None:
-    import logging
-
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     fmt = logging.Formatter("[%(asctime)s] %(levelname)s %(name)s %(process)d: %(message)s")
     root = logging.getLogger()
@@ -103,8 +102,6 @@ def worker(workers: int | None, worker_type: str | None) -> None:
 
     Example: qrq worker -w 4
     """
-    from qrq.queue import load_application
-
     huey = get_queue()
     load_application("huey_app")  # registers the tasks, as `huey_consumer huey_app.huey`
     setup_logging(huey.settings, "consumer.log")

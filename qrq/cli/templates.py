@@ -6,7 +6,18 @@ import json
 
 import click
 
-from qrq.cli.base import echo_fields, echo_json, echo_table, get_app_db, json_option, main, shorten
+from qrq.appdb.models import Template
+from qrq.cli.base import (
+    echo_fields,
+    echo_json,
+    echo_table,
+    get_app_db,
+    get_settings,
+    json_option,
+    main,
+    shorten,
+)
+from qrq.demo import add_template
 
 
 @main.group()
@@ -21,8 +32,6 @@ def templates_list(as_json: bool) -> None:
 
     Example: qrq templates list --json
     """
-    from qrq.appdb.models import Template
-
     with get_app_db().connection_context():
         found = [t.to_dict() for t in Template.select().order_by(Template.id)]
     if as_json:
@@ -44,8 +53,6 @@ def templates_show(template_id: int, as_json: bool) -> None:
 
     Example: qrq templates show 2 --json > card.json
     """
-    from qrq.appdb.models import Template
-
     with get_app_db().connection_context():
         fields = Template.get_by_id_or_404(template_id).to_dict()
     if as_json:
@@ -61,13 +68,11 @@ def templates_add(json_file) -> None:
 
     Example: qrq templates add card.json
     """
-    from qrq.demo import add_template
-
     try:
         fields = json.load(json_file)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="JSON_FILE") from None
     with get_app_db().connection_context():
-        template = add_template(fields)
+        template = add_template(fields, get_settings().print_margin_mm)
     click.echo(f"added template {template.id}: {template.name}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from qrq.appdb.models import User
 from qrq.cli.base import echo_json, echo_table, get_app_db, json_option, main, shorten
 
 
@@ -21,8 +22,6 @@ def users_create(name: str, admin: bool, email: str | None) -> None:
 
     Example: qrq users create alice --email alice@example.com
     """
-    from qrq.appdb.models import User
-
     with get_app_db().connection_context():
         user, token = User.create_with_token(name, admin=admin, email=email)
     click.echo(f"created user {user.name!r} (id {user.id}{', admin' if admin else ''})")
@@ -33,8 +32,6 @@ def users_create(name: str, admin: bool, email: str | None) -> None:
 @click.argument("name")
 def users_reset_token(name: str) -> None:
     """Replace a user's API token; the new one is printed once, on the last line."""
-    from qrq.appdb.models import User
-
     with get_app_db().connection_context():
         user = User.get_or_none(User.name == name)
         if user is None:
@@ -51,8 +48,6 @@ def users_list(as_json: bool) -> None:
 
     Example: qrq users list --json
     """
-    from qrq.appdb.models import User
-
     with get_app_db().connection_context():
         found = [user.to_dict() for user in User.select().order_by(User.id)]
     if as_json:

@@ -17,14 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from qrq.errors import TooManyJobs, ValidationError
-from qrq.queue.jobs import ACTIVE
+from qrq.queue.jobs import count_active
 
 KEY_SECONDS = 24 * 3600
 MAX_KEY_LENGTH = 255
 HEADER = "Idempotency-Key"
-
-_ACTIVE_SQL = ("select count(*) from job where owner_id = ? and status in ("
-               + ", ".join(f"'{status}'" for status in ACTIVE) + ")")  # literals: partial index
 
 
 @dataclass(frozen=True)
@@ -101,8 +98,7 @@ def admit(curs, owner_id: int | None, admission: Admission | None,
 def _check_quota(curs, owner_id: int | None, max_active: int | None) -> None:
     if max_active is None or owner_id is None:
         return
-    curs.execute(_ACTIVE_SQL, (owner_id,))
-    if curs.fetchone()[0] >= max_active:
+    if count_active(curs, owner_id) >= max_active:
         raise TooManyJobs(f"you have {max_active} jobs queued or running, the most allowed; "
                           "wait for some to finish")
 

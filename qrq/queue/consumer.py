@@ -23,9 +23,10 @@ import time
 import uuid
 
 from huey.constants import WORKER_PROCESS
-from huey.consumer import Consumer, ProcessEnvironment
+from huey.consumer import Consumer, ProcessEnvironment, Worker
 
 from qrq.errors import StorageFull
+from qrq.queue.priority import lower_priority
 
 logger = logging.getLogger("qrq.queue.consumer")
 
@@ -124,6 +125,9 @@ class OrphanAwareProcessEnvironment(ProcessEnvironment):
 
     def init_child(self, process):
         super().init_child(process)
+        if isinstance(process, Worker):  # bulk work yields to the web app; not the scheduler
+            settings = process.huey.settings
+            lower_priority(settings.worker_nice, settings.worker_io_priority)
         parent = self.consumer_pid
 
         def orphaned(signum, frame):

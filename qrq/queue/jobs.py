@@ -19,6 +19,8 @@ from typing import Any
 
 from huey.exceptions import CancelExecution
 
+from qrq.errors import Conflict, NotFound
+
 STATES = ("queued", "running", "retrying", "finished", "failed", "canceled", "expired")
 ACTIVE = ("queued", "running", "retrying")
 ENDED = ("finished", "failed", "canceled", "expired")
@@ -157,14 +159,18 @@ def disown(curs, job_id: str, owner_id: int) -> None:
                  (job_id, owner_id))
 
 
-def count_active(storage, owner_id: int) -> int:
-    """How many of *owner_id*'s jobs are queued, running or retrying.
+def count_active(curs, owner_id: int) -> int:
+    """How many of *owner_id*'s jobs are queued, running or retrying, read on *curs* (the
+    quota check runs it inside the enqueue's write transaction).
 
     The statuses are literals so that SQLite uses the partial index ``job_owner_active``.
     """
-    statuses = ", ".join(f"'{status}'" for status in ACTIVE)
-    return storage.sql(f"select count(*) from job where owner_id = ? and status in "
-                       f"({statuses})", (owner_id,), results=True)[0][0]
+    curs.execute(_COUNT_ACTIVE_SQL, (owner_id,))
+    return curs.fetchone()[0]
+
+
+_COUNT_ACTIVE_SQL = ("select count(*) from job where owner_id = ? and status in ("
+                     + ", ".join(f"'{status}'" for status in ACTIVE) + ")")
 
 
 def count_busy(storage, exclude: str | None = None) -> int:
@@ -209,6 +215,13 @@ def public_view(job: dict[str, Any], *, admin: bool = False) -> dict[str, Any]:
     return view
 
 
+def stored_payload(storage, job_id: str) -> bytes | None:
+    """The signed task message kept for a retry; None when the job predates stored
+    payloads (or does not exist)."""
+    rows = storage.sql("select payload from job where id = ?", (job_id,), results=True)
+    return rows[0][0] if rows else None
+
+
 def record_progress(curs, job_id: str, worker: str, percent: float, stage: str = "") -> bool:
     """Store a running job's progress in the caller's transaction (beside the writes it
     reports on); return whether a cancel was asked. Unlike :func:`report_progress` it
@@ -228,8 +241,6 @@ def resolve_id(storage, ref: str, limit: int = 10) -> str:
     :raises NotFound: no job matches.
     :raises Conflict: several jobs match; the message lists up to *limit* of them.
     """
-    from qrq.errors import Conflict, NotFound
-
     prefix = ref.strip().lower() if isinstance(ref, str) else ""
     if not re.fullmatch(r"[0-9a-f-]{1,36}", prefix):
         raise NotFound(f"no job {ref!r}: a job id is hexadecimal digits and dashes")

@@ -28,6 +28,7 @@ from qrq.errors import Conflict, NotFound, QrqError
 from qrq.queue import catalog, huey_private, jobs
 from qrq.queue.admission import Admission
 from qrq.queue.catalog import TaskSpec
+from qrq.queue.consumer import QrqConsumer
 from qrq.queue.storage import LeasedSqliteStorage
 
 logger = logging.getLogger("qrq.queue")
@@ -125,8 +126,6 @@ class QrqHuey(huey_private.HueyHooks):
         task_class.default_expires = limits["expires"]
 
     def create_consumer(self, **options):
-        from qrq.queue.consumer import QrqConsumer
-
         return QrqConsumer(self, **options)
 
     # -- enqueue ------------------------------------------------------------------------
@@ -292,8 +291,7 @@ class QrqHuey(huey_private.HueyHooks):
         if job["status"] not in ("failed", "canceled", "expired"):
             raise Conflict(f"job {job_id} is {job['status']}; only failed, canceled or "
                            "expired jobs can be retried")
-        payload = self.storage.sql("select payload from job where id = ?", (job_id,),
-                                   results=True)[0][0]
+        payload = jobs.stored_payload(self.storage, job_id)
         if payload is None:
             raise Conflict(f"job {job_id} has no stored payload to re-run")
         try:

@@ -71,7 +71,8 @@ def generate_qr_pdf():
         raise ValidationError(f"template {template_id} does not exist", field="template_id")
     settings = current_app.config["QRQ"]
     options = body.get("options") or {}
-    prepare(template.to_dict(), options, settings.max_copies)  # 422 before enqueue
+    prepare(template.to_dict(), options, settings.max_copies,  # 422 before enqueue
+            margin_mm=settings.print_margin_mm)
     new_id = str(uuid.uuid4())
     job_id = submit("pdf.generate", template_id, options, owner_id=current_user().id,
                     params={"template_id": template_id, "options": options}, id=new_id,

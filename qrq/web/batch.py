@@ -61,7 +61,8 @@ def generate_qrs():
     check_job_quota()
     job_id = str(uuid.uuid4())
     checked = batch.parse_request(body, batch.load_templates, job_id,
-                                  settings.max_batch_items)
+                                  settings.max_batch_items,
+                                  margin_mm=settings.print_margin_mm)
     queued = enqueue_batch(checked, job_id, current_user().id, checks)
     return batch_accepted(queued, replayed=queued != job_id)
 

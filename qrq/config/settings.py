@@ -1,28 +1,19 @@
-"""qrq's settings: declared once, read from ``QRQ_*`` environment variables, checked.
+"""The settings, declared once: each a field of :class:`Settings` with its default,
+type, limits and help, and the checks of the values that need more than limits.
 
 Every path derives from the data directory, so one variable (``QRQ_DATA_DIR``)
-moves the queue, the app database, the artifacts and the logs together. The web
-app, the consumer and the CLI all call :func:`load_settings`, which refuses a
-value outside what its setting allows (naming the variable and the allowed
-values) and makes every file the process creates private to its owner.
+moves the queue, the app database, the artifacts and the logs together.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
-import secrets
-import stat
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
+from qrq.config.files import make_private
+from qrq.config.row import Setting, setting
 from qrq.schedule import cron, zone
 
-# Files 0600, directories 0700: databases, artifacts, backups, logs and mail hold
-# other people's data, whatever umask the process was started with.
-PRIVATE_UMASK = 0o077
 MIN_SECRET_BYTES = 32
 # Values copied from docs and tutorials (Flask's among them); anyone can guess them.
 WELL_KNOWN_SECRETS = frozenset({
@@ -34,23 +25,6 @@ WELL_KNOWN_SECRETS = frozenset({
     '_5#y2L"F4Q8z\n\xec]/', '_5#y2l"f4q8z\n\xec]/',
     "192b9bdd22ab9ed4d12e236c78afcb9a393ec15f71bbf5dc987d54727823bcbf",
 })
-
-
-class SettingsError(ValueError):
-    """A ``QRQ_*`` variable holds a value its setting does not allow."""
-
-
-def setting(default: Any, help: str, *, choices: tuple[str, ...] = (),
-            low: float | None = None, high: float | None = None,
-            check: Callable[[Any], Any] | None = None, secret: bool = False) -> Any:
-    """Declare one setting as a field of :class:`Settings` (its type is the annotation).
-
-    *choices*, *low*/*high* (inclusive) or *check* (raises ValueError) say what is
-    allowed; a *secret* value is never repeated in an error.
-    """
-    return dataclasses.field(default=default, metadata={
-        "help": help, "choices": choices, "low": low, "high": high, "check": check,
-        "secret": secret})
 
 
 def _check_caps(text: str) -> None:
@@ -105,6 +79,13 @@ class Settings:
     worker_type: str = setting("process", "Huey worker type for `qrq worker`: process "
                                "(enforces time limits) or thread.",
                                choices=("process", "thread"))
+    worker_nice: int = setting(10, "How much lower the CPU priority (nice) of the consumer's "
+                               "worker processes is, so the web app stays fast while jobs "
+                               "run (0: the same as the consumer).", low=0, high=19)
+    worker_io_priority: str = setting("low", "I/O priority of the worker processes: low "
+                                      "(best effort, lowest level), idle (only when the "
+                                      "disk is otherwise idle) or normal.",
+                                      choices=("low", "idle", "normal"))
     poll_interval: float = setting(0.05, "Seconds an idle worker waits between queue "
                                    "polls; bounds the pickup latency.", low=0.001, high=60)
     lease_seconds: float = setting(30.0, "A running job's lease; a heartbeat renews it. A "
@@ -120,6 +101,10 @@ class Settings:
                                    "limit; admins are exempt).", low=0)
     pdf_timeout: int = setting(300, "Time limit of a PDF job, in seconds.", low=1)
     pdf_retries: int = setting(3, "Retries of a PDF job after a transient error.", low=0)
+    print_margin_mm: float = setting(5.0, "Blank margin in mm between the page edge and "
+                                     "anything printed on a card sheet (PDF jobs and "
+                                     "batches): most printers cannot print the outer "
+                                     "3-5 mm.", low=0, high=50)
     job_expiry: int = setting(3600, "Seconds a job may wait to start; one not started in "
                               "time ends expired instead of running late.", low=1)
     retain_finished_days: float = setting(7.0, "Days a finished job's record and files "
@@ -269,198 +254,5 @@ class Settings:
         make_private(self)
 
 
-_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str,
-                           "Path": Path}
-
-
-@dataclasses.dataclass(frozen=True)
-class Setting:
-    """One row of the settings table, read from a field of :class:`Settings`."""
-
-    name: str
-    default: Any
-    help: str
-    type: type
-    choices: tuple[str, ...] = ()
-    low: float | None = None
-    high: float | None = None
-    validator: Callable[[Any], Any] | None = None
-    secret: bool = False
-
-    @classmethod
-    def from_field(cls, field: dataclasses.Field) -> Setting:
-        meta = field.metadata
-        return cls(field.name, field.default, meta["help"], _TYPES[str(field.type)],
-                   meta["choices"], meta["low"], meta["high"], meta["check"], meta["secret"])
-
-    @property
-    def env(self) -> str:
-        return "QRQ_" + self.name.upper()
-
-    @property
-    def documented_default(self) -> str:
-        """The default as the README's settings table writes it."""
-        if self.default == "":
-            return "(empty)"
-        if isinstance(self.default, bool):
-            return "`true`" if self.default else "`false`"
-        if isinstance(self.default, float):
-            return f"`{self.default:g}`"
-        return f"`{self.default}`"
-
-    @property
-    def allowed(self) -> str:
-        """What this setting accepts, in words (for errors and the README)."""
-        if self.choices:
-            return "one of " + ", ".join(self.choices)
-        if self.type is bool:
-            return "true or false (1/0, yes/no, on/off)"
-        kind = {int: "an integer", float: "a number"}.get(self.type)
-        if kind is None:
-            return "text"
-        if self.low is not None and self.high is not None:
-            return f"{kind} from {self.low:g} to {self.high:g}"
-        if self.low is not None:
-            return f"{kind} of at least {self.low:g}"
-        return kind
-
-    def parse(self, text: str) -> Any:
-        """The value of the environment text *text*; :raises ValueError:."""
-        text = text if self.secret else text.strip()
-        if self.type is bool:
-            lowered = text.lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError(f"expected {self.allowed}")
-        if self.type in (int, float):
-            try:
-                value = self.type(text)
-            except ValueError:
-                raise ValueError(f"expected {self.allowed}") from None
-            if not math.isfinite(value):
-                raise ValueError(f"expected {self.allowed}")
-            return value
-        if self.choices:  # any case in; the declared spelling out
-            for choice in self.choices:
-                if text.lower() == choice.lower():
-                    return choice
-        return self.type(text)
-
-    def check(self, value: Any) -> None:
-        """:raises SettingsError: *value* is not allowed, naming the variable."""
-        try:
-            if self.choices and value not in self.choices:
-                raise ValueError(f"expected {self.allowed}")
-            if self.type in (int, float) and (
-                    isinstance(value, bool) or not isinstance(value, int | float)
-                    or not math.isfinite(value)
-                    or (self.low is not None and value < self.low)
-                    or (self.high is not None and value > self.high)):
-                raise ValueError(f"expected {self.allowed}")
-            if self.validator is not None:
-                self.validator(value)
-        except ValueError as exc:
-            raise SettingsError(f"{self.env}={self.shown(value)}: {exc}") from None
-
-    def shown(self, value: Any) -> str:
-        return "(hidden)" if self.secret and value else repr(str(value))
-
-
 SETTINGS = tuple(Setting.from_field(f) for f in dataclasses.fields(Settings))
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
-
-
-def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Read every setting from ``QRQ_*`` variables (keyword overrides win) and check it.
-
-    Every qrq process (web app, consumer, CLI) starts here, so this is also where
-    its files are made private: the umask is set to 0077 and the data directory's
-    existing modes are tightened.
-
-    :raises SettingsError: a value its setting does not allow (a ``ValueError``).
-    """
-    os.umask(PRIVATE_UMASK)
-    environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for one in SETTINGS:
-        if one.name in overrides:
-            values[one.name] = overrides.pop(one.name)
-        elif one.env in environ:
-            raw = environ[one.env]
-            try:
-                values[one.name] = one.parse(raw)
-            except ValueError as exc:
-                raise SettingsError(f"{one.env}={one.shown(raw)}: {exc}") from None
-        else:
-            values[one.name] = one.default
-    if overrides:
-        raise TypeError(f"unknown settings: {', '.join(sorted(overrides))}")
-    values["data_dir"] = Path(values["data_dir"]).resolve()
-    settings = Settings(**values)
-    if not settings.secret_key:
-        settings = dataclasses.replace(settings, secret_key=read_or_create_secret(settings))
-    make_private(settings)
-    return settings
-
-
-def settings_or_exit() -> Settings:
-    """:func:`load_settings` for a process that is starting (web app, consumer): a value
-    its setting does not allow ends the process with one line instead of a traceback."""
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        raise SystemExit(f"Error: {exc}") from None
-
-
-def holds_qrq_data(path: Path) -> bool:
-    """Whether *path* is a qrq data directory (``qrq init`` has run there)."""
-    return (path / "queue.db").is_file() or (path / "app.db").is_file()
-
-
-def make_private(settings: Settings) -> None:
-    """Take group and other access away from what earlier runs left readable: qrq's
-    directories and everything at the top of the data directory."""
-    uid = os.getuid()
-    found = [*settings.private_paths]
-    if settings.data_dir.is_dir():
-        found += settings.data_dir.iterdir()
-    for path in found:
-        try:
-            info = path.lstat()
-        except FileNotFoundError:
-            continue
-        mode = stat.S_IMODE(info.st_mode)
-        # Only what this user owns and never through a symlink.
-        if info.st_uid == uid and not stat.S_ISLNK(info.st_mode) and mode & 0o077:
-            path.chmod(mode & ~0o077)
-
-
-def read_or_create_secret(settings: Settings) -> str:
-    """The secret in ``<data>/secret.key``, created (mode 0600) when absent.
-
-    The secret is written to a temporary file and linked into place, so a web
-    app and a consumer starting together agree on one complete secret.
-
-    :raises SettingsError: the file holds a weak secret (someone wrote it by hand).
-    """
-    path = settings.secret_file
-    if not path.exists():
-        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_name(f".secret.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(32) + "\n")
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # Another process won the race; use its secret.
-        finally:
-            tmp.unlink()
-    secret = path.read_text().strip()
-    try:
-        check_secret(secret)
-    except ValueError as exc:
-        raise SettingsError(f"{path}: {exc}") from None
-    return secret

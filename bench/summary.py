@@ -1,0 +1,248 @@
+"""Run every benchmark in bench/ with its baseline and print the summary table.
+
+Each script runs as its own process (one at a time, each under the benchmark lock,
+``/tmp/qrq-bench.lock``, so other benchmarks on a shared machine do not overlap it),
+its output goes to ``LOGS/<name>.log`` and its last line, one JSON object, into
+``LOGS/results.json``; then one Markdown table, the shape of the summary in
+BENCHMARKS.md, is printed: what each measures, its baseline, the latest figures, the
+target and whether it is met.
+
+``--quick`` runs each with small sizes (a few minutes in all): a smoke run that every
+script and its baseline still work, whose figures are noisier than a full run's.
+
+Run: ``make bench`` (or ``make bench QUICK=1``), or
+``.venv/bin/python bench/summary.py [--quick] [--only api_latency,drain] [--logs DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+LOCK = os.environ.get("QRQ_BENCH_LOCK", "/tmp/qrq-bench.lock")
+
+# name -> (script, full-run arguments, quick arguments)
+RUNS = {
+    "render": ("render.py", [], ["--repeats", "3", "--single-pages", "20",
+                                 "--grid-pages", "10"]),
+    "batch": ("batch.py", [], ["--items", "1000", "--repeats", "1", "--small", "200",
+                               "--naive-items", "200"]),
+    "api_latency": ("api_latency.py", [], ["-n", "30", "--repeats", "1"]),
+    "api_latency_worker": ("api_latency.py", ["--worker"],
+                           ["--worker", "-n", "30", "--repeats", "1"]),
+    "pickup": ("pickup.py", ["--samples", "100"], ["--idle", "3", "--samples", "10",
+                                                   "--spacing", "0.3", "0.6"]),
+    "drain": ("drain.py", ["--repeats", "5"], ["--jobs", "500", "--repeats", "1"]),
+    "soak": ("soak.py", [], ["--jobs", "500", "--sample", "5"]),
+    "recovery": ("recovery.py", [], ["--leases", "5", "--repeats", "1",
+                                     "--stock-repeats", "1", "--stock-wait", "10"]),
+    "ops_scrape": ("ops_scrape.py", [], ["--sizes", "10000", "--repeats", "10"]),
+    "analytics": ("analytics.py", [], ["--quick", "--parts", "1", "--repeats", "3"]),
+    "backup": ("backup.py", ["--read-mbps", "200"], ["--gib", "0.05", "--repeats", "1",
+                                                     "--quick", "--no-cold"]),
+}
+
+
+def _fmt(value, unit: str = "", digits: int = 1) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.{digits}f}{unit}"
+
+
+def _met(flag) -> str:
+    return {True: "yes", False: "no", None: "—"}[flag if flag in (True, False) else None]
+
+
+# Each row: (what, baseline, latest, target, met?) from a script's JSON.
+
+def _render(r):
+    cases = r.get("cases", {})
+    return ("PDF pages/s", "naive PNG-per-code PDF",
+            ", ".join(f"{_fmt(c['speed_ratio'], 'x', 2)} ({n})" for n, c in cases.items()),
+            f"≥ {r.get('target_speed_ratio', 5):g}x naive",
+            _met(r.get("speed_target_met") and r.get("every_sampled_page_decodable")))
+
+
+def _batch(r):
+    rate = r.get("qrq_items_per_s_median")
+    return (f"{r.get('items', 0):,} codes, one batch", "naive PNG pipeline",
+            f"{_fmt(r.get('qrq_wall_s_median'), ' s')} ({_fmt(rate, ' items/s', 0)}), "
+            f"{_fmt(r.get('qrq_worker_peak_rss_mb'), ' MB', 0)} RSS; naive "
+            f"{_fmt(r.get('naive_items_per_s'), ' items/s', 0)}",
+            "10,000 codes < 60 s", _met(rate is not None and 10_000 / rate < 60))
+
+
+def _api(r):
+    worker = r.get("consumer")
+    return (f"POST p99, {r.get('clients')} clients" + (", consumer rendering" if worker else ""),
+            "`GET /api/me`",
+            f"POST {_fmt(r.get('generate_p99_ms'), ' ms')}, status "
+            f"{_fmt(r.get('status_p99_ms'), ' ms')} (me {_fmt(r.get('me_p99_ms'), ' ms')}); "
+            f"load {r.get('load_average', ['?'])[0]}",
+            f"< {r.get('target_p99_ms', 50):g} ms", _met(r.get("target_met")))
+
+
+def _pickup(r):
+    q, s = r.get("qrq", {}), r.get("stock", {})
+    return ("idle consumer pickup p99", "stock `SqliteHuey`",
+            f"{_fmt(q.get('p99_ms'), ' ms')} vs {_fmt(s.get('p99_ms'), ' ms')}",
+            f"< {r.get('target_p99_ms', 100):g} ms", _met(r.get("target_met")))
+
+
+def _drain(r):
+    parts, met = [], []
+    for key, m in sorted(r.get("results", {}).items()):
+        parts.append(f"{key}: plain {_fmt(m['plain']['paired_ratio'], 'x', 2)}, qrq "
+                     f"{_fmt(m['qrq']['paired_ratio'], 'x', 2)}")
+        met.append(m.get("target_met_plain", {}).get("paired"))
+    return ("no-op jobs/s vs stock (paired)", "stock `SqliteHuey`", "; ".join(parts),
+            "storage ≥ 0.8x", _met(all(met) if met else None))
+
+
+def _soak(r):
+    ok = r.get("http_5xx") == 0 and r.get("not_finished_count") == 0
+    return (f"{r.get('jobs', 0):,} PDF jobs through HTTP", "—",
+            f"WAL max {_fmt(r.get('wal_bytes', {}).get('max', 0) / 1e6, ' MB')}, queue.db "
+            f"{_fmt(r.get('queue_db_bytes', {}).get('end', 0) / 1e6, ' MB')}, "
+            f"{r.get('http_5xx')} 5xx, POST p99 {_fmt(r.get('post_ms', {}).get('p99'), ' ms')}",
+            "flat, 0 errors", _met(ok))
+
+
+def _recovery(r):
+    qrq = r.get("qrq", {})
+    lost = sum(m["lost"] for m in qrq.values())
+    return ("kill -9 mid-job", "stock `SqliteHuey`",
+            "; ".join(f"lease {k} s: re-run after {_fmt(m['rerun_after_kill_s'], ' s')}"
+                      for k, m in qrq.items())
+            + f"; stock loses {r.get('stock', {}).get('lost')}/"
+              f"{r.get('stock', {}).get('killed')}",
+            "re-run", _met(bool(qrq) and lost == 0))
+
+
+def _ops(r):
+    results = r.get("results", {})
+    parts = [f"{int(n):,} jobs: {_fmt(f['metrics']['median_ms'], ' ms')}"
+             for n, f in results.items()]
+    worst = max((f["metrics"]["median_ms"] for f in results.values()), default=None)
+    return ("`/metrics` median", "`GET /healthz`", "; ".join(parts),
+            "< 1 s (a 15 s scrape)", _met(worst is not None and worst < 1000))
+
+
+def _analytics(r):
+    f = r.get("full", {})
+    duck = f.get("duckdb_vs_qrq_2")
+    return (f"{f.get('dbs')} × {f.get('scans_per_db', 0):,} scans, daily report",
+            "naive loop; DuckDB; SQLite floor",
+            f"{_fmt(f.get('qrq_2_processes_s'), ' s', 2)}; naive {_fmt(f.get('speedup'), 'x')} "
+            f"slower ({_fmt(f.get('speedup_1_process'), 'x')} against 1 process); DuckDB "
+            f"{_fmt(duck, 'x', 2) + ' slower' if duck else 'not run'}; 1 process "
+            f"{_fmt(f.get('qrq_1_vs_floor'), 'x', 2)} the floor "
+            f"({_fmt(f.get('qrq_1_vs_floor_cpu'), 'x', 2)} in CPU)",
+            "ahead of DuckDB; ≤ 1.2x floor",
+            f"DuckDB {_met(r.get('target_ahead_of_duckdb'))}, "
+            f"floor {_met(r.get('target_floor_1_2x'))}")
+
+
+def _backup(r):
+    versus = r.get("versus_cp", {})
+    parts = [f"{mode} {_fmt(100 * versus[k], '%')}" for mode in ("warm", "cold", "limited")
+             if (k := f"backup_{mode}_vs_cp_sync_{mode}") in versus]
+    best = max((versus[k] for k in versus if k.startswith("backup_")
+                and k.endswith(("cold", "limited"))), default=None)
+    return (f"first full backup of {_fmt(r.get('bytes', 0) / 2**30, ' GiB', 2)}",
+            "`cp` + `sync`", ", ".join(parts), "≥ 50% of `cp`",
+            _met(best >= 0.5 if best is not None else None))
+
+
+ROWS = {"render": _render, "batch": _batch, "api_latency": _api,
+        "api_latency_worker": _api, "pickup": _pickup, "drain": _drain, "soak": _soak,
+        "recovery": _recovery, "ops_scrape": _ops, "analytics": _analytics,
+        "backup": _backup}
+
+
+@contextlib.contextmanager
+def bench_lock():
+    """The machine-wide benchmark lock, held while one script runs (none if LOCK is empty)."""
+    if not LOCK:
+        yield
+        return
+    with open(LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run(name: str, quick: bool, logs: Path) -> dict:
+    script, full, small = RUNS[name]
+    cmd = [sys.executable, str(BENCH / script), *(small if quick else full)]
+    log = logs / f"{name}.log"
+    print(f"{name}: {' '.join(cmd[1:])} > {log}", flush=True)
+    with bench_lock(), open(log, "w") as out:
+        began = time.perf_counter()
+        done = subprocess.run(cmd, cwd=BENCH.parent, stdout=out, stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        seconds = time.perf_counter() - began
+    lines = [line for line in log.read_text(errors="replace").splitlines()
+             if line.startswith("{")]
+    try:
+        result = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        result = {}
+    print(f"  {'ok' if result else 'FAILED'} in {seconds:.0f} s (exit {done.returncode})",
+          flush=True)
+    return {"name": name, "exit": done.returncode, "seconds": round(seconds, 1),
+            "result": result}
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| benchmark | what | baseline | latest | target | met? |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for entry in results:
+        if not entry["result"]:
+            lines.append(f"| `{entry['name']}` | failed (exit {entry['exit']}) | | | | no |")
+            continue
+        try:
+            cells = ROWS[entry["name"]](entry["result"])
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+            cells = ("see the log", "", f"figures not read: {exc!r}", "", "—")
+        lines.append(f"| `{entry['name']}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes")
+    parser.add_argument("--only", help="comma-separated benchmark names (default: all)")
+    parser.add_argument("--logs", type=Path, help="directory for logs and results.json")
+    args = parser.parse_args(argv)
+    names = args.only.split(",") if args.only else list(RUNS)
+    unknown = [n for n in names if n not in RUNS]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown}; choose from {', '.join(RUNS)}")
+    logs = args.logs or Path(tempfile.mkdtemp(prefix="qrq-bench-summary-"))
+    logs.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {os.cpu_count()} CPUs, load average "
+          + "/".join(f"{x:.1f}" for x in os.getloadavg())
+          + f"; {'quick' if args.quick else 'full'} run; logs in {logs}", flush=True)
+    results = [run(name, args.quick, logs) for name in names]
+    (logs / "results.json").write_text(json.dumps(results, indent=1))
+    print("\n" + table(results))
+    print("\nload average at the end: " + "/".join(f"{x:.1f}" for x in os.getloadavg())
+          + f"; {sum(r['seconds'] for r in results):.0f} s in all; every script's JSON in "
+          f"{logs / 'results.json'}")
+    return 0 if all(r["result"] and r["exit"] == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

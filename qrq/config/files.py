@@ -1,0 +1,42 @@
+"""The data directory on disk: private to its owner, whatever the umask.
+
+Below the settings table (it takes the settings only to read their paths), so that
+:meth:`Settings.ensure_dirs` and :func:`~qrq.config.load.load_settings` share it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only; settings.py imports this module
+    from qrq.config.settings import Settings
+
+# Files 0600, directories 0700: databases, artifacts, backups, logs and mail hold
+# other people's data, whatever umask the process was started with.
+PRIVATE_UMASK = 0o077
+
+
+def holds_qrq_data(path: Path) -> bool:
+    """Whether *path* is a qrq data directory (``qrq init`` has run there)."""
+    return (path / "queue.db").is_file() or (path / "app.db").is_file()
+
+
+def make_private(settings: Settings) -> None:
+    """Take group and other access away from what earlier runs left readable: qrq's
+    directories and everything at the top of the data directory."""
+    uid = os.getuid()
+    found = [*settings.private_paths]
+    if settings.data_dir.is_dir():
+        found += settings.data_dir.iterdir()
+    for path in found:
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            continue
+        mode = stat.S_IMODE(info.st_mode)
+        # Only what this user owns and never through a symlink.
+        if info.st_uid == uid and not stat.S_ISLNK(info.st_mode) and mode & 0o077:
+            path.chmod(mode & ~0o077)

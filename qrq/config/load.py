@@ -1,0 +1,87 @@
+"""Reading the settings: every row parsed from its ``QRQ_*`` variable and checked,
+and the generated ``<data>/secret.key`` used when ``QRQ_SECRET_KEY`` is empty.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from qrq.config.files import PRIVATE_UMASK, make_private
+from qrq.config.row import SettingsError
+from qrq.config.settings import SETTINGS, Settings, check_secret
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read every setting from ``QRQ_*`` variables (keyword overrides win) and check it.
+
+    Every qrq process (web app, consumer, CLI) starts here, so this is also where
+    its files are made private: the umask is set to 0077 and the data directory's
+    existing modes are tightened.
+
+    :raises SettingsError: a value its setting does not allow (a ``ValueError``).
+    """
+    os.umask(PRIVATE_UMASK)
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for one in SETTINGS:
+        if one.name in overrides:
+            values[one.name] = overrides.pop(one.name)
+        elif one.env in environ:
+            raw = environ[one.env]
+            try:
+                values[one.name] = one.parse(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{one.env}={one.shown(raw)}: {exc}") from None
+        else:
+            values[one.name] = one.default
+    if overrides:
+        raise TypeError(f"unknown settings: {', '.join(sorted(overrides))}")
+    values["data_dir"] = Path(values["data_dir"]).resolve()
+    settings = Settings(**values)
+    if not settings.secret_key:
+        settings = dataclasses.replace(settings, secret_key=read_or_create_secret(settings))
+    make_private(settings)
+    return settings
+
+
+def settings_or_exit() -> Settings:
+    """:func:`load_settings` for a process that is starting (web app, consumer): a value
+    its setting does not allow ends the process with one line instead of a traceback."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise SystemExit(f"Error: {exc}") from None
+
+
+def read_or_create_secret(settings: Settings) -> str:
+    """The secret in ``<data>/secret.key``, created (mode 0600) when absent.
+
+    The secret is written to a temporary file and linked into place, so a web
+    app and a consumer starting together agree on one complete secret.
+
+    :raises SettingsError: the file holds a weak secret (someone wrote it by hand).
+    """
+    path = settings.secret_file
+    if not path.exists():
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_name(f".secret.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32) + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # Another process won the race; use its secret.
+        finally:
+            tmp.unlink()
+    secret = path.read_text().strip()
+    try:
+        check_secret(secret)
+    except ValueError as exc:
+        raise SettingsError(f"{path}: {exc}") from None
+    return secret
