@@ -159,7 +159,8 @@ def test_every_page_fits_a_phone(settings, templates, make_user, server, browser
     batch_id = str(uuid.uuid4())
     with app_db.connection_context():
         checked = batch.parse_request({"items": items}, batch.load_templates, batch_id,
-                                      settings.max_batch_items)
+                                      settings.max_batch_items,
+                                      margin_mm=settings.print_margin_mm)
     assert enqueue_batch(checked, batch_id, None) == batch_id
     failed = submit(generate_qr_pdf, 999, {}, owner_id=None, params={"template_id": 999})
     for job_id in (batch_id, failed):  # run here, in this process: no consumer needed
