@@ -47,12 +47,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import shutil
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -84,25 +86,57 @@ def import_qrq(data_dir: Path):
     return huey_app.huey, _noop_tasks.noop, submit, load_settings
 
 
-def enqueue_template(variant: str, directory: Path, jobs: int) -> float:
-    """Fill a fresh queue file in *directory* with *jobs* no-op jobs; seconds taken."""
+def enqueue_template(variant: str, directory: Path, jobs: int, threads: int = 1) -> float:
+    """Fill a fresh queue file in *directory* with *jobs* no-op jobs from *threads*
+    threads (each enqueue its own durable commit, or a share of a group commit);
+    seconds taken."""
     directory.mkdir(parents=True)
     if variant.startswith("qrq"):
         huey, noop, submit, load_settings = import_qrq(directory)
-        huey.configure(load_settings(data_dir=str(directory)))
-        began = time.perf_counter()
-        for _ in range(jobs):
+        huey.init(load_settings(data_dir=str(directory)))
+
+        def one() -> None:
             submit(noop, owner_id=None)
     else:
         from _drain_apps import build
 
         huey, noop = build(variant, str(directory / "queue.db"))
-        began = time.perf_counter()
-        for _ in range(jobs):
-            noop()
+        one = noop
+    share = [jobs // threads + (i < jobs % threads) for i in range(threads)]
+    workers = [threading.Thread(target=lambda n=n: [one() for _ in range(n)])
+               for n in share]
+    began = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
     took = time.perf_counter() - began
     huey.storage.close()  # the last connection checkpoints the WAL into the file
+    if hasattr(huey.storage, "_conns"):
+        huey.storage._conns = threading.local()  # the threads' connections go with them
     return took
+
+
+def enqueue_rates(args, root: Path) -> dict:
+    """Enqueue jobs/s of stock and qrq with each thread count, alternating; medians."""
+    runs: dict = collections.defaultdict(list)
+    for repeat in range(args.repeats):
+        for threads in args.enqueue_threads:
+            for variant in ("stock", "qrq") if repeat % 2 == 0 else ("qrq", "stock"):
+                took = enqueue_template(variant, root / f"enqueue-{variant}-{threads}-{repeat}",
+                                        args.jobs, threads)
+                runs[(threads, variant)].append(args.jobs / took)
+    results = {}
+    print(f"\nenqueue, {args.jobs} jobs (durable: synchronous FULL), medians of "
+          f"{args.repeats}; paired = median of each repeat's qrq/stock")
+    for threads in args.enqueue_threads:
+        stock, qrq = runs[(threads, "stock")], runs[(threads, "qrq")]
+        paired = median([q / s for q, s in zip(qrq, stock, strict=True)])
+        results[threads] = {"stock": round(median(stock), 1), "qrq": round(median(qrq), 1),
+                            "paired_ratio": round(paired, 3)}
+        print(f"  {threads} thread(s): stock {median(stock):8.1f} jobs/s, qrq "
+              f"{median(qrq):8.1f} jobs/s, qrq/stock {paired:.2f}", flush=True)
+    return results
 
 
 def consumer_command(variant: str, workers: int, worker_type: str) -> list[str]:
@@ -130,9 +164,12 @@ def drain_once(variant: str, template: Path, run_dir: Path, jobs: int, workers: 
         proc = start(consumer_command(variant, workers, worker_type), log, cwd=REPO, env=env)
         first = cpu_first = None
         deadline = began + timeout
+        wal, wal_max = Path(f"{db}-wal"), 0
         while True:
             left = conn.execute("select count(*) from task").fetchone()[0]
             now = time.perf_counter()
+            with contextlib.suppress(FileNotFoundError):
+                wal_max = max(wal_max, wal.stat().st_size)
             if first is None and left < jobs:
                 first, cpu_first = now, group_cpu_seconds(proc.pid)
             if left == 0 and (not check_jobs or conn.execute(
@@ -146,6 +183,11 @@ def drain_once(variant: str, template: Path, run_dir: Path, jobs: int, workers: 
             if now > deadline:
                 raise RuntimeError(f"{variant}: {left} rows left after {timeout:g}s; see {log}")
             time.sleep(0.01)
+        # Idle now: how far the WAL shrinks back within a few seconds.
+        settle = time.perf_counter() + 3
+        while time.perf_counter() < settle and wal.exists() and wal.stat().st_size > 0:
+            time.sleep(0.05)
+        wal_after = wal.stat().st_size if wal.exists() else 0
     finally:
         stop(proc)
         conn.close()
@@ -171,6 +213,7 @@ def drain_once(variant: str, template: Path, run_dir: Path, jobs: int, workers: 
             "jobs_per_s": round(jobs / total, 1),
             "jobs_per_s_after_first": round(jobs / after_first, 1),
             "cpu_ms_per_job": round((cpu_end - cpu_first) * 1000 / jobs, 3),
+            "wal_max_mb": round(wal_max / 2**20, 1), "wal_after_mb": round(wal_after / 2**20, 1),
             "executions": executed, "locked_in_log": problems["database is locked"],
             "tracebacks_in_log": problems["Traceback"]}
 
@@ -180,18 +223,23 @@ def profile_once(variant: str, jobs: int, directory: Path) -> dict:
     from _drain_apps import build
 
     directory.mkdir(parents=True)
+    wal = directory / "queue.db-wal"
     if variant.startswith("qrq"):
         huey, noop, submit, load_settings = import_qrq(directory)
         caps = {"type_caps": ""} if variant == "qrq-nocaps" else {}
-        huey.configure(load_settings(data_dir=str(directory), **caps))
+        huey.init(load_settings(data_dir=str(directory), **caps))
+        conn = _no_checkpoints(huey.storage.conn)
         for _ in range(jobs):
             submit(noop, owner_id=None)
+        huey.storage.lease_ahead = True  # as QrqConsumer sets it for its workers
     else:
         huey, noop = build(variant, str(directory / "queue.db"))
+        conn = _no_checkpoints(huey.storage.conn)
         for _ in range(jobs):
             noop()
+    enqueue_wal = wal.stat().st_size
+    conn.execute("pragma wal_checkpoint(truncate)")
     statements: collections.Counter = collections.Counter()
-    conn = huey.storage.conn
     changes_at_begin = [0]
 
     def trace(sql: str) -> None:
@@ -214,6 +262,7 @@ def profile_once(variant: str, jobs: int, directory: Path) -> dict:
     # The leased storage deletes a worker's last row at its next (empty) dequeue.
     huey.dequeue()
     took = time.perf_counter() - began
+    drain_wal = wal.stat().st_size
     huey.storage.conn.set_trace_callback(None)
     if hasattr(huey.storage, "stop_heartbeat"):
         huey.storage.stop_heartbeat()
@@ -226,7 +275,18 @@ def profile_once(variant: str, jobs: int, directory: Path) -> dict:
     return {"write_transactions_per_job": per_job.get("BEGIN", 0.0),
             "commits_with_changes_per_job": round(writes / jobs, 2),
             "statements_per_job": round(sum(statements.values()) / jobs, 2),
-            "by_kind_per_job": per_job, "us_per_job": round(took * 1e6 / jobs, 1)}
+            "by_kind_per_job": per_job, "us_per_job": round(took * 1e6 / jobs, 1),
+            "enqueue_wal_bytes_per_job": round(enqueue_wal / jobs),
+            "drain_wal_bytes_per_job": round(drain_wal / jobs)}
+
+
+def _no_checkpoints(conn: sqlite3.Connection) -> sqlite3.Connection:
+    """Stop *conn* from checkpointing, so the WAL's size is every page written since the
+    last (explicit) checkpoint: 4 KiB plus a 24-byte header per page written per commit."""
+    conn.execute("pragma wal_autocheckpoint = 0")
+    conn.execute("pragma journal_size_limit = -1")
+    conn.execute("pragma wal_checkpoint(truncate)")
+    return conn
 
 
 def profile(jobs: int, repeats: int, root: Path) -> dict:
@@ -240,6 +300,10 @@ def profile(jobs: int, repeats: int, root: Path) -> dict:
     for variant, runs in samples.items():
         results[variant] = {**runs[0], "us_per_job": median([r["us_per_job"] for r in runs]),
                             "us_per_job_runs": [r["us_per_job"] for r in runs]}
+    for variant, p in results.items():
+        base = results["stock" if "normal" not in variant else "stock-normal"]
+        p["drain_wal_ratio"] = round(p["drain_wal_bytes_per_job"]
+                                     / base["drain_wal_bytes_per_job"], 2)
     return {v: results[v] for v in VARIANTS}
 
 
@@ -255,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-repeats", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=900, help="seconds per drain, at most")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--enqueue-threads", type=int, nargs="+", default=None,
+                        help="only compare enqueue rates, with each of these thread counts")
     args = parser.parse_args(argv)
     exit_on_sigterm()
     if args.profile_jobs is None:
@@ -266,6 +332,14 @@ def main(argv: list[str] | None = None) -> int:
                     "load_avg_at_start": os.getloadavg()}
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
           f"{args.jobs} no-op jobs per drain, {args.repeats} repeats", flush=True)
+    if args.enqueue_threads:
+        try:
+            report["enqueue_threads"] = enqueue_rates(args, root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        report["load_avg_at_end"] = os.getloadavg()
+        print(json.dumps(report))
+        return 0
     try:
         if args.profile_jobs:
             prof = profile(args.profile_jobs, args.profile_repeats, root)
@@ -273,12 +347,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nin-process, one thread, {args.profile_jobs} jobs (dequeue + execute), "
                   f"median us/job of {args.profile_repeats}:")
             print(f"{'variant':<12} {'write tx/job':>12} {'with changes':>12} {'stmts/job':>10} "
-                  f"{'us/job':>8}  statements per job")
+                  f"{'us/job':>8} {'WAL B/job enq':>13} {'WAL B/job drain':>15} "
+                  f"{'drain/stock':>11}  statements per job")
             for variant, p in prof.items():
                 kinds = ", ".join(f"{k} {v:g}" for k, v in p["by_kind_per_job"].items())
                 print(f"{variant:<12} {p['write_transactions_per_job']:12g} "
                       f"{p['commits_with_changes_per_job']:12g} "
-                      f"{p['statements_per_job']:10g} {p['us_per_job']:8.1f}  {kinds}",
+                      f"{p['statements_per_job']:10g} {p['us_per_job']:8.1f} "
+                      f"{p['enqueue_wal_bytes_per_job']:13d} {p['drain_wal_bytes_per_job']:15d} "
+                      f"{p['drain_wal_ratio']:11.2f}  {kinds}",
                       flush=True)
 
         templates, enqueue = {}, {}
@@ -312,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  {key:<10} repeat {repeat + 1} {variant:<12} "
                               f"{run['jobs_per_s']:8.1f} jobs/s from start, "
                               f"{run['jobs_per_s_after_first']:8.1f} after first pickup, "
-                              f"{run['cpu_ms_per_job']:.3f} CPU ms/job "
+                              f"{run['cpu_ms_per_job']:.3f} CPU ms/job, WAL max "
+                              f"{run['wal_max_mb']:.1f} MB, idle {run['wal_after_mb']:.1f} MB "
                               f"(start-up {run['startup_s']:.2f} s, load {run['load_avg']})",
                               flush=True)
                         shutil.rmtree(root / f"run-{n}", ignore_errors=True)
@@ -328,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
           "the ratio to the stock run of the same repeat)")
     print(f"{'setting':<11} {'variant':<12} {'from start':>10} {'ratio':>6} "
           f"{'after 1st':>10} {'ratio':>6} {'paired':>7} {'CPU ms/job':>11} "
-          f"{'ratio to stock-normal':>22}")
+          f"{'ratio to stock-normal':>22} {'WAL max/idle MB':>16}")
     for worker_type in args.worker_types:
         for workers in args.workers:
             key = f"{worker_type}-{workers}"
@@ -339,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
                     metric: round(median([r[metric] for r in samples]), 3)
                     for metric in ("jobs_per_s", "jobs_per_s_after_first", "cpu_ms_per_job",
                                    "startup_s")}
+                medians[variant]["wal_max_mb"] = max(r["wal_max_mb"] for r in samples)
+                medians[variant]["wal_after_mb"] = max(r["wal_after_mb"] for r in samples)
                 medians[variant]["extra_executions"] = sum(r["executions"] - args.jobs
                                                            for r in samples)
                 medians[variant]["runs"] = samples
@@ -360,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{key:<11} {variant:<12} {m['jobs_per_s']:10.1f} {m['ratio']:6.2f} "
                       f"{m['jobs_per_s_after_first']:10.1f} {m['ratio_after_first']:6.2f} "
                       f"{m['paired_ratio']:7.2f} "
-                      f"{m['cpu_ms_per_job']:11.3f} {m['ratio_to_stock_normal']:22.2f}"
+                      f"{m['cpu_ms_per_job']:11.3f} {m['ratio_to_stock_normal']:22.2f} "
+                      f"{m['wal_max_mb']:8.1f}/{m['wal_after_mb']:<7.1f}"
                       + (f"  ({m['extra_executions']:+d} executions over {args.repeats} runs)"
                          if m["extra_executions"] else ""))
             verdict = {}

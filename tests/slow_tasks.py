@@ -49,3 +49,8 @@ def long_query(task=None) -> int:
                                 "select x + 1 from c) select count(*) from c").fetchone()[0]
     finally:
         conn.close()
+
+
+@job_task("pdf", name="test.noop")
+def noop(task=None) -> None:
+    """Nothing at all: a burst of these is queue work only."""

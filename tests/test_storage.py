@@ -298,3 +298,60 @@ def test_a_full_disk_is_storage_full_and_passes_when_space_returns(storage):
     s.conn.execute("pragma max_page_count = 1000000")  # space is back
     s.enqueue(b"x" * 100_000, job_id=job_id, job=jobs.new_record(job_id, "pdf", "qrq.pdf", None))
     assert not s.is_full() and s.backlog() == 1 and jobs.get(s, job_id)["status"] == "queued"
+
+
+def test_a_workers_completion_leases_its_next_job_and_gives_it_back_when_stopping(settings):
+    from qrq.queue import huey, jobs, submit
+    from tests import slow_tasks
+
+    first, second = (submit(slow_tasks.noop, owner_id=None) for _ in range(2))
+    huey.storage.lease_ahead = True  # as QrqConsumer sets it
+    try:
+        huey.execute(huey.dequeue())
+        # The completion's transaction ended the first and leased the second.
+        assert jobs.get(huey.storage, first)["status"] == "finished"
+        assert jobs.get(huey.storage, second)["status"] == "running"
+        assert huey.storage.sql("select lease_owner from task", results=True) == [
+            (huey.storage.owner,)]
+        huey.storage.give_back_ahead()  # the worker stops before running it
+        record = jobs.get(huey.storage, second)
+        assert (record["status"], record["attempts"]) == ("queued", 0)
+        assert huey.storage.sql("select lease_owner from task", results=True) == [(None,)]
+        task = huey.dequeue()  # an ordinary dequeue takes it again
+        assert task.id == second
+        huey.execute(task)
+        assert jobs.get(huey.storage, second)["status"] == "finished"
+    finally:
+        huey.storage.lease_ahead = False
+
+
+def test_an_inline_run_leases_nothing_ahead(settings):
+    from qrq.queue import huey, jobs, submit
+    from tests import slow_tasks
+
+    first, second = (submit(slow_tasks.noop, owner_id=None) for _ in range(2))
+    huey.execute(huey.dequeue())
+    assert jobs.get(huey.storage, second)["status"] == "queued"
+
+
+def test_a_capped_type_at_the_head_of_the_queue_lets_others_pass(tmp_path):
+    import threading
+
+    s = LeasedSqliteStorage("q", filename=str(tmp_path / "caps.db"), caps={"batch": 1})
+    try:
+        for data, priority, job_type in ((b"a", 10, "batch"), (b"b", 10, "batch"),
+                                         (b"c", 0, "pdf")):
+            s.enqueue(data, priority, job_type=job_type)
+        got = []
+
+        def take():  # a thread of its own: its leased row stays leased
+            got.append(bytes(s.dequeue()))
+
+        for _ in range(2):
+            worker = threading.Thread(target=take)
+            worker.start()
+            worker.join()
+        # The first batch row holds the cap, so the second waits and the pdf runs.
+        assert got == [b"a", b"c"]
+    finally:
+        s.close()

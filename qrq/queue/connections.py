@@ -28,6 +28,8 @@ logger = logging.getLogger("qrq.queue.storage")
 # Less free space than this on the queue's file system counts as full (is_full):
 # a WAL checkpoint or a burst of job records would fail on it.
 FREE_SPACE_MIN = 1 << 20
+# Bytes of WAL kept after a checkpoint resets it: a burst's WAL shrinks back.
+JOURNAL_SIZE_LIMIT = 4 << 20
 
 _LIVE = weakref.WeakSet()
 _INHERITED = []  # connections a forked child must neither use nor close
@@ -92,6 +94,7 @@ class ThreadedSqliteStorage(SqliteStorage):
         conn = getattr(self._conns, "conn", None)
         if conn is None:
             conn = self._conns.conn = self._create_connection()
+            conn.execute(f"pragma journal_size_limit = {JOURNAL_SIZE_LIMIT}")
             if self.synchronous is not None:
                 conn.execute(f"pragma synchronous = {self.synchronous}")
         return conn
@@ -134,6 +137,24 @@ class ThreadedSqliteStorage(SqliteStorage):
             logger.warning("the queue database is writable again",
                            extra={"storage_writable": True})
 
+    def sql(self, query, params=None, commit=False, results=False):
+        if commit:
+            return super().sql(query, params, commit=True, results=results)
+        # A read needs no lock and no transaction: huey reads the kv table three times
+        # per job (revoke checks), and the context managers cost more than the query.
+        try:
+            cursor = self.conn.execute(query, params or ())
+            try:
+                return cursor.fetchall() if results else None
+            finally:
+                cursor.close()
+        except sqlite3.OperationalError as exc:
+            if not _disk_full(exc):
+                raise
+            if self.full_since is None:
+                self.full_since = time.time()
+            raise StorageFull() from exc
+
     def is_full(self) -> bool:
         """Whether the queue database cannot grow: a write of this process failed for
         lack of space and none has succeeded since, or its file system has less than
@@ -145,6 +166,31 @@ class ThreadedSqliteStorage(SqliteStorage):
         except OSError:
             return False
         return usage.free < FREE_SPACE_MIN
+
+    def checkpoint(self, mode: str = "truncate",
+                   wait: float | None = None) -> tuple[int, int, int]:
+        """``PRAGMA wal_checkpoint(MODE)``: copy the WAL into the database file (and with
+        TRUNCATE or RESTART start it over); returns SQLite's (busy, WAL frames, copied).
+
+        TRUNCATE holds the write lock while it waits for older readers; *wait* (seconds)
+        bounds that wait instead of the busy timeout, so a long reader (a backup, a
+        report) makes it give up (busy 1) rather than stall every writer.
+        """
+        conn = self.conn
+        if wait is not None:
+            conn.execute(f"pragma busy_timeout = {int(wait * 1000)}")
+        try:
+            return tuple(conn.execute(f"pragma wal_checkpoint({mode})").fetchone())
+        finally:
+            if wait is not None:
+                conn.execute(f"pragma busy_timeout = {int(self._timeout * 1000)}")
+
+    def wal_size(self) -> int:
+        """The WAL file's size in bytes (0 when it does not exist)."""
+        try:
+            return os.path.getsize(f"{self.filename}-wal")
+        except OSError:
+            return 0
 
     def close(self):
         """Close the calling thread's connection."""

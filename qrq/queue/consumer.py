@@ -26,6 +26,7 @@ from huey.constants import WORKER_PROCESS
 from huey.consumer import Consumer, ProcessEnvironment, Worker
 
 from qrq.errors import StorageFull
+from qrq.queue.connections import JOURNAL_SIZE_LIMIT
 from qrq.queue.priority import lower_priority
 
 logger = logging.getLogger("qrq.queue.consumer")
@@ -35,6 +36,13 @@ ORPHAN_SIGNAL = signal.SIGUSR1  # huey's consumer uses INT, TERM and HUP
 ORPHAN_CHECK = 1.0  # seconds between parent checks where prctl is not available
 ORPHAN_GRACE = 10.0  # seconds an orphaned worker gets to give its job back
 _PR_SET_PDEATHSIG = 1
+# The consumer checkpoints the queue's WAL (RESTART: the next commit starts it over and
+# cuts the file to JOURNAL_SIZE_LIMIT) when it passes WAL_CHECKPOINT_BYTES; it looks
+# every WAL_CHECK seconds.
+WAL_CHECKPOINT_BYTES = JOURNAL_SIZE_LIMIT
+WAL_CHECK = 0.05
+WAL_IDLE = 1.0  # seconds without a commit after which a big WAL is truncated at once
+WAL_CHECKPOINT_WAIT = 0.5  # seconds a checkpoint may hold writers while readers finish
 
 
 def _die_with_parent(signum: int) -> bool:
@@ -176,6 +184,7 @@ class QrqConsumer(Consumer):
         # from the web app stay fully synchronous: a job id handed out is on disk.
         huey.storage.close()
         huey.storage.synchronous = "normal"
+        huey.storage.lease_ahead = True  # each completion leases the worker's next job
         self._beating = threading.Event()
         self.started_at = time.time()
 
@@ -193,6 +202,8 @@ class QrqConsumer(Consumer):
         except StorageFull:  # the heartbeat registers it once space is back
             logger.exception("could not register consumer %s", self.consumer_id)
         threading.Thread(target=self._beat, name="qrq-consumer-heartbeat",
+                         daemon=True).start()
+        threading.Thread(target=self._bound_wal, name="qrq-wal-checkpoint",
                          daemon=True).start()
 
     def run(self):
@@ -215,6 +226,38 @@ class QrqConsumer(Consumer):
             "heartbeat_at = excluded.heartbeat_at",
             (self.consumer_id, socket.gethostname(), os.getpid(), self.started_at,
              time.time(), self.workers), commit=True)
+
+    def _bound_wal(self) -> None:
+        """Keep the WAL small: checkpoint it once it passes WAL_CHECKPOINT_BYTES.
+
+        SQLite's own checkpoints (PASSIVE, after a commit) copy pages back but cannot
+        start the WAL over while another process reads: with workers and the web app
+        polling, some reader nearly always is, and the WAL grew by every job's pages
+        until the weekly maintenance. RESTART waits for readers of older snapshots to
+        finish, which takes a poll's length (a long reader makes it try again later).
+        Not on a full disk: a WAL started over would let a few writes through into
+        its old space and fail again, over and over.
+        """
+        storage = self.huey.storage
+        done_at, done_size = None, None  # when the last checkpoint was, and the WAL's size
+        try:
+            while not self._beating.wait(WAL_CHECK):
+                size = storage.wal_size()
+                if size <= WAL_CHECKPOINT_BYTES or storage.is_full():
+                    continue
+                if size == done_size and time.monotonic() - done_at < WAL_IDLE:
+                    continue  # the next commit starts the WAL over and cuts it back
+                # Still as big a while after a checkpoint: nothing was written since, so
+                # cut it now (TRUNCATE).
+                mode = "truncate" if size == done_size else "restart"
+                try:
+                    busy, _, _ = storage.checkpoint(mode, wait=WAL_CHECKPOINT_WAIT)
+                except Exception:
+                    logger.exception("WAL checkpoint failed")
+                    busy = 1
+                done_at, done_size = (None, None) if busy else (time.monotonic(), size)
+        finally:
+            storage.close()  # this thread's connection
 
     def _beat(self) -> None:
         interval = max(1.0, self.huey.settings.lease_seconds / 3)

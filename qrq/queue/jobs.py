@@ -20,6 +20,7 @@ from typing import Any
 from huey.exceptions import CancelExecution
 
 from qrq.errors import Conflict, NotFound
+from qrq.queue.schema import ACTIVE_SQL
 
 STATES = ("queued", "running", "retrying", "finished", "failed", "canceled", "expired")
 ACTIVE = ("queued", "running", "retrying")
@@ -163,28 +164,28 @@ def count_active(curs, owner_id: int) -> int:
     """How many of *owner_id*'s jobs are queued, running or retrying, read on *curs* (the
     quota check runs it inside the enqueue's write transaction).
 
-    The statuses are literals so that SQLite uses the partial index ``job_owner_active``.
+    The condition is the partial index ``job_active``'s, so SQLite counts its entries.
     """
     curs.execute(_COUNT_ACTIVE_SQL, (owner_id,))
     return curs.fetchone()[0]
 
 
-_COUNT_ACTIVE_SQL = ("select count(*) from job where owner_id = ? and status in ("
-                     + ", ".join(f"'{status}'" for status in ACTIVE) + ")")
+_COUNT_ACTIVE_SQL = f"select count(*) from job where owner_id = ? and {ACTIVE_SQL}"
 
 
 def count_busy(storage, exclude: str | None = None) -> int:
     """Jobs running or waiting to run now (not those waiting for a retry), other
     than *exclude*: the queue is idle when this is 0."""
-    return storage.sql("select count(*) from job where status in ('queued', 'running') "
-                       "and id is not ?", (exclude,), results=True)[0][0]
+    return storage.sql("select count(*) from job where (status = 'queued' or "
+                       "status = 'running') and id is not ?", (exclude,), results=True)[0][0]
 
 
 def median_duration(storage, job_type: str, sample: int = 20) -> float | None:
     """Median run time in seconds of the last *sample* finished jobs of a type."""
     rows = storage.sql("select finished_at - started_at from job where type = ? and "
-                       "status = 'finished' and started_at is not null "
-                       "order by finished_at desc limit ?", (job_type, sample), results=True)
+                       "status = 'finished' and finished_at is not null "
+                       "and started_at is not null order by finished_at desc limit ?",
+                       (job_type, sample), results=True)
     durations = sorted(d for d, in rows if d is not None)
     return durations[len(durations) // 2] if durations else None
 

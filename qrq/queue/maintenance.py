@@ -22,7 +22,7 @@ from qrq.sqlite_deadline import interrupt_when
 
 def checkpoint(storage) -> dict[str, int]:
     """``PRAGMA wal_checkpoint(TRUNCATE)``: copy the queue's WAL into its file and empty it."""
-    busy, log, done = storage.sql("pragma wal_checkpoint(truncate)", results=True)[0]
+    busy, log, done = storage.checkpoint("truncate")
     return {"busy": busy, "wal_frames": log, "checkpointed": done}
 
 

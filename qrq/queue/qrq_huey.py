@@ -70,6 +70,9 @@ class QrqHuey(huey_private.HueyHooks):
         self.signal(S.SIGNAL_EXPIRED)(self._on_expired)
         self.signal(S.SIGNAL_REVOKED)(self._on_revoked)
         self.signal(S.SIGNAL_INTERRUPTED)(self._on_interrupted)
+        # A stopping worker gives back the row its last completion leased ahead.
+        self.on_shutdown(name="qrq_give_back_ahead")(
+            lambda: self.initialised and self.storage.give_back_ahead())
         if settings is not None:
             self.init(settings)
 
@@ -222,7 +225,8 @@ class QrqHuey(huey_private.HueyHooks):
                 # No outcome means huey's own machinery failed around the task:
                 # end the job visibly rather than leave it "running".
                 self.storage.complete(task.id, state.outcome or {
-                    "status": "failed", "error": "internal error: the run left no outcome"})
+                    "status": "failed", "error": "internal error: the run left no outcome"},
+                    lease_next=True)
 
     def _record_outcome(self, task, value, exc) -> None:
         if exc is None:

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from qrq.queue.jobs import COLUMNS, ENDED
+from qrq.queue.schema import ACTIVE_SQL
 
 JOB_TYPES = ("pdf", "batch", "analytics", "maintenance", "mail")
 # The states the dashboard and the metrics show: job states plus "scheduled".
@@ -60,8 +61,10 @@ def job_counts(storage) -> dict[str, dict[str, int]]:
     """``{type: {state: count}}`` over every retained job, each type with every state."""
     # Two cheap reads (a scan of an index, and the few schedule rows) rather than one
     # query testing schedule membership per job, which is several times slower.
-    rows = storage.sql("select type, status, count(*) from job group by type, status",
-                       results=True)
+    rows = storage.sql(f"select type, status, count(*) from job where {ACTIVE_SQL} "
+                       "group by type, status union all select type, status, count(*) "
+                       "from job where finished_at is not null group by type, status",
+                       results=True)  # the partial indexes job_active and job_ended
     counts = {t: dict.fromkeys(QUEUE_STATES, 0) for t in _types({r[0] for r in rows})}
     for job_type, status, count in rows:
         counts[job_type][status] = counts[job_type].get(status, 0) + count
@@ -278,6 +281,8 @@ def search_jobs(storage, *, job_type: str | None = None, status: str | None = No
         params.append(storage.name)
     if system:
         where.append("owner_id is null")
+    if (status or queue_state) in ENDED:  # ended jobs have one: the partial index job_ended
+        where.append("finished_at is not null")
     clause = (" where " + " and ".join(where)) if where else ""
     total = storage.sql(f"select count(*) from job{clause}", params,
                         results=True)[0][0] if with_total else None

@@ -83,6 +83,10 @@ class LeasedSqliteStorage(ThreadedSqliteStorage):
         self._owner_pid = None
         self._owner = None
         self.consumer_id = None  # set by the consumer before it forks its workers
+        # Whether a completion may lease the next row for the worker's next dequeue
+        # (complete(lease_next=True)); only a consumer's workers, which dequeue again
+        # at once, set it: an inline run must not hold a job it will never start.
+        self.lease_ahead = False
         # Rows this process is running. Only these are renewed: a row whose
         # completion could not be written drops out and its lease lapses.
         self._held = set()
@@ -227,17 +231,34 @@ class LeasedSqliteStorage(ThreadedSqliteStorage):
     def _has_work(self, now: float) -> bool:
         """A read-only look, so idle polls never take the write lock."""
         with self.db() as curs:
-            curs.execute(f"select 1 {self._pick_sql(())} limit 1", (self.name, now))
-            if curs.fetchone() is None:
-                return False
-            blocked = self._blocked_types(curs, now)
-            if not blocked:
-                return True
-            curs.execute(f"select 1 {self._pick_sql(blocked)} limit 1",
-                         (self.name, now, *blocked))
-            return curs.fetchone() is not None
+            return self._pick(curs, now, "job_type") is not None
+
+    def _pick(self, curs, now: float, columns: str) -> tuple | None:
+        """*columns* of the next row this process may lease (its ``job_type`` last).
+
+        The per-type caps are counted only when the first row in line is of a capped
+        type: an uncapped job is never held back, and counting the leased rows at
+        every dequeue cost more than the rest of it.
+        """
+        order = "order by priority desc, id limit 1"
+        curs.execute(f"select {columns} {self._pick_sql(())} {order}", (self.name, now))
+        found = curs.fetchone()
+        if found is None or found[-1] not in self.caps:
+            return found
+        blocked = self._blocked_types(curs, now)
+        if found[-1] not in blocked:
+            return found
+        curs.execute(f"select {columns} {self._pick_sql(blocked)} {order}",
+                     (self.name, now, *blocked))
+        return curs.fetchone()
 
     def dequeue(self):
+        ahead = getattr(self._local, "ahead", None)
+        if ahead is not None:  # leased by this thread's last completion
+            self._local.ahead = None
+            row, data, job_id = ahead
+            self._local.row, self._local.job_id = row, job_id
+            return data
         owner = self.owner
         now = time.time()
         stale = getattr(self._local, "row", None)
@@ -248,21 +269,43 @@ class LeasedSqliteStorage(ThreadedSqliteStorage):
                 curs.execute("delete from task where id = ? and lease_owner = ?",
                              (stale, owner))
                 self._take_lease()
-            blocked = self._blocked_types(curs, now)
-            curs.execute(f"select id, data, job_id {self._pick_sql(blocked)} "
-                         "order by priority desc, id limit 1", (self.name, now, *blocked))
-            found = curs.fetchone()
-            if found is None:
-                return None
-            row, data, job_id = found
-            curs.execute("update task set lease_until = ?, lease_owner = ? where id = ?",
-                         (now + self.lease_seconds, owner, row))
-            if job_id is not None:
-                jobs.mark_running(curs, job_id, owner, now)
+            leased = self._lease_next(curs, owner, now)
+        if leased is None:
+            return None
+        row, data, job_id = self._hold(leased)
         self._local.row, self._local.job_id = row, job_id
-        self._held.add(row)
-        self._ensure_heartbeat()
         return data
+
+    def _lease_next(self, curs, owner: str, now: float) -> tuple | None:
+        """Lease the next row this process may run; ``(row, data, job_id)`` or None."""
+        found = self._pick(curs, now, "id, data, job_id, job_type")
+        if found is None:
+            return None
+        row, data, job_id, _ = found
+        curs.execute("update task set lease_until = ?, lease_owner = ? where id = ?",
+                     (now + self.lease_seconds, owner, row))
+        if job_id is not None:
+            jobs.mark_running(curs, job_id, owner, now)
+        return row, data, job_id
+
+    def _hold(self, leased: tuple) -> tuple:
+        """Renew *leased*'s lease from now on (its transaction committed)."""
+        self._held.add(leased[0])
+        self._ensure_heartbeat()
+        return leased
+
+    def give_back_ahead(self) -> None:
+        """Give back the row this thread's last completion leased for its next run (the
+        worker is stopping), so it runs at once elsewhere rather than when its lease lapses."""
+        ahead = getattr(self._local, "ahead", None)
+        if ahead is None:
+            return
+        self._local.ahead = None
+        row, _, job_id = ahead
+        self._held.discard(row)
+        with self.db(commit=True) as curs:
+            if self._end_lease(curs, row, job_id, give_back=True) and job_id is not None:
+                jobs.mark_released(curs, job_id)
 
     @property
     def leased_job_id(self) -> str | None:
@@ -299,13 +342,25 @@ class LeasedSqliteStorage(ThreadedSqliteStorage):
                        "over or canceled); its outcome is dropped", job_id)
         return False
 
-    def complete(self, job_id: str | None, outcome: dict | None) -> None:
-        """Delete the row this thread leased and record the job's *outcome*, atomically."""
+    def complete(self, job_id: str | None, outcome: dict | None,
+                 lease_next: bool = False) -> None:
+        """Delete the row this thread leased and record the job's *outcome*, atomically.
+
+        With *lease_next* and :attr:`lease_ahead` (a consumer's worker, which dequeues
+        next), the same transaction leases
+        the next row for this thread's next :meth:`dequeue`: one commit per job instead
+        of two, and the pages the two share (the task and job rows' neighbours, the
+        index entries of both) are written once.
+        """
         row = self._take_lease()
         with self.db(commit=True) as curs:
             if self._end_lease(curs, row, job_id) and job_id is not None \
                     and outcome is not None:
                 jobs.finish(curs, job_id, outcome)
+            ahead = self._lease_next(curs, self.owner, time.time()) \
+                if lease_next and self.lease_ahead else None
+        if ahead is not None:
+            self._local.ahead = self._hold(ahead)
 
     def release(self, job_id: str | None) -> None:
         """Give this thread's lease back so the job runs again, here or elsewhere."""
@@ -380,7 +435,7 @@ class LeasedSqliteStorage(ThreadedSqliteStorage):
 
     def flush_queue(self):
         super().flush_queue()
-        self._local.row = self._local.job_id = None
+        self._local.row = self._local.job_id = self._local.ahead = None
 
     def pop_data(self, key):
         # huey deletes every task's revoke key after it runs; almost always there
