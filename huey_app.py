@@ -12,6 +12,7 @@ import tasks.mail  # noqa: F401
 import tasks.maintenance  # noqa: F401
 import tasks.pdf  # noqa: F401
 import tasks.retention  # noqa: F401
+import tasks.webhook  # noqa: F401
 from qrq.config import settings_or_exit
 from qrq.queue import huey, load_task_modules
 

@@ -57,6 +57,19 @@ class Conflict(QrqError):
     code = "conflict"
 
 
+class JobNotFinished(Conflict):
+    """The job has not finished, so it has no output to download."""
+
+    code = "job_not_finished"
+
+    def __init__(self, message: str | None = None, *, job_status: str):
+        super().__init__(message)
+        self.job_status = job_status
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "job_status": self.job_status}
+
+
 class PayloadTooLarge(QrqError):
     """The request is too large."""
 

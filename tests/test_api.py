@@ -2,6 +2,7 @@ import errno
 import json
 import os
 import subprocess
+import uuid
 
 import pytest
 
@@ -506,3 +507,23 @@ def test_every_error_status_has_the_one_shape(settings, templates, make_user):
         codes[status] = assert_error(call(), status)["code"]
     assert codes[503] == "storage_full" and codes[429] == "too_many_jobs"
     assert codes[405] == "method_not_allowed" and codes[413] == "payload_too_large"
+
+
+def test_downloading_an_unfinished_or_failed_job_is_409_with_its_status(client, templates,
+                                                                         alice, make_user):
+    _, bob = make_user("bob")
+    job_id = client.post(PDF, json={"template_id": 1}, headers=alice[1]).get_json()["job_id"]
+    url = f"/api/jobs/{job_id}/download"
+    response = client.get(url, headers=alice[1])
+    assert response.status_code == 409
+    error = response.get_json()["error"]
+    assert error["code"] == "job_not_finished" and error["job_status"] == "queued"
+    assert_error(client.get(url, headers=bob), 404)  # not yours: as absent as a missing one
+    assert_error(client.get(f"/api/jobs/{uuid.uuid4()}/download", headers=alice[1]), 404)
+    client.delete(f"/api/jobs/{job_id}", headers=alice[1])
+    assert client.get(url, headers=alice[1]).get_json()["error"]["job_status"] == "canceled"
+    batch_id = client.post("/api/batch/generate-qrs", headers=alice[1], json={
+        "items": [{"template_id": 1, "data": "x"}]}).get_json()["batch_job_id"]
+    response = client.get(f"/api/batch/{batch_id}/download/pdf", headers=alice[1])
+    assert response.status_code == 409
+    assert response.get_json()["error"]["job_status"] == "queued"

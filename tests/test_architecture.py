@@ -25,8 +25,9 @@ DEFERRED_IMPORTS = {
     # qrq.web.params) does not import every blueprint and the queue.
     ("qrq/web/__init__.py", "qrq.queue.huey"): "app factory",
     **{("qrq/web/__init__.py", f"qrq.web.{name}"): "app factory"
-       for name in ("admin_api", "analytics", "api", "batch", "dashboard",
-                    "errors", "home", "openapi", "ops", "params")},
+       for name in ("admin_api", "analytics", "api", "backups_api", "batch", "dashboard",
+                    "errors", "events", "home", "openapi", "ops", "params", "waiting",
+                    "webhooks")},
     # A guard from before qrq.backup existed (it returns None on ImportError); the import
     # itself can move to the top (qrq.backup imports nothing of the web layer).
     ("qrq/web/dashboard/pages.py", "qrq.backup"): "stale guard, owned by the dashboard work",

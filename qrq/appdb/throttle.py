@@ -22,6 +22,7 @@ BLOCK = 60.0
 FORGET_AFTER = 86400.0
 
 _TABLE = Throttle._meta.table_name
+_BLOCKED = f'select blocked_until from "{_TABLE}" where address = ? and blocked_until > ?'
 # One statement, so concurrent failures from several workers all count.
 _RECORD = (
     f'insert into "{_TABLE}" (address, failures, window_start, blocked_until) '
@@ -38,9 +39,10 @@ def check(address: str | None, now: float | None = None) -> None:
     :raises TooManyAttempts: with the seconds to wait (``retry_after``).
     """
     now = time.time() if now is None else now
-    row = Throttle.first_by("address", (address or "-")[:64])
-    if row is not None and row.blocked_until > now:
-        raise TooManyAttempts(retry_after=max(1, math.ceil(row.blocked_until - now)))
+    # A bare statement, not a model query: every authenticated request runs it.
+    row = app_db.execute_sql(_BLOCKED, ((address or "-")[:64], now)).fetchone()
+    if row is not None:
+        raise TooManyAttempts(retry_after=max(1, math.ceil(row[0] - now)))
 
 
 def record_failure(address: str | None, now: float | None = None) -> None:

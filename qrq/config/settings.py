@@ -199,6 +199,17 @@ class Settings:
                                        low=1, high=64)
     analytics_warmup: int = setting(10, "Most-requested analytics reports the warm-up "
                                     "task recomputes before they expire (0: none).", low=0)
+    max_waiters: int = setting(4, "Requests that may wait for a job at once in one web "
+                               "process (`?wait=`, the events stream); each holds a server "
+                               "thread, so keep it below the server's thread count (8 in "
+                               "the shipped commands). More are answered at once.", low=0,
+                               high=1000)
+    webhook_secret: str = setting("", "Secret that signs webhook deliveries of users without "
+                                  "their own (empty: derived from the secret key).",
+                                  secret=True)
+    webhook_allow_private: bool = setting(False, "Allow webhook callback URLs on private, "
+                                          "loopback and link-local addresses (refused by "
+                                          "default: a server-side request forgery guard).")
 
     def __post_init__(self) -> None:
         for one in SETTINGS:

@@ -76,6 +76,9 @@ TASKS: dict[str, TaskSpec] = {
     "backup.run": TaskSpec("maintenance", timeout="backup_timeout", retries=1,
                            retry_delay=60),
     "maintenance.run": TaskSpec("maintenance", timeout=3600),
+    # A job's end posted to its callback URL (qrq/webhooks.py); at the default 2 s first
+    # delay, doubling, six retries span about two minutes.
+    "webhook.deliver": TaskSpec("webhook", timeout=60, retries=6),
 }
 
 # Each run of a periodic task with a job type gets a job record owned by no one.

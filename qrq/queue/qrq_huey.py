@@ -16,6 +16,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from huey import signals as S
@@ -65,6 +66,7 @@ class QrqHuey(huey_private.HueyHooks):
         self._settings: Settings | None = None
         self._state = threading.local()
         self._declared: list[tuple[type, TaskSpec]] = []
+        self._end_hooks: list[Callable[[str], Any]] = []
         super().__init__(name, results=False, utc=True)
         self.post_execute(name="qrq_record_outcome")(self._record_outcome)
         self.signal(S.SIGNAL_EXPIRED)(self._on_expired)
@@ -227,6 +229,7 @@ class QrqHuey(huey_private.HueyHooks):
                 self.storage.complete(task.id, state.outcome or {
                     "status": "failed", "error": "internal error: the run left no outcome"},
                     lease_next=True)
+                self.job_ended(task.id)
 
     def _record_outcome(self, task, value, exc) -> None:
         if exc is None:
@@ -316,9 +319,29 @@ class QrqHuey(huey_private.HueyHooks):
 
         Returns the job's status afterwards.
         """
-        if not self.storage.cancel_queued(job_id):
+        if self.storage.cancel_queued(job_id):
+            self.job_ended(job_id)
+        else:
             jobs.flag_cancel(self.storage, job_id)
         return jobs.get(self.storage, job_id)["status"]
+
+    # -- job end hooks (webhooks) ----------------------------------------------------------
+
+    def on_job_end(self, hook: Callable[[str], Any]) -> Callable[[str], Any]:
+        """Call ``hook(job_id)`` after a job's end is recorded (finished, failed,
+        canceled, expired), in the process that recorded it."""
+        if hook not in self._end_hooks:
+            self._end_hooks.append(hook)
+        return hook
+
+    def job_ended(self, job_id: str) -> None:
+        """Run the end hooks; a failing hook is logged and never touches the job."""
+        for hook in self._end_hooks:
+            try:
+                hook(job_id)
+            except Exception:
+                logger.exception("job end hook %s failed for job %s",
+                                 getattr(hook, "__name__", hook), job_id)
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:

@@ -148,6 +148,21 @@ ANALYTICS = [
     " delete from analytics_requester where job_id = old.id; end",
 ]
 
+# Webhooks (qrq/webhooks.py): where a job's end is posted (written before the job is
+# enqueued, gone with the job row), and each user's default callback URL.
+WEBHOOKS = [
+    "create table if not exists webhook_target ("
+    " job_id text primary key,"
+    " owner_id integer,"
+    " url text not null,"
+    " created_at real not null) without rowid",
+    "create table if not exists webhook_default ("
+    " owner_id integer primary key,"
+    " url text not null)",
+    "create trigger if not exists webhook_job_deleted after delete on job begin"
+    " delete from webhook_target where job_id = old.id; end",
+]
+
 # Columns added to tables after their first release: a file made by an older qrq
 # gains them when opened (the storage adds what ``pragma table_info`` lacks), then
 # LATE_DDL runs, as it may index them.
@@ -161,4 +176,4 @@ LATE_DDL = [
     "where idempotency_key is not null",
 ]
 
-QUEUE_DDL = [*JOBS, *CONSUMERS, *ALERTS, *LOCKS, *BATCHES, *ANALYTICS]
+QUEUE_DDL = [*JOBS, *CONSUMERS, *ALERTS, *LOCKS, *BATCHES, *ANALYTICS, *WEBHOOKS]

@@ -257,13 +257,15 @@ def search_jobs(storage, *, job_type: str | None = None, status: str | None = No
                 system: bool = False, created_from: float | None = None,
                 created_to: float | None = None, id_prefix: str | None = None,
                 name_contains: str | None = None, limit: int = 50, offset: int = 0,
+                before: tuple[float, str] | None = None,
                 with_total: bool = True) -> tuple[list[dict[str, Any]], int | None]:
     """Job records newest first matching every given filter, and how many match in all
     (None without *with_total*): the one job listing of the API, dashboard and CLI.
 
     *status* is the stored status (a delayed job is "queued"); *queue_state* is one of
     :data:`QUEUE_STATES`, where "queued" means due and "scheduled" still delayed.
-    *system* selects the jobs owned by no one (periodic tasks, CLI jobs).
+    *system* selects the jobs owned by no one (periodic tasks, CLI jobs). *before* (a
+    job's ``(created_at, id)``) starts after that job: a page that new jobs do not shift.
     """
     due_or_delayed = queue_state in ("queued", "scheduled")
     # Job ids are lower-case hex and dashes (checked by the caller): no LIKE escapes.
@@ -281,24 +283,28 @@ def search_jobs(storage, *, job_type: str | None = None, status: str | None = No
         params.append(storage.name)
     if system:
         where.append("owner_id is null")
+    if before is not None:
+        where.append("(created_at, id) < (?, ?)")
+        params.extend(before)
     if (status or queue_state) in ENDED:  # ended jobs have one: the partial index job_ended
         where.append("finished_at is not null")
     clause = (" where " + " and ".join(where)) if where else ""
     total = storage.sql(f"select count(*) from job{clause}", params,
                         results=True)[0][0] if with_total else None
     rows = storage.sql(f"select {', '.join(COLUMNS)} from job{clause} "
-                       "order by created_at desc limit ? offset ?", (*params, limit, offset),
-                       results=True)
+                       "order by created_at desc, id desc limit ? offset ?",
+                       (*params, limit, offset), results=True)
     return [dict(zip(COLUMNS, row, strict=True)) for row in rows], total
 
 
 def progress_of(storage, job_ids: list[str]) -> dict[str, dict[str, Any]]:
     """``{job_id: {"status", "progress", "stage"}}`` for the given ids that exist."""
-    if not job_ids:
-        return {}
-    marks = ",".join("?" * len(job_ids))
-    rows = storage.sql(f"select id, status, progress, stage from job where id in ({marks})",
-                       job_ids, results=True)
-    return {job_id: {"status": status, "progress": progress, "stage": stage}
-            for job_id, status, progress, stage in rows}
+    found = {}
+    for start in range(0, len(job_ids), 500):  # SQLite's bound-parameter limit
+        chunk = job_ids[start:start + 500]
+        rows = storage.sql(f"select id, status, progress, stage from job where id in "
+                           f"({','.join('?' * len(chunk))})", chunk, results=True)
+        found.update({job_id: {"status": status, "progress": progress, "stage": stage}
+                      for job_id, status, progress, stage in rows})
+    return found
 

@@ -22,11 +22,8 @@ Connections, transactions and group commits are :mod:`qrq.queue.connections`'.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 
 from huey.constants import EmptyData
 from huey.storage import SqliteStorage
@@ -34,23 +31,12 @@ from huey.storage import SqliteStorage
 from qrq.queue import admission as admission_checks
 from qrq.queue import jobs
 from qrq.queue.connections import ThreadedSqliteStorage
+from qrq.queue.leases import LeaseHolder
 from qrq.queue.schema import ADDED_COLUMNS, LATE_DDL, QUEUE_DDL
 
 logger = logging.getLogger("qrq.queue.storage")
 
-_OWNER_LOCK = threading.Lock()
-
-
-def _new_owner_lock() -> None:
-    # A forked child must not inherit the lock in a held state.
-    global _OWNER_LOCK
-    _OWNER_LOCK = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_new_owner_lock)
-
-
-class LeasedSqliteStorage(ThreadedSqliteStorage):
+class LeasedSqliteStorage(LeaseHolder, ThreadedSqliteStorage):
     table_task = ("create table if not exists task ("
                   "id integer not null primary key, queue text not null, "
                   "data blob not null, priority real not null default 0.0, "
@@ -109,58 +95,6 @@ class LeasedSqliteStorage(ThreadedSqliteStorage):
             # without it that check scans the whole backlog.
             curs.execute("create index if not exists task_leased on task "
                          "(queue, lease_until) where lease_until is not null")
-
-    # -- identity and heartbeat -------------------------------------------------------
-
-    @property
-    def owner(self) -> str:
-        """This process's lease owner id; a forked worker gets its own."""
-        if self._owner_pid != os.getpid():
-            with _OWNER_LOCK:  # threads starting together must not each reset the state
-                if self._owner_pid != os.getpid():
-                    self._new_owner()
-        return self._owner
-
-    def _new_owner(self) -> None:
-        consumer = self.consumer_id or f"{socket.gethostname()}:{os.getpid()}"
-        self._owner = f"{consumer}/{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._heartbeat = None
-        self._stop_beating = threading.Event()
-        self._local = threading.local()
-        self._held = set()
-        self._owner_pid = os.getpid()  # last: other threads see a complete state
-
-    def _ensure_heartbeat(self) -> None:
-        if self._stop_beating.is_set():
-            return
-        if self._heartbeat is None or not self._heartbeat.is_alive():
-            self._heartbeat = threading.Thread(target=self._beat, args=(self.owner,),
-                                               name="qrq-lease-heartbeat", daemon=True)
-            self._heartbeat.start()
-
-    def stop_heartbeat(self) -> None:
-        """Stop renewing this process's leases (they lapse unless released first)."""
-        self._stop_beating.set()
-
-    def _beat(self, owner: str) -> None:
-        interval = self.lease_seconds / 3
-        stop = self._stop_beating
-        while not stop.wait(interval) and owner == self._owner:
-            try:
-                self.renew_leases()
-            except Exception:  # Keep beating; the next try may get the lock.
-                logger.exception("lease heartbeat failed")
-
-    def renew_leases(self) -> int:
-        """Push back the lease of every row this process is running; return how many."""
-        held = list(self._held)
-        if not held:
-            return 0
-        with self.db(commit=True) as curs:
-            curs.execute(f"update task set lease_until = ? where lease_owner = ? and id in "
-                         f"({','.join('?' * len(held))})",
-                         (time.time() + self.lease_seconds, self.owner, *held))
-            return curs.rowcount
 
     # -- the queue ----------------------------------------------------------------------
 

@@ -18,7 +18,20 @@ logger = logging.getLogger("qrq.web")
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app; *test_config* may hold ``SETTINGS`` (a Settings) and Flask keys."""
     from qrq.queue import huey
-    from qrq.web import admin_api, api, dashboard, errors, home, openapi, ops, params
+    from qrq.web import (
+        admin_api,
+        api,
+        backups_api,
+        dashboard,
+        errors,
+        events,
+        home,
+        openapi,
+        ops,
+        params,
+        waiting,
+        webhooks,
+    )
     from qrq.web import analytics as analytics_api
     from qrq.web import batch as batch_api
 
@@ -49,6 +62,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update(test_config)
     app.json.sort_keys = False
+    app.extensions["qrq_waiters"] = waiting.WaiterSlots(settings.max_waiters)
 
     @app.before_request
     def _connect() -> None:
@@ -68,8 +82,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     params.init_app(app)  # the int converter, before any route uses it
     app.register_blueprint(api.bp)
+    app.register_blueprint(events.bp)
+    app.register_blueprint(webhooks.bp)
     app.register_blueprint(batch_api.bp)
     app.register_blueprint(admin_api.bp)
+    app.register_blueprint(backups_api.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(openapi.bp)

@@ -28,6 +28,8 @@ from qrq.queue import Admission, huey, jobs
 from qrq.web.admission import job_quota
 from qrq.web.api import check_job_quota
 from qrq.web.auth import current_user, login_required
+from qrq.web.openapi_jobs import CURSOR, LINK_HEADER, NEXT, limit_param
+from qrq.web.paging import cursor_value, paged, read_page
 
 bp = Blueprint("analytics", __name__)
 
@@ -150,12 +152,16 @@ def withdraw_job(job_id: str):
 def reports():
     """Cached reports, most requested first (parameters and freshness, no data)."""
     now = time.time()
-    found = analytics_cache.list_reports(huey.storage)
+    page = read_page(50, 200)  # limit + cursor (qrq.web.paging)
+    offset = 0 if page.position is None else cursor_value(page.position, "o", int, 0, 10**6)
+    found = analytics_cache.list_reports(huey.storage, offset + page.limit + 1)[offset:]
+    more, found = found[page.limit:], found[:page.limit]
     for report in found:
         report["fresh"] = bool(report["expires_at"] and report["expires_at"] > now)
         for key in ("computed_at", "expires_at", "requested_at"):
             report[key] = jobs.iso(report[key])
-    return jsonify(reports=found)
+    return paged({"reports": found, "limit": page.limit},
+                 {"o": offset + page.limit} if more else None)
 
 
 @bp.get("/analytics/chart")
@@ -260,7 +266,9 @@ OPENAPI_PATHS = {
     "/api/analytics/reports": {"get": {
         "summary": "Cached analytics reports, most requested first",
         "operationId": "listAnalyticsReports",
-        "responses": {"200": {"description": "The reports (without their data).", "content": {
+        "parameters": [limit_param(50, 200), CURSOR],
+        "responses": {"200": {"description": "The reports (without their data).",
+                              "headers": LINK_HEADER, "content": {
             "application/json": {"schema": _object({"reports": {
                 "type": "array", "items": _object({
                     "cache_key": {"type": "string"}, "params": {"type": "object"},
@@ -268,8 +276,9 @@ OPENAPI_PATHS = {
                     "expires_at": {"type": ["string", "null"]},
                     "requests": _COUNT, "requested_at": _TIME,
                     "job_id": {"type": ["string", "null"]},
-                    "fresh": {"type": "boolean"}})}})}}},
-            "401": _error("Unauthorized")},
+                    "fresh": {"type": "boolean"}})},
+                "limit": {"type": "integer"}, "next": NEXT})}}},
+            "401": _error("Unauthorized"), "422": _error("ValidationError")},
     }},
 }
 

@@ -13,11 +13,13 @@ from qrq.analytics import requesters
 from qrq.appdb.models import Template
 from qrq.batch import counts as batch_counts
 from qrq.cards.generate import artifact_path, prepare
-from qrq.errors import Conflict, NotFound, ValidationError
-from qrq.queue import huey, jobs, stats, submit
-from qrq.web import admission
+from qrq.errors import Conflict, JobNotFinished, NotFound, ValidationError
+from qrq.queue import PRIORITY, catalog, huey, jobs, stats, submit
+from qrq.web import admission, waiting
+from qrq.web import webhooks as webhook_api
 from qrq.web.auth import current_user, login_required
 from qrq.web.downloads import send_artifact
+from qrq.web.paging import choice_arg, cursor_value, paged, read_page
 from qrq.web.params import int_arg, int_field, json_object
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -25,8 +27,19 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 DEFAULT_PDF_SECONDS = 2.0
 MAX_PAGE_SIZE = 200
 
+# One per process: reads the state of every waited-for job in one query.
+watcher = waiting.JobWatcher(lambda ids: {
+    job_id: (state["status"], state["progress"], state["stage"])
+    for job_id, state in stats.progress_of(huey.storage, ids).items()})
+
 
 check_job_quota = admission.check_job_quota
+
+
+def job_types() -> frozenset[str]:
+    """Every job type qrq declares a task with (the valid ``type`` filters)."""
+    declared = (*catalog.TASKS.values(), *catalog.PERIODIC.values())
+    return frozenset(PRIORITY).union(spec.job_type for spec in declared if spec.job_type)
 
 
 def visible_job(job_id: str) -> dict[str, Any]:
@@ -59,7 +72,7 @@ def estimate_completion(job_type: str) -> float:
 @login_required
 def generate_qr_pdf():
     """Queue a QR-code PDF of a template; answers 202 with the job id at once."""
-    body = json_object({"template_id", "options"}, {"template_id"})
+    body = json_object({"template_id", "options", "callback_url"}, {"template_id"})
     checks = admission.job_admission(body)
     replayed = admission.replayed_job(checks)
     if replayed is not None:
@@ -73,10 +86,12 @@ def generate_qr_pdf():
     options = body.get("options") or {}
     prepare(template.to_dict(), options, settings.max_copies,  # 422 before enqueue
             margin_mm=settings.print_margin_mm)
+    callback = webhook_api.callback_url(body.get("callback_url", webhook_api.UNSET))
     new_id = str(uuid.uuid4())
-    job_id = submit("pdf.generate", template_id, options, owner_id=current_user().id,
-                    params={"template_id": template_id, "options": options}, id=new_id,
-                    admission=checks)
+    job_id = webhook_api.submit_with_callback(new_id, callback, lambda: submit(
+        "pdf.generate", template_id, options, owner_id=current_user().id,
+        params={"template_id": template_id, "options": options}, id=new_id,
+        admission=checks))
     return pdf_accepted(job_id, replayed=job_id != new_id)
 
 
@@ -89,18 +104,67 @@ def pdf_accepted(job_id: str, replayed: bool = False):
     return admission.mark_replayed(response, replayed), 202, {"Location": status_url}
 
 
-@bp.get("/job-status/<job_id>")
-@login_required
-def job_status(job_id: str):
-    """A job's status, progress, timestamps, result and error."""
-    return jsonify(job_view(visible_job(job_id)))
+def retry_after(job: dict[str, Any]) -> int | None:
+    """Seconds a client should wait before asking again about an unfinished job."""
+    if job["status"] in jobs.ENDED:
+        return None
+    if job["status"] == "retrying" and job["next_attempt_at"]:
+        return max(1, math.ceil(job["next_attempt_at"] - time.time()))
+    return 1 if job["status"] == "running" else 2
+
+
+def status_answer(job: dict[str, Any]):
+    """The job's view, with ``Retry-After`` while it has not ended."""
+    response = jsonify(job_view(job))
+    seconds = retry_after(job)
+    if seconds is not None:
+        response.headers["Retry-After"] = str(seconds)
+    return response
+
+
+# Status answers of other blueprints: Retry-After while their job has not ended.
+_OTHER_STATUS_ENDPOINTS = {"batch.show", "analytics.job_status"}
+
+
+@bp.after_app_request
+def _retry_after(response):
+    """``Retry-After`` on every 202 of the API and on a status answer of a job that has
+    not ended, in one place for every blueprint."""
+    if "Retry-After" in response.headers or not request.path.startswith("/api/"):
+        return response
+    if response.status_code == 202:
+        response.headers["Retry-After"] = "2"
+    elif (response.status_code == 200 and request.endpoint in _OTHER_STATUS_ENDPOINTS
+          and response.is_json and (response.get_json() or {}).get("status") in jobs.ACTIVE):
+        response.headers["Retry-After"] = "2"
+    return response
+
+
+def _status_changed(seen, state) -> bool:
+    return state is None or seen is None or state[0] != seen[0]
 
 
 @bp.get("/jobs/<job_id>")
+@bp.get("/job-status/<job_id>")  # registered first: url_for builds this one
 @login_required
-def job_detail(job_id: str):
-    """Same as ``/api/job-status/<job_id>``."""
-    return jsonify(job_view(visible_job(job_id)))
+def job_status(job_id: str):
+    """A job's status, progress, timestamps, result and error.
+
+    ``?wait=SECONDS`` (at most 60) answers at the job's next status change, or at
+    once if it has ended, or after SECONDS with the current status.
+    """
+    job = visible_job(job_id)
+    wait = int_arg("wait", 0, 0, waiting.MAX_WAIT_SECONDS)
+    if wait and job["status"] not in jobs.ENDED:
+        slots = current_app.extensions["qrq_waiters"]
+        if slots.take():
+            try:
+                watcher.wait_change(job["id"], (job["status"], job["progress"],
+                                                job["stage"]), wait, _status_changed)
+            finally:
+                slots.give_back()
+            job = visible_job(job_id)
+    return status_answer(job)
 
 
 @bp.delete("/jobs/<job_id>")
@@ -120,17 +184,28 @@ def cancel_job(job_id: str):
 @bp.get("/jobs")
 @login_required
 def list_jobs():
-    """The caller's jobs, newest first (admins: everyone's); filter by status and type."""
+    """The caller's jobs, newest first (admins: everyone's); filter by status and type.
+
+    Paged by ``limit`` and ``cursor`` (see :mod:`qrq.web.paging`); ``offset`` still
+    works for the first request of older clients.
+    """
     user = current_user()
-    status = request.args.get("status")
-    if status is not None and status not in jobs.STATES:
-        raise ValidationError(f"must be one of {', '.join(jobs.STATES)}", field="status")
-    limit = int_arg("limit", 50, 1, MAX_PAGE_SIZE)
-    offset = int_arg("offset", 0, 0, 10**9)
+    status = choice_arg("status", jobs.STATES)
+    job_type = choice_arg("type", job_types())
+    page = read_page(50, MAX_PAGE_SIZE)
+    before = None
+    if page.position is not None:
+        before = (cursor_value(page.position, "t", (int, float)),
+                  cursor_value(page.position, "id", str))
+    offset = 0 if before else int_arg("offset", 0, 0, 10**9)
     found, _ = stats.search_jobs(huey.storage, owner_id=None if user.is_admin else user.id,
-                                 status=status, job_type=request.args.get("type"),
-                                 limit=limit, offset=offset, with_total=False)
-    return jsonify(jobs=[job_view(job) for job in found], limit=limit, offset=offset)
+                                 status=status, job_type=job_type, limit=page.limit + 1,
+                                 offset=offset, before=before, with_total=False)
+    more = found[page.limit:]
+    found = found[:page.limit]
+    position = {"t": found[-1]["created_at"], "id": found[-1]["id"]} if more else None
+    return paged({"jobs": [job_view(job) for job in found], "limit": page.limit,
+                  "offset": offset}, position)
 
 
 @bp.get("/jobs/<job_id>/download")
@@ -139,8 +214,11 @@ def download(job_id: str):
     """A finished job's output file, to its owner (or an admin)."""
     job = visible_job(job_id)
     result = jobs.public_view(job)["result"] or {}
-    if job["status"] != "finished" or not result.get("artifact"):
-        raise NotFound(f"job {job_id} has no output yet")
+    if job["status"] != "finished":
+        raise JobNotFinished(f"job {job_id} is {job['status']}; its output can be "
+                             "downloaded once it has finished", job_status=job["status"])
+    if not result.get("artifact"):
+        raise NotFound(f"job {job_id} has no output")
     # The path comes from the validated job id, never from the request or the record.
     path = artifact_path(current_app.config["QRQ"], job["id"])
     return send_artifact(path, result.get("bytes"),

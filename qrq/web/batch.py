@@ -11,13 +11,15 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from qrq import batch
 from qrq.batch import run as batch_run
 from qrq.batch.submit import enqueue_batch, enqueue_retry
-from qrq.errors import NotFound, ValidationError
+from qrq.errors import JobNotFinished, NotFound, ValidationError
 from qrq.queue import huey
 from qrq.web import admission
 from qrq.web.api import check_job_quota, visible_job
 from qrq.web.auth import current_user, login_required
 from qrq.web.downloads import send_artifact
+from qrq.web.paging import cursor_value, paged, read_page
 from qrq.web.params import int_arg, json_value
+from qrq.web.webhooks import UNSET, callback_url, submit_with_callback
 
 bp = Blueprint("batch", __name__, url_prefix="/api/batch")
 
@@ -60,10 +62,12 @@ def generate_qrs():
         return batch_accepted(replayed, replayed=True)
     check_job_quota()
     job_id = str(uuid.uuid4())
+    given = body.pop("callback_url", UNSET) if isinstance(body, dict) else UNSET
     checked = batch.parse_request(body, batch.load_templates, job_id,
                                   settings.max_batch_items,
                                   margin_mm=settings.print_margin_mm)
-    queued = enqueue_batch(checked, job_id, current_user().id, checks)
+    queued = submit_with_callback(job_id, callback_url(given), lambda: enqueue_batch(
+        checked, job_id, current_user().id, checks))
     return batch_accepted(queued, replayed=queued != job_id)
 
 
@@ -93,8 +97,13 @@ def items(job_id: str):
     if status is not None and status not in batch.ITEM_STATUSES:
         raise ValidationError(f"must be one of {', '.join(batch.ITEM_STATUSES)}",
                               field="status")
+    # limit + cursor (qrq.web.paging); page and per_page still work for older clients.
+    paging = read_page(int_arg("per_page", 100, 1, MAX_PER_PAGE), MAX_PER_PAGE)
+    per_page = paging.limit
     page = int_arg("page", 1, 1, 10**6)
-    per_page = int_arg("per_page", 100, 1, MAX_PER_PAGE)
+    if paging.position is not None:
+        per_page = cursor_value(paging.position, "n", int, 1, MAX_PER_PAGE)
+        page = cursor_value(paging.position, "p", int, 1, 10**6)
     rows, matching = batch.list_items(huey.storage, job["id"], found["total"], status, page,
                                       per_page, batch.formats_of(found["options"]))
     for row in rows:
@@ -103,9 +112,10 @@ def items(job_id: str):
                 row["output"][f"{fmt}_url"] = url_for("batch.item_code", job_id=job["id"],
                                                       idx=row["idx"], fmt=fmt)
     more = page * per_page < matching
-    return jsonify(items=rows, page=page, per_page=per_page, total=matching,
-                   next_page=page + 1 if more else None, status=status,
-                   batch=_summary(job, found))
+    return paged({"items": rows, "page": page, "per_page": per_page, "limit": per_page,
+                  "total": matching, "next_page": page + 1 if more else None,
+                  "status": status, "batch": _summary(job, found)},
+                 {"p": page + 1, "n": per_page} if more else None)
 
 
 @bp.get("/<job_id>/items/<int:idx>/<any(svg, png):fmt>")
@@ -141,7 +151,10 @@ def download(job_id: str, kind: str):
     if kind not in DOWNLOADS:
         raise NotFound("download pdf or zip")
     if not (found["outputs"] or {}).get(kind):
-        raise NotFound(f"batch {job_id} has no {kind} yet")
+        if job["status"] != "finished":
+            raise JobNotFinished(f"batch {job_id} is {job['status']}; its {kind} can be "
+                                 "downloaded once it has finished", job_status=job["status"])
+        raise NotFound(f"batch {job_id} has no {kind}")
     # The path comes from the validated job id, never from the request or the record.
     path = current_app.config["QRQ"].artifacts_dir / f"{job['id']}.{kind}"
     return send_artifact(path, found["outputs"][kind].get("bytes"), DOWNLOADS[kind],

@@ -18,6 +18,16 @@ from qrq.cards import options as card_options
 from qrq.queue.jobs import ENDED, STATES
 from qrq.web.analytics import OPENAPI_PATHS as ANALYTICS_PATHS
 from qrq.web.analytics import OPENAPI_SCHEMAS as ANALYTICS_SCHEMAS
+from qrq.web.openapi_jobs import (
+    CALLBACK_URL,
+    CURSOR,
+    LINK_HEADER,
+    NEXT,
+    RETRY_AFTER,
+    WAIT,
+    limit_param,
+)
+from qrq.web.openapi_jobs import paths as following_paths
 
 bp = Blueprint("openapi", __name__, url_prefix="/api")
 
@@ -182,7 +192,7 @@ IDEMPOTENCY_KEY = {
                    "so a client may retry after a timeout. The same key with another body "
                    "is a 422."}
 ACCEPTED_HEADERS = {
-    "Location": {"schema": {"type": "string"}},
+    "Location": {"schema": {"type": "string"}}, **RETRY_AFTER,
     "Idempotent-Replayed": {"schema": {"const": "true"},
                             "description": "The answer is an earlier request's job."}}
 
@@ -213,6 +223,7 @@ def batch_paths() -> dict[str, Any]:
                                 "The PDF options (copies: per template), and formats: the "
                                 'ZIP\'s files per code, ["svg"] (default), ["png"] or both. '
                                 "PNGs are drawn at 300 dpi for the code's size in mm."},
+                    "callback_url": CALLBACK_URL,
                 },
                 "oneOf": [{"required": ["template_ids"]}, {"required": ["items"]}]}}}},
             "parameters": [IDEMPOTENCY_KEY],
@@ -232,16 +243,20 @@ def batch_paths() -> dict[str, Any]:
                 _BATCH_ID,
                 {"name": "status", "in": "query",
                  "schema": {"type": "string", "enum": ["pending", "ok", "failed"]}},
-                {"name": "page", "in": "query",
+                limit_param(100, 1000), CURSOR,
+                {"name": "page", "in": "query", "description": "Older clients: page number "
+                 "(use cursor).",
                  "schema": {"type": "integer", "minimum": 1, "maximum": 10**6, "default": 1}},
-                {"name": "per_page", "in": "query",
+                {"name": "per_page", "in": "query", "description": "Older clients: limit.",
                  "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
             ],
-            "responses": {"200": _json(_obj({
+            "responses": {"200": {**_json(_obj({
                 "items": {"type": "array", "items": _BATCH_ITEM},
                 "page": {"type": "integer"}, "per_page": {"type": "integer"},
+                "limit": {"type": "integer"},
                 "total": {"type": "integer"}, "next_page": {"type": ["integer", "null"]},
-                "status": {"type": ["string", "null"]}, "batch": _BATCH}), "Items."),
+                "status": {"type": ["string", "null"]}, "batch": _BATCH, "next": NEXT}),
+                "Items."), "headers": LINK_HEADER},
                 **_errors(401, 404, 422)},
         }},
         "/api/batch/{job_id}/items/{idx}/{fmt}": {"get": {
@@ -270,7 +285,8 @@ def batch_paths() -> dict[str, Any]:
                                        "schema": {"type": "string", "enum": ["pdf", "zip"]}}],
             "responses": {"200": {"description": "The file.", "content": {
                 "application/pdf": {"schema": {"type": "string"}},
-                "application/zip": {"schema": {"type": "string"}}}}, **_errors(401, 404)},
+                "application/zip": {"schema": {"type": "string"}}}},
+                **_errors(401, 404, 409)},
         }},
     }
 
@@ -295,7 +311,8 @@ def build_document() -> dict[str, Any]:
                 "operationId": "generateQrPdf",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _obj(
                     {"template_id": {"type": "integer", "minimum": 1},
-                     "options": card_options.json_schema()}, required=["template_id"])}}},
+                     "options": card_options.json_schema(), "callback_url": CALLBACK_URL},
+                    required=["template_id"])}}},
                 "parameters": [IDEMPOTENCY_KEY],
                 "responses": {
                     "202": {**_json(_obj({
@@ -308,13 +325,16 @@ def build_document() -> dict[str, Any]:
             }},
             "/api/job-status/{job_id}": {"get": {
                 "summary": "A job's status, progress, timestamps, result and error",
-                "operationId": "getJobStatus", "parameters": [JOB_ID],
-                "responses": {"200": _json(_ref("Job"), "The job."), **_errors(401, 404)},
+                "operationId": "getJobStatus", "parameters": [JOB_ID, WAIT],
+                "responses": {"200": {**_json(_ref("Job"), "The job."),
+                                      "headers": RETRY_AFTER}, **_errors(401, 404, 422)},
             }},
             "/api/jobs/{job_id}": {
                 "get": {"summary": "Same as /api/job-status/{job_id}", "operationId": "getJob",
-                        "parameters": [JOB_ID],
-                        "responses": {"200": _json(_ref("Job"), "The job."), **_errors(401, 404)}},
+                        "parameters": [JOB_ID, WAIT],
+                        "responses": {"200": {**_json(_ref("Job"), "The job."),
+                                              "headers": RETRY_AFTER},
+                                      **_errors(401, 404, 422)}},
                 "delete": {"summary": "Cancel a job",
                            "description": "At once while queued; at its next progress report "
                                           "while running. 409 if it already ended.",
@@ -330,25 +350,30 @@ def build_document() -> dict[str, Any]:
                 "parameters": [
                     {"name": "status", "in": "query", "schema": {"type": "string",
                                                                  "enum": list(STATES)}},
-                    {"name": "type", "in": "query", "schema": {"type": "string"}},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
-                                                                "maximum": 200, "default": 50}},
-                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0,
-                                                                 "maximum": 10**9,
-                                                                 "default": 0}},
+                    {"name": "type", "in": "query", "description": "A job type (pdf, batch, "
+                     "analytics, maintenance, mail, webhook...); an unknown one is a 422.",
+                     "schema": {"type": "string"}},
+                    limit_param(50, 200), CURSOR,
+                    {"name": "offset", "in": "query", "description": "Older clients; ignored "
+                     "with a cursor.",
+                     "schema": {"type": "integer", "minimum": 0, "maximum": 10**9,
+                                "default": 0}},
                 ],
-                "responses": {"200": _json(_obj({
+                "responses": {"200": {**_json(_obj({
                     "jobs": {"type": "array", "items": _ref("Job")},
-                    "limit": {"type": "integer"}, "offset": {"type": "integer"}}), "Jobs."),
+                    "limit": {"type": "integer"}, "offset": {"type": "integer"},
+                    "next": NEXT}), "Jobs."), "headers": LINK_HEADER},
                     **_errors(401, 422)},
             }},
             "/api/jobs/{job_id}/download": {"get": {
                 "summary": "A finished job's PDF, to its owner or an admin",
+                "description": "409 (`job_not_finished`, with `job_status`) while the job "
+                               "has not finished or if it failed.",
                 "operationId": "downloadJob", "parameters": [JOB_ID],
                 "responses": {"200": {"description": "The PDF.", "content": {
                     "application/pdf": {"schema": {"type": "string",
                                                    "contentMediaType": "application/pdf"}}}},
-                    **_errors(401, 404)},
+                    **_errors(401, 404, 409)},
             }},
             "/api/templates": {"get": {
                 "summary": "Every card template", "operationId": "listTemplates",
@@ -413,6 +438,7 @@ def build_document() -> dict[str, Any]:
                 "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1.")},
             }},
             **ANALYTICS_PATHS,
+            **following_paths(),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
@@ -423,7 +449,10 @@ def build_document() -> dict[str, Any]:
                     "status": {"type": "integer", "minimum": 400, "maximum": 599},
                     "code": {"type": "string"},
                     "message": {"type": "string", "minLength": 1},
-                    "field": {"type": ["string", "null"]}})}),
+                    "field": {"type": ["string", "null"]},
+                    "job_status": {"type": "string", "enum": list(STATES),
+                                   "description": "Only on 409 job_not_finished."}},
+                    required=["status", "code", "message", "field"])}),
                 "Job": _JOB,
                 "Template": _obj({
                     "id": {"type": "integer"}, "name": {"type": "string"},

@@ -1,0 +1,83 @@
+"""Who holds a lease, and the heartbeat that keeps it alive.
+
+Each consumer process (each forked worker too) has its own owner id; a heartbeat
+thread renews the leases of the rows the process is running, every third of the
+lease, so a live run never loses its row and a dead one's lapses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+logger = logging.getLogger("qrq.queue.storage")
+
+_OWNER_LOCK = threading.Lock()
+
+
+def _new_owner_lock() -> None:
+    # A forked child must not inherit the lock in a held state.
+    global _OWNER_LOCK
+    _OWNER_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_owner_lock)
+
+
+class LeaseHolder:
+    """Mixed into the storage, which sets ``lease_seconds``, ``consumer_id``,
+    ``_owner``, ``_owner_pid``, ``_held``, ``_heartbeat`` and ``_stop_beating``."""
+
+    @property
+    def owner(self) -> str:
+        """This process's lease owner id; a forked worker gets its own."""
+        if self._owner_pid != os.getpid():
+            with _OWNER_LOCK:  # threads starting together must not each reset the state
+                if self._owner_pid != os.getpid():
+                    self._new_owner()
+        return self._owner
+
+    def _new_owner(self) -> None:
+        consumer = self.consumer_id or f"{socket.gethostname()}:{os.getpid()}"
+        self._owner = f"{consumer}/{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._heartbeat = None
+        self._stop_beating = threading.Event()
+        self._local = threading.local()
+        self._held = set()
+        self._owner_pid = os.getpid()  # last: other threads see a complete state
+
+    def _ensure_heartbeat(self) -> None:
+        if self._stop_beating.is_set():
+            return
+        if self._heartbeat is None or not self._heartbeat.is_alive():
+            self._heartbeat = threading.Thread(target=self._beat, args=(self.owner,),
+                                               name="qrq-lease-heartbeat", daemon=True)
+            self._heartbeat.start()
+
+    def stop_heartbeat(self) -> None:
+        """Stop renewing this process's leases (they lapse unless released first)."""
+        self._stop_beating.set()
+
+    def _beat(self, owner: str) -> None:
+        interval = self.lease_seconds / 3
+        stop = self._stop_beating
+        while not stop.wait(interval) and owner == self._owner:
+            try:
+                self.renew_leases()
+            except Exception:  # Keep beating; the next try may get the lock.
+                logger.exception("lease heartbeat failed")
+
+    def renew_leases(self) -> int:
+        """Push back the lease of every row this process is running; return how many."""
+        held = list(self._held)
+        if not held:
+            return 0
+        with self.db(commit=True) as curs:
+            curs.execute(f"update task set lease_until = ? where lease_owner = ? and id in "
+                         f"({','.join('?' * len(held))})",
+                         (time.time() + self.lease_seconds, self.owner, *held))
+            return curs.rowcount

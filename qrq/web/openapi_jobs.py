@@ -1,0 +1,120 @@
+"""OpenAPI pieces for following jobs and paging lists (issue 17): the paging
+parameters and headers every list shares, ``?wait=``, ``Retry-After``, the
+events stream, webhook settings, ``callback_url`` and the backups list.
+``qrq/web/openapi.py`` assembles them into the document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qrq.web.backups_api import KINDS, STATUSES
+from qrq.web.paging import MAX_CURSOR_CHARS
+from qrq.web.waiting import MAX_WAIT_SECONDS
+
+
+def error_refs(*statuses: int) -> dict[str, Any]:
+    names = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
+             400: "BadRequest", 413: "PayloadTooLarge", 422: "ValidationError",
+             503: "StorageFull"}
+    return {str(s): {"$ref": f"#/components/responses/{names[s]}"} for s in statuses}
+
+
+def limit_param(default: int, most: int) -> dict[str, Any]:
+    return {"name": "limit", "in": "query", "description": "Items per page.",
+            "schema": {"type": "integer", "minimum": 1, "maximum": most, "default": default}}
+
+
+CURSOR = {"name": "cursor", "in": "query",
+          "description": "Opaque: the cursor of the previous page's `next` link, as given "
+                         "(anything else is a 422).",
+          "schema": {"type": "string", "maxLength": MAX_CURSOR_CHARS}}
+NEXT = {"type": ["string", "null"],
+        "description": "The next page's URL (null: this is the last page); also sent as "
+                       "`Link: <...>; rel=\"next\"`."}
+LINK_HEADER = {"Link": {"schema": {"type": "string"},
+                        "description": 'The next page: `<URL>; rel="next"`.'}}
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"},
+                               "description": "Seconds to wait before asking again "
+                                              "(only while the job has not ended)."}}
+WAIT = {"name": "wait", "in": "query",
+        "description": "Long-poll: answer at the job's next status change (or at once if "
+                       f"it has ended), else after this many seconds (at most "
+                       f"{MAX_WAIT_SECONDS}). Busy servers answer at once "
+                       "(QRQ_MAX_WAITERS).",
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_SECONDS,
+                   "default": 0}}
+CALLBACK_URL = {
+    "type": ["string", "null"], "maxLength": 2000,
+    "description": "Webhook: POSTed the final job record when the job ends, signed "
+                   "(X-Qrq-Timestamp, X-Qrq-Signature). Private, loopback and link-local "
+                   "hosts are a 422 unless the server allows them. Absent: your default "
+                   "(PUT /api/me/webhook); null: none."}
+_WEBHOOK = {"type": "object", "additionalProperties": False,
+            "required": ["callback_url", "secret", "signature"],
+            "properties": {"callback_url": {"type": ["string", "null"]},
+                           "secret": {"type": "string"}, "signature": {"type": "string"}}}
+_BACKUP = {"type": "object", "required": ["id", "kind", "created_at", "status", "databases"],
+           "properties": {"id": {"type": "string"}, "kind": {"type": "string"},
+                          "created_at": {"type": "string"}, "status": {"type": "string"},
+                          "databases": {"type": "array", "items": {"type": ["string", "null"]}}}}
+
+
+def paths() -> dict[str, Any]:
+    job_id = {"name": "job_id", "in": "path", "required": True,
+              "schema": {"type": "string", "maxLength": 100}}
+    return {
+        "/api/jobs/{job_id}/events": {"get": {
+            "summary": "A job's progress, stage and status as Server-Sent Events",
+            "description": "`state` events (status, progress, stage; the id is the state) "
+                           "and a last `end` event with the final job record. A stream "
+                           "lasts at most about a minute; reconnect with `Last-Event-ID` "
+                           "(EventSource does) to go on from the state you have. 204: the "
+                           "job ended and `Last-Event-ID` is its end.",
+            "operationId": "streamJobEvents",
+            "parameters": [job_id, {"name": "Last-Event-ID", "in": "header",
+                                    "schema": {"type": "string", "maxLength": 200}}],
+            "responses": {"200": {"description": "The event stream.", "content": {
+                "text/event-stream": {"schema": {
+                    "type": "object", "description": "One event; `data` is JSON.",
+                    "properties": {"event": {"type": "string", "enum": ["state", "end"]},
+                                   "id": {"type": "string"}, "data": {"type": "string"},
+                                   "retry": {"type": "integer"}}}}}},
+                "204": {"description": "Nothing more: the job's end was seen."},
+                **error_refs(401, 404)},
+        }},
+        "/api/me/webhook": {
+            "get": {"summary": "Your default callback URL and your webhook secret",
+                    "operationId": "getWebhookSettings",
+                    "responses": {"200": {"description": "The settings.", "content": {
+                        "application/json": {"schema": _WEBHOOK}}}, **error_refs(401)}},
+            "put": {"summary": "Set your default callback URL (null: none)",
+                    "operationId": "setWebhookSettings",
+                    "requestBody": {"required": True, "content": {"application/json": {
+                        "schema": {"type": "object", "additionalProperties": False,
+                                   "required": ["callback_url"],
+                                   "properties": {"callback_url": CALLBACK_URL}}}}},
+                    "responses": {"200": {"description": "The settings.", "content": {
+                        "application/json": {"schema": _WEBHOOK}}},
+                        **error_refs(400, 401, 413, 422, 503)}},
+        },
+        "/api/admin/backups": {"get": {
+            "summary": "Backup sets, newest first (admins)",
+            "operationId": "listBackups",
+            "parameters": [
+                {"name": "kind", "in": "query", "schema": {"type": "string",
+                                                          "enum": list(KINDS)}},
+                {"name": "status", "in": "query", "schema": {"type": "string",
+                                                            "enum": list(STATUSES)}},
+                limit_param(50, 200), CURSOR],
+            "responses": {"200": {"description": "Sets (their databases by name).",
+                                  "headers": LINK_HEADER, "content": {"application/json": {
+                                      "schema": {"type": "object",
+                                                 "required": ["backups", "limit", "next"],
+                                                 "properties": {
+                                                     "backups": {"type": "array",
+                                                                 "items": _BACKUP},
+                                                     "limit": {"type": "integer"},
+                                                     "next": NEXT}}}}},
+                          **error_refs(401, 403, 422)},
+        }},
+    }
