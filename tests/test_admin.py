@@ -485,3 +485,72 @@ def test_backups_page_without_a_listing_shows_the_backup_jobs(admin, monkeypatch
     job_id = submit(backup_like, owner_id=None)
     html = client.get("/admin/backups").text
     assert "Backup sets" not in html and job_id in html
+
+
+# -- batches -----------------------------------------------------------------------------
+
+def run_until_ended(job_id):
+    """Run queued jobs here until *job_id* has ended (a batch's mail job may go first)."""
+    while jobs.get(huey.storage, job_id)["status"] not in jobs.ENDED:
+        task = huey.dequeue()
+        assert task is not None, "nothing queued"
+        huey.execute(task)
+
+
+def test_a_batch_with_failed_items_shows_them_and_retries_them(admin, root, templates):
+    client, csrf = admin
+    headers = {"Authorization": f"Bearer {root[1]}"}
+    failing = {1, 4, 5}  # too long for a code at error correction H
+    items = [{"template_id": 3, "data": "z" * 2600 + f"<b>{i}" if i in failing
+              else f"https://events.example/{i}"} for i in range(7)]
+    response = client.post("/api/batch/generate-qrs", json={"items": items}, headers=headers)
+    assert response.status_code == 202
+    job_id = response.get_json()["batch_job_id"]
+    page = client.get(f"/admin/jobs/{job_id}").text
+    assert 'id="batch-pending">7<' in page and "retry-failed-items" not in page  # not ended
+    run_until_ended(job_id)
+
+    page = client.get(f"/admin/jobs/{job_id}").text
+    assert 'id="batch-ok">4<' in page and 'id="batch-failed">3<' in page
+    assert 'id="batch-pending">0<' in page and 'id="batch-rate">57.1%<' in page
+    assert "<b>" not in page  # payloads are escaped
+    listed = client.get(f"/admin/jobs/{job_id}?items=failed").text
+    rows = re.findall(r'<tr data-idx="(\d+)">(.*?)</tr>', listed, re.S)
+    assert [int(idx) for idx, _ in rows] == sorted(failing)
+    assert all("do not fit" in row and "/items/" not in row for _, row in rows)
+    ok_rows = re.findall(r'<tr data-idx="(\d+)">(.*?)</tr>',
+                         client.get(f"/admin/jobs/{job_id}?items=ok").text, re.S)
+    assert [int(idx) for idx, _ in ok_rows] == [0, 2, 3, 6]
+    svg_url = f"/admin/jobs/{job_id}/items/2.svg"
+    assert svg_url in ok_rows[1][1]
+    with client.get(svg_url) as svg:
+        assert svg.status_code == 200 and svg.mimetype == "image/svg+xml"
+    assert client.get(f"/admin/jobs/{job_id}/items/1.svg").status_code == 404
+    assert client.get(f"/admin/jobs/{job_id}?items=bogus").status_code == 422
+    listing = client.get("/admin/jobs?type=batch").text
+    assert "finished</span><span class=\"bad batch-failures\">, 3 failed</span>" in listing
+
+    assert client.post(f"/admin/jobs/{job_id}/retry-failed-items").status_code == 403  # no CSRF
+    response = post(client, csrf, f"/admin/jobs/{job_id}/retry-failed-items")
+    assert response.status_code == 302
+    new_id = response.headers["Location"].rsplit("/", 1)[1]
+    assert new_id != job_id and jobs.get(huey.storage, new_id)["status"] == "queued"
+    child = client.get(response.headers["Location"]).text
+    assert "Queued 3 failed item(s)" in child and 'id="batch-pending">3<' in child
+    assert f'href="/admin/jobs/{job_id}"' in child  # the parent batch
+    response = client.get("/api/batch/" + new_id, headers=headers).get_json()
+    assert (response["parent_job_id"], response["total"]) == (job_id, 3)
+
+
+def test_retrying_a_batch_without_failed_items_says_so(admin, root, templates):
+    client, csrf = admin
+    headers = {"Authorization": f"Bearer {root[1]}"}
+    job_id = client.post("/api/batch/generate-qrs", headers=headers, json={
+        "items": [{"template_id": 3, "data": "https://events.example/1"}]}).get_json()[
+        "batch_job_id"]
+    run_until_ended(job_id)
+    assert "retry-failed-items" not in client.get(f"/admin/jobs/{job_id}").text
+    response = post(client, csrf, f"/admin/jobs/{job_id}/retry-failed-items")
+    assert response.status_code == 302
+    assert "has no failed items" in client.get(response.headers["Location"]).text
+    assert post(client, csrf, f"/admin/jobs/{ZERO_ID}/retry-failed-items").status_code == 404

@@ -3,10 +3,14 @@ a real waitress server and a real consumer. Log in, watch a running job's progre
 move without a reload, retry a failed job, log out; no console errors; screenshots are
 kept in test-artifacts/."""
 
+import uuid
+
 import pytest
 
+from qrq import batch
 from qrq.appdb.db import app_db
 from qrq.appdb.models import Template
+from qrq.batch.submit import enqueue_batch
 from qrq.queue import huey, jobs, submit
 from tasks.pdf import generate_qr_pdf
 from tests.browsing import browser, console_errors, server  # noqa: F401  (fixtures)
@@ -123,3 +127,66 @@ def test_dashboard_in_a_real_browser(settings, templates, make_user, consumer, s
     assert "/admin/login" in browser.current_url
 
     assert console_errors(browser) == []
+
+
+PHONE = (390, 844)
+
+
+def log_in(browser, server, name, token):
+    browser.get(server + "/admin/login")
+    browser.find_element(By.ID, "name").send_keys(name)
+    browser.find_element(By.ID, "token").send_keys(token)
+    browser.find_element(By.ID, "login").click()
+    wait_until(lambda: heading(browser) == "Overview", timeout=30,
+               message="the overview after logging in")
+
+
+def page_overflow(browser):
+    """How many CSS pixels the page is wider than the window (0: no sideways scroll)."""
+    return browser.execute_script(
+        "return document.documentElement.scrollWidth - window.innerWidth;")
+
+
+def test_every_page_fits_a_phone(settings, templates, make_user, server, browser):
+    """At 390 px wide no dashboard page scrolls sideways: wide tables scroll inside
+    their own box and the navigation wraps."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    _, headers = make_user("root", admin=True, email="root@example.com")
+    token = headers["Authorization"].split(" ", 1)[1]
+    items = [{"template_id": 3, "data": "w" * 2600 if i % 3 == 1
+              else f"https://events.example/a-rather-long-path/{i}?with=query&and=more"}
+             for i in range(9)]
+    batch_id = str(uuid.uuid4())
+    with app_db.connection_context():
+        checked = batch.parse_request({"items": items}, batch.load_templates, batch_id,
+                                      settings.max_batch_items,
+                                      margin_mm=settings.print_margin_mm)
+    assert enqueue_batch(checked, batch_id, None) == batch_id
+    failed = submit(generate_qr_pdf, 999, {}, owner_id=None, params={"template_id": 999})
+    for job_id in (batch_id, failed):  # run here, in this process: no consumer needed
+        while status_of(job_id) not in jobs.ENDED:
+            task = huey.dequeue()
+            assert task is not None, "nothing queued"
+            huey.execute(task)
+    assert status_of(failed) == "failed"
+
+    browser.set_window_size(*PHONE)
+    browser.get(server + "/admin/login")
+    assert browser.execute_script("return window.innerWidth;") <= PHONE[0]
+    assert page_overflow(browser) <= 0, "login"
+    log_in(browser, server, "root", token)
+    pages = {"overview": "/admin/", "jobs": "/admin/jobs", "failed": "/admin/failed",
+             "schedule": "/admin/schedule", "consumers": "/admin/consumers",
+             "backups": "/admin/backups", "batch": f"/admin/jobs/{batch_id}",
+             "batch-failed-items": f"/admin/jobs/{batch_id}?items=failed#items",
+             "failed-job": f"/admin/jobs/{failed}", "not-found": "/admin/jobs/nope"}
+    for name, path in pages.items():
+        browser.get(server + path)
+        assert browser.find_element(By.TAG_NAME, "h1").text, name
+        browser.save_screenshot(str(ARTIFACTS / f"phone-{name}.png"))
+        assert page_overflow(browser) <= 0, f"{name} scrolls sideways at {PHONE[0]} px"
+    # The navigation wrapped onto its own lines instead of running off the screen.
+    links = browser.find_elements(By.CSS_SELECTOR, "header.top nav a")
+    assert all(0 <= link.rect["x"] and link.rect["x"] + link.rect["width"] <= PHONE[0]
+               for link in links)
+    assert [e for e in console_errors(browser) if "/admin/jobs/nope" not in e["message"]] == []

@@ -13,6 +13,7 @@ from qrq import alerts
 from qrq.appdb.models import User
 from qrq.errors import Conflict, NotFound, ValidationError
 from qrq.queue import dead_letters, huey, jobs, stats
+from qrq.web.dashboard.batches import batch_view, failed_items
 from qrq.web.dashboard.blueprint import bp, render
 from qrq.web.dashboard.charts import charts
 from qrq.web.dashboard.filters import FIELDS, job_filters, page_number
@@ -56,7 +57,7 @@ def job_list(user: User):
     query = urlencode({k: v for k, v in shown.items() if v})
     return render("admin/jobs.html", user, rows=rows, total=total, page=page,
                   pages=max(1, -(-total // PAGE_SIZE)), shown=shown, error=None,
-                  owners=_owner_names(rows), query=query)
+                  owners=_owner_names(rows), query=query, failed_items=failed_items(rows))
 
 
 def _get_job(job_id: str) -> dict[str, Any]:
@@ -91,7 +92,7 @@ def job_detail(user: User, job_id: str):
                   result=json.dumps(view["result"], indent=2, sort_keys=True)
                   if view["result"] is not None else None,
                   timings=timings, outputs=_outputs(job["id"]),
-                  ended=job["status"] in jobs.ENDED)
+                  ended=job["status"] in jobs.ENDED, batch=batch_view(job))
 
 
 @bp.get("/jobs/<job_id>/files/<name>")
