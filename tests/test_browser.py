@@ -19,7 +19,10 @@ from tests.conftest import ROOT, wait_until
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = ROOT / "test-artifacts"
-from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 
 
@@ -97,8 +100,8 @@ def test_dashboard_in_a_real_browser(settings, templates, make_user, consumer, s
             return browser.find_element(
                 By.CSS_SELECTOR, f'[data-role=status][data-job-id="{failed}"]').text == \
                 "finished"
-        except StaleElementReferenceException:
-            return False
+        except (StaleElementReferenceException, NoSuchElementException):
+            return False  # caught mid-reload
 
     wait_until(shows_finished, timeout=30, message="the job page to show it finished")
     wait_until(lambda: status_of(running) == "finished", timeout=120,
