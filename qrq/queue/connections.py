@@ -127,11 +127,7 @@ class ThreadedSqliteStorage(SqliteStorage):
                 if close:
                     self.close()
         except sqlite3.OperationalError as exc:
-            if not _disk_full(exc):
-                raise
-            if self.full_since is None:
-                self.full_since = time.time()
-            raise StorageFull() from exc
+            raise self._full_or(exc) from exc
         if commit and self.full_since is not None:
             self.full_since = None
             logger.warning("the queue database is writable again",
@@ -149,11 +145,16 @@ class ThreadedSqliteStorage(SqliteStorage):
             finally:
                 cursor.close()
         except sqlite3.OperationalError as exc:
-            if not _disk_full(exc):
-                raise
-            if self.full_since is None:
-                self.full_since = time.time()
-            raise StorageFull() from exc
+            raise self._full_or(exc) from exc
+
+    def _full_or(self, exc: sqlite3.OperationalError) -> Exception:
+        """The error to raise for *exc*: StorageFull when the disk is full (noting since
+        when), else *exc* itself."""
+        if not _disk_full(exc):
+            return exc
+        if self.full_since is None:
+            self.full_since = time.time()
+        return StorageFull()
 
     def is_full(self) -> bool:
         """Whether the queue database cannot grow: a write of this process failed for

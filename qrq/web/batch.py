@@ -123,7 +123,12 @@ def items(job_id: str):
 def item_code(job_id: str, idx: int, fmt: str):
     """One ok item's code as SVG or PNG: the file the batch's ZIP holds for it."""
     job, found = visible_batch(job_id)
-    code = batch_run.item_code(huey.storage, job["id"], idx, fmt, found["options"])
+    return item_code_response(job["id"], idx, fmt, found["options"])
+
+
+def item_code_response(job_id: str, idx: int, fmt: str, options: dict) -> Response:
+    """The SVG or PNG of one ok item (the API's and the dashboard's links)."""
+    code = batch_run.item_code(huey.storage, job_id, idx, fmt, options)
     if code is None:
         raise NotFound(f"item {idx} of batch {job_id} has no code")
     return Response(code, mimetype="image/png" if fmt == "png" else "image/svg+xml")

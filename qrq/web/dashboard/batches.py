@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, flash, redirect, request, url_for
+from flask import flash, redirect, request, url_for
 
 from qrq import batch
 from qrq.appdb.models import User
-from qrq.batch import run as batch_run
 from qrq.batch.submit import enqueue_retry
 from qrq.errors import Conflict, NotFound, ValidationError
 from qrq.queue import huey, jobs
+from qrq.web.batch import item_code_response
 from qrq.web.dashboard.blueprint import bp
 from qrq.web.dashboard.session import admin_page
 from qrq.web.params import int_arg
@@ -69,10 +69,7 @@ def failed_items(rows: list[dict[str, Any]]) -> dict[str, int]:
 def batch_item_code(user: User, job_id: str, idx: int, fmt: str):
     """One ok item's code, the file the batch's ZIP holds for it."""
     job, found = _batch_of(job_id)
-    code = batch_run.item_code(huey.storage, job["id"], idx, fmt, found["options"])
-    if code is None:
-        raise NotFound(f"item {idx} of batch {job['id']} has no code")
-    return Response(code, mimetype="image/png" if fmt == "png" else "image/svg+xml")
+    return item_code_response(job["id"], idx, fmt, found["options"])
 
 
 @bp.post("/jobs/<job_id>/retry-failed-items")
