@@ -185,6 +185,9 @@ class QrqConsumer(Consumer):
         huey.storage.synchronous = "normal"
         huey.storage.reset_connections()
         huey.storage.lease_ahead = True  # each completion leases the worker's next job
+        # Where the database can wake idle workers (PostgreSQL's LISTEN/NOTIFY), a
+        # dequeue with nothing to do waits for that (or a slow poll) instead.
+        huey.storage.wait_for_wakeups(huey.settings.poll_interval)
         self._beating = threading.Event()
         self.started_at = time.time()
 

@@ -260,7 +260,7 @@ class LeasedPostgresStorage(LeasedStorage, PostgresConnections):
     now_sql = "cast(extract(epoch from statement_timestamp()) as double precision)"
     skip_locked = " for update skip locked"
 
-    def __init__(self, name="huey", url="", idle_poll=1.0, **kwargs):
+    def __init__(self, name="huey", url="", idle_poll=2.0, **kwargs):
         super().__init__(name, url=url, **kwargs)
         self.channel = f"qrq_{name}"
         self.idle_poll = idle_poll  # seconds: the fallback poll for lapsed leases
@@ -297,6 +297,10 @@ class LeasedPostgresStorage(LeasedStorage, PostgresConnections):
 
     def _notify(self, curs) -> None:
         curs.execute("select pg_notify(?, '')", (self.channel,))
+
+    def wait_for_wakeups(self, poll_interval: float) -> None:
+        self.blocking = True
+        self.poll_interval = poll_interval
 
     def wakeups(self) -> int:
         return self.listener.heard

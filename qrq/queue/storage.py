@@ -340,6 +340,10 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
     def _notify(self, curs) -> None:
         """Tell idle workers a row is ready, when this transaction commits."""
 
+    def wait_for_wakeups(self, poll_interval: float) -> None:
+        """Make :meth:`dequeue` wait for work when there is none (a consumer's
+        workers), where the database can announce it; SQLite's workers poll."""
+
     def wakeups(self) -> int:
         """A count of the wake-ups heard so far (for :meth:`wait_for_work`)."""
         return 0

@@ -72,7 +72,7 @@ class Listener:
                         failing = False
                     self._signal()  # rows may have come while no one listened
                     while not self._stopped.is_set():
-                        for _ in conn.notifies(timeout=1.0):
+                        for _ in conn.notifies(timeout=5.0):
                             self._signal()
             except psycopg.Error as exc:
                 if not failing:
