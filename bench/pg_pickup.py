@@ -53,6 +53,7 @@ def main() -> None:
         os.environ.update({k: v for k, v in env.items() if k.startswith("QRQ_")})
         sys.path.insert(0, str(REPO))
         import _noop_tasks
+
         from qrq.config import load_settings
         from qrq.queue import huey, jobs, submit
 
