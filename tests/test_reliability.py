@@ -142,6 +142,27 @@ def test_caps_hold_across_consumers(settings, consumer):
     assert most_at_once(runs) == 2
 
 
+def test_periodic_tasks_run_once_per_slot_when_every_consumer_schedules(settings, consumer):
+    """Two consumers, both running the scheduler (no -n): each minute's periodic run
+    is one job, enqueued by whichever scheduler comes first."""
+    wait_until(lambda: time.gmtime().tm_sec < 25, timeout=40, message="a minute's start")
+    minute = time.gmtime().tm_min
+    first = consumer(workers=1, extra_env=SLOW_TASKS, periodic=True)
+    second = consumer(workers=1, extra_env=SLOW_TASKS, periodic=True)
+    checked = "Enqueueing periodic task qrq.test.every_minute"
+    wait_until(lambda: checked in first.output() and checked in second.output(), timeout=30,
+               message="both schedulers to enqueue the periodic task")
+    assert time.gmtime().tm_min == minute, "the test straddled a minute; rerun it"
+
+    def runs():
+        return huey.storage.sql("select id, status from job where name = ?",
+                                ("test.every_minute",), results=True)
+
+    wait_until(lambda: [status for _, status in runs()] == ["finished"], timeout=60,
+               message="the one periodic run to finish")
+    assert len(runs()) == 1
+
+
 def test_no_lock_errors_or_5xx_under_concurrent_enqueue(app, templates, alice, consumer):
     worker = consumer(workers=4)
     codes, ids, lock = [], [], threading.Lock()

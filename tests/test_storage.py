@@ -427,3 +427,14 @@ def test_an_idle_worker_wakes_on_enqueue_not_on_its_slow_poll(pg_url):
     finally:
         worker.dispose()
         web.dispose()
+
+
+def test_a_periodic_slot_is_claimed_once(storage):
+    """Periodic tasks without a job record claim their minute in the result store:
+    the first scheduler gets it, any other (or a late one for an older slot) not."""
+    first, second = storage(), storage()
+    assert first.claim_slot("alerts.check", "2026-12-03T16:01:00")
+    assert not second.claim_slot("alerts.check", "2026-12-03T16:01:00")
+    assert not second.claim_slot("alerts.check", "2026-12-03T16:00:00")
+    assert second.claim_slot("alerts.check", "2026-12-03T16:02:00")
+    assert first.claim_slot("retention.purge", "2026-12-03T16:01:00")  # per task

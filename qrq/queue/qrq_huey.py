@@ -39,6 +39,8 @@ logger = logging.getLogger("qrq.queue")
 _RELEASE = "release"
 # The registered name of a qrq task is "qrq.<name>" (see qrq.queue.job_task).
 MODULE = "qrq"
+# The namespace of periodic runs' job ids (uuid5 of the task's name and minute slot).
+PERIODIC_SLOTS = uuid.UUID("6f1d4c1e-8a53-4a8e-9a43-5e7b0c2f9d10")
 
 
 class QueueNotInitialised(RuntimeError):
@@ -196,6 +198,20 @@ class QrqHuey(huey_private.HueyHooks):
             self.serializer.serialize(message), message.priority, job_id=job_id, job=job,
             job_type=spec.job_type, eta=eta if eta and eta > self.now() else None,
             admission=admission)
+
+    def read_periodic(self, timestamp):
+        """The periodic tasks due at *timestamp*, each once per minute slot however many
+        consumers run the scheduler: a task with a job type gets an id derived from its
+        name and slot (its job record is inserted on conflict do nothing, and only a new
+        record queues a run); one without claims the slot in the result store."""
+        slot = (timestamp or self.now()).replace(second=0, microsecond=0).isoformat()
+        due = []
+        for task in super().read_periodic(timestamp):
+            task.id = str(uuid.uuid5(PERIODIC_SLOTS, f"{task.name}@{slot}"))
+            if getattr(task, "job_type", None) is not None \
+                    or self.storage.claim_slot(task.name, slot):
+                due.append(task)
+        return due
 
     def scheduled(self, limit=None):
         """The tasks waiting in the schedule, readable in a process that has not
