@@ -259,8 +259,10 @@ SORTS = {"created": ("created_at", None),
                       "finished_at is not null and started_at is not null")}
 _TEXT_IN = ("lower(name) like ? escape '\\'", "lower(params) like ? escape '\\'",
             "lower(coalesce(error, '')) like ? escape '\\'",
-            # A batch's payloads are its items' data (read here for the search only).
-            "id in (select job_id from batch_item where lower(data) like ? escape '\\')")
+            # A batch's payloads are its items' data (read here for the search only);
+            # per listed job, so a poll over recent jobs reads only their items.
+            "exists (select 1 from batch_item b where b.job_id = job.id "
+            "and lower(b.data) like ? escape '\\')")
 
 
 def escape_like(text: str) -> str:
