@@ -14,18 +14,41 @@ import pytest
 from qrq import batch
 from qrq.appdb.db import app_db
 from qrq.batch.submit import enqueue_batch
-from qrq.queue import huey, jobs, submit
+from qrq.errors import ValidationError
+from qrq.queue import huey, job_task, jobs, submit
 from qrq.web.dashboard import filters as filters_module
-from tests.test_admin import bad, csrf_of, log_in, ok, run_next, token_of
 
 JOB_LINK = re.compile(r'href="/admin/jobs/([0-9a-f-]{36})"')
+
+
+@job_task("batch", name="test.lists_ok")
+def ok(task=None):
+    return {"ok": True}
+
+
+@job_task("mail", name="test.lists_bad")
+def bad(message, task=None):
+    raise ValidationError(message)
+
+
+def run_next():
+    task = huey.dequeue()
+    assert task is not None
+    huey.execute(task)
+    return task.id
+
+
+def csrf_of(html):
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
 
 @pytest.fixture
 def admin(client, make_user):
     """A client logged in as an admin, and its CSRF token."""
     _, headers = make_user("root", admin=True, email="root@example.com")
-    assert log_in(client, "root", token_of(headers)).status_code == 302
+    form = {"name": "root", "token": headers["Authorization"].split(" ", 1)[1],
+            "csrf_token": csrf_of(client.get("/admin/login").text)}
+    assert client.post("/admin/login", data=form).status_code == 302
     return client, csrf_of(client.get("/admin/").text)
 
 
@@ -90,7 +113,7 @@ def test_search_finds_ids_task_names_parameters_payloads_and_errors(admin, some_
     client, _ = admin
     j = some_jobs
     assert listed(client, q=j["failed"][:6]) == [j["failed"]]
-    assert listed(client, q="admin_bad") == [j["failed"]]  # the task name
+    assert listed(client, q="lists_bad") == [j["failed"]]  # the task name
     assert listed(client, q="PDF.GENERATE") == [j["mine"]]  # any case
     assert listed(client, q="spring fair") == [j["mine"]]  # the parameters
     assert listed(client, q="printer caught") == [j["failed"]]  # the error
@@ -188,7 +211,7 @@ def test_the_live_job_list_sends_new_rows_and_changed_rows(admin):
     assert body["since"] <= body["now"] and JOB_LINK.findall(body["changed"]) == [old]
     assert 'data-status="queued"' in body["changed"]
     # The filters apply to the news.
-    body = client.get(f"/admin/jobs.json?since={since}&q=admin_bad").get_json()
+    body = client.get(f"/admin/jobs.json?since={since}&q=lists_bad").get_json()
     assert JOB_LINK.findall(body["new"]) == [failing]
     while huey.pending_count():
         run_next()
