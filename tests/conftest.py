@@ -38,6 +38,7 @@ NOT_YET_ON_POSTGRES = {
     "test_client", "test_config", "test_dev", "test_e2e", "test_first_run",
     "test_maintenance", "test_metrics", "test_openapi", "test_paging", "test_print",
     "test_query_plans", "test_waiting", "test_wal", "test_webhooks",
+    "test_dashboard_lists", "test_dashboard_live_browser",
 }
 
 
