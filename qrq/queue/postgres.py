@@ -166,6 +166,7 @@ class PostgresConnections(SqliteStorage):
         self.synchronous = None
         self.full_since = None
         self._down_since = None
+        check_reachable(url, timeout)
         BaseSqlStorage.__init__(self, name, **kwargs)
 
     @property
@@ -239,6 +240,30 @@ class PostgresConnections(SqliteStorage):
 
     def wal_size(self) -> int:
         return 0  # the server checkpoints its own WAL
+
+
+def where(url: str) -> str:
+    """*url* without its password, for messages: ``user@host:port/dbname``."""
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        return "QRQ_DATABASE_URL (not a valid PostgreSQL URL)"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"{user}{parts.get('host', 'localhost')}{port}/{parts.get('dbname', '')}"
+
+
+def check_reachable(url: str, timeout: float) -> None:
+    """Connect once, so a wrong URL, a server that cannot be reached, a missing
+    database or refused credentials is one clear error at start-up.
+
+    :raises Unavailable: with libpq's reason on one line.
+    """
+    try:
+        psycopg.connect(url, connect_timeout=max(2, int(timeout))).close()
+    except psycopg.Error as exc:
+        raise Unavailable(f"cannot open the queue database {where(url)}: "
+                          f"{one_line(exc)}") from None
 
 
 def _text(key) -> str:
@@ -337,6 +362,13 @@ class LeasedPostgresStorage(LeasedStorage, PostgresConnections):
         return super().peek_many([_text(key) for key in keys])
 
     # The schema (qrq.queue.migrations): SQLite's DDL with PostgreSQL's types.
+
+    def initialize_schema(self):
+        try:
+            super().initialize_schema()
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise Unavailable(f"cannot create qrq's tables in {where(self.url)} (grant the "
+                              f"user CREATE on its schema): {one_line(exc)}") from None
 
     def schema_sql(self, sql: str) -> str:
         return ddl(sql)

@@ -104,16 +104,19 @@ class QrqHuey(huey_private.HueyHooks):
     def initialised(self) -> bool:
         return self._settings is not None
 
-    def init(self, settings: Settings) -> None:
+    def init(self, settings: Settings, migrate: bool = True) -> None:
         """Open the queue described by *settings* (again, if they changed); apply each
-        declared task's limits from them. Creates the data directory and queue.db."""
+        declared task's limits from them. Creates the data directory and queue.db, and
+        (unless not *migrate*: ``qrq migrate`` applies them itself) the schema steps the
+        database lacks (:mod:`qrq.queue.migrations`)."""
         if settings == self._settings:
             return
         self.storage.dispose()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._settings = settings
         common = {"lease_seconds": settings.lease_seconds, "timeout": settings.busy_timeout,
-                  "caps": settings.caps, "long_cap": settings.long_job_cap}
+                  "caps": settings.caps, "long_cap": settings.long_job_cap,
+                  "create_tables": migrate}
         if settings.database_url:
             self.storage_class = LeasedPostgresStorage
             self.storage_kwargs = {"url": settings.database_url, **common}
@@ -129,6 +132,15 @@ class QrqHuey(huey_private.HueyHooks):
         self.serializer = SignedSerializer(secret=settings.secret_key, salt="qrq")
         for task_class, spec in self._declared:
             self._apply_limits(task_class, spec)
+
+    def init_or_exit(self, settings: Settings) -> None:
+        """:meth:`init` for a process that is starting (web app, consumer): a queue
+        database that cannot be opened (unreachable, refused, newer than this qrq)
+        ends the process with one line instead of a traceback."""
+        try:
+            self.init(settings)
+        except QrqError as exc:
+            raise SystemExit(f"Error: {exc.message}") from None
 
     configure = init  # the earlier name, kept for callers outside qrq (bench/)
 

@@ -38,7 +38,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     test_config = dict(test_config or {})
     settings = test_config.pop("SETTINGS", None) or settings_or_exit()
     settings.ensure_dirs()
-    huey.init(settings)
+    huey.init_or_exit(settings)
     try:
         init_db(settings.app_db, settings.busy_timeout)
     except DatabaseError:
