@@ -1,8 +1,8 @@
 """What a new job must pass before it is written: its owner's active-job quota and
 its ``Idempotency-Key``.
 
-Both are checked inside the enqueue's write transaction (``begin exclusive`` on SQLite; on
-PostgreSQL the unique index ``job_idempotency`` and the quota's row count), so
+Both are checked inside the enqueue's write transaction (``begin exclusive`` on SQLite,
+a per-owner advisory lock on PostgreSQL: see the storage's ``_lock_owner``), so
 concurrent submits cannot all see room under the quota, and concurrent retries
 of one request under one key create one job. A key is kept for 24 hours, per
 owner; a repeated key with another request body is refused (422), as the IETF

@@ -309,6 +309,10 @@ class LeasedPostgresStorage(LeasedStorage, PostgresConnections):
         # Held to the commit: the next capped pick counts this one's lease.
         curs.execute("select pg_advisory_xact_lock(hashtext(?))", (f"qrq-caps:{self.name}",))
 
+    def _lock_owner(self, curs, owner_id: int | None) -> None:
+        # Held to the commit: the next submit of this owner counts this one's job.
+        curs.execute("select pg_advisory_xact_lock(hashtext(?))", (f"qrq-owner:{owner_id}",))
+
     def _move_due(self, curs, due: tuple) -> int:
         # Several schedulers may run (every consumer's): a row moves once.
         curs.execute(

@@ -89,6 +89,8 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
         def write(curs):
             nonlocal outcome
             if job is not None:
+                if admission is not None:
+                    self._lock_owner(curs, job["owner_id"])
                 replay = admission_checks.admit(curs, job["owner_id"], admission)
                 if replay is not None:
                     outcome = replay
@@ -336,6 +338,10 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
 
     def _lock_caps(self, curs) -> None:
         """Serialise capped picks across processes (SQLite's write lock already does)."""
+
+    def _lock_owner(self, curs, owner_id: int | None) -> None:
+        """Serialise one owner's admission checks (quota, idempotency key) across
+        processes (SQLite's write lock already does)."""
 
     def _notify(self, curs) -> None:
         """Tell idle workers a row is ready, when this transaction commits."""
