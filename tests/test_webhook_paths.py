@@ -10,7 +10,7 @@ from pathlib import Path
 
 from qrq import webhooks
 from qrq.batch import submit as batch_submit
-from qrq.queue import huey, jobs, stats
+from qrq.queue import huey, stats
 from tests.conftest import ROOT, wait_until
 from tests.test_batch import run_job
 from tests.test_webhooks import ALLOW, open_client, receiver  # noqa: F401 (fixtures)
