@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", choices=("qrq", "waitress"), default="qrq",
                         help="qrq: `qrq serve` (shipped); waitress: `waitress-serve "
                              "--threads=8 web:app` (shipped before)")
-    parser.add_argument("--waiters", default="100,250,500,950",
+    parser.add_argument("--waiters", default="100,250,500,900,1000",
                         help="concurrent waiters per round, comma-separated")
     parser.add_argument("--jobs", type=int, default=10, help="jobs the waiters wait for")
     parser.add_argument("--probes", type=int, default=50,

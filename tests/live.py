@@ -13,9 +13,9 @@ from qrq.web.server import create_server
 
 
 @contextlib.contextmanager
-def serving(app, threads=8):
+def serving(app, threads=8, **options):
     """*app* under qrq's server (8 threads, as shipped) on a free port; its base URL."""
-    server = create_server(app, host="127.0.0.1", port=0, threads=threads)
+    server = create_server(app, host="127.0.0.1", port=0, threads=threads, **options)
     closing = threading.Event()
 
     def run():

@@ -62,6 +62,27 @@ def test_many_more_clients_wait_than_the_server_has_threads(app, templates, alic
         assert events[-1][2]["status"] == "canceled"
 
 
+def test_waiters_park_on_most_connections_only(settings, templates, alice):
+    """Past 90% of the connection limit a waiter is answered as under another server (here
+    at once: no thread may wait), so other clients can still connect."""
+    app = create_app({"SETTINGS": dataclasses.replace(settings, max_waiters=0)})
+    user, headers = alice
+    job_id = submit(steps, 1, 0, owner_id=user.id)
+    answers = []
+    # 27 of 30 (waitress counts its listening socket and its wake-up pipe too, so 28
+    # clients connect at most).
+    with serving(app, threads=THREADS, connection_limit=30) as base:
+        polls = in_threads(long_poll, 27 + 2, base, job_id, headers, answers)
+        wait_until(lambda: watcher.waiting(job_id) == 27 and len(answers) == 2,
+                   message="27 parked, 2 answered")
+        assert answers == [(200, "queued")] * 2
+        assert get(f"{base}/api/me", headers, timeout=30)[0] == 200
+        huey.cancel(job_id)
+        for thread in polls:
+            thread.join(timeout=60)
+    assert answers[2:] == [(200, "canceled")] * 27
+
+
 def test_a_keep_alive_connection_goes_on_after_a_parked_answer(app, templates, alice):
     user, headers = alice
     job_id = submit(steps, 1, 0, owner_id=user.id)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -37,6 +38,9 @@ logger = logging.getLogger("qrq.web")
 
 THREADS = 8
 CONNECTION_LIMIT = 1000
+# Waiters park on at most this share of the connections, so other clients always get in;
+# beyond it they wait as under any server (a thread each, within QRQ_MAX_WAITERS).
+PARKING_SHARE = 0.9
 _TASK_KEY = "qrq.server.task"  # the task of a request, for the app wrapper only
 
 
@@ -49,26 +53,37 @@ class ParkingTask(WSGITask):
     _app_iter = None  # what the app returned, closed when the body ends
     _iterator: Iterator | None = None  # the body, parked between two chunks
 
+    reserved = False  # holds one of the server's parking places
+    # waitress's WSGITask.execute: call the app and write its answer (named apart, for
+    # the override below).
+    _run_app = WSGITask.execute
+
     def get_environment(self):
-        environ = super().get_environment()
-        environ[PARK_KEY] = self._park
-        environ[WOKEN_KEY] = self.woken
-        environ[_TASK_KEY] = self
-        return environ
+        if self.environ is None:
+            environ = super().get_environment()
+            if self.channel.server.parked.take():
+                self.reserved = True
+                environ[PARK_KEY] = self._park
+            environ[WOKEN_KEY] = self.woken
+            environ[_TASK_KEY] = self
+        return self.environ
+
+    def release(self) -> None:
+        """Give the parking place back: the answer is complete (or abandoned)."""
+        if self.reserved:
+            self.reserved = False
+            self.channel.server.parked.give_back()
 
     def _park(self, subscribe: Callable[[Wake], None]) -> None:
         if self.wrote_header:
             raise RuntimeError("a request parks before it answers, or its body yields Park")
         self.subscribe = subscribe
 
-    # waitress's WSGITask.execute: call the app and write its answer (named apart, for
-    # the override below).
-    _run_app = WSGITask.execute
-
     def service(self):
         if self.subscribe is not None:  # woken
             self.subscribe = None
             if self._iterator is None:  # a parked request: run again, as new
+                self.release()
                 channel, request = self.channel, self.request
                 self.__dict__.clear()  # the response state back to Task's defaults
                 Task.__init__(self, channel, request)
@@ -136,6 +151,26 @@ def _parking_app(app):
     return application
 
 
+class Parked:
+    """Places for requests that may park, at most *limit* taken at once."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.count >= self.limit:
+                return False
+            self.count += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.count -= 1
+
+
 class ParkingChannel(HTTPChannel):
     """A connection whose request may park: it then keeps its place (later requests
     on the connection wait behind it) and is queued for a thread when woken."""
@@ -176,6 +211,7 @@ class ParkingChannel(HTTPChannel):
                     pass
                 if isinstance(task, ParkingTask):
                     task.abandon()
+                    task.release()
                 task = self.error_task_class(self, err_request)
                 try:
                     task.service()  # must not fail
@@ -192,6 +228,8 @@ class ParkingChannel(HTTPChannel):
                 subscribe(self._wake)  # last: the wake may run service() at once
                 return
             task.abandon()
+        if isinstance(task, ParkingTask):
+            task.release()
 
         if task.close_on_finish:
             with self.requests_lock:
@@ -226,6 +264,7 @@ def create_server(app, *, host: str, port: int, threads: int = THREADS,
                              asyncore_use_poll=True,  # select() stops at 1024 descriptors
                              **options)
     server.channel_class = ParkingChannel
+    server.parked = Parked(int(connection_limit * PARKING_SHARE))
     return server
 
 
