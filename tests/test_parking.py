@@ -17,7 +17,7 @@ from pathlib import Path
 from waitress import create_server as plain_waitress
 
 from qrq.queue import huey, submit
-from qrq.web import create_app
+from qrq.web import create_app, server
 from qrq.web.api import watcher
 from tests.conftest import ROOT, free_port, wait_until
 from tests.live import serving
@@ -176,3 +176,18 @@ def test_qrq_serve_serves_the_app(settings, alice):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_the_open_file_limit_is_raised_as_far_as_allowed(monkeypatch):
+    """The OS limit is the one part not made real here: its values are stood in for."""
+    set_to = []
+    monkeypatch.setattr(server.resource, "setrlimit", lambda kind, value: set_to.append(value))
+    infinity = server.resource.RLIM_INFINITY
+    for (soft, hard), wanted, expected, raised in [
+            ((1024, 4096), 1100, 1100, (1100, 4096)), ((1024, 1050), 1100, 1050, (1050, 1050)),
+            ((2048, 4096), 1100, 2048, None), ((infinity, infinity), 1100, 1100, None),
+            ((1024, infinity), 5000, 5000, (5000, infinity))]:
+        set_to.clear()
+        monkeypatch.setattr(server.resource, "getrlimit", lambda kind, limits=(soft, hard): limits)
+        assert server.raise_file_limit(wanted) == expected
+        assert set_to == ([raised] if raised else [])

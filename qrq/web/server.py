@@ -272,8 +272,10 @@ def raise_file_limit(wanted: int) -> int:
     """Raise this process's open-file limit towards *wanted* (each connection holds a
     descriptor); return the limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
+    if soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         soft = target
     return soft
