@@ -23,7 +23,7 @@ from qrq.queue import stats
 
 logger = logging.getLogger("qrq.alerts")
 
-KINDS = ("backlog", "queue_age", "no_consumer")
+KINDS = ("backlog", "queue_age", "no_consumer", "unserved_type")
 
 
 def _duration(seconds: float) -> str:
@@ -61,7 +61,27 @@ def evaluate(storage, settings: Settings, now: float | None = None) -> list[dict
                       "value": None if last is None else round(now - last, 1),
                       "threshold": settings.alert_heartbeat_age,
                       "message": f"no consumer is running: {seen}; queued jobs will not run"})
+    else:
+        found += _unserved_types(storage, settings, ages, now)
     return found
+
+
+def _unserved_types(storage, settings: Settings, ages: dict[str, float],
+                    now: float) -> list[dict[str, Any]]:
+    """The "unserved_type" alert: queued jobs of a type that no live consumer takes
+    (every host's ``qrq worker --types``/``--exclude-types`` leaves it out)."""
+    live = [c for c in stats.consumers(storage, now)
+            if c["heartbeat_age"] <= settings.alert_heartbeat_age]
+    unserved = sorted(t for t in ages if t and not any(
+        (not c["job_types"] or t in c["job_types"]) and t not in c["exclude_job_types"]
+        for c in live))
+    if not unserved:
+        return []
+    return [{"kind": "unserved_type", "value": len(unserved), "threshold": None,
+             "types": unserved,
+             "message": f"queued jobs of type {', '.join(unserved)} wait, but no running "
+                        "consumer takes that type (see each host's qrq worker --types "
+                        "and --exclude-types)"}]
 
 
 def _states(storage) -> dict[str, dict[str, Any]]:

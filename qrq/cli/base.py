@@ -21,9 +21,9 @@ from qrq.queue import huey
 from qrq.queue.jobs import resolve_id
 
 
-def get_settings():
+def get_settings(**overrides):
     try:
-        return load_settings()
+        return load_settings(**overrides)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -17,7 +17,8 @@ import click
 
 from qrq import demo as demo_data
 from qrq.cli.base import get_app_db, get_queue, get_settings, main
-from qrq.queue import load_application
+from qrq.queue import huey, load_application
+from qrq.queue.catalog import job_types
 from qrq.web import create_app, server
 
 DEMO_USER = "demo"
@@ -94,16 +95,40 @@ def setup_logging(settings, name: str) -> None:
         root.addHandler(handler)
 
 
+def _job_types(ctx, param, value: str | None) -> str | None:
+    """A comma-separated list of known job types, as given (None: not given)."""
+    if value is None:
+        return None
+    known = job_types()
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown job type {', '.join(map(repr, unknown)) or repr(value)}; known: "
+            f"{', '.join(known)} (backups run as maintenance)")
+    return ",".join(names)
+
+
 @main.command()
 @click.option("-w", "--workers", type=click.IntRange(1, 64), help="Worker count.")
 @click.option("-k", "--worker-type", type=click.Choice(["process", "thread"]),
               help="process enforces time limits; thread uses less memory.")
-def worker(workers: int | None, worker_type: str | None) -> None:
+@click.option("--types", "job_types_", callback=_job_types, metavar="TYPE,...",
+              help="Run only these job types (default: QRQ_WORKER_JOB_TYPES, or all).")
+@click.option("--exclude-types", callback=_job_types, metavar="TYPE,...",
+              help="Never run these job types (default: QRQ_WORKER_EXCLUDE_JOB_TYPES).")
+def worker(workers: int | None, worker_type: str | None, job_types_: str | None,
+           exclude_types: str | None) -> None:
     """Run the consumer with qrq's recommended settings (SIGTERM stops it gracefully).
+    A host's role: --types/--exclude-types choose the job types its workers take (caps
+    stay global); tasks without a job type (the alert check) run on any consumer.
 
-    Example: qrq worker -w 4
+    Example: qrq worker -w 4 --types analytics,maintenance
     """
-    huey = get_queue()
+    roles = {name: value for name, value in (("worker_job_types", job_types_),
+                                             ("worker_exclude_job_types", exclude_types))
+             if value is not None}
+    huey.init(get_settings(**roles))
     load_application("huey_app")  # registers the tasks, as `huey_consumer huey_app.huey`
     setup_logging(huey.settings, "consumer.log")
     consumer = huey.create_consumer(**consumer_options(huey.settings, workers, worker_type))

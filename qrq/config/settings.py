@@ -34,6 +34,16 @@ def _check_caps(text: str) -> None:
             raise ValueError(f"expected TYPE=N,... but got {item!r}")
 
 
+def _check_type_list(text: str) -> None:
+    for name in filter(None, (part.strip() for part in text.split(","))):
+        if not name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"expected job type names separated by commas but got {name!r}")
+
+
+def _type_list(text: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(filter(None, (part.strip() for part in text.split(",")))))
+
+
 def _check_cron(text: str) -> None:
     """A five-field crontab (minute hour day month weekday), or empty for never."""
     cron(text)
@@ -91,6 +101,12 @@ class Settings:
     worker_type: str = setting("process", "Huey worker type for `qrq worker`: process "
                                "(enforces time limits) or thread.",
                                choices=("process", "thread"))
+    worker_job_types: str = setting("", "Job types this host's consumer runs, "
+                                    "comma-separated (`qrq worker --types`); empty: every "
+                                    "type.", check=_check_type_list)
+    worker_exclude_job_types: str = setting("", "Job types this host's consumer never runs, "
+                                            "comma-separated (`qrq worker --exclude-types`).",
+                                            check=_check_type_list)
     worker_nice: int = setting(10, "How much lower the CPU priority (nice) of the consumer's "
                                "worker processes is, so the web app stays fast while jobs "
                                "run (0: the same as the consumer).", low=0, high=19)
@@ -262,6 +278,16 @@ class Settings:
             name, _, count = item.partition("=")
             caps[name.strip()] = int(count)
         return caps
+
+    @property
+    def accept_types(self) -> tuple[str, ...]:
+        """``worker_job_types`` as a tuple (empty: every type)."""
+        return _type_list(self.worker_job_types)
+
+    @property
+    def exclude_types(self) -> tuple[str, ...]:
+        """``worker_exclude_job_types`` as a tuple."""
+        return _type_list(self.worker_exclude_job_types)
 
     @property
     def secret_file(self) -> Path:

@@ -127,3 +127,9 @@ def task_spec(name: str) -> TaskSpec:
         return TASKS[name]
     except KeyError:
         raise ValueError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}") from None
+
+
+def job_types() -> list[str]:
+    """The job types of qrq's own tasks, sorted (what ``qrq worker --types`` accepts)."""
+    return sorted({spec.job_type for spec in (*TASKS.values(), *PERIODIC.values())
+                   if spec.job_type})

@@ -231,12 +231,14 @@ class QrqConsumer(Consumer):
     def _register(self) -> None:
         """Write this consumer's row with a fresh heartbeat (every heartbeat does, so a
         row that could not be written, or was purged, comes back)."""
-        self.huey.storage.sql(
-            "insert into consumer (id, host, pid, started_at, heartbeat_at, workers) "
-            "values (?, ?, ?, ?, ?, ?) on conflict (id) do update set "
-            "heartbeat_at = excluded.heartbeat_at",
+        storage = self.huey.storage
+        storage.sql(
+            "insert into consumer (id, host, pid, started_at, heartbeat_at, workers, "
+            "job_types, exclude_job_types) values (?, ?, ?, ?, ?, ?, ?, ?) "
+            "on conflict (id) do update set heartbeat_at = excluded.heartbeat_at",
             (self.consumer_id, socket.gethostname(), os.getpid(), self.started_at,
-             time.time(), self.workers), commit=True)
+             time.time(), self.workers, ",".join(storage.accept_types) or None,
+             ",".join(storage.exclude_types) or None), commit=True)
 
     def _bound_wal(self) -> None:
         """Keep the WAL small: checkpoint it once it passes WAL_CHECKPOINT_BYTES.

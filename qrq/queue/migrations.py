@@ -55,7 +55,15 @@ def _step_2(storage, curs) -> None:
             curs.execute(f"drop trigger if exists {name}")
 
 
-STEPS = (_step_1, _step_2)
+def _step_3(storage, curs) -> None:
+    """Consumers record their host's role: the job types they take and exclude."""
+    have = storage.table_columns(curs, "consumer")
+    for column in ("job_types", "exclude_job_types"):
+        if column not in have:
+            curs.execute(f"alter table consumer add column {column} text")
+
+
+STEPS = (_step_1, _step_2, _step_3)
 LATEST = len(STEPS)
 
 

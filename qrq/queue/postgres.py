@@ -302,7 +302,7 @@ class LeasedPostgresStorage(LeasedStorage, PostgresConnections):
             f"leased as (update task set lease_until = {self.now_sql} + ?, lease_owner = ? "
             "from picked where task.id = picked.id returning task.id, task.data, task.job_id), "
             f"running as ({running}) select id, data, job_id from leased",
-            (self.name, *blocked, self.lease_seconds, owner, owner, time.time()))
+            (*self._pick_params(blocked), self.lease_seconds, owner, owner, time.time()))
         return curs.fetchone()
 
     def _lock_caps(self, curs) -> None:

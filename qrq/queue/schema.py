@@ -80,7 +80,10 @@ CONSUMERS = [
     " pid integer not null,"
     " started_at real not null,"
     " heartbeat_at real not null,"
-    " workers integer not null default 0)",
+    " workers integer not null default 0,"
+    # The host's role (comma-separated job types; null: every type / none excluded).
+    " job_types text,"
+    " exclude_job_types text)",
 ]
 
 # One row per alert kind (qrq/alerts.py): whether it is firing, since when, and

@@ -121,11 +121,15 @@ def consumers(storage, now: float | None = None) -> list[dict[str, Any]]:
     rows tell which consumer runs which job.
     """
     now = time.time() if now is None else now
-    rows = storage.sql("select id, host, pid, workers, started_at, heartbeat_at "
-                       "from consumer order by heartbeat_at desc", results=True)
+    rows = storage.sql("select id, host, pid, workers, started_at, heartbeat_at, job_types, "
+                       "exclude_job_types from consumer order by heartbeat_at desc",
+                       results=True)
     found = {row[0]: {"id": row[0], "host": row[1], "pid": row[2], "workers": row[3],
                       "started_at": row[4], "heartbeat_at": row[5],
-                      "heartbeat_age": max(0.0, now - row[5]), "jobs": []}
+                      "heartbeat_age": max(0.0, now - row[5]),
+                      "job_types": row[6].split(",") if row[6] else [],
+                      "exclude_job_types": row[7].split(",") if row[7] else [],
+                      "jobs": []}
              for row in rows}
     leased = storage.sql(
         "select t.lease_owner, t.job_id, t.job_type, j.name, j.progress, j.stage, "

@@ -48,12 +48,17 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
     blocking = False
     poll_interval = 0.05  # seconds: how soon to look again when work waits behind a cap
 
-    def __init__(self, name="huey", lease_seconds=30.0, caps=None, long_cap=None, **kwargs):
+    def __init__(self, name="huey", lease_seconds=30.0, caps=None, long_cap=None,
+                 accept_types=(), exclude_types=(), **kwargs):
         self.lease_seconds = float(lease_seconds)
         # Most rows of a job type leased at once (caps), and of all capped types
         # together (long_cap), so long jobs never hold every worker.
         self.caps = dict(caps or {})
         self.long_cap = long_cap
+        # The host's role: its workers take only *accept_types* (all when empty) and
+        # never *exclude_types*; tasks without a job type (the alert check) run anywhere.
+        self.accept_types = tuple(accept_types)
+        self.exclude_types = tuple(exclude_types)
         self.available = f"queue = ? and (lease_until is null or lease_until < {self.now_sql})"
         self._local = threading.local()
         self._owner_pid = None
@@ -139,17 +144,25 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
         return tuple(t for t, cap in self.caps.items() if running.get(t, 0) >= cap)
 
     def _pick_sql(self, blocked: tuple[str, ...]) -> str:
-        """The condition on the row to lease next, and its order (the *blocked* types'
-        names follow the queue's name as parameters)."""
+        """The condition on the row to lease next, and its order; its parameters are
+        :meth:`_pick_params`. Rows of *blocked* types (at their cap) and of types this
+        host does not take are passed over."""
         sql = f"from task where {self.available}"
-        if blocked:
-            sql += f" and (job_type is null or job_type not in ({','.join('?' * len(blocked))}))"
+        if self.accept_types:
+            sql += (" and (job_type is null or job_type in "
+                    f"({','.join('?' * len(self.accept_types))}))")
+        passed_over = len(self.exclude_types) + len(blocked)
+        if passed_over:
+            sql += f" and (job_type is null or job_type not in ({','.join('?' * passed_over)}))"
         return f"{sql} order by priority desc, id limit 1"
+
+    def _pick_params(self, blocked: tuple[str, ...]) -> tuple:
+        return (self.name, *self.accept_types, *self.exclude_types, *blocked)
 
     def _next_type(self, curs) -> tuple | None:
         """``(job_type,)`` of the first row in line, or None when none waits: a
         read-only look, so idle polls never take a write lock."""
-        curs.execute(f"select job_type {self._pick_sql(())}", (self.name,))
+        curs.execute(f"select job_type {self._pick_sql(())}", self._pick_params(()))
         return curs.fetchone()
 
     def dequeue(self):
@@ -376,8 +389,8 @@ class LeasedSqliteStorage(LeasedStorage, ThreadedSqliteStorage):
     def _lease(self, curs, owner: str, blocked: tuple[str, ...]) -> tuple | None:
         curs.execute(f"update task set lease_until = {self.now_sql} + ?, lease_owner = ? "
                      f"where id = (select id {self._pick_sql(blocked)}) "
-                     "returning id, data, job_id", (self.lease_seconds, owner, self.name,
-                                                    *blocked))
+                     "returning id, data, job_id", (self.lease_seconds, owner,
+                                                    *self._pick_params(blocked)))
         leased = curs.fetchone()
         if leased is not None and leased[2] is not None:
             jobs.mark_running(curs, leased[2], owner, time.time())

@@ -100,7 +100,8 @@ _QUEUE_STATUS = obj({
             "stage": {"type": ["string", "null"]}, "started_at": NULLABLE_TIME})},
     })},
     "alerts": {"type": "array", "items": obj({
-        "kind": {"type": "string", "enum": ["backlog", "queue_age", "no_consumer"]},
+        "kind": {"type": "string",
+                 "enum": ["backlog", "queue_age", "no_consumer", "unserved_type"]},
         "message": {"type": "string"}, "since": NULLABLE_TIME})},
 })
 
