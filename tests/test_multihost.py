@@ -11,18 +11,26 @@ separate data directories (and say so in the skip reason of the parts that need
 namespaces); under CI they must run for real.
 """
 
+import os
 import re
+import secrets
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
 from qrq import alerts
 from qrq.cli import main
+from qrq.config import load_settings
 from qrq.queue import huey, jobs, stats, submit
 from tests import slow_tasks
 from tests.conftest import ROOT, Consumer, wait_until
+from tests.hosts import Network, can_make_hosts
 
 pytestmark = pytest.mark.slow
 SLOW_TASKS = {"QRQ_TASK_MODULES": "tests.slow_tasks"}
@@ -146,3 +154,187 @@ def test_consumers_page_shows_each_hosts_job_types(client, make_user, settings):
     for url in ("/admin/consumers", "/admin/consumers.json"):
         text = client.get(url).get_data(as_text=True)
         assert "only analytics" in text and "all, except pdf" in text, url
+
+
+# -- separate hosts -----------------------------------------------------------------------
+
+FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+class LocalHost:
+    """A "host" that is only a process group here (no root: no namespaces). Unplugging
+    it stops its processes (SIGSTOP) instead of its link."""
+
+    gateway = "127.0.0.1"
+
+    def __init__(self, name: str):
+        self.name = name
+        self.procs: list[subprocess.Popen] = []
+
+    def popen(self, argv, **kwargs):
+        proc = subprocess.Popen(argv, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def disconnect(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGSTOP)
+
+    def reconnect(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGCONT)
+
+
+class Site:
+    """PostgreSQL on this host, worker hosts each with a data directory of its own
+    (hidden from the others), and every process started on them."""
+
+    def __init__(self, tmp_path: Path, names: tuple[str, ...]):
+        self.tmp_path = tmp_path
+        self.secret = secrets.token_urlsafe(32)  # the one QRQ_SECRET_KEY of every host
+        self.dirs = {name: tmp_path / f"host-{name}" for name in names}
+        for path in self.dirs.values():
+            path.mkdir(mode=0o700)
+        own = tmp_path / "db-host"  # this host's data directory
+        own.mkdir(mode=0o700)
+        self.network = None
+        if can_make_hosts():
+            self.network = Network()
+            self.hosts = {name: self.network.host(name, hidden=(
+                own, *(d for other, d in self.dirs.items() if other != name)))
+                for name in names}
+            listen = ",".join(["127.0.0.1", *self.network.gateways])
+        else:
+            self.hosts = {name: LocalHost(name) for name in names}
+            listen = "127.0.0.1"
+        self.pg_dir = Path(tempfile.mkdtemp(prefix="qrq-pg-"))
+        self.pg_dir.chmod(0o755)  # the server runs as the postgres user
+        started = subprocess.run([str(ROOT / ".ci" / "postgres"), "start",
+                                  str(self.pg_dir / "cluster")],
+                                 env={**os.environ, "PG_LISTEN": listen},
+                                 capture_output=True, text=True)
+        if started.returncode != 0:
+            self.close()
+            message = f"PostgreSQL did not start: {started.stderr.strip()}"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        self.url = started.stdout.strip()
+        self.own_dir = own
+        self.procs: list[subprocess.Popen] = []
+
+    def env(self, name: str, **extra) -> dict[str, str]:
+        host = self.hosts[name]
+        return {**os.environ, "QRQ_DATA_DIR": str(self.dirs[name]),
+                "QRQ_DATABASE_URL": self.url.replace("127.0.0.1", host.gateway),
+                "QRQ_SECRET_KEY": self.secret, "QRQ_LEASE_SECONDS": "3", **SLOW_TASKS,
+                **extra}
+
+    def start(self, name: str, argv: list[str], clock_offset: str = "", **env):
+        """Run *argv* on host *name* in a process group of its own; *clock_offset*
+        (libfaketime's, e.g. ``-5m``) skews its clock."""
+        env = self.env(name, **env)
+        if clock_offset:
+            env.update(LD_PRELOAD=str(FAKETIME), FAKETIME=clock_offset,
+                       DONT_FAKE_MONOTONIC="1", PYTHONPATH=str(ROOT / "tests" / "faketime"))
+        log = self.tmp_path / f"{name}-{len(self.procs)}.log"
+        with open(log, "ab") as out:
+            proc = self.hosts[name].popen(argv, cwd=ROOT, env=env, stdout=out,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+        proc.log = log
+        self.procs.append(proc)
+        return proc
+
+    def consumer(self, name: str, workers: int = 2, clock_offset: str = ""):
+        return self.start(name, [str(Path(sys.executable).parent / "huey_consumer"),
+                                 "huey_app.huey", "-w", str(workers), "-k", "process",
+                                 "-n", "-g", "TERM"], clock_offset)
+
+    def close(self) -> None:
+        for proc in getattr(self, "procs", ()):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=60)
+        subprocess.run([str(ROOT / ".ci" / "postgres"), "stop", str(self.pg_dir / "cluster")],
+                       check=False)
+        shutil.rmtree(self.pg_dir, ignore_errors=True)
+        if self.network is not None:
+            self.network.close()
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """Two worker hosts, A and B, and PostgreSQL on this (the database) host; this test
+    process submits as a web host would."""
+    if not can_make_hosts():
+        if os.environ.get("CI"):
+            pytest.fail("the multi-host tests must run in network namespaces under CI "
+                        "(root and iproute2's ip are needed)")
+    built = Site(tmp_path, ("a", "b"))
+    monkeypatch.setenv("QRQ_DATA_DIR", str(built.own_dir))
+    monkeypatch.setenv("QRQ_DATABASE_URL", built.url)
+    monkeypatch.setenv("QRQ_SECRET_KEY", built.secret)
+    huey.init(load_settings(lease_seconds=3.0))
+    yield built
+    huey.storage.dispose()
+    built.close()
+
+
+def separate(site) -> str:
+    """How separate the hosts of this run are (for the failure messages)."""
+    return "network namespaces" if site.network else "plain processes (not root)"
+
+
+def test_hosts_are_really_separate_when_root(site):
+    if site.network is None:
+        pytest.skip("not root: the hosts are plain processes with separate data "
+                    "directories, not network namespaces")
+    (site.dirs["a"] / "only-a").write_text("a's file")
+    look = site.hosts["b"].run(["ls", "-A", str(site.dirs["a"])], capture_output=True,
+                               text=True)
+    assert look.returncode == 0 and look.stdout == ""
+
+
+def test_killing_every_process_of_a_worker_host_reruns_its_jobs_on_the_other(site):
+    ids = [submit(slow_tasks.steps, 20, 0.1, owner_id=None) for _ in range(4)]
+    on_a = site.consumer("a")
+    wait_until(lambda: any(ran_on(i, on_a) and job(i)["progress"] > 0 for i in ids),
+               timeout=90, message=f"a job mid-run on host A ({separate(site)})")
+    site.consumer("b")
+    os.killpg(on_a.pid, signal.SIGKILL)  # the consumer and its workers: the host died
+    on_a.wait(timeout=60)
+    killed = [i for i in ids if ran_on(i, on_a) and job(i)["status"] == "running"]
+    assert killed, [job(i) for i in ids]
+    wait_until(lambda: all(job(i)["status"] == "finished" for i in ids), timeout=120,
+               message="every job to finish on host B")
+    for job_id in killed:
+        record = job(job_id)
+        assert not ran_on(job_id, on_a) and record["attempts"] == 2, record
+        assert record["progress"] == 100
+
+
+def test_a_cut_off_host_with_a_skewed_clock_cannot_finish_a_job_taken_over(site):
+    if not FAKETIME.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{FAKETIME} is missing: apt-get install faketime")
+        pytest.skip("libfaketime is not installed (apt-get install faketime)")
+    job_id = submit(slow_tasks.steps, 50, 0.2, owner_id=None)
+    on_a = site.consumer("a", workers=1, clock_offset="-5m")
+    wait_until(lambda: ran_on(job_id, on_a) and job(job_id)["progress"] > 0, timeout=90,
+               message="the job mid-run on host A")
+    row = next(c for c in stats.consumers(huey.storage) if c["pid"] == on_a.pid)
+    assert row["heartbeat_age"] > 200  # A's clock really is minutes behind
+    site.hosts["a"].disconnect()
+    on_b = site.consumer("b", workers=1)
+    taken = wait_until(lambda: ran_on(job_id, on_b) and job(job_id), timeout=90,
+                       message="host B to take the job over once A's lease lapsed")
+    assert taken["attempts"] == 2
+    site.hosts["a"].reconnect()
+    wait_until(lambda: "lost its lease" in on_a.log.read_text(errors="replace"),
+               timeout=120, message="host A to try to finish the job it lost")
+    record = wait_until(lambda: (r := job(job_id))["status"] == "finished" and r,
+                        timeout=120, message="host B to finish the job")
+    assert ran_on(job_id, on_b) and record["attempts"] == 2, record
+    assert "Traceback" not in on_a.log.read_text(errors="replace")
