@@ -38,7 +38,8 @@ NOT_YET_ON_POSTGRES = {
     "test_client", "test_config", "test_dev", "test_e2e", "test_first_run",
     "test_maintenance", "test_metrics", "test_openapi", "test_print",
     "test_query_plans", "test_wal", "test_webhooks",
-    "test_dashboard_lists", "test_dashboard_live_browser",
+    "test_dashboard_lists", "test_dashboard_live_browser", "test_run_now",
+    "test_webhook_paths",
 }
 
 
