@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from qrq.queue.admission import expire_keys
+from qrq.queue.attempts import delete_attempts
 from qrq.queue.jobs import ENDED
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -50,6 +51,7 @@ def purge_jobs(storage, artifacts_dir: Path, older_than: float,
         id_marks = ",".join("?" * len(ids))
         with storage.db(commit=True) as curs:
             curs.execute(f"delete from job where id in ({id_marks})", ids)
+            delete_attempts(curs, ids)
             curs.execute(f"delete from kv where queue = ? and key in ({id_marks})",
                          (storage.name, *(f"r:{job_id}" for job_id in ids)))
         purged += len(ids)
