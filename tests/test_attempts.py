@@ -9,6 +9,7 @@ import pytest
 
 from qrq.queue import attempts, huey, jobs, submit
 from qrq.queue.retention import purge_jobs
+from qrq.web.openapi import SPEC
 from tests import retry_tasks, slow_tasks
 from tests.conftest import wait_until
 
@@ -114,8 +115,6 @@ def test_the_api_shows_each_attempt_admins_see_the_worker(settings, client, make
 
 
 def test_the_document_describes_the_attempts(app):
-    from qrq.web.openapi import SPEC
-
     job = SPEC["components"]["schemas"]["Job"]["properties"]
     attempt = job["attempts_history"]["items"]
     assert set(attempt["properties"]) == {*attempts.COLUMNS}
