@@ -102,7 +102,7 @@ def test_a_pdf_job_shows_its_pages_size_and_download(admin, templates):
     assert raw_json(page, "params-raw") == {"template_id": 1, "options": {"copies": 30}}
     params = cells(section(page, "params"))
     assert ["30"] in params or any("copies" in " ".join(r) for r in params)
-    assert " bytes)" not in page  # no raw byte counts: the files list uses KiB too
+    assert 'id="outputs"' not in page  # the download above is the file list
     assert [(a[0], a[5]) for a in cells(section(page, "attempts"))] == [("1", "finished")]
 
 
@@ -174,11 +174,14 @@ def test_an_analytics_job_shows_buckets_top_lists_and_a_chart_link(admin, scan_d
     assert client.get(chart).status_code == 200
 
 
-def test_any_other_result_is_a_readable_key_value_table(admin):
+def test_any_other_result_is_a_readable_key_value_table(admin, settings):
     client, _ = admin
     job_id = submit(nested_result, owner_id=None)
     run_until_ended(job_id)
+    (settings.artifacts_dir / f"{job_id}.log").write_bytes(b"x" * 3000)
     page = client.get(f"/admin/jobs/{job_id}").text
+    assert cells(section(page, "outputs").replace("<li>", "<tr><td>").replace(
+        "</li>", "</td></tr>")) == [[f"{job_id}.log (2.9 KiB)"]]
     table = section(page, "result-table")
     assert "<th scope=\"row\">moved bytes</th><td>" in table
     assert format_bytes(5 * 1024 ** 2) == "5.0 MiB" and "5.0 MiB" in table

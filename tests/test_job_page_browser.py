@@ -3,6 +3,8 @@ JSON is folded away until its toggle is clicked (a <details>: no script needed),
 attempts and per-type tables fit a phone; screenshots are kept in test-artifacts/."""
 
 import json
+import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -12,6 +14,7 @@ from tasks.pdf import generate_qr_pdf
 from tests import retry_tasks
 from tests.browsing import browser, console_errors, server  # noqa: F401  (fixtures)
 from tests.conftest import ROOT, wait_until
+from tests.test_analytics_api import ARGS, scan_dbs  # noqa: F401  (fixture)
 from tests.test_browser import PHONE, log_in, page_overflow
 
 pytestmark = pytest.mark.slow
@@ -33,19 +36,37 @@ def run_until_ended(job_id):
     wait_until(step, timeout=60, message=f"job {job_id} to end")
 
 
+def client_post(server, headers, path, body):
+    request = urllib.request.Request(server + path, data=json.dumps(body).encode(),
+                                     headers={**headers, "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def client_get(server, headers, path, args):
+    request = urllib.request.Request(f"{server}{path}?{urllib.parse.urlencode(args)}",
+                                     headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
 def shown(element):
     return element.is_displayed() and element.size["height"] > 0
 
 
 def test_the_raw_toggle_and_the_readable_job_page(settings, templates, make_user, server,
-                                                  browser):
+                                                  browser, scan_dbs):  # noqa: F811
     ARTIFACTS.mkdir(exist_ok=True)
     _, headers = make_user("root", admin=True, email="root@example.com")
     pdf = submit(generate_qr_pdf, 1, {"copies": 12}, owner_id=None,
                  params={"template_id": 1, "options": {"copies": 12}})
     retried = submit(retry_tasks.fails_then_succeeds, 2, owner_id=None)
     backup = submit(run_backup_task, "manual", owner_id=None)
-    for job_id in (pdf, retried, backup):
+    items = [{"template_id": 3, "data": "z" * 2600}] + [
+        {"template_id": 1, "data": f"https://menu.example/{i}"} for i in range(5)]
+    batch = client_post(server, headers, "/api/batch/generate-qrs", {"items": items})
+    report = client_get(server, headers, "/api/analytics/time-based", ARGS)["job_id"]
+    for job_id in (pdf, retried, backup, batch["batch_job_id"], report):
         run_until_ended(job_id)
     log_in(browser, server, "root", headers["Authorization"].split(" ", 1)[1])
 
@@ -73,9 +94,12 @@ def test_the_raw_toggle_and_the_readable_job_page(settings, templates, make_user
                            browser.find_element(By.ID, "attempts"))
     browser.save_screenshot(str(ARTIFACTS / "job-page-attempts.png"))
 
-    browser.get(f"{server}/admin/jobs/{backup}")
-    browser.execute_script("arguments[0].scrollIntoView();", browser.find_element(By.ID, "result"))
-    browser.save_screenshot(str(ARTIFACTS / "job-page-backup.png"))
+    for name, job_id in (("backup", backup), ("batch", batch["batch_job_id"]),
+                         ("analytics", report)):
+        browser.get(f"{server}/admin/jobs/{job_id}")
+        browser.execute_script("arguments[0].scrollIntoView();",
+                               browser.find_element(By.ID, "result"))
+        browser.save_screenshot(str(ARTIFACTS / f"job-page-{name}.png"))
 
     browser.set_window_size(*PHONE)
     for name, job_id in (("pdf", pdf), ("attempts", retried), ("backup", backup)):
