@@ -206,6 +206,26 @@ def test_a_result_of_an_unexpected_shape_falls_back_to_the_table(admin, template
     assert 'id="result-pdf"' not in page and "old" in section(page, "result-table")
 
 
+@pytest.mark.parametrize("name, result", [
+    ("pdf.generate", {"pages": "many", "bytes": None}),
+    ("batch.generate", {"total": 1, "completed": 0, "failed": 1, "pdf": "junk", "seconds": 5,
+                        "mail_job_id": "not-a-job"}),
+    ("analytics.time_based", {"series": "junk", "top": ["junk"]}),
+    ("backup.run", {"set_id": 1, "databases": ["junk", {"name": "x"}], "duration": "long"}),
+    ("backup.scheduled", {"skipped": "backup already ran since it was due"}),
+])
+def test_a_result_of_any_shape_renders(admin, name, result):
+    """A result another version wrote (or a skipped run's) is shown, never a 500."""
+    client, _ = admin
+    job_id = submit(nested_result, owner_id=None)
+    run_until_ended(job_id)
+    huey.storage.sql("update job set name = ?, result = ? where id = ?",
+                     (name, json.dumps(result), job_id), commit=True)
+    response = client.get(f"/admin/jobs/{job_id}")
+    assert response.status_code == 200
+    assert raw_json(response.text, "result-raw") == result
+
+
 def test_an_unfinished_job_has_no_result_and_no_attempt_yet(admin):
     client, _ = admin
     job_id = submit(nested_result, owner_id=None)

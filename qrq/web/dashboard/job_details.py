@@ -51,11 +51,11 @@ def _batch(job: dict[str, Any], result: dict[str, Any],
                           "name": info.get("file")})
     mail_id = result.get("mail_job_id")
     mail = jobs.get(huey.storage, mail_id) if isinstance(mail_id, str) else None
-    total = result["total"]
-    return {"total": total, "completed": result["completed"], "failed": result["failed"],
-            "rate": result.get("success_rate"), "files": files,
+    to = jobs.public_view(mail)["params"].get("to") if mail else None
+    return {"total": result["total"], "completed": result["completed"],
+            "failed": result["failed"], "rate": result.get("success_rate"), "files": files,
             "mail": {"id": mail_id, "status": mail["status"] if mail else None,
-                     "to": (jobs.public_view(mail)["params"].get("to") if mail else None)},
+                     "to": [to] if isinstance(to, str) else to},
             "parent": result.get("parent_job_id"), "resumed_after": result.get("resumed_after"),
             "encoded": result.get("encoded_this_run"), "seconds": result.get("seconds") or {}}
 
