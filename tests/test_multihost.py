@@ -23,13 +23,14 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from qrq import alerts
 from qrq.cli import main
 from qrq.config import load_settings
 from qrq.queue import huey, jobs, stats, submit
 from tests import slow_tasks
-from tests.conftest import ROOT, Consumer, wait_until
+from tests.conftest import ROOT, Consumer, free_port, wait_until
 from tests.hosts import Network, can_make_hosts
 
 pytestmark = pytest.mark.slow
@@ -338,3 +339,97 @@ def test_a_cut_off_host_with_a_skewed_clock_cannot_finish_a_job_taken_over(site)
                         timeout=120, message="host B to finish the job")
     assert ran_on(job_id, on_b) and record["attempts"] == 2, record
     assert "Traceback" not in on_a.log.read_text(errors="replace")
+
+
+# -- web hosts are interchangeable ---------------------------------------------------------
+
+def _qrq(env, *args) -> str:
+    done = subprocess.run([sys.executable, "-m", "qrq", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def web_hosts(tmp_path, pg_url):
+    """Two ``qrq serve`` processes, each with a data directory of its own, on one
+    PostgreSQL database and one secret key: web hosts behind a load balancer."""
+    secret = secrets.token_urlsafe(32)
+    envs, procs, bases = [], [], []
+    for name in ("web-a", "web-b"):
+        data = tmp_path / name
+        envs.append({**os.environ, "QRQ_DATA_DIR": str(data), "QRQ_DATABASE_URL": pg_url,
+                     "QRQ_SECRET_KEY": secret, "QRQ_MAX_ACTIVE_JOBS": "2"})
+    _qrq(envs[0], "init", "--demo")
+    if (tmp_path / "web-a" / "app.db").exists():
+        pytest.skip("the app database (users, sessions, throttle) is not on PostgreSQL in "
+                    "this tree yet, so web hosts cannot share it")
+    for env in envs:
+        port = free_port()
+        log = open(tmp_path / f"serve-{port}.log", "ab")  # noqa: SIM115 (closed below)
+        procs.append((subprocess.Popen(
+            [sys.executable, "-m", "qrq", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True), log))
+        bases.append(f"http://127.0.0.1:{port}")
+    for base in bases:
+        wait_until(lambda base=base: _answers(base), timeout=60, message=f"{base} to answer")
+    try:
+        yield envs, bases
+    finally:
+        for proc, log in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+            log.close()
+
+
+def _answers(base: str) -> bool:
+    try:
+        return requests.get(f"{base}/healthz", timeout=2).status_code < 500
+    except requests.ConnectionError:
+        return False
+
+
+def _csrf(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def test_a_login_csrf_token_idempotency_key_quota_and_throttle_hold_across_web_hosts(
+        web_hosts):
+    envs, (web_a, web_b) = web_hosts
+    root = _qrq(envs[0], "users", "create", "root", "--admin").strip().splitlines()[-1]
+    alice = _qrq(envs[1], "users", "create", "alice").strip().splitlines()[-1]
+    # One browser behind a load balancer: its requests reach either host.
+    browser = requests.Session()
+    form = browser.get(f"{web_a}/admin/login", timeout=10)
+    logged_in = browser.post(f"{web_b}/admin/login", allow_redirects=False, timeout=10,
+                             data={"name": "root", "token": root, "csrf_token": _csrf(form.text)})
+    assert logged_in.status_code == 302, logged_in.text  # A's CSRF token, honoured by B
+    overview = browser.get(f"{web_a}/admin/", allow_redirects=False, timeout=10)
+    assert overview.status_code == 200  # B's login, honoured by A
+    logged_out = browser.post(f"{web_a}/admin/logout", allow_redirects=False, timeout=10,
+                              data={"csrf_token": _csrf(
+                                  browser.get(f"{web_b}/admin/", timeout=10).text)})
+    assert logged_out.status_code == 302
+    assert browser.get(f"{web_b}/admin/", allow_redirects=False,
+                       timeout=10).status_code == 302  # A's logout, honoured by B
+
+    api = {"Authorization": f"Bearer {alice}"}
+    body = {"template_id": 1}
+    first = requests.post(f"{web_a}/api/generate-qr-pdf", json=body, timeout=10,
+                          headers={**api, "Idempotency-Key": "order-1"})
+    again = requests.post(f"{web_b}/api/generate-qr-pdf", json=body, timeout=10,
+                          headers={**api, "Idempotency-Key": "order-1"})
+    assert first.status_code == 202, first.text
+    assert again.json()["job_id"] == first.json()["job_id"]  # A's key, honoured by B
+    second = requests.post(f"{web_b}/api/generate-qr-pdf", json=body, headers=api, timeout=10)
+    assert second.status_code == 202, second.text
+    third = requests.post(f"{web_a}/api/generate-qr-pdf", json=body, headers=api, timeout=10)
+    assert third.status_code == 429  # the quota of 2 counts the jobs made on both hosts
+    assert third.json()["error"]["code"] == "too_many_jobs"
+
+    bad = {"Authorization": "Bearer not-a-token"}
+    statuses = [requests.get(f"{(web_a, web_b)[n % 2]}/api/jobs", headers=bad,
+                             timeout=10).status_code for n in range(12)]
+    # Ten failures in the window, five on each host, block the address on both.
+    assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429], statuses
