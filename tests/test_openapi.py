@@ -153,8 +153,13 @@ DASHBOARD_DOC = {
             "responses": {"200": {"description": "Progress of the listed jobs.",
                                   "content": {"application/json": {"schema": PROGRESS}}},
                           "401": ERROR_RESPONSE, "422": ERROR_RESPONSE}}},
+        # The analytics chart on the dashboard: the API's answers, on the session.
+        "/admin/analytics/time-based.json": SPEC["paths"]["/api/analytics/time-based"],
+        "/admin/analytics/jobs/{job_id}.json": {
+            "get": SPEC["paths"]["/api/analytics/jobs/{job_id}"]["get"]},
     },
-    "components": {"schemas": {"Error": SPEC["components"]["schemas"]["Error"]}},
+    "components": {"schemas": SPEC["components"]["schemas"],
+                   "responses": SPEC["components"]["responses"]},
 }
 
 

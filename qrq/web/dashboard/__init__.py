@@ -4,11 +4,12 @@ One blueprint (:mod:`.blueprint`, named "admin"); each module adds its part:
 :mod:`.session` log-in, sessions and CSRF; :mod:`.filters` the job list's query
 arguments; :mod:`.charts` the overview's SVG charts; :mod:`.schedule` periodic
 tasks and their next runs; :mod:`.batches` a batch's items and retrying its failed ones;
+:mod:`.pauses` pausing and resuming job types; :mod:`.analytics` the analytics chart;
 :mod:`.pages` the other pages and actions.
 """
 
-from qrq.web.dashboard import batches, pages, schedule, session
+from qrq.web.dashboard import analytics, batches, pages, pauses, schedule, session
 from qrq.web.dashboard.blueprint import bp
 from qrq.web.dashboard.session import SESSION_HOURS
 
-__all__ = ["SESSION_HOURS", "batches", "bp", "pages", "schedule", "session"]
+__all__ = ["SESSION_HOURS", "analytics", "batches", "bp", "pages", "pauses", "schedule", "session"]
