@@ -75,7 +75,8 @@ def evaluate(storage, settings: Settings, now: float | None = None) -> list[dict
                       "types": list(held.values()),
                       "message": "paused: " + ", ".join(
                           f"{t} ({p['queued']} queued)" for t, p in held.items())
-                      + f"; {waiting} job{'' if waiting == 1 else 's'} wait until resumed"})
+                      + (f"; {waiting} job waits" if waiting == 1 else f"; {waiting} jobs wait")
+                      + " until resumed"})
     return found
 
 

@@ -81,7 +81,8 @@ def describe(outcome: dict[str, Any]) -> str:
     jobs = f"{queued} queued job{'' if queued == 1 else 's'}"
     if outcome["paused"]:
         state = "paused" if outcome["changed"] else "was already paused"
-        return f"{job_type} {state}: {jobs} wait until it is resumed; running jobs finish."
+        return (f"{job_type} {state}: {jobs} {'waits' if queued == 1 else 'wait'} until it "
+                "is resumed; running jobs finish.")
     if not outcome["changed"]:
         return f"{job_type} was not paused; {jobs}."
     return f"{job_type} resumed: {jobs} may start now."
