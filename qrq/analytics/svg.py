@@ -53,10 +53,11 @@ def x_labels(labels: list[str], x: Callable[[int], float],
     spacing = plot_w / (n - 1) if n > 1 else plot_w
     step = max(1, math.ceil((max(map(text_width, texts)) + LABEL_GAP) / spacing))
     # The first and the last always (each at most half the plot: they fit together),
-    # and between them every step-th label that touches neither neighbour.
+    # and between them a label at least every step buckets after the one before that
+    # touches neither neighbour.
     kept = [0]
-    for i in range(step, n - 1, step):
-        if apart(kept[-1], i) and apart(i, n - 1):
+    for i in range(1, n - 1):
+        if i - kept[-1] >= step and apart(kept[-1], i) and apart(i, n - 1):
             kept.append(i)
     if n > 1:
         kept.append(n - 1)
