@@ -143,6 +143,10 @@ def test_the_admin_api_pauses_and_resumes(client, make_user, settings):
     assert [(p["type"], p["paused_by"], p["queued"]) for p in status["paused"]] == [
         ("pdf", "root", 1)]
     assert "paused" in [a["kind"] for a in status["alerts"]]
+    metrics = client.get("/metrics", headers=admin).text
+    assert 'qrq_job_type_paused{type="pdf"} 1.0' in metrics
+    assert 'qrq_job_type_paused{type="batch"} 0.0' in metrics
+    assert 'qrq_alert_firing{kind="paused"} 1.0' in metrics
     assert_error(client.post("/api/admin/types/pdf/resume", headers=user), 403)
     assert_error(client.post("/api/admin/types/pdf/resume"), 401)
     assert_error(client.post("/api/admin/types/nope/pause", headers=admin), 422, "type")
