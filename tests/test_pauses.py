@@ -3,6 +3,7 @@ run once resumed; the admin API, the dashboard (CSRF, confirmation with the coun
 CLI, the queue status and the alerts all know. Through real storage and a real app;
 the cross-process case (a real consumer) is in tests/test_dashboard_browser.py."""
 
+import dataclasses
 import datetime
 import json
 import re
@@ -14,7 +15,6 @@ from qrq import alerts
 from qrq.cli import main
 from qrq.errors import ValidationError
 from qrq.queue import huey, job_task, jobs, pauses, submit
-from tests.test_alerts import register_consumer, with_settings
 from tests.test_api import assert_error
 
 
@@ -26,6 +26,17 @@ def a_pdf(task=None):
 @job_task("batch", name="test.pause_batch")
 def a_batch(task=None):
     return {"ok": True}
+
+
+def with_settings(settings, **changes):
+    """Settings with *changes*, applied to the Huey instance the code reads."""
+    changed = dataclasses.replace(settings, **changes)
+    huey.settings = changed
+    return changed
+
+
+def register_consumer():
+    huey.create_consumer(workers=1, worker_type="thread")._register()
 
 
 def status_of(job_id):
