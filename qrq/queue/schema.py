@@ -202,4 +202,4 @@ PAUSES = [
     " paused_at real not null,"
     " paused_by text not null default '')",
 ]
-QUEUE_DDL += PAUSES
+QUEUE_DDL.extend(PAUSES)
