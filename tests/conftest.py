@@ -40,6 +40,8 @@ NOT_YET_ON_POSTGRES = {
     "test_metrics", "test_openapi", "test_print", "test_run_now",
     "test_webhook_paths", "test_webhooks",
 }
+# Issue 16's new modules, beside the storage they test (not ported yet either).
+NOT_YET_ON_POSTGRES |= {"test_dashboard_analytics", "test_dashboard_browser", "test_pauses"}
 
 
 def pytest_configure(config):
