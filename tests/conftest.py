@@ -35,10 +35,13 @@ NOT_YET_ON_POSTGRES = {
     "test_analytics_query", "test_api", "test_backup", "test_backup_jobs",
     "test_backup_restore", "test_backup_retention", "test_batch", "test_batch_cli",
     "test_batch_mail", "test_batch_system", "test_browser", "test_cli_jobs", "test_client",
-    "test_dashboard_lists", "test_dashboard_live_browser", "test_e2e", "test_maintenance",
+    "test_dashboard_lists", "test_dashboard_live_browser", "test_e2e", "test_job_page",
+    "test_job_page_browser", "test_maintenance",
     "test_metrics", "test_openapi", "test_print", "test_run_now",
     "test_webhook_paths", "test_webhooks",
 }
+# Issue 16's new modules, beside the storage they test (not ported yet either).
+NOT_YET_ON_POSTGRES |= {"test_dashboard_analytics", "test_dashboard_browser", "test_pauses"}
 
 
 def pytest_configure(config):

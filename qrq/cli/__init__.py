@@ -10,6 +10,7 @@ from qrq.cli import (  # noqa: F401  (register commands)
     jobs,
     migrate,
     ops,
+    pauses,
     schedule,
     setup,
     templates,

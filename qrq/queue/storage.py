@@ -29,7 +29,9 @@ from qrq.queue import admission as admission_checks
 from qrq.queue import jobs, migrations
 from qrq.queue.connections import ThreadedSqliteStorage
 from qrq.queue.leases import LeaseHolder
+from qrq.queue.pauses import NOT_PAUSED
 from qrq.queue.portable import PortableHueyApi
+from qrq.queue.roles import type_filter
 
 logger = logging.getLogger("qrq.queue.storage")
 
@@ -55,10 +57,7 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
         # together (long_cap), so long jobs never hold every worker.
         self.caps = dict(caps or {})
         self.long_cap = long_cap
-        # The host's role: its workers take only *accept_types* (all when empty) and
-        # never *exclude_types*; tasks without a job type (the alert check) run anywhere.
-        self.accept_types = tuple(accept_types)
-        self.exclude_types = tuple(exclude_types)
+        self.accept_types, self.exclude_types = tuple(accept_types), tuple(exclude_types)
         self.available = f"queue = ? and (lease_until is null or lease_until < {self.now_sql})"
         self._local = threading.local()
         self._owner_pid = None
@@ -144,16 +143,10 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
         return tuple(t for t, cap in self.caps.items() if running.get(t, 0) >= cap)
 
     def _pick_sql(self, blocked: tuple[str, ...]) -> str:
-        """The condition on the row to lease next, and its order; its parameters are
-        :meth:`_pick_params`. Rows of *blocked* types (at their cap) and of types this
-        host does not take are passed over."""
-        sql = f"from task where {self.available}"
-        if self.accept_types:
-            sql += (" and (job_type is null or job_type in "
-                    f"({','.join('?' * len(self.accept_types))}))")
-        passed_over = len(self.exclude_types) + len(blocked)
-        if passed_over:
-            sql += f" and (job_type is null or job_type not in ({','.join('?' * passed_over)}))"
+        """The row to lease next (parameters: :meth:`_pick_params`), passing over
+        *blocked* types (at their cap) and types this host does not take."""
+        sql = f"from task where {self.available} and {NOT_PAUSED}"  # paused types wait
+        sql += type_filter(self.accept_types, (*self.exclude_types, *blocked))
         return f"{sql} order by priority desc, id limit 1"
 
     def _pick_params(self, blocked: tuple[str, ...]) -> tuple:
