@@ -61,7 +61,10 @@ def test_each_consumer_takes_only_its_hosts_job_types(consumer):
                message="every job to finish")
     assert all(ran_on(i, scans.proc) for i in analytics + maintenance)
     assert all(ran_on(i, web.proc) for i in pdfs)
-    rows = {c["pid"]: c for c in stats.consumers(huey.storage)}
+    # A consumer's workers may run jobs before its row is written: wait for both rows.
+    rows = wait_until(lambda: (found := {c["pid"]: c for c in stats.consumers(huey.storage)})
+                      .keys() >= {scans.proc.pid, web.proc.pid} and found, timeout=30,
+                      message="both consumers' rows")
     assert rows[scans.proc.pid]["job_types"] == ["analytics", "maintenance"]
     assert rows[scans.proc.pid]["exclude_job_types"] == []
     assert rows[web.proc.pid]["job_types"] == []

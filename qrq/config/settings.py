@@ -290,6 +290,12 @@ class Settings:
         return _type_list(self.worker_exclude_job_types)
 
     @property
+    def roles(self) -> dict[str, tuple[str, ...]]:
+        """The host's role as the queue storage takes it (``accept_types``,
+        ``exclude_types``)."""
+        return {"accept_types": self.accept_types, "exclude_types": self.exclude_types}
+
+    @property
     def secret_file(self) -> Path:
         return self.data_dir / "secret.key"
 

@@ -115,9 +115,7 @@ class QrqHuey(huey_private.HueyHooks):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._settings = settings
         common = {"lease_seconds": settings.lease_seconds, "timeout": settings.busy_timeout,
-                  "caps": settings.caps, "long_cap": settings.long_job_cap,
-                  "accept_types": settings.accept_types,
-                  "exclude_types": settings.exclude_types,
+                  "caps": settings.caps, "long_cap": settings.long_job_cap, **settings.roles,
                   "create_tables": migrate}
         if settings.database_url:
             self.storage_class = LeasedPostgresStorage
