@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
 import huey_app  # noqa: E402,F401  (registers the tasks)
-from qrq.appdb.db import app_db, init_db  # noqa: E402
+from qrq.appdb.db import app_db, open_app_db  # noqa: E402
 from qrq.appdb.models import User  # noqa: E402
 from qrq.config import load_settings  # noqa: E402
 from qrq.demo import create_templates  # noqa: E402
@@ -148,7 +148,7 @@ def settings(tmp_path, monkeypatch, backend):
     settings = load_settings(lease_seconds=3.0)
     settings.ensure_dirs()
     huey.init(settings)
-    init_db(settings.app_db, settings.busy_timeout)
+    open_app_db(settings)
     yield settings
     huey.storage.close()
     app_db.close()

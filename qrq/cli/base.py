@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from qrq.appdb.db import init_db
+from qrq.appdb.db import open_app_db
 from qrq.config import holds_qrq_data, load_settings
 from qrq.errors import QrqError
 from qrq.queue import huey
@@ -35,7 +35,7 @@ def get_queue():
 def get_app_db():
     settings = get_settings()
     settings.ensure_dirs()
-    return init_db(settings.app_db, settings.busy_timeout)
+    return open_app_db(settings)
 
 
 class CliGroup(click.Group):

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask, request
 from peewee import DatabaseError
 
-from qrq.appdb.db import app_db, init_db
+from qrq.appdb.db import app_db, open_app_db
 from qrq.config import settings_or_exit
 from qrq.errors import Unavailable
 
@@ -40,7 +40,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     settings.ensure_dirs()
     huey.init(settings)
     try:
-        init_db(settings.app_db, settings.busy_timeout)
+        open_app_db(settings)
     except DatabaseError:
         # Start anyway: /healthz then says app_db fails, and the rest answer 503.
         logger.exception("the app database %s cannot be opened", settings.app_db)
