@@ -101,7 +101,8 @@ def oldest_queued(storage, now: float | None = None) -> dict[str, float]:
     """
     now = time.time() if now is None else now
     rows = storage.sql(
-        "select type, min(max(created_at, coalesce(next_attempt_at, 0))) from job "
+        "select type, min(case when next_attempt_at > created_at then next_attempt_at "
+        "else created_at end) from job "
         f"where status = 'queued' and not {_IN_SCHEDULE} group by type", (storage.name,),
         results=True)
     return {job_type: max(0.0, now - since) for job_type, since in rows}
@@ -213,13 +214,15 @@ def throughput(storage, now: float | None = None, hours: int = 24) -> list[dict[
     start = (now // HOUR - (hours - 1)) * HOUR
     buckets = [{"start": start + i * HOUR, **dict.fromkeys(ENDED, 0)} for i in range(hours)]
     types = _present_types(storage)
-    rows = storage.sql(f"select cast((finished_at - ?) / ? as integer) as b, status, "
+    # floor, not cast: a cast rounds on PostgreSQL (a job would land an hour late).
+    rows = storage.sql(f"select floor((finished_at - ?) / ?) as b, status, "
                        f"count(*) from job where type in ({_in(types)}) and status in "
                        f"({_in(ENDED)}) and finished_at >= ? and finished_at < ? "
                        "group by b, status",
                        (start, HOUR, *types, *ENDED, start, start + hours * HOUR),
                        results=True)
     for index, status, count in rows:
+        index = int(index)
         if 0 <= index < hours and status in ENDED:
             buckets[index][status] += count
     for bucket in buckets:
@@ -234,13 +237,13 @@ def durations(storage, since: float,
 
     ``{type: {"buckets": [(le, count), ..., ("+Inf", count)], "sum": s, "count": n}}``.
     """
-    bucket_sql = ", ".join("sum(d <= ?)" for _ in buckets)
+    bucket_sql = ", ".join("sum(case when d <= ? then 1 else 0 end)" for _ in buckets)
     types = _present_types(storage)
     rows = storage.sql(
-        f"select type, {bucket_sql}, count(*), total(d) from (select type, "
-        "max(0, finished_at - started_at) as d from job where "
-        f"type in ({_in(types)}) and status = 'finished' and finished_at >= ? "
-        "and started_at is not null) group by type",
+        f"select type, {bucket_sql}, count(*), sum(d) from (select type, "
+        "case when finished_at > started_at then finished_at - started_at else 0.0 end as d "
+        f"from job where type in ({_in(types)}) and status = 'finished' and finished_at >= ? "
+        "and started_at is not null) as finished group by type",
         (*buckets, *types, since), results=True)
     found = {}
     for row in rows:
@@ -274,7 +277,9 @@ def search_jobs(storage, *, job_type: str | None = None, status: str | None = No
                   ("owner_id = ?", None if system else owner_id),
                   ("created_at >= ?", created_from), ("created_at < ?", created_to),
                   ("id like ?", id_prefix + "%" if id_prefix else None),
-                  ("instr(name, ?) > 0", name_contains or None)]
+                  # A case-sensitive substring test both databases have (no LIKE
+                  # wildcards to escape, unlike "name like ?").
+                  ("replace(name, ?, '') <> name", name_contains or None)]
     where = [sql for sql, value in conditions if value is not None]
     params: list[Any] = [value for _, value in conditions if value is not None]
     if due_or_delayed:
