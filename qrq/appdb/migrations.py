@@ -14,12 +14,16 @@ import time
 from peewee import Database, PostgresqlDatabase
 
 from qrq.appdb.models import MODELS
+from qrq.errors import QrqError
 
 TABLE = "app_schema_version"
 
 
-class SchemaTooNew(Exception):
-    """The app database was written by a newer qrq than this one."""
+class SchemaTooNew(QrqError):
+    """The app database was migrated by a newer qrq than this one."""
+
+    status = 503
+    code = "schema_too_new"
 
 
 def _create_tables(db: Database) -> None:

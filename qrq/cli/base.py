@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from qrq import pg_errors
 from qrq.appdb.db import open_app_db
 from qrq.config import holds_qrq_data, load_settings
 from qrq.errors import QrqError
@@ -39,7 +40,8 @@ def get_app_db():
 
 
 class CliGroup(click.Group):
-    """Turns qrq's errors into click's: a one-line ``Error:`` and exit status 1."""
+    """Turns qrq's errors into click's: a one-line ``Error:`` and exit status 1; so are
+    PostgreSQL's connection and permission errors (see :mod:`qrq.pg_errors`)."""
 
     def invoke(self, ctx):
         try:
@@ -47,6 +49,11 @@ class CliGroup(click.Group):
         except QrqError as exc:
             where = f" ({exc.field})" if exc.field else ""
             raise click.ClickException(f"{exc.message}{where}") from None
+        except Exception as exc:
+            problem = pg_errors.describe(exc, os.environ.get("QRQ_DATABASE_URL", ""))
+            if problem is None:
+                raise
+            raise click.ClickException(str(problem)) from None
 
 
 # The commands that may create a data directory; every other one needs an existing one.
