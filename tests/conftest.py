@@ -35,11 +35,9 @@ NOT_YET_ON_POSTGRES = {
     "test_analytics_query", "test_api", "test_backup", "test_backup_jobs",
     "test_backup_restore", "test_backup_retention", "test_batch", "test_batch_cli",
     "test_batch_mail", "test_batch_system", "test_browser", "test_cli", "test_cli_jobs",
-    "test_client", "test_config", "test_dead_letters", "test_dev", "test_e2e",
-    "test_first_run", "test_maintenance", "test_metrics", "test_openapi", "test_paging",
-    "test_print", "test_priority", "test_query_plans", "test_queue", "test_reliability",
-    "test_schedule", "test_stats", "test_storage", "test_waiting", "test_wal",
-    "test_webhooks",
+    "test_client", "test_config", "test_dev", "test_e2e", "test_first_run",
+    "test_maintenance", "test_metrics", "test_openapi", "test_paging", "test_print",
+    "test_query_plans", "test_waiting", "test_wal", "test_webhooks",
 }
 
 

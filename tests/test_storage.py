@@ -10,6 +10,7 @@ from huey import Huey  # noqa: E402
 from huey.tests.base import BaseTestCase  # noqa: E402
 from huey.tests.test_storage import StorageTests  # noqa: E402
 
+from qrq.queue.postgres import LeasedPostgresStorage  # noqa: E402
 from qrq.queue.storage import LeasedSqliteStorage  # noqa: E402
 
 
@@ -26,23 +27,47 @@ class TestHueyStorageContract(StorageTests, BaseTestCase):
                     filename=os.path.join(self._dir, "huey.db"), utc=False)
 
 
+class TestHueyStorageContractPostgres(StorageTests, BaseTestCase):
+    """The same contract on the PostgreSQL storage (a fresh schema per test)."""
+
+    supports_ttl = False
+
+    @pytest.fixture(autouse=True)
+    def _database(self, pg_url):
+        self.url = pg_url
+
+    def get_huey(self):
+        return Huey("t", storage_class=LeasedPostgresStorage, url=self.url, utc=False)
+
+    def tearDown(self):
+        super().tearDown()
+        self.huey.storage.dispose()
+
+
 def test_contract_includes_the_slow_consumer_test():
     assert "test_consumer_integration" in dir(TestHueyStorageContract)
     assert os.environ.get("HUEY_SLOW_TESTS")
 
 
 @pytest.fixture
-def storage(tmp_path):
+def storage(tmp_path, backend):
+    """Storages on one database of the test's backend (each like another consumer's)."""
     made = []
 
-    def make(lease=30.0):
-        s = LeasedSqliteStorage("q", filename=str(tmp_path / "q.db"), lease_seconds=lease)
+    def make(lease=30.0, **kwargs):
+        if backend == "postgres":
+            s = LeasedPostgresStorage("q", url=os.environ["QRQ_DATABASE_URL"],
+                                      lease_seconds=lease, **kwargs)
+        else:
+            s = LeasedSqliteStorage("q", filename=str(tmp_path / "q.db"), lease_seconds=lease,
+                                    **kwargs)
         made.append(s)
         return s
 
     yield make
     for s in made:
-        s.close()
+        s.stop_heartbeat()
+        s.dispose()
 
 
 def rows(storage):
@@ -110,6 +135,7 @@ def test_release_gives_the_lease_back(storage):
     assert rows(s) == [(b"job", 0)] and s.queue_size() == 1
 
 
+@pytest.mark.sqlite_only("SQLite's per-thread connections and synchronous pragma")
 def test_each_thread_gets_its_own_connection_and_sync_level(storage):
     import threading
 
@@ -154,6 +180,7 @@ def enqueue_while_locked(s, calls) -> None:
         thread.join(10)
 
 
+@pytest.mark.sqlite_only("SQLite's group commit (PostgreSQL shares WAL flushes itself)")
 def test_concurrent_enqueues_share_one_commit(storage):
     """Threads that enqueue while another commits are written in one transaction."""
     s = storage()
@@ -167,6 +194,7 @@ def test_concurrent_enqueues_share_one_commit(storage):
     assert s.queue_size() == 9
 
 
+@pytest.mark.sqlite_only("SQLite's group commit")
 def test_one_failing_write_does_not_sink_the_others_in_its_commit(storage):
     from qrq.queue import jobs
 
@@ -273,6 +301,7 @@ def test_a_job_given_back_starts_again_from_no_progress(storage):
         "queued", 0, "", 0)
 
 
+@pytest.mark.sqlite_only("SQLite's full-disk error")
 def test_a_full_disk_is_storage_full_and_passes_when_space_returns(storage):
     """SQLite's "database or disk is full" becomes StorageFull (503, storage_full).
 
@@ -334,11 +363,11 @@ def test_an_inline_run_leases_nothing_ahead(settings):
     assert jobs.get(huey.storage, second)["status"] == "queued"
 
 
-def test_a_capped_type_at_the_head_of_the_queue_lets_others_pass(tmp_path):
+def test_a_capped_type_at_the_head_of_the_queue_lets_others_pass(storage):
     import threading
 
-    s = LeasedSqliteStorage("q", filename=str(tmp_path / "caps.db"), caps={"batch": 1})
-    try:
+    s = storage(caps={"batch": 1})
+    if True:
         for data, priority, job_type in ((b"a", 10, "batch"), (b"b", 10, "batch"),
                                          (b"c", 0, "pdf")):
             s.enqueue(data, priority, job_type=job_type)
@@ -353,5 +382,3 @@ def test_a_capped_type_at_the_head_of_the_queue_lets_others_pass(tmp_path):
             worker.join()
         # The first batch row holds the cap, so the second waits and the pdf runs.
         assert got == [b"a", b"c"]
-    finally:
-        s.close()

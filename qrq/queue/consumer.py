@@ -182,8 +182,8 @@ class QrqConsumer(Consumer):
         # application crash loses none of them, and a power cut can only roll back
         # the newest, whose jobs then run again (leases make that safe). Enqueues
         # from the web app stay fully synchronous: a job id handed out is on disk.
-        huey.storage.close()
         huey.storage.synchronous = "normal"
+        huey.storage.reset_connections()
         huey.storage.lease_ahead = True  # each completion leases the worker's next job
         self._beating = threading.Event()
         self.started_at = time.time()
@@ -203,8 +203,9 @@ class QrqConsumer(Consumer):
             logger.exception("could not register consumer %s", self.consumer_id)
         threading.Thread(target=self._beat, name="qrq-consumer-heartbeat",
                          daemon=True).start()
-        threading.Thread(target=self._bound_wal, name="qrq-wal-checkpoint",
-                         daemon=True).start()
+        if self.huey.storage.database == "sqlite":  # PostgreSQL checkpoints its own WAL
+            threading.Thread(target=self._bound_wal, name="qrq-wal-checkpoint",
+                             daemon=True).start()
 
     def run(self):
         try:

@@ -56,11 +56,13 @@ def new_record(job_id: str, job_type: str, name: str, owner_id: int | None,
 
 # -- writes, inside the caller's transaction ------------------------------------------
 
-def insert(curs, record: dict[str, Any]) -> None:
-    """Insert a job record; a record that exists already (a retry's re-enqueue) is kept."""
-    curs.execute("insert or ignore into job (id, type, name, owner_id, params, created_at, "
+def insert(curs, record: dict[str, Any]) -> bool:
+    """Insert a job record; False (and the record kept) when one with its id exists
+    (a periodic task's slot another consumer enqueued, a repeated explicit id)."""
+    curs.execute("insert into job (id, type, name, owner_id, params, created_at, "
                  "payload) values (:id, :type, :name, :owner_id, :params, :created_at, "
-                 ":payload)", {"payload": None, **record})
+                 ":payload) on conflict do nothing", {"payload": None, **record})
+    return curs.rowcount == 1
 
 
 def reset_for_retry(curs, job_id: str) -> bool:
@@ -72,19 +74,24 @@ def reset_for_retry(curs, job_id: str) -> bool:
     return curs.rowcount > 0
 
 
+# A consumer leased the job: a new attempt starts from no progress. Parameters: the
+# worker, the time, the job id. (PostgreSQL's lease statement embeds it.)
+MARK_RUNNING_SQL = (
+    "update job set status = 'running', attempts = attempts + 1, worker = ?, "
+    "progress = 0, stage = '', started_at = coalesce(started_at, ?), "
+    "next_attempt_at = null where id = ? and status in ('queued', 'retrying', 'running')")
+
+
 def mark_running(curs, job_id: str, worker: str, now: float) -> None:
     """A consumer leased the job: a new attempt starts from no progress."""
-    curs.execute("update job set status = 'running', attempts = attempts + 1, worker = ?, "
-                 "progress = 0, stage = '', "
-                 "started_at = coalesce(started_at, ?), next_attempt_at = null "
-                 "where id = ? and status in ('queued', 'retrying', 'running')",
-                 (worker, now, job_id))
+    curs.execute(MARK_RUNNING_SQL, (worker, now, job_id))
 
 
 def mark_released(curs, job_id: str) -> None:
     """The job's lease was given back unfinished: it waits to run again, from the start."""
     curs.execute("update job set status = 'queued', worker = null, progress = 0, stage = '', "
-                 "attempts = max(attempts - 1, 0) where id = ? and status = 'running'",
+                 "attempts = case when attempts > 0 then attempts - 1 else 0 end "
+                 "where id = ? and status = 'running'",
                  (job_id,))
 
 
@@ -92,8 +99,8 @@ def mark_waiting(curs, job_id: str, outcome: dict[str, Any]) -> None:
     """The attempt failed and another is scheduled (``retrying``) or deferred (``queued``)."""
     curs.execute("update job set status = :status, next_attempt_at = :next_attempt_at, "
                  "error = :error, traceback = :traceback, worker = null, "
-                 "attempts = case when :status = 'queued' then max(attempts - 1, 0) "
-                 "else attempts end "
+                 "attempts = case when :status = 'queued' and attempts > 0 then attempts - 1 "
+                 "when :status = 'queued' then 0 else attempts end "
                  "where id = :id and status = 'running'",
                  {"traceback": None, "error": None, **outcome, "id": job_id})
 
@@ -177,7 +184,8 @@ def count_busy(storage, exclude: str | None = None) -> int:
     """Jobs running or waiting to run now (not those waiting for a retry), other
     than *exclude*: the queue is idle when this is 0."""
     return storage.sql("select count(*) from job where (status = 'queued' or "
-                       "status = 'running') and id is not ?", (exclude,), results=True)[0][0]
+                       "status = 'running') and id is distinct from ?", (exclude,),
+                       results=True)[0][0]
 
 
 def median_duration(storage, job_type: str, sample: int = 20) -> float | None:

@@ -1,4 +1,5 @@
-"""``QrqHuey``: huey with leased SQLite storage, signed payloads and job records.
+"""``QrqHuey``: huey with leased storage (SQLite or PostgreSQL, by
+``QRQ_DATABASE_URL``), signed payloads and job records.
 
 Every enqueue writes a job record in the same transaction; each run's outcome
 (finished, failed, retrying, canceled, expired) is written in the transaction
@@ -30,6 +31,7 @@ from qrq.queue import catalog, huey_private, jobs
 from qrq.queue.admission import Admission
 from qrq.queue.catalog import TaskSpec
 from qrq.queue.consumer import QrqConsumer
+from qrq.queue.postgres import LeasedPostgresStorage
 from qrq.queue.storage import LeasedSqliteStorage
 
 logger = logging.getLogger("qrq.queue")
@@ -57,6 +59,9 @@ class _NoStorage:
 
     def close(self) -> bool:
         return False
+
+    def dispose(self) -> None:
+        pass
 
 
 class QrqHuey(huey_private.HueyHooks):
@@ -102,14 +107,22 @@ class QrqHuey(huey_private.HueyHooks):
         declared task's limits from them. Creates the data directory and queue.db."""
         if settings == self._settings:
             return
-        self.storage.close()
+        self.storage.dispose()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._settings = settings
-        self.storage_kwargs = {
-            "filename": str(settings.queue_db), "lease_seconds": settings.lease_seconds,
-            "timeout": settings.busy_timeout, "caps": settings.caps,
-            "long_cap": settings.long_job_cap}
-        self.storage = self.create_storage()
+        common = {"lease_seconds": settings.lease_seconds, "timeout": settings.busy_timeout,
+                  "caps": settings.caps, "long_cap": settings.long_job_cap}
+        if settings.database_url:
+            self.storage_class = LeasedPostgresStorage
+            self.storage_kwargs = {"url": settings.database_url, **common}
+        else:
+            self.storage_class = LeasedSqliteStorage
+            self.storage_kwargs = {"filename": str(settings.queue_db), **common}
+        try:
+            self.storage = self.create_storage()
+        except BaseException:
+            self._settings, self.storage = None, _NoStorage()  # a later init tries again
+            raise
         self.storage.synchronous = settings.enqueue_sync
         self.serializer = SignedSerializer(secret=settings.secret_key, salt="qrq")
         for task_class, spec in self._declared:

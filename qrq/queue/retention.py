@@ -13,14 +13,11 @@ from pathlib import Path
 
 from qrq.queue.admission import expire_keys
 from qrq.queue.jobs import ENDED
+from qrq.queue.schema import JOB_DEPENDENTS
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 CHUNK = 500
-# Rows that belong to a job and go with it (no triggers: PostgreSQL would need
-# functions for them, so the deletion says it, on both databases).
-JOB_ROWS = (("batch_item", "job_id"), ("batch", "job_id"), ("analytics_requester", "job_id"),
-            ("webhook_target", "job_id"))
 
 
 def parse_age(text: str) -> float:
@@ -53,7 +50,7 @@ def purge_jobs(storage, artifacts_dir: Path, older_than: float,
         _delete_artifacts(artifacts_dir, set(ids))
         id_marks = ",".join("?" * len(ids))
         with storage.db(commit=True) as curs:
-            for table, column in JOB_ROWS:
+            for table, column in JOB_DEPENDENTS:  # what belongs to the job goes with it
                 curs.execute(f"delete from {table} where {column} in ({id_marks})", ids)
             curs.execute(f"delete from job where id in ({id_marks})", ids)
             curs.execute(f"delete from kv where queue = ? and key in ({id_marks})",

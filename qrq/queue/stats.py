@@ -214,7 +214,6 @@ def throughput(storage, now: float | None = None, hours: int = 24) -> list[dict[
     start = (now // HOUR - (hours - 1)) * HOUR
     buckets = [{"start": start + i * HOUR, **dict.fromkeys(ENDED, 0)} for i in range(hours)]
     types = _present_types(storage)
-    # floor, not cast: a cast rounds on PostgreSQL (a job would land an hour late).
     rows = storage.sql(f"select floor((finished_at - ?) / ?) as b, status, "
                        f"count(*) from job where type in ({_in(types)}) and status in "
                        f"({_in(ENDED)}) and finished_at >= ? and finished_at < ? "
@@ -240,10 +239,11 @@ def durations(storage, since: float,
     bucket_sql = ", ".join("sum(case when d <= ? then 1 else 0 end)" for _ in buckets)
     types = _present_types(storage)
     rows = storage.sql(
-        f"select type, {bucket_sql}, count(*), sum(d) from (select type, "
-        "case when finished_at > started_at then finished_at - started_at else 0.0 end as d "
-        f"from job where type in ({_in(types)}) and status = 'finished' and finished_at >= ? "
-        "and started_at is not null) as finished group by type",
+        f"select type, {bucket_sql}, count(*), coalesce(sum(d), 0.0) from (select type, "
+        "case when finished_at > started_at then finished_at - started_at else 0 end "
+        "as d from job where "
+        f"type in ({_in(types)}) and status = 'finished' and finished_at >= ? "
+        "and started_at is not null) as ended group by type",
         (*buckets, *types, since), results=True)
     found = {}
     for row in rows:
@@ -277,8 +277,8 @@ def search_jobs(storage, *, job_type: str | None = None, status: str | None = No
                   ("owner_id = ?", None if system else owner_id),
                   ("created_at >= ?", created_from), ("created_at < ?", created_to),
                   ("id like ?", id_prefix + "%" if id_prefix else None),
-                  # A case-sensitive substring test both databases have (no LIKE
-                  # wildcards to escape, unlike "name like ?").
+                  # (instr is SQLite's, strpos PostgreSQL's; replace is both's, and unlike
+                  # LIKE reads no wildcards and keeps case.)
                   ("replace(name, ?, '') <> name", name_contains or None)]
     where = [sql for sql, value in conditions if value is not None]
     params: list[Any] = [value for _, value in conditions if value is not None]
