@@ -116,6 +116,32 @@ def test_interactive_work_starts_while_long_jobs_fill_their_caps(settings, consu
     wait_until(lambda: all(s == "canceled" for s in statuses(long_ids)), timeout=60)
 
 
+def most_at_once(intervals) -> int:
+    """The most of *intervals* ((start, end) pairs) that overlap at any moment."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = most = 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
+    return most
+
+
+def test_caps_hold_across_consumers(settings, consumer):
+    """Two consumers of four workers each, a cap of 2 on batch jobs: never more than
+    two batch jobs run at once (SKIP LOCKED alone let a naive port run 7)."""
+    huey.storage.sql("create table run_log (job_id text primary key, "
+                     "started double precision, ended double precision)", commit=True)
+    ids = [submit(slow_tasks.logged_batch, 0.3, owner_id=None) for _ in range(16)]
+    env = {**SLOW_TASKS, "QRQ_TYPE_CAPS": "batch=2", "QRQ_LONG_JOB_CAP": "8"}
+    consumer(workers=4, extra_env=env)
+    consumer(workers=4, extra_env=env)
+    wait_until(lambda: all(s == "finished" for s in statuses(ids)), timeout=120,
+               message="every batch job to finish")
+    runs = huey.storage.sql("select started, ended from run_log", results=True)
+    assert len(runs) == len(ids)
+    assert most_at_once(runs) == 2
+
+
 def test_no_lock_errors_or_5xx_under_concurrent_enqueue(app, templates, alice, consumer):
     worker = consumer(workers=4)
     codes, ids, lock = [], [], threading.Lock()

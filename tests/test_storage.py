@@ -382,3 +382,18 @@ def test_a_capped_type_at_the_head_of_the_queue_lets_others_pass(storage):
             worker.join()
         # The first batch row holds the cap, so the second waits and the pdf runs.
         assert got == [b"a", b"c"]
+
+
+def test_a_skewed_client_clock_cannot_take_a_live_lease(storage, monkeypatch):
+    """Lease times are the database's clock: a host whose clock runs an hour ahead
+    sees the live lease as live (with the client's clock it would take the job)."""
+    holder, skewed = storage(lease=30), storage(lease=30)
+    holder.enqueue(b"job")
+    assert holder.dequeue() == b"job"
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)
+    assert skewed.dequeue() is None
+    assert skewed.queue_size() == 0 and skewed.backlog() == 1
+    monkeypatch.setattr(time, "time", lambda: real() - 3600)  # and one behind
+    holder.renew_leases()
+    assert skewed.dequeue() is None
