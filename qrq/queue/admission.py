@@ -19,6 +19,7 @@ from typing import Any
 
 from qrq.errors import TooManyJobs, ValidationError
 from qrq.queue.jobs import count_active
+from qrq.queue.postgres import QmarkCursor
 
 KEY_SECONDS = 24 * 3600
 MAX_KEY_LENGTH = 255
@@ -84,6 +85,10 @@ def admit(curs, owner_id: int | None, admission: Admission | None,
     """
     if admission is None:
         return None
+    if isinstance(curs, QmarkCursor):
+        # PostgreSQL has no single writer: one owner's concurrent submits queue here,
+        # so the key lookup and the quota count below see each other's jobs.
+        curs.execute("select pg_advisory_xact_lock(hashtext(?))", (f"qrq-admit:{owner_id}",))
     now = time.time() if now is None else now
     if admission.idempotency_key is not None:
         replay = find_replay(curs, owner_id, admission.idempotency_key,
