@@ -30,14 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # Test modules that do not run on PostgreSQL yet (each test of every other module that
 # uses a data directory runs once per backend). Being emptied as the port lands.
 NOT_YET_ON_POSTGRES = {
-    "test_admin", "test_admission", "test_analytics", "test_analytics_api",
-    "test_analytics_browser", "test_analytics_cache", "test_analytics_cli",
-    "test_analytics_query", "test_api", "test_backup", "test_backup_jobs",
-    "test_backup_restore", "test_backup_retention", "test_batch", "test_batch_cli",
-    "test_batch_mail", "test_batch_system", "test_browser", "test_cli", "test_cli_jobs",
-    "test_client", "test_config", "test_dev", "test_e2e", "test_first_run",
-    "test_metrics", "test_openapi", "test_paging", "test_print",
-    "test_query_plans", "test_waiting", "test_wal",
+    "test_analytics", "test_analytics_browser", "test_analytics_cli",
+    "test_analytics_query", "test_browser", "test_client", "test_config", "test_dev",
+    "test_e2e", "test_first_run", "test_print", "test_query_plans", "test_wal",
 }
 
 
