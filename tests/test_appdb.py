@@ -87,3 +87,16 @@ def test_a_database_from_a_newer_qrq_is_refused(tmp_path, create):
     with pytest.raises(migrations.SchemaTooNew, match="upgrade qrq"):
         init_db(path, create=create)
     app_db.close_all()
+
+
+def test_migrate_applies_what_is_missing_and_then_nothing(tmp_path):
+    from qrq.appdb.db import migrate_app_db
+    from qrq.config import load_settings
+
+    settings = load_settings({"QRQ_DATA_DIR": str(tmp_path)})
+    old = SqliteDatabase(str(settings.app_db))
+    with old.bind_ctx(MODELS):
+        old.create_tables(MODELS)
+    old.close()
+    assert migrate_app_db(settings) == ([1], migrations.LATEST)
+    assert migrate_app_db(settings) == ([], migrations.LATEST)

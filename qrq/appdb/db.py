@@ -15,7 +15,8 @@ from qrq.appdb import migrations
 from qrq.appdb.database import PRAGMAS, app_db, postgres_database, sqlite_database
 from qrq.config import Settings
 
-__all__ = ["PRAGMAS", "app_db", "bound_to", "init_db", "open_app_db", "probe", "target"]
+__all__ = ["PRAGMAS", "app_db", "bind", "bound_to", "init_db", "migrate_app_db", "open_app_db",
+           "probe", "target"]
 
 
 def target(settings: Settings) -> str:
@@ -50,6 +51,20 @@ def init_db(where: Path | str, busy_timeout: float = 10.0, create: bool = True) 
 def open_app_db(settings: Settings, create: bool = True) -> Database:
     """Bind ``app_db`` to the database *settings* name."""
     return init_db(target(settings), settings.busy_timeout, create=create)
+
+
+def migrate_app_db(settings: Settings) -> tuple[list[int], int]:
+    """Apply the schema steps the app database lacks (``qrq migrate``); return the
+    steps applied and the version it is at now.
+
+    :raises SchemaTooNew: it was migrated by a newer qrq.
+    """
+    init_db(target(settings), settings.busy_timeout, create=False)
+    with app_db.connection_context():
+        applied = migrations.migrate(app_db)
+        version = migrations.current_version(app_db)
+    app_db.close_all()
+    return applied, version
 
 
 def bound_to(settings: Settings) -> bool:
