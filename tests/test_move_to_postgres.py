@@ -32,7 +32,7 @@ def test_jobs_batches_and_users_move_and_go_on_running_on_postgresql(
     queued = [client.post(PDF, json={"template_id": 1}, headers=alice[1]).get_json()["job_id"]
               for _ in range(2)]
     batch = client.post(BATCH, json={"template_ids": [1], "options": {"copies": 3}},
-                        headers=alice[1]).get_json()["job_id"]
+                        headers=alice[1]).get_json()["batch_job_id"]
     huey.storage.close()
     app_db.close_all()
 
