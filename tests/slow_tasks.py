@@ -5,7 +5,9 @@ tests can kill, time out, cancel or crowd out a job that is surely running."""
 import sqlite3
 import time
 
-from qrq.queue import job_task, progress
+from huey import crontab
+
+from qrq.queue import job_task, periodic_job, progress
 from qrq.sqlite_deadline import interrupt_when
 
 
@@ -67,3 +69,8 @@ def logged_batch(pause: float, task=None) -> None:
     time.sleep(pause)
     huey.storage.sql("update run_log set ended = ? where job_id = ?", (time.time(), task.id),
                      commit=True)
+
+
+@periodic_job("maintenance", name="test.every_minute", schedule=crontab())
+def every_minute(task=None) -> None:
+    """Runs once a minute, on one consumer however many run the scheduler."""

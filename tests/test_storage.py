@@ -397,3 +397,44 @@ def test_a_skewed_client_clock_cannot_take_a_live_lease(storage, monkeypatch):
     monkeypatch.setattr(time, "time", lambda: real() - 3600)  # and one behind
     holder.renew_leases()
     assert skewed.dequeue() is None
+
+
+def test_an_idle_worker_wakes_on_enqueue_not_on_its_slow_poll(pg_url):
+    """LISTEN/NOTIFY: a worker waiting with a one-minute fallback poll takes a job
+    enqueued by another process's storage at once."""
+    import threading
+
+    from tests.conftest import wait_until
+
+    worker = LeasedPostgresStorage("q", url=pg_url, idle_poll=60)
+    web = LeasedPostgresStorage("q", url=pg_url)
+    worker.wait_for_wakeups(poll_interval=0.05)
+    got = []
+
+    def work():
+        while (data := worker.dequeue()) is None:  # each empty try waits up to a minute
+            pass
+        got.append(data)
+
+    try:
+        assert worker.dequeue() is None  # nothing yet: it waits, then gives up
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        wait_until(lambda: worker.listener.heard, timeout=10, message="the listener")
+        web.enqueue(b"job")
+        wait_until(lambda: got, timeout=20, message="the woken worker to take the job")
+        assert got == [b"job"]
+    finally:
+        worker.dispose()
+        web.dispose()
+
+
+def test_a_periodic_slot_is_claimed_once(storage):
+    """Periodic tasks without a job record claim their minute in the result store:
+    the first scheduler gets it, any other (or a late one for an older slot) not."""
+    first, second = storage(), storage()
+    assert first.claim_slot("alerts.check", "2026-12-03T16:01:00")
+    assert not second.claim_slot("alerts.check", "2026-12-03T16:01:00")
+    assert not second.claim_slot("alerts.check", "2026-12-03T16:00:00")
+    assert second.claim_slot("alerts.check", "2026-12-03T16:02:00")
+    assert first.claim_slot("retention.purge", "2026-12-03T16:01:00")  # per task

@@ -1,8 +1,8 @@
 """What a new job must pass before it is written: its owner's active-job quota and
 its ``Idempotency-Key``.
 
-Both are checked inside the enqueue's write transaction (``begin exclusive`` on SQLite; on
-PostgreSQL the unique index ``job_idempotency`` and the quota's row count), so
+Both are checked inside the enqueue's write transaction (``begin exclusive`` on SQLite,
+a per-owner advisory lock on PostgreSQL: see the storage's ``_lock_owner``), so
 concurrent submits cannot all see room under the quota, and concurrent retries
 of one request under one key create one job. A key is kept for 24 hours, per
 owner; a repeated key with another request body is refused (422), as the IETF
@@ -19,7 +19,6 @@ from typing import Any
 
 from qrq.errors import TooManyJobs, ValidationError
 from qrq.queue.jobs import count_active
-from qrq.queue.postgres import QmarkCursor
 
 KEY_SECONDS = 24 * 3600
 MAX_KEY_LENGTH = 255
@@ -85,10 +84,6 @@ def admit(curs, owner_id: int | None, admission: Admission | None,
     """
     if admission is None:
         return None
-    if isinstance(curs, QmarkCursor):
-        # PostgreSQL has no single writer: one owner's concurrent submits queue here,
-        # so the key lookup and the quota count below see each other's jobs.
-        curs.execute("select pg_advisory_xact_lock(hashtext(?))", (f"qrq-admit:{owner_id}",))
     now = time.time() if now is None else now
     if admission.idempotency_key is not None:
         replay = find_replay(curs, owner_id, admission.idempotency_key,

@@ -25,7 +25,7 @@ import uuid
 from huey.constants import WORKER_PROCESS
 from huey.consumer import Consumer, ProcessEnvironment, Worker
 
-from qrq.errors import StorageFull
+from qrq.errors import StorageFull, Unavailable
 from qrq.queue.connections import JOURNAL_SIZE_LIMIT
 from qrq.queue.priority import lower_priority
 
@@ -56,15 +56,21 @@ def _die_with_parent(signum: int) -> bool:
 
 
 class StorageFullLog(logging.Filter):
-    """Logs a full disk once a minute, as one line, instead of a traceback per poll.
+    """Logs a full disk, or a queue database that cannot be reached, once a minute as
+    one line, instead of a traceback per poll.
 
-    While the disk is full every write fails, and huey's loops log each failed
-    poll with its traceback (thousands of lines a second). Of the records whose
-    exception is :class:`StorageFull`, the first in each *interval* passes as one
-    line and the rest are dropped; of the storage's "writable again" records, the
-    first after that. The time of the last line lives in memory shared with the
-    forked workers, so the consumer as a whole logs one line of each.
+    While the disk is full every write fails (while the database server is down or
+    restarting, every statement), and huey's loops log each failed poll with its
+    traceback (thousands of lines a second). Of the records whose exception is
+    :class:`StorageFull` or :class:`Unavailable`, the first in each *interval* passes
+    as one line and the rest are dropped; of the storage's "writable again" or
+    "reachable again" records, the first after that. The time of the last line lives
+    in memory shared with the forked workers, so the consumer as a whole logs one line
+    of each.
     """
+
+    SUFFIX = {StorageFull: "work resumes by itself when space is freed",
+              Unavailable: "work resumes by itself when it is back"}
 
     def __init__(self, interval: float = 60.0):
         super().__init__()
@@ -87,19 +93,20 @@ class StorageFullLog(logging.Filter):
         return verdict
 
     def _decide(self, record: logging.LogRecord) -> bool:
-        if record.__dict__.get("storage_writable"):
+        if record.__dict__.get("storage_writable") or record.__dict__.get(
+                "database_reachable"):
             verdict, self._logged_at = self._logged_at > 0, 0.0
             return verdict
         exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, StorageFull):
+        if not isinstance(exc, StorageFull | Unavailable):
             return True
         now = time.time()
         if now - self._logged_at < self.interval:
             return False
         self._logged_at = now
+        suffix = self.SUFFIX[StorageFull if isinstance(exc, StorageFull) else Unavailable]
         record.args = (record.getMessage(), exc)
-        record.msg = "%s: %s (logged once a minute while it lasts; work resumes " \
-                     "by itself when space is freed)"
+        record.msg = f"%s: %s (logged once a minute while it lasts; {suffix})"
         record.exc_info = record.exc_text = None
         return True
 
@@ -185,6 +192,9 @@ class QrqConsumer(Consumer):
         huey.storage.synchronous = "normal"
         huey.storage.reset_connections()
         huey.storage.lease_ahead = True  # each completion leases the worker's next job
+        # Where the database can wake idle workers (PostgreSQL's LISTEN/NOTIFY), a
+        # dequeue with nothing to do waits for that (or a slow poll) instead.
+        huey.storage.wait_for_wakeups(huey.settings.poll_interval)
         self._beating = threading.Event()
         self.started_at = time.time()
 

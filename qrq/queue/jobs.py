@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import re
 import time
 from typing import Any
 
 from huey.exceptions import CancelExecution
 
-from qrq.errors import Conflict, NotFound
+from qrq.errors import Conflict, NotFound, Unavailable
 from qrq.queue.schema import ACTIVE_SQL
+
+logger = logging.getLogger("qrq.queue.jobs")
 
 STATES = ("queued", "running", "retrying", "finished", "failed", "canceled", "expired")
 ACTIVE = ("queued", "running", "retrying")
@@ -137,15 +140,21 @@ def report_progress(storage, job_id: str, percent: float, stage: str = "") -> No
     raises :class:`LeaseLost` instead of overwriting the newer attempt's progress.
     """
     percent = max(0, min(100, int(percent)))
-    with storage.db(commit=True) as curs:
-        curs.execute("update job set progress = ?, stage = ? where id = ? "
-                     "and status = 'running' and worker = ? returning cancel_requested",
-                     (percent, stage[:200], job_id, storage.owner))
-        row = curs.fetchone()
-        if row is None:
-            curs.execute("select worker from job where id = ? and status = 'running'",
-                         (job_id,))
-            taken = curs.fetchone()
+    try:
+        with storage.db(commit=True) as curs:
+            curs.execute("update job set progress = ?, stage = ? where id = ? "
+                         "and status = 'running' and worker = ? returning cancel_requested",
+                         (percent, stage[:200], job_id, storage.owner))
+            row = curs.fetchone()
+            if row is None:
+                curs.execute("select worker from job where id = ? and status = 'running'",
+                             (job_id,))
+                taken = curs.fetchone()
+    except Unavailable:
+        # Progress is a report, not the work: the job goes on while the database
+        # restarts (its outcome is written when it is back, or its lease lapses).
+        logger.warning("job %s: progress not recorded", job_id, exc_info=True)
+        return
     if row is None:
         if taken is not None:
             raise LeaseLost(f"lease lost: worker {taken[0]} runs this job now")

@@ -65,3 +65,13 @@ class PortableHueyApi:
                         results=True)
         return rows[0][0]
 
+
+    def claim_slot(self, name: str, slot: str) -> bool:
+        """Claim periodic task *name*'s run for *slot* (an ISO minute); False when a
+        scheduler (another consumer's) claimed it, or a later one, already."""
+        with self.db(commit=True) as curs:
+            curs.execute("insert into kv (queue, key, value) values (?, ?, ?) "
+                         "on conflict (queue, key) do update set value = excluded.value "
+                         "where kv.value < excluded.value",
+                         (self.name, f"slot:{name}", self.to_blob(slot.encode())))
+            return curs.rowcount == 1

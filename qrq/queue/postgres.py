@@ -166,6 +166,7 @@ class PostgresConnections(SqliteStorage):
         self.synchronous = None
         self.full_since = None
         self._down_since = None
+        check_reachable(url, timeout)
         BaseSqlStorage.__init__(self, name, **kwargs)
 
     @property
@@ -241,6 +242,30 @@ class PostgresConnections(SqliteStorage):
         return 0  # the server checkpoints its own WAL
 
 
+def where(url: str) -> str:
+    """*url* without its password, for messages: ``user@host:port/dbname``."""
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        return "QRQ_DATABASE_URL (not a valid PostgreSQL URL)"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"{user}{parts.get('host', 'localhost')}{port}/{parts.get('dbname', '')}"
+
+
+def check_reachable(url: str, timeout: float) -> None:
+    """Connect once, so a wrong URL, a server that cannot be reached, a missing
+    database or refused credentials is one clear error at start-up.
+
+    :raises Unavailable: with libpq's reason on one line.
+    """
+    try:
+        psycopg.connect(url, connect_timeout=max(2, int(timeout))).close()
+    except psycopg.Error as exc:
+        raise Unavailable(f"cannot open the queue database {where(url)}: "
+                          f"{one_line(exc)}") from None
+
+
 def _text(key) -> str:
     return key.decode() if isinstance(key, bytes) else key
 
@@ -260,7 +285,7 @@ class LeasedPostgresStorage(LeasedStorage, PostgresConnections):
     now_sql = "cast(extract(epoch from statement_timestamp()) as double precision)"
     skip_locked = " for update skip locked"
 
-    def __init__(self, name="huey", url="", idle_poll=1.0, **kwargs):
+    def __init__(self, name="huey", url="", idle_poll=2.0, **kwargs):
         super().__init__(name, url=url, **kwargs)
         self.channel = f"qrq_{name}"
         self.idle_poll = idle_poll  # seconds: the fallback poll for lapsed leases
@@ -284,6 +309,10 @@ class LeasedPostgresStorage(LeasedStorage, PostgresConnections):
         # Held to the commit: the next capped pick counts this one's lease.
         curs.execute("select pg_advisory_xact_lock(hashtext(?))", (f"qrq-caps:{self.name}",))
 
+    def _lock_owner(self, curs, owner_id: int | None) -> None:
+        # Held to the commit: the next submit of this owner counts this one's job.
+        curs.execute("select pg_advisory_xact_lock(hashtext(?))", (f"qrq-owner:{owner_id}",))
+
     def _move_due(self, curs, due: tuple) -> int:
         # Several schedulers may run (every consumer's): a row moves once.
         curs.execute(
@@ -297,6 +326,10 @@ class LeasedPostgresStorage(LeasedStorage, PostgresConnections):
 
     def _notify(self, curs) -> None:
         curs.execute("select pg_notify(?, '')", (self.channel,))
+
+    def wait_for_wakeups(self, poll_interval: float) -> None:
+        self.blocking = True
+        self.poll_interval = poll_interval
 
     def wakeups(self) -> int:
         return self.listener.heard
@@ -333,6 +366,13 @@ class LeasedPostgresStorage(LeasedStorage, PostgresConnections):
         return super().peek_many([_text(key) for key in keys])
 
     # The schema (qrq.queue.migrations): SQLite's DDL with PostgreSQL's types.
+
+    def initialize_schema(self):
+        try:
+            super().initialize_schema()
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise Unavailable(f"cannot create qrq's tables in {where(self.url)} (grant the "
+                              f"user CREATE on its schema): {one_line(exc)}") from None
 
     def schema_sql(self, sql: str) -> str:
         return ddl(sql)

@@ -89,6 +89,8 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
         def write(curs):
             nonlocal outcome
             if job is not None:
+                if admission is not None:
+                    self._lock_owner(curs, job["owner_id"])
                 replay = admission_checks.admit(curs, job["owner_id"], admission)
                 if replay is not None:
                     outcome = replay
@@ -337,8 +339,16 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
     def _lock_caps(self, curs) -> None:
         """Serialise capped picks across processes (SQLite's write lock already does)."""
 
+    def _lock_owner(self, curs, owner_id: int | None) -> None:
+        """Serialise one owner's admission checks (quota, idempotency key) across
+        processes (SQLite's write lock already does)."""
+
     def _notify(self, curs) -> None:
         """Tell idle workers a row is ready, when this transaction commits."""
+
+    def wait_for_wakeups(self, poll_interval: float) -> None:
+        """Make :meth:`dequeue` wait for work when there is none (a consumer's
+        workers), where the database can announce it; SQLite's workers poll."""
 
     def wakeups(self) -> int:
         """A count of the wake-ups heard so far (for :meth:`wait_for_work`)."""

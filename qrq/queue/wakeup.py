@@ -68,16 +68,16 @@ class Listener:
                 with psycopg.connect(self.url, autocommit=True) as conn:
                     conn.execute(f'listen "{self.channel}"')
                     if failing:
-                        logger.warning("listening for new jobs again")
+                        logger.debug("listening for new jobs again")
                         failing = False
                     self._signal()  # rows may have come while no one listened
                     while not self._stopped.is_set():
-                        for _ in conn.notifies(timeout=1.0):
+                        for _ in conn.notifies(timeout=5.0):
                             self._signal()
             except psycopg.Error as exc:
-                if not failing:
-                    logger.warning("cannot listen for new jobs (%s); polling until the "
-                                   "database is back", " ".join(str(exc).split()))
+                if not failing:  # the storage's own errors tell the operator (once)
+                    logger.debug("cannot listen for new jobs (%s); polling until the "
+                                 "database is back", " ".join(str(exc).split()))
                     failing = True
                 self._signal()  # let the workers poll (and report the outage) meanwhile
                 self._stopped.wait(RETRY)

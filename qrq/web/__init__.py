@@ -40,17 +40,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     test_config = dict(test_config or {})
     settings = test_config.pop("SETTINGS", None) or settings_or_exit()
     settings.ensure_dirs()
-    try:
-        huey.init(settings)
-    except Exception as exc:
-        _exit_for_database(exc, settings)
-        raise
+    huey.init_or_exit(settings)  # the queue: a database it cannot open is one line
     try:
         open_app_db(settings)
     except SchemaTooNew as exc:
         raise SystemExit(f"Error: {exc}") from None
     except DatabaseError as exc:
-        _exit_for_database(exc, settings, lasting_only=True)
+        _exit_for_database(exc, settings)
         # Start anyway: /healthz then says app_db fails, and the rest answer 503.
         problem = pg_errors.describe(exc, settings.database_url)
         if problem is not None:
@@ -112,12 +108,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
-def _exit_for_database(exc: BaseException, settings, lasting_only: bool = False) -> None:
-    """End the starting process with one line when *exc* is a database problem at
-    start-up (with *lasting_only*, only one that will not pass by itself: a wrong URL,
-    a missing database, a refused login or privilege); else return."""
-    if isinstance(exc, SchemaTooNew) or getattr(exc, "code", None) == "schema_too_new":
-        raise SystemExit(f"Error: {exc}") from None
+def _exit_for_database(exc: BaseException, settings) -> None:
+    """End the starting process with one line when *exc* is an app database problem
+    that will not pass by itself (a wrong URL, a missing database, a refused login or
+    privilege); else return."""
     problem = pg_errors.describe(exc, settings.database_url)
-    if problem is not None and (problem.lasting or not lasting_only):
+    if problem is not None and problem.lasting:
         raise SystemExit(f"Error: {problem}") from None
