@@ -171,6 +171,14 @@ def set_target(storage, job_id: str, owner_id: int | None, url: str) -> None:
                 (job_id, owner_id, url, time.time()), commit=True)
 
 
+def inherit_target(storage, parent_id: str, job_id: str) -> None:
+    """Give *job_id* (a re-run of *parent_id*'s work, before it is enqueued) the callback
+    of *parent_id*, if it has one: its owner asked to hear how that work ends."""
+    target = target_of(storage, parent_id)
+    if target is not None:
+        set_target(storage, job_id, target["owner_id"], target["url"])
+
+
 def drop_target(storage, job_id: str) -> None:
     storage.sql("delete from webhook_target where job_id = ?", (job_id,), commit=True)
 

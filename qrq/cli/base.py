@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from qrq import pg_errors
+# Imported for its job end hook: a job the CLI ends (`jobs cancel`) posts its webhook.
+from qrq import pg_errors, webhooks  # noqa: F401
 from qrq.appdb.db import open_app_db
 from qrq.config import holds_qrq_data, load_settings
 from qrq.errors import QrqError
