@@ -31,9 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # uses a data directory runs once per backend). Being emptied as the port lands.
 NOT_YET_ON_POSTGRES = {
     "test_analytics", "test_analytics_browser", "test_analytics_cli",
-    "test_analytics_query", "test_browser", "test_client", "test_config", "test_dev",
-    "test_e2e", "test_first_run", "test_print", "test_query_plans", "test_wal",
-    "test_dashboard_lists", "test_dashboard_live_browser",
+    "test_analytics_query", "test_browser", "test_client", "test_dashboard_lists",
+    "test_dashboard_live_browser", "test_e2e", "test_print",
 }
 
 
