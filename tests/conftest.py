@@ -32,8 +32,11 @@ ROOT = Path(__file__).resolve().parent.parent
 NOT_YET_ON_POSTGRES = {
     "test_analytics", "test_analytics_browser", "test_analytics_cli",
     "test_analytics_query", "test_browser", "test_client", "test_dashboard_lists",
-    "test_dashboard_live_browser", "test_e2e", "test_print",
+    "test_dashboard_live_browser", "test_e2e", "test_job_page", "test_job_page_browser",
+    "test_print",
 }
+# Issue 16's new modules, beside the storage they test (not ported yet either).
+NOT_YET_ON_POSTGRES |= {"test_dashboard_analytics", "test_dashboard_browser", "test_pauses"}
 
 
 def pytest_configure(config):

@@ -11,6 +11,7 @@ from qrq.cli import (  # noqa: F401,E501  (register commands)
     jobs,
     migrate,
     ops,
+    pauses,
     schedule,
     setup,
     templates,
