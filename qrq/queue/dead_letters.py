@@ -8,9 +8,9 @@ and status the same way.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from qrq.artifacts import ArtifactStore
 from qrq.errors import Conflict, NotFound, ValidationError
 from qrq.queue import stats
 from qrq.queue.jobs import ENDED
@@ -43,7 +43,7 @@ def retry_failed(huey, job_type: str | None = None,
     return {"retried": retried, "skipped": skipped}
 
 
-def purge_ended(storage, artifacts_dir: Path, older_than: str = "30d",
+def purge_ended(storage, store: ArtifactStore, older_than: str = "30d",
                 status: str | None = None) -> int:
     """Delete ended jobs (records and files) that ended more than *older_than* ago
     (``"30d"``, ``"12h"``), of one *status* or every ended one; returns how many.
@@ -56,7 +56,7 @@ def purge_ended(storage, artifacts_dir: Path, older_than: str = "30d",
         raise ValidationError(str(exc), field="older_than") from None
     if status is not None and status not in ENDED:
         raise ValidationError(f"must be one of {', '.join(ENDED)}", field="status")
-    return purge_jobs(storage, artifacts_dir, seconds, (status,) if status else ENDED)
+    return purge_jobs(storage, store, seconds, (status,) if status else ENDED)
 
 
 def describe_retry(report: dict[str, list[Any]]) -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
+from collections import defaultdict
 
+from qrq.artifacts import ArtifactStore, open_store
 from qrq.queue.admission import expire_keys
 from qrq.queue.jobs import ENDED
 
@@ -30,23 +31,30 @@ def parse_age(text: str) -> float:
     return float(match[1]) * _UNIT_SECONDS[match[2]]
 
 
-def purge_jobs(storage, artifacts_dir: Path, older_than: float,
+def purge_jobs(storage, store: ArtifactStore, older_than: float,
                statuses: tuple[str, ...] = ENDED, now: float | None = None) -> int:
     """Delete jobs in *statuses* that ended more than *older_than* seconds ago.
 
-    Their artifacts (``<artifacts>/<job_id>*``) and revoke keys go with them.
-    Running and queued jobs are never touched. Returns how many jobs went.
+    Their artifacts (``<job_id>*`` in *store*) and revoke keys go with them; the
+    artifacts first, so a store that cannot be reached keeps the records (and raises
+    :class:`~qrq.errors.StoreUnavailable`) for the next purge to try again. Running and
+    queued jobs are never touched. Returns how many jobs went.
     """
     cutoff = (now or time.time()) - older_than
     marks = ",".join("?" * len(statuses))
     purged = 0
+    by_job = None
     while True:
         ids = [job_id for job_id, in storage.sql(
             f"select id from job where status in ({marks}) and finished_at < ? limit ?",
             (*statuses, cutoff, CHUNK), results=True)]
         if not ids:
             return purged
-        _delete_artifacts(artifacts_dir, set(ids))
+        if by_job is None:  # one listing for the whole purge (a request per 1,000 on S3)
+            by_job = defaultdict(list)
+            for found in store.list():
+                by_job[found.name[:36]].append(found.name)
+        store.delete([name for job_id in ids for name in by_job.pop(job_id, ())])
         id_marks = ",".join("?" * len(ids))
         with storage.db(commit=True) as curs:
             curs.execute(f"delete from job where id in ({id_marks})", ids)
@@ -55,19 +63,11 @@ def purge_jobs(storage, artifacts_dir: Path, older_than: float,
         purged += len(ids)
 
 
-def _delete_artifacts(artifacts_dir: Path, job_ids: set[str]) -> None:
-    """Delete ``<artifacts>/<job_id>*`` for *job_ids*, in one pass over the directory."""
-    if not artifacts_dir.is_dir():
-        return
-    for path in artifacts_dir.iterdir():
-        if path.name[:36] in job_ids:
-            path.unlink(missing_ok=True)
-
-
-def purge_stale(storage, artifacts_dir: Path, now: float | None = None,
+def purge_stale(storage, store: ArtifactStore, now: float | None = None,
                 grace: float = 86400) -> dict[str, int]:
     """Delete leftovers no job points to: revoke keys and artifacts of purged jobs,
-    and consumer rows silent for more than *grace* seconds."""
+    what unfinished writes left, and consumer rows silent for more than *grace*
+    seconds."""
     now = now or time.time()
     known = {job_id for job_id, in storage.sql("select id from job", results=True)}
     keys = [key for key, in storage.sql("select key from kv where queue = ? and key like 'r:%'",
@@ -76,34 +76,28 @@ def purge_stale(storage, artifacts_dir: Path, now: float | None = None,
         chunk = keys[i:i + CHUNK]
         storage.sql(f"delete from kv where queue = ? and key in ({','.join('?' * len(chunk))})",
                     (storage.name, *chunk), commit=True)
-    orphans = 0
-    if artifacts_dir.is_dir():
-        for path in artifacts_dir.iterdir():
-            job_id = path.name[:36]
-            try:  # a render's temporary file may be renamed away meanwhile
-                old = path.stat().st_mtime < now - grace
-            except FileNotFoundError:
-                continue
-            if job_id not in known and old:
-                path.unlink(missing_ok=True)
-                orphans += 1
+    orphans = [found.name for found in store.list()
+               if found.name[:36] not in known and found.mtime < now - grace]
+    store.delete(orphans)
+    swept = store.sweep(now - grace)
     with storage.db(commit=True) as curs:
         curs.execute("delete from consumer where heartbeat_at < ?", (now - grace,))
         consumers = curs.rowcount
-    return {"revoke_keys": len(keys), "orphan_artifacts": orphans, "consumers": consumers}
+    return {"revoke_keys": len(keys), "orphan_artifacts": len(orphans) + swept,
+            "consumers": consumers}
 
 
 def apply_retention(storage, settings, now: float | None = None) -> dict[str, int]:
     """The periodic clean-up: finished jobs after ``retain_finished_days``, failed,
     canceled and expired ones after ``retain_failed_days``, then leftovers."""
     day = 86400
+    store = open_store(settings)
     report = {
-        "finished": purge_jobs(storage, settings.artifacts_dir,
-                               settings.retain_finished_days * day, ("finished",), now),
-        "failed": purge_jobs(storage, settings.artifacts_dir,
-                             settings.retain_failed_days * day,
+        "finished": purge_jobs(storage, store, settings.retain_finished_days * day,
+                               ("finished",), now),
+        "failed": purge_jobs(storage, store, settings.retain_failed_days * day,
                              ("failed", "canceled", "expired"), now),
     }
-    report.update(purge_stale(storage, settings.artifacts_dir, now))
+    report.update(purge_stale(storage, store, now))
     report["idempotency_keys"] = expire_keys(storage, now)
     return report
