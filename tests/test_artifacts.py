@@ -173,6 +173,9 @@ def test_a_missing_bucket_and_a_stopped_server_are_unavailable(settings, monkeyp
         store.check()
     with pytest.raises(StoreUnavailable, match="no bucket"):
         store.stat(NAME)  # a HEAD of a missing bucket is a 404 too: not "no such file"
+    with pytest.raises(StoreUnavailable, match=f"could not store {NAME}: NoSuchBucket: "), \
+            store.write(NAME) as tmp:
+        tmp.write_bytes(b"%PDF-")
     server = S3Server(tmp_path / "moto.log").start()
     bucket = server.make_bucket()
     store = open_store(use_s3(settings, monkeypatch, server, bucket))

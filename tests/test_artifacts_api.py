@@ -23,10 +23,20 @@ from tests.s3 import (  # noqa: F401 (fixtures)
     store_settings,
     use_s3,
 )
-from tests.test_admin import csrf_of, log_in
 from tests.test_api import assert_error
 
 PDF = "/api/generate-qr-pdf"
+
+
+def csrf_of(html):
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def log_in(client, name, token):
+    """The dashboard's log-in (tests/test_admin.py registers tasks: not imported)."""
+    page = client.get("/admin/login")
+    return client.post("/admin/login", data={"name": name, "token": token,
+                                             "csrf_token": csrf_of(page.text)})
 
 
 @pytest.fixture

@@ -36,9 +36,10 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, NoCredentialsError):
         return ("no credentials (boto3's standard chain: AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, or an instance role)")
-    cause = exc.__cause__ if isinstance(exc, S3UploadFailedError) else None
-    if isinstance(exc, ClientError) or isinstance(cause, ClientError):
-        error = (exc if isinstance(exc, ClientError) else cause).response.get("Error", {})
+    if isinstance(exc, S3UploadFailedError):  # boto3 wraps the error it met (not "from")
+        exc = exc.__cause__ or exc.__context__ or exc
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
         return f"{error.get('Code', '?')}: {error.get('Message') or 'refused'}"
     return str(exc) or type(exc).__name__
 
