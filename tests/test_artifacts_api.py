@@ -12,7 +12,8 @@ import zipfile
 import pytest
 
 from qrq.artifacts import open_store
-from qrq.queue import huey, jobs
+from qrq.errors import StoreUnavailable
+from qrq.queue import dead_letters, huey, jobs
 from qrq.queue.retention import apply_retention
 from qrq.web import create_app
 from tests.s3 import (  # noqa: F401 (fixtures)
@@ -146,6 +147,9 @@ def test_purges_and_retention_delete_the_files_from_either_store(store_client, s
     store = open_store(store_settings)
     old, _ = finished_pdf(store_client, alice[1])
     kept, _ = finished_pdf(store_client, alice[1])
+    discarded, _ = finished_pdf(store_client, alice[1])
+    assert dead_letters.discard_jobs(huey.storage, store, [discarded])["done"] == [discarded]
+    assert store.stat(f"{discarded}.pdf") is None
     _, admin = make_user("root", admin=True)
     # Left by a job purged long ago (no record): removed once a day old.
     orphan = "0badc0de-0000-4000-8000-000000000000.pdf"
@@ -191,7 +195,7 @@ def test_a_missing_directory_store_is_a_503_and_loses_nothing(settings, template
     job_id, url = finished_pdf(client, alice[1])
     (shared / f"{job_id}.pdf").unlink()
     shared.rmdir()  # the mount went away
-    check_unavailable(client, url, make_user, job_id)
+    check_unavailable(client, url, make_user, job_id, open_store(mounted))
 
 
 def test_a_stopped_s3_server_is_a_503_and_loses_nothing(settings, monkeypatch, aws_env,
@@ -203,10 +207,10 @@ def test_a_stopped_s3_server_is_a_503_and_loses_nothing(settings, monkeypatch, a
         job_id, url = finished_pdf(client, alice[1])
     finally:
         server.stop()
-    check_unavailable(client, url, make_user, job_id)
+    check_unavailable(client, url, make_user, job_id, open_store(s3))
 
 
-def check_unavailable(client, url, make_user, job_id):
+def check_unavailable(client, url, make_user, job_id, store):
     assert_error(client.get(url, headers=make_user("bob")[1]), 404)  # not his: as before
     _, admin = make_user("root", admin=True)
     response = client.get(url, headers=admin)
@@ -217,4 +221,6 @@ def check_unavailable(client, url, make_user, job_id):
     response = client.post("/api/admin/jobs/purge", json={"older_than": "1s"}, headers=admin)
     assert assert_error(response, 503)["code"] == "store_unavailable"
     assert response.headers["Retry-After"]
-    assert jobs.get(huey.storage, job_id) is not None  # kept for the next purge
+    with pytest.raises(StoreUnavailable):
+        dead_letters.discard_jobs(huey.storage, store, [job_id])
+    assert jobs.get(huey.storage, job_id) is not None  # kept for the next try

@@ -35,32 +35,61 @@ def purge_jobs(storage, store: ArtifactStore, older_than: float,
                statuses: tuple[str, ...] = ENDED, now: float | None = None) -> int:
     """Delete jobs in *statuses* that ended more than *older_than* seconds ago.
 
-    Their artifacts (``<job_id>*`` in *store*) and revoke keys go with them; the
-    artifacts first, so a store that cannot be reached keeps the records (and raises
-    :class:`~qrq.errors.StoreUnavailable`) for the next purge to try again. Running and
-    queued jobs are never touched. Returns how many jobs went.
+    Their artifacts (``<job_id>*`` in *store*) and revoke keys go with them.
+    Running and queued jobs are never touched. Returns how many jobs went.
     """
     cutoff = (now or time.time()) - older_than
     marks = ",".join("?" * len(statuses))
     purged = 0
-    by_job = None
+    listing = ArtifactListing(store)
     while True:
         ids = [job_id for job_id, in storage.sql(
             f"select id from job where status in ({marks}) and finished_at < ? limit ?",
             (*statuses, cutoff, CHUNK), results=True)]
         if not ids:
             return purged
-        if by_job is None:  # one listing for the whole purge (a request per 1,000 on S3)
-            by_job = defaultdict(list)
-            for found in store.list():
-                by_job[found.name[:36]].append(found.name)
-        store.delete([name for job_id in ids for name in by_job.pop(job_id, ())])
-        id_marks = ",".join("?" * len(ids))
-        with storage.db(commit=True) as curs:
-            curs.execute(f"delete from job where id in ({id_marks})", ids)
-            curs.execute(f"delete from kv where queue = ? and key in ({id_marks})",
+        purged += len(delete_ended(storage, listing, ids))
+
+
+class ArtifactListing:
+    """A store's artifacts by job id, listed once on first use: one pass over a
+    directory, one request per 1,000 objects on S3, however many chunks are deleted."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+        self._by_job: dict[str, list[str]] | None = None
+
+    def take(self, job_ids: list[str]) -> list[str]:
+        """The names of *job_ids*' artifacts (``<job_id>*``), forgotten once taken."""
+        if self._by_job is None:
+            self._by_job = defaultdict(list)
+            for found in self.store.list():
+                self._by_job[found.name[:36]].append(found.name)
+        return [name for job_id in job_ids for name in self._by_job.pop(job_id, ())]
+
+
+def delete_ended(storage, listing: ArtifactListing, job_ids: list[str]) -> list[str]:
+    """Delete those of *job_ids* (at most :data:`CHUNK`) that have ended, with their
+    artifacts and results; returns the ids deleted. Unfinished jobs are never touched.
+
+    The artifacts go first: a store out of reach raises
+    :class:`~qrq.errors.StoreUnavailable` and keeps the records for the next try.
+    """
+    id_marks = ",".join("?" * len(job_ids))
+    ended = [job_id for job_id, in storage.sql(
+        f"select id from job where id in ({id_marks}) and finished_at is not null", job_ids,
+        results=True)]
+    if not ended:
+        return []
+    listing.store.delete(listing.take(ended))
+    with storage.db(commit=True) as curs:
+        curs.execute(f"delete from job where id in ({','.join('?' * len(ended))}) "
+                     "and finished_at is not null returning id", ended)
+        ids = [job_id for job_id, in curs.fetchall()]
+        if ids:
+            curs.execute(f"delete from kv where queue = ? and key in ({','.join('?' * len(ids))})",
                          (storage.name, *(f"r:{job_id}" for job_id in ids)))
-        purged += len(ids)
+    return ids
 
 
 def purge_stale(storage, store: ArtifactStore, now: float | None = None,
