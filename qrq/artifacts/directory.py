@@ -15,7 +15,7 @@ import secrets
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 from qrq.artifacts.store import ArtifactInfo, ArtifactStore, check_name, logger, unavailable
 from qrq.errors import StoreUnavailable
@@ -39,8 +39,12 @@ class DirectoryStore(ArtifactStore):
                                "directory (is the shared mount there?)")
         return unavailable(f"the artifact store {self.root} failed: {exc}")
 
-    def _translate(self, exc: OSError) -> Exception:
-        return exc if exc.errno in _DISK_FULL else self._unavailable(exc)
+    def _fail(self, exc: OSError) -> NoReturn:
+        """Raise what *exc* means: a full disk as itself, anything else as the store out
+        of reach."""
+        if exc.errno in _DISK_FULL:
+            raise exc
+        raise self._unavailable(exc) from exc
 
     def _root_is_missing(self) -> bool:
         return not self.create and not self.root.is_dir()
@@ -54,7 +58,7 @@ class DirectoryStore(ArtifactStore):
                 self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
         except OSError as exc:
-            raise self._translate(exc) from exc
+            self._fail(exc)
         try:
             yield tmp
             try:
@@ -62,7 +66,7 @@ class DirectoryStore(ArtifactStore):
                     os.fsync(fh.fileno())
                 os.replace(tmp, self.root / name)
             except OSError as exc:
-                raise self._translate(exc) from exc
+                self._fail(exc)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -78,7 +82,7 @@ class DirectoryStore(ArtifactStore):
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise self._refused(path, "it is a symlink") from None
-            raise self._translate(exc) from exc
+            self._fail(exc)
         try:
             found = os.fstat(fd)
             if not stat.S_ISREG(found.st_mode):
@@ -102,7 +106,7 @@ class DirectoryStore(ArtifactStore):
                 raise self._unavailable() from None
             return None
         except OSError as exc:
-            raise self._translate(exc) from exc
+            self._fail(exc)
         return _info(name, found) if stat.S_ISREG(found.st_mode) else None
 
     def delete(self, names: Iterable[str]) -> None:
@@ -112,7 +116,7 @@ class DirectoryStore(ArtifactStore):
             try:
                 (self.root / check_name(name)).unlink(missing_ok=True)
             except OSError as exc:
-                raise self._translate(exc) from exc
+                self._fail(exc)
 
     def _entries(self) -> Iterator[os.DirEntry]:
         try:
@@ -122,7 +126,7 @@ class DirectoryStore(ArtifactStore):
             if not self.create:
                 raise self._unavailable() from None
         except OSError as exc:
-            raise self._translate(exc) from exc
+            self._fail(exc)
 
     def list(self, prefix: str = "") -> Iterator[ArtifactInfo]:
         check_name(prefix, prefix=True)
@@ -152,7 +156,7 @@ class DirectoryStore(ArtifactStore):
             try:
                 self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             except OSError as exc:
-                raise self._translate(exc) from exc
+                self._fail(exc)
         if not self.root.is_dir():
             raise self._unavailable()
         if not os.access(self.root, os.W_OK | os.X_OK):
