@@ -16,6 +16,7 @@ from qrq.errors import StoreUnavailable
 from qrq.queue import dead_letters, huey, jobs
 from qrq.queue.retention import apply_retention
 from qrq.web import create_app
+from tests.live import serving
 from tests.s3 import (  # noqa: F401 (fixtures)
     S3Server,
     aws_env,
@@ -108,6 +109,24 @@ def test_streaming_from_s3_keeps_ranges_and_etags(settings, monkeypatch, s3_serv
         assert response.status_code == 206 and response.data == stored[-5:]
     with client.get(url, headers={**alice[1], "If-None-Match": etag}) as response:
         assert response.status_code == 304
+
+
+@pytest.mark.parametrize("mode", ["redirect", "stream"])
+def test_s3_downloads_through_the_shipped_server_over_http(settings, monkeypatch, s3_server,
+                                                           s3_bucket, templates, alice, mode):
+    s3 = use_s3(settings, monkeypatch, s3_server, s3_bucket, s3_download=mode)
+    app = create_app({"SETTINGS": s3, "TESTING": True})
+    job_id, url = finished_pdf(app.test_client(), alice[1])
+    stored = s3_server.client().get_object(Bucket=s3_bucket,
+                                           Key=f"artifacts/{job_id}.pdf")["Body"].read()
+    with serving(app) as base:  # urllib follows the redirect, as curl -L would
+        with urllib.request.urlopen(urllib.request.Request(base + url,
+                                                           headers=alice[1])) as response:
+            assert response.read() == stored
+            assert response.url.startswith(s3_server.endpoint if mode == "redirect" else base)
+        ranged = urllib.request.Request(base + url, headers={**alice[1], "Range": "bytes=4-9"})
+        with urllib.request.urlopen(ranged) as response:
+            assert response.status == 206 and response.read() == stored[4:10]
 
 
 def test_batch_outputs_download_from_either_store(store_client, store_settings, templates,
