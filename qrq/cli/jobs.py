@@ -25,6 +25,7 @@ from qrq.cli.base import (
     shorten,
 )
 from qrq.errors import ValidationError
+from qrq.humanize import format_bytes
 from qrq.queue import dead_letters, jobs, stats, submit
 
 
@@ -179,7 +180,7 @@ def pdf(template_id: int, options: tuple[str, ...], wait: bool, out: Path | None
         raise click.ClickException(f"the output of job {job_id} has been removed") from None
     with stored, open(out, "wb") as dest:
         shutil.copyfileobj(stored, dest)
-    click.echo(f"saved {out} ({out.stat().st_size} bytes)")
+    click.echo(f"saved {out} ({format_bytes(out.stat().st_size)})")
 
 
 @main.group("jobs")

@@ -13,6 +13,7 @@ from collections import defaultdict
 
 from qrq.artifacts import ArtifactStore, open_store
 from qrq.queue.admission import expire_keys
+from qrq.queue.attempts import delete_attempts
 from qrq.queue.jobs import ENDED
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -87,6 +88,7 @@ def delete_ended(storage, listing: ArtifactListing, job_ids: list[str]) -> list[
                      "and finished_at is not null returning id", ended)
         ids = [job_id for job_id, in curs.fetchall()]
         if ids:
+            delete_attempts(curs, ids)
             curs.execute(f"delete from kv where queue = ? and key in ({','.join('?' * len(ids))})",
                          (storage.name, *(f"r:{job_id}" for job_id in ids)))
     return ids
