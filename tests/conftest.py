@@ -44,6 +44,8 @@ NOT_YET_ON_POSTGRES = {
     # these tests run jobs through it.
     "test_artifacts", "test_artifacts_api", "test_artifacts_system",
 }
+# Issue 16's new modules, beside the storage they test (not ported yet either).
+NOT_YET_ON_POSTGRES |= {"test_dashboard_analytics", "test_dashboard_browser", "test_pauses"}
 
 
 def pytest_configure(config):
