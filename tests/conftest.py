@@ -27,19 +27,6 @@ from qrq.queue import huey  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# Test modules that do not run on PostgreSQL yet (each test of every other module that
-# uses a data directory runs once per backend). Being emptied as the port lands.
-NOT_YET_ON_POSTGRES = {
-    "test_analytics", "test_analytics_browser", "test_analytics_cli",
-    "test_analytics_query", "test_browser", "test_client", "test_dashboard_lists",
-    "test_dashboard_live_browser", "test_e2e", "test_job_page", "test_job_page_browser",
-    "test_print",
-    # The artifact stores' tests: the store does not depend on the queue's database, but
-    # these tests run jobs through it.
-    "test_artifacts", "test_artifacts_api", "test_artifacts_system",
-}
-# Issue 16's new modules, beside the storage they test (not ported yet either).
-NOT_YET_ON_POSTGRES |= {"test_dashboard_analytics", "test_dashboard_browser", "test_pauses"}
 
 
 def pytest_configure(config):
@@ -52,9 +39,7 @@ def pytest_generate_tests(metafunc):
     """Run every test that uses a data directory on both backends, except SQLite's own."""
     if "backend" not in metafunc.fixturenames:
         return
-    module = metafunc.module.__name__.rpartition(".")[2]
-    only_sqlite = (module in NOT_YET_ON_POSTGRES
-                   or metafunc.definition.get_closest_marker("sqlite_only") is not None)
+    only_sqlite = metafunc.definition.get_closest_marker("sqlite_only") is not None
     metafunc.parametrize("backend", ["sqlite"] if only_sqlite else ["sqlite", "postgres"],
                          indirect=True)
 
