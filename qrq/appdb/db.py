@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from peewee import OperationalError
 from playhouse.pool import PooledSqliteDatabase
 
 from qrq.appdb.database import PRAGMAS, app_db
-from qrq.appdb.models import MODELS
+from qrq.appdb.models import ADDED_COLUMNS, MODELS
 
 __all__ = ["PRAGMAS", "app_db", "init_db", "probe"]
 
@@ -29,8 +30,24 @@ def init_db(path: Path, busy_timeout: float = 10.0, create: bool = True) -> Pool
     if create:
         with app_db.connection_context():
             app_db.create_tables(MODELS, safe=True)
+            _add_missing_columns()
         app_db.close_all()
     return app_db
+
+
+def _add_missing_columns() -> None:
+    """Give a file made by an older qrq the columns added since (``ADDED_COLUMNS``)."""
+    for model, columns in ADDED_COLUMNS.items():
+        table = model._meta.table_name
+        present = {column.name for column in app_db.get_columns(table)}
+        for name, ddl in columns:
+            if name in present:
+                continue
+            try:
+                app_db.execute_sql(f'alter table "{table}" add column {name} {ddl}')
+            except OperationalError as exc:  # another process added it meanwhile
+                if "duplicate column" not in str(exc):
+                    raise
 
 
 def probe() -> None:

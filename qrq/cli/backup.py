@@ -19,10 +19,10 @@ from qrq.backup import (
     verify_set,
 )
 from qrq.backup.submit import submit_backup
-from qrq.cli.base import echo_json, get_queue, get_settings, json_option, main
+from qrq.cli.base import cli_actor, echo_json, get_queue, get_settings, json_option, main
 from qrq.cli.jobs import wait_finished, wait_options
 from qrq.humanize import format_bytes
-from qrq.queue import locks, stats
+from qrq.queue import audit, locks, stats
 from qrq.queue.housekeeping import submit_maintenance
 
 
@@ -221,6 +221,8 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
         restored = restore(backups, manifest, to_dir, names, report=report,
                            env_key=environment_key(settings),
                            before_replacing=safety_backup if overwrites_live else lambda: None)
+    audit.record(get_queue().storage, cli_actor(), "backup.restore", detail={
+        "set": manifest["id"], "to": str(to_dir), "databases": [e["name"] for e in entries]})
     for path in restored:
         click.echo(f"restored {path}")
     click.echo(f"{count} database(s) restored from {manifest['id']} into {to_dir}")

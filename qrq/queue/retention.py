@@ -11,6 +11,7 @@ import re
 import time
 from pathlib import Path
 
+from qrq.queue import audit
 from qrq.queue.admission import expire_keys
 from qrq.queue.jobs import ENDED
 
@@ -95,7 +96,8 @@ def purge_stale(storage, artifacts_dir: Path, now: float | None = None,
 
 def apply_retention(storage, settings, now: float | None = None) -> dict[str, int]:
     """The periodic clean-up: finished jobs after ``retain_finished_days``, failed,
-    canceled and expired ones after ``retain_failed_days``, then leftovers."""
+    canceled and expired ones after ``retain_failed_days``, then leftovers, and audit
+    rows after the longer of the two."""
     day = 86400
     report = {
         "finished": purge_jobs(storage, settings.artifacts_dir,
@@ -106,4 +108,7 @@ def apply_retention(storage, settings, now: float | None = None) -> dict[str, in
     }
     report.update(purge_stale(storage, settings.artifacts_dir, now))
     report["idempotency_keys"] = expire_keys(storage, now)
+    # The audit log is kept as long as any ended job it may name.
+    kept = max(settings.retain_finished_days, settings.retain_failed_days) * day
+    report["audit"] = audit.purge_before(storage, (now or time.time()) - kept)
     return report

@@ -163,6 +163,23 @@ WEBHOOKS = [
     " delete from webhook_target where job_id = old.id; end",
 ]
 
+# Who did what (qrq/queue/audit.py): one row per action taken on the dashboard, the
+# admin API or the CLI, with the jobs it touched (a bounded list; job_count is the
+# true total). Kept as long as ended jobs are (qrq/queue/retention.py).
+AUDIT = [
+    "create table if not exists audit ("
+    " id text primary key,"
+    " created_at real not null,"
+    " actor text not null,"
+    " action text not null,"
+    " job_count integer not null default 0,"
+    " job_ids text not null default '[]',"
+    " detail text not null default '{}')",
+    "create index if not exists audit_created on audit (created_at)",
+    "create index if not exists audit_actor_created on audit (actor, created_at)",
+    "create index if not exists audit_action_created on audit (action, created_at)",
+]
+
 # Columns added to tables after their first release: a file made by an older qrq
 # gains them when opened (the storage adds what ``pragma table_info`` lacks), then
 # LATE_DDL runs, as it may index them.
@@ -176,4 +193,4 @@ LATE_DDL = [
     "where idempotency_key is not null",
 ]
 
-QUEUE_DDL = [*JOBS, *CONSUMERS, *ALERTS, *LOCKS, *BATCHES, *ANALYTICS, *WEBHOOKS]
+QUEUE_DDL = [*JOBS, *CONSUMERS, *ALERTS, *LOCKS, *BATCHES, *ANALYTICS, *WEBHOOKS, *AUDIT]

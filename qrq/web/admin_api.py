@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from qrq.queue import dead_letters, huey
-from qrq.web.auth import admin_required
+from qrq.queue import audit, dead_letters, huey
+from qrq.web.auth import admin_required, current_user
 from qrq.web.ops import queue_status_view
 from qrq.web.params import json_object
 
@@ -17,6 +17,7 @@ bp = Blueprint("admin_api", __name__, url_prefix="/api/admin")
 def retry_job(job_id: str):
     """Run a failed, canceled or expired job again under the same id."""
     huey.retry(job_id)
+    audit.record(huey.storage, current_user().name, "job.retry", job_ids=[job_id])
     return jsonify(job_id=job_id, status="queued"), 202
 
 
@@ -26,7 +27,11 @@ def retry_failed():
     """Re-run every failed job (optionally of one ``type``); lists the jobs it could not
     retry under ``skipped``, each with the reason."""
     body = json_object(optional=True)
-    return jsonify(dead_letters.retry_failed(huey, body.get("type"))), 202
+    report = dead_letters.retry_failed(huey, body.get("type"))
+    audit.record(huey.storage, current_user().name, "jobs.retry_failed",
+                 job_ids=report["retried"],
+                 detail={"type": body.get("type"), "skipped": len(report["skipped"])})
+    return jsonify(report), 202
 
 
 @bp.post("/jobs/purge")
@@ -36,6 +41,8 @@ def purge():
     body = json_object(optional=True)
     count = dead_letters.purge_ended(huey.storage, current_app.config["QRQ"].artifacts_dir,
                                      body.get("older_than", "30d"), body.get("status"))
+    audit.record(huey.storage, current_user().name, "jobs.purge", count=count, detail={
+        "older_than": body.get("older_than", "30d"), "status": body.get("status")})
     return jsonify(purged=count)
 
 
