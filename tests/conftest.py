@@ -27,6 +27,91 @@ from qrq.queue import huey  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Test modules that do not run on PostgreSQL yet (each test of every other module that
+# uses a data directory runs once per backend). Being emptied as the port lands.
+NOT_YET_ON_POSTGRES = {
+    "test_admin", "test_admission", "test_alerts", "test_analytics", "test_analytics_api",
+    "test_analytics_browser", "test_analytics_cache", "test_analytics_cli",
+    "test_analytics_query", "test_api", "test_backup", "test_backup_jobs",
+    "test_backup_restore", "test_backup_retention", "test_batch", "test_batch_cli",
+    "test_batch_mail", "test_batch_system", "test_browser", "test_cli", "test_cli_jobs",
+    "test_client", "test_config", "test_dead_letters", "test_dev", "test_e2e",
+    "test_first_run", "test_maintenance", "test_metrics", "test_openapi", "test_paging",
+    "test_print", "test_priority", "test_query_plans", "test_queue", "test_reliability",
+    "test_schedule", "test_stats", "test_storage", "test_waiting", "test_wal",
+    "test_webhooks",
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "sqlite_only(reason): the test is about SQLite itself (WAL, files, its "
+        "progress handler); it runs on the SQLite backend only")
+
+
+def pytest_generate_tests(metafunc):
+    """Run every test that uses a data directory on both backends, except SQLite's own."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    module = metafunc.module.__name__.rpartition(".")[2]
+    only_sqlite = (module in NOT_YET_ON_POSTGRES
+                   or metafunc.definition.get_closest_marker("sqlite_only") is not None)
+    metafunc.parametrize("backend", ["sqlite"] if only_sqlite else ["sqlite", "postgres"],
+                         indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """The URL of a PostgreSQL server for the tests: ``QRQ_TEST_DATABASE_URL`` (CI
+    starts one with .ci/postgres), else a private cluster started here. Missing
+    PostgreSQL fails the run under CI and skips the PostgreSQL tests elsewhere."""
+    url = os.environ.get("QRQ_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    where = Path(tempfile.mkdtemp(prefix="qrq-pg-"))
+    where.chmod(0o755)  # the server runs as the postgres user
+    where = where / "cluster"
+    started = subprocess.run([str(ROOT / ".ci" / "postgres"), "start", str(where)],
+                             capture_output=True, text=True)
+    if started.returncode != 0:
+        message = f"PostgreSQL did not start: {started.stderr.strip()}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    yield started.stdout.strip()
+    subprocess.run([str(ROOT / ".ci" / "postgres"), "stop", str(where)], check=False)
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """A URL whose connections see a fresh, empty schema of their own (dropped after)."""
+    import psycopg
+
+    schema = f"t_{os.urandom(6).hex()}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"create schema {schema}")
+    sep = "&" if "?" in pg_server else "?"
+    yield f"{pg_server}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        # Connections the test left open (a pool, a killed consumer's) must not hold
+        # locks the drop waits for.
+        conn.execute("select pg_terminate_backend(pid) from pg_stat_activity "
+                     "where application_name = %s", (schema,))
+        conn.execute(f"drop schema {schema} cascade")
+
+
+@pytest.fixture
+def backend(request, monkeypatch):
+    """``sqlite`` or ``postgres``: where the test's qrq keeps its databases."""
+    name = getattr(request, "param", "sqlite")
+    if name == "postgres":
+        monkeypatch.setenv("QRQ_DATABASE_URL", request.getfixturevalue("pg_url"))
+    else:
+        monkeypatch.delenv("QRQ_DATABASE_URL", raising=False)
+    return name
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -57,7 +142,7 @@ def smtp_server():
 
 
 @pytest.fixture
-def settings(tmp_path, monkeypatch):
+def settings(tmp_path, monkeypatch, backend):
     data = tmp_path / "data"
     monkeypatch.setenv("QRQ_DATA_DIR", str(data))
     settings = load_settings(lease_seconds=3.0)

@@ -48,6 +48,12 @@ def _check_url(text: str) -> None:
         raise ValueError("expected empty or a URL starting with http:// or https://")
 
 
+def _check_database_url(text: str) -> None:
+    if text and not text.startswith(("postgresql://", "postgres://")):
+        raise ValueError("expected empty (SQLite files in the data dir) or a URL starting "
+                         "with postgresql://")
+
+
 def check_secret(text: str) -> None:
     """Refuse a secret that is short or guessable (empty means: use ``secret.key``)."""
     if not text:
@@ -70,6 +76,12 @@ class Settings:
     data_dir: Path = setting(Path("data"), "Directory for every runtime file: `queue.db` "
                              "(queue, schedule, job records), `app.db` (users, templates), "
                              "`artifacts/`, `logs/`, `secret.key`.")
+    database_url: str = setting("", "Where qrq keeps its queue, job records, users and "
+                                "templates. Empty: SQLite files in the data dir (`queue.db`, "
+                                "`app.db`). `postgresql://user:password@host:port/dbname` "
+                                "(libpq parameters such as `?sslmode=require` allowed): "
+                                "that PostgreSQL database.", check=_check_database_url,
+                                secret=True)
     secret_key: str = setting("", "Secret that signs queue payloads and web sessions: at "
                               "least 32 bytes, not a well-known example value. Empty: read "
                               "`<data>/secret.key`, created on first use.",
