@@ -182,6 +182,7 @@ def test_users_create_operator_list_and_set_role(runner, app, settings):
         (cli, "user.set_role", "user")]
 
 
+@pytest.mark.sqlite_only("makes an older app.db file with sqlite3")
 def test_an_older_app_db_gains_the_operator_column_when_opened(settings, make_user):
     make_user("root", admin=True)
     app_db.close_all()

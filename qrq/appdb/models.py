@@ -192,8 +192,8 @@ class Throttle(BaseModel):
 
 MODELS = (User, Template, AdminSession, Throttle)
 
-# Columns added to tables after their first release, as SQLite DDL: a file made by an
-# older qrq gains them when opened (qrq.appdb.db.init_db adds what the table lacks).
+# Columns added to tables after their first release (DDL both SQLite and PostgreSQL
+# take): a database made by an older qrq gains them when opened (qrq.appdb.db.init_db).
 ADDED_COLUMNS = {
-    User: (("is_operator", "integer not null default 0"),),
+    User: (("is_operator", "boolean not null default false"),),
 }
