@@ -10,17 +10,15 @@ import pytest
 from qrq.cli import main
 from qrq.queue import audit, huey, jobs, submit
 from qrq.queue.retention import apply_retention
-from tests.test_admin import bad, csrf_of, log_in, post, run_next, token_of
+from tests.dashboard import bad, logged_in, post, run_next
 
 DAY = 86400
 
 
 @pytest.fixture
-def admin(client, make_user):
+def admin(app, make_user):
     """A client logged in to the dashboard as the admin "root", and its CSRF token."""
-    _, headers = make_user("root", admin=True)
-    assert log_in(client, "root", token_of(headers)).status_code == 302
-    return client, csrf_of(client.get("/admin/").text)
+    return logged_in(app, "root", make_user("root", admin=True)[1])
 
 
 def failed_jobs(n):

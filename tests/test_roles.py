@@ -10,7 +10,7 @@ from qrq.appdb.db import app_db, init_db
 from qrq.appdb.models import User
 from qrq.cli import main
 from qrq.queue import audit, huey, jobs, submit
-from tests.test_admin import ZERO_ID, bad, csrf_of, log_in, run_next, run_until_ended, token_of
+from tests.dashboard import ZERO_ID, bad, logged_in, run_next, run_until_ended
 
 ACTION_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 # Open to anyone, so not an admin action: the log-in form and logging out.
@@ -28,12 +28,6 @@ def olga(settings):
     with app_db.connection_context():
         user, token = User.create_with_token("olga", operator=True)
     return user, {"Authorization": f"Bearer {token}"}
-
-
-def logged_in(app, name, headers):
-    client = app.test_client()
-    assert log_in(client, name, token_of(headers)).status_code == 302
-    return client, csrf_of(client.get("/admin/").text)
 
 
 @pytest.fixture
