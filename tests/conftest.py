@@ -39,7 +39,7 @@ NOT_YET_ON_POSTGRES = {
     "test_first_run", "test_maintenance", "test_metrics", "test_openapi", "test_paging",
     "test_print", "test_priority", "test_query_plans", "test_queue", "test_reliability",
     "test_schedule", "test_stats", "test_storage", "test_waiting", "test_wal",
-    "test_webhooks",
+    "test_webhooks", "test_dashboard_lists", "test_dashboard_live_browser",
 }
 
 

@@ -56,6 +56,21 @@ def test_an_admins_retries_show_on_the_audit_page_with_count_and_ids(admin):
     assert "skipped:</span> 0" in page.text
 
 
+def test_bulk_actions_are_recorded_once_confirmed(admin):
+    client, csrf = admin
+    failed = failed_jobs(2)
+    queued = submit(bad, "waits", owner_id=None)
+    selected = {"action": "retry", "id": [*failed, queued]}
+    assert post(client, csrf, "/admin/bulk", **selected).status_code == 200  # the question
+    assert audit.entries(huey.storage) == ([], 0)
+    assert post(client, csrf, "/admin/bulk", confirm="yes", **selected).status_code == 302
+    (row,), _ = audit.entries(huey.storage)
+    assert (row["actor"], row["action"], row["job_count"]) == ("root", "jobs.retry", 2)
+    assert row["job_ids"] == failed and row["detail"] == {"selected": 3, "skipped": 1}
+    rows = audit_rows(client.get("/admin/audit").text)
+    assert rows == [("root", "jobs.retry", 2, [i[:8] for i in failed])]
+
+
 def test_admin_api_actions_are_recorded_under_the_token_users_name(client, make_user,
                                                                    settings):
     _, headers = make_user("ops", admin=True)

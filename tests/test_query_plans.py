@@ -58,6 +58,13 @@ def test_the_queries_of_the_api_dashboard_and_dequeue_use_an_index(traced, setti
     stats.search_jobs(huey.storage, owner_id=1)
     stats.search_jobs(huey.storage, queue_state="queued")
     stats.search_jobs(huey.storage, status="failed")
+    # The dashboard's live job list: jobs created since the last poll (any filter), and
+    # the shown rows by id.
+    stats.search_jobs(huey.storage, created_from=now - 30, with_total=False)
+    stats.search_jobs(huey.storage, created_from=now - 30, text="x", queue_state="failed",
+                      with_total=False)
+    stats.search_jobs(huey.storage, created_from=now - 30, owner_id=1, with_total=False)
+    stats.jobs_by_id(huey.storage, ids)
     stats.consumers(huey.storage)
     # Retention.
     retention.purge_jobs(huey.storage, settings.artifacts_dir, 3600)

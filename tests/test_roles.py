@@ -97,9 +97,11 @@ def test_an_operator_sees_every_dashboard_page_an_admin_sees(app, settings, root
                 assert forms == ["/admin/logout"], \
                     f"{url} shows an operator {forms}: wrap it in {{% if may_act %}}"
                 assert "olga (operator: read-only)" in seen.text
+                assert 'class="pick"' not in seen.text, url  # no rows to select
     # The admin has the buttons the operator lacks.
     assert 'id="retry-all"' in admin.get("/admin/failed").text
     assert 'id="retry-failed-items"' in admin.get(f"/admin/jobs/{batch_id}").text
+    assert 'class="pick"' in admin.get("/admin/jobs").text
 
 
 def test_an_operator_gets_403_for_every_action(app, root, olga, jobs_to_see):

@@ -1,9 +1,11 @@
-"""Dead letters: the bulk actions on jobs that ended badly or long ago.
+"""Dead letters: the bulk actions on jobs that ended badly or long ago, and on
+jobs picked by hand (the dashboard's selected rows).
 
-The dashboard, the admin API and the CLI all call these two functions, so a bulk
+The dashboard, the admin API and the CLI all call these functions, so a bulk
 retry and a purge behave the same from every door: a retry-all goes on past a job
 that cannot run again and reports it with the reason, and a purge checks its age
-and status the same way.
+and status the same way. Each bulk action runs the one single-job operation
+(``huey.retry``, ``huey.cancel``, :func:`retention.delete_ended`) over its ids.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from typing import Any
 
 from qrq.errors import Conflict, NotFound, ValidationError
 from qrq.queue import stats
-from qrq.queue.jobs import ENDED
-from qrq.queue.retention import parse_age, purge_jobs
+from qrq.queue.jobs import ACTIVE, ENDED
+from qrq.queue.retention import CHUNK, delete_ended, parse_age, purge_jobs
 
 # A bulk retry stops here; what is left is retried by running it again.
 MAX_BULK = 10_000
+# The statuses each action of the selected-jobs form applies to.
+RETRYABLE = ("failed", "canceled", "expired")
+ACTIONS = {"retry": RETRYABLE, "cancel": ACTIVE, "discard": ENDED}
 
 
 def retry_failed(huey, job_type: str | None = None,
@@ -32,15 +37,56 @@ def retry_failed(huey, job_type: str | None = None,
         raise ValidationError("must be a job type (a string of at most 40 characters)",
                               field="type")
     found, _ = stats.search_jobs(huey.storage, status="failed", job_type=job_type, limit=limit)
-    retried, skipped = [], []
-    for job_id in (job["id"] for job in found):
+    report = retry_jobs(huey, [job["id"] for job in found])
+    return {"retried": report["done"], "skipped": report["skipped"]}
+
+
+def retry_jobs(huey, job_ids: list[str]) -> dict[str, list[Any]]:
+    """Re-run each of *job_ids* that ended badly (``huey.retry``), in the given order.
+
+    Returns ``{"done": [job id, ...], "skipped": [{"job_id", "reason"}, ...]}``.
+    """
+    done, skipped = [], []
+    for job_id in job_ids:
         try:
             huey.retry(job_id)
         except (Conflict, NotFound) as exc:
             skipped.append({"job_id": job_id, "reason": exc.message})
         else:
-            retried.append(job_id)
-    return {"retried": retried, "skipped": skipped}
+            done.append(job_id)
+    return {"done": done, "skipped": skipped}
+
+
+def cancel_jobs(huey, job_ids: list[str]) -> dict[str, list[Any]]:
+    """Cancel each of *job_ids* that has not ended (``huey.cancel``: a queued job at
+    once, a running one at its next progress report); same report as :func:`retry_jobs`."""
+    done, skipped = [], []
+    found = {job["id"]: job for job in stats.jobs_by_id(huey.storage, job_ids)}
+    for job_id in job_ids:
+        job = found.get(job_id)
+        if job is None:
+            skipped.append({"job_id": job_id, "reason": "no such job"})
+        elif job["status"] in ENDED:
+            skipped.append({"job_id": job_id, "reason": f"already {job['status']}"})
+        else:
+            huey.cancel(job_id)
+            done.append(job_id)
+    return {"done": done, "skipped": skipped}
+
+
+def discard_jobs(storage, artifacts_dir: Path, job_ids: list[str]) -> dict[str, list[Any]]:
+    """Delete each of *job_ids* that has ended, with its files and result; a job still
+    queued or running is skipped (cancel it first). Same report as :func:`retry_jobs`."""
+    deleted: set[str] = set()
+    for start in range(0, len(job_ids), CHUNK):
+        deleted.update(delete_ended(storage, artifacts_dir, job_ids[start:start + CHUNK]))
+    left = {job["id"]: job["status"]
+            for job in stats.jobs_by_id(storage, [i for i in job_ids if i not in deleted])}
+    skipped = [{"job_id": job_id,
+                "reason": f"{left[job_id]}: only ended jobs can be discarded (cancel it first)"
+                if job_id in left else "no such job"}
+               for job_id in job_ids if job_id not in deleted]
+    return {"done": [job_id for job_id in job_ids if job_id in deleted], "skipped": skipped}
 
 
 def purge_ended(storage, artifacts_dir: Path, older_than: str = "30d",
@@ -61,7 +107,11 @@ def purge_ended(storage, artifacts_dir: Path, older_than: str = "30d",
 
 def describe_retry(report: dict[str, list[Any]]) -> str:
     """One line for people: how many were queued again, and which were skipped why."""
-    line = f"{len(report['retried'])} failed job(s) queued again"
+    return describe(f"{len(report['retried'])} failed job(s) queued again", report)
+
+
+def describe(line: str, report: dict[str, list[Any]]) -> str:
+    """*line*, then which jobs of *report* were skipped and why (the first five)."""
     if report["skipped"]:
         reasons = "; ".join(f"{s['job_id']}: {s['reason']}" for s in report["skipped"][:5])
         more = len(report["skipped"]) - 5

@@ -47,13 +47,22 @@ def purge_jobs(storage, artifacts_dir: Path, older_than: float,
             (*statuses, cutoff, CHUNK), results=True)]
         if not ids:
             return purged
-        _delete_artifacts(artifacts_dir, set(ids))
-        id_marks = ",".join("?" * len(ids))
-        with storage.db(commit=True) as curs:
-            curs.execute(f"delete from job where id in ({id_marks})", ids)
-            curs.execute(f"delete from kv where queue = ? and key in ({id_marks})",
+        purged += len(delete_ended(storage, artifacts_dir, ids))
+
+
+def delete_ended(storage, artifacts_dir: Path, job_ids: list[str]) -> list[str]:
+    """Delete those of *job_ids* (at most :data:`CHUNK`) that have ended, with their
+    artifacts and results; returns the ids deleted. Unfinished jobs are never touched."""
+    id_marks = ",".join("?" * len(job_ids))
+    with storage.db(commit=True) as curs:
+        curs.execute(f"delete from job where id in ({id_marks}) and finished_at is not null "
+                     "returning id", job_ids)
+        ids = [job_id for job_id, in curs.fetchall()]
+        if ids:
+            curs.execute(f"delete from kv where queue = ? and key in ({','.join('?' * len(ids))})",
                          (storage.name, *(f"r:{job_id}" for job_id in ids)))
-        purged += len(ids)
+    _delete_artifacts(artifacts_dir, set(ids))
+    return ids
 
 
 def _delete_artifacts(artifacts_dir: Path, job_ids: set[str]) -> None:

@@ -252,21 +252,59 @@ def durations(storage, since: float,
     return found
 
 
+# The job list's sort keys; a sort by start or duration lists only the jobs that have one.
+SORTS = {"created": ("created_at", None),
+         "started": ("started_at", "started_at is not null"),
+         "duration": ("finished_at - started_at",
+                      "finished_at is not null and started_at is not null")}
+_TEXT_IN = ("lower(name) like ? escape '\\'", "lower(params) like ? escape '\\'",
+            "lower(coalesce(error, '')) like ? escape '\\'",
+            # A batch's payloads are its items' data (read here for the search only);
+            # per listed job, so a poll over recent jobs reads only their items.
+            "exists (select 1 from batch_item b where b.job_id = job.id "
+            "and lower(b.data) like ? escape '\\')")
+
+
+def escape_like(text: str) -> str:
+    """*text* as a literal inside a ``like ... escape '\\'`` pattern."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def job_types(storage) -> list[str]:
+    """The known job types, then any other type present in the job table."""
+    return _types(set(_present_types(storage)))
+
+
+def sort_value(job: dict[str, Any], sort: str) -> float | None:
+    """A listed job's value of the sort key *sort* (see :data:`SORTS`)."""
+    if sort == "duration":
+        return job["finished_at"] - job["started_at"]
+    return job[f"{sort}_at"]
+
+
 def search_jobs(storage, *, job_type: str | None = None, status: str | None = None,
                 queue_state: str | None = None, owner_id: int | None = None,
                 system: bool = False, created_from: float | None = None,
                 created_to: float | None = None, id_prefix: str | None = None,
-                name_contains: str | None = None, limit: int = 50, offset: int = 0,
+                name_contains: str | None = None, text: str | None = None,
+                worker: str | None = None, sort: str = "created", descending: bool = True,
+                after: tuple[float, str] | None = None, limit: int = 50, offset: int = 0,
                 before: tuple[float, str] | None = None,
                 with_total: bool = True) -> tuple[list[dict[str, Any]], int | None]:
-    """Job records newest first matching every given filter, and how many match in all
-    (None without *with_total*): the one job listing of the API, dashboard and CLI.
+    """Job records matching every given filter, newest first (or by *sort*), and how
+    many match in all (None without *with_total*): the one job listing of the API,
+    dashboard and CLI.
 
     *status* is the stored status (a delayed job is "queued"); *queue_state* is one of
     :data:`QUEUE_STATES`, where "queued" means due and "scheduled" still delayed.
-    *system* selects the jobs owned by no one (periodic tasks, CLI jobs). *before* (a
-    job's ``(created_at, id)``) starts after that job: a page that new jobs do not shift.
+    *system* selects the jobs owned by no one (periodic tasks, CLI jobs). *text* is
+    found in the id's start, the task name, the parameters, the error or a batch's
+    item data (case-insensitive); *worker* is a consumer id (its jobs) or one worker's
+    lease owner. *sort* is a key of :data:`SORTS`. *after* (a listed job's
+    ``(sort value, id)``) starts after that job: a page that new jobs do not shift;
+    *before* is the same for the default order (newest first).
     """
+    expression, needs = SORTS[sort]
     due_or_delayed = queue_state in ("queued", "scheduled")
     # Job ids are lower-case hex and dashes (checked by the caller): no LIKE escapes.
     conditions = [("type = ?", job_type), ("status = ?", status),
@@ -274,27 +312,59 @@ def search_jobs(storage, *, job_type: str | None = None, status: str | None = No
                   ("owner_id = ?", None if system else owner_id),
                   ("created_at >= ?", created_from), ("created_at < ?", created_to),
                   ("id like ?", id_prefix + "%" if id_prefix else None),
-                  ("instr(name, ?) > 0", name_contains or None)]
+                  ("name like ? escape '\\'",
+                   f"%{escape_like(name_contains)}%" if name_contains else None),
+                  ("worker like ? escape '\\'",
+                   None if not worker else escape_like(worker) + ("" if "/" in worker
+                                                                   else "/%"))]
     where = [sql for sql, value in conditions if value is not None]
     params: list[Any] = [value for _, value in conditions if value is not None]
+    if job_type is None and owner_id is None and not system and created_from is not None:
+        # A recent range of every type: seek the (type, created_at) index per type.
+        types = _present_types(storage)
+        where.append(f"type in ({_in(types)})" if types else "0 = 1")
+        params.extend(types)
+    if text:
+        pattern = f"%{escape_like(text.lower())}%"
+        found = list(_TEXT_IN)
+        if all(c in "0123456789abcdef-" for c in text.lower()):
+            found.insert(0, "id like ?")
+            params.append(text.lower() + "%")
+        where.append(f"({' or '.join(found)})")
+        params.extend([pattern] * len(_TEXT_IN))
     if due_or_delayed:
         where.append(f"status = 'queued' and {'' if queue_state == 'scheduled' else 'not '}"
                      f"{_IN_SCHEDULE}")
         params.append(storage.name)
     if system:
         where.append("owner_id is null")
-    if before is not None:
-        where.append("(created_at, id) < (?, ?)")
-        params.extend(before)
+    if needs:
+        where.append(needs)
+    after = before if after is None and sort == "created" and descending else after
+    if after is not None:
+        where.append(f"({expression}, id) {'<' if descending else '>'} (?, ?)")
+        params.extend(after)
     if (status or queue_state) in ENDED:  # ended jobs have one: the partial index job_ended
         where.append("finished_at is not null")
     clause = (" where " + " and ".join(where)) if where else ""
     total = storage.sql(f"select count(*) from job{clause}", params,
                         results=True)[0][0] if with_total else None
+    order = "desc" if descending else "asc"
     rows = storage.sql(f"select {', '.join(COLUMNS)} from job{clause} "
-                       "order by created_at desc, id desc limit ? offset ?",
+                       f"order by {expression} {order}, id {order} limit ? offset ?",
                        (*params, limit, offset), results=True)
     return [dict(zip(COLUMNS, row, strict=True)) for row in rows], total
+
+
+def jobs_by_id(storage, job_ids: list[str]) -> list[dict[str, Any]]:
+    """The job records of those of *job_ids* that exist (any order)."""
+    found = []
+    for start in range(0, len(job_ids), 500):  # SQLite's bound-parameter limit
+        chunk = job_ids[start:start + 500]
+        rows = storage.sql(f"select {', '.join(COLUMNS)} from job where id in "
+                           f"({_in(chunk)})", chunk, results=True)
+        found.extend(dict(zip(COLUMNS, row, strict=True)) for row in rows)
+    return found
 
 
 def progress_of(storage, job_ids: list[str]) -> dict[str, dict[str, Any]]:

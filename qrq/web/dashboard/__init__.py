@@ -4,11 +4,14 @@ One blueprint (:mod:`.blueprint`, named "admin"); each module adds its part:
 :mod:`.session` log-in, sessions and CSRF; :mod:`.filters` the job list's query
 arguments; :mod:`.charts` the overview's SVG charts; :mod:`.schedule` periodic
 tasks and their next runs; :mod:`.batches` a batch's items and retrying its failed ones;
-:mod:`.audit` who did what; :mod:`.pages` the other pages and actions.
+:mod:`.pages` the other pages and actions; :mod:`.live` the JSON the pages poll to
+stay current; :mod:`.bulk` retrying, canceling or discarding the selected jobs;
+:mod:`.audit` who did what.
 """
 
-from qrq.web.dashboard import audit, batches, pages, schedule, session
+from qrq.web.dashboard import audit, batches, bulk, live, pages, schedule, session
 from qrq.web.dashboard.blueprint import bp
 from qrq.web.dashboard.session import SESSION_HOURS
 
-__all__ = ["SESSION_HOURS", "audit", "batches", "bp", "pages", "schedule", "session"]
+__all__ = ["SESSION_HOURS", "audit", "batches", "bp", "bulk", "live", "pages", "schedule",
+           "session"]

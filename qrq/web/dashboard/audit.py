@@ -10,8 +10,8 @@ from qrq.appdb.models import User
 from qrq.errors import ValidationError
 from qrq.queue import audit, huey
 from qrq.web.dashboard.blueprint import bp, render
-from qrq.web.dashboard.filters import page_number
 from qrq.web.dashboard.session import admin_page
+from qrq.web.params import int_arg
 
 PAGE_SIZE = 50
 # The ids a row shows before "and N more" (a retry-all may name a hundred).
@@ -26,7 +26,7 @@ def audit_log(user: User):
     for key, value in shown.items():
         if len(value) > 100:
             raise ValidationError("too long", field=key)
-    page = page_number()
+    page = int_arg("page", 1, 1, 100_000)
     rows, total = audit.entries(huey.storage, shown["actor"] or None, shown["action"] or None,
                                 limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     actors, actions = audit.actors_and_actions(huey.storage)

@@ -1,11 +1,13 @@
-"""The dashboard's pages and actions: overview, jobs, failed jobs, consumers, backups."""
+"""The dashboard's pages and actions: overview, jobs, failed jobs, consumers, backups.
+
+The overview, the job list and the consumers build their context in one function
+each, so :mod:`.live` renders the same parts again for the live refresh."""
 
 from __future__ import annotations
 
 import json
 import time
 from typing import Any
-from urllib.parse import urlencode
 
 from flask import current_app, flash, jsonify, redirect, request, send_file, url_for
 
@@ -16,48 +18,73 @@ from qrq.queue import audit, dead_letters, huey, jobs, stats
 from qrq.web.dashboard.batches import batch_view, failed_items
 from qrq.web.dashboard.blueprint import bp, render
 from qrq.web.dashboard.charts import charts
-from qrq.web.dashboard.filters import FIELDS, job_filters, page_number
+from qrq.web.dashboard.filters import FIELDS, cursor_of, job_filters, read_cursor
 from qrq.web.dashboard.session import admin_page, safe_next
 
 PAGE_SIZE = 50
+# A new job shows up live if it was created up to this long before a poll (seconds):
+# its creation time is taken before its commit, and web hosts' clocks differ a little.
+NEW_JOB_SLACK = 30.0
 MAX_PROGRESS_IDS = 100
+
+
+def overview_context() -> dict[str, Any]:
+    """What the overview shows, for the page and for its live refresh."""
+    now = time.time()
+    counts = stats.job_counts(huey.storage)
+    return {"counts": counts, "status": stats.queue_status(huey.storage, now, counts),
+            "charts": charts(now), "last_check": alerts.last_check(huey.storage), "now": now}
 
 
 @bp.get("/")
 @admin_page
 def overview(user: User):
-    now = time.time()
-    counts = stats.job_counts(huey.storage)
-    return render("admin/overview.html", user, counts=counts,
-                  status=stats.queue_status(huey.storage, now, counts), charts=charts(now),
-                  last_check=alerts.last_check(huey.storage), now=now)
+    return render("admin/overview.html", user, **overview_context())
 
 
-def _owner_names(rows: list[dict[str, Any]]) -> dict[int, str]:
+def owner_names(rows: list[dict[str, Any]]) -> dict[int, str]:
     ids = {row["owner_id"] for row in rows if row.get("owner_id") is not None}
     if not ids:
         return {}
     return {u.id: u.name for u in User.select(User.id, User.name).where(User.id.in_(ids))}
 
 
+def rows_context(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a job row needs besides the job: owner names, failed batch items, the time."""
+    return {"rows": rows, "owners": owner_names(rows), "failed_items": failed_items(rows),
+            "now": time.time()}
+
+
+def _choices() -> dict[str, Any]:
+    """The filter form's choices: job types, user names, registered consumers."""
+    return {"types": stats.job_types(huey.storage),
+            "users": [u.name for u in User.select(User.name).order_by(User.name).limit(500)],
+            "workers": [c["id"] for c in stats.consumers(huey.storage)]}
+
+
 @bp.get("/jobs")
 @admin_page
 def job_list(user: User):
-    page = page_number()
     try:
-        filters, shown = job_filters(request.args)
+        listing = job_filters(request.args)
     except ValidationError as exc:
         shown = {key: request.args.get(key, "")[:64] for key in FIELDS}
-        return render("admin/jobs.html", user, rows=[], total=0, page=1, pages=1,
-                      shown=shown, error=exc, owners={}, query=""), 422
-    rows, total = stats.search_jobs(huey.storage, **filters, limit=PAGE_SIZE,
-                                    offset=(page - 1) * PAGE_SIZE)
-    if total == 1 and shown["q"] and len(shown["q"]) == 36:
+        return render("admin/jobs.html", user, rows=[], total=0, listing=None, shown=shown,
+                      error=exc, owners={}, next_cursor=None, since=None, now=time.time(),
+                      **_choices()), 422
+    rows, total = stats.search_jobs(huey.storage, **listing.filters, sort=listing.sort,
+                                    descending=listing.descending, after=listing.after,
+                                    limit=PAGE_SIZE)
+    text = listing.shown["q"].lower()
+    if total == 1 and jobs.JOB_ID.fullmatch(text) and rows[0]["id"] == text:
         return redirect(url_for("admin.job_detail", job_id=rows[0]["id"]))
-    query = urlencode({k: v for k, v in shown.items() if v})
-    return render("admin/jobs.html", user, rows=rows, total=total, page=page,
-                  pages=max(1, -(-total // PAGE_SIZE)), shown=shown, error=None,
-                  owners=_owner_names(rows), query=query, failed_items=failed_items(rows))
+    # New jobs appear live on the first page of the newest-first order only.
+    live = listing.after is None and listing.sort == "created" and listing.descending
+    context = rows_context(rows)
+    return render("admin/jobs.html", user, **context, total=total, listing=listing,
+                  shown=listing.shown, error=None,
+                  next_cursor=listing.position(rows[-1]) if len(rows) == PAGE_SIZE else None,
+                  since=context["now"] - NEW_JOB_SLACK if live else None, **_choices())
 
 
 def _get_job(job_id: str) -> dict[str, Any]:
@@ -142,14 +169,15 @@ def cancel_job(user: User, job_id: str):
 @admin_page
 def failed(user: User):
     status = request.args.get("status", "failed")
-    if status not in ("failed", "canceled", "expired"):
+    if status not in dead_letters.RETRYABLE:
         raise ValidationError("must be failed, canceled or expired", field="status")
-    page = page_number()
-    rows, total = stats.search_jobs(huey.storage, status=status, limit=PAGE_SIZE,
-                                    offset=(page - 1) * PAGE_SIZE)
-    return render("admin/failed.html", user, rows=rows, total=total, status=status,
-                  page=page, pages=max(1, -(-total // PAGE_SIZE)),
-                  owners=_owner_names(rows))
+    after = read_cursor(request.args)
+    rows, total = stats.search_jobs(huey.storage, status=status, after=after,
+                                    limit=PAGE_SIZE)
+    last = rows[-1] if len(rows) == PAGE_SIZE else None
+    return render("admin/failed.html", user, **rows_context(rows), total=total,
+                  status=status, first_page=after is None,
+                  next_cursor=cursor_of(last) if last else None)
 
 
 @bp.post("/failed/retry-all")
@@ -174,11 +202,16 @@ def purge(user: User):
     return redirect(url_for("admin.failed"))
 
 
+def consumers_context() -> dict[str, Any]:
+    """What the consumers page shows, for the page and for its live refresh."""
+    return {"consumers": stats.consumers(huey.storage), "now": time.time(),
+            "stale_after": current_app.config["QRQ"].alert_heartbeat_age}
+
+
 @bp.get("/consumers")
 @admin_page
 def consumers(user: User):
-    return render("admin/consumers.html", user, consumers=stats.consumers(huey.storage),
-                  stale_after=current_app.config["QRQ"].alert_heartbeat_age)
+    return render("admin/consumers.html", user, **consumers_context())
 
 
 def _backup_sets() -> list[dict[str, Any]] | None:

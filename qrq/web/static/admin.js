@@ -39,6 +39,10 @@
   }
 
   function poll() {
+    if (document.hidden) {  // a hidden tab polls nothing: go on once it is shown again
+      document.addEventListener("visibilitychange", poll, { once: true });
+      return;
+    }
     var ids = activeIds();
     if (!ids.length) { return; }
     var url = document.body.dataset.progressUrl + "?ids=" + encodeURIComponent(ids.join(","));

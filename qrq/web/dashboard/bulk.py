@@ -1,0 +1,91 @@
+"""Acting on the jobs selected in a list: retry, cancel or discard them.
+
+The list's form posts the action and the ids here; the first POST answers a page
+that says what will happen to how many jobs (and which will be skipped, and why),
+whose button posts them again with ``confirm``. Each action is the one bulk
+operation of :mod:`qrq.queue.dead_letters`, which runs the single-job operation
+over the ids and reports the jobs it skipped with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, flash, redirect, request, url_for
+
+from qrq.appdb.models import User
+from qrq.errors import ValidationError
+from qrq.queue import audit, dead_letters, huey, jobs, stats
+from qrq.web.dashboard.blueprint import bp, render
+from qrq.web.dashboard.pages import owner_names
+from qrq.web.dashboard.session import admin_page, safe_next
+
+MAX_SELECTED = 500
+# What each action does, in the words of the confirmation and of the report.
+VERBS = {"retry": ("Retry", "queued again"), "cancel": ("Cancel", "canceled"),
+         "discard": ("Discard", "discarded")}
+EFFECTS = {
+    "retry": "They run again under the same ids, from the start, with their retries reset.",
+    "cancel": "Queued jobs stop at once; running jobs stop at their next progress report.",
+    "discard": "Their records, results and files are deleted for good.",
+}
+REFUSALS = {"retry": "only failed, canceled or expired jobs can be retried",
+            "cancel": "it has ended already",
+            "discard": "only ended jobs can be discarded (cancel it first)"}
+
+
+def _selection() -> tuple[str, list[str]]:
+    action = request.form.get("action", "")
+    if action not in dead_letters.ACTIONS:
+        raise ValidationError(f"must be one of {', '.join(dead_letters.ACTIONS)}",
+                              field="action")
+    ids = list(dict.fromkeys(request.form.getlist("id")))  # once each, in order
+    if len(ids) > MAX_SELECTED:
+        raise ValidationError(f"select at most {MAX_SELECTED} jobs at once", field="id")
+    if not all(jobs.JOB_ID.fullmatch(i) for i in ids):
+        raise ValidationError("must be job ids", field="id")
+    return action, ids
+
+
+def _question(action: str, going: list[dict[str, Any]]) -> str:
+    """"Retry 3 failed jobs?": the verb, the count and, when they share it, the status."""
+    statuses = {job["status"] for job in going}
+    status = f" {statuses.pop()}" if len(statuses) == 1 else ""
+    return f"{VERBS[action][0]} {len(going)}{status} job{'s' if len(going) != 1 else ''}?"
+
+
+def _run(action: str, ids: list[str]) -> dict[str, list[Any]]:
+    if action == "retry":
+        return dead_letters.retry_jobs(huey, ids)
+    if action == "cancel":
+        return dead_letters.cancel_jobs(huey, ids)
+    return dead_letters.discard_jobs(huey.storage, current_app.config["QRQ"].artifacts_dir,
+                                     ids)
+
+
+@bp.post("/bulk")
+@admin_page
+def bulk_action(user: User):
+    """Ask to confirm the action on the selected jobs; with ``confirm``, run it."""
+    back = safe_next(request.form.get("next") or url_for("admin.job_list"))
+    action, ids = _selection()
+    if not ids:
+        flash("Select at least one job first.", "error")
+        return redirect(back)
+    if request.form.get("confirm") == "yes":
+        report = _run(action, ids)
+        audit.record(huey.storage, user.name, f"jobs.{action}", job_ids=report["done"],
+                     detail={"selected": len(ids), "skipped": len(report["skipped"])})
+        flash(dead_letters.describe(f"{len(report['done'])} job(s) {VERBS[action][1]}",
+                                    report), "error" if report["skipped"] else "message")
+        return redirect(back)
+    found = {job["id"]: job for job in stats.jobs_by_id(huey.storage, ids)}
+    going = [found[i] for i in ids if i in found
+             and found[i]["status"] in dead_letters.ACTIONS[action]]
+    staying = [{"job_id": i, "job": found.get(i),
+                "reason": f"{found[i]['status']}: {REFUSALS[action]}" if i in found
+                else "no such job"} for i in ids
+               if i not in found or found[i]["status"] not in dead_letters.ACTIONS[action]]
+    return render("admin/bulk.html", user, action=action, verb=VERBS[action][0],
+                  question=_question(action, going), effect=EFFECTS[action], going=going,
+                  staying=staying, owners=owner_names(going), back=back)
