@@ -117,6 +117,21 @@ def test_cli_actions_are_recorded_as_cli_and_the_login_name(runner, settings):
     assert rows[2]["job_ids"] == [two] and rows[3]["job_ids"] == [one]
 
 
+def test_running_a_periodic_task_now_is_recorded_from_every_door(admin, runner, make_user):
+    client, csrf = admin
+    _, headers = make_user("ops", admin=True)
+    assert post(client, csrf, "/admin/schedule/backup.scheduled/run").status_code == 302
+    assert client.post("/api/admin/schedule/retention.purge/run",
+                       headers=headers).status_code == 202
+    assert runner.invoke(main, ["schedule", "run", "analytics.warm_up"]).exit_code == 0
+    rows, _ = audit.entries(huey.storage, action="schedule.run")
+    assert [(r["actor"], r["detail"]["task"]) for r in rows] == [
+        (f"cli:{getpass.getuser()}", "analytics.warm_up"), ("ops", "retention.purge"),
+        ("root", "backup.scheduled")]
+    assert all(jobs.get(huey.storage, r["job_ids"][0])["name"] == r["detail"]["task"]
+               for r in rows)
+
+
 def test_the_page_is_paged_newest_first_and_filtered(admin):
     client, _ = admin
     now = time.time()
