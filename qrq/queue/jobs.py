@@ -20,6 +20,7 @@ from typing import Any
 from huey.exceptions import CancelExecution
 
 from qrq.errors import Conflict, NotFound
+from qrq.queue import attempts
 from qrq.queue.schema import ACTIVE_SQL
 
 STATES = ("queued", "running", "retrying", "finished", "failed", "canceled", "expired")
@@ -79,6 +80,7 @@ def mark_running(curs, job_id: str, worker: str, now: float) -> None:
                  "started_at = coalesce(started_at, ?), next_attempt_at = null "
                  "where id = ? and status in ('queued', 'retrying', 'running')",
                  (worker, now, job_id))
+    attempts.open_attempt(curs, job_id, worker, now)
 
 
 def mark_released(curs, job_id: str) -> None:
@@ -86,6 +88,7 @@ def mark_released(curs, job_id: str) -> None:
     curs.execute("update job set status = 'queued', worker = null, progress = 0, stage = '', "
                  "attempts = max(attempts - 1, 0) where id = ? and status = 'running'",
                  (job_id,))
+    attempts.close_attempt(curs, job_id, "released")
 
 
 def mark_waiting(curs, job_id: str, outcome: dict[str, Any]) -> None:
@@ -96,6 +99,7 @@ def mark_waiting(curs, job_id: str, outcome: dict[str, Any]) -> None:
                  "else attempts end "
                  "where id = :id and status = 'running'",
                  {"traceback": None, "error": None, **outcome, "id": job_id})
+    attempts.close_attempt(curs, job_id, outcome["status"], outcome.get("error"))
 
 
 def finish(curs, job_id: str, outcome: dict[str, Any]) -> None:
@@ -111,6 +115,7 @@ def finish(curs, job_id: str, outcome: dict[str, Any]) -> None:
         "progress = case when :status = 'finished' then 100 else progress end, "
         "stage = case when :status = 'finished' then 'done' else stage end "
         "where id = :id and status in ('queued', 'running', 'retrying')", values)
+    attempts.close_attempt(curs, job_id, values["status"], values["error"], values["now"])
 
 
 # -- reads and small updates through the storage ----------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from qrq.queue import audit
 from qrq.queue.admission import expire_keys
+from qrq.queue.attempts import delete_attempts
 from qrq.queue.jobs import ENDED
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -59,6 +60,7 @@ def delete_ended(storage, artifacts_dir: Path, job_ids: list[str]) -> list[str]:
                      "returning id", job_ids)
         ids = [job_id for job_id, in curs.fetchall()]
         if ids:
+            delete_attempts(curs, ids)
             curs.execute(f"delete from kv where queue = ? and key in ({','.join('?' * len(ids))})",
                          (storage.name, *(f"r:{job_id}" for job_id in ids)))
     _delete_artifacts(artifacts_dir, set(ids))
