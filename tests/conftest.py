@@ -41,6 +41,8 @@ NOT_YET_ON_POSTGRES = {
     "test_schedule", "test_stats", "test_storage", "test_waiting", "test_wal",
     "test_webhooks", "test_dashboard_lists", "test_dashboard_live_browser",
 }
+# Issue 16's new modules, beside the storage they test (not ported yet either).
+NOT_YET_ON_POSTGRES |= {"test_dashboard_analytics", "test_dashboard_browser", "test_pauses"}
 
 
 def pytest_configure(config):

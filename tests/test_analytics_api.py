@@ -171,8 +171,12 @@ def test_the_chart_page_holds_no_data_and_loads_nothing_from_elsewhere(client):
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
     csp = response.headers["Content-Security-Policy"]
     nonce = re.search(r"'nonce-([^']+)'", csp)[1]
-    assert f'<script nonce="{nonce}">' in html and "default-src 'none'" in csp
-    assert "/api/analytics/time-based.svg" in html and "Authorization" in html
+    assert f'<style nonce="{nonce}">' in html and "default-src 'none'" in csp
+    # The one script (shared with the dashboard's chart) comes from this site only.
+    assert "script-src 'self';" in csp and '<script src="/admin/static/analytics.js"' in html
+    assert "/api/analytics/time-based.svg" in html and 'name="token"' in html
+    with client.get("/admin/static/analytics.js") as script:
+        assert "Authorization" in script.get_data(as_text=True)
 
 
 def test_reports_lists_cached_reports(client, alice, scan_dbs):

@@ -132,6 +132,20 @@ def test_running_a_periodic_task_now_is_recorded_from_every_door(admin, runner, 
                for r in rows)
 
 
+def test_pausing_and_resuming_a_type_is_recorded_from_every_door(admin, runner, make_user):
+    client, csrf = admin
+    _, headers = make_user("ops", admin=True)
+    submit(bad, "waits", owner_id=None)
+    assert post(client, csrf, "/admin/types/mail/pause").status_code == 302
+    assert client.post("/api/admin/types/mail/resume", headers=headers).status_code == 200
+    assert runner.invoke(main, ["jobs", "pause", "pdf"]).exit_code == 0
+    rows, _ = audit.entries(huey.storage)
+    assert [(r["actor"], r["action"], r["job_count"], r["detail"]) for r in rows] == [
+        (f"cli:{getpass.getuser()}", "type.pause", 0, {"type": "pdf", "changed": True}),
+        ("ops", "type.resume", 1, {"type": "mail", "changed": True}),
+        ("root", "type.pause", 1, {"type": "mail", "changed": True})]
+
+
 def test_the_page_is_paged_newest_first_and_filtered(admin):
     client, _ = admin
     now = time.time()

@@ -32,6 +32,7 @@ from qrq.queue import admission as admission_checks
 from qrq.queue import jobs
 from qrq.queue.connections import ThreadedSqliteStorage
 from qrq.queue.leases import LeaseHolder
+from qrq.queue.pauses import NOT_PAUSED
 from qrq.queue.schema import ADDED_COLUMNS, LATE_DDL, QUEUE_DDL
 
 logger = logging.getLogger("qrq.queue.storage")
@@ -157,7 +158,7 @@ class LeasedSqliteStorage(LeaseHolder, ThreadedSqliteStorage):
         return tuple(t for t, cap in self.caps.items() if running.get(t, 0) >= cap)
 
     def _pick_sql(self, blocked: tuple[str, ...]) -> str:
-        sql = f"from task where {self.available}"
+        sql = f"from task where {self.available} and {NOT_PAUSED}"  # paused types wait
         if blocked:
             sql += f" and (job_type is null or job_type not in ({','.join('?' * len(blocked))}))"
         return sql
