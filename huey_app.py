@@ -17,5 +17,5 @@ from qrq.config import settings_or_exit
 from qrq.queue import huey, load_task_modules
 
 if not huey.initialised:  # `qrq worker` has opened it already
-    huey.init(settings_or_exit())
+    huey.init_or_exit(settings_or_exit())
 load_task_modules(huey.settings)

@@ -5,7 +5,9 @@ tests can kill, time out, cancel or crowd out a job that is surely running."""
 import sqlite3
 import time
 
-from qrq.queue import job_task, progress
+from huey import crontab
+
+from qrq.queue import job_task, periodic_job, progress
 from qrq.sqlite_deadline import interrupt_when
 
 
@@ -54,3 +56,21 @@ def long_query(task=None) -> int:
 @job_task("pdf", name="test.noop")
 def noop(task=None) -> None:
     """Nothing at all: a burst of these is queue work only."""
+
+
+@job_task("batch", name="test.logged_batch")
+def logged_batch(pause: float, task=None) -> None:
+    """A batch job that writes when it started and ended into the test's ``run_log``
+    table (made by the test), so a test can count how many ran at once."""
+    from qrq.queue import huey
+
+    huey.storage.sql("insert into run_log (job_id, started) values (?, ?)",
+                     (task.id, time.time()), commit=True)
+    time.sleep(pause)
+    huey.storage.sql("update run_log set ended = ? where job_id = ?", (time.time(), task.id),
+                     commit=True)
+
+
+@periodic_job("maintenance", name="test.every_minute", schedule=crontab())
+def every_minute(task=None) -> None:
+    """Runs once a minute, on one consumer however many run the scheduler."""

@@ -6,18 +6,21 @@ on the test's data directory, with leases of 3 seconds so recovery is quick.
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from qrq.errors import StorageFull
+from qrq.config import load_settings
+from qrq.errors import StorageFull, Unavailable
 from qrq.queue import huey, jobs, submit
 from tests import slow_tasks
-from tests.conftest import Consumer, wait_until
+from tests.conftest import ROOT, Consumer, wait_until
 
 pytestmark = pytest.mark.slow
 SLOW_TASKS = {"QRQ_TASK_MODULES": "tests.slow_tasks"}
@@ -114,6 +117,53 @@ def test_interactive_work_starts_while_long_jobs_fill_their_caps(settings, consu
     for job_id in long_ids:
         huey.cancel(job_id)
     wait_until(lambda: all(s == "canceled" for s in statuses(long_ids)), timeout=60)
+
+
+def most_at_once(intervals) -> int:
+    """The most of *intervals* ((start, end) pairs) that overlap at any moment."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = most = 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
+    return most
+
+
+def test_caps_hold_across_consumers(settings, consumer):
+    """Two consumers of four workers each, a cap of 2 on batch jobs: never more than
+    two batch jobs run at once (SKIP LOCKED alone let a naive port run 7)."""
+    huey.storage.sql("create table run_log (job_id text primary key, "
+                     "started double precision, ended double precision)", commit=True)
+    ids = [submit(slow_tasks.logged_batch, 0.3, owner_id=None) for _ in range(16)]
+    env = {**SLOW_TASKS, "QRQ_TYPE_CAPS": "batch=2", "QRQ_LONG_JOB_CAP": "8"}
+    consumer(workers=4, extra_env=env)
+    consumer(workers=4, extra_env=env)
+    wait_until(lambda: all(s == "finished" for s in statuses(ids)), timeout=120,
+               message="every batch job to finish")
+    runs = huey.storage.sql("select started, ended from run_log", results=True)
+    assert len(runs) == len(ids)
+    assert most_at_once(runs) == 2
+
+
+def test_periodic_tasks_run_once_per_slot_when_every_consumer_schedules(settings, consumer):
+    """Two consumers, both running the scheduler (no -n): each minute's periodic run
+    is one job, enqueued by whichever scheduler comes first."""
+    wait_until(lambda: time.gmtime().tm_sec < 25, timeout=40, message="a minute's start")
+    minute = time.gmtime().tm_min
+    first = consumer(workers=1, extra_env=SLOW_TASKS, periodic=True)
+    second = consumer(workers=1, extra_env=SLOW_TASKS, periodic=True)
+    checked = "Enqueueing periodic task qrq.test.every_minute"
+    wait_until(lambda: checked in first.output() and checked in second.output(), timeout=30,
+               message="both schedulers to enqueue the periodic task")
+    assert time.gmtime().tm_min == minute, "the test straddled a minute; rerun it"
+
+    def runs():
+        return huey.storage.sql("select id, status from job where name = ?",
+                                ("test.every_minute",), results=True)
+
+    wait_until(lambda: [status for _, status in runs()] == ["finished"], timeout=60,
+               message="the one periodic run to finish")
+    assert len(runs()) == 1
 
 
 def test_no_lock_errors_or_5xx_under_concurrent_enqueue(app, templates, alice, consumer):
@@ -267,3 +317,61 @@ def test_a_full_disk_is_one_log_line_a_minute_and_work_resumes_when_space_return
         assert worker.output().count("writable again") == 1
     finally:
         worker.stop()
+
+
+def tolerant(predicate):
+    """*predicate*, reading False while the database cannot be reached."""
+    def check():
+        try:
+            return predicate()
+        except Unavailable:
+            return False
+    return check
+
+
+@pytest.fixture
+def private_postgres():
+    """A PostgreSQL cluster of this test's own (it may be restarted): (URL, data dir)."""
+    where = Path(tempfile.mkdtemp(prefix="qrq-pg-restart-"))
+    where.chmod(0o755)  # the server runs as the postgres user
+    cluster = where / "cluster"
+    started = subprocess.run([str(ROOT / ".ci" / "postgres"), "start", str(cluster)],
+                             capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.fail(f"PostgreSQL did not start: {started.stderr.strip()}")
+    yield started.stdout.strip(), cluster / "data"
+    subprocess.run([str(ROOT / ".ci" / "postgres"), "stop", str(cluster)], check=False)
+    shutil.rmtree(where, ignore_errors=True)
+
+
+def test_a_postgresql_restart_loses_no_job_and_is_logged_once(tmp_path, monkeypatch,
+                                                              private_postgres):
+    url, pg_data = private_postgres
+    monkeypatch.setenv("QRQ_DATABASE_URL", url)
+    monkeypatch.setenv("QRQ_DATA_DIR", str(tmp_path / "data"))
+    settings = load_settings(lease_seconds=3.0)
+    settings.ensure_dirs()
+    huey.init(settings)
+    worker = Consumer(settings, workers=2, extra_env=SLOW_TASKS)
+    try:
+        ids = [submit(slow_tasks.steps, 10, 0.2, owner_id=None) for _ in range(6)]
+        worker.start()
+        wait_until(lambda: "running" in statuses(ids), timeout=60, message="a job running")
+        bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
+        restart = [str(bindir / "pg_ctl"), "-D", str(pg_data), "-l",
+                   str(pg_data.parent / "server.log"), "-m", "fast", "-w", "restart"]
+        if os.getuid() == 0:
+            restart = ["runuser", "-u", "postgres", "--", *restart]
+        # No pipes: the new server would hold them open and run() would wait for it.
+        subprocess.run(restart, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60)
+        wait_until(tolerant(lambda: all(s == "finished" for s in statuses(ids))),
+                   timeout=120, message="every job to finish after the restart")
+        assert huey.storage.backlog() == 0
+        output = worker.output()
+        assert "Traceback" not in output, output[-3000:]
+        assert output.count("cannot be reached") == 1, output[-3000:]
+        assert output.count("reachable again") <= 1, output[-3000:]
+    finally:
+        worker.stop()
+        huey.storage.dispose()

@@ -10,6 +10,7 @@ from huey import Huey  # noqa: E402
 from huey.tests.base import BaseTestCase  # noqa: E402
 from huey.tests.test_storage import StorageTests  # noqa: E402
 
+from qrq.queue.postgres import LeasedPostgresStorage  # noqa: E402
 from qrq.queue.storage import LeasedSqliteStorage  # noqa: E402
 
 
@@ -26,23 +27,47 @@ class TestHueyStorageContract(StorageTests, BaseTestCase):
                     filename=os.path.join(self._dir, "huey.db"), utc=False)
 
 
+class TestHueyStorageContractPostgres(StorageTests, BaseTestCase):
+    """The same contract on the PostgreSQL storage (a fresh schema per test)."""
+
+    supports_ttl = False
+
+    @pytest.fixture(autouse=True)
+    def _database(self, pg_url):
+        self.url = pg_url
+
+    def get_huey(self):
+        return Huey("t", storage_class=LeasedPostgresStorage, url=self.url, utc=False)
+
+    def tearDown(self):
+        super().tearDown()
+        self.huey.storage.dispose()
+
+
 def test_contract_includes_the_slow_consumer_test():
     assert "test_consumer_integration" in dir(TestHueyStorageContract)
     assert os.environ.get("HUEY_SLOW_TESTS")
 
 
 @pytest.fixture
-def storage(tmp_path):
+def storage(tmp_path, backend):
+    """Storages on one database of the test's backend (each like another consumer's)."""
     made = []
 
-    def make(lease=30.0):
-        s = LeasedSqliteStorage("q", filename=str(tmp_path / "q.db"), lease_seconds=lease)
+    def make(lease=30.0, **kwargs):
+        if backend == "postgres":
+            s = LeasedPostgresStorage("q", url=os.environ["QRQ_DATABASE_URL"],
+                                      lease_seconds=lease, **kwargs)
+        else:
+            s = LeasedSqliteStorage("q", filename=str(tmp_path / "q.db"), lease_seconds=lease,
+                                    **kwargs)
         made.append(s)
         return s
 
     yield make
     for s in made:
-        s.close()
+        s.stop_heartbeat()
+        s.dispose()
 
 
 def rows(storage):
@@ -110,6 +135,7 @@ def test_release_gives_the_lease_back(storage):
     assert rows(s) == [(b"job", 0)] and s.queue_size() == 1
 
 
+@pytest.mark.sqlite_only("SQLite's per-thread connections and synchronous pragma")
 def test_each_thread_gets_its_own_connection_and_sync_level(storage):
     import threading
 
@@ -154,6 +180,7 @@ def enqueue_while_locked(s, calls) -> None:
         thread.join(10)
 
 
+@pytest.mark.sqlite_only("SQLite's group commit (PostgreSQL shares WAL flushes itself)")
 def test_concurrent_enqueues_share_one_commit(storage):
     """Threads that enqueue while another commits are written in one transaction."""
     s = storage()
@@ -167,6 +194,7 @@ def test_concurrent_enqueues_share_one_commit(storage):
     assert s.queue_size() == 9
 
 
+@pytest.mark.sqlite_only("SQLite's group commit")
 def test_one_failing_write_does_not_sink_the_others_in_its_commit(storage):
     from qrq.queue import jobs
 
@@ -273,6 +301,7 @@ def test_a_job_given_back_starts_again_from_no_progress(storage):
         "queued", 0, "", 0)
 
 
+@pytest.mark.sqlite_only("SQLite's full-disk error")
 def test_a_full_disk_is_storage_full_and_passes_when_space_returns(storage):
     """SQLite's "database or disk is full" becomes StorageFull (503, storage_full).
 
@@ -334,11 +363,11 @@ def test_an_inline_run_leases_nothing_ahead(settings):
     assert jobs.get(huey.storage, second)["status"] == "queued"
 
 
-def test_a_capped_type_at_the_head_of_the_queue_lets_others_pass(tmp_path):
+def test_a_capped_type_at_the_head_of_the_queue_lets_others_pass(storage):
     import threading
 
-    s = LeasedSqliteStorage("q", filename=str(tmp_path / "caps.db"), caps={"batch": 1})
-    try:
+    s = storage(caps={"batch": 1})
+    if True:
         for data, priority, job_type in ((b"a", 10, "batch"), (b"b", 10, "batch"),
                                          (b"c", 0, "pdf")):
             s.enqueue(data, priority, job_type=job_type)
@@ -353,5 +382,59 @@ def test_a_capped_type_at_the_head_of_the_queue_lets_others_pass(tmp_path):
             worker.join()
         # The first batch row holds the cap, so the second waits and the pdf runs.
         assert got == [b"a", b"c"]
+
+
+def test_a_skewed_client_clock_cannot_take_a_live_lease(storage, monkeypatch):
+    """Lease times are the database's clock: a host whose clock runs an hour ahead
+    sees the live lease as live (with the client's clock it would take the job)."""
+    holder, skewed = storage(lease=30), storage(lease=30)
+    holder.enqueue(b"job")
+    assert holder.dequeue() == b"job"
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)
+    assert skewed.dequeue() is None
+    assert skewed.queue_size() == 0 and skewed.backlog() == 1
+    monkeypatch.setattr(time, "time", lambda: real() - 3600)  # and one behind
+    holder.renew_leases()
+    assert skewed.dequeue() is None
+
+
+def test_an_idle_worker_wakes_on_enqueue_not_on_its_slow_poll(pg_url):
+    """LISTEN/NOTIFY: a worker waiting with a one-minute fallback poll takes a job
+    enqueued by another process's storage at once."""
+    import threading
+
+    from tests.conftest import wait_until
+
+    worker = LeasedPostgresStorage("q", url=pg_url, idle_poll=60)
+    web = LeasedPostgresStorage("q", url=pg_url)
+    worker.wait_for_wakeups(poll_interval=0.05)
+    got = []
+
+    def work():
+        while (data := worker.dequeue()) is None:  # each empty try waits up to a minute
+            pass
+        got.append(data)
+
+    try:
+        assert worker.dequeue() is None  # nothing yet: it waits, then gives up
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        wait_until(lambda: worker.listener.heard, timeout=10, message="the listener")
+        web.enqueue(b"job")
+        wait_until(lambda: got, timeout=20, message="the woken worker to take the job")
+        assert got == [b"job"]
     finally:
-        s.close()
+        worker.dispose()
+        web.dispose()
+
+
+def test_a_periodic_slot_is_claimed_once(storage):
+    """Periodic tasks without a job record claim their minute in the result store:
+    the first scheduler gets it, any other (or a late one for an older slot) not."""
+    first, second = storage(), storage()
+    assert first.claim_slot("alerts.check", "2026-12-03T16:01:00")
+    assert not second.claim_slot("alerts.check", "2026-12-03T16:01:00")
+    assert not second.claim_slot("alerts.check", "2026-12-03T16:00:00")
+    assert second.claim_slot("alerts.check", "2026-12-03T16:02:00")
+    assert first.claim_slot("retention.purge", "2026-12-03T16:01:00")  # per task

@@ -1,7 +1,8 @@
 """What a new job must pass before it is written: its owner's active-job quota and
 its ``Idempotency-Key``.
 
-Both are checked inside the enqueue's write transaction (``begin exclusive``), so
+Both are checked inside the enqueue's write transaction (``begin exclusive`` on SQLite,
+a per-owner advisory lock on PostgreSQL: see the storage's ``_lock_owner``), so
 concurrent submits cannot all see room under the quota, and concurrent retries
 of one request under one key create one job. A key is kept for 24 hours, per
 owner; a repeated key with another request body is refused (422), as the IETF
@@ -59,8 +60,9 @@ def find_replay(curs, owner_id: int | None, key: str, digest: str,
     :raises ValidationError: the key was used with another request body.
     """
     now = time.time() if now is None else now
-    curs.execute("select id, request_hash from job where owner_id is ? and idempotency_key = ? "
-                 "and created_at >= ?", (owner_id, key, now - KEY_SECONDS))
+    curs.execute("select id, request_hash from job where owner_id is not distinct from ? "
+                 "and idempotency_key = ? and created_at >= ?",
+                 (owner_id, key, now - KEY_SECONDS))
     row = curs.fetchone()
     if row is None:
         return None
@@ -89,8 +91,9 @@ def admit(curs, owner_id: int | None, admission: Admission | None,
         if replay is not None:
             return replay
         # A key past its 24 h may be used again: free it from its old job.
-        curs.execute("update job set idempotency_key = null where owner_id is ? and "
-                     "idempotency_key = ?", (owner_id, admission.idempotency_key))
+        curs.execute("update job set idempotency_key = null where "
+                     "owner_id is not distinct from ? and idempotency_key = ?",
+                     (owner_id, admission.idempotency_key))
     _check_quota(curs, owner_id, admission.max_active)
     return None
 

@@ -193,6 +193,24 @@ class ThreadedSqliteStorage(SqliteStorage):
         except OSError:
             return 0
 
+    # The schema (qrq.queue.migrations): SQLite's DDL as written; its own catalog.
+
+    def schema_sql(self, sql: str) -> str:
+        return sql
+
+    def lock_schema(self, curs) -> None:
+        """Nothing: the migration's transaction holds the file's write lock."""
+
+    def tables(self, curs) -> set[str]:
+        curs.execute("select name from sqlite_master where type = 'table'")
+        return {name for name, in curs.fetchall()}
+
+    def table_columns(self, curs, table: str) -> set[str]:
+        return {row[1] for row in curs.execute(f"pragma table_info({table})")}
+
+    def reset_connections(self) -> None:
+        self.close()
+
     def close(self):
         """Close the calling thread's connection."""
         conn = getattr(self._conns, "conn", None)

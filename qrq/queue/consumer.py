@@ -25,7 +25,7 @@ import uuid
 from huey.constants import WORKER_PROCESS
 from huey.consumer import Consumer, ProcessEnvironment, Worker
 
-from qrq.errors import StorageFull
+from qrq.errors import StorageFull, Unavailable
 from qrq.queue.connections import JOURNAL_SIZE_LIMIT
 from qrq.queue.priority import lower_priority
 
@@ -56,20 +56,28 @@ def _die_with_parent(signum: int) -> bool:
 
 
 class StorageFullLog(logging.Filter):
-    """Logs a full disk once a minute, as one line, instead of a traceback per poll.
+    """Logs a full disk, or a queue database that cannot be reached, once a minute as
+    one line, instead of a traceback per poll.
 
-    While the disk is full every write fails, and huey's loops log each failed
-    poll with its traceback (thousands of lines a second). Of the records whose
-    exception is :class:`StorageFull`, the first in each *interval* passes as one
-    line and the rest are dropped; of the storage's "writable again" records, the
-    first after that. The time of the last line lives in memory shared with the
-    forked workers, so the consumer as a whole logs one line of each.
+    While the disk is full every write fails (while the database server is down or
+    restarting, every statement), and huey's loops log each failed poll with its
+    traceback (thousands of lines a second). Of the records whose exception is
+    :class:`StorageFull` or :class:`Unavailable`, the first in each *interval* passes
+    as one line and the rest are dropped; of the storage's "writable again" or
+    "reachable again" records, the first after that. The time of the last line lives
+    in memory shared with the forked workers, so the consumer as a whole logs one line
+    of each.
     """
+
+    SUFFIX = {StorageFull: "work resumes by itself when space is freed",
+              Unavailable: "work resumes by itself when it is back"}
 
     def __init__(self, interval: float = 60.0):
         super().__init__()
         self.interval = interval
-        self._shared = mmap.mmap(-1, 8)  # anonymous and shared: forked workers see it
+        # Anonymous and shared, so forked workers see it: when the last outage line
+        # was logged, and whether its "again" line was.
+        self._shared = mmap.mmap(-1, 16)
 
     @property
     def _logged_at(self) -> float:
@@ -79,6 +87,14 @@ class StorageFullLog(logging.Filter):
     def _logged_at(self, value: float) -> None:
         self._shared[:8] = struct.pack("d", value)
 
+    @property
+    def _recovered(self) -> bool:
+        return struct.unpack("d", self._shared[8:16])[0] > 0
+
+    @_recovered.setter
+    def _recovered(self, value: bool) -> None:
+        self._shared[8:16] = struct.pack("d", 1.0 if value else 0.0)
+
     def filter(self, record: logging.LogRecord) -> bool:
         verdict = record.__dict__.get("qrq_verdict")  # another handler decided
         if verdict is None:
@@ -87,24 +103,30 @@ class StorageFullLog(logging.Filter):
         return verdict
 
     def _decide(self, record: logging.LogRecord) -> bool:
-        if record.__dict__.get("storage_writable"):
-            verdict, self._logged_at = self._logged_at > 0, 0.0
+        if record.__dict__.get("storage_writable") or record.__dict__.get(
+                "database_reachable"):
+            # Once per outage logged; the clock is kept, so another process that meets
+            # the end of the same outage late does not log it again.
+            verdict = self._logged_at > 0 and not self._recovered
+            self._recovered = True
             return verdict
         exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, StorageFull):
+        if not isinstance(exc, StorageFull | Unavailable):
             return True
         now = time.time()
         if now - self._logged_at < self.interval:
             return False
-        self._logged_at = now
+        self._logged_at, self._recovered = now, False
+        suffix = self.SUFFIX[StorageFull if isinstance(exc, StorageFull) else Unavailable]
         record.args = (record.getMessage(), exc)
-        record.msg = "%s: %s (logged once a minute while it lasts; work resumes " \
-                     "by itself when space is freed)"
+        record.msg = f"%s: %s (logged once a minute while it lasts; {suffix})"
         record.exc_info = record.exc_text = None
         return True
 
     def install(self) -> None:
-        """Filter every handler a consumer's records can reach."""
+        """Filter every handler a consumer's records can reach, and quiet the
+        PostgreSQL pool's line per failed reconnect (the one outage line says it)."""
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
         for handler in {*logging.getLogger().handlers, *logging.getLogger("huey").handlers,
                         logging.lastResort}:
             if handler is not None:
@@ -182,9 +204,12 @@ class QrqConsumer(Consumer):
         # application crash loses none of them, and a power cut can only roll back
         # the newest, whose jobs then run again (leases make that safe). Enqueues
         # from the web app stay fully synchronous: a job id handed out is on disk.
-        huey.storage.close()
         huey.storage.synchronous = "normal"
+        huey.storage.reset_connections()
         huey.storage.lease_ahead = True  # each completion leases the worker's next job
+        # Where the database can wake idle workers (PostgreSQL's LISTEN/NOTIFY), a
+        # dequeue with nothing to do waits for that (or a slow poll) instead.
+        huey.storage.wait_for_wakeups(huey.settings.poll_interval)
         self._beating = threading.Event()
         self.started_at = time.time()
 
@@ -203,8 +228,9 @@ class QrqConsumer(Consumer):
             logger.exception("could not register consumer %s", self.consumer_id)
         threading.Thread(target=self._beat, name="qrq-consumer-heartbeat",
                          daemon=True).start()
-        threading.Thread(target=self._bound_wal, name="qrq-wal-checkpoint",
-                         daemon=True).start()
+        if self.huey.storage.database == "sqlite":  # PostgreSQL checkpoints its own WAL
+            threading.Thread(target=self._bound_wal, name="qrq-wal-checkpoint",
+                             daemon=True).start()
 
     def run(self):
         try:

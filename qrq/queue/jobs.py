@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import re
 import time
 from typing import Any
 
 from huey.exceptions import CancelExecution
 
-from qrq.errors import Conflict, NotFound
+from qrq.errors import Conflict, NotFound, Unavailable
 from qrq.queue import attempts
 from qrq.queue.schema import ACTIVE_SQL
+
+logger = logging.getLogger("qrq.queue.jobs")
 
 STATES = ("queued", "running", "retrying", "finished", "failed", "canceled", "expired")
 ACTIVE = ("queued", "running", "retrying")
@@ -57,11 +60,13 @@ def new_record(job_id: str, job_type: str, name: str, owner_id: int | None,
 
 # -- writes, inside the caller's transaction ------------------------------------------
 
-def insert(curs, record: dict[str, Any]) -> None:
-    """Insert a job record; a record that exists already (a retry's re-enqueue) is kept."""
-    curs.execute("insert or ignore into job (id, type, name, owner_id, params, created_at, "
+def insert(curs, record: dict[str, Any]) -> bool:
+    """Insert a job record; False (and the record kept) when one with its id exists
+    (a periodic task's slot another consumer enqueued, a repeated explicit id)."""
+    curs.execute("insert into job (id, type, name, owner_id, params, created_at, "
                  "payload) values (:id, :type, :name, :owner_id, :params, :created_at, "
-                 ":payload)", {"payload": None, **record})
+                 ":payload) on conflict do nothing", {"payload": None, **record})
+    return curs.rowcount == 1
 
 
 def reset_for_retry(curs, job_id: str) -> bool:
@@ -73,20 +78,31 @@ def reset_for_retry(curs, job_id: str) -> bool:
     return curs.rowcount > 0
 
 
+# A consumer leased the job: a new attempt starts from no progress. Parameters: the
+# worker, the time, the job id. (PostgreSQL's lease statement embeds it.)
+MARK_RUNNING_SQL = (
+    "update job set status = 'running', attempts = attempts + 1, worker = ?, "
+    "progress = 0, stage = '', started_at = coalesce(started_at, ?), "
+    "next_attempt_at = null where id = ? and status in ('queued', 'retrying', 'running')")
+
+
 def mark_running(curs, job_id: str, worker: str, now: float) -> None:
     """A consumer leased the job: a new attempt starts from no progress."""
-    curs.execute("update job set status = 'running', attempts = attempts + 1, worker = ?, "
-                 "progress = 0, stage = '', "
-                 "started_at = coalesce(started_at, ?), next_attempt_at = null "
-                 "where id = ? and status in ('queued', 'retrying', 'running')",
-                 (worker, now, job_id))
+    curs.execute(MARK_RUNNING_SQL, (worker, now, job_id))
+    attempt_started(curs, job_id, worker, now)
+
+
+def attempt_started(curs, job_id: str, worker: str, now: float) -> None:
+    """The rest of :func:`mark_running` (the attempt's row), for PostgreSQL's lease
+    statement, which marks the job running itself."""
     attempts.open_attempt(curs, job_id, worker, now)
 
 
 def mark_released(curs, job_id: str) -> None:
     """The job's lease was given back unfinished: it waits to run again, from the start."""
     curs.execute("update job set status = 'queued', worker = null, progress = 0, stage = '', "
-                 "attempts = max(attempts - 1, 0) where id = ? and status = 'running'",
+                 "attempts = case when attempts > 0 then attempts - 1 else 0 end "
+                 "where id = ? and status = 'running'",
                  (job_id,))
     attempts.close_attempt(curs, job_id, "released")
 
@@ -95,8 +111,8 @@ def mark_waiting(curs, job_id: str, outcome: dict[str, Any]) -> None:
     """The attempt failed and another is scheduled (``retrying``) or deferred (``queued``)."""
     curs.execute("update job set status = :status, next_attempt_at = :next_attempt_at, "
                  "error = :error, traceback = :traceback, worker = null, "
-                 "attempts = case when :status = 'queued' then max(attempts - 1, 0) "
-                 "else attempts end "
+                 "attempts = case when :status = 'queued' and attempts > 0 then attempts - 1 "
+                 "when :status = 'queued' then 0 else attempts end "
                  "where id = :id and status = 'running'",
                  {"traceback": None, "error": None, **outcome, "id": job_id})
     attempts.close_attempt(curs, job_id, outcome["status"], outcome.get("error"))
@@ -135,15 +151,21 @@ def report_progress(storage, job_id: str, percent: float, stage: str = "") -> No
     raises :class:`LeaseLost` instead of overwriting the newer attempt's progress.
     """
     percent = max(0, min(100, int(percent)))
-    with storage.db(commit=True) as curs:
-        curs.execute("update job set progress = ?, stage = ? where id = ? "
-                     "and status = 'running' and worker = ? returning cancel_requested",
-                     (percent, stage[:200], job_id, storage.owner))
-        row = curs.fetchone()
-        if row is None:
-            curs.execute("select worker from job where id = ? and status = 'running'",
-                         (job_id,))
-            taken = curs.fetchone()
+    try:
+        with storage.db(commit=True) as curs:
+            curs.execute("update job set progress = ?, stage = ? where id = ? "
+                         "and status = 'running' and worker = ? returning cancel_requested",
+                         (percent, stage[:200], job_id, storage.owner))
+            row = curs.fetchone()
+            if row is None:
+                curs.execute("select worker from job where id = ? and status = 'running'",
+                             (job_id,))
+                taken = curs.fetchone()
+    except Unavailable:
+        # Progress is a report, not the work: the job goes on while the database
+        # restarts (its outcome is written when it is back, or its lease lapses).
+        logger.warning("job %s: progress not recorded", job_id, exc_info=True)
+        return
     if row is None:
         if taken is not None:
             raise LeaseLost(f"lease lost: worker {taken[0]} runs this job now")
@@ -182,7 +204,8 @@ def count_busy(storage, exclude: str | None = None) -> int:
     """Jobs running or waiting to run now (not those waiting for a retry), other
     than *exclude*: the queue is idle when this is 0."""
     return storage.sql("select count(*) from job where (status = 'queued' or "
-                       "status = 'running') and id is not ?", (exclude,), results=True)[0][0]
+                       "status = 'running') and id is distinct from ?", (exclude,),
+                       results=True)[0][0]
 
 
 def median_duration(storage, job_type: str, sample: int = 20) -> float | None:

@@ -11,7 +11,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import uuid
 
 logger = logging.getLogger("qrq.queue.storage")
@@ -29,7 +28,8 @@ os.register_at_fork(after_in_child=_new_owner_lock)
 
 
 class LeaseHolder:
-    """Mixed into the storage, which sets ``lease_seconds``, ``consumer_id``,
+    """Mixed into the storage, which sets ``now_sql`` (the database's clock),
+    ``lease_seconds``, ``consumer_id``,
     ``_owner``, ``_owner_pid``, ``_held``, ``_heartbeat`` and ``_stop_beating``."""
 
     @property
@@ -77,7 +77,7 @@ class LeaseHolder:
         if not held:
             return 0
         with self.db(commit=True) as curs:
-            curs.execute(f"update task set lease_until = ? where lease_owner = ? and id in "
-                         f"({','.join('?' * len(held))})",
-                         (time.time() + self.lease_seconds, self.owner, *held))
+            curs.execute(f"update task set lease_until = {self.now_sql} + ? "
+                         f"where lease_owner = ? and id in ({','.join('?' * len(held))})",
+                         (self.lease_seconds, self.owner, *held))
             return curs.rowcount

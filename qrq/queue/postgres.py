@@ -9,21 +9,36 @@ and ``avg`` of integers) come back as Python numbers, not ``Decimal``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+import os
 import re
+import threading
+import time
+from collections.abc import Mapping
 
 import psycopg
 import psycopg_pool
+from huey.storage import BaseSqlStorage, SqliteStorage
 from psycopg.adapt import Loader
+
+from qrq.errors import Unavailable
+from qrq.queue import jobs, wakeup
+from qrq.queue.storage import LeasedStorage
+
+logger = logging.getLogger("qrq.queue.storage")
 
 
 @functools.lru_cache(maxsize=2048)
-def translate(sql: str) -> str:
-    """*sql* with ``?`` placeholders as ``%s`` and a literal ``%`` doubled, so psycopg
-    reads it as written; quoted text keeps its ``?``."""
+def translate(sql: str, named: bool = False) -> str:
+    """*sql* with ``?`` placeholders (with *named*, ``:name`` ones) in psycopg's form and
+    a literal ``%`` doubled, so psycopg reads it as written; quoted text is kept."""
     out = []
     quote = None
-    for char in sql:
+    i = 0
+    while i < len(sql):
+        char = sql[i]
         if char == "%":
             out.append("%%")
         elif quote is not None:
@@ -33,9 +48,20 @@ def translate(sql: str) -> str:
         elif char in "'\"":
             quote = char
             out.append(char)
+        elif char == "?":
+            out.append("%s")
+        elif named and char == ":" and (name := _NAME.match(sql, i + 1)) \
+                and sql[i - 1:i] != ":":
+            out.append(f"%({name[0]})s")
+            i = name.end()
+            continue
         else:
-            out.append("%s" if char == "?" else char)
+            out.append(char)
+        i += 1
     return "".join(out)
+
+
+_NAME = re.compile(r"[A-Za-z_]\w*")
 
 
 # SQLite's DDL as PostgreSQL's: 8-byte floats (``real`` is 4 bytes there: a timestamp
@@ -62,11 +88,13 @@ class QmarkCursor(psycopg.Cursor):
 
     def execute(self, query, params=None, **kwargs):
         if params:
-            query = translate(query)
+            query = translate(query, isinstance(params, Mapping))
         return super().execute(query, params or None, **kwargs)
 
     def executemany(self, query, params_seq, **kwargs):
-        return super().executemany(translate(query), params_seq, **kwargs)
+        params_seq = list(params_seq)
+        named = bool(params_seq) and isinstance(params_seq[0], Mapping)
+        return super().executemany(translate(query, named), params_seq, **kwargs)
 
 
 class _NumberLoader(Loader):
@@ -99,3 +127,268 @@ def pool(url: str, min_size: int = 1, max_size: int = 8, **kwargs) -> psycopg_po
     return psycopg_pool.ConnectionPool(
         url, min_size=min_size, max_size=max_size, open=True, configure=configure,
         kwargs={"cursor_factory": QmarkCursor}, **kwargs)
+
+
+# -- the queue's connections -----------------------------------------------------------
+
+_INHERITED = []  # pools a forked child must neither use nor close (their sockets are the parent's)
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Whether *exc* means the server cannot be reached (down, restarting, the
+    connection dropped), as opposed to an error in a statement."""
+    return isinstance(exc, (psycopg_pool.PoolTimeout, psycopg.errors.AdminShutdown,
+                            psycopg.errors.CannotConnectNow)) or (
+        isinstance(exc, psycopg.OperationalError)
+        and not isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable))
+
+
+class PostgresConnections(SqliteStorage):
+    """The connection side of huey's SQL storage, on PostgreSQL: a pool per process,
+    autocommit reads, one transaction per write, and a server that cannot be reached
+    reported as :class:`~qrq.errors.Unavailable` (the pool reconnects by itself).
+
+    huey's ``SqliteStorage`` methods for the result store, the schedule and counters
+    are plain SQL that PostgreSQL accepts through :class:`QmarkCursor`; the lease
+    layer (:class:`qrq.queue.storage.LeasedStorage`) replaces the two that are not.
+    """
+
+    to_blob = bytes
+
+    def __init__(self, name="huey", url="", timeout=5.0, **kwargs):
+        self.url = url
+        self.filename = None
+        self._timeout = timeout
+        self._pool = None
+        self._pool_pid = None
+        self._pool_lock = threading.Lock()
+        # "normal" (the consumer's): commits do not wait for the WAL flush (see QrqConsumer).
+        self.synchronous = None
+        self.full_since = None
+        self._down_since = None
+        check_reachable(url, timeout)
+        BaseSqlStorage.__init__(self, name, **kwargs)
+
+    @property
+    def pool(self) -> psycopg_pool.ConnectionPool:
+        if self._pool is None or self._pool_pid != os.getpid():
+            with self._pool_lock:
+                if self._pool is None or self._pool_pid != os.getpid():
+                    if self._pool is not None:
+                        _INHERITED.append(self._pool)
+                    self._pool = psycopg_pool.ConnectionPool(
+                        self.url, min_size=1, max_size=16, open=True, timeout=self._timeout,
+                        configure=self._configure, name=f"qrq-{self.name}",
+                        kwargs={"cursor_factory": QmarkCursor, "autocommit": True})
+                    self._pool_pid = os.getpid()
+        return self._pool
+
+    def _configure(self, conn: psycopg.Connection) -> None:
+        configure(conn)
+        if self.synchronous is not None and self.synchronous.lower() in ("normal", "off"):
+            conn.execute("set synchronous_commit = off")
+
+    @contextlib.contextmanager
+    def db(self, commit=False, close=False):
+        try:
+            with self.pool.connection() as conn:
+                with conn.transaction() if commit else contextlib.nullcontext():
+                    with conn.cursor() as cursor:
+                        yield cursor
+        except Exception as exc:
+            if _unavailable(exc):
+                raise self._went_down(exc) from exc
+            raise
+        if self._down_since is not None:
+            self._down_since = None
+            logger.warning("the queue database is reachable again",
+                           extra={"database_reachable": True})
+
+    def _went_down(self, exc: BaseException) -> Unavailable:
+        """Note the outage (the pool drops its dead connections now, not one per use)."""
+        if self._down_since is None:
+            self._down_since = time.time()
+        with contextlib.suppress(Exception):
+            self.pool.check()
+        return Unavailable(f"the queue database cannot be reached: {one_line(exc)}")
+
+    def sql(self, query, params=None, commit=False, results=False):
+        with self.db(commit=commit) as curs:
+            curs.execute(query, params or ())
+            if results:
+                return curs.fetchall()
+
+    def _group_commit(self, write) -> None:
+        # Concurrent commits share WAL flushes on the server: no grouping needed here.
+        with self.db(commit=True) as curs:
+            write(curs)
+
+    def close(self):
+        """Nothing per thread: the pool's connections serve every thread (see dispose)."""
+        return False
+
+    def reset_connections(self) -> None:
+        """Close this process's pool; a new one (with the current settings) opens on
+        next use."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pool_pid == os.getpid():
+            pool.close()
+
+    def is_full(self) -> bool:
+        return False  # the server's disk is the operator's to watch
+
+    def wal_size(self) -> int:
+        return 0  # the server checkpoints its own WAL
+
+
+def where(url: str) -> str:
+    """*url* without its password, for messages: ``user@host:port/dbname``."""
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        return "QRQ_DATABASE_URL (not a valid PostgreSQL URL)"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"{user}{parts.get('host', 'localhost')}{port}/{parts.get('dbname', '')}"
+
+
+def check_reachable(url: str, timeout: float) -> None:
+    """Connect once, so a wrong URL, a server that cannot be reached, a missing
+    database or refused credentials is one clear error at start-up.
+
+    :raises Unavailable: with libpq's reason on one line.
+    """
+    try:
+        psycopg.connect(url, connect_timeout=max(2, int(timeout))).close()
+    except psycopg.Error as exc:
+        raise Unavailable(f"cannot open the queue database {where(url)}: "
+                          f"{one_line(exc)}") from None
+
+
+def _text(key) -> str:
+    return key.decode() if isinstance(key, bytes) else key
+
+
+def one_line(exc: BaseException) -> str:
+    """psycopg's message, which may span lines (libpq's hints), as one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class LeasedPostgresStorage(LeasedStorage, PostgresConnections):
+    """The leased storage on PostgreSQL: what differs from SQLite, and only that."""
+
+    database = "postgresql"
+    # The server's clock, so hosts with skewed clocks agree on leases. Per statement
+    # (not clock_timestamp(), which changes per row): a stable value can be an index
+    # bound, and a statement is short.
+    now_sql = "cast(extract(epoch from statement_timestamp()) as double precision)"
+    skip_locked = " for update skip locked"
+
+    def __init__(self, name="huey", url="", idle_poll=2.0, **kwargs):
+        super().__init__(name, url=url, **kwargs)
+        self.channel = f"qrq_{name}"
+        self.idle_poll = idle_poll  # seconds: the fallback poll for lapsed leases
+        self.listener = wakeup.Listener(url, self.channel)
+
+    def _lease(self, curs, owner: str, blocked: tuple[str, ...]) -> tuple | None:
+        """One statement: lease the best row no one holds (rows other workers are
+        leasing right now are skipped, not waited for) and mark its job running."""
+        running = jobs.MARK_RUNNING_SQL.replace("where id = ?",
+                                                "where id = (select job_id from leased)")
+        curs.execute(
+            f"with picked as materialized (select id {self._pick_sql(blocked)}"
+            f"{self.skip_locked}), "
+            f"leased as (update task set lease_until = {self.now_sql} + ?, lease_owner = ? "
+            "from picked where task.id = picked.id returning task.id, task.data, task.job_id), "
+            f"running as ({running}) select id, data, job_id from leased",
+            (self.name, *blocked, self.lease_seconds, owner, owner, now := time.time()))
+        leased = curs.fetchone()
+        if leased is not None and leased[2] is not None:
+            jobs.attempt_started(curs, leased[2], owner, now)
+        return leased
+
+    def _lock_caps(self, curs) -> None:
+        # Held to the commit: the next capped pick counts this one's lease.
+        curs.execute("select pg_advisory_xact_lock(hashtext(?))", (f"qrq-caps:{self.name}",))
+
+    def _lock_owner(self, curs, owner_id: int | None) -> None:
+        # Held to the commit: the next submit of this owner counts this one's job.
+        curs.execute("select pg_advisory_xact_lock(hashtext(?))", (f"qrq-owner:{owner_id}",))
+
+    def _move_due(self, curs, due: tuple) -> int:
+        # Several schedulers may run (every consumer's): a row moves once.
+        curs.execute(
+            "with moved as (delete from schedule where id in (select id from schedule "
+            "where queue = ? and timestamp <= ? and job_id is not null"
+            f"{self.skip_locked}) returning queue, data, priority, job_id, job_type, "
+            "timestamp, id) insert into task (queue, data, priority, job_id, job_type) "
+            "select queue, data, priority, job_id, job_type from moved order by timestamp, id",
+            due)
+        return curs.rowcount
+
+    def _notify(self, curs) -> None:
+        curs.execute("select pg_notify(?, '')", (self.channel,))
+
+    def wait_for_wakeups(self, poll_interval: float) -> None:
+        self.blocking = True
+        self.poll_interval = poll_interval
+
+    def wakeups(self) -> int:
+        return self.listener.heard
+
+    def wait_for_work(self, heard: int, soon: bool = False) -> None:
+        if self.blocking:
+            self.listener.wait(heard, self.poll_interval if soon else self.idle_poll)
+
+    def dispose(self) -> None:
+        """Done with this storage: its heartbeat, listener and connections stop."""
+        self.stop_heartbeat()
+        self.listener.stop()
+        self.reset_connections()
+
+    # huey passes result keys as bytes or str; the key column is text on both
+    # databases, but only SQLite stores bytes in it as they come.
+
+    def put_data(self, key, value, is_result=False):
+        super().put_data(_text(key), value, is_result)
+
+    def peek_data(self, key):
+        return super().peek_data(_text(key))
+
+    def pop_data(self, key):
+        return super().pop_data(_text(key))
+
+    def has_data_for_key(self, key):
+        return super().has_data_for_key(_text(key))
+
+    def put_if_empty(self, key, value, ttl=None):
+        return super().put_if_empty(_text(key), value, ttl)
+
+    def peek_many(self, keys):
+        return super().peek_many([_text(key) for key in keys])
+
+    # The schema (qrq.queue.migrations): SQLite's DDL with PostgreSQL's types.
+
+    def initialize_schema(self):
+        try:
+            super().initialize_schema()
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise Unavailable(f"cannot create qrq's tables in {where(self.url)} (grant the "
+                              f"user CREATE on its schema): {one_line(exc)}") from None
+
+    def schema_sql(self, sql: str) -> str:
+        return ddl(sql)
+
+    def lock_schema(self, curs) -> None:
+        curs.execute("select pg_advisory_xact_lock(hashtext('qrq-queue-schema'))")
+
+    def tables(self, curs) -> set[str]:
+        curs.execute("select table_name from information_schema.tables "
+                     "where table_schema = current_schema()")
+        return {name for name, in curs.fetchall()}
+
+    def table_columns(self, curs, table: str) -> set[str]:
+        curs.execute("select column_name from information_schema.columns "
+                     "where table_schema = current_schema() and table_name = ?", (table,))
+        return {name for name, in curs.fetchall()}

@@ -1,4 +1,5 @@
-"""``QrqHuey``: huey with leased SQLite storage, signed payloads and job records.
+"""``QrqHuey``: huey with leased storage (SQLite or PostgreSQL, by
+``QRQ_DATABASE_URL``), signed payloads and job records.
 
 Every enqueue writes a job record in the same transaction; each run's outcome
 (finished, failed, retrying, canceled, expired) is written in the transaction
@@ -30,6 +31,7 @@ from qrq.queue import catalog, huey_private, jobs
 from qrq.queue.admission import Admission
 from qrq.queue.catalog import TaskSpec
 from qrq.queue.consumer import QrqConsumer
+from qrq.queue.postgres import LeasedPostgresStorage
 from qrq.queue.storage import LeasedSqliteStorage
 
 logger = logging.getLogger("qrq.queue")
@@ -37,6 +39,8 @@ logger = logging.getLogger("qrq.queue")
 _RELEASE = "release"
 # The registered name of a qrq task is "qrq.<name>" (see qrq.queue.job_task).
 MODULE = "qrq"
+# The namespace of periodic runs' job ids (uuid5 of the task's name and minute slot).
+PERIODIC_SLOTS = uuid.UUID("6f1d4c1e-8a53-4a8e-9a43-5e7b0c2f9d10")
 
 
 class QueueNotInitialised(RuntimeError):
@@ -57,6 +61,9 @@ class _NoStorage:
 
     def close(self) -> bool:
         return False
+
+    def dispose(self) -> None:
+        pass
 
 
 class QrqHuey(huey_private.HueyHooks):
@@ -97,23 +104,43 @@ class QrqHuey(huey_private.HueyHooks):
     def initialised(self) -> bool:
         return self._settings is not None
 
-    def init(self, settings: Settings) -> None:
+    def init(self, settings: Settings, migrate: bool = True) -> None:
         """Open the queue described by *settings* (again, if they changed); apply each
-        declared task's limits from them. Creates the data directory and queue.db."""
+        declared task's limits from them. Creates the data directory and queue.db, and
+        (unless not *migrate*: ``qrq migrate`` applies them itself) the schema steps the
+        database lacks (:mod:`qrq.queue.migrations`)."""
         if settings == self._settings:
             return
-        self.storage.close()
+        self.storage.dispose()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._settings = settings
-        self.storage_kwargs = {
-            "filename": str(settings.queue_db), "lease_seconds": settings.lease_seconds,
-            "timeout": settings.busy_timeout, "caps": settings.caps,
-            "long_cap": settings.long_job_cap}
-        self.storage = self.create_storage()
+        common = {"lease_seconds": settings.lease_seconds, "timeout": settings.busy_timeout,
+                  "caps": settings.caps, "long_cap": settings.long_job_cap,
+                  "create_tables": migrate}
+        if settings.database_url:
+            self.storage_class = LeasedPostgresStorage
+            self.storage_kwargs = {"url": settings.database_url, **common}
+        else:
+            self.storage_class = LeasedSqliteStorage
+            self.storage_kwargs = {"filename": str(settings.queue_db), **common}
+        try:
+            self.storage = self.create_storage()
+        except BaseException:
+            self._settings, self.storage = None, _NoStorage()  # a later init tries again
+            raise
         self.storage.synchronous = settings.enqueue_sync
         self.serializer = SignedSerializer(secret=settings.secret_key, salt="qrq")
         for task_class, spec in self._declared:
             self._apply_limits(task_class, spec)
+
+    def init_or_exit(self, settings: Settings) -> None:
+        """:meth:`init` for a process that is starting (web app, consumer): a queue
+        database that cannot be opened (unreachable, refused, newer than this qrq)
+        ends the process with one line instead of a traceback."""
+        try:
+            self.init(settings)
+        except QrqError as exc:
+            raise SystemExit(f"Error: {exc.message}") from None
 
     configure = init  # the earlier name, kept for callers outside qrq (bench/)
 
@@ -185,6 +212,19 @@ class QrqHuey(huey_private.HueyHooks):
             self.serializer.serialize(message), message.priority, job_id=job_id, job=job,
             job_type=spec.job_type, eta=eta if eta and eta > self.now() else None,
             admission=admission)
+
+    def read_periodic(self, timestamp):
+        """The periodic tasks due at *timestamp*, once per minute slot however many
+        schedulers run: a run's id is its task's name and slot (a record inserted on
+        conflict do nothing queues it); a task without a job record claims its slot."""
+        slot = (timestamp or self.now()).replace(second=0, microsecond=0).isoformat()
+        due = []
+        for task in super().read_periodic(timestamp):
+            task.id = str(uuid.uuid5(PERIODIC_SLOTS, f"{task.name}@{slot}"))
+            if getattr(task, "job_type", None) is not None \
+                    or self.storage.claim_slot(task.name, slot):
+                due.append(task)
+        return due
 
     def scheduled(self, limit=None):
         """The tasks waiting in the schedule, readable in a process that has not

@@ -15,6 +15,7 @@ from qrq.queue import audit
 from qrq.queue.admission import expire_keys
 from qrq.queue.attempts import delete_attempts
 from qrq.queue.jobs import ENDED
+from qrq.queue.schema import JOB_DEPENDENTS
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -60,8 +61,11 @@ def delete_ended(storage, artifacts_dir: Path, job_ids: list[str]) -> list[str]:
                      "returning id", job_ids)
         ids = [job_id for job_id, in curs.fetchall()]
         if ids:
+            marks = ",".join("?" * len(ids))
+            for table, column in JOB_DEPENDENTS:  # what belongs to the job goes with it
+                curs.execute(f"delete from {table} where {column} in ({marks})", ids)
             delete_attempts(curs, ids)
-            curs.execute(f"delete from kv where queue = ? and key in ({','.join('?' * len(ids))})",
+            curs.execute(f"delete from kv where queue = ? and key in ({marks})",
                          (storage.name, *(f"r:{job_id}" for job_id in ids)))
     _delete_artifacts(artifacts_dir, set(ids))
     return ids

@@ -1,9 +1,31 @@
-"""The tables qrq adds to the queue database, beside huey's own (task, schedule, kv, counter).
+"""The queue database's tables: huey's own (task, schedule, kv, counter, with qrq's
+lease columns) and the ones qrq adds.
 
-Everything the web app reads about work in progress lives in this one file, so a
-job's record commits in the same transaction as the queue change that causes it.
-Add new tables here; the storage creates them all when it opens the file.
+Everything the web app reads about work in progress lives in this one database, so
+a job's record commits in the same transaction as the queue change that causes it.
+The DDL is written for SQLite; on PostgreSQL :func:`qrq.queue.postgres.ddl` maps
+its types. A new table: its ``create ... if not exists`` here (run at every open);
+any change to an existing table: a numbered step in :mod:`qrq.queue.migrations`.
 """
+
+from huey.storage import SqliteStorage
+
+# huey's tables, with the columns qrq adds: the job a row runs and its type (caps),
+# and the lease (lease_until in the database's clock, lease_owner).
+HUEY = [
+    SqliteStorage.table_kv,
+    "create table if not exists schedule ("
+    "id integer not null primary key, queue text not null, "
+    "data blob not null, timestamp real not null, "
+    "job_id text, job_type text, priority real not null default 0.0)",
+    SqliteStorage.index_sched,
+    "create table if not exists task ("
+    "id integer not null primary key, queue text not null, "
+    "data blob not null, priority real not null default 0.0, "
+    "job_id text, job_type text, lease_until real, lease_owner text)",
+    SqliteStorage.index_task,
+    SqliteStorage.table_counter,
+]
 
 # The unfinished states, as the condition of the partial index job_active: a query
 # names them the same way (or a subset: "status = 'queued'") to use it.
@@ -116,9 +138,6 @@ BATCHES = [
     " source_idx integer,"
     " primary key (job_id, idx)) without rowid",
     "create index if not exists batch_item_status on batch_item (job_id, status, idx)",
-    "create trigger if not exists batch_job_deleted after delete on job begin"
-    " delete from batch_item where job_id = old.id;"
-    " delete from batch where job_id = old.id; end",
 ]
 
 # Analytics reports (qrq/analytics/cache.py): one row per normalised report with its
@@ -144,8 +163,6 @@ ANALYTICS = [
     " user_id integer not null,"
     " withdrawn integer not null default 0,"
     " primary key (job_id, user_id)) without rowid",
-    "create trigger if not exists analytics_job_deleted after delete on job begin"
-    " delete from analytics_requester where job_id = old.id; end",
 ]
 
 # Webhooks (qrq/webhooks.py): where a job's end is posted (written before the job is
@@ -159,8 +176,6 @@ WEBHOOKS = [
     "create table if not exists webhook_default ("
     " owner_id integer primary key,"
     " url text not null)",
-    "create trigger if not exists webhook_job_deleted after delete on job begin"
-    " delete from webhook_target where job_id = old.id; end",
 ]
 
 # Who did what (qrq/queue/audit.py): one row per action taken on the dashboard, the
@@ -180,10 +195,16 @@ AUDIT = [
     "create index if not exists audit_action_created on audit (action, created_at)",
 ]
 
-# Columns added to tables after their first release: a file made by an older qrq
-# gains them when opened (the storage adds what ``pragma table_info`` lacks), then
-# LATE_DDL runs, as it may index them.
+# Rows that belong to a job and go when its record is deleted (retention deletes
+# them in the same transaction): (table, column naming the job).
+JOB_DEPENDENTS = [("batch_item", "job_id"), ("batch", "job_id"),
+                  ("analytics_requester", "job_id"), ("webhook_target", "job_id")]
+
+# Columns added to tables before schema versions existed: migration step 1 adds
+# what a file made by an older qrq lacks, then runs LATE_DDL, as it may index them.
 ADDED_COLUMNS = {
+    "task": ("job_id text", "job_type text", "lease_until real", "lease_owner text"),
+    "schedule": ("job_id text", "job_type text", "priority real not null default 0.0"),
     # The client's Idempotency-Key of the request that made the job, and a digest of
     # that request's body (qrq/queue/admission.py); cleared after 24 h by retention.
     "job": ("idempotency_key text", "request_hash text"),
@@ -191,6 +212,10 @@ ADDED_COLUMNS = {
 LATE_DDL = [
     "create unique index if not exists job_idempotency on job (owner_id, idempotency_key) "
     "where idempotency_key is not null",
+    # The running rows, for the per-type caps checked at every capped dequeue;
+    # without it that check scans the whole backlog.
+    "create index if not exists task_leased on task (queue, lease_until) "
+    "where lease_until is not null",
 ]
 
 QUEUE_DDL = [*JOBS, *CONSUMERS, *ALERTS, *LOCKS, *BATCHES, *ANALYTICS, *WEBHOOKS, *AUDIT]

@@ -46,7 +46,8 @@ def _present_types(storage) -> list[str]:
 
 
 def _in(values: list[str]) -> str:
-    return ",".join("?" * len(values))
+    # "in ()" is SQLite's only; "in (null)" matches nothing on both.
+    return ",".join("?" * len(values)) or "null"
 
 
 def _scheduled(storage) -> dict[str, int]:
@@ -101,7 +102,8 @@ def oldest_queued(storage, now: float | None = None) -> dict[str, float]:
     """
     now = time.time() if now is None else now
     rows = storage.sql(
-        "select type, min(max(created_at, coalesce(next_attempt_at, 0))) from job "
+        "select type, min(case when next_attempt_at > created_at then next_attempt_at "
+        "else created_at end) from job "
         f"where status = 'queued' and not {_IN_SCHEDULE} group by type", (storage.name,),
         results=True)
     return {job_type: max(0.0, now - since) for job_type, since in rows}
@@ -213,13 +215,14 @@ def throughput(storage, now: float | None = None, hours: int = 24) -> list[dict[
     start = (now // HOUR - (hours - 1)) * HOUR
     buckets = [{"start": start + i * HOUR, **dict.fromkeys(ENDED, 0)} for i in range(hours)]
     types = _present_types(storage)
-    rows = storage.sql(f"select cast((finished_at - ?) / ? as integer) as b, status, "
+    rows = storage.sql(f"select floor((finished_at - ?) / ?) as b, status, "
                        f"count(*) from job where type in ({_in(types)}) and status in "
                        f"({_in(ENDED)}) and finished_at >= ? and finished_at < ? "
                        "group by b, status",
                        (start, HOUR, *types, *ENDED, start, start + hours * HOUR),
                        results=True)
     for index, status, count in rows:
+        index = int(index)
         if 0 <= index < hours and status in ENDED:
             buckets[index][status] += count
     for bucket in buckets:
@@ -234,13 +237,14 @@ def durations(storage, since: float,
 
     ``{type: {"buckets": [(le, count), ..., ("+Inf", count)], "sum": s, "count": n}}``.
     """
-    bucket_sql = ", ".join("sum(d <= ?)" for _ in buckets)
+    bucket_sql = ", ".join("sum(case when d <= ? then 1 else 0 end)" for _ in buckets)
     types = _present_types(storage)
     rows = storage.sql(
-        f"select type, {bucket_sql}, count(*), total(d) from (select type, "
-        "max(0, finished_at - started_at) as d from job where "
+        f"select type, {bucket_sql}, count(*), coalesce(sum(d), 0.0) from (select type, "
+        "case when finished_at > started_at then finished_at - started_at else 0 end "
+        "as d from job where "
         f"type in ({_in(types)}) and status = 'finished' and finished_at >= ? "
-        "and started_at is not null) group by type",
+        "and started_at is not null) as ended group by type",
         (*buckets, *types, since), results=True)
     found = {}
     for row in rows:

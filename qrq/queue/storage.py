@@ -1,4 +1,4 @@
-"""Huey's SQLite storage with leases, so a consumer that dies never loses a job.
+"""Huey's storage with leases, so a consumer that dies never loses a job.
 
 Stock ``SqliteStorage.dequeue`` deletes the task row before the task runs; if
 the consumer is then killed the job is gone. Here dequeue *leases* the row
@@ -8,15 +8,15 @@ completion deletes the row. A row whose lease lapsed (its consumer died) is
 leased again by the next dequeue, on any consumer.
 
 Each change is one transaction: dequeue leases a row and marks its job record
-running; completion deletes the row and writes the job's outcome. Job records
-live in the same file (see :mod:`qrq.queue.jobs`), so they commit atomically with the
-queue operation that causes them.
+(:mod:`qrq.queue.jobs`, same database) running; completion deletes the row and
+writes the job's outcome. Without qrq's Huey subclass (huey's own storage tests)
+nothing calls :meth:`complete`; a thread's leased row is then deleted by its next
+dequeue, in the same transaction.
 
-Without qrq's Huey subclass (plain ``Huey(storage_class=...)``, as huey's own
-storage tests use it) nothing calls :meth:`complete`; the row a thread leased is
-then deleted by that thread's next dequeue, in the same transaction.
-
-Connections, transactions and group commits are :mod:`qrq.queue.connections`'.
+One class, :class:`LeasedStorage`, holds the logic for both databases; what
+differs is a few methods of :class:`LeasedSqliteStorage` here and of
+:class:`qrq.queue.postgres.LeasedPostgresStorage`, above their connection layers
+(:mod:`qrq.queue.connections`, :mod:`qrq.queue.postgres`).
 """
 
 from __future__ import annotations
@@ -25,47 +25,37 @@ import logging
 import threading
 import time
 
-from huey.constants import EmptyData
-from huey.storage import SqliteStorage
-
 from qrq.queue import admission as admission_checks
-from qrq.queue import jobs
+from qrq.queue import jobs, migrations
 from qrq.queue.connections import ThreadedSqliteStorage
 from qrq.queue.leases import LeaseHolder
 from qrq.queue.pauses import NOT_PAUSED
-from qrq.queue.schema import ADDED_COLUMNS, LATE_DDL, QUEUE_DDL
+from qrq.queue.portable import PortableHueyApi
 
 logger = logging.getLogger("qrq.queue.storage")
 
-class LeasedSqliteStorage(LeaseHolder, ThreadedSqliteStorage):
-    table_task = ("create table if not exists task ("
-                  "id integer not null primary key, queue text not null, "
-                  "data blob not null, priority real not null default 0.0, "
-                  "job_id text, job_type text, lease_until real, lease_owner text)")
-    table_sched = ("create table if not exists schedule ("
-                   "id integer not null primary key, queue text not null, "
-                   "data blob not null, timestamp real not null, "
-                   "job_id text, job_type text, priority real not null default 0.0)")
-    ddl = [SqliteStorage.table_kv, table_sched, SqliteStorage.index_sched,
-           table_task, SqliteStorage.index_task, SqliteStorage.table_counter,
-           *QUEUE_DDL]
-    available = "queue = ? and (lease_until is null or lease_until < ?)"
-    # Columns qrq adds to huey's tables: a queue.db made by stock huey (or an older
-    # qrq) gains them when opened, so "create table if not exists" is not a trap.
-    added_columns = {
-        "task": ("job_id text", "job_type text", "lease_until real", "lease_owner text"),
-        "schedule": ("job_id text", "job_type text",
-                     "priority real not null default 0.0"),
-        **ADDED_COLUMNS,
-    }
 
-    def __init__(self, name="huey", filename="huey.db", lease_seconds=30.0, caps=None,
-                 long_cap=None, **kwargs):
+class LeasedStorage(LeaseHolder, PortableHueyApi):
+    """Leases, job records and caps on either database. A subclass per database says
+    what differs: the clock (:attr:`now_sql`), the lease statement, how capped picks
+    are serialised, and how idle workers hear of new work."""
+
+    # Rows no one holds. Lease times are the database's clock (now_sql), so hosts with
+    # skewed clocks agree on when a lease lapses.
+    now_sql = None
+    skip_locked = ""  # how a pick passes over rows other transactions hold
+    # Whether dequeue waits for work itself (wait_for_work) instead of huey's worker
+    # sleeping between empty polls; the consumer sets it where wake-ups exist.
+    blocking = False
+    poll_interval = 0.05  # seconds: how soon to look again when work waits behind a cap
+
+    def __init__(self, name="huey", lease_seconds=30.0, caps=None, long_cap=None, **kwargs):
         self.lease_seconds = float(lease_seconds)
         # Most rows of a job type leased at once (caps), and of all capped types
         # together (long_cap), so long jobs never hold every worker.
         self.caps = dict(caps or {})
         self.long_cap = long_cap
+        self.available = f"queue = ? and (lease_until is null or lease_until < {self.now_sql})"
         self._local = threading.local()
         self._owner_pid = None
         self._owner = None
@@ -79,23 +69,10 @@ class LeasedSqliteStorage(LeaseHolder, ThreadedSqliteStorage):
         self._held = set()
         self._heartbeat = None
         self._stop_beating = threading.Event()
-        super().__init__(name, filename, **kwargs)
+        super().__init__(name, **kwargs)
 
     def initialize_schema(self):
-        with self.db(commit=True, close=True) as curs:
-            for sql in self.ddl:
-                curs.execute(sql)
-            for table, columns in self.added_columns.items():
-                have = {row[1] for row in curs.execute(f"pragma table_info({table})")}
-                for column in columns:
-                    if column.split()[0] not in have:
-                        curs.execute(f"alter table {table} add column {column}")
-            for sql in LATE_DDL:
-                curs.execute(sql)
-            # The running rows, for the per-type caps checked at every dequeue;
-            # without it that check scans the whole backlog.
-            curs.execute("create index if not exists task_leased on task "
-                         "(queue, lease_until) where lease_until is not null")
+        migrations.migrate(self)
 
     # -- the queue ----------------------------------------------------------------------
 
@@ -113,12 +90,17 @@ class LeasedSqliteStorage(LeaseHolder, ThreadedSqliteStorage):
         def write(curs):
             nonlocal outcome
             if job is not None:
+                if admission is not None:
+                    self._lock_owner(curs, job["owner_id"])
                 replay = admission_checks.admit(curs, job["owner_id"], admission)
                 if replay is not None:
                     outcome = replay
                     return
                 # The record keeps the signed payload, so a failed job can be re-run.
-                jobs.insert(curs, {**job, "payload": self.to_blob(data)})
+                # A record that exists already (a periodic slot another consumer's
+                # scheduler enqueued) means the job is queued: nothing more to write.
+                if not jobs.insert(curs, {**job, "payload": self.to_blob(data)}):
+                    return
                 admission_checks.record_key(curs, job["id"], admission)
             if eta is not None:
                 curs.execute("insert into schedule (queue, data, timestamp, job_id, job_type, "
@@ -129,6 +111,7 @@ class LeasedSqliteStorage(LeaseHolder, ThreadedSqliteStorage):
                 curs.execute("insert into task (queue, data, priority, job_id, job_type) "
                              "values (?, ?, ?, ?, ?)",
                              (self.name, self.to_blob(data), priority or 0, job_id, job_type))
+                self._notify(curs)
 
         self._group_commit(write)
         return outcome
@@ -142,15 +125,14 @@ class LeasedSqliteStorage(LeaseHolder, ThreadedSqliteStorage):
             curs.execute("insert into task (queue, data, priority, job_id, job_type) "
                          "values (?, ?, ?, ?, ?)",
                          (self.name, self.to_blob(data), priority or 0, job_id, job_type))
+            self._notify(curs)
         return True
 
-    def _blocked_types(self, curs, now: float) -> tuple[str, ...]:
+    def _blocked_types(self, curs) -> tuple[str, ...]:
         """The capped job types that may not start another job right now."""
-        if not self.caps:
-            return ()
         curs.execute("select job_type, count(*) from task where queue = ? and "
-                     "lease_until >= ? and job_type is not null group by job_type",
-                     (self.name, now))
+                     f"lease_until >= {self.now_sql} and job_type is not null "
+                     "group by job_type", (self.name,))
         running = dict(curs.fetchall())
         if self.long_cap is not None and sum(
                 running.get(t, 0) for t in self.caps) >= self.long_cap:
@@ -158,33 +140,17 @@ class LeasedSqliteStorage(LeaseHolder, ThreadedSqliteStorage):
         return tuple(t for t, cap in self.caps.items() if running.get(t, 0) >= cap)
 
     def _pick_sql(self, blocked: tuple[str, ...]) -> str:
+        """The condition on the row to lease next, and its order (the *blocked* types'
+        names follow the queue's name as parameters)."""
         sql = f"from task where {self.available} and {NOT_PAUSED}"  # paused types wait
         if blocked:
             sql += f" and (job_type is null or job_type not in ({','.join('?' * len(blocked))}))"
-        return sql
+        return f"{sql} order by priority desc, id limit 1"
 
-    def _has_work(self, now: float) -> bool:
-        """A read-only look, so idle polls never take the write lock."""
-        with self.db() as curs:
-            return self._pick(curs, now, "job_type") is not None
-
-    def _pick(self, curs, now: float, columns: str) -> tuple | None:
-        """*columns* of the next row this process may lease (its ``job_type`` last).
-
-        The per-type caps are counted only when the first row in line is of a capped
-        type: an uncapped job is never held back, and counting the leased rows at
-        every dequeue cost more than the rest of it.
-        """
-        order = "order by priority desc, id limit 1"
-        curs.execute(f"select {columns} {self._pick_sql(())} {order}", (self.name, now))
-        found = curs.fetchone()
-        if found is None or found[-1] not in self.caps:
-            return found
-        blocked = self._blocked_types(curs, now)
-        if found[-1] not in blocked:
-            return found
-        curs.execute(f"select {columns} {self._pick_sql(blocked)} {order}",
-                     (self.name, now, *blocked))
+    def _next_type(self, curs) -> tuple | None:
+        """``(job_type,)`` of the first row in line, or None when none waits: a
+        read-only look, so idle polls never take a write lock."""
+        curs.execute(f"select job_type {self._pick_sql(())}", (self.name,))
         return curs.fetchone()
 
     def dequeue(self):
@@ -194,34 +160,51 @@ class LeasedSqliteStorage(LeaseHolder, ThreadedSqliteStorage):
             row, data, job_id = ahead
             self._local.row, self._local.job_id = row, job_id
             return data
+        heard = self.wakeups()
         owner = self.owner
-        now = time.time()
         stale = getattr(self._local, "row", None)
-        if stale is None and not self._has_work(now):
-            return None
-        with self.db(commit=True) as curs:
-            if stale is not None:
-                curs.execute("delete from task where id = ? and lease_owner = ?",
-                             (stale, owner))
-                self._take_lease()
-            leased = self._lease_next(curs, owner, now)
+        leased = None
+        has_work = stale is not None or self._has_work()
+        if has_work:
+            with self.db(commit=True) as curs:
+                if stale is not None:
+                    curs.execute("delete from task where id = ? and lease_owner = ?",
+                                 (stale, owner))
+                    self._take_lease()
+                leased = self._lease_next(curs, owner)
         if leased is None:
+            self.wait_for_work(heard, soon=has_work)
             return None
         row, data, job_id = self._hold(leased)
         self._local.row, self._local.job_id = row, job_id
         return data
 
-    def _lease_next(self, curs, owner: str, now: float) -> tuple | None:
-        """Lease the next row this process may run; ``(row, data, job_id)`` or None."""
-        found = self._pick(curs, now, "id, data, job_id, job_type")
-        if found is None:
-            return None
-        row, data, job_id, _ = found
-        curs.execute("update task set lease_until = ?, lease_owner = ? where id = ?",
-                     (now + self.lease_seconds, owner, row))
-        if job_id is not None:
-            jobs.mark_running(curs, job_id, owner, now)
-        return row, data, job_id
+    def _has_work(self) -> bool:
+        with self.db() as curs:
+            return self._next_type(curs) is not None
+
+    def _lease_next(self, curs, owner: str) -> tuple | None:
+        """Lease the next row this process may run and mark its job running, the
+        attempt counted; ``(row, data, job_id)`` or None.
+
+        The per-type caps are counted only when the first row in line is of a capped
+        type: an uncapped job is never held back, and counting the leased rows at
+        every dequeue cost more than the rest of it. Capped picks are serialised
+        (:meth:`_lock_caps`), so count-then-pick is exact across consumers.
+        """
+        if self.caps:
+            first = self._next_type(curs)
+            if first is None:
+                return None
+            if first[0] not in self.caps:
+                leased = self._lease(curs, owner, tuple(self.caps))
+                if leased is not None:
+                    return leased
+            self._lock_caps(curs)
+            blocked = self._blocked_types(curs)
+        else:
+            blocked = ()
+        return self._lease(curs, owner, blocked)
 
     def _hold(self, leased: tuple) -> tuple:
         """Renew *leased*'s lease from now on (its transaction committed)."""
@@ -292,7 +275,7 @@ class LeasedSqliteStorage(LeaseHolder, ThreadedSqliteStorage):
             if self._end_lease(curs, row, job_id) and job_id is not None \
                     and outcome is not None:
                 jobs.finish(curs, job_id, outcome)
-            ahead = self._lease_next(curs, self.owner, time.time()) \
+            ahead = self._lease_next(curs, self.owner) \
                 if lease_next and self.lease_ahead else None
         if ahead is not None:
             self._local.ahead = self._hold(ahead)
@@ -323,24 +306,23 @@ class LeasedSqliteStorage(LeaseHolder, ThreadedSqliteStorage):
     def read_schedule(self, ts):
         # A job's scheduled row moves into the queue in one transaction, so a crash
         # between "read the schedule" and "enqueue" (huey's two steps) cannot drop
-        # it. Rows without a job (plain huey use) go the stock way.
+        # it. Rows without a job (plain huey use) are taken out and returned, as
+        # huey's storage does: each by one scheduler, however many run.
+        due = (self.name, ts.timestamp())
         with self.db(commit=True) as curs:
-            due = (self.name, ts.timestamp())
-            curs.execute("insert into task (queue, data, priority, job_id, job_type) "
-                         "select queue, data, priority, job_id, job_type from schedule "
-                         "where queue = ? and timestamp <= ? and job_id is not null "
-                         "order by timestamp, id", due)
-            curs.execute("delete from schedule where queue = ? and timestamp <= ? "
-                         "and job_id is not null", due)
-        return super().read_schedule(ts)
+            if self._move_due(curs, due):
+                self._notify(curs)
+            curs.execute("delete from schedule where id in (select id from schedule where "
+                         f"queue = ? and timestamp <= ? and job_id is null{self.skip_locked}) "
+                         "returning timestamp, id, data", due)
+            return [data for _, _, data in sorted(curs.fetchall())]
 
     def cancel_queued(self, job_id: str) -> bool:
         """Cancel a job still waiting (queued, or scheduled for a retry): remove its
         row and mark it canceled, atomically. False if it was not waiting."""
         with self.db(commit=True) as curs:
-            curs.execute("delete from task where job_id = ? and queue = ? and "
-                         "(lease_until is null or lease_until < ?)",
-                         (job_id, self.name, time.time()))
+            curs.execute(f"delete from task where job_id = ? and {self.available}",
+                         (job_id, self.name))
             removed = curs.rowcount
             curs.execute("delete from schedule where job_id = ? and queue = ?",
                          (job_id, self.name))
@@ -349,32 +331,64 @@ class LeasedSqliteStorage(LeaseHolder, ThreadedSqliteStorage):
                 jobs.finish(curs, job_id, {"status": "canceled", "error": "canceled"})
             return removed > 0
 
-    def queue_size(self):
-        return self.sql(f"select count(id) from task where {self.available}",
-                        (self.name, time.time()), results=True)[0][0]
-
-    def backlog(self) -> int:
-        """Rows queued or running in this queue: one scan of the (queue, priority, id)
-        index, so it stays cheap however many rows wait."""
-        return self.sql("select count(*) from task where queue = ?", (self.name,),
-                        results=True)[0][0]
-
-    def enqueued_items(self, limit=None):
-        sql = (f"select data from task where {self.available} "
-               "order by priority desc, id")
-        params = (self.name, time.time())
-        if limit is not None:
-            sql += " limit ?"
-            params += (limit,)
-        return [data for data, in self.sql(sql, params, results=True)]
-
     def flush_queue(self):
         super().flush_queue()
         self._local.row = self._local.job_id = self._local.ahead = None
 
-    def pop_data(self, key):
-        # huey deletes every task's revoke key after it runs; almost always there
-        # is none, and this read spares a write transaction.
-        if not self.has_data_for_key(key):
-            return EmptyData
-        return super().pop_data(key)
+    # -- what each database does its own way (the defaults: SQLite's) -------------------
+
+    def _lock_caps(self, curs) -> None:
+        """Serialise capped picks across processes (SQLite's write lock already does)."""
+
+    def _lock_owner(self, curs, owner_id: int | None) -> None:
+        """Serialise one owner's admission checks (quota, idempotency key) across
+        processes (SQLite's write lock already does)."""
+
+    def _notify(self, curs) -> None:
+        """Tell idle workers a row is ready, when this transaction commits."""
+
+    def wait_for_wakeups(self, poll_interval: float) -> None:
+        """Make :meth:`dequeue` wait for work when there is none (a consumer's
+        workers), where the database can announce it; SQLite's workers poll."""
+
+    def wakeups(self) -> int:
+        """A count of the wake-ups heard so far (for :meth:`wait_for_work`)."""
+        return 0
+
+    def wait_for_work(self, heard: int, soon: bool = False) -> None:
+        """Wait, if :attr:`blocking`, until work may be ready: a wake-up after *heard*,
+        or the slow poll's interval (:attr:`poll_interval` when work waits, *soon*)."""
+
+
+class LeasedSqliteStorage(LeasedStorage, ThreadedSqliteStorage):
+    """The leased storage on one SQLite file (WAL): every write transaction takes
+    the file's write lock, so a pick and its lease are never raced."""
+
+    database = "sqlite"
+    now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
+
+    def __init__(self, name="huey", filename="huey.db", **kwargs):
+        super().__init__(name, filename=filename, **kwargs)
+
+    def dispose(self) -> None:
+        self.stop_heartbeat()
+        self.close()
+
+    def _lease(self, curs, owner: str, blocked: tuple[str, ...]) -> tuple | None:
+        curs.execute(f"update task set lease_until = {self.now_sql} + ?, lease_owner = ? "
+                     f"where id = (select id {self._pick_sql(blocked)}) "
+                     "returning id, data, job_id", (self.lease_seconds, owner, self.name,
+                                                    *blocked))
+        leased = curs.fetchone()
+        if leased is not None and leased[2] is not None:
+            jobs.mark_running(curs, leased[2], owner, time.time())
+        return leased
+
+    def _move_due(self, curs, due: tuple) -> int:
+        curs.execute("insert into task (queue, data, priority, job_id, job_type) "
+                     "select queue, data, priority, job_id, job_type from schedule "
+                     "where queue = ? and timestamp <= ? and job_id is not null "
+                     "order by timestamp, id", due)
+        curs.execute("delete from schedule where queue = ? and timestamp <= ? "
+                     "and job_id is not null", due)
+        return curs.rowcount

@@ -1,0 +1,135 @@
+"""Schema versions of the queue database (both backends), ``qrq migrate``, and what a
+process says at start-up when the queue database cannot be used."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from qrq.appdb import migrations as app_migrations
+from qrq.appdb.db import app_db
+from qrq.cli import main
+from qrq.queue import huey, migrations
+from qrq.queue.storage import LeasedSqliteStorage
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def starting_processes():
+    """The CLI, the consumer and the web app, each as it starts."""
+    return ([str(BIN / "qrq"), "jobs", "list"],
+            [str(BIN / "huey_consumer"), "huey_app.huey", "-w", "1"],
+            [sys.executable, "-c", "import web"])
+
+
+def refuse_with_one_line(env, expected):
+    """Each starting process exits non-zero with one ``Error:`` line naming *expected*."""
+    for args in starting_processes():
+        done = subprocess.run(args, env={**os.environ, **env}, cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode != 0, (args, done.stderr)
+        assert len(lines) == 1 and "Traceback" not in done.stderr, (args, done.stderr)
+        assert lines[0].startswith("Error: ") and expected in lines[0], (args, lines)
+
+
+def test_a_new_database_is_at_the_latest_version(settings):
+    assert migrations.current_version(huey.storage) == migrations.LATEST
+
+
+def test_qrq_migrate_applies_what_is_missing_and_says_so(settings, runner):
+    huey.storage.sql(f"delete from {migrations.TABLE} where version = ?",
+                     (migrations.LATEST,), commit=True)
+    done = runner.invoke(main, ["migrate"])
+    assert done.exit_code == 0, done.output
+    assert done.output.strip().splitlines()[0] == (
+        f"queue database: applied step {migrations.LATEST}; now at version {migrations.LATEST}")
+    again = runner.invoke(main, ["migrate"])
+    assert again.output.strip().splitlines() == [
+        f"queue database: up to date (version {migrations.LATEST})",
+        f"app database: up to date (version {app_migrations.LATEST})"]
+
+
+def test_qrq_migrate_also_brings_the_app_database_up(settings, runner):
+    with app_db.connection_context():
+        app_db.execute_sql(f"delete from {app_migrations.TABLE}")
+    done = runner.invoke(main, ["migrate"])
+    assert done.exit_code == 0, done.output
+    line = done.output.strip().splitlines()[-1]
+    assert line.startswith("app database: applied step 1") \
+        and line.endswith(f"now at version {app_migrations.LATEST}")
+
+
+def test_a_database_migrated_by_a_newer_qrq_is_refused(settings, runner):
+    huey.storage.sql(f"insert into {migrations.TABLE} (version, applied_at) values (?, ?)",
+                     (migrations.LATEST + 1, 0.0), commit=True)
+    refuse_with_one_line({"QRQ_DATA_DIR": str(settings.data_dir)},
+                         f"schema version {migrations.LATEST + 1}, this qrq knows up to "
+                         f"{migrations.LATEST}")
+    done = runner.invoke(main, ["migrate"])
+    assert done.exit_code == 1 and "upgrade qrq" in done.output
+
+
+def test_an_old_queue_file_is_brought_under_versions(tmp_path):
+    """A queue.db from before versions (its job-deletion triggers, a task table
+    without the lease columns) gets step 1's columns and loses the triggers."""
+    import sqlite3
+
+    from qrq.queue.schema import JOBS
+
+    path = tmp_path / "queue.db"
+    conn = sqlite3.connect(path)
+    # The job table before its idempotency columns were added.
+    old_job = JOBS[0].replace(", idempotency_key text, request_hash text)", ")")
+    conn.executescript(
+        "create table task (id integer not null primary key, queue text not null, "
+        "data blob not null, priority real not null default 0.0);"
+        f"{old_job};"
+        "create table webhook_target (job_id text primary key, owner_id integer, "
+        "url text not null, created_at real not null);"
+        "create trigger webhook_job_deleted after delete on job begin "
+        "delete from webhook_target where job_id = old.id; end;")
+    conn.close()
+    storage = LeasedSqliteStorage("q", filename=str(path))
+    try:
+        assert migrations.current_version(storage) == migrations.LATEST
+        with storage.db() as curs:
+            assert {"lease_until", "lease_owner", "job_type"} <= storage.table_columns(
+                curs, "task")
+            assert "idempotency_key" in storage.table_columns(curs, "job")
+        assert storage.sql("select name from sqlite_master where type = 'trigger'",
+                           results=True) == []
+    finally:
+        storage.dispose()
+
+
+@pytest.fixture
+def pg_bad_urls(pg_server):
+    """URLs that cannot serve as qrq's database, each with the words its error gives."""
+    parts = psycopg.conninfo.conninfo_to_dict(pg_server)
+    host, port = parts["host"], parts["port"]
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute("drop role if exists qrq_reader")
+        conn.execute("create role qrq_reader login")
+        conn.execute("revoke create on schema public from public")
+    yield {
+        "unreachable": (f"postgresql://postgres@{host}:1/postgres", "127.0.0.1:1/postgres"),
+        "missing database": (f"postgresql://postgres@{host}:{port}/no_such_db",
+                             'database "no_such_db" does not exist'),
+        "wrong url": (f"postgresql://postgres@{host}:{port}/postgres?sslmode=bogus",
+                      "sslmode"),
+        "no permission": (f"postgresql://qrq_reader@{host}:{port}/postgres",
+                          "permission denied"),
+    }
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute("drop role if exists qrq_reader")
+
+
+def test_a_queue_database_that_cannot_be_used_is_one_line_at_start_up(tmp_path, pg_bad_urls):
+    for url, expected in pg_bad_urls.values():
+        refuse_with_one_line({"QRQ_DATA_DIR": str(tmp_path / "data"),
+                              "QRQ_DATABASE_URL": url}, expected)
