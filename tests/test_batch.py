@@ -412,11 +412,12 @@ def test_a_rerun_resumes_after_the_items_already_done(settings, templates, clien
 
 
 def test_items_rows_go_with_their_job(client, templates, alice, settings):
+    from qrq.artifacts import open_store
     from qrq.queue.retention import purge_jobs
 
     job_id = submit(client, alice[1], {"template_ids": [1, 2]})["batch_job_id"]
     run_job(job_id)
-    assert purge_jobs(huey.storage, settings.artifacts_dir, -60) >= 1
+    assert purge_jobs(huey.storage, open_store(settings), -60) >= 1
     assert batch.get_batch(huey.storage, job_id) is None
     assert huey.storage.sql("select count(*) from batch_item", results=True)[0][0] == 0
     assert not list(settings.artifacts_dir.glob(f"{job_id}*"))

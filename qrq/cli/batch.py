@@ -12,6 +12,7 @@ import click
 
 from qrq import batch
 from qrq.appdb.models import User
+from qrq.artifacts import open_store
 from qrq.batch.submit import enqueue_batch, enqueue_retry
 from qrq.cli.base import JOB_ID, cli_actor, echo_table, get_app_db, get_queue, main, shorten
 from qrq.cli.jobs import _parse_option, wait_for, wait_options
@@ -76,7 +77,7 @@ def _report(huey, job_id: str, job: dict) -> None:
     click.echo(f"{job['status']}: {found['completed']} ok, {found['failed']} failed "
                f"of {found['total']}")
     for kind, info in (found["outputs"] or {}).items():
-        click.echo(f"{kind}: {huey.settings.artifacts_dir / info['file']} "
+        click.echo(f"{kind}: {open_store(huey.settings).describe(info['file'])} "
                    f"({format_bytes(info['bytes'])})")
     if job["status"] != "finished":
         raise click.ClickException(f"batch {job['status']}: {job['error']}")

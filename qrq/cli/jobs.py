@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 import click
 
 from qrq.appdb.models import Template
-from qrq.cards.generate import artifact_path, prepare
+from qrq.artifacts import open_store
+from qrq.cards.generate import artifact_name, prepare
 from qrq.cli.base import (
     JOB_ID,
     cli_actor,
@@ -173,7 +175,12 @@ def pdf(template_id: int, options: tuple[str, ...], wait: bool, out: Path | None
         return
     wait_finished(huey, job_id, "rendering", timeout)
     out = out or Path(f"qrq-{job_id}.pdf")
-    out.write_bytes(artifact_path(huey.settings, job_id).read_bytes())
+    try:
+        stored, _ = open_store(huey.settings).open(artifact_name(job_id))
+    except FileNotFoundError:
+        raise click.ClickException(f"the output of job {job_id} has been removed") from None
+    with stored, open(out, "wb") as dest:
+        shutil.copyfileobj(stored, dest)
     click.echo(f"saved {out} ({format_bytes(out.stat().st_size)})")
 
 
@@ -285,7 +292,7 @@ def jobs_purge(older_than: str, status: str | None) -> None:
     """
     huey = get_queue()
     try:
-        count = dead_letters.purge_ended(huey.storage, huey.settings.artifacts_dir,
+        count = dead_letters.purge_ended(huey.storage, open_store(huey.settings),
                                          older_than, status)
     except ValidationError as exc:
         raise click.BadParameter(exc.message, param_hint="--older-than") from None

@@ -3,10 +3,11 @@ pause job types."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, url_for
+from flask import Blueprint, jsonify, url_for
 
 from qrq.queue import audit, dead_letters, huey, pauses, run_periodic_now
 from qrq.web.auth import admin_required, current_user
+from qrq.web.downloads import artifact_store
 from qrq.web.ops import queue_status_view
 from qrq.web.params import json_object
 
@@ -40,7 +41,7 @@ def retry_failed():
 def purge():
     """Delete ended jobs older than ``older_than`` (e.g. "30d"), of one ``status`` or all."""
     body = json_object(optional=True)
-    count = dead_letters.purge_ended(huey.storage, current_app.config["QRQ"].artifacts_dir,
+    count = dead_letters.purge_ended(huey.storage, artifact_store(),
                                      body.get("older_than", "30d"), body.get("status"))
     audit.record(huey.storage, current_user().name, "jobs.purge", count=count, detail={
         "older_than": body.get("older_than", "30d"), "status": body.get("status")})

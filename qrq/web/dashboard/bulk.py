@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, flash, redirect, request, url_for
+from flask import flash, redirect, request, url_for
 
 from qrq.appdb.models import User
 from qrq.errors import ValidationError
@@ -19,6 +19,7 @@ from qrq.queue import audit, dead_letters, huey, jobs, stats
 from qrq.web.dashboard.blueprint import bp, render
 from qrq.web.dashboard.pages import owner_names
 from qrq.web.dashboard.session import admin_page, safe_next
+from qrq.web.downloads import artifact_store
 
 MAX_SELECTED = 500
 # What each action does, in the words of the confirmation and of the report.
@@ -59,8 +60,7 @@ def _run(action: str, ids: list[str]) -> dict[str, list[Any]]:
         return dead_letters.retry_jobs(huey, ids)
     if action == "cancel":
         return dead_letters.cancel_jobs(huey, ids)
-    return dead_letters.discard_jobs(huey.storage, current_app.config["QRQ"].artifacts_dir,
-                                     ids)
+    return dead_letters.discard_jobs(huey.storage, artifact_store(), ids)
 
 
 @bp.post("/bulk")
