@@ -31,7 +31,15 @@ def _create_tables(db: Database) -> None:
     db.create_tables(MODELS, safe=True)
 
 
-STEPS = (_create_tables,)
+def _add_operator_role(db: Database) -> None:
+    """Users gain ``is_operator``, the read-only operator role (a database that step 1
+    created from this qrq's models has it already)."""
+    if "is_operator" not in {column.name for column in db.get_columns("user")}:
+        db.execute_sql('alter table "user" add column is_operator boolean not null '
+                       "default false")
+
+
+STEPS = (_create_tables, _add_operator_role)
 LATEST = len(STEPS)
 
 

@@ -56,19 +56,29 @@ def _select_by(model: type[BaseModel], column: str, param: str) -> str:
     return sql
 
 
+ROLES = ("user", "operator", "admin")
+"""What a user may do: use the API (every user); also see the whole dashboard and the
+admin API's reads (operator); also act there: retry, cancel, purge ... (admin)."""
+
+
 class User(BaseModel):
     id = AutoField()
     name = CharField(unique=True, max_length=64)
     email = CharField(null=True, max_length=254)
     is_admin = BooleanField(default=False)
+    # A read-only admin: sees what an admin sees, changes nothing (is_admin wins).
+    is_operator = BooleanField(default=False)
     # Only a hash of the token is stored; the token itself is shown once.
     token_hash = CharField(unique=True, max_length=64)
     created_at = DateTimeField(default=_utcnow)
 
     @classmethod
-    def create_with_token(cls, name: str, *, admin: bool = False,
+    def create_with_token(cls, name: str, *, admin: bool = False, operator: bool = False,
                           email: str | None = None) -> tuple[User, str]:
-        """Create a user and return it with its new API token."""
+        """Create a user (an *admin*, an *operator* or neither) and return it with its
+        new API token."""
+        if admin and operator:
+            raise ValidationError("a user is an admin or an operator, not both", field="role")
         name = name.strip()
         if not name or len(name) > 64:
             raise ValidationError("name must be 1 to 64 characters", field="name")
@@ -77,9 +87,26 @@ class User(BaseModel):
         if cls.select().where(cls.name == name).exists():
             raise Conflict(f"user {name!r} already exists", field="name")
         token = "qrq_" + secrets.token_urlsafe(32)
-        user = cls.create(name=name, email=email, is_admin=admin,
+        user = cls.create(name=name, email=email, is_admin=admin, is_operator=operator,
                           token_hash=hash_token(token))
         return user, token
+
+    @property
+    def role(self) -> str:
+        """``admin``, ``operator`` or ``user`` (one of :data:`ROLES`)."""
+        return "admin" if self.is_admin else "operator" if self.is_operator else "user"
+
+    @property
+    def is_staff(self) -> bool:
+        """An admin or an operator: may see the dashboard and the admin API's reads."""
+        return self.is_admin or self.is_operator
+
+    def set_role(self, role: str) -> None:
+        """Make this user an ``admin``, an ``operator`` or a plain ``user``, and save."""
+        if role not in ROLES:
+            raise ValidationError(f"must be one of {', '.join(ROLES)}", field="role")
+        self.is_admin, self.is_operator = role == "admin", role == "operator"
+        self.save()
 
     def reset_token(self) -> str:
         """Replace this user's token; return the new one (the old stops working)."""
@@ -94,7 +121,8 @@ class User(BaseModel):
 
     def to_dict(self) -> dict:
         return {"id": self.id, "name": self.name, "email": self.email,
-                "is_admin": self.is_admin, "created_at": self.created_at.isoformat() + "Z"}
+                "is_admin": self.is_admin, "role": self.role,
+                "created_at": self.created_at.isoformat() + "Z"}
 
 
 class Template(BaseModel):
@@ -166,3 +194,4 @@ class Throttle(BaseModel):
 
 
 MODELS = (User, Template, AdminSession, Throttle)
+

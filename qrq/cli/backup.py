@@ -20,10 +20,10 @@ from qrq.backup import (
 )
 from qrq.backup.postgres import CODEC as PG_CODEC
 from qrq.backup.submit import submit_backup
-from qrq.cli.base import echo_json, get_queue, get_settings, json_option, main
+from qrq.cli.base import cli_actor, echo_json, get_queue, get_settings, json_option, main
 from qrq.cli.jobs import wait_finished, wait_options
 from qrq.humanize import format_bytes
-from qrq.queue import locks, stats
+from qrq.queue import audit, locks, stats
 from qrq.queue.housekeeping import submit_maintenance
 
 
@@ -229,6 +229,8 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
     for entry in entries:
         if entry["codec"] == PG_CODEC:
             click.echo(f"restored PostgreSQL schema {entry['schema']} (QRQ_DATABASE_URL)")
+    audit.record(get_queue().storage, cli_actor(), "backup.restore", detail={
+        "set": manifest["id"], "to": str(to_dir), "databases": [e["name"] for e in entries]})
     for path in restored:
         click.echo(f"restored {path}")
     click.echo(f"{count} database(s) restored from {manifest['id']} into {to_dir}")

@@ -6,6 +6,7 @@ become ``click.ClickException`` (exit 1), bad arguments ``BadParameter`` (exit 2
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 from pathlib import Path
@@ -32,6 +33,14 @@ def get_queue():
     """The Huey instance, opened from the settings (jobs are submitted by task name)."""
     huey.init(get_settings())
     return huey
+
+
+def cli_actor() -> str:
+    """Who the audit log says acted from the command line: ``cli:<os user>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        return f"cli:uid {os.getuid()}"
 
 
 def get_app_db():

@@ -14,9 +14,10 @@ from qrq import batch
 from qrq.appdb.models import User
 from qrq.artifacts import open_store
 from qrq.batch.submit import enqueue_batch, enqueue_retry
-from qrq.cli.base import JOB_ID, echo_table, get_app_db, get_queue, main, shorten
+from qrq.cli.base import JOB_ID, cli_actor, echo_table, get_app_db, get_queue, main, shorten
 from qrq.cli.jobs import _parse_option, wait_for, wait_options
 from qrq.humanize import format_bytes
+from qrq.queue import audit
 
 
 def _owner_id(name: str | None) -> int | None:
@@ -167,6 +168,8 @@ def batch_retry_failed(job_id: str, wait: bool, timeout: float) -> None:
     if found is None:
         raise click.ClickException(f"no batch {job_id}")
     new_id, count = enqueue_retry(job_id, found["owner_id"])
+    audit.record(huey.storage, cli_actor(), "batch.retry_failed_items", job_ids=[job_id],
+                 detail={"new_batch": new_id, "items": count})
     click.echo(f"queued batch {new_id} ({count} failed items of {job_id})")
     if wait:
         _report(huey, new_id, wait_for_batch(huey, new_id, count, timeout))

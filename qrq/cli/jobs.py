@@ -15,6 +15,7 @@ from qrq.artifacts import open_store
 from qrq.cards.generate import artifact_name, prepare
 from qrq.cli.base import (
     JOB_ID,
+    cli_actor,
     echo_fields,
     echo_json,
     echo_table,
@@ -26,7 +27,7 @@ from qrq.cli.base import (
 )
 from qrq.errors import ValidationError
 from qrq.humanize import format_bytes
-from qrq.queue import dead_letters, jobs, stats, submit
+from qrq.queue import audit, dead_letters, jobs, stats, submit
 
 
 def _parse_option(value: str) -> tuple[str, object]:
@@ -264,9 +265,12 @@ def jobs_retry(job_id: str | None, all_failed: bool) -> None:
         raise click.UsageError("give a JOB_ID or --all-failed, not both")
     if job_id:
         huey.retry(job_id)
+        audit.record(huey.storage, cli_actor(), "job.retry", job_ids=[job_id])
         click.echo(f"queued {job_id}")
         return
     report = dead_letters.retry_failed(huey)
+    audit.record(huey.storage, cli_actor(), "jobs.retry_failed", job_ids=report["retried"],
+                 detail={"type": None, "skipped": len(report["skipped"])})
     for one in report["retried"]:
         click.echo(f"queued {one}")
     for skipped in report["skipped"]:
@@ -292,6 +296,8 @@ def jobs_purge(older_than: str, status: str | None) -> None:
                                          older_than, status)
     except ValidationError as exc:
         raise click.BadParameter(exc.message, param_hint="--older-than") from None
+    audit.record(huey.storage, cli_actor(), "jobs.purge", count=count,
+                 detail={"older_than": older_than, "status": status})
     click.echo(f"purged {count} job(s)")
 
 
@@ -307,3 +313,4 @@ def jobs_cancel(job_id: str) -> None:
     if job["status"] in jobs.ENDED:
         raise click.ClickException(f"job already {job['status']}")
     click.echo(f"{job_id} {huey.cancel(job_id)}")
+    audit.record(huey.storage, cli_actor(), "job.cancel", job_ids=[job_id])

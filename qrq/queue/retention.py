@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 
 from qrq.artifacts import ArtifactStore, open_store
+from qrq.queue import audit
 from qrq.queue.admission import expire_keys
 from qrq.queue.attempts import delete_attempts
 from qrq.queue.jobs import ENDED
@@ -124,7 +125,8 @@ def purge_stale(storage, store: ArtifactStore, now: float | None = None,
 
 def apply_retention(storage, settings, now: float | None = None) -> dict[str, int]:
     """The periodic clean-up: finished jobs after ``retain_finished_days``, failed,
-    canceled and expired ones after ``retain_failed_days``, then leftovers."""
+    canceled and expired ones after ``retain_failed_days``, then leftovers, and audit
+    rows after the longer of the two."""
     day = 86400
     store = open_store(settings)
     report = {
@@ -135,4 +137,7 @@ def apply_retention(storage, settings, now: float | None = None) -> dict[str, in
     }
     report.update(purge_stale(storage, store, now))
     report["idempotency_keys"] = expire_keys(storage, now)
+    # The audit log is kept as long as any ended job it may name.
+    kept = max(settings.retain_finished_days, settings.retain_failed_days) * day
+    report["audit"] = audit.purge_before(storage, (now or time.time()) - kept)
     return report

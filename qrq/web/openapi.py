@@ -221,6 +221,7 @@ def build_document() -> dict[str, Any]:
                 "responses": {"200": json_response(obj({
                     "id": {"type": "integer"}, "name": {"type": "string"},
                     "email": {"type": ["string", "null"]}, "is_admin": {"type": "boolean"},
+                    "role": {"enum": ["user", "operator", "admin"]},
                     "created_at": {"type": "string"}}), "The account."), **errors_for(401)},
             }},
             "/api/admin/jobs/{job_id}/retry": {"post": {

@@ -15,7 +15,7 @@ from flask import flash, redirect, request, url_for
 
 from qrq.appdb.models import User
 from qrq.errors import ValidationError
-from qrq.queue import dead_letters, huey, jobs, stats
+from qrq.queue import audit, dead_letters, huey, jobs, stats
 from qrq.web.dashboard.blueprint import bp, render
 from qrq.web.dashboard.pages import owner_names
 from qrq.web.dashboard.session import admin_page, safe_next
@@ -74,6 +74,8 @@ def bulk_action(user: User):
         return redirect(back)
     if request.form.get("confirm") == "yes":
         report = _run(action, ids)
+        audit.record(huey.storage, user.name, f"jobs.{action}", job_ids=report["done"],
+                     detail={"selected": len(ids), "skipped": len(report["skipped"])})
         flash(dead_letters.describe(f"{len(report['done'])} job(s) {VERBS[action][1]}",
                                     report), "error" if report["skipped"] else "message")
         return redirect(back)

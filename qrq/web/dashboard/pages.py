@@ -14,7 +14,7 @@ from flask import current_app, flash, jsonify, redirect, request, url_for
 from qrq import alerts
 from qrq.appdb.models import User
 from qrq.errors import Conflict, NotFound, StoreUnavailable, ValidationError
-from qrq.queue import dead_letters, huey, jobs, stats
+from qrq.queue import audit, dead_letters, huey, jobs, stats
 from qrq.web.dashboard.batches import batch_view, failed_items
 from qrq.web.dashboard.blueprint import bp, render
 from qrq.web.dashboard.charts import charts
@@ -152,6 +152,7 @@ def retry_job(user: User, job_id: str):
     except Conflict as exc:
         flash(exc.message, "error")
     else:
+        audit.record(huey.storage, user.name, "job.retry", job_ids=[job["id"]])
         flash(f"Job {job['id']} queued again.")
     return redirect(_back(url_for("admin.job_detail", job_id=job["id"])))
 
@@ -164,6 +165,7 @@ def cancel_job(user: User, job_id: str):
         flash(f"Job {job['id']} already {job['status']}.", "error")
     else:
         flash(f"Job {job['id']} is {huey.cancel(job['id'])}.")
+        audit.record(huey.storage, user.name, "job.cancel", job_ids=[job["id"]])
     return redirect(_back(url_for("admin.job_detail", job_id=job["id"])))
 
 
@@ -186,6 +188,8 @@ def failed(user: User):
 @admin_page
 def retry_all(user: User):
     report = dead_letters.retry_failed(huey, request.form.get("type") or None)
+    audit.record(huey.storage, user.name, "jobs.retry_failed", job_ids=report["retried"], detail={
+        "type": request.form.get("type") or None, "skipped": len(report["skipped"])})
     flash(dead_letters.describe_retry(report), "error" if report["skipped"] else "message")
     return redirect(url_for("admin.failed"))
 
@@ -196,6 +200,8 @@ def purge(user: User):
     count = dead_letters.purge_ended(huey.storage, artifact_store(),
                                      request.form.get("older_than", "30d"),
                                      request.form.get("status") or None)
+    audit.record(huey.storage, user.name, "jobs.purge", count=count, detail=dict(
+        older_than=request.form.get("older_than", "30d"), status=request.form.get("status")))
     flash(f"Purged {count} job(s).")
     return redirect(url_for("admin.failed"))
 
