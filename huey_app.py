@@ -13,9 +13,11 @@ import tasks.maintenance  # noqa: F401
 import tasks.pdf  # noqa: F401
 import tasks.retention  # noqa: F401
 import tasks.webhook  # noqa: F401
+from qrq.artifacts import store_or_exit
 from qrq.config import settings_or_exit
 from qrq.queue import huey, load_task_modules
 
 if not huey.initialised:  # `qrq worker` has opened it already
     huey.init_or_exit(settings_or_exit())
+store_or_exit(huey.settings)  # jobs' outputs must have somewhere to go
 load_task_modules(huey.settings)

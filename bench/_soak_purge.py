@@ -35,10 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     exit_on_sigterm()
 
     os.environ["QRQ_DATA_DIR"] = args.data_dir
+    from qrq.artifacts import DirectoryStore, open_store
     from qrq.queue import huey
     from qrq.queue.retention import purge_jobs, purge_stale
 
-    storage, artifacts = huey.storage, huey.settings.artifacts_dir
+    storage, artifacts = huey.storage, open_store(huey.settings)
     stand_in = Path(tempfile.mkdtemp(prefix="qrq-bench-soak-no-artifacts-"))
     try:
         while True:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.mode == "qrq":
                     purged = purge_jobs(storage, artifacts, args.age, ("finished",))
                 else:
-                    purged = purge_jobs(storage, stand_in, args.age, ("finished",))
+                    purged = purge_jobs(storage, DirectoryStore(stand_in), args.age, ("finished",))
                     swept = purge_stale(storage, artifacts, grace=args.age)["orphan_artifacts"]
                 error = None
             except Exception as exc:  # reported, and the next round tries again

@@ -123,7 +123,8 @@ def record(storage, firing: list[dict[str, Any]], now: float | None = None,
         alert = by_kind.get(kind)
         if alert is not None and not state["active"]:
             with storage.db(commit=True) as curs:
-                curs.execute("insert or ignore into alert (kind) values (?)", (kind,))
+                curs.execute("insert into alert (kind) values (?) on conflict do nothing",
+                             (kind,))
                 curs.execute("update alert set active = 1, since = ?, message = ? "
                              "where kind = ? and active = 0", (now, alert["message"], kind))
                 started = curs.rowcount == 1
@@ -141,7 +142,7 @@ def record(storage, firing: list[dict[str, Any]], now: float | None = None,
             alert["since"] = state["since"]
     if periodic:
         with storage.db(commit=True) as curs:
-            curs.executemany("insert or ignore into alert (kind) values (?)",
+            curs.executemany("insert into alert (kind) values (?) on conflict do nothing",
                              [(kind,) for kind in KINDS])
             curs.execute("update alert set checked_at = ?", (now,))
     return firing

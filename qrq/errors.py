@@ -2,7 +2,8 @@
 
 Each error carries the HTTP status the web layer answers with and a stable
 ``code``; the class docstring is the default message. Every ``QrqError`` means
-"the input is wrong", so a task that raises one fails at once, never retried.
+"the input is wrong", so a task that raises one fails at once, never retried,
+unless it is also a ``TransientError`` (the artifact store out of reach).
 Library errors are translated into these where they arise.
 """
 
@@ -118,3 +119,17 @@ class StorageFull(QrqError):
 
 class TransientError(Exception):
     """A failure worth retrying (I/O, a locked database); not the caller's fault."""
+
+
+class StoreUnavailable(Unavailable, TransientError):
+    """The artifact store cannot be reached; try again later.
+
+    A 503 for the web, and transient for a job, which is retried rather than failed at
+    once. The message names the store and the reason (for operators, the job's error
+    and the log); API clients get the class's plain message.
+    """
+
+    code = "store_unavailable"
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "message": (self.__doc__ or "").splitlines()[0]}

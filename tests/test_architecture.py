@@ -28,6 +28,9 @@ DEFERRED_IMPORTS = {
     # A guard from before qrq.backup existed (it returns None on ImportError); the import
     # itself can move to the top (qrq.backup imports nothing of the web layer).
     ("qrq/web/dashboard/pages.py", "qrq.backup"): "stale guard, owned by the dashboard work",
+    # boto3 is optional (the s3 extra) and a third of a second to import: only a process
+    # whose artifact store is in S3 loads it.
+    ("qrq/artifacts/__init__.py", "qrq.artifacts.s3.S3Store"): "optional, slow dependency",
 }
 
 

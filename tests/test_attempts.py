@@ -7,6 +7,7 @@ import signal
 
 import pytest
 
+from qrq.artifacts import open_store
 from qrq.queue import attempts, huey, jobs, submit
 from qrq.queue.retention import purge_jobs
 from qrq.web.openapi import SPEC
@@ -88,7 +89,7 @@ def test_purging_a_job_deletes_its_attempts_and_no_others(settings):
     kept = submit(retry_tasks.fails_then_succeeds, 0, owner_id=None)
     run_until_ended(kept)
     huey.storage.sql("update job set finished_at = 1 where id = ?", (gone,), commit=True)
-    assert purge_jobs(huey.storage, settings.artifacts_dir, 86400) == 1
+    assert purge_jobs(huey.storage, open_store(settings), 86400) == 1
     assert history(gone) == [] and len(history(kept)) == 1
     left = huey.storage.sql("select count(*) from job_attempt where job_id = ?", (gone,),
                             results=True)

@@ -99,7 +99,7 @@ def test_each_setting_is_declared_once_with_its_type_and_limits():
 
 def readme_settings() -> dict[str, str]:
     """``{variable: default}`` from the README's settings table."""
-    rows = re.findall(r"^\| `(QRQ_[A-Z_]+)` \| ([^|]*) \|", (ROOT / "README.md").read_text(),
+    rows = re.findall(r"^\| `(QRQ_[A-Z0-9_]+)` \| ([^|]*) \|", (ROOT / "README.md").read_text(),
                       re.MULTILINE)
     return {name: default.strip() for name, default in rows}
 

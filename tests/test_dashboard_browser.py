@@ -16,7 +16,7 @@ from qrq.analytics.scans import write_demo_database
 from qrq.analytics.svg import render_chart
 from qrq.appdb.db import app_db
 from qrq.batch.submit import enqueue_batch
-from qrq.queue import huey, jobs, pauses, submit
+from qrq.queue import audit, huey, jobs, pauses, submit
 from tasks.pdf import generate_qr_pdf
 from tests.browsing import browser, console_errors, server  # noqa: F401  (fixtures)
 from tests.conftest import ROOT, wait_until
@@ -158,6 +158,7 @@ def test_axe_finds_no_violation_on_any_dashboard_page(settings, templates, make_
             huey.execute(huey.dequeue())
     submit(generate_qr_pdf, 1, {}, owner_id=None, params={"template_id": 1})
     pauses.pause(huey.storage, "mail", "root")  # the paused banner, on every page
+    audit.record(huey.storage, "root", "job.retry", job_ids=[failed], detail={"note": "x"})
 
     browser.get(server + "/admin/login")
     problems = {"login": axe_violations(browser, source)}
@@ -165,8 +166,8 @@ def test_axe_finds_no_violation_on_any_dashboard_page(settings, templates, make_
     pages = {"overview": "/admin/", "jobs": "/admin/jobs", "failed": "/admin/failed",
              "schedule": "/admin/schedule", "consumers": "/admin/consumers",
              "backups": "/admin/backups", "analytics": "/admin/analytics",
-             "batch": f"/admin/jobs/{batch_id}", "failed-job": f"/admin/jobs/{failed}",
-             "not-found": "/admin/jobs/nope"}
+             "audit": "/admin/audit", "batch": f"/admin/jobs/{batch_id}",
+             "failed-job": f"/admin/jobs/{failed}", "not-found": "/admin/jobs/nope"}
     for name, path in pages.items():
         browser.get(server + path)
         assert heading(browser), name

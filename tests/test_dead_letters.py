@@ -5,6 +5,7 @@ import time
 import pytest
 from huey.serializer import SignedSerializer
 
+from qrq.artifacts import open_store
 from qrq.cli import main
 from qrq.queue import huey, jobs
 from qrq.queue.retention import apply_retention, parse_age, purge_jobs
@@ -108,7 +109,7 @@ def test_retention_keeps_recent_and_running_jobs(client, templates, alice, setti
     assert not any(settings.artifacts_dir.glob(f"{done}*"))
     assert huey.storage.sql("select count(*) from kv where key like 'r:%'",
                             results=True)[0][0] == 0
-    assert purge_jobs(huey.storage, settings.artifacts_dir, 0, ("finished",), later) == 0
+    assert purge_jobs(huey.storage, open_store(settings), 0, ("finished",), later) == 0
 
 
 def test_purge_stale_skips_a_file_that_vanishes_and_keeps_live_artifacts(
@@ -124,7 +125,7 @@ def test_purge_stale_skips_a_file_that_vanishes_and_keeps_live_artifacts(
     later = time.time() + 2 * 86400
     from qrq.queue.retention import purge_stale
 
-    report = purge_stale(huey.storage, artifacts, later)
+    report = purge_stale(huey.storage, open_store(settings), later)
     assert report["orphan_artifacts"] == 1
     assert not orphan.exists()
     assert any(artifacts.glob(f"{done}*"))  # its job still exists: kept

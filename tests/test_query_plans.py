@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from qrq.artifacts import open_store
 from qrq.queue import huey, jobs, retention, stats, submit
 from tests import slow_tasks
 
@@ -69,7 +70,7 @@ def test_the_queries_of_the_api_dashboard_and_dequeue_use_an_index(traced, setti
     stats.jobs_by_id(huey.storage, ids)
     stats.consumers(huey.storage)
     # Retention.
-    retention.purge_jobs(huey.storage, settings.artifacts_dir, 3600)
+    retention.purge_jobs(huey.storage, open_store(settings), 3600)
     found = plans(statements)
     assert len(found) >= 20
     scans = {sql: plan for sql, plan in found.items() if FULL_SCAN.search(plan)}

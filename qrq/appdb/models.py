@@ -14,7 +14,7 @@ from peewee import (
     BooleanField,
     CharField,
     DateTimeField,
-    FloatField,
+    DoubleField,
     IntegerField,
     Model,
     TextField,
@@ -32,6 +32,8 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# DoubleField, never FloatField: the same REAL on SQLite, but FloatField is a 4-byte
+# float on PostgreSQL (a timestamp would come back ~30 s off).
 class BaseModel(Model):
     class Meta:
         database = app_db
@@ -44,13 +46,19 @@ class BaseModel(Model):
         and column: the token check and the template lookup run on every request,
         and building the query cost three times what running it does.
         """
-        return next(iter(cls.raw(_select_by(cls, column), value)), None)
+        return next(iter(cls.raw(_select_by(cls, column, app_db.param), value)), None)
 
 
 @functools.cache
-def _select_by(model: type[BaseModel], column: str) -> str:
+def _select_by(model: type[BaseModel], column: str, param: str) -> str:
+    # *param*: the SQL differs in its placeholder between SQLite and PostgreSQL.
     sql, _ = model.select().where(getattr(model, column) == 0).sql()
     return sql
+
+
+ROLES = ("user", "operator", "admin")
+"""What a user may do: use the API (every user); also see the whole dashboard and the
+admin API's reads (operator); also act there: retry, cancel, purge ... (admin)."""
 
 
 class User(BaseModel):
@@ -58,14 +66,19 @@ class User(BaseModel):
     name = CharField(unique=True, max_length=64)
     email = CharField(null=True, max_length=254)
     is_admin = BooleanField(default=False)
+    # A read-only admin: sees what an admin sees, changes nothing (is_admin wins).
+    is_operator = BooleanField(default=False)
     # Only a hash of the token is stored; the token itself is shown once.
     token_hash = CharField(unique=True, max_length=64)
     created_at = DateTimeField(default=_utcnow)
 
     @classmethod
-    def create_with_token(cls, name: str, *, admin: bool = False,
+    def create_with_token(cls, name: str, *, admin: bool = False, operator: bool = False,
                           email: str | None = None) -> tuple[User, str]:
-        """Create a user and return it with its new API token."""
+        """Create a user (an *admin*, an *operator* or neither) and return it with its
+        new API token."""
+        if admin and operator:
+            raise ValidationError("a user is an admin or an operator, not both", field="role")
         name = name.strip()
         if not name or len(name) > 64:
             raise ValidationError("name must be 1 to 64 characters", field="name")
@@ -74,9 +87,26 @@ class User(BaseModel):
         if cls.select().where(cls.name == name).exists():
             raise Conflict(f"user {name!r} already exists", field="name")
         token = "qrq_" + secrets.token_urlsafe(32)
-        user = cls.create(name=name, email=email, is_admin=admin,
+        user = cls.create(name=name, email=email, is_admin=admin, is_operator=operator,
                           token_hash=hash_token(token))
         return user, token
+
+    @property
+    def role(self) -> str:
+        """``admin``, ``operator`` or ``user`` (one of :data:`ROLES`)."""
+        return "admin" if self.is_admin else "operator" if self.is_operator else "user"
+
+    @property
+    def is_staff(self) -> bool:
+        """An admin or an operator: may see the dashboard and the admin API's reads."""
+        return self.is_admin or self.is_operator
+
+    def set_role(self, role: str) -> None:
+        """Make this user an ``admin``, an ``operator`` or a plain ``user``, and save."""
+        if role not in ROLES:
+            raise ValidationError(f"must be one of {', '.join(ROLES)}", field="role")
+        self.is_admin, self.is_operator = role == "admin", role == "operator"
+        self.save()
 
     def reset_token(self) -> str:
         """Replace this user's token; return the new one (the old stops working)."""
@@ -91,7 +121,8 @@ class User(BaseModel):
 
     def to_dict(self) -> dict:
         return {"id": self.id, "name": self.name, "email": self.email,
-                "is_admin": self.is_admin, "created_at": self.created_at.isoformat() + "Z"}
+                "is_admin": self.is_admin, "role": self.role,
+                "created_at": self.created_at.isoformat() + "Z"}
 
 
 class Template(BaseModel):
@@ -106,10 +137,10 @@ class Template(BaseModel):
     lines_json = TextField(default="[]")
     page_size = CharField(max_length=32, default="A4")  # A4, Letter or WxH in mm
     grid = CharField(max_length=8, default="1x1")  # columns x rows of cards per page
-    qr_size_mm = FloatField(default=60.0)
+    qr_size_mm = DoubleField(default=60.0)
     # QR position inside a card, from its bottom-left corner; null centres it.
-    qr_x_mm = FloatField(null=True)
-    qr_y_mm = FloatField(null=True)
+    qr_x_mm = DoubleField(null=True)
+    qr_y_mm = DoubleField(null=True)
     fg_color = CharField(max_length=7, default="#000000")
     bg_color = CharField(max_length=7, default="#ffffff")
     error_correction = CharField(max_length=1, default="M")
@@ -149,8 +180,8 @@ class AdminSession(BaseModel):
     user_id = IntegerField(index=True)
     # The user's token hash at log-in: a reset token ends every session made with the old.
     token_hash = CharField(max_length=64)
-    created_at = FloatField()
-    expires_at = FloatField(index=True)
+    created_at = DoubleField()
+    expires_at = DoubleField(index=True)
 
 
 class Throttle(BaseModel):
@@ -158,8 +189,9 @@ class Throttle(BaseModel):
 
     address = CharField(primary_key=True, max_length=64)
     failures = IntegerField(default=0)
-    window_start = FloatField()
-    blocked_until = FloatField(default=0.0)
+    window_start = DoubleField()
+    blocked_until = DoubleField(default=0.0)
 
 
 MODELS = (User, Template, AdminSession, Throttle)
+

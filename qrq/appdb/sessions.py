@@ -32,8 +32,8 @@ def open_session(user: User, lifetime: float, now: float | None = None) -> str:
 
 
 def session_user(key: object, now: float | None = None) -> User | None:
-    """The admin whose live session *key* is, or None (unknown, expired, logged out,
-    the token reset since, or no longer an admin)."""
+    """The admin or operator whose live session *key* is, or None (unknown, expired,
+    logged out, the token reset since, or neither an admin nor an operator any more)."""
     if not isinstance(key, str) or not 20 <= len(key) <= 100:
         return None
     now = time.time() if now is None else now
@@ -41,7 +41,7 @@ def session_user(key: object, now: float | None = None) -> User | None:
     if row is None or row.expires_at < now:
         return None
     user = User.first_by("id", row.user_id)
-    if user is None or not user.is_admin \
+    if user is None or not user.is_staff \
             or not hmac.compare_digest(user.token_hash, row.token_hash):
         return None
     return user

@@ -8,9 +8,9 @@ A run has two phases:
    the batch's counts and the job's progress. A run that dies loses at most one
    unwritten chunk; the next run starts at the first pending item.
 2. *Assemble*: the combined PDF and the ZIP of SVGs are rebuilt from the stored
-   items, streamed (a page, a file at a time), into temporary files renamed into
-   ``<artifacts>/<job_id>.pdf`` and ``.zip``. Rebuilding instead of appending
-   means a re-run can never duplicate an output.
+   items, streamed (a page, a file at a time), into temporary files stored as
+   ``<job_id>.pdf`` and ``.zip`` in the artifact store. Rebuilding instead of
+   appending means a re-run can never duplicate an output.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import shutil
+import tempfile
 import time
 import zipfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from qrq.artifacts import ArtifactStore
 from qrq.batch import (
     counts,
     formats_of,
@@ -36,7 +38,7 @@ from qrq.cards import options as opts
 from qrq.cards.encoder import qr_rows
 from qrq.cards.images import matrix_png, matrix_svg, pack_rows, unpack_matrix
 from qrq.cards.pdf import PdfStream
-from qrq.cards.qr import CardSheets, replace_atomically
+from qrq.cards.qr import CardSheets
 from qrq.errors import NotFound, QrqError
 from qrq.queue import jobs
 
@@ -100,11 +102,11 @@ def _write_chunk(storage, job_id: str, rows: list[tuple], total: int) -> bool:
         curs.executemany("update batch_item set status = ?, matrix = ?, error = ? "
                          "where job_id = ? and idx = ? and status = 'pending'", rows)
         curs.execute("update batch set "
-                     "completed = (select count(*) from batch_item where job_id = ?1 "
+                     "completed = (select count(*) from batch_item where job_id = ? "
                      "and status = 'ok'), "
-                     "failed = (select count(*) from batch_item where job_id = ?1 "
-                     "and status = 'failed') where job_id = ?1 returning completed, failed",
-                     (job_id,))
+                     "failed = (select count(*) from batch_item where job_id = ? "
+                     "and status = 'failed') where job_id = ? returning completed, failed",
+                     (job_id, job_id, job_id))
         ok, failed = curs.fetchone()
         return jobs.record_progress(curs, job_id, storage.owner,
                                     ENCODE_SHARE * (ok + failed) // max(1, total),
@@ -154,21 +156,20 @@ def _report(storage, job_id: str, percent: int, stage: str) -> None:
         jobs.record_progress(curs, job_id, storage.owner, percent, stage)
 
 
-def assemble(storage, artifacts: Path, job_id: str, total: int, specs: _Specs,
+def assemble(storage, store: ArtifactStore, job_id: str, total: int, specs: _Specs,
              title: str = "QR cards") -> dict[str, Any]:
-    """Rebuild ``<job_id>.pdf`` and ``<job_id>.zip`` from the stored items, streamed."""
-    artifacts.mkdir(parents=True, exist_ok=True)
-    for stale in artifacts.glob(f".{job_id}.*"):  # left by a run that died here
-        stale.unlink(missing_ok=True)
-    tmp = {s: artifacts / f".{job_id}.{s}.tmp" for s in ("pdf", "zip", "csv")}
+    """Rebuild ``<job_id>.pdf`` and ``<job_id>.zip`` from the stored items, streamed,
+    into *store*; both are stored before the outputs are recorded."""
     sql = ("select idx, template_id, data, title, lines, status, matrix, error, source_idx "
            "from batch_item where job_id = ? and status != 'pending' and idx > ?")
     formats = formats_of(specs.options)
     codes, reported = 0, time.monotonic()
-    try:
-        with open(tmp["pdf"], "wb") as pdf_out, \
-                zipfile.ZipFile(tmp["zip"], "w", zipfile.ZIP_DEFLATED) as archive, \
-                open(tmp["csv"], "w", newline="", encoding="utf-8") as manifest_out:
+    names = {suffix: f"{job_id}.{suffix}" for suffix in ("pdf", "zip")}
+    with store.write(names["pdf"]) as pdf_path, store.write(names["zip"]) as zip_path:
+        with open(pdf_path, "wb") as pdf_out, \
+                zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive, \
+                tempfile.TemporaryFile("w+", newline="", encoding="utf-8",
+                                       dir=zip_path.parent) as manifest_out:
             sheets = CardSheets(PdfStream(pdf_out, title))
             manifest = csv.writer(manifest_out)
             manifest.writerow(["idx", "source_idx", "template_id", "status", "file", "data",
@@ -181,14 +182,14 @@ def assemble(storage, artifacts: Path, job_id: str, total: int, specs: _Specs,
                     spec = specs.get(template_id, item_title, lines)
                     if spec is not None:
                         sheets.add(spec, data, matrix)
-                    names = item_filenames(idx, data, total, formats)
-                    for fmt, name in zip(formats, names, strict=True):
+                    files = item_filenames(idx, data, total, formats)
+                    for fmt, name in zip(formats, files, strict=True):
                         # A PNG is deflated inside already: stored as is.
                         archive.writestr(name, render_code(matrix, data, fmt, spec),
                                          zipfile.ZIP_STORED if fmt == "png"
                                          else zipfile.ZIP_DEFLATED)
-                    codes += len(names)
-                    name = ";".join(names)
+                    codes += len(files)
+                    name = ";".join(files)
                 manifest.writerow([idx, "" if source is None else source, template_id,
                                    status, name, data, error or ""])
                 if time.monotonic() - reported >= CHUNK_SECONDS:
@@ -196,23 +197,19 @@ def assemble(storage, artifacts: Path, job_id: str, total: int, specs: _Specs,
                     _report(storage, job_id, ENCODE_SHARE + (99 - ENCODE_SHARE) * idx // total,
                             f"writing PDF and ZIP {idx + 1}/{total}")
             pages = sheets.close()
-            manifest_out.flush()
-            archive.write(tmp["csv"], "manifest.csv")
-        outputs = {"pdf": {"file": f"{job_id}.pdf", "pages": pages, "cards": sheets.cards},
-                   "zip": {"file": f"{job_id}.zip", "files": codes, "formats": formats}}
-        for suffix in ("pdf", "zip"):
-            final = artifacts / f"{job_id}.{suffix}"
-            replace_atomically(tmp[suffix], final)
-            outputs[suffix]["bytes"] = final.stat().st_size
-    finally:
-        for path in tmp.values():
-            path.unlink(missing_ok=True)
+            manifest_out.seek(0)
+            with archive.open("manifest.csv", "w") as entry:
+                shutil.copyfileobj(manifest_out.buffer, entry)
+        outputs = {"pdf": {"file": names["pdf"], "pages": pages, "cards": sheets.cards,
+                           "bytes": pdf_path.stat().st_size},
+                   "zip": {"file": names["zip"], "files": codes, "formats": formats,
+                           "bytes": zip_path.stat().st_size}}
     storage.sql("update batch set outputs = ? where job_id = ?",
                 (json.dumps(outputs), job_id), commit=True)
     return outputs
 
 
-def run_batch(storage, artifacts: Path, job_id: str, check: Callable[[], None],
+def run_batch(storage, store: ArtifactStore, job_id: str, check: Callable[[], None],
               templates: Callable[[list[int]], dict[int, dict]] = load_templates, *,
               margin_mm: float) -> dict[str, Any]:
     """Run (or resume) a batch: encode its pending items, then write its outputs, the
@@ -236,7 +233,7 @@ def run_batch(storage, artifacts: Path, job_id: str, check: Callable[[], None],
     encoded, canceled = encode_pending(storage, job_id, total, specs, check)
     encoded_at = time.monotonic()
     _report(storage, job_id, ENCODE_SHARE, "writing PDF and ZIP")
-    outputs = assemble(storage, artifacts, job_id, total, specs)
+    outputs = assemble(storage, store, job_id, total, specs)
     seconds = {"encode": round(encoded_at - began, 3),
                "outputs": round(time.monotonic() - encoded_at, 3)}
     if canceled:

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
-from qrq.appdb.db import app_db, init_db
+from qrq.appdb.db import app_db, bind
 from qrq.appdb.models import Template
+from qrq.artifacts import open_store
 from qrq.cards import options as opts
-from qrq.cards.qr import render_pdf
+from qrq.cards.qr import write_pdf
 from qrq.config import Settings
 from qrq.errors import ValidationError
 
 
-def artifact_path(settings: Settings, job_id: str, suffix: str = ".pdf") -> Path:
-    """Where a job's output lives; *job_id* is checked by the caller to be a UUID."""
-    return settings.artifacts_dir / f"{job_id}{suffix}"
+def artifact_name(job_id: str, suffix: str = ".pdf") -> str:
+    """The name of a job's output in the artifact store; *job_id* is checked by the
+    caller to be a UUID."""
+    return f"{job_id}{suffix}"
 
 
 def prepare(template: dict, options: dict, max_copies: int, job_id: str = "", *,
@@ -37,13 +38,14 @@ def prepare(template: dict, options: dict, max_copies: int, job_id: str = "", *,
 
 def generate_pdf(settings: Settings, job_id: str, template_id: int, options: dict,
                  report: Callable[[float, str], None]) -> dict:
-    """Render the cards of one PDF job into ``<data>/artifacts/<job_id>.pdf``.
+    """Render the cards of one PDF job into the artifact store as ``<job_id>.pdf``; the
+    job finishes only once the file is stored.
 
     :raises NotFound: the template was deleted after the job was enqueued.
+    :raises StoreUnavailable: the artifact store is missing or cannot be reached.
     """
     report(0, "loading template")
-    if app_db.database != str(settings.app_db):
-        init_db(settings.app_db, settings.busy_timeout)
+    bind(settings)
     with app_db.connection_context():
         template = Template.get_by_id_or_404(template_id).to_dict()
     spec, payloads = prepare(template, options, settings.max_copies, job_id,
@@ -57,7 +59,11 @@ def generate_pdf(settings: Settings, job_id: str, template_id: int, options: dic
             last[0] = percent
             report(percent, f"rendering page {page}/{pages}")
 
-    result = render_pdf(spec, payloads, artifact_path(settings, job_id),
-                        progress=page_done, title=template["name"])
-    return {"artifact": result.path.name, "pages": result.pages, "cards": result.cards,
-            "bytes": result.bytes, "content_type": "application/pdf"}
+    name = artifact_name(job_id)
+    with open_store(settings).write(name) as tmp:
+        with open(tmp, "wb") as out:
+            pages, cards = write_pdf(spec, payloads, out, progress=page_done,
+                                     title=template["name"])
+        size = tmp.stat().st_size
+    return {"artifact": name, "pages": pages, "cards": cards, "bytes": size,
+            "content_type": "application/pdf"}

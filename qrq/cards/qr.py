@@ -6,20 +6,21 @@ per horizontal run of dark modules, so it stays crisp at any zoom, adds a few
 kilobytes per code and needs no raster image. Text is drawn as a literal string,
 never interpreted as markup, so user text appears as typed. Pages go to
 :class:`~qrq.cards.pdf.PdfStream`, the one PDF writer, for a single-template job
-(:func:`render_pdf`) and a batch (:class:`CardSheets`) alike.
+(:func:`write_pdf`) and a batch (:class:`CardSheets`) alike.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from reportlab.lib.units import mm
 
+from qrq.artifacts import DirectoryStore
 from qrq.cards.encoder import ERROR_CORRECTION, DataTooLong, check_fits, qr_matrix  # noqa: F401
 from qrq.cards.pdf import FONT, FONT_BOLD, PageContent, PdfStream, text_width
 
@@ -222,47 +223,39 @@ class CardSheets:
         return len(self.pdf.pages)
 
 
-def replace_atomically(tmp: Path, final: Path) -> None:
-    """Flush *tmp* to disk, then rename it over *final*: after a crash *final* is the
-    whole new file or the old one, never an empty one whose job says finished."""
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
+def write_pdf(spec: CardSpec, payloads: Sequence[str], out: BinaryIO, *,
+              progress: Callable[[int, int], None] | None = None,
+              title: str = "QR cards") -> tuple[int, int]:
+    """Write one card per payload, ``spec.cols x spec.rows`` to a page, to the binary
+    file *out*; return ``(pages, cards)``. *progress* is called as
+    ``progress(page_done, pages_total)`` after each page."""
+    per_page = spec.cards_per_page
+    pages = max(1, math.ceil(len(payloads) / per_page))
+    # Identical payloads (copies of one code) share one matrix.
+    cache: dict[str, list[list[bool]]] = {}
+    sheets = CardSheets(PdfStream(out, title))
+    for page in range(pages):
+        for payload in payloads[page * per_page:(page + 1) * per_page]:
+            matrix = cache.get(payload)
+            if matrix is None:
+                if len(cache) > 64:
+                    cache.clear()
+                matrix = cache[payload] = qr_matrix(payload, spec.error_correction)
+            sheets.add(spec, payload, matrix)
+        sheets.flush()
+        if progress is not None:
+            progress(page + 1, pages)
+    sheets.close()
+    return pages, len(payloads)
 
 
 def render_pdf(spec: CardSpec, payloads: Sequence[str], out_path: Path, *,
                progress: Callable[[int, int], None] | None = None,
                title: str = "QR cards") -> RenderResult:
-    """Render one card per payload, ``spec.cols x spec.rows`` to a page, into *out_path*.
-
-    The PDF is written to a temporary file beside *out_path* and renamed into
-    place, so a reader never sees a partial file. *progress* is called as
-    ``progress(page_done, pages_total)`` after each page.
-    """
+    """:func:`write_pdf` into the file *out_path*, atomically: a reader never sees a
+    partial file, and a failed render leaves none."""
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    per_page = spec.cards_per_page
-    pages = max(1, math.ceil(len(payloads) / per_page))
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    # Identical payloads (copies of one code) share one matrix.
-    cache: dict[str, list[list[bool]]] = {}
-    try:
-        with open(tmp, "wb") as out:
-            sheets = CardSheets(PdfStream(out, title))
-            for page in range(pages):
-                for payload in payloads[page * per_page:(page + 1) * per_page]:
-                    matrix = cache.get(payload)
-                    if matrix is None:
-                        if len(cache) > 64:
-                            cache.clear()
-                        matrix = cache[payload] = qr_matrix(payload, spec.error_correction)
-                    sheets.add(spec, payload, matrix)
-                sheets.flush()
-                if progress is not None:
-                    progress(page + 1, pages)
-            sheets.close()
-        replace_atomically(tmp, out_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return RenderResult(out_path, pages, len(payloads), out_path.stat().st_size)
+    store = DirectoryStore(out_path.parent, create=True)
+    with store.write(out_path.name) as tmp, open(tmp, "wb") as out:
+        pages, cards = write_pdf(spec, payloads, out, progress=progress, title=title)
+    return RenderResult(out_path, pages, cards, out_path.stat().st_size)

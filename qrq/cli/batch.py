@@ -12,10 +12,12 @@ import click
 
 from qrq import batch
 from qrq.appdb.models import User
+from qrq.artifacts import open_store
 from qrq.batch.submit import enqueue_batch, enqueue_retry
-from qrq.cli.base import JOB_ID, echo_table, get_app_db, get_queue, main, shorten
+from qrq.cli.base import JOB_ID, cli_actor, echo_table, get_app_db, get_queue, main, shorten
 from qrq.cli.jobs import _parse_option, wait_for, wait_options
 from qrq.humanize import format_bytes
+from qrq.queue import audit
 
 
 def _owner_id(name: str | None) -> int | None:
@@ -75,7 +77,7 @@ def _report(huey, job_id: str, job: dict) -> None:
     click.echo(f"{job['status']}: {found['completed']} ok, {found['failed']} failed "
                f"of {found['total']}")
     for kind, info in (found["outputs"] or {}).items():
-        click.echo(f"{kind}: {huey.settings.artifacts_dir / info['file']} "
+        click.echo(f"{kind}: {open_store(huey.settings).describe(info['file'])} "
                    f"({format_bytes(info['bytes'])})")
     if job["status"] != "finished":
         raise click.ClickException(f"batch {job['status']}: {job['error']}")
@@ -166,6 +168,8 @@ def batch_retry_failed(job_id: str, wait: bool, timeout: float) -> None:
     if found is None:
         raise click.ClickException(f"no batch {job_id}")
     new_id, count = enqueue_retry(job_id, found["owner_id"])
+    audit.record(huey.storage, cli_actor(), "batch.retry_failed_items", job_ids=[job_id],
+                 detail={"new_batch": new_id, "items": count})
     click.echo(f"queued batch {new_id} ({count} failed items of {job_id})")
     if wait:
         _report(huey, new_id, wait_for_batch(huey, new_id, count, timeout))

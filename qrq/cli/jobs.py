@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,9 +11,11 @@ from pathlib import Path
 import click
 
 from qrq.appdb.models import Template
-from qrq.cards.generate import artifact_path, prepare
+from qrq.artifacts import open_store
+from qrq.cards.generate import artifact_name, prepare
 from qrq.cli.base import (
     JOB_ID,
+    cli_actor,
     echo_fields,
     echo_json,
     echo_table,
@@ -24,7 +27,7 @@ from qrq.cli.base import (
 )
 from qrq.errors import ValidationError
 from qrq.humanize import format_bytes
-from qrq.queue import dead_letters, jobs, stats, submit
+from qrq.queue import audit, dead_letters, jobs, stats, submit
 
 
 def _parse_option(value: str) -> tuple[str, object]:
@@ -172,7 +175,12 @@ def pdf(template_id: int, options: tuple[str, ...], wait: bool, out: Path | None
         return
     wait_finished(huey, job_id, "rendering", timeout)
     out = out or Path(f"qrq-{job_id}.pdf")
-    out.write_bytes(artifact_path(huey.settings, job_id).read_bytes())
+    try:
+        stored, _ = open_store(huey.settings).open(artifact_name(job_id))
+    except FileNotFoundError:
+        raise click.ClickException(f"the output of job {job_id} has been removed") from None
+    with stored, open(out, "wb") as dest:
+        shutil.copyfileobj(stored, dest)
     click.echo(f"saved {out} ({format_bytes(out.stat().st_size)})")
 
 
@@ -257,9 +265,12 @@ def jobs_retry(job_id: str | None, all_failed: bool) -> None:
         raise click.UsageError("give a JOB_ID or --all-failed, not both")
     if job_id:
         huey.retry(job_id)
+        audit.record(huey.storage, cli_actor(), "job.retry", job_ids=[job_id])
         click.echo(f"queued {job_id}")
         return
     report = dead_letters.retry_failed(huey)
+    audit.record(huey.storage, cli_actor(), "jobs.retry_failed", job_ids=report["retried"],
+                 detail={"type": None, "skipped": len(report["skipped"])})
     for one in report["retried"]:
         click.echo(f"queued {one}")
     for skipped in report["skipped"]:
@@ -281,10 +292,12 @@ def jobs_purge(older_than: str, status: str | None) -> None:
     """
     huey = get_queue()
     try:
-        count = dead_letters.purge_ended(huey.storage, huey.settings.artifacts_dir,
+        count = dead_letters.purge_ended(huey.storage, open_store(huey.settings),
                                          older_than, status)
     except ValidationError as exc:
         raise click.BadParameter(exc.message, param_hint="--older-than") from None
+    audit.record(huey.storage, cli_actor(), "jobs.purge", count=count,
+                 detail={"older_than": older_than, "status": status})
     click.echo(f"purged {count} job(s)")
 
 
@@ -300,3 +313,4 @@ def jobs_cancel(job_id: str) -> None:
     if job["status"] in jobs.ENDED:
         raise click.ClickException(f"job already {job['status']}")
     click.echo(f"{job_id} {huey.cancel(job_id)}")
+    audit.record(huey.storage, cli_actor(), "job.cancel", job_ids=[job_id])

@@ -7,7 +7,7 @@ import socket
 import click
 
 from qrq import alerts
-from qrq.appdb.db import init_db
+from qrq.appdb.db import open_app_db
 from qrq.cli.base import echo_json, echo_table, get_app_db, get_queue, json_option, main
 from qrq.health import check_databases, heartbeat_age
 from qrq.notify import send_mail
@@ -32,7 +32,7 @@ def health(check_consumer: bool, this_host: bool, max_age: float | None) -> None
     """
     huey = get_queue()
     # Bound, not created: a health check changes nothing, and a broken file is reported.
-    init_db(huey.settings.app_db, huey.settings.busy_timeout, create=False)
+    open_app_db(huey.settings, create=False)
     checks = check_databases(huey.storage)
     failed = {name: state for name, state in checks.items() if state != "ok"}
     if failed:

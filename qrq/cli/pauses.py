@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import getpass
-
 import click
 
-from qrq.cli.base import echo_json, echo_table, get_queue, json_option
+from qrq.cli.base import cli_actor, echo_json, echo_table, get_queue, json_option
 from qrq.cli.jobs import jobs_group
-from qrq.queue import pauses
+from qrq.queue import audit, pauses
 from qrq.queue.jobs import iso
 from qrq.queue.stats import JOB_TYPES
 
 TYPE = click.Choice(JOB_TYPES)
-
-
-def _who() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):  # no user name for this uid (a bare container)
-        return "cli"
 
 
 @jobs_group.command("pause")
@@ -30,7 +21,10 @@ def jobs_pause(job_type: str) -> None:
 
     Example: qrq jobs pause pdf
     """
-    click.echo(pauses.describe(pauses.pause(get_queue().storage, job_type, _who())))
+    outcome = pauses.pause(get_queue().storage, job_type, cli_actor())
+    audit.record(get_queue().storage, cli_actor(), "type.pause", count=outcome["queued"],
+                 detail={"type": job_type, "changed": outcome["changed"]})
+    click.echo(pauses.describe(outcome))
 
 
 @jobs_group.command("resume")
@@ -40,7 +34,10 @@ def jobs_resume(job_type: str) -> None:
 
     Example: qrq jobs resume pdf
     """
-    click.echo(pauses.describe(pauses.resume(get_queue().storage, job_type)))
+    outcome = pauses.resume(get_queue().storage, job_type)
+    audit.record(get_queue().storage, cli_actor(), "type.resume", count=outcome["queued"],
+                 detail={"type": job_type, "changed": outcome["changed"]})
+    click.echo(pauses.describe(outcome))
 
 
 @jobs_group.command("paused")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from qrq.cli.base import get_queue, main
+from qrq.cli.base import cli_actor, get_queue, main
 from qrq.cli.jobs import wait_finished, wait_options
-from qrq.queue import catalog, run_periodic_now
+from qrq.queue import audit, catalog, run_periodic_now
 
 
 @main.group("schedule")
@@ -24,6 +24,8 @@ def schedule_run(name: str, wait: bool, timeout: float) -> None:
     """
     huey = get_queue()
     job_id = run_periodic_now(name, params={"requested_by": "cli"})
+    audit.record(huey.storage, cli_actor(), "schedule.run", job_ids=[job_id],
+                 detail={"task": name})
     click.echo(f"queued {name} as job {job_id}")
     if wait:
         wait_finished(huey, job_id, name, timeout)

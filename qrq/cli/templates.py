@@ -8,16 +8,19 @@ import click
 
 from qrq.appdb.models import Template
 from qrq.cli.base import (
+    cli_actor,
     echo_fields,
     echo_json,
     echo_table,
     get_app_db,
+    get_queue,
     get_settings,
     json_option,
     main,
     shorten,
 )
 from qrq.demo import add_template
+from qrq.queue import audit
 
 
 @main.group()
@@ -74,5 +77,7 @@ def templates_add(json_file) -> None:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="JSON_FILE") from None
     with get_app_db().connection_context():
         template = add_template(fields, get_settings().print_margin_mm)
+    audit.record(get_queue().storage, cli_actor(), "template.add",
+                 detail={"template": template.id, "name": template.name})
     click.echo(f"added template {template.id}: {template.name}")
 

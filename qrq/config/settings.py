@@ -8,6 +8,8 @@ moves the queue, the app database, the artifacts and the logs together.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import re
 from pathlib import Path
 
 from qrq.config.files import make_private
@@ -56,6 +58,37 @@ def _check_zone(text: str) -> None:
 def _check_url(text: str) -> None:
     if text and not text.startswith(("http://", "https://")):
         raise ValueError("expected empty or a URL starting with http:// or https://")
+
+
+# S3's bucket naming rules (lower case, digits, dots, hyphens; 3-63 characters).
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def s3_location(text: str) -> tuple[str, str] | None:
+    """``(bucket, prefix)`` of an ``s3://bucket/prefix`` artifact store; None for a
+    directory."""
+    if not text.lower().startswith("s3://"):
+        return None
+    bucket, _, prefix = text[5:].partition("/")
+    return bucket, prefix.strip("/")
+
+
+def _check_artifact_store(text: str) -> None:
+    """Empty, a directory, or ``s3://bucket[/prefix]`` with boto3 installed."""
+    location = s3_location(text)
+    if location is None:
+        if re.match(r"[a-z][a-z0-9+.-]*://", text, re.IGNORECASE):
+            raise ValueError("expected a directory or s3://bucket/prefix")
+        return
+    bucket, prefix = location
+    if not _BUCKET.fullmatch(bucket):
+        raise ValueError(f"{bucket!r} is not an S3 bucket name (3-63 lower-case letters, "
+                         "digits, dots and hyphens); expected s3://bucket/prefix")
+    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise ValueError("the prefix after the bucket may not hold empty, . or .. parts")
+    if importlib.util.find_spec("boto3") is None:
+        raise ValueError("an S3 store needs boto3: pip install 'qrq[s3]' (in a checkout: "
+                         "pip install -e '.[s3]')")
 
 
 def _check_database_url(text: str) -> None:
@@ -234,6 +267,20 @@ class Settings:
                                "gunicorn) and past `qrq serve`'s parking places; keep it "
                                "below the thread count (8). More are answered at once.",
                                low=0, high=1000)
+    artifact_store: str = setting("", "Where job outputs (PDFs, ZIPs) are kept: a directory "
+                                  "that must exist (relative: inside the data dir; a shared "
+                                  "mount such as NFS for several hosts) or "
+                                  "s3://bucket/prefix. Empty: `<data>/artifacts`, created "
+                                  "as needed.", check=_check_artifact_store)
+    s3_endpoint_url: str = setting("", "Endpoint of an S3-compatible store (MinIO, R2, "
+                                   "...), addressed path-style. Empty: AWS S3. Credentials "
+                                   "and region come from boto3's standard chain.",
+                                   check=_check_url)
+    s3_download: str = setting("redirect", "How a download from an S3 store is served: "
+                               "redirect (302 to a short-lived presigned URL) or stream "
+                               "(through the web app).", choices=("redirect", "stream"))
+    s3_url_expiry: int = setting(300, "Seconds a presigned download URL stays valid.",
+                                 low=1, high=604800)
     webhook_secret: str = setting("", "Secret that signs webhook deliveries of users without "
                                   "their own (empty: derived from the secret key).",
                                   secret=True)
@@ -255,7 +302,11 @@ class Settings:
 
     @property
     def artifacts_dir(self) -> Path:
-        return self.data_dir / "artifacts"
+        """The directory artifact store's directory; with an S3 store, where its uploads
+        are staged (``<data>/artifacts``)."""
+        if not self.artifact_store or s3_location(self.artifact_store):
+            return self.data_dir / "artifacts"
+        return self.data_dir / self.artifact_store  # an absolute one wins the join
 
     @property
     def logs_dir(self) -> Path:
@@ -306,8 +357,12 @@ class Settings:
                 self.backups_dir)
 
     def ensure_dirs(self) -> None:
-        for path in (self.data_dir, self.artifacts_dir, self.logs_dir):
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # A configured artifact directory is never created: a shared mount that is not
+        # mounted must show as missing, not fill the local disk.
+        configured = self.artifact_store and not s3_location(self.artifact_store)
+        for path in (self.data_dir, None if configured else self.artifacts_dir, self.logs_dir):
+            if path is not None:
+                path.mkdir(mode=0o700, parents=True, exist_ok=True)
         make_private(self)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from huey.exceptions import TaskTimeout
 
 from qrq.config import Settings
-from qrq.errors import NotFound, QrqError, ValidationError
+from qrq.errors import NotFound, QrqError, TransientError, ValidationError
 from qrq.queue import catalog, jobs
 from qrq.queue.admission import Admission
 from qrq.queue.catalog import PRIORITY, TaskSpec
@@ -59,8 +59,9 @@ def job_task(job_type: str | None = None, *, name: str, timeout: float | str | N
     A limit may be a number or the name of a setting (read at ``huey.init``). qrq's
     own tasks are declared in :data:`catalog.TASKS`; for them give only *name*.
     The function receives ``task`` (for :func:`progress`). Bad input (a
-    :class:`QrqError`), a cancel, and (unless *retry_timeouts*) a timeout fail
-    the job at once; any other error is retried *retries* times.
+    :class:`QrqError` that is not also a ``TransientError``), a cancel, and (unless
+    *retry_timeouts*) a timeout fail the job at once; any other error is retried
+    *retries* times.
     """
     given = TaskSpec(job_type, timeout=timeout, retries=retries,
                      retry_delay="retry_delay" if retry_delay is None else retry_delay,
@@ -81,8 +82,9 @@ def job_task(job_type: str | None = None, *, name: str, timeout: float | str | N
                         task.retries = 0
                     raise exc from None
                 raise
-            except permanent:
-                task.retries = 0  # permanent: huey sees no retries left
+            except permanent as exc:
+                if not isinstance(exc, TransientError):  # e.g. StoreUnavailable: retried
+                    task.retries = 0  # permanent: huey sees no retries left
                 raise
 
         # huey registers a task as "<module>.<name>"; pinning the module keeps the

@@ -10,13 +10,13 @@ and status the same way. Each bulk action runs the one single-job operation
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from qrq.artifacts import ArtifactStore
 from qrq.errors import Conflict, NotFound, ValidationError
 from qrq.queue import stats
 from qrq.queue.jobs import ACTIVE, ENDED
-from qrq.queue.retention import CHUNK, delete_ended, parse_age, purge_jobs
+from qrq.queue.retention import CHUNK, ArtifactListing, delete_ended, parse_age, purge_jobs
 
 # A bulk retry stops here; what is left is retried by running it again.
 MAX_BULK = 10_000
@@ -74,12 +74,13 @@ def cancel_jobs(huey, job_ids: list[str]) -> dict[str, list[Any]]:
     return {"done": done, "skipped": skipped}
 
 
-def discard_jobs(storage, artifacts_dir: Path, job_ids: list[str]) -> dict[str, list[Any]]:
+def discard_jobs(storage, store: ArtifactStore, job_ids: list[str]) -> dict[str, list[Any]]:
     """Delete each of *job_ids* that has ended, with its files and result; a job still
     queued or running is skipped (cancel it first). Same report as :func:`retry_jobs`."""
     deleted: set[str] = set()
+    listing = ArtifactListing(store)
     for start in range(0, len(job_ids), CHUNK):
-        deleted.update(delete_ended(storage, artifacts_dir, job_ids[start:start + CHUNK]))
+        deleted.update(delete_ended(storage, listing, job_ids[start:start + CHUNK]))
     left = {job["id"]: job["status"]
             for job in stats.jobs_by_id(storage, [i for i in job_ids if i not in deleted])}
     skipped = [{"job_id": job_id,
@@ -89,7 +90,7 @@ def discard_jobs(storage, artifacts_dir: Path, job_ids: list[str]) -> dict[str, 
     return {"done": [job_id for job_id in job_ids if job_id in deleted], "skipped": skipped}
 
 
-def purge_ended(storage, artifacts_dir: Path, older_than: str = "30d",
+def purge_ended(storage, store: ArtifactStore, older_than: str = "30d",
                 status: str | None = None) -> int:
     """Delete ended jobs (records and files) that ended more than *older_than* ago
     (``"30d"``, ``"12h"``), of one *status* or every ended one; returns how many.
@@ -102,7 +103,7 @@ def purge_ended(storage, artifacts_dir: Path, older_than: str = "30d",
         raise ValidationError(str(exc), field="older_than") from None
     if status is not None and status not in ENDED:
         raise ValidationError(f"must be one of {', '.join(ENDED)}", field="status")
-    return purge_jobs(storage, artifacts_dir, seconds, (status,) if status else ENDED)
+    return purge_jobs(storage, store, seconds, (status,) if status else ENDED)
 
 
 def describe_retry(report: dict[str, list[Any]]) -> str:

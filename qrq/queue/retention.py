@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
+from collections import defaultdict
 
+from qrq.artifacts import ArtifactStore, open_store
+from qrq.queue import audit
 from qrq.queue.admission import expire_keys
 from qrq.queue.attempts import delete_attempts
 from qrq.queue.jobs import ENDED
@@ -32,32 +34,60 @@ def parse_age(text: str) -> float:
     return float(match[1]) * _UNIT_SECONDS[match[2]]
 
 
-def purge_jobs(storage, artifacts_dir: Path, older_than: float,
+def purge_jobs(storage, store: ArtifactStore, older_than: float,
                statuses: tuple[str, ...] = ENDED, now: float | None = None) -> int:
     """Delete jobs in *statuses* that ended more than *older_than* seconds ago.
 
-    Their artifacts (``<artifacts>/<job_id>*``) and revoke keys go with them.
+    Their artifacts (``<job_id>*`` in *store*) and revoke keys go with them.
     Running and queued jobs are never touched. Returns how many jobs went.
     """
     cutoff = (now or time.time()) - older_than
     marks = ",".join("?" * len(statuses))
     purged = 0
+    listing = ArtifactListing(store)
     while True:
         ids = [job_id for job_id, in storage.sql(
             f"select id from job where status in ({marks}) and finished_at < ? limit ?",
             (*statuses, cutoff, CHUNK), results=True)]
         if not ids:
             return purged
-        purged += len(delete_ended(storage, artifacts_dir, ids))
+        purged += len(delete_ended(storage, listing, ids))
 
 
-def delete_ended(storage, artifacts_dir: Path, job_ids: list[str]) -> list[str]:
+class ArtifactListing:
+    """A store's artifacts by job id, listed once on first use: one pass over a
+    directory, one request per 1,000 objects on S3, however many chunks are deleted."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+        self._by_job: dict[str, list[str]] | None = None
+
+    def take(self, job_ids: list[str]) -> list[str]:
+        """The names of *job_ids*' artifacts (``<job_id>*``), forgotten once taken."""
+        if self._by_job is None:
+            self._by_job = defaultdict(list)
+            for found in self.store.list():
+                self._by_job[found.name[:36]].append(found.name)
+        return [name for job_id in job_ids for name in self._by_job.pop(job_id, ())]
+
+
+def delete_ended(storage, listing: ArtifactListing, job_ids: list[str]) -> list[str]:
     """Delete those of *job_ids* (at most :data:`CHUNK`) that have ended, with their
-    artifacts and results; returns the ids deleted. Unfinished jobs are never touched."""
+    artifacts and results; returns the ids deleted. Unfinished jobs are never touched.
+
+    The artifacts go first: a store out of reach raises
+    :class:`~qrq.errors.StoreUnavailable` and keeps the records for the next try.
+    """
     id_marks = ",".join("?" * len(job_ids))
+    ended = [job_id for job_id, in storage.sql(
+        f"select id from job where id in ({id_marks}) and finished_at is not null", job_ids,
+        results=True)]
+    if not ended:
+        return []
+    listing.store.delete(listing.take(ended))
     with storage.db(commit=True) as curs:
-        curs.execute(f"delete from job where id in ({id_marks}) and finished_at is not null "
-                     "returning id", job_ids)
+        curs.execute(f"delete from job where id in ({','.join('?' * len(ended))}) "
+                     "and finished_at is not null returning id", ended)
         ids = [job_id for job_id, in curs.fetchall()]
         if ids:
             marks = ",".join("?" * len(ids))
@@ -66,23 +96,14 @@ def delete_ended(storage, artifacts_dir: Path, job_ids: list[str]) -> list[str]:
             delete_attempts(curs, ids)
             curs.execute(f"delete from kv where queue = ? and key in ({marks})",
                          (storage.name, *(f"r:{job_id}" for job_id in ids)))
-    _delete_artifacts(artifacts_dir, set(ids))
     return ids
 
 
-def _delete_artifacts(artifacts_dir: Path, job_ids: set[str]) -> None:
-    """Delete ``<artifacts>/<job_id>*`` for *job_ids*, in one pass over the directory."""
-    if not artifacts_dir.is_dir():
-        return
-    for path in artifacts_dir.iterdir():
-        if path.name[:36] in job_ids:
-            path.unlink(missing_ok=True)
-
-
-def purge_stale(storage, artifacts_dir: Path, now: float | None = None,
+def purge_stale(storage, store: ArtifactStore, now: float | None = None,
                 grace: float = 86400) -> dict[str, int]:
     """Delete leftovers no job points to: revoke keys and artifacts of purged jobs,
-    and consumer rows silent for more than *grace* seconds."""
+    what unfinished writes left, and consumer rows silent for more than *grace*
+    seconds."""
     now = now or time.time()
     known = {job_id for job_id, in storage.sql("select id from job", results=True)}
     keys = [key for key, in storage.sql("select key from kv where queue = ? and key like 'r:%'",
@@ -91,34 +112,32 @@ def purge_stale(storage, artifacts_dir: Path, now: float | None = None,
         chunk = keys[i:i + CHUNK]
         storage.sql(f"delete from kv where queue = ? and key in ({','.join('?' * len(chunk))})",
                     (storage.name, *chunk), commit=True)
-    orphans = 0
-    if artifacts_dir.is_dir():
-        for path in artifacts_dir.iterdir():
-            job_id = path.name[:36]
-            try:  # a render's temporary file may be renamed away meanwhile
-                old = path.stat().st_mtime < now - grace
-            except FileNotFoundError:
-                continue
-            if job_id not in known and old:
-                path.unlink(missing_ok=True)
-                orphans += 1
+    orphans = [found.name for found in store.list()
+               if found.name[:36] not in known and found.mtime < now - grace]
+    store.delete(orphans)
+    swept = store.sweep(now - grace)
     with storage.db(commit=True) as curs:
         curs.execute("delete from consumer where heartbeat_at < ?", (now - grace,))
         consumers = curs.rowcount
-    return {"revoke_keys": len(keys), "orphan_artifacts": orphans, "consumers": consumers}
+    return {"revoke_keys": len(keys), "orphan_artifacts": len(orphans) + swept,
+            "consumers": consumers}
 
 
 def apply_retention(storage, settings, now: float | None = None) -> dict[str, int]:
     """The periodic clean-up: finished jobs after ``retain_finished_days``, failed,
-    canceled and expired ones after ``retain_failed_days``, then leftovers."""
+    canceled and expired ones after ``retain_failed_days``, then leftovers, and audit
+    rows after the longer of the two."""
     day = 86400
+    store = open_store(settings)
     report = {
-        "finished": purge_jobs(storage, settings.artifacts_dir,
-                               settings.retain_finished_days * day, ("finished",), now),
-        "failed": purge_jobs(storage, settings.artifacts_dir,
-                             settings.retain_failed_days * day,
+        "finished": purge_jobs(storage, store, settings.retain_finished_days * day,
+                               ("finished",), now),
+        "failed": purge_jobs(storage, store, settings.retain_failed_days * day,
                              ("failed", "canceled", "expired"), now),
     }
-    report.update(purge_stale(storage, settings.artifacts_dir, now))
+    report.update(purge_stale(storage, store, now))
     report["idempotency_keys"] = expire_keys(storage, now)
+    # The audit log is kept as long as any ended job it may name.
+    kept = max(settings.retain_finished_days, settings.retain_failed_days) * day
+    report["audit"] = audit.purge_before(storage, (now or time.time()) - kept)
     return report

@@ -181,6 +181,23 @@ WEBHOOKS = [
     " url text not null)",
 ]
 
+# Who did what (qrq/queue/audit.py): one row per action taken on the dashboard, the
+# admin API or the CLI, with the jobs it touched (a bounded list; job_count is the
+# true total). Kept as long as ended jobs are (qrq/queue/retention.py).
+AUDIT = [
+    "create table if not exists audit ("
+    " id text primary key,"
+    " created_at real not null,"
+    " actor text not null,"
+    " action text not null,"
+    " job_count integer not null default 0,"
+    " job_ids text not null default '[]',"
+    " detail text not null default '{}')",
+    "create index if not exists audit_created on audit (created_at)",
+    "create index if not exists audit_actor_created on audit (actor, created_at)",
+    "create index if not exists audit_action_created on audit (action, created_at)",
+]
+
 # Rows that belong to a job and go when its record is deleted (retention deletes
 # them in the same transaction): (table, column naming the job).
 JOB_DEPENDENTS = [("batch_item", "job_id"), ("batch", "job_id"),
@@ -204,7 +221,7 @@ LATE_DDL = [
     "where lease_until is not null",
 ]
 
-QUEUE_DDL = [*JOBS, *CONSUMERS, *ALERTS, *LOCKS, *BATCHES, *ANALYTICS, *WEBHOOKS]
+QUEUE_DDL = [*JOBS, *CONSUMERS, *ALERTS, *LOCKS, *BATCHES, *ANALYTICS, *WEBHOOKS, *AUDIT]
 
 # Each run of a job (qrq/queue/attempts.py): who ran it, when, and how it ended; the
 # job row keeps only the last error. Deleted with the job row by retention and purge.

@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from qrq.analytics import requesters
 from qrq.appdb.models import Template
 from qrq.batch import counts as batch_counts
-from qrq.cards.generate import artifact_path, prepare
+from qrq.cards.generate import artifact_name, prepare
 from qrq.errors import Conflict, JobNotFinished, NotFound, ValidationError
 from qrq.queue import PRIORITY, attempts, catalog, huey, jobs, stats, submit
 from qrq.web import admission, waiting
@@ -239,9 +239,8 @@ def download(job_id: str):
                              "downloaded once it has finished", job_status=job["status"])
     if not result.get("artifact"):
         raise NotFound(f"job {job_id} has no output")
-    # The path comes from the validated job id, never from the request or the record.
-    path = artifact_path(current_app.config["QRQ"], job["id"])
-    return send_artifact(path, result.get("bytes"),
+    # The name comes from the validated job id, never from the request or the record.
+    return send_artifact(artifact_name(job["id"]), result.get("bytes"),
                          result.get("content_type", "application/pdf"),
                          f"qrq-{job_id}.pdf", f"the output of job {job_id} has been removed")
 

@@ -2,6 +2,10 @@
 
 Bad tokens count against the client's address (:mod:`qrq.appdb.throttle`): after
 a few, the address gets 429 with ``Retry-After`` for a while, good token or not.
+
+Roles (:data:`qrq.appdb.models.ROLES`) are checked here once, for the admin API and
+the dashboard alike (:func:`check_role`): an operator reads what an admin reads and
+gets 403 on anything else, so an action added later is closed to operators unasked.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from qrq.appdb.models import User
 from qrq.errors import Forbidden, Unauthorized
 
 MAX_TOKEN = 200
+# What an operator may send: reads. Every other method is an action, for admins only.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def bearer_token(hint: str = "send Authorization: Bearer <token>") -> str:
@@ -66,10 +72,22 @@ def login_required(view: Callable) -> Callable:
     return wrapped
 
 
+def check_role(user: User, method: str) -> None:
+    """Let an admin do anything and an operator read (*method* GET, HEAD, OPTIONS).
+
+    :raises Forbidden: a plain user, or an operator sending an action.
+    """
+    if user.is_admin or (user.is_operator and method in READ_METHODS):
+        return
+    if user.is_operator:
+        raise Forbidden("operators may look but not act: only an admin may do this")
+    raise Forbidden("admins only")
+
+
 def admin_required(view: Callable) -> Callable:
+    """For admins; operators too for reads (:func:`check_role`)."""
     @functools.wraps(view)
     def wrapped(*args, **kwargs):
-        if not current_user().is_admin:
-            raise Forbidden("admins only")
+        check_role(current_user(), request.method)
         return view(*args, **kwargs)
     return wrapped

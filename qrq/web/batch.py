@@ -160,8 +160,7 @@ def download(job_id: str, kind: str):
             raise JobNotFinished(f"batch {job_id} is {job['status']}; its {kind} can be "
                                  "downloaded once it has finished", job_status=job["status"])
         raise NotFound(f"batch {job_id} has no {kind}")
-    # The path comes from the validated job id, never from the request or the record.
-    path = current_app.config["QRQ"].artifacts_dir / f"{job['id']}.{kind}"
-    return send_artifact(path, found["outputs"][kind].get("bytes"), DOWNLOADS[kind],
-                         f"qrq-batch-{job_id}.{kind}",
+    # The name comes from the validated job id, never from the request or the record.
+    return send_artifact(f"{job['id']}.{kind}", found["outputs"][kind].get("bytes"),
+                         DOWNLOADS[kind], f"qrq-batch-{job_id}.{kind}",
                          f"the {kind} of batch {job_id} has been removed")

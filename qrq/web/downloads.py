@@ -1,64 +1,74 @@
-"""Sending a job's output file: only the regular file the job wrote, as the job wrote it.
+"""Sending a job's output: only the artifact the job stored, as the job stored it.
 
-Every download route goes through :func:`send_artifact`. The file is opened once,
-without following a symlink, and checked on that open descriptor (a regular file
-whose size is the one the job recorded), so what is checked is what is sent: a
-symlink or a file changed after the job (truncated, appended, swapped) is refused
-as unavailable, and the operator finds the reason in the log.
+Every download route goes through :func:`send_artifact`. From a directory store the
+file is opened once, without following a symlink, and checked on that open
+descriptor (a regular file whose size is the one the job recorded), so what is
+checked is what is sent, with ranges and an ETag. From an S3 store the object is
+checked the same way and the client is redirected to a short-lived presigned URL
+(``QRQ_S3_DOWNLOAD=redirect``, so any web host serves any download without carrying
+the bytes) or the object is streamed through the app (``stream``). A symlink or a
+file changed after the job (truncated, appended, swapped) is refused as
+unavailable, and the operator finds the reason in the log.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
-import stat
-from pathlib import Path
+import mimetypes
 
-from flask import Response, request, send_file
+from flask import Response, current_app, redirect, request, send_file
 
+from qrq.artifacts import ArtifactInfo, ArtifactStore, open_store
 from qrq.errors import NotFound
 
 logger = logging.getLogger("qrq.web")
 
 
-def _refuse(path: Path, reason: str, message: str) -> NotFound:
-    logger.warning("download of %s refused: %s", path.name, reason)
-    return NotFound(message)
+def artifact_store() -> ArtifactStore:
+    """This web process's artifact store."""
+    return open_store(current_app.config["QRQ"])
 
 
-def send_artifact(path: Path, size: int | None, mimetype: str | None, download_name: str,
+def _check(info: ArtifactInfo | None, size: int | None, name: str, missing: str) -> None:
+    if info is None:
+        raise NotFound(missing)
+    if size is not None and info.size != size:
+        logger.warning("download of %s refused: %s bytes, the job recorded %s", name,
+                       info.size, size)
+        raise NotFound(missing)
+
+
+def send_artifact(name: str, size: int | None, mimetype: str | None, download_name: str,
                   missing: str, as_attachment: bool = False) -> Response:
-    """*path* as a download, if it is a regular file of *size* bytes (None: not recorded).
+    """The artifact *name* as a download, if it is what the job stored: *size* bytes
+    (None: not recorded). *mimetype* None guesses it from *download_name*.
 
-    *mimetype* None guesses it from *download_name*.
-
-    :raises NotFound: with *missing* as the message: no such file, a symlink, not a
-        regular file, or a size other than the recorded one.
+    :raises NotFound: with *missing* as the message: no such artifact, a symlink, not
+        a regular file, or a size other than the recorded one.
+    :raises StoreUnavailable: the store is missing or cannot be reached (503).
     """
+    settings = current_app.config["QRQ"]
+    store = artifact_store()
+    mimetype = mimetype or mimetypes.guess_type(download_name)[0] or "application/octet-stream"
+    if store.presigns and settings.s3_download == "redirect":
+        _check(store.stat(name), size, name, missing)
+        response = redirect(store.url(name, settings.s3_url_expiry, download_name=download_name,
+                                      content_type=mimetype, attachment=as_attachment))
+        response.headers["Cache-Control"] = "no-store"  # the URL expires; never reuse it
+        return response
     try:
-        # O_NONBLOCK: a FIFO put in the file's place must not hang the request.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        file, info = store.open(name)
     except FileNotFoundError:
         raise NotFound(missing) from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _refuse(path, "it is a symlink", missing) from None
-        raise
     try:
-        found = os.fstat(fd)
-        if not stat.S_ISREG(found.st_mode):
-            raise _refuse(path, "not a regular file", missing)
-        if size is not None and found.st_size != size:
-            raise _refuse(path, f"{found.st_size} bytes, the job recorded {size}", missing)
-        file = os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
+        _check(info, size, name, missing)
+    except NotFound:
+        file.close()
         raise
     response = send_file(file, mimetype=mimetype, download_name=download_name, max_age=0,
                          as_attachment=as_attachment, conditional=False, etag=False)
-    response.content_length = found.st_size
-    response.last_modified = found.st_mtime
-    response.set_etag(f"{found.st_ino:x}-{found.st_mtime_ns:x}-{found.st_size:x}")
+    response.content_length = info.size
+    response.last_modified = info.mtime
+    response.set_etag(info.etag)
     return response.make_conditional(request.environ, accept_ranges=True,
-                                     complete_length=found.st_size)
+                                     complete_length=info.size)

@@ -40,6 +40,7 @@ from qrq.web.openapi_parts import (
     IDEMPOTENCY_KEY,
     JOB_ID,
     NULLABLE_TIME,
+    PRESIGNED_REDIRECT,
     errors_for,
     json_response,
     obj,
@@ -200,7 +201,7 @@ def build_document() -> dict[str, Any]:
                 "responses": {"200": {"description": "The PDF.", "content": {
                     "application/pdf": {"schema": {"type": "string",
                                                    "contentMediaType": "application/pdf"}}}},
-                    **errors_for(401, 404, 409)},
+                    "302": PRESIGNED_REDIRECT, **errors_for(401, 404, 409, 503)},
             }},
             "/api/templates": {"get": {
                 "summary": "Every card template", "operationId": "listTemplates",
@@ -220,6 +221,7 @@ def build_document() -> dict[str, Any]:
                 "responses": {"200": json_response(obj({
                     "id": {"type": "integer"}, "name": {"type": "string"},
                     "email": {"type": ["string", "null"]}, "is_admin": {"type": "boolean"},
+                    "role": {"enum": ["user", "operator", "admin"]},
                     "created_at": {"type": "string"}}), "The account."), **errors_for(401)},
             }},
             "/api/admin/jobs/{job_id}/retry": {"post": {

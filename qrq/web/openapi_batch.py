@@ -11,6 +11,7 @@ from qrq.web.openapi_parts import (
     ACCEPTED_HEADERS,
     ACCEPTED_STATUS,
     IDEMPOTENCY_KEY,
+    PRESIGNED_REDIRECT,
     errors_for,
     json_response,
     obj,
@@ -150,6 +151,6 @@ def batch_paths() -> dict[str, Any]:
             "responses": {"200": {"description": "The file.", "content": {
                 "application/pdf": {"schema": {"type": "string"}},
                 "application/zip": {"schema": {"type": "string"}}}},
-                **errors_for(401, 404, 409)},
+                "302": PRESIGNED_REDIRECT, **errors_for(401, 404, 409, 503)},
         }},
     }

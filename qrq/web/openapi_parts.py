@@ -25,9 +25,16 @@ ERRORS = {
     429: ("TooManyJobs", "`too_many_jobs`: the user has QRQ_MAX_ACTIVE_JOBS jobs queued "
                          "or running; `too_many_attempts`: too many bad tokens from this "
                          "address, wait `Retry-After` seconds."),
-    503: ("StorageFull", "The server's disk is full; nothing was saved. Retry later "
-                         "(`Retry-After`)."),
+    503: ("StorageFull", "`storage_full`: the server's disk is full, nothing was saved; "
+                         "`store_unavailable`: the artifact store (QRQ_ARTIFACT_STORE) "
+                         "cannot be reached. Retry later (`Retry-After`)."),
 }
+
+
+# A download from an S3 artifact store (QRQ_S3_DOWNLOAD=redirect).
+PRESIGNED_REDIRECT = {"description": "A short-lived presigned URL of the file, in "
+                                     "`Location` (S3 artifact store).",
+                      "headers": {"Location": {"schema": {"type": "string"}}}}
 
 
 def errors_for(*statuses: int) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from qrq import batch
 from qrq.appdb.models import User
 from qrq.batch.submit import enqueue_retry
 from qrq.errors import Conflict, NotFound, ValidationError
-from qrq.queue import huey, jobs
+from qrq.queue import audit, huey, jobs
 from qrq.web.batch import item_code_response
 from qrq.web.dashboard.blueprint import bp
 from qrq.web.dashboard.session import admin_page
@@ -82,5 +82,7 @@ def retry_failed_items(user: User, job_id: str):
     except Conflict as exc:
         flash(exc.message, "error")
         return redirect(url_for("admin.job_detail", job_id=job["id"]))
+    audit.record(huey.storage, user.name, "batch.retry_failed_items", job_ids=[job["id"]],
+                 detail={"new_batch": new_id, "items": count})
     flash(f"Queued {count} failed item(s) of batch {job['id']} again as batch {new_id}.")
     return redirect(url_for("admin.job_detail", job_id=new_id))

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, flash, redirect, request, url_for
+from flask import flash, redirect, request, url_for
 
 from qrq.appdb.models import User
 from qrq.errors import ValidationError
-from qrq.queue import dead_letters, huey, jobs, stats
+from qrq.queue import audit, dead_letters, huey, jobs, stats
 from qrq.web.dashboard.blueprint import bp, render
 from qrq.web.dashboard.pages import owner_names
 from qrq.web.dashboard.session import admin_page, safe_next
+from qrq.web.downloads import artifact_store
 
 MAX_SELECTED = 500
 # What each action does, in the words of the confirmation and of the report.
@@ -59,8 +60,7 @@ def _run(action: str, ids: list[str]) -> dict[str, list[Any]]:
         return dead_letters.retry_jobs(huey, ids)
     if action == "cancel":
         return dead_letters.cancel_jobs(huey, ids)
-    return dead_letters.discard_jobs(huey.storage, current_app.config["QRQ"].artifacts_dir,
-                                     ids)
+    return dead_letters.discard_jobs(huey.storage, artifact_store(), ids)
 
 
 @bp.post("/bulk")
@@ -74,6 +74,8 @@ def bulk_action(user: User):
         return redirect(back)
     if request.form.get("confirm") == "yes":
         report = _run(action, ids)
+        audit.record(huey.storage, user.name, f"jobs.{action}", job_ids=report["done"],
+                     detail={"selected": len(ids), "skipped": len(report["skipped"])})
         flash(dead_letters.describe(f"{len(report['done'])} job(s) {VERBS[action][1]}",
                                     report), "error" if report["skipped"] else "message")
         return redirect(back)

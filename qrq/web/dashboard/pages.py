@@ -9,18 +9,19 @@ import json
 import time
 from typing import Any
 
-from flask import current_app, flash, jsonify, redirect, request, send_file, url_for
+from flask import current_app, flash, jsonify, redirect, request, url_for
 
 from qrq import alerts
 from qrq.appdb.models import User
-from qrq.errors import Conflict, NotFound, ValidationError
-from qrq.queue import dead_letters, huey, jobs, stats
+from qrq.errors import Conflict, NotFound, StoreUnavailable, ValidationError
+from qrq.queue import audit, dead_letters, huey, jobs, stats
 from qrq.web.dashboard.batches import batch_view, failed_items
 from qrq.web.dashboard.blueprint import bp, render
 from qrq.web.dashboard.charts import charts
 from qrq.web.dashboard.filters import FIELDS, cursor_of, job_filters, read_cursor
 from qrq.web.dashboard.job_details import attempt_rows, result_layout
 from qrq.web.dashboard.session import admin_page, safe_next
+from qrq.web.downloads import artifact_store, send_artifact
 
 PAGE_SIZE = 50
 # A new job shows up live if it was created up to this long before a poll (seconds):
@@ -96,12 +97,8 @@ def _get_job(job_id: str) -> dict[str, Any]:
 
 
 def _outputs(job_id: str) -> list[dict[str, Any]]:
-    folder = current_app.config["QRQ"].artifacts_dir
-    if not folder.is_dir():
-        return []
-    return [{"name": path.name, "bytes": path.stat().st_size}
-            for path in sorted(folder.glob(f"{job_id}*")) if path.is_file()
-            and not path.name.startswith(".")]
+    return [{"name": found.name, "bytes": found.size}
+            for found in sorted(artifact_store().list(job_id), key=lambda f: f.name)]
 
 
 @bp.get("/jobs/<job_id>")
@@ -109,13 +106,17 @@ def _outputs(job_id: str) -> list[dict[str, Any]]:
 def job_detail(user: User, job_id: str):
     job = _get_job(job_id)
     view = jobs.public_view(job, admin=True)
+    try:
+        outputs = _outputs(job["id"])
+    except StoreUnavailable as exc:  # the rest of the page is still worth seeing
+        outputs = []
+        flash(f"Files not listed: {exc}", "error")
     owner = User.get_or_none(User.id == job["owner_id"]) if job["owner_id"] else None
     now = time.time()
     began = job["started_at"] or job["finished_at"] or now
     timings = {"waited": max(0.0, began - job["created_at"]),
                "ran": max(0.0, (job["finished_at"] or now) - job["started_at"])
                if job["started_at"] else None}
-    outputs = _outputs(job["id"])
     layout, shown = result_layout(job, view["result"], outputs)
     return render("admin/job.html", user, job=job, view=view, owner=owner,
                   params=json.dumps(view["params"], indent=2, sort_keys=True),
@@ -133,9 +134,8 @@ def job_file(user: User, job_id: str, name: str):
     # Only names the listing produced: the path is never built from the request.
     for output in _outputs(job["id"]):
         if output["name"] == name:
-            path = current_app.config["QRQ"].artifacts_dir / output["name"]
-            return send_file(path, as_attachment=True, download_name=output["name"],
-                             max_age=0)
+            return send_artifact(output["name"], output["bytes"], None, output["name"],
+                                 f"{output['name']} has been removed", as_attachment=True)
     raise NotFound(f"job {job['id']} has no file {name[:100]}")
 
 
@@ -152,6 +152,7 @@ def retry_job(user: User, job_id: str):
     except Conflict as exc:
         flash(exc.message, "error")
     else:
+        audit.record(huey.storage, user.name, "job.retry", job_ids=[job["id"]])
         flash(f"Job {job['id']} queued again.")
     return redirect(_back(url_for("admin.job_detail", job_id=job["id"])))
 
@@ -164,6 +165,7 @@ def cancel_job(user: User, job_id: str):
         flash(f"Job {job['id']} already {job['status']}.", "error")
     else:
         flash(f"Job {job['id']} is {huey.cancel(job['id'])}.")
+        audit.record(huey.storage, user.name, "job.cancel", job_ids=[job["id"]])
     return redirect(_back(url_for("admin.job_detail", job_id=job["id"])))
 
 
@@ -186,6 +188,8 @@ def failed(user: User):
 @admin_page
 def retry_all(user: User):
     report = dead_letters.retry_failed(huey, request.form.get("type") or None)
+    audit.record(huey.storage, user.name, "jobs.retry_failed", job_ids=report["retried"], detail={
+        "type": request.form.get("type") or None, "skipped": len(report["skipped"])})
     flash(dead_letters.describe_retry(report), "error" if report["skipped"] else "message")
     return redirect(url_for("admin.failed"))
 
@@ -193,9 +197,11 @@ def retry_all(user: User):
 @bp.post("/failed/purge")
 @admin_page
 def purge(user: User):
-    count = dead_letters.purge_ended(huey.storage, current_app.config["QRQ"].artifacts_dir,
+    count = dead_letters.purge_ended(huey.storage, artifact_store(),
                                      request.form.get("older_than", "30d"),
                                      request.form.get("status") or None)
+    audit.record(huey.storage, user.name, "jobs.purge", count=count, detail=dict(
+        older_than=request.form.get("older_than", "30d"), status=request.form.get("status")))
     flash(f"Purged {count} job(s).")
     return redirect(url_for("admin.failed"))
 

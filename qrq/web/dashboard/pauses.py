@@ -8,7 +8,7 @@ from typing import Any
 from flask import flash, redirect, request, url_for
 
 from qrq.appdb.models import User
-from qrq.queue import huey, pauses
+from qrq.queue import audit, huey, pauses
 from qrq.web.dashboard.blueprint import bp
 from qrq.web.dashboard.session import admin_page, safe_next
 
@@ -21,14 +21,20 @@ def _back():
 @bp.post("/types/<job_type>/pause")
 @admin_page
 def pause_type(user: User, job_type: str):
-    flash(pauses.describe(pauses.pause(huey.storage, job_type, user.name)))
+    outcome = pauses.pause(huey.storage, job_type, user.name)
+    audit.record(huey.storage, user.name, "type.pause", count=outcome["queued"],
+                 detail={"type": job_type, "changed": outcome["changed"]})
+    flash(pauses.describe(outcome))
     return _back()
 
 
 @bp.post("/types/<job_type>/resume")
 @admin_page
 def resume_type(user: User, job_type: str):
-    flash(pauses.describe(pauses.resume(huey.storage, job_type)))
+    outcome = pauses.resume(huey.storage, job_type)
+    audit.record(huey.storage, user.name, "type.resume", count=outcome["queued"],
+                 detail={"type": job_type, "changed": outcome["changed"]})
+    flash(pauses.describe(outcome))
     return _back()
 
 

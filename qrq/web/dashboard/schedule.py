@@ -12,7 +12,7 @@ from flask import flash, redirect, url_for
 from qrq import alerts
 from qrq.appdb.models import User
 from qrq.errors import ValidationError
-from qrq.queue import catalog, huey, run_periodic_now, stats
+from qrq.queue import audit, catalog, huey, run_periodic_now, stats
 from qrq.schedule import next_match
 from qrq.web.dashboard.blueprint import bp, render
 from qrq.web.dashboard.session import admin_page
@@ -69,5 +69,7 @@ def run_periodic(user: User, name: str):
     except ValidationError as exc:
         flash(exc.message, "error")
     else:
+        audit.record(huey.storage, user.name, "schedule.run", job_ids=[job_id],
+                     detail={"task": name})
         flash(f"{name} queued now as job {job_id[:8]}; its schedule goes on.")
     return redirect(url_for("admin.schedule"))

@@ -1,12 +1,14 @@
 """Dashboard log-in, sessions and CSRF.
 
-Admins log in with their user name and API token (no passwords to store, reset
+Admins and operators log in with their user name and API token (no passwords to store, reset
 or leak: the token is already a 256-bit secret kept only as a hash, and
 ``qrq users reset-token`` ends every session made with the old one). The
 session lives in the app database (:mod:`qrq.appdb.sessions`); the cookie holds
 only its random key and the CSRF token. Every POST carries the session's CSRF
-token; actions (retry, cancel, purge, logout) answer POST only. Failed log-ins
-are throttled per client address.
+token; actions (retry, cancel, purge, logout) answer POST only, and only to an
+admin: an operator sees every page and gets 403 for every action
+(:func:`qrq.web.auth.check_role`), with the buttons hidden. Failed log-ins are
+throttled per client address.
 """
 
 from __future__ import annotations
@@ -22,18 +24,18 @@ from flask import flash, g, redirect, render_template, request, session, url_for
 from qrq.appdb import sessions, throttle
 from qrq.appdb.models import User
 from qrq.errors import Forbidden, Unauthorized
-from qrq.web.auth import MAX_TOKEN
+from qrq.web.auth import MAX_TOKEN, check_role
 from qrq.web.dashboard.blueprint import bp
 
 SESSION_HOURS = 8
 
 
 def session_admin() -> User | None:
-    """The admin logged in to this session, or None.
+    """The admin or operator logged in to this session, or None.
 
     The cookie holds only a random session key; the app database says whose it is
-    (:mod:`qrq.appdb.sessions`), so a reset token, a lost admin flag, a log-out or
-    an old log-in ends it on every web host.
+    (:mod:`qrq.appdb.sessions`), so a reset token, a lost role, a log-out or an old
+    log-in ends it on every web host.
     """
     if "admin" not in g:
         g.admin = sessions.session_user(session.get("sid"))
@@ -58,7 +60,8 @@ def _check_csrf() -> None:
 
 
 def admin_page(view: Callable) -> Callable:
-    """Only for a logged-in admin: pages redirect to the login, the rest answer 401."""
+    """Only for a logged-in admin, or an operator reading: without a session pages
+    redirect to the login and the rest answer 401; an operator's action answers 403."""
     @functools.wraps(view)
     def wrapped(*args, **kwargs):
         user = session_admin()
@@ -66,8 +69,16 @@ def admin_page(view: Callable) -> Callable:
             if request.method == "GET" and not request.path.endswith(".json"):
                 return redirect(url_for("admin.login", next=request.full_path.rstrip("?")))
             raise Unauthorized("log in to the dashboard first")
+        check_role(user, request.method)
         return view(*args, user=user, **kwargs)
     return wrapped
+
+
+def may_act() -> bool:
+    """Whether this session's user may use the action buttons (an admin), for the
+    templates, which hide them from operators."""
+    user = session_admin()
+    return user is not None and user.is_admin
 
 
 def safe_next(target: str | None) -> str:
@@ -80,7 +91,7 @@ def safe_next(target: str | None) -> str:
 
 @bp.context_processor
 def _csrf_global() -> dict[str, Any]:
-    return {"csrf_token": csrf_token}
+    return {"csrf_token": csrf_token, "may_act": may_act()}
 
 
 @bp.get("/login")
@@ -100,7 +111,7 @@ def login_post():
     user = User.from_token(token) if token and len(token) <= MAX_TOKEN else None
     # One message for every failure, so the form tells nothing about which part was wrong.
     if user is None or not hmac.compare_digest(user.name.encode(), name.encode()) \
-            or not user.is_admin:
+            or not user.is_staff:
         throttle.record_failure(request.remote_addr)
         return render_template("admin/login.html", user=None, alerts=[], next=target,
                                error="Wrong name or token, or not an admin."), 403
