@@ -60,8 +60,9 @@ def test_qrq_migrate_also_brings_the_app_database_up(settings, runner):
     done = runner.invoke(main, ["migrate"])
     assert done.exit_code == 0, done.output
     line = done.output.strip().splitlines()[-1]
-    assert line.startswith("app database: applied step 1") \
-        and line.endswith(f"now at version {app_migrations.LATEST}")
+    steps = ", ".join(str(step) for step in range(1, app_migrations.LATEST + 1))
+    assert line == (f"app database: applied step{'s' if app_migrations.LATEST > 1 else ''} "
+                    f"{steps}; now at version {app_migrations.LATEST}")
 
 
 def test_a_database_migrated_by_a_newer_qrq_is_refused(settings, runner):
