@@ -164,8 +164,19 @@ def deliver(url: str, body: bytes, secret: str, *, allow_private: bool,
 
 def set_target(storage, job_id: str, owner_id: int | None, url: str) -> None:
     """Record that *job_id*'s end is to be posted to *url* (before it is enqueued)."""
-    storage.sql("insert or replace into webhook_target (job_id, owner_id, url, created_at) "
-                "values (?, ?, ?, ?)", (job_id, owner_id, url, time.time()), commit=True)
+    storage.sql("insert into webhook_target (job_id, owner_id, url, created_at) "
+                "values (?, ?, ?, ?) on conflict (job_id) do update set "
+                "owner_id = excluded.owner_id, url = excluded.url, "
+                "created_at = excluded.created_at",
+                (job_id, owner_id, url, time.time()), commit=True)
+
+
+def inherit_target(storage, parent_id: str, job_id: str) -> None:
+    """Give *job_id* (a re-run of *parent_id*'s work, before it is enqueued) the callback
+    of *parent_id*, if it has one: its owner asked to hear how that work ends."""
+    target = target_of(storage, parent_id)
+    if target is not None:
+        set_target(storage, job_id, target["owner_id"], target["url"])
 
 
 def drop_target(storage, job_id: str) -> None:
@@ -190,7 +201,8 @@ def set_default_url(storage, owner_id: int, url: str | None) -> None:
         storage.sql("delete from webhook_default where owner_id = ?", (owner_id,),
                     commit=True)
     else:
-        storage.sql("insert or replace into webhook_default (owner_id, url) values (?, ?)",
+        storage.sql("insert into webhook_default (owner_id, url) values (?, ?) "
+                    "on conflict (owner_id) do update set url = excluded.url",
                     (owner_id, url), commit=True)
 
 

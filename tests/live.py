@@ -1,4 +1,5 @@
-"""A real waitress server on 127.0.0.1 serving the test's app, in a thread.
+"""The shipped web server (``qrq serve``: waitress with parked waiters) on 127.0.0.1
+serving the test's app, in a thread.
 
 Test modules import the ``live`` fixture from here (pytest finds fixtures in a
 module's namespace)."""
@@ -7,13 +8,14 @@ import contextlib
 import threading
 
 import pytest
-from waitress import create_server
+
+from qrq.web.server import create_server
 
 
 @contextlib.contextmanager
-def serving(app, threads=8):
-    """*app* under waitress (8 threads, as shipped) on a free port; its base URL."""
-    server = create_server(app, host="127.0.0.1", port=0, threads=threads)
+def serving(app, threads=8, **options):
+    """*app* under qrq's server (8 threads, as shipped) on a free port; its base URL."""
+    server = create_server(app, host="127.0.0.1", port=0, threads=threads, **options)
     closing = threading.Event()
 
     def run():

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from hosts import Network, can_make_hosts
 
 pytestmark = pytest.mark.skipif(
@@ -70,7 +71,9 @@ def test_a_host_reaches_this_one_only_over_its_link(network, tmp_path):
         assert fetch(host, f"http://{host.gateway}:{on_link.server_port}/").startswith(
             "unreachable")
         host.reconnect()
-        assert fetch(host, f"http://{host.gateway}:{on_link.server_port}/") == "hello"
+        # The link comes back within moments (carrier, then neighbour discovery).
+        wait_until(lambda: fetch(host, f"http://{host.gateway}:{on_link.server_port}/")
+                   == "hello", timeout=30, message="the link to come back")
     finally:
         for server in (on_link, on_loopback):
             server.shutdown()

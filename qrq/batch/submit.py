@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from qrq import batch
+from qrq import batch, webhooks
 from qrq.errors import Conflict
 from qrq.queue import Admission, huey, jobs, submit
 
@@ -50,9 +50,11 @@ def enqueue_retry(parent_id: str, owner_id: int | None,
         raise Conflict(f"batch {parent_id} has no failed items")
     params = {"total_items": count, "parent_job_id": parent_id,
               "options": batch.get_batch(huey.storage, job_id)["options"]}
+    webhooks.inherit_target(huey.storage, parent_id, job_id)
     try:
         submit(TASK, owner_id=owner_id, params=params, id=job_id, admission=admission)
     except BaseException:
         batch.delete_batch(huey.storage, job_id)
+        webhooks.drop_target(huey.storage, job_id)
         raise
     return job_id, count

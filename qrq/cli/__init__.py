@@ -3,7 +3,7 @@
 ``base`` defines the group; each module here adds one family of commands to it.
 """
 
-from qrq.cli import analytics, backup, batch, jobs, migrate, ops, setup, templates, users  # noqa: F401,E501  (register commands)
+from qrq.cli import analytics, backup, batch, jobs, migrate, ops, schedule, setup, templates, users  # noqa: F401,E501  (register commands)
 from qrq.cli.base import main
 
 __all__ = ["main"]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+# Imported for its job end hook: a job the CLI ends (`jobs cancel`) posts its webhook.
+from qrq import webhooks  # noqa: F401
 from qrq.appdb.db import init_db
 from qrq.config import holds_qrq_data, load_settings
 from qrq.errors import QrqError

@@ -1,4 +1,4 @@
-"""Setting up and running: init, dev, worker."""
+"""Setting up and running: init, dev, worker, serve."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import click
 from qrq import demo as demo_data
 from qrq.cli.base import get_app_db, get_queue, get_settings, main
 from qrq.queue import load_application
+from qrq.web import create_app, server
 
 DEMO_USER = "demo"
 
@@ -112,6 +113,28 @@ def worker(workers: int | None, worker_type: str | None) -> None:
 @main.command()
 @click.option("--host", help="Bind address (default: QRQ_HOST).")
 @click.option("--port", type=int, help="Port (default: QRQ_PORT).")
+@click.option("--threads", type=click.IntRange(1, 256), default=server.THREADS,
+              show_default=True, help="Threads that run requests.")
+@click.option("--connection-limit", type=click.IntRange(16, 100_000),
+              default=server.CONNECTION_LIMIT, show_default=True,
+              help="Open connections at most; clients waiting for jobs count here, "
+                   "not against the threads.")
+def serve(host: str | None, port: int | None, threads: int, connection_limit: int) -> None:
+    """Run the web app under waitress, with clients that wait for a job (`?wait=`,
+    the events stream) parked off the request threads.
+
+    Example: qrq serve --host 127.0.0.1 --port 8000
+    """
+    settings = get_settings()
+    setup_logging(settings, "web.log")
+    app = create_app({"SETTINGS": settings})
+    server.serve(app, host=host or settings.host, port=port or settings.port,
+                 threads=threads, connection_limit=connection_limit)
+
+
+@main.command()
+@click.option("--host", help="Bind address (default: QRQ_HOST).")
+@click.option("--port", type=int, help="Port (default: QRQ_PORT).")
 @click.option("-w", "--workers", type=click.IntRange(1, 64), help="Consumer workers.")
 def dev(host: str | None, port: int | None, workers: int | None) -> None:
     """Set up demo data (the demo user is an admin here, to log in to the dashboard),
@@ -130,8 +153,7 @@ def dev(host: str | None, port: int | None, workers: int | None) -> None:
     worker_cmd = [sys.executable, "-m", "qrq", "worker"]
     if workers:
         worker_cmd += ["-w", str(workers)]
-    web_cmd = [sys.executable, "-m", "waitress", f"--listen={host}:{port}", "--threads=8",
-               "web:app"]
+    web_cmd = [sys.executable, "-m", "qrq", "serve", f"--host={host}", f"--port={port}"]
     # SIGTERM (a process manager, `kill`) and SIGHUP (the terminal closed) stop both
     # children as Ctrl-C does, instead of leaving them running without this process.
     for signum in (signal.SIGTERM, signal.SIGHUP):

@@ -143,8 +143,9 @@ class Settings:
     smtp_user: str = setting("", "SMTP login (empty: no login).")
     smtp_password: str = setting("", "SMTP password.", secret=True)
     mail_from: str = setting("qrq@localhost", "Sender address of qrq's mail.")
-    host: str = setting("127.0.0.1", "Address `qrq dev` binds the web app to.")
-    port: int = setting(5000, "Port `qrq dev` binds the web app to.", low=1, high=65535)
+    host: str = setting("127.0.0.1", "Address `qrq serve` and `qrq dev` bind the web app to.")
+    port: int = setting(5000, "Port `qrq serve` and `qrq dev` bind the web app to.", low=1,
+                        high=65535)
     log_level: str = setting("INFO", "Log level of the consumer and the web app.",
                              choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
     enqueue_sync: str = setting("full", "SQLite synchronous level of enqueues: full "
@@ -211,11 +212,12 @@ class Settings:
                                        low=1, high=64)
     analytics_warmup: int = setting(10, "Most-requested analytics reports the warm-up "
                                     "task recomputes before they expire (0: none).", low=0)
-    max_waiters: int = setting(4, "Requests that may wait for a job at once in one web "
-                               "process (`?wait=`, the events stream); each holds a server "
-                               "thread, so keep it below the server's thread count (8 in "
-                               "the shipped commands). More are answered at once.", low=0,
-                               high=1000)
+    max_waiters: int = setting(4, "Requests that may wait for a job at once on a server "
+                               "thread in one web process (`?wait=`, the events stream): "
+                               "under servers that cannot park waiters (`waitress-serve`, "
+                               "gunicorn) and past `qrq serve`'s parking places; keep it "
+                               "below the thread count (8). More are answered at once.",
+                               low=0, high=1000)
     webhook_secret: str = setting("", "Secret that signs webhook deliveries of users without "
                                   "their own (empty: derived from the secret key).",
                                   secret=True)

@@ -21,7 +21,7 @@ from typing import Any
 from huey.exceptions import TaskTimeout
 
 from qrq.config import Settings
-from qrq.errors import QrqError
+from qrq.errors import NotFound, QrqError, ValidationError
 from qrq.queue import catalog, jobs
 from qrq.queue.admission import Admission
 from qrq.queue.catalog import PRIORITY, TaskSpec
@@ -30,7 +30,7 @@ from qrq.queue.qrq_huey import QrqHuey, QueueNotInitialised, describe_error
 
 __all__ = ["PRIORITY", "Admission", "QrqHuey", "QueueNotInitialised", "describe_error", "huey",
            "job_task", "jobs", "load_application", "load_task_modules", "periodic_job",
-           "progress", "submit"]
+           "progress", "run_periodic_now", "submit"]
 
 huey = QrqHuey()
 
@@ -146,6 +146,23 @@ def submit(task: str | Callable, *args, owner_id: int | None,
     call = task.s(*args, **kwargs)
     return huey.enqueue(call, job=jobs.new_record(call.id, call.job_type, call.name, owner_id,
                                                   params), admission=admission)
+
+
+def run_periodic_now(name: str, *, params: dict[str, Any] | None = None) -> str:
+    """Queue a run of periodic task *name* now, as a job owned by no one; return its id.
+    Its schedule goes on as before.
+
+    :raises NotFound: no periodic task has that name.
+    :raises ValidationError: the task keeps no job record (it runs every minute).
+    """
+    spec = catalog.PERIODIC.get(name)
+    if spec is None:
+        raise NotFound(f"no periodic task {name!r}; known: {', '.join(catalog.PERIODIC)}",
+                       field="name")
+    if spec.job_type is None:
+        raise ValidationError(f"{name} keeps no job record (it runs every minute by "
+                              "itself); it cannot be run as a job", field="name")
+    return huey.enqueue_by_name(name, (), {}, owner_id=None, params=params, spec=spec)
 
 
 def load_application(name: str) -> None:

@@ -184,14 +184,16 @@ class QrqHuey(huey_private.HueyHooks):
 
     def enqueue_by_name(self, name: str, args: tuple, kwargs: dict, *, owner_id: int | None,
                         params: dict[str, Any] | None = None,
-                        admission: Admission | None = None) -> str:
-        """Enqueue a call of qrq task *name* (:data:`catalog.TASKS`) without its module.
+                        admission: Admission | None = None,
+                        spec: TaskSpec | None = None) -> str:
+        """Enqueue a call of qrq task *name* (:data:`catalog.TASKS`, or *spec*'s: a
+        periodic task run now) without its module.
 
         Options in *kwargs* as for huey's ``task.s()``: ``id``, ``eta``, ``delay``,
         ``priority``, ``expires``, ``timeout``, ``retries``, ``retry_delay``; what
         is not given is filled in by the consumer's task class.
         """
-        spec = catalog.task_spec(name)
+        spec = spec or catalog.task_spec(name)
         kwargs = dict(kwargs)
         options = {key: kwargs.pop(key, None) for key in (
             "id", "eta", "delay", "priority", "expires", "timeout", "retries", "retry_delay")}

@@ -1,11 +1,11 @@
-"""Admin-only JSON endpoints: re-run dead letters, purge old jobs."""
+"""Admin-only JSON endpoints: re-run dead letters, purge old jobs, run a periodic task now."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, url_for
 
-from qrq.queue import dead_letters, huey
-from qrq.web.auth import admin_required
+from qrq.queue import dead_letters, huey, run_periodic_now
+from qrq.web.auth import admin_required, current_user
 from qrq.web.ops import queue_status_view
 from qrq.web.params import json_object
 
@@ -37,6 +37,16 @@ def purge():
     count = dead_letters.purge_ended(huey.storage, current_app.config["QRQ"].artifacts_dir,
                                      body.get("older_than", "30d"), body.get("status"))
     return jsonify(purged=count)
+
+
+@bp.post("/schedule/<name>/run")
+@admin_required
+def run_periodic(name: str):
+    """Run periodic task *name* now, as a job of its own; its schedule goes on."""
+    job_id = run_periodic_now(name, params={"requested_by": current_user().name})
+    status_url = url_for("api.job_status", job_id=job_id)
+    return (jsonify(job_id=job_id, name=name, status="queued", status_url=status_url), 202,
+            {"Location": status_url})
 
 
 @bp.get("/queue-status")

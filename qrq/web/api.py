@@ -52,10 +52,18 @@ def visible_job(job_id: str) -> dict[str, Any]:
 
 
 def job_view(job: dict[str, Any]) -> dict[str, Any]:
-    view = jobs.public_view(job, admin=current_user().is_admin)
-    view["status_url"] = url_for("api.job_status", job_id=job["id"])
+    return view_of(job, current_user().is_admin, url_for("api.job_status", job_id=job["id"]),
+                   url_for("api.download", job_id=job["id"]))
+
+
+def view_of(job: dict[str, Any], admin: bool, status_url: str,
+            download_url: str) -> dict[str, Any]:
+    """:func:`job_view` from values read in its request (a stream's end event is
+    written after its request has ended)."""
+    view = jobs.public_view(job, admin=admin)
+    view["status_url"] = status_url
     if view["status"] == "finished" and (view["result"] or {}).get("artifact"):
-        view["result"]["download_url"] = url_for("api.download", job_id=job["id"])
+        view["result"]["download_url"] = download_url
     if job["type"] == "batch":  # a batch's item counts: completed (ok), failed, total
         view.update(batch_counts(huey.storage, job["id"]))
     return view
@@ -155,12 +163,16 @@ def job_status(job_id: str):
     """
     job = visible_job(job_id)
     wait = int_arg("wait", 0, 0, waiting.MAX_WAIT_SECONDS)
-    if wait and job["status"] not in jobs.ENDED:
+    if wait and job["status"] not in jobs.ENDED and not waiting.woken(request.environ):
+        state = (job["status"], job["progress"], job["stage"])
+        if waiting.can_park(request.environ):  # qrq's server: no thread held meanwhile
+            waiting.park_request(request.environ, watcher.subscriber(
+                job["id"], state, wait, _status_changed))
+            return "", 204  # dropped by the server, which runs the request again
         slots = current_app.extensions["qrq_waiters"]
         if slots.take():
             try:
-                watcher.wait_change(job["id"], (job["status"], job["progress"],
-                                                job["stage"]), wait, _status_changed)
+                watcher.wait_change(job["id"], state, wait, _status_changed)
             finally:
                 slots.give_back()
             job = visible_job(job_id)

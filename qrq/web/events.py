@@ -4,9 +4,14 @@ Each event's id is the state it carries, so a client that reconnects with
 ``Last-Event-ID`` gets the next event only when the job has moved on (states it
 missed meanwhile are not replayed: only the latest matters). The stream ends
 with an ``end`` event holding the final job record. It also ends after
-:data:`STREAM_SECONDS`, with a ``retry`` hint, so no client holds a server thread
-for long; EventSource reconnects by itself. A resumed stream of an ended job whose
-``end`` the client has seen answers ``204``, which stops EventSource.
+:data:`STREAM_SECONDS`, with a ``retry`` hint; EventSource reconnects by itself.
+A resumed stream of an ended job whose ``end`` the client has seen answers
+``204``, which stops EventSource.
+
+The body runs after its request has ended (it reads the queue database only,
+with what it needs from the request read beforehand). Between events it waits
+parked under qrq's server, holding no thread (:mod:`qrq.web.waiting`); under
+another server it holds its thread, within ``QRQ_MAX_WAITERS``.
 """
 
 from __future__ import annotations
@@ -15,16 +20,17 @@ import json
 import time
 from collections.abc import Iterator
 
-from flask import Blueprint, Response, current_app, request, stream_with_context
+from flask import Blueprint, Response, current_app, request, url_for
 
-from qrq.appdb.db import app_db
 from qrq.queue import huey, jobs
-from qrq.web.api import job_view, visible_job, watcher
-from qrq.web.auth import login_required
+from qrq.web import waiting
+from qrq.web.api import view_of, visible_job, watcher
+from qrq.web.auth import current_user, login_required
 
 bp = Blueprint("events", __name__, url_prefix="/api")
 
 STREAM_SECONDS = 55
+KEEP_ALIVE_SECONDS = 15
 RECONNECT_MS = 1000
 
 
@@ -44,22 +50,25 @@ def job_events(job_id: str):
     last = request.headers.get("Last-Event-ID")
     if job["status"] in jobs.ENDED and last == event_id(job):
         return Response(status=204)
+    parks = waiting.can_park(request.environ)
     slots = current_app.extensions["qrq_waiters"]
+    admin = current_user().is_admin
+    urls = (url_for("api.job_status", job_id=job["id"]),
+            url_for("api.download", job_id=job["id"]))
 
-    def stream() -> Iterator[str]:
+    def stream() -> Iterator[str | waiting.Park]:
         nonlocal job
-        waiting = slots.take()  # here, not before: a stream never started takes none
-        # The user is loaded; the app database is not needed while the stream lasts.
-        if not app_db.is_closed():
-            app_db.close()
+        # A slot only where waiting holds a thread, taken here: a stream never started
+        # takes none.
+        held = not parks and slots.take()
         try:
             yield f"retry: {RECONNECT_MS}\n\n"
             seen = last
-            deadline = time.monotonic() + (STREAM_SECONDS if waiting else 0)
+            deadline = time.monotonic() + (STREAM_SECONDS if parks or held else 0)
             while True:
                 ident = event_id(job)
                 if job["status"] in jobs.ENDED:
-                    yield _event("end", ident, job_view(job))
+                    yield _event("end", ident, view_of(job, admin, *urls))
                     return
                 if ident != seen:
                     yield _event("state", ident, {"job_id": job["id"],
@@ -71,7 +80,11 @@ def job_events(job_id: str):
                 if left <= 0:
                     return  # the client reconnects with Last-Event-ID
                 state = (job["status"], job["progress"], job["stage"])
-                watcher.wait_change(job["id"], state, min(left, 15))
+                timeout = min(left, KEEP_ALIVE_SECONDS)
+                if parks:
+                    yield waiting.Park(watcher.subscriber(job["id"], state, timeout))
+                else:
+                    watcher.wait_change(job["id"], state, timeout)
                 fresh = jobs.get(huey.storage, job["id"])
                 if fresh is None:
                     return
@@ -79,10 +92,10 @@ def job_events(job_id: str):
                     yield ": keep-alive\n\n"
                 job = fresh
         finally:
-            if waiting:
+            if held:
                 slots.give_back()
 
-    response = Response(stream_with_context(stream()), mimetype="text/event-stream")
+    response = Response(stream(), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
     return response

@@ -240,6 +240,17 @@ def build_document() -> dict[str, Any]:
                                            "How many jobs went."),
                               **errors_for(400, 401, 403, 413, 422, 503)},
             }},
+            "/api/admin/schedule/{name}/run": {"post": {
+                "summary": "Run a periodic task now, as a job of its own (its schedule goes on)",
+                "operationId": "runPeriodicTask",
+                "parameters": [{"name": "name", "in": "path", "required": True,
+                                "schema": {"type": "string"},
+                                "description": "e.g. retention.purge (the schedule page)"}],
+                "responses": {"202": json_response(obj({
+                    "job_id": {"type": "string"}, "name": {"type": "string"},
+                    "status": {"const": "queued"}, "status_url": {"type": "string"}}),
+                    "Queued."), **errors_for(401, 403, 404, 422, 503)},
+            }},
             "/api/admin/queue-status": {"get": {
                 "summary": "Counts per job type, the oldest queued job's age, the consumers",
                 "operationId": "getQueueStatus",

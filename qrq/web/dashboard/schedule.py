@@ -1,5 +1,5 @@
-"""The schedule page: periodic tasks with their next and last runs, and the tasks
-waiting in huey's schedule."""
+"""The schedule page: periodic tasks with their next and last runs (each can be run
+now), and the tasks waiting in huey's schedule."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import datetime
 import time
 from typing import Any
 
+from flask import flash, redirect, url_for
+
 from qrq import alerts
 from qrq.appdb.models import User
-from qrq.queue import catalog, huey, stats
+from qrq.errors import ValidationError
+from qrq.queue import catalog, huey, run_periodic_now, stats
 from qrq.schedule import next_match
 from qrq.web.dashboard.blueprint import bp, render
 from qrq.web.dashboard.session import admin_page
@@ -55,3 +58,16 @@ def schedule(user: User):
     return render("admin/schedule.html", user, scheduled=scheduled, known=known,
                   periodic=_periodic_tasks(now), now=now,
                   total=stats.schedule_size(huey.storage))
+
+
+@bp.post("/schedule/<name>/run")
+@admin_page
+def run_periodic(user: User, name: str):
+    """Queue a run of a periodic task now (the API's ``POST /api/admin/schedule/<name>/run``)."""
+    try:
+        job_id = run_periodic_now(name, params={"requested_by": user.name})
+    except ValidationError as exc:
+        flash(exc.message, "error")
+    else:
+        flash(f"{name} queued now as job {job_id[:8]}; its schedule goes on.")
+    return redirect(url_for("admin.schedule"))

@@ -1,0 +1,193 @@
+"""The shipped server (``qrq serve``) parks waiting clients off its threads: many more
+clients wait at once than it has threads, and the rest of the API still answers
+(issue 17). Through real HTTP on a real server; jobs change through real storage."""
+
+import dataclasses
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+from waitress import create_server as plain_waitress
+
+from qrq.queue import huey, submit
+from qrq.web import create_app, server
+from qrq.web.api import watcher
+from tests.conftest import ROOT, free_port, wait_until
+from tests.live import serving
+from tests.slow_tasks import steps
+from tests.test_waiting import get, read_events
+
+THREADS = 2
+
+
+def long_poll(base, job_id, headers, answers, wait=60):
+    status, _, body = get(f"{base}/api/jobs/{job_id}?wait={wait}", headers)
+    answers.append((status, json.loads(body)["status"]))
+
+
+def in_threads(target, count, *args):
+    threads = [threading.Thread(target=target, args=args, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def test_many_more_clients_wait_than_the_server_has_threads(app, templates, alice):
+    user, headers = alice
+    job_id = submit(steps, 1, 0, owner_id=user.id)  # no consumer: it stays queued
+    answers, streams = [], []
+    with serving(app, threads=THREADS) as base:
+        polls = in_threads(long_poll, 6 * THREADS, base, job_id, headers, answers)
+        readers = in_threads(lambda: streams.append(read_events(
+            f"{base}/api/jobs/{job_id}/events", headers)), 2 * THREADS)
+        wait_until(lambda: watcher.waiting(job_id) == 8 * THREADS, message="all parked")
+        # Every thread is free: the rest of the API answers while they all wait.
+        status, _, body = get(f"{base}/api/me", headers, timeout=30)
+        assert status == 200 and json.loads(body)["name"] == "alice"
+        assert answers == [] and streams == []
+        assert huey.cancel(job_id) == "canceled"
+        for thread in polls + readers:
+            thread.join(timeout=60)
+    assert answers == [(200, "canceled")] * 6 * THREADS
+    assert len(streams) == 2 * THREADS
+    for events in streams:
+        assert [name for _, name, _ in events] == ["state", "end"]
+        assert events[-1][2]["status"] == "canceled"
+
+
+def test_waiters_park_on_most_connections_only(settings, templates, alice):
+    """Past 90% of the connection limit a waiter is answered as under another server (here
+    at once: no thread may wait), so other clients can still connect."""
+    app = create_app({"SETTINGS": dataclasses.replace(settings, max_waiters=0)})
+    user, headers = alice
+    job_id = submit(steps, 1, 0, owner_id=user.id)
+    answers = []
+    # 27 of 30 (waitress counts its listening socket and its wake-up pipe too, so 28
+    # clients connect at most).
+    with serving(app, threads=THREADS, connection_limit=30) as base:
+        polls = in_threads(long_poll, 27 + 2, base, job_id, headers, answers)
+        wait_until(lambda: watcher.waiting(job_id) == 27 and len(answers) == 2,
+                   message="27 parked, 2 answered")
+        assert answers == [(200, "queued")] * 2
+        assert get(f"{base}/api/me", headers, timeout=30)[0] == 200
+        huey.cancel(job_id)
+        for thread in polls:
+            thread.join(timeout=60)
+    assert answers[2:] == [(200, "canceled")] * 27
+
+
+def test_a_keep_alive_connection_goes_on_after_a_parked_answer(app, templates, alice):
+    user, headers = alice
+    job_id = submit(steps, 1, 0, owner_id=user.id)
+    with serving(app, threads=THREADS) as base:
+        conn = http.client.HTTPConnection(base.removeprefix("http://"), timeout=60)
+        conn.request("GET", f"/api/jobs/{job_id}?wait=60", headers=headers)
+        wait_until(lambda: watcher.waiting(job_id) == 1, message="the poll parked")
+        huey.cancel(job_id)
+        answer = conn.getresponse()
+        assert answer.status == 200 and json.loads(answer.read())["status"] == "canceled"
+        assert "Retry-After" not in answer.headers
+        conn.request("GET", "/api/me", headers=headers)  # the same connection
+        answer = conn.getresponse()
+        assert answer.status == 200 and json.loads(answer.read())["name"] == "alice"
+        conn.close()
+
+
+def test_a_parked_poll_is_answered_as_a_new_request(app, templates, alice, make_user):
+    """The answer after waiting is made afresh: a token revoked meanwhile is refused."""
+    user, headers = alice
+    job_id = submit(steps, 1, 0, owner_id=user.id)
+    with serving(app, threads=THREADS) as base:
+        conn = http.client.HTTPConnection(base.removeprefix("http://"), timeout=60)
+        conn.request("GET", f"/api/jobs/{job_id}?wait=60", headers=headers)
+        wait_until(lambda: watcher.waiting(job_id) == 1, message="the poll parked")
+        user.delete_instance()  # the token dies with its user
+        huey.cancel(job_id)
+        answer = conn.getresponse()
+        body = json.loads(answer.read())
+        conn.close()
+        assert answer.status == 401 and body["error"]["status"] == 401
+
+
+def test_a_client_that_leaves_while_parked_costs_nothing_after(app, templates, alice):
+    user, headers = alice
+    job_id = submit(steps, 1, 0, owner_id=user.id)
+    with serving(app, threads=THREADS) as base:
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(f"GET /api/jobs/{job_id}?wait=1 HTTP/1.1\r\nHost: x\r\n"
+                         f"Authorization: {headers['Authorization']}\r\n\r\n".encode())
+            wait_until(lambda: watcher.waiting(job_id) == 1, message="the poll parked")
+        wait_until(lambda: watcher.waiting(job_id) == 0, message="its deadline")
+        assert get(f"{base}/api/me", headers, timeout=30)[0] == 200
+
+
+def test_under_another_server_a_waiter_holds_a_thread_within_the_cap(settings, templates,
+                                                                      alice):
+    """Plain waitress (or gunicorn) cannot park: waiting blocks a thread, at most
+    QRQ_MAX_WAITERS at once; the others are answered at once."""
+    app = create_app({"SETTINGS": dataclasses.replace(settings, max_waiters=1)})
+    user, headers = alice
+    job_id = submit(steps, 1, 0, owner_id=user.id)
+    server = plain_waitress(app, host="127.0.0.1", port=0, threads=4)
+    runner = threading.Thread(target=server.run, daemon=True)
+    runner.start()
+    base = f"http://127.0.0.1:{server.effective_port}"
+    try:
+        answers = []
+        first = in_threads(long_poll, 1, base, job_id, headers, answers)
+        wait_until(lambda: watcher.waiting(job_id) == 1, message="one waiter")
+        long_poll(base, job_id, headers, answers)  # over the cap: answered at once
+        assert answers == [(200, "queued")]
+        huey.cancel(job_id)
+        first[0].join(timeout=60)
+        assert answers == [(200, "queued"), (200, "canceled")]
+    finally:
+        server.task_dispatcher.shutdown()
+        server.close()
+        runner.join(timeout=10)
+
+
+def test_qrq_serve_serves_the_app(settings, alice):
+    port = free_port()
+    env = {**os.environ, "QRQ_DATA_DIR": str(settings.data_dir)}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "qrq"), "serve",
+                             "--host=127.0.0.1", f"--port={port}", "--threads=2"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        def answer():
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/api/me",
+                                                 headers=alice[1])
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return response.status, json.loads(response.read())
+            except OSError:
+                return None
+        status, body = wait_until(answer, message="qrq serve answering")
+        assert status == 200 and body["name"] == "alice"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_the_open_file_limit_is_raised_as_far_as_allowed(monkeypatch):
+    """The OS limit is the one part not made real here: its values are stood in for."""
+    set_to = []
+    monkeypatch.setattr(server.resource, "setrlimit", lambda kind, value: set_to.append(value))
+    infinity = server.resource.RLIM_INFINITY
+    for (soft, hard), wanted, expected, raised in [
+            ((1024, 4096), 1100, 1100, (1100, 4096)), ((1024, 1050), 1100, 1050, (1050, 1050)),
+            ((2048, 4096), 1100, 2048, None), ((infinity, infinity), 1100, 1100, None),
+            ((1024, infinity), 5000, 5000, (5000, infinity))]:
+        set_to.clear()
+        monkeypatch.setattr(server.resource, "getrlimit", lambda kind, limits=(soft, hard): limits)
+        assert server.raise_file_limit(wanted) == expected
+        assert set_to == ([raised] if raised else [])
