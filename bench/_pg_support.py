@@ -49,9 +49,14 @@ def add_server_argument(parser) -> None:
 
 
 def check_peers() -> None:
-    if not PEERS_PYTHON.exists():
-        raise SystemExit(f"no {PEERS_PYTHON}: python3 -m venv bench/peers/.venv && "
-                         "bench/peers/.venv/bin/pip install -r bench/peers/requirements.txt")
+    """Make the peers' venv (bench/peers/.venv) if it is missing: a one-time install."""
+    if PEERS_PYTHON.exists():
+        return
+    venv = PEERS_PYTHON.parent.parent
+    print(f"making {venv} (procrastinate, PgQueuer; bench/peers/requirements.txt)", flush=True)
+    subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(PEERS_PYTHON), "-m", "pip", "install", "-q", "-r",
+                    str(BENCH / "peers" / "requirements.txt")], check=True)
 
 
 @contextlib.contextmanager
