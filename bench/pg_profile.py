@@ -7,9 +7,10 @@
   record --idle`` (every thread's stack, waiting included) while 8 clients send N
   ``POST /api/generate-qr-pdf`` each.
 
-Prints the functions with the largest share of samples (inclusive: a function counts
-once per sample it is anywhere in the stack), and SQL statements are not separated:
-read the stacks (``--keep``) for that. Needs py-spy (``.venv/bin/pip install py-spy``)
+Prints, of the samples in a worker's loop (drain) or in a request's view (post), the
+share of each path of the four frames below it (each line of qrq that runs a statement
+shows as its own path), and the share of all samples waiting on PostgreSQL. The raw
+stacks stay with ``--keep``. Needs py-spy (``.venv/bin/pip install py-spy``)
 and ptrace permission over the processes it starts.
 
 Run: ``flock /tmp/qrq-bench.lock .venv/bin/python bench/pg_profile.py drain`` or ``... post``.
@@ -35,7 +36,9 @@ from api_latency import run_phase
 from pg_api_latency import serve
 
 PY_SPY = str(Path(sys.executable).parent / "py-spy")
-TOP = 30
+TOP = 20
+# Where a run's own work starts: a worker's loop; a request's view dispatch.
+ANCHORS = {"drain": "Worker.loop", "post": "Flask.dispatch_request"}
 
 
 def record(pid: int, out: Path, *flags: str) -> subprocess.Popen:
@@ -44,24 +47,33 @@ def record(pid: int, out: Path, *flags: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def shares(stacks: Path) -> tuple[int, list[tuple[str, float]]]:
-    """Samples in all, and the inclusive share of each function (file:name)."""
-    counts: collections.Counter = collections.Counter()
-    total = 0
+def _frame(text: str) -> str:
+    """py-spy's raw frame "function (path:line)" as "function file:line"."""
+    name, _, where = text.partition(" (")
+    return f"{name} {where.rstrip(')').rsplit('/', 1)[-1]}" if where else name
+
+
+def breakdown(stacks: Path, anchor: str, depth: int = 4) -> dict:
+    """Samples under *anchor* (a function name) grouped by the *depth* frames below it;
+    the share of samples waiting on PostgreSQL (in psycopg's ``Connection.wait``)."""
+    groups: collections.Counter = collections.Counter()
+    total = under = waiting = 0
     for line in stacks.read_text().splitlines():
         frames, _, count = line.rpartition(" ")
         if not frames:
             continue
+        names = [_frame(f) for f in frames.split(";")]
         total += int(count)
-        seen = set()
-        for frame in frames.split(";"):
-            # py-spy's raw frames: "function (path:line)"; drop the line number.
-            name, _, where = frame.partition(" (")
-            key = f"{name} ({where.rsplit(':', 1)[0].split('site-packages/')[-1]})"
-            if key not in seen:
-                seen.add(key)
-                counts[key] += int(count)
-    return total, [(k, round(100 * v / total, 1)) for k, v in counts.most_common(TOP)]
+        if any(n.startswith("Connection.wait ") for n in names):
+            waiting += int(count)
+        at = next((i for i, n in enumerate(names) if n.split(" ")[0] == anchor), None)
+        if at is not None:
+            under += int(count)
+            groups[" > ".join(names[at + 1:at + 1 + depth]) or "(itself)"] += int(count)
+    return {"samples": total, "under_anchor_percent": round(100 * under / max(total, 1), 1),
+            "waiting_on_postgresql_percent": round(100 * waiting / max(total, 1), 1),
+            "top": [(k, round(100 * v / max(under, 1), 1))
+                    for k, v in groups.most_common(TOP)]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,17 +107,21 @@ def main(argv: list[str] | None = None) -> int:
                 spy.wait(30)
             finally:
                 system.close()
-        total, top = shares(stacks)
+        found = breakdown(stacks, ANCHORS[args.what])
     finally:
         if args.keep:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"{args.what}: {total} samples; load average {load_start} -> {load_average()}")
-    for name, share in top:
+    print(f"{args.what}: {found['samples']} samples, {found['under_anchor_percent']}% under "
+          f"{ANCHORS[args.what]}, {found['waiting_on_postgresql_percent']}% waiting on "
+          f"PostgreSQL (psycopg Connection.wait); load average {load_start} -> "
+          f"{load_average()}\nshare of the samples under {ANCHORS[args.what]}, by the "
+          "frames below it:")
+    for name, share in found["top"]:
         print(f"{share:6.1f}%  {name}")
-    print(json.dumps({"bench": "pg_profile", "what": args.what, "samples": total,
-                      "top": top, "load_average": [load_start, load_average()]}))
+    print(json.dumps({"bench": "pg_profile", "what": args.what, **found,
+                      "load_average": [load_start, load_average()]}))
     return 0
 
 
