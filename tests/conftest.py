@@ -34,11 +34,10 @@ NOT_YET_ON_POSTGRES = {
     "test_analytics_browser", "test_analytics_cache", "test_analytics_cli",
     "test_analytics_query", "test_api", "test_backup", "test_backup_jobs",
     "test_backup_restore", "test_backup_retention", "test_batch", "test_batch_cli",
-    "test_batch_mail", "test_batch_system", "test_browser", "test_cli", "test_cli_jobs",
-    "test_client", "test_config", "test_dev", "test_e2e", "test_first_run",
-    "test_maintenance", "test_metrics", "test_openapi", "test_print",
-    "test_query_plans", "test_wal", "test_webhooks",
-    "test_dashboard_lists", "test_dashboard_live_browser",
+    "test_batch_mail", "test_batch_system", "test_browser", "test_cli_jobs", "test_client",
+    "test_dashboard_lists", "test_dashboard_live_browser", "test_e2e", "test_maintenance",
+    "test_metrics", "test_openapi", "test_print", "test_run_now",
+    "test_webhook_paths", "test_webhooks",
 }
 
 

@@ -9,6 +9,8 @@ import pytest
 from qrq.queue import huey, jobs, retention, stats, submit
 from tests import slow_tasks
 
+pytestmark = pytest.mark.sqlite_only("SQLite's EXPLAIN QUERY PLAN of each statement")
+
 FULL_SCAN = re.compile(r"\bSCAN (job|task)\b(?! USING)")
 
 

@@ -14,7 +14,8 @@ from qrq.queue.connections import JOURNAL_SIZE_LIMIT
 from tests import slow_tasks
 from tests.conftest import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow,
+              pytest.mark.sqlite_only("SQLite's WAL file (PostgreSQL manages its own)")]
 SLOW_TASKS = {"QRQ_TASK_MODULES": "tests.slow_tasks"}
 
 

@@ -82,6 +82,7 @@ def summarize(manifest: dict) -> dict:
         {"name": e["name"], "status": e["status"], "size": e.get("size"),
          "compressed_size": e.get("compressed_size"), "duration": e["duration"],
          **({"error": e["error"]} if e["error"] else {}),
+         **({"reused_from": e["reused_from"]} if e.get("reused_from") else {}),
          **({"note": e["note"]} if e.get("note") else {})}
         for e in manifest["databases"]]
     return result

@@ -3,7 +3,18 @@
 ``base`` defines the group; each module here adds one family of commands to it.
 """
 
-from qrq.cli import analytics, backup, batch, jobs, migrate, ops, schedule, setup, templates, users  # noqa: F401,E501  (register commands)
+from qrq.cli import (  # noqa: F401  (register commands)
+    analytics,
+    backup,
+    batch,
+    jobs,
+    migrate,
+    ops,
+    schedule,
+    setup,
+    templates,
+    users,
+)
 from qrq.cli.base import main
 
 __all__ = ["main"]

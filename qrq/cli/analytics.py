@@ -17,6 +17,7 @@ from qrq.analytics.submit import enqueue_report
 from qrq.cli.base import echo_json, echo_table, get_queue, get_settings, json_option, main
 from qrq.cli.jobs import wait_finished, wait_options
 from qrq.errors import ValidationError
+from qrq.humanize import format_bytes
 from qrq.queue import jobs
 
 _OPTION_OF = {"from": "--from", "to": "--to", "tz": "--tz", "domain": "--domain",
@@ -183,8 +184,8 @@ def demo_analytics(dbs: int, scans: int, days: int, seed: int, processes: int,
     need = dbs * scans * BYTES_PER_SCAN
     free = shutil.disk_usage(out).free
     if need > free * 0.9:
-        raise click.ClickException(f"{dbs} x {scans:,} scans need about {need / 1e9:.1f} GB; "
-                                   f"{free / 1e9:.1f} GB are free in {out}")
+        raise click.ClickException(f"{dbs} x {scans:,} scans need about {format_bytes(need)}; "
+                                   f"{format_bytes(free)} are free in {out}")
     started = time.perf_counter()
     # In hundredths of a database: each one reports its steps, so a few large ones move too.
     with click.progressbar(length=dbs * 100, label=f"writing {dbs} databases") as bar:

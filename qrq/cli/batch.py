@@ -15,6 +15,7 @@ from qrq.appdb.models import User
 from qrq.batch.submit import enqueue_batch, enqueue_retry
 from qrq.cli.base import JOB_ID, echo_table, get_app_db, get_queue, main, shorten
 from qrq.cli.jobs import _parse_option, wait_for, wait_options
+from qrq.humanize import format_bytes
 
 
 def _owner_id(name: str | None) -> int | None:
@@ -75,7 +76,7 @@ def _report(huey, job_id: str, job: dict) -> None:
                f"of {found['total']}")
     for kind, info in (found["outputs"] or {}).items():
         click.echo(f"{kind}: {huey.settings.artifacts_dir / info['file']} "
-                   f"({info['bytes']} bytes)")
+                   f"({format_bytes(info['bytes'])})")
     if job["status"] != "finished":
         raise click.ClickException(f"batch {job['status']}: {job['error']}")
 

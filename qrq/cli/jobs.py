@@ -23,6 +23,7 @@ from qrq.cli.base import (
     shorten,
 )
 from qrq.errors import ValidationError
+from qrq.humanize import format_bytes
 from qrq.queue import dead_letters, jobs, stats, submit
 
 
@@ -172,7 +173,7 @@ def pdf(template_id: int, options: tuple[str, ...], wait: bool, out: Path | None
     wait_finished(huey, job_id, "rendering", timeout)
     out = out or Path(f"qrq-{job_id}.pdf")
     out.write_bytes(artifact_path(huey.settings, job_id).read_bytes())
-    click.echo(f"saved {out} ({out.stat().st_size} bytes)")
+    click.echo(f"saved {out} ({format_bytes(out.stat().st_size)})")
 
 
 @main.group("jobs")

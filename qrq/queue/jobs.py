@@ -21,6 +21,7 @@ from typing import Any
 from huey.exceptions import CancelExecution
 
 from qrq.errors import Conflict, NotFound, Unavailable
+from qrq.queue import attempts
 from qrq.queue.schema import ACTIVE_SQL
 
 logger = logging.getLogger("qrq.queue.jobs")
@@ -88,6 +89,13 @@ MARK_RUNNING_SQL = (
 def mark_running(curs, job_id: str, worker: str, now: float) -> None:
     """A consumer leased the job: a new attempt starts from no progress."""
     curs.execute(MARK_RUNNING_SQL, (worker, now, job_id))
+    attempt_started(curs, job_id, worker, now)
+
+
+def attempt_started(curs, job_id: str, worker: str, now: float) -> None:
+    """The rest of :func:`mark_running` (the attempt's row), for PostgreSQL's lease
+    statement, which marks the job running itself."""
+    attempts.open_attempt(curs, job_id, worker, now)
 
 
 def mark_released(curs, job_id: str) -> None:
@@ -96,6 +104,7 @@ def mark_released(curs, job_id: str) -> None:
                  "attempts = case when attempts > 0 then attempts - 1 else 0 end "
                  "where id = ? and status = 'running'",
                  (job_id,))
+    attempts.close_attempt(curs, job_id, "released")
 
 
 def mark_waiting(curs, job_id: str, outcome: dict[str, Any]) -> None:
@@ -106,6 +115,7 @@ def mark_waiting(curs, job_id: str, outcome: dict[str, Any]) -> None:
                  "when :status = 'queued' then 0 else attempts end "
                  "where id = :id and status = 'running'",
                  {"traceback": None, "error": None, **outcome, "id": job_id})
+    attempts.close_attempt(curs, job_id, outcome["status"], outcome.get("error"))
 
 
 def finish(curs, job_id: str, outcome: dict[str, Any]) -> None:
@@ -121,6 +131,7 @@ def finish(curs, job_id: str, outcome: dict[str, Any]) -> None:
         "progress = case when :status = 'finished' then 100 else progress end, "
         "stage = case when :status = 'finished' then 'done' else stage end "
         "where id = :id and status in ('queued', 'running', 'retrying')", values)
+    attempts.close_attempt(curs, job_id, values["status"], values["error"], values["now"])
 
 
 # -- reads and small updates through the storage ----------------------------------------

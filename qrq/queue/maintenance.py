@@ -56,6 +56,10 @@ def run_maintenance(storage, settings, job_id: str | None = None,
     result: dict[str, Any] = {}
     report(5, "rotating logs")
     result["logs"] = rotate_logs(settings.logs_dir, settings.log_max_age_days)
+    if storage.database != "sqlite":  # the server checkpoints, autovacuum vacuums
+        result["checkpoint"] = result["vacuum"] = "done by the PostgreSQL server itself"
+        report(100, "done")
+        return result
     report(40, "checkpointing the queue database")
     result["checkpoint"] = checkpoint(storage)
     result["vacuum"] = {}

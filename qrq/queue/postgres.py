@@ -302,8 +302,11 @@ class LeasedPostgresStorage(LeasedStorage, PostgresConnections):
             f"leased as (update task set lease_until = {self.now_sql} + ?, lease_owner = ? "
             "from picked where task.id = picked.id returning task.id, task.data, task.job_id), "
             f"running as ({running}) select id, data, job_id from leased",
-            (self.name, *blocked, self.lease_seconds, owner, owner, time.time()))
-        return curs.fetchone()
+            (self.name, *blocked, self.lease_seconds, owner, owner, now := time.time()))
+        leased = curs.fetchone()
+        if leased is not None and leased[2] is not None:
+            jobs.attempt_started(curs, leased[2], owner, now)
+        return leased
 
     def _lock_caps(self, curs) -> None:
         # Held to the commit: the next capped pick counts this one's lease.

@@ -214,10 +214,9 @@ class QrqHuey(huey_private.HueyHooks):
             admission=admission)
 
     def read_periodic(self, timestamp):
-        """The periodic tasks due at *timestamp*, each once per minute slot however many
-        consumers run the scheduler: a task with a job type gets an id derived from its
-        name and slot (its job record is inserted on conflict do nothing, and only a new
-        record queues a run); one without claims the slot in the result store."""
+        """The periodic tasks due at *timestamp*, once per minute slot however many
+        schedulers run: a run's id is its task's name and slot (a record inserted on
+        conflict do nothing queues it); a task without a job record claims its slot."""
         slot = (timestamp or self.now()).replace(second=0, microsecond=0).isoformat()
         due = []
         for task in super().read_periodic(timestamp):

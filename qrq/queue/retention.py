@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from qrq.queue.admission import expire_keys
+from qrq.queue.attempts import delete_attempts
 from qrq.queue.jobs import ENDED
 from qrq.queue.schema import JOB_DEPENDENTS
 
@@ -62,6 +63,7 @@ def delete_ended(storage, artifacts_dir: Path, job_ids: list[str]) -> list[str]:
             marks = ",".join("?" * len(ids))
             for table, column in JOB_DEPENDENTS:  # what belongs to the job goes with it
                 curs.execute(f"delete from {table} where {column} in ({marks})", ids)
+            delete_attempts(curs, ids)
             curs.execute(f"delete from kv where queue = ? and key in ({marks})",
                          (storage.name, *(f"r:{job_id}" for job_id in ids)))
     _delete_artifacts(artifacts_dir, set(ids))

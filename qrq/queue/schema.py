@@ -202,3 +202,18 @@ LATE_DDL = [
 ]
 
 QUEUE_DDL = [*JOBS, *CONSUMERS, *ALERTS, *LOCKS, *BATCHES, *ANALYTICS, *WEBHOOKS]
+
+# Each run of a job (qrq/queue/attempts.py): who ran it, when, and how it ended; the
+# job row keeps only the last error. Deleted with the job row by retention and purge.
+ATTEMPTS = [
+    "create table if not exists job_attempt ("
+    " job_id text not null,"
+    " n integer not null,"
+    " worker text,"
+    " started_at real not null,"
+    " ended_at real,"
+    " outcome text,"
+    " error text,"
+    " primary key (job_id, n))",
+]
+QUEUE_DDL.extend(ATTEMPTS)

@@ -20,6 +20,7 @@ from qrq.web.analytics import OPENAPI_PATHS as ANALYTICS_PATHS
 from qrq.web.analytics import OPENAPI_SCHEMAS as ANALYTICS_SCHEMAS
 from qrq.web.openapi_batch import batch_paths
 from qrq.web.openapi_jobs import (
+    ATTEMPTS_HISTORY,
     CALLBACK_URL,
     CURSOR,
     LINK_HEADER,
@@ -57,6 +58,7 @@ _JOB = obj({
     "result": {"type": ["object", "null"]},
     "error": {"type": ["string", "null"]},
     "attempts": {"type": "integer", "minimum": 0},
+    "attempts_history": ATTEMPTS_HISTORY,
     "next_attempt_at": NULLABLE_TIME,
     "params": {"type": "object"},
     "status_url": {"type": "string"},

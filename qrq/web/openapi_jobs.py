@@ -49,6 +49,23 @@ CALLBACK_URL = {
                    "(X-Qrq-Timestamp, X-Qrq-Signature). Private, loopback and link-local "
                    "hosts are a 422 unless the server allows them. Absent: your default "
                    "(PUT /api/me/webhook); null: none."}
+_ATTEMPT = {"type": "object", "additionalProperties": False,
+            "required": ["n", "started_at", "ended_at", "outcome", "error"],
+            "properties": {
+                "n": {"type": "integer", "minimum": 1, "description": "1 for the first run."},
+                "worker": {"type": ["string", "null"], "description": "Admins only."},
+                "started_at": {"type": "string", "format": "date-time"},
+                "ended_at": {"type": ["string", "null"], "format": "date-time",
+                             "description": "null while it runs."},
+                "outcome": {"type": ["string", "null"], "enum": [
+                    "finished", "failed", "canceled", "expired", "released", "lost", None],
+                    "description": "null while it runs; released: given back unfinished "
+                                   "(a consumer stopping), to run again; lost: its lease "
+                                   "lapsed and another run took over."},
+                "error": {"type": ["string", "null"]}}}
+ATTEMPTS_HISTORY = {"type": "array", "items": _ATTEMPT,
+                    "description": "Each run of the job, first first (GET of one job only); "
+                                   "`attempts` counts the runs that count toward retries."}
 _WEBHOOK = {"type": "object", "additionalProperties": False,
             "required": ["callback_url", "secret", "signature"],
             "properties": {"callback_url": {"type": ["string", "null"]},

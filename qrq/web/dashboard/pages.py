@@ -19,6 +19,7 @@ from qrq.web.dashboard.batches import batch_view, failed_items
 from qrq.web.dashboard.blueprint import bp, render
 from qrq.web.dashboard.charts import charts
 from qrq.web.dashboard.filters import FIELDS, cursor_of, job_filters, read_cursor
+from qrq.web.dashboard.job_details import attempt_rows, result_layout
 from qrq.web.dashboard.session import admin_page, safe_next
 
 PAGE_SIZE = 50
@@ -114,11 +115,14 @@ def job_detail(user: User, job_id: str):
     timings = {"waited": max(0.0, began - job["created_at"]),
                "ran": max(0.0, (job["finished_at"] or now) - job["started_at"])
                if job["started_at"] else None}
+    outputs = _outputs(job["id"])
+    layout, shown = result_layout(job, view["result"], outputs)
     return render("admin/job.html", user, job=job, view=view, owner=owner,
                   params=json.dumps(view["params"], indent=2, sort_keys=True),
                   result=json.dumps(view["result"], indent=2, sort_keys=True)
                   if view["result"] is not None else None,
-                  timings=timings, outputs=_outputs(job["id"]),
+                  layout=layout, shown=shown, attempt_rows=attempt_rows(job["id"]),
+                  timings=timings, outputs=outputs,
                   ended=job["status"] in jobs.ENDED, batch=batch_view(job))
 
 
