@@ -12,7 +12,9 @@ qrq, bench/peers/peer.py for the peers) and a *consumer* command:
   dependency), each in its own database on the same server as ``qrq-pg``.
 
 The server is a private cluster (``.ci/postgres start``, on 127.0.0.1) unless
-``--database-url`` names one; each system gets its own fresh database on it. Durability
+``--database-url`` names one; each system gets its own fresh database on it,
+``qrq_bench_<system>`` (dropped first if it exists: point ``--database-url`` at a server
+where those names are free). Durability
 is the same for every PostgreSQL system, the server's, and each benchmark prints it: the
 private cluster runs as ``.ci/postgres`` starts it, ``fsync=off`` and
 ``full_page_writes=off`` with ``synchronous_commit=on`` (commits wait for the WAL write,
@@ -139,7 +141,8 @@ class System:
     def __init__(self, name: str, work: Path, url: str):
         self.name, self.work = name, work / name
         self.work.mkdir(parents=True)
-        self.url = fresh_database(url, name.replace("-", "_")) if name in PG_SYSTEMS else ""
+        self.url = (fresh_database(url, "qrq_bench_" + name.replace("-", "_"))
+                    if name in PG_SYSTEMS else "")
         self.stamps = self.work / "pickup.stamps"
         if name.startswith("qrq"):
             extra = {"QRQ_DATABASE_URL": self.url} if self.url else {}
