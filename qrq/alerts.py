@@ -1,4 +1,4 @@
-"""Alerts: a queue backlog, a job waiting too long, no consumer alive.
+"""Alerts: a queue backlog, a job waiting too long, no consumer alive, paused job types.
 
 :func:`evaluate` reads the queue database and says which alerts fire now. The
 ``alert`` table (qrq/schema.py) remembers, per kind, since when it fires and when
@@ -8,6 +8,11 @@ starts, and send at most one mail per kind per ``alert_mail_interval``.
 
 The "no consumer" alert cannot rely on the periodic task (that needs a running
 consumer), which is why the web app evaluates alerts too.
+
+Jobs of a paused type (:mod:`qrq.queue.pauses`) wait on purpose: they count towards
+neither the backlog nor the queue age. The "paused" notice says which types are
+paused and how many jobs each holds back instead; being an operator's own doing, it is
+shown and logged but never mailed.
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ from typing import Any
 
 from qrq.config import Settings
 from qrq.notify import admin_addresses
-from qrq.queue import stats
+from qrq.queue import pauses, stats
 
 logger = logging.getLogger("qrq.alerts")
 
-KINDS = ("backlog", "queue_age", "no_consumer")
+KINDS = ("backlog", "queue_age", "no_consumer", "paused")
+# Kinds that inform rather than warn: shown and recorded, never mailed.
+NOTICES = ("paused",)
 
 
 def _duration(seconds: float) -> str:
@@ -39,12 +46,13 @@ def evaluate(storage, settings: Settings, now: float | None = None) -> list[dict
     """The alerts firing now: ``[{"kind", "message", "value", "threshold"}]``."""
     now = time.time() if now is None else now
     found = []
-    queued = stats.queued_count(storage)
+    held = {p["type"]: p for p in pauses.paused(storage)}
+    queued = stats.queued_count(storage) - sum(p["queued"] for p in held.values())
     if queued > settings.alert_backlog:
         found.append({"kind": "backlog", "value": queued, "threshold": settings.alert_backlog,
                       "message": f"{queued} jobs queued (alert above "
                                  f"{settings.alert_backlog})"})
-    ages = stats.oldest_queued(storage, now)
+    ages = {t: age for t, age in stats.oldest_queued(storage, now).items() if t not in held}
     if ages:
         job_type, age = max(ages.items(), key=lambda item: item[1])
         if age > settings.alert_queue_age:
@@ -61,6 +69,14 @@ def evaluate(storage, settings: Settings, now: float | None = None) -> list[dict
                       "value": None if last is None else round(now - last, 1),
                       "threshold": settings.alert_heartbeat_age,
                       "message": f"no consumer is running: {seen}; queued jobs will not run"})
+    if held:
+        waiting = sum(p["queued"] for p in held.values())
+        found.append({"kind": "paused", "value": len(held), "threshold": None,
+                      "types": list(held.values()),
+                      "message": "paused: " + ", ".join(
+                          f"{t} ({p['queued']} queued)" for t, p in held.items())
+                      + (f"; {waiting} job waits" if waiting == 1 else f"; {waiting} jobs wait")
+                      + " until resumed"})
     return found
 
 
@@ -87,7 +103,8 @@ def record(storage, firing: list[dict[str, Any]], now: float | None = None,
         alert = by_kind.get(kind)
         if alert is not None and not state["active"]:
             with storage.db(commit=True) as curs:
-                curs.execute("insert or ignore into alert (kind) values (?)", (kind,))
+                curs.execute("insert into alert (kind) values (?) on conflict do nothing",
+                             (kind,))
                 curs.execute("update alert set active = 1, since = ?, message = ? "
                              "where kind = ? and active = 0", (now, alert["message"], kind))
                 started = curs.rowcount == 1
@@ -105,7 +122,7 @@ def record(storage, firing: list[dict[str, Any]], now: float | None = None,
             alert["since"] = state["since"]
     if periodic:
         with storage.db(commit=True) as curs:
-            curs.executemany("insert or ignore into alert (kind) values (?)",
+            curs.executemany("insert into alert (kind) values (?) on conflict do nothing",
                              [(kind,) for kind in KINDS])
             curs.execute("update alert set checked_at = ?", (now,))
     return firing
@@ -127,6 +144,8 @@ def mail_due(storage, firing: list[dict[str, Any]], interval: float,
     now = time.time() if now is None else now
     states = _states(storage)
     for alert in firing:
+        if alert["kind"] in NOTICES:
+            continue
         mailed_at = states.get(alert["kind"], {}).get("mailed_at")
         if mailed_at is None or mailed_at <= now - interval:
             return True
@@ -175,6 +194,8 @@ def mail_alerts(storage, settings: Settings, firing: list[dict[str, Any]], to: l
     now = time.time() if now is None else now
     mailed = []
     for alert in firing:
+        if alert["kind"] in NOTICES:
+            continue
         if not claim_mail(storage, alert["kind"], settings.alert_mail_interval, now):
             continue
         if not to:  # said once per interval, like the mail it replaces

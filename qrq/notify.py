@@ -14,7 +14,7 @@ import uuid
 from email.message import EmailMessage
 from pathlib import Path
 
-from qrq.appdb.db import app_db, init_db
+from qrq.appdb.db import app_db, bind
 from qrq.appdb.models import User
 from qrq.config import Settings
 from qrq.errors import TransientError
@@ -26,8 +26,7 @@ def admin_addresses(settings: Settings) -> list[str]:
     Binds the app database to *settings* when it is not yet (a consumer), and
     leaves a connection the caller holds open (a web request).
     """
-    if app_db.deferred or app_db.database != str(settings.app_db):
-        init_db(settings.app_db, settings.busy_timeout)
+    bind(settings)
     opened = app_db.is_closed()
     if opened:
         app_db.connect()

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from qrq.config import Settings
-from qrq.queue import stats
+from qrq.queue import pauses, stats
 from qrq.queue.jobs import iso
 
 
@@ -21,13 +21,15 @@ def _with_age_in_seconds(counts: dict[str, Any]) -> dict[str, Any]:
 def queue_status_document(storage, settings: Settings, firing: list[dict[str, Any]],
                           now: float | None = None) -> dict[str, Any]:
     """Job counts per type and in total, the consumers with their current jobs, and the
-    alerts *firing* (as :func:`qrq.alerts.record` returns them): ISO times, ages in
-    seconds, plain JSON values."""
+    alerts *firing* (as :func:`qrq.alerts.record` returns them), the paused types: ISO
+    times, ages in seconds, plain JSON values."""
     now = time.time() if now is None else now
     status = stats.queue_status(storage, now)
+    paused = pauses.paused(storage)
     return {
         "generated_at": iso(status["generated_at"]),
-        "types": {job_type: _with_age_in_seconds(counts)
+        "types": {job_type: {**_with_age_in_seconds(counts),
+                             "paused": any(p["type"] == job_type for p in paused)}
                   for job_type, counts in status["types"].items()},
         "totals": _with_age_in_seconds(status["totals"]),
         "consumers": [{
@@ -41,4 +43,5 @@ def queue_status_document(storage, settings: Settings, firing: list[dict[str, An
         } for c in status["consumers"]],
         "alerts": [{"kind": a["kind"], "message": a["message"], "since": iso(a.get("since"))}
                    for a in firing],
+        "paused": [{**p, "paused_at": iso(p["paused_at"])} for p in paused],
     }

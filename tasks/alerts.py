@@ -9,7 +9,7 @@ The ``alert`` table's ``checked_at`` shows when it last ran (on the dashboard).
 """
 
 from qrq import alerts
-from qrq.appdb.db import app_db, init_db
+from qrq.appdb.db import bind
 from qrq.notify import send_mail
 from qrq.queue import catalog, huey, periodic_job
 
@@ -23,8 +23,7 @@ def _deliver(to: list, subject: str, body: str) -> None:
 def check_alerts(task=None) -> dict:
     """Evaluate the alerts, log the new ones, mail the admins (rate-limited)."""
     settings = huey.settings
-    if app_db.database != str(settings.app_db):
-        init_db(settings.app_db, settings.busy_timeout)
+    bind(settings)
     return alerts.check(huey.storage, settings, _deliver, periodic=True)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from qrq import batch
-from qrq.appdb.db import app_db, init_db
+from qrq.appdb.db import app_db, bind
 from qrq.appdb.models import User
 from qrq.batch import run as batch_run
 from qrq.queue import huey, job_task, jobs, submit
@@ -17,8 +17,7 @@ logger = logging.getLogger("qrq.batch")
 def generate_batch(task=None) -> dict:
     """Run or resume a batch (its items are in the queue database under the job id)."""
     current = huey.settings
-    if app_db.database != str(current.app_db):
-        init_db(current.app_db, current.busy_timeout)
+    bind(current)
     result = batch_run.run_batch(huey.storage, current.artifacts_dir, task.id, task.check_timeout,
                                  margin_mm=current.print_margin_mm)
     result["mail_job_id"] = mail_owner(task.id, result)

@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
 import huey_app  # noqa: E402,F401  (registers the tasks)
-from qrq.appdb.db import app_db, init_db  # noqa: E402
+from qrq.appdb.db import app_db, open_app_db  # noqa: E402
 from qrq.appdb.models import User  # noqa: E402
 from qrq.config import load_settings  # noqa: E402
 from qrq.demo import create_templates  # noqa: E402
@@ -30,15 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # Test modules that do not run on PostgreSQL yet (each test of every other module that
 # uses a data directory runs once per backend). Being emptied as the port lands.
 NOT_YET_ON_POSTGRES = {
-    "test_admin", "test_alerts", "test_analytics", "test_analytics_api",
-    "test_analytics_browser", "test_analytics_cache", "test_analytics_cli",
-    "test_analytics_query", "test_api", "test_backup", "test_backup_jobs",
-    "test_backup_restore", "test_backup_retention", "test_batch", "test_batch_cli",
-    "test_batch_mail", "test_batch_system", "test_browser", "test_cli_jobs", "test_client",
-    "test_dashboard_lists", "test_dashboard_live_browser", "test_e2e", "test_maintenance",
-    "test_metrics", "test_openapi", "test_print", "test_run_now",
-    "test_webhook_paths", "test_webhooks",
+    "test_analytics", "test_analytics_browser", "test_analytics_cli",
+    "test_analytics_query", "test_browser", "test_client", "test_dashboard_lists",
+    "test_dashboard_live_browser", "test_e2e", "test_job_page", "test_job_page_browser",
+    "test_print",
 }
+# Issue 16's new modules, beside the storage they test (not ported yet either).
+NOT_YET_ON_POSTGRES |= {"test_dashboard_analytics", "test_dashboard_browser", "test_pauses"}
 
 
 def pytest_configure(config):
@@ -146,7 +144,7 @@ def settings(tmp_path, monkeypatch, backend):
     settings = load_settings(lease_seconds=3.0)
     settings.ensure_dirs()
     huey.init(settings)
-    init_db(settings.app_db, settings.busy_timeout)
+    open_app_db(settings)
     yield settings
     huey.storage.close()
     app_db.close()

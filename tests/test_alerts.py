@@ -129,7 +129,8 @@ print(alerts.claim_mail(huey.storage, "no_consumer", 3600))
 
 def test_only_one_of_several_processes_claims_the_mail(settings):
     alerts.record(huey.storage, alerts.evaluate(huey.storage, settings))
-    env = {"QRQ_DATA_DIR": str(settings.data_dir), "PATH": "/usr/bin:/bin"}
+    env = {"QRQ_DATA_DIR": str(settings.data_dir), "PATH": "/usr/bin:/bin",
+           "QRQ_DATABASE_URL": settings.database_url}
     procs = [subprocess.Popen([sys.executable, "-c", CLAIM], cwd=ROOT, env=env, text=True,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in range(4)]
     outputs = [proc.communicate("go\n", timeout=60)[0].strip() for proc in procs]

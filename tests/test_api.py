@@ -464,7 +464,7 @@ def full_queue_database():
     huey.storage.sql(f"pragma max_page_count = {pages}")
 
 
-def test_every_error_status_has_the_one_shape(settings, templates, make_user):
+def test_every_error_status_has_the_one_shape(settings, templates, make_user, backend):
     import dataclasses
 
     from qrq.web import create_app
@@ -502,10 +502,12 @@ def test_every_error_status_has_the_one_shape(settings, templates, make_user):
         429: lambda: client.post(PDF, json={"template_id": 1}, headers=user),
         503: storage_full,
     }
+    if backend == "postgres":  # SQLite's page cap stands in for a full disk; the 503 of
+        del answers[503]       # PostgreSQL being down: tests/test_postgres_errors.py
     codes = {}
     for status, call in answers.items():
         codes[status] = assert_error(call(), status)["code"]
-    assert codes[503] == "storage_full" and codes[429] == "too_many_jobs"
+    assert codes.get(503, "storage_full") == "storage_full" and codes[429] == "too_many_jobs"
     assert codes[405] == "method_not_allowed" and codes[413] == "payload_too_large"
 
 

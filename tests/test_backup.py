@@ -98,6 +98,8 @@ def test_backup_while_a_writer_inserts_restores_a_consistent_prefix(settings, tm
         copy.close()
 
 
+@pytest.mark.sqlite_only("backs up queue.db and app.db as files; PostgreSQL's dump: "
+                         "tests/test_backup_postgres.py")
 def test_a_corrupt_database_fails_and_the_others_are_backed_up(settings, analytics):
     corrupt(make_db(settings.data_dir / "analytics" / "broken.db", rows=5000, blob=300))
     (settings.data_dir / "analytics" / "garbage.db").write_bytes(os.urandom(10_000))
@@ -173,6 +175,8 @@ def test_a_backup_that_would_not_fit_fails_before_writing(settings):
     assert not settings.backups_dir.exists() or not any(settings.backups_dir.iterdir())
 
 
+@pytest.mark.sqlite_only("backs up queue.db and app.db as files; PostgreSQL's dump: "
+                         "tests/test_backup_postgres.py")
 def test_restore_into_a_directory_and_one_database(settings, runner, analytics, tmp_path):
     from qrq.cli import main
 
@@ -195,6 +199,8 @@ def test_restore_into_a_directory_and_one_database(settings, runner, analytics, 
     assert unknown.exit_code == 1 and "'nope' matches 0 databases" in unknown.output
 
 
+@pytest.mark.sqlite_only("backs up queue.db and app.db as files; PostgreSQL's dump: "
+                         "tests/test_backup_postgres.py")
 def test_restore_over_the_live_data_needs_force_and_takes_a_safety_backup(
         settings, runner, analytics):
     from qrq.cli import main
@@ -230,6 +236,8 @@ def test_restore_over_the_live_data_needs_force_and_takes_a_safety_backup(
     conn.close()
 
 
+@pytest.mark.sqlite_only("backs up queue.db and app.db as files; PostgreSQL's dump: "
+                         "tests/test_backup_postgres.py")
 def test_list_shows_sets_and_their_databases(settings, runner, analytics):
     from qrq.cli import main
 
@@ -244,6 +252,8 @@ def test_list_shows_sets_and_their_databases(settings, runner, analytics):
     assert "failed analytics/broken.db" in detail.output
 
 
+@pytest.mark.sqlite_only("backs up queue.db and app.db as files; PostgreSQL's dump: "
+                         "tests/test_backup_postgres.py")
 def test_databases_come_from_the_analytics_setting(settings, analytics, tmp_path):
     elsewhere = make_db(tmp_path / "elsewhere" / "x.db")
     names = [n for n, _ in backup.list_databases(settings)]
@@ -258,6 +268,8 @@ def test_databases_come_from_the_analytics_setting(settings, analytics, tmp_path
     assert [n for n, _ in backup.list_databases(everything)] == names  # no duplicates
 
 
+@pytest.mark.sqlite_only("backs up queue.db and app.db as files; PostgreSQL's dump: "
+                         "tests/test_backup_postgres.py")
 def test_a_second_backup_reuses_unchanged_databases_and_backs_up_changed_ones(
         settings, runner, analytics, monkeypatch):
     from qrq.cli import main
@@ -300,6 +312,8 @@ def test_a_second_backup_reuses_unchanged_databases_and_backs_up_changed_ones(
         "analytics/shop1.db"] == second["id"]
 
 
+@pytest.mark.sqlite_only("backs up queue.db and app.db as files; PostgreSQL's dump: "
+                         "tests/test_backup_postgres.py")
 def test_settled_unchanged_databases_are_reused_without_a_snapshot(settings, analytics,
                                                                   monkeypatch):
     """The quick check: same size, inode and mtime as at the last backup, which were

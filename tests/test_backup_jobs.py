@@ -30,6 +30,8 @@ def outbox_mails(settings):
             for p in sorted(settings.outbox_dir.glob("*.eml"))]
 
 
+@pytest.mark.sqlite_only("backs up queue.db and app.db as files; PostgreSQL's dump: "
+                         "tests/test_backup_postgres.py")
 def test_a_backup_job_reports_per_database_and_mails_the_admins(settings, make_user):
     make_user("root", admin=True, email="root@example.com")
     make_user("ops", admin=True)  # no address: no mail
@@ -110,6 +112,8 @@ def test_catch_up_enqueues_exactly_one_job_from_many_workers(settings):
     assert backup_tasks.catch_up() is None  # claimed: a later start does not add one
 
 
+@pytest.mark.sqlite_only("backs up queue.db and app.db as files; PostgreSQL's dump: "
+                         "tests/test_backup_postgres.py")
 @pytest.mark.slow
 def test_a_missed_backup_is_caught_up_once_when_consumers_start(settings, make_user, consumer):
     make_user("root", admin=True, email="root@example.com")
@@ -142,6 +146,8 @@ def test_a_missed_backup_is_caught_up_once_when_consumers_start(settings, make_u
     assert manifest["kind"] == "catch-up"
 
 
+@pytest.mark.sqlite_only("backs up queue.db and app.db as files; PostgreSQL's dump: "
+                         "tests/test_backup_postgres.py")
 @pytest.mark.slow
 def test_backup_run_wait_exits_nonzero_when_a_database_failed(settings, runner, consumer):
     consumer(workers=1)

@@ -48,6 +48,8 @@ def flip_a_byte(path):
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.sqlite_only("backs up queue.db and app.db as files; PostgreSQL's dump: "
+                         "tests/test_backup_postgres.py")
 @pytest.mark.slow
 def test_a_restore_into_a_fresh_directory_runs_queued_jobs_and_retries_failed_ones(
         settings, runner, templates, tmp_path):
@@ -88,6 +90,8 @@ def test_a_restore_into_a_fresh_directory_runs_queued_jobs_and_retries_failed_on
     assert job_status(settings.data_dir, queued)[0] == "queued"  # the original is untouched
 
 
+@pytest.mark.sqlite_only("backs up queue.db and app.db as files; PostgreSQL's dump: "
+                         "tests/test_backup_postgres.py")
 def test_a_key_from_the_environment_is_not_stored_and_restore_asks_for_it(
         settings, tmp_path, monkeypatch):
     key = secrets.token_urlsafe(32)
@@ -121,6 +125,8 @@ def test_a_key_from_the_environment_is_not_stored_and_restore_asks_for_it(
     assert only.exit_code == 0, only.output
 
 
+@pytest.mark.sqlite_only("backs up queue.db and app.db as files; PostgreSQL's dump: "
+                         "tests/test_backup_postgres.py")
 def test_a_damaged_file_restores_nothing_and_names_the_file(settings, runner, tmp_path):
     shop = make_db(settings.data_dir / "analytics" / "shop.db")
     manifest = run_backup(settings)
@@ -205,6 +211,8 @@ def modes(folder):
             for p in folder.rglob("*")}
 
 
+@pytest.mark.sqlite_only("backs up queue.db and app.db as files; PostgreSQL's dump: "
+                         "tests/test_backup_postgres.py")
 def test_sets_and_restored_files_are_private_whatever_the_umask(settings, tmp_path):
     # The library calls, not the CLI: loading the settings sets a private umask, and
     # this checks the backup code does not depend on it.
@@ -230,6 +238,8 @@ def test_sets_and_restored_files_are_private_whatever_the_umask(settings, tmp_pa
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
 
 
+@pytest.mark.sqlite_only("backs up queue.db and app.db as files; PostgreSQL's dump: "
+                         "tests/test_backup_postgres.py")
 def test_verify_and_restore_report_each_database(settings, runner, tmp_path):
     make_db(settings.data_dir / "analytics" / "shop.db")
     run_backup(settings)
@@ -245,6 +255,8 @@ def test_verify_and_restore_report_each_database(settings, runner, tmp_path):
             ["[3/3]", "checked", "queue.db"]]
 
 
+@pytest.mark.sqlite_only("backs up queue.db and app.db as files; PostgreSQL's dump: "
+                         "tests/test_backup_postgres.py")
 def test_restore_checks_every_database_before_the_safety_backup(settings, runner):
     make_db(settings.data_dir / "analytics" / "shop.db")
     manifest = run_backup(settings)
@@ -255,6 +267,8 @@ def test_restore_checks_every_database_before_the_safety_backup(settings, runner
     assert [m["kind"] for m in list_sets(settings.backups_dir)] == ["manual"]  # no safety set
 
 
+@pytest.mark.sqlite_only("backs up queue.db and app.db as files; PostgreSQL's dump: "
+                         "tests/test_backup_postgres.py")
 def test_restore_api_returns_the_key_with_the_queue(settings, tmp_path):
     manifest = run_backup(settings)
     written = restore(settings.backups_dir, manifest, tmp_path / "r", ["queue.db"])

@@ -448,6 +448,7 @@ def test_an_admin_retry_keeps_the_owner(client, templates, alice, make_user):
     assert client.get(f"/api/batch/{retry['batch_job_id']}", headers=alice[1]).status_code == 200
 
 
+@pytest.mark.sqlite_only("counts the writes with a SQLite temp trigger")
 def test_progress_is_written_in_chunks_not_per_item(client, templates, alice):
     huey.storage.sql("create table progress_log (progress integer)", commit=True)
     huey.storage.sql("create temp trigger log_progress after update of progress on job "

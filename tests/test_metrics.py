@@ -134,7 +134,8 @@ def test_every_process_reports_the_same_numbers(client, settings, make_user):
     headers = {"Authorization": f"Bearer {token}"}
     submit(ok, owner_id=None)
     env = {"QRQ_DATA_DIR": str(settings.data_dir), "PATH": "/usr/bin:/bin",
-           "QRQ_LEASE_SECONDS": str(settings.lease_seconds)}
+           "QRQ_LEASE_SECONDS": str(settings.lease_seconds),
+           "QRQ_DATABASE_URL": settings.database_url}
 
     def other_process(mode):
         out = subprocess.run([sys.executable, "-c", SCRAPE, mode, token], cwd=ROOT, env=env,
@@ -190,6 +191,7 @@ def test_healthz_is_open_and_says_which_database_fails(client, settings):
     assert client.get("/healthz").status_code == 200
 
 
+@pytest.mark.sqlite_only("a damaged app.db file")
 def test_a_corrupt_app_db_gives_503_and_the_app_still_starts(settings, tmp_path):
     from qrq.web import create_app
 
@@ -202,6 +204,7 @@ def test_a_corrupt_app_db_gives_503_and_the_app_still_starts(settings, tmp_path)
         assert_error(client.get("/api/jobs", headers={"Authorization": "Bearer x"}), 503)
 
 
+@pytest.mark.sqlite_only("SQLite's page cap stands in for a full disk")
 def test_healthz_reports_a_full_disk(client):
     """A full disk simulated at the SQLite layer (``max_page_count``: SQLITE_FULL, as
     ENOSPC gives); tests/test_reliability.py fills a real tmpfs."""
@@ -287,7 +290,8 @@ def test_status_and_alerts_commands(runner, settings):
 
 @pytest.mark.slow
 def test_health_command_against_a_real_consumer(settings, consumer):
-    env = {"QRQ_DATA_DIR": str(settings.data_dir), "PATH": "/usr/bin:/bin"}
+    env = {"QRQ_DATA_DIR": str(settings.data_dir), "PATH": "/usr/bin:/bin",
+           "QRQ_DATABASE_URL": settings.database_url}
     qrq = [sys.executable, "-m", "qrq", "health", "--consumer", "--this-host"]
 
     def health():

@@ -9,6 +9,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from qrq.appdb import migrations as app_migrations
+from qrq.appdb.db import app_db
 from qrq.cli import main
 from qrq.queue import huey, migrations
 from qrq.queue.storage import LeasedSqliteStorage
@@ -44,10 +46,22 @@ def test_qrq_migrate_applies_what_is_missing_and_says_so(settings, runner):
                      (migrations.LATEST,), commit=True)
     done = runner.invoke(main, ["migrate"])
     assert done.exit_code == 0, done.output
-    assert done.output.strip() == (f"queue database: applied step {migrations.LATEST}; "
-                                   f"now at version {migrations.LATEST}")
+    assert done.output.strip().splitlines()[0] == (
+        f"queue database: applied step {migrations.LATEST}; now at version {migrations.LATEST}")
     again = runner.invoke(main, ["migrate"])
-    assert again.output.strip() == f"queue database: up to date (version {migrations.LATEST})"
+    assert again.output.strip().splitlines() == [
+        f"queue database: up to date (version {migrations.LATEST})",
+        f"app database: up to date (version {app_migrations.LATEST})"]
+
+
+def test_qrq_migrate_also_brings_the_app_database_up(settings, runner):
+    with app_db.connection_context():
+        app_db.execute_sql(f"delete from {app_migrations.TABLE}")
+    done = runner.invoke(main, ["migrate"])
+    assert done.exit_code == 0, done.output
+    line = done.output.strip().splitlines()[-1]
+    assert line.startswith("app database: applied step 1") \
+        and line.endswith(f"now at version {app_migrations.LATEST}")
 
 
 def test_a_database_migrated_by_a_newer_qrq_is_refused(settings, runner):

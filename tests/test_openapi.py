@@ -175,8 +175,13 @@ DASHBOARD_DOC = {
         "/admin/consumers.json": live_part("The consumers, rendered again.", LIVE_PART),
         "/admin/jobs.json": live_part("New and changed rows of the job list.", LIVE_ROWS,
                                       LIST_ARGS),
+        # The analytics chart on the dashboard: the API's answers, on the session.
+        "/admin/analytics/time-based.json": SPEC["paths"]["/api/analytics/time-based"],
+        "/admin/analytics/jobs/{job_id}.json": {
+            "get": SPEC["paths"]["/api/analytics/jobs/{job_id}"]["get"]},
     },
-    "components": {"schemas": {"Error": SPEC["components"]["schemas"]["Error"]}},
+    "components": {"schemas": SPEC["components"]["schemas"],
+                   "responses": SPEC["components"]["responses"]},
 }
 
 

@@ -68,7 +68,15 @@ def claim(storage, query: ReportQuery, request: Mapping[str, Any], *, refresh: b
     """
     now = time.time() if now is None else now
     key = query.key
+    params, request_json = json.dumps(query.to_dict()), json.dumps(dict(request))
     with storage.db(commit=True) as curs:
+        # The row exists and is this transaction's from here on (an upsert that changes
+        # nothing still locks it), so of two concurrent claims on PostgreSQL the second
+        # sees the first's job instead of claiming one more.
+        curs.execute("insert into analytics_cache (cache_key, params, request, requests, "
+                     "requested_at) values (?, ?, ?, 0, ?) on conflict (cache_key) do "
+                     "update set requests = analytics_cache.requests",
+                     (key, params, request_json, now))
         curs.execute("select job_id, claimed_at, expires_at, result is not null from "
                      "analytics_cache where cache_key = ?", (key,))
         row = curs.fetchone()
@@ -81,16 +89,12 @@ def claim(storage, query: ReportQuery, request: Mapping[str, Any], *, refresh: b
                 state, job_id = "running", running
         claimed = job_id if state == "claimed" else None
         curs.execute(
-            "insert into analytics_cache (cache_key, params, request, job_id, claimed_at, "
-            "requests, requested_at) values (:key, :params, :request, :job_id, :claimed_at, "
-            ":count, :now) on conflict (cache_key) do update set "
-            "requests = requests + :count, request = excluded.request, "
-            "requested_at = case when :count then :now else requested_at end, "
-            "job_id = coalesce(excluded.job_id, job_id), "
-            "claimed_at = coalesce(excluded.claimed_at, claimed_at)",
-            {"key": key, "params": json.dumps(query.to_dict()),
-             "request": json.dumps(dict(request)), "job_id": claimed,
-             "claimed_at": now if claimed else None, "count": int(count), "now": now})
+            "update analytics_cache set requests = requests + ?, request = ?, "
+            "requested_at = case when ? = 1 then ? else requested_at end, "
+            "job_id = coalesce(?, job_id), claimed_at = coalesce(?, claimed_at) "
+            "where cache_key = ?",
+            (int(count), request_json, int(count), now, claimed,
+             now if claimed else None, key))
         if job_id is not None:
             requesters.join(curs, job_id, requester)
     return state, job_id
@@ -113,7 +117,8 @@ def store(storage, query: ReportQuery, result: dict[str, Any], computed_at: floa
         "expires_at, requests, requested_at) values (?, ?, ?, ?, ?, ?, 0, ?) "
         "on conflict (cache_key) do update set result = excluded.result, "
         "computed_at = excluded.computed_at, expires_at = excluded.expires_at "
-        "where computed_at is null or computed_at <= excluded.computed_at",
+        "where analytics_cache.computed_at is null "
+        "or analytics_cache.computed_at <= excluded.computed_at",
         (query.key, json.dumps(query.to_dict()), json.dumps(query.to_dict()),
          json.dumps(result, separators=(",", ":")), computed_at, computed_at + ttl,
          computed_at), commit=True)

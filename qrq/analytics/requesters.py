@@ -46,7 +46,7 @@ def drop_orphans(curs) -> int:
 def has_withdrawn(storage, job_id: str, user_id: int) -> bool:
     """Whether *user_id* asked for *job_id* and then withdrew."""
     return bool(storage.sql("select 1 from analytics_requester where job_id = ? and "
-                            "user_id = ? and withdrawn", (job_id, user_id), results=True))
+                            "user_id = ? and withdrawn = 1", (job_id, user_id), results=True))
 
 
 def withdraw(storage, job: dict[str, Any], user_id: int,
@@ -73,7 +73,7 @@ def withdraw(storage, job: dict[str, Any], user_id: int,
                      "withdrawn = 1", (job_id, user_id))
         jobs.disown(curs, job_id, user_id)
         curs.execute("select count(*) from analytics_requester where job_id = ? and "
-                     "not withdrawn", (job_id,))
+                     "withdrawn = 0", (job_id,))
         others = curs.fetchone()[0]
         if not others:  # nobody joins it from now on: a new request starts a new job
             curs.execute("update analytics_cache set job_id = null, claimed_at = null "

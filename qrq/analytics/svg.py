@@ -7,12 +7,61 @@ text escaped. Scans and unique visitors per bucket share one y axis.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 SCANS_COLOR = "#1d3557"
 VISITORS_COLOR = "#e76f51"
 MARGIN = {"left": 72, "right": 24, "top": 56, "bottom": 64}
+FONT_SIZE = 12
+# An upper bound of a character's advance in the sans-serif fonts a browser may pick,
+# in ems (digits and capitals are about 0.55-0.6 em); labels are spaced by it.
+CHAR_EM = 0.62
+LABEL_GAP = 10  # pixels at least between two x labels
+
+
+def text_width(text: str, size: float = FONT_SIZE) -> float:
+    """A generous estimate of *text*'s width in pixels at *size*."""
+    return len(text) * size * CHAR_EM
+
+
+def _extent(at: float, width: float, anchor: str) -> tuple[float, float]:
+    start = at if anchor == "start" else at - width if anchor == "end" else at - width / 2
+    return start, start + width
+
+
+def x_labels(labels: list[str], x: Callable[[int], float],
+             plot_w: float) -> list[tuple[int, str, str]]:
+    """The x-axis labels to draw, ``[(index, text-anchor, text)]``: evenly spaced, as
+    many as fit without overlapping (by :func:`text_width` and :data:`LABEL_GAP`), the
+    first and last always among them; a label longer than half the plot is shortened."""
+    n = len(labels)
+    if not n:
+        return []
+    limit = max(4, int((plot_w - LABEL_GAP) / 2 / (FONT_SIZE * CHAR_EM)))
+    texts = [t if len(t) <= limit else t[:limit - 1] + "\u2026" for t in labels]
+
+    def anchor(i: int) -> str:
+        return "middle" if n == 1 else "start" if i == 0 else "end" if i == n - 1 \
+            else "middle"
+
+    def apart(a: int, b: int) -> bool:  # label a ends left of label b, with the gap
+        return _extent(x(a), text_width(texts[a]), anchor(a))[1] + LABEL_GAP <= \
+            _extent(x(b), text_width(texts[b]), anchor(b))[0]
+
+    spacing = plot_w / (n - 1) if n > 1 else plot_w
+    step = max(1, math.ceil((max(map(text_width, texts)) + LABEL_GAP) / spacing))
+    # The first and the last always (each at most half the plot: they fit together),
+    # and between them a label at least every step buckets after the one before that
+    # touches neither neighbour.
+    kept = [0]
+    for i in range(1, n - 1):
+        if i - kept[-1] >= step and apart(kept[-1], i) and apart(i, n - 1):
+            kept.append(i)
+    if n > 1:
+        kept.append(n - 1)
+    return [(i, anchor(i), texts[i]) for i in kept]
 
 
 def nice_ceiling(value: float) -> float:
@@ -57,23 +106,16 @@ def render_chart(result: dict[str, Any], width: int = 960, height: int = 400) ->
                    f'stroke="{"#999" if k == 0 else "#e5e5e5"}"/>')
         out.append(f'<text x="{left - 8}" y="{gy + 4:.1f}" text-anchor="end" fill="#444">'
                    f'{_number(value)}</text>')
-    # X labels: at most ~10, evenly spread, always the first and the last.
-    if series:
-        step = max(1, math.ceil(len(series) / 10))
-        shown = sorted(set(range(0, len(series), step)) | {len(series) - 1})
-        if len(shown) > 1 and shown[-1] - shown[-2] < step / 2:
-            shown.pop(-2)
-        for i in shown:
-            # The first and last labels align with the plot's edges, not over them.
-            anchor = ("start" if i == 0 and len(series) > 1 else
-                      "end" if i == len(series) - 1 and len(series) > 1 else "middle")
-            out.append(f'<line x1="{x(i):.1f}" y1="{top + plot_h}" x2="{x(i):.1f}" '
-                       f'y2="{top + plot_h + 4}" stroke="#999"/>')
-            out.append(f'<text x="{x(i):.1f}" y="{top + plot_h + 18}" text-anchor="{anchor}" '
-                       f'fill="#444">{escape(str(series[i]["label"]))}</text>')
+    # X labels: as many as fit side by side without touching, evenly spread, always the
+    # last; the first and last align with the plot's edges, not over them.
+    for i, anchor, text in x_labels([str(p["label"]) for p in series], x, plot_w):
+        out.append(f'<line x1="{x(i):.1f}" y1="{top + plot_h}" x2="{x(i):.1f}" '
+                   f'y2="{top + plot_h + 4}" stroke="#999"/>')
+        out.append(f'<text x="{x(i):.1f}" y="{top + plot_h + 18}" text-anchor="{anchor}" '
+                   f'fill="#444">{escape(text)}</text>')
     if not any(p["scans"] for p in series):
         out.append(f'<text x="{left + plot_w / 2}" y="{top + plot_h / 2}" '
-                   'text-anchor="middle" fill="#888" font-size="14">'
+                   'text-anchor="middle" fill="#555" font-size="14">'
                    'no scans in this range</text>')
     for key, color, dash in (("scans", SCANS_COLOR, ""),
                              ("visitors", VISITORS_COLOR, ' stroke-dasharray="6 3"')):

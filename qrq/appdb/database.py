@@ -1,12 +1,15 @@
-"""The app database handle: peewee, created unbound (deferred initialisation).
+"""The app database handle: a peewee proxy bound at start-up (deferred initialisation).
 
 Models declare themselves against ``app_db`` at import time; :func:`qrq.appdb.db.init_db`
-binds it to ``<data>/app.db`` when the web app, the CLI or a task starts.
+binds it to ``<data>/app.db`` (SQLite) or, when ``QRQ_DATABASE_URL`` is set, to that
+PostgreSQL database: the same models and queries, a different peewee database behind
+the proxy.
 """
 
 from __future__ import annotations
 
-from playhouse.pool import PooledSqliteDatabase
+from peewee import DatabaseProxy
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 PRAGMAS = {
     "journal_mode": "wal",
@@ -17,4 +20,34 @@ PRAGMAS = {
 # Pooled: a web request borrows an open connection instead of opening and closing
 # the file each time (a third of a token check's cost). init_db empties the pool,
 # so nothing is open when a server forks its workers.
-app_db = PooledSqliteDatabase(None, max_connections=64, stale_timeout=600)
+MAX_CONNECTIONS = 64
+STALE_SECONDS = 600
+
+app_db = DatabaseProxy()
+# Unbound until init_db: "is it closed?" and "is it bound?" answer before start-up too.
+app_db.initialize(PooledSqliteDatabase(None, max_connections=MAX_CONNECTIONS,
+                                       stale_timeout=STALE_SECONDS))
+
+
+def sqlite_database(path: str, busy_timeout: float) -> PooledSqliteDatabase:
+    # The pool's own "timeout" is how long to wait for a free connection; a pooled
+    # connection serves one thread at a time, but not always the same thread.
+    return PooledSqliteDatabase(
+        path, max_connections=MAX_CONNECTIONS, stale_timeout=STALE_SECONDS,
+        timeout=busy_timeout, check_same_thread=False,
+        pragmas={**PRAGMAS, "busy_timeout": int(busy_timeout * 1000)})
+
+
+def postgres_database(url: str, busy_timeout: float) -> PooledPostgresqlDatabase:
+    # psycopg 3 (peewee picks it when psycopg2 is absent; asked for explicitly here).
+    # connect_timeout: an unreachable server fails a request in seconds, not minutes.
+    return PooledPostgresqlDatabase(
+        url, max_connections=MAX_CONNECTIONS, stale_timeout=STALE_SECONDS,
+        timeout=busy_timeout, prefer_psycopg3=True,
+        connect_timeout=max(1, int(busy_timeout)))
+
+
+def sql(text: str) -> str:
+    """*text* (written with ``?`` placeholders, no literal ``%``) in the bound
+    database's placeholder style."""
+    return text if app_db.param == "?" else text.replace("?", app_db.param)

@@ -1,36 +1,88 @@
 """The app database (users, templates, sessions, throttle): binding and probing.
 
 ``app_db`` (in :mod:`qrq.appdb.database`) is created unbound so the models can be
-declared at import time; the web app, the CLI and the tasks bind it to
-``<data>/app.db`` with :func:`init_db`.
+declared at import time; the web app, the CLI and the tasks bind it with
+:func:`open_app_db` (the settings' database) or :func:`init_db` (one target).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from playhouse.pool import PooledSqliteDatabase
+from peewee import Database
 
-from qrq.appdb.database import PRAGMAS, app_db
-from qrq.appdb.models import MODELS
+from qrq.appdb import migrations
+from qrq.appdb.database import PRAGMAS, app_db, postgres_database, sqlite_database
+from qrq.config import Settings
 
-__all__ = ["PRAGMAS", "app_db", "init_db", "probe"]
+__all__ = ["PRAGMAS", "app_db", "bind", "bound_to", "init_db", "migrate_app_db", "open_app_db",
+           "probe", "target"]
 
 
-def init_db(path: Path, busy_timeout: float = 10.0, create: bool = True) -> PooledSqliteDatabase:
-    """Bind ``app_db`` to *path* and create missing tables."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def target(settings: Settings) -> str:
+    """Where *settings* keep the app database: the PostgreSQL URL, else app.db's path."""
+    return settings.database_url or str(settings.app_db)
+
+
+def init_db(where: Path | str, busy_timeout: float = 10.0, create: bool = True) -> Database:
+    """Bind ``app_db`` to *where* (a ``postgresql://`` URL or the path of app.db) and,
+    with *create*, bring its schema up to date.
+
+    :raises SchemaTooNew: the database was written by a newer qrq.
+    """
+    where = _canonical(str(where))
     if not app_db.deferred:  # bound before (tests and tasks rebind it)
         app_db.close_all()
-    # The pool's own "timeout" is how long to wait for a free connection; a pooled
-    # connection serves one thread at a time, but not always the same thread.
-    app_db.init(str(path), timeout=busy_timeout, check_same_thread=False,
-                pragmas={**PRAGMAS, "busy_timeout": int(busy_timeout * 1000)})
+    if where.startswith("postgresql://"):
+        app_db.initialize(postgres_database(where, busy_timeout))
+    else:
+        Path(where).parent.mkdir(parents=True, exist_ok=True)
+        app_db.initialize(sqlite_database(where, busy_timeout))
     if create:
         with app_db.connection_context():
-            app_db.create_tables(MODELS, safe=True)
-        app_db.close_all()
+            migrations.migrate(app_db)
+    else:
+        with app_db.connection_context():
+            migrations.check(app_db)
+    app_db.close_all()
     return app_db
+
+
+def open_app_db(settings: Settings, create: bool = True) -> Database:
+    """Bind ``app_db`` to the database *settings* name."""
+    return init_db(target(settings), settings.busy_timeout, create=create)
+
+
+def migrate_app_db(settings: Settings) -> tuple[list[int], int]:
+    """Apply the schema steps the app database lacks (``qrq migrate``); return the
+    steps applied and the version it is at now.
+
+    :raises SchemaTooNew: it was migrated by a newer qrq.
+    """
+    init_db(target(settings), settings.busy_timeout, create=False)
+    with app_db.connection_context():
+        applied = migrations.migrate(app_db)
+        version = migrations.current_version(app_db)
+    app_db.close_all()
+    return applied, version
+
+
+def bound_to(settings: Settings) -> bool:
+    """Whether ``app_db`` is bound to the database *settings* name already."""
+    return not app_db.deferred and app_db.database == _canonical(target(settings))
+
+
+def bind(settings: Settings) -> Database:
+    """Bind ``app_db`` to *settings*' database unless it is already (tasks, mail)."""
+    if not bound_to(settings):
+        open_app_db(settings)
+    return app_db
+
+
+def _canonical(where: str) -> str:
+    # libpq takes both schemes; peewee reads a URL as one only with the long one.
+    return "postgresql://" + where[len("postgres://"):] if where.startswith("postgres://") \
+        else where
 
 
 def probe() -> None:

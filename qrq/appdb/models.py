@@ -14,7 +14,7 @@ from peewee import (
     BooleanField,
     CharField,
     DateTimeField,
-    FloatField,
+    DoubleField,
     IntegerField,
     Model,
     TextField,
@@ -32,6 +32,8 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# DoubleField, never FloatField: the same REAL on SQLite, but FloatField is a 4-byte
+# float on PostgreSQL (a timestamp would come back ~30 s off).
 class BaseModel(Model):
     class Meta:
         database = app_db
@@ -44,11 +46,12 @@ class BaseModel(Model):
         and column: the token check and the template lookup run on every request,
         and building the query cost three times what running it does.
         """
-        return next(iter(cls.raw(_select_by(cls, column), value)), None)
+        return next(iter(cls.raw(_select_by(cls, column, app_db.param), value)), None)
 
 
 @functools.cache
-def _select_by(model: type[BaseModel], column: str) -> str:
+def _select_by(model: type[BaseModel], column: str, param: str) -> str:
+    # *param*: the SQL differs in its placeholder between SQLite and PostgreSQL.
     sql, _ = model.select().where(getattr(model, column) == 0).sql()
     return sql
 
@@ -106,10 +109,10 @@ class Template(BaseModel):
     lines_json = TextField(default="[]")
     page_size = CharField(max_length=32, default="A4")  # A4, Letter or WxH in mm
     grid = CharField(max_length=8, default="1x1")  # columns x rows of cards per page
-    qr_size_mm = FloatField(default=60.0)
+    qr_size_mm = DoubleField(default=60.0)
     # QR position inside a card, from its bottom-left corner; null centres it.
-    qr_x_mm = FloatField(null=True)
-    qr_y_mm = FloatField(null=True)
+    qr_x_mm = DoubleField(null=True)
+    qr_y_mm = DoubleField(null=True)
     fg_color = CharField(max_length=7, default="#000000")
     bg_color = CharField(max_length=7, default="#ffffff")
     error_correction = CharField(max_length=1, default="M")
@@ -149,8 +152,8 @@ class AdminSession(BaseModel):
     user_id = IntegerField(index=True)
     # The user's token hash at log-in: a reset token ends every session made with the old.
     token_hash = CharField(max_length=64)
-    created_at = FloatField()
-    expires_at = FloatField(index=True)
+    created_at = DoubleField()
+    expires_at = DoubleField(index=True)
 
 
 class Throttle(BaseModel):
@@ -158,8 +161,8 @@ class Throttle(BaseModel):
 
     address = CharField(primary_key=True, max_length=64)
     failures = IntegerField(default=0)
-    window_start = FloatField()
-    blocked_until = FloatField(default=0.0)
+    window_start = DoubleField()
+    blocked_until = DoubleField(default=0.0)
 
 
 MODELS = (User, Template, AdminSession, Throttle)

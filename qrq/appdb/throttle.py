@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 
-from qrq.appdb.database import app_db
+from qrq.appdb.database import app_db, sql
 from qrq.appdb.models import Throttle
 from qrq.errors import TooManyAttempts
 
@@ -23,14 +23,16 @@ FORGET_AFTER = 86400.0
 
 _TABLE = Throttle._meta.table_name
 _BLOCKED = f'select blocked_until from "{_TABLE}" where address = ? and blocked_until > ?'
-# One statement, so concurrent failures from several workers all count.
+# One statement, so concurrent failures from several workers all count. The old row's
+# columns are named with the table (PostgreSQL finds a bare name ambiguous here).
+_OLD = f'"{_TABLE}".'
 _RECORD = (
     f'insert into "{_TABLE}" (address, failures, window_start, blocked_until) '
     "values (?, 1, ?, 0) on conflict(address) do update set "
-    "failures = case when window_start < ? then 1 else failures + 1 end, "
-    "window_start = case when window_start < ? then ? else window_start end, "
-    "blocked_until = case when (case when window_start < ? then 1 else failures + 1 end) "
-    ">= ? then ? else blocked_until end")
+    f"failures = case when {_OLD}window_start < ? then 1 else {_OLD}failures + 1 end, "
+    f"window_start = case when {_OLD}window_start < ? then ? else {_OLD}window_start end, "
+    f"blocked_until = case when (case when {_OLD}window_start < ? then 1 "
+    f"else {_OLD}failures + 1 end) >= ? then ? else {_OLD}blocked_until end")
 
 
 def check(address: str | None, now: float | None = None) -> None:
@@ -40,7 +42,7 @@ def check(address: str | None, now: float | None = None) -> None:
     """
     now = time.time() if now is None else now
     # A bare statement, not a model query: every authenticated request runs it.
-    row = app_db.execute_sql(_BLOCKED, ((address or "-")[:64], now)).fetchone()
+    row = app_db.execute_sql(sql(_BLOCKED), ((address or "-")[:64], now)).fetchone()
     if row is not None:
         raise TooManyAttempts(retry_after=max(1, math.ceil(row[0] - now)))
 
@@ -50,7 +52,7 @@ def record_failure(address: str | None, now: float | None = None) -> None:
     now = time.time() if now is None else now
     window = now - WINDOW
     with app_db.atomic():
-        app_db.execute_sql(_RECORD, ((address or "-")[:64], now, window, window, now, window,
+        app_db.execute_sql(sql(_RECORD), ((address or "-")[:64], now, window, window, now, window,
                                      LIMIT, now + BLOCK))
         Throttle.delete().where((Throttle.window_start < now - FORGET_AFTER)
                                 & (Throttle.blocked_until < now)).execute()

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from qrq.backup import files, secret
+from qrq.backup import files, postgres, secret
 from qrq.backup.archive import unpack_entry
 from qrq.backup.sets import DamagedBackup, select_entries
 from qrq.errors import QrqError
@@ -27,7 +27,7 @@ def _staging(target: Path) -> Path:
 
 
 def restore(backups: Path, manifest: dict, to_dir: Path, names: Iterable[str] = (), *,
-            env_key: str | None = None,
+            env_key: str | None = None, database_url: str = "",
             before_replacing: Callable[[], None] = lambda: None,
             report: Callable[[dict, str], None] = lambda entry, stage: None) -> list[Path]:
     """Restore databases of a set into *to_dir*; return the paths written (the
@@ -41,19 +41,34 @@ def restore(backups: Path, manifest: dict, to_dir: Path, names: Iterable[str] = 
     applied to the restored file would corrupt it) and the staged files renamed
     over them (``(entry, "restored")``). Files and directories made are private.
 
+    A PostgreSQL dump (qrq's tables when ``QRQ_DATABASE_URL`` is set) is checked by a
+    restore into a scratch database on *database_url*'s server, then restored into
+    *database_url* itself in one transaction, before any file is replaced.
+
     :raises DamagedBackup: a file of the set is missing or damaged; nothing was
         replaced. :raises WrongKey: the restored queue could not be verified.
         :raises InsufficientSpace: the staged copies would not fit.
     """
     entries = select_entries(manifest, names)
+    dumps = [e for e in entries if e["codec"] == postgres.CODEC]
+    entries = [e for e in entries if e["codec"] != postgres.CODEC]
     set_dir = backups / manifest["id"]
+    if dumps and not database_url:
+        raise QrqError(f"set {manifest['id']} holds a PostgreSQL dump: set QRQ_DATABASE_URL "
+                       "to the database to restore it into (or leave it out with --db)")
     key = None
-    if any(e["name"] == QUEUE_DB for e in entries):
+    if any(e["name"] in (QUEUE_DB, postgres.NAME) for e in [*entries, *dumps]):
         key = secret.key_to_restore(manifest, set_dir, env_key)
     files.check_space(to_dir, sum(e.get("size", 0) for e in entries) + files.MARGIN,
                       "the restore")
     staged: list[tuple[Path, Path]] = []
     try:
+        for entry in dumps:
+            problems = postgres.verify_entry(set_dir, entry, database_url)
+            if problems:
+                raise DamagedBackup(f"backup set {manifest['id']} is damaged: "
+                                    f"{'; '.join(problems)}; nothing was restored")
+            report(entry, "checked")
         for entry in entries:
             target = to_dir / entry["name"]
             try:
@@ -73,10 +88,13 @@ def restore(backups: Path, manifest: dict, to_dir: Path, names: Iterable[str] = 
             target = to_dir / secret.SECRET_FILE
             staged.append((_staging(target), target))
             try:
+                files.make_dirs(to_dir)  # with only a PostgreSQL dump, nothing made it yet
                 secret.write_key(key, staged[-1][0])
             except OSError as exc:
                 raise _unwritable(exc, target, "nothing was restored") from None
         before_replacing()
+        for entry in dumps:  # one transaction each: if it fails, nothing was replaced
+            postgres.restore(database_url, set_dir / entry["file"], entry["schema"])
         for done, (tmp, target) in enumerate(staged):
             try:
                 for suffix in ("-wal", "-shm", "-journal"):
@@ -90,7 +108,7 @@ def restore(backups: Path, manifest: dict, to_dir: Path, names: Iterable[str] = 
     finally:
         for tmp, _ in staged:
             files.discard(tmp)
-    for entry in entries:
+    for entry in [*dumps, *entries]:
         report(entry, "restored")
     return [target for _, target in staged]
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from qrq.backup import files, secret, selection
+from qrq.backup import files, postgres, secret, selection
 from qrq.backup.archive import (
     CODECS,
     Stopped,
@@ -203,11 +203,13 @@ def run_backup(settings, kind: str = "manual", *,
     _prepare(backups)
     dbs = selection.list_databases(settings)
     sizes = {name: selection.source_bytes(path) if path.exists() else 0 for name, path in dbs}
+    if settings.database_url:  # the queue and app tables: one dump of their schema
+        sizes[postgres.NAME] = postgres.size(settings.database_url)
     threads = max(1, settings.backup_threads)
     files.check_space(backups, estimate_space(backups, sizes.values(), threads), "backup")
     now = now or datetime.datetime.now(datetime.UTC)
     set_id = _new_set_id(backups, now)
-    report(0, f"backing up {len(dbs)} databases")
+    report(0, f"backing up {len(sizes)} databases")
     partial = backups / f"{PARTIAL}{set_id}"
     files.make_dirs(partial)
     started = time.monotonic()
@@ -225,10 +227,14 @@ def run_backup(settings, kind: str = "manual", *,
         futures = {pool.submit(backup_database, name, path, partial, settings.backup_codec,
                                stopping, settings.busy_timeout, previous.get(name)): name
                    for name, path in sorted(dbs, key=lambda d: -sizes[d[0]])}
+        if settings.database_url:
+            futures[pool.submit(postgres.backup_entry, settings.database_url, partial,
+                                stopping)] = postgres.NAME
         for future in concurrent.futures.as_completed(futures):
             entries.append(future.result())
             done_bytes += sizes[futures[future]]
-            report(95 * done_bytes / total, f"backed up {len(entries)}/{len(dbs)} databases")
+            report(95 * done_bytes / total,
+                   f"backed up {len(entries)}/{len(futures)} databases")
         key = secret.save(settings, partial)
     except BaseException:
         halt.set()

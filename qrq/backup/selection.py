@@ -17,14 +17,17 @@ SETTLED_NS = 2_000_000_000
 
 
 def list_databases(settings) -> list[tuple[str, Path]]:
-    """Every SQLite database qrq knows, as ``(name, path)``: app.db, queue.db and the
-    analytics databases (``QRQ_ANALYTICS_DBS``: a directory or a glob, by default
-    ``<data>/analytics/*.db``).
+    """Every SQLite database qrq knows, as ``(name, path)``: app.db, queue.db (unless
+    qrq's tables are in PostgreSQL) and the analytics databases (``QRQ_ANALYTICS_DBS``:
+    a directory or a glob, by default ``<data>/analytics/*.db``).
 
     Names are paths relative to the data directory, so a restore into a directory
     lays the files out as the data directory has them.
     """
-    dbs = [("app.db", settings.app_db), ("queue.db", settings.queue_db)]
+    # With a PostgreSQL database, app.db and queue.db are not used: the queue and app
+    # tables are dumped from it (qrq/backup/postgres.py).
+    dbs = [] if settings.database_url else [("app.db", settings.app_db),
+                                            ("queue.db", settings.queue_db)]
     seen = {settings.app_db.resolve(), settings.queue_db.resolve()}
     location = getattr(settings, "analytics_dbs", "analytics")
     for path in find_databases(location, settings.data_dir):

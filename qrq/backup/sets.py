@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from qrq.backup import postgres
 from qrq.backup.archive import CODECS, verify_entry
 from qrq.errors import Conflict, NotFound, ValidationError
 
@@ -63,7 +64,8 @@ def _problem(manifest: Any, set_id: str) -> str | None:
                 entry.get("status"), str):
             return f"the entry of {entry['name']} lacks its status or duration"
         if entry["status"] == "ok" and (
-                entry.get("codec") not in CODECS or not isinstance(entry.get("db_sha256"), str)
+                entry.get("codec") not in (*CODECS, postgres.CODEC)
+                or not isinstance(entry.get("db_sha256"), str)
                 or not isinstance(entry.get("sha256"), str)
                 or not isinstance(entry.get("size"), int)
                 or not isinstance(entry.get("tables"), dict)):
@@ -183,12 +185,17 @@ def select_entries(manifest: dict, names: Iterable[str] = ()) -> list[dict]:
 
 
 def verify_set(backups: Path, manifest: dict, *,
-               report: Callable[[dict, list[str]], None] = lambda entry, problems: None
-               ) -> dict[str, list[str]]:
-    """Check every good database of a set again; return ``{name: problems}``."""
+               report: Callable[[dict, list[str]], None] = lambda entry, problems: None,
+               database_url: str = "") -> dict[str, list[str]]:
+    """Check every good database of a set again; return ``{name: problems}``.
+
+    A PostgreSQL dump is restored into a scratch database on *database_url*'s server.
+    """
     set_dir = backups / manifest["id"]
     results = {}
     for entry in select_entries(manifest):
-        results[entry["name"]] = verify_entry(set_dir, entry, set_dir)
+        results[entry["name"]] = (
+            postgres.verify_entry(set_dir, entry, database_url)
+            if entry["codec"] == postgres.CODEC else verify_entry(set_dir, entry, set_dir))
         report(entry, results[entry["name"]])
     return results

@@ -100,11 +100,11 @@ def _write_chunk(storage, job_id: str, rows: list[tuple], total: int) -> bool:
         curs.executemany("update batch_item set status = ?, matrix = ?, error = ? "
                          "where job_id = ? and idx = ? and status = 'pending'", rows)
         curs.execute("update batch set "
-                     "completed = (select count(*) from batch_item where job_id = ?1 "
+                     "completed = (select count(*) from batch_item where job_id = ? "
                      "and status = 'ok'), "
-                     "failed = (select count(*) from batch_item where job_id = ?1 "
-                     "and status = 'failed') where job_id = ?1 returning completed, failed",
-                     (job_id,))
+                     "failed = (select count(*) from batch_item where job_id = ? "
+                     "and status = 'failed') where job_id = ? returning completed, failed",
+                     (job_id, job_id, job_id))
         ok, failed = curs.fetchone()
         return jobs.record_progress(curs, job_id, storage.owner,
                                     ENCODE_SHARE * (ok + failed) // max(1, total),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from qrq.appdb.db import app_db, init_db
+from qrq.appdb.db import app_db, bind
 from qrq.appdb.models import Template
 from qrq.cards import options as opts
 from qrq.cards.qr import render_pdf
@@ -42,8 +42,7 @@ def generate_pdf(settings: Settings, job_id: str, template_id: int, options: dic
     :raises NotFound: the template was deleted after the job was enqueued.
     """
     report(0, "loading template")
-    if app_db.database != str(settings.app_db):
-        init_db(settings.app_db, settings.busy_timeout)
+    bind(settings)
     with app_db.connection_context():
         template = Template.get_by_id_or_404(template_id).to_dict()
     spec, payloads = prepare(template, options, settings.max_copies, job_id,

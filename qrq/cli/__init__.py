@@ -3,13 +3,15 @@
 ``base`` defines the group; each module here adds one family of commands to it.
 """
 
-from qrq.cli import (  # noqa: F401  (register commands)
+from qrq.cli import (  # noqa: F401,E501  (register commands)
     analytics,
     backup,
     batch,
+    database,
     jobs,
     migrate,
     ops,
+    pauses,
     schedule,
     setup,
     templates,

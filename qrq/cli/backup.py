@@ -18,6 +18,7 @@ from qrq.backup import (
     select_entries,
     verify_set,
 )
+from qrq.backup.postgres import CODEC as PG_CODEC
 from qrq.backup.submit import submit_backup
 from qrq.cli.base import echo_json, get_queue, get_settings, json_option, main
 from qrq.cli.jobs import wait_finished, wait_options
@@ -32,7 +33,7 @@ def _mb(n: int | None) -> str:
 
 @main.group("backup")
 def backup_group() -> None:
-    """Back up every SQLite database, check backups, restore them.
+    """Back up every database (PostgreSQL's with pg_dump), check backups, restore them.
 
     Sets live in <data>/backups/<set id>/ (QRQ_BACKUP_DIR).
     """
@@ -120,7 +121,8 @@ def backup_verify(set_id: str) -> None:
 
     Example: qrq backup verify latest
     """
-    backups = get_settings().backups_dir
+    settings = get_settings()
+    backups = settings.backups_dir
     manifest = get_set(backups, set_id)
     count, done = len(select_entries(manifest)), [0]
     click.echo(f"verifying {count} database(s) of set {manifest['id']}")
@@ -133,7 +135,8 @@ def backup_verify(set_id: str) -> None:
         else:
             click.echo(f"[{done[0]}/{count}] ok     {entry['name']} ({_mb(entry.get('size'))})")
 
-    results = verify_set(backups, manifest, report=report)
+    results = verify_set(backups, manifest, report=report,
+                         database_url=settings.database_url)
     bad = [name for name, problems in results.items() if problems]
     click.echo(f"set {manifest['id']}: {len(results) - len(bad)} ok, {len(bad)} failed")
     if bad:
@@ -141,7 +144,7 @@ def backup_verify(set_id: str) -> None:
 
 
 def _live_consumers(settings) -> list[str]:
-    if not settings.queue_db.exists():
+    if not settings.database_url and not settings.queue_db.exists():
         return []
     return [f"{c['host']} pid {c['pid']} ({c['heartbeat_age']:.0f}s ago)"
             for c in stats.consumers(get_queue().storage)
@@ -175,8 +178,9 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
     entries = select_entries(manifest, names)
     to_dir = to_dir.resolve()
     live = {path.resolve() for _, path in list_databases(settings)}
+    # A PostgreSQL dump goes into QRQ_DATABASE_URL's database: always the live one.
     overwrites_live = to_dir == settings.data_dir or any(
-        (to_dir / e["name"]).resolve() in live for e in entries)
+        e["codec"] == PG_CODEC or (to_dir / e["name"]).resolve() in live for e in entries)
     count, checked = len(entries), [0]
 
     def report(entry: dict, stage: str) -> None:
@@ -220,7 +224,11 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
                    "replacing anything")
         restored = restore(backups, manifest, to_dir, names, report=report,
                            env_key=environment_key(settings),
+                           database_url=settings.database_url,
                            before_replacing=safety_backup if overwrites_live else lambda: None)
+    for entry in entries:
+        if entry["codec"] == PG_CODEC:
+            click.echo(f"restored PostgreSQL schema {entry['schema']} (QRQ_DATABASE_URL)")
     for path in restored:
         click.echo(f"restored {path}")
     click.echo(f"{count} database(s) restored from {manifest['id']} into {to_dir}")

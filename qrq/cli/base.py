@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 
 # Imported for its job end hook: a job the CLI ends (`jobs cancel`) posts its webhook.
-from qrq import webhooks  # noqa: F401
-from qrq.appdb.db import init_db
+from qrq import pg_errors, webhooks  # noqa: F401
+from qrq.appdb.db import open_app_db
 from qrq.config import holds_qrq_data, load_settings
 from qrq.errors import QrqError
 from qrq.queue import huey
@@ -37,11 +37,12 @@ def get_queue():
 def get_app_db():
     settings = get_settings()
     settings.ensure_dirs()
-    return init_db(settings.app_db, settings.busy_timeout)
+    return open_app_db(settings)
 
 
 class CliGroup(click.Group):
-    """Turns qrq's errors into click's: a one-line ``Error:`` and exit status 1."""
+    """Turns qrq's errors into click's: a one-line ``Error:`` and exit status 1; so are
+    PostgreSQL's connection and permission errors (see :mod:`qrq.pg_errors`)."""
 
     def invoke(self, ctx):
         try:
@@ -49,6 +50,11 @@ class CliGroup(click.Group):
         except QrqError as exc:
             where = f" ({exc.field})" if exc.field else ""
             raise click.ClickException(f"{exc.message}{where}") from None
+        except Exception as exc:
+            problem = pg_errors.describe(exc, os.environ.get("QRQ_DATABASE_URL", ""))
+            if problem is None:
+                raise
+            raise click.ClickException(str(problem)) from None
 
 
 # The commands that may create a data directory; every other one needs an existing one.

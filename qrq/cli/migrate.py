@@ -1,16 +1,17 @@
-"""``qrq migrate``: bring the queue database's schema to this qrq's version."""
+"""``qrq migrate``: bring the queue's and the app database's schemas to this qrq's version."""
 
 from __future__ import annotations
 
 import click
 
+from qrq.appdb.db import migrate_app_db
 from qrq.cli.base import get_settings, main
 from qrq.queue import huey, migrations
 
 
 @main.command()
 def migrate() -> None:
-    """Apply the schema steps the queue database lacks (SQLite or PostgreSQL).
+    """Apply the schema steps the queue and app databases lack (SQLite or PostgreSQL).
 
     The web app and the consumer apply them too when they start; this does it on
     demand (before starting several hosts at once, say) and says what it did. A
@@ -18,7 +19,8 @@ def migrate() -> None:
 
     Example: qrq migrate
     """
-    huey.init(get_settings(), migrate=False)
+    settings = get_settings()
+    huey.init(settings, migrate=False)
     applied = migrations.migrate(huey.storage)
     version = migrations.current_version(huey.storage)
     if applied:
@@ -26,3 +28,9 @@ def migrate() -> None:
                    f"{', '.join(map(str, applied))}; now at version {version}")
     else:
         click.echo(f"queue database: up to date (version {version})")
+    applied, version = migrate_app_db(settings)
+    if applied:
+        click.echo(f"app database: applied step{'s' if len(applied) > 1 else ''} "
+                   f"{', '.join(map(str, applied))}; now at version {version}")
+    else:
+        click.echo(f"app database: up to date (version {version})")

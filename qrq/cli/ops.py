@@ -7,7 +7,7 @@ import socket
 import click
 
 from qrq import alerts
-from qrq.appdb.db import init_db
+from qrq.appdb.db import open_app_db
 from qrq.cli.base import echo_json, echo_table, get_app_db, get_queue, json_option, main
 from qrq.health import check_databases, heartbeat_age
 from qrq.notify import send_mail
@@ -32,7 +32,7 @@ def health(check_consumer: bool, this_host: bool, max_age: float | None) -> None
     """
     huey = get_queue()
     # Bound, not created: a health check changes nothing, and a broken file is reported.
-    init_db(huey.settings.app_db, huey.settings.busy_timeout, create=False)
+    open_app_db(huey.settings, create=False)
     checks = check_databases(huey.storage)
     failed = {name: state for name, state in checks.items() if state != "ok"}
     if failed:
@@ -70,11 +70,15 @@ def status(as_json: bool) -> None:
         return
     columns = ("queued", "scheduled", "running", "retrying", "failed", "finished_last_hour")
     echo_table(("type", *(c.replace("_last_hour", "/1h") for c in columns), "oldest queued"),
-               [(job_type, *(counts[c] for c in columns),
+               [(job_type + (" (paused)" if counts["paused"] else ""),
+                 *(counts[c] for c in columns),
                  "-" if counts["oldest_queued_age_seconds"] is None
                  else f"{counts['oldest_queued_age_seconds']:.0f}s")
                 for job_type, counts in report["types"].items()],
                right=(*(c.replace("_last_hour", "/1h") for c in columns), "oldest queued"))
+    for paused in report["paused"]:
+        click.echo(f"paused {paused['type']}: since {paused['paused_at']} by "
+                   f"{paused['paused_by'] or '-'}, {paused['queued']} queued jobs wait")
     if not report["consumers"]:
         click.echo("no consumer registered")
     for consumer in report["consumers"]:
@@ -91,7 +95,8 @@ def status(as_json: bool) -> None:
 def alerts_command(mail: bool) -> None:
     """Check the alerts once (as the consumer does each minute) and print those firing.
 
-    Exits 1 when an alert fires, so cron or a monitor can act on it.
+    Exits 1 when an alert fires, so cron or a monitor can act on it (not for a notice
+    alone, such as a paused job type).
 
     Example: qrq alerts --no-mail
     """
@@ -107,4 +112,5 @@ def alerts_command(mail: bool) -> None:
         return
     for alert in firing:
         click.echo(f"{alert['kind']}: {alert['message']}")
-    raise SystemExit(1)
+    if any(alert["kind"] not in alerts.NOTICES for alert in firing):
+        raise SystemExit(1)

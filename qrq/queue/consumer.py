@@ -75,7 +75,9 @@ class StorageFullLog(logging.Filter):
     def __init__(self, interval: float = 60.0):
         super().__init__()
         self.interval = interval
-        self._shared = mmap.mmap(-1, 8)  # anonymous and shared: forked workers see it
+        # Anonymous and shared, so forked workers see it: when the last outage line
+        # was logged, and whether its "again" line was.
+        self._shared = mmap.mmap(-1, 16)
 
     @property
     def _logged_at(self) -> float:
@@ -84,6 +86,14 @@ class StorageFullLog(logging.Filter):
     @_logged_at.setter
     def _logged_at(self, value: float) -> None:
         self._shared[:8] = struct.pack("d", value)
+
+    @property
+    def _recovered(self) -> bool:
+        return struct.unpack("d", self._shared[8:16])[0] > 0
+
+    @_recovered.setter
+    def _recovered(self, value: bool) -> None:
+        self._shared[8:16] = struct.pack("d", 1.0 if value else 0.0)
 
     def filter(self, record: logging.LogRecord) -> bool:
         verdict = record.__dict__.get("qrq_verdict")  # another handler decided
@@ -95,7 +105,10 @@ class StorageFullLog(logging.Filter):
     def _decide(self, record: logging.LogRecord) -> bool:
         if record.__dict__.get("storage_writable") or record.__dict__.get(
                 "database_reachable"):
-            verdict, self._logged_at = self._logged_at > 0, 0.0
+            # Once per outage logged; the clock is kept, so another process that meets
+            # the end of the same outage late does not log it again.
+            verdict = self._logged_at > 0 and not self._recovered
+            self._recovered = True
             return verdict
         exc = record.exc_info[1] if record.exc_info else None
         if not isinstance(exc, StorageFull | Unavailable):
@@ -103,7 +116,7 @@ class StorageFullLog(logging.Filter):
         now = time.time()
         if now - self._logged_at < self.interval:
             return False
-        self._logged_at = now
+        self._logged_at, self._recovered = now, False
         suffix = self.SUFFIX[StorageFull if isinstance(exc, StorageFull) else Unavailable]
         record.args = (record.getMessage(), exc)
         record.msg = f"%s: %s (logged once a minute while it lasts; {suffix})"
@@ -111,7 +124,9 @@ class StorageFullLog(logging.Filter):
         return True
 
     def install(self) -> None:
-        """Filter every handler a consumer's records can reach."""
+        """Filter every handler a consumer's records can reach, and quiet the
+        PostgreSQL pool's line per failed reconnect (the one outage line says it)."""
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
         for handler in {*logging.getLogger().handlers, *logging.getLogger("huey").handlers,
                         logging.lastResort}:
             if handler is not None:

@@ -5,8 +5,9 @@ and lapsing if its process dies. The schedule state (``maintenance_state``: when
 schedule was first seen, the last due time claimed for a catch-up, the start of
 the last successful run) lets a missed run be caught up exactly once. Both tables
 are created with the rest of the schema (:mod:`qrq.queue.schema`) and changed
-through the storage's connection, in its exclusive write transactions, so several
-consumers (and the CLI) agree on who runs without any other service.
+through the storage's connection. Each decision is one conditional upsert, so
+several consumers (and the CLI) agree on who runs on SQLite and on PostgreSQL alike,
+without relying on SQLite's single writer.
 """
 
 from __future__ import annotations
@@ -33,11 +34,6 @@ def _get(curs, key: str) -> float | None:
     return row[0] if row else None
 
 
-def _put(curs, key: str, value: float) -> None:
-    curs.execute("insert into maintenance_state (key, value) values (?, ?) "
-                 "on conflict (key) do update set value = excluded.value", (key, value))
-
-
 # -- the lock ----------------------------------------------------------------------------
 
 def holder_id(job_id: str | None = None) -> str:
@@ -54,13 +50,20 @@ def try_lock(storage, name: str, holder: str, *, ttl: float = LOCK_TTL,
     """
     now = time.time() if now is None else now
     with storage.db(commit=True) as curs:
-        curs.execute("select holder, expires_at from maintenance_lock where name = ?", (name,))
+        # One statement: it takes a free, lapsed or own lock and leaves a live one of
+        # someone else alone, whichever of several hosts runs it at the same moment.
+        curs.execute("insert into maintenance_lock (name, holder, acquired_at, expires_at) "
+                     "values (?, ?, ?, ?) on conflict (name) do update set "
+                     "holder = excluded.holder, acquired_at = excluded.acquired_at, "
+                     "expires_at = excluded.expires_at "
+                     "where maintenance_lock.holder = excluded.holder "
+                     "or maintenance_lock.expires_at <= excluded.acquired_at",
+                     (name, holder, now, now + ttl))
+        if curs.rowcount > 0:
+            return None
+        curs.execute("select holder from maintenance_lock where name = ?", (name,))
         row = curs.fetchone()
-        if row and row[0] != holder and row[1] > now:
-            return row[0]
-        curs.execute("insert or replace into maintenance_lock (name, holder, acquired_at, "
-                     "expires_at) values (?, ?, ?, ?)", (name, holder, now, now + ttl))
-    return None
+    return row[0] if row else "another run"
 
 
 def renew_lock(storage, name: str, holder: str, ttl: float = LOCK_TTL) -> bool:
@@ -141,16 +144,20 @@ def claim_catch_up(storage, name: str, due: float | None, *, now: float | None =
     """
     now = time.time() if now is None else now
     with storage.db(commit=True) as curs:
-        first_seen = _get(curs, f"{name}:first_seen")
-        if first_seen is None:
-            _put(curs, f"{name}:first_seen", now)
+        curs.execute("insert into maintenance_state (key, value) values (?, ?) "
+                     "on conflict (key) do nothing", (f"{name}:first_seen", now))
+        if curs.rowcount > 0 or due is None:
             return False
-        if due is None or due <= first_seen:
-            return False
-        if max(_get(curs, f"{name}:claimed") or 0, _get(curs, f"{name}:succeeded") or 0) >= due:
-            return False
-        _put(curs, f"{name}:claimed", due)
-        return True
+        # The claim is one conditional upsert, so two processes asking at once (on
+        # PostgreSQL they do not queue on one write lock) cannot both win it.
+        curs.execute(
+            "insert into maintenance_state (key, value) select ?, ? "
+            "where ? > (select value from maintenance_state where key = ?) "
+            "and ? > coalesce((select value from maintenance_state where key = ?), 0) "
+            "on conflict (key) do update set value = excluded.value "
+            "where maintenance_state.value < excluded.value",
+            (f"{name}:claimed", due, due, f"{name}:first_seen", due, f"{name}:succeeded"))
+        return curs.rowcount > 0
 
 
 def last_success(storage, name: str) -> float:
@@ -161,5 +168,7 @@ def last_success(storage, name: str) -> float:
 
 def record_success(storage, name: str, started: float) -> None:
     with storage.db(commit=True) as curs:
-        if (_get(curs, f"{name}:succeeded") or 0) < started:
-            _put(curs, f"{name}:succeeded", started)
+        curs.execute("insert into maintenance_state (key, value) values (?, ?) "
+                     "on conflict (key) do update set value = excluded.value "
+                     "where maintenance_state.value < excluded.value",
+                     (f"{name}:succeeded", started))

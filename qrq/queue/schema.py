@@ -217,3 +217,14 @@ ATTEMPTS = [
     " primary key (job_id, n))",
 ]
 QUEUE_DDL.extend(ATTEMPTS)
+
+# Paused job types (qrq/queue/pauses.py): consumers lease no new job of a type listed
+# here; its queued jobs wait until it is resumed. Never null: the dequeue's
+# "not in (select job_type ...)" would then exclude every row.
+PAUSES = [
+    "create table if not exists paused_type ("
+    " job_type text not null primary key,"
+    " paused_at real not null,"
+    " paused_by text not null default '')",
+]
+QUEUE_DDL.extend(PAUSES)

@@ -46,7 +46,8 @@ def _present_types(storage) -> list[str]:
 
 
 def _in(values: list[str]) -> str:
-    return ",".join("?" * len(values))
+    # "in ()" is SQLite's only; "in (null)" matches nothing on both.
+    return ",".join("?" * len(values)) or "null"
 
 
 def _scheduled(storage) -> dict[str, int]:

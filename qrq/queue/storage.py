@@ -29,6 +29,7 @@ from qrq.queue import admission as admission_checks
 from qrq.queue import jobs, migrations
 from qrq.queue.connections import ThreadedSqliteStorage
 from qrq.queue.leases import LeaseHolder
+from qrq.queue.pauses import NOT_PAUSED
 from qrq.queue.portable import PortableHueyApi
 
 logger = logging.getLogger("qrq.queue.storage")
@@ -141,7 +142,7 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
     def _pick_sql(self, blocked: tuple[str, ...]) -> str:
         """The condition on the row to lease next, and its order (the *blocked* types'
         names follow the queue's name as parameters)."""
-        sql = f"from task where {self.available}"
+        sql = f"from task where {self.available} and {NOT_PAUSED}"  # paused types wait
         if blocked:
             sql += f" and (job_type is null or job_type not in ({','.join('?' * len(blocked))}))"
         return f"{sql} order by priority desc, id limit 1"

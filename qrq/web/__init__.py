@@ -8,7 +8,9 @@ from typing import Any
 from flask import Flask, request
 from peewee import DatabaseError
 
-from qrq.appdb.db import app_db, init_db
+from qrq import pg_errors
+from qrq.appdb.db import app_db, open_app_db
+from qrq.appdb.migrations import SchemaTooNew
 from qrq.config import settings_or_exit
 from qrq.errors import Unavailable
 
@@ -38,12 +40,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     test_config = dict(test_config or {})
     settings = test_config.pop("SETTINGS", None) or settings_or_exit()
     settings.ensure_dirs()
-    huey.init_or_exit(settings)
+    huey.init_or_exit(settings)  # the queue: a database it cannot open is one line
     try:
-        init_db(settings.app_db, settings.busy_timeout)
-    except DatabaseError:
+        open_app_db(settings)
+    except SchemaTooNew as exc:
+        raise SystemExit(f"Error: {exc}") from None
+    except DatabaseError as exc:
+        _exit_for_database(exc, settings)
         # Start anyway: /healthz then says app_db fails, and the rest answer 503.
-        logger.exception("the app database %s cannot be opened", settings.app_db)
+        problem = pg_errors.describe(exc, settings.database_url)
+        if problem is not None:
+            logger.error("%s; requests answer 503 until it does", problem)
+        else:
+            logger.exception("the app database %s cannot be opened", settings.app_db)
 
     app = Flask(__name__)
     app.config.update(
@@ -70,8 +79,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             return  # it probes the databases itself, and must answer when one fails
         try:
             app_db.connect(reuse_if_open=True)
-        except DatabaseError:
-            logger.exception("the app database cannot be opened")
+        except DatabaseError as exc:
+            problem = pg_errors.describe(exc, settings.database_url)
+            if problem is not None:  # one line per failed request, not a traceback
+                logger.error("%s", problem)
+            else:
+                logger.exception("the app database cannot be opened")
             raise Unavailable("the app database is unavailable; try again later") from None
 
     @app.teardown_request
@@ -93,3 +106,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(analytics_api.bp)
     app.register_blueprint(home.bp)
     return app
+
+
+def _exit_for_database(exc: BaseException, settings) -> None:
+    """End the starting process with one line when *exc* is an app database problem
+    that will not pass by itself (a wrong URL, a missing database, a refused login or
+    privilege); else return."""
+    problem = pg_errors.describe(exc, settings.database_url)
+    if problem is not None and problem.lasting:
+        raise SystemExit(f"Error: {problem}") from None

@@ -1,10 +1,11 @@
-"""Admin-only JSON endpoints: re-run dead letters, purge old jobs, run a periodic task now."""
+"""Admin-only JSON endpoints: re-run dead letters, purge old jobs, run a periodic task now,
+pause job types."""
 
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, url_for
 
-from qrq.queue import dead_letters, huey, run_periodic_now
+from qrq.queue import dead_letters, huey, pauses, run_periodic_now
 from qrq.web.auth import admin_required, current_user
 from qrq.web.ops import queue_status_view
 from qrq.web.params import json_object
@@ -55,3 +56,19 @@ def queue_status():
     """Per job type: queued, scheduled, running, retrying, failed, finished in the last
     hour, the oldest queued job's age; the consumers with their current jobs."""
     return jsonify(queue_status_view())
+
+
+@bp.post("/types/<job_type>/pause")
+@admin_required
+def pause_type(job_type: str):
+    """Pause a job type: consumers start no new job of it; queued jobs wait."""
+    outcome = pauses.pause(huey.storage, job_type, current_user().name)
+    return jsonify(**outcome, message=pauses.describe(outcome))
+
+
+@bp.post("/types/<job_type>/resume")
+@admin_required
+def resume_type(job_type: str):
+    """Resume a paused job type: its queued jobs may start at once."""
+    outcome = pauses.resume(huey.storage, job_type)
+    return jsonify(**outcome, message=pauses.describe(outcome))

@@ -167,14 +167,15 @@ def reports():
 @bp.get("/analytics/chart")
 def chart_page():
     """A page that draws a report's chart; it holds no data and fetches the SVG with the
-    API token the user enters (kept in the browser's session storage)."""
+    API token the user enters (kept in the browser's session storage). Admins have the
+    same page in the dashboard (``/admin/analytics``), on their log-in."""
     nonce = secrets.token_urlsafe(16)
     settings = current_app.config["QRQ"]
     html = render_template("analytics_chart.html", nonce=nonce,
                            ttl=int(settings.analytics_cache_ttl))
     response = Response(html, mimetype="text/html")
     response.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+        f"default-src 'none'; script-src 'self'; style-src 'nonce-{nonce}'; "
         "img-src 'self' blob: data:; connect-src 'self'; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'")
     response.headers["X-Content-Type-Options"] = "nosniff"

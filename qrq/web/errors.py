@@ -14,7 +14,8 @@ import sqlite3
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from qrq.errors import QrqError, StorageFull
+from qrq import pg_errors
+from qrq.errors import QrqError, StorageFull, Unavailable
 
 logger = logging.getLogger("qrq.web")
 
@@ -79,5 +80,9 @@ def init_app(app: Flask) -> None:
         if is_storage_full(exc):
             logger.error("a write failed, the disk is full: %s", exc)
             return _qrq_error_response(StorageFull())
+        problem = pg_errors.describe(exc, app.config["QRQ"].database_url)
+        if problem is not None:  # PostgreSQL is down or restarting: a retry will do
+            logger.error("%s", problem)
+            return _qrq_error_response(Unavailable())
         logger.exception("unhandled error")
         return error_response(500, "internal_error", "internal server error")

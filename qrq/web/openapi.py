@@ -14,8 +14,10 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
+from qrq.alerts import KINDS
 from qrq.cards import options as card_options
 from qrq.queue.jobs import ENDED, STATES
+from qrq.queue.stats import JOB_TYPES
 from qrq.web.analytics import OPENAPI_PATHS as ANALYTICS_PATHS
 from qrq.web.analytics import OPENAPI_SCHEMAS as ANALYTICS_SCHEMAS
 from qrq.web.openapi_batch import batch_paths
@@ -81,9 +83,17 @@ _TYPE_COUNTS = obj({
     "oldest_queued_age_seconds": {"type": ["number", "null"]},
 })
 
+_PAUSED = obj({
+    "type": {"type": "string"}, "paused_at": {"type": "string", "format": "date-time"},
+    "paused_by": {"type": "string"},
+    "queued": {"type": "integer", "description": "Due queued jobs it holds back."}})
+
 _QUEUE_STATUS = obj({
     "generated_at": {"type": "string", "format": "date-time"},
-    "types": {"type": "object", "additionalProperties": _TYPE_COUNTS,
+    "types": {"type": "object", "additionalProperties": {
+        **_TYPE_COUNTS, "properties": {**_TYPE_COUNTS["properties"], "paused": {
+            "type": "boolean", "description": "Consumers start no job of this type."}},
+        "required": [*_TYPE_COUNTS["required"], "paused"]},
               "description": "pdf, batch, analytics, maintenance and mail, always; "
                              "other types when present."},
     "totals": {**_TYPE_COUNTS, "properties": {**_TYPE_COUNTS["properties"],
@@ -102,8 +112,9 @@ _QUEUE_STATUS = obj({
             "stage": {"type": ["string", "null"]}, "started_at": NULLABLE_TIME})},
     })},
     "alerts": {"type": "array", "items": obj({
-        "kind": {"type": "string", "enum": ["backlog", "queue_age", "no_consumer"]},
+        "kind": {"type": "string", "enum": list(KINDS)},
         "message": {"type": "string"}, "since": NULLABLE_TIME})},
+    "paused": {"type": "array", "items": _PAUSED},
 })
 
 def build_document() -> dict[str, Any]:
@@ -259,6 +270,21 @@ def build_document() -> dict[str, Any]:
                 "responses": {"200": json_response(schema_ref("QueueStatus"), "The queue status."),
                               **errors_for(401, 403)},
             }},
+            **{f"/api/admin/types/{{job_type}}/{verb}": {"post": {
+                "summary": summary, "operationId": f"{verb}JobType",
+                "parameters": [{"name": "job_type", "in": "path", "required": True,
+                                "schema": {"type": "string", "enum": list(JOB_TYPES)}}],
+                "responses": {"200": json_response(obj({
+                    "type": {"type": "string"}, "paused": {"type": "boolean"},
+                    "changed": {"type": "boolean",
+                                "description": "False: it was in that state already."},
+                    "queued": {"type": "integer"}, "message": {"type": "string"}}),
+                    "The type's state now, and its due queued jobs."),
+                    **errors_for(401, 403, 422, 503)},
+            }} for verb, summary in (
+                ("pause", "Pause a job type: consumers start no new job of it; queued "
+                          "jobs wait"),
+                ("resume", "Resume a paused job type"))},
             **batch_paths(),
             "/api/openapi.json": {"get": {
                 "summary": "This document", "operationId": "getOpenApi", "security": [],

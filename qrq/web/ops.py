@@ -23,7 +23,7 @@ from qrq import alerts, health
 from qrq.config import Settings
 from qrq.errors import Forbidden
 from qrq.notify import send_mail
-from qrq.queue import huey, stats
+from qrq.queue import huey, pauses, stats
 from qrq.status import queue_status_document
 from qrq.web.auth import bearer_token, token_user
 from qrq.web.errors import error_body
@@ -135,6 +135,14 @@ class QueueCollector:
             "qrq_consumer_last_heartbeat_age_seconds", "Seconds since the newest heartbeat of "
             "any consumer (+Inf: none registered).",
             value=min((c["heartbeat_age"] for c in consumers), default=INF))
+
+        paused = GaugeMetricFamily("qrq_job_type_paused", "1 while a job type is paused "
+                                   "(consumers start none of its jobs), else 0.",
+                                   labels=["type"])
+        held = {p["type"] for p in pauses.paused(storage)}
+        for job_type in stats.JOB_TYPES:
+            paused.add_metric([job_type], 1 if job_type in held else 0)
+        yield paused
 
         firing = {alert["kind"] for alert in self.firing}
         alert = GaugeMetricFamily("qrq_alert_firing", "1 while an alert fires (see the "

@@ -5,11 +5,13 @@ One blueprint (:mod:`.blueprint`, named "admin"); each module adds its part:
 arguments; :mod:`.charts` the overview's SVG charts; :mod:`.schedule` periodic
 tasks and their next runs; :mod:`.batches` a batch's items and retrying its failed ones;
 :mod:`.pages` the other pages and actions; :mod:`.live` the JSON the pages poll to
-stay current; :mod:`.bulk` retrying, canceling or discarding the selected jobs.
+stay current; :mod:`.bulk` retrying, canceling or discarding the selected jobs;
+:mod:`.pauses` pausing and resuming job types; :mod:`.analytics` the analytics chart.
 """
 
-from qrq.web.dashboard import batches, bulk, live, pages, schedule, session
+from qrq.web.dashboard import analytics, batches, bulk, live, pages, pauses, schedule, session
 from qrq.web.dashboard.blueprint import bp
 from qrq.web.dashboard.session import SESSION_HOURS
 
-__all__ = ["SESSION_HOURS", "batches", "bp", "bulk", "live", "pages", "schedule", "session"]
+__all__ = ["SESSION_HOURS", "analytics", "batches", "bp", "bulk", "live", "pages", "pauses",
+           "schedule", "session"]

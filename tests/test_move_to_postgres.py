@@ -1,0 +1,104 @@
+"""``qrq migrate-to-postgres``: an installation on SQLite files moves into an empty
+PostgreSQL database and goes on there: queued jobs run, old records stay visible."""
+
+import sqlite3
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from qrq.appdb.db import app_db, init_db
+from qrq.appdb.models import User
+from qrq.cli import main
+from qrq.config import load_settings
+from qrq.queue import huey
+from tests.conftest import Consumer, wait_until
+
+PDF = "/api/generate-qr-pdf"
+BATCH = "/api/batch/generate-qrs"
+
+
+def migrate(data_dir, url):
+    return CliRunner().invoke(main, ["migrate-to-postgres"],
+                              env={"QRQ_DATA_DIR": str(data_dir), "QRQ_DATABASE_URL": url})
+
+
+@pytest.mark.sqlite_only("the installation being moved is on SQLite")
+def test_jobs_batches_and_users_move_and_go_on_running_on_postgresql(
+        settings, client, templates, alice, pg_url, monkeypatch):
+    # On SQLite: a finished job, two queued ones, a queued batch.
+    done = client.post(PDF, json={"template_id": 1}, headers=alice[1]).get_json()["job_id"]
+    huey.execute(huey.dequeue())
+    queued = [client.post(PDF, json={"template_id": 1}, headers=alice[1]).get_json()["job_id"]
+              for _ in range(2)]
+    batch = client.post(BATCH, json={"template_ids": [1], "options": {"copies": 3}},
+                        headers=alice[1]).get_json()["batch_job_id"]
+    huey.storage.close()
+    app_db.close_all()
+
+    moved = migrate(settings.data_dir, pg_url)
+    assert moved.exit_code == 0, moved.output
+    assert "job: 4 rows" in moved.output and "user: 1 rows" in moved.output
+    assert "counts checked" in moved.output
+    # A second move finds the target full and copies nothing.
+    again = migrate(settings.data_dir, pg_url)
+    assert again.exit_code == 1 and "not empty" in again.output
+
+    monkeypatch.setenv("QRQ_DATABASE_URL", pg_url)
+    on_pg = load_settings(lease_seconds=3.0)
+    huey.init(on_pg)
+    from qrq.web import create_app
+
+    client = create_app({"SETTINGS": on_pg, "TESTING": True}).test_client()
+    old = client.get(f"/api/jobs/{done}", headers=alice[1]).get_json()
+    assert old["status"] == "finished"
+    consumer = Consumer(on_pg, extra_env={"QRQ_DATABASE_URL": pg_url}).start()
+    try:
+        for job_id in [*queued, batch]:
+            wait_until(lambda job_id=job_id: client.get(
+                f"/api/jobs/{job_id}", headers=alice[1]).get_json()["status"] == "finished",
+                timeout=120, message=f"job {job_id} finished on PostgreSQL")
+    finally:
+        consumer.stop()
+    # New rows get ids past the copied ones.
+    with app_db.connection_context():
+        user, _ = User.create_with_token("bob")
+    assert user.id == alice[0].id + 1
+    huey.storage.close()
+
+
+def test_a_fresh_consumer_heartbeat_refuses_the_move(tmp_path, pg_url):
+    data = tmp_path / "data"
+    data.mkdir()
+    init_db(data / "app.db")
+    app_db.close_all()
+    with sqlite3.connect(data / "queue.db") as conn:
+        conn.execute("create table consumer (id text primary key, host text, pid integer, "
+                     "started_at real, heartbeat_at real, workers integer)")
+        conn.execute("insert into consumer values ('c', 'web1', 42, ?, ?, 2)",
+                     (time.time(), time.time()))
+    conn.close()
+    refused = migrate(data, pg_url)
+    assert refused.exit_code == 1
+    assert "stop the consumers" in refused.output and "web1 pid 42" in refused.output
+
+
+def test_the_app_database_alone_moves_with_its_types(tmp_path, pg_url):
+    from qrq.move_to_postgres import move
+
+    path = tmp_path / "app.db"
+    init_db(path)
+    with app_db.connection_context():
+        admin, _ = User.create_with_token("root", admin=True)
+        User.create_with_token("plain")
+    app_db.close_all()
+    init_db(pg_url)  # the schema, as the command makes it first
+    app_db.close_all()
+    assert move([path], pg_url) == {"adminsession": 0, "template": 0, "throttle": 0,
+                                    "user": 2}
+    with app_db.connection_context():
+        assert [(u.name, u.is_admin) for u in User.select().order_by(User.id)] == [
+            ("root", True), ("plain", False)]
+        assert User.get_by_id(admin.id).created_at == admin.created_at
+        assert User.create_with_token("third")[0].id == 3
+    app_db.close_all()

@@ -1,0 +1,136 @@
+"""PostgreSQL trouble, told in one line: at start-up of the web app and the ``qrq``
+commands, and as 503 in the error shape while the server is down, until it is back."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from qrq.appdb.db import app_db, init_db
+from qrq.appdb.models import User
+from qrq.cli import main
+from qrq.config import load_settings
+from tests.conftest import free_port, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+PG = ROOT / ".ci" / "postgres"
+
+
+def with_database(url: str, dbname: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + dbname
+
+
+def unreachable() -> str:
+    return f"postgresql://qrq@127.0.0.1:{free_port()}/qrq"
+
+
+@pytest.mark.parametrize("case", ["missing database", "unknown role", "bad url", "unreachable"])
+def test_qrq_commands_say_what_is_wrong_in_one_line(pg_server, tmp_path, case):
+    url = {"missing database": with_database(pg_server, "no_such_db"),
+           "unknown role": pg_server.replace("postgres@", "no_such_role@"),
+           "bad url": pg_server + "?no_such_option=1",
+           "unreachable": unreachable()}[case]
+    expected = {"missing database": "database no_such_db on 127.0.0.1",
+                "unknown role": 'refused the login', "bad url": "not a valid PostgreSQL URL",
+                "unreachable": "is unreachable: Connection refused"}[case]
+    data = tmp_path / "data"
+    data.mkdir()
+    done = CliRunner().invoke(main, ["users", "list"],
+                              env={"QRQ_DATA_DIR": str(data), "QRQ_DATABASE_URL": url})
+    assert done.exit_code == 1
+    lines = done.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], \
+        done.output
+    assert "password" not in lines[0] and "Traceback" not in done.output
+
+
+def test_the_web_app_refuses_to_start_on_a_missing_database_with_one_line(pg_server,
+                                                                          tmp_path):
+    env = {**os.environ, "QRQ_DATA_DIR": str(tmp_path / "data"),
+           "QRQ_DATABASE_URL": with_database(pg_server, "no_such_db")}
+    done = subprocess.run([sys.executable, "-c", "import web"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "no_such_db" in lines[0] \
+        and "does not exist" in lines[0], done.stderr
+
+
+@pytest.fixture
+def own_server():
+    """A private PostgreSQL cluster this test may stop and start (never the shared one):
+    ``(url, stop, start)``."""
+    # Not under tmp_path: the server runs as the postgres user, who cannot enter it.
+    where = Path(tempfile.mkdtemp(prefix="qrq-pg-own-"))
+    where.chmod(0o755)
+    started = subprocess.run([str(PG), "start", str(where / "cluster")],
+                             capture_output=True, text=True)
+    if started.returncode != 0:
+        message = f"PostgreSQL did not start: {started.stderr.strip()}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    url = started.stdout.strip()
+    cluster = where / "cluster"
+    bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
+    port = url.rsplit(":", 1)[1].split("/")[0]
+
+    def pg_ctl(*args):
+        owner = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        subprocess.run([*owner, str(bindir / "pg_ctl"), "-D", str(cluster / "data"), *args],
+                       check=True, capture_output=True, timeout=120)
+
+    def stop():
+        pg_ctl("-m", "fast", "-w", "stop")
+
+    def start():
+        pg_ctl("-l", str(cluster / "server.log"), "-w", "-o",
+               f"-c listen_addresses=127.0.0.1 -p {port} "
+               f"-c unix_socket_directories={cluster} -c fsync=off", "start")
+
+    yield url, stop, start
+    subprocess.run([str(PG), "stop", str(cluster)], check=False)
+    shutil.rmtree(where, ignore_errors=True)
+
+
+def test_requests_get_503_while_postgresql_is_down_and_work_again_after(own_server,
+                                                                        tmp_path,
+                                                                        monkeypatch):
+    from qrq.web import create_app
+
+    url, stop, start = own_server
+    monkeypatch.setenv("QRQ_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("QRQ_DATABASE_URL", url)
+    settings = load_settings()
+    init_db(url)
+    with app_db.connection_context():
+        _, token = User.create_with_token("alice")
+    client = create_app({"SETTINGS": settings, "TESTING": True}).test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/me", headers=headers).status_code == 200
+    stop()
+    down = client.get("/api/me", headers=headers)
+    assert down.status_code == 503
+    assert down.get_json()["error"]["code"] == "unavailable"
+    assert down.headers["Retry-After"]
+    start()
+    wait_until(lambda: client.get("/api/me", headers=headers).status_code == 200,
+               message="the API answering again")
+    app_db.close_all()
+
+
+def test_an_unreachable_server_at_start_up_is_one_line(tmp_path, monkeypatch):
+    from qrq.web import create_app
+
+    monkeypatch.setenv("QRQ_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("QRQ_DATABASE_URL", unreachable())
+    with pytest.raises(SystemExit) as stopped:
+        create_app({"SETTINGS": load_settings(), "TESTING": True})
+    message = str(stopped.value)
+    assert message.startswith("Error: ") and "Connection refused" in message
+    assert "\n" not in message
