@@ -49,6 +49,9 @@ RUNS = {
     "analytics": ("analytics.py", [], ["--quick", "--parts", "1", "--repeats", "3"]),
     "backup": ("backup.py", ["--read-mbps", "200"], ["--gib", "0.05", "--repeats", "1",
                                                      "--quick", "--no-cold"]),
+    "pg_queues": ("pg_queues.py", [], ["--jobs", "100", "--pdf-jobs", "4", "--repeats", "1"]),
+    "pg_pickup": ("pg_pickup.py", [], ["--idle", "3", "--samples", "10"]),
+    "pg_api_latency": ("pg_api_latency.py", [], ["-n", "20", "--repeats", "1"]),
 }
 
 
@@ -163,10 +166,41 @@ def _backup(r):
             _met(best >= 0.5 if best is not None else None))
 
 
+def _pg_queues(r):
+    noop = r.get("noop", {})
+    parts = [f"{name} {_fmt(m['jobs_per_s_after_first'], '/s', 0)} "
+             f"({_fmt(m['paired_ratio_jobs_per_s_after_first'], 'x', 2)})"
+             for name, m in noop.items()]
+    return ("no-op drain on PostgreSQL (after first pickup)", "procrastinate, same server",
+            ", ".join(parts) + f"; load {r.get('load_average', ['?'])[0]}",
+            "qrq-pg ≥ procrastinate", _met(r.get("target_met")))
+
+
+def _pg_pickup(r):
+    systems = r.get("systems", {})
+    return ("idle pickup p99 on PostgreSQL", "qrq-sqlite, procrastinate, PgQueuer",
+            ", ".join(f"{n} {_fmt(f['p99'], ' ms')}" for n, f in systems.items())
+            + f"; qrq-pg idle CPU {_fmt(r.get('idle_cpu_percent'), '%', 2)}; "
+              f"load {r.get('load_average', ['?'])[0]}",
+            f"< {r.get('target_p99_ms', 20):g} ms, idle < 1%", _met(r.get("target_met")))
+
+
+def _pg_api(r):
+    f = r.get("figures", {})
+    pg, lite = f.get("qrq-pg", {}), f.get("qrq-sqlite", {})
+    return (f"POST p99 on PostgreSQL, {r.get('clients')} clients", "qrq-sqlite; `GET /api/me`",
+            f"{_fmt(pg.get('generate', {}).get('p99_ms'), ' ms')} vs SQLite "
+            f"{_fmt(lite.get('generate', {}).get('p99_ms'), ' ms')} (me "
+            f"{_fmt(pg.get('me', {}).get('p99_ms'), ' ms')}); "
+            f"load {r.get('load_average', ['?'])[0]}",
+            f"< {r.get('target_p99_ms', 50):g} ms", _met(r.get("target_met")))
+
+
 ROWS = {"render": _render, "batch": _batch, "api_latency": _api,
         "api_latency_worker": _api, "pickup": _pickup, "drain": _drain, "soak": _soak,
         "recovery": _recovery, "ops_scrape": _ops, "analytics": _analytics,
-        "backup": _backup}
+        "backup": _backup, "pg_queues": _pg_queues, "pg_pickup": _pg_pickup,
+        "pg_api_latency": _pg_api}
 
 
 @contextlib.contextmanager
