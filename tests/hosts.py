@@ -49,6 +49,8 @@ class Host:
         _ip("addr", "add", f"{self.address}/30", "dev", "eth0", netns=self.netns)
         _ip("link", "set", "eth0", "up", netns=self.netns)
         _ip("link", "set", "lo", "up", netns=self.netns)
+        # Through this host: the other hosts' links (servers listen on those addresses).
+        _ip("route", "add", "default", "via", self.gateway, netns=self.netns)
 
     def command(self, argv: list[str]) -> list[str]:
         mounts = " && ".join(f"mount -t tmpfs -o size=1m,mode=0700 qrq-hidden "

@@ -28,19 +28,21 @@ AWS_ENV = {"AWS_ACCESS_KEY_ID": "qrq-test", "AWS_SECRET_ACCESS_KEY": "qrq-test-s
 
 
 class S3Server:
-    """``moto_server`` on 127.0.0.1; :meth:`stop` makes the store unreachable."""
+    """``moto_server`` on *address* (127.0.0.1, or a test host's link); :meth:`stop`
+    makes the store unreachable."""
 
-    def __init__(self, log: Path):
+    def __init__(self, log: Path, address: str = "127.0.0.1"):
+        self.address = address
         self.port = free_port()
         self.log = log
         self.proc = None
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.address}:{self.port}"
 
     def start(self) -> "S3Server":
-        command = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
+        command = [str(Path(sys.executable).parent / "moto_server"), "-H", self.address,
                    "-p", str(self.port)]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
@@ -51,7 +53,7 @@ class S3Server:
     def _listening(self) -> bool:
         assert self.proc.poll() is None, self.log.read_text(errors="replace")
         with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+            return sock.connect_ex((self.address, self.port)) == 0
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

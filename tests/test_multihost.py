@@ -20,18 +20,24 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import requests
 
 from qrq import alerts
+from qrq.appdb.db import app_db, open_app_db
+from qrq.appdb.models import User
 from qrq.cli import main
 from qrq.config import load_settings
+from qrq.demo import create_templates
 from qrq.queue import huey, jobs, stats, submit
+from qrq.web import create_app
 from tests import slow_tasks
 from tests.conftest import ROOT, Consumer, free_port, wait_until
 from tests.hosts import Network, can_make_hosts
+from tests.s3 import AWS_ENV, S3Server
 
 pytestmark = pytest.mark.slow
 SLOW_TASKS = {"QRQ_TASK_MODULES": "tests.slow_tasks"}
@@ -342,6 +348,43 @@ def test_a_cut_off_host_with_a_skewed_clock_cannot_finish_a_job_taken_over(site)
                         timeout=120, message="host B to finish the job")
     assert ran_on(job_id, on_b) and record["attempts"] == 2, record
     assert "Traceback" not in on_a.log.read_text(errors="replace")
+
+
+def test_a_pdf_made_on_a_worker_host_is_downloaded_from_the_shared_s3_store(
+        site, monkeypatch, tmp_path):
+    # The S3 server listens on host A's link only; host B (the worker) reaches it over
+    # its own link, and this process (the web host) downloads through a presigned URL.
+    s3 = S3Server(tmp_path / "moto.log", address=site.hosts["a"].gateway).start()
+    try:
+        bucket = s3.make_bucket()
+        for name, value in {**AWS_ENV, "QRQ_ARTIFACT_STORE": f"s3://{bucket}/out",
+                            "QRQ_S3_ENDPOINT_URL": s3.endpoint}.items():
+            monkeypatch.setenv(name, value)
+        settings = load_settings(lease_seconds=3.0)
+        huey.init(settings)
+        open_app_db(settings)
+        with app_db.connection_context():
+            create_templates()
+            _, token = User.create_with_token("alice")
+        client = create_app({"SETTINGS": settings, "TESTING": True}).test_client()
+        headers = {"Authorization": f"Bearer {token}"}
+        worker = site.consumer("b", workers=1)
+        job_id = client.post("/api/generate-qr-pdf", json={"template_id": 2},
+                             headers=headers).get_json()["job_id"]
+        record = wait_until(lambda: (r := job(job_id))["status"] in ("finished", "failed")
+                            and r, timeout=120, message=f"the PDF job ({separate(site)})")
+        assert record["status"] == "finished", (record, worker.log.read_text())
+        assert ran_on(job_id, worker)
+        assert not list(site.dirs["b"].rglob("*.pdf"))  # nothing of it stays on host B
+
+        answer = client.get(f"/api/jobs/{job_id}/download", headers=headers)
+        assert answer.status_code == 302, answer.get_data(as_text=True)
+        with urllib.request.urlopen(answer.headers["Location"], timeout=30) as download:
+            body = download.read()
+        view = client.get(f"/api/jobs/{job_id}", headers=headers).get_json()
+        assert body.startswith(b"%PDF") and len(body) == view["result"]["bytes"]
+    finally:
+        s3.stop()
 
 
 # -- web hosts are interchangeable ---------------------------------------------------------
