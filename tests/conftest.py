@@ -23,6 +23,7 @@ from qrq.appdb.models import User  # noqa: E402
 from qrq.config import load_settings  # noqa: E402
 from qrq.demo import create_templates  # noqa: E402
 from qrq.queue import huey  # noqa: E402
+from tests.clusters import Cluster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,18 +54,9 @@ def pg_server(tmp_path_factory):
     if url:
         yield url
         return
-    where = Path(tempfile.mkdtemp(prefix="qrq-pg-"))
-    where.chmod(0o755)  # the server runs as the postgres user
-    where = where / "cluster"
-    started = subprocess.run([str(ROOT / ".ci" / "postgres"), "start", str(where)],
-                             capture_output=True, text=True)
-    if started.returncode != 0:
-        message = f"PostgreSQL did not start: {started.stderr.strip()}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    yield started.stdout.strip()
-    subprocess.run([str(ROOT / ".ci" / "postgres"), "stop", str(where)], check=False)
+    cluster = Cluster()
+    yield cluster.url
+    cluster.close()
 
 
 @pytest.fixture

@@ -4,13 +4,11 @@ loopback, does not see the paths hidden from it, and loses the link when unplugg
 
 import http.server
 import os
-import subprocess
 import sys
-import tempfile
 import threading
-from pathlib import Path
 
 import pytest
+from clusters import Cluster
 from conftest import wait_until
 from hosts import Network, can_make_hosts
 
@@ -82,19 +80,13 @@ def test_a_host_reaches_this_one_only_over_its_link(network, tmp_path):
 
 def test_postgresql_listens_on_the_hosts_links(network):
     host = network.host("worker")
-    where = Path(tempfile.mkdtemp(prefix="qrq-pg-"))
-    where.chmod(0o755)  # the server runs as the postgres user
-    cluster = where / "cluster"
-    env = {**os.environ, "PG_LISTEN": f"127.0.0.1,{host.gateway}"}
-    started = subprocess.run([".ci/postgres", "start", str(cluster)], env=env,
-                             capture_output=True, text=True, check=True)
+    cluster = Cluster(listen=f"127.0.0.1,{host.gateway}")
     try:
-        url = started.stdout.strip().replace("127.0.0.1", host.gateway)
+        url = cluster.url.replace("127.0.0.1", host.gateway)
         probe = ("import sys, psycopg\n"
                  "print(psycopg.connect(sys.argv[1]).execute('select 42').fetchone()[0])")
         answer = host.run([sys.executable, "-c", probe, url], capture_output=True,
                           text=True, timeout=30)
         assert answer.stdout.strip() == "42", answer.stderr
     finally:
-        subprocess.run([".ci/postgres", "stop", str(cluster)], check=False)
-        where.rmdir()
+        cluster.close()

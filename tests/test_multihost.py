@@ -14,11 +14,9 @@ namespaces); under CI they must run for real.
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -35,6 +33,7 @@ from qrq.demo import create_templates
 from qrq.queue import huey, jobs, stats, submit
 from qrq.web import create_app
 from tests import slow_tasks
+from tests.clusters import Cluster
 from tests.conftest import ROOT, Consumer, free_port, wait_until
 from tests.hosts import Network, can_make_hosts
 from tests.s3 import AWS_ENV, S3Server
@@ -219,19 +218,12 @@ class Site:
         else:
             self.hosts = {name: LocalHost(name) for name in names}
             listen = "127.0.0.1"
-        self.pg_dir = Path(tempfile.mkdtemp(prefix="qrq-pg-"))
-        self.pg_dir.chmod(0o755)  # the server runs as the postgres user
-        started = subprocess.run([str(ROOT / ".ci" / "postgres"), "start",
-                                  str(self.pg_dir / "cluster")],
-                                 env={**os.environ, "PG_LISTEN": listen},
-                                 capture_output=True, text=True)
-        if started.returncode != 0:
+        try:
+            self.cluster = Cluster(listen=listen)
+        except BaseException:  # no PostgreSQL: fails under CI, else skips
             self.close()
-            message = f"PostgreSQL did not start: {started.stderr.strip()}"
-            if os.environ.get("CI"):
-                pytest.fail(message)
-            pytest.skip(message)
-        self.url = started.stdout.strip()
+            raise
+        self.url = self.cluster.url
         self.own_dir = own
         self.procs: list[subprocess.Popen] = []
 
@@ -267,9 +259,8 @@ class Site:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=60)
-        subprocess.run([str(ROOT / ".ci" / "postgres"), "stop", str(self.pg_dir / "cluster")],
-                       check=False)
-        shutil.rmtree(self.pg_dir, ignore_errors=True)
+        if getattr(self, "cluster", None) is not None:
+            self.cluster.close()
         if self.network is not None:
             self.network.close()
 
@@ -407,9 +398,8 @@ def web_hosts(tmp_path, pg_url):
         envs.append({**os.environ, "QRQ_DATA_DIR": str(data), "QRQ_DATABASE_URL": pg_url,
                      "QRQ_SECRET_KEY": secret, "QRQ_MAX_ACTIVE_JOBS": "2"})
     _qrq(envs[0], "init", "--demo")
-    if (tmp_path / "web-a" / "app.db").exists():
-        pytest.skip("the app database (users, sessions, throttle) is not on PostgreSQL in "
-                    "this tree yet, so web hosts cannot share it")
+    # Users, sessions and the throttle live in PostgreSQL, so the hosts share them.
+    assert not (tmp_path / "web-a" / "app.db").exists()
     for env in envs:
         port = free_port()
         log = open(tmp_path / f"serve-{port}.log", "ab")  # noqa: SIM115 (closed below)

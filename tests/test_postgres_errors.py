@@ -2,10 +2,8 @@
 commands, and as 503 in the error shape while the server is down, until it is back."""
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from qrq.appdb.db import app_db, init_db
 from qrq.appdb.models import User
 from qrq.cli import main
 from qrq.config import load_settings
+from tests.clusters import Cluster
 from tests.conftest import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,37 +64,9 @@ def test_the_web_app_refuses_to_start_on_a_missing_database_with_one_line(pg_ser
 def own_server():
     """A private PostgreSQL cluster this test may stop and start (never the shared one):
     ``(url, stop, start)``."""
-    # Not under tmp_path: the server runs as the postgres user, who cannot enter it.
-    where = Path(tempfile.mkdtemp(prefix="qrq-pg-own-"))
-    where.chmod(0o755)
-    started = subprocess.run([str(PG), "start", str(where / "cluster")],
-                             capture_output=True, text=True)
-    if started.returncode != 0:
-        message = f"PostgreSQL did not start: {started.stderr.strip()}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    url = started.stdout.strip()
-    cluster = where / "cluster"
-    bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
-    port = url.rsplit(":", 1)[1].split("/")[0]
-
-    def pg_ctl(*args):
-        owner = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
-        subprocess.run([*owner, str(bindir / "pg_ctl"), "-D", str(cluster / "data"), *args],
-                       check=True, capture_output=True, timeout=120)
-
-    def stop():
-        pg_ctl("-m", "fast", "-w", "stop")
-
-    def start():
-        pg_ctl("-l", str(cluster / "server.log"), "-w", "-o",
-               f"-c listen_addresses=127.0.0.1 -p {port} "
-               f"-c unix_socket_directories={cluster} -c fsync=off", "start")
-
-    yield url, stop, start
-    subprocess.run([str(PG), "stop", str(cluster)], check=False)
-    shutil.rmtree(where, ignore_errors=True)
+    cluster = Cluster()
+    yield cluster.url, lambda: cluster.pg_ctl("stop"), lambda: cluster.pg_ctl("start")
+    cluster.close()
 
 
 def test_requests_get_503_while_postgresql_is_down_and_work_again_after(own_server,

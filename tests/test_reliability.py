@@ -6,10 +6,8 @@ on the test's data directory, with leases of 3 seconds so recovery is quick.
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -20,7 +18,8 @@ from qrq.config import load_settings
 from qrq.errors import StorageFull, Unavailable
 from qrq.queue import huey, jobs, submit
 from tests import slow_tasks
-from tests.conftest import ROOT, Consumer, wait_until
+from tests.clusters import Cluster
+from tests.conftest import Consumer, wait_until
 
 pytestmark = pytest.mark.slow
 SLOW_TASKS = {"QRQ_TASK_MODULES": "tests.slow_tasks"}
@@ -331,22 +330,15 @@ def tolerant(predicate):
 
 @pytest.fixture
 def private_postgres():
-    """A PostgreSQL cluster of this test's own (it may be restarted): (URL, data dir)."""
-    where = Path(tempfile.mkdtemp(prefix="qrq-pg-restart-"))
-    where.chmod(0o755)  # the server runs as the postgres user
-    cluster = where / "cluster"
-    started = subprocess.run([str(ROOT / ".ci" / "postgres"), "start", str(cluster)],
-                             capture_output=True, text=True)
-    if started.returncode != 0:
-        pytest.fail(f"PostgreSQL did not start: {started.stderr.strip()}")
-    yield started.stdout.strip(), cluster / "data"
-    subprocess.run([str(ROOT / ".ci" / "postgres"), "stop", str(cluster)], check=False)
-    shutil.rmtree(where, ignore_errors=True)
+    """A PostgreSQL cluster of this test's own (it may be restarted)."""
+    cluster = Cluster()
+    yield cluster
+    cluster.close()
 
 
 def test_a_postgresql_restart_loses_no_job_and_is_logged_once(tmp_path, monkeypatch,
                                                               private_postgres):
-    url, pg_data = private_postgres
+    url = private_postgres.url
     monkeypatch.setenv("QRQ_DATABASE_URL", url)
     monkeypatch.setenv("QRQ_DATA_DIR", str(tmp_path / "data"))
     settings = load_settings(lease_seconds=3.0)
@@ -357,14 +349,7 @@ def test_a_postgresql_restart_loses_no_job_and_is_logged_once(tmp_path, monkeypa
         ids = [submit(slow_tasks.steps, 10, 0.2, owner_id=None) for _ in range(6)]
         worker.start()
         wait_until(lambda: "running" in statuses(ids), timeout=60, message="a job running")
-        bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
-        restart = [str(bindir / "pg_ctl"), "-D", str(pg_data), "-l",
-                   str(pg_data.parent / "server.log"), "-m", "fast", "-w", "restart"]
-        if os.getuid() == 0:
-            restart = ["runuser", "-u", "postgres", "--", *restart]
-        # No pipes: the new server would hold them open and run() would wait for it.
-        subprocess.run(restart, check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=60)
+        private_postgres.pg_ctl("restart")
         wait_until(tolerant(lambda: all(s == "finished" for s in statuses(ids))),
                    timeout=120, message="every job to finish after the restart")
         assert huey.storage.backlog() == 0
