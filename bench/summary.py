@@ -249,7 +249,9 @@ def postgres(database_url: str, needed: bool, logs: Path):
     if database_url or not needed:
         yield database_url
         return
-    cluster = logs / "cluster"
+    work = Path(tempfile.mkdtemp(prefix="qrq-bench-postgres-"))
+    work.chmod(0o755)  # the server runs as the postgres user, which must reach it
+    cluster = work / "cluster"
     url = subprocess.run([str(POSTGRES), "start", str(cluster)], check=True,
                          capture_output=True, text=True).stdout.strip()
     print(f"PostgreSQL for the pg_* benchmarks: a private cluster at {url}", flush=True)
@@ -258,6 +260,8 @@ def postgres(database_url: str, needed: bool, logs: Path):
     finally:
         subprocess.run([str(POSTGRES), "stop", str(cluster)], check=False,
                        capture_output=True)
+        with contextlib.suppress(OSError):
+            work.rmdir()
 
 
 def run(name: str, quick: bool, logs: Path, database_url: str = "") -> dict:
