@@ -1,7 +1,8 @@
 """The queue's WAL stays bounded while a real consumer runs (issue 18).
 
-SQLite's own checkpoints cannot start the WAL over while another process reads it;
-the consumer truncates it, and no reader keeps a snapshot open between polls.
+SQLite's own checkpoints cannot start the WAL over while another process reads it; the
+consumer's commits checkpoint it (RESTART) once it passes its limit, its idle thread
+truncates what a burst left, and no reader keeps a snapshot open between polls.
 """
 
 import os
