@@ -62,6 +62,12 @@ def withdraw(storage, job: dict[str, Any], user_id: int,
     """
     job_id = job["id"]
     with storage.db(commit=True) as curs:
+        # Lock the job's requester rows first (a no-op write), so two withdrawals of one
+        # job take turns: on PostgreSQL each would otherwise count the other as still
+        # waiting (its change not committed yet), and the job would run on for nobody.
+        # SQLite's write transactions already take turns.
+        curs.execute("update analytics_requester set withdrawn = withdrawn "
+                     "where job_id = ?", (job_id,))
         curs.execute("select withdrawn from analytics_requester where job_id = ? and "
                      "user_id = ?", (job_id, user_id))
         row = curs.fetchone()
