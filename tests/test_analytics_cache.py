@@ -225,3 +225,38 @@ def test_two_requesters_withdrawing_at_once_cancel_the_job_once(settings):
         assert canceled == [job_id], f"attempt {attempt}: the job was not canceled"
         # Nobody waits for it: the next request starts a new job.
         assert cache.claim(storage, query, request, requester=3)[0] == "claimed"
+
+
+def test_a_request_joining_while_the_last_requester_withdraws_keeps_the_job(settings):
+    """A request that joins the job while its last requester withdraws either joins in
+    time (the job goes on, for it) or comes after (and starts a new job): never joins
+    a job that is then canceled."""
+    storage = huey.storage
+    for attempt in range(40):
+        day = f"2026-{1 + attempt // 28:02d}-{1 + attempt % 28:02d}"  # a new report each
+        request = {**QUERY, "period": "daily", "from": day}
+        query = parse_query(request)
+        state, job_id = cache.claim(storage, query, request, requester=1)
+        assert state == "claimed"
+        add_job(job_id, "running")
+        canceled, joined = [], []
+        barrier = threading.Barrier(2)
+
+        def withdraw(job_id=job_id, canceled=canceled, barrier=barrier):
+            barrier.wait()
+            requesters.withdraw(storage, {"id": job_id, "owner_id": None}, 1,
+                                lambda j: canceled.append(j) or "canceled")
+
+        def join(query=query, request=request, joined=joined, barrier=barrier):
+            barrier.wait()
+            joined.append(cache.claim(storage, query, request, requester=2))
+
+        threads = [threading.Thread(target=withdraw), threading.Thread(target=join)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if joined[0] == ("running", job_id):
+            assert canceled == [], f"attempt {attempt}: joined a job that was canceled"
+        else:
+            assert joined[0][0] == "claimed" and canceled == [job_id]
