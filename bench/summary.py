@@ -169,8 +169,9 @@ def _analytics(r):
     duck = f.get("duckdb_vs_qrq_2")
     return (f"{f.get('dbs')} × {f.get('scans_per_db', 0):,} scans, daily report",
             "naive loop; DuckDB; SQLite floor",
-            f"{_fmt(f.get('qrq_2_processes_s'), ' s', 2)}; naive {_fmt(f.get('speedup'), 'x')} "
-            f"slower ({_fmt(f.get('speedup_1_process'), 'x')} against 1 process); DuckDB "
+            f"{_fmt(f.get('qrq_2_processes_s'), ' s', 2)}; naive (one process) "
+            f"{_fmt(f.get('speedup_1_process'), 'x')} slower than qrq in one process "
+            f"({_fmt(f.get('speedup'), 'x')} against qrq on 2 processes); DuckDB "
             f"{_fmt(duck, 'x', 2) + ' slower' if duck else 'not run'}; 1 process "
             f"{_fmt(f.get('qrq_1_vs_floor'), 'x', 2)} the floor "
             f"({_fmt(f.get('qrq_1_vs_floor_cpu'), 'x', 2)} in CPU)",
