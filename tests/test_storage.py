@@ -217,6 +217,27 @@ def test_one_failing_write_does_not_sink_the_others_in_its_commit(storage):
     assert sorted(i for i, in s.sql("select id from job", results=True)) == ["a", "b"]
 
 
+@pytest.mark.sqlite_only("SQLite's group commit")
+def test_a_write_alone_in_its_commit_needs_no_savepoint_and_fails_whole(storage):
+    """A single thread's enqueue is BEGIN, its inserts, COMMIT (issue 18: two statements
+    fewer); when it fails nothing of it stays, its job record included."""
+    from qrq.queue import jobs
+
+    s = storage()
+    s.enqueue(b"warm", job_id="warm")
+    statements = []
+    s.conn.set_trace_callback(statements.append)
+    s.enqueue(b"a", job_id="a", job=jobs.new_record("a", "pdf", "qrq.pdf", None))
+    with pytest.raises(AttributeError):  # a bad eta fails after its job record was written
+        s.enqueue(b"bad", job_id="bad", eta=object(),
+                  job=jobs.new_record("bad", "pdf", "qrq.pdf", None))
+    s.conn.set_trace_callback(None)
+    assert not [sql for sql in statements if "savepoint" in sql.lower()
+                or sql.lower().startswith("release")]
+    assert sorted(i for i, in s.sql("select id from job", results=True)) == ["a"]
+    assert s.queue_size() == 2
+
+
 def test_threads_starting_together_share_one_owner_and_keep_their_leases(storage):
     """Worker threads of a fresh process must not each reset the lease state (a
     reset dropped other threads' held rows, whose leases then lapsed mid-run)."""
