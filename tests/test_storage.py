@@ -450,6 +450,45 @@ def test_an_idle_worker_wakes_on_enqueue_not_on_its_slow_poll(pg_url):
         web.dispose()
 
 
+def test_a_job_enqueued_twice_under_one_id_is_queued_once(storage):
+    """A record that exists (a periodic slot another scheduler enqueued) means the job
+    is queued: the second enqueue writes nothing and returns the id (on PostgreSQL
+    through the one-statement submit, qrq.queue.postgres_submit)."""
+    from qrq.queue import jobs
+    from qrq.queue.admission import Admission
+
+    s = storage()
+    for _ in range(2):
+        assert s.enqueue(b"slot", priority=5, job_id="p", job_type="maintenance",
+                         job=jobs.new_record("p", "maintenance", "qrq.m", 3),
+                         admission=Admission(max_active=10)) == "p"
+    assert s.sql("select data, priority, job_id, job_type from task", results=True) == [
+        (b"slot", 5.0, "p", "maintenance")]
+    assert s.sql("select owner_id, status, payload from job", results=True) == [
+        (3, "queued", b"slot")]
+
+
+def test_a_submit_with_a_quota_wakes_idle_workers(pg_url):
+    """The one-statement submit sends the notification with its insert."""
+    from qrq.queue import jobs
+    from qrq.queue.admission import Admission
+    from tests.conftest import wait_until
+
+    worker = LeasedPostgresStorage("q", url=pg_url)
+    web = LeasedPostgresStorage("q", url=pg_url)
+    try:
+        worker.listener.start()
+        wait_until(lambda: worker.listener.heard, timeout=10, message="the listener")
+        heard = worker.listener.heard
+        web.enqueue(b"job", job_id="j", job_type="pdf", admission=Admission(max_active=5),
+                    job=jobs.new_record("j", "pdf", "qrq.pdf", 1))
+        wait_until(lambda: worker.listener.heard > heard, timeout=10,
+                   message="the notification")
+    finally:
+        worker.dispose()
+        web.dispose()
+
+
 def test_a_periodic_slot_is_claimed_once(storage):
     """Periodic tasks without a job record claim their minute in the result store:
     the first scheduler gets it, any other (or a late one for an older slot) not."""

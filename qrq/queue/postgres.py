@@ -24,8 +24,7 @@ from huey.storage import BaseSqlStorage, SqliteStorage
 from psycopg.adapt import Loader
 
 from qrq.errors import Unavailable
-from qrq.queue import jobs, wakeup
-from qrq.queue.postgres_submit import OneTripSubmit
+from qrq.queue import jobs, postgres_submit, wakeup
 from qrq.queue.storage import LeasedStorage
 
 logger = logging.getLogger("qrq.queue.storage")
@@ -281,7 +280,7 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-class LeasedPostgresStorage(OneTripSubmit, LeasedStorage, PostgresConnections):
+class LeasedPostgresStorage(postgres_submit.OneTripSubmit, LeasedStorage, PostgresConnections):
     """The leased storage on PostgreSQL: what differs from SQLite, and only that."""
 
     database = "postgresql"
