@@ -29,13 +29,14 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 
 @pytest.fixture
 def server(settings):
-    """``waitress-serve web:app`` on 127.0.0.1, in its own process; its base URL."""
+    """``qrq serve`` (the server users run) on 127.0.0.1, in its own process; its base
+    URL."""
     port = free_port()
     env = {**os.environ, "QRQ_DATA_DIR": str(settings.data_dir),
            "QRQ_LEASE_SECONDS": str(settings.lease_seconds)}
-    with open(settings.logs_dir / "waitress.log", "ab") as log:
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "waitress-serve"),
-                                 f"--listen=127.0.0.1:{port}", "--threads=4", "web:app"],
+    with open(settings.logs_dir / "qrq-serve.log", "ab") as log:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "qrq"), "serve",
+                                 "--host=127.0.0.1", f"--port={port}", "--threads=4"],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
 
@@ -44,7 +45,7 @@ def server(settings):
             with urllib.request.urlopen(base + "/healthz", timeout=2) as response:
                 return response.status == 200
         except OSError:
-            return proc.poll() is not None and pytest.fail("waitress exited")
+            return proc.poll() is not None and pytest.fail("qrq serve exited")
 
     try:
         wait_until(up, timeout=60, interval=0.1, message="the web server")

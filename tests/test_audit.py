@@ -193,6 +193,21 @@ def test_a_record_inside_a_transaction_commits_or_rolls_back_with_it(settings):
     assert total == 1 and rows[0]["action"] == "job.retry"
 
 
+def test_a_done_action_stays_done_when_its_audit_row_cannot_be_written(
+        admin, make_user, settings, caplog):
+    client, csrf = admin
+    _, headers = make_user("ops", admin=True)
+    one, two = failed_jobs(2)
+    huey.storage.sql("alter table audit rename to audit_elsewhere")  # every write fails
+    assert client.post(f"/api/admin/jobs/{one}/retry", headers=headers).status_code == 202
+    assert post(client, csrf, f"/admin/jobs/{two}/retry").status_code == 302
+    assert [jobs.get(huey.storage, i)["status"] for i in (one, two)] == ["queued"] * 2
+    written = [r.getMessage() for r in caplog.records if r.name == "qrq.queue.audit"]
+    assert written == [f'audit row not written: job.retry by {actor} on 1 job(s) '
+                       f'["{job_id}"] {{}}' for actor, job_id in (("ops", one),
+                                                                  ("root", two))]
+
+
 def test_retention_deletes_audit_rows_as_old_as_the_oldest_kept_jobs(settings):
     now = time.time()
     kept_days = max(settings.retain_finished_days, settings.retain_failed_days)

@@ -1,5 +1,6 @@
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -120,7 +121,7 @@ def test_every_process_refuses_to_start_on_a_bad_setting_with_one_line(tmp_path,
         assert lines[0].startswith(f"Error: {variable}="), (args, lines)
 
 
-def test_data_dir_without_qrq_data_is_refused_and_not_created(tmp_path):
+def test_data_dir_without_qrq_data_is_refused_and_not_created(tmp_path, backend):
     qrq = str(Path(sys.executable).parent / "qrq")
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -132,4 +133,14 @@ def test_data_dir_without_qrq_data_is_refused_and_not_created(tmp_path):
     fresh = tmp_path / "fresh"
     assert run_process([qrq, "--data-dir", str(fresh), "init"], {}).returncode == 0
     listed = run_process([qrq, "--data-dir", str(fresh), "jobs", "list"], {})
+    assert listed.returncode == 0, listed.stderr
+
+
+def test_data_dir_is_recognised_when_the_secret_comes_from_the_environment(tmp_path,
+                                                                           backend):
+    # On PostgreSQL such a directory holds neither databases nor secret.key.
+    qrq = str(Path(sys.executable).parent / "qrq")
+    data, env = tmp_path / "data", {"QRQ_SECRET_KEY": secrets.token_urlsafe(32)}
+    assert run_process([qrq, "--data-dir", str(data), "init"], env).returncode == 0
+    listed = run_process([qrq, "--data-dir", str(data), "jobs", "list"], env)
     assert listed.returncode == 0, listed.stderr

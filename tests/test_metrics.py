@@ -9,6 +9,8 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from qrq.appdb.db import app_db
+from qrq.appdb.models import User
 from qrq.errors import ValidationError
 from qrq.queue import huey, job_task, submit
 from tests.conftest import ROOT, wait_until
@@ -56,6 +58,12 @@ def test_metrics_need_a_token(client, alice, admin, settings, app):
     assert_error(client.get("/metrics", headers={"Authorization": "Bearer nope"}), 401)
     assert_error(client.get("/metrics", headers=alice[1]), 403)
     assert client.get("/metrics", headers=admin).status_code == 200
+    # An operator reads it like the rest of the dashboard; no one may POST to it.
+    with app_db.connection_context():
+        _, token = User.create_with_token("watcher", operator=True)
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {token}"}
+                      ).status_code == 200
+    assert_error(client.post("/metrics", headers=admin), 405)
     app.config["QRQ"] = dataclasses.replace(settings, metrics_token="s3cret-scrape")
     scraper = {"Authorization": "Bearer s3cret-scrape"}
     assert client.get("/metrics", headers=scraper).status_code == 200

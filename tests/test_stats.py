@@ -162,6 +162,9 @@ def test_search_jobs_filters(lifecycle):
     assert stats.search_jobs(storage, created_from=now - 60, created_to=now + 60)[1] == 7
     assert stats.search_jobs(storage, created_from=now + 60)[1] == 0
     assert stats.search_jobs(storage, name_contains="ops_bad")[1] == 1
+    # Any case, on both databases (PostgreSQL's like is case-sensitive).
+    assert stats.search_jobs(storage, name_contains="OPS_Bad")[1] == 1
+    assert stats.search_jobs(storage, text="TEST.OPS_BAD")[1] == 1
 
 
 def test_progress_of_reads_only_existing_ids(lifecycle):

@@ -20,8 +20,14 @@ PRIVATE_UMASK = 0o077
 
 
 def holds_qrq_data(path: Path) -> bool:
-    """Whether *path* is a qrq data directory (``qrq init`` has run there)."""
-    return (path / "queue.db").is_file() or (path / "app.db").is_file()
+    """Whether *path* is a qrq data directory (``qrq init`` has run there).
+
+    On SQLite it holds the databases; on PostgreSQL (``QRQ_DATABASE_URL``) it holds no
+    database, but every qrq process leaves ``logs/`` there (:meth:`Settings.ensure_dirs`),
+    and ``secret.key`` unless the secret comes from the environment.
+    """
+    return (any((path / name).is_file() for name in ("queue.db", "app.db", "secret.key"))
+            or (path / "logs").is_dir())
 
 
 def make_private(settings: Settings) -> None:

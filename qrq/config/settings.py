@@ -237,7 +237,7 @@ class Settings:
     alert_mail_to: str = setting("", "Extra alert mail recipients, comma-separated; admins "
                                  "with an e-mail address always get them.")
     metrics_token: str = setting("", "Bearer token that GET /metrics accepts (for "
-                                 "Prometheus). Empty: only an admin's API token.",
+                                 "Prometheus). Empty: only an admin's or operator's API token.",
                                  secret=True)
     secure_cookies: bool = setting(False, "Send the dashboard's session cookie over HTTPS "
                                    "only (turn on behind TLS).")

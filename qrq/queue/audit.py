@@ -1,7 +1,10 @@
 """The audit log: who did what to which jobs, from the dashboard, the admin API or the CLI.
 
-One call per action, after it took effect (or inside its transaction, given the
-cursor)::
+One call per action, inside its transaction (given the cursor) where the caller holds
+it, else after the action committed: the row then commits on its own, and a failure to
+write it is logged, never raised, so a done action is still reported as done (the
+actions of the dashboard, admin API and CLI are huey calls and loops over them that
+commit themselves)::
 
     audit.record(huey.storage, user.name, "job.retry", job_ids=[job_id])
 
@@ -14,6 +17,7 @@ Rows leave with ended jobs (:func:`qrq.queue.retention.apply_retention`).
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterable
@@ -22,6 +26,8 @@ from typing import Any
 # The ids kept per row: enough to follow up on a retry-all, bounded for a huge purge.
 MAX_IDS = 100
 MAX_DETAIL = 2000
+
+logger = logging.getLogger("qrq.queue.audit")
 
 _INSERT = ("insert into audit (id, created_at, actor, action, job_count, job_ids, detail) "
            "values (?, ?, ?, ?, ?, ?, ?)")
@@ -33,7 +39,8 @@ def record(target, actor: str, action: str, *, job_ids: Iterable[str] = (),
     """Write one audit row for *action* (``"job.retry"``, ``"jobs.purge"`` ...) by *actor*.
 
     :param target: a cursor inside the action's own transaction (the row commits with
-        it), or the queue storage (the row commits on its own).
+        it, an error rolls both back), or the queue storage after the action committed
+        (the row commits on its own; an error is logged with the row, not raised).
     :param job_ids: the jobs acted on; the first :data:`MAX_IDS` are kept.
     :param count: how many jobs the action touched, when *job_ids* does not say
         (a purge knows only how many it deleted); default ``len(job_ids)``.
@@ -45,8 +52,12 @@ def record(target, actor: str, action: str, *, job_ids: Iterable[str] = (),
     row = (uuid.uuid4().hex, time.time() if now is None else now, actor[:100], action[:64],
            len(ids) if count is None else count, json.dumps(ids[:MAX_IDS]), text)
     if hasattr(target, "db"):
-        with target.db(commit=True) as curs:
-            curs.execute(_INSERT, row)
+        try:
+            with target.db(commit=True) as curs:
+                curs.execute(_INSERT, row)
+        except Exception:  # any database error: the action itself is done
+            logger.exception("audit row not written: %s by %s on %d job(s) %s %s",
+                             row[3], row[2], row[4], row[5], row[6])
     else:
         target.execute(_INSERT, row)
 

@@ -220,12 +220,18 @@ class QrqConsumer(Consumer):
 
     def start(self):
         StorageFullLog().install()  # before the workers fork: they share its clock
-        super().start()
+        # Registered before any worker can lease a job: the consumers page and the
+        # alerts never see a running job of an unknown consumer. (huey's start closes
+        # this connection before it forks the workers, which set their own handlers.)
+        # The stop signals are handled first: one that comes now ends run() cleanly,
+        # and run() deletes the row again.
+        self._set_signal_handlers()
         self.started_at = time.time()
         try:
             self._register()
         except StorageFull:  # the heartbeat registers it once space is back
             logger.exception("could not register consumer %s", self.consumer_id)
+        super().start()
         threading.Thread(target=self._beat, name="qrq-consumer-heartbeat",
                          daemon=True).start()
         if self.huey.storage.database == "sqlite":  # PostgreSQL checkpoints its own WAL

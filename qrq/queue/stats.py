@@ -320,8 +320,9 @@ def search_jobs(storage, *, job_type: str | None = None, status: str | None = No
                   ("owner_id = ?", None if system else owner_id),
                   ("created_at >= ?", created_from), ("created_at < ?", created_to),
                   ("id like ?", id_prefix + "%" if id_prefix else None),
-                  ("name like ? escape '\\'",
-                   f"%{escape_like(name_contains)}%" if name_contains else None),
+                  # lower() on both sides: PostgreSQL's like is case-sensitive.
+                  ("lower(name) like ? escape '\\'",
+                   f"%{escape_like(name_contains.lower())}%" if name_contains else None),
                   ("worker like ? escape '\\'",
                    None if not worker else escape_like(worker) + ("" if "/" in worker
                                                                    else "/%"))]

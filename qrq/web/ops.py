@@ -3,7 +3,8 @@
 The metrics are read from the queue database at scrape time by a custom
 collector, never kept in process memory, so every gunicorn worker answers a
 scrape with the same numbers. ``/metrics`` needs a bearer token: the
-``QRQ_METRICS_TOKEN`` setting, or an admin's API token; queue figures and
+``QRQ_METRICS_TOKEN`` setting, or an admin's or operator's API token (a read, like the
+rest of the dashboard's, :func:`~qrq.web.auth.check_role`); queue figures and
 consumer host names are not for anyone who can reach the port.
 """
 
@@ -21,11 +22,10 @@ from prometheus_client.exposition import choose_encoder
 
 from qrq import alerts, health
 from qrq.config import Settings
-from qrq.errors import Forbidden
 from qrq.notify import send_mail
 from qrq.queue import huey, pauses, stats
 from qrq.status import queue_status_document
-from qrq.web.auth import bearer_token, token_user
+from qrq.web.auth import bearer_token, check_role, token_user
 from qrq.web.errors import error_body
 
 logger = logging.getLogger("qrq.web")
@@ -169,10 +169,10 @@ def _le(bound) -> str:
 
 def _check_metrics_auth(settings: Settings) -> None:
     token = bearer_token("send Authorization: Bearer <QRQ_METRICS_TOKEN or an admin's "
-                         "API token>")
+                         "or operator's API token>")
     user = token_user(token, also_accept=settings.metrics_token)
-    if user is not None and not user.is_admin:
-        raise Forbidden("admins only")
+    if user is not None:  # None: the metrics token
+        check_role(user, request.method)
 
 
 @bp.get("/metrics")
