@@ -286,9 +286,10 @@ class ThreadedSqliteStorage(SqliteStorage):
         A durable commit waits for an fsync. Threads that call this while another
         thread commits queue up; the first of them to get the write lock writes
         every queued write in one transaction, so N concurrent enqueues from a
-        threaded web server cost one fsync, not N. Each write has its own
-        savepoint: one that fails raises in its own thread and takes nothing else
-        with it.
+        threaded web server cost one fsync, not N. In a batch of several, each write
+        has its own savepoint: one that fails raises in its own thread and takes
+        nothing else with it. A batch of one (every write of a single thread) needs
+        none: its failure rolls back the whole transaction, which holds only it.
         """
         pending = _PendingWrite(write)
         with self._pending_lock:
@@ -304,6 +305,9 @@ class ThreadedSqliteStorage(SqliteStorage):
     def _write_batch(self, batch: list[_PendingWrite]) -> None:
         try:
             with self._transaction(commit=True, close=False) as curs:
+                if len(batch) == 1:  # two statements fewer than a savepoint's
+                    batch[0].write(curs)
+                    return
                 for pending in batch:
                     curs.execute("savepoint qrq_write")
                     try:
