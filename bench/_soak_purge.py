@@ -36,9 +36,11 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ["QRQ_DATA_DIR"] = args.data_dir
     from qrq.artifacts import DirectoryStore, open_store
+    from qrq.config import load_settings
     from qrq.queue import huey
     from qrq.queue.retention import purge_jobs, purge_stale
 
+    huey.init(load_settings())  # the queue is built from settings before anything uses it
     storage, artifacts = huey.storage, open_store(huey.settings)
     stand_in = Path(tempfile.mkdtemp(prefix="qrq-bench-soak-no-artifacts-"))
     try:

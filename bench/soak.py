@@ -8,7 +8,9 @@ code on one A4 page) and poll ``/api/job-status/<id>`` of their oldest job whene
 have ``--window`` jobs outstanding, until JOBS jobs have been submitted and every one was
 seen ``finished``.
 
-Every ``--sample`` seconds the script records the size of ``queue.db`` and its ``-wal``,
+A thread reads the size of ``queue.db-wal`` every 20 ms for its peak (issue 18's
+bound: 16 MB). Every ``--sample`` seconds the script records the size of ``queue.db``
+and its ``-wal``,
 the resident memory of the consumer's process group (main process and workers, from
 /proc), the web server's, the rows of the job and task tables, and the rate. From
 ``--purge-after`` (a fraction of JOBS) on, a separate process (bench/_soak_purge.py) runs
@@ -218,6 +220,19 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
 
 
+class WalPeak(threading.Thread):
+    """The largest size the WAL file *path* had, read every 20 ms until the process ends."""
+
+    def __init__(self, path: Path):
+        super().__init__(daemon=True, name="wal-peak")
+        self.path, self.peak = path, 0
+
+    def run(self) -> None:
+        while True:
+            self.peak = max(self.peak, file_size(self.path))
+            time.sleep(0.02)
+
+
 def run(args: argparse.Namespace, root: Path) -> int:
     data = root / "data"
     web = consumer = purger = None
@@ -242,6 +257,8 @@ def run(args: argparse.Namespace, root: Path) -> int:
         wait_for_text(settings.logs_dir / "consumer.log", "consumer started", consumer, 60)
         time.sleep(1.0)  # let the workers fork and settle
         reader = sqlite3.connect(queue_db, timeout=30)
+        wal_peak = WalPeak(wal)
+        wal_peak.start()
 
         began = time.perf_counter()
         last = {"t": 0.0, "finished": 0}
@@ -355,7 +372,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
                            "end": end["queue_db_bytes"],
                            "max": max(s["queue_db_bytes"] for s in samples)},
         "wal_bytes": {"start": first["wal_bytes"], "end": end["wal_bytes"],
-                      "max": max(s["wal_bytes"] for s in samples)},
+                      "max": max(s["wal_bytes"] for s in samples), "peak": wal_peak.peak},
         "consumer_rss_bytes": {"start_idle": first["consumer_rss_bytes"],
                                "warm": warm["consumer_rss_bytes"],
                                "end": end["consumer_rss_bytes"],
@@ -392,7 +409,8 @@ def run(args: argparse.Namespace, root: Path) -> int:
     q, r = summary["queue_db_bytes"], summary["consumer_rss_bytes"]
     print(f"queue.db: start {q['start'] / 1e6:.2f} MB, when purges start "
           f"{(q['purges_start'] or 0) / 1e6:.2f} MB, end {q['end'] / 1e6:.2f} MB, max "
-          f"{q['max'] / 1e6:.2f} MB; wal max {summary['wal_bytes']['max'] / 1e6:.2f} MB")
+          f"{q['max'] / 1e6:.2f} MB; wal max {summary['wal_bytes']['max'] / 1e6:.2f} MB "
+          f"(samples), peak {summary['wal_bytes']['peak'] / 1e6:.2f} MB (every 20 ms)")
     if "queue_db_growth_bytes_per_1000_jobs" in summary:
         g = summary["queue_db_growth_bytes_per_1000_jobs"]
         print(f"queue.db growth per 1,000 jobs: before purges {g['before_purges']} B, second "

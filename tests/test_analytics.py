@@ -1,6 +1,7 @@
 """The aggregation over real scan databases under tmp_path, checked against a plain
 Python reference that buckets each row with zoneinfo."""
 
+import contextlib
 import datetime
 import os
 import sqlite3
@@ -313,6 +314,28 @@ def test_shards_with_the_old_text_hashes_give_the_same_report(demo_dbs, tmp_path
     old = analytics.time_series(legacy, query, processes=2)
     assert {**old, "seconds": 0} == {**new, "seconds": 0}
     check(old, legacy, query)
+
+
+def test_the_indexes_and_the_check_are_found_whatever_the_table_name_case(tmp_path, demo_dbs):
+    """One read of sqlite_master finds the indexes and the CHECK of a table created as
+    ``SCANS`` (SQLite's names ignore case): no missing-index warning, the fast path for
+    the hashes, and the same report as the original database."""
+    path = tmp_path / "upper.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"attach '{demo_dbs[0]}' as demo")
+        for statement in SCHEMA:
+            conn.execute(statement.replace(" on scans ", " on SCANS ")
+                         .replace("exists scans (", "exists SCANS ("))
+        conn.execute("insert into SCANS select * from demo.scans")
+    conn.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert shard._schema(conn) == (set(shard.INDEXES), True)
+    query = parse_query({"from": "2026-09-01", "to": "2026-11-22"})
+    result = analytics.time_series([path], query)
+    assert result["warnings"] == []
+    original = analytics.time_series([demo_dbs[0]], query)
+    assert (result["series"], result["top"]) == (original["series"], original["top"])
+    check(result, [path], query)
 
 
 def test_the_schema_accepts_only_8_byte_visitor_hashes(make_db):

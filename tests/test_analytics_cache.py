@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from qrq.analytics import cache
+from qrq.analytics import cache, requesters
 from qrq.analytics.query import parse_query
 from qrq.queue import huey, jobs
 from qrq.queue.storage import LeasedSqliteStorage
@@ -192,3 +192,71 @@ def test_reports_nobody_asks_for_are_forgotten(settings):
     cache.claim(huey.storage, recent, QUERY, now=now)
     assert cache.forget(huey.storage, now) == 1
     assert [r["cache_key"] for r in cache.list_reports(huey.storage)] == [recent.key]
+
+
+def test_two_requesters_withdrawing_at_once_cancel_the_job_once(settings):
+    """The last requester to withdraw cancels the job, also when two withdraw at the
+    same moment: each must see the other's withdrawal (on PostgreSQL both once saw the
+    other still waiting, and the job ran on for nobody, still claimed)."""
+    storage = huey.storage
+    for attempt in range(40):
+        day = f"2026-{1 + attempt // 28:02d}-{1 + attempt % 28:02d}"  # a new report each
+        request = {**QUERY, "period": "daily", "from": day}
+        query = parse_query(request)
+        state, job_id = cache.claim(storage, query, request, requester=1)
+        assert state == "claimed"
+        assert cache.claim(storage, query, request, requester=2) == ("running", job_id)
+        add_job(job_id, "running")
+        job = {"id": job_id, "owner_id": None}
+        canceled, seen = [], []
+        barrier = threading.Barrier(2)
+
+        def withdraw(user_id, job=job, canceled=canceled, seen=seen, barrier=barrier):
+            barrier.wait()
+            seen.append(requesters.withdraw(storage, job, user_id,
+                                            lambda j: canceled.append(j) or "canceled"))
+
+        threads = [threading.Thread(target=withdraw, args=(u,)) for u in (1, 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert seen == ["canceled", "canceled"]
+        assert canceled == [job_id], f"attempt {attempt}: the job was not canceled"
+        # Nobody waits for it: the next request starts a new job.
+        assert cache.claim(storage, query, request, requester=3)[0] == "claimed"
+
+
+def test_a_request_joining_while_the_last_requester_withdraws_keeps_the_job(settings):
+    """A request that joins the job while its last requester withdraws either joins in
+    time (the job goes on, for it) or comes after (and starts a new job): never joins
+    a job that is then canceled."""
+    storage = huey.storage
+    for attempt in range(40):
+        day = f"2026-{1 + attempt // 28:02d}-{1 + attempt % 28:02d}"  # a new report each
+        request = {**QUERY, "period": "daily", "from": day}
+        query = parse_query(request)
+        state, job_id = cache.claim(storage, query, request, requester=1)
+        assert state == "claimed"
+        add_job(job_id, "running")
+        canceled, joined = [], []
+        barrier = threading.Barrier(2)
+
+        def withdraw(job_id=job_id, canceled=canceled, barrier=barrier):
+            barrier.wait()
+            requesters.withdraw(storage, {"id": job_id, "owner_id": None}, 1,
+                                lambda j: canceled.append(j) or "canceled")
+
+        def join(query=query, request=request, joined=joined, barrier=barrier):
+            barrier.wait()
+            joined.append(cache.claim(storage, query, request, requester=2))
+
+        threads = [threading.Thread(target=withdraw), threading.Thread(target=join)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if joined[0] == ("running", job_id):
+            assert canceled == [], f"attempt {attempt}: joined a job that was canceled"
+        else:
+            assert joined[0][0] == "claimed" and canceled == [job_id]

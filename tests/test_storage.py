@@ -217,6 +217,27 @@ def test_one_failing_write_does_not_sink_the_others_in_its_commit(storage):
     assert sorted(i for i, in s.sql("select id from job", results=True)) == ["a", "b"]
 
 
+@pytest.mark.sqlite_only("SQLite's group commit")
+def test_a_write_alone_in_its_commit_needs_no_savepoint_and_fails_whole(storage):
+    """A single thread's enqueue is BEGIN, its inserts, COMMIT (issue 18: two statements
+    fewer); when it fails nothing of it stays, its job record included."""
+    from qrq.queue import jobs
+
+    s = storage()
+    s.enqueue(b"warm", job_id="warm")
+    statements = []
+    s.conn.set_trace_callback(statements.append)
+    s.enqueue(b"a", job_id="a", job=jobs.new_record("a", "pdf", "qrq.pdf", None))
+    with pytest.raises(AttributeError):  # a bad eta fails after its job record was written
+        s.enqueue(b"bad", job_id="bad", eta=object(),
+                  job=jobs.new_record("bad", "pdf", "qrq.pdf", None))
+    s.conn.set_trace_callback(None)
+    assert not [sql for sql in statements if "savepoint" in sql.lower()
+                or sql.lower().startswith("release")]
+    assert sorted(i for i, in s.sql("select id from job", results=True)) == ["a"]
+    assert s.queue_size() == 2
+
+
 def test_threads_starting_together_share_one_owner_and_keep_their_leases(storage):
     """Worker threads of a fresh process must not each reset the lease state (a
     reset dropped other threads' held rows, whose leases then lapsed mid-run)."""
@@ -424,6 +445,45 @@ def test_an_idle_worker_wakes_on_enqueue_not_on_its_slow_poll(pg_url):
         web.enqueue(b"job")
         wait_until(lambda: got, timeout=20, message="the woken worker to take the job")
         assert got == [b"job"]
+    finally:
+        worker.dispose()
+        web.dispose()
+
+
+def test_a_job_enqueued_twice_under_one_id_is_queued_once(storage):
+    """A record that exists (a periodic slot another scheduler enqueued) means the job
+    is queued: the second enqueue writes nothing and returns the id (on PostgreSQL
+    through the one-statement submit, qrq.queue.postgres_submit)."""
+    from qrq.queue import jobs
+    from qrq.queue.admission import Admission
+
+    s = storage()
+    for _ in range(2):
+        assert s.enqueue(b"slot", priority=5, job_id="p", job_type="maintenance",
+                         job=jobs.new_record("p", "maintenance", "qrq.m", 3),
+                         admission=Admission(max_active=10)) == "p"
+    assert s.sql("select data, priority, job_id, job_type from task", results=True) == [
+        (b"slot", 5.0, "p", "maintenance")]
+    assert s.sql("select owner_id, status, payload from job", results=True) == [
+        (3, "queued", b"slot")]
+
+
+def test_a_submit_with_a_quota_wakes_idle_workers(pg_url):
+    """The one-statement submit sends the notification with its insert."""
+    from qrq.queue import jobs
+    from qrq.queue.admission import Admission
+    from tests.conftest import wait_until
+
+    worker = LeasedPostgresStorage("q", url=pg_url)
+    web = LeasedPostgresStorage("q", url=pg_url)
+    try:
+        worker.listener.start()
+        wait_until(lambda: worker.listener.heard, timeout=10, message="the listener")
+        heard = worker.listener.heard
+        web.enqueue(b"job", job_id="j", job_type="pdf", admission=Admission(max_active=5),
+                    job=jobs.new_record("j", "pdf", "qrq.pdf", 1))
+        wait_until(lambda: worker.listener.heard > heard, timeout=10,
+                   message="the notification")
     finally:
         worker.dispose()
         web.dispose()

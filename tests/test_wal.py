@@ -1,7 +1,8 @@
 """The queue's WAL stays bounded while a real consumer runs (issue 18).
 
-SQLite's own checkpoints cannot start the WAL over while another process reads it;
-the consumer truncates it, and no reader keeps a snapshot open between polls.
+SQLite's own checkpoints cannot start the WAL over while another process reads it; the
+consumer's commits checkpoint it (RESTART) once it passes its limit, its idle thread
+truncates what a burst left, and no reader keeps a snapshot open between polls.
 """
 
 import os
@@ -17,6 +18,7 @@ from tests.conftest import wait_until
 pytestmark = [pytest.mark.slow,
               pytest.mark.sqlite_only("SQLite's WAL file (PostgreSQL manages its own)")]
 SLOW_TASKS = {"QRQ_TASK_MODULES": "tests.slow_tasks"}
+WAL_BOUND = 16 << 20  # issue 18: the WAL never exceeds this while jobs drain
 
 
 def wal_size(settings) -> int:
@@ -24,6 +26,21 @@ def wal_size(settings) -> int:
         return os.path.getsize(f"{settings.queue_db}-wal")
     except FileNotFoundError:
         return 0
+
+
+def wal_salts(settings) -> bytes:
+    """The WAL header's salts: SQLite changes them each time a checkpoint lets the WAL
+    start over (b"" while there is no WAL)."""
+    try:
+        with open(f"{settings.queue_db}-wal", "rb") as wal:
+            return wal.read(24)[16:24]
+    except FileNotFoundError:
+        return b""
+
+
+def finished(count: int) -> bool:
+    return huey.storage.sql("select count(*) from job where status = 'finished'",
+                            results=True)[0][0] == count
 
 
 def registered(workers: int) -> bool:
@@ -58,3 +75,64 @@ def test_the_wal_shrinks_back_after_a_burst(settings, consumer):
 def test_connections_limit_the_wal_they_keep(settings):
     limit = huey.storage.conn.execute("pragma journal_size_limit").fetchone()[0]
     assert limit == JOURNAL_SIZE_LIMIT
+
+
+def test_the_wal_starts_over_and_stays_bounded_while_four_workers_drain(settings, consumer):
+    # ~28 KB of WAL per drained job: without checkpoints that complete while the
+    # workers poll, 3,000 jobs would leave a WAL of tens of MB.
+    ids = [submit(slow_tasks.noop, owner_id=None) for _ in range(3000)]
+    salts_before = wal_salts(settings)
+    worker = consumer(workers=4, extra_env=SLOW_TASKS)
+    peak = 0
+
+    def drained() -> bool:
+        nonlocal peak
+        peak = max(peak, wal_size(settings))
+        return finished(len(ids))
+
+    wait_until(drained, timeout=180, interval=0.005, message="the burst to drain")
+    assert wal_salts(settings) != salts_before  # the WAL started over
+    assert peak <= WAL_BOUND
+    assert "Traceback" not in worker.output()
+
+
+def test_a_commit_past_the_limit_checkpoints_and_the_next_starts_the_wal_over(settings):
+    storage = huey.storage
+    storage.wal_restart_bytes = 64 << 10  # a small limit: a few commits pass it
+    storage.close()
+    try:
+        # A consumer's connection: its commits checkpoint, SQLite's autocheckpoint does not.
+        assert storage.conn.execute("pragma wal_autocheckpoint").fetchone()[0] == 0
+        salts = wal_salts(settings)
+        for n in range(200):
+            storage.sql("insert into kv (queue, key, value) values (?, ?, ?)",
+                        ("wal-test", f"k{n}", b"x" * 2000), commit=True)
+        assert wal_salts(settings) != salts  # the WAL started over
+    finally:
+        storage.wal_restart_bytes = None
+        storage.close()
+
+
+def test_a_reader_holding_its_snapshot_makes_the_commit_give_up_not_fail(settings):
+    storage = huey.storage
+    storage.sql("insert into kv (queue, key, value) values ('wal-test', 'k', x'00')",
+                commit=True)
+    reader = sqlite3.connect(settings.queue_db, isolation_level=None)
+    storage.wal_restart_bytes = 64 << 10
+    storage.close()
+    try:
+        reader.execute("begin")
+        reader.execute("select count(*) from kv").fetchone()  # a snapshot, held open
+        salts = None
+        for n in range(100):
+            storage.sql("insert into kv (queue, key, value) values (?, ?, ?)",
+                        ("wal-test", f"r{n}", b"x" * 2000), commit=True)
+            salts = salts or wal_salts(settings)  # the WAL as the first commit left it
+        assert wal_salts(settings) == salts  # the reader still needs the old WAL
+        assert storage.sql("select count(*) from kv where queue = 'wal-test'",
+                           results=True)[0][0] == 101  # every commit kept
+        reader.execute("commit")
+    finally:
+        reader.close()
+        storage.wal_restart_bytes = None
+        storage.close()

@@ -62,6 +62,16 @@ def withdraw(storage, job: dict[str, Any], user_id: int,
     """
     job_id = job["id"]
     with storage.db(commit=True) as curs:
+        # Take turns with every claim and withdrawal of this job (no-op writes lock
+        # rows): first its cache row, which a claim joining the job locks first, then
+        # its requester rows. On PostgreSQL a withdrawal would otherwise count a joining
+        # request or a second withdrawal wrongly (their changes not committed yet):
+        # cancel a job someone just joined, or leave it running for nobody. SQLite's
+        # write transactions already take turns.
+        curs.execute("update analytics_cache set job_id = job_id where job_id = ?",
+                     (job_id,))
+        curs.execute("update analytics_requester set withdrawn = withdrawn "
+                     "where job_id = ?", (job_id,))
         curs.execute("select withdrawn from analytics_requester where job_id = ? and "
                      "user_id = ?", (job_id, user_id))
         row = curs.fetchone()

@@ -72,7 +72,7 @@ def read_database(path: Path, query: ReportQuery, bounds: list[int], *,
 
 def _read(conn: sqlite3.Connection, part: DatabasePart, query: ReportQuery,
           bounds: list[int], buckets: Iterable[int], dims: bool) -> None:
-    indexes = {row[1] for row in conn.execute("pragma index_list('scans')")}
+    indexes, packed = _schema(conn)
     # Two subqueries: SQLite answers a lone min() or max() from the index, not both at once.
     lo, hi = conn.execute("select (select min(scanned_at) from scans), "
                           "(select max(scanned_at) from scans)").fetchone()
@@ -89,7 +89,6 @@ def _read(conn: sqlite3.Connection, part: DatabasePart, query: ReportQuery,
         # One statement per database: a correlated subquery per bucket, each an index
         # range scan; the buckets travel as one JSON parameter.
         params["buckets"] = json.dumps(wanted)
-        packed = _packed_visitors(conn)
         for i, joined in conn.execute(_series_sql(query, indexes, packed), params):
             if joined is None:
                 continue  # no scans
@@ -121,11 +120,19 @@ def _indexed(name: str, indexes: set[str]) -> str:
     return f" indexed by {name}" if name in indexes else ""
 
 
-def _packed_visitors(conn: sqlite3.Connection) -> bool:
-    """Whether the table's CHECK guarantees 8-byte visitor hashes (qrq's schema)."""
-    row = conn.execute("select sql from sqlite_master where type = 'table' and "
-                       "name = 'scans'").fetchone()
-    return bool(row and row[0] and VISITOR_CHECK in " ".join(row[0].lower().split()))
+def _schema(conn: sqlite3.Connection) -> tuple[set[str], bool]:
+    """The names of the ``scans`` table's indexes, and whether its CHECK guarantees
+    8-byte visitor hashes (qrq's schema): one read of ``sqlite_master``, not two
+    statements to prepare per database."""
+    indexes, packed = set(), False
+    for kind, name, sql in conn.execute(
+            "select type, name, sql from sqlite_master "
+            "where tbl_name = 'scans' collate nocase and type in ('table', 'index')"):
+        if kind == "index":
+            indexes.add(name)
+        elif sql:
+            packed = VISITOR_CHECK in " ".join(sql.lower().split())
+    return indexes, packed
 
 
 def _bucket_sql(query: ReportQuery, indexes: set[str], what: str) -> str:

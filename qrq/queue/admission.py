@@ -2,7 +2,8 @@
 its ``Idempotency-Key``.
 
 Both are checked inside the enqueue's write transaction (``begin exclusive`` on SQLite,
-a per-owner advisory lock on PostgreSQL: see the storage's ``_lock_owner``), so
+a per-owner advisory lock on PostgreSQL: see the storage's ``_lock_owner`` and
+:mod:`qrq.queue.postgres_submit`), so
 concurrent submits cannot all see room under the quota, and concurrent retries
 of one request under one key create one job. A key is kept for 24 hours, per
 owner; a repeated key with another request body is refused (422), as the IETF
@@ -102,8 +103,13 @@ def _check_quota(curs, owner_id: int | None, max_active: int | None) -> None:
     if max_active is None or owner_id is None:
         return
     if count_active(curs, owner_id) >= max_active:
-        raise TooManyJobs(f"you have {max_active} jobs queued or running, the most allowed; "
-                          "wait for some to finish")
+        raise quota_exceeded(max_active)
+
+
+def quota_exceeded(max_active: int) -> TooManyJobs:
+    """The error of a submit refused at *max_active* unfinished jobs."""
+    return TooManyJobs(f"you have {max_active} jobs queued or running, the most allowed; "
+                       "wait for some to finish")
 
 
 def check_quota(storage, owner_id: int | None, max_active: int | None) -> None:

@@ -30,6 +30,15 @@ logger = logging.getLogger("qrq.queue.storage")
 FREE_SPACE_MIN = 1 << 20
 # Bytes of WAL kept after a checkpoint resets it: a burst's WAL shrinks back.
 JOURNAL_SIZE_LIMIT = 4 << 20
+# Seconds a writer's RESTART checkpoint (restart_wal_after_commit) waits for older
+# readers while it holds the write lock; past that it gives up and a later commit retries.
+WAL_RESTART_WAIT = 0.5
+# Seconds a commit that finds the WAL past twice its limit waits for another process's
+# checkpoint to finish, rather than write on.
+WAL_RESTART_PATIENCE = 2.0
+# Seconds a process's commits leave the WAL alone after a reader outlasted the wait
+# (a backup, a long report): every commit would otherwise stall writers for the wait.
+WAL_RESTART_BACKOFF = 1.0
 
 _LIVE = weakref.WeakSet()
 _INHERITED = []  # connections a forked child must neither use nor close
@@ -80,6 +89,11 @@ class ThreadedSqliteStorage(SqliteStorage):
         # When a statement of this process last failed for a full disk; None once a
         # commit succeeds again.
         self.full_since = None
+        # Bytes of WAL past which this process's own commits checkpoint it (RESTART)
+        # instead of SQLite's passive autocheckpoint; None keeps SQLite's. The consumer
+        # sets it (QrqConsumer): see restart_wal_after_commit.
+        self.wal_restart_bytes = None
+        self._wal_restart_after = 0.0  # monotonic time; see WAL_RESTART_BACKOFF
         super().__init__(name, filename, **kwargs)
         _LIVE.add(self)
 
@@ -95,6 +109,8 @@ class ThreadedSqliteStorage(SqliteStorage):
         if conn is None:
             conn = self._conns.conn = self._create_connection()
             conn.execute(f"pragma journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+            if self.wal_restart_bytes is not None:  # its commits checkpoint instead
+                conn.execute("pragma wal_autocheckpoint = 0")
             if self.synchronous is not None:
                 conn.execute(f"pragma synchronous = {self.synchronous}")
         return conn
@@ -132,6 +148,8 @@ class ThreadedSqliteStorage(SqliteStorage):
             self.full_since = None
             logger.warning("the queue database is writable again",
                            extra={"storage_writable": True})
+        if commit and not close and self.wal_restart_bytes is not None:
+            self.restart_wal_after_commit()
 
     def sql(self, query, params=None, commit=False, results=False):
         if commit:
@@ -186,6 +204,48 @@ class ThreadedSqliteStorage(SqliteStorage):
             if wait is not None:
                 conn.execute(f"pragma busy_timeout = {int(self._timeout * 1000)}")
 
+    def restart_wal_after_commit(self) -> None:
+        """Checkpoint the WAL (RESTART) when it has passed :attr:`wal_restart_bytes`,
+        from the connection that just committed.
+
+        SQLite's autocheckpoint after a commit is PASSIVE: it cannot start the WAL over
+        while another process reads an older snapshot, and with workers and the web app
+        polling some process nearly always does, so the WAL grew with every job. A
+        thread that checkpointed on a timer lost the race: at ~1,000 jobs/s (~30 MB/s of
+        WAL) the workers' passive checkpoints held the checkpoint lock whenever it
+        tried, and the WAL passed 25 MB. Here the writer that pushed the WAL past the
+        limit checkpoints it before it writes again, holding the write lock (no commit
+        can grow the WAL meanwhile) while older readers finish, at most
+        :data:`WAL_RESTART_WAIT` seconds; the next commit then starts the WAL over and
+        cuts the file to :data:`JOURNAL_SIZE_LIMIT`.
+
+        While another process checkpoints (SQLite answers busy at once), a commit goes
+        on, unless the WAL is past twice the limit: then that process has been
+        descheduled mid-checkpoint (a niced worker on a loaded machine) and the WAL
+        grows by every other commit, so this one waits for it, up to
+        :data:`WAL_RESTART_PATIENCE` seconds. A reader that outlasts the wait (a
+        backup) keeps the WAL from starting over anyway: the process's commits then
+        leave it for :data:`WAL_RESTART_BACKOFF` seconds. Not on a full disk (see :meth:`is_full`),
+        and never an error for the commit that already succeeded.
+        """
+        size = self.wal_size()
+        if (size <= self.wal_restart_bytes or time.monotonic() < self._wal_restart_after
+                or self.is_full()):
+            return
+        give_up = time.monotonic() + WAL_RESTART_PATIENCE
+        while True:
+            try:
+                busy, frames, _ = self.checkpoint("restart", wait=WAL_RESTART_WAIT)
+            except sqlite3.Error:
+                logger.warning("WAL checkpoint after a commit failed", exc_info=True)
+                return
+            if busy and frames != -1:  # a reader outlasted the wait
+                self._wal_restart_after = time.monotonic() + WAL_RESTART_BACKOFF
+            if (frames != -1 or size <= 2 * self.wal_restart_bytes
+                    or time.monotonic() > give_up):
+                return
+            time.sleep(0.002)  # SQLite does not wait for the checkpoint lock itself
+
     def wal_size(self) -> int:
         """The WAL file's size in bytes (0 when it does not exist)."""
         try:
@@ -226,9 +286,10 @@ class ThreadedSqliteStorage(SqliteStorage):
         A durable commit waits for an fsync. Threads that call this while another
         thread commits queue up; the first of them to get the write lock writes
         every queued write in one transaction, so N concurrent enqueues from a
-        threaded web server cost one fsync, not N. Each write has its own
-        savepoint: one that fails raises in its own thread and takes nothing else
-        with it.
+        threaded web server cost one fsync, not N. In a batch of several, each write
+        has its own savepoint: one that fails raises in its own thread and takes
+        nothing else with it. A batch of one (every write of a single thread) needs
+        none: its failure rolls back the whole transaction, which holds only it.
         """
         pending = _PendingWrite(write)
         with self._pending_lock:
@@ -244,6 +305,9 @@ class ThreadedSqliteStorage(SqliteStorage):
     def _write_batch(self, batch: list[_PendingWrite]) -> None:
         try:
             with self._transaction(commit=True, close=False) as curs:
+                if len(batch) == 1:  # two statements fewer than a savepoint's
+                    batch[0].write(curs)
+                    return
                 for pending in batch:
                     curs.execute("savepoint qrq_write")
                     try:

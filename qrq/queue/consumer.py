@@ -36,12 +36,14 @@ ORPHAN_SIGNAL = signal.SIGUSR1  # huey's consumer uses INT, TERM and HUP
 ORPHAN_CHECK = 1.0  # seconds between parent checks where prctl is not available
 ORPHAN_GRACE = 10.0  # seconds an orphaned worker gets to give its job back
 _PR_SET_PDEATHSIG = 1
-# The consumer checkpoints the queue's WAL (RESTART: the next commit starts it over and
-# cuts the file to JOURNAL_SIZE_LIMIT) when it passes WAL_CHECKPOINT_BYTES; it looks
-# every WAL_CHECK seconds.
+# The consumer's commits checkpoint the queue's WAL (RESTART: the next commit starts it
+# over and cuts the file to JOURNAL_SIZE_LIMIT) once it passes WAL_CHECKPOINT_BYTES
+# (ThreadedSqliteStorage.restart_wal_after_commit). A thread looks every WAL_CHECK
+# seconds for a WAL left big with nothing written for WAL_IDLE seconds (a burst's end)
+# and truncates it.
 WAL_CHECKPOINT_BYTES = JOURNAL_SIZE_LIMIT
-WAL_CHECK = 0.05
-WAL_IDLE = 1.0  # seconds without a commit after which a big WAL is truncated at once
+WAL_CHECK = 0.25
+WAL_IDLE = 1.0
 WAL_CHECKPOINT_WAIT = 0.5  # seconds a checkpoint may hold writers while readers finish
 
 
@@ -205,6 +207,8 @@ class QrqConsumer(Consumer):
         # the newest, whose jobs then run again (leases make that safe). Enqueues
         # from the web app stay fully synchronous: a job id handed out is on disk.
         huey.storage.synchronous = "normal"
+        if huey.storage.database == "sqlite":  # PostgreSQL checkpoints its own WAL
+            huey.storage.wal_restart_bytes = WAL_CHECKPOINT_BYTES
         huey.storage.reset_connections()
         huey.storage.lease_ahead = True  # each completion leases the worker's next job
         # Where the database can wake idle workers (PostgreSQL's LISTEN/NOTIFY), a
@@ -262,34 +266,31 @@ class QrqConsumer(Consumer):
              ",".join(storage.exclude_types) or None), commit=True)
 
     def _bound_wal(self) -> None:
-        """Keep the WAL small: checkpoint it once it passes WAL_CHECKPOINT_BYTES.
+        """Truncate a WAL that a burst left big once nothing has been written for
+        WAL_IDLE seconds.
 
-        SQLite's own checkpoints (PASSIVE, after a commit) copy pages back but cannot
-        start the WAL over while another process reads: with workers and the web app
-        polling, some reader nearly always is, and the WAL grew by every job's pages
-        until the weekly maintenance. RESTART waits for readers of older snapshots to
-        finish, which takes a poll's length (a long reader makes it try again later).
-        Not on a full disk: a WAL started over would let a few writes through into
-        its old space and fail again, over and over.
+        While jobs run, the commits that push the WAL past WAL_CHECKPOINT_BYTES
+        checkpoint it themselves; after the last one of a burst, the file keeps its size
+        until the next commit starts it over, which on an idle queue can be minutes away.
+        Not on a full disk: a WAL started over would let a few writes through into its
+        old space and fail again, over and over.
         """
         storage = self.huey.storage
-        done_at, done_size = None, None  # when the last checkpoint was, and the WAL's size
+        seen, since = None, time.monotonic()  # the WAL's size, unchanged since when
         try:
             while not self._beating.wait(WAL_CHECK):
                 size = storage.wal_size()
-                if size <= WAL_CHECKPOINT_BYTES or storage.is_full():
+                if size != seen:
+                    seen, since = size, time.monotonic()
                     continue
-                if size == done_size and time.monotonic() - done_at < WAL_IDLE:
-                    continue  # the next commit starts the WAL over and cuts it back
-                # Still as big a while after a checkpoint: nothing was written since, so
-                # cut it now (TRUNCATE).
-                mode = "truncate" if size == done_size else "restart"
+                if (size <= WAL_CHECKPOINT_BYTES or time.monotonic() - since < WAL_IDLE
+                        or storage.is_full()):
+                    continue
                 try:
-                    busy, _, _ = storage.checkpoint(mode, wait=WAL_CHECKPOINT_WAIT)
+                    storage.checkpoint("truncate", wait=WAL_CHECKPOINT_WAIT)
                 except Exception:
                     logger.exception("WAL checkpoint failed")
-                    busy = 1
-                done_at, done_size = (None, None) if busy else (time.monotonic(), size)
+                since = time.monotonic()  # busy (a long reader): try again a while later
         finally:
             storage.close()  # this thread's connection
 

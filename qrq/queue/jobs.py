@@ -55,7 +55,7 @@ class LeaseLost(JobCanceled):
 def new_record(job_id: str, job_type: str, name: str, owner_id: int | None,
                params: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"id": job_id, "type": job_type, "name": name, "owner_id": owner_id,
-            "params": json.dumps(params or {}), "created_at": time.time()}
+            "params": json.dumps(params) if params else "{}", "created_at": time.time()}
 
 
 # -- writes, inside the caller's transaction ------------------------------------------

@@ -24,7 +24,7 @@ from huey.storage import BaseSqlStorage, SqliteStorage
 from psycopg.adapt import Loader
 
 from qrq.errors import Unavailable
-from qrq.queue import jobs, wakeup
+from qrq.queue import jobs, postgres_submit, wakeup
 from qrq.queue.storage import LeasedStorage
 
 logger = logging.getLogger("qrq.queue.storage")
@@ -190,11 +190,16 @@ class PostgresConnections(SqliteStorage):
 
     @contextlib.contextmanager
     def db(self, commit=False, close=False):
+        with self.connection() as conn, conn.transaction() if commit \
+                else contextlib.nullcontext(), conn.cursor() as cursor:
+            yield cursor
+
+    @contextlib.contextmanager
+    def connection(self):
+        """A pooled connection (autocommit); an unreachable server raises Unavailable."""
         try:
             with self.pool.connection() as conn:
-                with conn.transaction() if commit else contextlib.nullcontext():
-                    with conn.cursor() as cursor:
-                        yield cursor
+                yield conn
         except Exception as exc:
             if _unavailable(exc):
                 raise self._went_down(exc) from exc
@@ -275,7 +280,7 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-class LeasedPostgresStorage(LeasedStorage, PostgresConnections):
+class LeasedPostgresStorage(postgres_submit.OneTripSubmit, LeasedStorage, PostgresConnections):
     """The leased storage on PostgreSQL: what differs from SQLite, and only that."""
 
     database = "postgresql"
