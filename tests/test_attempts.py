@@ -54,6 +54,16 @@ def test_each_attempt_is_kept_with_its_error_through_real_storage(settings):
     assert rows[0]["ended_at"] <= rows[1]["started_at"] <= rows[2]["started_at"]
 
 
+def test_a_first_run_that_finishes_writes_no_attempt_row_and_shows_as_one(settings):
+    job_id = submit(retry_tasks.fails_then_succeeds, 0, owner_id=None)
+    run_next()
+    job = jobs.get(huey.storage, job_id)
+    assert [tuple(r.values()) for r in history(job_id)] == [
+        (1, huey.storage.owner, job["started_at"], job["finished_at"], "finished", None)]
+    written = huey.storage.sql("select count(*) from job_attempt", results=True)
+    assert written == [(0,)]  # the job row says it all
+
+
 def test_a_given_back_run_is_kept_as_released_and_a_cancel_while_queued_adds_none(settings):
     job_id = submit(retry_tasks.fails_then_succeeds, 0, owner_id=None)
     assert huey.storage.dequeue() is not None

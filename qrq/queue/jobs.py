@@ -79,59 +79,87 @@ def reset_for_retry(curs, job_id: str) -> bool:
 
 
 # A consumer leased the job: a new attempt starts from no progress. Parameters: the
-# worker, the time, the job id. (PostgreSQL's lease statement embeds it.)
+# worker, the time, the job id; returns the attempt count and first start, which tell
+# whether this is the job's first run. (PostgreSQL's lease statement embeds it.)
 MARK_RUNNING_SQL = (
     "update job set status = 'running', attempts = attempts + 1, worker = ?, "
     "progress = 0, stage = '', started_at = coalesce(started_at, ?), "
-    "next_attempt_at = null where id = ? and status in ('queued', 'retrying', 'running')")
+    "next_attempt_at = null where id = ? and status in ('queued', 'retrying', 'running') "
+    "returning attempts, started_at")
 
 
-def mark_running(curs, job_id: str, worker: str, now: float) -> None:
-    """A consumer leased the job: a new attempt starts from no progress."""
+# In PostgreSQL's lease statement (on the task row): the worker of the job's run whose
+# lease lapsed, read from the job row before the lease marks it running again (the one
+# place that names it); null when the job was not running.
+TAKEN_FROM_SQL = ("(select worker from job where job.id = task.job_id "
+                  "and job.status = 'running') as taken_from")
+
+
+def mark_running(curs, job_id: str, worker: str, now: float) -> bool | None:
+    """A consumer leased the job: a new attempt starts from no progress. Returns whether
+    this is the job's first run (see :func:`attempt_started`), None if it was not runnable."""
+    # (SQLite cannot use the job's primary key for TAKEN_FROM_SQL in the lease's RETURNING.)
+    curs.execute("select worker from job where id = ? and status = 'running'", (job_id,))
+    taken_from = (curs.fetchone() or (None,))[0]
     curs.execute(MARK_RUNNING_SQL, (worker, now, job_id))
-    attempt_started(curs, job_id, worker, now)
+    return attempt_started(curs, job_id, worker, now, taken_from, curs.fetchone())
 
 
-def attempt_started(curs, job_id: str, worker: str, now: float) -> None:
-    """The rest of :func:`mark_running` (the attempt's row), for PostgreSQL's lease
-    statement, which marks the job running itself."""
-    attempts.open_attempt(curs, job_id, worker, now)
+def attempt_started(curs, job_id: str, worker: str, now: float, taken_from: str | None,
+                    marked: tuple | None) -> bool | None:
+    """The attempt's part of :func:`mark_running` (PostgreSQL's lease statement marks
+    the job running itself), given what the job's update returned (*marked*).
+
+    The job's first run needs no row: the job row describes it (:mod:`qrq.queue.attempts`).
+    Returns whether this is that run; None when the job was not marked running.
+    """
+    if marked is None or marked[0] is None:
+        return None
+    first = taken_from is None and marked[0] == 1 and marked[1] == now
+    if not first:
+        attempts.open_attempt(curs, job_id, worker, now, taken_from)
+    return first
 
 
-def mark_released(curs, job_id: str) -> None:
-    """The job's lease was given back unfinished: it waits to run again, from the start."""
+def mark_released(curs, job_id: str, first: bool | None = None) -> None:
+    """The job's lease was given back unfinished: it waits to run again, from the start.
+    *first*: whether the run was the job's first (None: not known)."""
+    attempts.close_attempt(curs, job_id, "released", first=first)
     curs.execute("update job set status = 'queued', worker = null, progress = 0, stage = '', "
                  "attempts = case when attempts > 0 then attempts - 1 else 0 end "
                  "where id = ? and status = 'running'",
                  (job_id,))
-    attempts.close_attempt(curs, job_id, "released")
 
 
-def mark_waiting(curs, job_id: str, outcome: dict[str, Any]) -> None:
+def mark_waiting(curs, job_id: str, outcome: dict[str, Any],
+                 first: bool | None = None) -> None:
     """The attempt failed and another is scheduled (``retrying``) or deferred (``queued``)."""
+    attempts.close_attempt(curs, job_id, outcome["status"], outcome.get("error"), first=first)
     curs.execute("update job set status = :status, next_attempt_at = :next_attempt_at, "
                  "error = :error, traceback = :traceback, worker = null, "
                  "attempts = case when :status = 'queued' and attempts > 0 then attempts - 1 "
                  "when :status = 'queued' then 0 else attempts end "
                  "where id = :id and status = 'running'",
                  {"traceback": None, "error": None, **outcome, "id": job_id})
-    attempts.close_attempt(curs, job_id, outcome["status"], outcome.get("error"))
 
 
-def finish(curs, job_id: str, outcome: dict[str, Any]) -> None:
-    """Record how a job ended: status, result or error, at most once."""
+def finish(curs, job_id: str, outcome: dict[str, Any], first: bool | None = None) -> None:
+    """Record how a job ended: status, result or error, at most once. *first*: whether
+    the run that ends is the job's first (None: not known, or no run)."""
     values = {"result": None, "error": None, "traceback": None, **outcome,
               "id": job_id, "now": time.time()}
     if values["result"] is not None:
         # default=str: a result with a date or a Path must not leave the job running.
         values["result"] = json.dumps(values["result"], default=str)
+    # Before the job's update: the attempt's row is made from the job row as it was.
+    attempts.close_attempt(curs, job_id, values["status"], values["error"], values["now"],
+                           first=first)
     curs.execute(
         "update job set status = :status, result = :result, error = :error, "
         "traceback = :traceback, finished_at = :now, next_attempt_at = null, "
         "progress = case when :status = 'finished' then 100 else progress end, "
         "stage = case when :status = 'finished' then 'done' else stage end "
         "where id = :id and status in ('queued', 'running', 'retrying')", values)
-    attempts.close_attempt(curs, job_id, values["status"], values["error"], values["now"])
 
 
 # -- reads and small updates through the storage ----------------------------------------

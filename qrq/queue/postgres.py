@@ -297,22 +297,22 @@ class LeasedPostgresStorage(postgres_submit.OneTripSubmit, LeasedStorage, Postgr
         self.listener = wakeup.Listener(url, self.channel)
 
     def _lease(self, curs, owner: str, blocked: tuple[str, ...]) -> tuple | None:
-        """One statement: lease the best row no one holds (rows other workers are
-        leasing right now are skipped, not waited for) and mark its job running."""
-        running = jobs.MARK_RUNNING_SQL.replace("where id = ?",
-                                                "where id = (select job_id from leased)")
+        """One statement: lease the best row no one holds (rows other workers are leasing
+        are skipped, not waited for) and mark its job running. Every part sees the rows as
+        they were before it: taken_from is the job's worker before it is marked running."""
+        running = jobs.MARK_RUNNING_SQL.replace("id = ?", "id = (select job_id from leased)")
         curs.execute(
-            f"with picked as materialized (select id {self._pick_sql(blocked)}"
-            f"{self.skip_locked}), "
+            f"with picked as materialized(select id {self._pick_sql(blocked)}{self.skip_locked}), "
             f"leased as (update task set lease_until = {self.now_sql} + ?, lease_owner = ? "
-            "from picked where task.id = picked.id returning task.id, task.data, task.job_id), "
-            f"running as ({running}) select id, data, job_id from leased",
-            (*self._pick_params(blocked), self.lease_seconds, owner, owner,
-             now := time.time()))
-        leased = curs.fetchone()
-        if leased is not None and leased[2] is not None:
-            jobs.attempt_started(curs, leased[2], owner, now)
-        return leased
+            "from picked where task.id = picked.id returning task.id, task.data, task.job_id, "
+            f"{jobs.TAKEN_FROM_SQL}), running as ({running}) "
+            "select id, data, job_id, taken_from, attempts, started_at "
+            "from leased left join running on true",
+            (*self._pick_params(blocked), self.lease_seconds, owner, owner, now := time.time()))
+        row = curs.fetchone()
+        if row is None or row[2] is None:
+            return row and (*row[:3], None)
+        return (*row[:3], jobs.attempt_started(curs, row[2], owner, now, row[3], row[4:]))
 
     def _lock_caps(self, curs) -> None:
         # Held to the commit: the next capped pick counts this one's lease.

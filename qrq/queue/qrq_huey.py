@@ -32,6 +32,7 @@ from qrq.queue.admission import Admission
 from qrq.queue.catalog import TaskSpec
 from qrq.queue.consumer import QrqConsumer
 from qrq.queue.postgres import LeasedPostgresStorage
+from qrq.queue.revocation import RevokeByCancel
 from qrq.queue.storage import LeasedSqliteStorage
 
 logger = logging.getLogger("qrq.queue")
@@ -66,7 +67,7 @@ class _NoStorage:
         pass
 
 
-class QrqHuey(huey_private.HueyHooks):
+class QrqHuey(RevokeByCancel, huey_private.HueyHooks):
     storage_class = LeasedSqliteStorage
 
     def __init__(self, settings: Settings | None = None, name: str = "qrq"):
@@ -261,11 +262,9 @@ class QrqHuey(huey_private.HueyHooks):
         try:
             return super().execute(task, timestamp)
         finally:
-            if state.requeued:
-                pass
-            elif state.outcome == _RELEASE:
+            if state.outcome == _RELEASE and not state.requeued:
                 self.storage.release(task.id)
-            else:
+            elif not state.requeued:
                 # No outcome means huey's own machinery failed around the task:
                 # end the job visibly rather than leave it "running".
                 self.storage.complete(task.id, state.outcome or {

@@ -162,7 +162,7 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
         ahead = getattr(self._local, "ahead", None)
         if ahead is not None:  # leased by this thread's last completion
             self._local.ahead = None
-            row, data, job_id = ahead
+            row, data, job_id, self._local.first = ahead
             self._local.row, self._local.job_id = row, job_id
             return data
         heard = self.wakeups()
@@ -180,7 +180,7 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
         if leased is None:
             self.wait_for_work(heard, soon=has_work)
             return None
-        row, data, job_id = self._hold(leased)
+        row, data, job_id, self._local.first = self._hold(leased)
         self._local.row, self._local.job_id = row, job_id
         return data
 
@@ -190,7 +190,7 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
 
     def _lease_next(self, curs, owner: str) -> tuple | None:
         """Lease the next row this process may run and mark its job running, the
-        attempt counted; ``(row, data, job_id)`` or None.
+        attempt counted; ``(row, data, job_id, first)`` (*first*: its first run) or None.
 
         The per-type caps are counted only when the first row in line is of a capped
         type: an uncapped job is never held back, and counting the leased rows at
@@ -224,24 +224,24 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
         if ahead is None:
             return
         self._local.ahead = None
-        row, _, job_id = ahead
+        row, _, job_id, first = ahead
         self._held.discard(row)
         with self.db(commit=True) as curs:
             if self._end_lease(curs, row, job_id, give_back=True) and job_id is not None:
-                jobs.mark_released(curs, job_id)
+                jobs.mark_released(curs, job_id, first)
 
     @property
     def leased_job_id(self) -> str | None:
         """The job id of the row this thread holds, if any."""
         return getattr(self._local, "job_id", None)
 
-    def _take_lease(self) -> int | None:
-        """Forget this thread's lease (before writing its end, so a failed write
-        lets the lease lapse and the job run again) and return its row id."""
-        row = getattr(self._local, "row", None)
-        self._local.row = self._local.job_id = None
+    def _take_lease(self) -> tuple[int | None, bool | None]:
+        """Forget this thread's lease (before writing its end, so a failed write lets
+        the lease lapse and the job run again); return its row id and if a first run."""
+        row, first = getattr(self._local, "row", None), getattr(self._local, "first", None)
+        self._local.row = self._local.job_id = self._local.first = None
         self._held.discard(row)
-        return row
+        return row, first
 
     def _end_lease(self, curs, row: int | None, job_id: str | None, *,
                    give_back: bool = False) -> bool:
@@ -275,11 +275,11 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
         of two, and the pages the two share (the task and job rows' neighbours, the
         index entries of both) are written once.
         """
-        row = self._take_lease()
+        row, first = self._take_lease()
         with self.db(commit=True) as curs:
             if self._end_lease(curs, row, job_id) and job_id is not None \
                     and outcome is not None:
-                jobs.finish(curs, job_id, outcome)
+                jobs.finish(curs, job_id, outcome, first)
             ahead = self._lease_next(curs, self.owner) \
                 if lease_next and self.lease_ahead else None
         if ahead is not None:
@@ -287,17 +287,17 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
 
     def release(self, job_id: str | None) -> None:
         """Give this thread's lease back so the job runs again, here or elsewhere."""
-        row = self._take_lease()
+        row, first = self._take_lease()
         if row is None:
             return
         with self.db(commit=True) as curs:
             if self._end_lease(curs, row, job_id, give_back=True) and job_id is not None:
-                jobs.mark_released(curs, job_id)
+                jobs.mark_released(curs, job_id, first)
 
     def reschedule(self, data, eta, job_id: str | None, next_attempt: dict | None,
                    job_type: str | None = None, priority: float | None = None) -> None:
         """Swap this thread's leased row for a schedule entry at *eta* (a retry)."""
-        row = self._take_lease()
+        row, first = self._take_lease()
         with self.db(commit=True) as curs:
             if not self._end_lease(curs, row, job_id):
                 return
@@ -306,7 +306,7 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
                          (self.name, self.to_blob(data), eta.timestamp(), job_id, job_type,
                           priority or 0))
             if job_id is not None and next_attempt is not None:
-                jobs.mark_waiting(curs, job_id, next_attempt)
+                jobs.mark_waiting(curs, job_id, next_attempt, first)
 
     def read_schedule(self, ts):
         # A job's scheduled row moves into the queue in one transaction, so a crash
@@ -338,7 +338,7 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
 
     def flush_queue(self):
         super().flush_queue()
-        self._local.row = self._local.job_id = self._local.ahead = None
+        self._local.row = self._local.job_id = self._local.ahead = self._local.first = None
 
     # -- what each database does its own way (the defaults: SQLite's) -------------------
 
@@ -385,9 +385,9 @@ class LeasedSqliteStorage(LeasedStorage, ThreadedSqliteStorage):
                      "returning id, data, job_id", (self.lease_seconds, owner,
                                                     *self._pick_params(blocked)))
         leased = curs.fetchone()
-        if leased is not None and leased[2] is not None:
-            jobs.mark_running(curs, leased[2], owner, time.time())
-        return leased
+        if leased is None or leased[2] is None:
+            return leased and (*leased, None)
+        return (*leased, jobs.mark_running(curs, leased[2], owner, time.time()))
 
     def _move_due(self, curs, due: tuple) -> int:
         curs.execute("insert into task (queue, data, priority, job_id, job_type) "
