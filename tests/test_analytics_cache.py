@@ -194,17 +194,23 @@ def test_reports_nobody_asks_for_are_forgotten(settings):
     assert [r["cache_key"] for r in cache.list_reports(huey.storage)] == [recent.key]
 
 
+def _claim_new_report(storage, attempt: int):
+    """Requester 1 claims the daily report of a day of its own: (query, request, job id)."""
+    day = f"2026-{1 + attempt // 28:02d}-{1 + attempt % 28:02d}"
+    request = {**QUERY, "period": "daily", "from": day}
+    query = parse_query(request)
+    state, job_id = cache.claim(storage, query, request, requester=1)
+    assert state == "claimed"
+    return query, request, job_id
+
+
 def test_two_requesters_withdrawing_at_once_cancel_the_job_once(settings):
     """The last requester to withdraw cancels the job, also when two withdraw at the
     same moment: each must see the other's withdrawal (on PostgreSQL both once saw the
     other still waiting, and the job ran on for nobody, still claimed)."""
     storage = huey.storage
     for attempt in range(40):
-        day = f"2026-{1 + attempt // 28:02d}-{1 + attempt % 28:02d}"  # a new report each
-        request = {**QUERY, "period": "daily", "from": day}
-        query = parse_query(request)
-        state, job_id = cache.claim(storage, query, request, requester=1)
-        assert state == "claimed"
+        query, request, job_id = _claim_new_report(storage, attempt)
         assert cache.claim(storage, query, request, requester=2) == ("running", job_id)
         add_job(job_id, "running")
         job = {"id": job_id, "owner_id": None}
@@ -233,11 +239,7 @@ def test_a_request_joining_while_the_last_requester_withdraws_keeps_the_job(sett
     a job that is then canceled."""
     storage = huey.storage
     for attempt in range(40):
-        day = f"2026-{1 + attempt // 28:02d}-{1 + attempt % 28:02d}"  # a new report each
-        request = {**QUERY, "period": "daily", "from": day}
-        query = parse_query(request)
-        state, job_id = cache.claim(storage, query, request, requester=1)
-        assert state == "claimed"
+        query, request, job_id = _claim_new_report(storage, attempt)
         add_job(job_id, "running")
         canceled, joined = [], []
         barrier = threading.Barrier(2)
