@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import mmap
+import multiprocessing
 import os
 import signal
 import socket
@@ -67,8 +68,9 @@ class StorageFullLog(logging.Filter):
     :class:`StorageFull` or :class:`Unavailable`, the first in each *interval* passes
     as one line and the rest are dropped; of the storage's "writable again" or
     "reachable again" records, the first after that. The time of the last line lives
-    in memory shared with the forked workers, so the consumer as a whole logs one line
-    of each.
+    in memory shared with the forked workers, and a process-shared lock makes reading
+    and setting it one step, so the consumer as a whole logs one line of each even when
+    its workers meet the outage at the same instant.
     """
 
     SUFFIX = {StorageFull: "work resumes by itself when space is freed",
@@ -80,6 +82,7 @@ class StorageFullLog(logging.Filter):
         # Anonymous and shared, so forked workers see it: when the last outage line
         # was logged, and whether its "again" line was.
         self._shared = mmap.mmap(-1, 16)
+        self._lock = multiprocessing.Lock()
 
     @property
     def _logged_at(self) -> float:
@@ -100,7 +103,13 @@ class StorageFullLog(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         verdict = record.__dict__.get("qrq_verdict")  # another handler decided
         if verdict is None:
-            verdict = self._decide(record)
+            # A worker killed while holding the lock must not silence the others' logs.
+            locked = self._lock.acquire(timeout=1.0)
+            try:
+                verdict = self._decide(record)
+            finally:
+                if locked:
+                    self._lock.release()
             record.qrq_verdict = verdict
         return verdict
 
