@@ -264,7 +264,6 @@ class ThreadedSqliteStorage(SqliteStorage):
         *stop* flag ends a wait. None leaves the waits to huey's worker (a poll that
         backs off, each worker on its own)."""
         if poll_interval is not None:
-            self.poll_interval = poll_interval
             self.turns = PollSchedule(poll_interval, workers, stop)
             self.blocking = True
 
