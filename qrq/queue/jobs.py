@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from huey.exceptions import CancelExecution
@@ -50,6 +51,17 @@ class JobCanceled(CancelExecution):
 
 class LeaseLost(JobCanceled):
     """This run's lease lapsed and another consumer runs the job now: stop, write nothing."""
+
+
+@dataclass(frozen=True)
+class EndedJob:
+    """A job whose end was just recorded, as the statement that recorded it read the job:
+    what the end hooks (``QrqHuey.on_job_end``) get, so none reads the job again."""
+
+    id: str
+    type: str
+    status: str
+    has_callback: bool  # a webhook_target row names it (qrq/webhooks.py posts its end)
 
 
 def new_record(job_id: str, job_type: str, name: str, owner_id: int | None,
@@ -143,9 +155,11 @@ def mark_waiting(curs, job_id: str, outcome: dict[str, Any],
                  {"traceback": None, "error": None, **outcome, "id": job_id})
 
 
-def finish(curs, job_id: str, outcome: dict[str, Any], first: bool | None = None) -> None:
+def finish(curs, job_id: str, outcome: dict[str, Any],
+           first: bool | None = None) -> EndedJob | None:
     """Record how a job ended: status, result or error, at most once. *first*: whether
-    the run that ends is the job's first (None: not known, or no run)."""
+    the run that ends is the job's first (None: not known, or no run). Returns the
+    ended job, or None when it had ended already (nothing was recorded)."""
     values = {"result": None, "error": None, "traceback": None, **outcome,
               "id": job_id, "now": time.time()}
     if values["result"] is not None:
@@ -159,7 +173,10 @@ def finish(curs, job_id: str, outcome: dict[str, Any], first: bool | None = None
         "traceback = :traceback, finished_at = :now, next_attempt_at = null, "
         "progress = case when :status = 'finished' then 100 else progress end, "
         "stage = case when :status = 'finished' then 'done' else stage end "
-        "where id = :id and status in ('queued', 'running', 'retrying')", values)
+        "where id = :id and status in ('queued', 'running', 'retrying') returning type, "
+        "exists (select 1 from webhook_target where webhook_target.job_id = job.id)", values)
+    row = curs.fetchone()
+    return row and EndedJob(job_id, row[0], values["status"], bool(row[1]))
 
 
 # -- reads and small updates through the storage ----------------------------------------
