@@ -104,16 +104,22 @@ def test_the_end_of_a_delivery_queues_none(settings):
     assert [one for one, _, _ in deliveries()] == [job_id]
 
 
-def test_a_run_that_lost_its_lease_queues_no_delivery(settings):
+@pytest.mark.parametrize("fails", [False, True], ids=["finished", "failed"])
+def test_a_run_that_lost_its_lease_queues_no_delivery(settings, caplog, fails):
     """Its outcome is dropped (another consumer runs the job now and ends it): only the
-    end that is recorded posts, once."""
-    job_id = with_callback(noop)
+    end that is recorded posts, once. (On PostgreSQL a first run that finished ends its
+    lease and its job in one statement, one that failed in several: both are fenced.)"""
+    job_id = with_callback(bad_input if fails else noop)
     task = huey.dequeue()
     huey.storage.sql("update task set lease_owner = 'another-consumer' where job_id = ?",
                      (job_id,), commit=True)
     huey.execute(task)
-    assert jobs.get(huey.storage, job_id)["status"] == "running"
+    record = jobs.get(huey.storage, job_id)
+    assert (record["status"], record["result"], record["error"]) == ("running", None, None)
     assert deliveries() == []
+    assert f"job {job_id}: this run lost its lease" in caplog.text
+    assert huey.storage.sql("select lease_owner from task where job_id = ?", (job_id,),
+                            results=True) == [("another-consumer",)]
 
 
 def test_the_completion_reads_what_the_end_hooks_need(settings):

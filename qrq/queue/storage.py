@@ -34,6 +34,8 @@ from qrq.queue.portable import PortableHueyApi
 from qrq.queue.roles import type_filter
 
 logger = logging.getLogger("qrq.queue.storage")
+LEASE_LOST = ("job %s: this run lost its lease (it lapsed and the job was taken over or "
+              "canceled); its outcome is dropped")
 
 
 class LeasedStorage(LeaseHolder, PortableHueyApi):
@@ -257,35 +259,33 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
             curs.execute("update task set lease_until = null, lease_owner = null "
                          "where id = ? and lease_owner = ?", (row, self.owner))
         else:
-            curs.execute("delete from task where id = ? and lease_owner = ?",
-                         (row, self.owner))
+            curs.execute("delete from task where id = ? and lease_owner = ?", (row, self.owner))
         if curs.rowcount:
             return True
-        logger.warning("job %s: this run lost its lease (it lapsed and the job was taken "
-                       "over or canceled); its outcome is dropped", job_id)
+        logger.warning(LEASE_LOST, job_id)
         return False
 
     def complete(self, job_id: str | None, outcome: dict | None,
                  lease_next: bool = False) -> jobs.EndedJob | None:
         """Delete the row this thread leased and record the job's *outcome*, atomically;
-        return the ended job (None: nothing recorded, e.g. the lease was lost).
-
-        With *lease_next* and :attr:`lease_ahead` (a consumer's worker, which dequeues
-        next), the same transaction leases the next row for this thread's next
-        :meth:`dequeue`: one commit per job instead of two, and the pages the two share
-        (the task and job rows' neighbours, the index entries of both) are written once.
-        """
+        return the ended job (None: nothing recorded, e.g. the lease was lost). With
+        *lease_next* and :attr:`lease_ahead` (a consumer's worker, which dequeues next), the
+        same transaction leases the row of this thread's next :meth:`dequeue`: one commit
+        per job, and the pages the two share (rows' neighbours, index entries) written once."""
         row, first = self._take_lease()
-        ended = None
         with self.db(commit=True) as curs:
-            if self._end_lease(curs, row, job_id) and job_id is not None \
-                    and outcome is not None:
-                ended = jobs.finish(curs, job_id, outcome, first)
+            ended = self._end_run(curs, row, job_id, outcome, first)
             ahead = self._lease_next(curs, self.owner) \
                 if lease_next and self.lease_ahead else None
         if ahead is not None:
             self._local.ahead = self._hold(ahead)
         return ended
+
+    def _end_run(self, curs, row, job_id, outcome, first) -> jobs.EndedJob | None:
+        """:meth:`complete`'s writes: end the lease on *row*, then record *outcome*."""
+        if self._end_lease(curs, row, job_id) and job_id is not None and outcome is not None:
+            return jobs.finish(curs, job_id, outcome, first)
+        return None
 
     def release(self, job_id: str | None) -> None:
         """Give this thread's lease back so the job runs again, here or elsewhere."""
