@@ -1,7 +1,9 @@
 """Fixtures: a fresh data directory per test, the app, its client, a CLI runner,
 users with tokens, and a real ``huey_consumer`` subprocess."""
 
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from pathlib import Path
 # queue from the environment; point it at a throwaway directory first so no test
 # touches the repository's data/. Each test's `settings` fixture re-opens it.
 os.environ["QRQ_DATA_DIR"] = tempfile.mkdtemp(prefix="qrq-import-")
+atexit.register(shutil.rmtree, os.environ["QRQ_DATA_DIR"], ignore_errors=True)
 
 import pytest  # noqa: E402
 from click.testing import CliRunner  # noqa: E402

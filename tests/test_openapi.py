@@ -2,8 +2,10 @@
 fuzzed from it (schemathesis through the WSGI interface): no 5xx, every response as
 documented, every error in the one error shape."""
 
+import atexit
 import itertools
 import re
+import shutil
 import tempfile
 
 import pytest
@@ -24,7 +26,9 @@ from qrq.web.openapi import SPEC
 from tests.test_api import assert_error
 
 # Hypothesis keeps caches in ./.hypothesis; keep the checkout clean.
-set_hypothesis_home_dir(tempfile.mkdtemp(prefix="qrq-hypothesis-"))
+HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="qrq-hypothesis-")
+set_hypothesis_home_dir(HYPOTHESIS_HOME)
+atexit.register(shutil.rmtree, HYPOTHESIS_HOME, ignore_errors=True)
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 ERROR_REF = {"$ref": "#/components/schemas/Error"}

@@ -1,6 +1,8 @@
 """qrq's leased storage: huey's own storage contract, then the leases."""
 
 import os
+import shutil
+import tempfile
 import time
 
 os.environ.setdefault("HUEY_SLOW_TESTS", "1")  # include huey's consumer integration test
@@ -20,11 +22,14 @@ class TestHueyStorageContract(StorageTests, BaseTestCase):
     supports_ttl = False  # like huey's SqliteStorage
 
     def get_huey(self):
-        import tempfile
-
         self._dir = tempfile.mkdtemp(prefix="qrq-huey-contract-")
         return Huey("t", storage_class=LeasedSqliteStorage,
                     filename=os.path.join(self._dir, "huey.db"), utc=False)
+
+    def tearDown(self):
+        super().tearDown()
+        self.huey.storage.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 class TestHueyStorageContractPostgres(StorageTests, BaseTestCase):
