@@ -209,10 +209,15 @@ def set_default_url(storage, owner_id: int, url: str | None) -> None:
 # -- the end hook ----------------------------------------------------------------------------
 
 @huey.on_job_end
-def enqueue_delivery(job_id: str) -> None:
-    """Queue the delivery of an ended job that has a callback URL (not of deliveries)."""
-    target = target_of(huey.storage, job_id)
-    if target is None or jobs.get(huey.storage, job_id)["type"] == "webhook":
+def enqueue_delivery(ended: jobs.EndedJob) -> None:
+    """Queue the delivery of an ended job that has a callback URL (not of deliveries).
+
+    The statement that recorded the end said whether the job has a target: a job without
+    one (most) costs no query here.
+    """
+    if not ended.has_callback or ended.type == "webhook":
         return
-    submit(DELIVERY_TASK, job_id, owner_id=target["owner_id"],
-           params={"job_id": job_id, "callback_url": target["url"]})
+    target = target_of(huey.storage, ended.id)
+    if target is not None:
+        submit(DELIVERY_TASK, ended.id, owner_id=target["owner_id"],
+               params={"job_id": ended.id, "callback_url": target["url"]})

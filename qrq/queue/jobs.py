@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from huey.exceptions import CancelExecution
@@ -50,6 +51,17 @@ class JobCanceled(CancelExecution):
 
 class LeaseLost(JobCanceled):
     """This run's lease lapsed and another consumer runs the job now: stop, write nothing."""
+
+
+@dataclass(frozen=True)
+class EndedJob:
+    """A job whose end was just recorded, as the statement that recorded it read the job:
+    what the end hooks (``QrqHuey.on_job_end``) get, so none reads the job again."""
+
+    id: str
+    type: str
+    status: str
+    has_callback: bool  # a webhook_target row names it (qrq/webhooks.py posts its end)
 
 
 def new_record(job_id: str, job_type: str, name: str, owner_id: int | None,
@@ -143,23 +155,52 @@ def mark_waiting(curs, job_id: str, outcome: dict[str, Any],
                  {"traceback": None, "error": None, **outcome, "id": job_id})
 
 
-def finish(curs, job_id: str, outcome: dict[str, Any], first: bool | None = None) -> None:
+# How a job ended, recorded at most once; parameters: finish_values(). Returns the
+# job's type and whether a callback waits for its end (qrq/webhooks.py's target), for
+# ended_job(). PostgreSQL's completion embeds it after the lease's end (postgres_end.py).
+FINISH_SQL = (
+    "update job set status = :status, result = :result, error = :error, "
+    "traceback = :traceback, finished_at = :now, next_attempt_at = null, "
+    "progress = case when :status = 'finished' then 100 else progress end, "
+    "stage = case when :status = 'finished' then 'done' else stage end "
+    "where id = :id and status in ('queued', 'running', 'retrying') returning type, "
+    "exists (select 1 from webhook_target where webhook_target.job_id = job.id) "
+    "as has_callback")
+
+
+def finish(curs, job_id: str, outcome: dict[str, Any],
+           first: bool | None = None) -> EndedJob | None:
     """Record how a job ended: status, result or error, at most once. *first*: whether
-    the run that ends is the job's first (None: not known, or no run)."""
+    the run that ends is the job's first (None: not known, or no run). Returns the
+    ended job, or None when it had ended already (nothing was recorded)."""
+    values = finish_values(job_id, outcome)
+    if not closes_no_attempt(outcome, first):
+        # Before the job's update: the attempt's row is made from the job row as it was.
+        attempts.close_attempt(curs, job_id, values["status"], values["error"],
+                               values["now"], first=first)
+    curs.execute(FINISH_SQL, values)
+    return ended_job(values, curs.fetchone())
+
+
+def closes_no_attempt(outcome: dict[str, Any], first: bool | None) -> bool:
+    """Whether the end writes no attempt row: a first run that finished, which the job
+    row describes (:mod:`qrq.queue.attempts`). Then :data:`FINISH_SQL` is all of it."""
+    return first is True and outcome["status"] == "finished"
+
+
+def finish_values(job_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of :data:`FINISH_SQL` for *outcome*."""
     values = {"result": None, "error": None, "traceback": None, **outcome,
               "id": job_id, "now": time.time()}
     if values["result"] is not None:
         # default=str: a result with a date or a Path must not leave the job running.
         values["result"] = json.dumps(values["result"], default=str)
-    # Before the job's update: the attempt's row is made from the job row as it was.
-    attempts.close_attempt(curs, job_id, values["status"], values["error"], values["now"],
-                           first=first)
-    curs.execute(
-        "update job set status = :status, result = :result, error = :error, "
-        "traceback = :traceback, finished_at = :now, next_attempt_at = null, "
-        "progress = case when :status = 'finished' then 100 else progress end, "
-        "stage = case when :status = 'finished' then 'done' else stage end "
-        "where id = :id and status in ('queued', 'running', 'retrying')", values)
+    return values
+
+
+def ended_job(values: dict[str, Any], row: tuple | None) -> EndedJob | None:
+    """The job :data:`FINISH_SQL` ended, from what it returned (*row*; None: nothing)."""
+    return row and EndedJob(values["id"], row[0], values["status"], bool(row[1]))
 
 
 # -- reads and small updates through the storage ----------------------------------------

@@ -25,7 +25,7 @@ from psycopg.adapt import Loader
 
 from qrq.errors import Unavailable
 from qrq.queue import jobs, postgres_submit, wakeup
-from qrq.queue.storage import LeasedStorage
+from qrq.queue.postgres_end import OneTripEnd
 
 logger = logging.getLogger("qrq.queue.storage")
 
@@ -280,7 +280,7 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-class LeasedPostgresStorage(postgres_submit.OneTripSubmit, LeasedStorage, PostgresConnections):
+class LeasedPostgresStorage(postgres_submit.OneTripSubmit, OneTripEnd, PostgresConnections):
     """The leased storage on PostgreSQL: what differs from SQLite, and only that."""
 
     database = "postgresql"

@@ -17,7 +17,6 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from huey import signals as S
@@ -31,6 +30,7 @@ from qrq.queue import catalog, huey_private, jobs
 from qrq.queue.admission import Admission
 from qrq.queue.catalog import TaskSpec
 from qrq.queue.consumer import QrqConsumer
+from qrq.queue.end_hooks import EndHooks
 from qrq.queue.postgres import LeasedPostgresStorage
 from qrq.queue.revocation import RevokeByCancel
 from qrq.queue.storage import LeasedSqliteStorage
@@ -67,14 +67,13 @@ class _NoStorage:
         pass
 
 
-class QrqHuey(RevokeByCancel, huey_private.HueyHooks):
+class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
     storage_class = LeasedSqliteStorage
 
     def __init__(self, settings: Settings | None = None, name: str = "qrq"):
         self._settings: Settings | None = None
         self._state = threading.local()
         self._declared: list[tuple[type, TaskSpec]] = []
-        self._end_hooks: list[Callable[[str], Any]] = []
         super().__init__(name, results=False, utc=True)
         self.post_execute(name="qrq_record_outcome")(self._record_outcome)
         self.signal(S.SIGNAL_EXPIRED)(self._on_expired)
@@ -252,8 +251,8 @@ class QrqHuey(RevokeByCancel, huey_private.HueyHooks):
             # A row not signed with our secret is never unpickled.
             job_id = self.storage.leased_job_id
             logger.error("refused queue row for job %s: %s", job_id, exc)
-            self.storage.complete(job_id, {"status": "failed",
-                                           "error": "refused: payload signature mismatch"})
+            self.job_ended(self.storage.complete(
+                job_id, {"status": "failed", "error": "refused: payload signature mismatch"}))
             return None
 
     def execute(self, task, timestamp=None):
@@ -267,10 +266,9 @@ class QrqHuey(RevokeByCancel, huey_private.HueyHooks):
             elif not state.requeued:
                 # No outcome means huey's own machinery failed around the task:
                 # end the job visibly rather than leave it "running".
-                self.storage.complete(task.id, state.outcome or {
+                self.job_ended(self.storage.complete(task.id, state.outcome or {
                     "status": "failed", "error": "internal error: the run left no outcome"},
-                    lease_next=True)
-                self.job_ended(task.id)
+                    lease_next=True))
 
     def _record_outcome(self, task, value, exc) -> None:
         if exc is None:
@@ -360,29 +358,12 @@ class QrqHuey(RevokeByCancel, huey_private.HueyHooks):
 
         Returns the job's status afterwards.
         """
-        if self.storage.cancel_queued(job_id):
-            self.job_ended(job_id)
+        ended = self.storage.cancel_queued(job_id)
+        if ended is not None:
+            self.job_ended(ended)
         else:
             jobs.flag_cancel(self.storage, job_id)
         return jobs.get(self.storage, job_id)["status"]
-
-    # -- job end hooks (webhooks) ----------------------------------------------------------
-
-    def on_job_end(self, hook: Callable[[str], Any]) -> Callable[[str], Any]:
-        """Call ``hook(job_id)`` after a job's end is recorded (finished, failed,
-        canceled, expired), in the process that recorded it."""
-        if hook not in self._end_hooks:
-            self._end_hooks.append(hook)
-        return hook
-
-    def job_ended(self, job_id: str) -> None:
-        """Run the end hooks; a failing hook is logged and never touches the job."""
-        for hook in self._end_hooks:
-            try:
-                hook(job_id)
-            except Exception:
-                logger.exception("job end hook %s failed for job %s",
-                                 getattr(hook, "__name__", hook), job_id)
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:

@@ -34,6 +34,8 @@ from qrq.queue.portable import PortableHueyApi
 from qrq.queue.roles import type_filter
 
 logger = logging.getLogger("qrq.queue.storage")
+LEASE_LOST = ("job %s: this run lost its lease (it lapsed and the job was taken over or "
+              "canceled); its outcome is dropped")
 
 
 class LeasedStorage(LeaseHolder, PortableHueyApi):
@@ -257,33 +259,33 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
             curs.execute("update task set lease_until = null, lease_owner = null "
                          "where id = ? and lease_owner = ?", (row, self.owner))
         else:
-            curs.execute("delete from task where id = ? and lease_owner = ?",
-                         (row, self.owner))
+            curs.execute("delete from task where id = ? and lease_owner = ?", (row, self.owner))
         if curs.rowcount:
             return True
-        logger.warning("job %s: this run lost its lease (it lapsed and the job was taken "
-                       "over or canceled); its outcome is dropped", job_id)
+        logger.warning(LEASE_LOST, job_id)
         return False
 
     def complete(self, job_id: str | None, outcome: dict | None,
-                 lease_next: bool = False) -> None:
-        """Delete the row this thread leased and record the job's *outcome*, atomically.
-
-        With *lease_next* and :attr:`lease_ahead` (a consumer's worker, which dequeues
-        next), the same transaction leases
-        the next row for this thread's next :meth:`dequeue`: one commit per job instead
-        of two, and the pages the two share (the task and job rows' neighbours, the
-        index entries of both) are written once.
-        """
+                 lease_next: bool = False) -> jobs.EndedJob | None:
+        """Delete the row this thread leased and record the job's *outcome*, atomically;
+        return the ended job (None: nothing recorded, e.g. the lease was lost). With
+        *lease_next* and :attr:`lease_ahead` (a consumer's worker, which dequeues next), the
+        same transaction leases the row of this thread's next :meth:`dequeue`: one commit
+        per job, and the pages the two share (rows' neighbours, index entries) written once."""
         row, first = self._take_lease()
         with self.db(commit=True) as curs:
-            if self._end_lease(curs, row, job_id) and job_id is not None \
-                    and outcome is not None:
-                jobs.finish(curs, job_id, outcome, first)
+            ended = self._end_run(curs, row, job_id, outcome, first)
             ahead = self._lease_next(curs, self.owner) \
                 if lease_next and self.lease_ahead else None
         if ahead is not None:
             self._local.ahead = self._hold(ahead)
+        return ended
+
+    def _end_run(self, curs, row, job_id, outcome, first) -> jobs.EndedJob | None:
+        """:meth:`complete`'s writes: end the lease on *row*, then record *outcome*."""
+        if self._end_lease(curs, row, job_id) and job_id is not None and outcome is not None:
+            return jobs.finish(curs, job_id, outcome, first)
+        return None
 
     def release(self, job_id: str | None) -> None:
         """Give this thread's lease back so the job runs again, here or elsewhere."""
@@ -322,9 +324,9 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
                          "returning timestamp, id, data", due)
             return [data for _, _, data in sorted(curs.fetchall())]
 
-    def cancel_queued(self, job_id: str) -> bool:
+    def cancel_queued(self, job_id: str) -> jobs.EndedJob | None:
         """Cancel a job still waiting (queued, or scheduled for a retry): remove its
-        row and mark it canceled, atomically. False if it was not waiting."""
+        row and mark it canceled, atomically; the ended job, or None if it was not waiting."""
         with self.db(commit=True) as curs:
             curs.execute(f"delete from task where job_id = ? and {self.available}",
                          (job_id, self.name))
@@ -332,9 +334,8 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
             curs.execute("delete from schedule where job_id = ? and queue = ?",
                          (job_id, self.name))
             removed += curs.rowcount
-            if removed:
-                jobs.finish(curs, job_id, {"status": "canceled", "error": "canceled"})
-            return removed > 0
+            return jobs.finish(curs, job_id, {"status": "canceled", "error": "canceled"}) \
+                if removed else None
 
     def flush_queue(self):
         super().flush_queue()
