@@ -22,6 +22,7 @@ import weakref
 from huey.storage import SqliteStorage
 
 from qrq.errors import StorageFull
+from qrq.queue.poll_schedule import PollSchedule
 
 logger = logging.getLogger("qrq.queue.storage")
 
@@ -252,6 +253,29 @@ class ThreadedSqliteStorage(SqliteStorage):
             return os.path.getsize(f"{self.filename}-wal")
         except OSError:
             return 0
+
+    # How a consumer's idle workers wait for work: nothing announces a new row in SQLite,
+    # so they take turns to poll (PostgreSQL's hear a NOTIFY: qrq/queue/postgres.py).
+
+    def wait_for_wakeups(self, poll_interval: float | None, stop=None, workers: int = 1) -> None:
+        """Make :meth:`dequeue`, when it finds nothing, wait for its next turn to poll:
+        the consumer's *workers* share one :class:`~qrq.queue.poll_schedule.PollSchedule`
+        of turns *poll_interval* apart, so N idle workers poll as often as one; its
+        *stop* flag ends a wait. None leaves the waits to huey's worker (a poll that
+        backs off, each worker on its own)."""
+        if poll_interval is not None:
+            self.turns = PollSchedule(poll_interval, workers, stop)
+            self.blocking = True
+
+    def wakeups(self) -> int:
+        """Wake-ups heard so far: none in SQLite (see :meth:`wait_for_work`)."""
+        return 0
+
+    def wait_for_work(self, heard: int, soon: bool = False) -> None:
+        """Wait, if :attr:`blocking`, for this worker's next turn to poll (also when work
+        waits behind a cap, *soon*: a finished job's commit leases the next itself)."""
+        if self.blocking:
+            self.turns.wait_turn()
 
     # The schema (qrq.queue.migrations): SQLite's DDL as written; its own catalog.
 

@@ -220,9 +220,13 @@ class QrqConsumer(Consumer):
             huey.storage.wal_restart_bytes = WAL_CHECKPOINT_BYTES
         huey.storage.reset_connections()
         huey.storage.lease_ahead = True  # each completion leases the worker's next job
-        # Where the database can wake idle workers (PostgreSQL's LISTEN/NOTIFY), a
-        # dequeue with nothing to do waits for that (or a slow poll) instead.
-        huey.storage.wait_for_wakeups(huey.settings.poll_interval)
+        # A dequeue with nothing to do waits for work itself: on PostgreSQL for a NOTIFY
+        # (or a slow poll), on SQLite for its turn in one poll schedule the workers
+        # share, so 4 idle workers poll as often as 1. A poll that backs off (-b above
+        # 1) stays huey's, each worker on its own.
+        huey.storage.wait_for_wakeups(
+            min(self.default_delay, self.max_delay) if self.backoff == 1.0 else None,
+            stop=self.stop_flag, workers=self.workers)
         self._beating = threading.Event()
         self.started_at = time.time()
 

@@ -336,9 +336,9 @@ class LeasedPostgresStorage(postgres_submit.OneTripSubmit, OneTripEnd, PostgresC
     def _notify(self, curs) -> None:
         curs.execute("select pg_notify(?, '')", (self.channel,))
 
-    def wait_for_wakeups(self, poll_interval: float) -> None:
+    def wait_for_wakeups(self, poll_interval: float | None, stop=None, workers: int = 1) -> None:
         self.blocking = True
-        self.poll_interval = poll_interval
+        self.poll_interval = poll_interval or self.poll_interval
 
     def wakeups(self) -> int:
         return self.listener.heard

@@ -48,7 +48,7 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
     now_sql = None
     skip_locked = ""  # how a pick passes over rows other transactions hold
     # Whether dequeue waits for work itself (wait_for_work) instead of huey's worker
-    # sleeping between empty polls; the consumer sets it where wake-ups exist.
+    # sleeping between empty polls; the consumer sets it (wait_for_wakeups).
     blocking = False
     poll_interval = 0.05  # seconds: how soon to look again when work waits behind a cap
 
@@ -353,17 +353,8 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
     def _notify(self, curs) -> None:
         """Tell idle workers a row is ready, when this transaction commits."""
 
-    def wait_for_wakeups(self, poll_interval: float) -> None:
-        """Make :meth:`dequeue` wait for work when there is none (a consumer's
-        workers), where the database can announce it; SQLite's workers poll."""
-
-    def wakeups(self) -> int:
-        """A count of the wake-ups heard so far (for :meth:`wait_for_work`)."""
-        return 0
-
-    def wait_for_work(self, heard: int, soon: bool = False) -> None:
-        """Wait, if :attr:`blocking`, until work may be ready: a wake-up after *heard*,
-        or the slow poll's interval (:attr:`poll_interval` when work waits, *soon*)."""
+    # How idle workers wait for work (wait_for_wakeups, wakeups, wait_for_work): SQLite's
+    # take turns to poll (connections.py), PostgreSQL's hear a NOTIFY (postgres.py).
 
 
 class LeasedSqliteStorage(LeasedStorage, ThreadedSqliteStorage):
