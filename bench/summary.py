@@ -49,6 +49,7 @@ RUNS = {
     "pickup": ("pickup.py", ["--samples", "100"], ["--idle", "3", "--samples", "10",
                                                    "--spacing", "0.3", "0.6"]),
     "drain": ("drain.py", ["--repeats", "5"], ["--jobs", "500", "--repeats", "1"]),
+    "rate": ("rate.py", [], ["--repeats", "1", "--seconds", "8", "--idle", "4"]),
     "footprint": ("footprint.py", [], ["--repeats", "1", "--settle", "3"]),
     "soak": ("soak.py", [], ["--jobs", "500", "--sample", "5"]),
     "recovery": ("recovery.py", [], ["--leases", "5", "--repeats", "1",
@@ -124,6 +125,17 @@ def _drain(r):
             "≥ 0.9x stock; WAL ≤ 16 MB, ≤ 4 MB after",
             f"rate {_met(all(rate_met) if rate_met else None)}, "
             f"WAL {_met(all(wal_met) if wal_met else None)}")
+
+
+def _rate(r):
+    paired = r.get("paired", {})
+    qrq, stock = paired.get("qrq_w4_over_w1", {}), paired.get("stock_w4_over_w1", {})
+    return (f"CPU/job at {r.get('rate', '?'):g} jobs/s, 4 workers / 1", "stock `SqliteHuey`",
+            f"qrq {_fmt(qrq.get('cpu_ms_per_job'), 'x', 2)} (idle CPU "
+            f"{_fmt(qrq.get('idle_cpu_pct'), 'x', 2)}) vs stock "
+            f"{_fmt(stock.get('cpu_ms_per_job'), 'x', 2)} "
+            f"({_fmt(stock.get('idle_cpu_pct'), 'x', 2)})",
+            "≤ 1x", _met(qrq.get("cpu_ms_per_job", 99) <= 1.0 if qrq else None))
 
 
 def _footprint(r):
@@ -223,6 +235,7 @@ def _pg_api(r):
 
 ROWS = {"render": _render, "batch": _batch, "api_latency": _api,
         "api_latency_worker": _api, "pickup": _pickup, "drain": _drain,
+        "rate": _rate,
         "footprint": _footprint, "soak": _soak,
         "recovery": _recovery, "ops_scrape": _ops, "analytics": _analytics,
         "backup": _backup, "pg_queues": _pg_queues, "pg_pickup": _pg_pickup,
