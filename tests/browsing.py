@@ -24,7 +24,20 @@ if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)) and not os.en
                 allow_module_level=True)
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+
+
+def heading(driver):
+    """The page's h1, or None while a navigation replaces the page under us."""
+    try:
+        return driver.find_element(By.TAG_NAME, "h1").text
+    except (StaleElementReferenceException, NoSuchElementException):
+        return None
 
 
 @pytest.fixture

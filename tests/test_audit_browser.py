@@ -9,20 +9,16 @@ from qrq.appdb.db import app_db
 from qrq.appdb.models import User
 from qrq.queue import audit, huey, jobs, submit
 from tasks.pdf import generate_qr_pdf
-from tests.browsing import browser, console_errors, server  # noqa: F401  (fixtures)
+from tests.browsing import browser, console_errors, heading, server  # noqa: F401  (fixtures)
 from tests.conftest import ROOT, wait_until
 
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = ROOT / "test-artifacts"
 PHONE = (390, 844)
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select  # noqa: E402
-
-
-def heading(browser):
-    found = browser.find_elements(By.TAG_NAME, "h1")
-    return found[0].text if found else None
 
 
 def log_in(browser, server, name, token):
@@ -44,8 +40,13 @@ def failed_pdf_job():
 
 
 def audit_cells(browser):
-    return [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
-            for row in browser.find_elements(By.CSS_SELECTOR, "table.audit tbody tr")]
+    """The audit table's rows as lists of cell texts (None while a navigation replaces
+    the page under us)."""
+    try:
+        return [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+                for row in browser.find_elements(By.CSS_SELECTOR, "table.audit tbody tr")]
+    except StaleElementReferenceException:
+        return None
 
 
 def test_the_audit_page_in_a_real_browser(settings, templates, make_user, server, browser):
@@ -80,7 +81,8 @@ def test_the_audit_page_in_a_real_browser(settings, templates, make_user, server
     browser.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
     wait_until(lambda: "action=jobs.purge" in browser.current_url, timeout=30,
                message="the filtered page")
-    rows = audit_cells(browser)
+    rows = wait_until(lambda: (cells := audit_cells(browser)) and len(cells) == 1 and cells,
+                      timeout=30, message="the filtered rows")
     assert [(r[1], r[2], r[3]) for r in rows] == [("cli:ops", "jobs.purge", "12")]
     assert "older_than: 30d" in rows[0][5]
     browser.save_screenshot(str(ARTIFACTS / "admin-audit-filtered.png"))

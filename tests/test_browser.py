@@ -13,7 +13,7 @@ from qrq.appdb.models import Template
 from qrq.batch.submit import enqueue_batch
 from qrq.queue import huey, jobs, submit
 from tasks.pdf import generate_qr_pdf
-from tests.browsing import browser, console_errors, server  # noqa: F401  (fixtures)
+from tests.browsing import browser, console_errors, heading, server  # noqa: F401  (fixtures)
 from tests.conftest import ROOT, wait_until
 
 pytestmark = pytest.mark.slow
@@ -24,14 +24,6 @@ from selenium.common.exceptions import (  # noqa: E402
     StaleElementReferenceException,
 )
 from selenium.webdriver.common.by import By  # noqa: E402
-
-
-def heading(browser):
-    """The page's h1, or None while a navigation replaces the page under us."""
-    try:
-        return browser.find_element(By.TAG_NAME, "h1").text
-    except StaleElementReferenceException:
-        return None
 
 
 def status_of(job_id):

@@ -18,7 +18,7 @@ from qrq.appdb.db import app_db
 from qrq.batch.submit import enqueue_batch
 from qrq.queue import audit, huey, jobs, pauses, submit
 from tasks.pdf import generate_qr_pdf
-from tests.browsing import browser, console_errors, server  # noqa: F401  (fixtures)
+from tests.browsing import browser, console_errors, heading, server  # noqa: F401  (fixtures)
 from tests.conftest import ROOT, wait_until
 
 pytestmark = pytest.mark.slow
@@ -36,13 +36,6 @@ from selenium.webdriver.common.by import By  # noqa: E402
 
 def status_of(job_id):
     return jobs.get(huey.storage, job_id)["status"]
-
-
-def heading(browser):
-    try:
-        return browser.find_element(By.TAG_NAME, "h1").text
-    except (StaleElementReferenceException, NoSuchElementException):
-        return None
 
 
 def log_in(browser, server, make_user):
