@@ -44,10 +44,10 @@ def token_user(token: str, *, also_accept: str | None = None) -> User | None:
     :raises TooManyAttempts: this address sent too many bad tokens lately.
     :raises Unauthorized: an unknown token (counted against the address).
     """
-    throttle.check(request.remote_addr)
     if also_accept and hmac.compare_digest(token.encode(), also_accept.encode()):
+        throttle.check(request.remote_addr)
         return None
-    user = User.from_token(token)
+    user = throttle.token_user(request.remote_addr, token)  # the throttle is checked first
     if user is None:
         throttle.record_failure(request.remote_addr)
         raise Unauthorized("invalid API token")
