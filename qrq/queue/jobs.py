@@ -155,17 +155,22 @@ def mark_waiting(curs, job_id: str, outcome: dict[str, Any],
                  {"traceback": None, "error": None, **outcome, "id": job_id})
 
 
-# How a job ended, recorded at most once; parameters: finish_values(). Returns the
-# job's type and whether a callback waits for its end (qrq/webhooks.py's target), for
-# ended_job(). PostgreSQL's completion embeds it after the lease's end (postgres_end.py).
-FINISH_SQL = (
-    "update job set status = :status, result = :result, error = :error, "
-    "traceback = :traceback, finished_at = :now, next_attempt_at = null, "
-    "progress = case when :status = 'finished' then 100 else progress end, "
-    "stage = case when :status = 'finished' then 'done' else stage end "
-    "where id = :id and status in ('queued', 'running', 'retrying') returning type, "
-    "exists (select 1 from webhook_target where webhook_target.job_id = job.id) "
-    "as has_callback")
+def finish_sql(fence: str = "") -> str:
+    """How a job ended, recorded at most once (and only where *fence*, an extra condition,
+    holds); parameters: :func:`finish_values`. Returns the job's type and whether a
+    callback waits for its end (qrq/webhooks.py's target), for :func:`ended_job`.
+    PostgreSQL's completion embeds it after the lease's end (postgres_end.py)."""
+    return ("update job set status = :status, result = :result, error = :error, "
+            "traceback = :traceback, finished_at = :now, next_attempt_at = null, "
+            "progress = case when :status = 'finished' then 100 else progress end, "
+            "stage = case when :status = 'finished' then 'done' else stage end "
+            "where id = :id and status in ('queued', 'running', 'retrying') "
+            f"{f'and {fence} ' if fence else ''}returning type, "
+            "exists (select 1 from webhook_target where webhook_target.job_id = job.id) "
+            "as has_callback")
+
+
+FINISH_SQL = finish_sql()
 
 
 def finish(curs, job_id: str, outcome: dict[str, Any],
@@ -184,12 +189,12 @@ def finish(curs, job_id: str, outcome: dict[str, Any],
 
 def closes_no_attempt(outcome: dict[str, Any], first: bool | None) -> bool:
     """Whether the end writes no attempt row: a first run that finished, which the job
-    row describes (:mod:`qrq.queue.attempts`). Then :data:`FINISH_SQL` is all of it."""
+    row describes (:mod:`qrq.queue.attempts`). Then :func:`finish_sql` is all of it."""
     return first is True and outcome["status"] == "finished"
 
 
 def finish_values(job_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
-    """The parameters of :data:`FINISH_SQL` for *outcome*."""
+    """The parameters of :func:`finish_sql` for *outcome*."""
     values = {"result": None, "error": None, "traceback": None, **outcome,
               "id": job_id, "now": time.time()}
     if values["result"] is not None:
@@ -199,7 +204,7 @@ def finish_values(job_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
 
 
 def ended_job(values: dict[str, Any], row: tuple | None) -> EndedJob | None:
-    """The job :data:`FINISH_SQL` ended, from what it returned (*row*; None: nothing)."""
+    """The job :func:`finish_sql` ended, from what it returned (*row*; None: nothing)."""
     return row and EndedJob(values["id"], row[0], values["status"], bool(row[1]))
 
 

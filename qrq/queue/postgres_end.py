@@ -20,7 +20,7 @@ logger = logging.getLogger("qrq.queue.storage")
 _END_RUN_SQL = (
     "with lease as (delete from task where id = :row and lease_owner = :owner "
     "returning job_id), ended as ("
-    + jobs.FINISH_SQL.replace("where id = :id", "where id = :id and exists (select 1 from lease)")
+    + jobs.finish_sql(fence="exists (select 1 from lease)")
     + ") select (select count(*) from lease), (select type from ended), "
     "(select has_callback from ended)")
 
