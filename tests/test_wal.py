@@ -11,7 +11,8 @@ import sqlite3
 import pytest
 
 from qrq.queue import huey, submit
-from qrq.queue.connections import JOURNAL_SIZE_LIMIT
+from qrq.queue.connections import JOURNAL_SIZE_LIMIT, PAGE_SIZE
+from qrq.queue.storage import LeasedSqliteStorage
 from tests import slow_tasks
 from tests.conftest import wait_until
 
@@ -70,6 +71,21 @@ def test_the_wal_shrinks_back_after_a_burst(settings, consumer):
         timeout=120, message="the burst to drain")
     wait_until(lambda: wal_size(settings) <= JOURNAL_SIZE_LIMIT, timeout=30,
                message="the WAL to shrink back")
+
+
+def test_a_new_queue_file_has_small_pages_and_an_older_one_keeps_its_own(tmp_path, settings):
+    # Each commit writes every page it changed whole: smaller pages, fewer bytes per job.
+    assert huey.storage.sql("pragma page_size", results=True)[0][0] == PAGE_SIZE == 2048
+    older = tmp_path / "older.db"
+    with sqlite3.connect(older) as conn:
+        conn.execute("pragma journal_mode = wal")
+        conn.execute("create table t (x)")
+    storage = LeasedSqliteStorage("older", filename=str(older))
+    try:
+        assert storage.sql("pragma page_size", results=True)[0][0] == 4096
+        assert storage.sql("select count(*) from t", results=True)[0][0] == 0
+    finally:
+        storage.close()
 
 
 def test_connections_limit_the_wal_they_keep(settings):
