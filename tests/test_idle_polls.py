@@ -110,13 +110,13 @@ def test_a_process_killed_while_claiming_a_turn_blocks_no_one():
     schedule = PollSchedule(0.01, workers=2)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import fcntl, sys, time\n"
-         f"fcntl.lockf({schedule._fd}, fcntl.LOCK_EX)\n"
+         f"fcntl.lockf({schedule._lock.fd}, fcntl.LOCK_EX)\n"
          "print('locked', flush=True)\ntime.sleep(600)\n"],
-        pass_fds=[schedule._fd], stdout=subprocess.PIPE, text=True)
+        pass_fds=[schedule._lock.fd], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "locked\n"
         with pytest.raises(OSError):  # held by the other process
-            fcntl.lockf(schedule._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(schedule._lock.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         claimed = []
         claimer = threading.Thread(target=lambda: claimed.append(schedule.claim()), daemon=True)
         claimer.start()

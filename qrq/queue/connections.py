@@ -51,6 +51,7 @@ WAL_RESTART_BACKOFF = 1.0
 # limit by a few of them at most.
 WAL_LOOK_EVERY = 8
 
+_NO_LOCK = contextlib.nullcontext()
 _LIVE = weakref.WeakSet()
 _INHERITED = []  # connections a forked child must neither use nor close
 
@@ -106,6 +107,10 @@ class ThreadedSqliteStorage(SqliteStorage):
         self.wal_restart_bytes = None
         self._wal_restart_after = 0.0  # monotonic time; see WAL_RESTART_BACKOFF
         self._commits = 0  # see WAL_LOOK_EVERY
+        # Held, after this process's own lock, by each write transaction: nothing, or a
+        # lock the consumer's processes share (QrqConsumer), so they queue for SQLite's
+        # write lock in the kernel instead of sleeping in SQLite's busy handler.
+        self.writers = _NO_LOCK
         super().__init__(name, filename, **kwargs)
         _LIVE.add(self)
 
@@ -133,9 +138,12 @@ class ThreadedSqliteStorage(SqliteStorage):
 
     @contextlib.contextmanager
     def db(self, commit=False, close=False):
-        with self.lock if commit else contextlib.nullcontext():
-            with self._transaction(commit, close) as cursor:
+        if not commit:
+            with self._transaction(False, close) as cursor:
                 yield cursor
+            return
+        with self.lock, self.writers, self._transaction(True, close) as cursor:
+            yield cursor
 
     @contextlib.contextmanager
     def _transaction(self, commit: bool, close: bool):
@@ -336,7 +344,7 @@ class ThreadedSqliteStorage(SqliteStorage):
         pending = _PendingWrite(write)
         with self._pending_lock:
             self._pending.append(pending)
-        with self.lock:
+        with self.lock, self.writers:
             if not pending.done:  # no earlier thread wrote it with its own
                 with self._pending_lock:
                     batch, self._pending = self._pending, []

@@ -29,6 +29,7 @@ from huey.consumer import Consumer, ProcessEnvironment, Worker
 from qrq.errors import StorageFull, Unavailable
 from qrq.queue.connections import JOURNAL_SIZE_LIMIT
 from qrq.queue.priority import lower_priority
+from qrq.queue.process_lock import ProcessLock
 
 logger = logging.getLogger("qrq.queue.consumer")
 
@@ -218,6 +219,9 @@ class QrqConsumer(Consumer):
         huey.storage.synchronous = "normal"
         if huey.storage.database == "sqlite":  # PostgreSQL checkpoints its own WAL
             huey.storage.wal_restart_bytes = WAL_CHECKPOINT_BYTES
+            # The workers queue for SQLite's write lock on one lock of their own, which
+            # hands it over at once (SQLite's busy handler retries after 1, 2, 5, 10 ms...).
+            huey.storage.writers = ProcessLock("qrq-writers")
         huey.storage.reset_connections()
         huey.storage.lease_ahead = True  # each completion leases the worker's next job
         # A dequeue with nothing to do waits for work itself: on PostgreSQL for a NOTIFY

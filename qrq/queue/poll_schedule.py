@@ -15,7 +15,7 @@ at its turn, within (workers - 1) intervals.
 
 The schedule is memory the consumer creates before its workers fork (or that its worker
 threads share). Claiming a turn takes a lock that the kernel drops when its holder dies
-(a ``fcntl`` lock on the memory's file; a thread lock among threads), so a killed worker
+(:class:`~qrq.queue.process_lock.ProcessLock` on the memory's file), so a killed worker
 never stalls the others; no turn is ever claimed further ahead than one per worker, so
 a dead worker's turn merely passes unused. A wait ends at once when the consumer's stop
 flag is set (SIGTERM, SIGINT, an orphaned worker).
@@ -23,26 +23,16 @@ flag is set (SIGTERM, SIGINT, an orphaned worker).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import mmap
 import os
 import struct
-import tempfile
 import threading
 import time
 import weakref
 
+from qrq.queue.process_lock import ProcessLock, shared_file
+
 _TURN = struct.Struct("d")  # the last turn claimed, in time.monotonic() seconds
-
-
-def _shared_file() -> int:
-    """A descriptor of an anonymous file: in memory where Linux offers one (memfd)."""
-    if hasattr(os, "memfd_create"):
-        return os.memfd_create("qrq-poll-schedule")
-    fd, path = tempfile.mkstemp(prefix="qrq-poll-schedule-")
-    os.unlink(path)
-    return fd
 
 
 class PollSchedule:
@@ -54,12 +44,11 @@ class PollSchedule:
         self.interval = float(interval)
         self.workers = max(1, int(workers))
         self.stop = stop if stop is not None else threading.Event()
-        self._fd = _shared_file()
-        weakref.finalize(self, os.close, self._fd)
-        os.ftruncate(self._fd, _TURN.size)
-        self._shared = mmap.mmap(self._fd, _TURN.size)
-        self._threads = threading.Lock()
-        self._pid = os.getpid()
+        fd = shared_file("qrq-poll-schedule")
+        weakref.finalize(self, os.close, fd)
+        os.ftruncate(fd, _TURN.size)
+        self._shared = mmap.mmap(fd, _TURN.size)
+        self._lock = ProcessLock(fd=fd)
 
     def wait_turn(self) -> None:
         """After an empty poll: claim the next free turn and wait for it (or the stop flag)."""
@@ -70,7 +59,7 @@ class PollSchedule:
     def claim(self) -> float:
         """Claim the first free turn: its time (``time.monotonic()``, which all processes
         of a host share)."""
-        with self._locked():
+        with self._lock:
             now = time.monotonic()
             last = _TURN.unpack_from(self._shared)[0]
             # Never further ahead than one turn per worker: the claims of workers that
@@ -78,14 +67,3 @@ class PollSchedule:
             turn = min(max(last, now) + self.interval, now + self.interval * self.workers)
             _TURN.pack_into(self._shared, 0, turn)
         return turn
-
-    @contextlib.contextmanager
-    def _locked(self):
-        if self._pid != os.getpid():  # forked: another thread may have held it at the fork
-            self._threads, self._pid = threading.Lock(), os.getpid()
-        with self._threads:
-            fcntl.lockf(self._fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.lockf(self._fd, fcntl.LOCK_UN)
