@@ -60,6 +60,7 @@ from pathlib import Path
 
 from _proc import exit_on_sigterm, group_cpu_seconds
 from _support import REPO, env_for, median, start, stop
+from wal_frames import pages_per_job
 
 BENCH = Path(__file__).resolve().parent
 HUEY_CONSUMER = str(Path(sys.executable).parent / "huey_consumer")
@@ -267,6 +268,7 @@ def profile_once(variant: str, jobs: int, directory: Path) -> dict:
     huey.dequeue()
     took = time.perf_counter() - began
     drain_wal = wal.stat().st_size
+    pages = pages_per_job(directory / "queue.db", jobs)  # while the WAL is still there
     huey.storage.conn.set_trace_callback(None)
     if hasattr(huey.storage, "stop_heartbeat"):
         huey.storage.stop_heartbeat()
@@ -281,7 +283,8 @@ def profile_once(variant: str, jobs: int, directory: Path) -> dict:
             "statements_per_job": round(sum(statements.values()) / jobs, 2),
             "by_kind_per_job": per_job, "us_per_job": round(took * 1e6 / jobs, 1),
             "enqueue_wal_bytes_per_job": round(enqueue_wal / jobs),
-            "drain_wal_bytes_per_job": round(drain_wal / jobs)}
+            "drain_wal_bytes_per_job": round(drain_wal / jobs),
+            "drain_wal_pages_per_job": pages}
 
 
 def _no_checkpoints(conn: sqlite3.Connection) -> sqlite3.Connection:
@@ -361,6 +364,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"{p['enqueue_wal_bytes_per_job']:13d} {p['drain_wal_bytes_per_job']:15d} "
                       f"{p['drain_wal_ratio']:11.2f}  {kinds}",
                       flush=True)
+            for variant in ("stock-normal", "qrq"):
+                pages = prof[variant]["drain_wal_pages_per_job"]
+                print(f"WAL pages per drained job, {variant} ({sum(pages.values()):.2f}; "
+                      "bench/wal_frames.py):\n" + "\n".join(
+                          f"  {count:5.2f}  {where}" for where, count in pages.items()))
 
         templates, enqueue = {}, {}
         for variant in VARIANTS:
