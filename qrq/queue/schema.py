@@ -3,7 +3,7 @@ lease columns) and the ones qrq adds.
 
 Everything the web app reads about work in progress lives in this one database, so
 a job's record commits in the same transaction as the queue change that causes it.
-The DDL is written for SQLite; on PostgreSQL :func:`qrq.queue.postgres.ddl` maps
+The DDL is written for SQLite; on PostgreSQL :func:`qrq.queue.pg_dialect.ddl` maps
 its types. A new table: its ``create ... if not exists`` here (run at every open);
 any change to an existing table: a numbered step in :mod:`qrq.queue.migrations`.
 """

@@ -194,24 +194,19 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
         """Lease the next row this process may run and mark its job running, the
         attempt counted; ``(row, data, job_id, first)`` (*first*: its first run) or None.
 
-        The per-type caps are counted only when the first row in line is of a capped
-        type: an uncapped job is never held back, and counting the leased rows at
-        every dequeue cost more than the rest of it. Capped picks are serialised
+        The per-type caps are counted only when the row first in line is of a capped
+        type: the first lease takes that row unless it is, so an uncapped job is never
+        held back, and a pick of one costs one statement (counting the leased rows at
+        every dequeue cost more than the rest of it). Capped picks are serialised
         (:meth:`_lock_caps`), so count-then-pick is exact across consumers.
         """
-        if self.caps:
-            first = self._next_type(curs)
-            if first is None:
-                return None
-            if first[0] not in self.caps:
-                leased = self._lease(curs, owner, tuple(self.caps))
-                if leased is not None:
-                    return leased
-            self._lock_caps(curs)
-            blocked = self._blocked_types(curs)
-        else:
-            blocked = ()
-        return self._lease(curs, owner, blocked)
+        if not self.caps:
+            return self._lease(curs, owner, ())
+        leased = self._lease(curs, owner, (), head_unless=tuple(self.caps))
+        if leased is not None or self._next_type(curs) is None:
+            return leased
+        self._lock_caps(curs)
+        return self._lease(curs, owner, self._blocked_types(curs))
 
     def _hold(self, leased: tuple) -> tuple:
         """Renew *leased*'s lease from now on (its transaction committed)."""
@@ -371,11 +366,14 @@ class LeasedSqliteStorage(LeasedStorage, ThreadedSqliteStorage):
         self.stop_heartbeat()
         self.close()
 
-    def _lease(self, curs, owner: str, blocked: tuple[str, ...]) -> tuple | None:
+    def _lease(self, curs, owner: str, blocked: tuple[str, ...],
+               head_unless: tuple[str, ...] = ()) -> tuple | None:
+        """Lease the first row in line not of a *blocked* type; nothing if that row is of
+        a *head_unless* type (the caller counts the caps first)."""
         curs.execute(f"update task set lease_until = {self.now_sql} + ?, lease_owner = ? "
-                     f"where id = (select id {self._pick_sql(blocked)}) "
-                     "returning id, data, job_id", (self.lease_seconds, owner,
-                                                    *self._pick_params(blocked)))
+                     f"where id = (select id {self._pick_sql(blocked)})"
+                     f"{type_filter((), head_unless)} returning id, data, job_id",
+                     (self.lease_seconds, owner, *self._pick_params(blocked), *head_unless))
         leased = curs.fetchone()
         if leased is None or leased[2] is None:
             return leased and (*leased, None)
