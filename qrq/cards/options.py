@@ -17,7 +17,7 @@ from typing import Any
 
 from qrq.cards.encoder import ERROR_CORRECTION, DataTooLong
 from qrq.cards.encoder import check_fits as fits_in_a_code
-from qrq.cards.pdf import unprintable
+from qrq.cards.pdf import TEXT_ENCODING, unprintable
 from qrq.cards.qr import CardSpec
 from qrq.errors import ValidationError
 
@@ -61,8 +61,11 @@ def check_printable(value: str, field: str) -> str:
 
 
 def _printable_pattern() -> str:
-    """A JSON Schema pattern of the text the PDF fonts print, as ``\\uXXXX`` ranges."""
-    chars = sorted({ch for ch in map(chr, range(32, 0x2200)) if unprintable(ch) is None})
+    """A JSON Schema pattern of the text the PDF fonts print, as ``\\uXXXX`` ranges. Their
+    encoding has one byte per character, so decoding every byte lists all it prints (each
+    process imports this: trying every character up to U+2200 took 9 ms)."""
+    chars = sorted({ch for ch in bytes(range(256)).decode(TEXT_ENCODING, errors="ignore")
+                    if ord(ch) >= 32 and unprintable(ch) is None})
     ranges: list[list[int]] = []
     for code in map(ord, chars):
         if ranges and ranges[-1][1] == code - 1:
