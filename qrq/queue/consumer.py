@@ -59,6 +59,14 @@ def _die_with_parent(signum: int) -> bool:
         return False
 
 
+def _about_an_outage(record: logging.LogRecord) -> bool:
+    """Whether *record* is one :class:`StorageFullLog` decides on: an outage's error, or
+    the storage's line that it is over."""
+    return bool(record.__dict__.get("storage_writable") or record.__dict__.get(
+        "database_reachable") or (record.exc_info and isinstance(
+            record.exc_info[1], StorageFull | Unavailable)))
+
+
 class StorageFullLog(logging.Filter):
     """Logs a full disk, or a queue database that cannot be reached, once a minute as
     one line, instead of a traceback per poll.
@@ -102,6 +110,8 @@ class StorageFullLog(logging.Filter):
         self._shared[8:16] = struct.pack("d", 1.0 if value else 0.0)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not _about_an_outage(record):  # most records (two per job): no lock to take
+            return True
         verdict = record.__dict__.get("qrq_verdict")  # another handler decided
         if verdict is None:
             # A worker killed while holding the lock must not silence the others' logs.
@@ -122,9 +132,7 @@ class StorageFullLog(logging.Filter):
             verdict = self._logged_at > 0 and not self._recovered
             self._recovered = True
             return verdict
-        exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, StorageFull | Unavailable):
-            return True
+        exc = record.exc_info[1]
         now = time.time()
         if now - self._logged_at < self.interval:
             return False
