@@ -1,6 +1,7 @@
 """Where qrq's time goes on PostgreSQL: py-spy profiles of a drain and of POSTs.
 
-* ``drain``: N no-op jobs enqueued on qrq-pg (bench/_pg_support.py), then the consumer
+* ``drain``: N no-op jobs enqueued on qrq-pg (bench/_pg_support.py; ``--system
+  qrq-sqlite``: on the SQLite default, for comparison), then the consumer
   (``huey_consumer huey_app.huey -w 4 -k process``) drains them under ``py-spy record
   --subprocesses`` (CPU samples only, 100 Hz).
 * ``post``: qrq-pg's web server (bench/pg_api_latency.py's waitress) under ``py-spy
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("what", choices=("drain", "post"))
     parser.add_argument("--jobs", type=int, default=2000, help="drain: jobs; post: per client")
     parser.add_argument("--keep", action="store_true", help="keep the stacks file")
+    parser.add_argument("--system", choices=("qrq-pg", "qrq-sqlite"), default="qrq-pg")
     add_server_argument(parser)
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="qrq-pg-profile-"))
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     load_start = load_average()
     try:
         with server(args.database_url, work) as (url, _):
-            system = System("qrq-pg", work, url)
+            system = System(args.system, work, url)
             try:
                 if args.what == "drain":
                     system.driver.ask("enqueue", args.jobs)
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
           "frames below it:")
     for name, share in found["top"]:
         print(f"{share:6.1f}%  {name}")
-    print(json.dumps({"bench": "pg_profile", "what": args.what, **found,
+    print(json.dumps({"bench": "pg_profile", "what": args.what, "system": args.system, **found,
                       "load_average": [load_start, load_average()]}))
     return 0
 
