@@ -324,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-jobs", type=int, default=None,
                         help="jobs of the in-process profile (default: --jobs; 0: skip it)")
     parser.add_argument("--profile-repeats", type=int, default=3)
+    parser.add_argument("--profile-only", action="store_true",
+                        help="only the in-process profile (no consumer drains)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per drain, at most")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--enqueue-threads", type=int, nargs="+", default=None,
@@ -369,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"WAL pages per drained job, {variant} ({sum(pages.values()):.2f}; "
                       "bench/wal_frames.py):\n" + "\n".join(
                           f"  {count:5.2f}  {where}" for where, count in pages.items()))
+        if args.profile_only:
+            report["load_avg_at_end"] = os.getloadavg()
+            print(json.dumps(report))
+            return 0
 
         templates, enqueue = {}, {}
         for variant in VARIANTS:
