@@ -2,6 +2,7 @@
 processes and threads, and a holder that dies blocks no one; the consumer's workers
 take it around each write transaction."""
 
+import contextlib
 import fcntl
 import os
 import subprocess
@@ -13,6 +14,23 @@ import pytest
 from qrq.queue import huey
 from qrq.queue.process_lock import ProcessLock
 from tests.conftest import wait_until
+
+
+@contextlib.contextmanager
+def held_by_another_process(fd: int):
+    """A process that holds the ``fcntl`` lock on *fd* until it is killed."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, time\n"
+         f"fcntl.lockf({fd}, fcntl.LOCK_EX)\n"
+         "print('locked', flush=True)\ntime.sleep(600)\n"],
+        pass_fds=[fd], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
 
 
 def test_a_forked_process_waits_while_another_holds_the_lock():
@@ -65,13 +83,7 @@ def test_threads_of_one_process_take_turns():
 
 def test_a_process_killed_holding_the_lock_blocks_no_one():
     lock = ProcessLock()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, time\n"
-         f"fcntl.lockf({lock.fd}, fcntl.LOCK_EX)\n"
-         "print('locked', flush=True)\ntime.sleep(600)\n"],
-        pass_fds=[lock.fd], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline() == "locked\n"
+    with held_by_another_process(lock.fd) as holder:
         taken = threading.Event()
         waiter = threading.Thread(target=lambda: (lock.__enter__(), taken.set()), daemon=True)
         waiter.start()
@@ -79,10 +91,6 @@ def test_a_process_killed_holding_the_lock_blocks_no_one():
         holder.wait()
         wait_until(taken.is_set, message="the lock after its holder died")
         lock.__exit__(None, None, None)
-    finally:
-        holder.kill()
-        holder.wait()
-        holder.stdout.close()
 
 
 def blocked_waiters(pid: int) -> int:
@@ -98,13 +106,7 @@ def test_a_consumers_write_transactions_queue_on_its_lock(settings):
     huey.create_consumer(workers=2, worker_type="process")  # the workers would fork from here
     lock = huey.storage.writers
     assert isinstance(lock, ProcessLock)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, time\n"
-         f"fcntl.lockf({lock.fd}, fcntl.LOCK_EX)\n"
-         "print('locked', flush=True)\ntime.sleep(600)\n"],
-        pass_fds=[lock.fd], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline() == "locked\n"
+    with held_by_another_process(lock.fd) as holder:
         writer = threading.Thread(target=huey.storage.sql, daemon=True, kwargs={
             "query": "insert into kv (queue, key, value) values ('t', 'k', x'00')",
             "commit": True})
@@ -118,7 +120,3 @@ def test_a_consumers_write_transactions_queue_on_its_lock(settings):
         writer.join(timeout=30)
         assert huey.storage.sql("select count(*) from kv where queue = 't'", results=True) \
             == [(1,)]
-    finally:
-        holder.kill()
-        holder.wait()
-        holder.stdout.close()
