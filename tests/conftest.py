@@ -4,6 +4,7 @@ users with tokens, and a real ``huey_consumer`` subprocess."""
 import atexit
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +17,10 @@ from pathlib import Path
 # touches the repository's data/. Each test's `settings` fixture re-opens it.
 os.environ["QRQ_DATA_DIR"] = tempfile.mkdtemp(prefix="qrq-import-")
 atexit.register(shutil.rmtree, os.environ["QRQ_DATA_DIR"], ignore_errors=True)
+# A run started in the background of a non-interactive shell (`... &`) begins with SIGINT
+# ignored, and every process a test starts would inherit that (Python then installs no
+# KeyboardInterrupt): the tests that press Ctrl-C on a command need it handled here.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import pytest  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
