@@ -129,5 +129,5 @@ def test_the_completion_reads_what_the_end_hooks_need(settings):
         job_id, "maintenance", "canceled", True)
     assert huey.storage.cancel_queued(job_id) is None  # not waiting any more
     assert huey.dequeue().id == plain
-    assert huey.storage.complete(plain, {"status": "finished"}) == jobs.EndedJob(
-        plain, "maintenance", "finished", False)
+    assert huey.storage.complete(plain, {"status": "finished"}) == [jobs.EndedJob(
+        plain, "maintenance", "finished", False)]

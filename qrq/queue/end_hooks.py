@@ -50,3 +50,8 @@ class EndHooks(Huey):
             except Exception:
                 logger.exception("job end hook %s failed for job %s",
                                  getattr(hook, "__name__", hook), ended.id)
+
+    def jobs_ended(self, ended: list[jobs.EndedJob]) -> None:
+        """:meth:`job_ended` for each job a write ended (a batch's commit ends several)."""
+        for job in ended:
+            self.job_ended(job)

@@ -93,11 +93,13 @@ def reset_for_retry(curs, job_id: str) -> bool:
 # A consumer leased the job: a new attempt starts from no progress. Parameters: the
 # worker, the time, the job id; returns the attempt count and first start, which tell
 # whether this is the job's first run. (PostgreSQL's lease statement embeds it.)
-MARK_RUNNING_SQL = (
+_MARK_RUNNING = (
     "update job set status = 'running', attempts = attempts + 1, worker = ?, "
     "progress = 0, stage = '', started_at = coalesce(started_at, ?), "
-    "next_attempt_at = null where id = ? and status in ('queued', 'retrying', 'running') "
+    "next_attempt_at = null where id = ? and status in ({}) "
     "returning attempts, started_at")
+MARK_RUNNING_SQL = _MARK_RUNNING.format("'queued', 'retrying', 'running'")
+_START_WAITING_SQL = _MARK_RUNNING.format("'queued', 'retrying'")
 
 
 # In PostgreSQL's lease statement (on the task row): the worker of the job's run whose
@@ -110,11 +112,19 @@ TAKEN_FROM_SQL = ("(select worker from job where job.id = task.job_id "
 def mark_running(curs, job_id: str, worker: str, now: float) -> bool | None:
     """A consumer leased the job: a new attempt starts from no progress. Returns whether
     this is the job's first run (see :func:`attempt_started`), None if it was not runnable."""
-    # (SQLite cannot use the job's primary key for TAKEN_FROM_SQL in the lease's RETURNING.)
-    curs.execute("select worker from job where id = ? and status = 'running'", (job_id,))
-    taken_from = (curs.fetchone() or (None,))[0]
-    curs.execute(MARK_RUNNING_SQL, (worker, now, job_id))
-    return attempt_started(curs, job_id, worker, now, taken_from, curs.fetchone())
+    # Nearly every lease starts a waiting job: one statement. Only a job whose lease
+    # lapsed is still running, and its new attempt names the worker that lost it, read
+    # before the update (SQLite's RETURNING gives only the new row).
+    curs.execute(_START_WAITING_SQL, (worker, now, job_id))
+    marked, taken_from = curs.fetchone(), None
+    if marked is None:
+        curs.execute("select worker from job where id = ? and status = 'running'", (job_id,))
+        running = curs.fetchone()
+        if running is not None:
+            taken_from = running[0]
+            curs.execute(MARK_RUNNING_SQL, (worker, now, job_id))
+            marked = curs.fetchone()
+    return attempt_started(curs, job_id, worker, now, taken_from, marked)
 
 
 def attempt_started(curs, job_id: str, worker: str, now: float, taken_from: str | None,
@@ -194,9 +204,10 @@ def closes_no_attempt(outcome: dict[str, Any], first: bool | None) -> bool:
 
 
 def finish_values(job_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
-    """The parameters of :func:`finish_sql` for *outcome*."""
-    values = {"result": None, "error": None, "traceback": None, **outcome,
-              "id": job_id, "now": time.time()}
+    """The parameters of :func:`finish_sql` for *outcome*; its ``now`` (when the run
+    ended, if its end is written later) defaults to the present."""
+    values = {"result": None, "error": None, "traceback": None, "now": time.time(),
+              **outcome, "id": job_id}
     if values["result"] is not None:
         # default=str: a result with a date or a Path must not leave the job running.
         values["result"] = json.dumps(values["result"], default=str)

@@ -30,7 +30,8 @@ os.register_at_fork(after_in_child=_new_owner_lock)
 class LeaseHolder:
     """Mixed into the storage, which sets ``now_sql`` (the database's clock),
     ``lease_seconds``, ``consumer_id``,
-    ``_owner``, ``_owner_pid``, ``_held``, ``_heartbeat`` and ``_stop_beating``."""
+    ``_owner``, ``_owner_pid``, ``_held``, ``_heartbeat`` and ``_stop_beating``, and
+    has ``_reset_batches`` (:class:`qrq.queue.run_ahead.RunAhead`)."""
 
     @property
     def owner(self) -> str:
@@ -48,6 +49,7 @@ class LeaseHolder:
         self._stop_beating = threading.Event()
         self._local = threading.local()
         self._held = set()
+        self._reset_batches()
         self._owner_pid = os.getpid()  # last: other threads see a complete state
 
     def _ensure_heartbeat(self) -> None:

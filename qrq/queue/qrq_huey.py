@@ -129,6 +129,7 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
             self._settings, self.storage = None, _NoStorage()  # a later init tries again
             raise
         self.storage.synchronous = settings.enqueue_sync
+        self.storage.ended_hook = self.jobs_ended  # ends written after a batch waited
         self.serializer = SignedSerializer(secret=settings.secret_key, salt="qrq")
         for task_class, spec in self._declared:
             self._apply_limits(task_class, spec)
@@ -251,7 +252,7 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
             # A row not signed with our secret is never unpickled.
             job_id = self.storage.leased_job_id
             logger.error("refused queue row for job %s: %s", job_id, exc)
-            self.job_ended(self.storage.complete(
+            self.jobs_ended(self.storage.complete(
                 job_id, {"status": "failed", "error": "refused: payload signature mismatch"}))
             return None
 
@@ -266,7 +267,7 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
             elif not state.requeued:
                 # No outcome means huey's own machinery failed around the task:
                 # end the job visibly rather than leave it "running".
-                self.job_ended(self.storage.complete(task.id, state.outcome or {
+                self.jobs_ended(self.storage.complete(task.id, state.outcome or {
                     "status": "failed", "error": "internal error: the run left no outcome"},
                     lease_next=True))
 

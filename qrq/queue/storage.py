@@ -9,7 +9,8 @@ leased again by the next dequeue, on any consumer.
 
 Each change is one transaction: dequeue leases a row and marks its job record
 (:mod:`qrq.queue.jobs`, same database) running; completion deletes the row and
-writes the job's outcome. Without qrq's Huey subclass (huey's own storage tests)
+writes the job's outcome (a consumer's worker running short jobs writes a batch of
+them in one, :mod:`qrq.queue.run_ahead`). Without qrq's Huey subclass (huey's own storage tests)
 nothing calls :meth:`complete`; a thread's leased row is then deleted by its next
 dequeue, in the same transaction.
 
@@ -32,13 +33,14 @@ from qrq.queue.leases import LeaseHolder
 from qrq.queue.pauses import NOT_PAUSED
 from qrq.queue.portable import PortableHueyApi
 from qrq.queue.roles import type_filter
+from qrq.queue.run_ahead import RunAhead, batch_size
 
 logger = logging.getLogger("qrq.queue.storage")
 LEASE_LOST = ("job %s: this run lost its lease (it lapsed and the job was taken over or "
               "canceled); its outcome is dropped")
 
 
-class LeasedStorage(LeaseHolder, PortableHueyApi):
+class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
     """Leases, job records and caps on either database. A subclass per database says
     what differs: the clock (:attr:`now_sql`), the lease statement, how capped picks
     are serialised, and how idle workers hear of new work."""
@@ -65,10 +67,11 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
         self._owner_pid = None
         self._owner = None
         self.consumer_id = None  # set by the consumer before it forks its workers
-        # Whether a completion may lease the next row for the worker's next dequeue
+        # Whether a completion may lease the rows of the worker's next dequeues
         # (complete(lease_next=True)); only a consumer's workers, which dequeue again
         # at once, set it: an inline run must not hold a job it will never start.
         self.lease_ahead = False
+        self._reset_batches()
         # Rows this process is running. Only these are renewed: a row whose
         # completion could not be written drops out and its lease lapses.
         self._held = set()
@@ -161,28 +164,29 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
         return curs.fetchone()
 
     def dequeue(self):
-        ahead = getattr(self._local, "ahead", None)
-        if ahead is not None:  # leased by this thread's last completion
-            self._local.ahead = None
-            row, data, job_id, self._local.first = ahead
-            self._local.row, self._local.job_id = row, job_id
-            return data
-        heard = self.wakeups()
-        owner = self.owner
-        stale = getattr(self._local, "row", None)
-        leased = None
-        has_work = stale is not None or self._has_work()
-        if has_work:
-            with self.db(commit=True) as curs:
-                if stale is not None:
-                    curs.execute("delete from task where id = ? and lease_owner = ?",
-                                 (stale, owner))
-                    self._take_lease()
-                leased = self._lease_next(curs, owner)
+        owner = self.owner  # first: a forked worker starts its own state
+        batch = self._batch()
+        leased = self._next_ahead(batch)  # leased by this thread's last completion
         if leased is None:
-            self.wait_for_work(heard, soon=has_work)
-            return None
-        row, data, job_id, self._local.first = self._hold(leased)
+            heard = self.wakeups()
+            stale = getattr(self._local, "row", None)
+            ended = self._take_ended(batch)
+            has_work = stale is not None or bool(ended) or self._has_work()
+            if has_work:
+                with self.db(commit=True) as curs:
+                    if stale is not None:
+                        curs.execute("delete from task where id = ? and lease_owner = ?",
+                                     (stale, owner))
+                        self._take_lease()
+                    ended = self._end_runs(curs, ended)
+                    leased = self._lease_next(curs, owner)
+                if ended and self.ended_hook is not None:
+                    self.ended_hook(ended)
+            if leased is None:
+                self.wait_for_work(heard, soon=has_work)
+                return None
+            self._hold(leased)
+        row, data, job_id, self._local.first = leased
         self._local.row, self._local.job_id = row, job_id
         return data
 
@@ -213,19 +217,6 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
         self._held.add(leased[0])
         self._ensure_heartbeat()
         return leased
-
-    def give_back_ahead(self) -> None:
-        """Give back the row this thread's last completion leased for its next run (the
-        worker is stopping), so it runs at once elsewhere rather than when its lease lapses."""
-        ahead = getattr(self._local, "ahead", None)
-        if ahead is None:
-            return
-        self._local.ahead = None
-        row, _, job_id, first = ahead
-        self._held.discard(row)
-        with self.db(commit=True) as curs:
-            if self._end_lease(curs, row, job_id, give_back=True) and job_id is not None:
-                jobs.mark_released(curs, job_id, first)
 
     @property
     def leased_job_id(self) -> str | None:
@@ -261,19 +252,29 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
         return False
 
     def complete(self, job_id: str | None, outcome: dict | None,
-                 lease_next: bool = False) -> jobs.EndedJob | None:
+                 lease_next: bool = False) -> list[jobs.EndedJob]:
         """Delete the row this thread leased and record the job's *outcome*, atomically;
-        return the ended job (None: nothing recorded, e.g. the lease was lost). With
-        *lease_next* and :attr:`lease_ahead` (a consumer's worker, which dequeues next), the
-        same transaction leases the row of this thread's next :meth:`dequeue`: one commit
-        per job, and the pages the two share (rows' neighbours, index entries) written once."""
+        return the jobs this ended (none: e.g. the lease was lost).
+
+        With *lease_next* and :attr:`lease_ahead` (a consumer's worker, which dequeues
+        next), the same transaction leases the rows of this thread's next dequeues, and
+        while the rows leased so run short their ends wait for the commit that leases
+        the next batch (:mod:`qrq.queue.run_ahead`); the jobs that commit ended are
+        returned by the completion that makes it."""
+        batch = self._batch()
+        ran = time.monotonic() - (batch.running_since or 0.0)
+        batch.running_since = None
         row, first = self._take_lease()
+        run = (row, job_id, outcome, first)
+        ahead = lease_next and self.lease_ahead
+        if ahead and self._defer_end(batch, run, ran):
+            return []
+        runs = [*self._take_ended(batch), run]
         with self.db(commit=True) as curs:
-            ended = self._end_run(curs, row, job_id, outcome, first)
-            ahead = self._lease_next(curs, self.owner) \
-                if lease_next and self.lease_ahead else None
-        if ahead is not None:
-            self._local.ahead = self._hold(ahead)
+            ended = self._end_runs(curs, runs)
+            leased = self._lease_ahead(curs, batch_size(ran)) \
+                if ahead and not batch.ahead else []
+        self._keep_ahead(batch, leased)
         return ended
 
     def _end_run(self, curs, row, job_id, outcome, first) -> jobs.EndedJob | None:
@@ -334,7 +335,11 @@ class LeasedStorage(LeaseHolder, PortableHueyApi):
 
     def flush_queue(self):
         super().flush_queue()
-        self._local.row = self._local.job_id = self._local.ahead = self._local.first = None
+        self._local.row = self._local.job_id = self._local.first = None
+        with self._batches_lock:  # the rows are gone
+            for batch in self._batches:
+                batch.ahead.clear()
+                batch.ended, batch.ended_since = [], None
 
     # -- what each database does its own way (the defaults: SQLite's) -------------------
 

@@ -1,0 +1,204 @@
+"""Runs ahead: while jobs run short, a consumer's worker leases several at once and
+writes their ends together, one commit for the batch instead of one per job.
+
+A commit writes every page its statements changed (a job's end and the next job's
+lease change about eight), and that write was most of what a short job cost. So a
+worker's completion leases as many rows as it would run in :data:`BATCH_SECONDS` at the
+pace of the run that just ended (at most :data:`BATCH_MAX`), and the ends of those runs
+wait in memory for the commit that ends the batch and leases the next.
+
+Nothing is lost by waiting: a run whose end is not written yet keeps its lease (the
+heartbeat renews it), so if the process dies the lease lapses and the job runs again,
+as any job of a dead consumer does. And nothing waits long: a thread of the process
+writes the ends that waited :data:`END_DELAY` seconds (a run after them is taking
+long), and gives back the rows leased ahead of a run that has gone on that long, so
+other workers take them.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+import weakref
+
+from qrq.queue import jobs
+
+logger = logging.getLogger("qrq.queue.storage")
+
+BATCH_MAX = 16  # rows a completion leases ahead, at most
+BATCH_SECONDS = 0.01  # a batch holds about this much running, at the last run's pace
+END_DELAY = 0.05  # seconds an end waits unwritten (and rows wait behind a run), at most
+
+
+def batch_size(ran: float) -> int:
+    """How many rows to lease after a run that took *ran* seconds."""
+    return max(1, min(BATCH_MAX, int(BATCH_SECONDS / max(ran, 1e-4))))
+
+
+class _Batch:
+    """One worker thread's rows leased ahead and runs ended but not yet written."""
+
+    __slots__ = ("ahead", "ended", "ended_since", "running_since", "__weakref__")
+
+    def __init__(self):
+        self.ahead = collections.deque()  # (row, data, job_id, first), in line order
+        self.ended = []  # (row, job_id, outcome, first)
+        self.ended_since = None  # time.monotonic() when the oldest of ended ended
+        self.running_since = None  # when this thread's current run was handed out
+
+
+class RunAhead:
+    """Mixed into :class:`qrq.queue.storage.LeasedStorage`, which provides ``db``,
+    ``owner``, ``_local`` (per thread), ``_held``, ``_hold``, ``_end_run``,
+    ``_end_lease``, ``_lease_next``, ``_notify`` and ``_stop_beating``."""
+
+    # Called with the jobs that the flusher thread or a stopping worker ended (a list of
+    # EndedJob); QrqHuey runs its end hooks on them. Completions return theirs instead.
+    ended_hook = None
+
+    def _reset_batches(self) -> None:
+        """Per process (a forked worker starts empty, with a lock no one holds)."""
+        # Each worker thread's batch, for the flusher; one goes with its thread.
+        self._batches: weakref.WeakSet[_Batch] = weakref.WeakSet()
+        self._batches_lock = threading.Lock()
+        self._flusher = None
+        self._flush_wake = threading.Event()
+
+    def _batch(self) -> _Batch:
+        """This thread's batch."""
+        batch = getattr(self._local, "batch", None)
+        if batch is None:
+            batch = self._local.batch = _Batch()
+            with self._batches_lock:
+                self._batches.add(batch)
+        return batch
+
+    def _next_ahead(self, batch: _Batch) -> tuple | None:
+        """The next row this thread leased ahead, now running; None when none is left."""
+        with self._batches_lock:
+            leased = batch.ahead.popleft() if batch.ahead else None
+            batch.running_since = time.monotonic()
+        return leased
+
+    def _take_ended(self, batch: _Batch) -> list[tuple]:
+        """The runs of *batch* whose ends wait, for the caller's transaction to write."""
+        with self._batches_lock:
+            ended, batch.ended, batch.ended_since = batch.ended, [], None
+        for run in ended:
+            self._held.discard(run[0])
+        return ended
+
+    def _defer_end(self, batch: _Batch, run: tuple, ran: float) -> bool:
+        """Keep *run*'s end for the batch's commit, if more rows of the batch wait and
+        the run was short; False: the caller writes it now."""
+        row, job_id, outcome, first = run
+        if ran >= END_DELAY or row is None or outcome is None:
+            return False
+        with self._batches_lock:
+            if not batch.ahead:
+                return False
+            if not batch.ended:
+                batch.ended_since = time.monotonic()
+                self._flush_wake.set()
+            # The job's finished_at is when it ended, not when that is written.
+            batch.ended.append((row, job_id, {"now": time.time(), **outcome}, first))
+        self._held.add(row)  # renewed until written
+        return True
+
+    def _end_runs(self, curs, runs: list[tuple]) -> list[jobs.EndedJob]:
+        ended = (self._end_run(curs, *run) for run in runs)
+        return [job for job in ended if job is not None]
+
+    def _lease_ahead(self, curs, count: int) -> list[tuple]:
+        """Lease up to *count* rows in *curs*'s transaction; :meth:`_keep_ahead` holds
+        them once it commits."""
+        leased = []
+        while len(leased) < count and (row := self._lease_next(curs, self.owner)) is not None:
+            leased.append(row)
+        return leased
+
+    def _keep_ahead(self, batch: _Batch, leased: list[tuple]) -> None:
+        for row in leased:
+            self._hold(row)
+        if leased:
+            with self._batches_lock:
+                batch.ahead.extend(leased)
+        if len(leased) > 1:
+            self._ensure_flusher()
+            self._flush_wake.set()
+
+    def give_back_ahead(self) -> None:
+        """The worker is stopping: write the ends its batch kept, and give back the rows
+        it leased ahead, so they run at once elsewhere rather than when their leases
+        lapse."""
+        batch = self._batch()
+        with self._batches_lock:
+            back = list(batch.ahead)
+            batch.ahead.clear()
+        self._write_late(self._take_ended(batch), back)
+
+    def _write_late(self, ended_runs: list[tuple], back: list[tuple]) -> None:
+        """Write *ended_runs*' ends and give back the leased rows *back*, in one
+        transaction; then run the end hooks."""
+        if not ended_runs and not back:
+            return
+        for row in back:
+            self._held.discard(row[0])
+        with self.db(commit=True) as curs:
+            ended = self._end_runs(curs, ended_runs)
+            for row, _, job_id, first in back:
+                if self._end_lease(curs, row, job_id, give_back=True) and job_id is not None:
+                    jobs.mark_released(curs, job_id, first)
+            if back:
+                self._notify(curs)
+        if ended and self.ended_hook is not None:
+            self.ended_hook(ended)
+
+    # -- the flusher: a thread per process that writes what waited too long ------------
+
+    def stop_heartbeat(self) -> None:
+        super().stop_heartbeat()
+        self._flush_wake.set()  # the flusher stops too
+
+    def _ensure_flusher(self) -> None:
+        if self._flusher is None or not self._flusher.is_alive():
+            self._flusher = threading.Thread(target=self._flush_late, args=(self.owner,),
+                                             name="qrq-run-ahead", daemon=True)
+            self._flusher.start()
+
+    def _flush_late(self, owner: str) -> None:
+        while not self._stop_beating.is_set() and owner == self._owner:
+            ended_runs, back, due = self._overdue(time.monotonic())
+            if ended_runs or back:
+                try:
+                    self._write_late(ended_runs, back)
+                except Exception:  # their leases lapse and the jobs run again
+                    logger.exception("writing the ends of a batch failed")
+                continue
+            self._flush_wake.wait(None if due is None else max(0.0, due - time.monotonic()))
+            self._flush_wake.clear()
+
+    def _overdue(self, now: float) -> tuple[list, list, float | None]:
+        """Take the ends that waited :data:`END_DELAY`, and the rows leased ahead of a
+        run that has gone on that long; and when to look next (None: nothing waits)."""
+        ended_runs, back, due = [], [], None
+        with self._batches_lock:
+            for batch in self._batches:
+                if batch.ended:
+                    if now - batch.ended_since >= END_DELAY:
+                        ended_runs += batch.ended
+                        batch.ended, batch.ended_since = [], None
+                    else:
+                        due = min(due or now + END_DELAY, batch.ended_since + END_DELAY)
+                if batch.ahead:
+                    since = batch.running_since or now
+                    if now - since >= END_DELAY:
+                        back += batch.ahead
+                        batch.ahead.clear()
+                    else:
+                        due = min(due or now + END_DELAY, since + END_DELAY)
+        for run in ended_runs:
+            self._held.discard(run[0])
+        return ended_runs, back, due
