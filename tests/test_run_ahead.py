@@ -73,6 +73,7 @@ def test_a_long_run_in_a_batch_lets_the_ends_before_it_and_the_rows_after_it_go(
     """Within END_DELAY of a long run's start, the ends that waited are written and the
     rows leased behind it are given back, so they run elsewhere."""
     monkeypatch.setattr(run_ahead, "END_DELAY", 0.5)
+    monkeypatch.setattr(huey.storage, "caps", {})  # the long job's type is capped
     fast, waited = (submit(slow_tasks.noop, owner_id=None, priority=5) for _ in range(2))
     long = submit(slow_tasks.steps, 60, 0.05, owner_id=None, priority=5)  # 3 s
     behind = submit(slow_tasks.noop, owner_id=None, priority=5)
@@ -144,3 +145,11 @@ def test_the_batch_holds_about_batch_seconds_of_runs():
     assert run_ahead.batch_size(0.00005) == run_ahead.BATCH_MAX
     assert run_ahead.batch_size(0.002) == 5
     assert run_ahead.batch_size(0.5) == 1
+
+
+def test_a_batch_keeps_the_line_order_around_a_capped_job(worker):
+    ids = [submit(slow_tasks.noop, owner_id=None, priority=5) for _ in range(2)]
+    ids.append(submit(slow_tasks.steps, 1, 0.01, owner_id=None, priority=5))  # capped type
+    ids.append(submit(slow_tasks.noop, owner_id=None, priority=5))
+    assert [run_next(worker) for _ in ids] == ids
+    assert [status(i) for i in ids] == ["finished"] * 4

@@ -96,10 +96,9 @@ def reset_for_retry(curs, job_id: str) -> bool:
 _MARK_RUNNING = (
     "update job set status = 'running', attempts = attempts + 1, worker = ?, "
     "progress = 0, stage = '', started_at = coalesce(started_at, ?), "
-    "next_attempt_at = null where id = ? and status in ({}) "
-    "returning attempts, started_at")
-MARK_RUNNING_SQL = _MARK_RUNNING.format("'queued', 'retrying', 'running'")
-_START_WAITING_SQL = _MARK_RUNNING.format("'queued', 'retrying'")
+    "next_attempt_at = null where id {} and status in ({}) "
+    "returning {}attempts, started_at")
+MARK_RUNNING_SQL = _MARK_RUNNING.format("= ?", "'queued', 'retrying', 'running'", "")
 
 
 # In PostgreSQL's lease statement (on the task row): the worker of the job's run whose
@@ -112,19 +111,32 @@ TAKEN_FROM_SQL = ("(select worker from job where job.id = task.job_id "
 def mark_running(curs, job_id: str, worker: str, now: float) -> bool | None:
     """A consumer leased the job: a new attempt starts from no progress. Returns whether
     this is the job's first run (see :func:`attempt_started`), None if it was not runnable."""
-    # Nearly every lease starts a waiting job: one statement. Only a job whose lease
-    # lapsed is still running, and its new attempt names the worker that lost it, read
-    # before the update (SQLite's RETURNING gives only the new row).
-    curs.execute(_START_WAITING_SQL, (worker, now, job_id))
-    marked, taken_from = curs.fetchone(), None
-    if marked is None:
-        curs.execute("select worker from job where id = ? and status = 'running'", (job_id,))
-        running = curs.fetchone()
-        if running is not None:
-            taken_from = running[0]
-            curs.execute(MARK_RUNNING_SQL, (worker, now, job_id))
-            marked = curs.fetchone()
-    return attempt_started(curs, job_id, worker, now, taken_from, marked)
+    return mark_all_running(curs, [job_id], worker, now)[job_id]
+
+
+def mark_all_running(curs, job_ids: list[str], worker: str,
+                     now: float) -> dict[str, bool | None]:
+    """:func:`mark_running` for jobs leased together; ``{job_id: first}``."""
+    # Nearly every lease starts a waiting job: one statement for all of them. Only a job
+    # whose lease lapsed is still running, and its new attempt names the worker that
+    # lost it, read before the update (SQLite's RETURNING gives only the new row).
+    curs.execute(_MARK_RUNNING.format(f"in ({','.join('?' * len(job_ids))})",
+                                      "'queued', 'retrying'", "id, "),
+                 (worker, now, *job_ids))
+    started = {job_id: marked for job_id, *marked in curs.fetchall()}
+    firsts = {}
+    for job_id in job_ids:
+        marked, taken_from = started.get(job_id), None
+        if marked is None:
+            curs.execute("select worker from job where id = ? and status = 'running'",
+                         (job_id,))
+            running = curs.fetchone()
+            if running is not None:
+                taken_from = running[0]
+                curs.execute(MARK_RUNNING_SQL, (worker, now, job_id))
+                marked = curs.fetchone()
+        firsts[job_id] = attempt_started(curs, job_id, worker, now, taken_from, marked)
+    return firsts
 
 
 def attempt_started(curs, job_id: str, worker: str, now: float, taken_from: str | None,

@@ -65,6 +65,9 @@ class RunAhead:
         self._batches_lock = threading.Lock()
         self._flusher = None
         self._flush_wake = threading.Event()
+        # When the flusher looks next (None: when woken). Nothing a worker adds is due
+        # before that, so workers wake it only when it waits for nothing.
+        self._flush_due = None
 
     def _batch(self) -> _Batch:
         """This thread's batch."""
@@ -101,7 +104,7 @@ class RunAhead:
                 return False
             if not batch.ended:
                 batch.ended_since = time.monotonic()
-                self._flush_wake.set()
+                self._wake_flusher()
             # The job's finished_at is when it ended, not when that is written.
             batch.ended.append((row, job_id, {"now": time.time(), **outcome}, first))
         self._held.add(row)  # renewed until written
@@ -122,12 +125,13 @@ class RunAhead:
     def _keep_ahead(self, batch: _Batch, leased: list[tuple]) -> None:
         for row in leased:
             self._hold(row)
+        if len(leased) > 1:
+            self._ensure_flusher()
         if leased:
             with self._batches_lock:
                 batch.ahead.extend(leased)
-        if len(leased) > 1:
-            self._ensure_flusher()
-            self._flush_wake.set()
+                if len(batch.ahead) > 1:
+                    self._wake_flusher()
 
     def give_back_ahead(self) -> None:
         """The worker is stopping: write the ends its batch kept, and give back the rows
@@ -161,6 +165,12 @@ class RunAhead:
     def stop_heartbeat(self) -> None:
         super().stop_heartbeat()
         self._flush_wake.set()  # the flusher stops too
+
+    def _wake_flusher(self) -> None:
+        """(Under the batches' lock.) Something waits: make the flusher look at it."""
+        if self._flush_due is None:
+            self._flush_due = time.monotonic() + END_DELAY
+            self._flush_wake.set()
 
     def _ensure_flusher(self) -> None:
         if self._flusher is None or not self._flusher.is_alive():
@@ -199,6 +209,7 @@ class RunAhead:
                         batch.ahead.clear()
                     else:
                         due = min(due or now + END_DELAY, since + END_DELAY)
+            self._flush_due = now if ended_runs or back else due
         for run in ended_runs:
             self._held.discard(run[0])
         return ended_runs, back, due

@@ -22,6 +22,7 @@ differs is a few methods of :class:`LeasedSqliteStorage` here and of
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -147,12 +148,13 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
             return tuple(self.caps)
         return tuple(t for t, cap in self.caps.items() if running.get(t, 0) >= cap)
 
-    def _pick_sql(self, blocked: tuple[str, ...]) -> str:
-        """The row to lease next (parameters: :meth:`_pick_params`), passing over
-        *blocked* types (at their cap) and types this host does not take."""
+    def _pick_sql(self, blocked: tuple[str, ...], limit: int = 1) -> str:
+        """The row to lease next (the first *limit* rows in line; parameters:
+        :meth:`_pick_params`), passing over *blocked* types (at their cap) and types
+        this host does not take."""
         sql = f"from task where {self.available} and {NOT_PAUSED}"  # paused types wait
         sql += type_filter(self.accept_types, (*self.exclude_types, *blocked))
-        return f"{sql} order by priority desc, id limit 1"
+        return f"{sql} order by priority desc, id limit {int(limit)}"
 
     def _pick_params(self, blocked: tuple[str, ...]) -> tuple:
         return (self.name, *self.accept_types, *self.exclude_types, *blocked)
@@ -383,6 +385,29 @@ class LeasedSqliteStorage(LeasedStorage, ThreadedSqliteStorage):
         if leased is None or leased[2] is None:
             return leased and (*leased, None)
         return (*leased, jobs.mark_running(curs, leased[2], owner, time.time()))
+
+    def _lease_ahead(self, curs, count: int) -> list[tuple]:
+        """Lease the first *count* rows in line, up to the first of a capped type, in
+        one statement (the write lock is held); from a capped row on, the generic loop
+        leases them one at a time, counting the caps."""
+        if count > 1:
+            curs.execute(f"select id, job_type {self._pick_sql((), count)}",
+                         self._pick_params(()))
+            ids = [row for row, job_type in itertools.takewhile(
+                lambda found: found[1] not in self.caps, curs.fetchall())]
+            if ids:
+                return self._lease_rows(curs, ids)
+        return super()._lease_ahead(curs, count)
+
+    def _lease_rows(self, curs, ids: list[int]) -> list[tuple]:
+        curs.execute(f"update task set lease_until = {self.now_sql} + ?, lease_owner = ? "
+                     f"where id in ({','.join('?' * len(ids))}) returning id, data, job_id",
+                     (self.lease_seconds, self.owner, *ids))
+        leased = {found[0]: found for found in curs.fetchall()}
+        firsts = jobs.mark_all_running(
+            curs, [found[2] for found in leased.values() if found[2] is not None],
+            self.owner, time.time())
+        return [(*leased[row], firsts.get(leased[row][2])) for row in ids]
 
     def _move_due(self, curs, due: tuple) -> int:
         curs.execute("insert into task (queue, data, priority, job_id, job_type) "
