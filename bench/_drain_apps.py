@@ -39,7 +39,7 @@ def build(variant: str, filename: str):
     elif variant == "stock-normal":
         huey = Huey("bench", storage_class=NormalSyncSqliteStorage, filename=filename)
     elif variant in ("plain", "plain-normal"):
-        from qrq.queue.storage import LeasedSqliteStorage
+        from qrq.queue.sqlite_storage import LeasedSqliteStorage
 
         huey = Huey("bench", storage_class=LeasedSqliteStorage, filename=filename)
         if variant == "plain-normal":

@@ -294,7 +294,7 @@ def peak_memory(paths: list[Path], which: str) -> dict[str, int]:
 def cached_latency(data: Path, dbs_dir: Path, requests: int) -> dict:
     """p50/p99 of cached answers over HTTP (waitress, 127.0.0.1)."""
     from qrq.config import load_settings
-    from qrq.queue.storage import LeasedSqliteStorage
+    from qrq.queue.sqlite_storage import LeasedSqliteStorage
 
     shutil.rmtree(data, ignore_errors=True)  # a fresh web data directory, also with --data
     data.mkdir(parents=True)

@@ -7,9 +7,10 @@ settings (WAL, synchronous FULL: every commit syncs the WAL) unless said otherwi
   the task row before the task runs.
 * ``stock-normal``: the same storage with ``synchronous=NORMAL``, which qrq's consumer
   (``QrqConsumer``) sets for its own connections: the like-for-like baseline for ``qrq``.
-* ``plain``: ``huey.Huey(storage_class=qrq.queue.storage.LeasedSqliteStorage)``: qrq's leased
-  storage alone (dequeue leases the row; the worker's next dequeue deletes it in the same
-  transaction). The issue's target is about this one: at least 80% of stock's throughput.
+* ``plain``: ``huey.Huey(storage_class=qrq.queue.sqlite_storage.LeasedSqliteStorage)``:
+  qrq's leased storage alone (dequeue leases the row; the worker's next dequeue deletes it
+  in the same transaction). The issue's target is about this one: at least 80% of stock's
+  throughput.
 * ``plain-normal``: the same with ``synchronous=NORMAL``, compared with ``stock-normal``:
   without a sync per commit the disk's latency (noisy on a shared machine) drops out and
   what the leases cost in CPU and locking shows.

@@ -12,7 +12,7 @@ import pytest
 from qrq.analytics import cache, requesters
 from qrq.analytics.query import parse_query
 from qrq.queue import huey, jobs
-from qrq.queue.storage import LeasedSqliteStorage
+from qrq.queue.sqlite_storage import LeasedSqliteStorage
 
 QUERY = {"period": "weekly", "from": "2026-09-01", "to": "2026-11-22"}
 

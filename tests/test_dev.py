@@ -95,7 +95,7 @@ def test_worker_loads_task_modules_from_its_working_directory(tmp_path):
     try:
         from qrq.config import load_settings
         from qrq.queue import jobs
-        from qrq.queue.storage import LeasedSqliteStorage
+        from qrq.queue.sqlite_storage import LeasedSqliteStorage
 
         storage = LeasedSqliteStorage("qrq", filename=str(load_settings(
             {"QRQ_DATA_DIR": str(data)}).queue_db))

@@ -13,7 +13,7 @@ from qrq.appdb import migrations as app_migrations
 from qrq.appdb.db import app_db
 from qrq.cli import main
 from qrq.queue import huey, migrations
-from qrq.queue.storage import LeasedSqliteStorage
+from qrq.queue.sqlite_storage import LeasedSqliteStorage
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -13,7 +13,7 @@ from huey.tests.base import BaseTestCase  # noqa: E402
 from huey.tests.test_storage import StorageTests  # noqa: E402
 
 from qrq.queue.postgres import LeasedPostgresStorage  # noqa: E402
-from qrq.queue.storage import LeasedSqliteStorage  # noqa: E402
+from qrq.queue.sqlite_storage import LeasedSqliteStorage  # noqa: E402
 
 
 class TestHueyStorageContract(StorageTests, BaseTestCase):

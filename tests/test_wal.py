@@ -12,7 +12,7 @@ import pytest
 
 from qrq.queue import huey, submit
 from qrq.queue.connections import JOURNAL_SIZE_LIMIT, PAGE_SIZE
-from qrq.queue.storage import LeasedSqliteStorage
+from qrq.queue.sqlite_storage import LeasedSqliteStorage
 from tests import slow_tasks
 from tests.conftest import wait_until
 

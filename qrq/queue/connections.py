@@ -89,7 +89,7 @@ class _PendingWrite:
 
 class ThreadedSqliteStorage(SqliteStorage):
     """``SqliteStorage`` with a connection per thread, group commits and StorageFull;
-    :class:`qrq.queue.storage.LeasedSqliteStorage` adds the leases."""
+    :class:`qrq.queue.sqlite_storage.LeasedSqliteStorage` adds the leases."""
 
     def __init__(self, name="huey", filename="huey.db", **kwargs):
         self._conns = threading.local()

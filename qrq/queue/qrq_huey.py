@@ -33,7 +33,7 @@ from qrq.queue.consumer import QrqConsumer
 from qrq.queue.end_hooks import EndHooks
 from qrq.queue.postgres import LeasedPostgresStorage
 from qrq.queue.revocation import RevokeByCancel
-from qrq.queue.storage import LeasedSqliteStorage
+from qrq.queue.sqlite_storage import LeasedSqliteStorage
 
 logger = logging.getLogger("qrq.queue")
 

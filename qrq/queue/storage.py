@@ -10,26 +10,24 @@ leased again by the next dequeue, on any consumer.
 Each change is one transaction: dequeue leases a row and marks its job record
 (:mod:`qrq.queue.jobs`, same database) running; completion deletes the row and
 writes the job's outcome (a consumer's worker running short jobs writes a batch of
-them in one, :mod:`qrq.queue.run_ahead`). Without qrq's Huey subclass (huey's own storage tests)
-nothing calls :meth:`complete`; a thread's leased row is then deleted by its next
-dequeue, in the same transaction.
+them in one, :mod:`qrq.queue.run_ahead`). Without qrq's Huey subclass (huey's own
+storage tests) nothing calls :meth:`complete`; a thread's leased row is then deleted
+by its next dequeue, in the same transaction.
 
 One class, :class:`LeasedStorage`, holds the logic for both databases; what
-differs is a few methods of :class:`LeasedSqliteStorage` here and of
+differs is a few methods of :class:`qrq.queue.sqlite_storage.LeasedSqliteStorage` and of
 :class:`qrq.queue.postgres.LeasedPostgresStorage`, above their connection layers
 (:mod:`qrq.queue.connections`, :mod:`qrq.queue.postgres`).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
 
 from qrq.queue import admission as admission_checks
 from qrq.queue import jobs, migrations
-from qrq.queue.connections import ThreadedSqliteStorage
 from qrq.queue.leases import LeaseHolder
 from qrq.queue.pauses import NOT_PAUSED
 from qrq.queue.portable import PortableHueyApi
@@ -357,63 +355,3 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
 
     # How idle workers wait for work (wait_for_wakeups, wakeups, wait_for_work): SQLite's
     # take turns to poll (connections.py), PostgreSQL's hear a NOTIFY (postgres.py).
-
-
-class LeasedSqliteStorage(LeasedStorage, ThreadedSqliteStorage):
-    """The leased storage on one SQLite file (WAL): every write transaction takes
-    the file's write lock, so a pick and its lease are never raced."""
-
-    database = "sqlite"
-    now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
-
-    def __init__(self, name="huey", filename="huey.db", **kwargs):
-        super().__init__(name, filename=filename, **kwargs)
-
-    def dispose(self) -> None:
-        self.stop_heartbeat()
-        self.close()
-
-    def _lease(self, curs, owner: str, blocked: tuple[str, ...],
-               head_unless: tuple[str, ...] = ()) -> tuple | None:
-        """Lease the first row in line not of a *blocked* type; nothing if that row is of
-        a *head_unless* type (the caller counts the caps first)."""
-        curs.execute(f"update task set lease_until = {self.now_sql} + ?, lease_owner = ? "
-                     f"where id = (select id {self._pick_sql(blocked)})"
-                     f"{type_filter((), head_unless)} returning id, data, job_id",
-                     (self.lease_seconds, owner, *self._pick_params(blocked), *head_unless))
-        leased = curs.fetchone()
-        if leased is None or leased[2] is None:
-            return leased and (*leased, None)
-        return (*leased, jobs.mark_running(curs, leased[2], owner, time.time()))
-
-    def _lease_ahead(self, curs, count: int) -> list[tuple]:
-        """Lease the first *count* rows in line, up to the first of a capped type, in
-        one statement (the write lock is held); from a capped row on, the generic loop
-        leases them one at a time, counting the caps."""
-        if count > 1:
-            curs.execute(f"select id, job_type {self._pick_sql((), count)}",
-                         self._pick_params(()))
-            ids = [row for row, job_type in itertools.takewhile(
-                lambda found: found[1] not in self.caps, curs.fetchall())]
-            if ids:
-                return self._lease_rows(curs, ids)
-        return super()._lease_ahead(curs, count)
-
-    def _lease_rows(self, curs, ids: list[int]) -> list[tuple]:
-        curs.execute(f"update task set lease_until = {self.now_sql} + ?, lease_owner = ? "
-                     f"where id in ({','.join('?' * len(ids))}) returning id, data, job_id",
-                     (self.lease_seconds, self.owner, *ids))
-        leased = {found[0]: found for found in curs.fetchall()}
-        firsts = jobs.mark_all_running(
-            curs, [found[2] for found in leased.values() if found[2] is not None],
-            self.owner, time.time())
-        return [(*leased[row], firsts.get(leased[row][2])) for row in ids]
-
-    def _move_due(self, curs, due: tuple) -> int:
-        curs.execute("insert into task (queue, data, priority, job_id, job_type) "
-                     "select queue, data, priority, job_id, job_type from schedule "
-                     "where queue = ? and timestamp <= ? and job_id is not null "
-                     "order by timestamp, id", due)
-        curs.execute("delete from schedule where queue = ? and timestamp <= ? "
-                     "and job_id is not null", due)
-        return curs.rowcount

@@ -1,0 +1,73 @@
+"""The leased storage on one SQLite file: what :class:`qrq.queue.storage.LeasedStorage`
+does SQLite's way (its connections, group commit and write lock:
+:mod:`qrq.queue.connections`)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+from qrq.queue import jobs
+from qrq.queue.connections import ThreadedSqliteStorage
+from qrq.queue.roles import type_filter
+from qrq.queue.storage import LeasedStorage
+
+
+class LeasedSqliteStorage(LeasedStorage, ThreadedSqliteStorage):
+    """The leased storage on one SQLite file (WAL): every write transaction takes
+    the file's write lock, so a pick and its lease are never raced."""
+
+    database = "sqlite"
+    now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
+
+    def __init__(self, name="huey", filename="huey.db", **kwargs):
+        super().__init__(name, filename=filename, **kwargs)
+
+    def dispose(self) -> None:
+        self.stop_heartbeat()
+        self.close()
+
+    def _lease(self, curs, owner: str, blocked: tuple[str, ...],
+               head_unless: tuple[str, ...] = ()) -> tuple | None:
+        """Lease the first row in line not of a *blocked* type; nothing if that row is of
+        a *head_unless* type (the caller counts the caps first)."""
+        curs.execute(f"update task set lease_until = {self.now_sql} + ?, lease_owner = ? "
+                     f"where id = (select id {self._pick_sql(blocked)})"
+                     f"{type_filter((), head_unless)} returning id, data, job_id",
+                     (self.lease_seconds, owner, *self._pick_params(blocked), *head_unless))
+        leased = curs.fetchone()
+        if leased is None or leased[2] is None:
+            return leased and (*leased, None)
+        return (*leased, jobs.mark_running(curs, leased[2], owner, time.time()))
+
+    def _lease_ahead(self, curs, count: int) -> list[tuple]:
+        """Lease the first *count* rows in line, up to the first of a capped type, in
+        one statement (the write lock is held); from a capped row on, the generic loop
+        leases them one at a time, counting the caps."""
+        if count > 1:
+            curs.execute(f"select id, job_type {self._pick_sql((), count)}",
+                         self._pick_params(()))
+            ids = [row for row, job_type in itertools.takewhile(
+                lambda found: found[1] not in self.caps, curs.fetchall())]
+            if ids:
+                return self._lease_rows(curs, ids)
+        return super()._lease_ahead(curs, count)
+
+    def _lease_rows(self, curs, ids: list[int]) -> list[tuple]:
+        curs.execute(f"update task set lease_until = {self.now_sql} + ?, lease_owner = ? "
+                     f"where id in ({','.join('?' * len(ids))}) returning id, data, job_id",
+                     (self.lease_seconds, self.owner, *ids))
+        leased = {found[0]: found for found in curs.fetchall()}
+        firsts = jobs.mark_all_running(
+            curs, [found[2] for found in leased.values() if found[2] is not None],
+            self.owner, time.time())
+        return [(*leased[row], firsts.get(leased[row][2])) for row in ids]
+
+    def _move_due(self, curs, due: tuple) -> int:
+        curs.execute("insert into task (queue, data, priority, job_id, job_type) "
+                     "select queue, data, priority, job_id, job_type from schedule "
+                     "where queue = ? and timestamp <= ? and job_id is not null "
+                     "order by timestamp, id", due)
+        curs.execute("delete from schedule where queue = ? and timestamp <= ? "
+                     "and job_id is not null", due)
+        return curs.rowcount
