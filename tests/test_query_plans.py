@@ -7,7 +7,7 @@ import time
 import pytest
 
 from qrq.artifacts import open_store
-from qrq.queue import huey, jobs, retention, stats, submit
+from qrq.queue import huey, jobs, retention, run_ahead, stats, submit
 from tests import slow_tasks
 
 pytestmark = pytest.mark.sqlite_only("SQLite's EXPLAIN QUERY PLAN of each statement")
@@ -38,12 +38,25 @@ def plans(statements):
     return found
 
 
-def test_the_queries_of_the_api_dashboard_and_dequeue_use_an_index(traced, settings):
+def test_the_queries_of_the_api_dashboard_and_dequeue_use_an_index(traced, settings,
+                                                                    monkeypatch):
     ids, statements = traced
     now = time.time()
     # The dequeue (its pick and the per-type caps), completion and cancel.
     huey.execute(huey.dequeue())
     huey.storage.cancel_queued(ids[-1])
+    # A worker's batch: its lease (the first rows in line, then one update of them and one
+    # of their jobs) and its ends.
+    monkeypatch.setattr(run_ahead, "BATCH_SECONDS", 60.0)
+    monkeypatch.setattr(huey.storage, "lease_ahead", True)
+    batch = [submit(slow_tasks.noop, owner_id=None) for _ in range(3)]
+    while (task := huey.dequeue()) is not None:
+        huey.execute(task)
+    assert all(jobs.get(huey.storage, i)["status"] == "finished" for i in batch)
+    batch_statements = [sql for sql in statements if re.match(
+        r"select id, job_type from task .* limit 16$|update (task|job) set .* where id in "
+        r"\([^)]*,", sql)]
+    assert len(batch_statements) >= 3  # the pick, the lease, the jobs marked running
     # The API.
     jobs.get(huey.storage, ids[0])
     with huey.storage.db() as curs:
