@@ -105,9 +105,9 @@ class RunAhead:
             if not batch.ended:
                 batch.ended_since = time.monotonic()
                 self._wake_flusher()
+            self._held.add(row)  # renewed until written (before the flusher can take it)
             # The job's finished_at is when it ended, not when that is written.
             batch.ended.append((row, job_id, {"now": time.time(), **outcome}, first))
-        self._held.add(row)  # renewed until written
         return True
 
     def _end_runs(self, curs, runs: list[tuple]) -> list[jobs.EndedJob]:
