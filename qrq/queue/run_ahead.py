@@ -52,7 +52,7 @@ class _Batch:
 class RunAhead:
     """Mixed into :class:`qrq.queue.storage.LeasedStorage`, which provides ``db``,
     ``owner``, ``_local`` (per thread), ``_held``, ``_hold``, ``_end_run``,
-    ``_end_lease``, ``_lease_next``, ``_notify`` and ``_stop_beating``."""
+    ``_give_back``, ``_lease_next``, ``_notify`` and ``_stop_beating``."""
 
     # Called with the jobs that the flusher thread or a stopping worker ended (a list of
     # EndedJob); QrqHuey runs its end hooks on them. Completions return theirs instead.
@@ -153,10 +153,13 @@ class RunAhead:
         with self.db(commit=True) as curs:
             ended = self._end_runs(curs, ended_runs)
             for row, _, job_id, first in back:
-                if self._end_lease(curs, row, job_id, give_back=True) and job_id is not None:
-                    jobs.mark_released(curs, job_id, first)
+                self._give_back(curs, row, job_id, first)
             if back:
                 self._notify(curs)
+        self._report_ended(ended)
+
+    def _report_ended(self, ended: list[jobs.EndedJob]) -> None:
+        """Hand ends written outside a completion to :attr:`ended_hook`."""
         if ended and self.ended_hook is not None:
             self.ended_hook(ended)
 

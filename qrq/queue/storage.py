@@ -170,18 +170,17 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
         if leased is None:
             heard = self.wakeups()
             stale = getattr(self._local, "row", None)
-            ended = self._take_ended(batch)
-            has_work = stale is not None or bool(ended) or self._has_work()
+            waiting = self._take_ended(batch)  # ends of the batch not written yet
+            has_work = stale is not None or bool(waiting) or self._has_work()
             if has_work:
                 with self.db(commit=True) as curs:
                     if stale is not None:
                         curs.execute("delete from task where id = ? and lease_owner = ?",
                                      (stale, owner))
                         self._take_lease()
-                    ended = self._end_runs(curs, ended)
+                    ended = self._end_runs(curs, waiting)
                     leased = self._lease_next(curs, owner)
-                if ended and self.ended_hook is not None:
-                    self.ended_hook(ended)
+                self._report_ended(ended)
             if leased is None:
                 self.wait_for_work(heard, soon=has_work)
                 return None
@@ -289,8 +288,12 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
         if row is None:
             return
         with self.db(commit=True) as curs:
-            if self._end_lease(curs, row, job_id, give_back=True) and job_id is not None:
-                jobs.mark_released(curs, job_id, first)
+            self._give_back(curs, row, job_id, first)
+
+    def _give_back(self, curs, row: int, job_id: str | None, first: bool | None) -> None:
+        """Clear *row*'s lease unfinished: its job waits to run again, from the start."""
+        if self._end_lease(curs, row, job_id, give_back=True) and job_id is not None:
+            jobs.mark_released(curs, job_id, first)
 
     def reschedule(self, data, eta, job_id: str | None, next_attempt: dict | None,
                    job_type: str | None = None, priority: float | None = None) -> None:
