@@ -165,6 +165,25 @@ def test_a_visitor_in_several_databases_counts_once_per_bucket(make_db):
     assert result["top"]["countries"][0] == {"country": "DE", "scans": 3}
 
 
+def test_hashes_holding_the_separator_byte_count_right(make_db):
+    """A bucket's hashes come glued with a comma between (group_concat); hashes made of
+    commas, or that differ only around one, still count exactly, within a database and
+    across two."""
+    comma = b",".hex()  # 2c
+    hashes = [comma * 8, comma * 7 + "00", "00" + comma * 7, comma * 4 + "00" * 4,
+              "00" * 4 + comma * 4]
+    at = ts("2026-11-20T10:00")
+    a = make_db("a.db", [(at + i, 1, "x.example", "DE", "ios", h)
+                         for i, h in enumerate(hashes + hashes[:2])])
+    b = make_db("b.db", [(at + 60 + i, 1, "x.example", "DE", "ios", h)
+                         for i, h in enumerate(hashes[1:] + [comma * 3 + "00" * 5])])
+    query = parse_query({"from": "2026-11-20", "to": "2026-11-20"})
+    for paths, scans, visitors in (([a], 7, 5), ([b], 5, 5), ([a, b], 12, 6)):
+        result = analytics.time_series(paths, query)
+        assert (result["series"][0]["scans"], result["series"][0]["visitors"]) == (
+            scans, visitors)
+
+
 def test_buckets_follow_the_time_zone_across_dst(make_db):
     rows = [(ts(at), 1, "x.example", "DE", "ios", f"{i:016x}") for i, at in enumerate([
         "2026-03-28T22:30",  # 23:30 in Berlin, 28 March

@@ -3,6 +3,9 @@ most, and an import inside a function is there for a stated reason, never to hid
 (restructure so the arrows point one way instead; see docs/architecture.md)."""
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,6 +34,8 @@ DEFERRED_IMPORTS = {
     # boto3 is optional (the s3 extra) and a third of a second to import: only a process
     # whose artifact store is in S3 loads it.
     ("qrq/artifacts/__init__.py", "qrq.artifacts.s3.S3Store"): "optional, slow dependency",
+    # numpy is 0.1 s and ~20 MB to import, and only a report's counting needs it.
+    ("qrq/analytics/shares.py", "numpy"): "slow dependency, one use",
 }
 
 
@@ -81,3 +86,15 @@ def test_the_import_check_finds_nested_imports(tmp_path):
                       "async def h():\n"
                       "    from .sibling import thing\n")
     assert deferred_imports(sample) == [("qrq.backup", 3), ("json", 6), (".sibling.thing", 8)]
+
+
+def test_the_web_app_and_the_consumer_load_no_slow_optional_module(tmp_path):
+    """What the deferred imports above are for: importing the web app and every task
+    (as `qrq serve` and `huey_consumer huey_app.huey` do) loads neither numpy nor boto3."""
+    code = ("import sys, web, huey_app; "
+            "print(' '.join(m for m in ('numpy', 'boto3') if m in sys.modules))")
+    env = {**os.environ, "QRQ_DATA_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == []

@@ -10,16 +10,17 @@ Why it is fast, and exact:
   subquery per bucket on a covering index (``scans_time`` and friends): the
   bucket's boundaries are UTC instants computed with zoneinfo
   (:mod:`qrq.analytics.query`), so each is an index range scan, DST-correct, with
-  nothing to sort. It returns the bucket's count and its visitor hashes glued into
-  one string (``group_concat``).
+  nothing to sort. It returns the bucket's visitor hashes glued into one string
+  (``group_concat``, a comma between), whose length gives the bucket's count.
 * Unique visitors are exact. A visitor may scan in several databases, so counts
   cannot be added up; instead each bucket keeps the visitor hashes of every
   database as 8 bytes each (the schema stores them so, and a CHECK constraint
   guarantees it, so the glued bytes need no decoding; older shards with 16 hex
-  digits go through ``bytes.fromhex``), and a Python set of 64-bit ints per bucket
-  counts the distinct ones (``memoryview.cast("Q")``, in C): ~8 bytes per scan
-  while reading, one bucket's set at a time. (HyperLogLog would be approximate and
-  no faster here: its per-scan work would run in Python, or as a sort in SQLite.)
+  digits go through ``bytes.fromhex``), and numpy counts the distinct ones: a view
+  of the glued bytes as 64-bit integers that steps over the commas, sorted, in C
+  (:func:`qrq.analytics.shares.count_distinct`): ~9 bytes per scan while reading,
+  one bucket's hashes sorted at a time. (HyperLogLog would be approximate and no
+  faster here: handing each hash out of SQLite is most of the cost.)
 * The top-N counts come from one ``GROUP BY`` per database that walks the
   ``scans_dims`` index in order, so SQLite never sorts; SQLite also rolls its few
   thousand groups up per dimension, so Python only merges a few hundred rows.

@@ -2,7 +2,7 @@
 
 The heavy work runs inside SQLite (the design is described in :mod:`qrq.analytics`):
 one statement per database runs a subquery per bucket on a covering index and returns
-the bucket's count and its visitor hashes glued into one blob; one ``GROUP BY`` walks
+the bucket's visitor hashes glued into one blob; one ``GROUP BY`` walks
 ``scans_dims`` for the top-N counts. Connections are opened ``mode=ro``.
 """
 
@@ -34,6 +34,8 @@ class DatabasePart:
 
     path: Path
     scans: dict[int, int] = dataclasses.field(default_factory=dict)
+    # Per bucket: its visitor hashes, 8 bytes each, a comma between (as group_concat
+    # glues them).
     visitors: dict[int, bytes] = dataclasses.field(default_factory=dict)
     dims: list[tuple] = dataclasses.field(default_factory=list)  # (dimension, key, count)
     warning: str | None = None
@@ -92,13 +94,16 @@ def _read(conn: sqlite3.Connection, part: DatabasePart, query: ReportQuery,
         for i, joined in conn.execute(_series_sql(query, indexes, packed), params):
             if joined is None:
                 continue  # no scans
-            if packed and len(joined) % 8 == 0:
-                count, raw = len(joined) // 8, joined  # every hash is 8 bytes (CHECK)
+            if packed and len(joined) % 9 == 8:
+                # Every hash is 8 bytes (the CHECK), so they come glued as they are.
+                count, raw = (len(joined) + 1) // 9, joined
             else:
                 params["lo"], params["hi"] = bounds[i], bounds[i + 1]
                 count, raw = _visitor_bytes(conn, query, indexes, params, joined)
             if count:
-                part.scans[i], part.visitors[i] = count, raw
+                part.scans[i] = count
+            if raw:
+                part.visitors[i] = raw
     if not dims:
         return
     # The time condition only costs when the range cuts into this database.
@@ -147,9 +152,10 @@ def _bucket_sql(query: ReportQuery, indexes: set[str], what: str) -> str:
 
 
 def _series_sql(query: ReportQuery, indexes: set[str], packed: bool) -> str:
-    """Per bucket: the glued 8-byte hashes (*packed*; NULL when the bucket is empty),
-    else ``count:hashes``, as a blob so that no value needs to be UTF-8."""
-    what = ("group_concat(visitor_hash, '')" if packed else
+    """Per bucket: the 8-byte hashes glued with a comma between (*packed*; NULL when
+    the bucket is empty), else ``count:hashes``, as a blob so that no value needs to be
+    UTF-8. (The default separator: ``group_concat(x, '')`` costs ~20 ns a row more.)"""
+    what = ("group_concat(visitor_hash)" if packed else
             "count(*) || ':' || ifnull(group_concat(visitor_hash, ''), '')")
     bucket = _bucket_sql(query, indexes, f"cast({what} as blob)").replace(
         ":lo", "b.lo").replace(":hi", "b.hi")
@@ -172,9 +178,10 @@ def _dims_sql(query: ReportQuery, indexes: set[str], within: bool) -> str:
 
 def _visitor_bytes(conn: sqlite3.Connection, query: ReportQuery, indexes: set[str],
                    params: dict, packed: bytes) -> tuple[int, bytes]:
-    """A bucket's scan count and its visitor hashes as 8 bytes each, from ``count:``
-    and the glued hashes: 16 hex digits each go through ``bytes.fromhex``; any other
-    values take the slow path, one by one (:func:`visitor_key`)."""
+    """A bucket's scan count and its visitor hashes as 8 bytes each, a comma between,
+    from ``count:`` and the glued hashes: 16 hex digits each go through
+    ``bytes.fromhex``; any other values take the slow path, one by one
+    (:func:`visitor_key`)."""
     head, _, joined = packed.partition(b":")
     count = int(head) if head.isdigit() else -1
     if len(joined) == 16 * count:
@@ -183,10 +190,10 @@ def _visitor_bytes(conn: sqlite3.Connection, query: ReportQuery, indexes: set[st
         except ValueError:
             raw = b""
         if len(raw) == 8 * count:
-            return count, raw
+            return count, b",".join(raw[k:k + 8] for k in range(0, len(raw), 8))
     values = [value for value, in conn.execute(_bucket_sql(query, indexes, "visitor_hash"),
                                                 params)]
-    return len(values), b"".join(visitor_key(value) for value in values
+    return len(values), b",".join(visitor_key(value) for value in values
                                  if value is not None)
 
 

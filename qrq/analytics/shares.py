@@ -75,8 +75,20 @@ def read_share(paths: list[Path], query: ReportQuery, share: int = 0, shares: in
                                    limit=limit, busy_timeout=busy_timeout))
     visitors = {}
     for i in mine:
-        joined = b"".join(visitor_bytes.pop(i))  # one bucket's bytes and set at a time
-        visitors[i] = len(set(memoryview(joined).cast("Q")))
+        visitors[i] = count_distinct(b",".join(visitor_bytes.pop(i)))
     return {"scans": sorted(scans.items()), "visitors": sorted(visitors.items()),
             "dims": [(d, key, n) for (d, key), n in dims.items()],
             "warnings": sorted(warnings.items()), "skipped": sorted(skipped)}
+
+
+def count_distinct(glued: bytes) -> int:
+    """The number of distinct hashes in *glued*: 8 bytes each, one byte between."""
+    if not glued:
+        return 0
+    # numpy sorts the hashes as 64-bit integers in C: half the time of a set of Python
+    # ints or less. Imported here: only a report's counting needs it (0.1 s, ~20 MB).
+    import numpy
+
+    # A view of the hashes that steps over the separators, then a sorted copy.
+    hashes = numpy.sort(numpy.ndarray((len(glued) + 1) // 9, "<u8", glued, 0, (9,)))
+    return int(numpy.count_nonzero(hashes[1:] != hashes[:-1])) + 1

@@ -7,8 +7,8 @@ children. A child gets its job as one JSON object on stdin, writes one JSON line
 per read it has done (``{"done": k}``), then its share
 (``{"share": ...}``, see :func:`qrq.analytics.shares.read_share`) or an error, and
 exits.
-Threads would not do: counting visitors is Python work that holds the GIL, and this
-SQLite build takes a global lock on every allocation.
+Threads would not do: this SQLite build takes a global lock on every allocation, and
+taking each bucket's hashes from SQLite is Python work that holds the GIL.
 
 Share 0 runs in the calling process while the children start (~60 ms each), so no
 core waits for them. The top-N counts are handed out by work stealing: the index of
