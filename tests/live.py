@@ -13,9 +13,10 @@ from qrq.web.server import create_server
 
 
 @contextlib.contextmanager
-def serving(app, threads=8, **options):
-    """*app* under qrq's server (8 threads, as shipped) on a free port; its base URL."""
-    server = create_server(app, host="127.0.0.1", port=0, threads=threads, **options)
+def serving(app, threads=8, create=create_server, **options):
+    """*app* under qrq's server (8 threads, as shipped; or the server *create* makes,
+    such as plain waitress) on a free port; its base URL."""
+    server = create(app, host="127.0.0.1", port=0, threads=threads, **options)
     closing = threading.Event()
 
     def run():

@@ -136,11 +136,7 @@ def test_under_another_server_a_waiter_holds_a_thread_within_the_cap(settings, t
     app = create_app({"SETTINGS": dataclasses.replace(settings, max_waiters=1)})
     user, headers = alice
     job_id = submit(steps, 1, 0, owner_id=user.id)
-    server = plain_waitress(app, host="127.0.0.1", port=0, threads=4)
-    runner = threading.Thread(target=server.run, daemon=True)
-    runner.start()
-    base = f"http://127.0.0.1:{server.effective_port}"
-    try:
+    with serving(app, threads=4, create=plain_waitress) as base:
         answers = []
         first = in_threads(long_poll, 1, base, job_id, headers, answers)
         wait_until(lambda: watcher.waiting(job_id) == 1, message="one waiter")
@@ -149,10 +145,6 @@ def test_under_another_server_a_waiter_holds_a_thread_within_the_cap(settings, t
         huey.cancel(job_id)
         first[0].join(timeout=60)
         assert answers == [(200, "queued"), (200, "canceled")]
-    finally:
-        server.task_dispatcher.shutdown()
-        server.close()
-        runner.join(timeout=10)
 
 
 def test_qrq_serve_serves_the_app(settings, alice):
