@@ -85,8 +85,8 @@ def count_distinct(glued: bytes) -> int:
     """The number of distinct hashes in *glued*: 8 bytes each, one byte between."""
     if not glued:
         return 0
-    # numpy sorts the hashes as 64-bit integers in C: half the time of a set of Python
-    # ints or less. Imported here: only a report's counting needs it (0.1 s, ~20 MB).
+    # numpy sorts the hashes as 64-bit integers in C: about half the time of a set of
+    # Python ints. Imported here: only a report's counting needs it (0.1 s, ~20 MB).
     import numpy
 
     # A view of the hashes that steps over the separators, then a sorted copy.
