@@ -24,7 +24,6 @@ last line of output is one JSON object.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sqlite3
 import statistics
@@ -105,12 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         for parts in unseparated.values():
             len(set(memoryview(b"".join(parts)).cast("Q")))
 
-    def open_close() -> None:
+    def open_close() -> None:  # qrq's reader with nothing to read but the schema and range
         for path in paths:
-            with contextlib.closing(connect(path)) as conn:
-                shard._schema(conn)
-                conn.execute("select (select min(scanned_at) from scans), "
-                             "(select max(scanned_at) from scans)").fetchone()
+            shard.read_database(path, query, bounds, buckets=(), dims=False)
 
     parts = {name: (lambda sql=sql: run_statement(sql)) for name, sql in statements.items()}
     parts["qrq: distinct count (numpy)"] = qrq_count

@@ -31,9 +31,8 @@ class LeasedSqliteStorage(LeasedStorage, ThreadedSqliteStorage):
                head_unless: tuple[str, ...] = ()) -> tuple | None:
         """Lease the first row in line not of a *blocked* type; nothing if that row is of
         a *head_unless* type (the caller counts the caps first)."""
-        curs.execute(f"update task set lease_until = {self.now_sql} + ?, lease_owner = ? "
-                     f"where id = (select id {self._pick_sql(blocked)})"
-                     f"{type_filter((), head_unless)} returning id, data, job_id",
+        curs.execute(self._lease_sql(f"id = (select id {self._pick_sql(blocked)})"
+                                     f"{type_filter((), head_unless)}"),
                      (self.lease_seconds, owner, *self._pick_params(blocked), *head_unless))
         leased = curs.fetchone()
         if leased is None or leased[2] is None:
@@ -54,14 +53,18 @@ class LeasedSqliteStorage(LeasedStorage, ThreadedSqliteStorage):
         return super()._lease_ahead(curs, count)
 
     def _lease_rows(self, curs, ids: list[int]) -> list[tuple]:
-        curs.execute(f"update task set lease_until = {self.now_sql} + ?, lease_owner = ? "
-                     f"where id in ({','.join('?' * len(ids))}) returning id, data, job_id",
+        curs.execute(self._lease_sql(f"id in ({','.join('?' * len(ids))})"),
                      (self.lease_seconds, self.owner, *ids))
         leased = {found[0]: found for found in curs.fetchall()}
         firsts = jobs.mark_all_running(
             curs, [found[2] for found in leased.values() if found[2] is not None],
             self.owner, time.time())
         return [(*leased[row], firsts.get(leased[row][2])) for row in ids]
+
+    def _lease_sql(self, where: str) -> str:
+        """Lease the rows *where* selects (parameters: the lease's seconds, its owner)."""
+        return (f"update task set lease_until = {self.now_sql} + ?, lease_owner = ? "
+                f"where {where} returning id, data, job_id")
 
     def _move_due(self, curs, due: tuple) -> int:
         curs.execute("insert into task (queue, data, priority, job_id, job_type) "
