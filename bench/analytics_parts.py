@@ -9,8 +9,9 @@ interleaved rounds. The parts:
   ``count(visitor_hash)`` over the whole range, with variants of the first that show what
   handing the hashes out costs: ``count`` or ``max`` per bucket, ``group_concat(x, '')``
   per bucket, one ``group_concat`` over the whole range;
-- the distinct count of every bucket's hashes: qrq's (numpy,
-  :func:`qrq.analytics.shares.count_distinct`) and a Python set of ints;
+- the distinct count of every bucket's hashes: qrq's (numpy, slots then a sort of what
+  is left, :func:`qrq.analytics.shares.count_distinct`), a numpy sort of every hash, and
+  a Python set of ints;
 - the top-N ``GROUP BY`` (the same statement in both);
 - opening each database as qrq does (pragma, schema, min/max), then closing it.
 
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 import analytics as bench
+import numpy
 from _support import load_average
 
 from qrq.analytics import shard
@@ -100,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         for parts in glued.values():
             count_distinct(b",".join(parts))
 
+    def sort_count() -> None:
+        for parts in glued.values():
+            glue = b",".join(parts)
+            hashes = numpy.sort(numpy.ndarray((len(glue) + 1) // 9, "<u8", glue, 0, (9,)))
+            int(numpy.count_nonzero(hashes[1:] != hashes[:-1])) + 1
+
     def set_count() -> None:
         for parts in unseparated.values():
             len(set(memoryview(b"".join(parts)).cast("Q")))
@@ -110,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parts = {name: (lambda sql=sql: run_statement(sql)) for name, sql in statements.items()}
     parts["qrq: distinct count (numpy)"] = qrq_count
+    parts["distinct count, numpy sort of every hash"] = sort_count
     parts["distinct count, set of Python ints"] = set_count
     parts["open, schema, min/max, close (both)"] = open_close
     for fn in parts.values():  # once untimed: numpy's import, the statement caches

@@ -17,6 +17,7 @@ from qrq.analytics import shard
 from qrq.analytics import worker as analytics_worker
 from qrq.analytics.query import parse_query
 from qrq.analytics.scans import SCHEMA, create_schema, template_domains, write_demo_database
+from qrq.analytics.shares import count_distinct
 from qrq.sqlite_deadline import interrupt_when
 
 END = datetime.datetime(2026, 11, 22, 12, tzinfo=datetime.UTC).timestamp()
@@ -182,6 +183,23 @@ def test_hashes_holding_the_separator_byte_count_right(make_db):
         result = analytics.time_series(paths, query)
         assert (result["series"][0]["scans"], result["series"][0]["visitors"]) == (
             scans, visitors)
+
+
+@pytest.mark.parametrize("values", [
+    pytest.param([0], id="the hash 0 alone"),
+    pytest.param([0, 0, 1 << 40] * 200, id="the hash 0 and another in its slot"),
+    pytest.param([i % 977 * 0x9E3779B97F4A7C15 % 2**64 for i in range(5000)],
+                 id="random, each ~5 times"),
+    pytest.param(list(range(300)) * 2 + [2**64 - 1], id="consecutive"),
+    pytest.param([i << 40 for i in range(3000)], id="low bits all zero"),
+    pytest.param([(i % 7) << 58 | 12345 for i in range(20000)], id="differ in the top bits"),
+    pytest.param([7] * 1000, id="one hash"),
+])
+def test_distinct_count_is_exact_for_any_hashes(values):
+    """The count slots hashes by their bits before it sorts (what is left): values that
+    are not random, the hash 0 and repeats still count exactly."""
+    glued = b",".join(v.to_bytes(8, "little") for v in values)
+    assert count_distinct(glued) == len(set(values))
 
 
 def test_buckets_follow_the_time_zone_across_dst(make_db):

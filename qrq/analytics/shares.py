@@ -85,10 +85,47 @@ def count_distinct(glued: bytes) -> int:
     """The number of distinct hashes in *glued*: 8 bytes each, one byte between."""
     if not glued:
         return 0
-    # numpy sorts the hashes as 64-bit integers in C: about half the time of a set of
-    # Python ints. Imported here: only a report's counting needs it (0.1 s, ~20 MB).
+    # numpy works on the hashes as 64-bit integers in C, several times faster than a
+    # set of Python ints. Imported here: only a report's counting needs it (0.1 s,
+    # ~20 MB).
     import numpy
 
-    # A view of the hashes that steps over the separators, then a sorted copy.
-    hashes = numpy.sort(numpy.ndarray((len(glued) + 1) // 9, "<u8", glued, 0, (9,)))
-    return int(numpy.count_nonzero(hashes[1:] != hashes[:-1])) + 1
+    # A copy of the hashes from a view that steps over the separators.
+    return _distinct(numpy.ndarray((len(glued) + 1) // 9, "<u8", glued, 0, (9,)).copy())
+
+
+def _distinct(hashes: Any) -> int:
+    """The number of distinct values in *hashes*, a numpy array of uint64.
+
+    The hashes are uniform 64-bit values, so a table of 2-4 slots per hash, indexed by
+    some of their bits, sorts most of them out without a sort (a third of its time):
+    each slot keeps one of the hashes written to it. A hash that finds itself in its
+    slot is a copy of that slot's keeper, so the touched slots count the keepers'
+    distinct values; the others (~5%) differ from every keeper and go round again on
+    the next bits. What is left at the end, or if fewer than half find themselves
+    (values that are not random), is sorted.
+    """
+    import numpy
+
+    distinct, shift = 0, 0
+    while len(hashes) >= 256:
+        bits = min(len(hashes).bit_length() + 1, 22)  # the table: at most 32 MB
+        if shift + bits > 64:
+            break
+        slots = ((hashes >> numpy.uint64(shift)) & numpy.uint64((1 << bits) - 1)).astype(
+            numpy.intp)
+        table = numpy.zeros(1 << bits, numpy.uint64)
+        table[slots] = hashes
+        others = hashes[table[slots] != hashes]
+        # A touched slot holds a hash: count the non-zero ones, plus slot 0 if the hash
+        # 0 (whose slot is always 0) kept it.
+        distinct += int(numpy.count_nonzero(table))
+        distinct += int(table[0] == 0 and bool((hashes == 0).any()))
+        if 2 * len(others) > len(hashes):
+            hashes = others
+            break
+        hashes, shift = others, shift + bits
+    if not len(hashes):
+        return distinct
+    hashes = numpy.sort(hashes)
+    return distinct + int(numpy.count_nonzero(hashes[1:] != hashes[:-1])) + 1
