@@ -16,10 +16,10 @@ Why it is fast, and exact:
   cannot be added up; instead each bucket keeps the visitor hashes of every
   database as 8 bytes each (the schema stores them so, and a CHECK constraint
   guarantees it, so the glued bytes need no decoding; older shards with 16 hex
-  digits go through ``bytes.fromhex``), and numpy counts the distinct ones: a view
-  of the glued bytes as 64-bit integers that steps over the commas, sorted, in C
-  (:func:`qrq.analytics.shares.count_distinct`): ~9 bytes per scan while reading,
-  one bucket's hashes sorted at a time. (HyperLogLog would be approximate and no
+  digits go through ``bytes.fromhex``), and numpy counts the distinct ones as 64-bit
+  integers, in C (:func:`qrq.analytics.shares.count_distinct`): each hash in a table
+  slot picked by its bits, a sort only for the few that collide; ~9 bytes per scan
+  while reading, one bucket's hashes counted at a time. (HyperLogLog would be approximate and no
   faster here: handing each hash out of SQLite is most of the cost.)
 * The top-N counts come from one ``GROUP BY`` per database that walks the
   ``scans_dims`` index in order, so SQLite never sorts; SQLite also rolls its few
