@@ -19,8 +19,9 @@ Why it is fast, and exact:
   digits go through ``bytes.fromhex``), and numpy counts the distinct ones as 64-bit
   integers, in C (:func:`qrq.analytics.shares.count_distinct`): each hash in a table
   slot picked by its bits, a sort only for the few that collide; ~9 bytes per scan
-  while reading, one bucket's hashes counted at a time. (HyperLogLog would be approximate and no
-  faster here: handing each hash out of SQLite is most of the cost.)
+  while reading, one bucket's hashes counted at a time. (HyperLogLog would be
+  approximate and no faster here: handing each hash out of SQLite is most of the
+  cost.)
 * The top-N counts come from one ``GROUP BY`` per database that walks the
   ``scans_dims`` index in order, so SQLite never sorts; SQLite also rolls its few
   thousand groups up per dimension, so Python only merges a few hundred rows.
