@@ -5,16 +5,15 @@ from qrq.analytics import cache as analytics_cache
 from qrq.analytics.query import ReportQuery
 from qrq.analytics.submit import enqueue_report
 from qrq.queue import huey, job_task, periodic_job, progress
-from qrq.sqlite_deadline import interrupt_when
 
 
 @job_task(name="analytics.time_based")  # type, limits, schedules: qrq/queue/catalog.py
 def time_based_report(params: dict, task=None) -> dict:
-    """Read every scan database (read-only) for one report and cache the result."""
+    """Read every scan database (read-only) for one report and cache the result. Child
+    processes read them, so that this long-lived worker keeps its memory."""
     return analytics_cache.compute_report(
         huey.storage, huey.settings, ReportQuery.from_dict(params),
-        limit=lambda conn: interrupt_when(conn, lambda: task.is_timed_out),
-        seconds=task.time_remaining,
+        seconds=task.time_remaining, here=False,
         progress=lambda percent, stage: progress(task, percent, stage))
 
 

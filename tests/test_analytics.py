@@ -125,15 +125,16 @@ def test_matches_a_row_by_row_reference(demo_dbs, args):
     assert sum(p["scans"] for p in result["series"]) > 0
 
 
-@pytest.mark.parametrize("processes", [2, 3])
-def test_child_processes_give_the_same_report(demo_dbs, processes):
+@pytest.mark.parametrize("processes, here", [(2, True), (3, True), (1, False), (2, False)])
+def test_child_processes_give_the_same_report(demo_dbs, processes, here):
+    """Share 0 read here and the others in children, or every share in a child (a job)."""
     query = parse_query({"period": "daily", "from": "2026-10-01", "to": "2026-11-22",
                          "tz": "Europe/Berlin"})
     seen = []
-    here = analytics.time_series(demo_dbs, query)
-    there = analytics.time_series(demo_dbs, query, processes=processes,
+    alone = analytics.time_series(demo_dbs, query)
+    there = analytics.time_series(demo_dbs, query, processes=processes, here=here,
                                   progress=lambda *args: seen.append(args))
-    assert {**here, "seconds": 0} == {**there, "seconds": 0}
+    assert {**alone, "seconds": 0} == {**there, "seconds": 0}
     assert seen[0] == (0, 6, "databases 0 of 6") and seen[-1] == (6, 6, "aggregating")
     check(there, demo_dbs, query)
 
@@ -146,9 +147,10 @@ def test_child_processes_stop_their_queries_at_the_time_limit(demo_dbs, tmp_path
                      "template_id, 'x' as domain, 'x' as country, 'x' as device, "
                      "printf('%016x', n) as visitor_hash from r")
     conn.close()
-    with pytest.raises(sqlite3.OperationalError, match="interrupt"):
-        analytics.time_series([*demo_dbs, endless], parse_query({}), processes=2,
-                              seconds=0.5)
+    for here in (True, False):
+        with pytest.raises(sqlite3.OperationalError, match="interrupt"):
+            analytics.time_series([*demo_dbs, endless], parse_query({}), processes=2,
+                                  seconds=0.5, here=here)
 
 
 def test_a_visitor_in_several_databases_counts_once_per_bucket(make_db):

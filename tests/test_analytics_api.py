@@ -2,9 +2,11 @@
 the page; jobs run through the real queue storage (and, marked slow, a real consumer)."""
 
 import datetime
+import os
 import re
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
@@ -217,6 +219,22 @@ def test_a_real_consumer_computes_with_progress_and_shares_the_job(client, alice
     expected = analytics.time_series(paths, parse_query(args))
     assert report["series"] == expected["series"] and report["top"] == expected["top"]
     assert report["totals"] == expected["totals"] and report["totals"]["scans"] > 0
+    # Child processes read and counted: no long-lived process of the consumer holds
+    # numpy (or the report's hashes) afterwards.
+    assert mapping(worker.proc.pid, "_multiarray_umath") == [], worker.output()
+
+
+def mapping(group: int, name: str) -> list[int]:
+    """The processes of process group *group* that have a file named like *name* mapped."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry.name.isdigit() and os.getpgid(int(entry.name)) == group
+                    and name in (entry / "maps").read_text()):
+                found.append(int(entry.name))
+        except (ProcessLookupError, FileNotFoundError):
+            pass  # gone meanwhile
+    return found
 
 
 @pytest.mark.slow

@@ -27,11 +27,12 @@ Why it is fast, and exact:
   thousand groups up per dimension, so Python only merges a few hundred rows.
 * Two cores: the work is cut into *shares*. Share k of n takes every n-th run of
   consecutive buckets of every database (:func:`share_buckets`), so its visitor
-  counts are final on their own
-  and a share sends back a few kB. The top-N counts of each database go to
-  whichever share is free first (work stealing, :mod:`qrq.analytics.worker`), so a
-  share slowed down by other work on the machine does less of them. Share 0 runs
-  in the job's own process, the others in child processes.
+  counts are final on their own and a share sends back a few kB. The top-N counts
+  of each database go to whichever share is free first (work stealing,
+  :mod:`qrq.analytics.worker`), so a share slowed down by other work on the machine
+  does less of them. A job runs every share in a child process, so the consumer's
+  worker process keeps its memory; elsewhere (the CLI's ``--inline``) share 0 runs
+  in the calling process.
 
 A database that is missing, locked, corrupt or not a scan database is skipped and
 named in the result's ``warnings`` by its path below the scan directory (never the
@@ -102,14 +103,15 @@ def scan_root(location: str, data_dir: Path) -> Path:
 def time_series(paths: Iterable[Path], query: ReportQuery, *, processes: int = 1,
                 limit: Limit | None = None, progress: Progress | None = None,
                 busy_timeout: float = 5.0, seconds: float | None = None,
-                root: Path | None = None) -> dict[str, Any]:
+                root: Path | None = None, here: bool = True) -> dict[str, Any]:
     """The report for *query* over the databases at *paths*, as a JSON-able dict.
 
-    With *processes* > 1 the shares run in that many child processes, whose queries
-    stop after *seconds* (the time the job has left); otherwise here, each connection
-    wrapped in *limit*. *progress* is called here with ``(done, total, stage)`` as
-    databases are read and before the final counting; an exception it raises (a
-    cancel, a time limit) stops the work. Warnings name a database by its path below
+    The work is cut into *processes* shares: the first here, each connection wrapped
+    in *limit*, the others in child processes, whose queries stop after *seconds* (the
+    time the job has left). Not *here*: every share in a child process (a job, so that
+    the worker process keeps its memory). *progress* is called here with ``(done,
+    total, stage)`` as databases are read and before the final counting; an exception
+    it raises (a cancel, a time limit) stops the work. Warnings name a database by its path below
     *root* (default: the directory the databases share).
     """
     began = time.perf_counter()
@@ -123,9 +125,9 @@ def time_series(paths: Iterable[Path], query: ReportQuery, *, processes: int = 1
             report(total, total, "aggregating")
 
     databases_read(0)
-    if processes > 1 and total > 1:
+    if total and (not here or processes > 1 and total > 1):
         shares = worker.run_shares(paths, query, processes, databases_read, limit=limit,
-                                   busy_timeout=busy_timeout, seconds=seconds)
+                                   busy_timeout=busy_timeout, seconds=seconds, here=here)
     else:
         shares = [read_share(paths, query, limit=limit, progress=databases_read,
                              busy_timeout=busy_timeout)]

@@ -152,11 +152,13 @@ def request_report(storage, query: ReportQuery, request: Mapping[str, Any],
 
 def compute_report(storage, settings, query: ReportQuery, *,
                    limit: Limit | None = None, seconds: float | None = None,
-                   progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
+                   progress: Callable[[float, str], None] | None = None,
+                   here: bool = True) -> dict[str, Any]:
     """Read every scan database for *query*, cache the report, and return it.
 
     *limit* wraps the connections of this process, *seconds* bounds the child
-    processes' queries (the job's time left). *progress* gets ``(percent, stage)``:
+    processes' queries (the job's time left); not *here*, only child processes read
+    (:func:`qrq.analytics.time_series`). *progress* gets ``(percent, stage)``:
     reading is 0-90 %, then aggregating and caching.
     """
     report = progress or (lambda percent, stage: None)
@@ -172,7 +174,7 @@ def compute_report(storage, settings, query: ReportQuery, *,
     paths = analytics.find_databases(settings.analytics_dbs, settings.data_dir)
     result = analytics.time_series(
         paths, query, processes=settings.analytics_processes, limit=limit, progress=reading,
-        seconds=seconds, busy_timeout=settings.busy_timeout,
+        seconds=seconds, busy_timeout=settings.busy_timeout, here=here,
         root=analytics.scan_root(settings.analytics_dbs, settings.data_dir))
     if not paths:  # users read this too: the setting's name, not the server's paths
         result["warnings"].append("no scan databases where QRQ_ANALYTICS_DBS points")

@@ -1,5 +1,5 @@
-"""Analytics on several cores: share 0 of a report read here, the others by child
-processes.
+"""Analytics on several cores: the shares of a report read by child processes (and
+share 0 here, unless this is a job's long-lived worker process).
 
 The children are ``python -m qrq.analytics.child`` processes, not multiprocessing
 ones: huey's worker processes are daemons, which may not start multiprocessing
@@ -11,18 +11,22 @@ Threads would not do: this SQLite build takes a global lock on every allocation,
 taking each bucket's hashes from SQLite is Python work that holds the GIL.
 
 Share 0 runs in the calling process while the children start (~60 ms each), so no
-core waits for them. The top-N counts are handed out by work stealing: the index of
-every database is written, 4 bytes each, into a pipe before any share starts, and
-the write end is closed; each share (this process and every child, which inherits
-the read end) reads one index at a time once its buckets are done, until the pipe
-is empty. A pipe read of 4 bytes from a pipe holding only whole indexes returns one
-whole index to exactly one reader, so no database is read twice or skipped, and a
-share slowed down by other work takes fewer.
+core waits for them; a job runs it in a child too (``here=False``), so that the
+consumer's long-lived worker process never holds a report's hashes or numpy (+18 MB
+of PSS for as long as it lives), at the cost of that start-up.
+
+The top-N counts are handed out by work stealing: the index of every database is
+written, 4 bytes each, into a pipe before any share starts, and the write end is
+closed; each share (here and in every child, which inherits the read end) reads one
+index at a time once its buckets are done, until the pipe is empty. A pipe read of 4
+bytes from a pipe holding only whole indexes returns one whole index to exactly one
+reader, so no database is read twice or skipped, and a share slowed down by other
+work takes fewer.
 
 The parent kills its children whenever it stops early: an error, a cancel, or its own
 time limit (a signal in a process worker). A child also interrupts its own SQLite
-queries when the job's time is up (:mod:`qrq.sqlite_deadline`, as the job's own
-process does).
+queries when the job's time is up (:mod:`qrq.sqlite_deadline`, as share 0 does
+here).
 """
 
 from __future__ import annotations
@@ -54,14 +58,16 @@ _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 def run_shares(paths: list[Path], query: ReportQuery, processes: int,
                progress: Callable[[float], None], *, limit: Limit | None = None,
-               busy_timeout: float = 5.0,
-               seconds: float | None = None) -> list[dict[str, Any]]:
+               busy_timeout: float = 5.0, seconds: float | None = None,
+               here: bool = True) -> list[dict[str, Any]]:
     """Read the *processes* shares of the report, share 0 here (its connections
-    wrapped in *limit*), the others in child processes; their results.
+    wrapped in *limit*) unless not *here*, the others in child processes; their
+    results.
 
-    *progress* gets how many databases' worth of reads are done, across the shares.
-    A query stopped by the time limit (*seconds*, the job's time left, here and in
-    the children) raises ``sqlite3.OperationalError("interrupted")``.
+    *progress* gets how many databases' worth of reads are done, across the shares;
+    an exception it raises (a cancel) stops the children. A query stopped by the time
+    limit (*seconds*, the job's time left, here and in the children) raises
+    ``sqlite3.OperationalError("interrupted")``.
     """
     seconds = seconds if seconds is not None and seconds < 1e9 else None
     job = {"paths": [str(p) for p in paths], "query": query.to_dict(), "shares": processes,
@@ -70,38 +76,38 @@ def run_shares(paths: list[Path], query: ReportQuery, processes: int,
     total = processes * len(paths) + len(paths)
     done = [0] * processes
     lines: queue.Queue = queue.Queue()
-    children: list[subprocess.Popen] = []
+    children: dict[int, subprocess.Popen] = {}  # by share
     tokens = _token_pipe(len(paths))
     try:
-        for share in range(1, processes):
+        for share in range(1 if here else 0, processes):
             child = subprocess.Popen([sys.executable, "-m", "qrq.analytics.child"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, cwd=_PACKAGE_ROOT, pass_fds=(tokens,))
-            children.append(child)
+            children[share] = child
             child.stdin.write(json.dumps({**job, "share": share, "tokens": tokens}))
             child.stdin.close()
             threading.Thread(target=_forward, args=(child, share, lines), daemon=True,
                              name=f"qrq-analytics-share-{share}").start()
         results: list[dict[str, Any] | None] = [None] * processes
-        running = [processes - 1]
+        running = [len(children)]
 
         def report(mine: int) -> None:
             done[0] = mine
             _drain(lines, children, done, results, running, block=False)
             progress(len(paths) * sum(done) / total)
 
-        deadline = time.monotonic() + seconds if seconds is not None else None
-        own_limit = _both(limit, deadline)
-        results[0] = read_share(paths, query, 0, processes, limit=own_limit,
-                                progress=report, busy_timeout=busy_timeout,
-                                take=taker(tokens))
+        if here:
+            deadline = time.monotonic() + seconds if seconds is not None else None
+            results[0] = read_share(paths, query, 0, processes,
+                                    limit=_both(limit, deadline), progress=report,
+                                    busy_timeout=busy_timeout, take=taker(tokens))
         while running[0]:
             _drain(lines, children, done, results, running, block=True)
             progress(len(paths) * sum(done) / total)
         return results
     finally:
         os.close(tokens)
-        for child in children:
+        for child in children.values():
             if child.poll() is None:
                 child.kill()
             child.wait()
@@ -159,7 +165,7 @@ def _forward(child: subprocess.Popen, share: int, lines: queue.Queue) -> None:
     lines.put((share, None))
 
 
-def _drain(lines: queue.Queue, children: list[subprocess.Popen], done: list[int],
+def _drain(lines: queue.Queue, children: dict[int, subprocess.Popen], done: list[int],
            results: list, running: list[int], block: bool) -> None:
     """Handle the children's messages waiting in *lines* (at least one if *block*):
     progress into *done*, results into *results*; raise a child's error."""
@@ -172,7 +178,7 @@ def _drain(lines: queue.Queue, children: list[subprocess.Popen], done: list[int]
         if line is None:
             running[0] -= 1
             if results[share] is None:
-                code = children[share - 1].wait()
+                code = children[share].wait()
                 raise RuntimeError(f"analytics worker {share} exited with {code} and no "
                                    "result")
             continue

@@ -257,8 +257,8 @@ class Settings:
                                          "served from the cache.", low=0)
     analytics_timeout: int = setting(600, "Time limit of an analytics job, in seconds.",
                                      low=1)
-    analytics_processes: int = setting(2, "Processes an analytics job reads the scan "
-                                       "databases with (1: in the job's own process).",
+    analytics_processes: int = setting(2, "Child processes an analytics job reads the "
+                                       "scan databases with (its own process waits).",
                                        low=1, high=64)
     analytics_warmup: int = setting(10, "Most-requested analytics reports the warm-up "
                                     "task recomputes before they expire (0: none).", low=0)
