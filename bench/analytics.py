@@ -8,8 +8,10 @@ at the end (``--keep`` keeps them; ``--data DIR`` reuses a directory written bef
 Figures, all in this one run:
 
 1. **Full computation**, 101 databases x 100,000 scans (10.1 M rows), daily buckets over
-   the whole year (UTC): ``qrq.analytics.time_series`` with 2 processes (median of
-   ``--repeats``) and in 1 process, against the **naive baseline** (median of 2): the
+   the whole year (UTC): ``qrq.analytics.time_series`` with 2 processes as a job runs
+   it (two child processes read; median of ``--repeats``) and in 1 process (the
+   computation alone, in this process, as ``qrq analytics run --inline`` runs it),
+   against the **naive baseline** (median of 2): the
    loop a developer writes first, one process: each database's rows in the range
    (``select`` of the six columns ``where scanned_at >= ? and scanned_at < ?``) into one
    Python loop that buckets (bisect on the same DST-correct boundaries), counts and
@@ -273,6 +275,12 @@ def generate(directory: Path, dbs: int, scans: int) -> list[Path]:
     return paths
 
 
+def as_a_job(paths: list[Path], query) -> dict:
+    """The report as an analytics job computes it (``QRQ_ANALYTICS_PROCESSES=2``): two
+    child processes read, this process waits and merges."""
+    return analytics.time_series(paths, query, processes=2, here=False)
+
+
 def peak_memory(paths: list[Path], which: str) -> dict[str, int]:
     """Peak RSS (MB) of one full computation, in a fresh process (and its children)."""
     code = ("import json, resource, sys; sys.path.insert(0, 'bench'); "
@@ -280,7 +288,7 @@ def peak_memory(paths: list[Path], which: str) -> dict[str, int]:
             "from qrq.analytics.query import parse_query; import analytics as bench; "
             f"paths = [Path(p) for p in {[str(p) for p in paths]!r}]; "
             f"query = parse_query({FULL!r}); "
-            + ("analytics.time_series(paths, query, processes=2); " if which == "qrq" else
+            + ("bench.as_a_job(paths, query); " if which == "qrq" else
                "bench.naive_report(paths, query); ")
             # VmHWM, not ru_maxrss: a forked process inherits its parent's ru_maxrss.
             + "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]; "
@@ -385,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             return value
 
         for i in range(args.repeats):
-            result = measure("qrq_2", lambda: analytics.time_series(full, query, processes=2))
+            result = measure("qrq_2", lambda: as_a_job(full, query))
             measure("floor", lambda: sqlite_floor(full, query))
             measure("qrq_1", lambda: analytics.time_series(full, query, processes=1))
             if i < 2:
@@ -475,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
             summary["variants"] = {}
             for name, variant in variants.items():
                 seconds, _, report = timed(
-                    lambda v=variant: analytics.time_series(full, parse_query(v), processes=2),
+                    lambda v=variant: as_a_job(full, parse_query(v)),
                     args.repeats)
                 print(f"   {name:<36} {seconds:6.2f} s  ({report['totals']['scans']:,} scans, "
                       f"{len(report['series'])} buckets)")
@@ -488,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
             summary["by_dbs"] = {}
             for count in db_counts:
                 seconds, _, _ = timed(
-                    lambda c=count: analytics.time_series(paths[:c], query, processes=2),
+                    lambda c=count: as_a_job(paths[:c], query),
                     args.repeats)
                 print(f"   {count:>4} databases  {seconds:6.2f} s   "
                       f"{count * scans / seconds / 1e6:5.1f} M rows/s")
@@ -504,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  generating 20 x {count:,}", flush=True)
                     subset = generate(directory, 20, count)
                 seconds, _, _ = timed(
-                    lambda s=subset: analytics.time_series(s, query, processes=2), args.repeats)
+                    lambda s=subset: as_a_job(s, query), args.repeats)
                 print(f"   {count:>8,} scans/db  {seconds:6.2f} s   "
                       f"{20 * count / seconds / 1e6:5.1f} M rows/s")
                 summary["by_rows"][count] = round(seconds, 3)
