@@ -140,9 +140,11 @@ def _rate(r):
 
 def _footprint(r):
     q, s = r.get("results", {}).get("qrq", {}), r.get("results", {}).get("stock", {})
+    after = q.get("pss_after_reports_mb")
     return ("default consumer at rest, PSS summed", "huey's default consumer",
             f"{_fmt(q.get('pss_mb'), ' MB')} ({_fmt(q.get('rss_mb'), ' MB', 0)} RSS, "
-            f"{q.get('processes')} processes) vs {_fmt(s.get('pss_mb'), ' MB')}",
+            f"{q.get('processes')} processes) vs {_fmt(s.get('pss_mb'), ' MB')}"
+            + (f"; {_fmt(after, ' MB')} after analytics reports" if after else ""),
             "PSS < 100 MB", _met(r.get("target_met")))
 
 
