@@ -27,7 +27,6 @@ from typing import Any
 from qrq import analytics
 from qrq.analytics import requesters
 from qrq.analytics.query import ReportQuery, parse_query
-from qrq.analytics.shard import Limit
 from qrq.queue.jobs import ACTIVE
 
 CLAIM_GRACE = 60.0
@@ -150,16 +149,15 @@ def request_report(storage, query: ReportQuery, request: Mapping[str, Any],
             "started": state == "claimed"}
 
 
-def compute_report(storage, settings, query: ReportQuery, *,
-                   limit: Limit | None = None, seconds: float | None = None,
+def compute_report(storage, settings, query: ReportQuery, *, seconds: float | None = None,
                    progress: Callable[[float, str], None] | None = None,
                    here: bool = True) -> dict[str, Any]:
     """Read every scan database for *query*, cache the report, and return it.
 
-    *limit* wraps the connections of this process, *seconds* bounds the child
-    processes' queries (the job's time left); not *here*, only child processes read
-    (:func:`qrq.analytics.time_series`). *progress* gets ``(percent, stage)``:
-    reading is 0-90 %, then aggregating and caching.
+    *seconds* bounds the child processes' queries (the job's time left); not *here*,
+    only child processes read (:func:`qrq.analytics.time_series`). *progress* gets
+    ``(percent, stage)``: reading is 0-90 %, then aggregating and caching; an
+    exception it raises (a cancel) stops the reading.
     """
     report = progress or (lambda percent, stage: None)
     last = [-1]
@@ -173,7 +171,7 @@ def compute_report(storage, settings, query: ReportQuery, *,
     started = time.time()
     paths = analytics.find_databases(settings.analytics_dbs, settings.data_dir)
     result = analytics.time_series(
-        paths, query, processes=settings.analytics_processes, limit=limit, progress=reading,
+        paths, query, processes=settings.analytics_processes, progress=reading,
         seconds=seconds, busy_timeout=settings.busy_timeout, here=here,
         root=analytics.scan_root(settings.analytics_dbs, settings.data_dir))
     if not paths:  # users read this too: the setting's name, not the server's paths
