@@ -255,6 +255,27 @@ def test_workers_of_a_killed_consumer_give_their_job_back_and_exit(consumer):
     assert job(job_id)["attempts"] == 1
 
 
+def test_a_job_leased_as_the_consumer_dies_is_given_back_unrun(settings):
+    """The consumer's death can reach a worker after it leased a job and before the job
+    was in flight (where the signal interrupts it): the job must not run in the orphaned
+    worker (a CI run once saw it run there for 5 s); it is given back as it starts."""
+    job_id = submit(slow_tasks.steps, 1, 0, owner_id=None)
+    task = huey.dequeue()
+    assert task is not None and task.id == job_id
+    huey.stopping = True  # what the worker's signal handler sets
+    try:
+        huey.execute(task)
+    finally:
+        huey.stopping = False
+    released = job(job_id)
+    assert (released["status"], released["attempts"], released["progress"]) == (
+        "queued", 0, 0)
+    assert huey.storage.queue_size() == 1
+    task = huey.dequeue()  # and it runs once a live worker takes it
+    huey.execute(task)
+    assert (job(job_id)["status"], job(job_id)["attempts"]) == ("finished", 1)
+
+
 @pytest.fixture
 def small_disk(tmp_path, request):
     """The test's data directory on a 16 MiB tmpfs of its own. Mounting needs root

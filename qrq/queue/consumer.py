@@ -186,6 +186,8 @@ class OrphanAwareProcessEnvironment(ProcessEnvironment):
                            parent)
             threading.Thread(target=self._exit_after_grace, daemon=True).start()
             self.stop_flag.set()
+            # A task leased but not yet in flight is given back as it starts.
+            process.huey.stopping = True
             if process.huey._tasks_in_flight:
                 raise KeyboardInterrupt  # huey releases the task's lease
 

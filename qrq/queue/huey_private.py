@@ -1,7 +1,8 @@
 """Every place qrq's Huey subclass reaches into a private part of huey.
 
 huey has no public API for these: overriding how a failed task is requeued,
-emitting a signal for a task huey did not enqueue itself, the consumer's clock,
+a hook as a task starts (in flight), emitting a signal for a task huey did not
+enqueue itself, the consumer's clock,
 listing the registered tasks, building a message for a task this process has
 not imported. Keeping them here means an upgrade of huey is checked in one
 file. Checked with huey 3.5.2 to 3.5.4 (``huey/api.py``, ``huey/registry.py``).
@@ -31,6 +32,15 @@ class HueyHooks(Huey):
 
     def requeue_for_retry(self, task, timestamp, retry_eta=None) -> None:
         raise NotImplementedError
+
+    def _timeout_context(self, task):
+        # huey enters this inside its try block, with the task in flight, right before
+        # the task's function runs: what is raised here ends the run like the task's own.
+        self.before_run(task)
+        return super()._timeout_context(task)
+
+    def before_run(self, task) -> None:
+        """Called as *task* starts, already in flight."""
 
     def emit(self, signal: str, task, *args) -> None:
         """Send *signal* to the receivers connected with ``huey.signal(...)``."""

@@ -74,6 +74,9 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
         self._settings: Settings | None = None
         self._state = threading.local()
         self._declared: list[tuple[type, TaskSpec]] = []
+        # Set in a worker process whose consumer died (qrq.queue.consumer): it runs
+        # nothing more, and gives back what it has leased.
+        self.stopping = False
         super().__init__(name, results=False, utc=True)
         self.post_execute(name="qrq_record_outcome")(self._record_outcome)
         self.signal(S.SIGNAL_EXPIRED)(self._on_expired)
@@ -270,6 +273,12 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
                 self.jobs_ended(self.storage.complete(task.id, state.outcome or {
                     "status": "failed", "error": "internal error: the run left no outcome"},
                     lease_next=True))
+
+    def before_run(self, task) -> None:
+        if self.stopping:
+            # Leased as this worker's consumer died, before it was in flight: huey
+            # handles this as a stop signal, and the job is given back (_on_interrupted).
+            raise KeyboardInterrupt
 
     def _record_outcome(self, task, value, exc) -> None:
         if exc is None:
