@@ -111,8 +111,8 @@ def time_series(paths: Iterable[Path], query: ReportQuery, *, processes: int = 1
     time the job has left). Not *here*: every share in a child process (a job, so that
     the worker process keeps its memory). *progress* is called here with ``(done,
     total, stage)`` as databases are read and before the final counting; an exception
-    it raises (a cancel, a time limit) stops the work. Warnings name a database by its path below
-    *root* (default: the directory the databases share).
+    it raises (a cancel, a time limit) stops the work. Warnings name a database by its
+    path below *root* (default: the directory the databases share).
     """
     began = time.perf_counter()
     paths = [Path(p) for p in paths]

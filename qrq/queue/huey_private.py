@@ -2,10 +2,10 @@
 
 huey has no public API for these: overriding how a failed task is requeued,
 a hook as a task starts (in flight), emitting a signal for a task huey did not
-enqueue itself, the consumer's clock,
-listing the registered tasks, building a message for a task this process has
-not imported. Keeping them here means an upgrade of huey is checked in one
-file. Checked with huey 3.5.2 to 3.5.4 (``huey/api.py``, ``huey/registry.py``).
+enqueue itself, the consumer's clock, listing the registered tasks, building a
+message for a task this process has not imported. Keeping them here means an
+upgrade of huey is checked in one file. Checked with huey 3.5.2 to 3.5.4
+(``huey/api.py``, ``huey/registry.py``).
 
 (The storage subclass, :mod:`qrq.queue.storage`, extends ``SqliteStorage``
 through its documented override points plus its ``conn``/``lock``/``to_blob``
