@@ -37,7 +37,7 @@ from _support import load_average
 
 from qrq.analytics import shard
 from qrq.analytics.query import parse_query, plan_buckets
-from qrq.analytics.shares import count_distinct
+from qrq.analytics.shares import count_distinct, hash_array
 
 QRQ_SERIES = "group_concat(visitor_hash)"
 
@@ -104,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def sort_count() -> None:
         for parts in glued.values():
-            glue = b",".join(parts)
-            hashes = numpy.sort(numpy.ndarray((len(glue) + 1) // 9, "<u8", glue, 0, (9,)))
+            hashes = numpy.sort(hash_array(b",".join(parts)))
             int(numpy.count_nonzero(hashes[1:] != hashes[:-1])) + 1
 
     def set_count() -> None:
