@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import sqlite3
@@ -86,11 +87,11 @@ def _read(conn: sqlite3.Connection, part: DatabasePart, query: ReportQuery,
     params = {"domain": query.domain, "template_id": query.template_id}
     first = max(0, bisect.bisect_right(bounds, lo) - 1)
     last = min(len(bounds) - 2, bisect.bisect_right(bounds, hi) - 1)
-    wanted = [[i, bounds[i], bounds[i + 1]] for i in buckets if first <= i <= last]
+    wanted = _buckets_json(tuple(bounds), tuple(buckets), first, last)
     if wanted:
         # One statement per database: a correlated subquery per bucket, each an index
         # range scan; the buckets travel as one JSON parameter.
-        params["buckets"] = json.dumps(wanted)
+        params["buckets"] = wanted
         for i, joined in conn.execute(_series_sql(query, indexes, packed), params):
             if joined is None:
                 continue  # no scans
@@ -110,6 +111,16 @@ def _read(conn: sqlite3.Connection, part: DatabasePart, query: ReportQuery,
     within = lo >= bounds[0] and hi < bounds[-1]
     params["lo"], params["hi"] = bounds[0], bounds[-1]
     part.dims = conn.execute(_dims_sql(query, indexes, within), params).fetchall()
+
+
+@functools.lru_cache(maxsize=8)
+def _buckets_json(bounds: tuple[int, ...], buckets: tuple[int, ...], first: int,
+                  last: int) -> str | None:
+    """``[i, start, end]`` of each of *buckets* from *first* to *last*, as JSON (None if
+    there are none): made once for the databases that cover a report's whole range,
+    most of them, instead of once each."""
+    wanted = [[i, bounds[i], bounds[i + 1]] for i in buckets if first <= i <= last]
+    return json.dumps(wanted) if wanted else None
 
 
 def _filters(query: ReportQuery) -> str:

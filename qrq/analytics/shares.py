@@ -117,8 +117,10 @@ def _distinct(hashes: Any) -> int:
         bits = min(len(hashes).bit_length() + 1, 22)  # the table: at most 32 MB
         if shift + bits > 64:
             break
-        slots = ((hashes >> numpy.uint64(shift)) & numpy.uint64((1 << bits) - 1)).astype(
-            numpy.intp)
+        # The same bits read as int64, numpy's index type: no conversion pass (the sign
+        # bits an arithmetic shift brings in lie above the mask).
+        signed = hashes.view(numpy.int64)
+        slots = (signed >> shift if shift else signed) & ((1 << bits) - 1)
         table = numpy.zeros(1 << bits, numpy.uint64)
         table[slots] = hashes
         others = hashes[table[slots] != hashes]
