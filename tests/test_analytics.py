@@ -4,6 +4,7 @@ Python reference that buckets each row with zoneinfo."""
 import contextlib
 import datetime
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -197,6 +198,8 @@ def test_hashes_holding_the_separator_byte_count_right(make_db):
     pytest.param([i << 40 for i in range(3000)], id="low bits all zero"),
     pytest.param([(i % 7) << 58 | 12345 for i in range(20000)], id="differ in the top bits"),
     pytest.param([7] * 1000, id="one hash"),
+    pytest.param([*map(random.Random(18).getrandbits, [64] * 20000)] * 2,
+                 id="random, twice each: the losers go round again on the next bits"),
 ])
 def test_distinct_count_is_exact_for_any_hashes(values):
     """The count slots hashes by their bits before it sorts (what is left): values that
