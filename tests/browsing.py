@@ -27,17 +27,30 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import (  # noqa: E402
     NoSuchElementException,
     StaleElementReferenceException,
+    WebDriverException,
 )
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
 
+def unless_replaced(read, default=None):
+    """What *read()* returns, or *default* while a navigation or a live refresh replaces
+    the page under us: an element of the old page then reads as stale or missing, or, at
+    times, as Chrome's inspector error "Node with given id does not belong to the
+    document" (SeleniumHQ/selenium#15401)."""
+    try:
+        return read()
+    except (StaleElementReferenceException, NoSuchElementException):
+        return default
+    except WebDriverException as exc:
+        if "does not belong to the document" not in str(exc):
+            raise
+        return default
+
+
 def heading(driver):
     """The page's h1, or None while a navigation replaces the page under us."""
-    try:
-        return driver.find_element(By.TAG_NAME, "h1").text
-    except (StaleElementReferenceException, NoSuchElementException):
-        return None
+    return unless_replaced(lambda: driver.find_element(By.TAG_NAME, "h1").text)
 
 
 @pytest.fixture

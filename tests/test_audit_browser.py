@@ -9,14 +9,19 @@ from qrq.appdb.db import app_db
 from qrq.appdb.models import User
 from qrq.queue import audit, huey, jobs, submit
 from tasks.pdf import generate_qr_pdf
-from tests.browsing import browser, console_errors, heading, server  # noqa: F401  (fixtures)
+from tests.browsing import (  # noqa: F401  (fixtures)
+    browser,
+    console_errors,
+    heading,
+    server,
+    unless_replaced,
+)
 from tests.conftest import ROOT, wait_until
 
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = ROOT / "test-artifacts"
 PHONE = (390, 844)
-from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select  # noqa: E402
 
@@ -42,11 +47,9 @@ def failed_pdf_job():
 def audit_cells(browser):
     """The audit table's rows as lists of cell texts (None while a navigation replaces
     the page under us)."""
-    try:
-        return [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
-                for row in browser.find_elements(By.CSS_SELECTOR, "table.audit tbody tr")]
-    except StaleElementReferenceException:
-        return None
+    return unless_replaced(lambda: [
+        [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+        for row in browser.find_elements(By.CSS_SELECTOR, "table.audit tbody tr")])
 
 
 def test_the_audit_page_in_a_real_browser(settings, templates, make_user, server, browser):

@@ -13,16 +13,18 @@ from qrq.appdb.models import Template
 from qrq.batch.submit import enqueue_batch
 from qrq.queue import huey, jobs, submit
 from tasks.pdf import generate_qr_pdf
-from tests.browsing import browser, console_errors, heading, server  # noqa: F401  (fixtures)
+from tests.browsing import (  # noqa: F401  (fixtures)
+    browser,
+    console_errors,
+    heading,
+    server,
+    unless_replaced,
+)
 from tests.conftest import ROOT, wait_until
 
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = ROOT / "test-artifacts"
-from selenium.common.exceptions import (  # noqa: E402
-    NoSuchElementException,
-    StaleElementReferenceException,
-)
 from selenium.webdriver.common.by import By  # noqa: E402
 
 
@@ -87,13 +89,10 @@ def test_dashboard_in_a_real_browser(settings, templates, make_user, consumer, s
     wait_until(lambda: status_of(failed) == "finished", timeout=120,
                message="the retried job to finish")
 
-    def shows_finished():
-        try:  # the page reloads itself once the job ends: look again each time
-            return browser.find_element(
-                By.CSS_SELECTOR, f'[data-role=status][data-job-id="{failed}"]').text == \
-                "finished"
-        except (StaleElementReferenceException, NoSuchElementException):
-            return False  # caught mid-reload
+    def shows_finished():  # the page reloads itself once the job ends: look each time
+        return unless_replaced(lambda: browser.find_element(
+            By.CSS_SELECTOR, f'[data-role=status][data-job-id="{failed}"]').text == "finished",
+            False)
 
     wait_until(shows_finished, timeout=30, message="the job page to show it finished")
     wait_until(lambda: status_of(running) == "finished", timeout=120,

@@ -18,7 +18,13 @@ from qrq.appdb.db import app_db
 from qrq.batch.submit import enqueue_batch
 from qrq.queue import audit, huey, jobs, pauses, submit
 from tasks.pdf import generate_qr_pdf
-from tests.browsing import browser, console_errors, heading, server  # noqa: F401  (fixtures)
+from tests.browsing import (  # noqa: F401  (fixtures)
+    browser,
+    console_errors,
+    heading,
+    server,
+    unless_replaced,
+)
 from tests.conftest import ROOT, wait_until
 
 pytestmark = pytest.mark.slow
@@ -26,11 +32,7 @@ pytestmark = pytest.mark.slow
 ARTIFACTS = ROOT / "test-artifacts"
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 END = datetime.datetime(2026, 11, 22, 12, tzinfo=datetime.UTC).timestamp()
-from selenium.common.exceptions import (  # noqa: E402
-    NoAlertPresentException,
-    NoSuchElementException,
-    StaleElementReferenceException,
-)
+from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
 
@@ -63,12 +65,9 @@ def confirm(browser):
 
 
 def flash(browser):
-    def found():
-        try:
-            return browser.find_element(By.CSS_SELECTOR, ".flash").text
-        except (StaleElementReferenceException, NoSuchElementException):
-            return None
-    return wait_until(found, timeout=30, message="the page's message")
+    return wait_until(
+        lambda: unless_replaced(lambda: browser.find_element(By.CSS_SELECTOR, ".flash").text),
+        timeout=30, message="the page's message")
 
 
 def test_a_paused_types_queued_job_waits_until_resumed(settings, templates, make_user,

@@ -10,16 +10,12 @@ import urllib.request
 import pytest
 
 from qrq.queue import huey, jobs
-from tests.browsing import browser, console_errors, server  # noqa: F401  (fixtures)
+from tests.browsing import browser, console_errors, server, unless_replaced  # noqa: F401
 from tests.conftest import ROOT, wait_until
 
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = ROOT / "test-artifacts"
-from selenium.common.exceptions import (  # noqa: E402
-    NoSuchElementException,
-    StaleElementReferenceException,
-)
 from selenium.webdriver.common.by import By  # noqa: E402
 
 # Counts the page's fetches (live.js looks fetch up at each call).
@@ -43,10 +39,7 @@ def api_submit(server, headers):
 def text_of(browser, selector):
     """The text of the first element matching *selector*, or None (absent, or replaced
     by a live refresh while we looked)."""
-    try:
-        return browser.find_element(By.CSS_SELECTOR, selector).text
-    except (NoSuchElementException, StaleElementReferenceException):
-        return None
+    return unless_replaced(lambda: browser.find_element(By.CSS_SELECTOR, selector).text)
 
 
 def same_page(browser):
