@@ -68,6 +68,26 @@ def test_short_jobs_run_as_a_batch_whose_ends_are_written_together(worker):
     assert worker.dequeue() is None
 
 
+def test_a_poll_after_a_short_run_leases_what_it_finds_as_one_batch(worker):
+    """The jobs one poll finds take one commit to lease: a worker whose last run was short
+    leases them all as it takes the first, as its completion would; before any run, it
+    takes one."""
+    first = [submit(slow_tasks.noop, owner_id=None) for _ in range(2)]
+    task = worker.dequeue()
+    assert lease_owners() == {first[0]: huey.storage.owner, first[1]: None}
+    worker.execute(task)
+    assert run_next(worker) == first[1]  # leased by that completion
+    assert worker.dequeue() is None
+    found = [submit(slow_tasks.noop, owner_id=None) for _ in range(3)]
+    task = worker.dequeue()
+    assert task.id == found[0]
+    assert lease_owners() == dict.fromkeys(found, huey.storage.owner)
+    worker.execute(task)
+    assert [run_next(worker) for _ in found[1:]] == found[1:]
+    assert [status(i) for i in found] == ["finished"] * 3
+    assert lease_owners() == {}
+
+
 def test_a_long_run_in_a_batch_lets_the_ends_before_it_and_the_rows_after_it_go(
         worker, monkeypatch):
     """Within END_DELAY of a long run's start, the ends that waited are written and the

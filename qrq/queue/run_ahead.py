@@ -4,8 +4,9 @@ writes their ends together, one commit for the batch instead of one per job.
 A commit writes every page its statements changed (a job's end and the next job's
 lease change about eight), and that write was most of what a short job cost. So a
 worker's completion leases as many rows as it would run in :data:`BATCH_SECONDS` at the
-pace of the run that just ended (at most :data:`BATCH_MAX`), and the ends of those runs
-wait in memory for the commit that ends the batch and leases the next.
+pace of the run that just ended (at most :data:`BATCH_MAX`), and so does a poll that
+finds work after a short run; the ends of those runs wait in memory for the commit that
+ends the batch and leases the next.
 
 Nothing is lost by waiting: a run whose end is not written yet keeps its lease (the
 heartbeat renews it), so if the process dies the lease lapses and the job runs again,
@@ -40,13 +41,14 @@ def batch_size(ran: float) -> int:
 class _Batch:
     """One worker thread's rows leased ahead and runs ended but not yet written."""
 
-    __slots__ = ("ahead", "ended", "ended_since", "running_since", "__weakref__")
+    __slots__ = ("ahead", "ended", "ended_since", "running_since", "last_ran", "__weakref__")
 
     def __init__(self):
         self.ahead = collections.deque()  # (row, data, job_id, first), in line order
         self.ended = []  # (row, job_id, outcome, first)
         self.ended_since = None  # time.monotonic() when the oldest of ended ended
         self.running_since = None  # when this thread's current run was handed out
+        self.last_ran = None  # seconds the thread's last completed run took
 
 
 class RunAhead:

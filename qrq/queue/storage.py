@@ -179,15 +179,24 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
                                      (stale, owner))
                         self._take_lease()
                     ended = self._end_runs(curs, waiting)
-                    leased = self._lease_next(curs, owner)
+                    found = self._lease_ahead(curs, self._dequeue_count(batch))
                 self._report_ended(ended)
+                self._keep_ahead(batch, found)
+                leased = self._next_ahead(batch)
             if leased is None:
                 self.wait_for_work(heard, soon=has_work)
                 return None
-            self._hold(leased)
         row, data, job_id, self._local.first = leased
         self._local.row, self._local.job_id = row, job_id
         return data
+
+    def _dequeue_count(self, batch) -> int:
+        """How many rows a dequeue that found work leases: one, or for a consumer's worker
+        whose last run was short, a batch as a completion would (the first runs now),
+        so the jobs found by one poll take one commit to lease instead of two."""
+        if not self.lease_ahead or batch.last_ran is None:
+            return 1
+        return batch_size(batch.last_ran)
 
     def _has_work(self) -> bool:
         with self.db() as curs:
@@ -262,7 +271,7 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
         returned by the completion that makes it."""
         batch = self._batch()
         ran = time.monotonic() - (batch.running_since or 0.0)
-        batch.running_since = None
+        batch.running_since, batch.last_ran = None, ran
         row, first = self._take_lease()
         run = (row, job_id, outcome, first)
         ahead = lease_next and self.lease_ahead
