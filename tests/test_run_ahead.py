@@ -88,6 +88,20 @@ def test_a_poll_after_a_short_run_leases_what_it_finds_as_one_batch(worker):
     assert lease_owners() == {}
 
 
+def test_a_batch_writes_every_end_but_one_whose_lease_was_lost(worker, caplog):
+    """The batch's ends are written together (on PostgreSQL in one round trip); each is
+    fenced on its own lease, so an end whose row another consumer took is dropped."""
+    ids = [submit(slow_tasks.noop, owner_id=None) for _ in range(4)]
+    for expected in ids[:3]:
+        assert run_next(worker) == expected  # the ends of ids[1] and ids[2] wait
+    huey.storage.sql("update task set lease_owner = 'another consumer' where job_id = ?",
+                     (ids[1],), commit=True)
+    assert run_next(worker) == ids[3]  # the batch's commit
+    assert [status(i) for i in ids] == ["finished", "running", "finished", "finished"]
+    assert f"job {ids[1]}: this run lost its lease" in caplog.text
+    assert lease_owners() == {ids[1]: "another consumer"}
+
+
 def test_a_long_run_in_a_batch_lets_the_ends_before_it_and_the_rows_after_it_go(
         worker, monkeypatch):
     """Within END_DELAY of a long run's start, the ends that waited are written and the

@@ -14,6 +14,7 @@ from huey.tests.test_storage import StorageTests  # noqa: E402
 
 from qrq.queue.postgres import LeasedPostgresStorage  # noqa: E402
 from qrq.queue.sqlite_storage import LeasedSqliteStorage  # noqa: E402
+from tests.conftest import wait_until  # noqa: E402
 
 
 class TestHueyStorageContract(StorageTests, BaseTestCase):
@@ -311,6 +312,39 @@ def test_a_run_that_lost_its_lease_cannot_overwrite_the_newer_attempt(storage):
         assert taker.sql("select count(*) from schedule", results=True) == [(0,)]
     taker.complete(job_id, {"status": "finished", "result": {"ok": True}})
     assert jobs.get(taker, job_id)["status"] == "finished" and rows(taker) == []
+
+
+def test_a_batch_lease_takes_over_a_lapsed_lease_as_a_single_lease_does(storage):
+    """A worker whose last run was short leases what its poll finds in one statement;
+    a job among them whose consumer died gets its second attempt there, its first
+    kept as lost to that consumer."""
+    from qrq.queue import attempts, jobs
+
+    stalled, taker = storage(lease=0.2), storage(lease=30)
+    taker.lease_ahead = True  # a consumer's worker
+    ids = [f"3f0c8c1e-0000-4000-8000-00000000001{n}" for n in range(3)]
+    for job_id in ids[:2]:
+        taker.enqueue(job_id.encode(), job_id=job_id,
+                      job=jobs.new_record(job_id, "pdf", "qrq.pdf", None))
+    assert taker.dequeue() == ids[0].encode()
+    taker.complete(ids[0], {"status": "finished"})  # a short run
+    assert stalled.dequeue() == ids[1].encode()
+    stalled.stop_heartbeat()  # its consumer died
+    wait_until(lambda: taker.sql(f"select count(*) from task where lease_until < "
+                                 f"{taker.now_sql}", results=True) == [(1,)],
+               message="the stalled lease to lapse")
+    taker.enqueue(ids[2].encode(), job_id=ids[2],
+                  job=jobs.new_record(ids[2], "pdf", "qrq.pdf", None))
+    assert taker.dequeue() == ids[1].encode()
+    assert taker.sql("select job_id, lease_owner from task order by id", results=True) == [
+        (ids[1], taker.owner), (ids[2], taker.owner)]  # both leased by that poll
+    taken, fresh = jobs.get(taker, ids[1]), jobs.get(taker, ids[2])
+    assert (taken["status"], taken["worker"], taken["attempts"]) == (
+        "running", taker.owner, 2)
+    assert [(a["n"], a["worker"], a["outcome"]) for a in
+            attempts.list_attempts(taker, ids[1])][0] == (1, stalled.owner, "lost")
+    assert (fresh["status"], fresh["worker"], fresh["attempts"]) == (
+        "running", taker.owner, 1)
 
 
 def test_a_job_given_back_starts_again_from_no_progress(storage):

@@ -99,6 +99,8 @@ _MARK_RUNNING = (
     "next_attempt_at = null where id {} and status in ({}) "
     "returning {}attempts, started_at")
 MARK_RUNNING_SQL = _MARK_RUNNING.format("= ?", "'queued', 'retrying', 'running'", "")
+# The same for the jobs of several rows leased together: ``{}`` is their ids' condition.
+MARK_ALL_RUNNING_SQL = _MARK_RUNNING.format("{}", "'queued', 'retrying', 'running'", "id, ")
 
 
 # In PostgreSQL's lease statement (on the task row): the worker of the job's run whose

@@ -30,13 +30,41 @@ class OneTripEnd(LeasedStorage):
     :class:`qrq.queue.postgres.LeasedPostgresStorage`."""
 
     def _end_run(self, curs, row, job_id, outcome, first) -> jobs.EndedJob | None:
-        if row is None or job_id is None or outcome is None \
-                or not jobs.closes_no_attempt(outcome, first):
+        if not _one_trip(row, job_id, outcome, first):
             return super()._end_run(curs, row, job_id, outcome, first)
         values = jobs.finish_values(job_id, outcome)
         curs.execute(_END_RUN_SQL, {**values, "row": row, "owner": self.owner})
-        held, job_type, has_callback = curs.fetchone()
-        if not held:
-            logger.warning(LEASE_LOST, job_id)
-            return None
-        return jobs.ended_job(values, None if job_type is None else (job_type, has_callback))
+        return _ended(values, curs.fetchone())
+
+    def _end_runs(self, curs, runs: list[tuple]) -> list[jobs.EndedJob]:
+        """A batch's ends: those of one statement each go to the server together, one
+        round trip for all (psycopg's pipeline), the rest one by one."""
+        quick = [run for run in runs if _one_trip(*run)]
+        if len(quick) < 2:
+            return super()._end_runs(curs, runs)
+        values = [jobs.finish_values(job_id, outcome) for _, job_id, outcome, _ in quick]
+        curs.executemany(_END_RUN_SQL, [{**v, "row": run[0], "owner": self.owner}
+                                        for v, run in zip(values, quick, strict=True)],
+                         returning=True)
+        ended = []
+        for v in values:
+            ended.append(_ended(v, curs.fetchone()))
+            curs.nextset()
+        ended += super()._end_runs(curs, [run for run in runs if not _one_trip(*run)])
+        return [job for job in ended if job is not None]
+
+
+def _one_trip(row, job_id, outcome, first) -> bool:
+    """Whether a run's end is :data:`_END_RUN_SQL` alone: a first run that finished."""
+    return row is not None and job_id is not None and outcome is not None \
+        and jobs.closes_no_attempt(outcome, first)
+
+
+def _ended(values: dict, returned: tuple) -> jobs.EndedJob | None:
+    """The job that :data:`_END_RUN_SQL` ended, from what it *returned*; None (and a
+    warning) when the run's lease was lost."""
+    held, job_type, has_callback = returned
+    if not held:
+        logger.warning(LEASE_LOST, values["id"])
+        return None
+    return jobs.ended_job(values, None if job_type is None else (job_type, has_callback))

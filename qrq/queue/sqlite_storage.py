@@ -4,7 +4,6 @@ does SQLite's way (its connections, group commit and write lock:
 
 from __future__ import annotations
 
-import itertools
 import time
 
 from qrq.queue import jobs
@@ -38,19 +37,6 @@ class LeasedSqliteStorage(LeasedStorage, ThreadedSqliteStorage):
         if leased is None or leased[2] is None:
             return leased and (*leased, None)
         return (*leased, jobs.mark_running(curs, leased[2], owner, time.time()))
-
-    def _lease_ahead(self, curs, count: int) -> list[tuple]:
-        """Lease the first *count* rows in line, up to the first of a capped type, in
-        one statement (the write lock is held); from a capped row on, the generic loop
-        leases them one at a time, counting the caps."""
-        if count > 1:
-            curs.execute(f"select id, job_type {self._pick_sql((), count)}",
-                         self._pick_params(()))
-            ids = [row for row, job_type in itertools.takewhile(
-                lambda found: found[1] not in self.caps, curs.fetchall())]
-            if ids:
-                return self._lease_rows(curs, ids)
-        return super()._lease_ahead(curs, count)
 
     def _lease_rows(self, curs, ids: list[int]) -> list[tuple]:
         curs.execute(self._lease_sql(f"id in ({','.join('?' * len(ids))})"),
