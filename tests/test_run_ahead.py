@@ -68,10 +68,10 @@ def test_short_jobs_run_as_a_batch_whose_ends_are_written_together(worker):
     assert worker.dequeue() is None
 
 
-def test_a_poll_after_a_short_run_leases_what_it_finds_as_one_batch(worker):
+def test_a_poll_after_a_short_run_leases_what_it_finds_as_one_batch(worker, monkeypatch):
     """The jobs one poll finds take one commit to lease: a worker whose last run was short
-    leases them all as it takes the first, as its completion would; before any run, it
-    takes one."""
+    (and recent) leases them all as it takes the first, as its completion would; before
+    any run, or longer than RECENT after the last, it takes one."""
     first = [submit(slow_tasks.noop, owner_id=None) for _ in range(2)]
     task = worker.dequeue()
     assert lease_owners() == {first[0]: huey.storage.owner, first[1]: None}
@@ -86,6 +86,10 @@ def test_a_poll_after_a_short_run_leases_what_it_finds_as_one_batch(worker):
     assert [run_next(worker) for _ in found[1:]] == found[1:]
     assert [status(i) for i in found] == ["finished"] * 3
     assert lease_owners() == {}
+    monkeypatch.setattr(run_ahead, "RECENT", 0.0)  # the last run is long past
+    later = [submit(slow_tasks.noop, owner_id=None) for _ in range(2)]
+    assert worker.dequeue().id == later[0]
+    assert lease_owners() == {later[0]: huey.storage.owner, later[1]: None}
 
 
 def test_a_batch_writes_every_end_but_one_whose_lease_was_lost(worker, caplog):

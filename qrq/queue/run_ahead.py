@@ -31,6 +31,9 @@ logger = logging.getLogger("qrq.queue.storage")
 BATCH_MAX = 16  # rows a completion leases ahead, at most
 BATCH_SECONDS = 0.01  # a batch holds about this much running, at the last run's pace
 END_DELAY = 0.05  # seconds an end waits unwritten (and rows wait behind a run), at most
+# A poll leases a batch only this soon after the thread's last run ended: a stream of
+# short jobs, not a burst after an idle spell, which may be of other jobs.
+RECENT = 1.0
 
 
 def batch_size(ran: float) -> int:
@@ -41,7 +44,8 @@ def batch_size(ran: float) -> int:
 class _Batch:
     """One worker thread's rows leased ahead and runs ended but not yet written."""
 
-    __slots__ = ("ahead", "ended", "ended_since", "running_since", "last_ran", "__weakref__")
+    __slots__ = ("ahead", "ended", "ended_since", "running_since", "last_ran", "last_ended",
+                 "__weakref__")
 
     def __init__(self):
         self.ahead = collections.deque()  # (row, data, job_id, first), in line order
@@ -49,6 +53,7 @@ class _Batch:
         self.ended_since = None  # time.monotonic() when the oldest of ended ended
         self.running_since = None  # when this thread's current run was handed out
         self.last_ran = None  # seconds the thread's last completed run took
+        self.last_ended = 0.0  # when it ended (time.monotonic())
 
 
 class RunAhead:

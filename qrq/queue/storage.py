@@ -28,7 +28,7 @@ import threading
 import time
 
 from qrq.queue import admission as admission_checks
-from qrq.queue import jobs, migrations
+from qrq.queue import jobs, migrations, run_ahead
 from qrq.queue.leases import LeaseHolder
 from qrq.queue.pauses import NOT_PAUSED
 from qrq.queue.portable import PortableHueyApi
@@ -193,9 +193,11 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
 
     def _dequeue_count(self, batch) -> int:
         """How many rows a dequeue that found work leases: one, or for a consumer's worker
-        whose last run was short, a batch as a completion would (the first runs now),
-        so the jobs found by one poll take one commit to lease instead of two."""
-        if not self.lease_ahead or batch.last_ran is None:
+        whose last run was short and ended within :data:`~qrq.queue.run_ahead.RECENT`
+        seconds, a batch as a completion would (the first runs now), so the jobs found by
+        one poll take one commit to lease instead of two."""
+        if not self.lease_ahead or batch.last_ran is None \
+                or time.monotonic() - batch.last_ended > run_ahead.RECENT:
             return 1
         return batch_size(batch.last_ran)
 
@@ -284,8 +286,9 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
         the next batch (:mod:`qrq.queue.run_ahead`); the jobs that commit ended are
         returned by the completion that makes it."""
         batch = self._batch()
-        ran = time.monotonic() - (batch.running_since or 0.0)
-        batch.running_since, batch.last_ran = None, ran
+        now = time.monotonic()
+        ran = now - (batch.running_since or 0.0)
+        batch.running_since, batch.last_ran, batch.last_ended = None, ran, now
         row, first = self._take_lease()
         run = (row, job_id, outcome, first)
         ahead = lease_next and self.lease_ahead
