@@ -4,7 +4,8 @@ The generic completion (:meth:`qrq.queue.storage.LeasedStorage._end_run`) delete
 run's leased task row, then records the job's end (:func:`qrq.queue.jobs.finish`): two
 statements, two round trips. When the job's update is all that ``finish`` writes (a
 first run that finished: most jobs), both are one statement here, and the update applies
-only if the delete took the row this run leased (the lease is the fence, as there).
+only if the delete took the row this run leased (the lease is the fence, as there). A
+batch's ends of that kind go to the server together, one round trip for all.
 """
 
 from __future__ import annotations
