@@ -247,38 +247,43 @@ class LeasedPostgresStorage(postgres_submit.OneTripSubmit, OneTripEnd, PostgresC
                head_unless: tuple[str, ...] = ()) -> tuple | None:
         """One statement: lease the best row no one holds (rows other workers are leasing
         are skipped, not waited for; nothing if it is of a *head_unless* type: see
-        LeasedSqliteStorage._lease) and mark its job running. Every part sees the rows as
-        they were before it: taken_from is the job's worker before it is marked running."""
-        running = jobs.MARK_RUNNING_SQL.replace("id = ?", "id = (select job_id from leased)")
+        LeasedSqliteStorage._lease) and mark its job running."""
         curs.execute(
             f"with picked as materialized(select id {self._pick_sql(blocked)}{self.skip_locked}), "
-            f"leased as (update task set lease_until = {self.now_sql} + ?, lease_owner = ? "
-            f"from picked where task.id = picked.id{type_filter((), head_unless)} returning "
-            f"task.id, task.data, task.job_id, {jobs.TAKEN_FROM_SQL}), running as ({running}) "
-            "select id, data, job_id, taken_from, attempts, started_at "
-            "from leased left join running on true",
+            + self._lease_sql(f"from picked where task.id = picked.id"
+                              f"{type_filter((), head_unless)}"),
             (*self._pick_params(blocked), self.lease_seconds, owner, *head_unless, owner,
              now := time.time()))
         row = curs.fetchone()
-        if row is None or row[2] is None:
-            return row and (*row[:3], None)
-        return (*row[:3], jobs.attempt_started(curs, row[2], owner, now, row[3], row[4:]))
+        return row and self._started(curs, row, owner, now)
 
     def _lease_rows(self, curs, ids: list[int]) -> list[tuple]:
         """Lease the rows *ids* (the pick locked them) and mark their jobs running, in
         one statement as :meth:`_lease` does for one row."""
-        running = jobs.MARK_ALL_RUNNING_SQL.format("in (select job_id from leased)")
-        curs.execute(
-            f"with leased as (update task set lease_until = {self.now_sql} + ?, "
-            "lease_owner = ? where id = any(?) returning task.id, task.data, task.job_id, "
-            f"{jobs.TAKEN_FROM_SQL}), running as ({running}) "
-            "select leased.id, data, leased.job_id, taken_from, attempts, started_at "
-            "from leased left join running on running.id = leased.job_id",
-            (self.lease_seconds, self.owner, ids, self.owner, now := time.time()))
+        curs.execute("with " + self._lease_sql("where id = any(?)"),
+                     (self.lease_seconds, self.owner, ids, self.owner, now := time.time()))
         leased = {found[0]: found for found in curs.fetchall()}
-        return [(*leased[row][:3], None if leased[row][2] is None else jobs.attempt_started(
-            curs, leased[row][2], self.owner, now, leased[row][3], leased[row][4:]))
-            for row in ids]
+        return [self._started(curs, leased[row], self.owner, now) for row in ids]
+
+    def _lease_sql(self, where: str) -> str:
+        """The lease of the task rows *where* selects, and their jobs marked running (the
+        parameters: the lease's seconds, its owner, *where*'s, the worker, the time), as
+        CTEs. Every part sees the rows as they were before it: taken_from is the job's
+        worker before it is marked running."""
+        running = jobs.MARK_ALL_RUNNING_SQL.format("in (select job_id from leased)")
+        return (f"leased as (update task set lease_until = {self.now_sql} + ?, "
+                f"lease_owner = ? {where} returning task.id, task.data, task.job_id, "
+                f"{jobs.TAKEN_FROM_SQL}), running as ({running}) "
+                "select leased.id, data, leased.job_id, taken_from, attempts, started_at "
+                "from leased left join running on running.id = leased.job_id")
+
+    @staticmethod
+    def _started(curs, leased: tuple, owner: str, now: float) -> tuple:
+        """``(row, data, job_id, first)`` of a row the lease statement returned."""
+        if leased[2] is None:
+            return (*leased[:3], None)
+        return (*leased[:3], jobs.attempt_started(curs, leased[2], owner, now, leased[3],
+                                                  leased[4:]))
 
     def _lock_caps(self, curs) -> None:
         # Held to the commit: the next capped pick counts this one's lease.

@@ -40,7 +40,9 @@ class OneTripEnd(LeasedStorage):
     def _end_runs(self, curs, runs: list[tuple]) -> list[jobs.EndedJob]:
         """A batch's ends: those of one statement each go to the server together, one
         round trip for all (psycopg's pipeline), the rest one by one."""
-        quick = [run for run in runs if _one_trip(*run)]
+        quick, rest = [], []
+        for run in runs:
+            (quick if _one_trip(*run) else rest).append(run)
         if len(quick) < 2:
             return super()._end_runs(curs, runs)
         values = [jobs.finish_values(job_id, outcome) for _, job_id, outcome, _ in quick]
@@ -51,7 +53,7 @@ class OneTripEnd(LeasedStorage):
         for v in values:
             ended.append(_ended(v, curs.fetchone()))
             curs.nextset()
-        ended += super()._end_runs(curs, [run for run in runs if not _one_trip(*run)])
+        ended += super()._end_runs(curs, rest)
         return [job for job in ended if job is not None]
 
 
