@@ -1,8 +1,6 @@
 """A consumer's idle workers share one poll schedule (issue 18): 4 idle workers poll the
-SQLite queue about as often as 1, still pick a job up, and stop at once when told; while
-jobs trickle in, the worker that ran the last one keeps the turns."""
+SQLite queue about as often as 1, still pick a job up, and stop at once when told."""
 
-import collections
 import fcntl
 import os
 import signal
@@ -68,29 +66,6 @@ def test_four_idle_workers_poll_about_as_often_as_one(settings, tmp_path, consum
     assert "Traceback" not in four.output() + one.output()
 
 
-@pytest.mark.sqlite_only("SQLite's idle workers poll; PostgreSQL's wait for a NOTIFY")
-def test_jobs_that_trickle_in_run_in_the_worker_that_ran_the_last_one(settings, consumer):
-    # One job at a time, each enqueued once the last has finished: taking turns, the four
-    # workers would run about a quarter each (the job goes to whoever polls next).
-    consumer(workers=4, args=["-d", "0.05", "-m", "0.05"],
-             extra_env={"QRQ_TASK_MODULES": "tests.slow_tasks"})
-    wait_until(lambda: registered(huey.storage), message="the consumer to start")
-    jobs = []
-    for _ in range(24):
-        jobs.append(submit(slow_tasks.noop, owner_id=None))
-        wait_until(lambda: huey.storage.sql("select status from job where id = ?",
-                                            (jobs[-1],), results=True)[0][0] == "finished",
-                   message="the job to run")
-    workers = collections.Counter(
-        worker for worker, in huey.storage.sql(
-            f"select worker from job where id in ({','.join('?' * len(jobs))})",
-            jobs, results=True))
-    assert sum(workers.values()) == len(jobs)
-    # The first job goes to whoever has the turn; from then on its worker keeps the
-    # turns, but a loaded machine may make it late for one now and then.
-    assert workers.most_common(1)[0][1] >= len(jobs) * 2 // 3, workers
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_workers_waiting_for_a_slow_turn_stop_at_once(settings, tmp_path, consumer, signum):
     # Turns 30 s apart: a worker that slept through its wait would hold the stop for minutes.
@@ -113,48 +88,6 @@ def test_turns_follow_one_another_an_interval_apart():
     # Never more than one turn per worker ahead (a dead worker's claim cannot push it away).
     now = time.monotonic()
     assert now + 29.0 < schedule.claim() <= time.monotonic() + 30.0
-
-
-def in_thread(function, *args):
-    """*function*'s result, called from a new thread: another worker than the test's
-    thread (a worker's identity in the schedule is its thread)."""
-    result = []
-    thread = threading.Thread(target=lambda: result.append(function(*args)))
-    thread.start()
-    thread.join()
-    return result[0]
-
-
-def test_a_warm_worker_takes_the_next_interval_and_the_others_turns_pass():
-    schedule = PollSchedule(10.0, workers=3)
-    now = time.monotonic()
-    # The warm worker's turn: the next interval, and not covered (it polls).
-    warm, covered = in_thread(lambda: (schedule.claim(True), schedule.covered()))
-    assert now + 10.0 <= warm <= time.monotonic() + 10.0
-    assert not covered
-    # Another worker gets a turn of the rotation, which passes while the warm one is on
-    # time; so does another warm worker's claim.
-    assert schedule.claim() > now
-    assert schedule.covered()
-    assert schedule.claim(True) > warm
-    assert schedule.covered()
-
-
-def test_a_warm_worker_that_misses_its_turn_or_cools_down_leaves_the_turns_to_the_others():
-    schedule = PollSchedule(0.05, workers=2)
-    warm = in_thread(schedule.claim, True)
-    assert schedule.covered()
-    # Half an interval late (running a long job, or dead): the next turn polls.
-    wait_until(lambda: time.monotonic() > warm + 0.025 and not schedule.covered(),
-               message="the warm turn to lapse")
-    # More than an interval late: another warm worker takes the warm turn over.
-    wait_until(lambda: time.monotonic() > warm + 0.05, message="an interval to pass")
-    assert schedule.claim(True) == pytest.approx(time.monotonic() + 0.05, abs=0.01)
-    assert in_thread(schedule.covered)
-    # Its runs no longer recent, the warm worker claims a turn of the rotation, and the
-    # others' turns poll again.
-    schedule.claim(False)
-    assert not in_thread(schedule.covered)
 
 
 def test_a_single_worker_polls_every_interval():

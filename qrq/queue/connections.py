@@ -297,12 +297,11 @@ class ThreadedSqliteStorage(SqliteStorage):
         """Wake-ups heard so far: none in SQLite (see :meth:`wait_for_work`)."""
         return 0
 
-    def wait_for_work(self, heard: int, soon: bool = False, warm: bool = False) -> None:
+    def wait_for_work(self, heard: int, soon: bool = False) -> None:
         """Wait, if :attr:`blocking`, for this worker's next turn to poll (also when work
-        waits behind a cap, *soon*: a finished job's commit leases the next itself);
-        *warm*: its last run ended recently, so it keeps the turns while jobs flow."""
+        waits behind a cap, *soon*: a finished job's commit leases the next itself)."""
         if self.blocking:
-            self.turns.wait_turn(warm)
+            self.turns.wait_turn()
 
     # The schema (qrq.queue.migrations): SQLite's DDL as written; its own catalog.
 

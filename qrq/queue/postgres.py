@@ -314,7 +314,7 @@ class LeasedPostgresStorage(postgres_submit.OneTripSubmit, OneTripEnd, PostgresC
     def wakeups(self) -> int:
         return self.listener.heard
 
-    def wait_for_work(self, heard: int, soon: bool = False, warm: bool = False) -> None:
+    def wait_for_work(self, heard: int, soon: bool = False) -> None:
         if self.blocking:
             self.listener.wait(heard, self.poll_interval if soon else self.idle_poll)
 

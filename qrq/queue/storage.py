@@ -185,7 +185,7 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
                 self._keep_ahead(batch, found)
                 leased = self._next_ahead(batch)
             if leased is None:
-                self.wait_for_work(heard, soon=has_work, warm=self._warm(batch))
+                self.wait_for_work(heard, soon=has_work)
                 return None
         row, data, job_id, self._local.first = leased
         self._local.row, self._local.job_id = row, job_id
@@ -193,18 +193,13 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
 
     def _dequeue_count(self, batch) -> int:
         """How many rows a dequeue that found work leases: one, or for a consumer's worker
-        that is :meth:`_warm`, a batch as a completion would (the first runs now), so the
-        jobs found by one poll take one commit to lease instead of two."""
-        if not self.lease_ahead or not self._warm(batch):
+        whose last run was short and ended within :data:`~qrq.queue.run_ahead.RECENT`
+        seconds, a batch as a completion would (the first runs now), so the jobs found by
+        one poll take one commit to lease instead of two."""
+        if not self.lease_ahead or batch.last_ran is None \
+                or time.monotonic() - batch.last_ended > run_ahead.RECENT:
             return 1
         return batch_size(batch.last_ran)
-
-    @staticmethod
-    def _warm(batch) -> bool:
-        """Whether the thread's last run ended within :data:`~qrq.queue.run_ahead.RECENT`
-        seconds: jobs are flowing, not a burst after an idle spell."""
-        return batch.last_ran is not None \
-            and time.monotonic() - batch.last_ended <= run_ahead.RECENT
 
     def _has_work(self) -> bool:
         with self.db() as curs:
