@@ -42,15 +42,21 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "sqlite_only(reason): the test is about SQLite itself (WAL, files, its "
         "progress handler); it runs on the SQLite backend only")
+    config.addinivalue_line(
+        "markers", "postgres_only(reason): the test is about PostgreSQL or its driver; it "
+        "runs on the PostgreSQL backend only")
 
 
 def pytest_generate_tests(metafunc):
-    """Run every test that uses a data directory on both backends, except SQLite's own."""
+    """Run every test that uses a data directory on both backends, except those about
+    one of them."""
     if "backend" not in metafunc.fixturenames:
         return
-    only_sqlite = metafunc.definition.get_closest_marker("sqlite_only") is not None
-    metafunc.parametrize("backend", ["sqlite"] if only_sqlite else ["sqlite", "postgres"],
-                         indirect=True)
+    backends = ["sqlite", "postgres"]
+    for only in backends:
+        if metafunc.definition.get_closest_marker(f"{only}_only") is not None:
+            backends = [only]
+    metafunc.parametrize("backend", backends, indirect=True)
 
 
 @pytest.fixture(scope="session")
