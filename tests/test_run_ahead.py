@@ -68,6 +68,26 @@ def test_short_jobs_run_as_a_batch_whose_ends_are_written_together(worker):
     assert worker.dequeue() is None
 
 
+def test_a_batch_that_ends_in_time_never_wakes_the_flusher(worker, monkeypatch):
+    """The flusher sleeps on an alarm that a batch sets when it starts waiting and clears
+    when its last run ends: while batches end in time it looks at none of them."""
+    looked = []
+    overdue = huey.storage._overdue
+    monkeypatch.setattr(huey.storage, "_overdue",
+                        lambda now: (looked.append(now), overdue(now))[1])
+    first = [submit(slow_tasks.noop, owner_id=None) for _ in range(3)]
+    assert [run_next(worker) for _ in first] == first  # the flusher starts
+    wait_until(lambda: looked, message="the flusher's first look")
+    began = time.monotonic()
+    second = [submit(slow_tasks.noop, owner_id=None) for _ in range(3)]
+    assert [run_next(worker) for _ in second] == second  # leased by one poll
+    assert [status(i) for i in first + second] == ["finished"] * 6
+    ended = time.monotonic()
+    huey.storage._alarm.wake()
+    wait_until(lambda: looked[-1] > ended, message="the look it was woken for")
+    assert not [t for t in looked if began <= t <= ended]
+
+
 def test_a_poll_after_a_short_run_leases_what_it_finds_as_one_batch(worker, monkeypatch):
     """The jobs one poll finds take one commit to lease: a worker whose last run was short
     (and recent) leases them all as it takes the first, as its completion would; before

@@ -13,7 +13,9 @@ heartbeat renews it), so if the process dies the lease lapses and the job runs a
 as any job of a dead consumer does. And nothing waits long: a thread of the process
 writes the ends that waited :data:`END_DELAY` seconds (a run after them is taking
 long), and gives back the rows leased ahead of a run that has gone on that long, so
-other workers take them.
+other workers take them. That thread sleeps on an :class:`~qrq.queue.alarm.Alarm` that
+the workers set when a batch starts waiting and clear when none does: a batch that ends
+in time never wakes it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import time
 import weakref
 
 from qrq.queue import jobs
+from qrq.queue.alarm import Alarm
 
 logger = logging.getLogger("qrq.queue.storage")
 
@@ -71,9 +74,9 @@ class RunAhead:
         self._batches: weakref.WeakSet[_Batch] = weakref.WeakSet()
         self._batches_lock = threading.Lock()
         self._flusher = None
-        self._flush_wake = threading.Event()
-        # When the flusher looks next (None: when woken). Nothing a worker adds is due
-        # before that, so workers wake it only when it waits for nothing.
+        self._alarm = None  # the flusher's, made with it
+        # When the flusher looks next (None: nothing waits), the alarm's deadline. Nothing
+        # a worker adds is due before that, so workers set it only when it is None.
         self._flush_due = None
 
     def _batch(self) -> _Batch:
@@ -96,9 +99,18 @@ class RunAhead:
         """The runs of *batch* whose ends wait, for the caller's transaction to write."""
         with self._batches_lock:
             ended, batch.ended, batch.ended_since = batch.ended, [], None
+            self._clear_alarm()
         for run in ended:
             self._held.discard(run[0])
         return ended
+
+    def _clear_alarm(self) -> None:
+        """(Under the batches' lock.) When no batch has an end waiting or a row leased
+        ahead, the flusher has nothing to look at: its alarm is cleared."""
+        if self._flush_due is not None and not any(
+                batch.ended or batch.ahead for batch in self._batches):
+            self._flush_due = None
+            self._alarm.set(None)
 
     def _defer_end(self, batch: _Batch, run: tuple, ran: float) -> bool:
         """Keep *run*'s end for the batch's commit, if more rows of the batch wait and
@@ -174,15 +186,20 @@ class RunAhead:
 
     def stop_heartbeat(self) -> None:
         super().stop_heartbeat()
-        self._flush_wake.set()  # the flusher stops too
+        if self._alarm is not None:
+            self._alarm.wake()  # the flusher stops too
 
     def _wake_flusher(self) -> None:
-        """(Under the batches' lock.) Something waits: make the flusher look at it."""
+        """(Under the batches' lock.) Something waits: the flusher looks at it within
+        :data:`END_DELAY` seconds."""
         if self._flush_due is None:
             self._flush_due = time.monotonic() + END_DELAY
-            self._flush_wake.set()
+            self._alarm.set(self._flush_due)
 
     def _ensure_flusher(self) -> None:
+        with self._batches_lock:
+            if self._alarm is None:
+                self._alarm = Alarm()
         if self._flusher is None or not self._flusher.is_alive():
             self._flusher = threading.Thread(target=self._flush_late, args=(self.owner,),
                                              name="qrq-run-ahead", daemon=True)
@@ -190,19 +207,19 @@ class RunAhead:
 
     def _flush_late(self, owner: str) -> None:
         while not self._stop_beating.is_set() and owner == self._owner:
-            ended_runs, back, due = self._overdue(time.monotonic())
+            ended_runs, back = self._overdue(time.monotonic())
             if ended_runs or back:
                 try:
                     self._write_late(ended_runs, back)
                 except Exception:  # their leases lapse and the jobs run again
                     logger.exception("writing the ends of a batch failed")
                 continue
-            self._flush_wake.wait(None if due is None else max(0.0, due - time.monotonic()))
-            self._flush_wake.clear()
+            self._alarm.wait()
 
-    def _overdue(self, now: float) -> tuple[list, list, float | None]:
+    def _overdue(self, now: float) -> tuple[list, list]:
         """Take the ends that waited :data:`END_DELAY`, and the rows leased ahead of a
-        run that has gone on that long; and when to look next (None: nothing waits)."""
+        run that has gone on that long; if there are none, set the alarm for the next
+        (cleared: nothing waits)."""
         ended_runs, back, due = [], [], None
         with self._batches_lock:
             for batch in self._batches:
@@ -219,7 +236,11 @@ class RunAhead:
                         batch.ahead.clear()
                     else:
                         due = min(due or now + END_DELAY, since + END_DELAY)
-            self._flush_due = now if ended_runs or back else due
+            if ended_runs or back:
+                self._flush_due = now  # the flusher looks again once it wrote them
+            else:
+                self._flush_due = due
+                self._alarm.set(due)
         for run in ended_runs:
             self._held.discard(run[0])
-        return ended_runs, back, due
+        return ended_runs, back
