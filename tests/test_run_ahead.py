@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from qrq.queue import huey, jobs, run_ahead, submit
+from qrq.queue import alarm, huey, jobs, run_ahead, submit
 from tests import slow_tasks
 from tests.conftest import wait_until
 
@@ -140,10 +140,14 @@ def batch_with_a_lost_lease(worker, caplog):
     assert lease_owners() == {ids[1]: "another consumer"}
 
 
+@pytest.mark.parametrize("alarm_kind", ["timerfd", "event"])
 def test_a_long_run_in_a_batch_lets_the_ends_before_it_and_the_rows_after_it_go(
-        worker, monkeypatch):
+        worker, monkeypatch, alarm_kind):
     """Within END_DELAY of a long run's start, the ends that waited are written and the
-    rows leased behind it are given back, so they run elsewhere."""
+    rows leased behind it are given back, so they run elsewhere; with the flusher's
+    alarm on Linux's timerfd, and on the Event used elsewhere (timerfd hidden)."""
+    if alarm_kind == "event":
+        monkeypatch.setattr(alarm, "_LIBC", None)
     monkeypatch.setattr(run_ahead, "END_DELAY", 0.5)
     monkeypatch.setattr(huey.storage, "caps", {})  # the long job's type is capped
     fast, waited = (submit(slow_tasks.noop, owner_id=None, priority=5) for _ in range(2))
@@ -169,6 +173,7 @@ def test_a_long_run_in_a_batch_lets_the_ends_before_it_and_the_rows_after_it_go(
     assert [status(i) for i in (fast, waited, long)] == ["finished"] * 3
     assert run_next(worker) == behind  # leased again, by the long run's completion
     assert status(behind) == "finished"
+    assert (huey.storage._alarm._timer is None) == (alarm_kind == "event")
 
 
 def test_a_stopping_worker_writes_its_batch_and_gives_back_the_rest(worker):
