@@ -36,10 +36,10 @@ def _timerfd():
         return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.timerfd_create, libc.timerfd_settime  # noqa: B018 (AttributeError if absent)
-    except (OSError, AttributeError):
+    except OSError:
         return None
-    return libc
+    return libc if hasattr(libc, "timerfd_create") and hasattr(libc, "timerfd_settime") \
+        else None
 
 
 _LIBC = _timerfd()
