@@ -65,6 +65,11 @@ class Alarm:
                     self._poll.register(fd, select.POLLIN)
                 weakref.finalize(self, _close, self._timer, self._wakeup)
 
+    @property
+    def deadline(self) -> float | None:
+        """The deadline last set (None: none)."""
+        return self._deadline
+
     def set(self, deadline: float | None) -> None:
         """Wake the sleeper at *deadline* (``time.monotonic()``), or not at all (None)."""
         self._deadline = deadline

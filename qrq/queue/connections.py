@@ -281,14 +281,14 @@ class ThreadedSqliteStorage(SqliteStorage):
             return 0
 
     # How a consumer's idle workers wait for work: nothing announces a new row in SQLite,
-    # so they take turns to poll (PostgreSQL's hear a NOTIFY: qrq/queue/postgres.py).
+    # so one of them polls (PostgreSQL's hear a NOTIFY: qrq/queue/postgres.py).
 
     def wait_for_wakeups(self, poll_interval: float | None, stop=None, workers: int = 1) -> None:
-        """Make :meth:`dequeue`, when it finds nothing, wait for its next turn to poll:
-        the consumer's *workers* share one :class:`~qrq.queue.poll_schedule.PollSchedule`
-        of turns *poll_interval* apart, so N idle workers poll as often as one; its
-        *stop* flag ends a wait. None leaves the waits to huey's worker (a poll that
-        backs off, each worker on its own)."""
+        """Make :meth:`dequeue`, when it finds nothing, wait for its next poll: the
+        consumer's *workers* share one :class:`~qrq.queue.poll_schedule.PollSchedule`,
+        whose lead polls every *poll_interval* while the other idle workers sleep, so N
+        idle workers poll as often as one; its *stop* flag ends a wait. None leaves the
+        waits to huey's worker (a poll that backs off, each worker on its own)."""
         if poll_interval is not None:
             self.turns = PollSchedule(poll_interval, workers, stop)
             self.blocking = True
@@ -298,10 +298,21 @@ class ThreadedSqliteStorage(SqliteStorage):
         return 0
 
     def wait_for_work(self, heard: int, soon: bool = False) -> None:
-        """Wait, if :attr:`blocking`, for this worker's next turn to poll (also when work
-        waits behind a cap, *soon*: a finished job's commit leases the next itself)."""
+        """Wait, if :attr:`blocking`, for this worker's next poll (also when work waits
+        behind a cap, *soon*: a finished job's commit leases the next itself)."""
         if self.blocking:
             self.turns.wait_turn()
+
+    def found_work(self, all_asked: bool) -> None:
+        """A poll leased work (*all_asked*: as many rows as it asked for, so more may
+        wait): see :meth:`~qrq.queue.poll_schedule.PollSchedule.found_work`."""
+        if self.blocking:
+            self.turns.found_work(all_asked)
+
+    def stop_waiting(self) -> None:
+        """The consumer's stop flag is set: end the idle workers' waits at once."""
+        if self.blocking:
+            self.turns.stop_waiting()
 
     # The schema (qrq.queue.migrations): SQLite's DDL as written; its own catalog.
 

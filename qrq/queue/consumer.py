@@ -186,6 +186,7 @@ class OrphanAwareProcessEnvironment(ProcessEnvironment):
                            parent)
             threading.Thread(target=self._exit_after_grace, daemon=True).start()
             self.stop_flag.set()
+            process.huey.storage.stop_waiting()
             # A task leased but not yet in flight is given back as it starts.
             process.huey.stopping = True
             if process.huey._tasks_in_flight:
@@ -235,9 +236,9 @@ class QrqConsumer(Consumer):
         huey.storage.reset_connections()
         huey.storage.lease_ahead = True  # each completion leases the worker's next job
         # A dequeue with nothing to do waits for work itself: on PostgreSQL for a NOTIFY
-        # (or a slow poll), on SQLite for its turn in one poll schedule the workers
-        # share, so 4 idle workers poll as often as 1. A poll that backs off (-b above
-        # 1) stays huey's, each worker on its own.
+        # (or a slow poll), on SQLite for its next poll in one schedule the workers
+        # share, whose lead alone polls while idle, so 4 idle workers poll as often as
+        # 1. A poll that backs off (-b above 1) stays huey's, each worker on its own.
         huey.storage.wait_for_wakeups(
             min(self.default_delay, self.max_delay) if self.backoff == 1.0 else None,
             stop=self.stop_flag, workers=self.workers)
@@ -268,6 +269,11 @@ class QrqConsumer(Consumer):
         if self.huey.storage.database == "sqlite":  # PostgreSQL checkpoints its own WAL
             threading.Thread(target=self._bound_wal, name="qrq-wal-checkpoint",
                              daemon=True).start()
+
+    def stop(self, graceful=False):
+        self.stop_flag.set()
+        self.huey.storage.stop_waiting()  # before huey joins the workers
+        super().stop(graceful)
 
     def run(self):
         try:

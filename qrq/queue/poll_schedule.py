@@ -1,69 +1,175 @@
-"""Idle SQLite workers take turns to poll the queue, so four poll as often as one.
+"""One idle SQLite worker polls the queue for a consumer's workers; the others sleep.
 
 SQLite cannot tell a process that a row was inserted (PostgreSQL's workers wait for a
 ``NOTIFY`` instead, :mod:`qrq.queue.wakeup`), so an idle worker polls. Polling each on
 its own, a consumer's four workers cost four times the CPU of one while idle, and more
-per job at any rate below their capacity, for a pickup barely faster.
+per job at any rate below their capacity, for a pickup barely faster. Taking turns to
+poll (one poll per interval in all, each in the next process) still cost 4 workers about
+5% more CPU per job than 1 at 50 jobs/s: each poll woke a process that had slept for
+four intervals. So one worker, the *lead*, polls every *interval* seconds, and the
+others are *parked*: they sleep until the lead needs them.
 
-Here a consumer's workers share one schedule of turns, *interval* seconds apart: after
-an empty poll a worker claims the first free turn (one interval after the last turn
-claimed, or after now) and sleeps until then. Idle, the workers poll in rotation, one
-poll per interval in all, as a single worker would, and a job waits at most an interval
-for its pickup, as with one worker. A worker that finds a job takes no turn: it runs the
-job and polls again at once, so a drain runs at full speed; the others join a burst each
-at its turn, within (workers - 1) intervals.
+* The lead runs what its polls find, and after a run polls again at once.
+* A poll that leases all it asked for (more may wait: a burst) wakes one parked worker,
+  which polls at once and, if it leases all it asked for too, wakes the next.
+* A run of the lead's that goes on for an *interval* (a long job) hands the lead over:
+  a thread of the lead's process wakes at that moment, gives the lead up and wakes a
+  parked worker, which becomes the lead. So a job waits at most about two intervals for
+  a free worker.
+* A lead that is more than an interval late (killed, or busy: the hand-over failed) is
+  replaced by the first worker that looks, and parked workers look once a
+  :data:`PARKED_WAIT`.
 
-The schedule is memory the consumer creates before its workers fork (or that its worker
-threads share). Claiming a turn takes a lock that the kernel drops when its holder dies
-(:class:`~qrq.queue.process_lock.ProcessLock` on the memory's file), so a killed worker
-never stalls the others; no turn is ever claimed further ahead than one per worker, so
-a dead worker's turn merely passes unused. A wait ends at once when the consumer's stop
-flag is set (SIGTERM, SIGINT, an orphaned worker).
+The schedule is memory and a pipe that the consumer creates before its workers fork (or
+that its worker threads share): the memory says who leads and when it polls next, and a
+parked worker waits to read a byte from the pipe. Changing the memory takes a lock that
+the kernel drops when its holder dies (:class:`~qrq.queue.process_lock.ProcessLock`), so
+a killed worker never stalls the others. A wait ends soon after the consumer's stop
+flag is set (SIGTERM, SIGINT, an orphaned worker): whoever sets it calls
+:meth:`PollSchedule.stop_waiting`, and each parked worker that sees it wakes the next.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import select
 import struct
 import threading
 import time
 import weakref
 
+from qrq.queue.alarm import Alarm
 from qrq.queue.process_lock import ProcessLock, shared_file
 
-_TURN = struct.Struct("d")  # the last turn claimed, in time.monotonic() seconds
+_LEAD = struct.Struct("qd")  # the lead's thread id (0: none) and when it polls next
+PARKED_WAIT = 1.0  # seconds a parked worker sleeps before it looks at the lead again
+
+
+def _me() -> int:
+    """This worker: its native thread id, unique on the host (process or thread workers)."""
+    return threading.get_native_id()
 
 
 class PollSchedule:
-    """Turns to poll, *interval* seconds apart, shared by up to *workers* workers (forked
-    processes or threads); a wait for a turn ends early when *stop* (an object with
-    ``wait(timeout)``, such as huey's stop flag) is set."""
+    """The lead's polls, *interval* seconds apart, for up to *workers* workers (forked
+    processes or threads); a wait ends early when *stop* (an object with
+    ``wait(timeout)`` and ``is_set()``, such as huey's stop flag) is set."""
 
     def __init__(self, interval: float, workers: int = 1, stop=None):
         self.interval = float(interval)
         self.workers = max(1, int(workers))
         self.stop = stop if stop is not None else threading.Event()
         fd = shared_file("qrq-poll-schedule")
-        weakref.finalize(self, os.close, fd)
-        os.ftruncate(fd, _TURN.size)
-        self._shared = mmap.mmap(fd, _TURN.size)
+        self._wake_read, self._wake_write = os.pipe()
+        for end in (self._wake_read, self._wake_write):
+            os.set_blocking(end, False)
+        weakref.finalize(self, _close, fd, self._wake_read, self._wake_write)
+        os.ftruncate(fd, _LEAD.size)
+        self._shared = mmap.mmap(fd, _LEAD.size)
         self._lock = ProcessLock(fd=fd)
+        self._handover = None  # this process's: (pid, Alarm, the lead that armed it)
+        self._handover_lock = threading.Lock()
 
     def wait_turn(self) -> None:
-        """After an empty poll: claim the next free turn and wait for it (or the stop flag)."""
-        delay = self.claim() - time.monotonic()
-        if delay > 0:
-            self.stop.wait(delay)
+        """After an empty poll: as the lead, wait an interval; else park until woken (to
+        help with a burst, or to lead) or until the lead is late. Then poll."""
+        me = _me()
+        self._disarm(me)
+        while not self.stop.is_set():
+            if self.lead(me):
+                self._sleep(self.interval)
+                return
+            if self._sleep(PARKED_WAIT):
+                self.lead(me)  # handed over (or late): poll as the lead from now on
+                return
 
-    def claim(self) -> float:
-        """Claim the first free turn: its time (``time.monotonic()``, which all processes
-        of a host share)."""
+    def lead(self, me: int | None = None) -> bool:
+        """Take the lead if no one holds it or its holder is late; whether *me* (this
+        worker) leads now, with its next poll an interval away."""
+        me = me or _me()
         with self._lock:
+            holder, due = _LEAD.unpack_from(self._shared)
             now = time.monotonic()
-            last = _TURN.unpack_from(self._shared)[0]
-            # Never further ahead than one turn per worker: the claims of workers that
-            # died (or started since) cannot push the schedule away.
-            turn = min(max(last, now) + self.interval, now + self.interval * self.workers)
-            _TURN.pack_into(self._shared, 0, turn)
-        return turn
+            if holder not in (0, me) and now <= due + self.interval:
+                return False
+            _LEAD.pack_into(self._shared, 0, me, now + self.interval)
+        return True
+
+    def found_work(self, all_asked: bool) -> None:
+        """A poll of this worker's leased work; *all_asked*: as many rows as it asked for,
+        so more may wait. Wakes a parked worker for that, and as the lead arms the
+        hand-over in case this run goes on for an interval."""
+        if self.workers == 1:
+            return
+        if all_asked:
+            self.wake()
+        me = _me()
+        if _LEAD.unpack_from(self._shared)[0] == me:  # only this worker writes its own id
+            self._arm(me)
+
+    def wake(self, workers: int = 1) -> None:
+        """Wake *workers* parked workers (a byte each; one left in the pipe makes the
+        next worker that parks poll once more, which is harmless)."""
+        try:
+            os.write(self._wake_write, b"w" * workers)
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
+
+    def stop_waiting(self) -> None:
+        """After the stop flag was set: end the waits of parked workers at once."""
+        self.wake(self.workers)
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep until woken (True: poll now) or *seconds* passed (False)."""
+        poll = select.poll()
+        poll.register(self._wake_read, select.POLLIN)
+        if not poll.poll(seconds * 1000):
+            return False
+        try:
+            os.read(self._wake_read, 1)
+        except BlockingIOError:
+            return False  # another parked worker took that byte
+        if self.stop.is_set():
+            self.wake()  # the next parked worker sees the stop flag too
+        return True
+
+    # The hand-over: a thread per process sleeps on an alarm that the lead sets when a
+    # poll finds work and clears at its next empty poll; nearly every run ends before it.
+
+    def _arm(self, me: int) -> None:
+        with self._handover_lock:
+            if self._handover is None or self._handover[0] != os.getpid():
+                alarm = Alarm()
+                self._handover = [os.getpid(), alarm, 0]
+                threading.Thread(target=self._hand_over, args=(alarm,), daemon=True,
+                                 name="qrq-poll-handover").start()
+            self._handover[2] = me
+            self._handover[1].set(time.monotonic() + self.interval)
+
+    def _disarm(self, me: int) -> None:
+        handover = self._handover
+        if handover is not None and handover[0] == os.getpid() and handover[2] == me:
+            with self._handover_lock:
+                if handover[2] == me:
+                    handover[2] = 0
+                    handover[1].set(None)
+
+    def _hand_over(self, alarm: Alarm) -> None:
+        while True:
+            alarm.wait()
+            with self._handover_lock:
+                holder, deadline = self._handover[2], alarm.deadline
+                if not holder or deadline is None or time.monotonic() < deadline:
+                    continue  # cleared, moved, or a wake of the Event fallback
+                self._handover[2] = 0
+                alarm.set(None)
+            with self._lock:
+                if _LEAD.unpack_from(self._shared)[0] == holder:
+                    _LEAD.pack_into(self._shared, 0, 0, 0.0)
+            self.wake()
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)

@@ -318,6 +318,12 @@ class LeasedPostgresStorage(postgres_submit.OneTripSubmit, OneTripEnd, PostgresC
         if self.blocking:
             self.listener.wait(heard, self.poll_interval if soon else self.idle_poll)
 
+    def found_work(self, all_asked: bool) -> None:
+        """Nothing to do: the enqueue's NOTIFY woke every idle worker."""
+
+    def stop_waiting(self) -> None:
+        """Nothing to do: a wait for a NOTIFY ends within ``idle_poll`` seconds."""
+
     def dispose(self) -> None:
         """Done with this storage: its heartbeat, listener and connections stop."""
         self.stop_heartbeat()

@@ -180,10 +180,13 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
                                      (stale, owner))
                         self._take_lease()
                     ended = self._end_runs(curs, waiting)
-                    found = self._lease_ahead(curs, self._dequeue_count(batch))
+                    asked = self._dequeue_count(batch)
+                    found = self._lease_ahead(curs, asked)
                 self._report_ended(ended)
                 self._keep_ahead(batch, found)
                 leased = self._next_ahead(batch)
+                if leased is not None:
+                    self.found_work(len(found) >= asked)
             if leased is None:
                 self.wait_for_work(heard, soon=has_work)
                 return None
@@ -382,5 +385,6 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
     def _notify(self, curs) -> None:
         """Tell idle workers a row is ready, when this transaction commits."""
 
-    # How idle workers wait for work (wait_for_wakeups, wakeups, wait_for_work): SQLite's
-    # take turns to poll (connections.py), PostgreSQL's hear a NOTIFY (postgres.py).
+    # How idle workers wait for work (wait_for_wakeups, wakeups, wait_for_work,
+    # found_work, stop_waiting): SQLite's lead worker polls (connections.py),
+    # PostgreSQL's hear a NOTIFY (postgres.py).
