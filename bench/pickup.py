@@ -2,9 +2,9 @@
 
 Two consumers run side by side, each on its own SQLite file in a temporary directory:
 
-* qrq: ``qrq --data-dir TMP worker`` with qrq's shipped settings (4 process workers taking
-  turns to poll, one poll per ``QRQ_POLL_INTERVAL`` = 0.05 s in all: the pickup of one
-  worker polling that often, at its idle cost). The job is the real PDF task with
+* qrq: ``qrq --data-dir TMP worker`` with qrq's shipped settings (4 process workers, one of
+  which polls every ``QRQ_POLL_INTERVAL`` = 0.05 s while the others sleep: the pickup of
+  one worker polling that often, at its idle cost). The job is the real PDF task with
   ``copies=1`` (``qrq.queue.submit``), on a template made by ``qrq init --demo``. Latency is
   the job record's ``started_at`` (stamped by the dequeue that leases it) minus its
   ``created_at`` (stamped just before the enqueue).
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_text(stock_log, "consumer started", stock_consumer, 30)
         load_start = load_average()
         print(f"machine: {os.cpu_count()} CPUs, load average {load_start}; "
-              f"qrq worker (shipped settings: 4 process workers taking turns to poll, "
+              f"qrq worker (shipped settings: 4 process workers, one polling every "
               f"0.05 s) vs huey_consumer -w {args.stock_workers} (stock polling "
               f"0.1 s x1.15 up to 10 s); idle {args.idle:g} s, then {args.samples} jobs each, "
               f"{args.spacing[0]:g}-{args.spacing[1]:g} s apart", flush=True)

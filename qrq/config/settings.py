@@ -148,7 +148,7 @@ class Settings:
                                       "disk is otherwise idle) or normal.",
                                       choices=("low", "idle", "normal"))
     poll_interval: float = setting(0.05, "Seconds between a consumer's queue polls while "
-                                   "it is idle (its workers take turns); bounds the pickup "
+                                   "it is idle (one worker polls for all); bounds the pickup "
                                    "latency.", low=0.001, high=60)
     lease_seconds: float = setting(30.0, "A running job's lease; a heartbeat renews it. A "
                                    "job whose consumer died runs again once its lease "

@@ -1,7 +1,8 @@
 """A lock that a consumer's processes share, made before its workers fork.
 
 The consumer's workers queue on one for SQLite's write lock (``ThreadedSqliteStorage``'s
-``writers``), and take turns to poll under another (:mod:`qrq.queue.poll_schedule`).
+``writers``), and agree on which of them polls under another
+(:mod:`qrq.queue.poll_schedule`).
 It is a ``fcntl`` lock on a file in memory: the kernel wakes a waiter as soon as the
 lock is released, and drops it when its holder dies, so a killed worker never stalls
 the others. Threads of one process take a thread lock first (``fcntl`` locks belong to
