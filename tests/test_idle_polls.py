@@ -194,6 +194,17 @@ def test_a_lead_whose_run_ends_in_time_keeps_the_lead(monkeypatch):
     wait_until(lambda: not waiter.is_alive(), message="the parked worker to stop")
 
 
+def test_a_hand_over_after_the_lead_renewed_its_claim_leaves_the_lead_alone():
+    # The hand-over thread gives up the claim the lead held when its run began; a lead
+    # that ended that run and claimed its next poll in between keeps the lead.
+    schedule = PollSchedule(600.0, workers=2)
+    assert schedule.lead()
+    claim = poll_schedule._LEAD.unpack_from(schedule._shared)
+    assert schedule.lead()  # its next poll: a new claim
+    schedule._release(*claim)
+    assert not in_thread(schedule.lead)
+
+
 def test_the_stop_flag_ends_the_leads_wait_and_the_parked_ones(monkeypatch):
     monkeypatch.setattr(poll_schedule, "PARKED_WAIT", 600.0)  # only a wake ends the wait
     stop = threading.Event()

@@ -31,6 +31,7 @@ flag is set (SIGTERM, SIGINT, an orphaned worker): whoever sets it calls
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import select
@@ -42,8 +43,25 @@ import weakref
 from qrq.queue.alarm import Alarm
 from qrq.queue.process_lock import ProcessLock, shared_file
 
+logger = logging.getLogger("qrq.queue.poll_schedule")
+
 _LEAD = struct.Struct("qd")  # the lead's thread id (0: none) and when it polls next
 PARKED_WAIT = 1.0  # seconds a parked worker sleeps before it looks at the lead again
+
+# A forked worker makes its own hand-over thread (threads do not follow a fork).
+_SCHEDULES = weakref.WeakSet()
+_MAKING = threading.Lock()
+
+
+def _forget_handovers() -> None:
+    global _MAKING
+    _MAKING = threading.Lock()
+    for schedule in _SCHEDULES:
+        schedule._handover = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_handovers)
 
 
 def _me() -> int:
@@ -68,8 +86,8 @@ class PollSchedule:
         os.ftruncate(fd, _LEAD.size)
         self._shared = mmap.mmap(fd, _LEAD.size)
         self._lock = ProcessLock(fd=fd)
-        self._handover = None  # this process's: (pid, Alarm, the lead that armed it)
-        self._handover_lock = threading.Lock()
+        self._handover = None  # this process's _Handover, made by its first lead
+        _SCHEDULES.add(self)
 
     def wait_turn(self) -> None:
         """After an empty poll: as the lead, wait an interval; else park until woken (to
@@ -105,8 +123,12 @@ class PollSchedule:
         if all_asked:
             self.wake()
         me = _me()
-        if _LEAD.unpack_from(self._shared)[0] == me:  # only this worker writes its own id
-            self._arm(me)
+        lead, due = _LEAD.unpack_from(self._shared)
+        if lead == me:  # only this worker writes its own id
+            try:
+                self._arm(me, due)
+            except Exception:  # no thread or descriptor left: a late lead is replaced anyway
+                logger.exception("cannot arm the hand-over of the polls")
 
     def wake(self, workers: int = 1) -> None:
         """Wake *workers* parked workers (a byte each; one left in the pipe makes the
@@ -134,40 +156,60 @@ class PollSchedule:
             self.wake()  # the next parked worker sees the stop flag too
         return True
 
-    # The hand-over: a thread per process sleeps on an alarm that the lead sets when a
-    # poll finds work and clears at its next empty poll; nearly every run ends before it.
+    # The hand-over of a lead whose run goes on for an interval (_Handover).
 
-    def _arm(self, me: int) -> None:
-        with self._handover_lock:
-            if self._handover is None or self._handover[0] != os.getpid():
-                alarm = Alarm()
-                self._handover = [os.getpid(), alarm, 0]
-                threading.Thread(target=self._hand_over, args=(alarm,), daemon=True,
-                                 name="qrq-poll-handover").start()
-            self._handover[2] = me
-            self._handover[1].set(time.monotonic() + self.interval)
+    def _arm(self, me: int, due: float) -> None:
+        if self._handover is None:
+            with _MAKING:
+                if self._handover is None:
+                    self._handover = _Handover(self)
+        handover = self._handover
+        with handover.lock:
+            handover.armed = (me, due)
+            handover.alarm.set(time.monotonic() + self.interval)
 
     def _disarm(self, me: int) -> None:
         handover = self._handover
-        if handover is not None and handover[0] == os.getpid() and handover[2] == me:
-            with self._handover_lock:
-                if handover[2] == me:
-                    handover[2] = 0
-                    handover[1].set(None)
+        if handover is not None and handover.armed and handover.armed[0] == me:
+            with handover.lock:
+                if handover.armed and handover.armed[0] == me:
+                    handover.armed = None
+                    handover.alarm.set(None)
 
-    def _hand_over(self, alarm: Alarm) -> None:
+    def _release(self, lead: int, due: float) -> None:
+        """Give up the lead *lead* claimed (due at *due*: not a claim it renewed since)
+        and wake a parked worker to take it."""
+        with self._lock:
+            if _LEAD.unpack_from(self._shared) == (lead, due):
+                _LEAD.pack_into(self._shared, 0, 0, 0.0)
+        self.wake()
+
+
+class _Handover:
+    """A process's hand-over: a thread sleeps on an alarm that the lead sets when a poll
+    finds work and clears at its next empty poll; nearly every run ends before it."""
+
+    def __init__(self, schedule: PollSchedule):
+        self.alarm = Alarm()
+        self.lock = threading.Lock()
+        self.armed = None  # (the lead's id, when its claim was due) while armed
+        threading.Thread(target=self._run, args=(weakref.ref(schedule),), daemon=True,
+                         name="qrq-poll-handover").start()
+
+    def _run(self, schedule_ref) -> None:
         while True:
-            alarm.wait()
-            with self._handover_lock:
-                holder, deadline = self._handover[2], alarm.deadline
-                if not holder or deadline is None or time.monotonic() < deadline:
+            self.alarm.wait()
+            with self.lock:
+                armed, deadline = self.armed, self.alarm.deadline
+                if armed is None or deadline is None or time.monotonic() < deadline:
                     continue  # cleared, moved, or a wake of the Event fallback
-                self._handover[2] = 0
-                alarm.set(None)
-            with self._lock:
-                if _LEAD.unpack_from(self._shared)[0] == holder:
-                    _LEAD.pack_into(self._shared, 0, 0, 0.0)
-            self.wake()
+                self.armed = None
+                self.alarm.set(None)
+            schedule = schedule_ref()
+            if schedule is None:
+                return
+            schedule._release(*armed)
+            del schedule
 
 
 def _close(*fds: int) -> None:
