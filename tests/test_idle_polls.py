@@ -135,8 +135,8 @@ def in_thread(function, *args):
 
 
 def parked(schedule: PollSchedule) -> threading.Thread:
-    """A worker thread in wait_turn (parked, when another worker leads)."""
-    waiter = threading.Thread(target=schedule.wait_turn, daemon=True)
+    """A worker thread in wait_to_poll (parked, when another worker leads)."""
+    waiter = threading.Thread(target=schedule.wait_to_poll, daemon=True)
     waiter.start()
     return waiter
 
@@ -185,8 +185,8 @@ def test_a_lead_whose_run_ends_in_time_keeps_the_lead(monkeypatch):
     assert schedule.lead()  # this thread leads
     waiter = parked(schedule)
     schedule.found_work(all_asked=False)  # the hand-over is due in 0.2 s...
-    schedule.wait_turn()  # ...but the run ended: the next poll, 0.2 s later
-    schedule.wait_turn()  # and the one after, past the hand-over it cleared
+    schedule.wait_to_poll()  # ...but the run ended: the next poll, 0.2 s later
+    schedule.wait_to_poll()  # and the one after, past the hand-over it cleared
     assert schedule.lead()
     assert waiter.is_alive()  # never woken
     stop.set()

@@ -290,7 +290,7 @@ class ThreadedSqliteStorage(SqliteStorage):
         idle workers poll as often as one; its *stop* flag ends a wait. None leaves the
         waits to huey's worker (a poll that backs off, each worker on its own)."""
         if poll_interval is not None:
-            self.turns = PollSchedule(poll_interval, workers, stop)
+            self.poll_schedule = PollSchedule(poll_interval, workers, stop)
             self.blocking = True
 
     def wakeups(self) -> int:
@@ -301,18 +301,18 @@ class ThreadedSqliteStorage(SqliteStorage):
         """Wait, if :attr:`blocking`, for this worker's next poll (also when work waits
         behind a cap, *soon*: a finished job's commit leases the next itself)."""
         if self.blocking:
-            self.turns.wait_turn()
+            self.poll_schedule.wait_to_poll()
 
     def found_work(self, all_asked: bool) -> None:
         """A poll leased work (*all_asked*: as many rows as it asked for, so more may
         wait): see :meth:`~qrq.queue.poll_schedule.PollSchedule.found_work`."""
         if self.blocking:
-            self.turns.found_work(all_asked)
+            self.poll_schedule.found_work(all_asked)
 
     def stop_waiting(self) -> None:
         """The consumer's stop flag is set: end the idle workers' waits at once."""
         if self.blocking:
-            self.turns.stop_waiting()
+            self.poll_schedule.stop_waiting()
 
     # The schema (qrq.queue.migrations): SQLite's DDL as written; its own catalog.
 

@@ -5,8 +5,8 @@ SQLite cannot tell a process that a row was inserted (PostgreSQL's workers wait 
 its own, a consumer's four workers cost four times the CPU of one while idle, and more
 per job at any rate below their capacity, for a pickup barely faster. Taking turns to
 poll (one poll per interval in all, each in the next process) still cost 4 workers about
-5% more CPU per job than 1 at 50 jobs/s: each poll woke a process that had slept for
-four intervals. So one worker, the *lead*, polls every *interval* seconds, and the
+4% more CPU per job than 1 at 50 jobs/s: each poll woke a process that had slept for
+four intervals (BENCHMARKS.md). So one worker, the *lead*, polls every *interval* seconds, and the
 others are *parked*: they sleep until the lead needs them.
 
 * The lead runs what its polls find, and after a run polls again at once.
@@ -89,7 +89,7 @@ class PollSchedule:
         self._handover = None  # this process's _Handover, made by its first lead
         _SCHEDULES.add(self)
 
-    def wait_turn(self) -> None:
+    def wait_to_poll(self) -> None:
         """After an empty poll: as the lead, wait an interval; else park until woken (to
         help with a burst, or to lead) or until the lead is late. Then poll."""
         me = _me()
