@@ -63,7 +63,7 @@ class Alarm:
                 self._poll = select.poll()
                 for fd in (self._timer, self._wakeup):
                     self._poll.register(fd, select.POLLIN)
-                weakref.finalize(self, _close, self._timer, self._wakeup)
+                weakref.finalize(self, close_fds, self._timer, self._wakeup)
 
     @property
     def deadline(self) -> float | None:
@@ -110,6 +110,7 @@ class Alarm:
                 pass
 
 
-def _close(*fds: int) -> None:
+def close_fds(*fds: int) -> None:
+    """Close *fds* (a finalizer's work, once their owner is gone)."""
     for fd in fds:
         os.close(fd)

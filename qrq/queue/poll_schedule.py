@@ -40,7 +40,7 @@ import threading
 import time
 import weakref
 
-from qrq.queue.alarm import Alarm
+from qrq.queue.alarm import Alarm, close_fds
 from qrq.queue.process_lock import ProcessLock, shared_file
 
 logger = logging.getLogger("qrq.queue.poll_schedule")
@@ -82,7 +82,7 @@ class PollSchedule:
         self._wake_read, self._wake_write = os.pipe()
         for end in (self._wake_read, self._wake_write):
             os.set_blocking(end, False)
-        weakref.finalize(self, _close, fd, self._wake_read, self._wake_write)
+        weakref.finalize(self, close_fds, fd, self._wake_read, self._wake_write)
         os.ftruncate(fd, _LEAD.size)
         self._shared = mmap.mmap(fd, _LEAD.size)
         self._lock = ProcessLock(fd=fd)
@@ -210,8 +210,3 @@ class _Handover:
                 return
             schedule._release(*armed)
             del schedule
-
-
-def _close(*fds: int) -> None:
-    for fd in fds:
-        os.close(fd)
