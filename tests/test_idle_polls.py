@@ -112,10 +112,12 @@ def test_a_burst_wakes_the_parked_workers_at_once(settings, tmp_path, consumer):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_workers_waiting_for_a_slow_turn_stop_at_once(settings, tmp_path, consumer, signum):
-    # Turns 30 s apart: a worker that slept through its wait would hold the stop for minutes.
+    # Polls 30 s apart (on PostgreSQL 10 minutes): a worker that slept through its wait
+    # would hold the stop for that long.
     count = tmp_path / "polls"
     worker = consumer(workers=4, args=["-d", "30", "-m", "30"], extra_env={
-        "QRQ_TASK_MODULES": "tests.poll_counter", "QRQ_TEST_POLL_LOG": str(count)})
+        "QRQ_TASK_MODULES": "tests.poll_counter,tests.slow_idle_poll",
+        "QRQ_TEST_POLL_LOG": str(count)})
     wait_until(lambda: registered(huey.storage) and polls(count) >= 4,
                message="every worker's first poll")
     worker.proc.send_signal(signum)

@@ -241,6 +241,7 @@ class LeasedPostgresStorage(postgres_submit.OneTripSubmit, OneTripEnd, PostgresC
         super().__init__(name, url=url, **kwargs)
         self.channel = f"qrq_{name}"
         self.idle_poll = idle_poll  # seconds: the fallback poll for lapsed leases
+        self.stop_flag = None  # the consumer's (wait_for_wakeups)
         self.listener = wakeup.Listener(url, self.channel)
 
     def _lease(self, curs, owner: str, blocked: tuple[str, ...],
@@ -310,19 +311,36 @@ class LeasedPostgresStorage(postgres_submit.OneTripSubmit, OneTripEnd, PostgresC
     def wait_for_wakeups(self, poll_interval: float | None, stop=None, workers: int = 1) -> None:
         self.blocking = True
         self.poll_interval = poll_interval or self.poll_interval
+        self.stop_flag = stop
 
     def wakeups(self) -> int:
         return self.listener.heard
 
     def wait_for_work(self, heard: int, soon: bool = False) -> None:
-        if self.blocking:
+        # The stop flag is set before stop_waiting's NOTIFY is sent: a worker that heard
+        # that NOTIFY before its dequeue read *heard* sees the flag here.
+        if self.blocking and not (self.stop_flag is not None and self.stop_flag.is_set()):
             self.listener.wait(heard, self.poll_interval if soon else self.idle_poll)
 
     def found_work(self, all_asked: bool) -> None:
         """Nothing to do: the enqueue's NOTIFY woke every idle worker."""
 
     def stop_waiting(self) -> None:
-        """Nothing to do: a wait for a NOTIFY ends within ``idle_poll`` seconds."""
+        """The consumer's stop flag is set: end the idle workers' waits at once, this
+        process's by hand and the worker processes' by a NOTIFY (which makes other
+        consumers' idle workers poll once). Sent from a thread of its own, so that a
+        database that does not answer cannot hold up the stop: the waits then end
+        within ``idle_poll`` seconds, as they would without it."""
+        self.listener.wake()
+        threading.Thread(target=self._notify_stop, name="qrq-stop-notify",
+                         daemon=True).start()
+
+    def _notify_stop(self) -> None:
+        try:
+            with self.db() as curs:
+                self._notify(curs)
+        except Exception as exc:  # the waits end anyway, a little later
+            logger.debug("could not wake the idle workers to stop: %s", one_line(exc))
 
     def dispose(self) -> None:
         """Done with this storage: its heartbeat, listener and connections stop."""

@@ -56,7 +56,9 @@ class Listener:
             if self.heard == heard:
                 self._changed.wait(timeout)
 
-    def _signal(self) -> None:
+    def wake(self) -> None:
+        """Wake every waiter in this process: something was heard (a notification, a
+        reconnection), or they must stop."""
         with self._changed:
             self.heard += 1
             self._changed.notify_all()
@@ -70,14 +72,14 @@ class Listener:
                     if failing:
                         logger.debug("listening for new jobs again")
                         failing = False
-                    self._signal()  # rows may have come while no one listened
+                    self.wake()  # rows may have come while no one listened
                     while not self._stopped.is_set():
                         for _ in conn.notifies(timeout=5.0):
-                            self._signal()
+                            self.wake()
             except psycopg.Error as exc:
                 if not failing:  # the storage's own errors tell the operator (once)
                     logger.debug("cannot listen for new jobs (%s); polling until the "
                                  "database is back", " ".join(str(exc).split()))
                     failing = True
-                self._signal()  # let the workers poll (and report the outage) meanwhile
+                self.wake()  # let the workers poll (and report the outage) meanwhile
                 self._stopped.wait(RETRY)
