@@ -84,7 +84,10 @@ def check_url(url: Any, allow_private: bool, field: str = "callback_url"
     if not isinstance(url, str) or not url or len(url) > MAX_URL_CHARS:
         raise WebhookRefused(f"must be an http(s) URL of at most {MAX_URL_CHARS} characters",
                              field=field)
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed "[" or a host that NFKC changes
+        raise WebhookRefused("is not a valid URL", field=field) from None
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:

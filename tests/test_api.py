@@ -116,6 +116,9 @@ def test_unknown_job_is_404_not_queued(client, alice):
     ({"json": {"template_id": 999}}, 422, "template_id"),
     ({"json": {"template_id": 1, "extra": 1}}, 422, "extra"),
     ({"json": {"template_id": 1, "options": "copies=3"}}, 422, "options"),
+    ({"json": {"template_id": 1, "options": []}}, 422, "options"),
+    ({"json": {"template_id": 1, "options": ""}}, 422, "options"),
+    ({"json": {"template_id": 1, "options": False}}, 422, "options"),
     ({"json": {"template_id": 1, "options": {"copies": 0}}}, 422, "options.copies"),
     ({"json": {"template_id": 1, "options": {"copies": 10**6}}}, 422, "options.copies"),
     ({"json": {"template_id": 1, "options": {"size_mm": 0}}}, 422, "options.size_mm"),
@@ -137,6 +140,7 @@ def test_oversized_body_is_413(client, templates, alice, settings):
 
 def test_routing_errors_use_the_same_shape(client, alice):
     assert_error(client.get("/api/nope", headers=alice[1]), 404)
+    assert_error(client.get("/api//me", headers=alice[1]), 404)  # not a redirect
     response = client.put(PDF, headers=alice[1])
     assert_error(response, 405)
     assert set(response.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}  # RFC 9110

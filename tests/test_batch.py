@@ -217,8 +217,12 @@ def test_too_many_items_is_413_and_bad_items_422(client, templates, alice, setti
                              headers=alice[1]), 413, "items")
     assert_error(client.post(URL, json={"items": [{"template_id": 4}, {"template_id": 77}]},
                              headers=alice[1]), 422, "items[1].template_id")
-    assert_error(client.post(URL, data="[1]", headers=alice[1],
-                             content_type="application/json"), 422)
+    for body in ("[1]", "null", '"x"'):  # not an object: 400, as on every route
+        assert_error(client.post(URL, data=body, headers=alice[1],
+                                 content_type="application/json"), 400)
+    for options in ([], "", 0, False):
+        assert_error(client.post(URL, json={"template_ids": [4], "options": options},
+                                 headers=alice[1]), 422, "options")
     assert_error(client.post(URL, data="nope", headers=alice[1]), 400)
     assert huey.storage.queue_size() == 0
     assert huey.storage.sql("select count(*) from batch_item", results=True)[0][0] == 0

@@ -82,6 +82,12 @@ def test_admin_purge_validates_its_input(client, alice, make_user):
                              headers=admin), 422, "older_than")
     assert_error(client.post("/api/admin/jobs/purge", json={"status": "running"},
                              headers=admin), 422, "status")
+    assert_error(client.post("/api/admin/jobs/purge", json={"older_than": "\u0663d"},
+                             headers=admin), 422, "older_than")  # an Arabic-Indic 3
+    assert_error(client.post("/api/admin/jobs/purge", json={"bogus": 1}, headers=admin),
+                 422, "bogus")
+    assert_error(client.post("/api/admin/jobs/retry-failed", json={"bogus": 1},
+                             headers=admin), 422, "bogus")
     response = client.post("/api/admin/jobs/purge", json={"older_than": "30d"},
                            headers=admin)
     assert response.status_code == 200 and response.get_json() == {"purged": 0}

@@ -111,7 +111,8 @@ def parse_request(body: Any, templates: Callable[[list[int]], dict[int, dict]],
     for key in sorted(set(body) - {"template_ids", "items", "options"}):
         raise ValidationError("unknown field; expected template_ids or items, and options",
                               field=key)
-    raw = body.get("options") or {}
+    raw = body.get("options")
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ValidationError("must be an object", field="options")
     if "items" in body and "copies" in raw:

@@ -18,7 +18,7 @@ from qrq.queue.attempts import delete_attempts
 from qrq.queue.jobs import ENDED
 from qrq.queue.schema import JOB_DEPENDENTS
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.ASCII)  # not "٣d"
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 CHUNK = 500
 

@@ -28,7 +28,7 @@ def retry_job(job_id: str):
 def retry_failed():
     """Re-run every failed job (optionally of one ``type``); lists the jobs it could not
     retry under ``skipped``, each with the reason."""
-    body = json_object(optional=True)
+    body = json_object({"type"}, optional=True)
     report = dead_letters.retry_failed(huey, body.get("type"))
     audit.record(huey.storage, current_user().name, "jobs.retry_failed",
                  job_ids=report["retried"],
@@ -40,7 +40,7 @@ def retry_failed():
 @admin_required
 def purge():
     """Delete ended jobs older than ``older_than`` (e.g. "30d"), of one ``status`` or all."""
-    body = json_object(optional=True)
+    body = json_object({"older_than", "status"}, optional=True)
     count = dead_letters.purge_ended(huey.storage, artifact_store(),
                                      body.get("older_than", "30d"), body.get("status"))
     audit.record(huey.storage, current_user().name, "jobs.purge", count=count, detail={

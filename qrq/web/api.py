@@ -103,7 +103,8 @@ def generate_qr_pdf():
     if template is None:
         raise ValidationError(f"template {template_id} does not exist", field="template_id")
     settings = current_app.config["QRQ"]
-    options = body.get("options") or {}
+    options = body.get("options")
+    options = {} if options is None else options
     prepare(template.to_dict(), options, settings.max_copies,  # 422 before enqueue
             margin_mm=settings.print_margin_mm)
     callback = webhook_api.callback_url(body.get("callback_url", webhook_api.UNSET))

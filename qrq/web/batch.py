@@ -18,7 +18,7 @@ from qrq.web.api import check_job_quota, visible_job
 from qrq.web.auth import current_user, login_required
 from qrq.web.downloads import send_artifact
 from qrq.web.paging import cursor_value, paged, read_page
-from qrq.web.params import int_arg, json_value
+from qrq.web.params import int_arg, json_object
 from qrq.web.webhooks import UNSET, callback_url, submit_with_callback
 
 bp = Blueprint("batch", __name__, url_prefix="/api/batch")
@@ -55,14 +55,14 @@ def generate_qrs():
     """Queue a batch of codes; answers 202 with its id and size at once."""
     settings = current_app.config["QRQ"]
     request.max_content_length = settings.max_batch_bytes
-    body = json_value()
+    body = json_object()  # parse_request checks the keys
     checks = admission.job_admission(body)
     replayed = admission.replayed_job(checks)
     if replayed is not None:
         return batch_accepted(replayed, replayed=True)
     check_job_quota()
     job_id = str(uuid.uuid4())
-    given = body.pop("callback_url", UNSET) if isinstance(body, dict) else UNSET
+    given = body.pop("callback_url", UNSET)
     checked = batch.parse_request(body, batch.load_templates, job_id,
                                   settings.max_batch_items,
                                   margin_mm=settings.print_margin_mm)

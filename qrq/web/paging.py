@@ -43,6 +43,8 @@ def decode_cursor(text: str) -> dict[str, Any]:
         position = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         if not isinstance(position, dict):
             raise ValueError("not an object")
+        # JSON may hold a lone surrogate ("\ud800"), which no database takes as text.
+        json.dumps(position, ensure_ascii=False).encode()
         return position
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ValidationError("not a cursor from this API: pass the `next` link's cursor "
@@ -83,7 +85,9 @@ def paged(body: dict[str, Any], position: dict[str, Any] | None) -> Response:
     url = next_url(position)
     response = jsonify({**body, "next": url})
     if url is not None:
-        response.headers["Link"] = f'<{request.host_url.rstrip("/")}{url}>; rel="next"'
+        # Relative, as ``next`` is (RFC 8288 resolves it against the request's URL): the
+        # Host header is the client's to send, and may be empty or malformed.
+        response.headers["Link"] = f'<{url}>; rel="next"'
     return response
 
 
