@@ -27,16 +27,24 @@ def check_databases(storage) -> dict[str, str]:
         checks["queue_db"] = "storage_full" if storage.is_full() else "ok"
     except StorageFull:
         checks["queue_db"] = "storage_full"
-    except Exception:  # whatever the database raises, it is unhealthy
-        logger.exception("health check: queue database")
+    except Exception as exc:  # whatever the database raises, it is unhealthy
+        _failed("queue database", exc)
         checks["queue_db"] = "error"
     try:
         appdb.probe()
         checks["app_db"] = "ok"
-    except Exception:
-        logger.exception("health check: app database")
+    except Exception as exc:
+        _failed("app database", exc)
         checks["app_db"] = "error"
     return checks
+
+
+def _failed(name: str, exc: Exception) -> None:
+    """One line for the operator (a probe fails the same way every time); the
+    traceback only at debug level."""
+    logger.error("health check: %s: %s: %s", name, type(exc).__name__,
+                 " ".join(str(exc).split()))
+    logger.debug("health check: %s", name, exc_info=exc)
 
 
 def heartbeat_age(storage, host: str | None = None, now: float | None = None) -> float | None:

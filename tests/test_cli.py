@@ -22,7 +22,10 @@ def test_init_demo_prints_the_demo_token_once(runner, client):
                       ).status_code == 200
     again = runner.invoke(main, ["init", "--demo"])
     assert again.exit_code == 0 and token not in again.output
-    assert "0 added" in again.output
+    assert "0 added" in again.output and "'demo' (a user) exists" in again.output
+    # Made an admin (as `qrq dev` does), it is named as one.
+    assert runner.invoke(main, ["users", "set-role", "demo", "admin"]).exit_code == 0
+    assert "'demo' (an admin) exists" in runner.invoke(main, ["init", "--demo"]).output
 
 
 def test_users_create_prints_the_token_last_and_stores_only_a_hash(runner, client, settings,
@@ -125,10 +128,21 @@ def test_data_dir_without_qrq_data_is_refused_and_not_created(tmp_path, backend)
     qrq = str(Path(sys.executable).parent / "qrq")
     empty = tmp_path / "empty"
     empty.mkdir()
-    for target in (empty, tmp_path / "typo"):
-        done = run_process([qrq, "--data-dir", str(target), "jobs", "list"], {})
-        assert done.returncode == 2
+    unset = {k: v for k, v in os.environ.items() if k != "QRQ_DATA_DIR"}
+    # Named by --data-dir, by QRQ_DATA_DIR, or the default ./data, run where there is none.
+    for args, env, cwd in [*((["--data-dir", str(target)], os.environ, ROOT)
+                             for target in (empty, tmp_path / "typo")),
+                           ([], {**unset, "QRQ_DATA_DIR": str(tmp_path / "typo")}, ROOT),
+                           ([], unset, empty)]:
+        done = subprocess.run([qrq, *args, "jobs", "list"], env=env, cwd=cwd,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1, (args, cwd, done.stdout)
         assert "not a qrq data directory; run qrq init" in done.stderr
+        assert len(done.stderr.splitlines()) == 1
+        # Its help needs none.
+        shown = subprocess.run([qrq, *args, "jobs", "list", "--help"], env=env, cwd=cwd,
+                               capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0 and "Usage:" in shown.stdout
     assert list(empty.iterdir()) == [] and not (tmp_path / "typo").exists()
     fresh = tmp_path / "fresh"
     assert run_process([qrq, "--data-dir", str(fresh), "init"], {}).returncode == 0

@@ -136,6 +136,10 @@ def test_plain_lists_have_headers_and_shorten_long_values(runner, templates):
     assert listed[0].split() == ["id", "type", "status", "progress", "created", "error"]
     assert listed[1].startswith(f"{SHORT}  pdf") and listed[1].endswith("…")
     assert len(listed[1]) < 120
+    # The type filter takes the API's job types only, as `GET /api/jobs?type=` does.
+    assert runner.invoke(main, ["jobs", "list", "--type", "webhook"]).exit_code == 0
+    wrong = runner.invoke(main, ["jobs", "list", "--type", "bogus"])
+    assert wrong.exit_code == 2 and "unknown job type 'bogus'" in wrong.output
     for args, header in ((["templates", "list"], "id  name"), (["users", "list"], "no users"),
                          (["status"], "type")):
         assert runner.invoke(main, args).output.startswith(header), args
@@ -206,3 +210,12 @@ def test_ctrl_c_while_waiting_says_the_job_goes_on(tmp_path):
     assert f"stopped waiting; job {job_id} goes on (queued): follow it with: " \
            f"qrq jobs wait {job_id}" in output
     assert "Traceback" not in output
+
+
+def test_retry_takes_a_job_id_or_all_failed(runner, settings):
+    neither = runner.invoke(main, ["jobs", "retry"])
+    assert neither.exit_code == 2 and "give a JOB_ID or --all-failed" in neither.output
+    assert "not both" not in neither.output
+    add_job(f"{SHORT}-0000-4000-8000-000000000001", error="boom")
+    both = runner.invoke(main, ["jobs", "retry", SHORT, "--all-failed"])
+    assert both.exit_code == 2 and "not both" in both.output

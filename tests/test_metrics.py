@@ -2,9 +2,11 @@
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -278,6 +280,20 @@ def test_health_command_checks_databases_and_consumers(runner, settings):
     result = runner.invoke(main, ["health", "--consumer"])
     assert result.exit_code == 1 and "no consumer heartbeat in the last 90s" in result.output
     assert runner.invoke(main, ["health", "--consumer", "--max-age", "600"]).exit_code == 0
+
+
+def test_health_command_names_a_broken_database_in_one_line(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "app.db").touch()  # a data directory, but no tables in its app database
+    sqlite = {k: v for k, v in os.environ.items() if k != "QRQ_DATABASE_URL"}
+    done = subprocess.run([str(Path(sys.executable).parent / "qrq"), "--data-dir", str(data),
+                           "health"], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env=sqlite)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "app database: OperationalError: no such table: user" in done.stderr
+    assert "Error: app database unreachable" in done.stderr
 
 
 def test_status_and_alerts_commands(runner, settings):

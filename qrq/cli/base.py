@@ -17,14 +17,15 @@ import click
 from qrq import pg_errors, webhooks  # noqa: F401
 from qrq.appdb.db import open_app_db
 from qrq.config import holds_qrq_data, load_settings
+from qrq.config.load import read_settings
 from qrq.errors import QrqError
-from qrq.queue import huey
+from qrq.queue import catalog, huey
 from qrq.queue.jobs import resolve_id
 
 
-def get_settings(**overrides):
+def get_settings(read=load_settings, **overrides):
     try:
-        return load_settings(**overrides)
+        return read(**overrides)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -53,6 +54,12 @@ class CliGroup(click.Group):
     """Turns qrq's errors into click's: a one-line ``Error:`` and exit status 1; so are
     PostgreSQL's connection and permission errors (see :mod:`qrq.pg_errors`)."""
 
+    def resolve_command(self, ctx, args):
+        name, command, rest = super().resolve_command(ctx, args)
+        # Whether the subcommand only shows its help: qrq's callback runs before it parses.
+        ctx.meta.setdefault("qrq.help", "--help" in rest)
+        return name, command, rest
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -66,8 +73,9 @@ class CliGroup(click.Group):
             raise click.ClickException(str(problem)) from None
 
 
-# The commands that may create a data directory; every other one needs an existing one.
-CREATES_DATA_DIR = ("init", "dev")
+# The commands that may create a data directory (the servers: a new worker host's is
+# theirs to make); every other one needs an existing one.
+CREATES_DATA_DIR = ("init", "dev", "worker", "serve")
 
 
 @click.group(cls=CliGroup)
@@ -81,16 +89,45 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
     Example: qrq dev
     """
     if data_dir is not None:
-        data_dir = data_dir.resolve()
-        # A mistyped path must not quietly become a new, empty installation.
-        if ctx.invoked_subcommand not in CREATES_DATA_DIR and not holds_qrq_data(data_dir):
-            raise click.BadParameter(f"{data_dir} is not a qrq data directory; run qrq init",
-                                     param_hint="--data-dir")
-        os.environ["QRQ_DATA_DIR"] = str(data_dir)
-    get_settings()  # every command starts with settings that are allowed
+        os.environ["QRQ_DATA_DIR"] = str(data_dir.resolve())
+    # Every command starts with settings that are allowed, checked before any file is
+    # made. A mistyped path (or QRQ_DATA_DIR), or a command run outside the checkout,
+    # must not quietly become a new, empty installation. (Help needs no data directory.)
+    named = get_settings(read=read_settings).data_dir
+    if ctx.meta.get("qrq.help"):
+        return
+    if ctx.invoked_subcommand not in CREATES_DATA_DIR and not holds_qrq_data(named):
+        given = ("--data-dir" if data_dir is not None else
+                 "QRQ_DATA_DIR" if os.environ.get("QRQ_DATA_DIR") else "the default")
+        raise click.ClickException(f"{named} ({given}) is not a qrq data directory; run qrq "
+                                   "init, or point --data-dir or QRQ_DATA_DIR at one")
+    get_settings()
 
 
-# -- what many commands share: job ids, tables, JSON ----------------------------------
+# -- what many commands share: job ids, job types, tables, JSON ----------------------
+
+def job_types_param(ctx, param, value: str | None) -> str | None:
+    """A comma-separated list of known job types, as given (None: not given)."""
+    return _known_job_types(value, many=True)
+
+
+def job_type_param(ctx, param, value: str | None) -> str | None:
+    """One known job type (None: not given)."""
+    return _known_job_types(value, many=False)
+
+
+def _known_job_types(value: str | None, many: bool) -> str | None:
+    if value is None:
+        return None
+    known = catalog.job_types()
+    names = [name.strip() for name in value.split(",") if name.strip()] if many else [value]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown job type {', '.join(map(repr, unknown)) or repr(value)}; known: "
+            f"{', '.join(known)} (backups run as maintenance)")
+    return ",".join(names)
+
 
 class JobIdParam(click.ParamType):
     """A job id, or the start of one (the dashboard's short ids: ``5bc296e7``)."""

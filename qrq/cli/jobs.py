@@ -21,6 +21,7 @@ from qrq.cli.base import (
     echo_table,
     get_app_db,
     get_queue,
+    job_type_param,
     json_option,
     main,
     shorten,
@@ -191,7 +192,8 @@ def jobs_group() -> None:
 
 @jobs_group.command("list")
 @click.option("--status", type=click.Choice(jobs.STATES))
-@click.option("--type", "job_type", help="pdf, batch, analytics or maintenance.")
+@click.option("--type", "job_type", callback=job_type_param,
+              help="A job type: pdf, batch, analytics, maintenance, mail or webhook.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @json_option
 def jobs_list(status: str | None, job_type: str | None, limit: int, as_json: bool) -> None:
@@ -262,7 +264,7 @@ def jobs_retry(job_id: str | None, all_failed: bool) -> None:
     """
     huey = get_queue()
     if bool(job_id) == all_failed:
-        raise click.UsageError("give a JOB_ID or --all-failed, not both")
+        raise click.UsageError("give a JOB_ID or --all-failed" + (", not both" if job_id else ""))
     if job_id:
         huey.retry(job_id)
         audit.record(huey.storage, cli_actor(), "job.retry", job_ids=[job_id])

@@ -16,9 +16,9 @@ from pathlib import Path
 import click
 
 from qrq import demo as demo_data
-from qrq.cli.base import get_app_db, get_queue, get_settings, main
+from qrq.appdb.models import User
+from qrq.cli.base import get_app_db, get_queue, get_settings, job_types_param, main
 from qrq.queue import huey, load_application
-from qrq.queue.catalog import job_types
 from qrq.web import create_app, server
 
 DEMO_USER = "demo"
@@ -45,7 +45,9 @@ def _create_demo_data(admin: bool) -> None:
         added = demo_data.create_templates()
         click.echo(f"demo templates: {added} added")
         token = demo_data.create_user(DEMO_USER, admin=admin)
-    role = "an admin" if admin else "a user"
+        # As it is: a demo user made an admin by `qrq dev` stays one.
+        role = {"admin": "an admin", "operator": "an operator", "user": "a user"}[
+            User.get(User.name == DEMO_USER).role]
     if token:
         click.echo(f"demo user {DEMO_USER!r} ({role}) created; its API token (shown once):")
         click.echo(token)
@@ -95,27 +97,13 @@ def setup_logging(settings, name: str) -> None:
         root.addHandler(handler)
 
 
-def _job_types(ctx, param, value: str | None) -> str | None:
-    """A comma-separated list of known job types, as given (None: not given)."""
-    if value is None:
-        return None
-    known = job_types()
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    unknown = [name for name in names if name not in known]
-    if unknown or not names:
-        raise click.BadParameter(
-            f"unknown job type {', '.join(map(repr, unknown)) or repr(value)}; known: "
-            f"{', '.join(known)} (backups run as maintenance)")
-    return ",".join(names)
-
-
 @main.command()
 @click.option("-w", "--workers", type=click.IntRange(1, 64), help="Worker count.")
 @click.option("-k", "--worker-type", type=click.Choice(["process", "thread"]),
               help="process enforces time limits; thread uses less memory.")
-@click.option("--types", "job_types_", callback=_job_types, metavar="TYPE,...",
+@click.option("--types", "job_types_", callback=job_types_param, metavar="TYPE,...",
               help="Run only these job types (default: QRQ_WORKER_JOB_TYPES, or all).")
-@click.option("--exclude-types", callback=_job_types, metavar="TYPE,...",
+@click.option("--exclude-types", callback=job_types_param, metavar="TYPE,...",
               help="Never run these job types (default: QRQ_WORKER_EXCLUDE_JOB_TYPES).")
 def worker(workers: int | None, worker_type: str | None, job_types_: str | None,
            exclude_types: str | None) -> None:

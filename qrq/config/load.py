@@ -21,11 +21,25 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
 
     Every qrq process (web app, consumer, CLI) starts here, so this is also where
     its files are made private: the umask is set to 0077 and the data directory's
-    existing modes are tightened.
+    existing modes are tightened; and where the secret is read from the data directory
+    (created there when absent), unless ``QRQ_SECRET_KEY`` gives it.
 
     :raises SettingsError: a value its setting does not allow (a ``ValueError``).
     """
     os.umask(PRIVATE_UMASK)
+    settings = read_settings(environ, **overrides)
+    if not settings.secret_key:
+        settings = dataclasses.replace(settings, secret_key=read_or_create_secret(settings))
+    make_private(settings)
+    return settings
+
+
+def read_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """:func:`load_settings` without touching a file: the settings the variables give
+    (no secret unless ``QRQ_SECRET_KEY`` has one).
+
+    :raises SettingsError: a value its setting does not allow.
+    """
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for one in SETTINGS:
@@ -42,11 +56,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     if overrides:
         raise TypeError(f"unknown settings: {', '.join(sorted(overrides))}")
     values["data_dir"] = Path(values["data_dir"]).resolve()
-    settings = Settings(**values)
-    if not settings.secret_key:
-        settings = dataclasses.replace(settings, secret_key=read_or_create_secret(settings))
-    make_private(settings)
-    return settings
+    return Settings(**values)
 
 
 def settings_or_exit() -> Settings:

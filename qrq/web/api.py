@@ -14,7 +14,7 @@ from qrq.appdb.models import Template
 from qrq.batch import counts as batch_counts
 from qrq.cards.generate import artifact_name, prepare
 from qrq.errors import Conflict, JobNotFinished, NotFound, ValidationError
-from qrq.queue import PRIORITY, attempts, catalog, huey, jobs, stats, submit
+from qrq.queue import attempts, catalog, huey, jobs, stats, submit
 from qrq.web import admission, waiting
 from qrq.web import webhooks as webhook_api
 from qrq.web.auth import current_user, login_required
@@ -34,12 +34,6 @@ watcher = waiting.JobWatcher(lambda ids: {
 
 
 check_job_quota = admission.check_job_quota
-
-
-def job_types() -> frozenset[str]:
-    """Every job type qrq declares a task with (the valid ``type`` filters)."""
-    declared = (*catalog.TASKS.values(), *catalog.PERIODIC.values())
-    return frozenset(PRIORITY).union(spec.job_type for spec in declared if spec.job_type)
 
 
 def visible_job(job_id: str) -> dict[str, Any]:
@@ -224,7 +218,7 @@ def list_jobs():
     """
     user = current_user()
     status = choice_arg("status", jobs.STATES)
-    job_type = choice_arg("type", job_types())
+    job_type = choice_arg("type", catalog.job_types())
     page = read_page(50, MAX_PAGE_SIZE)
     before = None
     if page.position is not None:
