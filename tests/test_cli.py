@@ -124,6 +124,19 @@ def test_every_process_refuses_to_start_on_a_bad_setting_with_one_line(tmp_path,
         assert lines[0].startswith(f"Error: {variable}="), (args, lines)
 
 
+def test_a_consumer_refuses_a_missing_artifact_store_with_one_line(tmp_path):
+    env = {"QRQ_DATA_DIR": str(tmp_path / "data"),
+           "QRQ_ARTIFACT_STORE": str(tmp_path / "not-mounted")}
+    bin_dir = Path(sys.executable).parent
+    for args in ([str(bin_dir / "qrq"), "worker", "-w", "1"],
+                 [str(bin_dir / "huey_consumer"), "huey_app.huey", "-w", "1"]):
+        done = run_process(args, env)
+        assert done.returncode != 0, args
+        assert done.stderr.strip().splitlines() == [
+            f"Error: the artifact store {tmp_path / 'not-mounted'} does not exist or is not a "
+            "directory (is the shared mount there?)"], (args, done.stderr)
+
+
 def test_data_dir_without_qrq_data_is_refused_and_not_created(tmp_path, backend):
     qrq = str(Path(sys.executable).parent / "qrq")
     empty = tmp_path / "empty"

@@ -159,6 +159,8 @@ def test_wait_stops_when_no_consumer_runs_and_keeps_waiting_only_if_asked(runner
     assert result.exit_code == 1
     job_id = queued_id(result.output)
     assert "no consumer is running (none registered)" in result.output
+    # The bar says what the job does only once it runs.
+    assert "queued" in result.output.splitlines()[1] and "rendering" not in result.output
     assert f"follow it with: qrq jobs wait {job_id}" in result.output
     assert jobs.get(huey.storage, job_id)["status"] == "queued"  # the job goes on
 

@@ -203,11 +203,13 @@ def test_the_cli_pauses_resumes_lists_and_reports(runner, settings):
     assert listed["paused"][0]["paused_by"].startswith("cli")
     status = runner.invoke(main, ["status"]).output
     assert "pdf (paused)" in status and "paused pdf: since" in status
+    assert "notice: paused: pdf (1 queued)" in status
     assert json.loads(runner.invoke(main, ["status", "--json"]).output)["types"]["pdf"][
         "paused"] is True
     # A paused type alone is a notice: said, but no failing exit for cron.
     checked = runner.invoke(main, ["alerts", "--no-mail"])
-    assert checked.exit_code == 0 and "paused: pdf (1 queued)" in checked.output
+    assert checked.exit_code == 0
+    assert checked.output.strip() == "notice: paused: pdf (1 queued); 1 job waits until resumed"
     assert runner.invoke(main, ["jobs", "pause", "nope"]).exit_code == 2
     result = runner.invoke(main, ["jobs", "resume", "pdf"])
     assert result.exit_code == 0 and "pdf resumed: 1 queued job may start now." in \

@@ -12,7 +12,7 @@ import os
 import threading
 
 from qrq.artifacts.directory import DirectoryStore
-from qrq.artifacts.store import ArtifactInfo, ArtifactStore, check_name
+from qrq.artifacts.store import ArtifactInfo, ArtifactStore, check_name, logger
 from qrq.config import Settings
 from qrq.config.settings import s3_location
 from qrq.errors import StoreUnavailable
@@ -56,8 +56,13 @@ def store_or_exit(settings: Settings) -> ArtifactStore:
     """:func:`open_store` for a consumer that is starting: a missing or unreachable store
     ends it with one line instead of jobs that fail one by one."""
     store = open_store(settings)
+    # Not logged as well: before the consumer sets up its logging, that would print the
+    # same line twice.
+    quiet, logger.disabled = logger.disabled, True
     try:
         store.check()
     except StoreUnavailable as exc:
         raise SystemExit(f"Error: {exc}") from None
+    finally:
+        logger.disabled = quiet
     return store

@@ -102,7 +102,7 @@ def wait_for(huey, job_id: str, label: str, timeout: float, *, length: int = 100
     next_check, missing_since, warned = 0.0, None, False
     job = jobs.get(huey.storage, job_id) or {"status": "gone"}
     try:
-        with click.progressbar(length=length, label=label, show_percent=True,
+        with click.progressbar(length=length, label=_label(label, job), show_percent=True,
                                show_pos=position is not None) as bar:
             done = 0
             while True:
@@ -110,6 +110,7 @@ def wait_for(huey, job_id: str, label: str, timeout: float, *, length: int = 100
                 if job is None:
                     raise click.ClickException(f"job {job_id} no longer exists (purged)")
                 now = job["progress"] if position is None else position(job)
+                bar.label = _label(label, job)
                 bar.update(now - done)
                 done = now
                 if job["status"] in jobs.ENDED:
@@ -141,6 +142,12 @@ def wait_for(huey, job_id: str, label: str, timeout: float, *, length: int = 100
         click.echo(f"stopped waiting; job {job_id} goes on ({job['status']}): {follow}",
                    err=True)
         raise click.exceptions.Exit(130) from None
+
+
+def _label(label: str, job: dict) -> str:
+    """The bar's label: *label* (what the job does) once it runs, else its state."""
+    return label if job["status"] == "running" or job["status"] in jobs.ENDED else (
+        f"{job['status']:<{len(label)}}")
 
 
 def wait_finished(huey, job_id: str, label: str, timeout: float, what: str = "job") -> dict:

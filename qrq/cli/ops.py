@@ -86,7 +86,15 @@ def status(as_json: bool) -> None:
                    f"{consumer['heartbeat_age_seconds']:.0f}s ago, "
                    f"{len(consumer['current_jobs'])} running")
     for alert in report["alerts"]:
-        click.echo(f"alert {alert['kind']}: {alert['message']}")
+        click.echo(_alert_line(alert))
+
+
+def _alert_line(alert: dict) -> str:
+    """``alert KIND: message``; a notice (a paused type), whose message names it, as
+    ``notice: message``."""
+    if alert["kind"] in alerts.NOTICES:
+        return f"notice: {alert['message']}"
+    return f"alert {alert['kind']}: {alert['message']}"
 
 
 @main.command("alerts")
@@ -111,6 +119,6 @@ def alerts_command(mail: bool) -> None:
         click.echo("ok: no alert")
         return
     for alert in firing:
-        click.echo(f"{alert['kind']}: {alert['message']}")
+        click.echo(_alert_line(alert))
     if any(alert["kind"] not in alerts.NOTICES for alert in firing):
         raise SystemExit(1)
