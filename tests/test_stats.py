@@ -53,7 +53,7 @@ def lifecycle(settings):
 
 def test_job_counts_cover_every_type_and_state(lifecycle):
     counts = stats.job_counts(huey.storage)
-    assert list(counts)[:5] == ["pdf", "batch", "analytics", "maintenance", "mail"]
+    assert list(counts)[:6] == ["pdf", "batch", "analytics", "maintenance", "mail", "webhook"]
     assert all(set(c) == set(stats.QUEUE_STATES) for c in counts.values())
     assert counts["batch"] == {**dict.fromkeys(stats.QUEUE_STATES, 0), "finished": 1,
                                "scheduled": 1, "running": 1, "queued": 2}

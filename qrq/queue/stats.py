@@ -18,7 +18,7 @@ from typing import Any
 from qrq.queue.jobs import COLUMNS, ENDED
 from qrq.queue.schema import ACTIVE_SQL
 
-JOB_TYPES = ("pdf", "batch", "analytics", "maintenance", "mail")
+JOB_TYPES = ("pdf", "batch", "analytics", "maintenance", "mail", "webhook")
 # The states the dashboard and the metrics show: job states plus "scheduled".
 QUEUE_STATES = ("queued", "scheduled", "running", "retrying", *ENDED)
 # Run-time buckets (seconds) of the duration histograms.
