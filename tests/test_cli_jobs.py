@@ -86,8 +86,8 @@ def test_an_ambiguous_prefix_lists_the_candidates_and_an_unknown_one_says_so(run
 
 # -- --json and tables ----------------------------------------------------------------
 
-def test_every_list_and_show_command_has_json(runner, templates, make_user):
-    make_user("carol", admin=True, email="carol@example.com")
+def test_every_list_and_show_command_has_json(runner, client, templates, make_user):
+    _, admin = make_user("carol", admin=True, email="carol@example.com")
     job_id = queued_id(runner.invoke(main, ["pdf", "2"]).output)
 
     def as_json(*args):
@@ -103,6 +103,14 @@ def test_every_list_and_show_command_has_json(runner, templates, make_user):
     assert as_json("analytics", "list") == {"reports": []}
     assert as_json("backup", "list") == {"sets": []}
     assert as_json("status")["totals"]["queued"] == 1
+    job = huey.dequeue()
+    huey.execute(job)  # one attempt, in the history
+    # A job is the API's status document, but for its URLs (the web app's to make).
+    api = client.get(f"/api/job-status/{job_id}", headers=admin).get_json()
+    shown = as_json("jobs", "show", job_id)
+    assert len(shown["attempts_history"]) == 1
+    assert shown == {key: value for key, value in api.items() if key != "status_url"} | {
+        "result": {k: v for k, v in api["result"].items() if k != "download_url"}}
 
     def walk(group, path):
         for name, command in group.commands.items():

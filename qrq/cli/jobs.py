@@ -231,9 +231,10 @@ def jobs_show(job_id: str, as_json: bool) -> None:
 
     Example: qrq jobs show 5bc296e7 --json
     """
-    view = jobs.public_view(jobs.get(get_queue().storage, job_id), admin=True)
-    if as_json:
-        echo_json(view)
+    storage = get_queue().storage
+    view = jobs.public_view(jobs.get(storage, job_id), admin=True)
+    if as_json:  # the API's status document, but for its URLs (the web app's to make)
+        echo_json(view | {"attempts_history": jobs.attempts_view(storage, job_id, admin=True)})
         return
     traceback = view.pop("traceback")
     echo_fields(view)

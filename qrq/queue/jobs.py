@@ -317,6 +317,15 @@ def median_duration(storage, job_type: str, sample: int = 20) -> float | None:
     return durations[len(durations) // 2] if durations else None
 
 
+def attempts_view(storage, job_id: str, admin: bool) -> list[dict[str, Any]]:
+    """Each run of the job as the API shows it: start, end, outcome and error (and the
+    worker, to admins)."""
+    hidden = () if admin else ("worker",)
+    return [{**{key: value for key, value in row.items() if key not in hidden},
+             "started_at": iso(row["started_at"]), "ended_at": iso(row["ended_at"])}
+            for row in attempts.list_attempts(storage, job_id)]
+
+
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None

@@ -14,7 +14,7 @@ from qrq.appdb.models import Template
 from qrq.batch import counts as batch_counts
 from qrq.cards.generate import artifact_name, prepare
 from qrq.errors import Conflict, JobNotFinished, NotFound, ValidationError
-from qrq.queue import attempts, catalog, huey, jobs, stats, submit
+from qrq.queue import catalog, huey, jobs, stats, submit
 from qrq.web import admission, waiting
 from qrq.web import webhooks as webhook_api
 from qrq.web.auth import current_user, login_required
@@ -128,17 +128,10 @@ def retry_after(job: dict[str, Any]) -> int | None:
     return 1 if job["status"] == "running" else 2
 
 
-def attempts_history(job_id: str) -> list[dict[str, Any]]:
-    """Each run of the job: start, end, outcome and error (and the worker, to admins)."""
-    hidden = () if current_user().is_admin else ("worker",)
-    return [{**{key: value for key, value in row.items() if key not in hidden},
-             "started_at": jobs.iso(row["started_at"]), "ended_at": jobs.iso(row["ended_at"])}
-            for row in attempts.list_attempts(huey.storage, job_id)]
-
-
 def status_answer(job: dict[str, Any]):
     """The job's view with its attempts, and ``Retry-After`` while it has not ended."""
-    response = jsonify(job_view(job) | {"attempts_history": attempts_history(job["id"])})
+    response = jsonify(job_view(job) | {"attempts_history": jobs.attempts_view(
+        huey.storage, job["id"], current_user().is_admin)})
     seconds = retry_after(job)
     if seconds is not None:
         response.headers["Retry-After"] = str(seconds)
