@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
-# Every install uses the versions CI tested (the build backend's too); see README, "Install".
+# Every install uses the versions CI tested (the build backend's too); see README, "Quick start" (constraints.txt).
 PIP = PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/pip
 
 .PHONY: install dev test lint bench clean constraints

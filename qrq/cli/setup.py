@@ -177,10 +177,11 @@ def dev(host: str | None, port: int | None, workers: int | None) -> None:
                               preexec_fn=_die_with_parent)
              for cmd in (worker_cmd, web_cmd)]
     base = f"http://{host}:{port}"
+    count = workers or settings.workers
     click.echo(f"web app:   {base}/\n"
                f"dashboard: {base}/admin  (log in as {DEMO_USER!r} with its API token)\n"
                f"API docs:  {base}/api/openapi.json  (README.md, \"The API\")\n"
-               f"consumer:  {workers or settings.workers} workers; logs in "
+               f"consumer:  {count} worker{'s' if count != 1 else ''}; logs in "
                f"{settings.logs_dir}\nCtrl-C stops both.")
     try:
         while all(p.poll() is None for p in procs):
