@@ -88,6 +88,9 @@ def test_admin_purge_validates_its_input(client, alice, make_user):
                  422, "bogus")
     assert_error(client.post("/api/admin/jobs/retry-failed", json={"bogus": 1},
                              headers=admin), 422, "bogus")
+    for wrong in ("bogus", "\u0000", 5):  # as pause and resume answer it
+        assert_error(client.post("/api/admin/jobs/retry-failed", json={"type": wrong},
+                                 headers=admin), 422, "type")
     response = client.post("/api/admin/jobs/purge", json={"older_than": "30d"},
                            headers=admin)
     assert response.status_code == 200 and response.get_json() == {"purged": 0}

@@ -164,6 +164,11 @@ def test_the_admin_api_pauses_and_resumes(client, make_user, settings):
     assert client.post("/api/admin/types/pdf/resume", headers=admin).get_json()["paused"] \
         is False
     assert client.get("/api/admin/queue-status", headers=admin).get_json()["paused"] == []
+    # Webhook deliveries are jobs too: a receiver that is down can wait for them.
+    assert client.post("/api/admin/types/webhook/pause", headers=admin).get_json()[
+        "paused"] is True
+    assert "webhook" in client.get("/api/admin/queue-status", headers=admin).get_json()[
+        "types"]
 
 
 def test_the_dashboard_pauses_with_csrf_and_shows_paused_types_everywhere(admin, settings):

@@ -12,10 +12,12 @@ from __future__ import annotations
 import datetime
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 from huey import crontab
 
 from qrq.config import Settings
+from qrq.errors import ValidationError
 from qrq.schedule import due_now, zone
 
 # Higher runs first: interactive work ahead of bulk and housekeeping.
@@ -133,3 +135,14 @@ def job_types() -> list[str]:
     """The job types of qrq's own tasks, sorted (what ``qrq worker --types`` accepts)."""
     return sorted({spec.job_type for spec in (*TASKS.values(), *PERIODIC.values())
                    if spec.job_type})
+
+
+def check_job_type(value: Any) -> str:
+    """*value* when it names a job type (:func:`job_types`).
+
+    :raises ValidationError: another value (field ``type``).
+    """
+    known = job_types()
+    if value not in known:
+        raise ValidationError(f"must be one of {', '.join(known)}", field="type")
+    return value

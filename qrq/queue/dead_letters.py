@@ -15,6 +15,7 @@ from typing import Any
 from qrq.artifacts import ArtifactStore
 from qrq.errors import Conflict, NotFound, ValidationError
 from qrq.queue import stats
+from qrq.queue.catalog import check_job_type
 from qrq.queue.jobs import ACTIVE, ENDED
 from qrq.queue.retention import CHUNK, ArtifactListing, delete_ended, parse_age, purge_jobs
 
@@ -33,9 +34,8 @@ def retry_failed(huey, job_type: str | None = None,
     a job that cannot be retried (its payload fails signature verification, it
     changed state meanwhile, ...) is listed with the reason, never raised.
     """
-    if job_type is not None and (not isinstance(job_type, str) or len(job_type) > 40):
-        raise ValidationError("must be a job type (a string of at most 40 characters)",
-                              field="type")
+    if job_type is not None:
+        check_job_type(job_type)
     found, _ = stats.search_jobs(huey.storage, status="failed", job_type=job_type, limit=limit)
     report = retry_jobs(huey, [job["id"] for job in found])
     return {"retried": report["done"], "skipped": report["skipped"]}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from qrq.errors import ValidationError
+from qrq.queue.catalog import check_job_type
 from qrq.queue.stats import JOB_TYPES
 
 # The task rows a consumer may lease: none of a paused type (job_type is never null in
@@ -25,16 +25,6 @@ _QUEUED = ("select count(*) from job where status = 'queued' and type = ? and id
            "(select job_id from schedule where queue = ? and job_id is not null)")
 
 
-def check_type(job_type: str) -> str:
-    """*job_type* when it names a job type that can be paused.
-
-    :raises ValidationError: another value.
-    """
-    if job_type not in JOB_TYPES:
-        raise ValidationError(f"must be one of {', '.join(JOB_TYPES)}", field="type")
-    return job_type
-
-
 def queued_of(storage, job_type: str) -> int:
     """How many jobs of *job_type* are queued and due: those a pause holds back."""
     return storage.sql(_QUEUED, (job_type, storage.name), results=True)[0][0]
@@ -43,7 +33,7 @@ def queued_of(storage, job_type: str) -> int:
 def pause(storage, job_type: str, by: str = "", now: float | None = None) -> dict[str, Any]:
     """Pause *job_type*: ``{"type", "paused": True, "changed", "queued"}``, where
     ``changed`` is False when it was paused already (the first pause's time stays)."""
-    check_type(job_type)
+    check_job_type(job_type)
     now = time.time() if now is None else now
     with storage.db(commit=True) as curs:
         curs.execute("insert into paused_type (job_type, paused_at, paused_by) "
@@ -57,7 +47,7 @@ def pause(storage, job_type: str, by: str = "", now: float | None = None) -> dic
 def resume(storage, job_type: str) -> dict[str, Any]:
     """Resume *job_type*: ``{"type", "paused": False, "changed", "queued"}``; its
     queued jobs become available to every consumer at once."""
-    check_type(job_type)
+    check_job_type(job_type)
     with storage.db(commit=True) as curs:
         curs.execute("delete from paused_type where job_type = ?", (job_type,))
         changed = curs.rowcount == 1
