@@ -42,8 +42,8 @@ def check_databases(storage) -> dict[str, str]:
 def _failed(name: str, exc: Exception) -> None:
     """One line for the operator (a probe fails the same way every time); the
     traceback only at debug level."""
-    logger.error("health check: %s: %s: %s", name, type(exc).__name__,
-                 " ".join(str(exc).split()))
+    logger.error("health check: %s: %s", name,
+                 f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(": "))
     logger.debug("health check: %s", name, exc_info=exc)
 
 

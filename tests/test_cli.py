@@ -128,6 +128,7 @@ def test_a_consumer_refuses_a_missing_artifact_store_with_one_line(tmp_path):
     env = {"QRQ_DATA_DIR": str(tmp_path / "data"),
            "QRQ_ARTIFACT_STORE": str(tmp_path / "not-mounted")}
     bin_dir = Path(sys.executable).parent
+    assert run_process([str(bin_dir / "qrq"), "init"], env).returncode == 0
     for args in ([str(bin_dir / "qrq"), "worker", "-w", "1"],
                  [str(bin_dir / "huey_consumer"), "huey_app.huey", "-w", "1"]):
         done = run_process(args, env)
@@ -141,6 +142,10 @@ def test_data_dir_without_qrq_data_is_refused_and_not_created(tmp_path, backend)
     qrq = str(Path(sys.executable).parent / "qrq")
     empty = tmp_path / "empty"
     empty.mkdir()
+    if backend == "postgres":  # the data directory holds only logs: any command makes it
+        done = run_process([qrq, "--data-dir", str(empty), "jobs", "list"], {})
+        assert done.returncode == 0, done.stderr
+        return
     unset = {k: v for k, v in os.environ.items() if k != "QRQ_DATA_DIR"}
     # Named by --data-dir, by QRQ_DATA_DIR, or the default ./data, run where there is none.
     for args, env, cwd in [*((["--data-dir", str(target)], os.environ, ROOT)

@@ -294,6 +294,16 @@ def test_health_command_names_a_broken_database_in_one_line(tmp_path):
     assert "Traceback" not in done.stderr, done.stderr
     assert "app database: OperationalError: no such table: user" in done.stderr
     assert "Error: app database unreachable" in done.stderr
+    # A file that is no database at all: one line too, from any command that reads it.
+    for name, commands in (("app.db", ["health"]), ("queue.db", ["health", "status"])):
+        (data / name).write_bytes(b"not a database" * 100)
+        for command in commands:
+            done = subprocess.run([str(Path(sys.executable).parent / "qrq"), "--data-dir",
+                                   str(data), command], capture_output=True, text=True,
+                                  timeout=120, cwd=ROOT, env=sqlite)
+            assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+            assert done.stderr.strip() == (f"Error: a database in {data} cannot be read: "
+                                           "file is not a database")
 
 
 def test_status_and_alerts_commands(runner, settings):

@@ -175,3 +175,11 @@ def test_progress_of_reads_only_existing_ids(lifecycle):
     assert found[lifecycle["running"]]["status"] == "running"
     assert len(found) == 2
     assert stats.progress_of(huey.storage, []) == {}
+
+
+def test_the_job_types_shown_are_the_job_types_declared():
+    # The display order (status, dashboard filters, metrics, the API's enums) names every
+    # job type a task declares, so a new one cannot be missing from them.
+    from qrq.queue import catalog
+
+    assert sorted(stats.JOB_TYPES) == catalog.job_types()

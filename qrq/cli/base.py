@@ -9,9 +9,11 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import click
+import peewee
 
 # Imported for its job end hook: a job the CLI ends (`jobs cancel`) posts its webhook.
 from qrq import pg_errors, webhooks  # noqa: F401
@@ -52,12 +54,16 @@ def get_app_db():
 
 class CliGroup(click.Group):
     """Turns qrq's errors into click's: a one-line ``Error:`` and exit status 1; so are
-    PostgreSQL's connection and permission errors (see :mod:`qrq.pg_errors`)."""
+    PostgreSQL's connection and permission errors (see :mod:`qrq.pg_errors`) and a
+    SQLite file that cannot be read (not a database, corrupt, tables missing)."""
 
     def resolve_command(self, ctx, args):
         name, command, rest = super().resolve_command(ctx, args)
-        # Whether the subcommand only shows its help: qrq's callback runs before it parses.
-        ctx.meta.setdefault("qrq.help", "--help" in rest)
+        # What runs, for qrq's callback, which runs before the subcommand parses: its
+        # words, and whether it only shows a usage (--help, or a group alone).
+        ctx.meta.setdefault("qrq.command", (name, *rest))
+        ctx.meta.setdefault("qrq.usage", "--help" in rest
+                            or (isinstance(command, click.Group) and not rest))
         return name, command, rest
 
     def invoke(self, ctx):
@@ -67,15 +73,22 @@ class CliGroup(click.Group):
             where = f" ({exc.field})" if exc.field else ""
             raise click.ClickException(f"{exc.message}{where}") from None
         except Exception as exc:
-            problem = pg_errors.describe(exc, os.environ.get("QRQ_DATABASE_URL", ""))
-            if problem is None:
-                raise
-            raise click.ClickException(str(problem)) from None
+            url = os.environ.get("QRQ_DATABASE_URL", "")
+            problem = pg_errors.describe(exc, url)
+            if problem is not None:
+                raise click.ClickException(str(problem)) from None
+            if not url and isinstance(exc, sqlite3.DatabaseError | peewee.DatabaseError):
+                raise click.ClickException(
+                    f"a database in {os.environ.get('QRQ_DATA_DIR') or 'the data directory'} "
+                    f"cannot be read: {' '.join(str(exc).split())}") from None
+            raise
 
 
-# The commands that may create a data directory (the servers: a new worker host's is
-# theirs to make); every other one needs an existing one.
-CREATES_DATA_DIR = ("init", "dev", "worker", "serve")
+# On SQLite, the commands that run without a data directory holding qrq data: those
+# that make one, and those that read or restore backup sets, which live apart from it
+# (a new machine restores into an empty directory).
+NO_DATA_NEEDED = {("init",), ("dev",), ("backup", "list"), ("backup", "verify"),
+                  ("backup", "restore")}
 
 
 @click.group(cls=CliGroup)
@@ -91,16 +104,20 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
     if data_dir is not None:
         os.environ["QRQ_DATA_DIR"] = str(data_dir.resolve())
     # Every command starts with settings that are allowed, checked before any file is
-    # made. A mistyped path (or QRQ_DATA_DIR), or a command run outside the checkout,
-    # must not quietly become a new, empty installation. (Help needs no data directory.)
-    named = get_settings(read=read_settings).data_dir
-    if ctx.meta.get("qrq.help"):
+    # made. On SQLite, a mistyped path (or QRQ_DATA_DIR), or a command run outside the
+    # checkout, must not quietly become a new, empty installation. (On PostgreSQL the
+    # data directory holds only logs: any qrq process makes it.)
+    settings = get_settings(read=read_settings)
+    if ctx.meta.get("qrq.usage"):
         return
-    if ctx.invoked_subcommand not in CREATES_DATA_DIR and not holds_qrq_data(named):
+    command = ctx.meta.get("qrq.command", ())
+    if (not settings.database_url and not holds_qrq_data(settings.data_dir)
+            and command[:1] not in NO_DATA_NEEDED and command[:2] not in NO_DATA_NEEDED):
         given = ("--data-dir" if data_dir is not None else
                  "QRQ_DATA_DIR" if os.environ.get("QRQ_DATA_DIR") else "the default")
-        raise click.ClickException(f"{named} ({given}) is not a qrq data directory; run qrq "
-                                   "init, or point --data-dir or QRQ_DATA_DIR at one")
+        raise click.ClickException(f"{settings.data_dir} ({given}) is not a qrq data "
+                                   "directory; run qrq init, or point --data-dir or "
+                                   "QRQ_DATA_DIR at one")
     get_settings()
 
 

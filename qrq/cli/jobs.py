@@ -200,7 +200,7 @@ def jobs_group() -> None:
 @jobs_group.command("list")
 @click.option("--status", type=click.Choice(jobs.STATES))
 @click.option("--type", "job_type", callback=job_type_param,
-              help="A job type: pdf, batch, analytics, maintenance, mail or webhook.")
+              help="A job type, such as pdf or batch (a wrong one lists them).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @json_option
 def jobs_list(status: str | None, job_type: str | None, limit: int, as_json: bool) -> None:

@@ -336,8 +336,13 @@ class LeasedPostgresStorage(postgres_submit.OneTripSubmit, OneTripEnd, PostgresC
                          daemon=True).start()
 
     def _notify_stop(self) -> None:
+        # This process's pool as it is: none made (a disposed storage stays closed), and
+        # no outage noted (the storage's own statements report one).
+        pool = self._pool
+        if pool is None or self._pool_pid != os.getpid():
+            return
         try:
-            with self.db() as curs:
+            with pool.connection() as conn, conn.cursor() as curs:
                 self._notify(curs)
         except Exception as exc:  # the waits end anyway, a little later
             logger.debug("could not wake the idle workers to stop: %s", one_line(exc))

@@ -71,8 +71,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update(test_config)
     app.json.sort_keys = False
-    # "/api//me" is a 404 like any unknown path, not a redirect with an HTML page.
-    app.url_map.merge_slashes = False
     app.extensions["qrq_waiters"] = waiting.WaiterSlots(settings.max_waiters)
 
     @app.before_request

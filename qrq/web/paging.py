@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -22,6 +23,7 @@ from qrq.errors import ValidationError
 from qrq.web.params import int_arg
 
 MAX_CURSOR_CHARS = 500
+_HOST = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,14 @@ def decode_cursor(text: str) -> dict[str, Any]:
         position = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         if not isinstance(position, dict):
             raise ValueError("not an object")
-        # JSON may hold a lone surrogate ("\ud800"), which no database takes as text.
-        json.dumps(position, ensure_ascii=False).encode()
+        # JSON may hold a lone surrogate ("\ud800"), which no database takes as text
+        # (encode raises UnicodeEncodeError, a ValueError), and NUL, which PostgreSQL's
+        # text does not take. A position is flat.
+        for value in position.values():
+            if isinstance(value, str):
+                value.encode()
+                if "\x00" in value:
+                    raise ValueError("NUL in a cursor")
         return position
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ValidationError("not a cursor from this API: pass the `next` link's cursor "
@@ -80,14 +88,19 @@ def next_url(position: dict[str, Any] | None) -> str | None:
     return f"{request.path}?{urlencode(args)}"
 
 
+def _origin() -> str:
+    """``scheme://host`` of this request, for an absolute link (clients follow it as it
+    is); nothing, which leaves the link relative (RFC 8288 resolves it against the
+    request's URL), when the Host header the client sent is empty or malformed."""
+    return request.host_url.rstrip("/") if _HOST.fullmatch(request.host) else ""
+
+
 def paged(body: dict[str, Any], position: dict[str, Any] | None) -> Response:
     """*body* with ``next`` (the next page's URL or None) as JSON, with its Link header."""
     url = next_url(position)
     response = jsonify({**body, "next": url})
     if url is not None:
-        # Relative, as ``next`` is (RFC 8288 resolves it against the request's URL): the
-        # Host header is the client's to send, and may be empty or malformed.
-        response.headers["Link"] = f'<{url}>; rel="next"'
+        response.headers["Link"] = f'<{_origin()}{url}>; rel="next"'
     return response
 
 
