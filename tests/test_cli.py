@@ -168,6 +168,22 @@ def test_data_dir_without_qrq_data_is_refused_and_not_created(tmp_path, backend)
     assert listed.returncode == 0, listed.stderr
 
 
+@pytest.mark.sqlite_only("the data directory holds the databases")
+def test_backup_sets_are_read_without_a_data_directory(tmp_path, backend):
+    # A new machine lists and restores the sets before it has any qrq data of its own.
+    qrq = str(Path(sys.executable).parent / "qrq")
+    sets = tmp_path / "backups"
+    sets.mkdir()
+    for command in (["backup", "list"], ["backup", "verify", "latest"]):
+        done = run_process([qrq, *command], {"QRQ_DATA_DIR": str(tmp_path / "new"),
+                                             "QRQ_BACKUP_DIR": str(sets)})
+        assert "not a qrq data directory" not in done.stderr, (command, done.stderr)
+        assert "Traceback" not in done.stderr
+    assert "no backups in" in run_process(
+        [qrq, "backup", "list"], {"QRQ_DATA_DIR": str(tmp_path / "new"),
+                                  "QRQ_BACKUP_DIR": str(sets)}).stdout
+
+
 def test_data_dir_is_recognised_when_the_secret_comes_from_the_environment(tmp_path,
                                                                            backend):
     # On PostgreSQL such a directory holds neither databases nor secret.key.

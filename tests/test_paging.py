@@ -26,6 +26,16 @@ def follow(client, url, headers, key):
     return seen, pages
 
 
+def test_the_link_is_relative_when_the_host_header_is_unusable(client, alice):
+    user, headers = alice
+    for _ in range(2):
+        submit(steps, 1, 0, owner_id=user.id)
+    for host in ("", "a b", "x/y"):
+        response = client.get("/api/jobs?limit=1", headers=headers,
+                              environ_overrides={"HTTP_HOST": host})
+        assert response.headers["Link"] == f'<{response.get_json()["next"]}>; rel="next"'
+
+
 def test_jobs_page_by_cursor_and_new_jobs_do_not_shift_pages(client, alice):
     user, headers = alice
     made = [submit(steps, 1, 0, owner_id=user.id) for _ in range(5)]
