@@ -365,6 +365,9 @@ def test_failed_page_retry_all_and_purge(admin, settings):
         run_next()
     html = client.get("/admin/failed").text
     assert first in html and second in html and finished not in html
+    # The purge form takes the page's state by default, never "any ended".
+    assert "<option selected>failed</option>" in html
+    assert "<option selected>canceled</option>" in client.get("/admin/failed?status=canceled").text
     response = post(client, csrf, "/admin/failed/retry-all", type="mail")
     assert "2 failed job(s) queued again" in client.get(response.headers["Location"]).text
     assert {jobs.get(huey.storage, i)["status"] for i in (first, second)} == {"queued"}
@@ -402,8 +405,16 @@ def test_cancel_from_the_dashboard(admin):
     response = post(client, csrf, f"/admin/jobs/{job_id}/cancel")
     assert response.status_code == 302
     assert jobs.get(huey.storage, job_id)["status"] == "canceled"
+    assert f"Job {job_id} canceled." in client.get(response.headers["Location"]).text
     response = post(client, csrf, f"/admin/jobs/{job_id}/cancel")
     assert "already canceled" in client.get(response.headers["Location"]).text
+    # A running job is asked to stop, and the page says so (not "is running").
+    running = submit(ok, owner_id=None)
+    assert huey.dequeue().id == running
+    response = post(client, csrf, f"/admin/jobs/{running}/cancel")
+    page = client.get(response.headers["Location"]).text
+    assert f"Cancel requested: job {running} (running) stops at its next progress report" \
+        in page
 
 
 def test_progress_json_feeds_the_progress_bars(admin):

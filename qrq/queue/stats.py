@@ -349,15 +349,17 @@ def search_jobs(storage, *, job_type: str | None = None, status: str | None = No
         where.append("owner_id is null")
     if needs:
         where.append(needs)
+    if (status or queue_state) in ENDED:  # ended jobs have one: the partial index job_ended
+        where.append("finished_at is not null")
+    # The total counts every match, not only those past the cursor (a later page's).
+    clause = (" where " + " and ".join(where)) if where else ""
+    total = storage.sql(f"select count(*) from job{clause}", params,
+                        results=True)[0][0] if with_total else None
     after = before if after is None and sort == "created" and descending else after
     if after is not None:
         where.append(f"({expression}, id) {'<' if descending else '>'} (?, ?)")
         params.extend(after)
-    if (status or queue_state) in ENDED:  # ended jobs have one: the partial index job_ended
-        where.append("finished_at is not null")
-    clause = (" where " + " and ".join(where)) if where else ""
-    total = storage.sql(f"select count(*) from job{clause}", params,
-                        results=True)[0][0] if with_total else None
+        clause = " where " + " and ".join(where)
     order = "desc" if descending else "asc"
     rows = storage.sql(f"select {', '.join(COLUMNS)} from job{clause} "
                        f"order by {expression} {order}, id {order} limit ? offset ?",

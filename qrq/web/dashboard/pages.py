@@ -164,7 +164,10 @@ def cancel_job(user: User, job_id: str):
     if job["status"] in jobs.ENDED:
         flash(f"Job {job['id']} already {job['status']}.", "error")
     else:
-        flash(f"Job {job['id']} is {huey.cancel(job['id'])}.")
+        status = huey.cancel(job["id"])
+        flash(f"Job {job['id']} canceled." if status == "canceled" else
+              f"Cancel requested: job {job['id']} ({status}) stops at its next progress "
+              "report.")
         audit.record(huey.storage, user.name, "job.cancel", job_ids=[job["id"]])
     return redirect(_back(url_for("admin.job_detail", job_id=job["id"])))
 
