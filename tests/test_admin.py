@@ -365,6 +365,8 @@ def test_failed_page_retry_all_and_purge(admin, settings):
         run_next()
     html = client.get("/admin/failed").text
     assert first in html and second in html and finished not in html
+    # Each row's Retry button names its job (to a screen reader, tabbing through them).
+    assert f'aria-label="Retry job {first[:8]}"' in html
     # The purge form takes the page's state by default, never "any ended".
     assert "<option selected>failed</option>" in html
     assert "<option selected>canceled</option>" in client.get("/admin/failed?status=canceled").text

@@ -119,7 +119,7 @@ def test_a_batch_job_shows_its_counts_files_and_mail(admin, templates):
     files = cells(section(page, "batch-files"))
     assert [row[0] for row in files] == [f"PDF {job_id}.pdf", f"ZIP {job_id}.zip"]
     assert files[0][1] == f"{result['pdf']['pages']} page(s), 5 card(s)"
-    assert files[1][1] == "5 file(s), SVG"
+    assert files[1][1] == "5 file(s), SVG"  # the formats in capitals, "and" as it is
     assert [row[2] for row in files] == [format_bytes(result["pdf"]["bytes"]),
                                           format_bytes(result["zip"]["bytes"])]
     mail = section(page, "batch-mail")

@@ -45,7 +45,7 @@ def _batch(job: dict[str, Any], result: dict[str, Any],
             contents = (f"{info.get('pages', '?')} page(s), {info.get('cards', '?')} card(s)"
                         if kind == "pdf" else
                         f"{info.get('files', '?')} file(s), "
-                        f"{' and '.join(info.get('formats') or ['svg']).upper()}")
+                        + " and ".join(f.upper() for f in info.get("formats") or ["svg"]))
             files.append({"kind": kind.upper(), "contents": contents,
                           "bytes": info.get("bytes"), "file": _file(outputs, info.get("file")),
                           "name": info.get("file")})
