@@ -344,6 +344,10 @@ def test_retry_failed_reruns_only_the_failed_items(client, templates, alice):
                         headers=alice[1]).get_json()["items"]
     assert [(i["idx"], i["source_idx"]) for i in listed] == [(0, 1), (1, 3)]
     assert all(i["status"] == "pending" for i in listed)
+    # Sent twice (a form resubmitted), the same items are not queued twice meanwhile.
+    again = assert_error(client.post(f"/api/batch/{first}/retry-failed", headers=alice[1]),
+                         409)
+    assert second["batch_job_id"] in again["message"]
     run_job(second["batch_job_id"])
     status = client.get(f"/api/job-status/{second['batch_job_id']}", headers=alice[1]).get_json()
     assert status["result"]["parent_job_id"] == first

@@ -19,7 +19,8 @@ from typing import Any
 from qrq.appdb.db import app_db
 from qrq.appdb.models import Template
 from qrq.cards import options as opts
-from qrq.errors import NotFound, PayloadTooLarge, ValidationError
+from qrq.errors import Conflict, NotFound, PayloadTooLarge, ValidationError
+from qrq.queue.jobs import ACTIVE
 
 ITEM_KEYS = {"template_id", "data", "title", "lines"}
 ITEM_STATUSES = ("pending", "ok", "failed")
@@ -197,12 +198,24 @@ def create_batch(storage, job_id: str, owner_id: int | None, request: BatchReque
 
 
 def create_retry(storage, parent_id: str, job_id: str, owner_id: int | None) -> int:
-    """A new batch of the failed items of *parent_id*; returns how many (0: none made)."""
+    """A new batch of the failed items of *parent_id*; returns how many (0: none made).
+
+    :raises Conflict: a retry of them has not ended yet (a form sent twice would run
+        the same items twice).
+    """
     with storage.db(commit=True) as curs:
         curs.execute("select options from batch where job_id = ?", (parent_id,))
         row = curs.fetchone()
         if row is None:
             raise NotFound(f"batch {parent_id} not found")
+        # A child without a job record yet is one being queued right now.
+        curs.execute("select batch.job_id from batch left join job on job.id = batch.job_id "
+                     "where batch.parent_id = ? and (job.id is null or job.status in "
+                     f"({','.join('?' * len(ACTIVE))})) limit 1", (parent_id, *ACTIVE))
+        running = curs.fetchone()
+        if running is not None:
+            raise Conflict(f"the failed items of batch {parent_id} are being retried "
+                           f"already, as batch {running[0]}")
         curs.execute("insert into batch_item (job_id, idx, template_id, data, title, lines, "
                      "source_idx) select ?, row_number() over (order by idx) - 1, "
                      "template_id, data, title, lines, idx from batch_item "
