@@ -9,6 +9,8 @@ import urllib.request
 
 import pytest
 
+from qrq.appdb.db import app_db
+from qrq.appdb.models import AdminSession
 from qrq.queue import huey, jobs
 from tests.browsing import browser, console_errors, server, unless_replaced  # noqa: F401
 from tests.conftest import ROOT, wait_until
@@ -133,3 +135,11 @@ def test_the_dashboard_is_live_and_acts_on_selected_jobs(settings, templates, ma
     browser.get(server + "/admin/consumers")
     assert "No consumer is registered" in text_of(browser, "#consumers-live")
     assert console_errors(browser) == []
+
+    # The session ends (it expired): the page stops updating and says so, with a way back.
+    with app_db.connection_context():
+        AdminSession.delete().execute()
+    wait_until(lambda: "session has ended" in (text_of(browser, "#session-ended") or ""),
+               timeout=30, message="the page to say the session ended")
+    link = browser.find_element(By.CSS_SELECTOR, "#session-ended a")
+    assert link.get_attribute("href") == server + "/admin/login?next=%2Fadmin%2Fconsumers"

@@ -13,6 +13,7 @@
   var JOBS_EVERY = 1000;
   var skew = 0;  // the server's clock minus this browser's, in seconds
   var pollers = [];
+  var ended = false;  // the session: the page stops updating, and says so
 
   function setServerNow(now) {
     if (typeof now === "number" && isFinite(now)) { skew = now - Date.now() / 1000; }
@@ -150,7 +151,7 @@
       self.later(self.every);
     }, function (status) {
       self.running = false;
-      if (status === 401 || status === 403) { return; }  // logged out: stop quietly
+      if (status === 401 || status === 403) { sessionEnded(); return; }
       self.later(self.every * 5);
     });
   };
@@ -159,6 +160,27 @@
     window.clearTimeout(this.timer);
     this.timer = null;
   };
+
+  // Logged out (the session expired, or ended elsewhere): frozen figures and ticking
+  // ages would look like a stalled queue, so everything stops and the page says why.
+  function sessionEnded() {
+    if (ended) { return; }
+    ended = true;
+    pollers.forEach(function (p) { p.stop(); });
+    var main = document.getElementById("main");
+    if (!main) { return; }
+    var notice = document.createElement("p");
+    notice.id = "session-ended";
+    notice.className = "flash flash-error";
+    notice.setAttribute("role", "alert");
+    notice.appendChild(document.createTextNode(
+      "Your session has ended, so this page no longer updates. "));
+    var link = document.createElement("a");
+    link.href = "/admin/login?next=" + encodeURIComponent(location.pathname + location.search);
+    link.textContent = "Log in again";
+    notice.appendChild(link);
+    main.insertBefore(notice, main.firstChild);
+  }
 
   // -- selecting rows for a bulk action -------------------------------------------------------
   function boxesOf(form) {
@@ -195,6 +217,7 @@
     pollers.push(new Poller(1000, function () { tick(); return Promise.resolve(); }));
     pollers.forEach(function (p) { p.later(p.every); });
     document.addEventListener("visibilitychange", function () {
+      if (ended) { return; }
       pollers.forEach(function (p) {
         if (document.hidden) { p.stop(); } else if (!p.timer) { p.run(); }
       });
