@@ -9,7 +9,7 @@ import pytest
 from huey import crontab
 
 from qrq.appdb.db import app_db
-from qrq.appdb.models import Template
+from qrq.appdb.models import AdminSession, Template
 from qrq.errors import ValidationError
 from qrq.queue import huey, job_task, jobs, submit
 from qrq.web.dashboard.charts import bar_chart
@@ -572,3 +572,23 @@ def test_retrying_a_batch_without_failed_items_says_so(admin, root, templates):
     assert response.status_code == 302
     assert "has no failed items" in client.get(response.headers["Location"]).text
     assert post(client, csrf, f"/admin/jobs/{ZERO_ID}/retry-failed-items").status_code == 404
+
+
+def test_a_browser_gets_an_error_page_not_json(admin, root):
+    client, csrf = admin
+    browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    # An action's URL opened in the browser (a GET), and a page that does not exist.
+    for url, status in ((f"/admin/jobs/{ZERO_ID}/cancel", 405), ("/admin/nope", 404)):
+        response = client.get(url, headers=browser)
+        assert response.status_code == status and response.mimetype == "text/html", url
+        assert "Back to the overview" in response.text
+    assert client.get(f"/admin/jobs/{ZERO_ID}/cancel", headers=browser).headers["Allow"]
+    # JSON still, for the dashboard's own JSON and for a client that asks for it.
+    assert client.get("/admin/nope.json", headers=browser).mimetype == "application/json"
+    assert client.get("/admin/nope").mimetype == "application/json"
+    # A form sent after the session expired: a 401 page that leads to the login.
+    with app_db.connection_context():
+        AdminSession.delete().execute()
+    response = client.post(f"/admin/jobs/{ZERO_ID}/cancel", data={"csrf_token": csrf},
+                           headers=browser)
+    assert response.status_code == 401 and 'href="/admin/login"' in response.text

@@ -11,7 +11,7 @@ import errno
 import logging
 import sqlite3
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from qrq import pg_errors
@@ -58,6 +58,13 @@ def _qrq_error_response(exc: QrqError):
     return response, exc.status
 
 
+def _dashboard_page() -> bool:
+    """Whether this request is a browser's for a dashboard page (not its JSON): its errors
+    are pages too."""
+    return (request.path.startswith("/admin/") and not request.path.endswith(".json")
+            and request.accept_mimetypes.accept_html)
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(QrqError)
     def _qrq_error(exc: QrqError):
@@ -68,6 +75,12 @@ def init_app(app: Flask) -> None:
         code = (exc.name or "error").lower().replace(" ", "_")
         if exc.code == 413:
             code = "payload_too_large"
+        if _dashboard_page():  # e.g. an action's URL opened in the browser (a GET)
+            error = QrqError(exc.description or exc.name)
+            error.status, error.code = exc.code or 500, code
+            return render_template("admin/error.html", error=error), error.status, [
+                (name, value) for name, value in exc.get_headers()
+                if name.lower() != "content-type"]
         response, status = error_response(exc.code or 500, code, exc.description or exc.name)
         # Keep werkzeug's own headers: Allow on a 405 (RFC 9110), Retry-After, ...
         for name, value in exc.get_headers():
