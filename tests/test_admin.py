@@ -515,6 +515,24 @@ def run_until_ended(job_id):
         huey.execute(task)
 
 
+def test_a_batch_canceled_midway_says_what_its_figures_are_of(admin, root, templates):
+    client, _ = admin
+    headers = {"Authorization": f"Bearer {root[1]}"}
+    items = [{"template_id": 3, "data": f"https://events.example/{i}"} for i in range(7)]
+    job_id = client.post("/api/batch/generate-qrs", json={"items": items},
+                         headers=headers).get_json()["batch_job_id"]
+    # As a cancel at a progress report leaves it: 2 of 7 items done, the stage it was at.
+    huey.storage.sql("update batch set completed = 2 where job_id = ?", (job_id,), commit=True)
+    huey.storage.sql("update job set status = 'canceled', cancel_requested = 1, progress = 28, "
+                     "stage = 'encoding 2/7', finished_at = ? where id = ?",
+                     (time.time(), job_id), commit=True)
+    page = client.get(f"/admin/jobs/{job_id}").text
+    assert 'id="batch-rate">100.0%<' in page and "of the 2 done" in page
+    assert 'id="batch-pending">5<' in page
+    assert "canceled at: encoding 2/7" in page
+    assert "<dt>Cancel</dt>" not in page  # the request was met: the job ended
+
+
 def test_a_batch_with_failed_items_shows_them_and_retries_them(admin, root, templates):
     client, csrf = admin
     headers = {"Authorization": f"Bearer {root[1]}"}
