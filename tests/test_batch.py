@@ -19,6 +19,7 @@ from qrq.cards.pdf import PdfStream
 from qrq.cards.qr import CardSheets, CardSpec, qr_matrix
 from qrq.errors import PayloadTooLarge, ValidationError
 from qrq.queue import huey, jobs
+from tests.conftest import wait_until
 from tests.test_api import assert_error
 from tests.test_qr import decode_page
 
@@ -352,6 +353,39 @@ def test_retry_failed_reruns_only_the_failed_items(client, templates, alice):
     status = client.get(f"/api/job-status/{second['batch_job_id']}", headers=alice[1]).get_json()
     assert status["result"]["parent_job_id"] == first
     assert (status["completed"], status["failed"]) == (0, 2)  # still too long, still failed
+
+
+@pytest.mark.postgres_only("row locks: on SQLite the write transaction holds the whole "
+                            "database, so two retries cannot overlap")
+def test_a_retry_sent_while_another_is_being_made_waits_for_it_and_is_refused(
+        client, templates, alice, pg_url):
+    import threading
+
+    import psycopg
+
+    items = [{"template_id": 3, "data": "y" * 2500 if i == 1 else f"ok-{i}"} for i in range(3)]
+    first = submit(client, alice[1], {"items": items})["batch_job_id"]
+    run_job(first)
+    schema = pg_url.rsplit("application_name=", 1)[1]
+    answers = []
+    with psycopg.connect(pg_url) as other, psycopg.connect(pg_url, autocommit=True) as watch:
+        # Another retry of the same items, midway through its transaction: it holds the
+        # parent's row and has made its child batch, not yet committed.
+        other.execute("select 1 from batch where job_id = %s for update", (first,))
+        other.execute("insert into batch (job_id, parent_id, owner_id, total, options, "
+                      "created_at) values ('the-other-retry', %s, null, 1, '{}', 0)", (first,))
+        thread = threading.Thread(target=lambda: answers.append(client.post(
+            f"/api/batch/{first}/retry-failed", headers=alice[1])))
+        thread.start()
+        wait_until(lambda: watch.execute(
+            "select count(*) from pg_stat_activity where application_name = %s "
+            "and wait_event_type = 'Lock'", (schema,)).fetchone()[0],
+            timeout=10, message="the second retry to wait for the first's row lock")
+        other.commit()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    refused = assert_error(answers[0], 409)
+    assert "the-other-retry" in refused["message"]
 
 
 def test_other_users_get_404_and_admins_see_all(client, templates, alice, make_user):

@@ -204,7 +204,10 @@ def create_retry(storage, parent_id: str, job_id: str, owner_id: int | None) -> 
         the same items twice).
     """
     with storage.db(commit=True) as curs:
-        curs.execute("select options from batch where job_id = ?", (parent_id,))
+        # The parent's row, held until commit: a second retry sent meanwhile waits here,
+        # then sees this one's child below.
+        curs.execute(f"select options from batch where job_id = ?{storage.for_update}",
+                     (parent_id,))
         row = curs.fetchone()
         if row is None:
             raise NotFound(f"batch {parent_id} not found")

@@ -236,6 +236,7 @@ class LeasedPostgresStorage(postgres_submit.OneTripSubmit, OneTripEnd, PostgresC
     # bound, and a statement is short.
     now_sql = "cast(extract(epoch from statement_timestamp()) as double precision)"
     skip_locked = " for update skip locked"
+    for_update = " for update"
 
     def __init__(self, name="huey", url="", idle_poll=2.0, **kwargs):
         super().__init__(name, url=url, **kwargs)

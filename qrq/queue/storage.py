@@ -49,6 +49,9 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
     # skewed clocks agree on when a lease lapses.
     now_sql = None
     skip_locked = ""  # how a pick passes over rows other transactions hold
+    # How a transaction keeps a row it read from other writers until it commits
+    # (SQLite's write transaction holds the whole database already).
+    for_update = ""
     # Whether dequeue waits for work itself (wait_for_work) instead of huey's worker
     # sleeping between empty polls; the consumer sets it (wait_for_wakeups).
     blocking = False
