@@ -576,6 +576,10 @@ def test_a_batch_with_failed_items_shows_them_and_retries_them(admin, root, temp
     assert f'href="/admin/jobs/{job_id}"' in child  # the parent batch
     response = client.get("/api/batch/" + new_id, headers=headers).get_json()
     assert (response["parent_job_id"], response["total"]) == (job_id, 3)
+    # The parent links its retry, with its size and state.
+    parent = client.get(f"/admin/jobs/{job_id}").text
+    retried = re.search(r'<p id="batch-retries">(.*?)</p>', parent, re.S)[1]
+    assert f'href="/admin/jobs/{new_id}"' in retried and "(3 item(s), queued)" in retried
 
 
 def test_retrying_a_batch_without_failed_items_says_so(admin, root, templates):

@@ -349,6 +349,10 @@ def test_retry_failed_reruns_only_the_failed_items(client, templates, alice):
     again = assert_error(client.post(f"/api/batch/{first}/retry-failed", headers=alice[1]),
                          409)
     assert second["batch_job_id"] in again["message"]
+    parent = client.get(f"/api/batch/{first}", headers=alice[1]).get_json()
+    assert parent["retry_job_ids"] == [second["batch_job_id"]]
+    assert client.get(f"/api/batch/{second['batch_job_id']}",
+                      headers=alice[1]).get_json()["retry_job_ids"] == []
     run_job(second["batch_job_id"])
     status = client.get(f"/api/job-status/{second['batch_job_id']}", headers=alice[1]).get_json()
     assert status["result"]["parent_job_id"] == first

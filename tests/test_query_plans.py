@@ -121,3 +121,22 @@ def test_old_indexes_are_dropped(settings):
         results=True)}
     assert names == {"sqlite_autoindex_job_1", "job_owner_created", "job_type_created",
                      "job_active", "job_ended", "job_idempotency"}
+
+
+def test_a_batchs_retries_are_found_through_their_index(settings):
+    from qrq import batch
+
+    parent = "0" * 36
+    huey.storage.sql("insert into batch (job_id, total, created_at) values (?, 0, 0)",
+                     (parent,), commit=True)
+    statements = []
+    huey.storage.conn.set_trace_callback(statements.append)
+    batch.retries(huey.storage, parent)
+    assert batch.create_retry(huey.storage, parent, "1" * 36, None) == 0  # no failed items
+    huey.storage.conn.set_trace_callback(None)
+    found = [sql for sql in statements if "parent_id = " in sql]
+    assert len(found) == 2, statements
+    for sql in found:
+        plan = " / ".join(r[-1] for r in huey.storage.sql(f"explain query plan {sql}",
+                                                          results=True))
+        assert re.search(r"SEARCH batch USING (COVERING )?INDEX batch_parent", plan), plan

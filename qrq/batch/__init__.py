@@ -231,6 +231,22 @@ def create_retry(storage, parent_id: str, job_id: str, owner_id: int | None) -> 
     return count
 
 
+MAX_RETRIES_LISTED = 50
+
+
+def retries(storage, job_id: str) -> list[dict[str, Any]]:
+    """The batches that re-ran *job_id*'s failed items, oldest first (the last
+    :data:`MAX_RETRIES_LISTED`): each one's ``job_id``, ``total`` and job ``status``
+    (None while it is being queued)."""
+    rows = storage.sql("select * from (select batch.job_id, batch.total, job.status, "
+                       "batch.created_at from batch left join job on job.id = batch.job_id "
+                       "where batch.parent_id = ? order by batch.created_at desc limit ?) "
+                       "as latest order by created_at",
+                       (job_id, MAX_RETRIES_LISTED), results=True)
+    return [{"job_id": child, "total": total, "status": status}
+            for child, total, status, _ in rows]
+
+
 def delete_batch(storage, job_id: str) -> None:
     """Remove a batch that was never queued (its enqueue failed)."""
     with storage.db(commit=True) as curs:

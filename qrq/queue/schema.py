@@ -141,6 +141,9 @@ BATCHES = [
     " source_idx integer,"
     " primary key (job_id, idx)) without rowid",
     "create index if not exists batch_item_status on batch_item (job_id, status, idx)",
+    # A batch's retries (few batches have a parent): the retry check, the batch's page.
+    "create index if not exists batch_parent on batch (parent_id, created_at) "
+    "where parent_id is not null",
 ]
 
 # Analytics reports (qrq/analytics/cache.py): one row per normalised report with its

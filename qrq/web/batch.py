@@ -41,6 +41,7 @@ def _summary(job: dict, found: dict) -> dict:
     view = {"batch_job_id": job_id, "status": job["status"], "progress": job["progress"],
             "stage": job["stage"], "total": found["total"], "completed": found["completed"],
             "failed": found["failed"], "parent_job_id": found["parent_id"],
+            "retry_job_ids": [child["job_id"] for child in batch.retries(huey.storage, job_id)],
             "status_url": url_for("api.job_status", job_id=job_id),
             "items_url": url_for("batch.items", job_id=job_id), "downloads": {}}
     for kind, info in (found["outputs"] or {}).items():

@@ -34,6 +34,9 @@ _BATCH = obj({
     "total": {"type": "integer"}, "completed": {"type": "integer"},
     "failed": {"type": "integer"},
     "parent_job_id": {"type": ["string", "null"]},
+    "retry_job_ids": {"type": "array", "items": {"type": "string", "format": "uuid"},
+                      "description": "the batches that re-ran this one's failed items "
+                                     "(retry-failed), oldest first; at most 50."},
     "status_url": {"type": "string"}, "items_url": {"type": "string"},
     "downloads": {"type": "object", "additionalProperties": {
         "type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]},

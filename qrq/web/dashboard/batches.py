@@ -52,7 +52,8 @@ def batch_view(job: dict[str, Any]) -> dict[str, Any] | None:
     return {"counts": {"ok": found["completed"], "failed": found["failed"],
                        "pending": max(0, found["total"] - done)},
             "total": found["total"], "rate": 100 * found["completed"] / done if done else None,
-            "parent_id": found["parent_id"], "rows": rows, "matching": matching,
+            "parent_id": found["parent_id"], "retries": batch.retries(huey.storage, job["id"]),
+            "rows": rows, "matching": matching,
             "filter": status, "page": page, "formats": formats,
             "pages": max(1, -(-matching // ITEMS_PER_PAGE))}
 
