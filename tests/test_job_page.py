@@ -7,6 +7,7 @@ headless chromium."""
 import html as htmllib
 import json
 import re
+import shutil
 
 import pytest
 
@@ -143,13 +144,22 @@ def test_a_backup_job_shows_a_table_per_database_in_the_clis_units(admin, settin
     shop = next(d for d in result["databases"] if d["name"] == "analytics/shop.db")
     assert shop["reused_from"] == first_set  # unchanged since the first set
     assert rows["analytics/shop.db"][1] == "ok"
-    assert rows["analytics/shop.db"][5] == first_set
+    # The second set replaced the first as the day's (retention), so the file it reused
+    # lives on only in the second (a hard link).
+    assert result["removed_sets"] == [first_set]
+    assert rows["analytics/shop.db"][5] == f"{first_set} (removed since)"
     assert rows["analytics/shop.db"][2] == format_bytes(shop["size"])
     # The CLI writes the same size the same way.
     listed = runner.invoke(main, ["backup", "list", result["set_id"]])
     assert listed.exit_code == 0, listed.output
     line = next(x for x in listed.output.splitlines() if "analytics/shop.db" in x)
     assert format_bytes(shop["size"]) in line
+    assert "set-removed" not in page
+    assert "set-removed" in client.get(f"/admin/jobs/{first['id']}").text
+    # The second set goes too: its report stays, and says so.
+    shutil.rmtree(settings.backups_dir / result["set_id"])
+    page = client.get(f"/admin/jobs/{second_id}").text
+    assert "it can no longer be restored" in section(page, "result-backup")
 
 
 def test_an_analytics_job_shows_buckets_top_lists_and_a_chart_link(admin, scan_dbs):  # noqa: F811

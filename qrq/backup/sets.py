@@ -135,6 +135,12 @@ def list_sets(backups: Path) -> list[dict[str, Any]]:
     return sorted(manifests, key=lambda m: (m["created_at"], m["id"]), reverse=True)
 
 
+def set_exists(backups: Path, set_id: Any) -> bool:
+    """Whether the set *set_id* is still in *backups* (retention may have removed it)."""
+    return isinstance(set_id, str) and SET_ID.fullmatch(set_id) is not None \
+        and (backups / set_id).is_dir()
+
+
 def usable_sets(backups: Path) -> list[dict[str, Any]]:
     """:func:`list_sets` without the damaged sets."""
     return [m for m in list_sets(backups) if m["status"] != "damaged"]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import url_for
+from flask import current_app, url_for
 
+from qrq.backup.sets import set_exists
 from qrq.queue import attempts, huey, jobs
 from qrq.web.dashboard.blueprint import bp
 
@@ -75,6 +76,8 @@ def _analytics(job: dict[str, Any], result: dict[str, Any],
 
 def _backup(job: dict[str, Any], result: dict[str, Any],
             outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    # The report is the run's; the sets it names may have been removed since.
+    backups = current_app.config["QRQ"].backups_dir
     rows = []
     for entry in result["databases"]:
         if not isinstance(entry, dict):
@@ -83,11 +86,12 @@ def _backup(job: dict[str, Any], result: dict[str, Any],
         reused = entry.get("reused_from") or (
             note.split("reused from set ", 1)[1].split(":", 1)[0]
             if note.startswith("reused from set ") else None)  # results before reused_from
-        rows.append({**entry, "reused_from": reused})
+        rows.append({**entry, "reused_from": reused,
+                     "reused_removed": bool(reused) and not set_exists(backups, reused)})
     return {**{key: result.get(key) for key in ("set_id", "kind", "status", "ok", "failed",
                                                  "size", "compressed_size", "duration",
                                                  "removed_sets", "mailed")},
-            "databases": rows}
+            "set_removed": not set_exists(backups, result["set_id"]), "databases": rows}
 
 
 _BUILDERS = {"pdf": _pdf, "batch": _batch, "analytics": _analytics, "backup": _backup}
