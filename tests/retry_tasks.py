@@ -2,6 +2,7 @@
 through ``QRQ_TASK_MODULES=tests.retry_tasks`` (tests/test_attempts.py). It counts its
 attempts from its own job record, so it behaves the same in any process."""
 
+from qrq.errors import ValidationError
 from qrq.queue import huey, job_task, jobs, progress
 
 
@@ -13,3 +14,9 @@ def fails_then_succeeds(failures: int, task=None) -> dict:
     if attempt <= failures:
         raise RuntimeError(f"attempt {attempt} failed on purpose")
     return {"attempt": attempt, "bytes": 1536}
+
+
+@job_task("maintenance", name="test.bad_input", retries=3, retry_delay=0.05)
+def bad_input(value: str, task=None) -> dict:
+    """Fail as a task fails on input it cannot use: a ValidationError (no retries)."""
+    raise ValidationError(f"cannot print {value!r}", field="title")

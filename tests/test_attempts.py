@@ -149,6 +149,25 @@ def test_a_job_failing_twice_then_succeeding_on_a_real_consumer(consumer):
 
 
 @pytest.mark.slow
+def test_a_job_failing_on_its_input_is_one_warning_line_a_bug_keeps_its_traceback(consumer):
+    bad = submit(retry_tasks.bad_input, "\a", owner_id=None)
+    bug = submit(retry_tasks.fails_then_succeeds, 99, owner_id=None)
+    worker = consumer(workers=2, extra_env=TASKS)
+    wait_until(lambda: jobs.get(huey.storage, bad)["status"] == "failed" and
+               len(history(bug)) >= 2, timeout=60, message="both jobs to fail")
+    assert jobs.get(huey.storage, bad)["attempts"] == 1  # not retried
+    lines = worker.output().splitlines()
+    about_bad = [line for line in lines if bad in line]
+    failed = [line for line in about_bad if "failed on its input" in line]
+    assert len(failed) == 1 and "WARNING:huey:" in failed[0], about_bad
+    assert failed[0].endswith("(not retried): title: cannot print '\\x07'"), failed[0]
+    assert not any("ERROR" in line for line in about_bad), about_bad
+    traceback_lines = [k for k, line in enumerate(lines) if line.startswith("Traceback")]
+    assert traceback_lines and all("RuntimeError" in "".join(lines[k:k + 12])
+                                   for k in traceback_lines), worker.output()[-3000:]
+
+
+@pytest.mark.slow
 def test_a_run_whose_consumer_died_ends_lost_when_another_takes_the_job(consumer):
     job_id = submit(slow_tasks.steps, 30, 0.1, owner_id=None)
     first = consumer(workers=1, extra_env=TASKS)

@@ -26,7 +26,7 @@ import uuid
 from huey.constants import WORKER_PROCESS
 from huey.consumer import Consumer, ProcessEnvironment, Worker
 
-from qrq.errors import StorageFull, Unavailable
+from qrq.errors import QrqError, StorageFull, TransientError, Unavailable
 from qrq.queue.connections import JOURNAL_SIZE_LIMIT
 from qrq.queue.priority import lower_priority
 from qrq.queue.process_lock import ProcessLock
@@ -153,6 +153,29 @@ class StorageFullLog(logging.Filter):
                 handler.addFilter(self)
 
 
+class BadInputLog(logging.Filter):
+    """Logs a job that failed on its input as one warning line, not huey's "Unhandled
+    exception" error with a traceback: the traceback points at a check, not at a bug,
+    retrying cannot help (the job failed at once) and the job records the reason.
+    Bad input is what the task wrapper fails at once: a :class:`QrqError` that is not
+    a ``TransientError``, below 500."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, QrqError) and not isinstance(exc, TransientError) \
+                and exc.status < 500 and record.args:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = "task %s failed on its input (not retried): %s%s"
+            record.args = (record.args[0], f"{exc.field}: " if exc.field else "", exc.message)
+            record.exc_info = record.exc_text = None
+        return True
+
+    def install(self) -> None:
+        """On huey's own logger, where it logs a task's exception (so every handler
+        sees the one line)."""
+        logging.getLogger("huey").addFilter(self)
+
+
 class OrphanAwareProcessEnvironment(ProcessEnvironment):
     """huey's process workers, which stop when their consumer dies.
 
@@ -252,6 +275,7 @@ class QrqConsumer(Consumer):
 
     def start(self):
         StorageFullLog().install()  # before the workers fork: they share its clock
+        BadInputLog().install()
         # Registered before any worker can lease a job: the consumers page and the
         # alerts never see a running job of an unknown consumer. (huey's start closes
         # this connection before it forks the workers, which set their own handlers.)
