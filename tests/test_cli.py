@@ -182,6 +182,7 @@ def test_backup_sets_are_read_without_a_data_directory(tmp_path, backend):
     assert "no backups in" in run_process(
         [qrq, "backup", "list"], {"QRQ_DATA_DIR": str(tmp_path / "new"),
                                   "QRQ_BACKUP_DIR": str(sets)}).stdout
+    assert not (tmp_path / "new").exists()  # not even a secret.key: only sets were read
 
 
 def test_data_dir_is_recognised_when_the_secret_comes_from_the_environment(tmp_path,

@@ -22,6 +22,7 @@ from qrq.backup.postgres import CODEC as PG_CODEC
 from qrq.backup.submit import submit_backup
 from qrq.cli.base import cli_actor, echo_json, get_queue, get_settings, json_option, main
 from qrq.cli.jobs import wait_finished, wait_options
+from qrq.config.load import read_settings
 from qrq.humanize import format_bytes
 from qrq.queue import audit, locks, stats
 from qrq.queue.housekeeping import submit_maintenance
@@ -76,7 +77,7 @@ def backup_list(set_id: str | None, limit: int, as_json: bool) -> None:
 
     Example: qrq backup list latest
     """
-    backups = get_settings().backups_dir
+    backups = get_settings(read=read_settings).backups_dir  # makes no file (READS_SETS_ONLY)
     if set_id:
         manifest = get_set(backups, set_id)
         if as_json:
@@ -121,7 +122,7 @@ def backup_verify(set_id: str) -> None:
 
     Example: qrq backup verify latest
     """
-    settings = get_settings()
+    settings = get_settings(read=read_settings)  # makes no file (READS_SETS_ONLY)
     backups = settings.backups_dir
     manifest = get_set(backups, set_id)
     count, done = len(select_entries(manifest)), [0]
