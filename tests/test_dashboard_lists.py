@@ -245,8 +245,11 @@ def test_live_parts_need_the_admin_session_and_render_the_same_parts(admin, clie
 # -- bulk actions ---------------------------------------------------------------------------
 
 def selected(client, csrf, action, ids, **extra):
-    return client.post("/admin/bulk", data={"csrf_token": csrf, "action": action, "id": ids,
-                                            "next": "/admin/failed", **extra})
+    """The list's form (a GET: the question), or the question's button (with confirm)."""
+    values = {"action": action, "id": ids, "next": "/admin/failed", **extra}
+    if "confirm" in extra:
+        return client.post("/admin/bulk", data={"csrf_token": csrf, **values})
+    return client.get("/admin/bulk", query_string=values)
 
 
 def test_bulk_retry_of_three_failed_jobs_asks_first(admin):
@@ -256,6 +259,7 @@ def test_bulk_retry_of_three_failed_jobs_asks_first(admin):
         run_next()
     html = client.get("/admin/failed").text
     assert html.count('type="checkbox" name="id"') == 3 and 'form="bulk"' in html
+    assert '<form id="bulk" class="bulk-actions" method="get" action="/admin/bulk">' in html
     response = selected(client, csrf, "retry", failed)
     assert response.status_code == 200
     assert "Retry 3 failed jobs?" in response.text
@@ -268,6 +272,14 @@ def test_bulk_retry_of_three_failed_jobs_asks_first(admin):
     assert response.status_code == 302 and response.headers["Location"] == "/admin/failed"
     assert all(jobs.get(huey.storage, i)["status"] == "queued" for i in failed)
     assert "3 job(s) queued again." in client.get("/admin/failed").text
+    # Back to the question (a GET, nothing resent): it says nothing is left to retry.
+    again = selected(client, csrf, "retry", failed)
+    assert "No selected job can be retried" in again.text and "bulk-confirm" not in again.text
+    # A list page from before (its form posted the question): sent on to the GET.
+    old = client.post("/admin/bulk", data={"csrf_token": csrf, "action": "retry",
+                                           "id": failed, "next": "/admin/failed"})
+    assert old.status_code == 303 and old.headers["Location"].startswith("/admin/bulk?")
+    assert "No selected job can be retried" in client.get(old.headers["Location"]).text
 
 
 def test_bulk_cancel_skips_ended_jobs_with_the_reason(admin):

@@ -45,7 +45,7 @@ def jobs_to_see(app, root, templates):
     return batch_id, failed
 
 
-def dashboard_urls(app, settings, batch_id):
+def dashboard_urls(app, settings, batch_id, failed):
     """Every GET page of the dashboard, its arguments filled with real values where
     this test knows them: ``[(url, all arguments real)]``."""
     files = sorted(p.name for p in settings.artifacts_dir.glob(f"{batch_id}*"))
@@ -58,6 +58,7 @@ def dashboard_urls(app, settings, batch_id):
             continue
         url = rule.build({k: values.get(k, "x") for k in rule.arguments})[1]
         url += f"?ids={batch_id}" if url.endswith("progress.json") else ""
+        url += f"?action=retry&id={failed}" if url.endswith("/bulk") else ""  # the question
         urls.append((url, rule.arguments <= values.keys()))
     return urls
 
@@ -77,10 +78,10 @@ def action_urls(app):
 
 def test_an_operator_sees_every_dashboard_page_an_admin_sees(app, settings, root, olga,
                                                              jobs_to_see):
-    batch_id, _ = jobs_to_see
+    batch_id, failed = jobs_to_see
     admin, _ = logged_in(app, "root", root[1])
     operator, _ = logged_in(app, "olga", olga[1])
-    urls = dashboard_urls(app, settings, batch_id)
+    urls = dashboard_urls(app, settings, batch_id, failed)
     assert {"/admin/", "/admin/jobs", "/admin/failed", "/admin/audit",
             f"/admin/jobs/{batch_id}"} <= {url for url, _ in urls}
     admin_csrf = {"X-CSRF-Token": csrf_of(admin.get("/admin/").text)}
@@ -106,6 +107,7 @@ def test_an_operator_sees_every_dashboard_page_an_admin_sees(app, settings, root
     assert 'id="retry-all"' in admin.get("/admin/failed").text
     assert 'id="retry-failed-items"' in admin.get(f"/admin/jobs/{batch_id}").text
     assert 'class="pick"' in admin.get("/admin/jobs").text
+    assert 'id="bulk-confirm"' in admin.get(f"/admin/bulk?action=retry&id={failed}").text
 
 
 def test_an_operator_gets_403_for_every_action(app, root, olga, jobs_to_see):

@@ -1,10 +1,11 @@
 """Acting on the jobs selected in a list: retry, cancel or discard them.
 
-The list's form posts the action and the ids here; the first POST answers a page
-that says what will happen to how many jobs (and which will be skipped, and why),
-whose button posts them again with ``confirm``. Each action is the one bulk
-operation of :mod:`qrq.queue.dead_letters`, which runs the single-job operation
-over the ids and reports the jobs it skipped with the reason.
+The list's form sends the action and the ids here in a GET: a page that says what
+will happen to how many jobs (and which will be skipped, and why), whose button posts
+them with ``confirm``; the POST acts and sends the browser back to the list. (Asking
+in a GET, the browser's Back returns to the question without resending a form.) Each
+action is the one bulk operation of :mod:`qrq.queue.dead_letters`, which runs the
+single-job operation over the ids and reports the jobs it skipped with the reason.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ REFUSALS = {"retry": "only failed, canceled or expired jobs can be retried",
             "discard": "only ended jobs can be discarded (cancel it first)"}
 
 
-def _selection() -> tuple[str, list[str]]:
-    action = request.form.get("action", "")
+def _selection(values) -> tuple[str, list[str]]:
+    """The action and the job ids in *values* (the query's or the form's)."""
+    action = values.get("action", "")
     if action not in dead_letters.ACTIONS:
         raise ValidationError(f"must be one of {', '.join(dead_letters.ACTIONS)}",
                               field="action")
-    ids = list(dict.fromkeys(request.form.getlist("id")))  # once each, in order
+    ids = list(dict.fromkeys(values.getlist("id")))  # once each, in order
     if len(ids) > MAX_SELECTED:
         raise ValidationError(f"select at most {MAX_SELECTED} jobs at once", field="id")
     if not all(jobs.JOB_ID.fullmatch(i) for i in ids):
@@ -63,21 +65,14 @@ def _run(action: str, ids: list[str]) -> dict[str, list[Any]]:
     return dead_letters.discard_jobs(huey.storage, artifact_store(), ids)
 
 
-@bp.post("/bulk")
+@bp.get("/bulk")
 @admin_page
-def bulk_action(user: User):
-    """Ask to confirm the action on the selected jobs; with ``confirm``, run it."""
-    back = safe_next(request.form.get("next") or url_for("admin.job_list"))
-    action, ids = _selection()
+def bulk_question(user: User):
+    """What the action would do to the selected jobs, with the button that does it."""
+    back = safe_next(request.args.get("next") or url_for("admin.job_list"))
+    action, ids = _selection(request.args)
     if not ids:
         flash("Select at least one job first.", "error")
-        return redirect(back)
-    if request.form.get("confirm") == "yes":
-        report = _run(action, ids)
-        audit.record(huey.storage, user.name, f"jobs.{action}", job_ids=report["done"],
-                     detail={"selected": len(ids), "skipped": len(report["skipped"])})
-        flash(dead_letters.describe(f"{len(report['done'])} job(s) {VERBS[action][1]}",
-                                    report), "error" if report["skipped"] else "message")
         return redirect(back)
     found = {job["id"]: job for job in stats.jobs_by_id(huey.storage, ids)}
     going = [found[i] for i in ids if i in found
@@ -89,3 +84,22 @@ def bulk_action(user: User):
     return render("admin/bulk.html", user, action=action, verb=VERBS[action][0],
                   question=_question(action, going), effect=EFFECTS[action], going=going,
                   staying=staying, owners=owner_names(going), back=back)
+
+
+@bp.post("/bulk")
+@admin_page
+def bulk_action(user: User):
+    """Run the action on the selected jobs (``confirm``), then back to the list."""
+    back = safe_next(request.form.get("next") or url_for("admin.job_list"))
+    action, ids = _selection(request.form)
+    if not ids:
+        flash("Select at least one job first.", "error")
+        return redirect(back)
+    if request.form.get("confirm") != "yes":  # a list page loaded before the question was a GET
+        return redirect(url_for("admin.bulk_question", action=action, id=ids, next=back), 303)
+    report = _run(action, ids)
+    audit.record(huey.storage, user.name, f"jobs.{action}", job_ids=report["done"],
+                 detail={"selected": len(ids), "skipped": len(report["skipped"])})
+    flash(dead_letters.describe(f"{len(report['done'])} job(s) {VERBS[action][1]}", report),
+          "error" if report["skipped"] else "message")
+    return redirect(back)
