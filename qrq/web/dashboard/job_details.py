@@ -76,8 +76,10 @@ def _analytics(job: dict[str, Any], result: dict[str, Any],
 
 def _backup(job: dict[str, Any], result: dict[str, Any],
             outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    # The report is the run's; the sets it names may have been removed since.
+    # The report is the run's; the sets it names may have been removed since. Only a
+    # host that keeps the sets can tell (on several hosts they are on the worker's).
     backups = current_app.config["QRQ"].backups_dir
+    here = backups.is_dir()
     rows = []
     for entry in result["databases"]:
         if not isinstance(entry, dict):
@@ -87,11 +89,12 @@ def _backup(job: dict[str, Any], result: dict[str, Any],
             note.split("reused from set ", 1)[1].split(":", 1)[0]
             if note.startswith("reused from set ") else None)  # results before reused_from
         rows.append({**entry, "reused_from": reused,
-                     "reused_removed": bool(reused) and not set_exists(backups, reused)})
+                     "reused_removed": here and bool(reused) and not set_exists(backups, reused)})
     return {**{key: result.get(key) for key in ("set_id", "kind", "status", "ok", "failed",
                                                  "size", "compressed_size", "duration",
                                                  "removed_sets", "mailed")},
-            "set_removed": not set_exists(backups, result["set_id"]), "databases": rows}
+            "set_removed": here and not set_exists(backups, result["set_id"]),
+            "databases": rows}
 
 
 _BUILDERS = {"pdf": _pdf, "batch": _batch, "analytics": _analytics, "backup": _backup}
