@@ -1,13 +1,22 @@
-"""``qrq.client`` against a real waitress server and a real consumer, end to end."""
+"""``qrq.client`` against a real waitress server and a real consumer, end to end; and
+against small HTTP servers on 127.0.0.1 that misbehave on purpose (redirects to another
+origin, no answer, answers cut short)."""
 
+import contextlib
 import dataclasses
+import http.server
+import json
+import socket
+import threading
 
 import pytest
 
 from qrq.client import (
     Client,
+    ConnectionFailed,
     JobNotFinished,
     NotFound,
+    ServerError,
     Unauthorized,
     ValidationError,
     WaitTimeout,
@@ -16,6 +25,7 @@ from qrq.queue import submit
 from qrq.web import create_app
 from tests.live import live, serving  # noqa: F401 (fixture)
 from tests.slow_tasks import steps
+from tests.test_analytics_api import ARGS, scan_dbs  # noqa: F401 (fixture)
 
 
 def token_of(headers):
@@ -71,3 +81,142 @@ def test_wait_does_not_busy_poll_a_server_that_holds_no_waiters(settings, templa
         with pytest.raises(WaitTimeout):
             api.wait(job_id, timeout=3)
     assert len(asked) <= 6  # about one request per Retry-After (2 s), not hundreds
+
+
+def test_analytics_returns_the_report_computed_or_cached_and_any_user_may_follow_it(
+        live, alice, make_user, scan_dbs, consumer):  # noqa: F811
+    _, bob = make_user("bob")
+    consumer()
+    report = Client(live, token_of(alice[1])).analytics(**ARGS, timeout=120)
+    assert report["params"]["period"] == "weekly" and report["series"]
+    assert report["databases"]["read"] == 4
+    cached = Client(live, token_of(bob)).analytics(**ARGS)  # 200 from the cache
+    assert cached["series"] == report["series"] and "age_seconds" in cached
+
+
+def test_batch_status_and_retrying_its_failed_items(live, templates, alice, consumer):  # noqa: F811
+    api = Client(live, token_of(alice[1]))
+    batch = api.submit_batch([{"template_id": 3, "data": "ok"},
+                              {"template_id": 3, "data": "y" * 2500}])  # too long: fails
+    consumer()
+    assert api.wait(batch["batch_job_id"], timeout=120)["status"] == "finished"
+    retry = api.retry_failed(batch["batch_job_id"])
+    assert retry["parent_job_id"] == batch["batch_job_id"] and retry["total_items"] == 1
+    shown = api.batch(batch["batch_job_id"])
+    assert (shown["completed"], shown["failed"]) == (1, 1)
+    assert shown["retry_job_ids"] == [retry["batch_job_id"]]
+
+
+# -- servers that misbehave -------------------------------------------------------------
+
+@contextlib.contextmanager
+def http_server(handle):
+    """A plain HTTP server on 127.0.0.1 whose GETs *handle* answers: ``handle(request)``
+    with the handler (path, headers, and wfile to write to); its base URL."""
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            seen.append((self.path, dict(self.headers)))
+            handle(self)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def answer(handler, status, body=b"", headers=()):
+    handler.send_response(status)
+    for name, value in headers:
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def test_a_download_redirected_to_another_origin_goes_there_without_the_token():
+    # The artifact store's presigned URL: another host (localhost, not 127.0.0.1) and port.
+    with http_server(lambda h: answer(h, 200, b"%PDF-1.4 stored")) as (store, at_store):
+        store_port = store.rsplit(":", 1)[1]
+
+        def api(handler):
+            if handler.path.endswith("/download"):
+                answer(handler, 302, headers=[
+                    ("Location", f"http://localhost:{store_port}/cards/x.pdf?sig=1")])
+            else:  # a redirect inside the API keeps the token
+                answer(handler, 302, headers=[("Location", "/api/jobs/moved")]) \
+                    if handler.path != "/api/jobs/moved" else \
+                    answer(handler, 200, b'{"job_id": "moved", "status": "queued"}')
+
+        with http_server(api) as (base, at_api):
+            client = Client(base, "qrq_secret-token")
+            assert client.download("x") == b"%PDF-1.4 stored"
+            assert client.job("elsewhere")["job_id"] == "moved"
+    assert at_api[0][1]["Authorization"] == "Bearer qrq_secret-token"
+    assert at_store[0][0] == "/cards/x.pdf?sig=1"
+    assert "Authorization" not in at_store[0][1], at_store
+    assert [path for path, _ in at_api] == ["/api/jobs/x/download", "/api/jobs/elsewhere",
+                                            "/api/jobs/moved"]
+    assert at_api[2][1]["Authorization"] == "Bearer qrq_secret-token"
+
+
+def test_no_usable_answer_is_a_connection_failed_error():
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, not listening: refused
+        with pytest.raises(ConnectionFailed) as refused:
+            Client(f"http://127.0.0.1:{port}", "t").job("x")
+    assert refused.value.code == "unreachable" and refused.value.status == 0
+
+    def cut_short(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Length", "100")
+        handler.end_headers()
+        handler.wfile.write(b'{"job_id"')
+        handler.close_connection = True
+
+    with http_server(cut_short) as (base, _):
+        with pytest.raises(ConnectionFailed) as cut:
+            Client(base, "t").job("x")
+    assert cut.value.code == "bad_answer"
+    with http_server(lambda h: answer(h, 200, b"<html>a proxy</html>")) as (base, _):
+        with pytest.raises(ConnectionFailed) as html:
+            Client(base, "t").job("x")
+    assert html.value.code == "bad_answer" and html.value.status == 200
+    released = threading.Event()
+    with http_server(lambda h: released.wait(30)) as (base, _):
+        with pytest.raises(ConnectionFailed) as slow:
+            Client(base, "t", timeout=0.5).job("x")
+        released.set()
+    assert slow.value.code == "timeout"
+
+
+def test_wait_waits_out_a_busy_or_restarting_server_and_gives_up_on_a_broken_one():
+    answers = iter([(200, {"job_id": "j", "status": "queued"}),
+                    (503, {"error": {"code": "unavailable", "message": "restarting"}}),
+                    (429, {"error": {"code": "too_many_attempts", "message": "later"}}),
+                    (200, {"job_id": "j", "status": "finished"})])
+
+    def busy(handler):
+        status, body = next(answers)
+        answer(handler, status, json.dumps(body).encode(), [("Retry-After", "0.1")])
+
+    with http_server(busy) as (base, seen):
+        assert Client(base, "t").wait("j", timeout=30)["status"] == "finished"
+    assert len(seen) == 4
+
+    def broken(handler):
+        answer(handler, 500, b'{"error": {"code": "internal", "message": "bug"}}')
+
+    with http_server(broken) as (base, seen):
+        with pytest.raises(ServerError) as failed:
+            Client(base, "t").wait("j", timeout=30)
+    assert failed.value.status == 500 and len(seen) == 1  # not retried: a bug, not a wait
