@@ -429,6 +429,23 @@ def test_cancel_before_the_first_item_keeps_an_empty_but_valid_output(client, te
     assert pending["total"] == 5
     summary = client.get(f"/api/batch/{job_id}", headers=alice[1]).get_json()
     assert summary["downloads"]["zip"]["files"] == 0
+    assert status["stage"] == "canceled after 0/5 items; their PDF and ZIP are kept"
+    # Its outputs are served at both URLs, the same file (the job's URL: the PDF).
+    with client.get(f"/api/batch/{job_id}/download/pdf", headers=alice[1]) as by_batch, \
+            client.get(f"/api/jobs/{job_id}/download", headers=alice[1]) as by_job:
+        assert by_batch.status_code == by_job.status_code == 200
+        assert by_job.data == by_batch.data and by_job.data.startswith(b"%PDF")
+
+
+def test_a_batch_is_downloaded_at_the_jobs_url_only_once_it_has_outputs(client, templates,
+                                                                        alice):
+    job_id = submit(client, alice[1], {"template_ids": [2]})["batch_job_id"]
+    refused = client.get(f"/api/jobs/{job_id}/download", headers=alice[1])
+    assert refused.status_code == 409
+    assert refused.get_json()["error"]["job_status"] == "queued"
+    run_job(job_id)
+    with client.get(f"/api/jobs/{job_id}/download", headers=alice[1]) as response:
+        assert response.status_code == 200 and response.mimetype == "application/pdf"
 
 
 def test_a_rerun_resumes_after_the_items_already_done(settings, templates, client, alice):

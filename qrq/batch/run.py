@@ -236,9 +236,13 @@ def run_batch(storage, store: ArtifactStore, job_id: str, check: Callable[[], No
     outputs = assemble(storage, store, job_id, total, specs)
     seconds = {"encode": round(encoded_at - began, 3),
                "outputs": round(time.monotonic() - encoded_at, 3)}
-    if canceled:
-        raise jobs.JobCanceled("canceled while running; the items done so far are kept")
     done = counts(storage, job_id)
+    if canceled:
+        kept = done["completed"] + done["failed"]
+        _report(storage, job_id, ENCODE_SHARE,
+                f"canceled after {kept}/{total} items; their PDF and ZIP are kept")
+        raise jobs.JobCanceled(f"canceled while running; the {kept} items done so far "
+                               "are kept, with their PDF and ZIP")
     return {**done, "success_rate": round(done["completed"] / max(1, total), 4),
             "resumed_after": done_before, "encoded_this_run": encoded, "seconds": seconds,
             "parent_job_id": batch["parent_id"], "artifact": outputs["pdf"]["file"],

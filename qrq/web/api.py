@@ -18,7 +18,7 @@ from qrq.queue import catalog, huey, jobs, stats, submit
 from qrq.web import admission, waiting
 from qrq.web import webhooks as webhook_api
 from qrq.web.auth import current_user, login_required
-from qrq.web.downloads import send_artifact
+from qrq.web.downloads import send_artifact, send_batch_output
 from qrq.web.paging import choice_arg, cursor_value, paged, read_page
 from qrq.web.params import int_arg, int_field, json_object
 
@@ -231,8 +231,11 @@ def list_jobs():
 @bp.get("/jobs/<job_id>/download")
 @login_required
 def download(job_id: str):
-    """A finished job's output file, to its owner (or an admin)."""
+    """A finished job's output file, to its owner (or an admin); a batch's combined PDF
+    (also when it was canceled midway, as at ``/api/batch/<id>/download/pdf``)."""
     job = visible_job(job_id)
+    if job["type"] == "batch":
+        return send_batch_output(job, "pdf")
     result = jobs.public_view(job)["result"] or {}
     if job["status"] != "finished":
         raise JobNotFinished(f"job {job_id} is {job['status']}; its output can be "

@@ -11,12 +11,12 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from qrq import batch
 from qrq.batch import run as batch_run
 from qrq.batch.submit import enqueue_batch, enqueue_retry
-from qrq.errors import JobNotFinished, NotFound, ValidationError
+from qrq.errors import NotFound, ValidationError
 from qrq.queue import huey
 from qrq.web import admission
 from qrq.web.api import check_job_quota, visible_job
 from qrq.web.auth import current_user, login_required
-from qrq.web.downloads import send_artifact
+from qrq.web.downloads import send_batch_output
 from qrq.web.paging import cursor_value, paged, read_page
 from qrq.web.params import int_arg, json_object
 from qrq.web.webhooks import UNSET, callback_url, submit_with_callback
@@ -24,7 +24,6 @@ from qrq.web.webhooks import UNSET, callback_url, submit_with_callback
 bp = Blueprint("batch", __name__, url_prefix="/api/batch")
 
 MAX_PER_PAGE = 1000
-DOWNLOADS = {"pdf": "application/pdf", "zip": "application/zip"}
 
 
 def visible_batch(job_id: str) -> tuple[dict, dict]:
@@ -153,15 +152,4 @@ def retry_failed(job_id: str):
 @login_required
 def download(job_id: str, kind: str):
     """The combined PDF (``pdf``) or the ZIP of SVGs (``zip``), once written."""
-    job, found = visible_batch(job_id)
-    if kind not in DOWNLOADS:
-        raise NotFound("download pdf or zip")
-    if not (found["outputs"] or {}).get(kind):
-        if job["status"] != "finished":
-            raise JobNotFinished(f"batch {job_id} is {job['status']}; its {kind} can be "
-                                 "downloaded once it has finished", job_status=job["status"])
-        raise NotFound(f"batch {job_id} has no {kind}")
-    # The name comes from the validated job id, never from the request or the record.
-    return send_artifact(f"{job['id']}.{kind}", found["outputs"][kind].get("bytes"),
-                         DOWNLOADS[kind], f"qrq-batch-{job_id}.{kind}",
-                         f"the {kind} of batch {job_id} has been removed")
+    return send_batch_output(visible_batch(job_id)[0], kind)

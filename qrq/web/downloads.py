@@ -18,10 +18,14 @@ import mimetypes
 
 from flask import Response, current_app, redirect, request, send_file
 
+from qrq import batch
 from qrq.artifacts import ArtifactInfo, ArtifactStore, open_store
-from qrq.errors import NotFound
+from qrq.errors import JobNotFinished, NotFound
+from qrq.queue import huey
 
 logger = logging.getLogger("qrq.web")
+
+BATCH_OUTPUTS = {"pdf": "application/pdf", "zip": "application/zip"}
 
 
 def artifact_store() -> ArtifactStore:
@@ -72,3 +76,25 @@ def send_artifact(name: str, size: int | None, mimetype: str | None, download_na
     response.set_etag(info.etag)
     return response.make_conditional(request.environ, accept_ranges=True,
                                      complete_length=info.size)
+
+
+def send_batch_output(job: dict, kind: str) -> Response:
+    """A batch's combined PDF (``pdf``) or ZIP (``zip``) once written: when it has
+    finished, or was canceled midway (the items done so far are kept, and their
+    outputs written).
+
+    :raises JobNotFinished: no outputs yet (queued, running, failed).
+    """
+    found = batch.get_batch(huey.storage, job["id"]) if job["type"] == "batch" else None
+    job_id = job["id"]
+    if found is None or kind not in BATCH_OUTPUTS:
+        raise NotFound(f"batch {job_id} not found" if found is None else "download pdf or zip")
+    if not (found["outputs"] or {}).get(kind):
+        if job["status"] != "finished":
+            raise JobNotFinished(f"batch {job_id} is {job['status']}; its {kind} can be "
+                                 "downloaded once it has finished", job_status=job["status"])
+        raise NotFound(f"batch {job_id} has no {kind}")
+    # The name comes from the validated job id, never from the request or the record.
+    return send_artifact(f"{job_id}.{kind}", found["outputs"][kind].get("bytes"),
+                         BATCH_OUTPUTS[kind], f"qrq-batch-{job_id}.{kind}",
+                         f"the {kind} of batch {job_id} has been removed")
