@@ -93,3 +93,13 @@ def test_a_safety_set_outlives_a_later_set_of_its_day_within_the_daily_window():
     keep, delete = plan_retention(sets, daily=4, weekly=0, monthly=0)
     assert keep == ids(day(3, 5), day(3, 4), day(3, 3, 18), day(3, 3, 10), day(3, 2))
     assert delete == ids(day(3, 3), day(3, 1), day(2, 20, 10))
+
+
+def test_a_safety_set_stays_when_every_set_is_from_its_own_day():
+    # A new backup directory: a set, the safety set a restore took, then the next
+    # backup, all on one day. The day's set is the newest; the safety set stays too.
+    sets = [manifest(day(3, 3, 9), kind="manual"), manifest(day(3, 3, 10), kind="safety"),
+            manifest(day(3, 3, 11), kind="manual")]
+    keep, delete = plan_retention(sets, daily=7, weekly=4, monthly=12)
+    assert keep == ids(day(3, 3, 11), day(3, 3, 10))
+    assert delete == ids(day(3, 3, 9))

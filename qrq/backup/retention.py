@@ -51,9 +51,10 @@ def plan_retention(sets: Iterable[dict], daily: int, weekly: int, monthly: int,
     if kept_daily:
         keep.update(m["id"] for m in failed if when(m) >= kept_daily[-1])
         # A safety set holds what a restore over the live data replaced: it stays for
-        # the daily window even when a later set of the same day is that day's one.
+        # the daily window, the days kept (by date: a later set of its own day, such as
+        # the next backup after the restore, is that day's set, not a reason to go).
         keep.update(m["id"] for m in usable
-                    if m.get("kind") == "safety" and when(m) >= kept_daily[-1])
+                    if m.get("kind") == "safety" and when(m).date() >= kept_daily[-1].date())
     elif usable:
         keep.update(m["id"] for m in failed if when(m) >= when(usable[0]))
     else:
