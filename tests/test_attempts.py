@@ -158,9 +158,9 @@ def test_a_job_failing_on_its_input_is_one_warning_line_a_bug_keeps_its_tracebac
     assert jobs.get(huey.storage, bad)["attempts"] == 1  # not retried
     lines = worker.output().splitlines()
     about_bad = [line for line in lines if bad in line]
-    failed = [line for line in about_bad if "failed on its input" in line]
+    failed = [line for line in about_bad if "failed, not retried" in line]
     assert len(failed) == 1 and "WARNING:huey:" in failed[0], about_bad
-    assert failed[0].endswith("(not retried): title: cannot print '\\x07'"), failed[0]
+    assert failed[0].endswith("failed, not retried: title: cannot print '\\x07'"), failed[0]
     assert not any("ERROR" in line for line in about_bad), about_bad
     traceback_lines = [k for k, line in enumerate(lines) if line.startswith("Traceback")]
     assert traceback_lines and all("RuntimeError" in "".join(lines[k:k + 12])

@@ -295,3 +295,28 @@ def test_backup_tasks_are_a_few_lines_each_and_the_cli_runs_no_sql():
             assert node.end_lineno - node.body[0].lineno < 6, node.name
     cli = (ROOT / "qrq" / "cli" / "backup.py").read_text().lower()
     assert ".execute(" not in cli and "select " not in cli
+
+
+def test_a_restore_of_the_queue_keeps_no_lock_or_consumer_of_the_old_system(settings, runner,
+                                                                           backend):
+    # The set is taken while a backup run holds its lock and a consumer is registered:
+    # the restored queue must not make the next backup wait for that lock to lapse.
+    from qrq.cli import main
+    from qrq.queue import huey, locks
+
+    old = "job 1bc29f21 (gone:1)"
+    assert locks.try_lock(huey.storage, "backup", old, ttl=3600) is None
+    huey.storage.sql("insert into consumer (id, host, pid, started_at, heartbeat_at) "
+                     "values ('old', 'gone', 1, 0, 0)", commit=True)
+    manifest = run_backup(settings)
+    locks.release_lock(huey.storage, "backup", old)
+    huey.storage.sql("delete from consumer", commit=True)
+    queue = "queue.db" if backend == "sqlite" else "postgresql"
+    done = runner.invoke(main, ["backup", "restore", manifest["id"], "--to",
+                                str(settings.data_dir), "--db", queue, "--force"])
+    assert done.exit_code == 0, done.output
+    storage = huey.storage
+    storage.close()  # this test's connection: to the restored queue
+    assert storage.sql("select count(*) from maintenance_lock", results=True)[0][0] == 0
+    assert storage.sql("select count(*) from consumer", results=True)[0][0] == 0
+    assert locks.try_lock(storage, "backup", "job next (here:2)") is None

@@ -19,12 +19,13 @@ from qrq.backup import (
     verify_set,
 )
 from qrq.backup.postgres import CODEC as PG_CODEC
+from qrq.backup.restore import QUEUE_DB
 from qrq.backup.submit import submit_backup
 from qrq.cli.base import cli_actor, echo_json, get_queue, get_settings, json_option, main
 from qrq.cli.jobs import wait_finished, wait_options
 from qrq.config.load import read_settings
 from qrq.humanize import format_bytes
-from qrq.queue import audit, locks, stats
+from qrq.queue import audit, locks, retention, stats
 from qrq.queue.housekeeping import submit_maintenance
 
 
@@ -227,6 +228,13 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
                            env_key=environment_key(settings),
                            database_url=settings.database_url,
                            before_replacing=safety_backup if overwrites_live else lambda: None)
+    if overwrites_live and any(e["name"] == QUEUE_DB or e["codec"] == PG_CODEC
+                               for e in entries):
+        # The restored queue's run locks and consumers are the old system's (the backup
+        # that took the set held a lock): none of them runs now.
+        storage = get_queue().storage  # the restored one: its connection was closed
+        locks.release_all_locks(storage)
+        retention.forget_consumers(storage)
     for entry in entries:
         if entry["codec"] == PG_CODEC:
             click.echo(f"restored PostgreSQL schema {entry['schema']} (QRQ_DATABASE_URL)")

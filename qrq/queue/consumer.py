@@ -153,19 +153,19 @@ class StorageFullLog(logging.Filter):
                 handler.addFilter(self)
 
 
-class BadInputLog(logging.Filter):
-    """Logs a job that failed on its input as one warning line, not huey's "Unhandled
-    exception" error with a traceback: the traceback points at a check, not at a bug,
-    retrying cannot help (the job failed at once) and the job records the reason.
-    Bad input is what the task wrapper fails at once: a :class:`QrqError` that is not
-    a ``TransientError``, below 500."""
+class StatedFailureLog(logging.Filter):
+    """Logs a job that failed for a reason qrq states (bad input, a template deleted
+    meanwhile, a backup already running: a :class:`QrqError` below 500 that is not a
+    ``TransientError``, which the task wrapper fails at once) as one warning line, not
+    huey's "Unhandled exception" error with a traceback: the traceback points at a
+    check, not at a bug, retrying cannot help, and the job records the reason."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, QrqError) and not isinstance(exc, TransientError) \
                 and exc.status < 500 and record.args:
             record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.msg = "task %s failed on its input (not retried): %s%s"
+            record.msg = "task %s failed, not retried: %s%s"
             record.args = (record.args[0], f"{exc.field}: " if exc.field else "", exc.message)
             record.exc_info = record.exc_text = None
         return True
@@ -275,7 +275,7 @@ class QrqConsumer(Consumer):
 
     def start(self):
         StorageFullLog().install()  # before the workers fork: they share its clock
-        BadInputLog().install()
+        StatedFailureLog().install()
         # Registered before any worker can lease a job: the consumers page and the
         # alerts never see a running job of an unknown consumer. (huey's start closes
         # this connection before it forks the workers, which set their own handlers.)

@@ -78,6 +78,14 @@ def release_lock(storage, name: str, holder: str) -> None:
                 commit=True)
 
 
+def release_all_locks(storage) -> int:
+    """Drop every run lock: after a restore of the queue, whose locks are those of runs
+    of the old system (the backup that took the set holds one), none of which goes on."""
+    with storage.db(commit=True) as curs:
+        curs.execute("delete from maintenance_lock")
+        return curs.rowcount
+
+
 @contextlib.contextmanager
 def hold_lock(storage, name: str, holder: str, *, ttl: float = LOCK_TTL) -> Iterator[None]:
     """Hold lock *name* while the block runs, renewing it every third of *ttl*.

@@ -123,6 +123,14 @@ def purge_stale(storage, store: ArtifactStore, now: float | None = None,
             "consumers": consumers}
 
 
+def forget_consumers(storage) -> int:
+    """Delete every consumer row: after a restore of the queue, whose rows are the old
+    system's consumers at the time of the snapshot (a restore needs them stopped)."""
+    with storage.db(commit=True) as curs:
+        curs.execute("delete from consumer")
+        return curs.rowcount
+
+
 def apply_retention(storage, settings, now: float | None = None) -> dict[str, int]:
     """The periodic clean-up: finished jobs after ``retain_finished_days``, failed,
     canceled and expired ones after ``retain_failed_days``, then leftovers, and audit
