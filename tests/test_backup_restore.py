@@ -109,12 +109,14 @@ def test_a_key_from_the_environment_is_not_stored_and_restore_asks_for_it(
     assert "set QRQ_SECRET_KEY to that key" in refused.output
     assert manifest["secret"]["fingerprint"] in refused.output
     assert "Traceback" not in refused.output and not new.exists()
-    wrong = CliRunner(env={"QRQ_DATA_DIR": str(settings.data_dir),
-                           "QRQ_SECRET_KEY": secrets.token_urlsafe(32)})
+    # The host restoring has the key in its environment, and no secret.key of its own
+    # (beside one, qrq refuses any other key: tests/test_config.py).
+    host = {"QRQ_DATA_DIR": str(tmp_path / "host"), "QRQ_BACKUP_DIR": str(settings.backups_dir)}
+    wrong = CliRunner(env={**host, "QRQ_SECRET_KEY": secrets.token_urlsafe(32)})
     refused = wrong.invoke(main, ["backup", "restore", manifest["id"], "--to", str(new)])
     assert refused.exit_code == 1 and "not the key that signed" in refused.output
     assert not new.exists()
-    right = CliRunner(env={"QRQ_DATA_DIR": str(settings.data_dir), "QRQ_SECRET_KEY": key})
+    right = CliRunner(env={**host, "QRQ_SECRET_KEY": key})
     done = right.invoke(main, ["backup", "restore", manifest["id"], "--to", str(new)])
     assert done.exit_code == 0, done.output
     assert (new / "queue.db").is_file() and not (new / "secret.key").exists()

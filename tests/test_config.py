@@ -84,6 +84,28 @@ def test_a_short_or_well_known_secret_key_is_refused_without_being_shown(tmp_pat
     assert "32" in str(caught.value)
 
 
+def test_the_deploy_examples_placeholder_is_refused_as_a_secret(tmp_path):
+    example = (ROOT / "deploy" / "qrq.env.example").read_text()
+    placeholder = re.search(r"^QRQ_SECRET_KEY=(.*)$", example, re.M)[1]
+    with pytest.raises(SettingsError, match="well-known example value"):
+        load_settings({"QRQ_DATA_DIR": str(tmp_path), "QRQ_SECRET_KEY": placeholder})
+
+
+def test_a_key_from_the_environment_must_be_the_one_in_secret_key_beside_it(tmp_path):
+    # An installation moving its key to the environment (several hosts): the file's
+    # key signed the jobs queued so far, so another one is refused while it is there.
+    first = load_settings({"QRQ_DATA_DIR": str(tmp_path)}).secret_key  # makes secret.key
+    other = secrets.token_urlsafe(32)
+    with pytest.raises(SettingsError, match="which signed the jobs queued so far") as caught:
+        load_settings({"QRQ_DATA_DIR": str(tmp_path), "QRQ_SECRET_KEY": other})
+    assert other not in str(caught.value) and first not in str(caught.value)
+    assert load_settings({"QRQ_DATA_DIR": str(tmp_path),
+                          "QRQ_SECRET_KEY": first}).secret_key == first
+    (tmp_path / "secret.key").unlink()  # its jobs are done: a new key is the only one
+    assert load_settings({"QRQ_DATA_DIR": str(tmp_path),
+                          "QRQ_SECRET_KEY": other}).secret_key == other
+
+
 def test_a_weak_secret_file_is_refused(tmp_path):
     (tmp_path / "secret.key").write_text("changeme\n")
     with pytest.raises(SettingsError, match="secret.key"):
