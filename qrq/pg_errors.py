@@ -10,6 +10,7 @@ it may pass by itself (a server that is down or restarting) or needs the operato
 from __future__ import annotations
 
 import dataclasses
+import select
 
 import psycopg
 import psycopg_pool
@@ -90,3 +91,15 @@ def describe(exc: BaseException, url: str) -> DatabaseProblem | None:
             return DatabaseProblem(f"PostgreSQL ({where(url)}) is unreachable: "
                                    f"{_first_line(err)}", False)
     return None
+
+
+def quiet(conn: psycopg.Connection) -> bool:
+    """Whether an idle pooled connection can be lent without a round trip: nothing is
+    waiting on its socket. A connection the server has ended (a restart,
+    ``pg_terminate_backend``) has its goodbye or its EOF waiting there; an idle healthy
+    one has nothing."""
+    if conn.closed or conn.info.transaction_status != conn.info.transaction_status.IDLE:
+        return False
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN | select.POLLPRI)
+    return not poller.poll(0)

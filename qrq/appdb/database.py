@@ -8,10 +8,10 @@ the proxy.
 
 from __future__ import annotations
 
-import select
-
 from peewee import DatabaseProxy
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+
+from qrq import pg_errors
 
 PRAGMAS = {
     "journal_mode": "wal",
@@ -52,16 +52,9 @@ class PostgresAppDatabase(PooledPostgresqlDatabase):
     def _is_closed(self, conn) -> bool:
         if conn.closed:
             return True
-        if conn.info.transaction_status == conn.info.transaction_status.IDLE \
-                and not _readable(conn.fileno()):
+        if pg_errors.quiet(conn):
             return False
         return super()._is_closed(conn)  # rolls back, or asks SELECT 1
-
-
-def _readable(fd: int) -> bool:
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLPRI)
-    return bool(poller.poll(0))
 
 
 def postgres_database(url: str, busy_timeout: float) -> PostgresAppDatabase:

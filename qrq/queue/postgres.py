@@ -21,6 +21,7 @@ import psycopg_pool
 from huey.storage import BaseSqlStorage, SqliteStorage
 from psycopg.adapt import Loader
 
+from qrq import pg_errors
 from qrq.errors import Unavailable
 from qrq.queue import jobs, postgres_submit, wakeup
 from qrq.queue.pg_dialect import ddl, translate
@@ -125,10 +126,22 @@ class PostgresConnections(SqliteStorage):
                         _INHERITED.append(self._pool)
                     self._pool = psycopg_pool.ConnectionPool(
                         self.url, min_size=1, max_size=16, open=True, timeout=self._timeout,
-                        configure=self._configure, name=f"qrq-{self.name}",
+                        configure=self._configure, check=self._check, name=f"qrq-{self.name}",
                         kwargs={"cursor_factory": QmarkCursor, "autocommit": True})
                     self._pool_pid = os.getpid()
         return self._pool
+
+    def _check(self, conn: psycopg.Connection) -> None:
+        """Try a connection the server may have ended before lending it (a quiet one
+        costs nothing): after a restart every idle one is dead, and the first request
+        would get one (a 503). On the first dead one, all of them go at once."""
+        if pg_errors.quiet(conn):
+            return
+        try:
+            conn.execute("select 1")
+        except psycopg.Error:
+            self._pool.check()  # the others died with it: not one failed try each
+            raise
 
     def _configure(self, conn: psycopg.Connection) -> None:
         configure(conn)
