@@ -7,8 +7,10 @@ it was. Leases are cleared (a row leased by a consumer that is gone is simply
 queued again), run locks are not carried over, identity sequences are set past the
 copied ids, and the rows of every table are counted on both sides.
 
-The consumers must be stopped (a fresh heartbeat refuses the move); the SQLite files
-are only read, so going back is pointing ``QRQ_DATABASE_URL`` away again.
+The consumers must be stopped (a fresh heartbeat refuses the move). The SQLite files
+are only read; a note beside them (:func:`mark_moved`) makes qrq refuse them without
+``QRQ_DATABASE_URL`` from then on, so a host whose settings were left behind does not
+run their queued jobs a second time. Going back is deleting the note.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import conninfo, sql
 
 from qrq.errors import Conflict, QrqError
 
@@ -28,6 +30,9 @@ from qrq.errors import Conflict, QrqError
 # run locks (of processes that are gone), SQLite's own.
 NOT_COPIED = {"app_schema_version", "schema_version", "queue_schema_version",
               "maintenance_lock", "sqlite_sequence", "sqlite_stat1"}
+# Rows the target may hold before the move, made by merely looking at it (``qrq status``
+# evaluates the alerts): the copy replaces them.
+REPLACED = {"alert"}
 # Columns reset on the way: leases of consumers that are gone.
 CLEARED = {"task": ("lease_until", "lease_owner")}
 CHUNK = 1000
@@ -85,7 +90,7 @@ def _count(pg: psycopg.Connection, table: str) -> int:
 
 def check_empty(pg: psycopg.Connection, tables: dict[str, dict[str, str]]) -> None:
     """:raises Conflict: a qrq table of the target already holds rows."""
-    full = [t for t in tables if t not in NOT_COPIED and _count(pg, t)]
+    full = [t for t in tables if t not in NOT_COPIED | REPLACED and _count(pg, t)]
     if full:
         raise Conflict("the PostgreSQL database is not empty (rows in "
                        f"{', '.join(sorted(full))}); migrate into an empty one")
@@ -149,6 +154,8 @@ def move(sources: list[Path], url: str,
                             raise QrqError(f"{path.name}: table {table} has rows but no "
                                            "table in PostgreSQL to go to; nothing was copied")
                         continue
+                    if table in REPLACED and table not in copied:
+                        pg.execute(sql.SQL("delete from {}").format(sql.Identifier(table)))
                     copied[table] = copied.get(table, 0) + _copy_table(
                         conn, pg, table, columns, tables[table])
                     report(table, copied[table])
@@ -160,3 +167,16 @@ def move(sources: list[Path], url: str,
                            f"{wrong}; nothing was copied")
         _advance_identities(pg)
     return copied
+
+
+def mark_moved(marker: Path, url: str) -> None:
+    """Leave the note that the SQLite files beside *marker* moved to *url* (named
+    without its password): its first line completes "<data dir> was ..."."""
+    where = conninfo.conninfo_to_dict(url)
+    target = f"{where.get('dbname', '')} on {where.get('host', 'localhost')}"
+    marker.write_text(
+        f"moved to PostgreSQL ({target}) at "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} by qrq migrate-to-postgres\n"
+        "Without QRQ_DATABASE_URL, qrq refuses the SQLite files here: their queued jobs\n"
+        "would run a second time, and nothing done on PostgreSQL is in them. Delete this\n"
+        "file to go back to them anyway.\n")

@@ -35,9 +35,23 @@ def test_jobs_batches_and_users_move_and_go_on_running_on_postgresql(
                         headers=alice[1]).get_json()["batch_job_id"]
     huey.storage.close()
     app_db.close_all()
+    # A newcomer looks at the new database first: `qrq status` evaluates the alerts
+    # there (rows in its alert table), which must not make it "not empty".
+    looked = CliRunner().invoke(main, ["status"], env={"QRQ_DATA_DIR": str(settings.data_dir),
+                                                       "QRQ_DATABASE_URL": pg_url})
+    assert looked.exit_code == 0, looked.output
 
     moved = migrate(settings.data_dir, pg_url)
     assert moved.exit_code == 0, moved.output
+    # From now on the SQLite files are refused without QRQ_DATABASE_URL: their queued
+    # jobs would run a second time.
+    left_behind = CliRunner().invoke(main, ["jobs", "list"],
+                                     env={"QRQ_DATA_DIR": str(settings.data_dir)})
+    assert left_behind.exit_code == 1
+    assert "was moved to PostgreSQL" in left_behind.output
+    assert "set QRQ_DATABASE_URL" in left_behind.output
+    assert "MOVED-TO-POSTGRESQL.txt" in left_behind.output
+    assert "Traceback" not in left_behind.output
     assert "job: 4 rows" in moved.output and "user: 1 rows" in moved.output
     assert "counts checked" in moved.output
     # A second move finds the target full and copies nothing.

@@ -16,7 +16,9 @@ def migrate_to_postgres() -> None:
     Stop the consumers and the web app first (a fresh consumer heartbeat refuses the
     move). Every table is copied in one transaction and its rows counted on both
     sides; leases are cleared, so jobs that were running run again. The SQLite files
-    are left as they were. Afterwards start everything with QRQ_DATABASE_URL set.
+    are left as they were, and a note beside them makes qrq refuse them without
+    QRQ_DATABASE_URL (their queued jobs would run twice). Afterwards start everything
+    with QRQ_DATABASE_URL set.
 
     Example: QRQ_DATABASE_URL=postgresql://qrq@db/qrq qrq migrate-to-postgres
     """
@@ -39,5 +41,7 @@ def migrate_to_postgres() -> None:
     copied = move_to_postgres.move(sources, settings.database_url,
                                    report=lambda table, rows: click.echo(
                                        f"  {table}: {rows} rows"))
+    move_to_postgres.mark_moved(settings.moved_marker, settings.database_url)
     click.echo(f"done: {len(copied)} tables, {sum(copied.values())} rows, counts checked; "
-               "start the consumers and the web app with QRQ_DATABASE_URL set")
+               "start the consumers and the web app with QRQ_DATABASE_URL set "
+               f"(without it, qrq now refuses these files: {settings.moved_marker.name})")

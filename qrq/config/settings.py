@@ -354,6 +354,11 @@ class Settings:
         return self.data_dir / "secret.key"
 
     @property
+    def moved_marker(self) -> Path:
+        """Left by ``qrq migrate-to-postgres``: the SQLite files beside it are the past."""
+        return self.data_dir / "MOVED-TO-POSTGRESQL.txt"
+
+    @property
     def private_paths(self) -> tuple[Path, ...]:
         """The directories qrq creates under the data directory."""
         return (self.data_dir, self.artifacts_dir, self.logs_dir, self.outbox_dir,
