@@ -18,8 +18,15 @@ from qrq.queue import stats
 logger = logging.getLogger("qrq.health")
 
 
+# What each state means to an operator, after the database's name.
+MEANINGS = {"storage_full": "has no space left", "no_tables": "has no qrq tables (run qrq "
+            "init; to move an installation, qrq migrate-to-postgres)",
+            "error": "unreachable"}
+
+
 def check_databases(storage) -> dict[str, str]:
-    """``{"queue_db": state, "app_db": state}``, each ``"ok"``, ``"storage_full"`` or
+    """``{"queue_db": state, "app_db": state}``, each ``"ok"``, ``"storage_full"``,
+    ``"no_tables"`` (it answers, but qrq's tables were never made there) or
     ``"error"``."""
     checks = {}
     try:
@@ -35,8 +42,18 @@ def check_databases(storage) -> dict[str, str]:
         checks["app_db"] = "ok"
     except Exception as exc:
         _failed("app database", exc)
-        checks["app_db"] = "error"
+        checks["app_db"] = "no_tables" if _no_tables(exc) else "error"
     return checks
+
+
+def _no_tables(exc: BaseException) -> bool:
+    """Whether *exc* (or what it wraps: peewee wraps the driver's) says a table is
+    missing: SQLite's "no such table", PostgreSQL's undefined_table (42P01)."""
+    while exc is not None:
+        if "no such table" in str(exc) or getattr(exc, "sqlstate", None) == "42P01":
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _failed(name: str, exc: Exception) -> None:

@@ -127,3 +127,12 @@ def test_an_unreachable_server_at_start_up_is_one_line(tmp_path, monkeypatch):
     message = str(stopped.value)
     assert message.startswith("Error: ") and "Connection refused" in message
     assert "\n" not in message
+
+
+def test_health_on_a_database_without_qrq_tables_says_so_not_unreachable(pg_url, tmp_path):
+    env = {**os.environ, "QRQ_DATABASE_URL": pg_url, "QRQ_DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run([str(Path(sys.executable).parent / "qrq"), "health"], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "Error: app database has no qrq tables (run qrq init" in done.stderr
+    assert "unreachable" not in done.stderr

@@ -9,7 +9,7 @@ import click
 from qrq import alerts
 from qrq.appdb.db import open_app_db
 from qrq.cli.base import echo_json, echo_table, get_app_db, get_queue, json_option, main
-from qrq.health import check_databases, heartbeat_age
+from qrq.health import MEANINGS, check_databases, heartbeat_age
 from qrq.notify import send_mail
 from qrq.status import queue_status_document
 
@@ -37,9 +37,8 @@ def health(check_consumer: bool, this_host: bool, max_age: float | None) -> None
     failed = {name: state for name, state in checks.items() if state != "ok"}
     if failed:
         raise click.ClickException("; ".join(
-            f"{name.replace('_db', ' database')} "
-            + ("has no space left" if state == "storage_full" else "unreachable")
-            for name, state in failed.items()) + " (details in the log)")
+            f"{name.replace('_db', ' database')} {MEANINGS[state]}"
+            for name, state in failed.items()) + " (details above)")
     if not check_consumer:
         click.echo("ok: databases reachable")
         return

@@ -197,9 +197,8 @@ def healthz():
     failed = sorted(name for name, state in checks.items() if state != "ok")
     if failed:
         full = any(checks[name] == "storage_full" for name in failed)
-        body = error_body(503, "storage_full" if full else "unavailable",
-                          ("no space left for: " if full else "unreachable: ")
-                          + ", ".join(failed))
+        body = error_body(503, "storage_full" if full else "unavailable", "; ".join(
+            f"{name} {health.MEANINGS[checks[name]]}" for name in failed))
         return jsonify(body), 503, {"Cache-Control": "no-store"}
     return jsonify(status="ok", checks={"web": "ok", **checks}), 200, {
         "Cache-Control": "no-store"}
