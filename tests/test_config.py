@@ -1,6 +1,8 @@
 import dataclasses
 import re
 import secrets
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -172,3 +174,18 @@ def test_constraints_pin_every_requirement_within_setup_cfgs_bounds():
     bounded = {canonicalize_name(r.name): r for r in wanted}
     assert any(s.operator in ("<", "<=") for s in bounded["huey"].specifier)
     assert any(s.operator in ("<", "<=") for s in bounded["qrcode"].specifier)
+
+
+def test_a_job_type_both_taken_and_excluded_is_refused(tmp_path):
+    with pytest.raises(SettingsError, match="both name analytics, maintenance"):
+        load_settings({"QRQ_DATA_DIR": str(tmp_path),
+                       "QRQ_WORKER_JOB_TYPES": "analytics,maintenance,pdf",
+                       "QRQ_WORKER_EXCLUDE_JOB_TYPES": "analytics,maintenance"})
+    # The command line's options as much: one line at start, not a worker taking nothing.
+    (tmp_path / "secret.key").write_text(secrets.token_urlsafe(32))  # a data directory
+    done = subprocess.run([str(Path(sys.executable).parent / "qrq"), "--data-dir",
+                           str(tmp_path), "worker", "--types", "analytics,maintenance",
+                           "--exclude-types", "analytics,maintenance"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("Error: --types (QRQ_WORKER_JOB_TYPES) and --exclude-types")
