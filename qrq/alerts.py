@@ -33,6 +33,14 @@ KINDS = ("backlog", "queue_age", "no_consumer", "paused", "unserved_type")
 NOTICES = ("paused",)
 
 
+def line(alert: dict) -> str:
+    """``alert KIND: message``; a notice (a paused type), whose message names it, as
+    ``notice: message``: how the CLI and the log say it."""
+    if alert["kind"] in NOTICES:
+        return f"notice: {alert['message']}"
+    return f"alert {alert['kind']}: {alert['message']}"
+
+
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     if seconds < 120:
@@ -129,7 +137,7 @@ def record(storage, firing: list[dict[str, Any]], now: float | None = None,
                              "where kind = ? and active = 0", (now, alert["message"], kind))
                 started = curs.rowcount == 1
             if started:
-                logger.warning("alert %s: %s", kind, alert["message"])
+                logger.warning("%s", line(alert))
             state = {**state, "since": now}
         elif alert is None and state["active"]:
             with storage.db(commit=True) as curs:
@@ -137,7 +145,7 @@ def record(storage, firing: list[dict[str, Any]], now: float | None = None,
                              "and active = 1", (kind,))
                 ended = curs.rowcount == 1
             if ended:
-                logger.info("alert %s resolved", kind)
+                logger.info("%s %s resolved", "notice" if kind in NOTICES else "alert", kind)
         if alert is not None:
             alert["since"] = state["since"]
     if periodic:

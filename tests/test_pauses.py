@@ -197,7 +197,7 @@ def test_the_dashboard_pauses_with_csrf_and_shows_paused_types_everywhere(admin,
     assert 'class="paused-type"' not in client.get("/admin/jobs").text
 
 
-def test_the_cli_pauses_resumes_lists_and_reports(runner, settings):
+def test_the_cli_pauses_resumes_lists_and_reports(runner, settings, caplog):
     register_consumer()
     submit(a_pdf, owner_id=None)
     result = runner.invoke(main, ["jobs", "pause", "pdf"])
@@ -207,6 +207,9 @@ def test_the_cli_pauses_resumes_lists_and_reports(runner, settings):
     assert [(p["type"], p["queued"]) for p in listed["paused"]] == [("pdf", 1)]
     assert listed["paused"][0]["paused_by"].startswith("cli")
     status = runner.invoke(main, ["status"]).output
+    # Its log line (stderr) says notice too, as the output does: it is not an alert.
+    logged = [r.getMessage() for r in caplog.records if r.name == "qrq.alerts"]
+    assert logged == ["notice: paused: pdf (1 queued); 1 job waits until resumed"], logged
     assert "pdf (paused)" in status and "paused pdf: since" in status
     assert "notice: paused: pdf (1 queued)" in status
     assert json.loads(runner.invoke(main, ["status", "--json"]).output)["types"]["pdf"][

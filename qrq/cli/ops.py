@@ -85,15 +85,7 @@ def status(as_json: bool) -> None:
                    f"{consumer['heartbeat_age_seconds']:.0f}s ago, "
                    f"{len(consumer['current_jobs'])} running")
     for alert in report["alerts"]:
-        click.echo(_alert_line(alert))
-
-
-def _alert_line(alert: dict) -> str:
-    """``alert KIND: message``; a notice (a paused type), whose message names it, as
-    ``notice: message``."""
-    if alert["kind"] in alerts.NOTICES:
-        return f"notice: {alert['message']}"
-    return f"alert {alert['kind']}: {alert['message']}"
+        click.echo(alerts.line(alert))
 
 
 @main.command("alerts")
@@ -118,6 +110,6 @@ def alerts_command(mail: bool) -> None:
         click.echo("ok: no alert")
         return
     for alert in firing:
-        click.echo(_alert_line(alert))
+        click.echo(alerts.line(alert))
     if any(alert["kind"] not in alerts.NOTICES for alert in firing):
         raise SystemExit(1)
