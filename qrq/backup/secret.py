@@ -61,7 +61,8 @@ def save(settings, set_dir: Path) -> dict[str, Any]:
     else:
         info.update(file=None, source="QRQ_SECRET_KEY",
                     note="the key came from QRQ_SECRET_KEY and is not in this set; a "
-                         "restore of queue.db needs that key set again")
+                         "restore of the queue (queue.db, or the PostgreSQL dump) needs "
+                         "that key set again")
     return info
 
 
