@@ -243,7 +243,10 @@ def _backup_sets() -> list[dict[str, Any]] | None:
 def backups(user: User):
     """The backup sets with their per-database reports, and the backup jobs."""
     rows, _ = stats.search_jobs(huey.storage, name_contains="backup", limit=50)
-    return render("admin/backups.html", user, sets=_backup_sets(), rows=rows)
+    # On several hosts the sets are on the host that runs the backups, not a web host.
+    directory = current_app.config["QRQ"].backups_dir
+    return render("admin/backups.html", user, sets=_backup_sets(), rows=rows,
+                  directory=directory, sets_here=directory.is_dir())
 
 
 @bp.get("/progress.json")
