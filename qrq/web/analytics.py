@@ -29,6 +29,7 @@ from qrq.web.admission import job_quota
 from qrq.web.api import check_job_quota
 from qrq.web.auth import current_user, login_required
 from qrq.web.openapi_jobs import CURSOR, LINK_HEADER, NEXT, limit_param
+from qrq.web.openapi_parts import errors_for, obj, schema_ref
 from qrq.web.paging import cursor_value, paged, read_page
 
 bp = Blueprint("analytics", __name__)
@@ -185,19 +186,6 @@ def chart_page():
 
 # -- the OpenAPI description of these routes (merged into qrq/web/openapi.py) -----------
 
-def _error(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/responses/{name}"}
-
-
-def _schema(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    return {"type": "object", "properties": properties, "additionalProperties": False,
-            "required": list(properties) if required is None else required}
-
-
 _COUNT = {"type": "integer", "minimum": 0}
 _JOB_ID = {"name": "job_id", "in": "path", "required": True,
            "schema": {"type": "string", "maxLength": 100}}
@@ -220,10 +208,9 @@ _PARAMETERS = [
      "description": "1: recompute even if a fresh result is cached."},
 ]
 _COMPUTING = {"description": "Being computed: follow `status_url`, then ask again.",
-              "content": {"application/json": {"schema": _schema("AnalyticsComputing")}}}
-# A report's answers other than 200: computing, or an error.
-_UNLESS_FRESH = {"202": _COMPUTING, "401": _error("Unauthorized"),
-                 "422": _error("ValidationError"), "429": _error("TooManyJobs")}
+              "content": {"application/json": {"schema": schema_ref("AnalyticsComputing")}}}
+# A report's answers other than 200: computing, or an error (429: too_many_jobs too).
+_UNLESS_FRESH = {"202": _COMPUTING, **errors_for(422, 429)}
 _TOP = {"type": "array", "items": {"type": "object", "required": ["scans"],
                                    "properties": {"scans": _COUNT}}}
 
@@ -233,7 +220,7 @@ OPENAPI_PATHS = {
         "operationId": "getTimeBasedAnalytics", "parameters": _PARAMETERS,
         "responses": {
             "200": {"description": "A fresh report from the cache.",
-                    "content": {"application/json": {"schema": _schema("AnalyticsReport")}}},
+                    "content": {"application/json": {"schema": schema_ref("AnalyticsReport")}}},
             **_UNLESS_FRESH},
     }},
     "/api/analytics/time-based.svg": {"get": {
@@ -249,8 +236,7 @@ OPENAPI_PATHS = {
         "description": "`canceled` for a requester who withdrew their request.",
         "operationId": "getAnalyticsJob", "parameters": [_JOB_ID],
         "responses": {"200": {"description": "The job.", "content": {
-            "application/json": {"schema": _schema("Job")}}},
-            "401": _error("Unauthorized"), "404": _error("NotFound")},
+            "application/json": {"schema": schema_ref("Job")}}}, **errors_for(404)},
     }, "delete": {
         "summary": "Withdraw the caller's request for a shared analytics job",
         "description": "The job goes on for its other requesters and is canceled once "
@@ -258,11 +244,10 @@ OPENAPI_PATHS = {
                        "already ended.",
         "operationId": "withdrawAnalyticsJob", "parameters": [_JOB_ID],
         "responses": {"202": {"description": "Withdrawn.", "content": {
-            "application/json": {"schema": _object({
+            "application/json": {"schema": obj({
                 "job_id": {"type": "string"},
                 "status": {"type": "string", "enum": list(jobs.STATES)}})}}},
-            "401": _error("Unauthorized"), "404": _error("NotFound"),
-            "409": _error("Conflict")},
+            **errors_for(404, 409)},
     }},
     "/api/analytics/reports": {"get": {
         "summary": "Cached analytics reports, most requested first",
@@ -270,8 +255,8 @@ OPENAPI_PATHS = {
         "parameters": [limit_param(50, 200), CURSOR],
         "responses": {"200": {"description": "The reports (without their data).",
                               "headers": LINK_HEADER, "content": {
-            "application/json": {"schema": _object({"reports": {
-                "type": "array", "items": _object({
+            "application/json": {"schema": obj({"reports": {
+                "type": "array", "items": obj({
                     "cache_key": {"type": "string"}, "params": {"type": "object"},
                     "computed_at": {"type": ["string", "null"]},
                     "expires_at": {"type": ["string", "null"]},
@@ -279,25 +264,25 @@ OPENAPI_PATHS = {
                     "job_id": {"type": ["string", "null"]},
                     "fresh": {"type": "boolean"}})},
                 "limit": {"type": "integer"}, "next": NEXT})}}},
-            "401": _error("Unauthorized"), "422": _error("ValidationError")},
+            **errors_for(422)},
     }},
 }
 
 OPENAPI_SCHEMAS = {
-    "AnalyticsComputing": _object({
+    "AnalyticsComputing": obj({
         "job_id": {"type": "string", "format": "uuid"},
         "status": {"type": "string", "enum": ["computing"]},
         "cache_key": {"type": "string"}, "status_url": {"type": "string"},
         "params": {"type": "object"}}),
-    "AnalyticsReport": _object({
+    "AnalyticsReport": obj({
         "params": {"type": "object"},
-        "series": {"type": "array", "items": _object({
+        "series": {"type": "array", "items": obj({
             "bucket": {"type": "string", "format": "date"}, "label": {"type": "string"},
             "start": _TIME, "scans": _COUNT, "visitors": _COUNT})},
-        "totals": _object({"scans": _COUNT}),
-        "top": _object({"templates": _TOP, "domains": _TOP, "countries": _TOP,
+        "totals": obj({"scans": _COUNT}),
+        "top": obj({"templates": _TOP, "domains": _TOP, "countries": _TOP,
                         "devices": _TOP}),
-        "databases": _object({"found": _COUNT, "read": _COUNT, "skipped": _COUNT}),
+        "databases": obj({"found": _COUNT, "read": _COUNT, "skipped": _COUNT}),
         "warnings": {"type": "array", "items": {"type": "string"}},
         "visitors": {"type": "string"}, "seconds": {"type": "number"},
         "cache_key": {"type": "string"}, "computed_at": _TIME,

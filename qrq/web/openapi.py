@@ -5,7 +5,9 @@ generator guesses; only the card options (and item text limits) are made from
 the field table the validator uses (:func:`qrq.cards.options.json_schema`), so
 the limits are stated once. ``tests/test_openapi.py`` keeps it true: every ``/api`` route
 of the app must be here with its methods and nothing else may be, and the API is
-fuzzed from this document (no 5xx; every error in the one error shape).
+fuzzed from this document (no 5xx; every error in the one error shape);
+``tests/test_openapi_answers.py`` checks real answers of the token check (401, 429),
+of downloads (206, 304, 416) and real webhook deliveries against it.
 """
 
 from __future__ import annotations
@@ -27,29 +29,32 @@ from qrq.web.openapi_jobs import (
     CURSOR,
     LINK_HEADER,
     NEXT,
-    RETRY_AFTER,
     WAIT,
     limit_param,
+    webhooks,
 )
 from qrq.web.openapi_jobs import paths as following_paths
 from qrq.web.openapi_parts import (
     ACCEPTED_HEADERS,
     ACCEPTED_STATUS,
-    ERROR,
-    ERRORS,
     IDEMPOTENCY_KEY,
     JOB_ID,
     NULLABLE_TIME,
-    PRESIGNED_REDIRECT,
+    RETRY_AFTER,
+    download_responses,
+    error_responses,
     errors_for,
     json_response,
     obj,
     schema_ref,
+    with_auth_errors,
 )
 
 bp = Blueprint("openapi", __name__, url_prefix="/api")
 
-_JOB = obj({
+# A job's record as jobs.public_view makes it: what a webhook delivers, and the core of
+# the status API's Job.
+_RECORD = {
     "job_id": {"type": "string", "format": "uuid"},
     "type": {"type": "string"},
     "status": {"type": "string", "enum": list(STATES)},
@@ -61,9 +66,13 @@ _JOB = obj({
     "result": {"type": ["object", "null"]},
     "error": {"type": ["string", "null"]},
     "attempts": {"type": "integer", "minimum": 0},
-    "attempts_history": ATTEMPTS_HISTORY,
     "next_attempt_at": NULLABLE_TIME,
     "params": {"type": "object"},
+}
+
+_JOB = obj({
+    **_RECORD,
+    "attempts_history": ATTEMPTS_HISTORY,
     "status_url": {"type": "string"},
     "owner_id": {"type": ["integer", "null"], "description": "Admins only."},
     "worker": {"type": ["string", "null"], "description": "Admins only."},
@@ -72,9 +81,14 @@ _JOB = obj({
     "completed": {"type": "integer", "minimum": 0,
                   "description": "Batch jobs only: items done."},
     "failed": {"type": "integer", "minimum": 0, "description": "Batch jobs only: items failed."},
-}, required=["job_id", "type", "status", "progress", "stage", "created_at", "started_at",
-             "finished_at", "result", "error", "attempts", "next_attempt_at", "params",
-             "status_url"])
+}, required=[*_RECORD, "status_url"])
+
+_WEBHOOK_DELIVERY = obj({
+    "event": {"const": "job.ended"},
+    "job": {**obj(_RECORD), "description": "The job's final record: the Job of the status "
+                                           "API without its links, attempts_history, "
+                                           "batch counts and admin fields."},
+})
 
 _TYPE_COUNTS = obj({
     "queued": {"type": "integer"}, "scheduled": {"type": "integer"},
@@ -127,11 +141,14 @@ def build_document() -> dict[str, Any]:
             "version": "0.1.0",
             "description": "Background jobs for QRCards. Every call needs `Authorization: "
                            "Bearer <token>` (except this document). Every error has one "
-                           "shape: the Error schema.",
+                           "shape: the Error schema. An integer field of a JSON body "
+                           "(`template_id`, `options.copies`, ...) takes an integer literal: "
+                           "`1.0` is a 422, although JSON Schema counts it as an integer. "
+                           "Integer parameters in a path or query take ASCII digits only.",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "paths": {
+        "paths": with_auth_errors({
             "/api/generate-qr-pdf": {"post": {
                 "summary": "Queue a QR-code PDF of a template",
                 "description": "Answers 202 at once with the job id; no work is done in the "
@@ -149,20 +166,20 @@ def build_document() -> dict[str, Any]:
                         "status_url": {"type": "string"},
                         "estimated_completion": {"type": "string", "format": "date-time"}}),
                         "Queued."), "headers": ACCEPTED_HEADERS},
-                    **errors_for(400, 401, 413, 422, 429, 503)},
+                    **errors_for(400, 413, 422, 429, 503)},
             }},
             "/api/job-status/{job_id}": {"get": {
                 "summary": "A job's status, progress, timestamps, result and error",
                 "operationId": "getJobStatus", "parameters": [JOB_ID, WAIT],
                 "responses": {"200": {**json_response(schema_ref("Job"), "The job."),
-                                      "headers": RETRY_AFTER}, **errors_for(401, 404, 422)},
+                                      "headers": RETRY_AFTER}, **errors_for(404, 422)},
             }},
             "/api/jobs/{job_id}": {
                 "get": {"summary": "Same as /api/job-status/{job_id}", "operationId": "getJob",
                         "parameters": [JOB_ID, WAIT],
                         "responses": {"200": {**json_response(schema_ref("Job"), "The job."),
                                               "headers": RETRY_AFTER},
-                                      **errors_for(401, 404, 422)}},
+                                      **errors_for(404, 422)}},
                 "delete": {"summary": "Cancel a job",
                            "description": "At once while queued; at its next progress report "
                                           "while running. 409 if it already ended.",
@@ -170,7 +187,7 @@ def build_document() -> dict[str, Any]:
                            "responses": {"202": json_response(obj({
                                "job_id": {"type": "string"},
                                "status": {"type": "string", "enum": list(STATES)}}),
-                               "Cancel recorded."), **errors_for(401, 404, 409, 503)}},
+                               "Cancel recorded."), **errors_for(404, 409, 503)}},
             },
             "/api/jobs": {"get": {
                 "summary": "The caller's jobs, newest first (admins: everyone's)",
@@ -191,30 +208,28 @@ def build_document() -> dict[str, Any]:
                     "jobs": {"type": "array", "items": schema_ref("Job")},
                     "limit": {"type": "integer"}, "offset": {"type": "integer"},
                     "next": NEXT}), "Jobs."), "headers": LINK_HEADER},
-                    **errors_for(401, 422)},
+                    **errors_for(422)},
             }},
             "/api/jobs/{job_id}/download": {"get": {
                 "summary": "A finished job's PDF, to its owner or an admin",
                 "description": "409 (`job_not_finished`, with `job_status`) while the job "
                                "has not finished or if it failed.",
                 "operationId": "downloadJob", "parameters": [JOB_ID],
-                "responses": {"200": {"description": "The PDF.", "content": {
-                    "application/pdf": {"schema": {"type": "string",
-                                                   "contentMediaType": "application/pdf"}}}},
-                    "302": PRESIGNED_REDIRECT, **errors_for(401, 404, 409, 503)},
+                "responses": {**download_responses("The PDF.", ["application/pdf"]),
+                              **errors_for(404, 409, 503)},
             }},
             "/api/templates": {"get": {
                 "summary": "Every card template", "operationId": "listTemplates",
                 "responses": {"200": json_response(obj({"templates": {"type": "array",
                                                                "items": schema_ref("Template")}}),
-                                           "Templates."), **errors_for(401)},
+                                           "Templates.")},
             }},
             "/api/templates/{template_id}": {"get": {
                 "summary": "One card template", "operationId": "getTemplate",
                 "parameters": [{"name": "template_id", "in": "path", "required": True,
                                 "schema": {"type": "integer", "minimum": 0}}],
                 "responses": {"200": json_response(schema_ref("Template"), "The template."),
-                              **errors_for(401, 404)},
+                              **errors_for(404)},
             }},
             "/api/me": {"get": {
                 "summary": "The caller's account", "operationId": "getMe",
@@ -222,14 +237,14 @@ def build_document() -> dict[str, Any]:
                     "id": {"type": "integer"}, "name": {"type": "string"},
                     "email": {"type": ["string", "null"]}, "is_admin": {"type": "boolean"},
                     "role": {"enum": ["user", "operator", "admin"]},
-                    "created_at": {"type": "string"}}), "The account."), **errors_for(401)},
+                    "created_at": {"type": "string"}}), "The account.")},
             }},
             "/api/admin/jobs/{job_id}/retry": {"post": {
                 "summary": "Run a failed, canceled or expired job again under the same id",
                 "operationId": "retryJob", "parameters": [JOB_ID],
                 "responses": {"202": json_response(obj({"job_id": {"type": "string"},
                                                  "status": {"const": "queued"}}), "Queued again."),
-                              **errors_for(401, 403, 404, 409, 503)},
+                              **errors_for(403, 404, 409, 503)},
             }},
             "/api/admin/jobs/retry-failed": {"post": {
                 "summary": "Re-run every failed job, optionally of one type",
@@ -241,7 +256,7 @@ def build_document() -> dict[str, Any]:
                     "skipped": {"type": "array", "items": obj({
                         "job_id": {"type": "string"}, "reason": {"type": "string"}})}}),
                     "The jobs queued again, and those that could not be, with the reason."),
-                              **errors_for(400, 401, 403, 404, 409, 413, 422, 503)},
+                              **errors_for(400, 403, 404, 409, 413, 422, 503)},
             }},
             "/api/admin/jobs/purge": {"post": {
                 "summary": "Delete ended jobs (records and files) older than an age",
@@ -253,7 +268,7 @@ def build_document() -> dict[str, Any]:
                                    required=[])}}},
                 "responses": {"200": json_response(obj({"purged": {"type": "integer"}}),
                                            "How many jobs went."),
-                              **errors_for(400, 401, 403, 413, 422, 503)},
+                              **errors_for(400, 403, 413, 422, 503)},
             }},
             "/api/admin/schedule/{name}/run": {"post": {
                 "summary": "Run a periodic task now, as a job of its own (its schedule goes on)",
@@ -264,13 +279,13 @@ def build_document() -> dict[str, Any]:
                 "responses": {"202": json_response(obj({
                     "job_id": {"type": "string"}, "name": {"type": "string"},
                     "status": {"const": "queued"}, "status_url": {"type": "string"}}),
-                    "Queued."), **errors_for(401, 403, 404, 422, 503)},
+                    "Queued."), **errors_for(403, 404, 422, 503)},
             }},
             "/api/admin/queue-status": {"get": {
                 "summary": "Counts per job type, the oldest queued job's age, the consumers",
                 "operationId": "getQueueStatus",
                 "responses": {"200": json_response(schema_ref("QueueStatus"), "The queue status."),
-                              **errors_for(401, 403)},
+                              **errors_for(403)},
             }},
             **{f"/api/admin/types/{{job_type}}/{verb}": {"post": {
                 "summary": summary, "operationId": f"{verb}JobType",
@@ -282,7 +297,7 @@ def build_document() -> dict[str, Any]:
                                 "description": "False: it was in that state already."},
                     "queued": {"type": "integer"}, "message": {"type": "string"}}),
                     "The type's state now, and its due queued jobs."),
-                    **errors_for(401, 403, 422, 503)},
+                    **errors_for(403, 422, 503)},
             }} for verb, summary in (
                 ("pause", "Pause a job type: consumers start no new job of it; queued "
                           "jobs wait"),
@@ -294,7 +309,8 @@ def build_document() -> dict[str, Any]:
             }},
             **ANALYTICS_PATHS,
             **following_paths(),
-        },
+        }),
+        "webhooks": webhooks(),
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "An API token from `qrq users "
@@ -309,6 +325,7 @@ def build_document() -> dict[str, Any]:
                                    "description": "Only on 409 job_not_finished."}},
                     required=["status", "code", "message", "field"])}),
                 "Job": _JOB,
+                "WebhookDelivery": _WEBHOOK_DELIVERY,
                 "Template": obj({
                     "id": {"type": "integer"}, "name": {"type": "string"},
                     "domain": {"type": "string"}, "payload": {"type": "string"},
@@ -322,7 +339,7 @@ def build_document() -> dict[str, Any]:
                 "QueueStatus": _QUEUE_STATUS,
                 **ANALYTICS_SCHEMAS,
             },
-            "responses": {name: json_response(ERROR, text) for name, text in ERRORS.values()},
+            "responses": error_responses(),
         },
     }
 

@@ -11,7 +11,7 @@ from qrq.web.openapi_parts import (
     ACCEPTED_HEADERS,
     ACCEPTED_STATUS,
     IDEMPOTENCY_KEY,
-    PRESIGNED_REDIRECT,
+    download_responses,
     errors_for,
     json_response,
     obj,
@@ -97,12 +97,12 @@ def batch_paths() -> dict[str, Any]:
             "parameters": [IDEMPOTENCY_KEY],
             "responses": {"202": {**json_response(_BATCH_ACCEPTED, "Queued."),
                                   "headers": ACCEPTED_HEADERS},
-                          **errors_for(400, 401, 413, 422, 429, 503)},
+                          **errors_for(400, 413, 422, 429, 503)},
         }},
         "/api/batch/{job_id}": {"get": {
             "summary": "A batch's counts, status and download links",
             "operationId": "getBatch", "parameters": [_BATCH_ID],
-            "responses": {"200": json_response(_BATCH, "The batch."), **errors_for(401, 404)},
+            "responses": {"200": json_response(_BATCH, "The batch."), **errors_for(404)},
         }},
         "/api/batch/{job_id}/items": {"get": {
             "summary": "One page of a batch's items, in index order",
@@ -125,7 +125,7 @@ def batch_paths() -> dict[str, Any]:
                 "total": {"type": "integer"}, "next_page": {"type": ["integer", "null"]},
                 "status": {"type": ["string", "null"]}, "batch": _BATCH, "next": NEXT}),
                 "Items."), "headers": LINK_HEADER},
-                **errors_for(401, 404, 422)},
+                **errors_for(404, 422)},
         }},
         "/api/batch/{job_id}/items/{idx}/{fmt}": {"get": {
             "summary": "One finished item's code as SVG or PNG, as its batch's ZIP has it",
@@ -137,23 +137,22 @@ def batch_paths() -> dict[str, Any]:
             "responses": {"200": {"description": "The code.", "content": {
                 "image/svg+xml": {"schema": {"type": "string"}},
                 "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}}},
-                **errors_for(401, 404)},
+                **errors_for(404)},
         }},
         "/api/batch/{job_id}/retry-failed": {"post": {
             "summary": "Re-run only the failed items, as a new batch linked to this one",
             "operationId": "retryBatchFailed", "parameters": [_BATCH_ID],
             "responses": {"202": {**json_response(_BATCH_ACCEPTED, "Queued."),
                                   "headers": {"Location": {"schema": {"type": "string"}}}},
-                          **errors_for(401, 404, 409, 429, 503)},
+                          **errors_for(404, 409, 429, 503)},
         }},
         "/api/batch/{job_id}/download/{kind}": {"get": {
             "summary": "The batch's combined PDF or ZIP of SVGs, once written",
             "operationId": "downloadBatch",
             "parameters": [_BATCH_ID, {"name": "kind", "in": "path", "required": True,
                                        "schema": {"type": "string", "enum": ["pdf", "zip"]}}],
-            "responses": {"200": {"description": "The file.", "content": {
-                "application/pdf": {"schema": {"type": "string"}},
-                "application/zip": {"schema": {"type": "string"}}}},
-                "302": PRESIGNED_REDIRECT, **errors_for(401, 404, 409, 503)},
+            "responses": {**download_responses("The file.", ["application/pdf",
+                                                             "application/zip"]),
+                          **errors_for(404, 409, 503)},
         }},
     }

@@ -1,22 +1,18 @@
 """OpenAPI pieces for following jobs and paging lists (issue 17): the paging
-parameters and headers every list shares, ``?wait=``, ``Retry-After``, the
-events stream, webhook settings, ``callback_url`` and the backups list.
-``qrq/web/openapi.py`` assembles them into the document."""
+parameters and headers every list shares, ``?wait=``, the events stream, webhook
+settings, ``callback_url``, the deliveries themselves (the ``webhooks`` section) and
+the backups list. ``qrq/web/openapi.py`` assembles them into the document."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from qrq import webhooks as hooks
+from qrq.queue.catalog import task_spec
 from qrq.web.backups_api import KINDS, STATUSES
+from qrq.web.openapi_parts import errors_for
 from qrq.web.paging import MAX_CURSOR_CHARS
 from qrq.web.waiting import MAX_WAIT_SECONDS
-
-
-def error_refs(*statuses: int) -> dict[str, Any]:
-    names = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
-             400: "BadRequest", 413: "PayloadTooLarge", 422: "ValidationError",
-             503: "StorageFull"}
-    return {str(s): {"$ref": f"#/components/responses/{names[s]}"} for s in statuses}
 
 
 def limit_param(default: int, most: int) -> dict[str, Any]:
@@ -33,9 +29,6 @@ NEXT = {"type": ["string", "null"],
                        "`Link: <...>; rel=\"next\"`."}
 LINK_HEADER = {"Link": {"schema": {"type": "string"},
                         "description": 'The next page: `<URL>; rel="next"`.'}}
-RETRY_AFTER = {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"},
-                               "description": "Seconds to wait before asking again "
-                                              "(only while the job has not ended)."}}
 WAIT = {"name": "wait", "in": "query",
         "description": "Long-poll: answer at the job's next status change (or at once if "
                        f"it has ended), else after this many seconds (at most "
@@ -46,7 +39,7 @@ WAIT = {"name": "wait", "in": "query",
 CALLBACK_URL = {
     "type": ["string", "null"], "maxLength": 2000,
     "description": "Webhook: POSTed the final job record when the job ends, signed "
-                   "(X-Qrq-Timestamp, X-Qrq-Signature). Private, loopback and link-local "
+                   "(the `jobEnded` webhook of this document). Private, loopback and link-local "
                    "hosts are a 422 unless the server allows them. Absent: your default "
                    "(PUT /api/me/webhook); null: none."}
 _ATTEMPT = {"type": "object", "additionalProperties": False,
@@ -97,13 +90,13 @@ def paths() -> dict[str, Any]:
                                    "id": {"type": "string"}, "data": {"type": "string"},
                                    "retry": {"type": "integer"}}}}}},
                 "204": {"description": "Nothing more: the job's end was seen."},
-                **error_refs(401, 404)},
+                **errors_for(404)},
         }},
         "/api/me/webhook": {
             "get": {"summary": "Your default callback URL and your webhook secret",
                     "operationId": "getWebhookSettings",
                     "responses": {"200": {"description": "The settings.", "content": {
-                        "application/json": {"schema": _WEBHOOK}}}, **error_refs(401)}},
+                        "application/json": {"schema": _WEBHOOK}}}}},
             "put": {"summary": "Set your default callback URL (null: none)",
                     "operationId": "setWebhookSettings",
                     "requestBody": {"required": True, "content": {"application/json": {
@@ -112,7 +105,7 @@ def paths() -> dict[str, Any]:
                                    "properties": {"callback_url": CALLBACK_URL}}}}},
                     "responses": {"200": {"description": "The settings.", "content": {
                         "application/json": {"schema": _WEBHOOK}}},
-                        **error_refs(400, 401, 413, 422, 503)}},
+                        **errors_for(400, 413, 422, 503)}},
         },
         "/api/admin/backups": {"get": {
             "summary": "Backup sets, newest first (admins)",
@@ -132,6 +125,40 @@ def paths() -> dict[str, Any]:
                                                                  "items": _BACKUP},
                                                      "limit": {"type": "integer"},
                                                      "next": NEXT}}}}},
-                          **error_refs(401, 403, 422)},
+                          **errors_for(403, 422)},
         }},
     }
+
+
+def _header(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": True, "schema": schema,
+            "description": description}
+
+
+def webhooks() -> dict[str, Any]:
+    """The document's ``webhooks``: what qrq POSTs to a callback URL (qrq.webhooks)."""
+    retries = task_spec(hooks.DELIVERY_TASK).retries
+    return {"jobEnded": {"post": {
+        "summary": "A job ended: its final record, POSTed to its callback URL",
+        "description": "Sent once the job is finished, failed, canceled or expired, by a "
+                       "`webhook` job of the job's owner. Redirects are not followed.",
+        "operationId": "jobEnded",
+        "security": [],  # the receiver checks X-Qrq-Signature instead
+        "parameters": [
+            _header("X-Qrq-Timestamp", {"type": "string", "pattern": "^[0-9]+$"},
+                    "Unix seconds of this attempt; refuse an old one (a replay)."),
+            _header("X-Qrq-Signature", {"type": "string", "pattern": "^v1=[0-9a-f]{64}$"},
+                    "`v1=` + hex HMAC-SHA256 of `<X-Qrq-Timestamp>.` + the body, keyed "
+                    "with your webhook secret (GET /api/me/webhook)."),
+            _header("X-Qrq-Delivery", {"type": "string", "format": "uuid"},
+                    "The id of the delivery's `webhook` job: the same on each retry."),
+            _header("User-Agent", {"const": hooks.USER_AGENT}, "qrq's deliveries."),
+        ],
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/WebhookDelivery"}}}},
+        "responses": {
+            "2XX": {"description": "Received: not sent again."},
+            "default": {"description": f"Any other status, or no answer within "
+                                       f"{hooks.TIMEOUT_SECONDS:g} s: sent again, at most "
+                                       f"{retries} times, with doubling delays."}},
+    }}}
