@@ -1,6 +1,6 @@
 """The PostgreSQL side of qrq's one-SQL-text-for-both-databases layer, on a real server."""
 
-from qrq.queue import pg_dialect, postgres
+from qrq.queue import pg_dialect, postgres_connections
 
 
 def test_placeholders_translate_outside_quotes_only():
@@ -16,7 +16,7 @@ def test_sqlite_ddl_becomes_postgresql_ddl():
 
 
 def test_a_sqlite_statement_runs_as_written(pg_url):
-    with postgres.connect(pg_url) as conn:
+    with postgres_connections.connect(pg_url) as conn:
         conn.execute(pg_dialect.ddl("create table t (id integer primary key, at real, "
                                     "data blob, n integer)"))
         stamp = 1_799_999_999.123456  # a 4-byte real would come back ~30 s off

@@ -33,6 +33,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         settings = dataclasses.replace(settings, secret_key=read_or_create_secret(settings))
     else:
         refuse_a_second_secret(settings)
+    if not settings.database_url:
+        refuse_moved_files(settings)
     make_private(settings)
     return settings
 
@@ -90,6 +92,22 @@ def refuse_a_second_secret(settings: Settings) -> None:
             "jobs queued so far (they would fail: payload signature mismatch); set "
             "QRQ_SECRET_KEY to that file's content, or remove the file once none of its "
             "jobs is waiting")
+
+
+def refuse_moved_files(settings: Settings) -> None:
+    """Refuse the SQLite files of an installation moved to PostgreSQL: a process
+    started without ``QRQ_DATABASE_URL`` (a host's settings left behind) would run
+    their queued jobs a second time, and show none of what happened since.
+
+    :raises SettingsError: ``qrq migrate-to-postgres`` left its note beside them.
+    """
+    try:
+        moved = settings.moved_marker.read_text().strip().splitlines()[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        return
+    raise SettingsError(f"{settings.data_dir} was {moved}: set QRQ_DATABASE_URL. To go "
+                        f"back to these files anyway, delete {settings.moved_marker} (the "
+                        "jobs queued at the move run again; nothing done since is in them)")
 
 
 def read_or_create_secret(settings: Settings) -> str:

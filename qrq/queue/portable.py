@@ -5,7 +5,7 @@ counters in SQL both databases accept.
 ``SqliteStorage`` writes two statements in SQLite's own dialect (``insert or
 replace``, ``insert or abort``) and one with an unqualified column PostgreSQL finds
 ambiguous; the rest of its methods are plain SQL that runs on both (PostgreSQL's
-through :class:`qrq.queue.postgres.QmarkCursor`).
+through :class:`qrq.queue.postgres_connections.QmarkCursor`).
 """
 
 from __future__ import annotations

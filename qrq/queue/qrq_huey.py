@@ -124,7 +124,6 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
             self.storage_class = LeasedPostgresStorage
             self.storage_kwargs = {"url": settings.database_url, **common}
         else:
-            _refuse_moved_files(settings)
             self.storage_class = LeasedSqliteStorage
             self.storage_kwargs = {"filename": str(settings.queue_db), **common}
         try:
@@ -387,21 +386,3 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
         message = f"{type(exc).__name__}: {exc}"
     trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return {"error": message, "traceback": trace}
-
-
-
-
-def _refuse_moved_files(settings: Settings) -> None:
-    """Refuse the SQLite files of an installation moved to PostgreSQL: a process
-    started without ``QRQ_DATABASE_URL`` (a host's settings left behind) would run
-    their queued jobs a second time, and show none of what happened since.
-
-    :raises Conflict: the move's marker is beside them.
-    """
-    try:
-        moved = settings.moved_marker.read_text().strip().splitlines()[0]
-    except (OSError, IndexError, UnicodeDecodeError):
-        return
-    raise Conflict(f"{settings.data_dir} was {moved}: set QRQ_DATABASE_URL. To go back "
-                   f"to these files anyway, delete {settings.moved_marker} (the jobs "
-                   "queued at the move run again; nothing done since is in them)")

@@ -17,7 +17,7 @@ by its next dequeue, in the same transaction.
 One class, :class:`LeasedStorage`, holds the logic for both databases; what
 differs is a few methods of :class:`qrq.queue.sqlite_storage.LeasedSqliteStorage` and of
 :class:`qrq.queue.postgres.LeasedPostgresStorage`, above their connection layers
-(:mod:`qrq.queue.connections`, :mod:`qrq.queue.postgres`).
+(:mod:`qrq.queue.connections`, :mod:`qrq.queue.postgres_connections`).
 """
 
 from __future__ import annotations
