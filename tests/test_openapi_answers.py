@@ -99,17 +99,26 @@ def test_ranges_and_etags_of_downloads_are_documented(client, downloads):
         assert same.status_code == 304 and not same.data
 
 
-# On a 416 qrq/web/downloads.py leaves the file it opened to the garbage collector (it
-# does not close it when werkzeug refuses the range): collected here, in this test.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_an_unsatisfiable_range_is_a_documented_416_in_the_error_shape(client, downloads):
+    # The file opened for the download is closed, not left to the garbage collector
+    # (pytest turns its ResourceWarning into an error).
     for operation, url, admin in downloads:
         size = len(answer(client, operation, url, admin, {}).data)
         for ranges in (f"bytes={size}-", "bytes=0-1,4-5", "bogus"):
             refused = answer(client, operation, url, admin, {"Range": ranges})
             assert assert_error(refused, 416)["code"] == "requested_range_not_satisfiable"
             assert refused.headers["Content-Range"] == f"bytes */{size}"
-    gc.collect()
+        gc.collect()
+
+
+def test_an_if_match_that_does_not_match_is_a_documented_412_in_the_error_shape(client,
+                                                                               downloads):
+    for operation, url, admin in downloads:
+        etag = answer(client, operation, url, admin, {}).headers["ETag"]
+        refused = answer(client, operation, url, admin, {"If-Match": '"another"'})
+        assert assert_error(refused, 412)["code"] == "precondition_failed"
+        assert answer(client, operation, url, admin, {"If-Match": etag}).status_code == 200
+        gc.collect()
 
 
 def test_an_items_code_ignores_ranges_and_etags_as_documented(client, downloads):

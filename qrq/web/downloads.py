@@ -17,6 +17,7 @@ import logging
 import mimetypes
 
 from flask import Response, current_app, redirect, request, send_file
+from werkzeug.exceptions import PreconditionFailed, RequestedRangeNotSatisfiable
 
 from qrq import batch
 from qrq.artifacts import ArtifactInfo, ArtifactStore, open_store
@@ -74,8 +75,16 @@ def send_artifact(name: str, size: int | None, mimetype: str | None, download_na
     response.content_length = info.size
     response.last_modified = info.mtime
     response.set_etag(info.etag)
-    return response.make_conditional(request.environ, accept_ranges=True,
-                                     complete_length=info.size)
+    try:
+        response = response.make_conditional(request.environ, accept_ranges=True,
+                                              complete_length=info.size)
+    except RequestedRangeNotSatisfiable:  # a 416 in the error shape: the file stays unsent
+        response.close()
+        raise
+    if response.status_code == 412:  # werkzeug's answer to If-Match keeps the file as body
+        response.close()
+        raise PreconditionFailed("If-Match names no ETag of this file")
+    return response
 
 
 def send_batch_output(job: dict, kind: str) -> Response:

@@ -23,6 +23,8 @@ ERRORS = {
     409: ("Conflict", "The resource's state does not allow this."),
     413: ("PayloadTooLarge", "The body is larger than QRQ_MAX_REQUEST_BYTES."),
     422: ("ValidationError", "A field has an invalid value; `field` names it."),
+    412: ("PreconditionFailed", "`precondition_failed`: `If-Match` names no ETag of the "
+                                "file (it changed since)."),
     416: ("RangeNotSatisfiable", "`requested_range_not_satisfiable`: the `Range` header "
                                  "is malformed, asks for several ranges, or starts past "
                                  "the end; `Content-Range: bytes */<size>` gives the size."),
@@ -98,7 +100,7 @@ def download_responses(description: str, media_types: list[str]) -> dict[str, An
         "304": {"description": "Not modified: `If-None-Match` names the current ETag (or "
                                "`If-Modified-Since` is not older than the file). No body.",
                 "headers": etag},
-        **errors_for(416),
+        **errors_for(412, 416),
     }
 
 
