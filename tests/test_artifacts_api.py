@@ -150,7 +150,7 @@ def test_batch_outputs_download_from_either_store(store_client, store_settings, 
 
 
 def test_a_removed_or_changed_file_is_a_404_from_either_store(store_client, store_settings,
-                                                              templates, alice):
+                                                              templates, alice, caplog):
     store = open_store(store_settings)
     job_id, url = finished_pdf(store_client, alice[1])
     with store.write(f"{job_id}.pdf") as tmp:  # swapped after the job: another size
@@ -159,6 +159,11 @@ def test_a_removed_or_changed_file_is_a_404_from_either_store(store_client, stor
     assert error["message"] == f"the output of job {job_id} has been removed"
     store.delete([f"{job_id}.pdf"])
     assert_error(store_client.get(url, headers=alice[1]), 404)
+    # The operator learns where this host looked: a worker writing to another store
+    # looks the same to the client.
+    looked = [r.getMessage() for r in caplog.records if "not in the artifact store" in
+              r.getMessage()]
+    assert len(looked) == 1 and store.location in looked[0], looked
 
 
 def test_purges_and_retention_delete_the_files_from_either_store(store_client, store_settings,

@@ -36,11 +36,20 @@ def artifact_store() -> ArtifactStore:
 
 def _check(info: ArtifactInfo | None, size: int | None, name: str, missing: str) -> None:
     if info is None:
-        raise NotFound(missing)
+        _not_in_store(name, missing)
     if size is not None and info.size != size:
         logger.warning("download of %s refused: %s bytes, the job recorded %s", name,
                        info.size, size)
         raise NotFound(missing)
+
+
+def _not_in_store(name: str, missing: str) -> None:
+    """:raises NotFound: *missing*; the operator learns where this host looked (a
+    worker writing to another store looks the same to the client)."""
+    logger.warning("download of %s: not in the artifact store %s (removed by retention, "
+                   "or written to another store: every host must name the same "
+                   "QRQ_ARTIFACT_STORE)", name, artifact_store().location)
+    raise NotFound(missing)
 
 
 def send_artifact(name: str, size: int | None, mimetype: str | None, download_name: str,
@@ -64,7 +73,7 @@ def send_artifact(name: str, size: int | None, mimetype: str | None, download_na
     try:
         file, info = store.open(name)
     except FileNotFoundError:
-        raise NotFound(missing) from None
+        _not_in_store(name, missing)
     try:
         _check(info, size, name, missing)
     except NotFound:
