@@ -69,9 +69,9 @@ def own_server():
     cluster.close()
 
 
-def test_requests_get_503_while_postgresql_is_down_and_work_again_after(own_server,
-                                                                        tmp_path,
-                                                                        monkeypatch):
+@pytest.fixture
+def on_own_server(own_server, tmp_path, monkeypatch):
+    """A web app on *own_server* with a user: ``(client, headers, stop, start)``."""
     from qrq.web import create_app
 
     url, stop, start = own_server
@@ -82,7 +82,12 @@ def test_requests_get_503_while_postgresql_is_down_and_work_again_after(own_serv
     with app_db.connection_context():
         _, token = User.create_with_token("alice")
     client = create_app({"SETTINGS": settings, "TESTING": True}).test_client()
-    headers = {"Authorization": f"Bearer {token}"}
+    yield client, {"Authorization": f"Bearer {token}"}, stop, start
+    app_db.close_all()
+
+
+def test_requests_get_503_while_postgresql_is_down_and_work_again_after(on_own_server):
+    client, headers, stop, start = on_own_server
     assert client.get("/api/me", headers=headers).status_code == 200
     stop()
     down = client.get("/api/me", headers=headers)
@@ -92,29 +97,17 @@ def test_requests_get_503_while_postgresql_is_down_and_work_again_after(own_serv
     start()
     wait_until(lambda: client.get("/api/me", headers=headers).status_code == 200,
                message="the API answering again")
-    app_db.close_all()
 
 
-def test_the_first_request_after_a_restart_is_answered(own_server, tmp_path, monkeypatch):
+def test_the_first_request_after_a_restart_is_answered(on_own_server):
     # The pools' idle connections died with the server; none may be lent as it is.
-    from qrq.web import create_app
-
-    url, stop, start = own_server
-    monkeypatch.setenv("QRQ_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("QRQ_DATABASE_URL", url)
-    settings = load_settings()
-    init_db(url)
-    with app_db.connection_context():
-        _, token = User.create_with_token("alice")
-    client = create_app({"SETTINGS": settings, "TESTING": True}).test_client()
-    headers = {"Authorization": f"Bearer {token}"}
+    client, headers, stop, start = on_own_server
     for _ in range(2):  # the queue's pool and the app database's hold idle connections
         assert client.get("/api/jobs?limit=1", headers=headers).status_code == 200
         stop()
         start()
         first = client.get("/api/jobs?limit=1", headers=headers)
         assert first.status_code == 200, first.get_json()
-    app_db.close_all()
 
 
 def test_an_unreachable_server_at_start_up_is_one_line(tmp_path, monkeypatch):

@@ -36,8 +36,10 @@ REFUSALS = {"retry": "only failed, canceled or expired jobs can be retried",
             "discard": "only ended jobs can be discarded (cancel it first)"}
 
 
-def _selection(values) -> tuple[str, list[str]]:
-    """The action and the job ids in *values* (the query's or the form's)."""
+def _selection(values) -> tuple[str, str, list[str]]:
+    """Where to go back to, the action and the job ids in *values* (the query's or
+    the form's)."""
+    back = safe_next(values.get("next") or url_for("admin.job_list"))
     action = values.get("action", "")
     if action not in dead_letters.ACTIONS:
         raise ValidationError(f"must be one of {', '.join(dead_letters.ACTIONS)}",
@@ -47,7 +49,9 @@ def _selection(values) -> tuple[str, list[str]]:
         raise ValidationError(f"select at most {MAX_SELECTED} jobs at once", field="id")
     if not all(jobs.JOB_ID.fullmatch(i) for i in ids):
         raise ValidationError("must be job ids", field="id")
-    return action, ids
+    if not ids:
+        flash("Select at least one job first.", "error")
+    return back, action, ids
 
 
 def _question(action: str, going: list[dict[str, Any]]) -> str:
@@ -69,10 +73,8 @@ def _run(action: str, ids: list[str]) -> dict[str, list[Any]]:
 @admin_page
 def bulk_question(user: User):
     """What the action would do to the selected jobs, with the button that does it."""
-    back = safe_next(request.args.get("next") or url_for("admin.job_list"))
-    action, ids = _selection(request.args)
+    back, action, ids = _selection(request.args)
     if not ids:
-        flash("Select at least one job first.", "error")
         return redirect(back)
     found = {job["id"]: job for job in stats.jobs_by_id(huey.storage, ids)}
     going = [found[i] for i in ids if i in found
@@ -90,10 +92,8 @@ def bulk_question(user: User):
 @admin_page
 def bulk_action(user: User):
     """Run the action on the selected jobs (``confirm``), then back to the list."""
-    back = safe_next(request.form.get("next") or url_for("admin.job_list"))
-    action, ids = _selection(request.form)
+    back, action, ids = _selection(request.form)
     if not ids:
-        flash("Select at least one job first.", "error")
         return redirect(back)
     if request.form.get("confirm") != "yes":  # a list page loaded before the question was a GET
         return redirect(url_for("admin.bulk_question", action=action, id=ids, next=back), 303)
