@@ -16,7 +16,7 @@ def fails_then_succeeds(failures: int, task=None) -> dict:
     return {"attempt": attempt, "bytes": 1536}
 
 
-@job_task("maintenance", name="test.bad_input", retries=3, retry_delay=0.05)
-def bad_input(value: str, task=None) -> dict:
+@job_task("maintenance", name="test.fails_on_its_input", retries=3, retry_delay=0.05)
+def fails_on_its_input(value: str, task=None) -> dict:
     """Fail as a task fails on input it cannot use: a ValidationError (no retries)."""
     raise ValidationError(f"cannot print {value!r}", field="title")

@@ -150,7 +150,7 @@ def test_a_job_failing_twice_then_succeeding_on_a_real_consumer(consumer):
 
 @pytest.mark.slow
 def test_a_job_failing_on_its_input_is_one_warning_line_a_bug_keeps_its_traceback(consumer):
-    bad = submit(retry_tasks.bad_input, "\a", owner_id=None)
+    bad = submit(retry_tasks.fails_on_its_input, "\a", owner_id=None)
     bug = submit(retry_tasks.fails_then_succeeds, 99, owner_id=None)
     worker = consumer(workers=2, extra_env=TASKS)
     wait_until(lambda: jobs.get(huey.storage, bad)["status"] == "failed" and
