@@ -120,6 +120,8 @@ _BY_STATUS = {400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound,
               409: Conflict, 413: PayloadTooLarge, 422: ValidationError,
               429: TooManyRequests}
 ENDED = ("finished", "failed", "canceled", "expired")
+# A server (or the load balancer before it) that is restarting, or too busy: wait.
+RESTARTING = (502, 503, 504)
 
 
 def error_from(status: int, raw: bytes, headers: Any = None) -> ApiError:
@@ -250,9 +252,9 @@ class Client:
     def wait(self, job_id: str, timeout: float = 300.0) -> dict:
         """The job once it has ended (any final status: check ``status``).
 
-        Long-polls (``?wait=``), so the server answers at each status change. A 429 or
-        503 answer is waited out (its ``Retry-After``), and so is a server that stops
-        answering once it has answered (a restart), until *timeout*.
+        Long-polls (``?wait=``), so the server answers at each status change. A 429,
+        502, 503 or 504 answer is waited out (its ``Retry-After``), and so is a server
+        that stops answering once it has answered (a restart), until *timeout*.
         :raises WaitTimeout: not ended after *timeout* seconds (the job goes on).
         """
         return self._wait(f"/api/jobs/{job_id}", timeout, long_poll=True)
@@ -270,7 +272,7 @@ class Client:
             except (TooManyRequests, ServerError, ConnectionFailed) as exc:
                 left = deadline - time.monotonic()
                 if left <= 0 or isinstance(exc, ConnectionFailed) and job is None \
-                        or isinstance(exc, ServerError) and exc.status != 503:
+                        or isinstance(exc, ServerError) and exc.status not in RESTARTING:
                     raise  # down from the start (a wrong URL, say), or a bug
                 time.sleep(min(left, exc.retry_after or 1.0))
                 continue

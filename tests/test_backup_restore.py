@@ -109,8 +109,7 @@ def test_a_key_from_the_environment_is_not_stored_and_restore_asks_for_it(
     assert "set QRQ_SECRET_KEY to that key" in refused.output
     assert manifest["secret"]["fingerprint"] in refused.output
     assert "Traceback" not in refused.output and not new.exists()
-    # The host restoring has the key in its environment, and no secret.key of its own
-    # (beside one, qrq refuses any other key: tests/test_config.py).
+    # The host restoring has the key in its environment, and no secret.key of its own.
     host = {"QRQ_DATA_DIR": str(tmp_path / "host"), "QRQ_BACKUP_DIR": str(settings.backups_dir)}
     wrong = CliRunner(env={**host, "QRQ_SECRET_KEY": secrets.token_urlsafe(32)})
     refused = wrong.invoke(main, ["backup", "restore", manifest["id"], "--to", str(new)])
@@ -322,3 +321,19 @@ def test_a_restore_of_the_queue_keeps_no_lock_or_consumer_of_the_old_system(sett
     assert storage.sql("select count(*) from maintenance_lock", results=True)[0][0] == 0
     assert storage.sql("select count(*) from consumer", results=True)[0][0] == 0
     assert locks.try_lock(storage, "backup", "job next (here:2)") is None
+
+
+@pytest.mark.sqlite_only("the set's queue.db and its secret.key")
+def test_a_restore_run_with_another_key_in_the_environment_is_refused_before_it_starts(
+        settings, tmp_path):
+    # QRQ_SECRET_KEY wins over secret.key, even a secret.key that holds the same key: the
+    # restored queue must verify with it, whatever the file beside the CLI holds.
+    manifest = run_backup(settings)  # signed with the data directory's secret.key
+    key = secrets.token_urlsafe(32)
+    settings.secret_file.write_text(key)  # the file now holds the environment's key
+    new = tmp_path / "new"
+    refused = CliRunner(env={"QRQ_DATA_DIR": str(settings.data_dir),
+                             "QRQ_SECRET_KEY": key}).invoke(
+        main, ["backup", "restore", manifest["id"], "--to", str(new)])
+    assert refused.exit_code == 1 and "not the key that signed" in refused.output
+    assert "nothing was restored" in refused.output and not new.exists()

@@ -220,3 +220,17 @@ def test_wait_waits_out_a_busy_or_restarting_server_and_gives_up_on_a_broken_one
         with pytest.raises(ServerError) as failed:
             Client(base, "t").wait("j", timeout=30)
     assert failed.value.status == 500 and len(seen) == 1  # not retried: a bug, not a wait
+
+
+def test_wait_waits_out_a_load_balancer_answering_for_a_restarting_server():
+    answers = iter([(200, b'{"job_id": "j", "status": "running"}'),
+                    (502, b"<html>bad gateway"), (504, b"<html>gateway timeout"),
+                    (200, b'{"job_id": "j", "status": "failed"}')])
+
+    def balancer(handler):
+        status, body = next(answers)
+        answer(handler, status, body, [("Retry-After", "0.1")])
+
+    with http_server(balancer) as (base, seen):
+        assert Client(base, "t").wait("j", timeout=30)["status"] == "failed"
+    assert len(seen) == 4

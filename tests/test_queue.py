@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from qrq.errors import Conflict, ValidationError
-from qrq.queue import catalog, huey, job_task, jobs, progress, submit
+from qrq.queue import catalog, huey, job_task, jobs, progress, signing, submit
 from tests.conftest import wait_until
 
 calls = []
@@ -310,6 +310,32 @@ def test_retry_of_a_payload_signed_with_another_secret_is_a_conflict(settings):
     assert caught.value.status == 409
     assert jobs.get(huey.storage, job_id)["status"] == "failed"
     assert huey.storage.backlog() == 0
+
+
+def test_a_key_that_signed_none_of_the_waiting_jobs_is_refused_as_the_queue_opens(settings):
+    # An installation whose secret.key signed what waits, started with a new key: every
+    # waiting job would fail (payload signature mismatch), so the process refuses.
+    waiting = [submit(bad_input, owner_id=None) for _ in range(3)]
+    with pytest.raises(Conflict, match="did not sign the jobs waiting"):
+        huey.init(dataclasses.replace(settings, secret_key="rotated-" + "x" * 32))
+    with pytest.raises(Exception, match="init"):
+        huey.storage.backlog()  # nothing half-open was left behind
+    huey.init(settings)  # the right key opens it again
+    assert huey.storage.backlog() == 3
+    # A host with another key queued the oldest two: the third, this key's, is enough.
+    other = signing.KeySerializer(secret="another-" + "k" * 32, salt="qrq")
+    ids = [i for i, in huey.storage.sql("select id from task order by id", results=True)]
+    for row in ids[:2]:
+        huey.storage.sql("update task set data = ? where id = ?",
+                         (other._sign(b"x"), row), commit=True)
+    signing.check_key(huey.storage, huey.serializer)
+    huey.storage.sql("update task set data = ? where id = ?", (other._sign(b"x"), ids[2]),
+                     commit=True)
+    with pytest.raises(Conflict, match="did not sign the jobs waiting"):
+        signing.check_key(huey.storage, huey.serializer)
+    huey.storage.sql("delete from task", commit=True)
+    signing.check_key(huey.storage, huey.serializer)  # nothing waits: any key may start
+    assert {jobs.get(huey.storage, j)["status"] for j in waiting} == {"queued"}
 
 
 def test_retry_of_an_unreadable_payload_is_a_conflict(settings):

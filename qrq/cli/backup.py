@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 
 from qrq.backup import (
-    environment_key,
     get_set,
     list_databases,
     list_sets,
@@ -225,7 +224,9 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
         click.echo(f"checking {count} database(s) of set {manifest['id']} before "
                    "replacing anything")
         restored = restore(backups, manifest, to_dir, names, report=report,
-                           env_key=environment_key(settings),
+                           # The key the restored system runs with: QRQ_SECRET_KEY
+                           # wins over secret.key, even one holding the same key.
+                           env_key=read_settings().secret_key or None,
                            database_url=settings.database_url,
                            before_replacing=safety_backup if overwrites_live else lambda: None)
     if overwrites_live and any(e["name"] == QUEUE_DB or e["codec"] == PG_CODEC

@@ -5,7 +5,6 @@ and the generated ``<data>/secret.key`` used when ``QRQ_SECRET_KEY`` is empty.
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import os
 import secrets
 from collections.abc import Mapping
@@ -31,8 +30,6 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     settings = read_settings(environ, **overrides)
     if not settings.secret_key:
         settings = dataclasses.replace(settings, secret_key=read_or_create_secret(settings))
-    else:
-        refuse_a_second_secret(settings)
     if not settings.database_url:
         refuse_moved_files(settings)
     make_private(settings)
@@ -71,27 +68,6 @@ def settings_or_exit() -> Settings:
         return load_settings()
     except SettingsError as exc:
         raise SystemExit(f"Error: {exc}") from None
-
-
-def refuse_a_second_secret(settings: Settings) -> None:
-    """Refuse a ``QRQ_SECRET_KEY`` other than the ``<data>/secret.key`` beside it.
-
-    That file's key signed the jobs queued so far (also those moved to PostgreSQL):
-    a new key would fail each of them ("payload signature mismatch"), and they could
-    not be retried. Moving to a key in the environment means setting it to the file's.
-
-    :raises SettingsError: the two differ.
-    """
-    try:
-        existing = settings.secret_file.read_text().strip()
-    except (OSError, UnicodeDecodeError):
-        return  # none (a new host), or unreadable: the key given is the only one
-    if existing and not hmac.compare_digest(existing.encode(), settings.secret_key.encode()):
-        raise SettingsError(
-            f"QRQ_SECRET_KEY is not the key in {settings.secret_file}, which signed the "
-            "jobs queued so far (they would fail: payload signature mismatch); set "
-            "QRQ_SECRET_KEY to that file's content, or remove the file once none of its "
-            "jobs is waiting")
 
 
 def refuse_moved_files(settings: Settings) -> None:

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from qrq.config.files import make_private
-from qrq.config.row import Setting, SettingsError, setting
+from qrq.config.row import Setting, setting
 from qrq.schedule import cron, zone
 
 MIN_SECRET_BYTES = 32
@@ -294,12 +294,6 @@ class Settings:
     def __post_init__(self) -> None:
         for one in SETTINGS:
             one.check(getattr(self, one.name))
-        both = [name for name in self.exclude_types if name in self.accept_types]
-        if both:
-            raise SettingsError(
-                f"--types (QRQ_WORKER_JOB_TYPES) and --exclude-types "
-                f"(QRQ_WORKER_EXCLUDE_JOB_TYPES) both name {', '.join(both)}: a job type is "
-                "either taken or excluded")
 
     @property
     def queue_db(self) -> Path:

@@ -153,6 +153,9 @@ class StorageFullLog(logging.Filter):
                 handler.addFilter(self)
 
 
+TASK_FAILED = "Unhandled exception in task %s."  # huey's line (api.py) for a task's error
+
+
 class StatedFailureLog(logging.Filter):
     """Logs a job that failed for a reason qrq states (bad input, a template deleted
     meanwhile, a backup already running: a :class:`QrqError` below 500 that is not a
@@ -163,7 +166,7 @@ class StatedFailureLog(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, QrqError) and not isinstance(exc, TransientError) \
-                and exc.status < 500 and record.args:
+                and exc.status < 500 and record.msg == TASK_FAILED:
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.msg = "task %s failed, not retried: %s%s"
             record.args = (record.args[0], f"{exc.field}: " if exc.field else "", exc.message)
@@ -238,6 +241,11 @@ class OrphanAwareProcessEnvironment(ProcessEnvironment):
 
 class QrqConsumer(Consumer):
     def __init__(self, huey, **options):
+        taken = set(huey.storage.accept_types)
+        if taken and taken <= set(huey.storage.exclude_types):
+            raise SystemExit(f"Error: --exclude-types (QRQ_WORKER_EXCLUDE_JOB_TYPES) excludes "
+                             f"every type --types (QRQ_WORKER_JOB_TYPES) takes, "
+                             f"{', '.join(sorted(taken))}: this consumer would run no job")
         # huey's default polling backs off to 10 s when idle; unless the caller
         # chose other values, poll every QRQ_POLL_INTERVAL without backing off.
         if all(options.get(k, v) == v for k, v in HUEY_DEFAULT_POLLING.items()):

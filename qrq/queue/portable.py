@@ -27,6 +27,12 @@ class PortableHueyApi:
         return self.sql("select count(*) from task where queue = ?", (self.name,),
                         results=True)[0][0]
 
+    def oldest_payloads(self, count: int) -> list[bytes]:
+        """The payloads of the *count* rows queued longest (leased or not)."""
+        return [data for data, in self.sql("select data from task where queue = ? "
+                                           "order by id limit ?", (self.name, count),
+                                           results=True)]
+
     def enqueued_items(self, limit=None):
         sql = (f"select data from task where {self.available} "
                "order by priority desc, id")

@@ -130,14 +130,17 @@ class PostgresConnections(SqliteStorage):
 
     def _check(self, conn: psycopg.Connection) -> None:
         """Try a connection the server may have ended before lending it (a quiet one
-        costs nothing): after a restart every idle one is dead, and the first request
-        would get one (a 503). On the first dead one, all of them go at once."""
+        costs one poll(2)): after a restart every idle one is dead, and the first
+        request would get one (a 503). On the first dead one, all of them go at once
+        (a round trip each), and the pool waits about a second before it lends again."""
         if pg_errors.quiet(conn):
             return
         try:
             conn.execute("select 1")
         except psycopg.Error:
-            self._pool.check()  # the others died with it: not one failed try each
+            pool = self._pool  # (None while reset_connections replaces it)
+            if pool is not None:
+                pool.check()  # the others died with it: not one failed try each
             raise
 
     def _configure(self, conn: psycopg.Connection) -> None:

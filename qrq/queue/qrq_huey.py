@@ -21,12 +21,11 @@ from typing import Any
 
 from huey import signals as S
 from huey.exceptions import TaskTimeout
-from huey.serializer import SignedSerializer
 from huey.utils import normalize_time
 
 from qrq.config import Settings
 from qrq.errors import Conflict, NotFound, QrqError
-from qrq.queue import catalog, huey_private, jobs
+from qrq.queue import catalog, huey_private, jobs, signing
 from qrq.queue.admission import Admission
 from qrq.queue.catalog import TaskSpec
 from qrq.queue.consumer import QrqConsumer
@@ -126,14 +125,16 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
         else:
             self.storage_class = LeasedSqliteStorage
             self.storage_kwargs = {"filename": str(settings.queue_db), **common}
+        self.serializer = signing.KeySerializer(secret=settings.secret_key, salt="qrq")
         try:
             self.storage = self.create_storage()
+            signing.check_key(self.storage, self.serializer)
         except BaseException:
+            self.storage.dispose()
             self._settings, self.storage = None, _NoStorage()  # a later init tries again
             raise
         self.storage.synchronous = settings.enqueue_sync
         self.storage.ended_hook = self.jobs_ended  # ends written after a batch waited
-        self.serializer = SignedSerializer(secret=settings.secret_key, salt="qrq")
         for task_class, spec in self._declared:
             self._apply_limits(task_class, spec)
 

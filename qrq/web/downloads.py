@@ -109,8 +109,10 @@ def send_batch_output(job: dict, kind: str) -> Response:
         raise NotFound(f"batch {job_id} not found" if found is None else "download pdf or zip")
     if not (found["outputs"] or {}).get(kind):
         if job["status"] != "finished":
-            raise JobNotFinished(f"batch {job_id} is {job['status']}; its {kind} can be "
-                                 "downloaded once it has finished", job_status=job["status"])
+            then = ("it wrote none" if job["status"] in ("failed", "canceled", "expired")
+                    else "it can be downloaded once it has finished")
+            raise JobNotFinished(f"batch {job_id} is {job['status']}; as for its {kind}, "
+                                 f"{then}", job_status=job["status"])
         raise NotFound(f"batch {job_id} has no {kind}")
     # The name comes from the validated job id, never from the request or the record.
     return send_artifact(f"{job_id}.{kind}", found["outputs"][kind].get("bytes"),

@@ -36,7 +36,7 @@ _BATCH = obj({
     "parent_job_id": {"type": ["string", "null"]},
     "retry_job_ids": {"type": "array", "items": {"type": "string", "format": "uuid"},
                       "description": "the batches that re-ran this one's failed items "
-                                     "(retry-failed), oldest first; at most 50."},
+                                     "(retry-failed): the latest 50, oldest first."},
     "status_url": {"type": "string"}, "items_url": {"type": "string"},
     "downloads": {"type": "object", "additionalProperties": {
         "type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]},
