@@ -61,7 +61,8 @@ def test_bulk_actions_are_recorded_once_confirmed(admin):
     failed = failed_jobs(2)
     queued = submit(bad, "waits", owner_id=None)
     selected = {"action": "retry", "id": [*failed, queued]}
-    assert client.get("/admin/bulk", query_string=selected).status_code == 200  # the question
+    question = client.get("/admin/bulk/confirm", query_string=selected)
+    assert question.status_code == 200
     assert audit.entries(huey.storage) == ([], 0)
     assert post(client, csrf, "/admin/bulk", confirm="yes", **selected).status_code == 302
     (row,), _ = audit.entries(huey.storage)

@@ -249,7 +249,7 @@ def selected(client, csrf, action, ids, **extra):
     values = {"action": action, "id": ids, "next": "/admin/failed", **extra}
     if "confirm" in extra:
         return client.post("/admin/bulk", data={"csrf_token": csrf, **values})
-    return client.get("/admin/bulk", query_string=values)
+    return client.get("/admin/bulk/confirm", query_string=values)
 
 
 def test_bulk_retry_of_three_failed_jobs_asks_first(admin):
@@ -259,7 +259,7 @@ def test_bulk_retry_of_three_failed_jobs_asks_first(admin):
         run_next()
     html = client.get("/admin/failed").text
     assert html.count('type="checkbox" name="id"') == 3 and 'form="bulk"' in html
-    assert '<form id="bulk" class="bulk-actions" method="get" action="/admin/bulk">' in html
+    assert 'method="get" action="/admin/bulk/confirm">' in html
     response = selected(client, csrf, "retry", failed)
     assert response.status_code == 200
     assert "Retry 3 failed jobs?" in response.text
@@ -278,7 +278,7 @@ def test_bulk_retry_of_three_failed_jobs_asks_first(admin):
     # A list page from before (its form posted the question): sent on to the GET.
     old = client.post("/admin/bulk", data={"csrf_token": csrf, "action": "retry",
                                            "id": failed, "next": "/admin/failed"})
-    assert old.status_code == 303 and old.headers["Location"].startswith("/admin/bulk?")
+    assert old.status_code == 303 and old.headers["Location"].startswith("/admin/bulk/confirm?")
     assert "No selected job can be retried" in client.get(old.headers["Location"]).text
 
 

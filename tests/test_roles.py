@@ -58,7 +58,7 @@ def dashboard_urls(app, settings, batch_id, failed):
             continue
         url = rule.build({k: values.get(k, "x") for k in rule.arguments})[1]
         url += f"?ids={batch_id}" if url.endswith("progress.json") else ""
-        url += f"?action=retry&id={failed}" if url.endswith("/bulk") else ""  # the question
+        url += f"?action=retry&id={failed}" if url.endswith("/bulk/confirm") else ""
         urls.append((url, rule.arguments <= values.keys()))
     return urls
 
@@ -107,7 +107,7 @@ def test_an_operator_sees_every_dashboard_page_an_admin_sees(app, settings, root
     assert 'id="retry-all"' in admin.get("/admin/failed").text
     assert 'id="retry-failed-items"' in admin.get(f"/admin/jobs/{batch_id}").text
     assert 'class="pick"' in admin.get("/admin/jobs").text
-    assert 'id="bulk-confirm"' in admin.get(f"/admin/bulk?action=retry&id={failed}").text
+    assert 'id="bulk-confirm"' in admin.get(f"/admin/bulk/confirm?action=retry&id={failed}").text
 
 
 def test_an_operator_gets_403_for_every_action(app, root, olga, jobs_to_see):

@@ -1,6 +1,7 @@
 """Acting on the jobs selected in a list: retry, cancel or discard them.
 
-The list's form sends the action and the ids here in a GET: a page that says what
+The list's form sends the action and the ids in a GET (``/bulk/confirm``: every
+action's own URL answers 405 to a GET): a page that says what
 will happen to how many jobs (and which will be skipped, and why), whose button posts
 them with ``confirm``; the POST acts and sends the browser back to the list. (Asking
 in a GET, the browser's Back returns to the question without resending a form.) Each
@@ -69,7 +70,7 @@ def _run(action: str, ids: list[str]) -> dict[str, list[Any]]:
     return dead_letters.discard_jobs(huey.storage, artifact_store(), ids)
 
 
-@bp.get("/bulk")
+@bp.get("/bulk/confirm")
 @admin_page
 def bulk_question(user: User):
     """What the action would do to the selected jobs, with the button that does it."""
