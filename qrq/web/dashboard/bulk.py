@@ -1,12 +1,12 @@
 """Acting on the jobs selected in a list: retry, cancel or discard them.
 
-The list's form sends the action and the ids in a GET (``/bulk/confirm``: every
-action's own URL answers 405 to a GET): a page that says what
-will happen to how many jobs (and which will be skipped, and why), whose button posts
-them with ``confirm``; the POST acts and sends the browser back to the list. (Asking
-in a GET, the browser's Back returns to the question without resending a form.) Each
-action is the one bulk operation of :mod:`qrq.queue.dead_letters`, which runs the
-single-job operation over the ids and reports the jobs it skipped with the reason.
+The list's form sends the action and the ids in a GET to ``/bulk/confirm`` (every
+action's own URL answers 405 to a GET): a page that says what will happen to how many
+jobs (and which will be skipped, and why), whose button posts them with ``confirm``;
+the POST acts and sends the browser back to the list. (Asking in a GET, the browser's
+Back returns to the question without resending a form.) Each action is the one bulk
+operation of :mod:`qrq.queue.dead_letters`, which runs the single-job operation over
+the ids and reports the jobs it skipped with the reason.
 """
 
 from __future__ import annotations
