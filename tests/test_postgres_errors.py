@@ -99,6 +99,26 @@ def test_requests_get_503_while_postgresql_is_down_and_work_again_after(on_own_s
                message="the API answering again")
 
 
+def test_the_scheduler_reads_the_periodic_tasks_while_the_server_is_down(on_own_server):
+    # A task without a job type claims its minute in the database: down, it is skipped
+    # (its outage logged), where the exception used to end the scheduler's process.
+    import datetime
+
+    from qrq.queue import huey
+
+    _, _, stop, start = on_own_server
+    now = datetime.datetime.now()
+    names = {task.name for task in huey.read_periodic(now)}
+    assert "alerts.check" in names  # once a minute, no job type
+    stop()
+    try:
+        down = huey.read_periodic(now + datetime.timedelta(minutes=1))  # no exception
+    finally:
+        start()
+    assert all(task.job_type for task in down)  # those with a job type go to enqueue
+    assert "alerts.check" not in {task.name for task in down}
+
+
 def test_the_first_request_after_a_restart_is_answered(on_own_server):
     # The pools' idle connections died with the server; none may be lent as it is.
     client, headers, stop, start = on_own_server

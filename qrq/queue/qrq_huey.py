@@ -24,7 +24,7 @@ from huey.exceptions import TaskTimeout
 from huey.utils import normalize_time
 
 from qrq.config import Settings
-from qrq.errors import Conflict, NotFound, QrqError
+from qrq.errors import Conflict, NotFound, QrqError, Unavailable
 from qrq.queue import catalog, huey_private, jobs, signing
 from qrq.queue.admission import Admission
 from qrq.queue.catalog import TaskSpec
@@ -226,9 +226,13 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
         due = []
         for task in super().read_periodic(timestamp):
             task.id = str(uuid.uuid5(PERIODIC_SLOTS, f"{task.name}@{slot}"))
-            if getattr(task, "job_type", None) is not None \
-                    or self.storage.claim_slot(task.name, slot):
-                due.append(task)
+            try:
+                if getattr(task, "job_type", None) is not None \
+                        or self.storage.claim_slot(task.name, slot):
+                    due.append(task)
+            except Unavailable:  # this minute's run is lost either way; the scheduler
+                # lives on (raising here ended its process, the reason unlogged)
+                logger.warning("periodic task %s not queued", task.name, exc_info=True)
         return due
 
     def scheduled(self, limit=None):
