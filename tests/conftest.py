@@ -140,7 +140,7 @@ def settings(tmp_path, monkeypatch, backend):
     huey.init(settings)
     open_app_db(settings)
     yield settings
-    huey.storage.close()
+    huey.storage.dispose()  # its lease heartbeat too: a test may leave a lease held
     app_db.close()
 
 
