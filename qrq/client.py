@@ -254,7 +254,7 @@ class Client:
 
         Long-polls (``?wait=``), so the server answers at each status change. A 429,
         502, 503 or 504 answer is waited out (its ``Retry-After``), and so is a server
-        that stops answering once it has answered (a restart), until *timeout*.
+        that stops answering once reached (a restart), until *timeout*.
         :raises WaitTimeout: not ended after *timeout* seconds (the job goes on).
         """
         return self._wait(f"/api/jobs/{job_id}", timeout, long_poll=True)
@@ -271,9 +271,10 @@ class Client:
                                        timeout=wait + self.timeout)
             except (TooManyRequests, ServerError, ConnectionFailed) as exc:
                 left = deadline - time.monotonic()
-                if left <= 0 or isinstance(exc, ConnectionFailed) and job is None \
-                        or isinstance(exc, ServerError) and exc.status not in RESTARTING:
-                    raise  # down from the start (a wrong URL, say), or a bug
+                if left <= 0 or isinstance(exc, ServerError) and exc.status not in \
+                        RESTARTING or isinstance(exc, ConnectionFailed) and job is None \
+                        and exc.code == "unreachable":
+                    raise  # never reached (a wrong URL, say), or a bug
                 time.sleep(min(left, exc.retry_after or 1.0))
                 continue
             job = self._decode(*answer, path)

@@ -430,6 +430,7 @@ def test_cancel_before_the_first_item_keeps_an_empty_but_valid_output(client, te
     summary = client.get(f"/api/batch/{job_id}", headers=alice[1]).get_json()
     assert summary["downloads"]["zip"]["files"] == 0
     assert status["stage"] == "canceled after 0/5 items; their PDF and ZIP are kept"
+    assert status["progress"] == 0  # of the items, not of the steps the cancel skipped
     # Its outputs are served at both URLs, the same file (the job's URL: the PDF).
     with client.get(f"/api/batch/{job_id}/download/pdf", headers=alice[1]) as by_batch, \
             client.get(f"/api/jobs/{job_id}/download", headers=alice[1]) as by_job:

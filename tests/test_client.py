@@ -234,3 +234,18 @@ def test_wait_waits_out_a_load_balancer_answering_for_a_restarting_server():
     with http_server(balancer) as (base, seen):
         assert Client(base, "t").wait("j", timeout=30)["status"] == "failed"
     assert len(seen) == 4
+
+
+def test_wait_waits_out_a_server_that_breaks_off_its_first_long_poll():
+    calls = []
+
+    def restarting(handler):
+        calls.append(1)
+        if len(calls) == 1:  # reached, then gone before it answered (a restart)
+            handler.close_connection = True
+            return
+        answer(handler, 200, b'{"job_id": "j", "status": "finished"}')
+
+    with http_server(restarting) as (base, seen):
+        assert Client(base, "t").wait("j", timeout=30)["status"] == "finished"
+    assert len(seen) == 2

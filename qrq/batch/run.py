@@ -239,7 +239,7 @@ def run_batch(storage, store: ArtifactStore, job_id: str, check: Callable[[], No
     done = counts(storage, job_id)
     if canceled:
         kept = done["completed"] + done["failed"]
-        _report(storage, job_id, ENCODE_SHARE,
+        _report(storage, job_id, ENCODE_SHARE * kept // max(1, total),
                 f"canceled after {kept}/{total} items; their PDF and ZIP are kept")
         raise jobs.JobCanceled(f"canceled while running; the {kept} items done so far "
                                "are kept, with their PDF and ZIP")

@@ -24,7 +24,8 @@ WELL_KNOWN_SECRETS = frozenset({
     "development", "test", "testing", "password", "default", "key", "qrq", "flask",
     "your-secret-key", "your_secret_key", "yoursecretkey", "you-will-never-guess",
     "your-secret-key-here", "replace-me", "please-change-me",
-    # deploy/qrq.env.example's placeholder
+    # deploy/qrq.env.example's placeholder, now and before
+    "replace-with-the-output-of-python3--c-import-secrets-print-secrets.token_urlsafe-32",
     "replace-with-the-output-of-python3--c-import-secrets-print-secrets.token_urlsafe-48",
     '_5#y2L"F4Q8z\n\xec]/', '_5#y2l"f4q8z\n\xec]/',
     "192b9bdd22ab9ed4d12e236c78afcb9a393ec15f71bbf5dc987d54727823bcbf",
