@@ -337,3 +337,37 @@ def test_a_restore_run_with_another_key_in_the_environment_is_refused_before_it_
         main, ["backup", "restore", manifest["id"], "--to", str(new)])
     assert refused.exit_code == 1 and "not the key that signed" in refused.output
     assert "nothing was restored" in refused.output and not new.exists()
+
+
+@pytest.mark.sqlite_only("the set's files restored into a directory")
+def test_a_new_machine_restores_into_an_empty_directory_and_makes_nothing_else(
+        settings, tmp_path):
+    import subprocess
+    import sys
+
+    run_backup(settings)
+    qrq = str(Path(sys.executable).parent / "qrq")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("QRQ_DATA_DIR", "QRQ_SECRET_KEY")}
+    env["QRQ_BACKUP_DIR"] = str(settings.backups_dir)
+    # As the README says: QRQ_DATA_DIR not set yet, run from anywhere.
+    done = subprocess.run([qrq, "backup", "restore", "latest", "--to", str(tmp_path / "NEW")],
+                          env=env, cwd=elsewhere, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert {p.name for p in (tmp_path / "NEW").iterdir()} >= {"queue.db", "app.db",
+                                                               "secret.key"}
+    assert list(elsewhere.iterdir()) == []  # no ./data with a new key and queue
+    # Or with QRQ_DATA_DIR already the new, empty directory: nothing live to replace, so
+    # no --force and no safety set of files the command would have made itself.
+    (tmp_path / "NEW2").mkdir()
+    sets = len(list_sets(settings.backups_dir))
+    done = subprocess.run([qrq, "backup", "restore", "latest", "--to", str(tmp_path / "NEW2")],
+                          env={**env, "QRQ_DATA_DIR": str(tmp_path / "NEW2")}, cwd=elsewhere,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(list_sets(settings.backups_dir)) == sets
+    restored = sqlite3.connect(tmp_path / "NEW2" / "queue.db")
+    assert restored.execute("select count(*) from audit where action = 'backup.restore'"
+                            ).fetchone() == (1,)  # recorded in the installation it made
+    restored.close()

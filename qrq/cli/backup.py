@@ -22,6 +22,7 @@ from qrq.backup.restore import QUEUE_DB
 from qrq.backup.submit import submit_backup
 from qrq.cli.base import cli_actor, echo_json, get_queue, get_settings, json_option, main
 from qrq.cli.jobs import wait_finished, wait_options
+from qrq.config import holds_qrq_data
 from qrq.config.load import read_settings
 from qrq.humanize import format_bytes
 from qrq.queue import audit, locks, retention, stats
@@ -77,7 +78,7 @@ def backup_list(set_id: str | None, limit: int, as_json: bool) -> None:
 
     Example: qrq backup list latest
     """
-    backups = get_settings(read=read_settings).backups_dir  # makes no file (READS_SETS_ONLY)
+    backups = get_settings(read=read_settings).backups_dir  # makes no file (MAKE_NO_FILE_FIRST)
     if set_id:
         manifest = get_set(backups, set_id)
         if as_json:
@@ -122,7 +123,7 @@ def backup_verify(set_id: str) -> None:
 
     Example: qrq backup verify latest
     """
-    settings = get_settings(read=read_settings)  # makes no file (READS_SETS_ONLY)
+    settings = get_settings(read=read_settings)  # makes no file (MAKE_NO_FILE_FIRST)
     backups = settings.backups_dir
     manifest = get_set(backups, set_id)
     count, done = len(select_entries(manifest)), [0]
@@ -173,15 +174,19 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
 
     Example: qrq backup restore latest --to /tmp/restored --db app.db
     """
-    settings = get_settings()
+    settings = get_settings(read=read_settings)  # no file made yet (MAKE_NO_FILE_FIRST)
     backups = settings.backups_dir
     manifest = get_set(backups, set_id)
     entries = select_entries(manifest, names)
     to_dir = to_dir.resolve()
-    live = {path.resolve() for _, path in list_databases(settings)}
-    # A PostgreSQL dump goes into QRQ_DATABASE_URL's database: always the live one.
-    overwrites_live = to_dir == settings.data_dir or any(
-        e["codec"] == PG_CODEC or (to_dir / e["name"]).resolve() in live for e in entries)
+    # Live: a file of this installation that the restore would replace (a new machine's
+    # empty data directory has none). A PostgreSQL dump goes into QRQ_DATABASE_URL's
+    # database: always the live one.
+    live = {path.resolve() for _, path in list_databases(settings) if path.exists()}
+    overwrites_live = any(e["codec"] == PG_CODEC or (to_dir / e["name"]).resolve() in live
+                          for e in entries)
+    if overwrites_live:
+        settings = get_settings()  # the live installation's, with its key
     count, checked = len(entries), [0]
 
     def report(entry: dict, stage: str) -> None:
@@ -239,8 +244,10 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
     for entry in entries:
         if entry["codec"] == PG_CODEC:
             click.echo(f"restored PostgreSQL schema {entry['schema']} (QRQ_DATABASE_URL)")
-    audit.record(get_queue().storage, cli_actor(), "backup.restore", detail={
-        "set": manifest["id"], "to": str(to_dir), "databases": [e["name"] for e in entries]})
+    if overwrites_live or holds_qrq_data(settings.data_dir):  # an installation to tell
+        audit.record(get_queue().storage, cli_actor(), "backup.restore", detail={
+            "set": manifest["id"], "to": str(to_dir),
+            "databases": [e["name"] for e in entries]})
     for path in restored:
         click.echo(f"restored {path}")
     click.echo(f"{count} database(s) restored from {manifest['id']} into {to_dir}")

@@ -89,9 +89,9 @@ class CliGroup(click.Group):
 # (a new machine restores into an empty directory).
 NO_DATA_NEEDED = {("init",), ("dev",), ("backup", "list"), ("backup", "verify"),
                   ("backup", "restore")}
-# Of those, the ones that only read the sets: they make no file, not even the secret
-# (a new machine's first command must not leave a data directory behind).
-READS_SETS_ONLY = {("backup", "list"), ("backup", "verify")}
+# Of those, the ones that make no file before they know they need one, not even the
+# secret (a new machine's first commands must not leave a data directory behind).
+MAKE_NO_FILE_FIRST = {("backup", "list"), ("backup", "verify"), ("backup", "restore")}
 
 
 @click.group(cls=CliGroup)
@@ -121,7 +121,7 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
         raise click.ClickException(f"{settings.data_dir} ({given}) is not a qrq data "
                                    "directory; run qrq init, or point --data-dir or "
                                    "QRQ_DATA_DIR at one")
-    if command[:2] not in READS_SETS_ONLY:
+    if command[:2] not in MAKE_NO_FILE_FIRST:
         get_settings()
 
 
