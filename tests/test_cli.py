@@ -193,3 +193,27 @@ def test_data_dir_is_recognised_when_the_secret_comes_from_the_environment(tmp_p
     assert run_process([qrq, "--data-dir", str(data), "init"], env).returncode == 0
     listed = run_process([qrq, "--data-dir", str(data), "jobs", "list"], env)
     assert listed.returncode == 0, listed.stderr
+
+
+@pytest.mark.sqlite_only("app.db is a file beside queue.db")
+def test_a_lost_app_database_is_refused_not_made_anew(settings, client, alice, templates):
+    # Jobs were queued, then app.db went (a lost file, a mount not there): made anew, it
+    # would hold no users, and every token would be refused.
+    assert client.post("/api/generate-qr-pdf", json={"template_id": 1},
+                       headers=alice[1]).status_code == 202
+    qrq = str(Path(sys.executable).parent / "qrq")
+    env = {"QRQ_DATA_DIR": str(settings.data_dir)}
+    for emptied in ("", b""):
+        if emptied == "":
+            settings.app_db.unlink()
+        else:
+            settings.app_db.write_bytes(emptied)  # a 0-byte file
+        for command in (["users", "list"], ["serve", "--port", "1"]):  # serve: one line, no server
+            done = run_process([qrq, *command], env)
+            assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+            assert "is missing or empty, but the queue beside it holds jobs" in done.stderr
+            assert "users list" not in done.stdout
+        assert not settings.app_db.exists() or settings.app_db.stat().st_size == 0
+    # qrq init starts again on purpose, with no users.
+    assert run_process([qrq, "init"], env).returncode == 0
+    assert "no users" in run_process([qrq, "users", "list"], env).stdout

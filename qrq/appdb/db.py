@@ -7,6 +7,8 @@ declared at import time; the web app, the CLI and the tasks bind it with
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from peewee import Database
@@ -14,9 +16,10 @@ from peewee import Database
 from qrq.appdb import migrations
 from qrq.appdb.database import PRAGMAS, app_db, postgres_database, sqlite_database
 from qrq.config import Settings
+from qrq.errors import QrqError
 
-__all__ = ["PRAGMAS", "app_db", "bind", "bound_to", "init_db", "migrate_app_db", "open_app_db",
-           "probe", "target"]
+__all__ = ["PRAGMAS", "AppDatabaseLost", "app_db", "bind", "bound_to", "init_db",
+           "migrate_app_db", "open_app_db", "probe", "target"]
 
 
 def target(settings: Settings) -> str:
@@ -48,9 +51,44 @@ def init_db(where: Path | str, busy_timeout: float = 10.0, create: bool = True) 
     return app_db
 
 
-def open_app_db(settings: Settings, create: bool = True) -> Database:
-    """Bind ``app_db`` to the database *settings* name."""
+class AppDatabaseLost(QrqError):
+    """app.db is missing or empty beside a queue that holds jobs."""
+
+    status = 503
+    code = "app_database_lost"
+
+
+def open_app_db(settings: Settings, create: bool = True, *,
+                ran_before: Callable[[], bool] | None = None) -> Database:
+    """Bind ``app_db`` to the database *settings* name.
+
+    :raises AppDatabaseLost: on SQLite, app.db is missing or has no tables while
+        *ran_before* says the installation has run (its queue holds jobs): made anew,
+        it would hold none of its users and tokens (a lost file, a mount that is not
+        there). ``qrq init`` makes a new one on purpose.
+    """
+    if create and ran_before is not None and not settings.database_url \
+            and not _has_tables(settings.app_db) and ran_before():
+        raise AppDatabaseLost(
+            f"{settings.app_db} is missing or empty, but the queue beside it holds jobs: "
+            "made anew it would hold none of the users and tokens. Restore it (qrq backup "
+            "restore latest --db app.db --to <data dir> --force), or run qrq init to "
+            "start again with no users")
     return init_db(target(settings), settings.busy_timeout, create=create)
+
+
+def _has_tables(path: Path) -> bool:
+    try:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return False  # missing
+    try:
+        return conn.execute("select count(*) from sqlite_master where type = 'table'"
+                            ).fetchone()[0] > 0
+    except sqlite3.Error:
+        return True  # not a database: its own error, where it is opened
+    finally:
+        conn.close()
 
 
 def migrate_app_db(settings: Settings) -> tuple[list[int], int]:
@@ -75,7 +113,7 @@ def bound_to(settings: Settings) -> bool:
 def bind(settings: Settings) -> Database:
     """Bind ``app_db`` to *settings*' database unless it is already (tasks, mail)."""
     if not bound_to(settings):
-        open_app_db(settings)
+        open_app_db(settings, ran_before=lambda: True)  # a task runs: the queue has jobs
     return app_db
 
 

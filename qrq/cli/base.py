@@ -21,7 +21,7 @@ from qrq.appdb.db import open_app_db
 from qrq.config import holds_qrq_data, load_settings
 from qrq.config.load import read_settings
 from qrq.errors import QrqError
-from qrq.queue import catalog, huey
+from qrq.queue import catalog, huey, jobs
 from qrq.queue.jobs import resolve_id
 
 
@@ -46,10 +46,13 @@ def cli_actor() -> str:
         return f"cli:uid {os.getuid()}"
 
 
-def get_app_db():
+def get_app_db(new: bool = False):
+    """The app database, bound; unless *new* (``qrq init``), a lost app.db is refused
+    (:class:`qrq.appdb.db.AppDatabaseLost`)."""
     settings = get_settings()
     settings.ensure_dirs()
-    return open_app_db(settings)
+    return open_app_db(settings, ran_before=None if new else
+                       lambda: jobs.any_jobs(get_queue().storage))
 
 
 class CliGroup(click.Group):

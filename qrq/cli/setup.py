@@ -32,7 +32,7 @@ def init(demo: bool) -> None:
     Example: qrq init --demo
     """
     settings = get_settings()
-    get_app_db()
+    get_app_db(new=True)  # also over a lost app.db: starting again with no users
     get_queue()  # creates queue.db and its tables
     click.echo(f"data directory: {settings.data_dir}")
     if demo:

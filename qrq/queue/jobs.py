@@ -235,6 +235,11 @@ def ended_job(values: dict[str, Any], row: tuple | None) -> EndedJob | None:
 
 # -- reads and small updates through the storage ----------------------------------------
 
+def any_jobs(storage) -> bool:
+    """Whether the queue holds a job record (the installation has run)."""
+    return bool(storage.sql("select 1 from job limit 1", results=True))
+
+
 def get(storage, job_id: str) -> dict[str, Any] | None:
     if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
         return None

@@ -9,7 +9,7 @@ from flask import Flask, request
 from peewee import DatabaseError
 
 from qrq import pg_errors
-from qrq.appdb.db import app_db, open_app_db
+from qrq.appdb.db import AppDatabaseLost, app_db, open_app_db
 from qrq.appdb.migrations import SchemaTooNew
 from qrq.config import settings_or_exit
 from qrq.errors import Unavailable
@@ -19,7 +19,7 @@ logger = logging.getLogger("qrq.web")
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app; *test_config* may hold ``SETTINGS`` (a Settings) and Flask keys."""
-    from qrq.queue import huey
+    from qrq.queue import huey, jobs
     from qrq.web import (
         admin_api,
         api,
@@ -42,8 +42,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     settings.ensure_dirs()
     huey.init_or_exit(settings)  # the queue: a database it cannot open is one line
     try:
-        open_app_db(settings)
-    except SchemaTooNew as exc:
+        open_app_db(settings, ran_before=lambda: jobs.any_jobs(huey.storage))
+    except (SchemaTooNew, AppDatabaseLost) as exc:
         raise SystemExit(f"Error: {exc}") from None
     except DatabaseError as exc:
         _exit_for_database(exc, settings)
