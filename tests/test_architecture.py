@@ -24,6 +24,7 @@ DEFERRED_IMPORTS = {
     # Flask's application-factory pattern: importing one web module (qrq.web.errors,
     # qrq.web.params) does not import every blueprint and the queue.
     ("qrq/web/__init__.py", "qrq.queue.huey"): "app factory",
+    ("qrq/web/__init__.py", "qrq.queue.jobs"): "app factory",
     **{("qrq/web/__init__.py", f"qrq.web.{name}"): "app factory"
        for name in ("admin_api", "analytics", "api", "backups_api", "batch", "dashboard",
                     "errors", "events", "home", "openapi", "ops", "params", "waiting",
