@@ -160,8 +160,11 @@ def _both(limit: Limit | None, deadline: float | None) -> Limit | None:
 
 
 def _forward(child: subprocess.Popen, share: int, lines: queue.Queue) -> None:
-    for line in child.stdout:
-        lines.put((share, line))
+    try:
+        for line in child.stdout:
+            lines.put((share, line))
+    except (ValueError, OSError):  # closed under it: the child was stopped (a time limit)
+        pass
     lines.put((share, None))
 
 
