@@ -74,7 +74,7 @@ def qrq_round(lease: float, workers: int, data: Path, rng: random.Random) -> lis
     from qrq.queue import huey, jobs, submit
     from tests import slow_tasks
 
-    huey.configure(load_settings(data_dir=str(data), lease_seconds=lease))
+    huey.init(load_settings(data_dir=str(data), lease_seconds=lease))
     # `qrq worker` (a console script) does not put the working directory on sys.path as
     # huey_consumer does, so tests.slow_tasks needs PYTHONPATH.
     env = env_for(data, QRQ_LEASE_SECONDS=str(lease), QRQ_TASK_MODULES="tests.slow_tasks",

@@ -355,7 +355,7 @@ def test_a_full_disk_is_a_503_storage_full_and_passes(small_disk, monkeypatch):
     monkeypatch.setenv("QRQ_DATA_DIR", str(small_disk / "data"))
     settings = load_settings()
     settings.ensure_dirs()
-    huey.configure(settings)
+    huey.init(settings)
     init_db(settings.app_db, settings.busy_timeout)
     try:
         from qrq.appdb.models import User

@@ -6,10 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from qrq.appdb.db import app_db
 from qrq.cli import main
-from qrq.queue import huey, jobs
+from qrq.queue import huey, jobs, signing
 from tests.conftest import ROOT
 
 
@@ -217,3 +218,36 @@ def test_a_lost_app_database_is_refused_not_made_anew(settings, client, alice, t
     # qrq init starts again on purpose, with no users.
     assert run_process([qrq, "init"], env).returncode == 0
     assert "no users" in run_process([qrq, "users", "list"], env).stdout
+
+
+def test_key_show_tells_hosts_keys_apart_and_adopt_replaces_the_queues(runner, settings):
+    mine = signing.fingerprint(settings.secret_key)
+    shown = runner.invoke(main, ["key", "show"])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.count(mine) == 2 and str(settings.secret_file) in shown.output
+    assert settings.secret_key not in shown.output
+    new_key = secrets.token_urlsafe(32)
+    other = CliRunner(env={"QRQ_DATA_DIR": str(settings.data_dir), "QRQ_SECRET_KEY": new_key})
+    differ = other.invoke(main, ["key", "show", "--json"])
+    assert differ.exit_code == 1
+    data = json.loads(differ.output)
+    assert data["same"] is False and data["queue"]["fingerprint"] == mine
+    assert data["in_effect"] == {"fingerprint": signing.fingerprint(new_key),
+                                 "source": "QRQ_SECRET_KEY"}
+    refused = other.invoke(main, ["status"])
+    assert refused.exit_code == 1 and "qrq key adopt" in refused.output
+    declined = other.invoke(main, ["key", "adopt"], input="n\n")
+    assert declined.exit_code == 1
+    assert json.loads(other.invoke(main, ["key", "show", "--json"]).output)["queue"][
+        "fingerprint"] == mine
+    adopted = other.invoke(main, ["key", "adopt"], input="y\n")
+    assert adopted.exit_code == 0, adopted.output
+    assert signing.fingerprint(new_key) in adopted.output
+    assert other.invoke(main, ["status"]).exit_code == 0
+    old = runner.invoke(main, ["status"])
+    assert old.exit_code == 1 and "is not this queue's" in old.output
+    huey.init(settings, key_check=False)
+    rows = huey.storage.sql("select actor, detail from audit where action = 'key.adopt'",
+                            results=True)
+    assert len(rows) == 1 and json.loads(rows[0][1]) == {
+        "fingerprint": signing.fingerprint(new_key), "replaced": mine}

@@ -15,7 +15,7 @@ from qrq import batch
 from qrq.appdb.db import app_db
 from qrq.batch.submit import enqueue_batch
 from qrq.errors import ValidationError
-from qrq.queue import huey, job_task, jobs, submit
+from qrq.queue import huey, job_task, jobs, signing, submit
 from qrq.web.dashboard import filters as filters_module
 
 JOB_LINK = re.compile(r'href="/admin/jobs/([0-9a-f-]{36})"')
@@ -280,6 +280,30 @@ def test_bulk_retry_of_three_failed_jobs_asks_first(admin):
                                            "id": failed, "next": "/admin/failed"})
     assert old.status_code == 303 and old.headers["Location"].startswith("/admin/bulk/confirm?")
     assert "No selected job can be retried" in client.get(old.headers["Location"]).text
+
+
+def test_bulk_retry_question_names_the_jobs_whose_payload_another_key_signed(admin):
+    # Failed jobs queued before a key change: their stored payloads no longer verify,
+    # so the retry would skip them. The question says so instead of promising them.
+    client, csrf = admin
+    failed = [submit(bad, f"boom {i}", owner_id=None) for i in range(4)]
+    for _ in failed:
+        run_next()
+    other = signing.KeySerializer(secret="another-" + "k" * 32, salt="qrq")
+    for job_id in failed[:2]:
+        huey.storage.sql("update job set payload = ? where id = ?",
+                         (other._sign(b"x"), job_id), commit=True)
+    response = selected(client, csrf, "retry", failed)
+    assert "Retry 2 failed jobs?" in response.text
+    for job_id in failed[:2]:
+        assert f"{job_id[:8]}</a>: job {job_id} cannot be retried: its signature does " \
+            "not match" in response.text
+    confirm = re.search(r'<form method="post" action="/admin/bulk">(.*?)</form>',
+                        response.text, re.S).group(1)
+    assert set(re.findall(r'name="id" value="([^"]+)"', confirm)) == set(failed[2:])
+    selected(client, csrf, "retry", failed[2:], confirm="yes")
+    assert [jobs.get(huey.storage, i)["status"] for i in failed] == [
+        "failed", "failed", "queued", "queued"]
 
 
 def test_bulk_cancel_skips_ended_jobs_with_the_reason(admin):

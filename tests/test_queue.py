@@ -192,9 +192,10 @@ def test_a_delayed_job_waits_in_the_schedule_as_queued(settings):
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_importing_the_queue_and_a_task_module_creates_no_file(tmp_path):
+def test_importing_the_queue_and_a_task_module_creates_no_file(tmp_path, settings):
     """Nothing is created until the queue is initialised, and a task's limits come from
-    the settings it is initialised with, not from those at import."""
+    the settings it is initialised with, not from those at import. (With the key of
+    the queue the fixture opened: on PostgreSQL they share it.)"""
     data = tmp_path / "absent"
     script = (
         "import os, pathlib, qrq.queue, tasks.pdf\n"
@@ -213,7 +214,8 @@ def test_importing_the_queue_and_a_task_module_creates_no_file(tmp_path):
         "print(task.timeout, task.retries, data.exists())\n")
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                          text=True, env={**os.environ, "QRQ_DATA_DIR": str(data),
-                                         "QRQ_PDF_RETRIES": "4"})
+                                         "QRQ_PDF_RETRIES": "4",
+                                         "QRQ_SECRET_KEY": settings.secret_key})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["7", "4", "True"]
 
@@ -304,7 +306,8 @@ def test_retry_of_a_payload_signed_with_another_secret_is_a_conflict(settings):
     job_id = submit(bad_input, owner_id=None)
     run_next()
     assert jobs.get(huey.storage, job_id)["status"] == "failed"
-    huey.init(dataclasses.replace(settings, secret_key="rotated-" + "x" * 32))
+    huey.init(dataclasses.replace(settings, secret_key="rotated-" + "x" * 32), key_check=False)
+    signing.adopt(huey.storage, huey.serializer)  # qrq key adopt
     with pytest.raises(Conflict, match="signature does not match") as caught:
         huey.retry(job_id)
     assert caught.value.status == 409
@@ -312,15 +315,51 @@ def test_retry_of_a_payload_signed_with_another_secret_is_a_conflict(settings):
     assert huey.storage.backlog() == 0
 
 
+def forget_key():
+    """As a queue made before its key was recorded."""
+    huey.storage.sql("delete from queue_key", commit=True)
+
+
+def test_a_key_other_than_the_queues_is_refused_even_when_no_job_waits(settings):
+    # The first process recorded its key. A host configured with another one (a new
+    # QRQ_SECRET_KEY, or its own secret.key) would fail the jobs it takes, and the jobs
+    # it queues would fail on the other hosts.
+    assert huey.storage.backlog() == 0
+    mine = signing.recorded(huey.storage)
+    assert mine["fingerprint"] == signing.fingerprint(settings.secret_key)
+    assert mine["host"] and abs(mine["recorded_at"] - time.time()) < 600
+    other = dataclasses.replace(settings, secret_key="another-" + "k" * 32)
+    with pytest.raises(signing.WrongKey, match=r"is not this queue's \(fingerprint "
+                       + mine["fingerprint"] + r", recorded by .*qrq key adopt") as caught:
+        huey.init(other)
+    assert caught.value.status == 409
+    huey.init(settings)
+    job_id = submit(bad_input, owner_id=None)
+    # Replaced on purpose (qrq key adopt), the new key is the queue's and the old one
+    # is refused; the job the old key signed is not lost, it fails when it runs.
+    huey.init(other, key_check=False)
+    assert signing.adopt(huey.storage, huey.serializer) == mine
+    with pytest.raises(signing.WrongKey, match="is not this queue's"):
+        huey.init(settings)
+    huey.init(other)
+    assert huey.dequeue() is None  # refused unread
+    assert jobs.get(huey.storage, job_id)["status"] == "failed"
+    assert "signature mismatch" in jobs.get(huey.storage, job_id)["error"]
+
+
 def test_a_key_that_signed_none_of_the_waiting_jobs_is_refused_as_the_queue_opens(settings):
     # An installation whose secret.key signed what waits, started with a new key: every
-    # waiting job would fail (payload signature mismatch), so the process refuses.
+    # waiting job would fail (payload signature mismatch), so the process refuses. (A
+    # queue made before qrq recorded its key: it is checked against what waits.)
     waiting = [submit(bad_input, owner_id=None) for _ in range(3)]
+    forget_key()
     with pytest.raises(Conflict, match="did not sign the jobs waiting"):
         huey.init(dataclasses.replace(settings, secret_key="rotated-" + "x" * 32))
     with pytest.raises(Exception, match="init"):
         huey.storage.backlog()  # nothing half-open was left behind
-    huey.init(settings)  # the right key opens it again
+    huey.init(settings)  # the right key opens it again, and is recorded
+    assert signing.recorded(huey.storage)["fingerprint"] == signing.fingerprint(
+        settings.secret_key)
     assert huey.storage.backlog() == 3
     # A host with another key queued the oldest two: the third, this key's, is enough.
     other = signing.KeySerializer(secret="another-" + "k" * 32, salt="qrq")
@@ -328,13 +367,15 @@ def test_a_key_that_signed_none_of_the_waiting_jobs_is_refused_as_the_queue_open
     for row in ids[:2]:
         huey.storage.sql("update task set data = ? where id = ?",
                          (other._sign(b"x"), row), commit=True)
+    forget_key()
     signing.check_key(huey.storage, huey.serializer)
+    forget_key()
     huey.storage.sql("update task set data = ? where id = ?", (other._sign(b"x"), ids[2]),
                      commit=True)
     with pytest.raises(Conflict, match="did not sign the jobs waiting"):
         signing.check_key(huey.storage, huey.serializer)
     huey.storage.sql("delete from task", commit=True)
-    signing.check_key(huey.storage, huey.serializer)  # nothing waits: any key may start
+    signing.check_key(huey.storage, huey.serializer)  # nothing waits, no record: recorded
     assert {jobs.get(huey.storage, j)["status"] for j in waiting} == {"queued"}
 
 

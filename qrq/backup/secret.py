@@ -15,30 +15,17 @@ a restore refuses unless that key is in effect.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 from pathlib import Path
 from typing import Any
 
 from qrq.backup import files
 from qrq.backup.sets import DamagedBackup
-from qrq.errors import Conflict
+from qrq.queue.signing import WrongKey, fingerprint
 
 SECRET_FILE = "secret.key"
 NOTE = ("secret.key signs queue payloads and dashboard sessions: whoever can read this "
         "set can forge both; keep it as private as the data directory")
-
-
-class WrongKey(Conflict):
-    """The key in effect is not the one that signed the backed-up queue."""
-
-    code = "wrong_secret_key"
-
-
-def fingerprint(key: str) -> str:
-    """A short, one-way name for a key: it shows which key a set needs, not the key."""
-    return hmac.new(key.encode(), b"qrq backup key fingerprint", hashlib.sha256).hexdigest()[:16]
 
 
 def environment_key(settings) -> str | None:

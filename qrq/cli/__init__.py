@@ -9,6 +9,7 @@ from qrq.cli import (  # noqa: F401,E501  (register commands)
     batch,
     database,
     jobs,
+    key,
     migrate,
     ops,
     pauses,

@@ -71,6 +71,7 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
 
     def __init__(self, settings: Settings | None = None, name: str = "qrq"):
         self._settings: Settings | None = None
+        self._key_checked = False  # the key in effect was checked against the queue's
         self._state = threading.local()
         self._declared: list[tuple[type, TaskSpec]] = []
         # Set in a worker process whose consumer died (qrq.queue.consumer): it runs
@@ -106,12 +107,13 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
     def initialised(self) -> bool:
         return self._settings is not None
 
-    def init(self, settings: Settings, migrate: bool = True) -> None:
+    def init(self, settings: Settings, migrate: bool = True, key_check: bool = True) -> None:
         """Open the queue described by *settings* (again, if they changed); apply each
         declared task's limits from them. Creates the data directory and queue.db, and
         (unless not *migrate*: ``qrq migrate`` applies them itself) the schema steps the
-        database lacks (:mod:`qrq.queue.migrations`)."""
-        if settings == self._settings:
+        database lacks (:mod:`qrq.queue.migrations`). The key in effect must be the
+        queue's (:mod:`qrq.queue.signing`), unless not *key_check* (``qrq key``)."""
+        if settings == self._settings and (self._key_checked or not key_check):
             return
         self.storage.dispose()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -128,7 +130,9 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
         self.serializer = signing.KeySerializer(secret=settings.secret_key, salt="qrq")
         try:
             self.storage = self.create_storage()
-            signing.check_key(self.storage, self.serializer)
+            if key_check:
+                signing.check_key(self.storage, self.serializer)
+            self._key_checked = key_check
         except BaseException:
             self.storage.dispose()
             self._settings, self.storage = None, _NoStorage()  # a later init tries again
@@ -146,8 +150,6 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
             self.init(settings)
         except QrqError as exc:
             raise SystemExit(f"Error: {exc.message}") from None
-
-    configure = init  # the earlier name, kept for callers outside qrq (bench/)
 
     def declare(self, task_class: type, spec: TaskSpec) -> None:
         """Remember *spec* for a registered task class; its limits apply at :meth:`init`."""
@@ -349,6 +351,16 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
         job = jobs.get(self.storage, job_id)
         if job is None:
             raise NotFound(f"job {job_id} not found")
+        # A fresh start: the task's own retries, a new expiry window, no pending eta.
+        message = huey_private.fresh_attempt(self.stored_message(job), self.utc)
+        if not self.storage.enqueue_retry(self.serializer.serialize(message),
+                                          message.priority, job_id, job["type"]):
+            raise Conflict(f"job {job_id} changed state; try again")
+
+    def stored_message(self, job: dict[str, Any]):
+        """The message *job* (a job record) was queued with, to run it again.
+        :raises Conflict: as :meth:`retry` says."""
+        job_id = job["id"]
         if job["status"] not in ("failed", "canceled", "expired"):
             raise Conflict(f"job {job_id} is {job['status']}; only failed, canceled or "
                            "expired jobs can be retried")
@@ -356,17 +368,12 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
         if payload is None:
             raise Conflict(f"job {job_id} has no stored payload to re-run")
         try:
-            stored = self.serializer.deserialize(payload)
+            return self.serializer.deserialize(payload)
         except Exception as exc:
             reason = ("its signature does not match this installation's secret (was "
                       "QRQ_SECRET_KEY or secret.key changed?)"
                       if "signature" in str(exc).lower() else f"it cannot be read ({exc})")
             raise Conflict(f"job {job_id} cannot be retried: {reason}") from None
-        # A fresh start: the task's own retries, a new expiry window, no pending eta.
-        message = huey_private.fresh_attempt(stored, self.utc)
-        if not self.storage.enqueue_retry(self.serializer.serialize(message),
-                                          message.priority, job_id, job["type"]):
-            raise Conflict(f"job {job_id} changed state; try again")
 
     def cancel(self, job_id: str) -> str:
         """Cancel a job: at once while it waits, at its next progress call while it runs.

@@ -251,3 +251,15 @@ PAUSES = [
     " paused_by text not null default '')",
 ]
 QUEUE_DDL.extend(PAUSES)
+
+# The queue's signing key (qrq/queue/signing.py): the fingerprint of the key the first
+# process used, so that a host started with another key is refused at once, even when
+# no job waits to show it. One row.
+KEY = [
+    "create table if not exists queue_key ("
+    " id integer primary key check (id = 1),"
+    " fingerprint text not null,"
+    " host text not null default '',"
+    " recorded_at real not null)",
+]
+QUEUE_DDL.extend(KEY)

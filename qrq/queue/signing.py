@@ -1,15 +1,26 @@
-"""The queue's signing key: a process must use the key its queued jobs were signed with.
+"""The queue's signing key: every process must use the key the queue was set up with.
 
 Queue payloads are signed with the secret key (``QRQ_SECRET_KEY`` or
 ``<data>/secret.key``), and a worker refuses one whose signature does not match:
-that job fails ("payload signature mismatch") and cannot be retried. A host started
-with another key (a new ``QRQ_SECRET_KEY`` for an installation whose
-``secret.key`` signed what waits, or a host whose settings differ from the others')
-would fail every job waiting. So each process, as it opens the queue, checks its key
-against the oldest jobs waiting and refuses to start when it verifies none of them.
+that job fails ("payload signature mismatch"). A host started with another key (a
+new ``QRQ_SECRET_KEY`` for an installation whose ``secret.key`` signed what waits,
+or a host whose settings differ from the others') would fail every job it takes,
+and the jobs it queues would fail on every other host.
+
+So the queue records its key's fingerprint (a one-way name, ``queue_key``), written
+by the first process that opens it, and each process refuses to start with another
+key, naming the host that recorded it. A queue made before the record was kept is
+checked against its oldest waiting jobs instead, and then recorded. Replacing the
+key on purpose (a leaked key) is ``qrq key adopt``.
 """
 
 from __future__ import annotations
+
+import hashlib
+import hmac
+import socket
+import time
+from typing import Any
 
 from huey.serializer import SignedSerializer
 
@@ -29,16 +40,68 @@ class KeySerializer(SignedSerializer):
         return True
 
 
-def check_key(storage, serializer: KeySerializer) -> None:
-    """Refuse a key that verifies none of the oldest jobs waiting (several, so that
-    the rows one misconfigured host queued cannot lock the others out).
+class WrongKey(Conflict):
+    """The key in effect is not the queue's."""
 
-    :raises Conflict: jobs wait, and none of those looked at was signed with this key.
+    code = "wrong_secret_key"
+
+
+def fingerprint(key: str) -> str:
+    """A short, one-way name for a key: it tells keys apart without showing them (the
+    same name backup manifests record)."""
+    return hmac.new(key.encode(), b"qrq backup key fingerprint", hashlib.sha256).hexdigest()[:16]
+
+
+def recorded(storage) -> dict[str, Any] | None:
+    """The queue's key as recorded: ``{"fingerprint", "host", "recorded_at"}``, or None
+    (a queue made before the record was kept, or never opened)."""
+    rows = storage.sql("select fingerprint, host, recorded_at from queue_key", results=True)
+    names = ("fingerprint", "host", "recorded_at")
+    return dict(zip(names, rows[0], strict=True)) if rows else None
+
+
+def check_key(storage, serializer: KeySerializer) -> None:
+    """Refuse a key other than the queue's; record it when the queue has none yet.
+
+    Without a record, the key must verify one of the oldest jobs waiting (several,
+    so that the rows one misconfigured host queued cannot lock the others out).
+
+    :raises WrongKey: the key is not the one recorded, or (no record) jobs wait and
+        none of those looked at was signed with it.
     """
-    waiting = storage.oldest_payloads(SAMPLE)
-    if waiting and not any(serializer.verifies(data) for data in waiting):
-        raise Conflict(
-            "the secret key in effect (QRQ_SECRET_KEY, else <data>/secret.key) did not "
-            "sign the jobs waiting in the queue, which would all fail (payload signature "
-            "mismatch): use the key they were queued with, the same on every host (for "
-            "an installation that grew, its <data>/secret.key)")
+    mine = fingerprint(serializer.secret.decode())
+    if recorded(storage) is None:
+        waiting = storage.oldest_payloads(SAMPLE)
+        if waiting and not any(serializer.verifies(data) for data in waiting):
+            raise WrongKey(
+                "the secret key in effect (QRQ_SECRET_KEY, else <data>/secret.key) did "
+                "not sign the jobs waiting in the queue, which would all fail (payload "
+                "signature mismatch): use the key they were queued with, the same on "
+                "every host (for an installation that grew, its <data>/secret.key)")
+        _record(storage, mine, replace=False)  # a process starting at once may win
+    queue = recorded(storage)
+    if queue["fingerprint"] != mine:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(queue["recorded_at"]))
+        raise WrongKey(
+            f"the secret key in effect (QRQ_SECRET_KEY, else <data>/secret.key; "
+            f"fingerprint {mine}) is not this queue's (fingerprint "
+            f"{queue['fingerprint']}, recorded by {queue['host'] or 'a host'} on "
+            f"{when}): jobs signed with one fail on hosts with the other. Use the same "
+            "key on every host; if you replaced it on purpose, run `qrq key adopt` with "
+            "the new key in effect")
+
+
+def adopt(storage, serializer: KeySerializer) -> dict[str, Any]:
+    """Record the key in effect as the queue's (after a deliberate change of key);
+    return the record it replaced (None if there was none)."""
+    before = recorded(storage)
+    _record(storage, fingerprint(serializer.secret.decode()), replace=True)
+    return before
+
+
+def _record(storage, key_fingerprint: str, replace: bool) -> None:
+    conflict = ("do update set fingerprint = excluded.fingerprint, host = excluded.host, "
+                "recorded_at = excluded.recorded_at" if replace else "do nothing")
+    storage.sql("insert into queue_key (id, fingerprint, host, recorded_at) "
+                f"values (1, ?, ?, ?) on conflict (id) {conflict}",
+                (key_fingerprint, socket.gethostname()[:64], time.time()), commit=True)

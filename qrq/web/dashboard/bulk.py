@@ -16,7 +16,7 @@ from typing import Any
 from flask import flash, redirect, request, url_for
 
 from qrq.appdb.models import User
-from qrq.errors import ValidationError
+from qrq.errors import Conflict, ValidationError
 from qrq.queue import audit, dead_letters, huey, jobs, stats
 from qrq.web.dashboard.blueprint import bp, render
 from qrq.web.dashboard.pages import owner_names
@@ -62,6 +62,18 @@ def _question(action: str, going: list[dict[str, Any]]) -> str:
     return f"{VERBS[action][0]} {len(going)}{status} job{'s' if len(going) != 1 else ''}?"
 
 
+def _refusal(action: str, job: dict[str, Any]) -> str | None:
+    """Why the action would skip *job*, as the action itself would (None: it acts)."""
+    if job["status"] not in dead_letters.ACTIONS[action]:
+        return f"{job['status']}: {REFUSALS[action]}"
+    if action == "retry":
+        try:
+            huey.stored_message(job)
+        except Conflict as exc:
+            return exc.message
+    return None
+
+
 def _run(action: str, ids: list[str]) -> dict[str, list[Any]]:
     if action == "retry":
         return dead_letters.retry_jobs(huey, ids)
@@ -78,12 +90,14 @@ def bulk_question(user: User):
     if not ids:
         return redirect(back)
     found = {job["id"]: job for job in stats.jobs_by_id(huey.storage, ids)}
-    going = [found[i] for i in ids if i in found
-             and found[i]["status"] in dead_letters.ACTIONS[action]]
-    staying = [{"job_id": i, "job": found.get(i),
-                "reason": f"{found[i]['status']}: {REFUSALS[action]}" if i in found
-                else "no such job"} for i in ids
-               if i not in found or found[i]["status"] not in dead_letters.ACTIONS[action]]
+    going, staying = [], []
+    for i in ids:
+        job = found.get(i)
+        reason = _refusal(action, job) if job else "no such job"
+        if reason:
+            staying.append({"job_id": i, "job": job, "reason": reason})
+        else:
+            going.append(job)
     return render("admin/bulk.html", user, action=action, verb=VERBS[action][0],
                   question=_question(action, going), effect=EFFECTS[action], going=going,
                   staying=staying, owners=owner_names(going), back=back)
