@@ -2,6 +2,7 @@
 the page; jobs run through the real queue storage (and, marked slow, a real consumer)."""
 
 import datetime
+import json
 import os
 import re
 import sqlite3
@@ -332,6 +333,45 @@ def test_a_requester_who_cancels_withdraws_only_their_request(client, alice, mak
     assert theirs["status"] == "queued"
     run_next_job()
     assert client.get(URL, query_string=ARGS, headers=bob[1]).status_code == 200
+
+
+def sse_events(client, url, who):
+    """The events of a stream that ends at once: [(event, data)]."""
+    response = client.get(url, headers=who[1])
+    assert response.status_code == 200 and response.mimetype == "text/event-stream"
+    found = []
+    for block in response.get_data(as_text=True).split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines()
+                      if ": " in line and not line.startswith(":"))
+        if "event" in fields:
+            found.append((fields["event"], json.loads(fields["data"])))
+    return found
+
+
+def test_any_user_follows_a_shared_jobs_events_and_one_who_withdrew_sees_it_canceled(
+        client, alice, make_user, scan_dbs, templates):
+    # A shared job's events are for everyone its status_url is for: Bob, who asked for
+    # it too, and Carol, who never did. Bob withdraws: his stream ends, canceled, while
+    # the job goes on for Alice.
+    bob, carol = make_user("bob"), make_user("carol")
+    body = client.get(URL, query_string=ARGS, headers=alice[1]).get_json()
+    job_id = body["job_id"]
+    assert body["events_url"] == f"/api/jobs/{job_id}/events"
+    client.get(URL, query_string=ARGS, headers=bob[1])
+    assert client.delete(f"/api/analytics/jobs/{job_id}", headers=bob[1]).status_code == 202
+    [(name, data)] = sse_events(client, body["events_url"], bob)
+    assert (name, data["status"], data["status_url"]) == ("end", "canceled", body["status_url"])
+    assert jobs.get(huey.storage, job_id)["status"] == "queued"
+    run_next_job()
+    for who in (alice, carol):
+        [(name, data)] = sse_events(client, body["events_url"], who)
+        assert (name, data["job_id"], data["status"]) == ("end", job_id, "finished")
+        assert data["status_url"] == body["status_url"]
+        assert client.get(data["status_url"], headers=who[1]).status_code == 200
+    # Other jobs stay their owner's.
+    pdf = client.post("/api/generate-qr-pdf", json={"template_id": 1},
+                      headers=alice[1]).get_json()["job_id"]
+    assert_error(client.get(f"/api/jobs/{pdf}/events", headers=carol[1]), 404)
 
 
 def test_the_job_is_canceled_when_its_last_requester_withdraws(client, alice, make_user,

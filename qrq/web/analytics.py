@@ -68,6 +68,7 @@ def answer(render) -> tuple[Response, int] | Response:
     status_url = url_for("analytics.job_status", job_id=outcome["job_id"])
     response = jsonify(job_id=outcome["job_id"], status="computing",
                        cache_key=outcome["cache_key"], status_url=status_url,
+                       events_url=url_for("events.job_events", job_id=outcome["job_id"]),
                        params=query.to_dict())
     response.headers["Location"] = status_url
     response.headers["Retry-After"] = "1"
@@ -121,18 +122,26 @@ def _analytics_job(job_id: str) -> dict[str, Any]:
     return job
 
 
+def shared_view(job: dict[str, Any], user_id: int, admin: bool,
+                status_url: str) -> dict[str, Any]:
+    """An analytics job as *user_id* sees it: shared, canceled for a requester who
+    withdrew. (Takes what it needs from the request: an event stream calls it after
+    its request has ended.)"""
+    view = jobs.public_view(job, admin=admin)
+    if requesters.has_withdrawn(huey.storage, job["id"], user_id):
+        view.update(status="canceled", error="canceled", result=None)
+    view["status_url"] = status_url
+    return view
+
+
 @bp.get("/api/analytics/jobs/<job_id>")
 @login_required
 def job_status(job_id: str):
     """Status and progress of an analytics job, for any signed-in user (jobs are shared);
     canceled for a requester who withdrew."""
-    job = _analytics_job(job_id)
     user = current_user()
-    view = jobs.public_view(job, admin=user.is_admin)
-    if requesters.has_withdrawn(huey.storage, job_id, user.id):
-        view.update(status="canceled", error="canceled", result=None)
-    view["status_url"] = url_for("analytics.job_status", job_id=job_id)
-    return jsonify(view)
+    return jsonify(shared_view(_analytics_job(job_id), user.id, user.is_admin,
+                               url_for("analytics.job_status", job_id=job_id)))
 
 
 @bp.delete("/api/analytics/jobs/<job_id>")
@@ -273,7 +282,7 @@ OPENAPI_SCHEMAS = {
         "job_id": {"type": "string", "format": "uuid"},
         "status": {"type": "string", "enum": ["computing"]},
         "cache_key": {"type": "string"}, "status_url": {"type": "string"},
-        "params": {"type": "object"}}),
+        "events_url": {"type": "string"}, "params": {"type": "object"}}),
     "AnalyticsReport": obj({
         "params": {"type": "object"},
         "series": {"type": "array", "items": obj({

@@ -16,14 +16,17 @@ another server it holds its thread, within ``QRQ_MAX_WAITERS``.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from flask import Blueprint, Response, current_app, request, url_for
 
+from qrq.analytics import requesters
 from qrq.queue import huey, jobs
 from qrq.web import waiting
+from qrq.web.analytics import shared_view
 from qrq.web.api import view_of, visible_job, watcher
 from qrq.web.auth import current_user, login_required
 
@@ -42,19 +45,35 @@ def _event(name: str, ident: str, data: dict) -> str:
     return f"id: {ident}\nevent: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+def _followed(job_id: str) -> tuple[dict, Callable[[dict], dict], Callable[[], bool]]:
+    """The job the caller may follow, how the caller sees it, and whether the caller
+    withdrew from it (made from the request: the stream runs after it ended). An
+    analytics job is shared: any signed-in user follows it, as at its ``status_url``,
+    and a requester who withdrew sees it canceled; other jobs are their owner's."""
+    user = current_user()
+    job = jobs.get(huey.storage, job_id)
+    if job is not None and job["type"] == "analytics":
+        status_url = url_for("analytics.job_status", job_id=job_id)
+        return (job, functools.partial(shared_view, user_id=user.id, admin=user.is_admin,
+                                       status_url=status_url),
+                functools.partial(requesters.has_withdrawn, huey.storage, job_id, user.id))
+    job = visible_job(job_id)
+    return (job, functools.partial(view_of, admin=user.is_admin,
+                                   status_url=url_for("api.job_status", job_id=job_id),
+                                   download_url=url_for("api.download", job_id=job_id)),
+            lambda: False)
+
+
 @bp.get("/jobs/<job_id>/events")
 @login_required
 def job_events(job_id: str):
     """A stream of ``state`` events (status, progress, stage) ending with ``end``."""
-    job = visible_job(job_id)
+    job, view, withdrew = _followed(job_id)
     last = request.headers.get("Last-Event-ID")
     if job["status"] in jobs.ENDED and last == event_id(job):
         return Response(status=204)
     parks = waiting.can_park(request.environ)
     slots = current_app.extensions["qrq_waiters"]
-    admin = current_user().is_admin
-    urls = (url_for("api.job_status", job_id=job["id"]),
-            url_for("api.download", job_id=job["id"]))
 
     def stream() -> Iterator[str | waiting.Park]:
         nonlocal job
@@ -67,8 +86,8 @@ def job_events(job_id: str):
             deadline = time.monotonic() + (STREAM_SECONDS if parks or held else 0)
             while True:
                 ident = event_id(job)
-                if job["status"] in jobs.ENDED:
-                    yield _event("end", ident, view_of(job, admin, *urls))
+                if job["status"] in jobs.ENDED or withdrew():
+                    yield _event("end", ident, view(job))
                     return
                 if ident != seen:
                     yield _event("state", ident, {"job_id": job["id"],
