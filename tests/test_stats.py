@@ -89,6 +89,19 @@ def test_oldest_queued_counts_from_creation_and_skips_the_schedule(settings):
     assert 99 < stats.oldest_queued(huey.storage, later)["batch"] < 102
 
 
+def test_a_retried_job_waits_from_its_retry_not_from_its_creation(settings):
+    # Failed a day ago and retried now: the "oldest queued" alert and gauge must not
+    # say it has waited a day.
+    job_id = submit(bad, owner_id=None)
+    run_next()
+    day_ago = time.time() - 86400
+    huey.storage.sql("update job set created_at = ? where id = ?", (day_ago, job_id),
+                     commit=True)
+    huey.retry(job_id)
+    assert stats.oldest_queued(huey.storage)["mail"] < 60
+    assert jobs.get(huey.storage, job_id)["next_attempt_at"] <= time.time()
+
+
 def test_consumers_list_their_current_jobs(settings):
     consumer = huey.create_consumer(workers=3, worker_type="thread")
     consumer._register()  # what QrqConsumer.start does

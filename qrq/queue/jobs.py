@@ -81,12 +81,12 @@ def insert(curs, record: dict[str, Any]) -> bool:
     return curs.rowcount == 1
 
 
-def reset_for_retry(curs, job_id: str) -> bool:
-    """Put an ended job back to ``queued``; its attempts keep counting."""
+def reset_for_retry(curs, job_id: str, now: float | None = None) -> bool:
+    """Put an ended job back to ``queued``, due (waiting) from *now*; its attempts count on."""
     curs.execute("update job set status = 'queued', progress = 0, stage = '', error = null, "
                  "traceback = null, result = null, finished_at = null, started_at = null, "
-                 "next_attempt_at = null, cancel_requested = 0, worker = null "
-                 "where id = ? and status in ('failed', 'canceled', 'expired')", (job_id,))
+                 "next_attempt_at = ?, cancel_requested = 0, worker = null where id = ? and "
+                 "status in ('failed', 'canceled', 'expired')", (now or time.time(), job_id))
     return curs.rowcount > 0
 
 
