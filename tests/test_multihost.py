@@ -306,6 +306,22 @@ def test_hosts_are_really_separate_when_root(site):
     assert look.returncode == 0 and look.stdout == ""
 
 
+def test_a_worker_host_with_another_key_is_refused_even_on_an_empty_queue(site):
+    # The queue recorded its key when this host (the web host) opened it. Host B was
+    # set up with a key of its own: it used to start, take the jobs queued later with
+    # the right key and fail every one of them ("payload signature mismatch").
+    argv = [str(Path(sys.executable).parent / "huey_consumer"), "huey_app.huey", "-w", "1"]
+    wrong = site.start("b", argv, QRQ_SECRET_KEY=secrets.token_urlsafe(32))
+    assert wrong.wait(timeout=60) == 1
+    said = wrong.log.read_text()
+    assert "is not this queue's" in said and "qrq key adopt" in said, said
+    assert "Traceback" not in said
+    site.consumer("a")
+    ids = [submit(slow_tasks.noop, owner_id=None) for _ in range(3)]
+    wait_until(lambda: all(job(i)["status"] == "finished" for i in ids), timeout=60,
+               message=f"host A to run the jobs ({separate(site)})")
+
+
 def test_killing_every_process_of_a_worker_host_reruns_its_jobs_on_the_other(site):
     ids = [submit(slow_tasks.steps, 20, 0.1, owner_id=None) for _ in range(4)]
     on_a = site.consumer("a")
