@@ -183,3 +183,40 @@ def test_the_open_file_limit_is_raised_as_far_as_allowed(monkeypatch):
         monkeypatch.setattr(server.resource, "getrlimit", lambda kind, limits=(soft, hard): limits)
         assert server.raise_file_limit(wanted) == expected
         assert set_to == ([raised] if raised else [])
+
+
+def raw_answer(base: str, request: bytes) -> tuple[int, dict, bytes]:
+    """Send *request* as it is and read the answer to its end (the server closes)."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_requests_the_server_cannot_read_get_the_one_json_error_shape(app):
+    # waitress answers these itself, before the app sees them: plain text before.
+    cases = [
+        (b"POST /api/generate-qr-pdf HTTP/1.1\r\nHost: x\r\nContent-Length: 12x\r\n\r\n",
+         400, "bad_request"),
+        (b"GET /api/me HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n",
+         431, "headers_too_large"),
+        (b"POST /api/generate-qr-pdf HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+         501, "not_implemented"),
+    ]
+    with serving(app, max_request_header_size=4096) as base:
+        for request, status, code in cases:
+            got, headers, body = raw_answer(base, request)
+            assert (got, headers["Content-Type"]) == (status, "application/json"), body
+            error = json.loads(body)["error"]
+            assert (error["status"], error["code"]) == (status, code)
+            assert error["message"] and error["field"] is None
+            assert "waitress" not in error["message"]
+        # The server still answers afterwards, and the app's errors are as before.
+        assert raw_answer(base, b"GET /api/me HTTP/1.1\r\nHost: x\r\nConnection: close"
+                                b"\r\n\r\n")[0] == 401

@@ -12,13 +12,15 @@ runs it, so concurrent waiters are bounded by connections, not threads.
 
 waitress's private parts, used here only (checked with waitress 3.0.0 to 3.0.2):
 ``HTTPChannel.service`` (copied below with a parking branch) with the channel's
-``requests``, ``connected`` and ``server.add_task``; ``WSGITask.execute``,
+``requests``, ``connected`` and ``server.add_task``; ``ErrorTask`` (its request's
+``error``: ``code``, ``reason``, ``body``); ``WSGITask.execute``,
 ``get_environment``, ``write`` and ``finish`` and the response state ``Task``
 keeps in instance attributes; the server's ``channel_class`` attribute.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import resource
 import threading
@@ -29,9 +31,10 @@ from collections.abc import Callable, Iterator
 from waitress import create_server as waitress_server
 from waitress.buffers import ReadOnlyFileBasedBuffer
 from waitress.channel import ClientDisconnected, HTTPChannel
-from waitress.task import Task, WSGITask
+from waitress.task import ErrorTask, Task, WSGITask
 from waitress.utilities import InternalServerError
 
+from qrq.web.errors import error_body
 from qrq.web.waiting import PARK_KEY, WOKEN_KEY, Park, Wake
 
 logger = logging.getLogger("qrq.web")
@@ -171,11 +174,35 @@ class Parked:
             self.count -= 1
 
 
+# waitress's own errors (a request it cannot read) as the codes of qrq's error shape.
+_WAITRESS_CODES = {400: "bad_request", 413: "payload_too_large", 431: "headers_too_large",
+                   500: "internal_error", 501: "not_implemented"}
+
+
+class JsonErrorTask(ErrorTask):
+    """waitress's answer to a request it cannot read (bad framing, headers or a body
+    over its limits) or to an app that failed mid-answer, in qrq's one error shape
+    instead of plain text; never with a traceback."""
+
+    def execute(self):
+        error = self.request.error
+        message = ("internal server error" if error.code >= 500 and error.code != 501
+                   else f"{error.reason}: {error.body}")
+        body = json.dumps(error_body(error.code, _WAITRESS_CODES.get(error.code, "bad_request"),
+                                     message)).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
 class ParkingChannel(HTTPChannel):
     """A connection whose request may park: it then keeps its place (later requests
     on the connection wait behind it) and is queued for a thread when woken."""
 
     task_class = ParkingTask
+    error_task_class = JsonErrorTask
     parked: ParkingTask | None = None
 
     def _wake(self) -> None:
