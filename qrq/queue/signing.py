@@ -70,7 +70,8 @@ def check_key(storage, serializer: KeySerializer) -> None:
         none of those looked at was signed with it.
     """
     mine = fingerprint(serializer.secret.decode())
-    if recorded(storage) is None:
+    queue = recorded(storage)
+    if queue is None:
         waiting = storage.oldest_payloads(SAMPLE)
         if waiting and not any(serializer.verifies(data) for data in waiting):
             raise WrongKey(
@@ -78,8 +79,8 @@ def check_key(storage, serializer: KeySerializer) -> None:
                 "not sign the jobs waiting in the queue, which would all fail (payload "
                 "signature mismatch): use the key they were queued with, the same on "
                 "every host (for an installation that grew, its <data>/secret.key)")
-        _record(storage, mine, replace=False)  # a process starting at once may win
-    queue = recorded(storage)
+        _record(storage, mine, replace=False)
+        queue = recorded(storage)  # a process starting at the same time may have won
     if queue["fingerprint"] != mine:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(queue["recorded_at"]))
         raise WrongKey(
@@ -91,7 +92,7 @@ def check_key(storage, serializer: KeySerializer) -> None:
             "the new key in effect")
 
 
-def adopt(storage, serializer: KeySerializer) -> dict[str, Any]:
+def adopt(storage, serializer: KeySerializer) -> dict[str, Any] | None:
     """Record the key in effect as the queue's (after a deliberate change of key);
     return the record it replaced (None if there was none)."""
     before = recorded(storage)
