@@ -2,17 +2,19 @@
 process says at start-up when the queue database cannot be used."""
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 
 from qrq.appdb import migrations as app_migrations
 from qrq.appdb.db import app_db
 from qrq.cli import main
-from qrq.queue import huey, migrations
+from qrq.queue import huey, migrations, signing
 from qrq.queue.sqlite_storage import LeasedSqliteStorage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +54,21 @@ def test_qrq_migrate_applies_what_is_missing_and_says_so(settings, runner):
     assert again.output.strip().splitlines() == [
         f"queue database: up to date (version {migrations.LATEST})",
         f"app database: up to date (version {app_migrations.LATEST})"]
+
+
+def test_qrq_migrate_of_a_queue_from_before_the_key_record_checks_and_records_the_key(
+        settings, runner):
+    # A queue made by the previous release has no queue_key table: qrq migrate made it
+    # stop at "no such table".
+    huey.storage.sql("drop table queue_key", commit=True)
+    done = runner.invoke(main, ["migrate"])
+    assert done.exit_code == 0, done.output
+    assert signing.recorded(huey.storage)["fingerprint"] == signing.fingerprint(
+        settings.secret_key)
+    other = CliRunner(env={"QRQ_DATA_DIR": str(settings.data_dir),
+                           "QRQ_SECRET_KEY": secrets.token_urlsafe(32)})
+    refused = other.invoke(main, ["migrate"])
+    assert refused.exit_code == 1 and "is not this queue's" in refused.output
 
 
 def test_qrq_migrate_also_brings_the_app_database_up(settings, runner):

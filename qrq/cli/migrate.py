@@ -6,7 +6,7 @@ import click
 
 from qrq.appdb.db import migrate_app_db
 from qrq.cli.base import get_settings, main
-from qrq.queue import huey, migrations
+from qrq.queue import huey, migrations, signing
 
 
 @main.command()
@@ -20,8 +20,9 @@ def migrate() -> None:
     Example: qrq migrate
     """
     settings = get_settings()
-    huey.init(settings, migrate=False)
+    huey.init(settings, migrate=False, key_check=False)  # an older schema lacks its table
     applied = migrations.migrate(huey.storage)
+    signing.check_key(huey.storage, huey.serializer)
     version = migrations.current_version(huey.storage)
     if applied:
         click.echo(f"queue database: applied step{'s' if len(applied) > 1 else ''} "
