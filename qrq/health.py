@@ -13,7 +13,7 @@ import time
 
 from qrq.appdb import db as appdb
 from qrq.errors import StorageFull
-from qrq.queue import stats
+from qrq.queue import signing, stats
 
 logger = logging.getLogger("qrq.health")
 
@@ -21,17 +21,22 @@ logger = logging.getLogger("qrq.health")
 # What each state means to an operator, after the database's name.
 MEANINGS = {"storage_full": "has no space left", "no_tables": "has no qrq tables (run qrq "
             "init; to move an installation, qrq migrate-to-postgres)",
+            "wrong_key": "is signed with another key than this process's (a qrq key adopt "
+            "since it started? qrq key show)",
             "error": "unreachable"}
 
 
-def check_databases(storage) -> dict[str, str]:
+def check_databases(storage, serializer=None) -> dict[str, str]:
     """``{"queue_db": state, "app_db": state}``, each ``"ok"``, ``"storage_full"``,
-    ``"no_tables"`` (it answers, but qrq's tables were never made there) or
+    ``"no_tables"`` (it answers, but qrq's tables were never made there),
+    ``"wrong_key"`` (the queue's key is no longer *serializer*'s, when given) or
     ``"error"``."""
     checks = {}
     try:
         stats.probe(storage)
         checks["queue_db"] = "storage_full" if storage.is_full() else "ok"
+        if serializer is not None and signing.refusal(storage, serializer):
+            checks["queue_db"] = "wrong_key"
     except StorageFull:
         checks["queue_db"] = "storage_full"
     except Exception as exc:  # whatever the database raises, it is unhealthy

@@ -324,6 +324,25 @@ def test_a_restore_of_the_queue_keeps_no_lock_or_consumer_of_the_old_system(sett
 
 
 @pytest.mark.sqlite_only("the set's queue.db and its secret.key")
+def test_a_set_from_before_a_key_adopt_restores_over_the_live_data_and_says_so(
+        settings, runner):
+    # The live queue's key was replaced (qrq key adopt, the new key in QRQ_SECRET_KEY).
+    # Restoring a set from before, with that variable unset as the refusal advises,
+    # must not be refused by the live queue's key: the set brings its own back.
+    manifest = run_backup(settings)
+    new_key = secrets.token_urlsafe(32)
+    with_new = CliRunner(env={"QRQ_DATA_DIR": str(settings.data_dir),
+                              "QRQ_SECRET_KEY": new_key})
+    assert with_new.invoke(main, ["key", "adopt", "--yes"]).exit_code == 0
+    done = runner.invoke(main, ["backup", "restore", manifest["id"], "--to",
+                                str(settings.data_dir), "--force"])
+    assert done.exit_code == 0, done.output
+    assert "note: the restored queue's key" in done.output and "qrq key adopt" in done.output
+    assert runner.invoke(main, ["key", "show"]).exit_code == 0
+    assert with_new.invoke(main, ["key", "show"]).exit_code == 1
+
+
+@pytest.mark.sqlite_only("the set's queue.db and its secret.key")
 def test_a_restore_run_with_another_key_in_the_environment_is_refused_before_it_starts(
         settings, tmp_path):
     # QRQ_SECRET_KEY wins over secret.key, even a secret.key that holds the same key: the

@@ -1,3 +1,4 @@
+import datetime
 import json
 import os
 import secrets
@@ -251,3 +252,32 @@ def test_key_show_tells_hosts_keys_apart_and_adopt_replaces_the_queues(runner, s
                             results=True)
     assert len(rows) == 1 and json.loads(rows[0][1]) == {
         "fingerprint": signing.fingerprint(new_key), "replaced": mine}
+
+
+def test_key_adopt_waits_for_the_consumers_to_stop_and_counts_scheduled_jobs(runner, settings):
+    # A retry waiting in the schedule, signed with the queue's key: the new key cannot
+    # verify it either.
+    huey.storage.add_to_schedule(huey.serializer._sign(b"x"), datetime.datetime(2100, 1, 1))
+    huey.create_consumer(workers=1, worker_type="thread")._register()
+    other = CliRunner(env={"QRQ_DATA_DIR": str(settings.data_dir),
+                           "QRQ_SECRET_KEY": secrets.token_urlsafe(32)})
+    refused = other.invoke(main, ["key", "adopt", "--yes"])
+    assert refused.exit_code == 1 and "stop them" in refused.output
+    adopted = other.invoke(main, ["key", "adopt", "--yes", "--force"])
+    assert adopted.exit_code == 0, adopted.output
+    assert "1 of the 1 oldest waiting and scheduled jobs were signed with another key" \
+        in adopted.output
+
+
+def test_key_show_on_a_queue_without_a_record_says_whether_this_key_would_be_refused(
+        runner, settings):
+    # A queue from before keys were recorded, with a job waiting: the record is what
+    # the next process writes, but only if its key verifies what waits.
+    huey.storage.sql("delete from queue_key", commit=True)
+    huey.storage.enqueue(huey.serializer._sign(b"x"))
+    other = CliRunner(env={"QRQ_DATA_DIR": str(settings.data_dir),
+                           "QRQ_SECRET_KEY": secrets.token_urlsafe(32)})
+    shown = other.invoke(main, ["key", "show"])
+    assert shown.exit_code == 1 and "not recorded yet" in shown.output
+    assert "this host would be refused: the secret key in effect" in shown.output
+    assert runner.invoke(main, ["key", "show"]).exit_code == 0

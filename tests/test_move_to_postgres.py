@@ -1,6 +1,7 @@
 """``qrq migrate-to-postgres``: an installation on SQLite files moves into an empty
 PostgreSQL database and goes on there: queued jobs run, old records stay visible."""
 
+import secrets
 import sqlite3
 import time
 
@@ -35,14 +36,18 @@ def test_jobs_batches_and_users_move_and_go_on_running_on_postgresql(
                         headers=alice[1]).get_json()["batch_job_id"]
     huey.storage.close()
     app_db.close_all()
-    # A newcomer looks at the new database first: `qrq status` evaluates the alerts
-    # there (rows in its alert table), which must not make it "not empty".
-    looked = CliRunner().invoke(main, ["status"], env={"QRQ_DATA_DIR": str(settings.data_dir),
-                                                       "QRQ_DATABASE_URL": pg_url})
+    # A newcomer looks at the new database first, from another host with a key of its
+    # own: `qrq status` evaluates the alerts there (rows in its alert table) and records
+    # its key. Neither may make it "not empty", nor the move ask for `qrq key adopt`:
+    # the copy replaces both.
+    looked = CliRunner().invoke(main, ["status"], env={
+        "QRQ_DATA_DIR": str(settings.data_dir.parent / "elsewhere"),
+        "QRQ_DATABASE_URL": pg_url, "QRQ_SECRET_KEY": secrets.token_urlsafe(32)})
     assert looked.exit_code == 0, looked.output
 
     moved = migrate(settings.data_dir, pg_url)
     assert moved.exit_code == 0, moved.output
+    assert "note:" not in moved.output  # the mover's key is the moved queue's
     # From now on the SQLite files are refused without QRQ_DATABASE_URL: their queued
     # jobs would run a second time.
     left_behind = CliRunner().invoke(main, ["jobs", "list"],

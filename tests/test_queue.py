@@ -347,6 +347,29 @@ def test_a_key_other_than_the_queues_is_refused_even_when_no_job_waits(settings)
     assert "signature mismatch" in jobs.get(huey.storage, job_id)["error"]
 
 
+def test_after_an_adopt_a_running_consumer_stops_and_healthz_fails_for_the_old_key(
+        settings, consumer, client):
+    # Processes started before `qrq key adopt --force` keep the old key: a consumer
+    # would refuse every job queued with the new one, a web app would queue jobs no
+    # consumer can verify. The consumer stops at its next heartbeat; /healthz says so.
+    running = consumer(workers=1)
+    wait_until(lambda: huey.storage.sql("select count(*) from consumer",
+                                        results=True)[0][0] == 1, message="registered")
+    assert client.get("/healthz").status_code == 200
+    adopted = subprocess.run(
+        [sys.executable, "-m", "qrq", "key", "adopt", "--yes", "--force"], cwd=ROOT,
+        env={**os.environ, "QRQ_DATA_DIR": str(settings.data_dir),
+             "QRQ_SECRET_KEY": "another-" + "k" * 32}, capture_output=True, text=True)
+    assert adopted.returncode == 0, adopted.stderr
+    wait_until(lambda: running.proc.poll() is not None, timeout=60,
+               message="the consumer to stop")
+    assert "stopping: the secret key in effect" in running.output()
+    assert "Traceback" not in running.output()
+    answer = client.get("/healthz")
+    assert answer.status_code == 503
+    assert "signed with another key" in answer.get_json()["error"]["message"]
+
+
 def test_a_key_that_signed_none_of_the_waiting_jobs_is_refused_as_the_queue_opens(settings):
     # An installation whose secret.key signed what waits, started with a new key: every
     # waiting job would fail (payload signature mismatch), so the process refuses. (A

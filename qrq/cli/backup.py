@@ -20,12 +20,20 @@ from qrq.backup import (
 from qrq.backup.postgres import CODEC as PG_CODEC
 from qrq.backup.restore import QUEUE_DB
 from qrq.backup.submit import submit_backup
-from qrq.cli.base import cli_actor, echo_json, get_queue, get_settings, json_option, main
+from qrq.cli.base import (
+    cli_actor,
+    echo_json,
+    get_queue,
+    get_settings,
+    json_option,
+    live_consumers,
+    main,
+)
 from qrq.cli.jobs import wait_finished, wait_options
 from qrq.config import holds_qrq_data
 from qrq.config.load import read_settings
 from qrq.humanize import format_bytes
-from qrq.queue import audit, locks, retention, stats
+from qrq.queue import audit, locks, retention, signing
 from qrq.queue.housekeeping import submit_maintenance
 
 
@@ -145,14 +153,6 @@ def backup_verify(set_id: str) -> None:
         raise click.exceptions.Exit(1)
 
 
-def _live_consumers(settings) -> list[str]:
-    if not settings.database_url and not settings.queue_db.exists():
-        return []
-    return [f"{c['host']} pid {c['pid']} ({c['heartbeat_age']:.0f}s ago)"
-            for c in stats.consumers(get_queue().storage)
-            if c["heartbeat_age"] < 2 * settings.lease_seconds]
-
-
 @backup_group.command("restore")
 @click.argument("set_id")
 @click.option("--to", "to_dir", required=True,
@@ -213,13 +213,15 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
                 raise click.ClickException(f"{to_dir} holds the live databases; add --force "
                                            "to restore over them (a safety backup is taken "
                                            "first)")
-            running = _live_consumers(settings)
+            # The live queue whatever its key: the restore checks the set's key itself.
+            storage = get_queue(key_check=False).storage
+            before = signing.recorded(storage)
+            running = live_consumers(settings, storage)
             if running:
                 raise click.ClickException("stop the consumers (and the web app) first; "
                                            "running: " + ", ".join(running))
             # No backup may start while the live files are replaced. A long lease and no
             # renewing thread: nothing may write to queue.db while it is swapped.
-            storage = get_queue().storage
             holder = locks.holder_id()
             other = locks.try_lock(storage, "backup", holder, ttl=3600)
             if other is not None:
@@ -238,19 +240,29 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
                                for e in entries):
         # The restored queue's run locks and consumers are the old system's (the backup
         # that took the set held a lock): none of them runs now.
-        storage = get_queue().storage  # the restored one: its connection was closed
+        storage = get_queue(key_check=False).storage  # the restored one, reopened
         locks.release_all_locks(storage)
         retention.forget_consumers(storage)
+        _tell_key_change(before, signing.recorded(storage))
     for entry in entries:
         if entry["codec"] == PG_CODEC:
             click.echo(f"restored PostgreSQL schema {entry['schema']} (QRQ_DATABASE_URL)")
     if overwrites_live or holds_qrq_data(settings.data_dir):  # an installation to tell
-        audit.record(get_queue().storage, cli_actor(), "backup.restore", detail={
+        audit.record(get_queue(key_check=False).storage, cli_actor(), "backup.restore", detail={
             "set": manifest["id"], "to": str(to_dir),
             "databases": [e["name"] for e in entries]})
     for path in restored:
         click.echo(f"restored {path}")
     click.echo(f"{count} database(s) restored from {manifest['id']} into {to_dir}")
+
+
+def _tell_key_change(before: dict | None, after: dict | None) -> None:
+    """Say so when the restored queue's key is not the one the live queue had (a set
+    from before ``qrq key adopt`` brings the replaced key back)."""
+    if before and after and before["fingerprint"] != after["fingerprint"]:
+        click.echo(f"note: the restored queue's key ({after['fingerprint']}) is not the one "
+                   f"the live queue had ({before['fingerprint']}): every host must use the "
+                   "restored one (its secret.key), or replace it again with `qrq key adopt`")
 
 
 @main.group("maintenance")

@@ -21,7 +21,7 @@ from qrq.appdb.db import open_app_db
 from qrq.config import holds_qrq_data, load_settings
 from qrq.config.load import read_settings
 from qrq.errors import QrqError
-from qrq.queue import catalog, huey, jobs
+from qrq.queue import catalog, huey, jobs, stats
 from qrq.queue.jobs import resolve_id
 
 
@@ -32,10 +32,19 @@ def get_settings(read=load_settings, **overrides):
         raise click.ClickException(str(exc)) from None
 
 
-def get_queue():
-    """The Huey instance, opened from the settings (jobs are submitted by task name)."""
-    huey.init(get_settings())
+def get_queue(key_check: bool = True):
+    """The Huey instance, opened from the settings (jobs are submitted by task name);
+    with whatever key is in effect unless *key_check* (commands that replace or
+    compare keys: a restore, a move, ``qrq key``)."""
+    huey.init(get_settings(), key_check=key_check)
     return huey
+
+
+def live_consumers(settings, storage) -> list[str]:
+    """The consumers of *storage* whose heartbeat is fresh, one phrase each."""
+    return [f"{c['host']} pid {c['pid']} ({c['heartbeat_age']:.0f}s ago)"
+            for c in stats.consumers(storage)
+            if c["heartbeat_age"] < 2 * settings.lease_seconds]
 
 
 def cli_actor() -> str:

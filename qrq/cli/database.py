@@ -6,6 +6,7 @@ import click
 
 from qrq import move_to_postgres
 from qrq.cli.base import get_app_db, get_queue, get_settings, main
+from qrq.queue import signing
 
 
 @main.command("migrate-to-postgres")
@@ -35,13 +36,20 @@ def migrate_to_postgres() -> None:
         if running:
             raise click.ClickException("stop the consumers (and the web app) first; "
                                        "running: " + ", ".join(running))
-    get_app_db()  # the app tables and the queue's, made in PostgreSQL as on first start
-    get_queue().storage.close()
+    # The queue's tables and the app's, made in PostgreSQL as on first start. Whatever
+    # key a process that looked at the empty database recorded: the copy replaces it.
+    huey = get_queue(key_check=False)
+    get_app_db()
+    huey.storage.close()
     click.echo(f"copying {', '.join(p.name for p in sources)} into PostgreSQL")
     copied = move_to_postgres.move(sources, settings.database_url,
                                    report=lambda table, rows: click.echo(
                                        f"  {table}: {rows} rows"))
     move_to_postgres.mark_moved(settings.moved_marker, settings.database_url)
+    try:  # the moved queue's key (recorded now if the SQLite queue had no record)
+        signing.check_key(huey.storage, huey.serializer)
+    except signing.WrongKey as exc:
+        click.echo(f"note: {exc.message}")
     click.echo(f"done: {len(copied)} tables, {sum(copied.values())} rows, counts checked; "
                "start the consumers and the web app with QRQ_DATABASE_URL set "
                f"(without it, qrq now refuses these files: {settings.moved_marker.name})")

@@ -27,6 +27,7 @@ from huey.constants import WORKER_PROCESS
 from huey.consumer import Consumer, ProcessEnvironment, Worker
 
 from qrq.errors import QrqError, StorageFull, TransientError, Unavailable
+from qrq.queue import signing
 from qrq.queue.connections import JOURNAL_SIZE_LIMIT
 from qrq.queue.priority import lower_priority
 from qrq.queue.process_lock import ProcessLock
@@ -364,5 +365,13 @@ class QrqConsumer(Consumer):
         while not self._beating.wait(interval):
             try:
                 self._register()
+                refused = signing.refusal(self.huey.storage, self.huey.serializer)
             except Exception:
                 logger.exception("consumer heartbeat failed")
+                continue
+            if refused:
+                # The key was replaced (qrq key adopt): every job this consumer took
+                # would fail its signature check. It stops as on its graceful signal.
+                logger.error("stopping: %s", refused)
+                os.kill(os.getpid(), self._graceful_sig)
+                return

@@ -60,36 +60,58 @@ def recorded(storage) -> dict[str, Any] | None:
     return dict(zip(names, rows[0], strict=True)) if rows else None
 
 
-def check_key(storage, serializer: KeySerializer) -> None:
-    """Refuse a key other than the queue's; record it when the queue has none yet.
+def refusal(storage, serializer: KeySerializer) -> str | None:
+    """Why a process with *serializer*'s key must not start on this queue (None: it
+    may); writes nothing. Without a record, the key must verify one of the oldest
+    jobs waiting or scheduled (several, so that the rows one misconfigured host queued
+    cannot lock the others out)."""
+    return _refusal(storage, serializer, recorded(storage))
 
-    Without a record, the key must verify one of the oldest jobs waiting (several,
-    so that the rows one misconfigured host queued cannot lock the others out).
 
-    :raises WrongKey: the key is not the one recorded, or (no record) jobs wait and
-        none of those looked at was signed with it.
-    """
+def _refusal(storage, serializer: KeySerializer, queue: dict[str, Any] | None) -> str | None:
     mine = fingerprint(serializer.secret.decode())
-    queue = recorded(storage)
     if queue is None:
-        waiting = storage.oldest_payloads(SAMPLE)
+        waiting = storage.oldest_payloads(SAMPLE) + storage.scheduled_items(SAMPLE)
         if waiting and not any(serializer.verifies(data) for data in waiting):
-            raise WrongKey(
-                "the secret key in effect (QRQ_SECRET_KEY, else <data>/secret.key) did "
-                "not sign the jobs waiting in the queue, which would all fail (payload "
-                "signature mismatch): use the key they were queued with, the same on "
-                "every host (for an installation that grew, its <data>/secret.key)")
-        _record(storage, mine, replace=False)
-        queue = recorded(storage)  # a process starting at the same time may have won
-    if queue["fingerprint"] != mine:
-        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(queue["recorded_at"]))
-        raise WrongKey(
-            f"the secret key in effect (QRQ_SECRET_KEY, else <data>/secret.key; "
-            f"fingerprint {mine}) is not this queue's (fingerprint "
-            f"{queue['fingerprint']}, recorded by {queue['host'] or 'a host'} on "
-            f"{when}): jobs signed with one fail on hosts with the other. Use the same "
-            "key on every host; if you replaced it on purpose, run `qrq key adopt` with "
-            "the new key in effect")
+            return ("the secret key in effect (QRQ_SECRET_KEY, else <data>/secret.key) "
+                    "did not sign the jobs waiting in the queue, which would all fail "
+                    "(payload signature mismatch): use the key they were queued with, the "
+                    "same on every host (for an installation that grew, its "
+                    "<data>/secret.key)")
+        return None
+    if queue["fingerprint"] == mine:
+        return None
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(queue["recorded_at"]))
+    return (f"the secret key in effect (QRQ_SECRET_KEY, else <data>/secret.key; "
+            f"fingerprint {mine}) is not this queue's (fingerprint {queue['fingerprint']}, "
+            f"recorded by {queue['host'] or 'a host'} on {when}): jobs signed with one fail "
+            "on hosts with the other. Set QRQ_SECRET_KEY to the key the other hosts use "
+            "(on a new host, <data>/secret.key was just made up); `qrq key show` compares "
+            "them. Only after replacing the key on purpose, with every process stopped: "
+            "`qrq key adopt`")
+
+
+def check_key(storage, serializer: KeySerializer) -> None:
+    """Refuse a key other than the queue's (:func:`refusal`); record it when the queue
+    has no record yet.
+
+    :raises WrongKey: with the refusal's reason.
+    """
+    queue = recorded(storage)
+    reason = _refusal(storage, serializer, queue)
+    if reason is None and queue is None:
+        _record(storage, fingerprint(serializer.secret.decode()), replace=False)
+        # A process starting at the same time may have recorded its own first.
+        reason = _refusal(storage, serializer, recorded(storage))
+    if reason is not None:
+        raise WrongKey(reason)
+
+
+def unverified(storage, serializer: KeySerializer, limit: int) -> tuple[int, int]:
+    """How many of the *limit* oldest waiting and of the *limit* first scheduled jobs
+    this key does not verify, and how many were looked at."""
+    waiting = storage.oldest_payloads(limit) + storage.scheduled_items(limit)
+    return sum(not serializer.verifies(data) for data in waiting), len(waiting)
 
 
 def adopt(storage, serializer: KeySerializer) -> dict[str, Any] | None:

@@ -192,8 +192,9 @@ def metrics():
 @bp.get("/healthz")
 def healthz():
     """200 when the web app is up and both databases answer; 503 otherwise (code
-    ``storage_full`` when the disk is full, else ``unavailable``). No auth."""
-    checks = health.check_databases(huey.storage)
+    ``storage_full`` when the disk is full, else ``unavailable``, also when the queue's
+    key was replaced since this process started). No auth."""
+    checks = health.check_databases(huey.storage, huey.serializer)
     failed = sorted(name for name, state in checks.items() if state != "ok")
     if failed:
         full = any(checks[name] == "storage_full" for name in failed)
