@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from qrq.errors import Conflict, ValidationError
+from qrq.errors import Conflict, Unavailable, ValidationError
 from qrq.queue import catalog, huey, job_task, jobs, progress, signing, submit
 from tests.conftest import wait_until
 
@@ -368,6 +368,11 @@ def test_after_an_adopt_a_running_consumer_stops_and_healthz_fails_for_the_old_k
     answer = client.get("/healthz")
     assert answer.status_code == 503
     assert "signed with another key" in answer.get_json()["error"]["message"]
+    # And this process (a web app with the old key) queues nothing no consumer can
+    # verify: the client is told to try again (503), no job id handed out.
+    with pytest.raises(Unavailable, match="no longer the queue's"):
+        submit(bad_input, owner_id=None)
+    assert huey.storage.sql("select count(*) from job", results=True)[0][0] == 0
 
 
 def test_a_key_that_signed_none_of_the_waiting_jobs_is_refused_as_the_queue_opens(settings):

@@ -71,7 +71,8 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
 
     def __init__(self, settings: Settings | None = None, name: str = "qrq"):
         self._settings: Settings | None = None
-        self._key_checked = False  # the key in effect was checked against the queue's
+        # The key in effect checked against the queue's at init, and before enqueues.
+        self._key_checked, self.key_watch = False, signing.KeyWatch()
         self._state = threading.local()
         self._declared: list[tuple[type, TaskSpec]] = []
         # Set in a worker process whose consumer died (qrq.queue.consumer): it runs
@@ -108,11 +109,10 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
         return self._settings is not None
 
     def init(self, settings: Settings, migrate: bool = True, key_check: bool = True) -> None:
-        """Open the queue described by *settings* (again, if they changed); apply each
-        declared task's limits from them. Creates the data directory and queue.db, and
-        (unless not *migrate*: ``qrq migrate`` applies them itself) the schema steps the
-        database lacks (:mod:`qrq.queue.migrations`). The key in effect must be the
-        queue's (:mod:`qrq.queue.signing`), unless not *key_check* (``qrq key``)."""
+        """Open the queue of *settings* (again, if they changed); apply each declared
+        task's limits from them. Creates the data directory and queue.db, and (unless not
+        *migrate*: ``qrq migrate`` does) the schema steps it lacks. The key in effect must
+        be the queue's (:mod:`qrq.queue.signing`), unless not *key_check* (``qrq key``)."""
         if settings == self._settings and (self._key_checked or not key_check):
             return
         self.storage.dispose()
@@ -180,6 +180,7 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
         job_type = getattr(task, "job_type", None)
         if self.immediate or job_type is None:
             return super().enqueue(task)
+        self.key_watch.check(self.storage, self.serializer)
         if task.expires:
             task.resolve_expires(self.utc)
         self.emit(S.SIGNAL_ENQUEUED, task)
@@ -194,11 +195,9 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
                         admission: Admission | None = None,
                         spec: TaskSpec | None = None) -> str:
         """Enqueue a call of qrq task *name* (:data:`catalog.TASKS`, or *spec*'s: a
-        periodic task run now) without its module.
-
-        Options in *kwargs* as for huey's ``task.s()``: ``id``, ``eta``, ``delay``,
-        ``priority``, ``expires``, ``timeout``, ``retries``, ``retry_delay``; what
-        is not given is filled in by the consumer's task class.
+        periodic task run now) without its module. Options in *kwargs* as for huey's
+        ``task.s()``: ``id``, ``eta``, ``delay``, ``priority``, ``expires``, ``timeout``,
+        ``retries``, ``retry_delay``; what is not given is filled in by the task class.
         """
         spec = spec or catalog.task_spec(name)
         kwargs = dict(kwargs)
@@ -215,6 +214,7 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
         message = huey_private.message(f"{MODULE}.{name}", tuple(args), kwargs, id=job_id,
                                        eta=eta, utc=self.utc, **options)
         job = jobs.new_record(job_id, spec.job_type, name, owner_id, params)
+        self.key_watch.check(self.storage, self.serializer)
         return self.storage.enqueue(
             self.serializer.serialize(message), message.priority, job_id=job_id, job=job,
             job_type=spec.job_type, eta=eta if eta and eta > self.now() else None,

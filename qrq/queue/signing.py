@@ -24,7 +24,7 @@ from typing import Any
 
 from huey.serializer import SignedSerializer
 
-from qrq.errors import Conflict
+from qrq.errors import Conflict, Unavailable
 
 SAMPLE = 5  # oldest waiting payloads looked at: one verified is enough
 
@@ -128,3 +128,23 @@ def _record(storage, key_fingerprint: str, replace: bool) -> None:
     storage.sql("insert into queue_key (id, fingerprint, host, recorded_at) "
                 f"values (1, ?, ?, ?) on conflict (id) {conflict}",
                 (key_fingerprint, socket.gethostname()[:64], time.time()), commit=True)
+
+
+class KeyWatch:
+    """The key in effect checked against the queue's again, at most every *seconds*,
+    before a job is queued: a process started before ``qrq key adopt`` must not queue
+    jobs that no consumer can verify (a consumer stops at its next heartbeat)."""
+
+    def __init__(self, seconds: float = 5.0):
+        self.seconds, self.next_check = seconds, 0.0
+
+    def check(self, storage, serializer: KeySerializer) -> None:
+        """:raises Unavailable: the queue's key was replaced since this process started."""
+        now = time.monotonic()
+        if now < self.next_check:
+            return
+        reason = refusal(storage, serializer)
+        if reason is not None:
+            raise Unavailable("this server cannot queue jobs: its secret key is no longer "
+                              "the queue's (it must be restarted with the new one)")
+        self.next_check = now + self.seconds
