@@ -136,15 +136,15 @@ class KeyWatch:
     jobs that no consumer can verify (a consumer stops at its next heartbeat)."""
 
     def __init__(self, seconds: float = 5.0):
-        self.seconds, self.next_check = seconds, 0.0
+        self.seconds, self.next_check, self.checked = seconds, 0.0, None
 
     def check(self, storage, serializer: KeySerializer) -> None:
         """:raises Unavailable: the queue's key was replaced since this process started."""
         now = time.monotonic()
-        if now < self.next_check:
+        if now < self.next_check and serializer is self.checked:  # (a new one: reopened)
             return
         reason = refusal(storage, serializer)
         if reason is not None:
             raise Unavailable("this server cannot queue jobs: its secret key is no longer "
                               "the queue's (it must be restarted with the new one)")
-        self.next_check = now + self.seconds
+        self.next_check, self.checked = now + self.seconds, serializer
