@@ -35,7 +35,8 @@ def check_databases(storage, serializer=None) -> dict[str, str]:
     try:
         stats.probe(storage)
         checks["queue_db"] = "storage_full" if storage.is_full() else "ok"
-        if serializer is not None and signing.refusal(storage, serializer):
+        if checks["queue_db"] == "ok" and serializer is not None and signing.refusal(
+                storage, serializer):
             checks["queue_db"] = "wrong_key"
     except StorageFull:
         checks["queue_db"] = "storage_full"
@@ -47,11 +48,11 @@ def check_databases(storage, serializer=None) -> dict[str, str]:
         checks["app_db"] = "ok"
     except Exception as exc:
         _failed("app database", exc)
-        checks["app_db"] = "no_tables" if _no_tables(exc) else "error"
+        checks["app_db"] = "no_tables" if missing_table(exc) else "error"
     return checks
 
 
-def _no_tables(exc: BaseException) -> bool:
+def missing_table(exc: BaseException) -> bool:
     """Whether *exc* (or what it wraps: peewee wraps the driver's) says a table is
     missing: SQLite's "no such table", PostgreSQL's undefined_table (42P01)."""
     while exc is not None:

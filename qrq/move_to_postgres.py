@@ -143,6 +143,8 @@ def move(sources: list[Path], url: str,
     with psycopg.connect(url) as pg:
         tables = _target_columns(pg)
         check_empty(pg, tables)
+        for table in sorted(REPLACED & set(tables)):  # even where the source has none
+            pg.execute(sql.SQL("delete from {}").format(sql.Identifier(table)))
         copied: dict[str, int] = {}
         for path in sources:
             conn = _sqlite(path)
@@ -155,8 +157,6 @@ def move(sources: list[Path], url: str,
                             raise QrqError(f"{path.name}: table {table} has rows but no "
                                            "table in PostgreSQL to go to; nothing was copied")
                         continue
-                    if table in REPLACED and table not in copied:
-                        pg.execute(sql.SQL("delete from {}").format(sql.Identifier(table)))
                     copied[table] = copied.get(table, 0) + _copy_table(
                         conn, pg, table, columns, tables[table])
                     report(table, copied[table])

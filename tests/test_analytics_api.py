@@ -361,6 +361,9 @@ def test_any_user_follows_a_shared_jobs_events_and_one_who_withdrew_sees_it_canc
     assert client.delete(f"/api/analytics/jobs/{job_id}", headers=bob[1]).status_code == 202
     [(name, data)] = sse_events(client, body["events_url"], bob)
     assert (name, data["status"], data["status_url"]) == ("end", "canceled", body["status_url"])
+    # EventSource reconnects with the end's id: 204 stops it (the job still runs).
+    again = client.get(body["events_url"], headers={**bob[1], "Last-Event-ID": "withdrawn"})
+    assert again.status_code == 204
     assert jobs.get(huey.storage, job_id)["status"] == "queued"
     run_next_job()
     for who in (alice, carol):

@@ -9,6 +9,8 @@ import re
 import secrets
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -321,6 +323,25 @@ def test_a_restore_of_the_queue_keeps_no_lock_or_consumer_of_the_old_system(sett
     assert storage.sql("select count(*) from maintenance_lock", results=True)[0][0] == 0
     assert storage.sql("select count(*) from consumer", results=True)[0][0] == 0
     assert locks.try_lock(storage, "backup", "job next (here:2)") is None
+
+
+def test_a_set_from_before_keys_were_recorded_restores_over_the_live_data(settings, runner,
+                                                                         backend):
+    # A set made by the previous release: its queue has no queue_key table (made when
+    # a process next opens it); the restore must not stop at "no such table" after it
+    # replaced the files.
+    huey.storage.sql("drop table queue_key", commit=True)
+    manifest = run_backup(settings)
+    queue = "queue.db" if backend == "sqlite" else "postgresql"
+    done = runner.invoke(main, ["backup", "restore", manifest["id"], "--to",
+                                str(settings.data_dir), "--db", queue, "--force"])
+    assert done.exit_code == 0, done.output
+    assert f"1 database(s) restored from {manifest['id']}" in done.output
+    # The next process brings the restored queue up to date and records its key.
+    shown = subprocess.run([sys.executable, "-m", "qrq", "key", "show"], cwd=ROOT,
+                           env={**os.environ, "QRQ_DATA_DIR": str(settings.data_dir)},
+                           capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
 
 
 @pytest.mark.sqlite_only("the set's queue.db and its secret.key")

@@ -232,7 +232,7 @@ def test_key_show_tells_hosts_keys_apart_and_adopt_replaces_the_queues(runner, s
     differ = other.invoke(main, ["key", "show", "--json"])
     assert differ.exit_code == 1
     data = json.loads(differ.output)
-    assert data["same"] is False and data["queue"]["fingerprint"] == mine
+    assert "is not this queue's" in data["refusal"] and data["queue"]["fingerprint"] == mine
     assert data["in_effect"] == {"fingerprint": signing.fingerprint(new_key),
                                  "source": "QRQ_SECRET_KEY"}
     refused = other.invoke(main, ["status"])

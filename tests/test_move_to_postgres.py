@@ -34,6 +34,7 @@ def test_jobs_batches_and_users_move_and_go_on_running_on_postgresql(
               for _ in range(2)]
     batch = client.post(BATCH, json={"template_ids": [1], "options": {"copies": 3}},
                         headers=alice[1]).get_json()["batch_job_id"]
+    huey.storage.sql("drop table queue_key", commit=True)  # a queue.db of the last release
     huey.storage.close()
     app_db.close_all()
     # A newcomer looks at the new database first, from another host with a key of its

@@ -352,6 +352,8 @@ def test_after_an_adopt_a_running_consumer_stops_and_healthz_fails_for_the_old_k
     # Processes started before `qrq key adopt --force` keep the old key: a consumer
     # would refuse every job queued with the new one, a web app would queue jobs no
     # consumer can verify. The consumer stops at its next heartbeat; /healthz says so.
+    failed = submit(bad_input, owner_id=None)
+    run_next()
     running = consumer(workers=1)
     wait_until(lambda: huey.storage.sql("select count(*) from consumer",
                                         results=True)[0][0] == 1, message="registered")
@@ -370,9 +372,12 @@ def test_after_an_adopt_a_running_consumer_stops_and_healthz_fails_for_the_old_k
     assert "signed with another key" in answer.get_json()["error"]["message"]
     # And this process (a web app with the old key) queues nothing no consumer can
     # verify: the client is told to try again (503), no job id handed out.
+    huey.key_watch.next_check = 0.0  # as 5 s after this process's last check
     with pytest.raises(Unavailable, match="no longer the queue's"):
         submit(bad_input, owner_id=None)
-    assert huey.storage.sql("select count(*) from job", results=True)[0][0] == 0
+    with pytest.raises(Unavailable, match="no longer the queue's"):
+        huey.retry(failed)  # re-signed with the old key, it would fail again
+    assert huey.storage.sql("select id, status from job", results=True) == [(failed, "failed")]
 
 
 def test_a_key_that_signed_none_of_the_waiting_jobs_is_refused_as_the_queue_opens(settings):

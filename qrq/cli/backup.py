@@ -32,6 +32,7 @@ from qrq.cli.base import (
 from qrq.cli.jobs import wait_finished, wait_options
 from qrq.config import holds_qrq_data
 from qrq.config.load import read_settings
+from qrq.health import missing_table
 from qrq.humanize import format_bytes
 from qrq.queue import audit, locks, retention, signing
 from qrq.queue.housekeeping import submit_maintenance
@@ -215,7 +216,7 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
                                            "first)")
             # The live queue whatever its key: the restore checks the set's key itself.
             storage = get_queue(key_check=False).storage
-            before = signing.recorded(storage)
+            before = _recorded_key(storage)
             running = live_consumers(settings, storage)
             if running:
                 raise click.ClickException("stop the consumers (and the web app) first; "
@@ -243,7 +244,7 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
         storage = get_queue(key_check=False).storage  # the restored one, reopened
         locks.release_all_locks(storage)
         retention.forget_consumers(storage)
-        _tell_key_change(before, signing.recorded(storage))
+        _tell_key_change(before, _recorded_key(storage))
     for entry in entries:
         if entry["codec"] == PG_CODEC:
             click.echo(f"restored PostgreSQL schema {entry['schema']} (QRQ_DATABASE_URL)")
@@ -254,6 +255,17 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
     for path in restored:
         click.echo(f"restored {path}")
     click.echo(f"{count} database(s) restored from {manifest['id']} into {to_dir}")
+
+
+def _recorded_key(storage) -> dict | None:
+    """The queue's recorded key; None also for a queue from before keys were recorded
+    (a restored set's: its tables are brought up to date when a process opens it)."""
+    try:
+        return signing.recorded(storage)
+    except Exception as exc:
+        if missing_table(exc):
+            return None
+        raise
 
 
 def _tell_key_change(before: dict | None, after: dict | None) -> None:

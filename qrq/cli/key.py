@@ -50,7 +50,7 @@ def key_show(as_json: bool) -> None:
     refused = signing.refusal(huey.storage, huey.serializer)
     if as_json:
         echo_json({"in_effect": {"fingerprint": mine, "source": source},
-                   "queue": queue, "same": refused is None, "refusal": refused})
+                   "queue": queue, "refusal": refused})
     else:
         click.echo(f"key in effect: {mine} (from {source})")
         if queue is None:
@@ -68,8 +68,8 @@ def key_show(as_json: bool) -> None:
 
 @key_group.command("adopt")
 @click.option("--yes", is_flag=True, help="Do not ask first.")
-@click.option("--force", is_flag=True, help="Even while consumers run (they stop at their "
-              "next heartbeat, their key no longer the queue's).")
+@click.option("--force", is_flag=True, help="Even while consumers run: they stop at their "
+              "next heartbeat (the jobs they take meanwhile fail; retry them).")
 def key_adopt(yes: bool, force: bool) -> None:
     """Record the key in effect as the queue's, after you replaced the key on purpose
     (a key that leaked). Stop every process first (web apps and consumers), set the

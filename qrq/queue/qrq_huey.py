@@ -341,16 +341,16 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
     # -- control ------------------------------------------------------------------------
 
     def retry(self, job_id: str) -> None:
-        """Run a failed, canceled or expired job again, under the same id.
-
-        Works in any process (the payload is re-signed, not re-built from its task
-        class). :raises NotFound: no such job. :raises Conflict: the job has not
-        ended badly, it predates stored payloads, or its stored payload cannot be
-        read (signed with another secret, e.g. after a secret rotation, or damaged).
-        """
+        """Run a failed, canceled or expired job again, under the same id, in any process
+        (the payload is re-signed, not re-built from its task class). :raises NotFound:
+        no such job. :raises Conflict: the job has not ended badly, it predates stored
+        payloads, or its stored payload cannot be read (signed with another secret, e.g.
+        after a secret rotation, or damaged). :raises Unavailable: the queue's key was
+        replaced since this process started (:class:`signing.KeyWatch`)."""
         job = jobs.get(self.storage, job_id)
         if job is None:
             raise NotFound(f"job {job_id} not found")
+        self.key_watch.check(self.storage, self.serializer)
         # A fresh start: the task's own retries, a new expiry window, no pending eta.
         message = huey_private.fresh_attempt(self.stored_message(job), self.utc)
         if not self.storage.enqueue_retry(self.serializer.serialize(message),

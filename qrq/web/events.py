@@ -37,6 +37,10 @@ KEEP_ALIVE_SECONDS = 15
 RECONNECT_MS = 1000
 
 
+# The id of the end event of a requester who withdrew from a shared job still running.
+WITHDRAWN = "withdrawn"
+
+
 def event_id(job: dict) -> str:
     return f"{job['status']}.{job['progress']}.{job['attempts']}"
 
@@ -70,7 +74,8 @@ def job_events(job_id: str):
     """A stream of ``state`` events (status, progress, stage) ending with ``end``."""
     job, view, withdrew = _followed(job_id)
     last = request.headers.get("Last-Event-ID")
-    if job["status"] in jobs.ENDED and last == event_id(job):
+    if (job["status"] in jobs.ENDED and last == event_id(job)) or (
+            last == WITHDRAWN and withdrew()):
         return Response(status=204)
     parks = waiting.can_park(request.environ)
     slots = current_app.extensions["qrq_waiters"]
@@ -86,8 +91,11 @@ def job_events(job_id: str):
             deadline = time.monotonic() + (STREAM_SECONDS if parks or held else 0)
             while True:
                 ident = event_id(job)
-                if job["status"] in jobs.ENDED or withdrew():
+                if job["status"] in jobs.ENDED:
                     yield _event("end", ident, view(job))
+                    return
+                if withdrew():
+                    yield _event("end", WITHDRAWN, view(job))
                     return
                 if ident != seen:
                     yield _event("state", ident, {"job_id": job["id"],

@@ -79,9 +79,9 @@ def paths() -> dict[str, Any]:
                            "and a last `end` event with the final job record. A stream "
                            "lasts at most about a minute; reconnect with `Last-Event-ID` "
                            "(EventSource does) to go on from the state you have. 204: the "
-                           "job ended and `Last-Event-ID` is its end. The job's owner's, "
-                           "or any analytics job (shared: any signed-in user; `canceled` "
-                           "for a requester who withdrew).",
+                           "job ended and `Last-Event-ID` is its end. For the job's owner "
+                           "(and admins), or any signed-in user for an analytics job "
+                           "(shared; `canceled` for a requester who withdrew).",
             "operationId": "streamJobEvents",
             "parameters": [job_id, {"name": "Last-Event-ID", "in": "header",
                                     "schema": {"type": "string", "maxLength": 200}}],
