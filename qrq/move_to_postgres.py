@@ -31,9 +31,9 @@ from qrq.errors import Conflict, QrqError
 NOT_COPIED = {"app_schema_version", "schema_version", "queue_schema_version",
               "maintenance_lock", "sqlite_sequence", "sqlite_stat1"}
 # Rows the target may hold before the move, made by merely looking at it (``qrq status``
-# evaluates the alerts; the first process to open it records its key): the copy
-# replaces them.
-REPLACED = {"alert", "queue_key"}
+# evaluates the alerts; the first process to open it records its key, and a web app its
+# artifact store): the copy replaces them.
+REPLACED = {"alert", "queue_key", "artifact_store"}
 # Columns reset on the way: leases of consumers that are gone.
 CLEARED = {"task": ("lease_until", "lease_owner")}
 CHUNK = 1000

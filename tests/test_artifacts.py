@@ -226,3 +226,32 @@ def test_render_pdf_is_atomic_through_the_directory_store(tmp_path):
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["cards.pdf"]
     assert isinstance(open_store(load_settings({"QRQ_DATA_DIR": str(tmp_path)})),
                       DirectoryStore)
+
+
+@pytest.mark.postgres_only("hosts sharing one database")
+def test_a_host_whose_store_is_not_the_others_is_told_at_start(settings, caplog, tmp_path):
+    # Host A (the fixture's) starts first: its store gets the marker, the database its
+    # id. Host B names a store of its own (its local <data>/artifacts): its downloads of
+    # A's outputs would all be 404s, so its start says so; named alike, it is quiet.
+    from qrq.artifacts import identity
+    from qrq.queue import huey
+    from qrq.web import create_app
+
+    create_app({"SETTINGS": settings, "TESTING": True})
+    assert open_store(settings).stat(identity.MARKER) is not None
+    other = dataclasses.replace(settings, data_dir=tmp_path / "host-b")
+    other.ensure_dirs()
+    caplog.clear()
+    create_app({"SETTINGS": other, "TESTING": True})
+    said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(said) == 1 and "is not the one the other hosts use" in said[0], said
+    assert str(other.artifacts_dir) in said[0] and str(settings.artifacts_dir) in said[0]
+    assert "missing here" in said[0]
+    shared = dataclasses.replace(other, artifact_store=str(settings.artifacts_dir))
+    caplog.clear()
+    create_app({"SETTINGS": shared, "TESTING": True})
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+    # Retention's sweep of files no job owns keeps the marker, however old.
+    from qrq.queue.retention import purge_stale
+    purge_stale(huey.storage, open_store(settings), now=time.time() + 10 * 86400)
+    assert open_store(settings).stat(identity.MARKER) is not None

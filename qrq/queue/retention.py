@@ -11,7 +11,7 @@ import re
 import time
 from collections import defaultdict
 
-from qrq.artifacts import ArtifactStore, open_store
+from qrq.artifacts import ArtifactStore, identity, open_store
 from qrq.queue import audit
 from qrq.queue.admission import expire_keys
 from qrq.queue.attempts import delete_attempts
@@ -112,8 +112,8 @@ def purge_stale(storage, store: ArtifactStore, now: float | None = None,
         chunk = keys[i:i + CHUNK]
         storage.sql(f"delete from kv where queue = ? and key in ({','.join('?' * len(chunk))})",
                     (storage.name, *chunk), commit=True)
-    orphans = [found.name for found in store.list()
-               if found.name[:36] not in known and found.mtime < now - grace]
+    orphans = [found.name for found in store.list() if found.name[:36] not in known
+               and found.mtime < now - grace and found.name != identity.MARKER]
     store.delete(orphans)
     swept = store.sweep(now - grace)
     with storage.db(commit=True) as curs:

@@ -263,3 +263,16 @@ KEY = [
     " recorded_at real not null)",
 ]
 QUEUE_DDL.extend(KEY)
+
+# The artifact store the hosts share (qrq/artifacts/identity.py): the id of the marker
+# object in the store the first process used, so that a host naming another store is
+# told at start. One row.
+ARTIFACT_STORE = [
+    "create table if not exists artifact_store ("
+    " id integer primary key check (id = 1),"
+    " store_id text not null,"
+    " location text not null,"
+    " host text not null default '',"
+    " recorded_at real not null)",
+]
+QUEUE_DDL.extend(ARTIFACT_STORE)

@@ -1,0 +1,80 @@
+"""Whether this host's artifact store is the one the other hosts use.
+
+Job outputs are written on the host that runs the job and downloaded from any web
+host, so every host must name the same store (``QRQ_ARTIFACT_STORE``: one S3 bucket and
+prefix, or one shared mount). A host that names another (a web host left on its local
+``<data>/artifacts``) writes outputs no other host finds, or looks where nothing was
+written, and each download is a 404.
+
+With PostgreSQL, where hosts can be several, the first process to start writes a marker
+object, :data:`MARKER`, holding a random id into its store and records the id in the
+queue database (``artifact_store``, one row). Each process that starts later reads the
+marker in its own store: missing or another id, it logs an error saying so. (A store
+moved on purpose keeps the marker when its files are copied along, as the README says.)
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+import time
+from typing import Any
+
+from qrq.artifacts.store import ArtifactStore
+from qrq.errors import StoreUnavailable
+
+logger = logging.getLogger("qrq.artifacts")
+
+MARKER = "qrq-store-id"  # never a job's output: those start with the job's id
+
+
+def check_shared(storage, store: ArtifactStore) -> str | None:
+    """Why *store* is not the one the queue's other hosts use (None: it is, or it is
+    the first). A store out of reach is not judged here: its own checks report it."""
+    try:
+        mine = _read_marker(store)
+        shared = _recorded(storage)
+        if shared is None:
+            if mine is None:
+                mine = secrets.token_hex(16)
+                with store.write(MARKER) as tmp:
+                    tmp.write_text(mine)
+            storage.sql("insert into artifact_store (id, store_id, location, host, "
+                        "recorded_at) values (1, ?, ?, ?, ?) on conflict (id) do nothing",
+                        (mine, store.location, socket.gethostname()[:64], time.time()),
+                        commit=True)
+            shared = _recorded(storage)  # a host starting at the same time may have won
+    except StoreUnavailable:
+        return None
+    if mine == shared["store_id"]:
+        return None
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(shared["recorded_at"]))
+    return (f"this host's artifact store ({store.location}) is not the one the other hosts "
+            f"use ({shared['location']} on {shared['host'] or 'a host'}, first used on "
+            f"{when}; its {MARKER} is {'missing' if mine is None else 'another'} here): "
+            "outputs written on one cannot be downloaded from the other. Give every host "
+            "the same QRQ_ARTIFACT_STORE (an S3 bucket and prefix, or one shared mount)")
+
+
+def warn_if_not_shared(storage, store: ArtifactStore) -> None:
+    """Log :func:`check_shared`'s reason, if any, as an error."""
+    reason = check_shared(storage, store)
+    if reason:
+        logger.error("%s", reason)
+
+
+def _read_marker(store: ArtifactStore) -> str | None:
+    try:
+        reader, _ = store.open(MARKER)
+    except FileNotFoundError:
+        return None
+    with reader:
+        return reader.read(200).decode("ascii", "replace").strip()
+
+
+def _recorded(storage) -> dict[str, Any] | None:
+    rows = storage.sql("select store_id, location, host, recorded_at from artifact_store",
+                       results=True)
+    names = ("store_id", "location", "host", "recorded_at")
+    return dict(zip(names, rows[0], strict=True)) if rows else None
