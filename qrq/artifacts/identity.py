@@ -45,7 +45,7 @@ def check_shared(storage, store: ArtifactStore) -> str | None:
                         (mine, store.location, socket.gethostname()[:64], time.time()),
                         commit=True)
             shared = _recorded(storage)  # a host starting at the same time may have won
-    except StoreUnavailable:
+    except (StoreUnavailable, OSError):  # out of reach, or full: reported elsewhere
         return None
     if mine == shared["store_id"]:
         return None
@@ -58,8 +58,13 @@ def check_shared(storage, store: ArtifactStore) -> str | None:
 
 
 def warn_if_not_shared(storage, store: ArtifactStore) -> None:
-    """Log :func:`check_shared`'s reason, if any, as an error."""
-    reason = check_shared(storage, store)
+    """Log :func:`check_shared`'s reason, if any, as an error. It only warns: an error
+    while checking is logged too, and the process starts anyway."""
+    try:
+        reason = check_shared(storage, store)
+    except Exception:
+        logger.exception("could not tell whether the artifact store is the shared one")
+        return
     if reason:
         logger.error("%s", reason)
 
