@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-import socket
-import time
 from typing import Any
 
 from qrq.artifacts.store import ArtifactStore
 from qrq.errors import StoreUnavailable
+from qrq.queue import first_record
 
 logger = logging.getLogger("qrq.artifacts")
 
@@ -40,19 +39,16 @@ def check_shared(storage, store: ArtifactStore) -> str | None:
                 mine = secrets.token_hex(16)
                 with store.write(MARKER) as tmp:
                     tmp.write_text(mine)
-            storage.sql("insert into artifact_store (id, store_id, location, host, "
-                        "recorded_at) values (1, ?, ?, ?, ?) on conflict (id) do nothing",
-                        (mine, store.location, socket.gethostname()[:64], time.time()),
-                        commit=True)
-            shared = _recorded(storage)  # a host starting at the same time may have won
+            # A host starting at the same time may have recorded its store first.
+            shared = first_record.write(storage, "artifact_store",
+                                        {"store_id": mine, "location": store.location})
     except (StoreUnavailable, OSError):  # out of reach, or full: reported elsewhere
         return None
     if mine == shared["store_id"]:
         return None
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(shared["recorded_at"]))
     return (f"this host's artifact store ({store.location}) is not the one the other hosts "
-            f"use ({shared['location']} on {shared['host'] or 'a host'}, first used on "
-            f"{when}; its {MARKER} is {'missing' if mine is None else 'another'} here): "
+            f"use ({shared['location']}, first used by {first_record.by_whom(shared)}; its "
+            f"{MARKER} is {'missing' if mine is None else 'another'} here): "
             "outputs written on one cannot be downloaded from the other. Give every host "
             "the same QRQ_ARTIFACT_STORE (an S3 bucket and prefix, or one shared mount)")
 
@@ -79,7 +75,4 @@ def _read_marker(store: ArtifactStore) -> str | None:
 
 
 def _recorded(storage) -> dict[str, Any] | None:
-    rows = storage.sql("select store_id, location, host, recorded_at from artifact_store",
-                       results=True)
-    names = ("store_id", "location", "host", "recorded_at")
-    return dict(zip(names, rows[0], strict=True)) if rows else None
+    return first_record.read(storage, "artifact_store", ("store_id", "location"))

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import socket
 import time
 from typing import Any
 
 from huey.serializer import SignedSerializer
 
 from qrq.errors import Conflict, Unavailable
+from qrq.queue import first_record
 
 SAMPLE = 5  # oldest waiting payloads looked at: one verified is enough
 
@@ -55,9 +55,7 @@ def fingerprint(key: str) -> str:
 def recorded(storage) -> dict[str, Any] | None:
     """The queue's key as recorded: ``{"fingerprint", "host", "recorded_at"}``, or None
     (a queue made before the record was kept, or never opened)."""
-    rows = storage.sql("select fingerprint, host, recorded_at from queue_key", results=True)
-    names = ("fingerprint", "host", "recorded_at")
-    return dict(zip(names, rows[0], strict=True)) if rows else None
+    return first_record.read(storage, "queue_key", ("fingerprint",))
 
 
 def refusal(storage, serializer: KeySerializer) -> str | None:
@@ -81,10 +79,9 @@ def _refusal(storage, serializer: KeySerializer, queue: dict[str, Any] | None) -
         return None
     if queue["fingerprint"] == mine:
         return None
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(queue["recorded_at"]))
     return (f"the secret key in effect (QRQ_SECRET_KEY, else <data>/secret.key; "
             f"fingerprint {mine}) is not this queue's (fingerprint {queue['fingerprint']}, "
-            f"recorded by {queue['host'] or 'a host'} on {when}): jobs signed with one fail "
+            f"recorded by {first_record.by_whom(queue)}): jobs signed with one fail "
             "on hosts with the other. Set QRQ_SECRET_KEY to the key the other hosts use "
             "(on a new host, <data>/secret.key was just made up); `qrq key show` compares "
             "them. Only after replacing the key on purpose, with every process stopped: "
@@ -100,9 +97,10 @@ def check_key(storage, serializer: KeySerializer) -> None:
     queue = recorded(storage)
     reason = _refusal(storage, serializer, queue)
     if reason is None and queue is None:
-        _record(storage, fingerprint(serializer.secret.decode()), replace=False)
         # A process starting at the same time may have recorded its own first.
-        reason = _refusal(storage, serializer, recorded(storage))
+        queue = first_record.write(storage, "queue_key",
+                                   {"fingerprint": fingerprint(serializer.secret.decode())})
+        reason = _refusal(storage, serializer, queue)
     if reason is not None:
         raise WrongKey(reason)
 
@@ -118,16 +116,9 @@ def adopt(storage, serializer: KeySerializer) -> dict[str, Any] | None:
     """Record the key in effect as the queue's (after a deliberate change of key);
     return the record it replaced (None if there was none)."""
     before = recorded(storage)
-    _record(storage, fingerprint(serializer.secret.decode()), replace=True)
+    first_record.write(storage, "queue_key",
+                       {"fingerprint": fingerprint(serializer.secret.decode())}, replace=True)
     return before
-
-
-def _record(storage, key_fingerprint: str, replace: bool) -> None:
-    conflict = ("do update set fingerprint = excluded.fingerprint, host = excluded.host, "
-                "recorded_at = excluded.recorded_at" if replace else "do nothing")
-    storage.sql("insert into queue_key (id, fingerprint, host, recorded_at) "
-                f"values (1, ?, ?, ?) on conflict (id) {conflict}",
-                (key_fingerprint, socket.gethostname()[:64], time.time()), commit=True)
 
 
 class KeyWatch:
