@@ -19,7 +19,9 @@ import logging
 import secrets
 from typing import Any
 
+from qrq.artifacts import open_store
 from qrq.artifacts.store import ArtifactStore
+from qrq.config import Settings
 from qrq.errors import StoreUnavailable
 from qrq.queue import first_record
 
@@ -53,11 +55,14 @@ def check_shared(storage, store: ArtifactStore) -> str | None:
             "the same QRQ_ARTIFACT_STORE (an S3 bucket and prefix, or one shared mount)")
 
 
-def warn_if_not_shared(storage, store: ArtifactStore) -> None:
-    """Log :func:`check_shared`'s reason, if any, as an error. It only warns: an error
-    while checking is logged too, and the process starts anyway."""
+def warn_if_not_shared(storage, settings: Settings) -> None:
+    """On PostgreSQL (where hosts can be several), log :func:`check_shared`'s reason for
+    *settings*' store, if any, as an error. It only warns: an error while checking is
+    logged too, and the process starts anyway."""
+    if not settings.database_url:
+        return
     try:
-        reason = check_shared(storage, store)
+        reason = check_shared(storage, open_store(settings))
     except Exception:
         logger.exception("could not tell whether the artifact store is the shared one")
         return

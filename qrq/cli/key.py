@@ -45,7 +45,7 @@ def key_show(as_json: bool) -> None:
     Example: qrq key show
     """
     settings, huey, source = _open()
-    mine = signing.fingerprint(settings.secret_key)
+    mine = huey.serializer.fingerprint
     queue = signing.recorded(huey.storage)
     refused = signing.refusal(huey.storage, huey.serializer)
     if as_json:
@@ -80,7 +80,7 @@ def key_adopt(yes: bool, force: bool) -> None:
     Example: QRQ_SECRET_KEY=<the new key> qrq key adopt
     """
     settings, huey, source = _open()
-    mine = signing.fingerprint(settings.secret_key)
+    mine = huey.serializer.fingerprint
     queue = signing.recorded(huey.storage)
     if queue is not None and queue["fingerprint"] == mine:
         click.echo(f"the key in effect ({mine}, from {source}) is the queue's already")

@@ -26,7 +26,7 @@ import uuid
 from huey.constants import WORKER_PROCESS
 from huey.consumer import Consumer, ProcessEnvironment, Worker
 
-from qrq.artifacts import identity, open_store
+from qrq.artifacts import identity
 from qrq.errors import QrqError, StorageFull, TransientError, Unavailable
 from qrq.queue import signing
 from qrq.queue.connections import JOURNAL_SIZE_LIMIT
@@ -297,8 +297,7 @@ class QrqConsumer(Consumer):
             self._register()
         except StorageFull:  # the heartbeat registers it once space is back
             logger.exception("could not register consumer %s", self.consumer_id)
-        if self.huey.settings.database_url:  # several hosts: the same store for all?
-            identity.warn_if_not_shared(self.huey.storage, open_store(self.huey.settings))
+        identity.warn_if_not_shared(self.huey.storage, self.huey.settings)
         super().start()
         threading.Thread(target=self._beat, name="qrq-consumer-heartbeat",
                          daemon=True).start()

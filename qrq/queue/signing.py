@@ -32,6 +32,10 @@ SAMPLE = 5  # oldest waiting payloads looked at: one verified is enough
 class KeySerializer(SignedSerializer):
     """huey's signed pickles, able to tell whether a payload was signed with its key."""
 
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.secret.decode())
+
     def verifies(self, data: bytes) -> bool:
         try:
             self._unsign(bytes(data))
@@ -67,9 +71,9 @@ def refusal(storage, serializer: KeySerializer) -> str | None:
 
 
 def _refusal(storage, serializer: KeySerializer, queue: dict[str, Any] | None) -> str | None:
-    mine = fingerprint(serializer.secret.decode())
+    mine = serializer.fingerprint
     if queue is None:
-        waiting = storage.oldest_payloads(SAMPLE) + storage.scheduled_items(SAMPLE)
+        waiting = _waiting(storage, SAMPLE)
         if waiting and not any(serializer.verifies(data) for data in waiting):
             return ("the secret key in effect (QRQ_SECRET_KEY, else <data>/secret.key) "
                     "did not sign the jobs waiting in the queue, which would all fail "
@@ -98,8 +102,7 @@ def check_key(storage, serializer: KeySerializer) -> None:
     reason = _refusal(storage, serializer, queue)
     if reason is None and queue is None:
         # A process starting at the same time may have recorded its own first.
-        queue = first_record.write(storage, "queue_key",
-                                   {"fingerprint": fingerprint(serializer.secret.decode())})
+        queue = first_record.write(storage, "queue_key", {"fingerprint": serializer.fingerprint})
         reason = _refusal(storage, serializer, queue)
     if reason is not None:
         raise WrongKey(reason)
@@ -108,16 +111,21 @@ def check_key(storage, serializer: KeySerializer) -> None:
 def unverified(storage, serializer: KeySerializer, limit: int) -> tuple[int, int]:
     """How many of the *limit* oldest waiting and of the *limit* first scheduled jobs
     this key does not verify, and how many were looked at."""
-    waiting = storage.oldest_payloads(limit) + storage.scheduled_items(limit)
+    waiting = _waiting(storage, limit)
     return sum(not serializer.verifies(data) for data in waiting), len(waiting)
+
+
+def _waiting(storage, limit: int) -> list[bytes]:
+    """The payloads of the *limit* oldest waiting and the *limit* first scheduled jobs."""
+    return storage.oldest_payloads(limit) + storage.scheduled_items(limit)
 
 
 def adopt(storage, serializer: KeySerializer) -> dict[str, Any] | None:
     """Record the key in effect as the queue's (after a deliberate change of key);
     return the record it replaced (None if there was none)."""
     before = recorded(storage)
-    first_record.write(storage, "queue_key",
-                       {"fingerprint": fingerprint(serializer.secret.decode())}, replace=True)
+    first_record.write(storage, "queue_key", {"fingerprint": serializer.fingerprint},
+                       replace=True)
     return before
 
 

@@ -11,7 +11,7 @@ from peewee import DatabaseError
 from qrq import pg_errors
 from qrq.appdb.db import AppDatabaseLost, app_db, open_app_db
 from qrq.appdb.migrations import SchemaTooNew
-from qrq.artifacts import identity, open_store
+from qrq.artifacts import identity
 from qrq.config import settings_or_exit
 from qrq.errors import Unavailable
 
@@ -42,8 +42,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     settings = test_config.pop("SETTINGS", None) or settings_or_exit()
     settings.ensure_dirs()
     huey.init_or_exit(settings)  # the queue: a database it cannot open is one line
-    if settings.database_url:  # several hosts: the same artifact store for all?
-        identity.warn_if_not_shared(huey.storage, open_store(settings))
+    identity.warn_if_not_shared(huey.storage, settings)  # one store for every host?
     try:
         open_app_db(settings, ran_before=lambda: jobs.any_jobs(huey.storage))
     except (SchemaTooNew, AppDatabaseLost) as exc:
