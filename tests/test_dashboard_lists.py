@@ -306,6 +306,34 @@ def test_bulk_retry_question_names_the_jobs_whose_payload_another_key_signed(adm
         "failed", "failed", "queued", "queued"]
 
 
+def test_a_retried_job_waits_from_its_retry_and_shows_its_first_wait(admin):
+    # A job that failed a day ago and was retried now has waited seconds, not a day;
+    # once it runs, its page says how long it waited before its first run.
+    client, csrf = admin
+    job_id = submit(bad, "boom", owner_id=None)
+    day_ago = time.time() - 86400
+    set_times(job_id, created_at=day_ago)
+    run_next()
+    huey.storage.sql("update job_attempt set started_at = ? where job_id = ?",
+                     (day_ago + 5, job_id), commit=True)
+    selected(client, csrf, "retry", [job_id], confirm="yes")
+    row = re.search(rf'<tr data-job-id="{job_id}".*?</tr>', listed_html(client), re.S).group(0)
+    since = float(re.search(r'waiting <span data-since="([0-9.]+)"', row).group(1))
+    assert time.time() - 60 < since <= time.time()
+    set_times(job_id, next_attempt_at=time.time() + 3600)  # deferred: due later
+    row = re.search(rf'<tr data-job-id="{job_id}".*?</tr>', listed_html(client), re.S).group(0)
+    assert "due " in row and "waiting" not in row
+    run_next()
+    page = client.get(f"/admin/jobs/{job_id}").text
+    assert "(waited 5.0 s before its first run" in page
+
+
+def listed_html(client):
+    response = client.get("/admin/jobs")
+    assert response.status_code == 200
+    return response.text
+
+
 def test_bulk_cancel_skips_ended_jobs_with_the_reason(admin):
     client, csrf = admin
     done = submit(ok, owner_id=None)

@@ -113,7 +113,10 @@ def job_detail(user: User, job_id: str):
         flash(f"Files not listed: {exc}", "error")
     owner = User.get_or_none(User.id == job["owner_id"]) if job["owner_id"] else None
     now = time.time()
-    began = job["started_at"] or job["finished_at"] or now
+    attempt_list = attempt_rows(job["id"])
+    # Waited before its first run: a retried job's started_at is its latest run's.
+    began = (attempt_list[0]["started_at"] if attempt_list else None) or \
+        job["started_at"] or job["finished_at"] or now
     timings = {"waited": max(0.0, began - job["created_at"]),
                "ran": max(0.0, (job["finished_at"] or now) - job["started_at"])
                if job["started_at"] else None}
@@ -122,7 +125,7 @@ def job_detail(user: User, job_id: str):
                   params=json.dumps(view["params"], indent=2, sort_keys=True),
                   result=json.dumps(view["result"], indent=2, sort_keys=True)
                   if view["result"] is not None else None,
-                  layout=layout, shown=shown, attempt_rows=attempt_rows(job["id"]),
+                  layout=layout, shown=shown, attempt_rows=attempt_list,
                   timings=timings, outputs=outputs,
                   ended=job["status"] in jobs.ENDED, batch=batch_view(job))
 
