@@ -11,7 +11,7 @@ import pytest
 
 from qrq.backup import list_sets
 from qrq.cli import main
-from qrq.queue import huey, jobs, locks, stats, submit
+from qrq.queue import huey, jobs, locks, run_periodic_now, stats, submit
 from tasks import backup as backup_tasks
 from tasks.backup import run_backup_task
 from tests.conftest import wait_until
@@ -74,6 +74,22 @@ def test_a_scheduled_run_already_covered_is_skipped(settings):
     # Retention ran after it: two sets on one day keep only the newest as the daily one.
     assert result["removed_sets"] == [first]
     assert [m["id"] for m in list_sets(settings.backups_dir)] == [result["set_id"]]
+
+
+def test_running_the_scheduled_backup_now_by_hand_backs_up_even_when_covered(settings):
+    # "Run now" on the Schedule page (or `qrq schedule run`) after today's backup: the
+    # operator asked for a backup, so one is made; the scheduler's own run is skipped.
+    submit(run_backup_task, "manual", owner_id=None)
+    run_next()
+    by_hand = run_periodic_now("backup.scheduled", params={"requested_by": "root"})
+    run_next()
+    result = json.loads(jobs.get(huey.storage, by_hand)["result"])
+    assert result["status"] == "ok", result
+    assert result["set_id"] in [m["id"] for m in list_sets(settings.backups_dir)]
+    by_schedule = run_periodic_now("backup.scheduled")  # no one asked: the due run
+    run_next()
+    assert "already ran" in json.loads(jobs.get(huey.storage, by_schedule)["result"])[
+        "skipped"]
 
 
 def test_only_one_backup_runs_at_once(settings):
