@@ -1,6 +1,7 @@
 """The API token check: the throttle and the token's user read together, and the app
 database's pooled connections checked without a round trip (issue 14, POST latency)."""
 
+import dataclasses
 import urllib.parse
 
 import psycopg
@@ -27,6 +28,45 @@ def test_a_blocked_address_is_refused_even_with_a_good_token(app, alice):
     other = app.test_client()
     other.environ_base["REMOTE_ADDR"] = "192.0.2.7"
     assert other.get(ME, headers=alice[1]).get_json()["name"] == "alice"
+
+
+def behind_proxy(app, client_address, *, spoofed=None):
+    """A test client whose requests come through a reverse proxy on 127.0.0.1 that
+    appends *client_address* to X-Forwarded-For (after what the client sent)."""
+    client = app.test_client()
+    client.environ_base.update(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR=", ".join(
+        [*([spoofed] if spoofed else []), client_address]))
+    return client
+
+
+def test_behind_a_trusted_proxy_each_client_is_throttled_on_its_own(settings, alice):
+    from qrq.web import create_app
+
+    app = create_app({"SETTINGS": dataclasses.replace(settings, trusted_proxies=1),
+                      "TESTING": True})
+    guesser = behind_proxy(app, "203.0.113.5")
+    for k in range(throttle.LIMIT):  # a forged first address does not escape the count
+        guesser.environ_base["HTTP_X_FORWARDED_FOR"] = f"198.51.100.{k}, 203.0.113.5"
+        assert guesser.get(ME, headers={"Authorization": "Bearer qrq_guess"}).status_code \
+            == 401
+    assert guesser.get(ME, headers=alice[1]).status_code == 429
+    assert behind_proxy(app, "203.0.113.6").get(ME, headers=alice[1]).get_json()[
+        "name"] == "alice"
+
+
+def test_without_trusted_proxies_forwarded_headers_are_ignored_and_it_says_so(
+        app, alice, caplog, monkeypatch):
+    monkeypatch.setattr("qrq.web.auth._proxy_warned", False)
+    guesser = behind_proxy(app, "203.0.113.5")
+    with caplog.at_level("WARNING", logger="qrq.web"):
+        for _ in range(throttle.LIMIT):
+            guesser.get(ME, headers={"Authorization": "Bearer qrq_guess"})
+    # Every client behind the proxy shares its address: the lock-out QRQ_TRUSTED_PROXIES
+    # prevents, and the log names the setting once.
+    assert behind_proxy(app, "203.0.113.6").get(ME, headers=alice[1]).status_code == 429
+    warnings = [r.getMessage() for r in caplog.records if "QRQ_TRUSTED_PROXIES" in
+                r.getMessage()]
+    assert len(warnings) == 1 and "127.0.0.1" in warnings[0]
 
 
 def test_a_reset_token_stops_working_at_once(client, alice):

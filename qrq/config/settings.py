@@ -245,6 +245,13 @@ class Settings:
                                  secret=True)
     secure_cookies: bool = setting(False, "Send the dashboard's session cookie over HTTPS "
                                    "only (turn on behind TLS).")
+    trusted_proxies: int = setting(0, "Reverse proxies in front of the web app (nginx, a "
+                                   "load balancer) whose `X-Forwarded-For`, `-Proto`, `-Host` "
+                                   "and `-Prefix` headers are believed, so that failed log-ins "
+                                   "and bad tokens count against each client's address. 0: "
+                                   "the headers are ignored (behind a proxy every client then "
+                                   "shares its address, and one client's failures lock out "
+                                   "all).", low=0, high=10)
     max_batch_items: int = setting(10_000, "Most items one bulk-generation batch may hold "
                                    "(more: 413).", low=1)
     max_batch_bytes: int = setting(16 * 1024 * 1024, "Largest accepted body of a batch "

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask, request
 from peewee import DatabaseError
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from qrq import pg_errors
 from qrq.appdb.db import AppDatabaseLost, app_db, open_app_db
@@ -72,6 +73,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         PERMANENT_SESSION_LIFETIME=dashboard.SESSION_HOURS * 3600,
     )
     app.config.update(test_config)
+    if settings.trusted_proxies:
+        # The client's address, scheme and host as the outermost trusted proxy saw them.
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops,
+                                x_prefix=hops)
     app.json.sort_keys = False
     app.extensions["qrq_waiters"] = waiting.WaiterSlots(settings.max_waiters)
 

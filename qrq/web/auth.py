@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import functools
 import hmac
+import logging
 from collections.abc import Callable
 
-from flask import g, request
+from flask import current_app, g, request
 
 from qrq.appdb import throttle
 from qrq.appdb.models import User
 from qrq.errors import Forbidden, Unauthorized
 
+logger = logging.getLogger("qrq.web")
 MAX_TOKEN = 200
 # What an operator may send: reads. Every other method is an action, for admins only.
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_proxy_warned = False  # see count_failure
 
 
 def bearer_token(hint: str = "send Authorization: Bearer <token>") -> str:
@@ -49,9 +52,25 @@ def token_user(token: str, *, also_accept: str | None = None) -> User | None:
         return None
     user = throttle.token_user(request.remote_addr, token)  # the throttle is checked first
     if user is None:
-        throttle.record_failure(request.remote_addr)
+        count_failure()
         raise Unauthorized("invalid API token")
     return user
+
+
+def count_failure() -> None:
+    """Count a bad token or failed log-in against the client's address; say once per
+    process when that address is evidently a proxy's that QRQ_TRUSTED_PROXIES omits."""
+    throttle.record_failure(request.remote_addr)
+    global _proxy_warned
+    if not _proxy_warned and "X-Forwarded-For" in request.headers \
+            and not current_app.config["QRQ"].trusted_proxies:
+        _proxy_warned = True
+        logger.warning("requests come through a proxy (X-Forwarded-For) but "
+                       "QRQ_TRUSTED_PROXIES is 0: failed log-ins and bad tokens count "
+                       "against the proxy's address %s, so a few lock every client out; "
+                       "set QRQ_TRUSTED_PROXIES to the number of proxies in front",
+                       request.remote_addr)
+
 
 
 def current_user() -> User:

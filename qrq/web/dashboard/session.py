@@ -24,7 +24,7 @@ from flask import flash, g, redirect, render_template, request, session, url_for
 from qrq.appdb import sessions, throttle
 from qrq.appdb.models import User
 from qrq.errors import Forbidden, Unauthorized
-from qrq.web.auth import MAX_TOKEN, check_role
+from qrq.web.auth import MAX_TOKEN, check_role, count_failure
 from qrq.web.dashboard.blueprint import bp
 
 SESSION_HOURS = 8
@@ -112,7 +112,7 @@ def login_post():
     # One message for every failure, so the form tells nothing about which part was wrong.
     if user is None or not hmac.compare_digest(user.name.encode(), name.encode()) \
             or not user.is_staff:
-        throttle.record_failure(request.remote_addr)
+        count_failure()
         return render_template("admin/login.html", user=None, alerts=[], next=target,
                                error="Wrong name or token, or not an admin."), 403
     sessions.end_session(session.get("sid"))
