@@ -212,3 +212,7 @@ def test_a_session_ends_when_the_role_is_lost(app, olga):
     with app_db.connection_context():
         User.get(User.name == "olga").set_role("user")
     assert client.get("/admin/").status_code == 302
+    # For good: the role given back, the old cookie still needs a new log-in.
+    with app_db.connection_context():
+        User.get(User.name == "olga").set_role("operator")
+    assert client.get("/admin/").status_code == 302

@@ -43,6 +43,8 @@ def session_user(key: object, now: float | None = None) -> User | None:
     user = User.first_by("id", row.user_id)
     if user is None or not user.is_staff \
             or not hmac.compare_digest(user.token_hash, row.token_hash):
+        # Ended for good: a role given back later does not revive the old cookie.
+        AdminSession.delete().where(AdminSession.key_hash == row.key_hash).execute()
         return None
     return user
 
