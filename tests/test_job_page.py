@@ -14,6 +14,7 @@ import pytest
 from qrq.cli import main
 from qrq.humanize import format_bytes
 from qrq.queue import huey, job_task, jobs, submit
+from qrq.web.dashboard.job_details import timings
 from tasks.backup import run_backup_task
 from tests import retry_tasks
 from tests.conftest import wait_until
@@ -275,3 +276,26 @@ def test_a_job_failing_twice_then_succeeding_on_a_real_consumer_shows_three_atte
     assert all(f":{worker.proc.pid}:" in r[4] for r in rows)  # the worker of each
     assert all(r[1].endswith("UTC") and r[2].endswith("UTC") for r in rows)
     assert 'id="error"' not in page  # it finished: no error left on the job
+
+
+def test_the_timings_follow_the_latest_run_and_the_first_wait():
+    created, job = 1000.0, {"created_at": 1000.0, "status": "retrying", "started_at": 1002.0,
+                            "finished_at": None}
+    failed = {"n": 1, "started_at": 1002.0, "ended_at": 1002.5, "took": 0.5}
+    # Waiting for its retry: not running for the time since its first start.
+    assert timings(job, [failed], now=1100.0) == {"waited": 2.0, "running": None,
+                                                  "ran": None}
+    second = {"n": 2, "started_at": 1090.0, "ended_at": None, "took": None}
+    running = {**job, "status": "running"}
+    assert timings(running, [failed, second], now=1100.0)["running"] == 10.0
+    second.update(ended_at=1093.0, took=3.0)
+    finished = {**job, "status": "finished", "finished_at": 1093.0}
+    assert timings(finished, [failed, second], now=1200.0) == {"waited": 2.0,
+                                                                "running": None, "ran": 3.0}
+    # Canceled while it waited for a retry: its last run did not run until the cancel.
+    canceled = {**job, "status": "canceled", "finished_at": 1500.0}
+    assert timings(canceled, [failed], now=1600.0)["ran"] is None
+    # A job that ran once has no attempt rows: the job row says it all.
+    once = {"created_at": created, "status": "finished", "started_at": 1001.0,
+            "finished_at": 1004.0}
+    assert timings(once, [], now=2000.0) == {"waited": 1.0, "running": None, "ran": 3.0}

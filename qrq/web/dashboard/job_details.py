@@ -121,6 +121,30 @@ def attempt_rows(job_id: str) -> list[dict[str, Any]]:
             for row in attempts.list_attempts(huey.storage, job_id)]
 
 
+def timings(job: dict[str, Any], attempt_list: list[dict[str, Any]],
+            now: float) -> dict[str, float | None]:
+    """How long *job* waited before its first run; how long its latest run has been
+    running (while it runs) or ran (once the job ended with that run); None where it
+    does not apply (a job waiting for its retry is not running). *attempt_list* is
+    :func:`attempt_rows`: a retried job's ``started_at`` is its latest run's, a job
+    retried by itself keeps its first run's."""
+    first = attempt_list[0]["started_at"] if attempt_list else job["started_at"]
+    latest = attempt_list[-1] if attempt_list else None
+    running = ran = None
+    if job["status"] == "running":
+        start = latest["started_at"] if latest and latest["ended_at"] is None \
+            else job["started_at"]
+        running = max(0.0, now - start) if start else None
+    elif job["finished_at"] is not None:
+        if latest is None:
+            ran = job["finished_at"] - job["started_at"] if job["started_at"] else None
+        elif latest["ended_at"] is not None and \
+                abs(latest["ended_at"] - job["finished_at"]) < 1:  # not canceled later
+            ran = latest["took"]
+    return {"waited": max(0.0, (first or job["finished_at"] or now) - job["created_at"]),
+            "running": running, "ran": None if ran is None else max(0.0, ran)}
+
+
 @bp.app_template_filter("record_columns")
 def record_columns(values: Any) -> list[str]:
     """The columns of a list of records (each key, in order of first appearance), or []

@@ -19,7 +19,7 @@ from qrq.web.dashboard.batches import batch_view, failed_items
 from qrq.web.dashboard.blueprint import bp, render
 from qrq.web.dashboard.charts import charts
 from qrq.web.dashboard.filters import FIELDS, cursor_of, job_filters, read_cursor
-from qrq.web.dashboard.job_details import attempt_rows, result_layout
+from qrq.web.dashboard.job_details import attempt_rows, result_layout, timings
 from qrq.web.dashboard.session import admin_page, safe_next
 from qrq.web.downloads import artifact_store, send_artifact
 
@@ -112,21 +112,14 @@ def job_detail(user: User, job_id: str):
         outputs = []
         flash(f"Files not listed: {exc}", "error")
     owner = User.get_or_none(User.id == job["owner_id"]) if job["owner_id"] else None
-    now = time.time()
     attempt_list = attempt_rows(job["id"])
-    # Waited before its first run: a retried job's started_at is its latest run's.
-    began = (attempt_list[0]["started_at"] if attempt_list else None) or \
-        job["started_at"] or job["finished_at"] or now
-    timings = {"waited": max(0.0, began - job["created_at"]),
-               "ran": max(0.0, (job["finished_at"] or now) - job["started_at"])
-               if job["started_at"] else None}
     layout, shown = result_layout(job, view["result"], outputs)
     return render("admin/job.html", user, job=job, view=view, owner=owner,
                   params=json.dumps(view["params"], indent=2, sort_keys=True),
                   result=json.dumps(view["result"], indent=2, sort_keys=True)
                   if view["result"] is not None else None,
                   layout=layout, shown=shown, attempt_rows=attempt_list,
-                  timings=timings, outputs=outputs,
+                  timings=timings(job, attempt_list, time.time()), outputs=outputs,
                   ended=job["status"] in jobs.ENDED, batch=batch_view(job))
 
 
