@@ -261,6 +261,18 @@ def test_bar_chart_heights_are_proportional():
     assert bar_chart([("00:00", [("bar-failed", 0)])], label="empty")["bars"] == []
 
 
+def test_bar_chart_ticks_are_whole_job_counts_at_their_height():
+    chart = bar_chart([("00:00", [("bar-finished", 53)])], label="x")
+    ticks = {t["text"]: t["y"] for t in chart["ticks"]}
+    assert list(ticks) == ["0", "26", "53"]  # not 26.5
+    base, top = ticks["0"], ticks["53"]
+    assert abs((base - ticks["26"]) / (base - top) - 26 / 53) < 0.01
+    assert [t["text"] for t in bar_chart([("00:00", [("bar-finished", 1)])],
+                                         label="x")["ticks"]] == ["0", "1"]
+    assert [t["text"] for t in bar_chart([("00:00", [("bar-failed", 0.25)])], label="x",
+                                         percent=True)["ticks"]] == ["0%", "50%", "100%"]
+
+
 def test_job_list_filters_and_search(admin, templates, alice, client):
     _, csrf = admin
     mine = client.post("/api/generate-qr-pdf", json={"template_id": 1},
@@ -382,6 +394,10 @@ def test_failed_page_retry_all_and_purge(admin, settings):
     assert "Purged 2 job(s)" in client.get(response.headers["Location"]).text
     assert jobs.get(huey.storage, first) is None
     assert jobs.get(huey.storage, finished) is not None
+    assert response.headers["Location"] == "/admin/failed"
+    # From the canceled tab: back to it.
+    response = post(client, csrf, "/admin/failed/purge", older_than="1h", status="canceled")
+    assert response.headers["Location"] == "/admin/failed?status=canceled"
     response = post(client, csrf, "/admin/failed/purge", older_than="soon")
     assert response.status_code == 422 and "older_than" in response.text
     assert client.get("/admin/failed?status=running").status_code == 422

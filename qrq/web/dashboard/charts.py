@@ -32,8 +32,12 @@ def bar_chart(values: list[tuple[str, list[tuple[str, float]]]], *, label: str,
                              "title": f"{x_label}: {shown} {css.removeprefix('bar-')}"})
         if i % 6 == 0:
             labels.append({"x": round(x, 1), "text": x_label})
+    # Counts of jobs: the middle tick is a whole number, at its own height (none below 2).
+    fractions = (0, 0.5, 1) if percent else (0, (peak // 2) / peak, 1) if peak >= 2 \
+        else (0, 1)
     ticks = [{"y": round(top + plot_h * (1 - f), 1),
-              "text": f"{f * 100:.0f}%" if percent else f"{peak * f:g}"} for f in (0, 0.5, 1)]
+              "text": f"{f * 100:.0f}%" if percent else f"{round(peak * f):g}"}
+             for f in fractions]
     return {"width": width, "height": height, "bars": bars, "labels": labels, "ticks": ticks,
             "left": left, "base": top + plot_h, "label": label}
 

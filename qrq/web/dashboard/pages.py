@@ -202,7 +202,9 @@ def purge(user: User):
     audit.record(huey.storage, user.name, "jobs.purge", count=count, detail=dict(
         older_than=request.form.get("older_than", "30d"), status=request.form.get("status")))
     flash(f"Purged {count} job(s).")
-    return redirect(url_for("admin.failed"))
+    shown = request.form.get("status")  # back to the tab it was sent from
+    return redirect(url_for("admin.failed", status=shown if shown in dead_letters.RETRYABLE
+                            and shown != "failed" else None))
 
 
 def consumers_context() -> dict[str, Any]:
