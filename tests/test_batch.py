@@ -550,3 +550,20 @@ def test_a_run_that_lost_its_lease_does_not_write_progress(client, templates, al
     batch_run._report(huey.storage, job_id, 70, "stale")
     assert (jobs.get(huey.storage, job_id)["progress"], jobs.get(huey.storage, job_id)["stage"]
             ) == (40, "ours")
+
+
+def test_a_retry_batch_page_shows_each_item_number_in_the_batch_it_retried(
+        app, client, templates, alice, make_user):
+    from tests.dashboard import logged_in
+
+    items = [{"template_id": 3, "data": "y" * 2500 if i in (1, 3) else f"ok-{i}"}
+             for i in range(5)]
+    first = submit(client, alice[1], {"items": items})["batch_job_id"]
+    run_job(first)
+    second = client.post(f"/api/batch/{first}/retry-failed", headers=alice[1]).get_json()
+    _, root = make_user("root", admin=True)
+    admin, _ = logged_in(app, "root", root)
+    page = admin.get(f"/admin/jobs/{second['batch_job_id']}").text
+    assert "Retried #" in page
+    assert re.findall(r'<td class="num source-idx">(\d+)</td>', page) == ["1", "3"]
+    assert "Retried #" not in admin.get(f"/admin/jobs/{first}").text
