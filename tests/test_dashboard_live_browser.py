@@ -143,3 +143,51 @@ def test_the_dashboard_is_live_and_acts_on_selected_jobs(settings, templates, ma
                timeout=30, message="the page to say the session ended")
     link = browser.find_element(By.CSS_SELECTOR, "#session-ended a")
     assert link.get_attribute("href") == server + "/admin/login?next=%2Fadmin%2Fconsumers"
+
+
+# Records each fetch's URL (admin.js and live.js look fetch up at each call).
+RECORD_FETCHES = """
+window.qrqSamePage = true;
+window.qrqUrls = [];
+var original = window.fetch;
+window.fetch = function (url) {
+  window.qrqUrls.push(String(url));
+  return original.apply(this, arguments);
+};
+"""
+
+
+def test_a_filtered_list_drops_jobs_that_left_it_and_banners_follow_the_alerts(
+        settings, templates, make_user, alice, server, browser):
+    _, headers = make_user("root", admin=True)
+    first, second = api_submit(server, alice[1]), api_submit(server, alice[1])
+    log_in(browser, server, headers["Authorization"].split(" ", 1)[1])
+    browser.get(server + "/admin/jobs?status=queued")
+    browser.execute_script(RECORD_FETCHES)
+    assert text_of(browser, "#job-total") == "2"
+    assert not browser.find_elements(By.CSS_SELECTOR, "#alerts .alert-paused")
+
+    # An alert that starts while the page is open shows without a reload.
+    from qrq.queue import pauses
+    pauses.pause(huey.storage, "pdf", by="root")
+    wait_until(lambda: "Paused:" in (text_of(browser, "#alerts") or ""), timeout=40,
+               message="the paused banner on the open page")
+
+    # A listed job canceled elsewhere leaves the list of queued jobs, and its total.
+    huey.cancel(first)
+    wait_until(lambda: not browser.find_elements(By.CSS_SELECTOR,
+                                                 f'tr[data-job-id="{first}"]'),
+               timeout=30, message="the canceled job's row to leave the queued list")
+    assert browser.find_elements(By.CSS_SELECTOR, f'tr[data-job-id="{second}"]')
+    assert text_of(browser, "#job-total") == "1"
+
+    # The alert ends: its banner goes.
+    pauses.resume(huey.storage, "pdf")
+    wait_until(lambda: "Paused:" not in (text_of(browser, "#alerts") or "Paused:"),
+               timeout=40, message="the paused banner to go")
+    assert same_page(browser), "the job list reloaded"
+    urls = browser.execute_script("return window.qrqUrls;")
+    # The rows' progress comes with the list's own refresh, not a second poll.
+    assert any("/admin/jobs.json" in u for u in urls)
+    assert not any("/admin/progress.json" in u for u in urls), urls
+    assert console_errors(browser) == []

@@ -1,6 +1,7 @@
-"""The live refresh of the overview, the job list and the consumers: JSON polled by
-``static/live.js`` (only while the tab is visible), holding the same parts of the
-page rendered again by the same templates, so a live page and a reloaded one agree.
+"""The live refresh of the overview, the job list, the consumers and the alert banners:
+JSON polled by ``static/live.js`` (only while the tab is visible), holding the same
+parts of the page rendered again by the same templates, so a live page and a reloaded
+one agree.
 
 Each poll runs the page's own indexed queries; the job list's asks only for jobs
 created in the last seconds and for the rows it shows that have not ended.
@@ -25,6 +26,7 @@ from qrq.web.dashboard.pages import (
     rows_context,
 )
 from qrq.web.dashboard.session import admin_page
+from qrq.web.ops import web_alerts
 
 MAX_IDS = 100
 MAX_NEW = 50
@@ -37,6 +39,15 @@ def overview_live(user: User):
     context = overview_context()
     return jsonify(now=context["now"],
                    html=render_template("admin/_overview_live.html", **context))
+
+
+@bp.get("/alerts.json")
+@admin_page
+def alerts_live(user: User):
+    """The alert banners every page shows, as HTML: a page left open shows an alert
+    that starts firing, and drops one that stopped."""
+    return jsonify(now=time.time(),
+                   html=render_template("admin/_alerts.html", alerts=web_alerts()))
 
 
 @bp.get("/consumers.json")
@@ -82,8 +93,13 @@ def jobs_live(user: User):
         filters["created_from"] = max(since, filters.get("created_from") or since)
         new, _ = stats.search_jobs(huey.storage, **filters, limit=MAX_NEW, with_total=False)
     changed = stats.jobs_by_id(huey.storage, ids)
+    # A listed job whose status left the list's (a retrying job canceled): its row goes.
+    state = listing.filters.get("queue_state")
+    stored = "queued" if state == "scheduled" else state
+    gone = [row["id"] for row in changed if stored and row["status"] != stored]
+    changed = [row for row in changed if row["id"] not in gone]
     return jsonify(
-        now=now, since=now - NEW_JOB_SLACK,
+        now=now, since=now - NEW_JOB_SLACK, gone=gone,
         new=render_template("admin/_job_rows.html", **rows_context(new)) if new else "",
         changed=render_template("admin/_job_rows.html", **rows_context(changed))
         if changed else "")

@@ -5,8 +5,10 @@
   "use strict";
   var ACTIVE = { queued: true, running: true, retrying: true };
 
+  // Not the job list's rows: live.js renders those again every second.
   function bars() {
-    return Array.prototype.slice.call(document.querySelectorAll(".progress[data-job-id]"));
+    return Array.prototype.filter.call(document.querySelectorAll(".progress[data-job-id]"),
+      function (el) { return !el.closest("#job-rows"); });
   }
 
   function activeIds() {

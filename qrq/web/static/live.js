@@ -4,7 +4,7 @@
 // An element with data-live-url (and data-live-every, in ms) has its content
 // replaced by the "html" of that JSON whenever it changes; the job list's rows
 // (#job-rows) get the jobs created since the last poll on top and their own rows
-// as they are now. Polling pauses while the tab is hidden, and resumes at once
+// as they are now (a row whose job left the list's status goes). Polling pauses while the tab is hidden, and resumes at once
 // when it is shown again. Elements with data-since (Unix seconds) show the time
 // since then, in the server's clock, once a second.
 (function () {
@@ -101,6 +101,12 @@
           var old = rowOf(tbody, row.dataset.jobId);
           if (old) { replaceRow(old, row); }
         });
+        var dropped = 0;
+        (body.gone || []).forEach(function (id) {  // no longer in the list's status
+          var old = rowOf(tbody, id);
+          if (old) { old.remove(); dropped += 1; }
+        });
+        if (dropped) { addToTotal(-dropped); }
         if (args.since) {
           tbody.dataset.liveSince = body.since;
           var added = 0;
@@ -110,14 +116,14 @@
             tbody.insertBefore(row, tbody.firstChild);
             added += 1;
           });
-          if (added) { countNew(added); }
+          if (added) { addToTotal(added); }
         }
         tick();
       });
     };
   }
 
-  function countNew(added) {
+  function addToTotal(added) {
     var total = document.getElementById("job-total");
     if (total) {
       total.dataset.total = parseInt(total.dataset.total, 10) + added;
