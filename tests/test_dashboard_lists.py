@@ -395,3 +395,22 @@ def test_the_cursor_helper_names_the_sort(some_jobs):
     listing = filters_module.Listing(sort="duration", descending=False)
     assert filters_module.read_cursor({"cursor": listing.position(job)}, "duration",
                                       False) == (100.0, job["id"])
+
+
+def test_a_short_id_opens_its_job_from_the_search_and_the_address(admin):
+    client, _ = admin
+    job_id = submit(ok, owner_id=None)
+    short = job_id[:8]
+    found = client.get("/admin/jobs", query_string={"q": short.upper()})
+    assert found.status_code == 302 and found.headers["Location"] == f"/admin/jobs/{job_id}"
+    opened = client.get(f"/admin/jobs/{short}")
+    assert opened.status_code == 302 and opened.headers["Location"] == f"/admin/jobs/{job_id}"
+    assert client.get("/admin/jobs/00000000").status_code == 404
+    assert client.get("/admin/jobs/not-an-id").status_code == 404
+    # Two jobs sharing a start: the page lists them instead of guessing.
+    twin = job_id[:8] + "-0000-4000-8000-000000000000"
+    huey.storage.sql("update job set id = ? where id = ?", (twin, submit(ok, owner_id=None)),
+                     commit=True)
+    ambiguous = client.get(f"/admin/jobs/{short}")
+    assert ambiguous.status_code == 409 and job_id in ambiguous.text and twin in ambiguous.text
+    assert client.get("/admin/jobs", query_string={"q": short}).status_code == 200

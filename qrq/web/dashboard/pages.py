@@ -6,6 +6,7 @@ each, so :mod:`.live` renders the same parts again for the live refresh."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -78,7 +79,9 @@ def job_list(user: User):
                                     descending=listing.descending, after=listing.after,
                                     limit=PAGE_SIZE)
     text = listing.shown["q"].lower()
-    if total == 1 and jobs.JOB_ID.fullmatch(text) and rows[0]["id"] == text:
+    # One job found by its id or a short id (8 digits, as the lists show): its page.
+    if total == 1 and re.fullmatch(r"[0-9a-f-]{8,36}", text) and \
+            rows[0]["id"].startswith(text):
         return redirect(url_for("admin.job_detail", job_id=rows[0]["id"]))
     # New jobs appear live on the first page of the newest-first order only.
     live = listing.after is None and listing.sort == "created" and listing.descending
@@ -104,6 +107,9 @@ def _outputs(job_id: str) -> list[dict[str, Any]]:
 @bp.get("/jobs/<job_id>")
 @admin_page
 def job_detail(user: User, job_id: str):
+    if not jobs.JOB_ID.fullmatch(job_id):  # a short id, as the CLI takes: its job's page
+        return redirect(url_for("admin.job_detail",
+                                job_id=jobs.resolve_id(huey.storage, job_id[:64])))
     job = _get_job(job_id)
     view = jobs.public_view(job, admin=True)
     try:
