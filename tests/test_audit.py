@@ -10,7 +10,7 @@ import pytest
 from qrq.cli import main
 from qrq.queue import audit, huey, jobs, submit
 from qrq.queue.retention import apply_retention
-from tests.dashboard import bad, logged_in, post, run_next
+from tests.dashboard import bad, csrf_of, logged_in, post, run_next, token_of
 
 DAY = 86400
 
@@ -221,3 +221,19 @@ def test_retention_deletes_audit_rows_as_old_as_the_oldest_kept_jobs(settings):
     assert report["audit"] == 1
     rows, _ = audit.entries(huey.storage)
     assert [r["job_count"] for r in rows] == [0, int(kept_days - 1)]
+
+
+def test_dashboard_log_ins_and_log_outs_are_recorded_with_the_address(app, make_user):
+    _, headers = make_user("root", admin=True)
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = "192.0.2.9"
+    form = {"name": "root", "token": token_of(headers),
+            "csrf_token": csrf_of(client.get("/admin/login").text)}
+    assert client.post("/admin/login", data={**form, "token": "qrq_wrong"}).status_code == 403
+    assert client.post("/admin/login", data=form).status_code == 302
+    csrf = csrf_of(client.get("/admin/").text)
+    assert post(client, csrf, "/admin/logout").status_code == 302
+    rows, _ = audit.entries(huey.storage)
+    assert [(r["actor"], r["action"], r["detail"]) for r in rows] == [
+        ("root", "session.logout", {"address": "192.0.2.9"}),
+        ("root", "session.login", {"address": "192.0.2.9"})]  # not the failed attempt

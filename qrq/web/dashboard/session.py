@@ -8,7 +8,7 @@ only its random key and the CSRF token. Every POST carries the session's CSRF
 token; actions (retry, cancel, purge, logout) answer POST only, and only to an
 admin: an operator sees every page and gets 403 for every action
 (:func:`qrq.web.auth.check_role`), with the buttons hidden. Failed log-ins are
-throttled per client address.
+throttled per client address; log-ins and log-outs are in the audit log.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from flask import flash, g, redirect, render_template, request, session, url_for
 from qrq.appdb import sessions, throttle
 from qrq.appdb.models import User
 from qrq.errors import Forbidden, Unauthorized
+from qrq.queue import audit, huey
 from qrq.web.auth import MAX_TOKEN, check_role, count_failure
 from qrq.web.dashboard.blueprint import bp
 
@@ -120,11 +121,17 @@ def login_post():
     session.permanent = True
     session.update(sid=sessions.open_session(user, SESSION_HOURS * 3600),
                    csrf=secrets.token_urlsafe(32))
+    audit.record(huey.storage, user.name, "session.login",
+                 detail={"address": request.remote_addr})
     return redirect(target)
 
 
 @bp.post("/logout")
 def logout():
+    user = session_admin()
+    if user is not None:
+        audit.record(huey.storage, user.name, "session.logout",
+                     detail={"address": request.remote_addr})
     sessions.end_session(session.get("sid"))
     session.clear()
     flash("Logged out.")
