@@ -76,3 +76,20 @@ def test_qrq_schedule_run(runner):
     assert unknown.exit_code == 2 and "retention.purge" in unknown.output
     refused = runner.invoke(main, ["schedule", "run", "alerts.check"])
     assert refused.exit_code == 1 and "keeps no job record" in refused.output
+
+
+def test_the_backups_page_backs_up_now_and_comes_back(client, make_user, settings):
+    _, admin = make_user("root", admin=True)
+    log_in(client, admin)
+    page = client.get("/admin/backups").text
+    assert 'id="backup-now"' in page and 'name="next" value="/admin/backups"' in page
+    answer = client.post("/admin/schedule/backup.scheduled/run",
+                         data={"csrf_token": csrf_of(page), "next": "/admin/backups"})
+    assert answer.status_code == 302 and answer.headers["Location"] == "/admin/backups"
+    job_id, params = huey.storage.sql("select id, params from job", results=True)[0]
+    assert json.loads(params) == {"requested_by": "root"}  # a backup now, not a due one
+    assert f"queued now as job {job_id[:8]}" in client.get("/admin/backups").text
+    # Elsewhere is not a place to go back to.
+    away = client.post("/admin/schedule/retention.purge/run",
+                       data={"csrf_token": csrf_of(page), "next": "https://evil.example/"})
+    assert away.headers["Location"] == "/admin/"

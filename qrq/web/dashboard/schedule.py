@@ -7,7 +7,7 @@ import datetime
 import time
 from typing import Any
 
-from flask import flash, redirect, url_for
+from flask import flash, redirect, request, url_for
 
 from qrq import alerts
 from qrq.appdb.models import User
@@ -15,7 +15,7 @@ from qrq.errors import ValidationError
 from qrq.queue import audit, catalog, huey, run_periodic_now, stats
 from qrq.schedule import next_match
 from qrq.web.dashboard.blueprint import bp, render
-from qrq.web.dashboard.session import admin_page
+from qrq.web.dashboard.session import admin_page, safe_next
 
 
 def next_run(task, after: datetime.datetime, days: int = 8) -> datetime.datetime | None:
@@ -72,4 +72,4 @@ def run_periodic(user: User, name: str):
         audit.record(huey.storage, user.name, "schedule.run", job_ids=[job_id],
                      detail={"task": name})
         flash(f"{name} queued now as job {job_id[:8]}; its schedule goes on.")
-    return redirect(url_for("admin.schedule"))
+    return redirect(safe_next(request.form.get("next") or url_for("admin.schedule")))
