@@ -2,6 +2,7 @@ import datetime
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -195,6 +196,22 @@ def test_data_dir_is_recognised_when_the_secret_comes_from_the_environment(tmp_p
     assert run_process([qrq, "--data-dir", str(data), "init"], env).returncode == 0
     listed = run_process([qrq, "--data-dir", str(data), "jobs", "list"], env)
     assert listed.returncode == 0, listed.stderr
+
+
+@pytest.mark.sqlite_only("the listen errors do not depend on the database")
+def test_serve_says_in_one_line_when_it_cannot_listen(settings):
+    qrq = str(Path(sys.executable).parent / "qrq")
+    env = {"QRQ_DATA_DIR": str(settings.data_dir)}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for args, reason in ((["--port", str(port)], "Address already in use"),
+                             (["--host", "256.1.1.1"], "Invalid host/port")):
+            done = run_process([qrq, "serve", *args], env)
+            assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+            assert done.stderr.strip().splitlines()[-1].startswith(
+                "Error: cannot listen on ") and reason in done.stderr
 
 
 @pytest.mark.sqlite_only("app.db is a file beside queue.db")

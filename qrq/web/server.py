@@ -316,8 +316,12 @@ def serve(app, *, host: str, port: int, threads: int = THREADS,
         connection_limit = max(16, files - 100)
         logger.warning("open-file limit %s: serving at most %s connections", files,
                        connection_limit)
-    server = create_server(app, host=host, port=port, threads=threads,
-                           connection_limit=connection_limit)
+    try:
+        server = create_server(app, host=host, port=port, threads=threads,
+                               connection_limit=connection_limit)
+    except (OSError, ValueError) as exc:  # a port in use, an address not this host's
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise SystemExit(f"Error: cannot listen on {host}:{port}: {reason}") from None
     server.print_listen("Serving on http://{}:{}")
     try:
         server.run()
