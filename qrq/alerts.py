@@ -92,20 +92,20 @@ def evaluate(storage, settings: Settings, now: float | None = None) -> list[dict
 
 def _unserved_types(storage, settings: Settings, ages: dict[str, float],
                     now: float) -> list[dict[str, Any]]:
-    """The "unserved_type" alert: queued jobs of a type that no live consumer takes
-    (every host's ``qrq worker --types``/``--exclude-types`` leaves it out)."""
+    """The "unserved_type" alert: jobs of a type that no live consumer takes (every
+    host's ``qrq worker --types``/``--exclude-types`` leaves it out) wait: queued, or
+    left running by a consumer that stopped (only a consumer of its type takes it over)."""
     live = [c for c in stats.consumers(storage, now)
             if c["heartbeat_age"] <= settings.alert_heartbeat_age]
-    unserved = sorted(t for t in ages if t and not any(
-        (not c["job_types"] or t in c["job_types"]) and t not in c["exclude_job_types"]
-        for c in live))
+    waiting = {*ages, *stats.lapsed_types(storage, now)}
+    unserved = sorted(t for t in waiting if t and not any(stats.takes(c, t) for c in live))
     if not unserved:
         return []
     return [{"kind": "unserved_type", "value": len(unserved), "threshold": None,
              "types": unserved,
-             "message": f"queued jobs of type {', '.join(unserved)} wait, but no running "
-                        "consumer takes that type (see each host's qrq worker --types "
-                        "and --exclude-types)"}]
+             "message": f"jobs of type {', '.join(unserved)} wait (queued, or left running "
+                        "by a consumer that stopped), but no running consumer takes that "
+                        "type (see each host's qrq worker --types and --exclude-types)"}]
 
 
 def _states(storage) -> dict[str, dict[str, Any]]:

@@ -97,6 +97,30 @@ def test_a_job_type_no_live_consumer_takes_raises_an_alert(settings):
         storage.accept_types = storage.exclude_types = ()
 
 
+def test_a_job_left_running_by_a_stopped_consumer_of_its_type_raises_an_alert(settings):
+    # The host that ran pdf jobs died mid-job; the host still running takes analytics
+    # only, so the job would sit "running" until a pdf host starts: say so.
+    from qrq.cli.jobs import consumer_missing
+
+    storage = huey.storage
+    job_id = submit(slow_tasks.noop, owner_id=None)
+    assert huey.dequeue() is not None  # leased, as by the host that died
+    storage.sql("update task set lease_until = ? where job_id = ?", (time.time() - 60, job_id),
+                commit=True)
+    storage.accept_types = ("analytics",)
+    try:
+        huey.create_consumer(workers=1, worker_type="thread")._register()
+        assert stats.lapsed_types(storage).keys() == {"pdf"}
+        found = {a["kind"]: a for a in alerts.evaluate(storage, settings)}
+        assert found["unserved_type"]["types"] == ["pdf"]
+        assert "left running by a consumer that stopped" in found["unserved_type"]["message"]
+        # `--wait` on such a job says so too, instead of waiting without a word.
+        assert consumer_missing(huey, "pdf").startswith("no running consumer takes pdf jobs")
+        assert consumer_missing(huey, "analytics") is None
+    finally:
+        storage.accept_types = ()
+
+
 def test_caps_stay_global_across_hosts_with_roles(consumer):
     env = {**SLOW_TASKS, "QRQ_TYPE_CAPS": "analytics=1", "QRQ_LONG_JOB_CAP": "1"}
     ids = [submit(slow_tasks.long_analytics, 15, 0.05, owner_id=None) for _ in range(3)]

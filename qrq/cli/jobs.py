@@ -75,14 +75,20 @@ def _fresh_heartbeat_age(settings) -> float:
     return 2 * max(1.0, settings.lease_seconds / 3) + 1
 
 
-def consumer_missing(huey) -> str | None:
-    """Why no consumer is running (no fresh heartbeat), or None when one is."""
+def consumer_missing(huey, job_type: str | None = None) -> str | None:
+    """Why no consumer runs jobs of *job_type* (none has a fresh heartbeat, or none that
+    takes the type does), or None when one does."""
     last = stats.last_heartbeat(huey.storage)
     if last is None:
         return "no consumer is running (none registered)"
     age = time.time() - last
     if age > _fresh_heartbeat_age(huey.settings):
         return f"no consumer is running (the newest heartbeat is {age:.0f}s old)"
+    live = [c for c in stats.consumers(huey.storage)
+            if c["heartbeat_age"] <= _fresh_heartbeat_age(huey.settings)]
+    if not any(stats.takes(c, job_type) for c in live):
+        return (f"no running consumer takes {job_type} jobs (see each host's qrq worker "
+                "--types and --exclude-types)")
     return None
 
 
@@ -118,7 +124,7 @@ def wait_for(huey, job_id: str, label: str, timeout: float, *, length: int = 100
                 clock = time.monotonic()
                 if clock >= next_check:
                     next_check = clock + 1
-                    missing = consumer_missing(huey)
+                    missing = consumer_missing(huey, job["type"])
                     missing_since = (missing_since or clock) if missing else None
                     warned = warned and bool(missing)
                     # A grace period: a consumer started together with the wait registers
