@@ -127,6 +127,28 @@ def test_every_process_refuses_to_start_on_a_bad_setting_with_one_line(tmp_path,
         assert lines[0].startswith(f"Error: {variable}="), (args, lines)
 
 
+def test_a_consumer_refuses_a_mistyped_job_type_and_a_mistyped_name_is_named(tmp_path):
+    # A typo in a host's role made it take every type (or none) without a word.
+    env = {"QRQ_DATA_DIR": str(tmp_path / "data")}
+    bin_dir = Path(sys.executable).parent
+    assert run_process([str(bin_dir / "qrq"), "init"], env).returncode == 0
+    for variable in ("QRQ_WORKER_JOB_TYPES", "QRQ_WORKER_EXCLUDE_JOB_TYPES"):
+        for args in ([str(bin_dir / "qrq"), "worker", "-w", "1"],
+                     [str(bin_dir / "huey_consumer"), "huey_app.huey", "-w", "1"]):
+            done = run_process(args, {**env, variable: "pdf,analytic"})
+            assert done.returncode == 1, (args, done.stderr)
+            lines = done.stderr.strip().splitlines()
+            assert lines[-1].startswith("Error: unknown job type 'analytic'") and \
+                "known: analytics, batch" in lines[-1], (args, lines)
+            assert "Traceback" not in done.stderr
+    # A variable that is no setting is named, with the setting it may mean.
+    done = run_process([str(bin_dir / "qrq"), "jobs", "list"],
+                       {**env, "QRQ_WORKER_JOB_TYPE": "analytics"})
+    assert done.returncode == 0
+    assert "QRQ_WORKER_JOB_TYPE is not a qrq setting and is ignored (did you mean " \
+        "QRQ_WORKER_JOB_TYPES?)" in done.stderr
+
+
 def test_a_consumer_refuses_a_missing_artifact_store_with_one_line(tmp_path):
     env = {"QRQ_DATA_DIR": str(tmp_path / "data"),
            "QRQ_ARTIFACT_STORE": str(tmp_path / "not-mounted")}

@@ -5,6 +5,8 @@ and the generated ``<data>/secret.key`` used when ``QRQ_SECRET_KEY`` is empty.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
 import secrets
 from collections.abc import Mapping
@@ -14,6 +16,11 @@ from typing import Any
 from qrq.config.files import PRIVATE_UMASK, make_private
 from qrq.config.row import SettingsError
 from qrq.config.settings import SETTINGS, Settings, check_secret
+
+logger = logging.getLogger("qrq.config")
+# Variables of qrq's own tests and benchmarks, not settings.
+_NOT_SETTINGS = ("QRQ_TEST_", "QRQ_BENCH_")
+_warned: set[str] = set()  # each unknown name once per process
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -28,12 +35,26 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     """
     os.umask(PRIVATE_UMASK)
     settings = read_settings(environ, **overrides)
+    warn_unknown(os.environ if environ is None else environ)
     if not settings.secret_key:
         settings = dataclasses.replace(settings, secret_key=read_or_create_secret(settings))
     if not settings.database_url:
         refuse_moved_files(settings)
     make_private(settings)
     return settings
+
+
+def warn_unknown(environ: Mapping[str, str]) -> None:
+    """Log a ``QRQ_*`` variable that is no setting, with the setting it may mean: a
+    mistyped name (``QRQ_WORKER_JOB_TYPE``) would otherwise leave its default in force."""
+    known = [one.env for one in SETTINGS]
+    for name in sorted(environ):
+        if name.startswith("QRQ_") and name not in known and name not in _warned \
+                and not name.startswith(_NOT_SETTINGS):
+            _warned.add(name)
+            close = difflib.get_close_matches(name, known, n=1)
+            logger.warning("%s is not a qrq setting and is ignored%s", name,
+                           f" (did you mean {close[0]}?)" if close else "")
 
 
 def read_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

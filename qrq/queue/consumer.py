@@ -28,7 +28,7 @@ from huey.consumer import Consumer, ProcessEnvironment, Worker
 
 from qrq.artifacts import identity
 from qrq.errors import QrqError, StorageFull, TransientError, Unavailable
-from qrq.queue import signing
+from qrq.queue import catalog, signing
 from qrq.queue.connections import JOURNAL_SIZE_LIMIT
 from qrq.queue.priority import lower_priority
 from qrq.queue.process_lock import ProcessLock
@@ -244,6 +244,13 @@ class OrphanAwareProcessEnvironment(ProcessEnvironment):
 class QrqConsumer(Consumer):
     def __init__(self, huey, **options):
         taken = set(huey.storage.accept_types)
+        known = catalog.job_types()
+        unknown = sorted((taken | set(huey.storage.exclude_types)) - set(known))
+        if unknown:  # a typo would make a host take every type, or none
+            raise SystemExit(f"Error: unknown job type {', '.join(map(repr, unknown))} in "
+                             "--types/--exclude-types (QRQ_WORKER_JOB_TYPES, "
+                             f"QRQ_WORKER_EXCLUDE_JOB_TYPES); known: {', '.join(known)} "
+                             "(backups run as maintenance)")
         if taken and taken <= set(huey.storage.exclude_types):
             raise SystemExit(f"Error: --exclude-types (QRQ_WORKER_EXCLUDE_JOB_TYPES) excludes "
                              f"every type --types (QRQ_WORKER_JOB_TYPES) takes, "
