@@ -8,9 +8,12 @@ queued again), run locks are not carried over, identity sequences are set past t
 copied ids, and the rows of every table are counted on both sides.
 
 The consumers must be stopped (a fresh heartbeat refuses the move). The SQLite files
-are only read; a note beside them (:func:`mark_moved`) makes qrq refuse them without
+are only read, but for triggers that refuse new jobs in ``queue.db`` from before the
+copy (:func:`freeze`: a web app left running answers 503 instead of queuing a job that
+would be lost); a note beside them (:func:`mark_moved`) makes qrq refuse them without
 ``QRQ_DATABASE_URL`` from then on, so a host whose settings were left behind does not
-run their queued jobs a second time. Going back is deleting the note.
+run their queued jobs a second time. Going back is deleting the note (a process that
+opens the files then drops the triggers).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import psycopg
 from psycopg import conninfo, sql
 
 from qrq.errors import Conflict, QrqError
+from qrq.queue import moved
 
 # Tables whose rows are not carried: schema bookkeeping (the target has its own),
 # run locks (of processes that are gone), SQLite's own.
@@ -39,8 +43,9 @@ CLEARED = {"task": ("lease_until", "lease_owner")}
 CHUNK = 1000
 
 
-def _sqlite(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+def _sqlite(path: Path, write: bool = False) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode={'rw' if write else 'ro'}", uri=True,
+                           timeout=10)
 
 
 def live_consumers(queue_db: Path, fresh_seconds: float,
@@ -168,6 +173,26 @@ def move(sources: list[Path], url: str,
                            f"{wrong}; nothing was copied")
         _advance_identities(pg)
     return copied
+
+
+def freeze(queue_db: Path) -> None:
+    """Refuse new jobs in *queue_db* from now on (:mod:`qrq.queue.moved`), before it is
+    copied: a job queued by a process still open on it would be lost."""
+    conn = _sqlite(queue_db, write=True)
+    try:
+        moved.freeze(conn)
+    finally:
+        conn.close()
+
+
+def thaw(queue_db: Path) -> None:
+    """Undo :func:`freeze` (the move failed)."""
+    conn = _sqlite(queue_db, write=True)
+    try:
+        with conn:
+            moved.thaw(conn)
+    finally:
+        conn.close()
 
 
 def mark_moved(marker: Path, url: str) -> None:

@@ -1,9 +1,12 @@
 """``qrq migrate-to-postgres``: an installation on SQLite files moves into an empty
 PostgreSQL database and goes on there: queued jobs run, old records stay visible."""
 
+import json
 import secrets
 import sqlite3
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 from click.testing import CliRunner
@@ -12,7 +15,9 @@ from qrq.appdb.db import app_db, init_db
 from qrq.appdb.models import User
 from qrq.cli import main
 from qrq.config import load_settings
-from qrq.queue import huey
+from qrq.queue import huey, submit
+from tests import slow_tasks
+from tests.browsing import server  # noqa: F401  (a fixture)
 from tests.conftest import Consumer, wait_until
 
 PDF = "/api/generate-qr-pdf"
@@ -122,3 +127,37 @@ def test_the_app_database_alone_moves_with_its_types(tmp_path, pg_url):
         assert User.get_by_id(admin.id).created_at == admin.created_at
         assert User.create_with_token("third")[0].id == 3
     app_db.close_all()
+
+
+@pytest.mark.sqlite_only("the installation being moved is on SQLite")
+def test_a_web_app_left_running_through_the_move_refuses_new_jobs(
+        settings, templates, alice, pg_url, server):
+    # The README says to stop the web app first. One that was not would queue jobs in
+    # the old files, where no consumer runs them: it answers 503 instead.
+    def post():
+        request = urllib.request.Request(
+            server + PDF, data=json.dumps({"template_id": 1}).encode(), method="POST",
+            headers={**alice[1], "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    assert post()[0] == 202
+    huey.storage.close()
+    app_db.close_all()
+    moved = migrate(settings.data_dir, pg_url)
+    assert moved.exit_code == 0, moved.output
+    status, body = post()
+    assert status == 503, body
+    assert "moved to PostgreSQL" in body["error"]["message"]
+    assert "QRQ_DATABASE_URL" in body["error"]["message"]
+    with sqlite3.connect(settings.queue_db) as conn:
+        assert conn.execute("select count(*) from job").fetchone()[0] == 1  # the first only
+    conn.close()
+    # Going back on purpose (the note deleted): the files take jobs again.
+    settings.moved_marker.unlink()
+    huey.init(load_settings(lease_seconds=3.0))
+    assert submit(slow_tasks.noop, owner_id=None)
+    assert huey.storage.sql("select count(*) from job", results=True)[0][0] == 2

@@ -42,9 +42,17 @@ def migrate_to_postgres() -> None:
     get_app_db()
     huey.storage.close()
     click.echo(f"copying {', '.join(p.name for p in sources)} into PostgreSQL")
-    copied = move_to_postgres.move(sources, settings.database_url,
-                                   report=lambda table, rows: click.echo(
-                                       f"  {table}: {rows} rows"))
+    frozen = settings.queue_db.is_file()
+    if frozen:  # from now on a web app left running cannot queue a job here
+        move_to_postgres.freeze(settings.queue_db)
+    try:
+        copied = move_to_postgres.move(sources, settings.database_url,
+                                       report=lambda table, rows: click.echo(
+                                           f"  {table}: {rows} rows"))
+    except BaseException:
+        if frozen:
+            move_to_postgres.thaw(settings.queue_db)
+        raise
     move_to_postgres.mark_moved(settings.moved_marker, settings.database_url)
     try:  # the moved queue's key (recorded now if the SQLite queue had no record)
         signing.check_key(huey.storage, huey.serializer)

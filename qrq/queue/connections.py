@@ -22,6 +22,7 @@ import weakref
 from huey.storage import SqliteStorage
 
 from qrq.errors import StorageFull
+from qrq.queue import moved
 from qrq.queue.poll_schedule import PollSchedule
 
 logger = logging.getLogger("qrq.queue.storage")
@@ -168,6 +169,8 @@ class ThreadedSqliteStorage(SqliteStorage):
                     self.close()
         except sqlite3.OperationalError as exc:
             raise self._full_or(exc) from exc
+        except sqlite3.IntegrityError as exc:
+            raise moved.refused(exc) from exc
         if commit and self.full_since is not None:
             self.full_since = None
             logger.warning("the queue database is writable again",
@@ -360,8 +363,9 @@ class ThreadedSqliteStorage(SqliteStorage):
                 with self._pending_lock:
                     batch, self._pending = self._pending, []
                 self._write_batch(batch)
-        if pending.error is not None:
-            raise pending.error
+        error = pending.error
+        if error is not None:
+            raise moved.refused(error) if isinstance(error, sqlite3.IntegrityError) else error
 
     def _write_batch(self, batch: list[_PendingWrite]) -> None:
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from qrq.queue import jobs
+from qrq.queue import jobs, moved
 from qrq.queue.connections import ThreadedSqliteStorage
 from qrq.queue.roles import type_filter
 from qrq.queue.storage import LeasedStorage
@@ -21,6 +21,11 @@ class LeasedSqliteStorage(LeasedStorage, ThreadedSqliteStorage):
 
     def __init__(self, name="huey", filename="huey.db", **kwargs):
         super().__init__(name, filename=filename, **kwargs)
+
+    def initialize_schema(self):
+        super().initialize_schema()
+        with self.db(commit=True) as curs:  # opened again after a move: going back
+            moved.thaw(curs)
 
     def dispose(self) -> None:
         self.stop_heartbeat()

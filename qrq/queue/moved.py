@@ -1,0 +1,42 @@
+"""A SQLite queue moved to PostgreSQL refuses new jobs (``qrq migrate-to-postgres``).
+
+The move puts triggers on the queue's tables before it copies them, so a process still
+open on the old files (a web app that was not stopped) cannot queue a job there, where
+no consumer would ever run it: the insert fails, and the request answers 503 instead of
+returning a job id that is lost. A process that opens the files later has passed the
+check that refuses moved files (:func:`qrq.config.load.refuse_moved_files`): someone
+deleted the note to go back to them, so the triggers go too.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from qrq.errors import Unavailable
+
+MOVED = "this queue moved to PostgreSQL"
+TRIGGERS = {table: f"qrq_moved_{table}" for table in ("job", "task", "schedule")}
+
+
+def freeze(conn: sqlite3.Connection) -> None:
+    """Refuse every new row of the queue on *conn* (the move's own connection)."""
+    with conn:
+        for table, name in TRIGGERS.items():
+            conn.execute(f"create trigger if not exists {name} before insert on {table} "
+                         f"begin select raise(abort, '{MOVED}'); end")
+
+
+def thaw(curs) -> None:
+    """Drop the triggers of :func:`freeze`, if any (a read when there are none)."""
+    names = [name for name, in curs.execute(
+        "select name from sqlite_master where type = 'trigger' and name like 'qrq_moved_%'")]
+    for name in names:
+        curs.execute(f"drop trigger if exists {name}")
+
+
+def refused(exc: sqlite3.IntegrityError) -> Exception:
+    """*exc*, or :class:`Unavailable` when it is a moved queue's refusal."""
+    if MOVED not in str(exc):
+        return exc
+    return Unavailable(f"{MOVED} (qrq migrate-to-postgres): this process still uses its "
+                       "old SQLite files; restart it with QRQ_DATABASE_URL")
