@@ -229,3 +229,27 @@ def test_retry_takes_a_job_id_or_all_failed(runner, settings):
     add_job(f"{SHORT}-0000-4000-8000-000000000001", error="boom")
     both = runner.invoke(main, ["jobs", "retry", SHORT, "--all-failed"])
     assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_waiting_outlasts_a_queue_database_that_cannot_be_reached(runner, settings,
+                                                                  monkeypatch):
+    # The outage is simulated (two reads fail as a PostgreSQL restart fails them):
+    # stopping the test suite's shared server would fail the other tests' reads.
+    from qrq.errors import Unavailable
+
+    job_id = "5bc296e7-0000-4000-8000-00000000000f"
+    add_job(job_id, error="it ended")  # ended: the wait ends at its first good read
+    real, failures = jobs.get, [3]
+
+    def flaky(storage, wanted):
+        if failures[0]:
+            failures[0] -= 1
+            raise Unavailable("the queue database cannot be reached: connection refused")
+        return real(storage, wanted)
+
+    monkeypatch.setattr(jobs, "get", flaky)
+    waited = runner.invoke(main, ["jobs", "wait", job_id, "--timeout", "30"])
+    assert waited.exit_code == 1 and "job failed: it ended" in waited.output, waited.output
+    assert "cannot be reached: connection refused; still waiting for job" in waited.output
+    assert waited.output.count("still waiting") == 1
+    assert "the queue database is back" in waited.output

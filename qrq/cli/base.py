@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -118,6 +119,8 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
     """
     if data_dir is not None:
         os.environ["QRQ_DATA_DIR"] = str(data_dir.resolve())
+    # A line per failed reconnect while PostgreSQL is down: a command says it once.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     # Every command starts with settings that are allowed, checked before any file is
     # made. On SQLite, a mistyped path (or QRQ_DATA_DIR), or a command run outside the
     # checkout, must not quietly become a new, empty installation. (On PostgreSQL the

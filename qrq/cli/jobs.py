@@ -26,7 +26,7 @@ from qrq.cli.base import (
     main,
     shorten,
 )
-from qrq.errors import ValidationError
+from qrq.errors import Unavailable, ValidationError
 from qrq.humanize import format_bytes
 from qrq.queue import audit, dead_letters, jobs, stats, submit
 
@@ -106,13 +106,29 @@ def wait_for(huey, job_id: str, label: str, timeout: float, *, length: int = 100
     follow = f"follow it with: qrq jobs wait {job_id}"
     deadline = time.monotonic() + timeout
     next_check, missing_since, warned = 0.0, None, False
-    job = jobs.get(huey.storage, job_id) or {"status": "gone"}
+    try:
+        job = jobs.get(huey.storage, job_id) or {"status": "gone"}
+    except Unavailable:  # the loop below waits it out
+        job = {"status": "waiting"}
     try:
         with click.progressbar(length=length, label=_label(label, job), show_percent=True,
                                show_pos=position is not None) as bar:
-            done = 0
+            done, unreachable = 0, False
             while True:
-                job = jobs.get(huey.storage, job_id)
+                try:
+                    job = jobs.get(huey.storage, job_id)
+                except Unavailable as exc:  # a database restart: the job goes on
+                    if not unreachable:
+                        click.echo(f"\n{exc.message}; still waiting for job {job_id}",
+                                   err=True)
+                    unreachable = True
+                    if time.monotonic() > deadline:
+                        raise click.ClickException(f"{exc.message}; {follow}") from None
+                    time.sleep(1)
+                    continue
+                if unreachable:
+                    click.echo("the queue database is back", err=True)
+                    unreachable = False
                 if job is None:
                     raise click.ClickException(f"job {job_id} no longer exists (purged)")
                 now = job["progress"] if position is None else position(job)
@@ -124,7 +140,10 @@ def wait_for(huey, job_id: str, label: str, timeout: float, *, length: int = 100
                 clock = time.monotonic()
                 if clock >= next_check:
                     next_check = clock + 1
-                    missing = consumer_missing(huey, job["type"])
+                    try:
+                        missing = consumer_missing(huey, job["type"])
+                    except Unavailable:  # the next read says so
+                        missing = None
                     missing_since = (missing_since or clock) if missing else None
                     warned = warned and bool(missing)
                     # A grace period: a consumer started together with the wait registers
