@@ -151,9 +151,10 @@ PROGRESS = {"type": "object", "additionalProperties": False, "required": ["jobs"
 LIVE_PART = {"type": "object", "additionalProperties": False, "required": ["now", "html"],
              "properties": {"now": {"type": "number"}, "html": {"type": "string"}}}
 LIVE_ROWS = {"type": "object", "additionalProperties": False,
-             "required": ["now", "since", "new", "changed"],
+             "required": ["now", "since", "new", "changed", "gone"],
              "properties": {"now": {"type": "number"}, "since": {"type": "number"},
-                            "new": {"type": "string"}, "changed": {"type": "string"}}}
+                            "new": {"type": "string"}, "changed": {"type": "string"},
+                            "gone": {"type": "array", "items": {"type": "string"}}}}
 LIST_ARGS = [{"name": name, "in": "query", "schema": {"type": "string"}}
              for name in ("q", "type", "status", "owner", "worker", "from", "to", "date",
                           "sort", "order", "cursor", "since", "ids")]
@@ -177,6 +178,7 @@ DASHBOARD_DOC = {
                           "401": ERROR_RESPONSE, "422": ERROR_RESPONSE}}},
         "/admin/overview.json": live_part("The overview, rendered again.", LIVE_PART),
         "/admin/consumers.json": live_part("The consumers, rendered again.", LIVE_PART),
+        "/admin/alerts.json": live_part("The alert banners, rendered again.", LIVE_PART),
         "/admin/jobs.json": live_part("New and changed rows of the job list.", LIVE_ROWS,
                                       LIST_ARGS),
         # The analytics chart on the dashboard: the API's answers, on the session.

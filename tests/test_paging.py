@@ -87,6 +87,11 @@ def test_backups_page_by_cursor_for_admins(client, settings, make_user):
     assert all(isinstance(name, str) for s in sets for name in s["databases"])
     assert_error(client.get("/api/admin/backups?kind=bogus", headers=admin), 422, "kind")
     assert_error(client.get("/api/admin/backups", headers=plain), 403)
+    assert client.get("/api/admin/backups", headers=admin).get_json()["sets_here"] is True
+    # A web host without the backup directory (the sets are on a worker host) says so.
+    settings.backups_dir.rename(settings.backups_dir.with_name("elsewhere"))
+    body = client.get("/api/admin/backups", headers=admin).get_json()
+    assert body["backups"] == [] and body["sets_here"] is False
 
 
 def test_retry_after_on_every_202_and_on_unfinished_status(client, templates, alice):

@@ -22,7 +22,8 @@ def list_backups():
     filter by ``kind`` and ``status``."""
     kind, status = choice_arg("kind", KINDS), choice_arg("status", STATUSES)
     page = read_page(50, 200)
-    sets = [m for m in backup.list_sets(current_app.config["QRQ"].backups_dir)
+    directory = current_app.config["QRQ"].backups_dir
+    sets = [m for m in backup.list_sets(directory)
             if (kind is None or m.get("kind") == kind)
             and (status is None or m.get("status") == status)]
     if page.position is not None:
@@ -31,5 +32,6 @@ def list_backups():
     shown, more = sets[:page.limit], sets[page.limit:]
     rows = [{k: v for k, v in m.items() if k != "databases"}
             | {"databases": [e.get("name") for e in m.get("databases", [])]} for m in shown]
-    return paged({"backups": rows, "limit": page.limit},
+    # An empty list from a web host that keeps none is not "no backups": it says so.
+    return paged({"backups": rows, "limit": page.limit, "sets_here": directory.is_dir()},
                  {"t": shown[-1]["created_at"], "id": shown[-1]["id"]} if more else None)

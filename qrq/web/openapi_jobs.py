@@ -126,7 +126,12 @@ def paths() -> dict[str, Any]:
                                                      "backups": {"type": "array",
                                                                  "items": _BACKUP},
                                                      "limit": {"type": "integer"},
-                                                     "next": NEXT}}}}},
+                                                     "next": NEXT,
+                                                     "sets_here": {
+                                                         "type": "boolean",
+                                                         "description": "false: this host "
+                                                         "keeps no backup sets (they are on "
+                                                         "the host that runs the backups)"}}}}}},
                           **errors_for(403, 422)},
         }},
     }
