@@ -220,3 +220,26 @@ def test_requests_the_server_cannot_read_get_the_one_json_error_shape(app):
         # The server still answers afterwards, and the app's errors are as before.
         assert raw_answer(base, b"GET /api/me HTTP/1.1\r\nHost: x\r\nConnection: close"
                                 b"\r\n\r\n")[0] == 401
+
+
+def test_a_body_larger_than_any_route_takes_is_refused_before_it_is_read(app, settings):
+    # waitress's own limit is 1 GiB, spooled to disk before the app (and its token
+    # check) sees the request: anyone could fill /tmp. No route takes more than the
+    # larger of the two body limits, so nothing past it is read.
+    largest = max(settings.max_request_bytes, settings.max_batch_bytes)
+    with serving(app) as base:
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(b"POST /api/generate-qr-pdf HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Length: %d\r\n\r\n" % (largest + 1))
+            answer = b""  # at once, from the headers: the body is never sent
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.split()[1] == b"413"
+        assert json.loads(body)["error"]["code"] == "payload_too_large"
+        # A batch body as large as its limit still gets to the app (401: no token).
+        assert raw_answer(base, b"POST /api/batch/generate-qrs HTTP/1.1\r\nHost: x\r\n"
+                                b"Connection: close\r\nContent-Type: application/json\r\n"
+                                b"Content-Length: %d\r\n\r\n" % largest
+                                + b" " * largest)[0] == 401

@@ -286,6 +286,11 @@ class ParkingChannel(HTTPChannel):
 def create_server(app, *, host: str, port: int, threads: int = THREADS,
                   connection_limit: int = CONNECTION_LIMIT, **options):
     """A waitress server of *app* whose waiting requests park (not yet running)."""
+    settings = app.config["QRQ"]
+    # A body no route accepts is refused from its Content-Length, before waitress
+    # spools it to a temporary file (its own limit is 1 GiB), even without a token.
+    options.setdefault("max_request_body_size",  # waitress refuses from this size on
+                       max(settings.max_request_bytes, settings.max_batch_bytes) + 1)
     server = waitress_server(_parking_app(app), host=host, port=port, threads=threads,
                              connection_limit=connection_limit,
                              asyncore_use_poll=True,  # select() stops at 1024 descriptors
