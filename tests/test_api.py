@@ -124,6 +124,9 @@ def test_unknown_job_is_404_not_queued(client, alice):
     ({"json": {"template_id": 1, "options": {"size_mm": 0}}}, 422, "options.size_mm"),
     ({"json": {"template_id": 1, "options": {"data": "x" * 4000}}}, 422, "options.data"),
     ({"json": {"template_id": 1, "options": {"bogus": 1}}}, 422, "options.bogus"),
+    # {job_id} is checked at a job id's length, not as "" (the job does not exist yet).
+    ({"json": {"template_id": 1, "options": {"data": "{job_id}" * 60,
+                                             "error_correction": "H"}}}, 422, "options.data"),
 ])
 def test_bad_input_is_a_json_error_and_enqueues_nothing(client, templates, alice, kwargs,
                                                         status, field):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 from qrq.appdb.db import app_db, bind
@@ -27,7 +28,10 @@ def prepare(template: dict, options: dict, max_copies: int, job_id: str = "", *,
     spec = opts.build_spec(template, options, margin_mm=margin_mm)
     pattern = options.get("data", template["payload"])
     field = "options.data" if "data" in options else "data"
-    values = {"template_id": template["id"], "domain": template["domain"], "job_id": job_id}
+    # Checked before the job exists (no *job_id*): an id as long as any, so that a
+    # payload with {job_id} that fits now fits the job's.
+    values = {"template_id": template["id"], "domain": template["domain"],
+              "job_id": job_id or str(uuid.UUID(int=0))}
     opts.check_fits(pattern, spec.error_correction, field, copy=options["copies"], **values)
     try:
         payloads = opts.payloads(pattern, options["copies"], **values)
