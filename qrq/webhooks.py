@@ -101,13 +101,24 @@ def check_url(url: Any, allow_private: bool, field: str = "callback_url"
     addresses = []
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
-        mapped = getattr(address, "ipv4_mapped", None)
-        if not allow_private and not (mapped or address).is_global:
-            raise WebhookRefused(f"{parts.hostname} is a private, loopback or link-local "
-                                 f"address ({address}); set QRQ_WEBHOOK_ALLOW_PRIVATE=true "
+        if not allow_private and not _public(address):
+            raise WebhookRefused(f"{parts.hostname} is a private, loopback, link-local or "
+                                 f"other non-public address ({address}); set "
+                                 "QRQ_WEBHOOK_ALLOW_PRIVATE=true "
                                  "to allow it", field=field)
         addresses.append(address)
     return addresses
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # an IPv4 address in its last 32 bits
+
+
+def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether *address*, and any IPv4 address it carries (IPv4-mapped, 6to4, NAT64),
+    is a public unicast one."""
+    inner = [getattr(address, "ipv4_mapped", None), getattr(address, "sixtofour", None),
+             ipaddress.IPv4Address(int(address) & 0xFFFFFFFF) if address in _NAT64 else None]
+    return all(a.is_global and not a.is_multicast for a in (address, *filter(None, inner)))
 
 
 class _PinnedHTTP(http.client.HTTPConnection):

@@ -128,6 +128,9 @@ def test_a_users_default_callback_serves_a_batch(open_client, templates, alice, 
     "http://127.0.0.1:8000/x", "http://localhost/x", "http://10.1.2.3/", "http://192.168.0.1/",
     "http://169.254.169.254/latest/meta-data/", "http://[::1]/", "http://[fe80::1]/",
     "http://[::ffff:127.0.0.1]/", "http://0.0.0.0/", "ftp://example.com/", "not a url", 5,
+    # IPv4 inside IPv6 (NAT64, 6to4), and multicast
+    "http://[64:ff9b::7f00:1]/", "http://[64:ff9b::a9fe:a9fe]/", "http://[2002:7f00:1::]/",
+    "http://224.0.0.1/", "http://[ff02::1]/",
     # urllib cannot split these (it raises ValueError)
     "http://[::1", "http://[]/", "http://\u2100/", "http://a:b@[x"])
 def test_private_addresses_and_non_http_urls_are_refused(client, templates, alice, url):
