@@ -1,6 +1,7 @@
 """Bulk generation in one process: the renderer, request checks, the API, and
 batches run through real storage (enqueue, dequeue, execute)."""
 
+import csv
 import dataclasses
 import io
 import json
@@ -567,3 +568,17 @@ def test_a_retry_batch_page_shows_each_item_number_in_the_batch_it_retried(
     assert "Retried #" in page
     assert re.findall(r'<td class="num source-idx">(\d+)</td>', page) == ["1", "3"]
     assert "Retried #" not in admin.get(f"/admin/jobs/{first}").text
+
+
+def test_the_manifest_keeps_a_spreadsheet_from_running_a_payload(client, templates, alice):
+    items = [{"template_id": 1, "data": '=HYPERLINK("http://evil.example","x")'},
+             {"template_id": 1, "data": "@SUM(1)"}, {"template_id": 1, "data": "plain"}]
+    job_id = submit(client, alice[1], {"items": items})["batch_job_id"]
+    assert run_job(job_id)["status"] == "finished"
+    with client.get(f"/api/batch/{job_id}/download/zip", headers=alice[1]) as response:
+        archive = zipfile.ZipFile(io.BytesIO(response.data))
+    rows = list(csv.reader(io.StringIO(archive.read("manifest.csv").decode())))
+    assert [row[5] for row in rows[1:]] == ["'" + items[0]["data"], "'@SUM(1)", "plain"]
+    # The codes themselves hold the payloads as given.
+    listed = client.get(f"/api/batch/{job_id}/items", headers=alice[1]).get_json()["items"]
+    assert [i["data"] for i in listed] == [i["data"] for i in items]

@@ -191,7 +191,7 @@ def assemble(storage, store: ArtifactStore, job_id: str, total: int, specs: _Spe
                     codes += len(files)
                     name = ";".join(files)
                 manifest.writerow([idx, "" if source is None else source, template_id,
-                                   status, name, data, error or ""])
+                                   status, name, _cell(data), _cell(error or "")])
                 if time.monotonic() - reported >= CHUNK_SECONDS:
                     reported = time.monotonic()
                     _report(storage, job_id, ENCODE_SHARE + (99 - ENCODE_SHARE) * idx // total,
@@ -270,3 +270,9 @@ def completion_mail(job_id: str, result: dict[str, Any], base_url: str) -> tuple
                   f"Re-run them:  POST {api}/retry-failed"]
     lines += ["", "The links need your API token (Authorization: Bearer ...)."]
     return subject, "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    """*text* for the manifest: a leading ``'`` before ``= + - @`` (or a tab or CR), so
+    that a spreadsheet shows an item's payload rather than running it as a formula."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
