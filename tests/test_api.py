@@ -103,6 +103,7 @@ def test_unknown_job_is_404_not_queued(client, alice):
                             headers=alice[1]), 404)
     assert_error(client.get("/api/job-status/../../etc/passwd", headers=alice[1]), 404)
     assert_error(client.get("/api/jobs/not-a-uuid/download", headers=alice[1]), 404)
+    assert_error(client.get("/api/jobs//download", headers=alice[1]), 404)
 
 
 @pytest.mark.parametrize("kwargs, status, field", [

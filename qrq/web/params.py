@@ -47,8 +47,11 @@ class RowId(IntegerConverter):
 
 
 def init_app(app: Flask) -> None:
-    """Register :class:`RowId` as the app's ``int`` converter (before any route)."""
+    """Register :class:`RowId` as the app's ``int`` converter (before any route); a
+    path with an empty segment (``/api/jobs//download``) is a 404 in the one error
+    shape, not werkzeug's redirect to the path without it (an HTML body)."""
     app.url_map.converters["int"] = RowId
+    app.url_map.merge_slashes = False
 
 
 # -- integers ------------------------------------------------------------------------------
