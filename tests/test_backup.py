@@ -229,6 +229,7 @@ def test_restore_over_the_live_data_needs_force_and_takes_a_safety_backup(
     assert done.exit_code == 0, done.output
     safety = [m for m in list_sets(settings.backups_dir) if m["kind"] == "safety"]
     assert len(safety) == 1 and safety[0]["status"] == "ok"
+    assert safety[0]["restoring"] == first["id"]  # kept as long as the safety set
     shop0 = next(e for e in safety[0]["databases"] if e["name"] == "analytics/shop0.db")
     assert shop0["tables"] == {"scan": 0}  # the safety copy holds the state before
     conn = sqlite3.connect(live)

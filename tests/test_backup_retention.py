@@ -103,3 +103,14 @@ def test_a_safety_set_stays_when_every_set_is_from_its_own_day():
     keep, delete = plan_retention(sets, daily=7, weekly=4, monthly=12)
     assert keep == ids(day(3, 3, 11), day(3, 3, 10))
     assert delete == ids(day(3, 3, 9))
+
+
+def test_the_set_a_restore_came_from_stays_with_its_safety_set():
+    # 09:00 a backup; at 10:00 it is restored (the safety set names it); the restored
+    # queue runs the backup that made it again, at 11:00: the day's newest. The set
+    # restored from stays, to be restored again if need be.
+    restored = manifest(day(3, 3, 9), kind="manual")
+    safety = {**manifest(day(3, 3, 10), kind="safety"), "restoring": restored["id"]}
+    sets = [restored, safety, manifest(day(3, 3, 11), kind="manual")]
+    keep, delete = plan_retention(sets, daily=7, weekly=4, monthly=12)
+    assert keep == ids(day(3, 3, 11), day(3, 3, 10), day(3, 3, 9)) and delete == []

@@ -16,7 +16,8 @@ def plan_retention(sets: Iterable[dict], daily: int, weekly: int, monthly: int,
     Among sets with a good database, the newest of each of the last *daily* days,
     *weekly* ISO weeks and *monthly* months (in *tz*) are kept. The newest fully
     good set is always kept, and so are the ``safety`` sets (taken before a restore
-    over the live data) within the daily window. Sets with no good database are
+    over the live data) within the daily window, with the sets they were taken to
+    restore from. Sets with no good database are
     kept only while they are younger than the oldest daily set kept, so a failure
     stays visible.
     Returns ``(keep, delete)`` as id lists, newest first.
@@ -53,8 +54,12 @@ def plan_retention(sets: Iterable[dict], daily: int, weekly: int, monthly: int,
         # A safety set holds what a restore over the live data replaced: it stays for
         # the daily window, the days kept (by date: a later set of its own day, such as
         # the next backup after the restore, is that day's set, not a reason to go).
-        keep.update(m["id"] for m in usable
-                    if m.get("kind") == "safety" and when(m).date() >= kept_daily[-1].date())
+        safety = [m for m in usable
+                  if m.get("kind") == "safety" and when(m).date() >= kept_daily[-1].date()]
+        keep.update(m["id"] for m in safety)
+        # So does the set it was taken to restore from: the restored queue may run the
+        # backup that made it again, whose set would otherwise replace it as its day's.
+        keep.update(m["restoring"] for m in safety if m.get("restoring"))
     elif usable:
         keep.update(m["id"] for m in failed if when(m) >= when(usable[0]))
     else:

@@ -192,9 +192,11 @@ def _prepare(backups: Path) -> None:
 def run_backup(settings, kind: str = "manual", *,
                report: Callable[[float, str], None] = lambda pct, stage: None,
                stop: Callable[[], bool] = never,
-               now: datetime.datetime | None = None) -> dict[str, Any]:
+               now: datetime.datetime | None = None,
+               restoring: str | None = None) -> dict[str, Any]:
     """Back up every database, and the key that signs the queue, into a new set;
-    return its manifest.
+    return its manifest. A ``safety`` set names the set whose restore it precedes
+    (*restoring*): retention keeps that one as long as the safety set.
 
     The caller holds the backup lock. One failing database never stops the others.
     :raises InsufficientSpace: the set would not fit; nothing was written.
@@ -265,6 +267,7 @@ def run_backup(settings, kind: str = "manual", *,
                                if e["status"] == "ok"),
         "duration": round(time.monotonic() - started, 3),
         "secret": key,
+        **({"restoring": restoring} if restoring else {}),
         "databases": entries,
     }
     files.write_json(partial / MANIFEST, manifest)

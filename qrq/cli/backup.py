@@ -204,7 +204,7 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
                 bar.update(int(pct) - done[0])
                 done[0] = int(pct)
 
-            safety = run_backup(settings, "safety", report=advance)
+            safety = run_backup(settings, "safety", report=advance, restoring=manifest["id"])
         click.echo(f"safety backup {safety['id']}: {safety['status']} "
                    f"({safety['ok']} ok, {safety['failed']} failed)")
 
