@@ -125,6 +125,8 @@ def test_unknown_job_is_404_not_queued(client, alice):
     ({"json": {"template_id": 1, "options": {"size_mm": 0}}}, 422, "options.size_mm"),
     ({"json": {"template_id": 1, "options": {"data": "x" * 4000}}}, 422, "options.data"),
     ({"json": {"template_id": 1, "options": {"bogus": 1}}}, 422, "options.bogus"),
+    ({"json": {"template_id": 1, "options": {"data": "{copy:>10}"}}}, 422, "options.data"),
+    ({"json": {"template_id": 1, "options": {"data": "{nope}"}}}, 422, "options.data"),
     # {job_id} is checked at a job id's length, not as "" (the job does not exist yet).
     ({"json": {"template_id": 1, "options": {"data": "{job_id}" * 60,
                                              "error_correction": "H"}}}, 422, "options.data"),
@@ -536,3 +538,13 @@ def test_downloading_an_unfinished_or_failed_job_is_409_with_its_status(client, 
     response = client.get(f"/api/batch/{batch_id}/download/pdf", headers=alice[1])
     assert response.status_code == 409
     assert response.get_json()["error"]["job_status"] == "queued"
+
+
+def test_a_placeholder_with_a_format_is_told_apart_from_an_unknown_one(client, templates,
+                                                                        alice):
+    formatted = assert_error(client.post(PDF, headers=alice[1], json={
+        "template_id": 1, "options": {"data": "{copy:>10}"}}), 422, "options.data")
+    assert formatted["message"].startswith("placeholder {copy} takes no format")
+    unknown = assert_error(client.post(PDF, headers=alice[1], json={
+        "template_id": 1, "options": {"data": "{nope}"}}), 422, "options.data")
+    assert unknown["message"].startswith("unknown placeholder {nope}")

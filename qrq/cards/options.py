@@ -122,9 +122,12 @@ def check_payload(value: Any, field: str) -> str:
     for _, name, spec, conversion in parsed:
         if name is None:
             continue
-        if name not in PLACEHOLDERS or spec or conversion:
-            raise ValidationError(f"unknown placeholder {{{name}}}; use "
-                                  + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS), field=field)
+        known = ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
+        if name not in PLACEHOLDERS:
+            raise ValidationError(f"unknown placeholder {{{name}}}; use {known}", field=field)
+        if spec or conversion:
+            raise ValidationError(f"placeholder {{{name}}} takes no format ({{{name}:...}} "
+                                  f"or {{{name}!...}}); use {known} as they are", field=field)
     return value
 
 
