@@ -24,7 +24,7 @@ from typing import Any
 
 from qrq.config import Settings
 from qrq.notify import admin_addresses
-from qrq.queue import pauses, stats
+from qrq.queue import pauses, roles, stats
 
 logger = logging.getLogger("qrq.alerts")
 
@@ -98,7 +98,7 @@ def _unserved_types(storage, settings: Settings, ages: dict[str, float],
     live = [c for c in stats.consumers(storage, now)
             if c["heartbeat_age"] <= settings.alert_heartbeat_age]
     waiting = {*ages, *stats.lapsed_types(storage, now)}
-    unserved = sorted(t for t in waiting if t and not any(stats.takes(c, t) for c in live))
+    unserved = sorted(t for t in waiting if t and not any(roles.takes(c, t) for c in live))
     if not unserved:
         return []
     return [{"kind": "unserved_type", "value": len(unserved), "threshold": None,

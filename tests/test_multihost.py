@@ -110,7 +110,7 @@ def test_a_job_left_running_by_a_stopped_consumer_of_its_type_raises_an_alert(se
     storage.accept_types = ("analytics",)
     try:
         huey.create_consumer(workers=1, worker_type="thread")._register()
-        assert stats.lapsed_types(storage).keys() == {"pdf"}
+        assert stats.lapsed_types(storage) == {"pdf"}
         found = {a["kind"]: a for a in alerts.evaluate(storage, settings)}
         assert found["unserved_type"]["types"] == ["pdf"]
         assert "left running by a consumer that stopped" in found["unserved_type"]["message"]

@@ -28,7 +28,7 @@ from qrq.cli.base import (
 )
 from qrq.errors import Unavailable, ValidationError
 from qrq.humanize import format_bytes
-from qrq.queue import audit, dead_letters, jobs, stats, submit
+from qrq.queue import audit, dead_letters, jobs, roles, stats, submit
 
 
 def _parse_option(value: str) -> tuple[str, object]:
@@ -86,7 +86,7 @@ def consumer_missing(huey, job_type: str | None = None) -> str | None:
         return f"no consumer is running (the newest heartbeat is {age:.0f}s old)"
     live = [c for c in stats.consumers(huey.storage)
             if c["heartbeat_age"] <= _fresh_heartbeat_age(huey.settings)]
-    if not any(stats.takes(c, job_type) for c in live):
+    if not any(roles.takes(c, job_type) for c in live):
         return (f"no running consumer takes {job_type} jobs (see each host's qrq worker "
                 "--types and --exclude-types)")
     return None

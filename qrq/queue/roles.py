@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def type_filter(only: tuple[str, ...], skip: tuple[str, ...]) -> str:
     """Conditions on ``task.job_type`` to append to a pick's ``where``: only the types
@@ -14,3 +16,10 @@ def type_filter(only: tuple[str, ...], skip: tuple[str, ...]) -> str:
     if skip:
         sql += f" and (job_type is null or job_type not in ({','.join('?' * len(skip))}))"
     return sql
+
+
+def takes(consumer: dict[str, Any], job_type: str | None) -> bool:
+    """Whether *consumer* (a row of :func:`qrq.queue.stats.consumers`) runs jobs of
+    *job_type*, by its role; every consumer runs untyped tasks."""
+    return not job_type or ((not consumer["job_types"] or job_type in consumer["job_types"])
+                            and job_type not in consumer["exclude_job_types"])

@@ -146,21 +146,13 @@ def consumers(storage, now: float | None = None) -> list[dict[str, Any]]:
     return list(found.values())
 
 
-def takes(consumer: dict[str, Any], job_type: str | None) -> bool:
-    """Whether *consumer* (of :func:`consumers`) runs jobs of *job_type* (its host's
-    ``qrq worker --types``/``--exclude-types``); every consumer runs untyped tasks."""
-    return not job_type or ((not consumer["job_types"] or job_type in consumer["job_types"])
-                            and job_type not in consumer["exclude_job_types"])
-
-
-def lapsed_types(storage, now: float | None = None) -> dict[str, float]:
-    """``{type: seconds}``: jobs left running by a consumer that stopped (their lease
-    lapsed and no one took them over yet), per type, the longest lapsed."""
-    now = time.time() if now is None else now
-    rows = storage.sql("select job_type, min(lease_until) from task where queue = ? and "
-                       "lease_owner is not null and lease_until < ? group by job_type",
-                       (storage.name, now), results=True)
-    return {job_type: now - since for job_type, since in rows if job_type}
+def lapsed_types(storage, now: float | None = None) -> set[str]:
+    """The types of jobs left running by a consumer that stopped (their lease lapsed and
+    no one took them over yet)."""
+    rows = storage.sql("select distinct job_type from task where queue = ? and lease_owner "
+                       "is not null and lease_until < ?", (storage.name, now or time.time()),
+                       results=True)
+    return {job_type for job_type, in rows if job_type}
 
 
 def last_heartbeat(storage, host: str | None = None) -> float | None:
