@@ -4,11 +4,9 @@ The work is :mod:`qrq.backup.jobs`; these tasks hand it the job's progress,
 time limit and a way to queue the report mail.
 """
 
-import json
-
 from qrq.backup import jobs as backup_jobs
 from qrq.backup.submit import submit_backup
-from qrq.queue import huey, job_task, jobs, periodic_job, progress, submit
+from qrq.queue import huey, job_task, periodic_job, progress, submit
 
 
 def _mail(to: list[str], subject: str, body: str) -> None:
@@ -33,10 +31,7 @@ def scheduled_backup(task=None) -> dict:
     """The backup at QRQ_BACKUP_SCHEDULE. Run now by hand (``qrq schedule run``, the
     dashboard's Schedule page: its record names who asked), it is a backup now, as
     ``qrq backup run``'s: not skipped because this due time's backup already ran."""
-    record = jobs.get(huey.storage, task.id)
-    if record is not None and "requested_by" in json.loads(record["params"]):
-        return backup_now(task, "manual")
-    return backup_now(task, "scheduled", backup_jobs.last_due(huey.settings))
+    return backup_now(task, *backup_jobs.scheduled_run(huey.settings, huey.storage, task.id))
 
 
 def catch_up(now: float | None = None) -> str | None:

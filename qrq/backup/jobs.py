@@ -9,6 +9,7 @@ progress, when to stop and how to queue a mail, so this module knows no task.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from qrq import notify, schedule
 from qrq.backup.retention import apply_retention
 from qrq.backup.runs import run_backup
 from qrq.errors import QrqError
-from qrq.queue import locks
+from qrq.queue import jobs, locks
 from qrq.queue.jobs import JobCanceled
 
 logger = logging.getLogger("qrq.backup")
@@ -30,6 +31,17 @@ def last_due(settings, now: float | None = None) -> float | None:
     """When the backup schedule was last due (None: no schedule)."""
     return schedule.last_due(settings.backup_schedule, schedule.zone(settings.backup_timezone),
                              time.time() if now is None else now)
+
+
+def scheduled_run(settings, storage, job_id: str) -> tuple[str, float | None]:
+    """The kind and due time of a run of the scheduled backup: ``scheduled`` at its
+    last due time, or ``manual`` when someone ran it now by hand (``qrq schedule run``,
+    the dashboard: its record names who asked), which is not skipped because this due
+    time's backup already ran."""
+    record = jobs.get(storage, job_id)
+    if record is not None and "requested_by" in json.loads(record["params"]):
+        return "manual", None
+    return "scheduled", last_due(settings)
 
 
 def backup_now(settings, storage, job_id: str, kind: str, due_at: float | None = None, *,

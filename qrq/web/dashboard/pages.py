@@ -79,8 +79,8 @@ def job_list(user: User):
                                     descending=listing.descending, after=listing.after,
                                     limit=PAGE_SIZE)
     text = listing.shown["q"].lower()
-    # One job found by its id or a short id (8 digits, as the lists show): its page.
-    if total == 1 and re.fullmatch(r"[0-9a-f-]{8,36}", text) and \
+    # One job found by its id or its short id (the 8 digits the lists show): its page.
+    if total == 1 and len(text) in (8, 36) and re.fullmatch(r"[0-9a-f-]+", text) and \
             rows[0]["id"].startswith(text):
         return redirect(url_for("admin.job_detail", job_id=rows[0]["id"]))
     # New jobs appear live on the first page of the newest-first order only.
