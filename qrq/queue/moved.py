@@ -26,11 +26,12 @@ def freeze(conn: sqlite3.Connection) -> None:
                          f"begin select raise(abort, '{MOVED}'); end")
 
 
+FIND = "select name from sqlite_master where type = 'trigger' and name like 'qrq_moved_%'"
+
+
 def thaw(curs) -> None:
-    """Drop the triggers of :func:`freeze`, if any (a read when there are none)."""
-    names = [name for name, in curs.execute(
-        "select name from sqlite_master where type = 'trigger' and name like 'qrq_moved_%'")]
-    for name in names:
+    """Drop the triggers of :func:`freeze` (*curs* in a write transaction)."""
+    for name, in curs.execute(FIND).fetchall():
         curs.execute(f"drop trigger if exists {name}")
 
 

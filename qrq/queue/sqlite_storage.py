@@ -24,8 +24,9 @@ class LeasedSqliteStorage(LeasedStorage, ThreadedSqliteStorage):
 
     def initialize_schema(self):
         super().initialize_schema()
-        with self.db(commit=True) as curs:  # opened again after a move: going back
-            moved.thaw(curs)
+        if self.sql(moved.FIND, results=True):  # opened again after a move: going back
+            with self.db(commit=True) as curs:
+                moved.thaw(curs)
 
     def dispose(self) -> None:
         self.stop_heartbeat()
