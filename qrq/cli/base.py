@@ -155,13 +155,10 @@ def job_type_param(ctx, param, value: str | None) -> str | None:
 def _known_job_types(value: str | None, many: bool) -> str | None:
     if value is None:
         return None
-    known = catalog.job_types()
     names = [name.strip() for name in value.split(",") if name.strip()] if many else [value]
-    unknown = [name for name in names if name not in known]
-    if unknown or not names:
-        raise click.BadParameter(
-            f"unknown job type {', '.join(map(repr, unknown)) or repr(value)}; known: "
-            f"{', '.join(known)} (backups run as maintenance)")
+    problem = catalog.unknown_job_types(names or [value])
+    if problem:
+        raise click.BadParameter(problem)
     return ",".join(names)
 
 

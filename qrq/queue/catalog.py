@@ -10,7 +10,7 @@ module is imported.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -135,6 +135,17 @@ def job_types() -> list[str]:
     """The job types of qrq's own tasks, sorted (what ``qrq worker --types`` accepts)."""
     return sorted({spec.job_type for spec in (*TASKS.values(), *PERIODIC.values())
                    if spec.job_type})
+
+
+def unknown_job_types(names: Iterable[str], where: str = "") -> str | None:
+    """What is wrong with *names* as job types, found *where* (e.g. " in --types"),
+    or None when each names one (:func:`job_types`)."""
+    known = job_types()
+    unknown = sorted(set(names) - set(known))
+    if not unknown:
+        return None
+    return (f"unknown job type {', '.join(map(repr, unknown))}{where}; known: "
+            f"{', '.join(known)} (backups run as maintenance)")
 
 
 def check_job_type(value: Any) -> str:

@@ -244,13 +244,11 @@ class OrphanAwareProcessEnvironment(ProcessEnvironment):
 class QrqConsumer(Consumer):
     def __init__(self, huey, **options):
         taken = set(huey.storage.accept_types)
-        known = catalog.job_types()
-        unknown = sorted((taken | set(huey.storage.exclude_types)) - set(known))
-        if unknown:  # a typo would make a host take every type, or none
-            raise SystemExit(f"Error: unknown job type {', '.join(map(repr, unknown))} in "
-                             "--types/--exclude-types (QRQ_WORKER_JOB_TYPES, "
-                             f"QRQ_WORKER_EXCLUDE_JOB_TYPES); known: {', '.join(known)} "
-                             "(backups run as maintenance)")
+        problem = catalog.unknown_job_types(
+            taken | set(huey.storage.exclude_types), " in --types/--exclude-types "
+            "(QRQ_WORKER_JOB_TYPES, QRQ_WORKER_EXCLUDE_JOB_TYPES)")
+        if problem:  # a typo would make a host take every type, or none
+            raise SystemExit(f"Error: {problem}")
         if taken and taken <= set(huey.storage.exclude_types):
             raise SystemExit(f"Error: --exclude-types (QRQ_WORKER_EXCLUDE_JOB_TYPES) excludes "
                              f"every type --types (QRQ_WORKER_JOB_TYPES) takes, "
