@@ -16,7 +16,19 @@ from pathlib import Path
 
 # 10.213.<n>.0/30 per host: .1 on this side, .2 inside the namespace.
 SUBNET = "10.213"
-_numbers = itertools.count(os.getpid() % 200 + 1)
+
+
+def _host_numbers():
+    """Numbers 1-250 for this process's hosts: with pytest-xdist, a block of its own per
+    worker; within it, starting where the pid says (away from a killed run's leftovers)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
+    block = 250 // workers
+    start = os.getpid() % block
+    return (worker * block + (start + k) % block + 1 for k in itertools.count())
+
+
+_numbers = _host_numbers()
 
 
 def _ip(*args: str, netns: str | None = None) -> None:
@@ -85,7 +97,7 @@ class Network:
         self.hosts: list[Host] = []
 
     def host(self, name: str, hidden: tuple[Path, ...] = ()) -> Host:
-        host = Host(name, next(_numbers) % 250 + 1, hidden)
+        host = Host(name, next(_numbers), hidden)
         self.hosts.append(host)
         return host
 
