@@ -130,6 +130,31 @@ def test_the_first_request_after_a_restart_is_answered(on_own_server):
         assert first.status_code == 200, first.get_json()
 
 
+def test_while_the_server_is_down_requests_do_not_wait_on_the_pool(on_own_server):
+    """The first request that finds the server down waits for the pool (its timeout);
+    each one after it tries one connection of its own, which a stopped server refuses at
+    once. The first request after the server is back is answered from a fresh pool, not
+    from one still waiting out its reconnect backoff."""
+    from qrq.queue import huey
+
+    client, _, stop, start = on_own_server
+    assert client.get("/healthz").status_code == 200
+    stop()
+    try:
+        assert client.get("/healthz").status_code == 503
+        pool = huey.storage.pool
+        asked = pool.get_stats().get("requests_num", 0)
+        for _ in range(3):
+            down = client.get("/healthz")
+            assert down.status_code == 503 and "queue_db" in down.get_json()["error"][
+                "message"]
+        assert pool.get_stats().get("requests_num", 0) == asked  # none waited on it
+    finally:
+        start()
+    assert client.get("/healthz").status_code == 200
+    assert huey.storage.pool is not pool
+
+
 def test_an_unreachable_server_at_start_up_is_one_line(tmp_path, monkeypatch):
     from qrq.web import create_app
 

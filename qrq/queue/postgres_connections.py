@@ -111,6 +111,7 @@ class PostgresConnections(SqliteStorage):
         self.synchronous = None
         self.full_since = None
         self._down_since = None
+        self._back_lock = threading.Lock()
         check_reachable(url, timeout)
         BaseSqlStorage.__init__(self, name, **kwargs)
 
@@ -157,6 +158,8 @@ class PostgresConnections(SqliteStorage):
     @contextlib.contextmanager
     def connection(self):
         """A pooled connection (autocommit); an unreachable server raises Unavailable."""
+        if self._down_since is not None:
+            self._try_again()
         try:
             with self.pool.connection() as conn:
                 yield conn
@@ -164,10 +167,6 @@ class PostgresConnections(SqliteStorage):
             if _unavailable(exc):
                 raise self._went_down(exc) from exc
             raise
-        if self._down_since is not None:
-            self._down_since = None
-            logger.warning("the queue database is reachable again",
-                           extra={"database_reachable": True})
 
     def _went_down(self, exc: BaseException) -> Unavailable:
         """Note the outage (the pool drops its dead connections now, not one per use)."""
@@ -176,6 +175,27 @@ class PostgresConnections(SqliteStorage):
         with contextlib.suppress(Exception):
             self.pool.check()
         return Unavailable(f"the queue database cannot be reached: {one_line(exc)}")
+
+    def _try_again(self) -> None:
+        """During an outage, one direct connection per use: a refused one fails it at
+        once (the pool would wait its whole timeout each time), and once one works,
+        a fresh pool lends at once (the old one would first wait out its reconnect
+        backoff, up to tens of seconds).
+
+        :raises Unavailable: the server still cannot be reached.
+        """
+        try:
+            psycopg.connect(self.url, connect_timeout=max(2, int(self._timeout))).close()
+        except psycopg.Error as exc:
+            raise Unavailable(f"the queue database cannot be reached: {one_line(exc)}") \
+                from exc
+        with self._back_lock:
+            if self._down_since is None:
+                return  # another thread saw it back first
+            self.reset_connections()
+            self._down_since = None
+        logger.warning("the queue database is reachable again",
+                       extra={"database_reachable": True})
 
     def sql(self, query, params=None, commit=False, results=False):
         with self.db(commit=commit) as curs:
