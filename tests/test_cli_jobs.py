@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from qrq.cli import main
+from qrq.config import load_settings
 from qrq.queue import huey, jobs
 from tests.conftest import ROOT, wait_until
 from tests.test_batch import run_job
@@ -231,25 +232,46 @@ def test_retry_takes_a_job_id_or_all_failed(runner, settings):
     assert both.exit_code == 2 and "not both" in both.output
 
 
-def test_waiting_outlasts_a_queue_database_that_cannot_be_reached(runner, settings,
-                                                                  monkeypatch):
-    # The outage is simulated (two reads fail as a PostgreSQL restart fails them):
-    # stopping the test suite's shared server would fail the other tests' reads.
-    from qrq.errors import Unavailable
+def test_waiting_outlasts_a_queue_database_that_cannot_be_reached(tmp_path):
+    """A real outage: ``qrq jobs wait`` on a server of this test's own, stopped while
+    the command waits and started again; the job then ends and the command says so."""
+    from qrq.appdb.db import init_db
+    from tests.clusters import Cluster
 
-    job_id = "5bc296e7-0000-4000-8000-00000000000f"
-    add_job(job_id, error="it ended")  # ended: the wait ends at its first good read
-    real, failures = jobs.get, [3]
-
-    def flaky(storage, wanted):
-        if failures[0]:
-            failures[0] -= 1
-            raise Unavailable("the queue database cannot be reached: connection refused")
-        return real(storage, wanted)
-
-    monkeypatch.setattr(jobs, "get", flaky)
-    waited = runner.invoke(main, ["jobs", "wait", job_id, "--timeout", "30"])
-    assert waited.exit_code == 1 and "job failed: it ended" in waited.output, waited.output
-    assert "cannot be reached: connection refused; still waiting for job" in waited.output
-    assert waited.output.count("still waiting") == 1
-    assert "the queue database is back" in waited.output
+    cluster = Cluster()
+    env = {**os.environ, "QRQ_DATABASE_URL": cluster.url, "QRQ_DATA_DIR": str(tmp_path)}
+    out = tmp_path / "wait.out"
+    waiting = None
+    try:
+        settings = load_settings(data_dir=tmp_path, database_url=cluster.url)
+        settings.ensure_dirs()
+        huey.init(settings)
+        init_db(cluster.url)
+        job_id = "5bc296e7-0000-4000-8000-00000000000f"
+        add_job(job_id)
+        with out.open("w") as sink:
+            waiting = subprocess.Popen(
+                [sys.executable, "-m", "qrq", "jobs", "wait", job_id, "--keep-waiting",
+                 "--timeout", "120"], cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        wait_until(lambda: "queued" in out.read_text(), timeout=60,
+                   message="the command to show the job's state")
+        cluster.pg_ctl("stop")
+        try:
+            wait_until(lambda: "still waiting for job" in out.read_text(), timeout=60,
+                       message="the command to say the database went")
+        finally:
+            cluster.pg_ctl("start")
+        wait_until(lambda: "the queue database is back" in out.read_text(), timeout=60,
+                   message="the command to say the database is back")
+        with huey.storage.db(commit=True) as curs:
+            jobs.finish(curs, job_id, {"status": "failed", "error": "it ended"})
+        assert waiting.wait(timeout=60) == 1
+        output = out.read_text()
+        assert "job failed: it ended" in output, output
+        assert output.count("still waiting") == 1 and "Traceback" not in output, output
+    finally:
+        if waiting is not None and waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
+        huey.storage.dispose()
+        cluster.close()
