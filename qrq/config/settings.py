@@ -157,6 +157,7 @@ class Settings:
                                    "job whose consumer died runs again once its lease "
                                    "lapses.", low=0.1)
     busy_timeout: float = setting(10.0, "Seconds a SQLite connection waits for a lock "
+                                  "(on PostgreSQL: for a connection from the pool) "
                                   "before giving up.", low=0)
     max_request_bytes: int = setting(1024 * 1024, "Largest accepted request body, in "
                                      "bytes.", low=1)
