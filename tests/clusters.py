@@ -3,6 +3,7 @@ CI gives none, and clusters a test may stop, restart or open to its hosts' links
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -40,6 +41,15 @@ class Cluster:
         # No pipes: a server it starts would hold them open and run() would wait for it.
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=120)
+
+    @contextlib.contextmanager
+    def stopped(self):
+        """The server stopped for the ``with`` block, started again after it."""
+        self.pg_ctl("stop")
+        try:
+            yield
+        finally:
+            self.pg_ctl("start")
 
     def close(self) -> None:
         subprocess.run([str(SCRIPT), "stop", str(self.dir)], check=False)

@@ -255,12 +255,9 @@ def test_waiting_outlasts_a_queue_database_that_cannot_be_reached(tmp_path):
                  "--timeout", "120"], cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
         wait_until(lambda: "queued" in out.read_text(), timeout=60,
                    message="the command to show the job's state")
-        cluster.pg_ctl("stop")
-        try:
+        with cluster.stopped():
             wait_until(lambda: "still waiting for job" in out.read_text(), timeout=60,
                        message="the command to say the database went")
-        finally:
-            cluster.pg_ctl("start")
         wait_until(lambda: "the queue database is back" in out.read_text(), timeout=60,
                    message="the command to say the database is back")
         with huey.storage.db(commit=True) as curs:

@@ -373,12 +373,9 @@ def test_a_postgresql_restart_loses_no_job_and_is_logged_once(tmp_path, monkeypa
         # Down until the consumer has said so (a restart shorter than the pools' wait
         # for a connection is absorbed without a line: they try a connection the
         # restart ended before lending it), then back.
-        private_postgres.pg_ctl("stop")
-        try:
+        with private_postgres.stopped():
             wait_until(lambda: "cannot be reached" in worker.output(), timeout=60,
                        message="the consumer to log the outage")
-        finally:
-            private_postgres.pg_ctl("start")
         wait_until(tolerant(lambda: all(s == "finished" for s in statuses(ids))),
                    timeout=120, message="every job to finish after the restart")
         assert huey.storage.backlog() == 0
