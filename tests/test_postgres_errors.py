@@ -151,8 +151,31 @@ def test_while_the_server_is_down_requests_do_not_wait_on_the_pool(on_own_server
         assert pool.get_stats().get("requests_num", 0) == asked  # none waited on it
     finally:
         start()
-    assert client.get("/healthz").status_code == 200
-    assert huey.storage.pool is not pool
+    # (A second or so of 503s may follow: a process tries once a second.)
+    wait_until(lambda: client.get("/healthz").status_code == 200, timeout=60,
+               message="/healthz answering again")
+    assert huey.storage.pool is not pool  # a fresh one, no backoff to wait out
+    wait_until(lambda: pool.closed, timeout=60, message="the old pool to be closed")
+
+
+def test_a_pool_with_every_connection_in_use_is_busy_not_down(on_own_server):
+    from qrq.errors import Unavailable
+    from qrq.queue import huey
+
+    storage = huey.storage
+    pool = storage.pool
+    pool.timeout = 1.0  # the wait for a free connection (QRQ_BUSY_TIMEOUT), shortened
+    held = [pool.getconn() for _ in range(pool.max_size)]
+    try:
+        with pytest.raises(Unavailable, match="busy: no pooled connection was free"):
+            with storage.connection():
+                pass
+    finally:
+        for conn in held:
+            pool.putconn(conn)
+    with storage.connection() as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+    assert storage.pool is pool  # kept: the server never went away
 
 
 def test_an_unreachable_server_at_start_up_is_one_line(tmp_path, monkeypatch):

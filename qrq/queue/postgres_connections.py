@@ -76,6 +76,8 @@ def pool(url: str, min_size: int = 1, max_size: int = 8, **kwargs) -> psycopg_po
 
 # -- the queue's connections -----------------------------------------------------------
 
+# During an outage, a process tries a connection of its own at most this often (seconds).
+RETRY_EVERY = 1.0
 _INHERITED = []  # pools a forked child must neither use nor close (their sockets are the parent's)
 
 
@@ -112,6 +114,8 @@ class PostgresConnections(SqliteStorage):
         self.full_since = None
         self._down_since = None
         self._back_lock = threading.Lock()
+        self._next_try = 0.0  # monotonic time of the next direct try during an outage
+        self._outage = ""  # what the last try found
         check_reachable(url, timeout)
         BaseSqlStorage.__init__(self, name, **kwargs)
 
@@ -169,31 +173,54 @@ class PostgresConnections(SqliteStorage):
             raise
 
     def _went_down(self, exc: BaseException) -> Unavailable:
-        """Note the outage (the pool drops its dead connections now, not one per use)."""
+        """Note the outage (the pool drops its dead connections now, not one per use).
+        A pool that lent nothing in time while the server takes a connection is busy,
+        not down."""
+        if isinstance(exc, psycopg_pool.PoolTimeout) and self._connect_directly() is None:
+            return Unavailable(f"the queue database is busy: no pooled connection was "
+                               f"free within {self._timeout:g} s")
         if self._down_since is None:
             self._down_since = time.time()
         with contextlib.suppress(Exception):
             self.pool.check()
-        return Unavailable(f"the queue database cannot be reached: {one_line(exc)}")
+        self._outage = f"the queue database cannot be reached: {one_line(exc)}"
+        return Unavailable(self._outage)
 
-    def _try_again(self) -> None:
-        """During an outage, one direct connection per use: a refused one fails it at
-        once (the pool would wait its whole timeout each time), and once one works,
-        a fresh pool lends at once (the old one would first wait out its reconnect
-        backoff, up to tens of seconds).
-
-        :raises Unavailable: the server still cannot be reached.
-        """
+    def _connect_directly(self) -> psycopg.Error | None:
+        """Open and close one connection outside the pool; the error, if it failed."""
         try:
             psycopg.connect(self.url, connect_timeout=max(2, int(self._timeout))).close()
         except psycopg.Error as exc:
-            raise Unavailable(f"the queue database cannot be reached: {one_line(exc)}") \
-                from exc
+            return exc
+        return None
+
+    def _try_again(self) -> None:
+        """During an outage, a use tries one connection of its own (at most one a
+        second per process; the uses between fail at once): a stopped server refuses
+        it at once, where the pool would wait its whole timeout each time. Once one
+        works, a fresh pool lends at once, where the old one would first wait out its
+        reconnect backoff (up to tens of seconds).
+
+        :raises Unavailable: the server still cannot be reached.
+        """
+        now = time.monotonic()
+        if now < self._next_try:
+            raise Unavailable(self._outage)
+        self._next_try = now + RETRY_EVERY
+        failed = self._connect_directly()
+        if failed is not None:
+            self._outage = f"the queue database cannot be reached: {one_line(failed)}"
+            raise Unavailable(self._outage) from failed
         with self._back_lock:
             if self._down_since is None:
                 return  # another thread saw it back first
-            self.reset_connections()
             self._down_since = None
+            old = self._take_pool()
+        if old is not None:
+            # Callers still waiting on it get a connection or their timeout first.
+            closing = threading.Timer(self._timeout, old.close)
+            closing.daemon = True
+            closing.start()
         logger.warning("the queue database is reachable again",
                        extra={"database_reachable": True})
 
@@ -215,10 +242,20 @@ class PostgresConnections(SqliteStorage):
     def reset_connections(self) -> None:
         """Close this process's pool; a new one (with the current settings) opens on
         next use."""
+        pool = self._take_pool()
+        if pool is not None:
+            pool.close()
+
+    def _take_pool(self) -> psycopg_pool.ConnectionPool | None:
+        """This process's pool, taken out of use (a new one opens on next use); None
+        when there is none, or when it was inherited: a forked child must not close
+        its parent's pool (its sockets are the parent's), so it is kept, unused."""
         with self._pool_lock:
             pool, self._pool = self._pool, None
-        if pool is not None and self._pool_pid == os.getpid():
-            pool.close()
+        if pool is not None and self._pool_pid != os.getpid():
+            _INHERITED.append(pool)
+            return None
+        return pool
 
     def is_full(self) -> bool:
         return False  # the server's disk is the operator's to watch
