@@ -131,18 +131,24 @@ def test_the_first_request_after_a_restart_is_answered(on_own_server):
 
 
 def test_while_the_server_is_down_requests_do_not_wait_on_the_pool(on_own_server):
-    """The first request that finds the server down waits for the pool (its timeout);
-    each one after it tries one connection of its own, which a stopped server refuses at
-    once. The first request after the server is back is answered from a fresh pool, not
-    from one still waiting out its reconnect backoff."""
+    """The first use that finds the server down (a dead connection, and the server
+    refusing a new one) fails at once, not after the pool's timeout; each one after it
+    tries one connection of its own, which a stopped server refuses at once. The first
+    request after the server is back is answered from a fresh pool, not from one still
+    waiting out its reconnect backoff."""
+    from qrq.errors import Unavailable
     from qrq.queue import huey
 
     client, _, stop, start = on_own_server
     assert client.get("/healthz").status_code == 200
+    pool = huey.storage.pool
     stop()
     try:
+        with pytest.raises(Unavailable, match="cannot be reached: .*Connection refused"):
+            with huey.storage.connection():
+                pass
+        assert pool.get_stats().get("requests_errors", 0) == 0  # no wait timed out
         assert client.get("/healthz").status_code == 503
-        pool = huey.storage.pool
         asked = pool.get_stats().get("requests_num", 0)
         for _ in range(3):
             down = client.get("/healthz")

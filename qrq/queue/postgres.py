@@ -16,7 +16,13 @@ import psycopg
 from qrq.errors import Unavailable
 from qrq.queue import jobs, postgres_submit, wakeup
 from qrq.queue.pg_dialect import ddl
-from qrq.queue.postgres_connections import PostgresConnections, as_text, one_line, where
+from qrq.queue.postgres_connections import (
+    PostgresConnections,
+    ServerDown,
+    as_text,
+    one_line,
+    where,
+)
 from qrq.queue.postgres_end import OneTripEnd
 from qrq.queue.roles import type_filter
 
@@ -141,7 +147,7 @@ class LeasedPostgresStorage(postgres_submit.OneTripSubmit, OneTripEnd, PostgresC
         try:
             with pool.connection() as conn, conn.cursor() as curs:
                 self._notify(curs)
-        except Exception as exc:  # the waits end anyway, a little later
+        except (Exception, ServerDown) as exc:  # the waits end anyway, a little later
             logger.debug("could not wake the idle workers to stop: %s", one_line(exc))
 
     def dispose(self) -> None:

@@ -90,6 +90,16 @@ def _unavailable(exc: BaseException) -> bool:
         and not isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable))
 
 
+class ServerDown(BaseException):
+    """A lent connection was dead and the server refuses new ones: the pool's check
+    raises this to end the wait at once. (psycopg_pool re-raises a BaseException from
+    a check; after an Exception it waits its whole timeout for a replacement.)"""
+
+    def __init__(self, refused: psycopg.Error):
+        super().__init__(refused)
+        self.refused = refused
+
+
 class PostgresConnections(SqliteStorage):
     """The connection side of huey's SQL storage, on PostgreSQL: a pool per process,
     autocommit reads, one transaction per write, and a server that cannot be reached
@@ -137,15 +147,20 @@ class PostgresConnections(SqliteStorage):
         """Try a connection the server may have ended before lending it (a quiet one
         costs one poll(2)): after a restart every idle one is dead, and the first
         request would get one (a 503). On the first dead one, all of them go at once
-        (a round trip each), and the pool waits about a second before it lends again."""
+        (a round trip each), and the pool waits about a second before it lends again,
+        unless the server refuses a connection of our own too: then it is down, and
+        the use fails now instead of waiting the pool's timeout for a replacement."""
         if pg_errors.quiet(conn):
             return
         try:
             conn.execute("select 1")
-        except psycopg.Error:
+        except psycopg.Error as exc:
             pool = self._pool  # (None while reset_connections replaces it)
             if pool is not None:
                 pool.check()  # the others died with it: not one failed try each
+            refused = self._connect_directly()
+            if refused is not None:
+                raise ServerDown(refused) from exc
             raise
 
     def _configure(self, conn: psycopg.Connection) -> None:
@@ -167,6 +182,8 @@ class PostgresConnections(SqliteStorage):
         try:
             with self.pool.connection() as conn:
                 yield conn
+        except ServerDown as down:
+            raise self._went_down(down.refused) from down.refused
         except Exception as exc:
             if _unavailable(exc):
                 raise self._went_down(exc) from exc
@@ -189,7 +206,7 @@ class PostgresConnections(SqliteStorage):
     def _connect_directly(self) -> psycopg.Error | None:
         """Open and close one connection outside the pool; the error, if it failed."""
         try:
-            psycopg.connect(self.url, connect_timeout=max(2, int(self._timeout))).close()
+            connect_once(self.url, self._timeout)
         except psycopg.Error as exc:
             return exc
         return None
@@ -282,10 +299,18 @@ def check_reachable(url: str, timeout: float) -> None:
     :raises Unavailable: with libpq's reason on one line.
     """
     try:
-        psycopg.connect(url, connect_timeout=max(2, int(timeout))).close()
+        connect_once(url, timeout)
     except psycopg.Error as exc:
         raise Unavailable(f"cannot open the queue database {where(url)}: "
                           f"{one_line(exc)}") from None
+
+
+def connect_once(url: str, timeout: float) -> None:
+    """Open and close one connection to *url*, outside any pool.
+
+    :raises psycopg.Error: it failed (libpq's reason).
+    """
+    psycopg.connect(url, connect_timeout=max(2, int(timeout))).close()
 
 
 def as_text(key) -> str:
