@@ -347,6 +347,28 @@ def test_a_key_other_than_the_queues_is_refused_even_when_no_job_waits(settings)
     assert "signature mismatch" in jobs.get(huey.storage, job_id)["error"]
 
 
+def test_a_process_whose_key_was_replaced_gives_the_jobs_it_reads_back(settings):
+    # A consumer started before `qrq key adopt --force` reads a job the new key signed:
+    # it fails its check here, but it is not this process's to fail. It goes back
+    # unharmed, and this process takes no more (its consumer stops at its heartbeat).
+    other = dataclasses.replace(settings, secret_key="another-" + "k" * 32)
+    huey.init(other, key_check=False)
+    signing.adopt(huey.storage, huey.serializer)
+    job_id = submit(bad_input, owner_id=None)  # signed with the new key
+    huey.init(settings, key_check=False)  # the old key, as in a process started before
+    assert huey.dequeue() is None
+    job = jobs.get(huey.storage, job_id)
+    assert job["status"] == "queued" and not job["error"] and job["attempts"] == 0
+    assert huey.storage.sql("select count(*) from task where lease_until is null",
+                            results=True) == [(1,)]
+    assert huey.dequeue() is None  # takes nothing more
+    huey.init(other)
+    task = huey.dequeue()
+    assert task.id == job_id
+    huey.execute(task)
+    assert jobs.get(huey.storage, job_id)["attempts"] == 1
+
+
 def test_after_an_adopt_a_running_consumer_stops_and_healthz_fails_for_the_old_key(
         settings, consumer, client):
     # Processes started before `qrq key adopt --force` keep the old key: a consumer

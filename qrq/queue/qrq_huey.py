@@ -78,6 +78,10 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
         # Set in a worker process whose consumer died (qrq.queue.consumer): it runs
         # nothing more, and gives back what it has leased.
         self.stopping = False
+        # Set when this process's key turned out to be replaced (qrq key adopt --force)
+        # as it read a job: it takes no more jobs, and its consumer stops at its next
+        # heartbeat.
+        self.key_replaced = False
         super().__init__(name, results=False, utc=True)
         self.post_execute(name="qrq_record_outcome")(self._record_outcome)
         self.signal(S.SIGNAL_EXPIRED)(self._on_expired)
@@ -128,6 +132,7 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
             self.storage_class = LeasedSqliteStorage
             self.storage_kwargs = {"filename": str(settings.queue_db), **common}
         self.serializer = signing.KeySerializer(secret=settings.secret_key, salt="qrq")
+        self.key_replaced = False
         try:
             self.storage = self.create_storage()
             if key_check:
@@ -253,6 +258,8 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
     # -- run ------------------------------------------------------------------------------
 
     def dequeue(self):
+        if self.key_replaced:
+            return None
         data = self.storage.dequeue()
         if data is None:
             return None
@@ -261,6 +268,14 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
         except Exception as exc:
             # A row not signed with our secret is never unpickled.
             job_id = self.storage.leased_job_id
+            if signing.refusal(self.storage, self.serializer) is not None:
+                # Our key is no longer the queue's: the row is most likely signed with
+                # the new one. It goes back for a consumer that has that key.
+                logger.error("giving job %s back: this process's secret key was replaced "
+                             "(qrq key adopt); it takes no more jobs", job_id)
+                self.key_replaced = True
+                self.storage.release(job_id)
+                return None
             logger.error("refused queue row for job %s: %s", job_id, exc)
             self.jobs_ended(self.storage.complete(
                 job_id, {"status": "failed", "error": "refused: payload signature mismatch"}))
