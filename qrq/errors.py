@@ -3,7 +3,7 @@
 Each error carries the HTTP status the web layer answers with and a stable
 ``code``; the class docstring is the default message. Every ``QrqError`` means
 "the input is wrong", so a task that raises one fails at once, never retried,
-unless it is also a ``TransientError`` (the artifact store out of reach).
+unless it is also a ``TransientError`` (a database or the artifact store out of reach).
 Library errors are translated into these where they arise.
 """
 
@@ -103,8 +103,16 @@ class TooManyAttempts(QrqError):
         self.retry_after = retry_after  # seconds, sent as Retry-After
 
 
-class Unavailable(QrqError):
-    """A database is unavailable; try again later."""
+class TransientError(Exception):
+    """A failure worth retrying (I/O, a locked database); not the caller's fault."""
+
+
+class Unavailable(QrqError, TransientError):
+    """A database is unavailable; try again later.
+
+    A 503 for the web, and transient for a job, which is retried rather than failed at
+    once (a queue database that went away for a moment, a deadlock it broke).
+    """
 
     status = 503
     code = "unavailable"
@@ -117,15 +125,10 @@ class StorageFull(QrqError):
     code = "storage_full"
 
 
-class TransientError(Exception):
-    """A failure worth retrying (I/O, a locked database); not the caller's fault."""
-
-
-class StoreUnavailable(Unavailable, TransientError):
+class StoreUnavailable(Unavailable):
     """The artifact store cannot be reached; try again later.
 
-    A 503 for the web, and transient for a job, which is retried rather than failed at
-    once. The message names the store and the reason (for operators, the job's error
+    The message names the store and the reason (for operators, the job's error
     and the log); API clients get the class's plain message.
     """
 

@@ -43,6 +43,26 @@ def test_a_new_database_is_at_the_latest_version(settings):
     assert migrations.current_version(huey.storage) == migrations.LATEST
 
 
+@pytest.mark.postgres_only
+def test_opening_the_queue_takes_no_lock_a_running_job_waits_on(settings):
+    # Every process and qrq command opens the queue, which creates what the schema
+    # lacks. On PostgreSQL `create index if not exists` locks its table even when the
+    # index exists: a `qrq status` during a batch deadlocked with the batch's writes,
+    # and failed it. With the schema complete, opening it runs no DDL at all.
+    import threading
+
+    with psycopg.connect(settings.database_url) as job_writes:
+        job_writes.execute("lock table job, batch_item, job_attempt in row exclusive mode")
+        opened = threading.Thread(target=migrations.migrate, args=(huey.storage,))
+        opened.start()
+        try:
+            opened.join(timeout=60)
+            assert not opened.is_alive(), "opening the queue waited on the job's locks"
+        finally:
+            job_writes.rollback()
+            opened.join(timeout=60)
+
+
 def test_qrq_migrate_applies_what_is_missing_and_says_so(settings, runner):
     huey.storage.sql(f"delete from {migrations.TABLE} where version = ?",
                      (migrations.LATEST,), commit=True)

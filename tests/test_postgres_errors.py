@@ -184,6 +184,51 @@ def test_a_pool_with_every_connection_in_use_is_busy_not_down(on_own_server):
     assert storage.pool is pool  # kept: the server never went away
 
 
+@pytest.mark.postgres_only
+def test_a_deadlock_is_unavailable_for_a_moment_not_an_outage(settings):
+    # A `qrq status` once deadlocked with a batch's writes, and the batch failed for
+    # good with "the queue database cannot be reached". A deadlock the server breaks
+    # is a 503 to try again (and a retry for a job), and the server is not "down".
+    import threading
+
+    import psycopg
+
+    from qrq.errors import TransientError, Unavailable
+    from qrq.queue import huey
+
+    storage = huey.storage
+    storage.sql("create table rows (id integer primary key)", commit=True)
+    storage.sql("insert into rows values (1), (2)", commit=True)
+    with psycopg.connect(settings.database_url, autocommit=True) as other:
+        other.execute("set deadlock_timeout = '60s'")  # so that this test's side loses
+        other.execute("begin")
+        other.execute("select * from rows where id = 1 for update")
+        locked = threading.Event()
+
+        def take_2():
+            locked.wait(60)
+            other.execute("select * from rows where id = 2 for update")
+
+        taker = threading.Thread(target=take_2)
+        taker.start()
+        try:
+            with pytest.raises(Unavailable, match="ended a transaction: deadlock detected") \
+                    as caught, storage.db(commit=True) as curs:
+                curs.execute("select * from rows where id = 2 for update")
+                locked.set()
+                wait_until(lambda: storage.sql(
+                    "select count(*) from pg_locks where not granted", results=True)[0][0],
+                    message="the other side to wait on row 2")
+                curs.execute("select * from rows where id = 1 for update")
+        finally:
+            locked.set()
+            taker.join(60)
+            other.execute("rollback")
+    assert isinstance(caught.value, TransientError)
+    assert storage._down_since is None
+    assert storage.sql("select count(*) from rows", results=True) == [(2,)]
+
+
 def test_an_unreachable_server_at_start_up_is_one_line(tmp_path, monkeypatch):
     from qrq.web import create_app
 

@@ -35,6 +35,14 @@ def bad_input(task=None):
     raise ValidationError("no such thing", field="thing")
 
 
+@job_task("maintenance", name="test.database_away", retries=2, retry_delay=0.01)
+def database_away(task=None):
+    calls.append(task.id)
+    if len(calls) == 1:
+        raise Unavailable("the queue database ended a transaction: deadlock detected")
+    return {"attempt": len(calls)}
+
+
 @job_task("maintenance", name="test.returns_none")
 def returns_none(task=None):
     return None
@@ -94,6 +102,16 @@ def test_retries_run_out_into_a_visible_failure(settings):
     assert (job["status"], job["attempts"]) == ("failed", 3)
     assert "database is locked" in job["error"]
     assert "Traceback" in job["traceback"]
+
+
+def test_a_database_out_of_reach_is_retried_not_failed(settings):
+    # Unavailable is a 503 for the web and transient for a job: a deadlock the server
+    # broke, or a moment without the database, is not the job's input at fault.
+    job_id = submit(database_away, owner_id=None)
+    run_next()
+    job = jobs.get(huey.storage, job_id)
+    assert job["status"] == "retrying" and "deadlock detected" in job["error"]
+    assert run_due_retry(job_id)["status"] == "finished"
 
 
 def test_bad_input_fails_at_once_without_retry(settings):

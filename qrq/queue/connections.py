@@ -325,8 +325,9 @@ class ThreadedSqliteStorage(SqliteStorage):
     def lock_schema(self, curs) -> None:
         """Nothing: the migration's transaction holds the file's write lock."""
 
-    def tables(self, curs) -> set[str]:
-        curs.execute("select name from sqlite_master where type = 'table'")
+    def schema_names(self, curs) -> set[str]:
+        """The names of the database's tables and indexes."""
+        curs.execute("select name from sqlite_master where type in ('table', 'index')")
         return {name for name, in curs.fetchall()}
 
     def table_columns(self, curs, table: str) -> set[str]:

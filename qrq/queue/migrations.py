@@ -16,6 +16,7 @@ function to ``STEPS``; never change a released one.
 
 from __future__ import annotations
 
+import re
 import time
 
 from qrq.errors import QrqError
@@ -67,6 +68,25 @@ STEPS = (_step_1, _step_2, _step_3)
 LATEST = len(STEPS)
 
 
+# What a statement of schema.QUEUE_DDL creates or drops.
+_OBJECT = re.compile(r"(create (?:unique )?(?:table|index)|drop index) if (?:not )?exists (\w+)")
+
+
+def _changes(storage, curs) -> list[str]:
+    """The statements of ``schema.QUEUE_DDL`` that change something: a table or index
+    to create that is missing, an index to drop that is there. Every process that
+    opens the queue runs this, and on PostgreSQL ``create index if not exists`` locks
+    its table even when the index exists: run during a job's writes (a ``qrq``
+    command), it deadlocked with them."""
+    have = storage.schema_names(curs)
+    changes = []
+    for sql in schema.QUEUE_DDL:
+        found = _OBJECT.match(sql)
+        if found is None or (found[2] in have) == found[1].startswith("drop"):
+            changes.append(sql)
+    return changes
+
+
 def _version(curs) -> int:
     curs.execute(f"select max(version) from {TABLE}")
     return curs.fetchone()[0] or 0
@@ -82,7 +102,7 @@ def _refuse_newer(version: int) -> None:
 def current_version(storage) -> int:
     """The newest step applied to *storage*'s database (0: none)."""
     with storage.db() as curs:
-        if TABLE not in storage.tables(curs):
+        if TABLE not in storage.schema_names(curs):
             return 0
         return _version(curs)
 
@@ -102,7 +122,7 @@ def migrate(storage) -> list[int]:
             version = _version(curs)
             _refuse_newer(version)
             if version >= LATEST:
-                for sql in schema.QUEUE_DDL:
+                for sql in _changes(storage, curs):
                     curs.execute(storage.schema_sql(sql))
                 return applied
             STEPS[version](storage, curs)

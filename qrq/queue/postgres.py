@@ -192,9 +192,11 @@ class LeasedPostgresStorage(postgres_submit.OneTripSubmit, OneTripEnd, PostgresC
     def lock_schema(self, curs) -> None:
         curs.execute("select pg_advisory_xact_lock(hashtext('qrq-queue-schema'))")
 
-    def tables(self, curs) -> set[str]:
-        curs.execute("select table_name from information_schema.tables "
-                     "where table_schema = current_schema()")
+    def schema_names(self, curs) -> set[str]:
+        """The names of the tables and indexes in qrq's schema."""
+        curs.execute("select tablename from pg_tables where schemaname = current_schema() "
+                     "union all "
+                     "select indexname from pg_indexes where schemaname = current_schema()")
         return {name for name, in curs.fetchall()}
 
     def table_columns(self, curs, table: str) -> set[str]:

@@ -90,6 +90,12 @@ def _unavailable(exc: BaseException) -> bool:
         and not isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable))
 
 
+def _rolled_back(exc: BaseException) -> bool:
+    """Whether the server ended a transaction to break a deadlock or a serialization
+    conflict (SQLSTATE class 40)."""
+    return isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("40")
+
+
 class ServerDown(BaseException):
     """A lent connection was dead and the server refuses new ones: the pool's check
     raises this to end the wait at once. (psycopg_pool re-raises a BaseException from
@@ -185,6 +191,10 @@ class PostgresConnections(SqliteStorage):
         except ServerDown as down:
             raise self._went_down(down.refused) from down.refused
         except Exception as exc:
+            if _rolled_back(exc):
+                # The server is there, and the request or job may simply try again.
+                raise Unavailable(f"the queue database ended a transaction: "
+                                  f"{one_line(exc)}; try again") from exc
             if _unavailable(exc):
                 raise self._went_down(exc) from exc
             raise
