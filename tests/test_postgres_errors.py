@@ -164,6 +164,52 @@ def test_while_the_server_is_down_requests_do_not_wait_on_the_pool(on_own_server
     wait_until(lambda: pool.closed, timeout=60, message="the old pool to be closed")
 
 
+def test_a_lease_renewed_before_an_outage_is_renewed_again_before_it_lapses(
+        on_own_server, monkeypatch):
+    # The heartbeat renews every third of the lease. After a failed renewal it tries
+    # again within a second: at the interval, a lease renewed just before an outage
+    # shorter than the lease lapsed before the next beat, and another consumer ran
+    # the job a second time.
+    import dataclasses
+
+    from qrq.errors import Unavailable
+    from qrq.queue import huey, submit
+    from tests.test_queue import returns_none
+
+    client, _, stop, start = on_own_server
+    huey.init(dataclasses.replace(huey.settings, lease_seconds=12.0))  # a beat every 4 s
+    storage = huey.storage
+    tries = []
+    renew = storage.renew_leases
+
+    def counted():
+        tries.append(1)
+        return renew()
+
+    monkeypatch.setattr(storage, "renew_leases", counted)
+
+    def lease_until():
+        try:
+            return storage.sql("select lease_until from task", results=True)[0][0]
+        except Unavailable:
+            return 0.0
+
+    submit(returns_none, owner_id=None)
+    assert storage.dequeue() is not None  # leased here; the heartbeat keeps it
+    taken = lease_until()
+    wait_until(lambda: lease_until() > taken, timeout=30, message="the first renewal")
+    lapses_at = lease_until()  # (the database's clock)
+    beats = len(tries)
+    stop()
+    try:
+        wait_until(lambda: len(tries) >= beats + 2, timeout=60,
+                   message="two renewals to fail")
+    finally:
+        start()
+    wait_until(lambda: lease_until() > lapses_at, timeout=60, message="a renewal")
+    assert lease_until() - 12.0 < lapses_at  # renewed while the lease still held
+
+
 def test_a_pool_with_every_connection_in_use_is_busy_not_down(on_own_server):
     from qrq.errors import Unavailable
     from qrq.queue import huey

@@ -66,12 +66,22 @@ class LeaseHolder:
 
     def _beat(self, owner: str) -> None:
         interval = self.lease_seconds / 3
-        stop = self._stop_beating
-        while not stop.wait(interval) and owner == self._owner:
+        # After a failed renewal (the database away for a moment), try again this often:
+        # at the interval, a lease renewed last just before an outage shorter than the
+        # lease could lapse before the next beat, and another consumer run the job again.
+        soon = min(1.0, interval / 4)
+        stop, failing = self._stop_beating, False
+        while not stop.wait(soon if failing else interval) and owner == self._owner:
             try:
                 self.renew_leases()
-            except Exception:  # Keep beating; the next try may get the lock.
-                logger.exception("lease heartbeat failed")
+            except Exception:
+                if not failing:
+                    logger.exception("lease heartbeat failed; trying again every %g s", soon)
+                failing = True
+            else:
+                if failing:
+                    logger.warning("lease heartbeat renewed the leases again")
+                failing = False
 
     def renew_leases(self) -> int:
         """Push back the lease of every row this process is running; return how many."""
