@@ -29,6 +29,9 @@ def test_submit_count_then_list_items(runner, templates, make_user):
     assert lines[-1] == "5 of 12 item(s)"
     failed = runner.invoke(main, ["batch", "items", job_id, "--failed"])
     assert failed.output.strip() == "0 of 0 item(s) failed"
+    # `qrq jobs show --json` is the API's status document: a batch's counts too.
+    shown = json.loads(runner.invoke(main, ["jobs", "show", job_id, "--json"]).output)
+    assert (shown["completed"], shown["failed"], shown["total"]) == (12, 0, 12)
 
 
 def test_submit_with_png_formats_lists_png_files(runner, templates):

@@ -20,7 +20,7 @@ from qrq.appdb.db import app_db
 from qrq.appdb.models import Template
 from qrq.cards import options as opts
 from qrq.errors import Conflict, NotFound, PayloadTooLarge, ValidationError
-from qrq.queue.jobs import ACTIVE
+from qrq.queue.jobs import ACTIVE, public_view
 
 ITEM_KEYS = {"template_id", "data", "title", "lines"}
 ITEM_STATUSES = ("pending", "ok", "failed")
@@ -287,6 +287,15 @@ def counts(storage, job_id: str) -> dict[str, int]:
     rows = storage.sql("select completed, failed, total from batch where job_id = ?",
                        (job_id,), results=True)
     return dict(zip(("completed", "failed", "total"), rows[0], strict=True)) if rows else {}
+
+
+def status_view(storage, job: dict[str, Any], admin: bool = False) -> dict[str, Any]:
+    """A job's status document (:func:`qrq.queue.jobs.public_view`), with a batch's
+    item counts (:func:`counts`): the API's and ``qrq jobs show --json``'s."""
+    view = public_view(job, admin=admin)
+    if job["type"] == "batch":
+        view.update(counts(storage, job["id"]))
+    return view
 
 
 def item_filename(idx: int, payload: str, total: int, suffix: str = ".svg") -> str:

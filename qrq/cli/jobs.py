@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from qrq import batch
 from qrq.appdb.models import Template
 from qrq.artifacts import open_store
 from qrq.cards.generate import artifact_name, prepare
@@ -257,7 +258,7 @@ def jobs_show(job_id: str, as_json: bool) -> None:
     Example: qrq jobs show 5bc296e7 --json
     """
     storage = get_queue().storage
-    view = jobs.public_view(jobs.get(storage, job_id), admin=True)
+    view = batch.status_view(storage, jobs.get(storage, job_id), admin=True)
     if as_json:  # the API's status document, but for its URLs (the web app's to make)
         echo_json(view | {"attempts_history": jobs.attempts_view(storage, job_id, admin=True)})
         return

@@ -9,9 +9,9 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
+from qrq import batch
 from qrq.analytics import requesters
 from qrq.appdb.models import Template
-from qrq.batch import counts as batch_counts
 from qrq.cards.generate import artifact_name, prepare
 from qrq.errors import Conflict, JobNotFinished, NotFound, ValidationError
 from qrq.queue import catalog, huey, jobs, stats, submit
@@ -54,12 +54,10 @@ def view_of(job: dict[str, Any], admin: bool, status_url: str,
             download_url: str) -> dict[str, Any]:
     """:func:`job_view` from values read in its request (a stream's end event is
     written after its request has ended)."""
-    view = jobs.public_view(job, admin=admin)
+    view = batch.status_view(huey.storage, job, admin=admin)
     view["status_url"] = status_url
     if view["status"] == "finished" and (view["result"] or {}).get("artifact"):
         view["result"]["download_url"] = download_url
-    if job["type"] == "batch":  # a batch's item counts: completed (ok), failed, total
-        view.update(batch_counts(huey.storage, job["id"]))
     return view
 
 
