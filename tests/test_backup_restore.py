@@ -2,6 +2,7 @@
 nothing, damaged sets are listed, everything is private; and the family's shape."""
 
 import ast
+import contextlib
 import dataclasses
 import json
 import os
@@ -323,6 +324,20 @@ def test_a_restore_of_the_queue_keeps_no_lock_or_consumer_of_the_old_system(sett
     assert storage.sql("select count(*) from maintenance_lock", results=True)[0][0] == 0
     assert storage.sql("select count(*) from consumer", results=True)[0][0] == 0
     assert locks.try_lock(storage, "backup", "job next (here:2)") is None
+    # The safety set the restore took is the newest; `latest` is still the set itself.
+    from qrq.backup.sets import get_set
+    assert list_sets(settings.backups_dir)[0]["kind"] == "safety"
+    assert get_set(settings.backups_dir, "latest")["id"] == manifest["id"]
+    if backend == "postgres":
+        return  # (a dump always goes into QRQ_DATABASE_URL's database: the live one)
+    # Restored into another directory (a new machine) alike: there the backup job the
+    # set holds runs again, and failed on the lock its own first run held.
+    new = settings.data_dir.parent / "new"
+    done = runner.invoke(main, ["backup", "restore", manifest["id"], "--to", str(new)])
+    assert done.exit_code == 0, done.output
+    with contextlib.closing(sqlite3.connect(new / "queue.db")) as conn:
+        assert conn.execute("select count(*) from maintenance_lock").fetchone() == (0,)
+        assert conn.execute("select count(*) from consumer").fetchone() == (0,)
 
 
 def test_a_set_from_before_keys_were_recorded_restores_over_the_live_data(settings, runner,

@@ -147,13 +147,14 @@ def usable_sets(backups: Path) -> list[dict[str, Any]]:
 
 
 def get_set(backups: Path, set_id: str) -> dict[str, Any]:
-    """A set's manifest by id; ``latest`` is the newest set with a good database.
+    """A set's manifest by id; ``latest`` is the newest set with a good database that
+    is not a ``safety`` set (what a restore replaced: named by its id when wanted).
 
     :raises NotFound: no such set. :raises DamagedBackup: its manifest is damaged.
     """
     sets = list_sets(backups)
     if set_id == "latest":
-        good = [m for m in sets if m["ok"]]
+        good = [m for m in sets if m["ok"] and m.get("kind") != "safety"]
         if not good:
             raise NotFound(f"no backup with a good database in {backups}")
         return good[0]

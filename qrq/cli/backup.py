@@ -31,10 +31,10 @@ from qrq.cli.base import (
 )
 from qrq.cli.jobs import wait_finished, wait_options
 from qrq.config import holds_qrq_data
-from qrq.config.load import read_settings
+from qrq.config.load import load_settings, read_settings
 from qrq.health import missing_table
 from qrq.humanize import format_bytes
-from qrq.queue import audit, locks, retention, signing
+from qrq.queue import audit, huey, locks, retention, signing
 from qrq.queue.housekeeping import submit_maintenance
 
 
@@ -237,14 +237,19 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
                            env_key=read_settings().secret_key or None,
                            database_url=settings.database_url,
                            before_replacing=safety_backup if overwrites_live else lambda: None)
-    if overwrites_live and any(e["name"] == QUEUE_DB or e["codec"] == PG_CODEC
-                               for e in entries):
+    if any(e["name"] == QUEUE_DB or e["codec"] == PG_CODEC for e in entries):
         # The restored queue's run locks and consumers are the old system's (the backup
-        # that took the set held a lock): none of them runs now.
-        storage = get_queue(key_check=False).storage  # the restored one, reopened
-        locks.release_all_locks(storage)
-        retention.forget_consumers(storage)
-        _tell_key_change(before, _recorded_key(storage))
+        # that took the set held a lock, and its job runs again there): none of them
+        # runs now. Reopened: the live queue, or the one restored into another directory.
+        if any(e["codec"] == PG_CODEC for e in entries) or (
+                overwrites_live and not settings.database_url):
+            huey.init(settings, key_check=False)
+        else:  # a queue.db in another directory, with the key that came with it
+            huey.init(load_settings(data_dir=to_dir, database_url=""), key_check=False)
+        locks.release_all_locks(huey.storage)
+        retention.forget_consumers(huey.storage)
+        if overwrites_live:
+            _tell_key_change(before, _recorded_key(huey.storage))
     for entry in entries:
         if entry["codec"] == PG_CODEC:
             click.echo(f"restored PostgreSQL schema {entry['schema']} (QRQ_DATABASE_URL)")
