@@ -23,14 +23,16 @@ MEANINGS = {"storage_full": "has no space left", "no_tables": "has no qrq tables
             "init; to move an installation, qrq migrate-to-postgres)",
             "wrong_key": "is signed with another key than this process's (a qrq key adopt "
             "since it started? qrq key show)",
+            "moved": "moved to PostgreSQL (qrq migrate-to-postgres): restart this process "
+            "with QRQ_DATABASE_URL",
             "error": "unreachable"}
 
 
 def check_databases(storage, serializer=None) -> dict[str, str]:
     """``{"queue_db": state, "app_db": state}``, each ``"ok"``, ``"storage_full"``,
     ``"no_tables"`` (it answers, but qrq's tables were never made there),
-    ``"wrong_key"`` (the queue's key is no longer *serializer*'s, when given) or
-    ``"error"``."""
+    ``"wrong_key"`` (the queue's key is no longer *serializer*'s, when given),
+    ``"moved"`` (a SQLite queue moved to PostgreSQL) or ``"error"``."""
     checks = {}
     try:
         stats.probe(storage)
@@ -38,6 +40,8 @@ def check_databases(storage, serializer=None) -> dict[str, str]:
         if checks["queue_db"] == "ok" and serializer is not None and signing.refusal(
                 storage, serializer):
             checks["queue_db"] = "wrong_key"
+        elif checks["queue_db"] == "ok" and storage.moved_away():
+            checks["queue_db"] = "moved"
     except StorageFull:
         checks["queue_db"] = "storage_full"
     except Exception as exc:  # whatever the database raises, it is unhealthy

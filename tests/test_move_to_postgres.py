@@ -130,31 +130,36 @@ def test_the_app_database_alone_moves_with_its_types(tmp_path, pg_url):
 
 
 @pytest.mark.sqlite_only("the installation being moved is on SQLite")
-def test_a_web_app_left_running_through_the_move_refuses_new_jobs(
+def test_a_web_app_left_running_through_the_move_refuses_every_change(
         settings, templates, alice, pg_url, server):
     # The README says to stop the web app first. One that was not would queue jobs in
-    # the old files, where no consumer runs them: it answers 503 instead.
-    def post():
+    # the old files, where no consumer runs them, and cancel or pause there what runs
+    # on PostgreSQL: it answers 503 instead, and so does its /healthz.
+    def call(path, body=None, method="POST"):
         request = urllib.request.Request(
-            server + PDF, data=json.dumps({"template_id": 1}).encode(), method="POST",
-            headers={**alice[1], "Content-Type": "application/json"})
+            server + path, data=None if body is None else json.dumps(body).encode(),
+            method=method, headers={**alice[1], "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
 
-    assert post()[0] == 202
+    status, first = call(PDF, {"template_id": 1})
+    assert status == 202
     huey.storage.close()
     app_db.close_all()
     moved = migrate(settings.data_dir, pg_url)
     assert moved.exit_code == 0, moved.output
-    status, body = post()
-    assert status == 503, body
-    assert "moved to PostgreSQL" in body["error"]["message"]
-    assert "QRQ_DATABASE_URL" in body["error"]["message"]
+    for status, body in (call(PDF, {"template_id": 1}),
+                         call(f"/api/jobs/{first['job_id']}", method="DELETE"),
+                         call("/healthz", method="GET")):
+        assert status == 503, body
+        assert "moved to PostgreSQL" in body["error"]["message"]
+        assert "QRQ_DATABASE_URL" in body["error"]["message"]
     with sqlite3.connect(settings.queue_db) as conn:
         assert conn.execute("select count(*) from job").fetchone()[0] == 1  # the first only
+        assert conn.execute("select status from job").fetchone()[0] == "queued"
     conn.close()
     # Going back on purpose (the note deleted): the files take jobs again.
     settings.moved_marker.unlink()

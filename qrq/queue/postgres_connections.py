@@ -287,6 +287,9 @@ class PostgresConnections(SqliteStorage):
     def is_full(self) -> bool:
         return False  # the server's disk is the operator's to watch
 
+    def moved_away(self) -> bool:
+        return False  # (a SQLite queue moves here)
+
     def wal_size(self) -> int:
         return 0  # the server checkpoints its own WAL
 

@@ -24,9 +24,13 @@ class LeasedSqliteStorage(LeasedStorage, ThreadedSqliteStorage):
 
     def initialize_schema(self):
         super().initialize_schema()
-        if self.sql(moved.FIND, results=True):  # opened again after a move: going back
+        if self.moved_away():  # opened again after a move: going back
             with self.db(commit=True) as curs:
                 moved.thaw(curs)
+
+    def moved_away(self) -> bool:
+        """Whether ``qrq migrate-to-postgres`` moved this queue (:mod:`qrq.queue.moved`)."""
+        return bool(self.sql(moved.FIND, results=True))
 
     def dispose(self) -> None:
         self.stop_heartbeat()
