@@ -469,3 +469,20 @@ def test_retry_runs_a_failed_job_again_in_a_process_without_its_task(settings):
     assert jobs.get(huey.storage, job_id)["status"] == "queued"
     task = huey.dequeue()
     assert task.id == job_id and task.retries == 3  # the task's own retries again
+
+
+def test_webhook_deliveries_are_capped_by_default(settings):
+    # A receiver that answers slowly holds a worker up to 60 s an attempt: by default
+    # two deliveries run at once, and the third waits, so workers stay free for PDFs.
+    import threading
+
+    from tasks.webhook import deliver_webhook
+
+    waiting = [submit(deliver_webhook, f"job-{n}", owner_id=None) for n in range(3)]
+    taken = []
+    for _ in range(3):  # three workers, each holding what it took
+        worker = threading.Thread(target=lambda: taken.append(huey.storage.dequeue()))
+        worker.start()
+        worker.join()
+    assert [data is not None for data in taken] == [True, True, False]
+    assert [jobs.get(huey.storage, j)["status"] for j in waiting].count("queued") == 1

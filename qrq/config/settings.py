@@ -179,7 +179,7 @@ class Settings:
                                         "record is kept (the dead-letter list).", low=0)
     retry_delay: float = setting(2.0, "First retry delay in seconds; doubles each "
                                  "attempt, with jitter.", low=0)
-    type_caps: str = setting("batch=2,analytics=2,maintenance=1", "Most jobs of each "
+    type_caps: str = setting("batch=2,analytics=2,maintenance=1,webhook=2", "Most jobs of each "
                              "listed type running at once, across all consumers "
                              "(TYPE=N,...).", check=_check_caps)
     long_job_cap: int = setting(3, "Most jobs of the capped types (type_caps) running at "
