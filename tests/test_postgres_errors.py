@@ -99,6 +99,30 @@ def test_requests_get_503_while_postgresql_is_down_and_work_again_after(on_own_s
                message="the API answering again")
 
 
+def test_dashboard_pages_answer_503_pages_while_postgresql_is_down(on_own_server):
+    # The error page looked the session up again (to show or hide the action
+    # buttons), in the database that was away: a 500 with a traceback per page.
+    import re
+
+    client, _, stop, start = on_own_server
+    with app_db.connection_context():
+        _, token = User.create_with_token("root", admin=True)
+    form = client.get("/admin/login").text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+    assert client.post("/admin/login", data={"name": "root", "token": token,
+                                             "csrf_token": csrf}).status_code == 302
+    assert client.get("/admin/").status_code == 200
+    stop()
+    try:
+        for path in ("/admin/", "/admin/jobs", "/admin/failed", "/admin/backups"):
+            page = client.get(path, headers={"Accept": "text/html"})
+            assert page.status_code == 503, (path, page.text[:300])
+            assert "text/html" in page.content_type and page.headers["Retry-After"]
+            assert "try again" in page.text.lower()
+    finally:
+        start()
+
+
 def test_the_scheduler_reads_the_periodic_tasks_while_the_server_is_down(on_own_server):
     # A task without a job type claims its minute in the database: down, it is skipped
     # (its outage logged), where the exception used to end the scheduler's process.

@@ -11,7 +11,7 @@ import datetime
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, jsonify, render_template, request
+from flask import Blueprint, g, jsonify, render_template, request
 
 from qrq.appdb.models import User
 from qrq.errors import QrqError
@@ -40,10 +40,15 @@ def _security_headers(response):
 
 @bp.errorhandler(QrqError)
 def _error_page(exc: QrqError):
-    headers = {"Retry-After": str(exc.retry_after)} if getattr(exc, "retry_after", None) \
-        else {}
+    # As the API's errors (qrq.web.errors): a 503 says when to come back.
+    retry_after = getattr(exc, "retry_after", None) or (60 if exc.status == 503 else None)
+    headers = {"Retry-After": str(retry_after)} if retry_after else {}
     if request.path.endswith(".json"):
         return jsonify({"error": exc.to_dict()}), exc.status, headers
+    if exc.status == 503:
+        # The database is away (the session lives there too): the page shows no
+        # session's buttons rather than look it up and fail again.
+        g.setdefault("admin", None)
     return render_template("admin/error.html", error=exc), exc.status, headers
 
 
