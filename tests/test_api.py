@@ -125,6 +125,10 @@ def test_unknown_job_is_404_not_queued(client, alice):
     ({"json": {"template_id": 1, "options": {"size_mm": 0}}}, 422, "options.size_mm"),
     ({"json": {"template_id": 1, "options": {"data": "x" * 4000}}}, 422, "options.data"),
     ({"json": {"template_id": 1, "options": {"bogus": 1}}}, 422, "options.bogus"),
+    ({"json": {"template_id": 1, "options": {"error_correction": ["H"]}}}, 422,
+     "options.error_correction"),
+    ({"json": {"template_id": 1, "options": {"error_correction": {}}}}, 422,
+     "options.error_correction"),
     ({"json": {"template_id": 1, "options": {"data": "{copy:>10}"}}}, 422, "options.data"),
     ({"json": {"template_id": 1, "options": {"data": "{nope}"}}}, 422, "options.data"),
     # {job_id} is checked at a job id's length, not as "" (the job does not exist yet).
