@@ -29,7 +29,7 @@ import socket
 import ssl
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from qrq.errors import QrqError
 from qrq.queue import huey, jobs, submit
@@ -94,6 +94,10 @@ def check_url(url: Any, allow_private: bool, field: str = "callback_url"
         raise WebhookRefused("has an invalid port", field=field) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise WebhookRefused("must be an http or https URL with a host", field=field)
+    if not _sendable(url, parts):
+        raise WebhookRefused("must not contain spaces or control characters, and its path "
+                             "and query must be ASCII (percent-encode the rest, e.g. %20)",
+                             field=field)
     try:
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
@@ -113,6 +117,14 @@ def check_url(url: Any, allow_private: bool, field: str = "callback_url"
 # IPv6 prefixes that carry an IPv4 address in their last 32 bits, which ipaddress does
 # not unwrap: IPv4-compatible (::/96), IPv4-translated (::ffff:0:0:0/96), NAT64's
 # well-known prefix. The address reached is the IPv4 one, so that is what is checked.
+def _sendable(url: str, parts: SplitResult) -> bool:
+    # http.client sends the path and query as given: it refuses a space or a control
+    # character, and cannot encode a non-ASCII one (an IDN host is fine: DNS and the Host
+    # header encode it). urlsplit drops tabs and newlines, so the whole URL is checked.
+    return (not any(ch <= " " or ch == "\x7f" for ch in url)
+            and (parts.path + parts.query + parts.fragment).isascii())
+
+
 _IPV4_IN_LAST_32 = tuple(map(ipaddress.ip_network,
                              ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96")))
 # Local-use NAT64 (RFC 8215): translated inside a network, never public (Python 3.11's
@@ -183,7 +195,8 @@ def deliver(url: str, body: bytes, secret: str, *, allow_private: bool,
         conn.request("POST", path, body=body, headers=headers)
         response = conn.getresponse()
         response.read(64 * 1024)
-    except (OSError, http.client.HTTPException) as exc:
+    # ValueError: what http.client raises for a path or header it cannot send.
+    except (OSError, http.client.HTTPException, ValueError) as exc:
         raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
     finally:
         conn.close()
