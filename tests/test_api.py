@@ -252,6 +252,21 @@ def test_nesting_up_to_the_limit_is_still_read(client, templates, alice):
     assert response.status_code == 202
 
 
+def test_many_shallow_brackets_are_not_called_deep(client, templates, alice):
+    """Depth is the running count of open brackets: many side by side, or a stray
+    closing one, are not nesting (they were, when pairs were removed a level a pass)."""
+    from qrq.web.params import MAX_DEPTH, nests_within
+
+    shallow = "[" + "[]," * 40 + "[]]"
+    assert nests_within(shallow) and nests_within("[" + "[]]" * 40)
+    assert nests_within('["' + "[" * 40 + '", "\\"[[["]' + "]" * 40)
+    assert not nests_within("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1))
+    assert not nests_within("[" * 40 + '"unclosed \\" [' + "]" * 40)
+    error = assert_error(client.post(PDF, data=shallow[:-1] + "]]",
+                                     content_type="application/json", headers=alice[1]), 400)
+    assert error["message"] == "the body is not valid JSON"
+
+
 @pytest.mark.parametrize("url, body, field", [
     (PDF, '{"template_id": 1, "options": {"data": "a\\ud800b"}}', "options.data"),
     (PDF, '{"template_id": 1, "options": {"title": "\\udc00"}}', "options.title"),
