@@ -29,7 +29,7 @@ import socket
 import ssl
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from qrq.errors import QrqError
 from qrq.queue import huey, jobs, submit
@@ -94,6 +94,10 @@ def check_url(url: Any, allow_private: bool, field: str = "callback_url"
         raise WebhookRefused("has an invalid port", field=field) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise WebhookRefused("must be an http or https URL with a host", field=field)
+    if not _sendable(url, parts):
+        raise WebhookRefused("must not contain spaces or control characters, and its path "
+                             "and query must be ASCII (percent-encode the rest, e.g. %20)",
+                             field=field)
     try:
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
@@ -110,15 +114,41 @@ def check_url(url: Any, allow_private: bool, field: str = "callback_url"
     return addresses
 
 
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # an IPv4 address in its last 32 bits
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits, which ipaddress does
+# not unwrap: IPv4-compatible (::/96), IPv4-translated (::ffff:0:0:0/96), NAT64's
+# well-known prefix. The address reached is the IPv4 one, so that is what is checked.
+def _sendable(url: str, parts: SplitResult) -> bool:
+    # http.client sends the path and query as given: it refuses a space or a control
+    # character, and cannot encode a non-ASCII one (an IDN host is fine: DNS and the Host
+    # header encode it). urlsplit drops tabs and newlines, so the whole URL is checked.
+    return (not any(ch <= " " or ch == "\x7f" for ch in url)
+            and (parts.path + parts.query + parts.fragment).isascii())
+
+
+_IPV4_IN_LAST_32 = tuple(map(ipaddress.ip_network,
+                             ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96")))
+# Local-use NAT64 (RFC 8215): translated inside a network, never public (Python 3.11's
+# is_global does not know it).
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
 
 
 def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Whether *address*, and any IPv4 address it carries (IPv4-mapped, 6to4, NAT64),
-    is a public unicast one."""
-    inner = [getattr(address, "ipv4_mapped", None), getattr(address, "sixtofour", None),
-             ipaddress.IPv4Address(int(address) & 0xFFFFFFFF) if address in _NAT64 else None]
-    return all(a.is_global and not a.is_multicast for a in (address, *filter(None, inner)))
+    """Whether *address*, and any IPv4 address it carries (IPv4-mapped, -compatible or
+    -translated, 6to4, Teredo, NAT64), is a public unicast one."""
+    if address.version == 6 and address in _LOCAL_NAT64:
+        return False
+    return all(a.is_global and not a.is_multicast
+               for a in (address, *_embedded_ipv4(address)))
+
+
+def _embedded_ipv4(address: ipaddress.IPv4Address | ipaddress.IPv6Address
+                   ) -> list[ipaddress.IPv4Address]:
+    if address.version == 4:
+        return []
+    inner = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+    if any(address in network for network in _IPV4_IN_LAST_32):
+        inner.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return [a for a in inner if a is not None]
 
 
 class _PinnedHTTP(http.client.HTTPConnection):
@@ -165,7 +195,8 @@ def deliver(url: str, body: bytes, secret: str, *, allow_private: bool,
         conn.request("POST", path, body=body, headers=headers)
         response = conn.getresponse()
         response.read(64 * 1024)
-    except (OSError, http.client.HTTPException) as exc:
+    # ValueError: what http.client raises for a path or header it cannot send.
+    except (OSError, http.client.HTTPException, ValueError) as exc:
         raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
     finally:
         conn.close()

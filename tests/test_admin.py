@@ -124,6 +124,36 @@ def test_login_redirects_only_inside_the_dashboard(client, root):
         client.post("/admin/logout", data={"csrf_token": csrf_of(client.get("/admin/").text)})
 
 
+UNSAFE_NEXT = ["/admin/\r\nX-Evil: 1", "/admin/jobs\nX: 1", "/admin/\t/evil.example",
+               "/admin/../../evil", "/admin/..", "/admin/%2e%2e/%2E%2E/evil", "/admin/./x",
+               "/admin//evil.example", "/admin/%2f/evil.example", "/admin/%5c%5cevil",
+               "/admin/\x7f", "/admin/caf\u00e9\u2028"]
+
+
+def test_an_unsafe_next_falls_back_to_the_overview(client, root):
+    """Control characters (a 500 from the Location header, before) and paths that leave
+    the dashboard: the log-in, and an action run with one, end at the overview."""
+    for target in UNSAFE_NEXT:
+        response = log_in(client, "root", root[1], next_url=target)
+        assert response.status_code == 302 and response.headers["Location"] == "/admin/", \
+            target
+        response = client.get("/admin/login", query_string={"next": target})
+        assert response.status_code == 302 and response.headers["Location"] == "/admin/", \
+            target
+        csrf = csrf_of(client.get("/admin/").text)
+        job_id = submit(ok, owner_id=None)
+        response = post(client, csrf, f"/admin/jobs/{job_id}/cancel", next=target)
+        assert response.status_code == 302 and response.headers["Location"] == "/admin/", \
+            target
+        assert jobs.get(huey.storage, job_id)["status"] == "canceled"
+        post(client, csrf, "/admin/logout")
+    log_in(client, "root", root[1])
+    response = client.get("/admin/login", query_string={"next": "/admin/jobs/x/../y?q=1"})
+    assert response.headers["Location"] == "/admin/"
+    response = client.get("/admin/login", query_string={"next": "/admin/jobs?q=..%2F%2F"})
+    assert response.headers["Location"] == "/admin/jobs?q=..%2F%2F"  # a query may
+
+
 def test_every_post_needs_the_sessions_csrf_token(admin, settings):
     client, csrf = admin
     job_id = submit(bad, "boom", owner_id=None)

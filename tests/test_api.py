@@ -125,6 +125,10 @@ def test_unknown_job_is_404_not_queued(client, alice):
     ({"json": {"template_id": 1, "options": {"size_mm": 0}}}, 422, "options.size_mm"),
     ({"json": {"template_id": 1, "options": {"data": "x" * 4000}}}, 422, "options.data"),
     ({"json": {"template_id": 1, "options": {"bogus": 1}}}, 422, "options.bogus"),
+    ({"json": {"template_id": 1, "options": {"error_correction": ["H"]}}}, 422,
+     "options.error_correction"),
+    ({"json": {"template_id": 1, "options": {"error_correction": {}}}}, 422,
+     "options.error_correction"),
     ({"json": {"template_id": 1, "options": {"data": "{copy:>10}"}}}, 422, "options.data"),
     ({"json": {"template_id": 1, "options": {"data": "{nope}"}}}, 422, "options.data"),
     # {job_id} is checked at a job id's length, not as "" (the job does not exist yet).
@@ -246,6 +250,21 @@ def test_nesting_up_to_the_limit_is_still_read(client, templates, alice):
     response = client.post(PDF, json={"template_id": 1, "options": {"title": title}},
                            headers=alice[1])
     assert response.status_code == 202
+
+
+def test_many_shallow_brackets_are_not_called_deep(client, templates, alice):
+    """Depth is the running count of open brackets: many side by side, or a stray
+    closing one, are not nesting (they were, when pairs were removed a level a pass)."""
+    from qrq.web.params import MAX_DEPTH, nests_within
+
+    shallow = "[" + "[]," * 40 + "[]]"
+    assert nests_within(shallow) and nests_within("[" + "[]]" * 40)
+    assert nests_within('["' + "[" * 40 + '", "\\"[[["]' + "]" * 40)
+    assert not nests_within("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1))
+    assert not nests_within("[" * 40 + '"unclosed \\" [' + "]" * 40)
+    error = assert_error(client.post(PDF, data=shallow[:-1] + "]]",
+                                     content_type="application/json", headers=alice[1]), 400)
+    assert error["message"] == "the body is not valid JSON"
 
 
 @pytest.mark.parametrize("url, body, field", [

@@ -226,6 +226,10 @@ def test_too_many_items_is_413_and_bad_items_422(client, templates, alice, setti
         assert_error(client.post(URL, json={"template_ids": [4], "options": options},
                                  headers=alice[1]), 422, "options")
     assert_error(client.post(URL, data="nope", headers=alice[1]), 400)
+    for value in (["H"], {"H": 1}):  # unhashable: was a 500
+        assert_error(client.post(URL, json={"template_ids": [4],
+                                            "options": {"error_correction": value}},
+                                 headers=alice[1]), 422, "options.error_correction")
     assert huey.storage.queue_size() == 0
     assert huey.storage.sql("select count(*) from batch_item", results=True)[0][0] == 0
 

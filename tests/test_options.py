@@ -29,6 +29,8 @@ TEMPLATE = {
     ({"page_size": "5x5"}, "options.page_size"),
     ({"grid": "0x3"}, "options.grid"),
     ({"error_correction": "Z"}, "options.error_correction"),
+    ({"error_correction": ["H"]}, "options.error_correction"),  # unhashable: was a 500
+    ({"error_correction": {"H": 1}}, "options.error_correction"),
     ({"quiet_zone": -1}, "options.quiet_zone"),
     ({"data": ""}, "options.data"),
     ({"data": "{__class__}"}, "options.data"),

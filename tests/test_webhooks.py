@@ -4,6 +4,7 @@ signed, retried after a 500, as a ``webhook`` job of its own (issue 17)."""
 import dataclasses
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
 import threading
@@ -131,6 +132,13 @@ def test_a_users_default_callback_serves_a_batch(open_client, templates, alice, 
     # IPv4 inside IPv6 (NAT64, 6to4), and multicast
     "http://[64:ff9b::7f00:1]/", "http://[64:ff9b::a9fe:a9fe]/", "http://[2002:7f00:1::]/",
     "http://224.0.0.1/", "http://[ff02::1]/",
+    # IPv4-compatible, IPv4-translated, local-use NAT64, Teredo
+    "http://[::7f00:1]:18121/x", "http://[::a9fe:a9fe]/", "http://[::ffff:0:7f00:1]/",
+    "http://[::ffff:0:a00:1]/", "http://[64:ff9b:1::a00:1]/", "http://[64:ff9b:1::808:808]/",
+    "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
+    # never sendable: a space, a control character, a path or query not in ASCII
+    "http://8.8.8.8/a b", "http://8.8.8.8/a\x00b", "http://8.8.8.8/a\tb", "http://8.8.8.8/\x7f",
+    "http://8.8.8.8/a\r\nX: 1", "http://8.8.8.8/é", "http://8.8.8.8/?q=\u2028",
     # urllib cannot split these (it raises ValueError)
     "http://[::1", "http://[]/", "http://\u2100/", "http://a:b@[x"])
 def test_private_addresses_and_non_http_urls_are_refused(client, templates, alice, url):
@@ -150,6 +158,33 @@ def test_delivery_checks_the_address_again(receiver):
         webhooks.deliver(hook.url, b"{}", "s", allow_private=False)
     assert hook.received == []
     assert webhooks.deliver(hook.url, b"{}", "s", allow_private=True) == 204
+
+
+@pytest.mark.parametrize("url", ["http://[::7f00:1]:18121/x", "http://[::ffff:0:7f00:1]/",
+                                 "http://[64:ff9b:1::a00:1]/"])
+def test_delivery_refuses_an_ipv4_address_inside_ipv6(url):
+    with pytest.raises(webhooks.WebhookRefused):
+        webhooks.deliver(url, b"{}", "s", allow_private=False, timeout=0.5)
+
+
+def test_an_ipv4_address_inside_ipv6_is_judged_as_that_ipv4_address():
+    for private in ("::7f00:1", "::ffff:0:7f00:1", "64:ff9b::a00:1", "2002:a00:1::1"):
+        assert not webhooks._public(ipaddress.ip_address(private)), private
+    for public in ("::808:808", "::ffff:0:808:808", "64:ff9b::808:808", "2002:808:808::1",
+                   "2606:4700:4700::1111"):
+        assert webhooks._public(ipaddress.ip_address(public)), public
+    assert not webhooks._public(ipaddress.ip_address("64:ff9b:1::808:808"))  # local-use
+
+
+def test_delivery_refuses_a_path_it_cannot_send_and_wraps_what_http_client_raises(receiver):
+    """A URL stored before it was checked at submit is refused, not a bare
+    UnicodeEncodeError; anything http.client cannot send is a DeliveryFailed."""
+    hook = receiver()
+    with pytest.raises(webhooks.WebhookRefused):
+        webhooks.deliver(hook.url + "é", b"{}", "s", allow_private=True)
+    with pytest.raises(webhooks.DeliveryFailed):
+        webhooks.deliver(hook.url, b"{}", "s", allow_private=True, delivery_id="a\r\nX: 1")
+    assert hook.received == []
 
 
 def test_a_public_callback_is_kept_and_null_opts_out_of_the_default(client, templates, alice):

@@ -170,7 +170,8 @@ def check_grid(value: Any, field: str) -> tuple[int, int]:
 
 
 def check_error_correction(value: Any, field: str) -> str:
-    if value not in ERROR_CORRECTION:
+    # A list or object is unhashable: the dict test would raise, not refuse.
+    if not isinstance(value, str) or value not in ERROR_CORRECTION:
         raise ValidationError("must be one of L, M, Q, H", field=field)
     return value
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import accumulate
 from typing import Any
 
 from flask import Flask, request
@@ -22,9 +23,13 @@ from qrq.errors import BadRequest, ValidationError
 MAX_DEPTH = 32  # qrq's bodies nest four levels; anything deeper is not for us
 MAX_ID = 2**63 - 1  # SQLite's largest INTEGER
 
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# A string, or the rest of the text after an unclosed quote (where JSON decoding stops):
+# every quote starts a match, so the scan never restarts from the next one (that was
+# quadratic in the number of escaped quotes after an unclosed one).
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_INNERMOST = re.compile(r"[\[{][\]}]")
+_DEPTH_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 and -1 as signed bytes
+_CHUNK = 1 << 16  # brackets summed at a time, so a deep body stops early
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _DIGITS = re.compile(r"[0-9]{1,30}")
 
@@ -86,26 +91,25 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def _nests_within(brackets: str, limit: int) -> bool:
-    # Each pass removes the innermost pairs, one level; JSON decoding checks the pairing.
-    for _ in range(limit):
-        if not brackets:
-            return True
-        brackets = _INNERMOST.sub("", brackets)
-    return not brackets
-
-
 def nests_within(text: str, limit: int = MAX_DEPTH) -> bool:
-    """Whether *text*'s arrays and objects nest at most *limit* deep (without recursion).
+    """Whether *text*'s arrays and objects nest at most *limit* deep (without recursion),
+    brackets inside strings not counted.
 
-    Brackets inside strings count only when counting them all goes past the limit;
-    that costs a second, string-aware pass, rarely needed.
+    One pass over the brackets left once strings are removed, summed in C a chunk at a
+    time: a 16 MB body costs under a second, not the 7 to 15 s that removing the
+    innermost pairs, a level a pass, cost. Pairing is left to JSON decoding.
     """
     if text.count("[") + text.count("{") <= limit:  # every small body
         return True
-    if _nests_within(_NOT_BRACKET.sub("", text), limit):
-        return True
-    return _nests_within(_NOT_BRACKET.sub("", _STRING.sub("", text)), limit)
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text)).encode("ascii")
+    steps = memoryview(brackets.translate(_DEPTH_STEP)).cast("b")
+    depth = 0
+    for start in range(0, len(steps), _CHUNK):
+        depths = list(accumulate(steps[start:start + _CHUNK], initial=depth))
+        if max(depths) > limit:
+            return False
+        depth = depths[-1]
+    return True
 
 
 def _lone_surrogate(value: Any, path: str) -> str | None:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import functools
 import hmac
+import re
 import secrets
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 from flask import flash, g, redirect, render_template, request, session, url_for
 
@@ -83,11 +85,21 @@ def may_act() -> bool:
 
 
 def safe_next(target: str | None) -> str:
-    # Only a path inside the dashboard: never another site, nor "//host" or "\\".
-    if target and (target == "/admin" or target.startswith(("/admin/", "/admin?"))) \
-            and "\\" not in target:
-        return target
-    return url_for("admin.overview")
+    """*target* if it is a path inside the dashboard, else the overview's."""
+    return target if _inside_dashboard(target) else url_for("admin.overview")
+
+
+def _inside_dashboard(target: str | None) -> bool:
+    # Printable ASCII only: a CR or LF in a Location header is a 500 (or a header
+    # injected), and browsers drop tabs and newlines from a URL, so "/\t/host" is "//host".
+    if not target or not all("!" <= ch <= "~" for ch in target):
+        return False
+    # Browsers read "\\" as "/" and "%2e%2e" as "..", so the path is checked decoded:
+    # no "//" (another host), no "." or ".." segment (out of /admin/).
+    path = unquote(re.split(r"[?#]", target, maxsplit=1)[0])
+    segments = path.split("/")
+    return (segments[:2] == ["", "admin"] and "\\" not in target and "\\" not in path
+            and "//" not in path and not {".", ".."} & set(segments))
 
 
 @bp.context_processor
