@@ -26,7 +26,8 @@ from qrq.queue import catalog, jobs
 from qrq.queue.admission import Admission
 from qrq.queue.catalog import PRIORITY, TaskSpec
 from qrq.queue.qrq_huey import MODULE as _MODULE
-from qrq.queue.qrq_huey import QrqHuey, QueueNotInitialised, describe_error
+from qrq.queue.qrq_huey import QrqHuey, describe_error
+from qrq.queue.uninitialised import QueueNotInitialised
 
 __all__ = ["PRIORITY", "Admission", "QrqHuey", "QueueNotInitialised", "describe_error", "huey",
            "job_task", "jobs", "load_application", "load_task_modules", "periodic_job",

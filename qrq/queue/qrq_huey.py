@@ -33,6 +33,7 @@ from qrq.queue.end_hooks import EndHooks
 from qrq.queue.postgres import LeasedPostgresStorage
 from qrq.queue.revocation import RevokeByCancel
 from qrq.queue.sqlite_storage import LeasedSqliteStorage
+from qrq.queue.uninitialised import NoStorage, not_initialised
 
 logger = logging.getLogger("qrq.queue")
 
@@ -41,29 +42,6 @@ _RELEASE = "release"
 MODULE = "qrq"
 # The namespace of periodic runs' job ids (uuid5 of the task's name and minute slot).
 PERIODIC_SLOTS = uuid.UUID("6f1d4c1e-8a53-4a8e-9a43-5e7b0c2f9d10")
-
-
-class QueueNotInitialised(RuntimeError):
-    """The queue was used before ``huey.init(settings)``."""
-
-
-def _not_initialised() -> QueueNotInitialised:
-    return QueueNotInitialised(
-        "the qrq queue is not initialised: call qrq.queue.huey.init(settings) first "
-        "(create_app, huey_app.py and the CLI's get_queue do)")
-
-
-class _NoStorage:
-    """Stands in for the storage until :meth:`QrqHuey.init`: any use is a clear error."""
-
-    def __getattr__(self, name: str):
-        raise _not_initialised()
-
-    def close(self) -> bool:
-        return False
-
-    def dispose(self) -> None:
-        pass
 
 
 class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
@@ -95,13 +73,13 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
 
     def create_storage(self):
         if self._settings is None:
-            return _NoStorage()
+            return NoStorage()
         return super().create_storage()
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            raise _not_initialised()
+            raise not_initialised()
         return self._settings
 
     @settings.setter
@@ -140,7 +118,7 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
             self._key_checked = key_check
         except BaseException:
             self.storage.dispose()
-            self._settings, self.storage = None, _NoStorage()  # a later init tries again
+            self._settings, self.storage = None, NoStorage()  # a later init tries again
             raise
         self.storage.synchronous = settings.enqueue_sync
         self.storage.ended_hook = self.jobs_ended  # ends written after a batch waited
