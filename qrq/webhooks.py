@@ -114,9 +114,6 @@ def check_url(url: Any, allow_private: bool, field: str = "callback_url"
     return addresses
 
 
-# IPv6 prefixes that carry an IPv4 address in their last 32 bits, which ipaddress does
-# not unwrap: IPv4-compatible (::/96), IPv4-translated (::ffff:0:0:0/96), NAT64's
-# well-known prefix. The address reached is the IPv4 one, so that is what is checked.
 def _sendable(url: str, parts: SplitResult) -> bool:
     # http.client sends the path and query as given: it refuses a space or a control
     # character, and cannot encode a non-ASCII one (an IDN host is fine: DNS and the Host
@@ -125,6 +122,9 @@ def _sendable(url: str, parts: SplitResult) -> bool:
             and (parts.path + parts.query + parts.fragment).isascii())
 
 
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits, which ipaddress does
+# not unwrap: IPv4-compatible (::/96), IPv4-translated (::ffff:0:0:0/96), NAT64's
+# well-known prefix. The address reached is the IPv4 one, so that is what is checked.
 _IPV4_IN_LAST_32 = tuple(map(ipaddress.ip_network,
                              ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96")))
 # Local-use NAT64 (RFC 8215): translated inside a network, never public (Python 3.11's
