@@ -43,8 +43,9 @@ def add_template(fields: dict[str, Any], margin_mm: float = 0.0) -> Template:
     for name in ("name", "domain", "payload"):
         if not isinstance(fields.get(name), str) or not fields[name].strip():
             raise ValidationError("is required", field=name)
-    if len(fields["name"]) > 100 or len(fields["domain"]) > 253:
-        raise ValidationError("is too long", field="name")
+    for name, most in (("name", 100), ("domain", 253)):
+        if len(fields[name]) > most:
+            raise ValidationError(f"is too long (at most {most} characters)", field=name)
     values = {
         "id": 0, "name": fields["name"], "domain": fields["domain"],
         "payload": opts.check_payload(fields["payload"], "payload"),

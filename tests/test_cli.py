@@ -68,6 +68,9 @@ def test_templates_list_show_add(runner, templates, tmp_path):
     path.write_text(json.dumps({**shown, "qr_size_mm": 400}))
     refused = runner.invoke(main, ["templates", "add", str(path)])
     assert refused.exit_code == 1 and "qr_size_mm" in refused.output
+    path.write_text(json.dumps({**shown, "domain": "d" * 254}))
+    too_long = runner.invoke(main, ["templates", "add", str(path)])
+    assert too_long.exit_code == 1 and "domain" in too_long.output, too_long.output
     missing = runner.invoke(main, ["templates", "show", "99"])
     assert missing.exit_code == 1 and "does not exist" in missing.output
 
