@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 _CYCLE_YEARS = 400
 _FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day", 1, 31), ("month", 1, 12),
            ("weekday", 0, 7))
-_RANGE = re.compile(r"(\d+)-(\d+)(?:/(\d+))?")
-_EVERY = re.compile(r"\*/(\d+)")
+_RANGE = re.compile(r"(\d+)-(\d+)(?:/(\d+))?", re.ASCII)
+_EVERY = re.compile(r"\*/(\d+)", re.ASCII)
 
 
 def zone(name: str) -> datetime.tzinfo:
@@ -45,7 +45,7 @@ def zone(name: str) -> datetime.tzinfo:
 def _expand(piece: str, name: str, low: int, high: int) -> set[int]:
     if piece == "*":
         return set(range(low, high + 1))
-    if piece.isdigit():
+    if piece.isascii() and piece.isdigit():
         values = [int(piece)]
     elif match := _RANGE.fullmatch(piece):
         first, last, step = int(match[1]), int(match[2]), int(match[3] or 1)

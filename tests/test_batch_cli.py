@@ -78,6 +78,9 @@ def test_bad_arguments_and_bad_input(runner, templates, tmp_path, settings):
     path.write_text("data\nhttps://x.example\n")
     no_template = runner.invoke(main, ["batch", "submit", "--csv", str(path)])
     assert no_template.exit_code == 2 and "--template" in no_template.output
+    path.write_text("data,template_id\nhttps://x.example,\u0661\n")  # an Arabic-Indic 1
+    not_ascii = runner.invoke(main, ["batch", "submit", "--csv", str(path)])
+    assert not_ascii.exit_code == 2 and "not a number" in not_ascii.output
     too_many = runner.invoke(main, ["batch", "submit", "--template", "1", "--count",
                                     str(settings.max_batch_items + 1)])
     assert too_many.exit_code == 1 and "at most" in too_many.output

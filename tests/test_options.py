@@ -42,6 +42,8 @@ TEMPLATE = {
     ({"lines": ["ok", "\ud800"]}, "options.lines[1]"),
     ({"title": "Zoë Łódź 東京"}, "options.title"),  # the PDF fonts cannot print Ł or 東
     ({"lines": ["東京"]}, "options.lines[0]"),
+    ({"grid": "２x２"}, "options.grid"),  # ASCII digits only, as the API says
+    ({"page_size": "٢١٠x٢٩٧"}, "options.page_size"),
 ])
 def test_bad_options_name_their_field(options, field):
     with pytest.raises(ValidationError) as caught:

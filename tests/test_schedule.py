@@ -71,3 +71,9 @@ def test_byte_sizes_use_binary_units_and_say_so():
     assert format_bytes(1536) == "1.5 KiB"
     assert format_bytes(5 * 1024**3) == "5.0 GiB"
     assert format_bytes(3 * 1024**5) == "3,072.0 TiB"
+
+
+def test_a_cron_takes_ascii_digits_only():
+    for expr in ("\u0663 * * * *", "\u0661-\u0663 * * * *", "*/\u0663 * * * *"):
+        with pytest.raises(ValueError, match="minute"):
+            Cron(expr)  # Arabic-Indic digits

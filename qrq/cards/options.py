@@ -27,8 +27,8 @@ MAX_TEXT = 200
 MAX_LINES = 10
 MAX_DATA = 4296  # the most characters any QR code holds (alphanumeric, version 40-L)
 _HEX = re.compile(r"#[0-9a-fA-F]{6}")
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)x(\d+(?:\.\d+)?)")
-_GRID = re.compile(r"(\d{1,2})x(\d{1,2})")
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)x(\d+(?:\.\d+)?)", re.ASCII)  # not "٢١٠x٢٩٧"
+_GRID = re.compile(r"(\d{1,2})x(\d{1,2})", re.ASCII)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -53,6 +53,8 @@ def _csv_items(path: Path, template_id: int | None) -> list[dict]:
             item: dict = {"data": row["data"]}
             raw = row.get("template_id") or template_id
             try:
+                if isinstance(raw, str) and not (raw.isascii() and raw.strip().isdigit()):
+                    raise ValueError(raw)  # int() also takes "١", "1_000", "+1"
                 item["template_id"] = int(raw)
             except (TypeError, ValueError):
                 raise click.BadParameter(f"line {reader.line_num}: template_id {raw!r} is "
