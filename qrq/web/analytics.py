@@ -39,12 +39,7 @@ _TRUE, _FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
 
 def report_request() -> tuple[ReportQuery, dict[str, str], bool]:
     """The request's report query, its raw parameters (for the warm-up) and ``refresh``."""
-    args: dict[str, str] = {}
-    for name in request.args:
-        values = request.args.getlist(name)
-        if len(values) > 1:
-            raise ValidationError("given more than once", field=name)
-        args[name] = values[0]
+    args = dict(request.args)  # each given once (qrq.web.params refuses repeats)
     refresh = args.pop("refresh", "").strip().lower()
     if refresh not in _TRUE + _FALSE:
         raise ValidationError("must be 0 or 1", field="refresh")

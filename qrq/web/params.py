@@ -57,6 +57,18 @@ def init_app(app: Flask) -> None:
     shape, not werkzeug's redirect to the path without it (an HTML body)."""
     app.url_map.converters["int"] = RowId
     app.url_map.merge_slashes = False
+    app.before_request(_refuse_repeated_args)
+
+
+def _refuse_repeated_args() -> None:
+    """An API query parameter given twice is a 422: read by ``args.get`` the first
+    would win silently (``?status=queued&status=bogus`` listed the queued jobs, while
+    the other order was refused). No API parameter is a list."""
+    if not request.path.startswith("/api/"):
+        return
+    for name in request.args:
+        if len(request.args.getlist(name)) > 1:
+            raise ValidationError("given more than once", field=name)
 
 
 # -- integers ------------------------------------------------------------------------------
