@@ -114,3 +114,14 @@ def test_the_set_a_restore_came_from_stays_with_its_safety_set():
     sets = [restored, safety, manifest(day(3, 3, 11), kind="manual")]
     keep, delete = plan_retention(sets, daily=7, weekly=4, monthly=12)
     assert keep == ids(day(3, 3, 11), day(3, 3, 10), day(3, 3, 9)) and delete == []
+
+
+def test_the_last_set_of_the_sqlite_files_outlives_a_move_to_postgresql():
+    # Moved the same day: the dump's set is that day's, yet the SQLite set made before
+    # the move is the way back, and stays, until another set of SQLite files is newer.
+    sqlite_set = {**manifest(day(3, 10, 1)), "databases": [{"codec": "zstd"}]}
+    dumps = [{**manifest(day(3, d, 9)), "databases": [{"codec": "pg_dump"}]}
+             for d in (10, 11, 12)]
+    keep, delete = plan_retention([sqlite_set, *dumps], daily=2, weekly=0, monthly=0)
+    assert keep == ids(day(3, 12, 9), day(3, 11, 9), day(3, 10, 1))
+    assert delete == ids(day(3, 10, 9))

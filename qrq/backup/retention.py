@@ -6,6 +6,7 @@ import datetime
 import shutil
 from collections.abc import Iterable
 
+from qrq.backup.postgres import CODEC as PG_CODEC
 from qrq.backup.sets import usable_sets
 
 
@@ -15,7 +16,8 @@ def plan_retention(sets: Iterable[dict], daily: int, weekly: int, monthly: int,
 
     Among sets with a good database, the newest of each of the last *daily* days,
     *weekly* ISO weeks and *monthly* months (in *tz*) are kept. The newest fully
-    good set is always kept, and so are the ``safety`` sets (taken before a restore
+    good set is always kept, and so is the newest set of SQLite files once the sets are
+    PostgreSQL dumps (a move's way back), and so are the ``safety`` sets (taken before a restore
     over the live data) within the daily window, with the sets they were taken to
     restore from. Sets with no good database are
     kept only while they are younger than the oldest daily set kept, so a failure
@@ -44,8 +46,11 @@ def plan_retention(sets: Iterable[dict], daily: int, weekly: int, monthly: int,
             keep.add(manifest["id"])
             if rule == 0:
                 kept_daily.append(when(manifest))
-    # The newest fully good set, and the newest set with any good database, always stay.
-    for group in ([m for m in ordered if m["status"] == "ok"], usable):
+    # The newest fully good set, and the newest set with any good database, always stay;
+    # so does the newest of the SQLite files after a move to PostgreSQL (the way back):
+    # a dump's set of the same day would otherwise be that day's, and it would go.
+    for group in ([m for m in ordered if m["status"] == "ok"], usable,
+                  [m for m in usable if not _holds_dump(m)]):
         if group:
             keep.add(group[0]["id"])
     failed = [m for m in ordered if not m["ok"]]
@@ -66,6 +71,11 @@ def plan_retention(sets: Iterable[dict], daily: int, weekly: int, monthly: int,
         keep.update(m["id"] for m in failed[:max(daily, 1)])
     return ([m["id"] for m in ordered if m["id"] in keep],
             [m["id"] for m in ordered if m["id"] not in keep])
+
+
+def _holds_dump(manifest: dict) -> bool:
+    """Whether the set is of a PostgreSQL installation (its queue is a dump)."""
+    return any(e.get("codec") == PG_CODEC for e in manifest.get("databases", ()))
 
 
 def apply_retention(settings, tz: datetime.tzinfo = datetime.UTC) -> list[str]:
