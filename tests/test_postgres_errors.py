@@ -198,7 +198,7 @@ def test_a_lease_renewed_before_an_outage_is_renewed_again_before_it_lapses(
 
     from qrq.errors import Unavailable
     from qrq.queue import huey, submit
-    from tests.test_queue import returns_none
+    from tasks.mail import send_mail_task
 
     client, _, stop, start = on_own_server
     huey.init(dataclasses.replace(huey.settings, lease_seconds=12.0))  # a beat every 4 s
@@ -218,7 +218,7 @@ def test_a_lease_renewed_before_an_outage_is_renewed_again_before_it_lapses(
         except Unavailable:
             return 0.0
 
-    submit(returns_none, owner_id=None)
+    submit(send_mail_task, ["ops@example.com"], "leased", "here", owner_id=None)
     assert storage.dequeue() is not None  # leased here; the heartbeat keeps it
     taken = lease_until()
     wait_until(lambda: lease_until() > taken, timeout=30, message="the first renewal")
