@@ -15,7 +15,7 @@ from qrq.appdb.db import app_db, init_db
 from qrq.appdb.models import User
 from qrq.cli import main
 from qrq.config import load_settings
-from qrq.queue import huey, submit
+from qrq.queue import huey, migrations, submit
 from tests import slow_tasks
 from tests.browsing import server  # noqa: F401  (a fixture)
 from tests.conftest import Consumer, wait_until
@@ -161,8 +161,16 @@ def test_a_web_app_left_running_through_the_move_refuses_every_change(
         assert conn.execute("select count(*) from job").fetchone()[0] == 1  # the first only
         assert conn.execute("select status from job").fetchone()[0] == "queued"
     conn.close()
-    # Going back on purpose (the note deleted): the files take jobs again.
+    # Going back on purpose (the note deleted): the files take jobs again, also with a
+    # qrq upgraded since the move (a schema step to apply, which the triggers refused).
+    with sqlite3.connect(settings.queue_db) as conn:
+        conn.execute("drop trigger qrq_moved_queue_schema_version_delete")
+        conn.execute("delete from queue_schema_version where version = ?",
+                     (migrations.LATEST,))
+    conn.close()
     settings.moved_marker.unlink()
     huey.init(load_settings(lease_seconds=3.0))
+    assert migrations.current_version(huey.storage) == migrations.LATEST
+    assert not huey.storage.moved_away()
     assert submit(slow_tasks.noop, owner_id=None)
     assert huey.storage.sql("select count(*) from job", results=True)[0][0] == 2

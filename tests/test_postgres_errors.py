@@ -234,6 +234,42 @@ def test_a_lease_renewed_before_an_outage_is_renewed_again_before_it_lapses(
     assert lease_until() - 12.0 < lapses_at  # renewed while the lease still held
 
 
+def test_a_dead_connection_while_the_role_is_at_its_limit_is_not_an_outage(own_server):
+    # One pooled connection ended (pg_terminate_backend, an idle timeout) while the role
+    # is at its connection limit: the server refuses a new one, yet it is there, and
+    # the pool's other connection serves the use.
+    import psycopg
+    from psycopg import conninfo
+
+    from qrq.queue.postgres_connections import PostgresConnections
+
+    url, _, _ = own_server
+    others = []
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("create role lim login password 'pw' connection limit 3")
+        limited = conninfo.make_conninfo(
+            **conninfo.conninfo_to_dict(url) | {"user": "lim", "password": "pw"})
+        storage = PostgresConnections(url=limited, timeout=3.0, create_tables=False)
+        try:
+            held = [storage.pool.getconn() for _ in range(2)]
+            first = held[0].info.backend_pid  # lent first again: the pool is a queue
+            for conn in held:
+                storage.pool.putconn(conn)
+            admin.execute("select pg_terminate_backend(%s)", (first,))
+            wait_until(lambda: not admin.execute(
+                "select 1 from pg_stat_activity where pid = %s", (first,)).fetchone(),
+                message="the backend to end")
+            with pytest.raises(psycopg.OperationalError, match="too many connections"):
+                while True:  # others take the freed slot: the role is at its limit
+                    others.append(psycopg.connect(limited))
+            assert storage.sql("select 1", results=True) == [(1,)]
+            assert storage._down_since is None
+        finally:
+            for conn in others:
+                conn.close()
+            storage.reset_connections()
+
+
 def test_a_pool_with_every_connection_in_use_is_busy_not_down(on_own_server):
     from qrq.errors import Unavailable
     from qrq.queue import huey

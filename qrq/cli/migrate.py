@@ -21,7 +21,7 @@ def migrate() -> None:
     """
     settings = get_settings()
     huey.init(settings, migrate=False, key_check=False)  # an older schema lacks its table
-    applied = migrations.migrate(huey.storage)
+    applied = huey.storage.initialize_schema()
     signing.check_key(huey.storage, huey.serializer)
     version = migrations.current_version(huey.storage)
     if applied:

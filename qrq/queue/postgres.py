@@ -179,9 +179,9 @@ class LeasedPostgresStorage(postgres_submit.OneTripSubmit, OneTripEnd, PostgresC
 
     # The schema (qrq.queue.migrations): SQLite's DDL with PostgreSQL's types.
 
-    def initialize_schema(self):
+    def initialize_schema(self) -> list[int]:
         try:
-            super().initialize_schema()
+            return super().initialize_schema()
         except psycopg.errors.InsufficientPrivilege as exc:
             raise Unavailable(f"cannot create qrq's tables in {where(self.url)} (grant the "
                               f"user CREATE on its schema): {one_line(exc)}") from None

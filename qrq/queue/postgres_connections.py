@@ -90,6 +90,19 @@ def _unavailable(exc: BaseException) -> bool:
         and not isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable))
 
 
+def _unreachable(exc: psycopg.Error) -> bool:
+    """Whether a failed connection attempt means no server to talk to (refused, timed
+    out, shutting down or starting up), not one that answered and said no (too many
+    connections, a login refused): the pool may still hold connections that work."""
+    if exc.sqlstate is not None:
+        return exc.sqlstate.startswith(("08", "57P"))
+    # libpq gives a failed attempt no SQLSTATE: a server that answered sent a FATAL line
+    # ("too many connections for role", "password authentication failed"), unless it
+    # was only starting up or shutting down ("the database system is ...").
+    text = str(exc)
+    return "FATAL:" not in text or "the database system is" in text
+
+
 def _rolled_back(exc: BaseException) -> bool:
     """Whether the server ended a transaction to break a deadlock or a serialization
     conflict (SQLSTATE class 40)."""
@@ -165,7 +178,7 @@ class PostgresConnections(SqliteStorage):
             if pool is not None:
                 pool.check()  # the others died with it: not one failed try each
             refused = self._connect_directly()
-            if refused is not None:
+            if refused is not None and _unreachable(refused):
                 raise ServerDown(refused) from exc
             raise
 

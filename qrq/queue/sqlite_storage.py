@@ -22,11 +22,13 @@ class LeasedSqliteStorage(LeasedStorage, ThreadedSqliteStorage):
     def __init__(self, name="huey", filename="huey.db", **kwargs):
         super().__init__(name, filename=filename, **kwargs)
 
-    def initialize_schema(self):
-        super().initialize_schema()
-        if self.moved_away():  # opened again after a move: going back
+    def initialize_schema(self) -> list[int]:
+        # Opened again after a move: going back. First, as the move's triggers refuse
+        # the schema steps' writes too (a qrq upgraded since the move).
+        if self.moved_away():
             with self.db(commit=True) as curs:
                 moved.thaw(curs)
+        return super().initialize_schema()
 
     def moved_away(self) -> bool:
         """Whether ``qrq migrate-to-postgres`` moved this queue (:mod:`qrq.queue.moved`)."""

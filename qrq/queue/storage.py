@@ -82,8 +82,9 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
         self._stop_beating = threading.Event()
         super().__init__(name, **kwargs)
 
-    def initialize_schema(self):
-        migrations.migrate(self)
+    def initialize_schema(self) -> list[int]:
+        """Apply the schema steps the database lacks; return their numbers."""
+        return migrations.migrate(self)
 
     # -- the queue ----------------------------------------------------------------------
 
