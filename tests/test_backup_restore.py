@@ -332,7 +332,10 @@ def test_a_restore_of_the_queue_keeps_no_lock_or_consumer_of_the_old_system(sett
         return  # (a dump always goes into QRQ_DATABASE_URL's database: the live one)
     # Restored into another directory (a new machine) alike: there the backup job the
     # set holds runs again, and failed on the lock its own first run held.
+    # (There, the note a move to PostgreSQL left: the way back restores into it.)
     new = settings.data_dir.parent / "new"
+    new.mkdir()
+    (new / settings.moved_marker.name).write_text("moved to PostgreSQL\n")
     done = runner.invoke(main, ["backup", "restore", manifest["id"], "--to", str(new)])
     assert done.exit_code == 0, done.output
     with contextlib.closing(sqlite3.connect(new / "queue.db")) as conn:

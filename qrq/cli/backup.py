@@ -31,11 +31,12 @@ from qrq.cli.base import (
 )
 from qrq.cli.jobs import wait_finished, wait_options
 from qrq.config import holds_qrq_data
-from qrq.config.load import load_settings, read_settings
+from qrq.config.load import read_settings
 from qrq.health import missing_table
 from qrq.humanize import format_bytes
 from qrq.queue import audit, huey, locks, retention, signing
 from qrq.queue.housekeeping import submit_maintenance
+from qrq.queue.sqlite_storage import LeasedSqliteStorage
 
 
 def _mb(n: int | None) -> str:
@@ -244,12 +245,18 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
         if any(e["codec"] == PG_CODEC for e in entries) or (
                 overwrites_live and not settings.database_url):
             huey.init(settings, key_check=False)
-        else:  # a queue.db in another directory, with the key that came with it
-            huey.init(load_settings(data_dir=to_dir, database_url=""), key_check=False)
-        locks.release_all_locks(huey.storage)
-        retention.forget_consumers(huey.storage)
+            storage = huey.storage
+        else:  # a queue.db in another directory: the file as restored, no schema step
+            storage = LeasedSqliteStorage(filename=str(to_dir / QUEUE_DB), create_tables=False)
+        try:
+            locks.release_all_locks(storage)
+            retention.forget_consumers(storage)
+        except Exception as exc:
+            if not missing_table(exc):  # (a set from before those tables: none to drop)
+                raise
         if overwrites_live:
-            _tell_key_change(before, _recorded_key(huey.storage))
+            _tell_key_change(before, _recorded_key(storage))
+        storage.close()
     for entry in entries:
         if entry["codec"] == PG_CODEC:
             click.echo(f"restored PostgreSQL schema {entry['schema']} (QRQ_DATABASE_URL)")
