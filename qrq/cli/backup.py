@@ -34,7 +34,7 @@ from qrq.config import holds_qrq_data
 from qrq.config.load import read_settings
 from qrq.health import missing_table
 from qrq.humanize import format_bytes
-from qrq.queue import audit, huey, locks, retention, signing
+from qrq.queue import audit, locks, retention, signing
 from qrq.queue.housekeeping import submit_maintenance
 from qrq.queue.sqlite_storage import LeasedSqliteStorage
 
@@ -244,8 +244,7 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
         # runs now. Reopened: the live queue, or the one restored into another directory.
         if any(e["codec"] == PG_CODEC for e in entries) or (
                 overwrites_live and not settings.database_url):
-            huey.init(settings, key_check=False)
-            storage = huey.storage
+            storage = get_queue(key_check=False).storage  # the restored one, reopened
         else:  # a queue.db in another directory: the file as restored, no schema step
             storage = LeasedSqliteStorage(filename=str(to_dir / QUEUE_DB), create_tables=False)
         try:

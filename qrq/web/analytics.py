@@ -39,7 +39,7 @@ _TRUE, _FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
 
 def report_request() -> tuple[ReportQuery, dict[str, str], bool]:
     """The request's report query, its raw parameters (for the warm-up) and ``refresh``."""
-    args = dict(request.args)  # each given once (qrq.web.params refuses repeats)
+    args = request.args.to_dict()  # each given once (qrq.web.params refuses repeats)
     refresh = args.pop("refresh", "").strip().lower()
     if refresh not in _TRUE + _FALSE:
         raise ValidationError("must be 0 or 1", field="refresh")
