@@ -78,6 +78,12 @@ def test_bad_arguments_and_bad_input(runner, templates, tmp_path, settings):
     path.write_text("data\nhttps://x.example\n")
     no_template = runner.invoke(main, ["batch", "submit", "--csv", str(path)])
     assert no_template.exit_code == 2 and "--template" in no_template.output
+    path.write_text("data,titel\nhttps://x.example,Jane\n")  # a misspelt title
+    misspelt = runner.invoke(main, ["batch", "submit", "--template", "1", "--csv", str(path)])
+    assert misspelt.exit_code == 2 and "unknown column 'titel'" in misspelt.output
+    path.write_text("data,title\nhttps://x.example,Jane,Doe\n")  # an unquoted comma
+    extra = runner.invoke(main, ["batch", "submit", "--template", "1", "--csv", str(path)])
+    assert extra.exit_code == 2 and "line 2: more fields" in extra.output, extra.output
     path.write_text("data,template_id\nhttps://x.example,\u0661\n")  # an Arabic-Indic 1
     not_ascii = runner.invoke(main, ["batch", "submit", "--csv", str(path)])
     assert not_ascii.exit_code == 2 and "not a number" in not_ascii.output

@@ -30,8 +30,13 @@ def _owner_id(name: str | None) -> int | None:
     return user.id
 
 
+CSV_COLUMNS = ("data", "template_id", "title")
+
+
 def _csv_items(path: Path, template_id: int | None) -> list[dict]:
-    """Items from a CSV with a header: ``data`` (required), ``template_id``, ``title``."""
+    """Items from a CSV with a header: ``data`` (required), ``template_id``, ``title``.
+    An unknown column or a row of more fields than the header is an error: a misspelt
+    ``titel`` would otherwise be dropped from every card without a word."""
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -45,11 +50,21 @@ def _csv_items(path: Path, template_id: int | None) -> list[dict]:
         if "data" not in columns:
             raise click.BadParameter("needs a header row with a data column",
                                      param_hint="--csv")
+        unknown = sorted(columns - set(CSV_COLUMNS))
+        if unknown:
+            raise click.BadParameter(
+                f"unknown column{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(map(repr, unknown))} (the columns are {', '.join(CSV_COLUMNS)})",
+                param_hint="--csv")
         if "template_id" not in columns and template_id is None:
             raise click.BadParameter("give --template or a template_id column",
                                      param_hint="--csv")
         items = []
         for row in reader:
+            if None in row:  # DictReader's key for the fields beyond the header's
+                raise click.BadParameter(f"line {reader.line_num}: more fields than the "
+                                         f"header's {len(reader.fieldnames)}",
+                                         param_hint="--csv")
             item: dict = {"data": row["data"]}
             raw = row.get("template_id") or template_id
             try:
