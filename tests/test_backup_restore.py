@@ -302,11 +302,13 @@ def test_backup_tasks_are_a_few_lines_each_and_the_cli_runs_no_sql():
 
 
 def test_a_restore_of_the_queue_keeps_no_lock_or_consumer_of_the_old_system(settings, runner,
-                                                                           backend):
+                                                                           backend, make_user):
     # The set is taken while a backup run holds its lock and a consumer is registered:
     # the restored queue must not make the next backup wait for that lock to lapse.
     from qrq.cli import main
     from qrq.queue import huey, locks
+
+    make_user("alice")  # an installation's data, which a restore over it replaces
 
     old = "job 1bc29f21 (gone:1)"
     assert locks.try_lock(huey.storage, "backup", old, ttl=3600) is None
@@ -429,3 +431,45 @@ def test_a_new_machine_restores_into_an_empty_directory_and_makes_nothing_else(
     assert restored.execute("select count(*) from audit where action = 'backup.restore'"
                             ).fetchone() == (1,)  # recorded in the installation it made
     restored.close()
+
+
+@pytest.mark.postgres_only("a dump restored into QRQ_DATABASE_URL's database")
+def test_a_dump_restores_into_an_empty_database_without_force_but_not_over_a_live_one(
+        settings, runner, make_user, pg_server, pg_url, tmp_path):
+    import urllib.parse
+
+    import psycopg
+    from psycopg import conninfo
+
+    make_user("alice")
+    run_backup(settings)
+    over_live = runner.invoke(main, ["backup", "restore", "latest", "--to",
+                                     str(tmp_path / "r")])
+    assert over_live.exit_code == 1 and "--force" in over_live.output, over_live.output
+    # A new, empty database, as on a new machine (README, "Backups on PostgreSQL"): it
+    # holds no installation, so no --force and no safety set.
+    schema = conninfo.conninfo_to_dict(pg_url)["options"].split("=")[1]
+    name = f"qrq_{os.urandom(6).hex()}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"create database {name}")
+    try:
+        fresh = urllib.parse.urlsplit(pg_url)._replace(path=f"/{name}").geturl()
+        with psycopg.connect(fresh, autocommit=True) as conn:
+            conn.execute(f"create schema {schema}")
+        env = {"QRQ_DATA_DIR": str(tmp_path / "NEW"), "QRQ_DATABASE_URL": fresh,
+               "QRQ_BACKUP_DIR": str(settings.backups_dir)}
+        sets = len(list_sets(settings.backups_dir))
+        done = CliRunner().invoke(main, ["backup", "restore", "latest", "--to",
+                                         str(tmp_path / "NEW")], env=env)
+        assert done.exit_code == 0, done.output
+        assert "safety backup" not in done.output
+        assert len(list_sets(settings.backups_dir)) == sets
+        with psycopg.connect(fresh) as conn:
+            assert conn.execute('select name from "user"').fetchall() == [("alice",)]
+        # A second restore there would replace an installation's rows: --force again.
+        again = CliRunner().invoke(main, ["backup", "restore", "latest", "--to",
+                                          str(tmp_path / "NEW")], env=env)
+        assert again.exit_code == 1 and "--force" in again.output, again.output
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f"drop database {name} with (force)")  # (its connections too)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from qrq import move_to_postgres
 from qrq.backup import (
     get_set,
     list_databases,
@@ -18,6 +19,7 @@ from qrq.backup import (
     verify_set,
 )
 from qrq.backup.postgres import CODEC as PG_CODEC
+from qrq.backup.postgres import tables_with_rows
 from qrq.backup.restore import QUEUE_DB
 from qrq.backup.submit import submit_backup
 from qrq.cli.base import (
@@ -36,6 +38,7 @@ from qrq.health import missing_table
 from qrq.humanize import format_bytes
 from qrq.queue import audit, locks, retention, signing
 from qrq.queue.housekeeping import submit_maintenance
+from qrq.queue.postgres_connections import check_reachable
 from qrq.queue.sqlite_storage import LeasedSqliteStorage
 
 
@@ -182,11 +185,12 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
     entries = select_entries(manifest, names)
     to_dir = to_dir.resolve()
     # Live: a file of this installation that the restore would replace (a new machine's
-    # empty data directory has none). A PostgreSQL dump goes into QRQ_DATABASE_URL's
-    # database: always the live one.
+    # empty data directory has none), or QRQ_DATABASE_URL's database when a dump goes
+    # there and it holds an installation's rows (a new, empty database holds none).
     live = {path.resolve() for _, path in list_databases(settings) if path.exists()}
-    overwrites_live = any(e["codec"] == PG_CODEC or (to_dir / e["name"]).resolve() in live
-                          for e in entries)
+    overwrites_live = any((to_dir / e["name"]).resolve() in live for e in entries) or (
+        any(e["codec"] == PG_CODEC for e in entries)
+        and _holds_installation(settings.database_url))
     if overwrites_live:
         settings = get_settings()  # the live installation's, with its key
     count, checked = len(entries), [0]
@@ -266,6 +270,16 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
     for path in restored:
         click.echo(f"restored {path}")
     click.echo(f"{count} database(s) restored from {manifest['id']} into {to_dir}")
+
+
+def _holds_installation(url: str) -> bool:
+    """Whether the database of *url* holds an installation's rows, beyond those that
+    merely opening it makes (the rows ``qrq migrate-to-postgres`` also lets be)."""
+    if not url:
+        return False  # the restore itself says that a dump needs a server
+    check_reachable(url, timeout=10)
+    return bool(tables_with_rows(url) - move_to_postgres.NOT_COPIED
+                - move_to_postgres.REPLACED)
 
 
 def _recorded_key(storage) -> dict | None:
