@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 LONG_POLL_SECONDS = 60  # the server's most for ?wait=
 _UNSET: Any = object()
@@ -109,10 +109,13 @@ class JobFailed(ApiError):
 
 
 class WaitTimeout(TimeoutError):
-    """:meth:`Client.wait` gave up; ``job`` is the last status read (the job goes on)."""
+    """:meth:`Client.wait` gave up; ``job`` is the last status read (the job goes on),
+    None when the server did not answer since (a restart that outlasted the wait)."""
 
-    def __init__(self, job: dict):
-        super().__init__(f"job {job.get('job_id')} is still {job.get('status')}")
+    def __init__(self, job: dict | None, last_error: str = ""):
+        said = (f"job {job.get('job_id')} is still {job.get('status')}" if job
+                else "no status read")
+        super().__init__(said + (f"; then {last_error}" if last_error else ""))
         self.job = job
 
 
@@ -145,6 +148,11 @@ def _seconds(retry_after: Any, default: float | None = 1.0) -> float | None:
         return max(0.1, min(float(retry_after), 60.0))
     except (TypeError, ValueError):
         return default
+
+
+def _id(value: str) -> str:
+    """*value* as one path segment: an id holding ``/`` or ``..`` names no other route."""
+    return quote(str(value), safe="").replace(".", "%2E")
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -247,7 +255,7 @@ class Client:
 
     def job(self, job_id: str) -> dict:
         """A job's status, progress, result and error."""
-        return self._json("GET", f"/api/jobs/{job_id}")
+        return self._json("GET", f"/api/jobs/{_id(job_id)}")
 
     def wait(self, job_id: str, timeout: float = 300.0) -> dict:
         """The job once it has ended (any final status: check ``status``).
@@ -257,26 +265,31 @@ class Client:
         that stops answering once reached (a restart), until *timeout*.
         :raises WaitTimeout: not ended after *timeout* seconds (the job goes on).
         """
-        return self._wait(f"/api/jobs/{job_id}", timeout, long_poll=True)
+        return self._wait(f"/api/jobs/{_id(job_id)}", timeout, long_poll=True)
 
     def _wait(self, path: str, timeout: float, long_poll: bool) -> dict:
         deadline = time.monotonic() + timeout
         seen = job = None
+        reached = False  # any answer yet, even an error or one cut short
         while True:
             left = deadline - time.monotonic()
             wait = max(0, min(LONG_POLL_SECONDS, int(left))) if long_poll else 0
             asked = time.monotonic()
             try:
+                # No request outlasts the deadline by more than a second.
                 answer = self._request("GET", path, params={"wait": wait or None},
-                                       timeout=wait + self.timeout)
+                                       timeout=max(1.0, min(wait + self.timeout, left + 1)))
             except (TooManyRequests, ServerError, ConnectionFailed) as exc:
+                if isinstance(exc, ServerError) and exc.status not in RESTARTING or \
+                        exc.code == "unreachable" and not reached:
+                    raise  # a bug, or never reached (a wrong URL, say)
+                reached = True
                 left = deadline - time.monotonic()
-                if left <= 0 or isinstance(exc, ServerError) and exc.status not in \
-                        RESTARTING or isinstance(exc, ConnectionFailed) and job is None \
-                        and exc.code == "unreachable":
-                    raise  # never reached (a wrong URL, say), or a bug
+                if left <= 0:
+                    raise WaitTimeout(job, str(exc)) from exc
                 time.sleep(min(left, exc.retry_after or 1.0))
                 continue
+            reached = True
             job = self._decode(*answer, path)
             if job["status"] in ENDED:
                 return job
@@ -291,7 +304,7 @@ class Client:
             seen = job["status"]
 
     def cancel(self, job_id: str) -> dict:
-        return self._json("DELETE", f"/api/jobs/{job_id}")
+        return self._json("DELETE", f"/api/jobs/{_id(job_id)}")
 
     def iter_jobs(self, *, status: str | None = None, job_type: str | None = None,
                   limit: int = 100) -> Iterator[dict]:
@@ -308,8 +321,8 @@ class Client:
 
         :raises JobNotFinished: the job has not finished (``job_status`` says where).
         """
-        path = (f"/api/batch/{job_id}/download/{kind}" if kind
-                else f"/api/jobs/{job_id}/download")
+        path = (f"/api/batch/{_id(job_id)}/download/{kind}" if kind
+                else f"/api/jobs/{_id(job_id)}/download")
         data = self._request("GET", path, timeout=max(self.timeout, 120))[2]
         if dest is None:
             return data
@@ -318,17 +331,17 @@ class Client:
 
     def batch(self, batch_id: str) -> dict:
         """A batch's counts, status, downloads and ``retry_job_ids``."""
-        return self._json("GET", f"/api/batch/{batch_id}")
+        return self._json("GET", f"/api/batch/{_id(batch_id)}")
 
     def retry_failed(self, batch_id: str) -> dict:
         """Queue a batch's failed items again as a new batch; the 202 answer
         (``batch_job_id``, ``parent_job_id``, ``total_items``)."""
-        return self._json("POST", f"/api/batch/{batch_id}/retry-failed")
+        return self._json("POST", f"/api/batch/{_id(batch_id)}/retry-failed")
 
     def iter_items(self, batch_id: str, *, status: str | None = None,
                    limit: int = 500) -> Iterator[dict]:
         """A batch's items in order (``status``: ok, failed or pending), every page."""
-        yield from self._pages(f"/api/batch/{batch_id}/items", "items",
+        yield from self._pages(f"/api/batch/{_id(batch_id)}/items", "items",
                                {"status": status, "limit": limit})
 
     # -- analytics ----------------------------------------------------------------------

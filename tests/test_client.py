@@ -23,6 +23,7 @@ from qrq.client import (
 )
 from qrq.queue import submit
 from qrq.web import create_app
+from tests.conftest import wait_until
 from tests.live import live, serving  # noqa: F401 (fixture)
 from tests.slow_tasks import steps
 from tests.test_analytics_api import ARGS, scan_dbs  # noqa: F401 (fixture)
@@ -110,9 +111,10 @@ def test_batch_status_and_retrying_its_failed_items(live, templates, alice, cons
 # -- servers that misbehave -------------------------------------------------------------
 
 @contextlib.contextmanager
-def http_server(handle):
-    """A plain HTTP server on 127.0.0.1 whose GETs *handle* answers: ``handle(request)``
-    with the handler (path, headers, and wfile to write to); its base URL."""
+def http_server(handle, port=0):
+    """A plain HTTP server on 127.0.0.1 (*port*, default any) whose GETs *handle*
+    answers: ``handle(request)`` with the handler (path, headers, and wfile to write
+    to); its base URL."""
     seen = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -123,7 +125,7 @@ def http_server(handle):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -249,3 +251,74 @@ def test_wait_waits_out_a_server_that_breaks_off_its_first_long_poll():
     with http_server(restarting) as (base, seen):
         assert Client(base, "t").wait("j", timeout=30)["status"] == "finished"
     assert len(seen) == 2
+
+
+class Watched(Client):
+    """A client that notes each failed request (the test's view of its retries)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.failed, self.timeouts = [], []
+
+    def _request(self, *args, **kwargs):
+        self.timeouts.append(kwargs.get("timeout"))
+        try:
+            return super()._request(*args, **kwargs)
+        except ConnectionFailed as exc:
+            self.failed.append(exc.code)
+            raise
+
+
+def test_wait_waits_out_a_restart_that_begins_during_its_first_long_poll():
+    # The job is queued, so the first long-poll is held: no answer has come when the
+    # server goes away, and its port refuses connections until it is back.
+    def going(handler):
+        handler.close_connection = True
+
+    with http_server(going) as (base, _):
+        client = Watched(base, "t")
+        outcome = {}
+
+        def waiting():
+            try:
+                outcome["job"] = client.wait("j", timeout=30)
+            except Exception as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=waiting)
+        thread.start()
+        wait_until(lambda: client.failed, message="the first long-poll broken off")
+    wait_until(lambda: "unreachable" in client.failed or outcome, message="refused")
+    finished = b'{"job_id": "j", "status": "finished"}'
+    with http_server(lambda h: answer(h, 200, finished), port=int(base.rsplit(":", 1)[1])):
+        thread.join(30)
+    assert outcome == {"job": {"job_id": "j", "status": "finished"}}, outcome
+
+
+def test_wait_that_gives_up_raises_wait_timeout_on_time_whatever_the_server_does():
+    released = threading.Event()
+    with http_server(lambda h: released.wait(30)) as (base, _):  # takes and never answers
+        client = Watched(base, "t", timeout=30)
+        with pytest.raises(WaitTimeout) as stalled:
+            client.wait("j", timeout=2)
+        released.set()
+    assert stalled.value.job is None and "no answer" in str(stalled.value)
+    # Each request may outlast the wait's deadline by a second, not by the client's
+    # 30 s timeout for one request.
+    assert client.timeouts and max(client.timeouts) <= 3, client.timeouts
+    busy = b'{"error": {"code": "unavailable", "message": "restarting"}}'
+    with http_server(lambda h: answer(h, 503, busy, [("Retry-After", "0.2")])) as (base, _):
+        with pytest.raises(WaitTimeout) as unavailable:
+            Client(base, "t").wait("j", timeout=1)
+    assert "restarting" in str(unavailable.value)
+
+
+def test_an_id_is_one_path_segment_whatever_it_holds():
+    with http_server(lambda h: answer(h, 404, b'{"error": {"code": "not_found", '
+                                             b'"message": "no such job"}}')) as (base, seen):
+        client = Client(base, "t")
+        for odd in ("../me", "..", "a?b#c"):
+            with pytest.raises(NotFound):
+                client.job(odd)
+    assert [path for path, _ in seen] == ["/api/jobs/%2E%2E%2Fme", "/api/jobs/%2E%2E",
+                                          "/api/jobs/a%3Fb%23c"]
