@@ -139,6 +139,18 @@ def test_status_json_is_the_queue_status_document_of_the_api(runner, client, mak
     assert [alert["kind"] for alert in cli["alerts"]] == ["no_consumer"]
 
 
+def test_jobs_list_pages_through_every_job(runner, templates):
+    ids = [queued_id(runner.invoke(main, ["pdf", "2"]).output) for _ in range(5)]
+    first = runner.invoke(main, ["jobs", "list", "--limit", "2"]).output.splitlines()
+    assert [line.split()[0] for line in first[1:3]] == [i[:8] for i in ids[::-1][:2]]
+    assert first[-1] == "1-2 of 5 job(s); next: --page 2"
+    last = runner.invoke(main, ["jobs", "list", "--limit", "2", "--page", "3"]).output
+    assert last.splitlines()[1].split()[0] == ids[0][:8]
+    assert last.splitlines()[-1] == "5-5 of 5 job(s)"
+    past = runner.invoke(main, ["jobs", "list", "--limit", "2", "--page", "9", "--json"])
+    assert json.loads(past.output) == {"jobs": [], "total": 5, "page": 9}
+
+
 def test_plain_lists_have_headers_and_shorten_long_values(runner, templates):
     add_job(f"{SHORT}-0000-4000-8000-000000000001", error="boom " * 200)
     listed = runner.invoke(main, ["jobs", "list"]).output.splitlines()
@@ -179,6 +191,27 @@ def test_wait_stops_when_no_consumer_runs_and_keeps_waiting_only_if_asked(runner
     assert "no consumer is running (none registered); waiting until one runs" in kept.output
     assert f"still queued after 8s; it goes on: follow it with: qrq jobs wait {job_id}" \
         in kept.output
+
+
+def test_pdf_out_is_checked_before_the_job_and_implies_wait(runner, templates, tmp_path):
+    missing = runner.invoke(main, ["pdf", "2", "--wait", "--out",
+                                   str(tmp_path / "none" / "x.pdf")])
+    assert missing.exit_code == 2 and "is not a directory" in missing.output, missing.output
+    assert huey.storage.queue_size() == 0  # no job queued whose PDF had nowhere to go
+    # --out alone waits for the PDF (here: no consumer runs, which it says at once).
+    alone = runner.invoke(main, ["pdf", "2", "--out", str(tmp_path / "x.pdf")])
+    assert alone.exit_code == 1 and "no consumer is running" in alone.output, alone.output
+
+
+def test_a_wait_on_a_paused_type_says_so(runner, templates):
+    from qrq.queue import pauses
+
+    pauses.pause(huey.storage, "pdf", "olga")
+    job_id = queued_id(runner.invoke(main, ["pdf", "2"]).output)
+    waited = runner.invoke(main, ["jobs", "wait", job_id, "--keep-waiting", "--timeout", "2"])
+    assert waited.exit_code == 1
+    said = "pdf jobs are paused (by olga): the job waits until `qrq jobs resume pdf`"
+    assert waited.output.count(said) == 2, waited.output  # once, and again at the end
 
 
 def test_every_wait_has_timeout_and_keep_waiting(runner):

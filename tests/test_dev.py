@@ -185,3 +185,20 @@ def test_dev_stops_both_on_sigterm_and_sighup_and_runs_once_per_data_dir(tmp_pat
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_dev_on_a_taken_port_fails_before_it_shows_the_demo_token(tmp_path):
+    qrq = Path(sys.executable).parent / "qrq"
+    env = {**os.environ, "QRQ_DATA_DIR": str(tmp_path / "data")}
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = subprocess.run([str(qrq), "dev", "--port", str(port)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "qrq_" not in done.stdout  # the token is shown once: not spent on this run
+    for command in ("dev", "serve"):
+        wrapped = subprocess.run([str(qrq), command, "--port", "99999"], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=60)
+        assert wrapped.returncode == 2 and "99999 is not in the range 1<=x<=65535" \
+            in wrapped.stderr, wrapped.stderr

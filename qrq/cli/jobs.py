@@ -29,7 +29,7 @@ from qrq.cli.base import (
 )
 from qrq.errors import Unavailable, ValidationError
 from qrq.humanize import format_bytes
-from qrq.queue import audit, dead_letters, jobs, roles, stats, submit
+from qrq.queue import audit, dead_letters, jobs, pauses, roles, stats, submit
 
 
 def _parse_option(value: str) -> tuple[str, object]:
@@ -106,7 +106,7 @@ def wait_for(huey, job_id: str, label: str, timeout: float, *, length: int = 100
     keep_waiting = click.get_current_context().meta.get(KEEP_WAITING, False)
     follow = f"follow it with: qrq jobs wait {job_id}"
     deadline = time.monotonic() + timeout
-    next_check, missing_since, warned = 0.0, None, False
+    next_check, missing_since, warned, told_paused = 0.0, None, False, None
     try:
         job = jobs.get(huey.storage, job_id) or {"status": "gone"}
     except Unavailable:  # the loop below waits it out
@@ -145,6 +145,11 @@ def wait_for(huey, job_id: str, label: str, timeout: float, *, length: int = 100
                         missing = consumer_missing(huey, job["type"])
                     except Unavailable:  # the next read says so
                         missing = None
+                    paused = _paused(huey, job) if job["status"] == "queued" else None
+                    if paused and paused != told_paused:
+                        newline = "\n" if bar.file.isatty() else ""
+                        click.echo(f"{newline}{paused}", err=True)
+                    told_paused = paused
                     missing_since = (missing_since or clock) if missing else None
                     warned = warned and bool(missing)
                     # A grace period: a consumer started together with the wait registers
@@ -161,13 +166,25 @@ def wait_for(huey, job_id: str, label: str, timeout: float, *, length: int = 100
                         warned = True
                 if clock > deadline:
                     raise click.ClickException(
-                        f"job {job_id} still {job['status']} after {timeout:g}s; it goes "
-                        f"on: {follow}")
+                        f"job {job_id} still {job['status']} after {timeout:g}s"
+                        f"{f' ({told_paused})' if told_paused else ''}; it goes on: {follow}")
                 time.sleep(0.1)
     except KeyboardInterrupt:
         click.echo(f"stopped waiting; job {job_id} goes on ({job['status']}): {follow}",
                    err=True)
         raise click.exceptions.Exit(130) from None
+
+
+def _paused(huey, job: dict) -> str | None:
+    """Why a queued *job* does not start though consumers run: its type is paused."""
+    try:
+        found = [p for p in pauses.paused(huey.storage) if p["type"] == job["type"]]
+    except Unavailable:  # the next read of the job says so
+        return None
+    if not found:
+        return None
+    return (f"{job['type']} jobs are paused (by {found[0]['paused_by'] or '-'}): the job "
+            f"waits until `qrq jobs resume {job['type']}`")
 
 
 def _label(label: str, job: dict) -> str:
@@ -190,13 +207,16 @@ def wait_finished(huey, job_id: str, label: str, timeout: float, what: str = "jo
               help="Override a template field; VALUE is JSON or a bare string.")
 @wait_options(timeout=600)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where --wait saves the PDF (default: ./qrq-<job id>.pdf).")
+              help="Save the PDF here (implies --wait; default with --wait: "
+                   "./qrq-<job id>.pdf).")
 def pdf(template_id: int, options: tuple[str, ...], wait: bool, out: Path | None,
         timeout: float) -> None:
     """Queue a QR-code PDF of a template and print its job id.
 
     Example: qrq pdf 1 --option copies=8 --option title="Table 4" --wait
     """
+    if out is not None and not out.parent.is_dir():  # found out now, not after the job
+        raise click.BadParameter(f"{out.parent} is not a directory", param_hint="--out")
     huey = get_queue()
     parsed = dict(_parse_option(o) for o in options)
     with get_app_db().connection_context():
@@ -205,7 +225,7 @@ def pdf(template_id: int, options: tuple[str, ...], wait: bool, out: Path | None
     job_id = submit("pdf.generate", template_id, parsed, owner_id=None,
                     params={"template_id": template_id, "options": parsed})
     click.echo(f"queued job {job_id}")
-    if not wait:
+    if not wait and out is None:
         return
     wait_finished(huey, job_id, "rendering", timeout)
     out = out or Path(f"qrq-{job_id}.pdf")
@@ -213,8 +233,12 @@ def pdf(template_id: int, options: tuple[str, ...], wait: bool, out: Path | None
         stored, _ = open_store(huey.settings).open(artifact_name(job_id))
     except FileNotFoundError:
         raise click.ClickException(f"the output of job {job_id} has been removed") from None
-    with stored, open(out, "wb") as dest:
-        shutil.copyfileobj(stored, dest)
+    try:
+        with stored, open(out, "wb") as dest:
+            shutil.copyfileobj(stored, dest)
+    except OSError as exc:
+        raise click.ClickException(f"cannot save {out}: {exc.strerror or exc} (the PDF "
+                                   f"stays downloadable: qrq jobs show {job_id})") from None
     click.echo(f"saved {out} ({format_bytes(out.stat().st_size)})")
 
 
@@ -227,26 +251,32 @@ def jobs_group() -> None:
 @click.option("--status", type=click.Choice(jobs.STATES))
 @click.option("--type", "job_type", callback=job_type_param,
               help="A job type, such as pdf or batch (a wrong one lists them).")
-@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="Jobs per page.")
+@click.option("--page", type=click.IntRange(1, 1_000_000), default=1, show_default=True)
 @json_option
-def jobs_list(status: str | None, job_type: str | None, limit: int, as_json: bool) -> None:
+def jobs_list(status: str | None, job_type: str | None, limit: int, page: int,
+              as_json: bool) -> None:
     """List jobs, newest first: short id (any command takes it), type, status, progress,
-    creation time and error.
+    creation time and error; then how many match, and the next page's option.
 
     Example: qrq jobs list --status failed --json
     """
-    found, _ = stats.search_jobs(get_queue().storage, status=status, job_type=job_type,
-                                 limit=limit, with_total=False)
+    found, total = stats.search_jobs(get_queue().storage, status=status, job_type=job_type,
+                                     limit=limit, offset=(page - 1) * limit)
     if as_json:
-        echo_json({"jobs": [jobs.public_view(job, admin=True) for job in found]})
+        echo_json({"jobs": [jobs.public_view(job, admin=True) for job in found],
+                   "total": total, "page": page})
         return
-    if not found:
-        click.echo("no jobs" + (f" {status}" if status else ""))
-        return
-    echo_table(("id", "type", "status", "progress", "created", "error"),
-               [(job["id"][:8], job["type"], job["status"], f"{job['progress']}%",
-                 jobs.iso(job["created_at"]), shorten(job["error"], 50)) for job in found],
-               right=("progress",))
+    if found:
+        echo_table(("id", "type", "status", "progress", "created", "error"),
+                   [(job["id"][:8], job["type"], job["status"], f"{job['progress']}%",
+                     jobs.iso(job["created_at"]), shorten(job["error"], 50))
+                    for job in found], right=("progress",))
+    first = (page - 1) * limit
+    shown = f"{first + 1}-{first + len(found)}" if found else "none"
+    more = f"; next: --page {page + 1}" if first + len(found) < total else ""
+    click.echo(f"{shown} of {total} job(s){f' {status}' if status else ''}{more}")
 
 
 @jobs_group.command("show")

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -125,7 +126,7 @@ def worker(workers: int | None, worker_type: str | None, job_types_: str | None,
 
 @main.command()
 @click.option("--host", help="Bind address (default: QRQ_HOST).")
-@click.option("--port", type=int, help="Port (default: QRQ_PORT).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: QRQ_PORT).")
 @click.option("--threads", type=click.IntRange(1, 256), default=server.THREADS,
               show_default=True, help="Threads that run requests.")
 @click.option("--connection-limit", type=click.IntRange(16, 100_000),
@@ -147,7 +148,7 @@ def serve(host: str | None, port: int | None, threads: int, connection_limit: in
 
 @main.command()
 @click.option("--host", help="Bind address (default: QRQ_HOST).")
-@click.option("--port", type=int, help="Port (default: QRQ_PORT).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: QRQ_PORT).")
 @click.option("-w", "--workers", type=click.IntRange(1, 64), help="Consumer workers.")
 def dev(host: str | None, port: int | None, workers: int | None) -> None:
     """Set up demo data (the demo user is an admin here, to log in to the dashboard),
@@ -158,10 +159,11 @@ def dev(host: str | None, port: int | None, workers: int | None) -> None:
     """
     settings = get_settings()
     lock = _hold_dev_lock(settings.data_dir)
+    host, port = host or settings.host, port or settings.port
+    _check_can_listen(host, port)  # before the demo user's token is shown, once
     click.echo(f"data directory: {settings.data_dir}")
     get_queue()  # creates queue.db and its tables
     _create_demo_data(admin=True)
-    host, port = host or settings.host, port or settings.port
     env = {**os.environ, "QRQ_DATA_DIR": str(settings.data_dir)}
     worker_cmd = [sys.executable, "-m", "qrq", "worker"]
     if workers:
@@ -187,11 +189,25 @@ def dev(host: str | None, port: int | None, workers: int | None) -> None:
         while all(p.poll() is None for p in procs):
             time.sleep(0.2)
         click.echo("a process exited; stopping the other", err=True)
+        failed = True
     except KeyboardInterrupt:
         click.echo("stopping (Ctrl-C again to kill)", err=True)
+        failed = False
     finally:
         _stop(procs)
         lock.close()
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """:raises click.ClickException: *host*:*port* is taken (or not an address here)."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+                                   "(another port: --port or QRQ_PORT)") from None
 
 
 def _interrupt(signum: int, frame) -> None:
