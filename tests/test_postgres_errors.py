@@ -234,6 +234,42 @@ def test_a_lease_renewed_before_an_outage_is_renewed_again_before_it_lapses(
     assert lease_until() - 12.0 < lapses_at  # renewed while the lease still held
 
 
+def test_a_run_that_ends_while_the_server_is_down_keeps_its_outcome(on_own_server, caplog):
+    # The end is written again once the server is back (within a lease): the job ends
+    # finished, once, instead of its lease lapsing and the whole job running again.
+    import threading
+
+    from qrq.queue import huey, jobs, submit
+    from tasks.mail import send_mail_task
+
+    _, _, stop, start = on_own_server
+    job_id = submit(send_mail_task, ["ops@example.com"], "ends", "now", owner_id=None)
+    leased, stopped, outcome = threading.Event(), threading.Event(), {}
+
+    def worker():  # a lease belongs to the thread that took it
+        assert huey.storage.dequeue() is not None
+        leased.set()
+        stopped.wait(60)
+        outcome["ended"] = huey.storage.complete(job_id, {"status": "finished",
+                                                           "result": {"sent": 1}})
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert leased.wait(60)
+    stop()
+    try:
+        stopped.set()
+        wait_until(lambda: "the end of a run could not be written" in caplog.text
+                   or not thread.is_alive(), timeout=60, message="a failed write")
+    finally:
+        start()
+    thread.join(60)
+    assert [(e.id, e.status) for e in outcome["ended"]] == [(job_id, "finished")]
+    job = jobs.get(huey.storage, job_id)
+    assert (job["status"], job["attempts"]) == ("finished", 1)
+    assert huey.storage.sql("select count(*) from task", results=True) == [(0,)]
+
+
 def test_a_dead_connection_while_the_role_is_at_its_limit_is_not_an_outage(own_server):
     # One pooled connection ended (pg_terminate_backend, an idle timeout) while the role
     # is at its connection limit: the server refuses a new one, yet it is there, and

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 
 from qrq.queue import jobs
-from qrq.queue.storage import LEASE_LOST, LeasedStorage
+from qrq.queue.leases import LEASE_LOST
+from qrq.queue.storage import LeasedStorage
 
 logger = logging.getLogger("qrq.queue.storage")
 

@@ -100,9 +100,7 @@ class RunAhead:
         with self._batches_lock:
             ended, batch.ended, batch.ended_since = batch.ended, [], None
             self._clear_alarm()
-        for run in ended:
-            self._held.discard(run[0])
-        return ended
+        return ended  # (held until written: LeaseHolder._ending)
 
     def _clear_alarm(self) -> None:
         """(Under the batches' lock.) When no batch has an end waiting or a row leased
@@ -167,15 +165,17 @@ class RunAhead:
         transaction; then run the end hooks."""
         if not ended_runs and not back:
             return
-        for row in back:
-            self._held.discard(row[0])
-        with self.db(commit=True) as curs:
-            ended = self._end_runs(curs, ended_runs)
-            for row, _, job_id, first in back:
-                self._give_back(curs, row, job_id, first)
-            if back:
-                self._notify(curs)
-        self._report_ended(ended)
+
+        def write() -> list[jobs.EndedJob]:
+            with self.db(commit=True) as curs:
+                ended = self._end_runs(curs, ended_runs)
+                for row, _, job_id, first in back:
+                    self._give_back(curs, row, job_id, first)
+                if back:
+                    self._notify(curs)
+            return ended
+
+        self._report_ended(self._ending([r[0] for r in [*ended_runs, *back]], write))
 
     def _report_ended(self, ended: list[jobs.EndedJob]) -> None:
         """Hand ends written outside a completion to :attr:`ended_hook`."""
@@ -241,6 +241,4 @@ class RunAhead:
             else:
                 self._flush_due = due
                 self._alarm.set(due)
-        for run in ended_runs:
-            self._held.discard(run[0])
         return ended_runs, back

@@ -36,8 +36,6 @@ from qrq.queue.roles import type_filter
 from qrq.queue.run_ahead import RunAhead, batch_size
 
 logger = logging.getLogger("qrq.queue.storage")
-LEASE_LOST = ("job %s: this run lost its lease (it lapsed and the job was taken over or "
-              "canceled); its outcome is dropped")
 
 
 class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
@@ -178,14 +176,17 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
             waiting = self._take_ended(batch)  # ends of the batch not written yet
             has_work = stale is not None or bool(waiting) or self._has_work()
             if has_work:
-                with self.db(commit=True) as curs:
-                    if stale is not None:
-                        curs.execute("delete from task where id = ? and lease_owner = ?",
-                                     (stale, owner))
-                        self._take_lease()
-                    ended = self._end_runs(curs, waiting)
-                    asked = self._dequeue_count(batch)
-                    found = self._lease_ahead(curs, asked)
+                asked = self._dequeue_count(batch)
+                self._take_lease()
+
+                def write() -> tuple[list[jobs.EndedJob], list[tuple]]:
+                    with self.db(commit=True) as curs:
+                        if stale is not None:
+                            curs.execute("delete from task where id = ? and lease_owner = ?",
+                                         (stale, owner))
+                        return self._end_runs(curs, waiting), self._lease_ahead(curs, asked)
+
+                ended, found = self._ending([stale, *(r[0] for r in waiting)], write)
                 self._report_ended(ended)
                 self._keep_ahead(batch, found)
                 leased = self._next_ahead(batch)
@@ -255,32 +256,11 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
         return getattr(self._local, "job_id", None)
 
     def _take_lease(self) -> tuple[int | None, bool | None]:
-        """Forget this thread's lease (before writing its end, so a failed write lets
-        the lease lapse and the job run again); return its row id and if a first run."""
+        """Take this thread's lease to end it (it stays held, renewed, until the end is
+        written: :meth:`_ending`); return its row id and if a first run."""
         row, first = getattr(self._local, "row", None), getattr(self._local, "first", None)
         self._local.row = self._local.job_id = self._local.first = None
-        self._held.discard(row)
         return row, first
-
-    def _end_lease(self, curs, row: int | None, job_id: str | None, *,
-                   give_back: bool = False) -> bool:
-        """Delete this thread's leased *row* (or, with *give_back*, clear its lease);
-        False when the lease was lost, so nothing of this run may be written.
-
-        A lease that lapsed (a stalled host) can be taken by another consumer; its
-        row then names the new owner, and the newer attempt's outcome stands.
-        """
-        if row is None:
-            return True
-        if give_back:
-            curs.execute("update task set lease_until = null, lease_owner = null "
-                         "where id = ? and lease_owner = ?", (row, self.owner))
-        else:
-            curs.execute("delete from task where id = ? and lease_owner = ?", (row, self.owner))
-        if curs.rowcount:
-            return True
-        logger.warning(LEASE_LOST, job_id)
-        return False
 
     def complete(self, job_id: str | None, outcome: dict | None,
                  lease_next: bool = False) -> list[jobs.EndedJob]:
@@ -302,10 +282,13 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
         if ahead and self._defer_end(batch, run, ran):
             return []
         runs = [*self._take_ended(batch), run]
-        with self.db(commit=True) as curs:
-            ended = self._end_runs(curs, runs)
-            leased = self._lease_ahead(curs, batch_size(ran)) \
-                if ahead and not batch.ahead else []
+
+        def write() -> tuple[list[jobs.EndedJob], list[tuple]]:
+            with self.db(commit=True) as curs:
+                return self._end_runs(curs, runs), self._lease_ahead(
+                    curs, batch_size(ran)) if ahead and not batch.ahead else []
+
+        ended, leased = self._ending([r[0] for r in runs], write)
         self._keep_ahead(batch, leased)
         return ended
 
@@ -320,8 +303,12 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
         row, first = self._take_lease()
         if row is None:
             return
-        with self.db(commit=True) as curs:
-            self._give_back(curs, row, job_id, first)
+
+        def write() -> None:
+            with self.db(commit=True) as curs:
+                self._give_back(curs, row, job_id, first)
+
+        self._ending([row], write)
 
     def _give_back(self, curs, row: int, job_id: str | None, first: bool | None) -> None:
         """Clear *row*'s lease unfinished: its job waits to run again, from the start."""
@@ -332,15 +319,19 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
                    job_type: str | None = None, priority: float | None = None) -> None:
         """Swap this thread's leased row for a schedule entry at *eta* (a retry)."""
         row, first = self._take_lease()
-        with self.db(commit=True) as curs:
-            if not self._end_lease(curs, row, job_id):
-                return
-            curs.execute("insert into schedule (queue, data, timestamp, job_id, job_type, "
-                         "priority) values (?, ?, ?, ?, ?, ?)",
-                         (self.name, self.to_blob(data), eta.timestamp(), job_id, job_type,
-                          priority or 0))
-            if job_id is not None and next_attempt is not None:
-                jobs.mark_waiting(curs, job_id, next_attempt, first)
+
+        def write() -> None:
+            with self.db(commit=True) as curs:
+                if not self._end_lease(curs, row, job_id):
+                    return
+                curs.execute("insert into schedule (queue, data, timestamp, job_id, "
+                             "job_type, priority) values (?, ?, ?, ?, ?, ?)",
+                             (self.name, self.to_blob(data), eta.timestamp(), job_id,
+                              job_type, priority or 0))
+                if job_id is not None and next_attempt is not None:
+                    jobs.mark_waiting(curs, job_id, next_attempt, first)
+
+        self._ending([row], write)
 
     def read_schedule(self, ts):
         # A job's scheduled row moves into the queue in one transaction, so a crash
