@@ -97,3 +97,48 @@ def test_missing_pg_dump_is_one_clear_error(pg_settings, tmp_path, monkeypatch):
     assert entry["status"] == "failed"
     assert entry["error"].startswith("pg_dump is not installed")
     assert manifest["status"] == "partial"
+
+
+def test_a_role_that_does_not_own_the_schema_restores_its_dump(tmp_path):
+    # README, "Moving to PostgreSQL": a database of the administrator's, and a role with
+    # CREATE on its schema and CREATEDB. Only the schema's owner may comment on it, and
+    # the dump holds public's comment.
+    import psycopg
+
+    from tests.clusters import Cluster
+
+    cluster = Cluster()
+    try:
+        with psycopg.connect(cluster.url, autocommit=True) as admin:
+            admin.execute("create role qrq login password 'pw' createdb")
+            admin.execute("create database qrq")
+        with psycopg.connect(_with(cluster.url, path="/qrq"), autocommit=True) as admin:
+            admin.execute("grant create, usage on schema public to qrq")
+        url = _with(cluster.url, path="/qrq", user="qrq:pw")
+        settings = load_settings({"QRQ_DATA_DIR": str(tmp_path / "data"),
+                                  "QRQ_DATABASE_URL": url})
+        settings.ensure_dirs()
+        init_db(url)
+        with app_db.connection_context():
+            User.create_with_token("alice")
+        manifest = run_backup(settings)
+        assert manifest["status"] == "ok", manifest
+        with app_db.connection_context():
+            User.delete().execute()
+        app_db.close_all()
+        restore(settings.backups_dir, manifest, tmp_path / "out", ["postgresql"],
+                database_url=url)
+        with psycopg.connect(url) as conn:
+            assert conn.execute('select name from "user"').fetchall() == [("alice",)]
+    finally:
+        app_db.close_all()
+        cluster.close()
+
+
+def _with(url, *, path, user=None):
+    """*url* with another database (*path*) and, if given, ``user:password``."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc if user is None else f"{user}@{parts.netloc.split('@')[-1]}"
+    return parts._replace(netloc=netloc, path=path).geturl()

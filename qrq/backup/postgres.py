@@ -44,6 +44,13 @@ class MissingTool(QrqError):
     code = "missing_tool"
 
 
+class ToolFailed(QrqError):
+    """pg_dump or pg_restore failed (its last error lines say why)."""
+
+    status = 500
+    code = "tool_failed"
+
+
 def find_tool(name: str) -> str:
     """The newest installed PostgreSQL client program *name* (pg_dump, pg_restore).
 
@@ -77,7 +84,7 @@ def _run(args: list[str], stop: Callable[[], bool] | None = None) -> None:
                 raise Stopped("stopped") from None
     if proc.returncode != 0:
         lines = err.decode(errors="replace").strip().splitlines()
-        raise RuntimeError(f"{Path(args[0]).name} failed: " + " / ".join(lines[-3:]))
+        raise ToolFailed(f"{Path(args[0]).name} failed: " + " / ".join(lines[-3:]))
 
 
 def _schema_and_counts(conn: psycopg.Connection) -> tuple[str, dict[str, int]]:
@@ -123,11 +130,13 @@ def _url_of(url: str, dbname: str) -> str:
 
 
 def _restore_list(dump_file: Path, work: Path) -> Path:
-    """pg_restore's table of contents for *dump_file* without the schema itself (it
-    exists in the target: ``public`` always, or made before)."""
+    """pg_restore's table of contents for *dump_file* without the schema itself and its
+    comment (it exists in the target: ``public`` always, or made before; and only its
+    owner may comment on it, which qrq's role need not be)."""
     listing = subprocess.run([find_tool("pg_restore"), "--list", str(dump_file)],
                              capture_output=True, text=True, check=True).stdout
-    kept = [line for line in listing.splitlines() if " SCHEMA - " not in line]
+    kept = [line for line in listing.splitlines()
+            if " SCHEMA - " not in line and " COMMENT - SCHEMA " not in line]
     path = work / f".{dump_file.name}.{uuid.uuid4().hex[:8]}.list"
     path.write_text("\n".join(kept) + "\n")
     return path
