@@ -473,3 +473,17 @@ def test_a_dump_restores_into_an_empty_database_without_force_but_not_over_a_liv
     finally:
         with psycopg.connect(pg_server, autocommit=True) as conn:
             conn.execute(f"drop database {name} with (force)")  # (its connections too)
+
+
+def test_verify_fails_a_set_missing_a_database_whose_backup_failed(settings, runner):
+    # A cron job running `qrq backup verify latest` must not stay green while the set
+    # holds no copy of one of the databases (README: "exit 1 if bad").
+    (settings.data_dir / "analytics").mkdir(exist_ok=True)
+    (settings.data_dir / "analytics" / "bad.db").write_bytes(b"not a database\n" * 100)
+    manifest = run_backup(settings)
+    assert {e["name"]: e["status"] for e in manifest["databases"]}["analytics/bad.db"] \
+        == "failed"
+    verified = runner.invoke(main, ["backup", "verify", manifest["id"]])
+    assert verified.exit_code == 1, verified.output
+    assert "FAILED analytics/bad.db: not in the set: its backup failed" in verified.output
+    assert verified.output.splitlines()[-1].endswith(", 1 failed")

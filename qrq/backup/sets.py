@@ -194,15 +194,19 @@ def select_entries(manifest: dict, names: Iterable[str] = ()) -> list[dict]:
 def verify_set(backups: Path, manifest: dict, *,
                report: Callable[[dict, list[str]], None] = lambda entry, problems: None,
                database_url: str = "") -> dict[str, list[str]]:
-    """Check every good database of a set again; return ``{name: problems}``.
+    """Check every database of a set again; return ``{name: problems}``. One whose
+    backup failed when the set was made is a problem too: the set has no copy of it.
 
     A PostgreSQL dump is restored into a scratch database on *database_url*'s server.
     """
     set_dir = backups / manifest["id"]
     results = {}
-    for entry in select_entries(manifest):
-        results[entry["name"]] = (
-            postgres.verify_entry(set_dir, entry, database_url)
-            if entry["codec"] == postgres.CODEC else verify_entry(set_dir, entry, set_dir))
+    for entry in manifest["databases"]:
+        if entry["status"] != "ok":
+            results[entry["name"]] = [f"not in the set: its backup failed ({entry['error']})"]
+        elif entry["codec"] == postgres.CODEC:
+            results[entry["name"]] = postgres.verify_entry(set_dir, entry, database_url)
+        else:
+            results[entry["name"]] = verify_entry(set_dir, entry, set_dir)
         report(entry, results[entry["name"]])
     return results
