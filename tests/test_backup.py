@@ -117,8 +117,10 @@ def test_a_corrupt_database_fails_and_the_others_are_backed_up(settings, analyti
     assert sorted(p.name for p in set_dir.rglob("*") if p.name.startswith(".")) == []
     saved = json.loads((set_dir / "manifest.json").read_text())
     assert {e["name"]: e for e in saved["databases"]}["app.db"]["sha256"] and saved == manifest
-    assert verify_set(settings.backups_dir, manifest) == {
-        n: [] for n, e in status.items() if e["status"] == "ok"}
+    verified = verify_set(settings.backups_dir, manifest)
+    assert {n for n, problems in verified.items() if not problems} == {
+        n for n, e in status.items() if e["status"] == "ok"}
+    assert verified["analytics/garbage.db"][0].startswith("not in the set: its backup failed")
 
 
 def test_manifest_counts_rows_per_table_and_gzip_works_too(settings, analytics):
