@@ -446,6 +446,7 @@ def test_a_dump_restores_into_an_empty_database_without_force_but_not_over_a_liv
     over_live = runner.invoke(main, ["backup", "restore", "latest", "--to",
                                      str(tmp_path / "r")])
     assert over_live.exit_code == 1 and "--force" in over_live.output, over_live.output
+    assert "the database of QRQ_DATABASE_URL" in over_live.output  # not the directory
     # A new, empty database, as on a new machine (README, "Backups on PostgreSQL"): it
     # holds no installation, so no --force and no safety set.
     schema = conninfo.conninfo_to_dict(pg_url)["options"].split("=")[1]

@@ -39,6 +39,7 @@ from qrq.humanize import format_bytes
 from qrq.queue import audit, locks, retention, signing
 from qrq.queue.housekeeping import submit_maintenance
 from qrq.queue.postgres_connections import check_reachable
+from qrq.queue.postgres_connections import where as where_url
 from qrq.queue.sqlite_storage import LeasedSqliteStorage
 
 
@@ -188,9 +189,10 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
     # empty data directory has none), or QRQ_DATABASE_URL's database when a dump goes
     # there and it holds an installation's rows (a new, empty database holds none).
     live = {path.resolve() for _, path in list_databases(settings) if path.exists()}
-    overwrites_live = any((to_dir / e["name"]).resolve() in live for e in entries) or (
-        any(e["codec"] == PG_CODEC for e in entries)
-        and _holds_installation(settings.database_url))
+    live_files = any((to_dir / e["name"]).resolve() in live for e in entries)
+    live_database = any(e["codec"] == PG_CODEC for e in entries) and _holds_installation(
+        settings.database_url)
+    overwrites_live = live_files or live_database
     if overwrites_live:
         settings = get_settings()  # the live installation's, with its key
     count, checked = len(entries), [0]
@@ -216,9 +218,11 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
     with contextlib.ExitStack() as stack:
         if overwrites_live:
             if not force:
-                raise click.ClickException(f"{to_dir} holds the live databases; add --force "
-                                           "to restore over them (a safety backup is taken "
-                                           "first)")
+                where = (f"{to_dir} holds the live databases" if live_files else
+                         f"the database of QRQ_DATABASE_URL ({where_url(settings.database_url)})"
+                         " holds an installation's data")
+                raise click.ClickException(f"{where}; add --force to restore over it (a "
+                                           "safety backup is taken first)")
             # The live queue whatever its key: the restore checks the set's key itself.
             storage = get_queue(key_check=False).storage
             before = _recorded_key(storage)
