@@ -29,6 +29,12 @@ def write(storage, table: str, values: dict[str, Any], replace: bool = False) ->
     return read(storage, table, tuple(values))
 
 
+def withdraw(storage, table: str, column: str, value: Any) -> None:
+    """Delete the record of *table* if its *column* still holds *value* (this host's,
+    when what it stands for could not be completed)."""
+    storage.sql(f"delete from {table} where {column} = ?", (value,), commit=True)
+
+
 def by_whom(record: dict[str, Any]) -> str:
     """"web-1 on 2026-12-05 11:00 UTC": which host made *record*, and when."""
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(record["recorded_at"]))
