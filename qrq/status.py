@@ -37,6 +37,9 @@ def queue_status_document(storage, settings: Settings, firing: list[dict[str, An
             "started_at": iso(c["started_at"]), "last_heartbeat": iso(c["heartbeat_at"]),
             "heartbeat_age_seconds": round(c["heartbeat_age"], 3),
             "alive": c["heartbeat_age"] <= settings.alert_heartbeat_age,
+            # Its role (qrq worker --types / --exclude-types): empty lists take every type.
+            "job_types": list(c["job_types"] or ()),
+            "exclude_job_types": list(c["exclude_job_types"] or ()),
             "current_jobs": [{"job_id": j["job_id"], "type": j["type"], "name": j["name"],
                               "progress": j["progress"], "stage": j["stage"],
                               "started_at": iso(j["started_at"])} for j in c["jobs"]],

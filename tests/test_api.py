@@ -551,7 +551,9 @@ def test_downloading_an_unfinished_or_failed_job_is_409_with_its_status(client, 
     assert_error(client.get(url, headers=bob), 404)  # not yours: as absent as a missing one
     assert_error(client.get(f"/api/jobs/{uuid.uuid4()}/download", headers=alice[1]), 404)
     client.delete(f"/api/jobs/{job_id}", headers=alice[1])
-    assert client.get(url, headers=alice[1]).get_json()["error"]["job_status"] == "canceled"
+    canceled = client.get(url, headers=alice[1]).get_json()["error"]
+    assert canceled["job_status"] == "canceled"
+    assert canceled["message"] == f"job {job_id} is canceled; it has no output"
     batch_id = client.post("/api/batch/generate-qrs", headers=alice[1], json={
         "items": [{"template_id": 1, "data": "x"}]}).get_json()["batch_job_id"]
     response = client.get(f"/api/batch/{batch_id}/download/pdf", headers=alice[1])

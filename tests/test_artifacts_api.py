@@ -156,7 +156,7 @@ def test_a_removed_or_changed_file_is_a_404_from_either_store(store_client, stor
     with store.write(f"{job_id}.pdf") as tmp:  # swapped after the job: another size
         tmp.write_bytes(b"%PDF not what the job wrote")
     error = assert_error(store_client.get(url, headers=alice[1]), 404)
-    assert error["message"] == f"the output of job {job_id} has been removed"
+    assert error["message"] == f"the output of job {job_id} is no longer stored"
     store.delete([f"{job_id}.pdf"])
     assert_error(store_client.get(url, headers=alice[1]), 404)
     # The operator learns where this host looked: a worker writing to another store

@@ -97,6 +97,33 @@ def test_a_job_type_no_live_consumer_takes_raises_an_alert(settings):
         storage.accept_types = storage.exclude_types = ()
 
 
+def test_qrq_status_and_the_api_show_each_consumers_role_and_a_gone_one(runner, client,
+                                                                        make_user, settings):
+    storage = huey.storage
+    storage.accept_types, storage.exclude_types = ("analytics", "maintenance"), ()
+    try:
+        huey.create_consumer(workers=1, worker_type="thread")._register()
+    finally:
+        storage.accept_types = storage.exclude_types = ()
+    storage.sql("update consumer set heartbeat_at = ?", (time.time() - 3600,), commit=True)
+    storage.exclude_types = ("analytics",)
+    try:
+        huey.create_consumer(workers=2, worker_type="thread")._register()
+    finally:
+        storage.exclude_types = ()
+    _, headers = make_user("root", admin=True)
+    listed = client.get("/api/admin/queue-status", headers=headers).get_json()["consumers"]
+    lines = [line for line in runner.invoke(main, ["status"]).output.splitlines()
+             if line.startswith("consumer ")]
+    for consumer in listed:
+        lines = [line.replace(consumer["id"], "ID") for line in lines]
+    assert sorted(line.split(", heartbeat")[0] for line in lines) == [
+        "consumer ID (gone: no heartbeat): 1 workers (only analytics, maintenance)",
+        "consumer ID: 2 workers (all types except analytics)"], lines
+    assert sorted((c["alive"], c["job_types"], c["exclude_job_types"]) for c in listed) == [
+        (False, ["analytics", "maintenance"], []), (True, [], ["analytics"])]
+
+
 def test_a_job_left_running_by_a_stopped_consumer_of_its_type_raises_an_alert(settings):
     # The host that ran pdf jobs died mid-job; the host still running takes analytics
     # only, so the job would sit "running" until a pdf host starts: say so.

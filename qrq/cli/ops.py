@@ -81,8 +81,12 @@ def status(as_json: bool) -> None:
     if not report["consumers"]:
         click.echo("no consumer registered")
     for consumer in report["consumers"]:
-        click.echo(f"consumer {consumer['id']}: {consumer['workers']} workers, heartbeat "
-                   f"{consumer['heartbeat_age_seconds']:.0f}s ago, "
+        gone = "" if consumer["alive"] else " (gone: no heartbeat)"
+        role = (f"only {', '.join(consumer['job_types'])}" if consumer["job_types"]
+                else "all types") + (f" except {', '.join(consumer['exclude_job_types'])}"
+                                     if consumer["exclude_job_types"] else "")
+        click.echo(f"consumer {consumer['id']}{gone}: {consumer['workers']} workers "
+                   f"({role}), heartbeat {consumer['heartbeat_age_seconds']:.0f}s ago, "
                    f"{len(consumer['current_jobs'])} running")
     for alert in report["alerts"]:
         click.echo(alerts.line(alert))

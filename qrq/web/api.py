@@ -236,14 +236,16 @@ def download(job_id: str):
         return send_batch_output(job, "pdf")
     result = jobs.public_view(job)["result"] or {}
     if job["status"] != "finished":
-        raise JobNotFinished(f"job {job_id} is {job['status']}; its output can be "
-                             "downloaded once it has finished", job_status=job["status"])
+        then = ("it has no output" if job["status"] in jobs.ENDED
+                else "its output can be downloaded once it has finished")
+        raise JobNotFinished(f"job {job_id} is {job['status']}; {then}",
+                             job_status=job["status"])
     if not result.get("artifact"):
         raise NotFound(f"job {job_id} has no output")
     # The name comes from the validated job id, never from the request or the record.
     return send_artifact(artifact_name(job["id"]), result.get("bytes"),
                          result.get("content_type", "application/pdf"),
-                         f"qrq-{job_id}.pdf", f"the output of job {job_id} has been removed")
+                         f"qrq-{job_id}.pdf", f"the output of job {job_id} is no longer stored")
 
 
 @bp.get("/templates")

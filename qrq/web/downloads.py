@@ -117,4 +117,4 @@ def send_batch_output(job: dict, kind: str) -> Response:
     # The name comes from the validated job id, never from the request or the record.
     return send_artifact(f"{job_id}.{kind}", found["outputs"][kind].get("bytes"),
                          BATCH_OUTPUTS[kind], f"qrq-batch-{job_id}.{kind}",
-                         f"the {kind} of batch {job_id} has been removed")
+                         f"the {kind} of batch {job_id} is no longer stored")

@@ -121,6 +121,10 @@ _QUEUE_STATUS = obj({
         "last_heartbeat": {"type": "string", "format": "date-time"},
         "heartbeat_age_seconds": {"type": "number"},
         "alive": {"type": "boolean"},
+        "job_types": {"type": "array", "items": {"type": "string"},
+                      "description": "the only types it takes (empty: every type)"},
+        "exclude_job_types": {"type": "array", "items": {"type": "string"},
+                              "description": "the types it does not take"},
         "current_jobs": {"type": "array", "items": obj({
             "job_id": {"type": ["string", "null"]}, "type": {"type": ["string", "null"]},
             "name": {"type": ["string", "null"]}, "progress": {"type": ["integer", "null"]},
