@@ -90,6 +90,9 @@ class TooManyJobs(QrqError):
 
     status = 429
     code = "too_many_jobs"
+    # Seconds sent as Retry-After: a hint for clients that back off by it (a job of
+    # yours ending is what frees a place; no one knows when).
+    retry_after = 5
 
 
 class TooManyAttempts(QrqError):

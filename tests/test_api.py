@@ -196,8 +196,10 @@ def test_a_user_with_too_many_unfinished_jobs_gets_429(settings, templates, alic
     client = create_app({"SETTINGS": limited, "TESTING": True}).test_client()
     body = {"template_id": 1}
     ids = [client.post(PDF, json=body, headers=alice[1]).get_json()["job_id"] for _ in range(2)]
-    error = assert_error(client.post(PDF, json=body, headers=alice[1]), 429)
+    refused = client.post(PDF, json=body, headers=alice[1])
+    error = assert_error(refused, 429)
     assert error["code"] == "too_many_jobs"
+    assert refused.headers["Retry-After"] == "5"  # the client's wait backs off by it
     assert_error(client.post("/api/batch/generate-qrs", json={"template_ids": [1]},
                              headers=alice[1]), 429)
     assert job_count() == 2  # nothing enqueued by the refused calls

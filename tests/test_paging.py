@@ -48,6 +48,9 @@ def test_jobs_page_by_cursor_and_new_jobs_do_not_shift_pages(client, alice):
     body = client.get("/api/jobs?limit=2&offset=2", headers=headers).get_json()
     assert [j["job_id"] for j in body["jobs"]] == [made[-2], made[-3]]
     assert body["next"]
+    # Both: which one says where the page starts? Neither, silently.
+    both = client.get(f"{first['next']}&offset=2", headers=headers)
+    assert both.status_code == 422 and both.get_json()["error"]["field"] == "offset"
 
 
 @pytest.mark.parametrize("query,field", [

@@ -215,6 +215,9 @@ def list_jobs():
     if page.position is not None:
         before = (cursor_value(page.position, "t", (int, float)),
                   cursor_value(page.position, "id", str))
+    if before and request.args.get("offset") not in (None, "", "0"):
+        raise ValidationError("give offset or cursor, not both (the cursor already says "
+                              "where the page starts)", field="offset")
     offset = 0 if before else int_arg("offset", 0, 0, 10**9)
     found, _ = stats.search_jobs(huey.storage, owner_id=None if user.is_admin else user.id,
                                  status=status, job_type=job_type, limit=page.limit + 1,
