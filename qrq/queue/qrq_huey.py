@@ -389,5 +389,7 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
         message = str(exc)
     else:
         message = f"{type(exc).__name__}: {exc}"
-    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    # A cancel is someone's decision, not an error: no traceback to read.
+    trace = None if isinstance(exc, jobs.JobCanceled) else "".join(
+        traceback.format_exception(type(exc), exc, exc.__traceback__))
     return {"error": message, "traceback": trace}
