@@ -329,6 +329,9 @@ def test_formats_put_a_png_next_to_each_svg_in_the_zip(client, templates, alice)
         assert svg.mimetype == "image/svg+xml"
         assert svg.data == archive.read(output["files"][0])
     assert_error(client.get(f"/api/batch/{job_id}/items/1/png", headers=alice[1]), 404)
+    beyond = assert_error(client.get(f"/api/batch/{job_id}/items/99/png", headers=alice[1]),
+                          404)
+    assert beyond["message"] == f"batch {job_id} has no item 99 (its items are 0 to 2)"
     assert_error(client.get(f"/api/batch/{job_id}/items/0/jpeg", headers=alice[1]), 404)
 
     retry = client.post(f"/api/batch/{job_id}/retry-failed", headers=alice[1]).get_json()

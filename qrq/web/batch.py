@@ -123,6 +123,9 @@ def items(job_id: str):
 def item_code(job_id: str, idx: int, fmt: str):
     """One ok item's code as SVG or PNG: the file the batch's ZIP holds for it."""
     job, found = visible_batch(job_id)
+    if idx >= found["total"]:
+        raise NotFound(f"batch {job_id} has no item {idx} (its items are 0 to "
+                       f"{found['total'] - 1})")
     return item_code_response(job["id"], idx, fmt, found["options"])
 
 

@@ -76,7 +76,9 @@ def job_events(job_id: str):
     last = request.headers.get("Last-Event-ID")
     if (job["status"] in jobs.ENDED and last == event_id(job)) or (
             last == WITHDRAWN and withdrew()):
-        return Response(status=204)
+        nothing = Response(status=204)
+        del nothing.headers["Content-Type"]  # no body, so no type (not text/html)
+        return nothing
     parks = waiting.can_park(request.environ)
     slots = current_app.extensions["qrq_waiters"]
 
