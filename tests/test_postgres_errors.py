@@ -28,15 +28,24 @@ def unreachable() -> str:
     return f"postgresql://qrq@127.0.0.1:{free_port()}/qrq"
 
 
-@pytest.mark.parametrize("case", ["missing database", "unknown role", "bad url", "unreachable"])
+def no_such_schema(url: str) -> str:
+    """*url* with a search_path naming a schema its database lacks."""
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3Dno_such_schema"
+
+
+@pytest.mark.parametrize("case", ["missing database", "unknown role", "bad url", "unreachable",
+                                  "missing schema"])
 def test_qrq_commands_say_what_is_wrong_in_one_line(pg_server, tmp_path, case):
     url = {"missing database": with_database(pg_server, "no_such_db"),
+           "missing schema": no_such_schema(pg_server),
            "unknown role": pg_server.replace("postgres@", "no_such_role@"),
            "bad url": pg_server + "?no_such_option=1",
            "unreachable": unreachable()}[case]
     expected = {"missing database": "database no_such_db on 127.0.0.1",
                 "unknown role": 'refused the login', "bad url": "not a valid PostgreSQL URL",
-                "unreachable": "is unreachable: Connection refused"}[case]
+                "unreachable": "is unreachable: Connection refused",
+                "missing schema": "the search_path no_such_schema in QRQ_DATABASE_URL names "
+                                  "no schema that exists"}[case]
     data = tmp_path / "data"
     data.mkdir()
     done = CliRunner().invoke(main, ["users", "list"],
@@ -58,6 +67,20 @@ def test_the_web_app_refuses_to_start_on_a_missing_database_with_one_line(pg_ser
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "no_such_db" in lines[0] \
         and "does not exist" in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("start", ["import web", "import huey_app"])
+def test_the_web_app_and_consumer_refuse_a_search_path_without_its_schema_in_one_line(
+        pg_server, tmp_path, start):
+    env = {**os.environ, "QRQ_DATA_DIR": str(tmp_path / "data"),
+           "QRQ_DATABASE_URL": no_such_schema(pg_server)}
+    done = subprocess.run([sys.executable, "-c", start], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: PostgreSQL: the search_path "
+                                                   "no_such_schema"), done.stderr
+    assert "create the schema" in lines[0]
 
 
 @pytest.fixture
