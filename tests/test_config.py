@@ -178,6 +178,19 @@ def test_a_worker_whose_role_excludes_every_type_it_takes_is_refused(tmp_path):
         "(QRQ_WORKER_JOB_TYPES) takes, analytics, maintenance: this consumer would run no job")
 
 
+def test_a_worker_refuses_an_unknown_job_type_in_the_caps(tmp_path):
+    # Setting QRQ_TYPE_CAPS replaces the defaults: a misspelt type would drop every cap.
+    (tmp_path / "secret.key").write_text(secrets.token_urlsafe(32))  # a data directory
+    done = subprocess.run([str(Path(sys.executable).parent / "qrq"), "--data-dir",
+                           str(tmp_path), "worker", "-w", "1"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "QRQ_TYPE_CAPS": "batch=1,analytic=1"})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip() == (
+        "Error: unknown job type 'analytic' in QRQ_TYPE_CAPS; known: analytics, batch, "
+        "mail, maintenance, pdf, webhook (backups run as maintenance)")
+
+
 @pytest.mark.parametrize("given_secret", [False, True])
 def test_a_data_dir_that_cannot_be_a_directory_is_one_error_naming_it(tmp_path,
                                                                        given_secret):
