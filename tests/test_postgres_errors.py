@@ -1,9 +1,11 @@
 """PostgreSQL trouble, told in one line: at start-up of the web app and the ``qrq``
 commands, and as 503 in the error shape while the server is down, until it is back."""
 
+import logging
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from qrq.appdb.db import app_db, init_db
 from qrq.appdb.models import User
 from qrq.cli import main
 from qrq.config import load_settings
+from qrq.queue import submit
 from tests.clusters import Cluster
 from tests.conftest import free_port, wait_until
 
@@ -120,6 +123,42 @@ def test_requests_get_503_while_postgresql_is_down_and_work_again_after(on_own_s
     start()
     wait_until(lambda: client.get("/api/me", headers=headers).status_code == 200,
                message="the API answering again")
+
+
+def watcher_lines(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage().startswith("job watcher")]
+
+
+def test_the_job_watcher_logs_an_outage_in_one_line_and_its_end_in_one(on_own_server,
+                                                                        caplog):
+    """While PostgreSQL is down every read of the waiters' watcher fails (about 7 a
+    second): one line when that starts, without a traceback, and one when reads work."""
+    from qrq.web.api import watcher
+
+    client, headers, stop, start = on_own_server
+    with app_db.connection_context():
+        owner = User.get(User.name == "alice").id
+    job_id = submit("pdf.generate", 1, owner_id=owner)  # no consumer: it stays queued
+
+    def long_poll(seconds: int):
+        return client.get(f"/api/jobs/{job_id}?wait={seconds}", headers=headers)
+
+    assert long_poll(1).status_code == 200  # a read that works: the watcher is fine now
+    caplog.set_level(logging.INFO, logger="qrq.web")
+    caplog.clear()
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(long_poll, 3)
+        wait_until(lambda: watcher.waiting(job_id), message="the long-poll to wait")
+        stop()
+        waiting.result(timeout=60)  # at its deadline: the watcher failed ~20 reads by then
+        [outage] = watcher_lines(caplog)
+        assert outage.levelname == "ERROR" and outage.exc_info is None
+        assert "cannot be reached" in outage.getMessage()
+        assert "logged once a minute" in outage.getMessage()
+    start()
+    wait_until(lambda: long_poll(1).status_code == 200, message="a long-poll answered again")
+    lines = watcher_lines(caplog)
+    assert len(lines) == 2 and "reads job states again" in lines[1].getMessage()
 
 
 def test_dashboard_pages_answer_503_pages_while_postgresql_is_down(on_own_server):
