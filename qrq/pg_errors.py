@@ -2,10 +2,10 @@
 
 The web app, the ``qrq`` commands and the consumer start by connecting to
 ``QRQ_DATABASE_URL``. Whatever goes wrong there (a malformed URL, a server that
-does not answer, a database that does not exist, a login or a privilege refused)
-(or a search_path naming no schema there)
-becomes one line naming the server and database, never the password, and whether
-it may pass by itself (a server that is down or restarting) or needs the operator.
+does not answer, a database that does not exist, a search_path naming no schema in
+it, a login or a privilege refused) becomes one line naming the server and database,
+never the password, and whether it may pass by itself (a server that is down or
+restarting) or needs the operator.
 """
 
 from __future__ import annotations

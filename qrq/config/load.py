@@ -28,8 +28,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
 
     Every qrq process (web app, consumer, CLI) starts here, so this is also where
     its files are made private: the umask is set to 0077, the data directory is made
-    and its existing modes are tightened; and where the secret is read from the data directory
-    (created there when absent), unless ``QRQ_SECRET_KEY`` gives it.
+    and its existing modes are tightened; and where the secret is read from the data
+    directory (created there when absent), unless ``QRQ_SECRET_KEY`` gives it.
 
     :raises SettingsError: a value its setting does not allow (a ``ValueError``), or a
         data directory that cannot be made.
