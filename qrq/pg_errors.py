@@ -2,14 +2,16 @@
 
 The web app, the ``qrq`` commands and the consumer start by connecting to
 ``QRQ_DATABASE_URL``. Whatever goes wrong there (a malformed URL, a server that
-does not answer, a database that does not exist, a login or a privilege refused)
-becomes one line naming the server and database, never the password, and whether
-it may pass by itself (a server that is down or restarting) or needs the operator.
+does not answer, a database that does not exist, a search_path naming no schema in
+it, a login or a privilege refused) becomes one line naming the server and database,
+never the password, and whether it may pass by itself (a server that is down or
+restarting) or needs the operator.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import select
 
 import psycopg
@@ -20,6 +22,7 @@ from psycopg import conninfo
 _AUTH = ("28000", "28P01")  # invalid authorization, invalid password
 _NO_DATABASE = "3D000"
 _PRIVILEGE = "42501"
+_NO_SCHEMA = "3F000"  # invalid schema name: the search_path names none that exists
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +45,16 @@ def where(url: str) -> str:
     host = params.get("host") or "localhost"
     port = params.get("port") or "5432"
     return f"database {params.get('dbname') or '(default)'} on {host}:{port}"
+
+
+def search_path(url: str) -> str | None:
+    """The search_path *url* sets (``options=-csearch_path=...``), or None."""
+    try:
+        options = conninfo.conninfo_to_dict(url).get("options") or ""
+    except psycopg.Error:
+        return None
+    found = re.search(r"search_path\s*=\s*(\S+)", options)
+    return found and found.group(1)
 
 
 def _chain(exc: BaseException | None):
@@ -87,6 +100,13 @@ def describe(exc: BaseException, url: str) -> DatabaseProblem | None:
             return DatabaseProblem(f"PostgreSQL: permission denied in the {where(url)}: "
                                    f"{_first_line(err)}; grant qrq's role the rights on "
                                    "its schema", True)
+        if state == _NO_SCHEMA:
+            named = search_path(url)
+            given = (f"the search_path {named} in QRQ_DATABASE_URL" if named
+                     else "the search_path (the role's or the database's default)")
+            return DatabaseProblem(f"PostgreSQL: {given} names no schema that exists in the "
+                                   f"{where(url)}; create the schema (create schema ...) "
+                                   "or correct the search_path", True)
         if isinstance(err, psycopg.OperationalError):
             return DatabaseProblem(f"PostgreSQL ({where(url)}) is unreachable: "
                                    f"{_first_line(err)}", False)

@@ -1,4 +1,5 @@
 import dataclasses
+import os
 import re
 import secrets
 import subprocess
@@ -175,3 +176,44 @@ def test_a_worker_whose_role_excludes_every_type_it_takes_is_refused(tmp_path):
     assert done.stderr.strip() == (
         "Error: --exclude-types (QRQ_WORKER_EXCLUDE_JOB_TYPES) excludes every type --types "
         "(QRQ_WORKER_JOB_TYPES) takes, analytics, maintenance: this consumer would run no job")
+
+
+def test_a_worker_refuses_an_unknown_job_type_in_the_caps(tmp_path):
+    # Setting QRQ_TYPE_CAPS replaces the defaults: a misspelt type would drop every cap.
+    (tmp_path / "secret.key").write_text(secrets.token_urlsafe(32))  # a data directory
+    done = subprocess.run([str(Path(sys.executable).parent / "qrq"), "--data-dir",
+                           str(tmp_path), "worker", "-w", "1"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "QRQ_TYPE_CAPS": "batch=1,analytic=1"})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip() == (
+        "Error: unknown job type 'analytic' in QRQ_TYPE_CAPS; known: analytics, batch, "
+        "mail, maintenance, pdf, webhook (backups run as maintenance)")
+
+
+@pytest.mark.parametrize("given_secret", [False, True])
+def test_a_data_dir_that_cannot_be_a_directory_is_one_error_naming_it(tmp_path,
+                                                                       given_secret):
+    # Without a secret qrq writes <data>/secret.key; with one, the directory was first
+    # touched further on: both failed with a traceback naming a path under it.
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    for data, reason in ((afile, "a file, not a directory"),
+                         (afile / "sub", "cannot be made a directory: Not a directory")):
+        with pytest.raises(SettingsError) as caught:
+            load_settings({"QRQ_DATA_DIR": str(data), "QRQ_SECRET_KEY":
+                           secrets.token_urlsafe(32) if given_secret else ""})
+        assert str(caught.value) == (f"QRQ_DATA_DIR={data}: {reason}; point it at a "
+                                     "directory qrq may use")
+
+
+@pytest.mark.postgres_only("on SQLite the CLI finds no qrq data there first")
+def test_cli_on_a_data_dir_that_is_a_file_says_one_line(backend, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    done = subprocess.run([str(Path(sys.executable).parent / "qrq"), "status"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "QRQ_DATA_DIR": str(afile)})
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == (f"Error: QRQ_DATA_DIR={afile}: a file, not a directory; "
+                                   "point it at a directory qrq may use")

@@ -69,18 +69,19 @@ def test_dev_serves_runs_jobs_and_stops_on_ctrl_c(tmp_path):
 
 def test_worker_loads_task_modules_from_its_working_directory(tmp_path):
     """`qrq worker` finds a QRQ_TASK_MODULES module next to where it is started, as
-    `huey_consumer` does, runs its job, and stops on SIGTERM."""
+    `huey_consumer` does, takes a cap on its own job type, runs its job, and stops on
+    SIGTERM."""
     project = tmp_path / "project"
     project.mkdir()
     (project / "local_tasks.py").write_text(
         "from qrq.queue import job_task\n\n"
-        "@job_task('pdf', name='local.ping')\n"
+        "@job_task('local', name='local.ping')\n"
         "def ping(task=None):\n"
         "    return {'pong': True}\n")
     data = tmp_path / "data"
     # The checkout (huey_app.py, qrq's own tasks) is on the path; local_tasks is not.
     env = {**os.environ, "QRQ_DATA_DIR": str(data), "QRQ_TASK_MODULES": "local_tasks",
-           "PYTHONPATH": str(ROOT)}
+           "QRQ_TYPE_CAPS": "local=1,batch=2", "PYTHONPATH": str(ROOT)}
     qrq = str(Path(sys.executable).parent / "qrq")
     subprocess.run([qrq, "init"], env=env, cwd=project, check=True, capture_output=True)
     enqueue = ("import local_tasks; from qrq.config import load_settings; "

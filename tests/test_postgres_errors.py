@@ -1,9 +1,11 @@
 """PostgreSQL trouble, told in one line: at start-up of the web app and the ``qrq``
 commands, and as 503 in the error shape while the server is down, until it is back."""
 
+import logging
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from qrq.appdb.db import app_db, init_db
 from qrq.appdb.models import User
 from qrq.cli import main
 from qrq.config import load_settings
+from qrq.queue import submit
 from tests.clusters import Cluster
 from tests.conftest import free_port, wait_until
 
@@ -28,15 +31,24 @@ def unreachable() -> str:
     return f"postgresql://qrq@127.0.0.1:{free_port()}/qrq"
 
 
-@pytest.mark.parametrize("case", ["missing database", "unknown role", "bad url", "unreachable"])
+def no_such_schema(url: str) -> str:
+    """*url* with a search_path naming a schema its database lacks."""
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3Dno_such_schema"
+
+
+@pytest.mark.parametrize("case", ["missing database", "unknown role", "bad url", "unreachable",
+                                  "missing schema"])
 def test_qrq_commands_say_what_is_wrong_in_one_line(pg_server, tmp_path, case):
     url = {"missing database": with_database(pg_server, "no_such_db"),
+           "missing schema": no_such_schema(pg_server),
            "unknown role": pg_server.replace("postgres@", "no_such_role@"),
            "bad url": pg_server + "?no_such_option=1",
            "unreachable": unreachable()}[case]
     expected = {"missing database": "database no_such_db on 127.0.0.1",
                 "unknown role": 'refused the login', "bad url": "not a valid PostgreSQL URL",
-                "unreachable": "is unreachable: Connection refused"}[case]
+                "unreachable": "is unreachable: Connection refused",
+                "missing schema": "the search_path no_such_schema in QRQ_DATABASE_URL names "
+                                  "no schema that exists"}[case]
     data = tmp_path / "data"
     data.mkdir()
     done = CliRunner().invoke(main, ["users", "list"],
@@ -58,6 +70,20 @@ def test_the_web_app_refuses_to_start_on_a_missing_database_with_one_line(pg_ser
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "no_such_db" in lines[0] \
         and "does not exist" in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("start", ["import web", "import huey_app"])
+def test_the_web_app_and_consumer_refuse_a_search_path_without_its_schema_in_one_line(
+        pg_server, tmp_path, start):
+    env = {**os.environ, "QRQ_DATA_DIR": str(tmp_path / "data"),
+           "QRQ_DATABASE_URL": no_such_schema(pg_server)}
+    done = subprocess.run([sys.executable, "-c", start], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: PostgreSQL: the search_path "
+                                                   "no_such_schema"), done.stderr
+    assert "create the schema" in lines[0]
 
 
 @pytest.fixture
@@ -97,6 +123,42 @@ def test_requests_get_503_while_postgresql_is_down_and_work_again_after(on_own_s
     start()
     wait_until(lambda: client.get("/api/me", headers=headers).status_code == 200,
                message="the API answering again")
+
+
+def watcher_lines(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage().startswith("job watcher")]
+
+
+def test_the_job_watcher_logs_an_outage_in_one_line_and_its_end_in_one(on_own_server,
+                                                                        caplog):
+    """While PostgreSQL is down every read of the waiters' watcher fails (about 7 a
+    second): one line when that starts, without a traceback, and one when reads work."""
+    from qrq.web.api import watcher
+
+    client, headers, stop, start = on_own_server
+    with app_db.connection_context():
+        owner = User.get(User.name == "alice").id
+    job_id = submit("pdf.generate", 1, owner_id=owner)  # no consumer: it stays queued
+
+    def long_poll(seconds: int):
+        return client.get(f"/api/jobs/{job_id}?wait={seconds}", headers=headers)
+
+    assert long_poll(1).status_code == 200  # a read that works: the watcher is fine now
+    caplog.set_level(logging.INFO, logger="qrq.web")
+    caplog.clear()
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(long_poll, 3)
+        wait_until(lambda: watcher.waiting(job_id), message="the long-poll to wait")
+        stop()
+        waiting.result(timeout=60)  # at its deadline: the watcher failed ~20 reads by then
+        [outage] = watcher_lines(caplog)
+        assert outage.levelname == "ERROR" and outage.exc_info is None
+        assert "cannot be reached" in outage.getMessage()
+        assert "logged once a minute" in outage.getMessage()
+    start()
+    wait_until(lambda: long_poll(1).status_code == 200, message="a long-poll answered again")
+    lines = watcher_lines(caplog)
+    assert len(lines) == 2 and "reads job states again" in lines[1].getMessage()
 
 
 def test_dashboard_pages_answer_503_pages_while_postgresql_is_down(on_own_server):

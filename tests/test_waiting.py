@@ -3,6 +3,7 @@
 
 import dataclasses
 import json
+import logging
 import threading
 import time
 import urllib.request
@@ -119,3 +120,29 @@ def test_waiters_over_the_cap_are_answered_at_once(settings, templates, alice):
     job_id = submit(steps, 1, 0, owner_id=user.id)
     answer = app.test_client().get(f"/api/jobs/{job_id}?wait=60", headers=headers)
     assert answer.status_code == 200 and answer.headers["Retry-After"] == "2"
+
+
+def test_the_job_watcher_logs_an_unexpected_failure_with_its_traceback_once(settings,
+                                                                            alice, caplog):
+    """A read that fails for another reason than an outage (a bug, here a table gone)
+    keeps its traceback, but is not logged at every poll either."""
+    from qrq.web.api import watcher
+
+    def watcher_lines():
+        return [r for r in caplog.records if r.getMessage().startswith("job watcher")]
+
+    user, _ = alice
+    job_id = submit(steps, 1, 0, owner_id=user.id)
+    watcher.wait_change(job_id, None, 30)  # woken by a read that works
+    caplog.set_level(logging.INFO, logger="qrq.web")
+    caplog.clear()
+    huey.storage.sql("alter table job rename to job_gone", commit=True)
+    try:
+        watcher.wait_change(job_id, None, 2)  # its deadline: every read failed till then
+        [failed] = watcher_lines()
+        assert failed.levelname == "ERROR" and failed.exc_info is not None
+    finally:
+        huey.storage.sql("alter table job_gone rename to job", commit=True)
+    watcher.wait_change(job_id, None, 30)
+    lines = watcher_lines()
+    assert len(lines) == 2 and "reads job states again" in lines[1].getMessage()

@@ -27,15 +27,17 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     """Read every setting from ``QRQ_*`` variables (keyword overrides win) and check it.
 
     Every qrq process (web app, consumer, CLI) starts here, so this is also where
-    its files are made private: the umask is set to 0077 and the data directory's
-    existing modes are tightened; and where the secret is read from the data directory
-    (created there when absent), unless ``QRQ_SECRET_KEY`` gives it.
+    its files are made private: the umask is set to 0077, the data directory is made
+    and its existing modes are tightened; and where the secret is read from the data
+    directory (created there when absent), unless ``QRQ_SECRET_KEY`` gives it.
 
-    :raises SettingsError: a value its setting does not allow (a ``ValueError``).
+    :raises SettingsError: a value its setting does not allow (a ``ValueError``), or a
+        data directory that cannot be made.
     """
     os.umask(PRIVATE_UMASK)
     settings = read_settings(environ, **overrides)
     warn_unknown(os.environ if environ is None else environ)
+    make_data_dir(settings)
     if not settings.secret_key:
         settings = dataclasses.replace(settings, secret_key=read_or_create_secret(settings))
     if not settings.database_url:
@@ -91,6 +93,21 @@ def settings_or_exit() -> Settings:
         raise SystemExit(f"Error: {exc}") from None
 
 
+def make_data_dir(settings: Settings) -> None:
+    """Make the data directory (0700) unless it exists.
+
+    :raises SettingsError: it cannot be a directory (a file is there, or a path like
+        /proc/qrq), naming QRQ_DATA_DIR: every later step would fail with a traceback.
+    """
+    try:
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = ("a file, not a directory" if isinstance(exc, FileExistsError)
+                  else f"cannot be made a directory: {exc.strerror}")
+        raise SettingsError(f"QRQ_DATA_DIR={settings.data_dir}: {reason}; point it at a "
+                            "directory qrq may use") from None
+
+
 def refuse_moved_files(settings: Settings) -> None:
     """Refuse the SQLite files of an installation moved to PostgreSQL: a process
     started without ``QRQ_DATABASE_URL`` (a host's settings left behind) would run
@@ -108,7 +125,8 @@ def refuse_moved_files(settings: Settings) -> None:
 
 
 def read_or_create_secret(settings: Settings) -> str:
-    """The secret in ``<data>/secret.key``, created (mode 0600) when absent.
+    """The secret in ``<data>/secret.key`` (the data directory exists), created (mode
+    0600) when absent.
 
     The secret is written to a temporary file and linked into place, so a web
     app and a consumer starting together agree on one complete secret.
@@ -117,7 +135,6 @@ def read_or_create_secret(settings: Settings) -> str:
     """
     path = settings.secret_file
     if not path.exists():
-        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = path.with_name(f".secret.{os.getpid()}.{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:

@@ -137,10 +137,12 @@ def job_types() -> list[str]:
                    if spec.job_type})
 
 
-def unknown_job_types(names: Iterable[str], where: str = "") -> str | None:
+def unknown_job_types(names: Iterable[str], where: str = "",
+                      declared: Iterable[str] = ()) -> str | None:
     """What is wrong with *names* as job types, found *where* (e.g. " in --types"),
-    or None when each names one (:func:`job_types`)."""
-    known = job_types()
+    or None when each names one of :func:`job_types` or *declared* (the types of the
+    tasks a consumer's task modules declared)."""
+    known = sorted({*job_types(), *declared})
     unknown = sorted(set(names) - set(known))
     if not unknown:
         return None

@@ -244,10 +244,15 @@ class OrphanAwareProcessEnvironment(ProcessEnvironment):
 class QrqConsumer(Consumer):
     def __init__(self, huey, **options):
         taken = set(huey.storage.accept_types)
+        known = huey.declared_job_types  # with the task modules' (imported by now)
+        # A typo in a role would make a host take every type, or none; in QRQ_TYPE_CAPS
+        # (which replaces the defaults) it would drop every cap. Caps act only in
+        # consumers, so they are checked here, where custom job types are known.
         problem = catalog.unknown_job_types(
             taken | set(huey.storage.exclude_types), " in --types/--exclude-types "
-            "(QRQ_WORKER_JOB_TYPES, QRQ_WORKER_EXCLUDE_JOB_TYPES)")
-        if problem:  # a typo would make a host take every type, or none
+            "(QRQ_WORKER_JOB_TYPES, QRQ_WORKER_EXCLUDE_JOB_TYPES)", known,
+        ) or catalog.unknown_job_types(huey.storage.caps, " in QRQ_TYPE_CAPS", known)
+        if problem:
             raise SystemExit(f"Error: {problem}")
         if taken and taken <= set(huey.storage.exclude_types):
             raise SystemExit(f"Error: --exclude-types (QRQ_WORKER_EXCLUDE_JOB_TYPES) excludes "

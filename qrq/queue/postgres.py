@@ -13,6 +13,7 @@ import time
 
 import psycopg
 
+from qrq import pg_errors
 from qrq.errors import Unavailable
 from qrq.queue import jobs, postgres_submit, wakeup
 from qrq.queue.pg_dialect import ddl
@@ -185,6 +186,8 @@ class LeasedPostgresStorage(postgres_submit.OneTripSubmit, OneTripEnd, PostgresC
         except psycopg.errors.InsufficientPrivilege as exc:
             raise Unavailable(f"cannot create qrq's tables in {where(self.url)} (grant the "
                               f"user CREATE on its schema): {one_line(exc)}") from None
+        except psycopg.errors.InvalidSchemaName as exc:
+            raise Unavailable(str(pg_errors.describe(exc, self.url))) from None
 
     def schema_sql(self, sql: str) -> str:
         return ddl(sql)

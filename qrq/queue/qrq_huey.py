@@ -140,6 +140,12 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
         if self._settings is not None:
             self._apply_limits(task_class, spec)
 
+    @property
+    def declared_job_types(self) -> set[str]:
+        """The job types of the tasks declared in this process (qrq's own and those of
+        ``QRQ_TASK_MODULES``, once a consumer has imported them)."""
+        return {spec.job_type for _, spec in self._declared if spec.job_type}
+
     def _apply_limits(self, task_class: type, spec: TaskSpec) -> None:
         limits = spec.limits(self._settings)
         task_class.default_timeout = limits["timeout"]

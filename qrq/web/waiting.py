@@ -23,10 +23,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from qrq.errors import Unavailable
+
 logger = logging.getLogger("qrq.web")
 
 POLL_SECONDS = 0.15
 MAX_WAIT_SECONDS = 60
+# While reads fail (the database is down: every poll, ~7 a second), one line this often.
+LOG_SECONDS = 60.0
 State = tuple | None  # (status, progress, stage); None: no such job (any more)
 Wake = Callable[[], None]
 Changed = Callable[[State, State], bool]
@@ -80,6 +84,8 @@ class JobWatcher:
                  interval: float = POLL_SECONDS):
         self._read_states = read_states
         self._interval = interval
+        self._failing_since: float | None = None  # monotonic: reads fail since then
+        self._logged_at = 0.0  # monotonic: the last line about it
         self._cond = threading.Condition()
         self._watches: list[_Watch] = []
         self._thread: threading.Thread | None = None
@@ -124,11 +130,7 @@ class JobWatcher:
                 while not self._watches:
                     self._cond.wait()
                 ids = {w.job_id for w in self._watches}
-            try:
-                states = self._read_states(list(ids))
-            except Exception:  # a locked or swapped database: deadlines still pass
-                logger.exception("job watcher could not read job states")
-                states = None
+            states = self._read(list(ids))  # None: failed; deadlines still pass
             now = time.monotonic()
             with self._cond:
                 due, keep = [], []
@@ -147,6 +149,33 @@ class JobWatcher:
                     logger.exception("a job waiter could not be woken")
             if nap > 0:
                 time.sleep(nap)
+
+    def _read(self, ids: list[str]) -> dict[str, tuple] | None:
+        """The states of *ids*, or None when they cannot be read. A failure is logged
+        when it starts and at most once a :data:`LOG_SECONDS` while it lasts (with its
+        traceback only when unexpected: a bug); the first read that works says so."""
+        try:
+            states = self._read_states(ids)
+        except Exception as exc:
+            now = time.monotonic()
+            if self._failing_since is None:
+                self._failing_since = now
+            elif now - self._logged_at < LOG_SECONDS:
+                return None
+            self._logged_at = now
+            if isinstance(exc, Unavailable):  # an outage: its reason is enough
+                logger.error("job watcher could not read job states: %s (logged once a "
+                             "minute while it lasts; waiters are answered at their "
+                             "deadlines)", exc)
+            else:
+                logger.exception("job watcher could not read job states (logged once a "
+                                 "minute while it lasts)")
+            return None
+        if self._failing_since is not None:
+            logger.warning("job watcher reads job states again (they failed for %.0fs)",
+                           time.monotonic() - self._failing_since)
+            self._failing_since = None
+        return states
 
 
 class WaiterSlots:
