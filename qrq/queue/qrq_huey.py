@@ -388,14 +388,11 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:
-    """The owner's message and the admin's traceback for a failed attempt."""
-    if isinstance(exc, TaskTimeout):
-        message = "timeout"
-    elif isinstance(exc, (QrqError, jobs.JobCanceled)):
-        message = str(exc)
-    else:
-        message = f"{type(exc).__name__}: {exc}"
-    # A cancel is someone's decision, not an error: no traceback to read.
-    trace = None if isinstance(exc, jobs.JobCanceled) else "".join(
-        traceback.format_exception(type(exc), exc, exc.__traceback__))
+    """The owner's message and the admin's traceback for a failed attempt (none for a
+    cancel: someone's decision, not an error to debug)."""
+    if isinstance(exc, jobs.JobCanceled):
+        return {"error": str(exc), "traceback": None}
+    message = ("timeout" if isinstance(exc, TaskTimeout) else str(exc)
+               if isinstance(exc, QrqError) else f"{type(exc).__name__}: {exc}")
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return {"error": message, "traceback": trace}
