@@ -203,7 +203,8 @@ def verify_set(backups: Path, manifest: dict, *,
     results = {}
     for entry in manifest["databases"]:
         if entry["status"] != "ok":
-            results[entry["name"]] = [f"not in the set: its backup failed ({entry['error']})"]
+            results[entry["name"]] = ["not in the set: its backup failed "
+                                      f"({entry.get('error') or 'no reason recorded'})"]
         elif entry["codec"] == postgres.CODEC:
             results[entry["name"]] = postgres.verify_entry(set_dir, entry, database_url)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import logging
 import os
@@ -202,12 +203,14 @@ def dev(host: str | None, port: int | None, workers: int | None) -> None:
 
 def _check_can_listen(host: str, port: int) -> None:
     """:raises click.ClickException: *host*:*port* is taken (or not an address here)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as waitress binds it
     try:
-        with socket.create_server((host, port)):
+        with socket.create_server((host, port), family=family):
             pass
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc} "
-                                   "(another port: --port or QRQ_PORT)") from None
+        hint = " (another port: --port or QRQ_PORT)" if exc.errno == errno.EADDRINUSE else ""
+        raise click.ClickException(f"cannot listen on {host}:{port}: "
+                                   f"{exc.strerror or exc}{hint}") from None
 
 
 def _interrupt(signum: int, frame) -> None:

@@ -36,6 +36,49 @@ def _new_owner_lock() -> None:
 os.register_at_fork(after_in_child=_new_owner_lock)
 
 
+class HeldRows:
+    """The rows this process runs, whose leases the heartbeat renews, each with when
+    its lease lapses at the latest on this process's clock (``time.monotonic``), and
+    how many holds it has: a row one thread gave back can be leased again by another
+    before the first lets go of it, and must stay held for the second."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._holds: dict[int, int] = {}
+        self._lapses: dict[int, float] = {}
+
+    def hold(self, row: int, lapses: float) -> None:
+        with self._lock:
+            self._holds[row] = self._holds.get(row, 0) + 1
+            self._lapses[row] = max(self._lapses.get(row, 0.0), lapses)
+
+    def let_go(self, rows: Iterable[int]) -> None:
+        with self._lock:
+            for row in rows:
+                if self._holds.get(row, 0) > 1:
+                    self._holds[row] -= 1
+                else:
+                    self._holds.pop(row, None)
+                    self._lapses.pop(row, None)
+
+    def rows(self) -> list[int]:
+        with self._lock:
+            return list(self._holds)
+
+    def renewed(self, rows: Iterable[int], lapses: float) -> None:
+        """*rows*' leases were pushed back to *lapses* (those still held)."""
+        with self._lock:
+            for row in rows:
+                if row in self._lapses:
+                    self._lapses[row] = max(self._lapses[row], lapses)
+
+    def lapses_at(self, rows: Iterable[int]) -> float:
+        """When the first of *rows*' leases lapses (0: none of them is held)."""
+        with self._lock:
+            return min((self._lapses[row] for row in rows if row in self._lapses),
+                       default=0.0)
+
+
 class LeaseHolder:
     """Mixed into the storage, which sets ``now_sql`` (the database's clock),
     ``lease_seconds``, ``consumer_id``,
@@ -57,7 +100,7 @@ class LeaseHolder:
         self._heartbeat = None
         self._stop_beating = threading.Event()
         self._local = threading.local()
-        self._held = set()
+        self._held = HeldRows()
         self._reset_batches()
         self._owner_pid = os.getpid()  # last: other threads see a complete state
 
@@ -94,46 +137,53 @@ class LeaseHolder:
 
     def renew_leases(self) -> int:
         """Push back the lease of every row this process is running; return how many."""
-        held = list(self._held)
+        held = self._held.rows()
         if not held:
             return 0
+        asked = time.monotonic()  # (the database's now is later: this errs early)
         with self.db(commit=True) as curs:
             curs.execute(f"update task set lease_until = {self.now_sql} + ? "
-                         f"where lease_owner = ? and id in ({','.join('?' * len(held))})",
-                         (self.lease_seconds, self.owner, *held))
-            return curs.rowcount
+                         f"where lease_owner = ? and id in ({','.join('?' * len(held))}) "
+                         "returning id", (self.lease_seconds, self.owner, *held))
+            renewed = [row for row, in curs.fetchall()]
+        self._held.renewed(renewed, asked + self.lease_seconds)
+        return len(renewed)
 
     def _ending(self, rows: Iterable[int | None], write: Callable[[], T]) -> T:
         """Run *write*, the transaction that ends this process's runs on *rows*.
 
         While the queue database is away (:class:`Unavailable`: an outage, a deadlock
-        it broke) the write is tried again for up to a lease's length, the rows still
-        held: the heartbeat renews their leases once the database is back, so a run
-        that ended during a short outage keeps its outcome instead of running again.
-        Then (or when this process stops) the rows are let go: their leases lapse and
-        the jobs run again, as a dead consumer's do. A retried write finds any lease
-        it lost meanwhile (:data:`LEASE_LOST`) and writes nothing.
+        it broke) the write is tried again as long as the rows' leases hold, the rows
+        still held: the heartbeat renews them once the database is back, so a run that
+        ended during an outage shorter than the lease keeps its outcome instead of
+        running again. Short of the leases' lapse (or after a lease's length) it gives
+        up and lets the rows go: the jobs run again, as a dead consumer's do. (Past the
+        lapse another worker of this process, the same lease owner, could have leased a
+        row again; a retried write would end that run.) A stopping consumer may wait on
+        this up to a lease.
         """
         rows = [row for row in rows if row is not None]
         if not rows:
             return write()  # nothing of a run to keep: the caller's own error handling
-        deadline, pause, warned = time.monotonic() + self.lease_seconds, 0.1, False
+        margin = min(2.0, self.lease_seconds / 10)  # a write's own time, a commit's
+        pause, warned, most = 0.1, False, time.monotonic() + self.lease_seconds
         try:
             while True:
                 try:
                     return write()
                 except Unavailable as exc:
-                    if self._stop_beating.is_set() or time.monotonic() + pause > deadline:
+                    # (*most*: a database that renews the leases yet refuses the write)
+                    until = min(most, self._held.lapses_at(rows)) - margin
+                    if self._stop_beating.is_set() or time.monotonic() + pause > until:
                         raise
                     if not warned:
                         logger.warning("the end of a run could not be written (%s); trying "
-                                       "again for up to %g s", exc.message, self.lease_seconds)
+                                       "again while its lease holds", exc.message)
                         warned = True
                     time.sleep(pause)
                     pause = min(2 * pause, 2.0)
         finally:
-            for row in rows:
-                self._held.discard(row)
+            self._held.let_go(rows)
 
     def _end_lease(self, curs, row: int | None, job_id: str | None, *,
                    give_back: bool = False) -> bool:

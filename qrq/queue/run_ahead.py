@@ -122,7 +122,6 @@ class RunAhead:
             if not batch.ended:
                 batch.ended_since = time.monotonic()
                 self._wake_flusher()
-            self._held.add(row)  # renewed until written (before the flusher can take it)
             # The job's finished_at is when it ended, not when that is written.
             batch.ended.append((row, job_id, {"now": time.time(), **outcome}, first))
         return True

@@ -29,7 +29,7 @@ import time
 
 from qrq.queue import admission as admission_checks
 from qrq.queue import jobs, migrations, run_ahead
-from qrq.queue.leases import LeaseHolder
+from qrq.queue.leases import HeldRows, LeaseHolder
 from qrq.queue.pauses import NOT_PAUSED
 from qrq.queue.portable import PortableHueyApi
 from qrq.queue.roles import type_filter
@@ -75,7 +75,7 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
         self._reset_batches()
         # Rows this process is running. Only these are renewed: a row whose
         # completion could not be written drops out and its lease lapses.
-        self._held = set()
+        self._held = HeldRows()
         self._heartbeat = None
         self._stop_beating = threading.Event()
         super().__init__(name, **kwargs)
@@ -246,7 +246,7 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
 
     def _hold(self, leased: tuple) -> tuple:
         """Renew *leased*'s lease from now on (its transaction committed)."""
-        self._held.add(leased[0])
+        self._held.hold(leased[0], time.monotonic() + self.lease_seconds)
         self._ensure_heartbeat()
         return leased
 
