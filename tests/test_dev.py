@@ -69,8 +69,8 @@ def test_dev_serves_runs_jobs_and_stops_on_ctrl_c(tmp_path):
 
 def test_worker_loads_task_modules_from_its_working_directory(tmp_path):
     """`qrq worker` finds a QRQ_TASK_MODULES module next to where it is started, as
-    `huey_consumer` does, takes a cap on its own job type, runs its job, and stops on
-    SIGTERM."""
+    `huey_consumer` does, takes a cap and a role (--types) on its own job type, runs
+    its job, and stops on SIGTERM."""
     project = tmp_path / "project"
     project.mkdir()
     (project / "local_tasks.py").write_text(
@@ -91,8 +91,9 @@ def test_worker_loads_task_modules_from_its_working_directory(tmp_path):
                             check=True, capture_output=True, text=True).stdout.strip()
     log = tmp_path / "worker.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([qrq, "worker", "-w", "1"], env=env, cwd=project,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen([qrq, "worker", "-w", "1", "--types", "local,pdf"], env=env,
+                                cwd=project, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     try:
         from qrq.config import load_settings
         from qrq.queue import jobs

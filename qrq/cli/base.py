@@ -142,24 +142,23 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
 
 # -- what many commands share: job ids, job types, tables, JSON ----------------------
 
-def job_types_param(ctx, param, value: str | None) -> str | None:
-    """A comma-separated list of known job types, as given (None: not given)."""
-    return _known_job_types(value, many=True)
+def job_type_names_param(ctx, param, value: str | None) -> str | None:
+    """A comma-separated list of job types, not checked here: a consumer checks them
+    once its task modules (QRQ_TASK_MODULES, with their own types) are loaded."""
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise click.BadParameter("give one or more job types, separated by commas")
+    return ",".join(names)
 
 
 def job_type_param(ctx, param, value: str | None) -> str | None:
     """One known job type (None: not given)."""
-    return _known_job_types(value, many=False)
-
-
-def _known_job_types(value: str | None, many: bool) -> str | None:
-    if value is None:
-        return None
-    names = [name.strip() for name in value.split(",") if name.strip()] if many else [value]
-    problem = catalog.unknown_job_types(names or [value])
+    problem = None if value is None else catalog.unknown_job_types([value])
     if problem:
         raise click.BadParameter(problem)
-    return ",".join(names)
+    return value
 
 
 class JobIdParam(click.ParamType):

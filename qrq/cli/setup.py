@@ -19,7 +19,7 @@ import click
 
 from qrq import demo as demo_data
 from qrq.appdb.models import User
-from qrq.cli.base import get_app_db, get_queue, get_settings, job_types_param, main
+from qrq.cli.base import get_app_db, get_queue, get_settings, job_type_names_param, main
 from qrq.queue import huey, load_application
 from qrq.web import create_app, server
 
@@ -103,9 +103,9 @@ def setup_logging(settings, name: str) -> None:
 @click.option("-w", "--workers", type=click.IntRange(1, 64), help="Worker count.")
 @click.option("-k", "--worker-type", type=click.Choice(["process", "thread"]),
               help="process enforces time limits; thread uses less memory.")
-@click.option("--types", "job_types_", callback=job_types_param, metavar="TYPE,...",
+@click.option("--types", "job_types_", callback=job_type_names_param, metavar="TYPE,...",
               help="Run only these job types (default: QRQ_WORKER_JOB_TYPES, or all).")
-@click.option("--exclude-types", callback=job_types_param, metavar="TYPE,...",
+@click.option("--exclude-types", callback=job_type_names_param, metavar="TYPE,...",
               help="Never run these job types (default: QRQ_WORKER_EXCLUDE_JOB_TYPES).")
 def worker(workers: int | None, worker_type: str | None, job_types_: str | None,
            exclude_types: str | None) -> None:
