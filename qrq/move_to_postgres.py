@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +94,25 @@ def _count(pg: psycopg.Connection, table: str) -> int:
                       ).fetchone()[0]
 
 
+def holding_data(pg: psycopg.Connection, tables: Iterable[str]) -> list[str]:
+    """Those of *tables* that hold an installation's rows: not only the rows that merely
+    opening the database makes (:data:`REPLACED`) or bookkeeping (:data:`NOT_COPIED`)."""
+    return sorted(t for t in tables if t not in NOT_COPIED | REPLACED and _count(pg, t))
+
+
+def holds_installation(url: str) -> bool:
+    """Whether qrq's schema in *url*'s database holds an installation's rows (a move
+    or a restore into it would replace them)."""
+    with psycopg.connect(url) as pg:
+        return bool(holding_data(pg, _target_columns(pg)))
+
+
 def check_empty(pg: psycopg.Connection, tables: dict[str, dict[str, str]]) -> None:
     """:raises Conflict: a qrq table of the target already holds rows."""
-    full = [t for t in tables if t not in NOT_COPIED | REPLACED and _count(pg, t)]
+    full = holding_data(pg, tables)
     if full:
         raise Conflict("the PostgreSQL database is not empty (rows in "
-                       f"{', '.join(sorted(full))}); migrate into an empty one")
+                       f"{', '.join(full)}); migrate into an empty one")
 
 
 def _copy_table(conn: sqlite3.Connection, pg: psycopg.Connection, table: str,

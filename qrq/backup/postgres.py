@@ -100,13 +100,6 @@ def _schema_and_counts(conn: psycopg.Connection) -> tuple[str, dict[str, int]]:
     return schema, counts
 
 
-def tables_with_rows(url: str) -> set[str]:
-    """The tables of qrq's schema in *url*'s database that hold rows."""
-    with psycopg.connect(url) as conn:
-        _, counts = _schema_and_counts(conn)
-    return {table for table, rows in counts.items() if rows}
-
-
 def dump(url: str, out: Path, stop: Callable[[], bool] | None = None) -> dict:
     """Dump qrq's schema of *url* into *out*; return ``{"schema", "tables"}``, the row
     counts as of the dump's snapshot."""

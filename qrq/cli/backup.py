@@ -19,7 +19,6 @@ from qrq.backup import (
     verify_set,
 )
 from qrq.backup.postgres import CODEC as PG_CODEC
-from qrq.backup.postgres import tables_with_rows
 from qrq.backup.restore import QUEUE_DB
 from qrq.backup.submit import submit_backup
 from qrq.cli.base import (
@@ -277,13 +276,12 @@ def backup_restore(set_id: str, to_dir: Path, names: tuple[str, ...], force: boo
 
 
 def _holds_installation(url: str) -> bool:
-    """Whether the database of *url* holds an installation's rows, beyond those that
-    merely opening it makes (the rows ``qrq migrate-to-postgres`` also lets be)."""
+    """Whether the database of *url* holds an installation's rows (as ``qrq
+    migrate-to-postgres`` counts them), checked to be reachable first (one line)."""
     if not url:
         return False  # the restore itself says that a dump needs a server
     check_reachable(url, timeout=10)
-    return bool(tables_with_rows(url) - move_to_postgres.NOT_COPIED
-                - move_to_postgres.REPLACED)
+    return move_to_postgres.holds_installation(url)
 
 
 def _recorded_key(storage) -> dict | None:

@@ -178,12 +178,12 @@ def wait_for(huey, job_id: str, label: str, timeout: float, *, length: int = 100
 def _paused(huey, job: dict) -> str | None:
     """Why a queued *job* does not start though consumers run: its type is paused."""
     try:
-        found = [p for p in pauses.paused(huey.storage) if p["type"] == job["type"]]
+        found = pauses.pause_of(huey.storage, job["type"]) if job["type"] else None
     except Unavailable:  # the next read of the job says so
         return None
-    if not found:
+    if found is None:
         return None
-    return (f"{job['type']} jobs are paused (by {found[0]['paused_by'] or '-'}): the job "
+    return (f"{job['type']} jobs are paused (by {found['paused_by'] or '-'}): the job "
             f"waits until `qrq jobs resume {job['type']}`")
 
 
@@ -232,7 +232,7 @@ def pdf(template_id: int, options: tuple[str, ...], wait: bool, out: Path | None
     try:
         stored, _ = open_store(huey.settings).open(artifact_name(job_id))
     except FileNotFoundError:
-        raise click.ClickException(f"the output of job {job_id} has been removed") from None
+        raise click.ClickException(f"the output of job {job_id} is no longer stored") from None
     try:
         with stored, open(out, "wb") as dest:
             shutil.copyfileobj(stored, dest)

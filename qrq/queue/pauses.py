@@ -65,6 +65,14 @@ def paused(storage) -> list[dict[str, Any]]:
             for job_type, paused_at, paused_by in rows]
 
 
+def pause_of(storage, job_type: str) -> dict[str, Any] | None:
+    """*job_type*'s pause, ``{"paused_at", "paused_by"}``, or None: one read by key,
+    without :func:`paused`'s counts (for a wait that looks every second)."""
+    rows = storage.sql("select paused_at, paused_by from paused_type where job_type = ?",
+                       (job_type,), results=True)
+    return {"paused_at": rows[0][0], "paused_by": rows[0][1]} if rows else None
+
+
 def describe(outcome: dict[str, Any]) -> str:
     """One sentence about a :func:`pause` or :func:`resume` outcome, for people."""
     job_type, queued = outcome["type"], outcome["queued"]
