@@ -6,9 +6,10 @@ import time
 import pytest
 
 from qrq.errors import Unavailable
-from qrq.queue import huey, submit
+from qrq.queue import huey, jobs, submit
 from qrq.queue.leases import HeldRows
 from tasks.mail import send_mail_task
+from tests.relay import Relay
 
 
 def test_a_row_held_twice_stays_held_until_both_let_go():
@@ -65,3 +66,36 @@ def test_it_gives_up_before_the_lease_lapses(settings):
         storage._ending([41], away)
     assert len(tries) > 1 and tries[-1] < lapses  # tried again, and stopped in time
     assert storage._held.rows() == []  # let go: its lease lapses, the job runs again
+
+
+@pytest.fixture
+def relay(backend, pg_url, monkeypatch):
+    """The test's qrq reaches its PostgreSQL server through a :class:`Relay`."""
+    relay = Relay(pg_url)
+    monkeypatch.setenv("QRQ_DATABASE_URL", relay.url)
+    yield relay
+    relay.close()
+
+
+@pytest.mark.postgres_only("a commit whose answer the network lost: SQLite's commit is local")
+@pytest.mark.parametrize("outcome", [{"status": "finished", "result": {"sent": 1}},
+                                     {"status": "failed", "error": "the SMTP server said no"}],
+                         ids=["finished", "failed"])
+def test_a_commit_whose_answer_was_lost_ends_the_run_once(relay, settings, outcome, caplog):
+    # The end's first try committed, but the connection dropped before its answer came
+    # back; the try again finds the row gone. That is this run's own end, not a lost
+    # lease: the job is returned as ended (its end hooks run) and nothing says "lost".
+    # (A first run that finished is PostgreSQL's one-statement end; a failure, the
+    # generic one.)
+    job_id = submit(send_mail_task, ["ops@example.com"], "end", "once", owner_id=None)
+    storage = huey.storage
+    assert storage.dequeue() is not None
+    relay.lose_commit_answer(after=b"delete from task")
+    ended = storage.complete(job_id, outcome)
+    assert relay.lost.is_set()
+    assert [(job.id, job.status) for job in ended] == [(job_id, outcome["status"])]
+    assert "lost its lease" not in caplog.text
+    assert "written after all" in caplog.text
+    job = jobs.get(storage, job_id)
+    assert (job["status"], job["attempts"]) == (outcome["status"], 1)
+    assert storage.sql("select count(*) from task", results=True) == [(0,)]

@@ -110,15 +110,11 @@ TAKEN_FROM_SQL = ("(select worker from job where job.id = task.job_id "
                   "and job.status = 'running') as taken_from")
 
 
-def mark_running(curs, job_id: str, worker: str, now: float) -> bool | None:
-    """A consumer leased the job: a new attempt starts from no progress. Returns whether
-    this is the job's first run (see :func:`attempt_started`), None if it was not runnable."""
-    return mark_all_running(curs, [job_id], worker, now)[job_id]
-
-
 def mark_all_running(curs, job_ids: list[str], worker: str,
                      now: float) -> dict[str, bool | None]:
-    """:func:`mark_running` for jobs leased together; ``{job_id: first}``."""
+    """Consumers leased the jobs: a new attempt of each starts from no progress.
+    ``{job_id: first}``: whether it is the job's first run (see :func:`attempt_started`),
+    None if it was not runnable."""
     # Nearly every lease starts a waiting job: one statement for all of them. Only a job
     # whose lease lapsed is still running, and its new attempt names the worker that
     # lost it, read before the update (SQLite's RETURNING gives only the new row).
@@ -143,7 +139,7 @@ def mark_all_running(curs, job_ids: list[str], worker: str,
 
 def attempt_started(curs, job_id: str, worker: str, now: float, taken_from: str | None,
                     marked: tuple | None) -> bool | None:
-    """The attempt's part of :func:`mark_running` (PostgreSQL's lease statement marks
+    """The attempt's part of :func:`mark_all_running` (PostgreSQL's lease statement marks
     the job running itself), given what the job's update returned (*marked*).
 
     The job's first run needs no row: the job row describes it (:mod:`qrq.queue.attempts`).
@@ -189,9 +185,11 @@ def finish_sql(fence: str = "") -> str:
             "progress = case when :status = 'finished' then 100 else progress end, "
             "stage = case when :status = 'finished' then 'done' else stage end "
             "where id = :id and status in ('queued', 'running', 'retrying') "
-            f"{f'and {fence} ' if fence else ''}returning type, "
-            "exists (select 1 from webhook_target where webhook_target.job_id = job.id) "
-            "as has_callback")
+            f"{f'and {fence} ' if fence else ''}returning {_ENDED}")
+
+
+_ENDED = ("type, exists (select 1 from webhook_target where webhook_target.job_id = job.id) "
+          "as has_callback")
 
 
 FINISH_SQL = finish_sql()
@@ -231,6 +229,14 @@ def finish_values(job_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
 def ended_job(values: dict[str, Any], row: tuple | None) -> EndedJob | None:
     """The job :func:`finish_sql` ended, from what it returned (*row*; None: nothing)."""
     return row and EndedJob(values["id"], row[0], values["status"], bool(row[1]))
+
+
+def ended_by(curs, job_id: str, status: str, worker: str) -> EndedJob | None:
+    """The job as :func:`finish_sql` returns it, if its record shows that it ended with
+    *status* in *worker*'s run (that end was written); else None."""
+    curs.execute(f"select {_ENDED} from job where id = ? and status = ? and worker = ?",
+                 (job_id, status, worker))
+    return ended_job({"id": job_id, "status": status}, curs.fetchone())
 
 
 # -- reads and small updates through the storage ----------------------------------------

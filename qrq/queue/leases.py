@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from qrq.errors import Unavailable
+from qrq.queue import jobs
 
 logger = logging.getLogger("qrq.queue.storage")
 T = TypeVar("T")
@@ -166,33 +167,35 @@ class LeaseHolder:
         if not rows:
             return write()  # nothing of a run to keep: the caller's own error handling
         margin = min(2.0, self.lease_seconds / 10)  # a write's own time, a commit's
-        pause, warned, most = 0.1, False, time.monotonic() + self.lease_seconds
+        pause, most = 0.1, time.monotonic() + self.lease_seconds
         try:
             while True:
                 try:
-                    return write()
+                    written = write()
                 except Unavailable as exc:
                     # (*most*: a database that renews the leases yet refuses the write)
                     until = min(most, self._held.lapses_at(rows)) - margin
                     if self._stop_beating.is_set() or time.monotonic() + pause > until:
                         raise
-                    if not warned:
+                    if not getattr(self._local, "again", False):
                         logger.warning("the end of a run could not be written (%s); trying "
                                        "again while its lease holds", exc.message)
-                        warned = True
+                        self._local.again = True  # (:meth:`_lease_gone`)
                     time.sleep(pause)
                     pause = min(2 * pause, 2.0)
+                else:
+                    if getattr(self._local, "again", False):
+                        logger.warning("the end of a run was written after all")
+                    return written
         finally:
+            self._local.again = False
             self._held.let_go(rows)
 
     def _end_lease(self, curs, row: int | None, job_id: str | None, *,
                    give_back: bool = False) -> bool:
         """Delete this thread's leased *row* (or, with *give_back*, clear its lease);
-        False when the lease was lost, so nothing of this run may be written.
-
-        A lease that lapsed (a stalled host) can be taken by another consumer; its
-        row then names the new owner, and the newer attempt's outcome stands.
-        """
+        False when the row no longer carries this process's lease, so nothing of this
+        run may be written (:meth:`_lease_gone` says why)."""
         if row is None:
             return True
         if give_back:
@@ -200,7 +203,23 @@ class LeaseHolder:
                          "where id = ? and lease_owner = ?", (row, self.owner))
         else:
             curs.execute("delete from task where id = ? and lease_owner = ?", (row, self.owner))
-        if curs.rowcount:
-            return True
+        return bool(curs.rowcount)
+
+    def _lease_gone(self, curs, job_id: str | None,
+                    status: str | None = None) -> jobs.EndedJob | None:
+        """A run's row no longer carried this process's lease when its end was written.
+
+        On a first try, the lease was lost: it lapsed (a stalled host) and another
+        consumer took the row, whose newer attempt's outcome stands, or the job was
+        canceled. On a write tried again (:meth:`_ending`), the row was ended by the
+        earlier try, whose commit went through but whose answer was lost with the
+        connection: nothing else takes a row whose lease holds. Then the job record
+        shows this run's end (*status*, by this owner), and the job is returned as
+        ended, so its end hooks run once, now.
+        """
+        if getattr(self._local, "again", False):
+            ended = jobs.ended_by(curs, job_id, status, self.owner) if status else None
+            if ended is not None or status is None:
+                return ended
         logger.warning(LEASE_LOST, job_id)
-        return False
+        return None

@@ -10,13 +10,8 @@ batch's ends of that kind go to the server together, one round trip for all.
 
 from __future__ import annotations
 
-import logging
-
 from qrq.queue import jobs
-from qrq.queue.leases import LEASE_LOST
 from qrq.queue.storage import LeasedStorage
-
-logger = logging.getLogger("qrq.queue.storage")
 
 # Every part sees the rows as they were; the job's update reads the delete's result.
 _END_RUN_SQL = (
@@ -36,7 +31,7 @@ class OneTripEnd(LeasedStorage):
             return super()._end_run(curs, row, job_id, outcome, first)
         values = jobs.finish_values(job_id, outcome)
         curs.execute(_END_RUN_SQL, {**values, "row": row, "owner": self.owner})
-        return _ended(values, curs.fetchone())
+        return self._ended(curs, values, curs.fetchone())
 
     def _end_runs(self, curs, runs: list[tuple]) -> list[jobs.EndedJob]:
         """A batch's ends: those of one statement each go to the server together, one
@@ -50,12 +45,21 @@ class OneTripEnd(LeasedStorage):
         curs.executemany(_END_RUN_SQL, [{**v, "row": run[0], "owner": self.owner}
                                         for v, run in zip(values, quick, strict=True)],
                          returning=True)
-        ended = []
-        for v in values:
-            ended.append(_ended(v, curs.fetchone()))
+        returned = []
+        for _ in values:
+            returned.append(curs.fetchone())
             curs.nextset()
+        ended = [self._ended(curs, v, r) for v, r in zip(values, returned, strict=True)]
         ended += super()._end_runs(curs, rest)
         return [job for job in ended if job is not None]
+
+    def _ended(self, curs, values: dict, returned: tuple) -> jobs.EndedJob | None:
+        """The job that :data:`_END_RUN_SQL` ended, from what it *returned*; when the
+        row no longer carried the run's lease, :meth:`_lease_gone` says."""
+        held, job_type, has_callback = returned
+        if not held:
+            return self._lease_gone(curs, values["id"], values["status"])
+        return jobs.ended_job(values, None if job_type is None else (job_type, has_callback))
 
 
 def _one_trip(row, job_id, outcome, first) -> bool:
@@ -64,11 +68,3 @@ def _one_trip(row, job_id, outcome, first) -> bool:
         and jobs.closes_no_attempt(outcome, first)
 
 
-def _ended(values: dict, returned: tuple) -> jobs.EndedJob | None:
-    """The job that :data:`_END_RUN_SQL` ended, from what it *returned*; None (and a
-    warning) when the run's lease was lost."""
-    held, job_type, has_callback = returned
-    if not held:
-        logger.warning(LEASE_LOST, values["id"])
-        return None
-    return jobs.ended_job(values, None if job_type is None else (job_type, has_callback))

@@ -48,7 +48,7 @@ class LeasedSqliteStorage(LeasedStorage, ThreadedSqliteStorage):
         leased = curs.fetchone()
         if leased is None or leased[2] is None:
             return leased and (*leased, None)
-        return (*leased, jobs.mark_running(curs, leased[2], owner, time.time()))
+        return (*leased, jobs.mark_all_running(curs, [leased[2]], owner, time.time())[leased[2]])
 
     def _lease_rows(self, curs, ids: list[int]) -> list[tuple]:
         curs.execute(self._lease_sql(f"id in ({','.join('?' * len(ids))})"),

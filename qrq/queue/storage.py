@@ -294,7 +294,9 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
 
     def _end_run(self, curs, row, job_id, outcome, first) -> jobs.EndedJob | None:
         """:meth:`complete`'s writes: end the lease on *row*, then record *outcome*."""
-        if self._end_lease(curs, row, job_id) and job_id is not None and outcome is not None:
+        if not self._end_lease(curs, row, job_id):
+            return self._lease_gone(curs, job_id, outcome and outcome["status"])
+        if job_id is not None and outcome is not None:
             return jobs.finish(curs, job_id, outcome, first)
         return None
 
@@ -312,7 +314,9 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
 
     def _give_back(self, curs, row: int, job_id: str | None, first: bool | None) -> None:
         """Clear *row*'s lease unfinished: its job waits to run again, from the start."""
-        if self._end_lease(curs, row, job_id, give_back=True) and job_id is not None:
+        if not self._end_lease(curs, row, job_id, give_back=True):
+            self._lease_gone(curs, job_id)
+        elif job_id is not None:
             jobs.mark_released(curs, job_id, first)
 
     def reschedule(self, data, eta, job_id: str | None, next_attempt: dict | None,
@@ -323,6 +327,7 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
         def write() -> None:
             with self.db(commit=True) as curs:
                 if not self._end_lease(curs, row, job_id):
+                    self._lease_gone(curs, job_id)
                     return
                 curs.execute("insert into schedule (queue, data, timestamp, job_id, "
                              "job_type, priority) values (?, ?, ?, ?, ?, ?)",
