@@ -11,7 +11,7 @@ from huey import crontab
 from qrq.appdb.db import app_db
 from qrq.appdb.models import AdminSession, Template
 from qrq.errors import ValidationError
-from qrq.queue import huey, job_task, jobs, submit
+from qrq.queue import huey, job_progress, job_task, jobs, submit
 from qrq.web.dashboard.charts import bar_chart
 from qrq.web.dashboard.schedule import next_run
 from tests.test_dead_letters import forge_payload
@@ -469,7 +469,7 @@ def test_progress_json_feeds_the_progress_bars(admin):
     client, _ = admin
     job_id = submit(ok, owner_id=None)
     assert huey.dequeue().id == job_id
-    jobs.report_progress(huey.storage, job_id, 37, "rendering page 3/8")
+    job_progress.report_progress(huey.storage, job_id, 37, "rendering page 3/8")
     with client.get(f"/admin/progress.json?ids={job_id},{ZERO_ID}") as response:
         assert response.get_json() == {"jobs": {job_id: {
             "status": "running", "progress": 37, "stage": "rendering page 3/8"}}}

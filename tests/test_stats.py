@@ -6,7 +6,7 @@ import time
 import pytest
 
 from qrq.errors import ValidationError
-from qrq.queue import huey, job_task, jobs, stats, submit
+from qrq.queue import huey, job_progress, job_task, jobs, stats, submit
 
 
 @job_task("batch", name="test.ops_ok")
@@ -107,7 +107,7 @@ def test_consumers_list_their_current_jobs(settings):
     consumer._register()  # what QrqConsumer.start does
     job_id = submit(ok, owner_id=None)
     assert huey.dequeue().id == job_id  # leased by this process, under the consumer's id
-    jobs.report_progress(huey.storage, job_id, 40, "working")
+    job_progress.report_progress(huey.storage, job_id, 40, "working")
     found = stats.consumers(huey.storage)
     assert len(found) == 1
     me = found[0]

@@ -285,19 +285,19 @@ def test_a_run_that_lost_its_lease_cannot_overwrite_the_newer_attempt(storage):
     stalls past its lease, the second takes the job over."""
     import datetime
 
-    from qrq.queue import jobs
+    from qrq.queue import job_progress, jobs
 
     stalled, taker = storage(lease=0.2), storage(lease=30)
     job_id = "3f0c8c1e-0000-4000-8000-000000000001"
     stalled.enqueue(b"job", job_id=job_id, job=jobs.new_record(job_id, "pdf", "qrq.pdf", None))
     assert stalled.dequeue() == b"job"
-    jobs.report_progress(stalled, job_id, 30, "stalled here")
+    job_progress.report_progress(stalled, job_id, 30, "stalled here")
     assert lapse(stalled, taker) == b"job"
-    jobs.report_progress(taker, job_id, 10, "second attempt")
+    job_progress.report_progress(taker, job_id, 10, "second attempt")
 
     # The stalled run comes back: its progress, retry, release and outcome are refused.
     with pytest.raises(jobs.LeaseLost):
-        jobs.report_progress(stalled, job_id, 90, "late")
+        job_progress.report_progress(stalled, job_id, 90, "late")
     for late in (lambda: stalled.reschedule(b"job", datetime.datetime.now(), job_id,
                                             {"status": "retrying", "error": "late"}),
                  lambda: stalled.release(job_id),
@@ -348,13 +348,13 @@ def test_a_batch_lease_takes_over_a_lapsed_lease_as_a_single_lease_does(storage)
 
 
 def test_a_job_given_back_starts_again_from_no_progress(storage):
-    from qrq.queue import jobs
+    from qrq.queue import job_progress, jobs
 
     s = storage()
     job_id = "3f0c8c1e-0000-4000-8000-000000000002"
     s.enqueue(b"job", job_id=job_id, job=jobs.new_record(job_id, "pdf", "qrq.pdf", None))
     s.dequeue()
-    jobs.report_progress(s, job_id, 60, "page 6/10")
+    job_progress.report_progress(s, job_id, 60, "page 6/10")
     s.release(job_id)  # what a SIGTERM'd run does
     record = jobs.get(s, job_id)
     assert (record["status"], record["progress"], record["stage"], record["attempts"]) == (

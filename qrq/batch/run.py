@@ -40,7 +40,7 @@ from qrq.cards.images import matrix_png, matrix_svg, pack_rows, unpack_matrix
 from qrq.cards.pdf import PdfStream
 from qrq.cards.qr import CardSheets
 from qrq.errors import NotFound, QrqError
-from qrq.queue import jobs
+from qrq.queue import job_progress, jobs
 
 CHUNK = 100  # items per result write
 CHUNK_SECONDS = 0.5
@@ -108,7 +108,7 @@ def _write_chunk(storage, job_id: str, rows: list[tuple], total: int) -> bool:
                      "and status = 'failed') where job_id = ? returning completed, failed",
                      (job_id, job_id, job_id))
         ok, failed = curs.fetchone()
-        return jobs.record_progress(curs, job_id, storage.owner,
+        return job_progress.record_progress(curs, job_id, storage.owner,
                                     ENCODE_SHARE * (ok + failed) // max(1, total),
                                     f"encoding {ok + failed}/{total} ({failed} failed)")
 
@@ -153,7 +153,7 @@ def encode_pending(storage, job_id: str, total: int, specs: _Specs,
 
 def _report(storage, job_id: str, percent: int, stage: str) -> None:
     with storage.db(commit=True) as curs:
-        jobs.record_progress(curs, job_id, storage.owner, percent, stage)
+        job_progress.record_progress(curs, job_id, storage.owner, percent, stage)
 
 
 def assemble(storage, store: ArtifactStore, job_id: str, total: int, specs: _Specs,

@@ -22,7 +22,7 @@ from huey.exceptions import TaskTimeout
 
 from qrq.config import Settings
 from qrq.errors import NotFound, QrqError, TransientError, ValidationError
-from qrq.queue import catalog, jobs
+from qrq.queue import catalog, job_progress, jobs
 from qrq.queue.admission import Admission
 from qrq.queue.catalog import PRIORITY, TaskSpec
 from qrq.queue.qrq_huey import MODULE as _MODULE
@@ -200,4 +200,4 @@ def load_task_modules(settings: Settings) -> None:
 def progress(task, percent: float, stage: str = "") -> None:
     """Report a running job's progress (0-100) and stage; stops it if it was canceled."""
     task.check_timeout()
-    jobs.report_progress(huey.storage, task.id, percent, stage)
+    job_progress.report_progress(huey.storage, task.id, percent, stage)

@@ -25,7 +25,7 @@ from huey.utils import normalize_time
 
 from qrq.config import Settings
 from qrq.errors import Conflict, NotFound, QrqError, Unavailable
-from qrq.queue import catalog, huey_private, jobs, signing
+from qrq.queue import catalog, huey_private, job_progress, jobs, signing
 from qrq.queue.admission import Admission
 from qrq.queue.catalog import TaskSpec
 from qrq.queue.consumer import QrqConsumer
@@ -383,7 +383,7 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
         if ended is not None:
             self.job_ended(ended)
         else:
-            jobs.flag_cancel(self.storage, job_id)
+            job_progress.flag_cancel(self.storage, job_id)
         return jobs.get(self.storage, job_id)["status"]
 
 
