@@ -61,13 +61,25 @@ def server_secret(settings) -> bytes:
     return hmac.new(settings.secret_key.encode(), b"qrq-webhook", hashlib.sha256).digest()
 
 
-def user_secret(settings, owner_id: int | None) -> str:
-    """The webhook secret of *owner_id* (None: the server's), as text a receiver keeps."""
+def user_secret(storage, settings, owner_id: int | None) -> str:
+    """The webhook secret of *owner_id* (None: the server's), as text a receiver keeps:
+    derived from the server's secret and, once the user replaced it, how many times."""
     if owner_id is None:
-        return hmac.new(server_secret(settings), b"qrq-webhook-server",
-                        hashlib.sha256).hexdigest()
-    return hmac.new(server_secret(settings), f"qrq-webhook-user:{owner_id}".encode(),
-                    hashlib.sha256).hexdigest()
+        label = "qrq-webhook-server"
+    else:
+        rows = storage.sql("select generation from webhook_secret where owner_id = ?",
+                           (owner_id,), results=True)
+        label = f"qrq-webhook-user:{owner_id}" + (f":{rows[0][0]}" if rows else "")
+    return hmac.new(server_secret(settings), label.encode(), hashlib.sha256).hexdigest()
+
+
+def replace_secret(storage, owner_id: int) -> None:
+    """Give *owner_id* a new webhook secret: deliveries from now on, queued ones too, are
+    signed with it, and the old one signs nothing more."""
+    storage.sql("insert into webhook_secret (owner_id, generation, rotated_at) "
+                "values (?, 1, ?) on conflict (owner_id) do update set "
+                "generation = webhook_secret.generation + 1, rotated_at = excluded.rotated_at",
+                (owner_id, time.time()), commit=True)
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:

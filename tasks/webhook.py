@@ -16,8 +16,10 @@ def deliver_webhook(job_id: str, task=None) -> dict:
         return {"delivered": False, "reason": "the job or its callback is gone"}
     body = json.dumps({"event": "job.ended", "job": jobs.public_view(job)},
                       separators=(",", ":")).encode()
-    status = webhooks.deliver(target["url"], body,
-                              webhooks.user_secret(huey.settings, target["owner_id"]),
+    # Read at each attempt: a delivery queued before its owner replaced the secret is
+    # signed with the new one.
+    secret = webhooks.user_secret(huey.storage, huey.settings, target["owner_id"])
+    status = webhooks.deliver(target["url"], body, secret,
                               allow_private=huey.settings.webhook_allow_private,
                               delivery_id=task.id)
     return {"delivered": True, "job_id": job_id, "status_code": status}

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from qrq import webhooks
-from qrq.queue import huey, jobs
+from qrq.queue import audit, huey, jobs
 from qrq.web import create_app
 from tests.conftest import wait_until
 from tests.test_admission import post_together, serve  # noqa: F401 (a fixture)
@@ -109,6 +109,35 @@ def test_a_webhook_reaches_a_real_server_signed_and_is_retried_after_a_500(
         "csrf_token": csrf}).status_code == 302
     listing = open_client.get("/admin/jobs?type=webhook").text
     assert delivery["id"][:8] in listing and "webhook.deliver" in listing
+
+
+def test_a_replaced_secret_signs_the_deliveries_queued_before(
+        open_client, templates, alice, make_user, consumer, receiver):
+    hook = receiver()
+    headers = alice[1]
+    _, bob = make_user("bob")
+    old = open_client.get("/api/me/webhook", headers=headers).get_json()["secret"]
+    bobs = open_client.get("/api/me/webhook", headers=bob).get_json()["secret"]
+    answer = open_client.post("/api/generate-qr-pdf", headers=headers,
+                              json={"template_id": 1, "callback_url": hook.url})
+    assert answer.status_code == 202
+    replaced = open_client.post("/api/me/webhook/secret", headers=headers)
+    assert replaced.status_code == 200
+    new = replaced.get_json()["secret"]
+    assert new != old and len(new) == len(old)
+    assert open_client.get("/api/me/webhook", headers=headers).get_json()["secret"] == new
+    assert open_client.post("/api/me/webhook/secret", headers=headers).get_json()[
+        "secret"] not in (old, new)  # each replacement is a new one
+    newest = open_client.get("/api/me/webhook", headers=headers).get_json()["secret"]
+    # Another user's secret is theirs alone.
+    assert open_client.get("/api/me/webhook", headers=bob).get_json()["secret"] == bobs
+    consumer(extra_env=ALLOW)
+    wait_until(lambda: hook.received, timeout=60, message="the delivery")
+    sent_headers, body = hook.received[0]
+    assert verify(newest, sent_headers, body) and not verify(old, sent_headers, body)
+    logged, _ = audit.entries(huey.storage, action="webhook.replace_secret")
+    assert [entry["actor"] for entry in logged] == ["alice", "alice"]
+    assert open_client.post("/api/me/webhook/secret").status_code == 401
 
 
 def test_a_users_default_callback_serves_a_batch(open_client, templates, alice, consumer,

@@ -172,7 +172,8 @@ ANALYTICS = [
 ]
 
 # Webhooks (qrq/webhooks.py): where a job's end is posted (written before the job is
-# enqueued, gone with the job row), and each user's default callback URL.
+# enqueued, gone with the job row), each user's default callback URL, and how often a
+# user replaced their webhook secret (no row: never).
 WEBHOOKS = [
     "create table if not exists webhook_target ("
     " job_id text primary key,"
@@ -182,6 +183,10 @@ WEBHOOKS = [
     "create table if not exists webhook_default ("
     " owner_id integer primary key,"
     " url text not null)",
+    "create table if not exists webhook_secret ("
+    " owner_id integer primary key,"
+    " generation integer not null,"
+    " rotated_at real not null)",
 ]
 
 # Who did what (qrq/queue/audit.py): one row per action taken on the dashboard, the

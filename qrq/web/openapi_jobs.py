@@ -109,6 +109,14 @@ def paths() -> dict[str, Any]:
                         "application/json": {"schema": _WEBHOOK}}},
                         **errors_for(400, 413, 422, 503)}},
         },
+        "/api/me/webhook/secret": {"post": {
+            "summary": "Replace your webhook secret (one that leaked)",
+            "description": "Every delivery from now on, those already queued too, is signed "
+                           "with the new secret; the old one signs nothing more. No body.",
+            "operationId": "replaceWebhookSecret",
+            "responses": {"200": {"description": "The settings, with the new secret.",
+                                  "content": {"application/json": {"schema": _WEBHOOK}}},
+                          **errors_for(503)}}},
         "/api/admin/backups": {"get": {
             "summary": "Backup sets, newest first (admins)",
             "operationId": "listBackups",

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify
 
 from qrq import webhooks  # its import registers the end hook: a cancel here posts too
-from qrq.queue import huey
+from qrq.queue import audit, huey
 from qrq.web.auth import current_user, login_required
 from qrq.web.params import json_object
 
@@ -52,7 +52,7 @@ def submit_with_callback(job_id: str, url: str | None, enqueue: Callable[[], str
 def _settings_view() -> dict[str, Any]:
     user = current_user()
     return {"callback_url": webhooks.default_url(huey.storage, user.id),
-            "secret": webhooks.user_secret(current_app.config["QRQ"], user.id),
+            "secret": webhooks.user_secret(huey.storage, current_app.config["QRQ"], user.id),
             "signature": "X-Qrq-Signature: v1=hex(HMAC-SHA256(secret, "
                          "X-Qrq-Timestamp + '.' + body))"}
 
@@ -73,4 +73,15 @@ def update():
     if url is not None:
         webhooks.check_url(url, current_app.config["QRQ"].webhook_allow_private)
     webhooks.set_default_url(huey.storage, current_user().id, url)
+    return jsonify(_settings_view())
+
+
+@bp.post("/webhook/secret")
+@login_required
+def replace_secret():
+    """Replace your webhook secret (one that leaked): every delivery from now on, those
+    already queued too, is signed with the new one, which this returns."""
+    user = current_user()
+    webhooks.replace_secret(huey.storage, user.id)
+    audit.record(huey.storage, user.name, "webhook.replace_secret")
     return jsonify(_settings_view())
