@@ -243,3 +243,53 @@ def test_a_body_larger_than_any_route_takes_is_refused_before_it_is_read(app, se
                                 b"Connection: close\r\nContent-Type: application/json\r\n"
                                 b"Content-Length: %d\r\n\r\n" % largest
                                 + b" " * largest)[0] == 401
+
+
+def open_from(base, source: str) -> socket.socket:
+    """A connection to *base* from the local address *source* that sends half a request."""
+    host, port = base.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30, source_address=(source, 0))
+    sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+    return sock
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_one_client_cannot_take_every_connection(app, alice):
+    # 127.0.0.2 opens connections and sends half a request on each (slowloris): past its
+    # share (64 of 100) its new connections are closed at once, and another client
+    # (127.0.0.1) is still served; a place given back can be taken again.
+    with serving(app, threads=THREADS, connection_limit=100) as base:
+        held = [open_from(base, "127.0.0.2") for _ in range(server.MIN_PER_CLIENT)]
+        refused = open_from(base, "127.0.0.2")
+        assert closed_by_server(refused)
+        assert get(f"{base}/api/me", alice[1], timeout=30)[0] == 200
+        held[0].sendall(b"Host: x\r\n\r\n")  # one of the held ones still works
+        assert held[0].recv(12).startswith(b"HTTP/1.1 200")
+        held.pop(1).close()
+
+        def served() -> bytes:
+            with open_from(base, "127.0.0.2") as sock:
+                sock.sendall(b"Host: x\r\n\r\n")
+                try:
+                    return sock.recv(12)
+                except ConnectionResetError:
+                    return b""
+
+        assert wait_until(served, message="a place again").startswith(b"HTTP/1.1 200")
+        for sock in [*held, refused]:
+            sock.close()
+
+
+def test_a_clients_address_is_its_ipv4_address_or_its_ipv6_64():
+    assert server.client_of(("192.0.2.7", 5000)) == "192.0.2.7"
+    assert server.client_of(("::ffff:192.0.2.7", 5000, 0, 0)) == "192.0.2.7"
+    assert server.client_of(("2001:db8:1:2:aaaa::1", 5000, 0, 0)) \
+        == server.client_of(("2001:db8:1:2:bbbb::9", 5000, 0, 0)) == "2001:db8:1:2::/64"
+    assert server.client_of(("2001:db8:1:3::1", 5000, 0, 0)) == "2001:db8:1:3::/64"
+    assert server.client_of("") == "local"

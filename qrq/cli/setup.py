@@ -134,7 +134,12 @@ def worker(workers: int | None, worker_type: str | None, job_types_: str | None,
               default=server.CONNECTION_LIMIT, show_default=True,
               help="Open connections at most; clients waiting for jobs count here, "
                    "not against the threads.")
-def serve(host: str | None, port: int | None, threads: int, connection_limit: int) -> None:
+@click.option("--client-connection-limit", type=click.IntRange(0, 100_000),
+              help="Open connections one client address holds at most (an IPv6 "
+                   "client's /64) [default: a tenth of --connection-limit, at least 64; "
+                   "0: no limit; none behind QRQ_TRUSTED_PROXIES].")
+def serve(host: str | None, port: int | None, threads: int, connection_limit: int,
+          client_connection_limit: int | None) -> None:
     """Run the web app under waitress, with clients that wait for a job (`?wait=`,
     the events stream) parked off the request threads.
 
@@ -144,7 +149,8 @@ def serve(host: str | None, port: int | None, threads: int, connection_limit: in
     setup_logging(settings, "web.log")
     app = create_app({"SETTINGS": settings})
     server.serve(app, host=host or settings.host, port=port or settings.port,
-                 threads=threads, connection_limit=connection_limit)
+                 threads=threads, connection_limit=connection_limit,
+                 per_client=client_connection_limit)
 
 
 @main.command()

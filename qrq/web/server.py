@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import resource
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from waitress.task import ErrorTask, Task, WSGITask
 from waitress.utilities import InternalServerError
 
 from qrq.web.errors import error_body
+from qrq.web.places import Clients, Parked, client_of
 from qrq.web.waiting import PARK_KEY, WOKEN_KEY, Park, Wake
 
 logger = logging.getLogger("qrq.web")
@@ -44,6 +44,13 @@ CONNECTION_LIMIT = 1000
 # Waiters park on at most this share of the connections, so other clients always get in;
 # beyond it they wait as under any server (a thread each, within QRQ_MAX_WAITERS).
 PARKING_SHARE = 0.9
+# Connections one client address holds at most by default (an IPv6 client's /64): one
+# client that opens connections and sends nothing must not take every place.
+CLIENT_SHARE = 0.1
+MIN_PER_CLIENT = 64
+# A connection with no request in progress (idle, or a request still being sent) closes
+# after this many seconds (waitress: 120); a request waiting for a job is in progress.
+IDLE_SECONDS = 30
 _TASK_KEY = "qrq.server.task"  # the task of a request, for the app wrapper only
 
 
@@ -154,24 +161,20 @@ def _parking_app(app):
     return application
 
 
-class Parked:
-    """Places for requests that may park, at most *limit* taken at once."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.count = 0
-        self._lock = threading.Lock()
-
-    def take(self) -> bool:
-        with self._lock:
-            if self.count >= self.limit:
-                return False
-            self.count += 1
-            return True
-
-    def give_back(self) -> None:
-        with self._lock:
-            self.count -= 1
+def _open_channel(server, sock, addr, adj, map=None):
+    """waitress's ``channel_class`` call for an accepted connection: a channel, or none
+    (the connection closed at once) when its client holds its share of places already."""
+    client = client_of(addr)
+    if not server.clients.take(client):
+        sock.close()
+        return None
+    try:
+        channel = ParkingChannel(server, sock, addr, adj, map=map)
+    except BaseException:
+        server.clients.give_back(client)
+        raise
+    channel.client = client
+    return channel
 
 
 # waitress's own errors (a request it cannot read) as the codes of qrq's error shape.
@@ -204,6 +207,13 @@ class ParkingChannel(HTTPChannel):
     task_class = ParkingTask
     error_task_class = JsonErrorTask
     parked: ParkingTask | None = None
+    client: str | None = None  # counted in the server's ``clients`` until closed
+
+    def del_channel(self, map=None):
+        super().del_channel(map)
+        client, self.client = self.client, None
+        if client is not None:
+            self.server.clients.give_back(client)
 
     def _wake(self) -> None:
         self.server.add_task(self)
@@ -283,20 +293,35 @@ class ParkingChannel(HTTPChannel):
         self.last_activity = time.time()
 
 
+def per_client_default(connection_limit: int) -> int:
+    return max(MIN_PER_CLIENT, int(connection_limit * CLIENT_SHARE))
+
+
 def create_server(app, *, host: str, port: int, threads: int = THREADS,
-                  connection_limit: int = CONNECTION_LIMIT, **options):
-    """A waitress server of *app* whose waiting requests park (not yet running)."""
+                  connection_limit: int = CONNECTION_LIMIT, per_client: int | None = None,
+                  **options):
+    """A waitress server of *app* whose waiting requests park (not yet running).
+
+    *per_client*: connections one client address may hold (default: a tenth of
+    *connection_limit*, at least 64; 0: no limit). Behind trusted proxies
+    (``QRQ_TRUSTED_PROXIES``) every connection comes from a proxy: no limit.
+    """
     settings = app.config["QRQ"]
     # A body no route accepts is refused from its Content-Length, before waitress
     # spools it to a temporary file (its own limit is 1 GiB), even without a token.
     options.setdefault("max_request_body_size",  # waitress refuses from this size on
                        max(settings.max_request_bytes, settings.max_batch_bytes) + 1)
+    options.setdefault("channel_timeout", IDLE_SECONDS)
+    options.setdefault("cleanup_interval", 5)  # how often idle connections are looked for
     server = waitress_server(_parking_app(app), host=host, port=port, threads=threads,
                              connection_limit=connection_limit,
                              asyncore_use_poll=True,  # select() stops at 1024 descriptors
                              **options)
-    server.channel_class = ParkingChannel
+    server.channel_class = _open_channel
     server.parked = Parked(int(connection_limit * PARKING_SHARE))
+    if per_client is None:
+        per_client = per_client_default(connection_limit)
+    server.clients = Clients(None if settings.trusted_proxies else per_client or None)
     return server
 
 
@@ -314,7 +339,7 @@ def raise_file_limit(wanted: int) -> int:
 
 
 def serve(app, *, host: str, port: int, threads: int = THREADS,
-          connection_limit: int = CONNECTION_LIMIT) -> None:
+          connection_limit: int = CONNECTION_LIMIT, per_client: int | None = None) -> None:
     """Serve *app* until interrupted."""
     files = raise_file_limit(connection_limit + 100)  # and the databases, logs, artifacts
     if files < connection_limit + 100:
@@ -323,7 +348,7 @@ def serve(app, *, host: str, port: int, threads: int = THREADS,
                        connection_limit)
     try:
         server = create_server(app, host=host, port=port, threads=threads,
-                               connection_limit=connection_limit)
+                               connection_limit=connection_limit, per_client=per_client)
     except (OSError, ValueError) as exc:  # a port in use, an address not this host's
         reason = getattr(exc, "strerror", None) or str(exc)
         raise SystemExit(f"Error: cannot listen on {host}:{port}: {reason}") from None
