@@ -48,6 +48,7 @@ from _support import (
 
 WAIT_SECONDS = 60
 SETTLE_SECONDS = 3.0  # after the last waiter's request is sent, before the steady probes
+CLIENT_HOSTS = 50  # waiters come from 127.0.1.1-50, 20 each for 1000
 
 
 def api(port: int, token: str, method: str, path: str, body: dict | None = None) -> dict:
@@ -63,9 +64,10 @@ def api(port: int, token: str, method: str, path: str, body: dict | None = None)
     return data
 
 
-async def request(port: int, token: str, path: str) -> tuple[int, dict]:
-    """One GET on a connection of its own, read to its end: (status, JSON body)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def request(port: int, token: str, path: str, source: str = "127.0.0.1") -> tuple[int, dict]:
+    """One GET on a connection of its own from the local address *source*, read to its
+    end: (status, JSON body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
     writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}"
                  "\r\nConnection: close\r\n\r\n".encode())
     await writer.drain()
@@ -99,15 +101,17 @@ async def one_round(port: int, token: str, pid: int, waiters: int, job_count: in
                for _ in range(job_count)]
     answered: list[tuple[float, int, str]] = []
 
-    async def waiter(job_id: str) -> None:
-        status, body = await request(port, token, f"/api/jobs/{job_id}?wait={WAIT_SECONDS}")
+    async def waiter(job_id: str, number: int) -> None:
+        # Clients on many hosts: qrq serve lets one address hold a tenth of its connections.
+        status, body = await request(port, token, f"/api/jobs/{job_id}?wait={WAIT_SECONDS}",
+                                     f"127.0.1.{number % CLIENT_HOSTS + 1}")
         answered.append((time.monotonic(), status, body.get("status", "?")))
 
     arrival: list[float] = []
     arrived = asyncio.Event()
     during = asyncio.create_task(probe_me(port, token, arrival, arrived))
     began = time.monotonic()
-    tasks = [asyncio.create_task(waiter(job_ids[i % job_count])) for i in range(waiters)]
+    tasks = [asyncio.create_task(waiter(job_ids[i % job_count], i)) for i in range(waiters)]
     await asyncio.sleep(SETTLE_SECONDS)
     arrived.set()
     await during
