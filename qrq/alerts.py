@@ -1,4 +1,5 @@
-"""Alerts: a queue backlog, a job waiting too long, no consumer alive, paused job types.
+"""Alerts: a queue backlog, a job waiting too long, no consumer alive, paused job types,
+a failed backup or none for too long.
 
 :func:`evaluate` reads the queue database and says which alerts fire now. The
 ``alert`` table (qrq/schema.py) remembers, per kind, since when it fires and when
@@ -13,22 +14,29 @@ Jobs of a paused type (:mod:`qrq.queue.pauses`) wait on purpose: they count towa
 neither the backlog nor the queue age. The "paused" notice says which types are
 paused and how many jobs each holds back instead; being an operator's own doing, it is
 shown and logged but never mailed.
+
+The backup alerts read what the backup runs record in the queue database
+(:func:`qrq.queue.locks.runs`: one read by primary key), not the job list, which
+retention empties and where a set that did not verify is a finished job.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+from qrq.backup import jobs as backup_jobs
 from qrq.config import Settings
 from qrq.notify import admin_addresses
-from qrq.queue import pauses, roles, stats
+from qrq.queue import locks, pauses, roles, stats
 
 logger = logging.getLogger("qrq.alerts")
 
-KINDS = ("backlog", "queue_age", "no_consumer", "paused", "unserved_type")
+KINDS = ("backlog", "queue_age", "no_consumer", "paused", "unserved_type", "backup_failed",
+         "backup_age")
 # Kinds that inform rather than warn: shown and recorded, never mailed.
 NOTICES = ("paused",)
 
@@ -87,7 +95,7 @@ def evaluate(storage, settings: Settings, now: float | None = None) -> list[dict
                           f"{t} ({p['queued']} queued)" for t, p in held.items())
                       + (f"; {waiting} job waits" if waiting == 1 else f"; {waiting} jobs wait")
                       + " until resumed"})
-    return found
+    return found + _backups(storage, settings, now)
 
 
 def _unserved_types(storage, settings: Settings, ages: dict[str, float],
@@ -106,6 +114,42 @@ def _unserved_types(storage, settings: Settings, ages: dict[str, float],
              "message": f"jobs of type {', '.join(unserved)} wait (queued, or left running "
                         "by a consumer that stopped), but no running consumer takes that "
                         "type (see each host's qrq worker --types and --exclude-types)"}]
+
+
+def _utc(moment: float) -> str:
+    return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _backups(storage, settings: Settings, now: float) -> list[dict[str, Any]]:
+    """The "backup_failed" alert (the latest backup run raised, or left a set with a
+    database that did not verify, until a later run succeeds) and the "backup_age" one
+    (while backups are scheduled, none succeeded for ``alert_backup_age`` seconds, and
+    one was due since the last success: since the first consumer start before any, so
+    a new install is not alerted before its first backup was due)."""
+    runs = locks.runs(storage, backup_jobs.LOCK)
+    found = []
+    succeeded, failed = runs["succeeded"], runs["failed"]
+    if failed is not None and failed >= (succeeded or 0):  # a partial set records both
+        found.append({"kind": "backup_failed", "value": failed, "threshold": None,
+                      "message": f"the latest backup, started {_utc(failed)}, failed or "
+                                 "made a set with a database that did not verify: see its "
+                                 "job (qrq jobs list --type maintenance, then qrq jobs show "
+                                 "ID) and qrq backup list, fix the cause, then run qrq "
+                                 "backup run"})
+    since = succeeded or runs["first_seen"]
+    due = backup_jobs.last_due(settings, now)
+    if since is not None and due is not None and due > since \
+            and now - since > settings.alert_backup_age:
+        seen = (f"the last one started {_utc(since)}" if succeeded
+                else f"none since the first consumer start, {_utc(since)}")
+        found.append({"kind": "backup_age", "value": round(now - since, 1),
+                      "threshold": settings.alert_backup_age,
+                      "message": f"no backup has succeeded for {_duration(now - since)} "
+                                 f"(alert above {_duration(settings.alert_backup_age)}; "
+                                 f"{seen}), though one was due at {_utc(due)}: see the "
+                                 "backup jobs (qrq jobs list --type maintenance) and that a "
+                                 "consumer runs maintenance jobs, then run qrq backup run"})
+    return found
 
 
 def _states(storage) -> dict[str, dict[str, Any]]:

@@ -21,11 +21,11 @@ def _due(now: float | None = None) -> float | None:
 def maintain_now(task, kind: str, due_at: float | None = None) -> dict:
     s = huey.settings
 
-    def body() -> tuple[dict, bool]:
+    def body() -> tuple[dict, str]:
         result = maintenance.run_maintenance(
             huey.storage, s, task.id, report=lambda pct, stage: progress(task, pct, stage),
             stop=lambda: task.is_timed_out)
-        return {"kind": kind, **result}, True
+        return {"kind": kind, **result}, "ok"
 
     return locks.run_exclusive(huey.storage, LOCK, task.id, kind, due_at, body)
 

@@ -140,3 +140,20 @@ def test_a_batchs_retries_are_found_through_their_index(settings):
         plan = " / ".join(r[-1] for r in huey.storage.sql(f"explain query plan {sql}",
                                                           results=True))
         assert re.search(r"SEARCH batch USING (COVERING )?INDEX batch_parent", plan), plan
+
+
+def test_the_backup_alerts_read_the_run_state_by_its_primary_key(settings):
+    # They are evaluated by every web process and consumer, on every dashboard and
+    # /metrics read.
+    from qrq import alerts
+
+    statements = []
+    huey.storage.conn.set_trace_callback(statements.append)
+    alerts.evaluate(huey.storage, settings)
+    huey.storage.conn.set_trace_callback(None)
+    found = [sql for sql in statements if "maintenance_state" in sql]
+    assert len(found) == 1, statements
+    plan = " / ".join(r[-1] for r in huey.storage.sql(f"explain query plan {found[0]}",
+                                                      results=True))
+    assert re.fullmatch(r"SEARCH maintenance_state USING INDEX "
+                        r"sqlite_autoindex_maintenance_state_1 \(key=\?\)", plan), plan

@@ -52,7 +52,7 @@ def backup_now(settings, storage, job_id: str, kind: str, due_at: float | None =
 
     A run that fails before its set is written mails the admins too, then raises.
     """
-    def body() -> tuple[dict, bool]:
+    def body() -> tuple[dict, str]:
         try:
             manifest = run_backup(settings, kind, stop=stop, report=report)
         except JobCanceled:
@@ -67,7 +67,7 @@ def backup_now(settings, storage, job_id: str, kind: str, due_at: float | None =
         result["removed_sets"] = apply_retention(
             settings, schedule.zone(settings.backup_timezone))
         result["mailed"] = mail_admins(settings, mail, *report_text(manifest))
-        return result, bool(manifest["ok"])
+        return result, manifest["status"]  # ok, partial or failed (locks.OUTCOMES)
 
     return locks.run_exclusive(storage, LOCK, job_id, kind, due_at, body)
 

@@ -237,6 +237,10 @@ class Settings:
     alert_heartbeat_age: float = setting(90.0, "Seconds without a consumer heartbeat "
                                          "before the no-consumer alert fires; also the "
                                          "limit of `qrq health --consumer`.", low=1)
+    alert_backup_age: float = setting(93600.0, "Seconds since the last successful backup "
+                                      "(a consumer's first start, before one) after which "
+                                      "the backup-age alert fires, once a scheduled backup "
+                                      "was due since; 26 h suits a nightly schedule.", low=60)
     alert_mail_interval: float = setting(3600.0, "Least seconds between two alert mails "
                                          "of one kind.", low=0)
     alert_mail_to: str = setting("", "Extra alert mail recipients, comma-separated; admins "

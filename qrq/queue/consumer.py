@@ -30,6 +30,7 @@ from qrq.artifacts import identity
 from qrq.errors import QrqError, StorageFull, TransientError, Unavailable
 from qrq.queue import catalog, signing
 from qrq.queue.connections import JOURNAL_SIZE_LIMIT
+from qrq.queue.missed_runs import CatchUpScheduler
 from qrq.queue.priority import lower_priority
 from qrq.queue.process_lock import ProcessLock
 
@@ -242,6 +243,8 @@ class OrphanAwareProcessEnvironment(ProcessEnvironment):
 
 
 class QrqConsumer(Consumer):
+    scheduler_class = CatchUpScheduler  # queues periodic runs an outage made it miss
+
     def __init__(self, huey, **options):
         taken = set(huey.storage.accept_types)
         known = huey.declared_job_types  # with the task modules' (imported by now)

@@ -3,7 +3,9 @@
 A lock (``maintenance_lock``) is held by at most one run, renewed while it runs
 and lapsing if its process dies. The schedule state (``maintenance_state``: when a
 schedule was first seen, the last due time claimed for a catch-up, the start of
-the last successful run) lets a missed run be caught up exactly once. Both tables
+the last successful run) lets a missed run be caught up exactly once; with the start
+of the last failed run it also tells the backup alerts (:mod:`qrq.alerts`) whether the
+latest backup failed and how long ago one succeeded. Both tables
 are created with the rest of the schema (:mod:`qrq.queue.schema`) and changed
 through the storage's connection. Each decision is one conditional upsert, so
 several consumers (and the CLI) agree on who runs on SQLite and on PostgreSQL alike,
@@ -19,9 +21,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from huey.exceptions import CancelExecution
+
 from qrq.errors import Conflict
 
 LOCK_TTL = 60.0  # seconds a lock outlives its holder's last renewal
+# How a run ended, as its body says: done, done with failures (a backup set with a
+# database that did not verify), or failed without raising.
+OUTCOMES = ("ok", "partial", "failed")
 
 
 class Locked(Conflict):
@@ -116,10 +123,14 @@ def hold_lock(storage, name: str, holder: str, *, ttl: float = LOCK_TTL) -> Iter
 
 
 def run_exclusive(storage, name: str, job_id: str, kind: str, due_at: float | None,
-                  body: Callable[[], tuple[dict, bool]]) -> dict:
+                  body: Callable[[], tuple[dict, str]]) -> dict:
     """Run *body* under lock *name*, once per due time; return its result.
 
-    *body* returns ``(result, ok)``; an ok run is recorded as the last success.
+    *body* returns ``(result, outcome)``, the outcome one of :data:`OUTCOMES`. An
+    ``ok`` or ``partial`` run (done, but with failures worth an alert: a backup set
+    with a database that did not verify) is recorded as the last success, so a
+    catch-up does not repeat it; a ``partial`` or ``failed`` run, or one that raised
+    (not a cancel), as the last failure (the backup alerts read both: :func:`runs`).
     A scheduled or catch-up run whose due time a successful run already covered,
     or that finds the lock held, is skipped (``{"skipped": why}``); a manual run
     that finds the lock held raises :class:`Locked`.
@@ -130,9 +141,19 @@ def run_exclusive(storage, name: str, job_id: str, kind: str, due_at: float | No
                     last_success(storage, name) >= due_at:
                 return {"skipped": f"{name} already ran since it was due"}
             started = time.time()
-            result, ok = body()
-            if ok:
+            try:
+                result, outcome = body()
+            except CancelExecution:  # an operator's cancel is no failure
+                raise
+            except Exception:
+                _record(storage, name, "failed", started)
+                raise
+            if outcome not in OUTCOMES:
+                raise ValueError(f"outcome {outcome!r} is not one of {OUTCOMES}")
+            if outcome != "failed":
                 record_success(storage, name, started)
+            if outcome != "ok":
+                _record(storage, name, "failed", started)
             return result
     except Locked as exc:
         if kind == "manual":
@@ -175,8 +196,26 @@ def last_success(storage, name: str) -> float:
 
 
 def record_success(storage, name: str, started: float) -> None:
+    _record(storage, name, "succeeded", started)
+
+
+def _record(storage, name: str, what: str, started: float) -> None:
+    """Remember *started* as the start of the last run of *name* that *what*
+    (``succeeded``, ``failed``), unless a later one is remembered."""
     with storage.db(commit=True) as curs:
         curs.execute("insert into maintenance_state (key, value) values (?, ?) "
                      "on conflict (key) do update set value = excluded.value "
                      "where maintenance_state.value < excluded.value",
-                     (f"{name}:succeeded", started))
+                     (f"{name}:{what}", started))
+
+
+def runs(storage, name: str) -> dict[str, float | None]:
+    """When schedule *name* was first seen (a consumer started with it) and when its
+    last successful and its last failed run started: ``{"first_seen", "succeeded",
+    "failed"}``, each None if never. One read of the primary key: the alerts ask in
+    every web process and consumer."""
+    keys = ("first_seen", "succeeded", "failed")
+    rows = storage.sql("select key, value from maintenance_state where key in (?, ?, ?)",
+                       tuple(f"{name}:{key}" for key in keys), results=True)
+    found = dict(rows)
+    return {key: found.get(f"{name}:{key}") for key in keys}

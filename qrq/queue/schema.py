@@ -101,7 +101,8 @@ ALERTS = [
 # Run locks of backups and maintenance (qrq/queue/locks.py): a lock held by at most
 # one run, renewed while it runs and lapsing if its process dies; and per-schedule
 # state (when the schedule was first seen, the last due time claimed for a catch-up,
-# the start of the last successful run), so a missed run is caught up exactly once.
+# the start of the last successful and of the last failed run), so a missed run is
+# caught up exactly once and a failed backup raises an alert.
 LOCKS = [
     "create table if not exists maintenance_lock ("
     " name text primary key,"

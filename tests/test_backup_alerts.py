@@ -1,0 +1,90 @@
+"""The backup alerts: the latest backup failed (its job raised, or its set did not
+verify) until a later one succeeds; no backup succeeded for too long while backups are
+scheduled, never before a new install's first backup was due. Real backup jobs
+through the real queue, on both backends."""
+
+import datetime
+import json
+import logging
+import time
+
+from qrq import alerts
+from qrq.queue import huey, jobs, submit
+from tasks import backup as backup_tasks
+from tasks.backup import run_backup_task
+from tests.test_alerts import with_settings
+from tests.test_backup import corrupt, make_db
+
+HOUR = 3600
+
+
+def run_backup() -> dict:
+    """Queue and run one manual backup; return its job record."""
+    job_id = submit(run_backup_task, "manual", owner_id=None)
+    task = huey.dequeue()
+    assert task is not None and task.id == job_id
+    huey.execute(task)
+    return jobs.get(huey.storage, job_id)
+
+
+def backup_alerts(settings, now=None) -> dict[str, dict]:
+    return {a["kind"]: a for a in alerts.evaluate(huey.storage, settings, now)
+            if a["kind"].startswith("backup")}
+
+
+def test_a_failed_backup_fires_until_a_later_backup_succeeds(settings, caplog):
+    caplog.set_level(logging.INFO, logger="qrq.alerts")
+    assert backup_alerts(settings) == {}
+    # The job raises: its backups directory cannot be made (a file is in the way).
+    blocker = settings.data_dir / "not-a-directory"
+    blocker.write_text("")
+    broken = with_settings(settings, backup_dir=str(blocker))
+    job = run_backup()
+    assert job["status"] in ("retrying", "failed") and job["error"]
+    found = backup_alerts(broken)
+    assert list(found) == ["backup_failed"]
+    message = found["backup_failed"]["message"]
+    assert "failed" in message and "qrq backup run" in message and "qrq jobs list" in message
+    alerts.record(huey.storage, alerts.evaluate(huey.storage, broken))
+    assert any("alert backup_failed" in r.getMessage() for r in caplog.records)
+    # The next run makes a set, but one database in it did not verify.
+    settings = with_settings(settings, backup_dir="")
+    broken_db = make_db(settings.data_dir / "analytics" / "broken.db", rows=5000, blob=300)
+    corrupt(broken_db)
+    job = run_backup()
+    assert job["status"] == "finished" and json.loads(job["result"])["status"] == "partial"
+    assert list(backup_alerts(settings)) == ["backup_failed"]
+    # A later backup that verifies clears it.
+    broken_db.unlink()
+    job = run_backup()
+    assert json.loads(job["result"])["status"] == "ok"
+    assert backup_alerts(settings) == {}
+    alerts.record(huey.storage, alerts.evaluate(huey.storage, settings))
+    assert any(r.getMessage() == "alert backup_failed resolved" for r in caplog.records)
+
+
+def test_no_backup_for_too_long_fires_once_a_scheduled_backup_was_due(settings):
+    now = time.time()
+    first_start = now - 20 * HOUR
+    assert backup_tasks.catch_up(now=first_start) is None  # a consumer's first start
+    # A new install: nothing before the alert's 26 h, though a nightly run was due.
+    assert backup_alerts(settings, now) == {}
+    found = backup_alerts(settings, first_start + 27 * HOUR)
+    assert list(found) == ["backup_age"]
+    message = found["backup_age"]["message"]
+    assert "no backup has succeeded for 27 h" in message and "first consumer start" in message
+    assert "qrq backup run" in message
+    # A yearly schedule whose first run is still to come: no alert however long.
+    later = datetime.datetime.fromtimestamp(now + 3 * 86400, datetime.UTC)
+    yearly = with_settings(settings, backup_schedule=f"0 0 {later.day} {later.month} *")
+    assert backup_alerts(yearly, first_start + 27 * HOUR) == {}
+    # Backups not scheduled: none expected.
+    assert backup_alerts(with_settings(settings, backup_schedule=""),
+                         first_start + 27 * HOUR) == {}
+    # A backup succeeds: the age counts from its start.
+    settings = with_settings(settings, backup_schedule="0 2 * * *")
+    assert json.loads(run_backup()["result"])["status"] == "ok"
+    assert backup_alerts(settings, first_start + 27 * HOUR) == {}
+    found = backup_alerts(settings, time.time() + 27 * HOUR)
+    assert list(found) == ["backup_age"] and "the last one started" in \
+        found["backup_age"]["message"]
