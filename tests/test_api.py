@@ -287,6 +287,26 @@ def test_a_lone_surrogate_anywhere_is_a_422_naming_it(client, templates, make_us
     assert job_count() == 0
 
 
+@pytest.mark.parametrize("url, body, field", [
+    (PDF, '{"template_id": 1, "template_id": 2}', "template_id"),
+    (PDF, '{"template_id": 1, "options": {"copies": 1, "title": "A", "copies": 900}}',
+     "options.copies"),
+    (PDF, '{"template_id": 1, "options": {"colors": {"fg": "#000000", "fg": "#ffffff"}}}',
+     "options.colors.fg"),
+    (BATCH, '{"items": [{"template_id": 1, "data": "ok"}, {"template_id": 1, '
+            '"data": "a", "data": "b"}]}', "items[1].data"),
+    (BATCH, '{"template_ids": [1], "options": {}, "options": {"copies": 2}}', "options"),
+    ("/api/admin/jobs/retry-failed", '{"type": "pdf", "type": "batch"}', "type"),
+])
+def test_a_key_given_twice_in_a_body_is_a_422_naming_it(client, templates, make_user, url,
+                                                        body, field):
+    _, admin = make_user("root", admin=True)
+    error = assert_error(client.post(url, data=body, content_type="application/json",
+                                     headers=admin), 422, field)
+    assert (error["code"], error["message"]) == ("validation_error", "given more than once")
+    assert job_count() == 0
+
+
 def test_a_surrogate_pair_is_text(client, templates, alice):
     # In data: a title must also be printable in the PDF fonts, which 😀 is not.
     body = '{"template_id": 1, "options": {"data": "\\ud83d\\ude00 \\\\ud800"}}'

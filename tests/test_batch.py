@@ -293,6 +293,31 @@ def test_a_failing_item_is_recorded_and_the_batch_still_finishes(client, templat
          "https://events.example/named"])
 
 
+def test_a_batch_whose_every_item_failed_ends_failed_without_a_blank_pdf(client, templates,
+                                                                          alice):
+    items = [{"template_id": 3, "data": "x" * 3000 + str(i)} for i in range(2)]  # too long
+    job_id = submit(client, alice[1], {"items": items})["batch_job_id"]
+    assert run_job(job_id)["status"] == "failed"
+    status = client.get(f"/api/job-status/{job_id}", headers=alice[1]).get_json()
+    assert status["error"] == (f"no item could be rendered: all 2 failed; see each item's "
+                               f"error at /api/batch/{job_id}/items?status=failed "
+                               f"(qrq batch items {job_id} --failed)")
+    assert (status["completed"], status["failed"], status["total"]) == (0, 2, 2)
+    summary = client.get(f"/api/batch/{job_id}", headers=alice[1]).get_json()
+    assert summary["status"] == "failed" and summary["downloads"] == {}
+    assert (summary["completed"], summary["failed"]) == (0, 2)
+    failed = client.get(f"/api/batch/{job_id}/items?status=failed", headers=alice[1]).get_json()
+    assert [i["idx"] for i in failed["items"]] == [0, 1]
+    assert all("do not fit" in i["error"] for i in failed["items"])
+    for url in (f"/api/batch/{job_id}/download/pdf", f"/api/batch/{job_id}/download/zip",
+                f"/api/jobs/{job_id}/download"):
+        with client.get(url, headers=alice[1]) as response:
+            assert response.status_code == 409, url
+            assert response.get_json()["error"]["job_status"] == "failed"
+    retry = client.post(f"/api/batch/{job_id}/retry-failed", headers=alice[1])
+    assert retry.status_code == 202 and retry.get_json()["total_items"] == 2
+
+
 def test_formats_put_a_png_next_to_each_svg_in_the_zip(client, templates, alice):
     items = [{"template_id": 3, "data": f"https://events.example/{i}"} for i in range(3)]
     items[1]["data"] = "x" * 3000  # fails: too long for a code at H
@@ -363,8 +388,10 @@ def test_retry_failed_reruns_only_the_failed_items(client, templates, alice):
                       headers=alice[1]).get_json()["retry_job_ids"] == []
     run_job(second["batch_job_id"])
     status = client.get(f"/api/job-status/{second['batch_job_id']}", headers=alice[1]).get_json()
-    assert status["result"]["parent_job_id"] == first
     assert (status["completed"], status["failed"]) == (0, 2)  # still too long, still failed
+    assert status["status"] == "failed"  # no item rendered: no blank outputs
+    assert client.get(f"/api/batch/{second['batch_job_id']}",
+                      headers=alice[1]).get_json()["parent_job_id"] == first
 
 
 @pytest.mark.postgres_only("row locks: on SQLite the write transaction holds the whole "

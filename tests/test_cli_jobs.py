@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -201,6 +202,18 @@ def test_pdf_out_is_checked_before_the_job_and_implies_wait(runner, templates, t
     # --out alone waits for the PDF (here: no consumer runs, which it says at once).
     alone = runner.invoke(main, ["pdf", "2", "--out", str(tmp_path / "x.pdf")])
     assert alone.exit_code == 1 and "no consumer is running" in alone.output, alone.output
+
+
+@pytest.mark.parametrize("args", [
+    ["pdf", "2"], ["batch", "submit", "--template", "2", "--count", "1"],
+    ["schedule", "run", "retention.purge"], ["backup", "run"], ["maintenance", "run"],
+])
+def test_timeout_alone_implies_wait(runner, templates, args):
+    result = runner.invoke(main, [*args, "--timeout", "0"])
+    assert result.exit_code == 1, result.output
+    job_id = re.search(r"(?:job|batch) ([0-9a-f-]{36})", result.output)[1]
+    assert (f"job {job_id} still queued after 0s; it goes on: follow it with: "
+            f"qrq jobs wait {job_id}") in result.output
 
 
 def test_a_wait_on_a_paused_type_says_so(runner, templates):

@@ -1,6 +1,8 @@
 """One paging convention for every list: limit + opaque cursor, ``next`` and ``Link``;
 unknown filter values are 422 (issue 17)."""
 
+import dataclasses
+
 import pytest
 
 from qrq.backup import run_backup
@@ -34,6 +36,22 @@ def test_the_link_is_relative_when_the_host_header_is_unusable(client, alice):
         response = client.get("/api/jobs?limit=1", headers=headers,
                               environ_overrides={"HTTP_HOST": host})
         assert response.headers["Link"] == f'<{response.get_json()["next"]}>; rel="next"'
+
+
+def test_the_link_is_on_the_base_url_when_one_is_set_whatever_the_host(settings, alice):
+    from qrq.web import create_app
+
+    client = create_app({"SETTINGS": dataclasses.replace(
+        settings, base_url="https://qrq.example/cards/"), "TESTING": True}).test_client()
+    user, headers = alice
+    for _ in range(2):
+        submit(steps, 1, 0, owner_id=user.id)
+    for host in ("evil.example", "localhost", ""):
+        response = client.get("/api/jobs?limit=1", headers=headers,
+                              environ_overrides={"HTTP_HOST": host})
+        after = response.get_json()["next"]
+        assert after.startswith("/api/jobs?limit=1&cursor=")  # no host: the app's path
+        assert response.headers["Link"] == f'<https://qrq.example/cards{after}>; rel="next"'
 
 
 def test_jobs_page_by_cursor_and_new_jobs_do_not_shift_pages(client, alice):

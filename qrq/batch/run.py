@@ -215,7 +215,8 @@ def run_batch(storage, store: ArtifactStore, job_id: str, check: Callable[[], No
     """Run (or resume) a batch: encode its pending items, then write its outputs, the
     cards *margin_mm* (the print_margin_mm setting) from every page edge.
 
-    :raises NotFound: the batch's items are gone. :raises jobs.JobCanceled: a
+    :raises NotFound: the batch's items are gone. :raises QrqError: every item
+        failed (nothing is written). :raises jobs.JobCanceled: a
         cancel arrived; the items done so far are kept and their outputs written.
     """
     batch = get_batch(storage, job_id)
@@ -231,6 +232,12 @@ def run_batch(storage, store: ArtifactStore, job_id: str, check: Callable[[], No
                 f"resuming after {done_before}/{total} items")
     began = time.monotonic()
     encoded, canceled = encode_pending(storage, job_id, total, specs, check)
+    if not canceled and not counts(storage, job_id)["completed"]:
+        # Outputs of no card would be a blank page and an empty ZIP: fail instead, and
+        # leave the reasons where they are, on the items.
+        raise QrqError(f"no item could be rendered: all {total} failed; see each item's "
+                       f"error at /api/batch/{job_id}/items?status=failed "
+                       f"(qrq batch items {job_id} --failed)")
     encoded_at = time.monotonic()
     _report(storage, job_id, ENCODE_SHARE, "writing PDF and ZIP")
     outputs = assemble(storage, store, job_id, total, specs)

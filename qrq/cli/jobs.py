@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from qrq import batch
 from qrq.appdb.models import Template
@@ -50,23 +52,35 @@ def wait_options(timeout: float):
     """``--wait``, ``--timeout`` and ``--keep-waiting`` for a command that queues a job.
 
     The command gets ``wait`` and ``timeout``; :func:`wait_for` reads ``--keep-waiting``.
+    ``--timeout`` or ``--keep-waiting`` given alone imply ``--wait`` (as ``qrq pdf
+    --out`` does): they only mean something to a wait, and ignoring them left a user
+    who asked for a bounded wait with none at all.
     """
     def remember(ctx: click.Context, param, value: bool) -> bool:
         ctx.meta[KEEP_WAITING] = value
         return value
 
     def decorate(function):
+        @functools.wraps(function)
+        def command(*args, wait: bool, timeout: float, **kwargs):
+            ctx = click.get_current_context()
+            asked = (ctx.get_parameter_source("timeout") is not ParameterSource.DEFAULT
+                     or ctx.meta.get(KEEP_WAITING, False))
+            return function(*args, wait=wait or asked, timeout=timeout, **kwargs)
+
         for option in reversed((
                 click.option("--wait", is_flag=True,
                              help="Wait for the job with a progress bar."),
                 click.option("--timeout", type=click.FloatRange(min=0), default=timeout,
-                             show_default=True, help="Seconds --wait waits at most."),
+                             show_default=True,
+                             help="Seconds --wait waits at most (implies --wait)."),
                 click.option("--keep-waiting", is_flag=True, expose_value=False,
                              callback=remember,
                              help="Wait even while no consumer is running (one may "
-                                  "start later) instead of stopping at once."))):
-            function = option(function)
-        return function
+                                  "start later) instead of stopping at once (implies "
+                                  "--wait)."))):
+            command = option(command)
+        return command
     return decorate
 
 

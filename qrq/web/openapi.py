@@ -148,7 +148,9 @@ def build_document() -> dict[str, Any]:
                            "shape: the Error schema. An integer field of a JSON body "
                            "(`template_id`, `options.copies`, ...) takes an integer literal: "
                            "`1.0` is a 422, although JSON Schema counts it as an integer. "
-                           "Integer parameters in a path or query take ASCII digits only.",
+                           "A key given twice in one JSON object is a 422 naming it "
+                           "(`field`: `options.copies`), as is a query parameter given "
+                           "twice. Integer parameters in a path or query take ASCII digits only.",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],

@@ -25,10 +25,13 @@ CURSOR = {"name": "cursor", "in": "query",
                          "(anything else is a 422).",
           "schema": {"type": "string", "maxLength": MAX_CURSOR_CHARS}}
 NEXT = {"type": ["string", "null"],
-        "description": "The next page's URL (null: this is the last page); also sent as "
-                       "`Link: <...>; rel=\"next\"`."}
+        "description": "The next page's path and query, without scheme or host, to follow "
+                       "as given under the URL the API is reached at (null: this is the "
+                       "last page); also sent, absolute, as `Link: <...>; rel=\"next\"`."}
 LINK_HEADER = {"Link": {"schema": {"type": "string"},
-                        "description": 'The next page: `<URL>; rel="next"`.'}}
+                        "description": 'The next page: `<URL>; rel="next"`, the URL on '
+                                       "the server's QRQ_BASE_URL when it sets one, else "
+                                       "on the request's scheme and Host."}}
 WAIT = {"name": "wait", "in": "query",
         "description": "Long-poll: answer at the job's next status change (or at once if "
                        f"it has ended), else after this many seconds (at most "

@@ -1,7 +1,8 @@
 """The one paging convention of every JSON list: ``limit`` plus an opaque ``cursor``.
 
 A list answers one page and, when there is more, the URL of the next page twice:
-``next`` in the body and ``Link: <...>; rel="next"`` (RFC 8288). The cursor is
+``next`` in the body (its path and query, no host) and ``Link: <...>; rel="next"``
+(RFC 8288, absolute: on the base_url setting when set). The cursor is
 base64 of a small JSON position; clients pass it back as given and never build
 one (its content may change between releases). A cursor that does not decode is
 a ``422`` on ``cursor``.
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Response, jsonify, request
+from flask import Response, current_app, jsonify, request
 
 from qrq.errors import ValidationError
 from qrq.web.params import int_arg
@@ -89,9 +90,14 @@ def next_url(position: dict[str, Any] | None) -> str | None:
 
 
 def _origin() -> str:
-    """``scheme://host`` of this request, for an absolute link (clients follow it as it
-    is); nothing, which leaves the link relative (RFC 8288 resolves it against the
+    """Where the app is reached, for an absolute link (clients follow it as it is): the
+    base_url setting when set, so that a spoofed Host header (or a proxy's own) never
+    sends a client's next request elsewhere; else ``scheme://host`` of this request;
+    else nothing, which leaves the link relative (RFC 8288 resolves it against the
     request's URL), when the Host header the client sent is empty or malformed."""
+    base_url = current_app.config["QRQ"].base_url
+    if base_url:
+        return base_url.rstrip("/")
     return request.host_url.rstrip("/") if _HOST.fullmatch(request.host) else ""
 
 

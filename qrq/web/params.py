@@ -5,13 +5,15 @@ body or query string can reach a 5xx: JSON nested deeper than :data:`MAX_DEPTH`,
 NaN or Infinity, a lone UTF-16 surrogate (``"\\ud800"``, which could never be
 written out again as UTF-8), a query integer in non-ASCII digits or with
 thousands of them, and a path id past SQLite's 64-bit range all get a 4xx in the
-one error shape.
+one error shape. Nor can a body or query string mean two things: a key given twice
+in one JSON object, or a query parameter given twice, is a 422 naming it.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from itertools import accumulate
 from typing import Any
 
@@ -124,25 +126,66 @@ def nests_within(text: str, limit: int = MAX_DEPTH) -> bool:
     return True
 
 
-def _lone_surrogate(value: Any, path: str) -> str | None:
-    """The path of the first string (or key) in *value* holding a lone surrogate."""
-    stack = [(value, path)]
+class _RepeatedKey(dict):
+    """A JSON object in which :attr:`key` was given more than once."""
+
+    key: str
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, marked when a key repeats: ``dict(pairs)`` would keep the last
+    value silently, so ``{"copies": 1, "copies": 900}`` meant 900 to us and 1 to a
+    reader (or a proxy's check) that keeps the first."""
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    marked = _RepeatedKey(obj)
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            marked.key = key
+            return marked
+        seen.add(key)
+    raise AssertionError("unreachable: fewer keys than pairs means a repeat")
+
+
+def _field(path: str, key: str) -> str:
+    # A key is named with its escapes, never echoed as a lone surrogate.
+    name = key.encode("utf-8", "backslashreplace").decode("utf-8")
+    return f"{path}.{name}" if path else name
+
+
+def _walk(value: Any) -> Iterator[tuple[Any, str]]:
+    """Every value (and key) in *value* with its field path (``items[3].data``), in
+    document order, without recursion."""
+    stack = [(value, "")]
     while stack:
         value, path = stack.pop()
+        yield value, path
+        if isinstance(value, dict):
+            stack.extend(reversed([pair for key, item in value.items()
+                                   for pair in ((key, _field(path, key)),
+                                                (item, _field(path, key)))]))
+        elif isinstance(value, list):
+            stack.extend(reversed([(item, f"{path}[{i}]") for i, item in enumerate(value)]))
+
+
+def _lone_surrogate(body: Any) -> str | None:
+    """The path of the first string (or key) in *body* holding a lone surrogate."""
+    for value, path in _walk(body):
         if isinstance(value, str):
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
                 return path or None
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                # A bad key is named with its escape, never echoed as a lone surrogate.
-                name = key.encode("utf-8", "backslashreplace").decode("utf-8")
-                where = f"{path}.{name}" if path else name
-                stack.append((key, where))
-                stack.append((item, where))
-        elif isinstance(value, list):
-            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
+    return None
+
+
+def _repeated_key(body: Any) -> str | None:
+    """The path of the first key given twice in one object of *body*."""
+    for value, path in _walk(body):
+        if isinstance(value, _RepeatedKey):
+            return _field(path, value.key)
     return None
 
 
@@ -151,7 +194,8 @@ def json_value() -> Any:
 
     :raises BadRequest: not ``application/json``, not UTF-8, not JSON, nested
         deeper than :data:`MAX_DEPTH`.
-    :raises ValidationError: a string holding a lone UTF-16 surrogate.
+    :raises ValidationError: a key given twice in one object; a string holding a lone
+        UTF-16 surrogate.
     :raises PayloadTooLarge: (werkzeug's 413) over the request's size limit.
     """
     if not request.is_json:
@@ -162,12 +206,22 @@ def json_value() -> Any:
         raise BadRequest("the body is not UTF-8") from None
     if not nests_within(text):
         raise BadRequest(f"the body nests deeper than {MAX_DEPTH} levels")
+    repeats: list[str] = []  # one entry per object with a repeated key
+
+    def read_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = _object(pairs)
+        if isinstance(obj, _RepeatedKey):
+            repeats.append(obj.key)
+        return obj
+
     try:
-        body = json.loads(text, parse_constant=_refuse_constant)
+        body = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=read_object)
     except (ValueError, RecursionError):
         raise BadRequest("the body is not valid JSON") from None
-    if _SURROGATE_ESCAPE.search(text):  # rare: only then walk the parsed body
-        where = _lone_surrogate(body, "")
+    if repeats:  # rare: only then walk the parsed body, for the key's path
+        raise ValidationError("given more than once", field=_repeated_key(body))
+    if _SURROGATE_ESCAPE.search(text):
+        where = _lone_surrogate(body)
         if where is not None:
             raise ValidationError("holds a lone UTF-16 surrogate, which is not text",
                                   field=where)
