@@ -139,17 +139,21 @@ def _sendable(url: str, parts: SplitResult) -> bool:
 # well-known prefix. The address reached is the IPv4 one, so that is what is checked.
 _IPV4_IN_LAST_32 = tuple(map(ipaddress.ip_network,
                              ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96")))
-# Local-use NAT64 (RFC 8215): translated inside a network, never public (Python 3.11's
-# is_global does not know it).
-_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+# Special-use ranges that Python 3.11's is_global calls global: local-use NAT64 (RFC
+# 8215: translated inside a network), the IETF protocol assignments (192.0.0.0/24, bar
+# the two anycast relays there: RFC 7723, 8155) and the 6to4 relay anycast (RFC 7526,
+# deprecated), which lead to whatever a network put there.
+_NOT_PUBLIC = tuple(map(ipaddress.ip_network, ("64:ff9b:1::/48", "192.0.0.0/24",
+                                                "192.88.99.0/24")))
+_PUBLIC_IN_NOT_PUBLIC = tuple(map(ipaddress.ip_address, ("192.0.0.9", "192.0.0.10")))
 
 
 def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Whether *address*, and any IPv4 address it carries (IPv4-mapped, -compatible or
     -translated, 6to4, Teredo, NAT64), is a public unicast one."""
-    if address.version == 6 and address in _LOCAL_NAT64:
-        return False
-    return all(a.is_global and not a.is_multicast
+    return all(a.is_global and not a.is_multicast and (
+               a in _PUBLIC_IN_NOT_PUBLIC or not any(a in net for net in _NOT_PUBLIC
+                                                     if net.version == a.version))
                for a in (address, *_embedded_ipv4(address)))
 
 

@@ -165,6 +165,8 @@ def test_a_users_default_callback_serves_a_batch(open_client, templates, alice, 
     "http://[::7f00:1]:18121/x", "http://[::a9fe:a9fe]/", "http://[::ffff:0:7f00:1]/",
     "http://[::ffff:0:a00:1]/", "http://[64:ff9b:1::a00:1]/", "http://[64:ff9b:1::808:808]/",
     "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
+    # special-use ranges Python 3.11 calls global: IETF protocol assignments, 6to4 relays
+    "http://192.0.0.8/", "http://192.0.0.170/", "http://192.88.99.1/", "http://[::ffff:c000:8]/",
     # never sendable: a space, a control character, a path or query not in ASCII
     "http://8.8.8.8/a b", "http://8.8.8.8/a\x00b", "http://8.8.8.8/a\tb", "http://8.8.8.8/\x7f",
     "http://8.8.8.8/a\r\nX: 1", "http://8.8.8.8/é", "http://8.8.8.8/?q=\u2028",
