@@ -11,7 +11,7 @@ from huey import crontab
 from qrq.appdb.db import app_db
 from qrq.appdb.models import AdminSession, Template
 from qrq.errors import ValidationError
-from qrq.queue import huey, job_progress, job_task, jobs, submit
+from qrq.queue import audit, huey, job_progress, job_task, jobs, submit
 from qrq.web.dashboard.charts import bar_chart
 from qrq.web.dashboard.schedule import next_run
 from tests.test_dead_letters import forge_payload
@@ -171,6 +171,42 @@ def test_every_post_needs_the_sessions_csrf_token(admin, settings):
     client.post("/admin/logout", data={"csrf_token": csrf})
     response = client.post("/admin/login", data={"name": "root", "token": "x"})
     assert response.status_code == 403
+
+
+def test_a_post_a_browser_says_came_from_another_site_is_refused(admin):
+    # Even with the session's CSRF token (one that leaked): fetch metadata says where
+    # the form was.
+    client, csrf = admin
+    job_id = submit(bad, "boom", owner_id=None)
+    run_next()
+    for site in ("cross-site", "same-site"):
+        response = client.post(f"/admin/jobs/{job_id}/retry", data={"csrf_token": csrf},
+                               headers={"Sec-Fetch-Site": site})
+        assert response.status_code == 403 and "another site" in response.text
+    assert jobs.get(huey.storage, job_id)["status"] == "failed"  # nothing happened
+    response = client.post(f"/admin/jobs/{job_id}/retry", data={"csrf_token": csrf},
+                           headers={"Sec-Fetch-Site": "same-origin"})
+    assert response.status_code == 302 and jobs.get(huey.storage, job_id)["status"] == "queued"
+
+
+def test_failed_logins_are_in_the_audit_log(client, root):
+    assert log_in(client, "root", "qrq_wrong").status_code == 403
+    logged, _ = audit.entries(huey.storage, action="session.login_failed")
+    assert [(e["actor"], e["detail"]["name"]) for e in logged] == [("-", "root")]
+    assert logged[0]["detail"]["address"] == "127.0.0.1"
+
+
+def test_an_admins_api_actions_on_anothers_jobs_are_audited(client, make_user, templates):
+    _, alice = make_user("alice")
+    _, root = make_user("root", admin=True)
+    mine = client.post("/api/generate-qr-pdf", headers=root, json={"template_id": 1})
+    theirs = client.post("/api/generate-qr-pdf", headers=alice, json={"template_id": 1})
+    for answer in (mine, theirs):
+        assert client.delete(f"/api/jobs/{answer.get_json()['job_id']}",
+                             headers=root).status_code == 202
+    logged, _ = audit.entries(huey.storage, action="job.cancel")
+    assert [(e["actor"], e["job_ids"]) for e in logged] == [
+        ("root", [theirs.get_json()["job_id"]])]
 
 
 def test_no_session_action_answers_get(app, admin):

@@ -14,7 +14,7 @@ from qrq.analytics import requesters
 from qrq.appdb.models import Template
 from qrq.cards.generate import artifact_name, prepare
 from qrq.errors import Conflict, JobNotFinished, NotFound, ValidationError
-from qrq.queue import catalog, huey, jobs, stats, submit
+from qrq.queue import audit, catalog, huey, jobs, stats, submit
 from qrq.web import admission, waiting
 from qrq.web import webhooks as webhook_api
 from qrq.web.auth import current_user, login_required
@@ -192,10 +192,13 @@ def cancel_job(job_id: str):
     job = visible_job(job_id)
     if job["status"] in jobs.ENDED:
         raise Conflict(f"job already {job['status']}")
-    if job["type"] == "analytics" and not current_user().is_admin:  # shared: withdraw
-        status = requesters.withdraw(huey.storage, job, current_user().id, huey.cancel)
+    user = current_user()
+    if job["type"] == "analytics" and not user.is_admin:  # shared: withdraw
+        status = requesters.withdraw(huey.storage, job, user.id, huey.cancel)
     else:
         status = huey.cancel(job_id)
+    if job["owner_id"] != user.id:  # an admin's power over another's job: as the dashboard
+        audit.record(huey.storage, user.name, "job.cancel", job_ids=[job_id])
     return jsonify(job_id=job_id, status=status), 202
 
 

@@ -12,7 +12,7 @@ from qrq import batch
 from qrq.batch import run as batch_run
 from qrq.batch.submit import enqueue_batch, enqueue_retry
 from qrq.errors import NotFound, ValidationError
-from qrq.queue import huey
+from qrq.queue import audit, huey
 from qrq.web import admission
 from qrq.web.api import check_job_quota, visible_job
 from qrq.web.auth import current_user, login_required
@@ -144,6 +144,10 @@ def retry_failed(job_id: str):
     job, found = visible_batch(job_id)
     check_job_quota()
     new_id, count = enqueue_retry(job["id"], found["owner_id"])  # an admin's too
+    user = current_user()
+    if found["owner_id"] != user.id:  # an admin's power over another's job: as the dashboard
+        audit.record(huey.storage, user.name, "batch.retry_failed_items", job_ids=[job["id"]],
+                     detail={"new_batch": new_id, "items": count})
     status_url = url_for("api.job_status", job_id=new_id)
     response = jsonify(batch_job_id=new_id, parent_job_id=job["id"], total_items=count,
                        status="queued", status_url=status_url,

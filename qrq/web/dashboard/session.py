@@ -8,7 +8,7 @@ only its random key and the CSRF token. Every POST carries the session's CSRF
 token; actions (retry, cancel, purge, logout) answer POST only, and only to an
 admin: an operator sees every page and gets 403 for every action
 (:func:`qrq.web.auth.check_role`), with the buttons hidden. Failed log-ins are
-throttled per client address; log-ins and log-outs are in the audit log.
+throttled per client address; log-ins (failed ones too) and log-outs are in the audit log.
 """
 
 from __future__ import annotations
@@ -55,6 +55,10 @@ def csrf_token() -> str:
 @bp.before_request
 def _check_csrf() -> None:
     if request.method == "POST":
+        # Besides the token: a browser that says the form came from another site (its
+        # fetch metadata; curl and old browsers send none) is refused whatever it sends.
+        if request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site"):
+            raise Forbidden("the form came from another site")
         sent = request.form.get("csrf_token", "") or request.headers.get("X-CSRF-Token", "")
         expected = session.get("csrf", "")
         if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
@@ -126,6 +130,8 @@ def login_post():
     if user is None or not hmac.compare_digest(user.name.encode(), name.encode()) \
             or not user.is_staff:
         count_failure()
+        audit.record(huey.storage, "-", "session.login_failed",
+                     detail={"address": request.remote_addr, "name": name})
         return render_template("admin/login.html", user=None, alerts=[], next=target,
                                error="Wrong name or token, or not an admin."), 403
     sessions.end_session(session.get("sid"))
