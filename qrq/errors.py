@@ -22,8 +22,17 @@ class QrqError(Exception):
         super().__init__(self.message)
 
     def to_dict(self) -> dict:
-        return {"status": self.status, "code": self.code, "message": self.message,
-                "field": self.field}
+        return {"status": self.status, "code": self.code, "message": shown(self.message),
+                "field": shown(self.field)}
+
+
+# Characters of a message or field name an error shows: one that echoes input (a path
+# id of 200 KB, a body's key) is cut there, so an error stays small.
+MAX_SHOWN = 300
+
+
+def shown(text: str | None) -> str | None:
+    return text if text is None or len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 1] + "…"
 
 
 class BadRequest(QrqError):

@@ -106,6 +106,17 @@ def test_unknown_job_is_404_not_queued(client, alice):
     assert_error(client.get("/api/jobs//download", headers=alice[1]), 404)
 
 
+def test_an_error_echoes_at_most_300_characters_of_input_and_no_answer_is_sniffed(
+        client, alice):
+    answer = client.get("/api/jobs/" + "a" * 200_000, headers=alice[1])
+    assert_error(answer, 404)
+    message = answer.get_json()["error"]["message"]
+    assert len(message) == 300 and message.startswith("job aaa") and message.endswith("…")
+    assert len(answer.data) < 1000
+    for answer in (answer, client.get("/api/me", headers=alice[1]), client.get("/healthz")):
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
 @pytest.mark.parametrize("kwargs, status, field", [
     ({"data": b"{not json", "content_type": "application/json"}, 400, None),
     ({"data": b"template_id=1", "content_type": "application/x-www-form-urlencoded"}, 400,

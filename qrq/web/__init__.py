@@ -95,6 +95,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                 logger.exception("the app database cannot be opened")
             raise Unavailable("the app database is unavailable; try again later") from None
 
+    @app.after_request
+    def _nosniff(response):
+        # Every answer is read as the type it says: never a JSON error that echoes input
+        # sniffed as HTML.
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
     @app.teardown_request
     def _close(exc: BaseException | None) -> None:
         if not app_db.is_closed():

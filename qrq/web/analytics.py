@@ -183,7 +183,6 @@ def chart_page():
         f"default-src 'none'; script-src 'self'; style-src 'nonce-{nonce}'; "
         "img-src 'self' blob: data:; connect-src 'self'; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'")
-    response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
 
