@@ -122,7 +122,9 @@ async def one_round(port: int, token: str, pid: int, waiters: int, job_count: in
     rss, _ = group_rss(pid)
     canceled_at = time.monotonic()
     for job_id in job_ids:
-        api(port, token, "DELETE", f"/api/jobs/{job_id}")
+        # In a thread: a blocking call here would stop this loop from reading the answers
+        # (they would all seem to come after the last cancel's own answer).
+        await asyncio.to_thread(api, port, token, "DELETE", f"/api/jobs/{job_id}")
     await asyncio.gather(*tasks)
     late = [moment - canceled_at for moment, _, status in answered[early:]]
     return {

@@ -209,6 +209,20 @@ class ParkingChannel(HTTPChannel):
     parked: ParkingTask | None = None
     client: str | None = None  # counted in the server's ``clients`` until closed
 
+    def writable(self):
+        """waitress's, except while a task runs (not parked) with less than the high
+        watermark buffered: the task sends its own answer then (waitress writes through
+        at once), and the I/O loop could not take the buffer from it. Asking for POLLOUT
+        then made the loop spin, rebuilding its poll set from every connection on each
+        pass and holding the GIL the task needed: with 900 long-polls woken at once the
+        last answer came 20-200 s later. A task that could not send everything pulls the
+        trigger, and its end does, so what is left goes out then."""
+        if (self.requests and self.parked is None and not self.will_close
+                and not self.close_when_flushed
+                and self.total_outbufs_len < self.adj.outbuf_high_watermark):
+            return False
+        return super().writable()
+
     def del_channel(self, map=None):
         super().del_channel(map)
         client, self.client = self.client, None
