@@ -113,8 +113,8 @@ def test_an_error_echoes_at_most_300_characters_of_input_and_no_answer_is_sniffe
     message = answer.get_json()["error"]["message"]
     assert len(message) == 300 and message.startswith("job aaa") and message.endswith("…")
     assert len(answer.data) < 1000
-    for answer in (answer, client.get("/api/me", headers=alice[1]), client.get("/healthz")):
-        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    for each in (answer, client.get("/api/me", headers=alice[1]), client.get("/healthz")):
+        assert each.headers["X-Content-Type-Options"] == "nosniff"
 
 
 @pytest.mark.parametrize("kwargs, status, field", [
