@@ -313,6 +313,33 @@ def test_a_user_at_the_job_limit_may_read_reports_but_not_start_one(settings, al
     assert client.get(URL, query_string=other, headers=alice[1]).status_code == 200
 
 
+def test_a_user_computes_at_most_max_active_analytics_reports_at_once(settings, alice,
+                                                                       scan_dbs, make_user):
+    import dataclasses
+
+    from qrq.web import create_app
+
+    limited = dataclasses.replace(settings, max_active_analytics=2)
+    client = create_app({"SETTINGS": limited, "TESTING": True}).test_client()
+    _, bob = make_user("bob")
+    _, root = make_user("root", admin=True)
+    reports = [{**ARGS, "period": period} for period in ("monthly", "weekly", "daily")]
+    for report in reports[:2]:
+        assert client.get(URL, query_string=report, headers=alice[1]).status_code == 202
+    # A third of her own is refused; one already computing is shared with her for free,
+    # and another user (an admin, too) may still start one.
+    error = assert_error(client.get(URL, query_string=reports[2], headers=alice[1]), 429)
+    assert error["code"] == "too_many_jobs" and "2 analytics jobs" in error["message"]
+    assert client.get(URL, query_string=reports[0], headers=bob).status_code == 202
+    assert client.get(URL, query_string=reports[2], headers=bob).status_code == 202
+    assert client.get(URL, query_string={**ARGS, "domain": "x.example"},
+                      headers=root).status_code == 202
+    assert huey.storage.queue_size() == 4
+    run_next_job()
+    assert client.get(URL, query_string={**ARGS, "domain": "y.example"},
+                      headers=alice[1]).status_code == 202
+
+
 def test_a_requester_who_cancels_withdraws_only_their_request(client, alice, make_user,
                                                               scan_dbs):
     """Identical requests share one job: its first requester's cancel (the job is theirs)

@@ -61,6 +61,7 @@ def test_the_queries_of_the_api_dashboard_and_dequeue_use_an_index(traced, setti
     jobs.get(huey.storage, ids[0])
     with huey.storage.db() as curs:
         jobs.count_active(curs, 1)
+        jobs.count_active(curs, 1, "analytics")
     jobs.count_busy(huey.storage)
     jobs.median_duration(huey.storage, "pdf")
     # The dashboard and /metrics.
@@ -93,6 +94,9 @@ def test_the_queries_of_the_api_dashboard_and_dequeue_use_an_index(traced, setti
 @pytest.mark.parametrize("index, sql", [
     ("job_active", "select count(*) from job where owner_id = 1 and "
                    "(status = 'queued' or status = 'running' or status = 'retrying')"),
+    ("job_active", "select count(*) from job where owner_id = 1 and "
+                   "(status = 'queued' or status = 'running' or status = 'retrying') "
+                   "and type = 'analytics'"),
     ("job_active", "select count(*) from job where status = 'queued'"),
     ("job_ended", "select id from job where status in ('finished', 'failed') "
                   "and finished_at < 5 limit 500"),

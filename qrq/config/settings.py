@@ -165,6 +165,10 @@ class Settings:
     max_active_jobs: int = setting(1000, "Most jobs one user may have queued, running or "
                                    "retrying at once; more are refused with 429 (0: no "
                                    "limit; admins are exempt).", low=0)
+    max_active_analytics: int = setting(4, "Most analytics reports one user may have "
+                                        "computing at once (reports already computing are "
+                                        "shared and free); more are refused with 429 (0: no "
+                                        "limit; admins are exempt).", low=0)
     pdf_timeout: int = setting(300, "Time limit of a PDF job, in seconds.", low=1)
     pdf_retries: int = setting(3, "Retries of a PDF job after a transient error.", low=0)
     print_margin_mm: float = setting(5.0, "Blank margin in mm between the page edge and "

@@ -33,6 +33,9 @@ class Admission:
     max_active: int | None = None
     idempotency_key: str | None = None
     fingerprint: str | None = None
+    # ``(job type, limit)``: most unfinished jobs of that type the owner may have, so one
+    # user's many costly jobs (analytics reports) do not hold up everyone's.
+    type_limit: tuple[str, int] | None = None
 
 
 def fingerprint(body: Any) -> str:
@@ -95,15 +98,20 @@ def admit(curs, owner_id: int | None, admission: Admission | None,
         curs.execute("update job set idempotency_key = null where "
                      "owner_id is not distinct from ? and idempotency_key = ?",
                      (owner_id, admission.idempotency_key))
-    _check_quota(curs, owner_id, admission.max_active)
+    _check_quota(curs, owner_id, admission.max_active, admission.type_limit)
     return None
 
 
-def _check_quota(curs, owner_id: int | None, max_active: int | None) -> None:
-    if max_active is None or owner_id is None:
+def _check_quota(curs, owner_id: int | None, max_active: int | None,
+                 type_limit: tuple[str, int] | None = None) -> None:
+    if owner_id is None:
         return
-    if count_active(curs, owner_id) >= max_active:
+    if max_active is not None and count_active(curs, owner_id) >= max_active:
         raise quota_exceeded(max_active)
+    if type_limit is not None and count_active(curs, owner_id, type_limit[0]) >= type_limit[1]:
+        job_type, limit = type_limit
+        raise TooManyJobs(f"you have {limit} {job_type} jobs queued or running, the most "
+                          "allowed of that type; wait for one to finish")
 
 
 def quota_exceeded(max_active: int) -> TooManyJobs:
@@ -112,13 +120,15 @@ def quota_exceeded(max_active: int) -> TooManyJobs:
                        "wait for some to finish")
 
 
-def check_quota(storage, owner_id: int | None, max_active: int | None) -> None:
+def check_quota(storage, owner_id: int | None, max_active: int | None,
+                type_limit: tuple[str, int] | None = None) -> None:
     """Refuse early, before any work on the request; the enqueue checks again atomically.
 
-    :raises TooManyJobs: *owner_id* has *max_active* unfinished jobs.
+    :raises TooManyJobs: *owner_id* has *max_active* unfinished jobs, or as many of a
+        type as *type_limit* allows.
     """
     with storage.db() as curs:
-        _check_quota(curs, owner_id, max_active)
+        _check_quota(curs, owner_id, max_active, type_limit)
 
 
 def record_key(curs, job_id: str, admission: Admission | None) -> None:

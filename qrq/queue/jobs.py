@@ -257,13 +257,17 @@ def disown(curs, job_id: str, owner_id: int) -> None:
                  (job_id, owner_id))
 
 
-def count_active(curs, owner_id: int) -> int:
-    """How many of *owner_id*'s jobs are queued, running or retrying, read on *curs* (the
-    quota check runs it inside the enqueue's write transaction).
+def count_active(curs, owner_id: int, job_type: str | None = None) -> int:
+    """How many of *owner_id*'s jobs (of *job_type*, if given) are queued, running or
+    retrying, read on *curs* (the quota check runs it inside the enqueue's write
+    transaction).
 
     The condition is the partial index ``job_active``'s, so SQLite counts its entries.
     """
-    curs.execute(_COUNT_ACTIVE_SQL, (owner_id,))
+    if job_type is None:
+        curs.execute(_COUNT_ACTIVE_SQL, (owner_id,))
+    else:
+        curs.execute(f"{_COUNT_ACTIVE_SQL} and type = ?", (owner_id, job_type))
     return curs.fetchone()[0]
 
 

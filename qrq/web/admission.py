@@ -18,9 +18,16 @@ def job_quota() -> int | None:
     return None if not limit or current_user().is_admin else limit
 
 
-def check_job_quota() -> None:
-    """Refuse a new job (429) while the caller has ``QRQ_MAX_ACTIVE_JOBS`` unfinished."""
-    checks.check_quota(huey.storage, current_user().id, job_quota())
+def analytics_quota() -> tuple[str, int] | None:
+    """The caller's limit of unfinished analytics jobs (``QRQ_MAX_ACTIVE_ANALYTICS``)."""
+    limit = current_app.config["QRQ"].max_active_analytics
+    return None if not limit or current_user().is_admin else ("analytics", limit)
+
+
+def check_job_quota(type_limit: tuple[str, int] | None = None) -> None:
+    """Refuse a new job (429) while the caller has ``QRQ_MAX_ACTIVE_JOBS`` unfinished, or
+    as many of a type as *type_limit* allows."""
+    checks.check_quota(huey.storage, current_user().id, job_quota(), type_limit)
 
 
 def job_admission(body: Any) -> Admission:

@@ -25,7 +25,7 @@ from qrq.analytics.submit import enqueue_report
 from qrq.analytics.svg import render_chart
 from qrq.errors import Conflict, NotFound, ValidationError
 from qrq.queue import Admission, huey, jobs
-from qrq.web.admission import job_quota
+from qrq.web.admission import analytics_quota, job_quota
 from qrq.web.api import check_job_quota
 from qrq.web.auth import current_user, login_required
 from qrq.web.openapi_jobs import CURSOR, LINK_HEADER, NEXT, limit_param
@@ -53,8 +53,9 @@ def answer(render) -> tuple[Response, int] | Response:
     user = current_user()
 
     def start(job_id: str) -> None:  # only when this request starts a computation
-        check_job_quota()
-        enqueue_report(query, job_id, user.id, Admission(max_active=job_quota()))
+        check_job_quota(analytics_quota())
+        enqueue_report(query, job_id, user.id, Admission(max_active=job_quota(),
+                                                         type_limit=analytics_quota()))
 
     outcome = analytics_cache.request_report(huey.storage, query, raw, start,
                                              refresh=refresh, requester=user.id)
