@@ -53,6 +53,14 @@ def test_users_create_prints_the_token_last_and_stores_only_a_hash(runner, clien
                       ).status_code == 401
     assert client.get("/api/me", headers={"Authorization": f"Bearer {new}"}
                       ).status_code == 200
+    # A leaked token could read the webhook secret: --webhook-secret replaces it too.
+    secret = client.get("/api/me/webhook", headers={"Authorization": f"Bearer {new}"}
+                        ).get_json()["secret"]
+    assert "secret is unchanged" in reset.output
+    reset = runner.invoke(main, ["users", "reset-token", "carol", "--webhook-secret"])
+    newest = reset.output.strip().splitlines()[-1]
+    assert client.get("/api/me/webhook", headers={"Authorization": f"Bearer {newest}"}
+                      ).get_json()["secret"] != secret
 
 
 def test_templates_list_show_add(runner, templates, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from qrq import webhooks
 from qrq.appdb.models import ROLES, User
 from qrq.cli.base import (
     cli_actor,
@@ -55,12 +56,24 @@ def _user_named(name: str) -> User:
 
 @users.command("reset-token")
 @click.argument("name")
-def users_reset_token(name: str) -> None:
+@click.option("--webhook-secret", is_flag=True,
+              help="Replace the user's webhook secret too: whoever had the old token could "
+                   "read it (GET /api/me/webhook) and sign webhooks as qrq.")
+def users_reset_token(name: str, webhook_secret: bool) -> None:
     """Replace a user's API token; the new one is printed once, on the last line."""
     with get_app_db().connection_context():
-        token = _user_named(name).reset_token()
-    audit.record(get_queue().storage, cli_actor(), "user.reset_token", detail={"user": name})
+        user = _user_named(name)
+        token = user.reset_token()
+    storage = get_queue().storage
+    audit.record(storage, cli_actor(), "user.reset_token", detail={"user": name})
     click.echo(f"new token for {name!r}; the old one no longer works")
+    if webhook_secret:
+        webhooks.replace_secret(storage, user.id)
+        audit.record(storage, cli_actor(), "webhook.replace_secret", detail={"user": name})
+        click.echo("their webhook secret is replaced too: give their receivers the new one "
+                   "(GET /api/me/webhook)")
+    else:
+        click.echo("their webhook secret is unchanged (--webhook-secret replaces it)")
     click.echo(token)
 
 
