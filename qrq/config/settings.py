@@ -267,8 +267,10 @@ class Settings:
                                    "request, in bytes.", low=1)
     batch_timeout: int = setting(1800, "Time limit of one run of a batch job, in seconds.",
                                  low=1)
-    base_url: str = setting("", "Public URL of the web app, for links in mail. Empty: "
-                            "http://<host>:<port>.", check=_check_url)
+    base_url: str = setting("", "Public URL of the web app, for the links in mail and the "
+                            "API's paging `Link` headers. Empty: http://<host>:<port> in "
+                            "mail, the request's scheme and `Host` in `Link`.",
+                            check=_check_url)
     analytics_dbs: str = setting("analytics", "Where the scan databases are: a directory "
                                  "(its *.db files) or a glob pattern; relative paths are "
                                  "inside the data dir.")
