@@ -236,4 +236,7 @@ def test_dashboard_log_ins_and_log_outs_are_recorded_with_the_address(app, make_
     rows, _ = audit.entries(huey.storage)
     assert [(r["actor"], r["action"], r["detail"]) for r in rows] == [
         ("root", "session.logout", {"address": "192.0.2.9"}),
-        ("root", "session.login", {"address": "192.0.2.9"})]  # not the failed attempt
+        ("root", "session.login", {"address": "192.0.2.9"}),
+        # The failed attempt, by no one known yet (at most the throttle's 10 per address
+        # and 5 minutes: a throttled one is refused before it is read).
+        ("-", "session.login_failed", {"address": "192.0.2.9", "name": "root"})]

@@ -3,6 +3,7 @@ verify) until a later one succeeds; no backup succeeded for too long while backu
 scheduled, never before a new install's first backup was due. Real backup jobs
 through the real queue, on both backends."""
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -12,10 +13,17 @@ from qrq import alerts
 from qrq.queue import huey, jobs, submit
 from tasks import backup as backup_tasks
 from tasks.backup import run_backup_task
-from tests.test_alerts import with_settings
 from tests.test_backup import corrupt, make_db
 
 HOUR = 3600
+
+
+def with_settings(settings, **changes):
+    """Settings with *changes*, applied to the Huey instance the code reads. (Not
+    imported from test_alerts, which registers a task: imported twice, it fails.)"""
+    changed = dataclasses.replace(settings, **changes)
+    huey.settings = changed
+    return changed
 
 
 def run_backup() -> dict:
