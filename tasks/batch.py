@@ -1,8 +1,10 @@
-"""Bulk QR generation as a job: encode the items, write the PDF and ZIP, mail the owner."""
+"""Bulk QR generation as a job: encode the items, write the PDF and ZIP, mail the owner
+(that it finished, or that no item could be rendered)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from qrq import batch
 from qrq.appdb.db import app_db, bind
@@ -19,14 +21,21 @@ def generate_batch(task=None) -> dict:
     """Run or resume a batch (its items are in the queue database under the job id)."""
     current = huey.settings
     bind(current)
-    result = batch_run.run_batch(huey.storage, open_store(current), task.id, task.check_timeout,
-                                 margin_mm=current.print_margin_mm)
-    result["mail_job_id"] = mail_owner(task.id, result)
+    try:
+        result = batch_run.run_batch(huey.storage, open_store(current), task.id,
+                                     task.check_timeout, margin_mm=current.print_margin_mm)
+    except batch_run.NothingRendered as exc:
+        total = exc.total
+        mail_owner(task.id, lambda base: batch_run.failure_mail(task.id, total, base))
+        raise
+    result["mail_job_id"] = mail_owner(
+        task.id, lambda base: batch_run.completion_mail(task.id, result, base))
     return result
 
 
-def mail_owner(job_id: str, result: dict) -> str | None:
-    """Queue the completion mail to the batch's owner, once; never raise.
+def mail_owner(job_id: str, compose: Callable[[str], tuple[str, str]]) -> str | None:
+    """Queue the mail *compose* writes (its subject and body, given the app's base URL)
+    to the batch's owner, once; never raise.
 
     The mail is a job of its own (retried, recorded). Its id is claimed on the
     batch row first, so a re-run of this batch queues it at most once.
@@ -43,7 +52,7 @@ def mail_owner(job_id: str, result: dict) -> str | None:
         if jobs.get(huey.storage, mail_id) is None:
             current = huey.settings
             base = current.base_url or f"http://{current.host}:{current.port}"
-            subject, body = batch_run.completion_mail(job_id, result, base)
+            subject, body = compose(base)
             submit("mail.send", [user.email], subject, body, owner_id=owner_id,
                    params={"to": [user.email], "batch_job_id": job_id}, id=mail_id)
         return mail_id

@@ -49,9 +49,25 @@ def test_completion_mail_goes_to_the_owner_over_smtp(settings, templates, alice,
     assert mail_job["owner_id"] == alice[0].id and mail_job["type"] == "mail"
 
     # A re-run of the batch (after a crash) queues no second mail.
-    result = status["result"]
-    assert mail_owner(job_id, result) == mail_id
+    assert mail_owner(job_id, lambda base: ("again", "")) == mail_id
     assert huey.storage.queue_size() == 0
+
+
+def test_a_batch_whose_every_item_failed_mails_its_owner_so(settings, templates, alice,
+                                                             smtp_server):
+    inbox, port = smtp_server
+    client = configure(settings, smtp_host="127.0.0.1", smtp_port=port,
+                       smtp_security="none", base_url="https://qrq.example/")
+    items = [{"template_id": 4, "data": "z" * 4000 + str(i)} for i in range(3)]  # too long
+    job_id = submit(client, alice[1], {"items": items})["batch_job_id"]
+    assert run_job(job_id)["status"] == "failed"
+    mail_id = next(job["job_id"] for job in client.get(
+        "/api/jobs?type=mail", headers=alice[1]).get_json()["jobs"])
+    assert run_job(mail_id)["status"] == "finished"
+    message = read(inbox.messages[0])
+    assert message["Subject"] == "qrq batch failed: 0/3 codes"
+    assert f"https://qrq.example/api/batch/{job_id}/items?status=failed" in message.get_content()
+    assert len(inbox.messages) == 1
 
 
 def test_without_smtp_host_the_mail_is_an_eml_in_the_outbox(client, settings, templates,

@@ -47,6 +47,16 @@ CHUNK_SECONDS = 0.5
 ENCODE_SHARE = 90  # percent of the progress bar the encode phase takes
 
 
+class NothingRendered(QrqError):
+    """Every item of a batch failed: it writes no outputs, and ends failed."""
+
+    def __init__(self, job_id: str, total: int):
+        super().__init__(f"no item could be rendered: all {total} failed; see each item's "
+                         f"error at /api/batch/{job_id}/items?status=failed "
+                         f"(qrq batch items {job_id} --failed)")
+        self.total = total
+
+
 class _Specs:
     """Each template's card spec under the batch's options, and per-item text overrides."""
 
@@ -215,7 +225,7 @@ def run_batch(storage, store: ArtifactStore, job_id: str, check: Callable[[], No
     """Run (or resume) a batch: encode its pending items, then write its outputs, the
     cards *margin_mm* (the print_margin_mm setting) from every page edge.
 
-    :raises NotFound: the batch's items are gone. :raises QrqError: every item
+    :raises NotFound: the batch's items are gone. :raises NothingRendered: every item
         failed (nothing is written). :raises jobs.JobCanceled: a
         cancel arrived; the items done so far are kept and their outputs written.
     """
@@ -235,9 +245,7 @@ def run_batch(storage, store: ArtifactStore, job_id: str, check: Callable[[], No
     if not canceled and not counts(storage, job_id)["completed"]:
         # Outputs of no card would be a blank page and an empty ZIP: fail instead, and
         # leave the reasons where they are, on the items.
-        raise QrqError(f"no item could be rendered: all {total} failed; see each item's "
-                       f"error at /api/batch/{job_id}/items?status=failed "
-                       f"(qrq batch items {job_id} --failed)")
+        raise NothingRendered(job_id, total)
     encoded_at = time.monotonic()
     _report(storage, job_id, ENCODE_SHARE, "writing PDF and ZIP")
     outputs = assemble(storage, store, job_id, total, specs)
@@ -277,6 +285,17 @@ def completion_mail(job_id: str, result: dict[str, Any], base_url: str) -> tuple
                   f"Re-run them:  POST {api}/retry-failed"]
     lines += ["", "The links need your API token (Authorization: Bearer ...)."]
     return subject, "\n".join(lines) + "\n"
+
+
+def failure_mail(job_id: str, total: int, base_url: str) -> tuple[str, str]:
+    """Subject and body of the mail sent when no item of a batch could be rendered."""
+    api = f"{base_url.rstrip('/')}/api/batch/{job_id}"
+    return (f"qrq batch failed: 0/{total} codes", "\n".join([
+        f"Your batch {job_id} failed: none of its {total} items could be rendered, so it "
+        "has no PDF and no ZIP.", "",
+        f"Each item's error: {api}/items?status=failed",
+        f"Re-run them:       POST {api}/retry-failed", "",
+        "The links need your API token (Authorization: Bearer ...)."]) + "\n")
 
 
 def _cell(text: str) -> str:
