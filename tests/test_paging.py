@@ -127,3 +127,14 @@ def test_retry_after_on_every_202_and_on_unfinished_status(client, templates, al
     assert client.get(f"/api/batch/{batch_id}", headers=headers).headers["Retry-After"] == "2"
     ended = client.get(f"/api/jobs/{pdf.get_json()['job_id']}", headers=headers)
     assert ended.get_json()["status"] == "canceled" and "Retry-After" not in ended.headers
+
+
+def test_the_link_keeps_the_path_a_proxy_mounts_the_app_under(client, alice):
+    user, headers = alice
+    for _ in range(2):
+        submit(steps, 1, 0, owner_id=user.id)
+    response = client.get("/api/jobs?limit=1", headers=headers,
+                          environ_overrides={"SCRIPT_NAME": "/cards"})
+    assert response.headers["Link"].startswith("<http://localhost/cards/api/jobs?limit=1&cursor=")
+    # ...while next stays the path under the app, as the Python client joins it to its base.
+    assert response.get_json()["next"].startswith("/api/jobs?")

@@ -92,13 +92,16 @@ def next_url(position: dict[str, Any] | None) -> str | None:
 def _origin() -> str:
     """Where the app is reached, for an absolute link (clients follow it as it is): the
     base_url setting when set, so that a spoofed Host header (or a proxy's own) never
-    sends a client's next request elsewhere; else ``scheme://host`` of this request;
-    else nothing, which leaves the link relative (RFC 8288 resolves it against the
-    request's URL), when the Host header the client sent is empty or malformed."""
+    sends a client's next request elsewhere; else ``scheme://host`` of this request
+    and the path a proxy mounts the app under (``X-Forwarded-Prefix``, with
+    QRQ_TRUSTED_PROXIES); else only that path, which leaves the link relative (RFC 8288
+    resolves it against the request's URL), when the Host header the client sent is
+    empty or malformed."""
     base_url = current_app.config["QRQ"].base_url
     if base_url:
         return base_url.rstrip("/")
-    return request.host_url.rstrip("/") if _HOST.fullmatch(request.host) else ""
+    host = request.host_url.rstrip("/") if _HOST.fullmatch(request.host) else ""
+    return host + request.script_root
 
 
 def paged(body: dict[str, Any], position: dict[str, Any] | None) -> Response:
