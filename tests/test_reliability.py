@@ -205,7 +205,10 @@ def test_consumer_registers_and_deregisters(consumer):
 def test_a_killed_worker_process_is_replaced_and_its_job_runs_again(consumer):
     """The OOM killer takes one worker: huey forks a replacement (which must not
     share the parent's SQLite connection) and the lost run is leased again."""
-    job_id = submit(slow_tasks.steps, 20, 0.1, owner_id=None)
+    # 6 s of steps, so that the kill lands mid-run even when a loaded machine is slow to
+    # see the first progress (with 2 s, one loaded local run failed; its cause was not
+    # kept).
+    job_id = submit(slow_tasks.steps, 60, 0.1, owner_id=None)
     worker = consumer(workers=1, extra_env=SLOW_TASKS, args=["-c", "1"])
     running = wait_until(lambda: (j := job(job_id))["progress"] > 0 and j, timeout=60)
     worker_pid = int(running["worker"].rsplit("/", 1)[1].split(":")[0])
