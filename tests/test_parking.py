@@ -293,3 +293,45 @@ def test_a_clients_address_is_its_ipv4_address_or_its_ipv6_64():
         == server.client_of(("2001:db8:1:2:bbbb::9", 5000, 0, 0)) == "2001:db8:1:2::/64"
     assert server.client_of(("2001:db8:1:3::1", 5000, 0, 0)) == "2001:db8:1:3::/64"
     assert server.client_of("") == "local"
+
+
+def test_a_slow_reader_gets_what_a_blocked_task_wrote(settings):
+    # A task writes 8 MiB (more than the socket takes while the client does not read),
+    # then blocks without parking (a held thread, a slow store). What it could not send
+    # must go out as the client reads, not wait for the task's next write.
+    wrote, release = threading.Event(), threading.Event()
+    big = 8 * 1024 * 1024
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+
+        def body():
+            yield b"x" * big
+            wrote.set()
+            release.wait(60)
+            yield b"END"
+        return body()
+
+    app.config = {"QRQ": settings}
+    with serving(app, threads=THREADS) as base:
+        host, port = base.removeprefix("http://").split(":")
+        with socket.socket() as sock:
+            # A small window, so that the 8 MiB cannot all sit in the kernel's buffers.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.settimeout(30)
+            sock.connect((host, int(port)))
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert wrote.wait(30)  # the task is past its big write, and blocked
+            received = 0  # bytes, headers and chunk sizes too: at least the 8 MiB
+            try:
+                while received < big:
+                    chunk = sock.recv(1 << 20)
+                    assert chunk, "the server closed the connection"
+                    received += len(chunk)
+            finally:
+                release.set()
+            rest = b""
+            while b"END" not in rest:
+                chunk = sock.recv(1 << 16)
+                assert chunk, "the server closed the connection"
+                rest = rest[-64:] + chunk

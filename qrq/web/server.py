@@ -210,17 +210,20 @@ class ParkingChannel(HTTPChannel):
     client: str | None = None  # counted in the server's ``clients`` until closed
 
     def writable(self):
-        """waitress's, except while a task runs (not parked) with less than the high
-        watermark buffered: the task sends its own answer then (waitress writes through
-        at once), and the I/O loop could not take the buffer from it. Asking for POLLOUT
-        then made the loop spin, rebuilding its poll set from every connection on each
-        pass and holding the GIL the task needed: with 900 long-polls woken at once the
-        last answer came 20-200 s later. A task that could not send everything pulls the
-        trigger, and its end does, so what is left goes out then."""
-        if (self.requests and self.parked is None and not self.will_close
-                and not self.close_when_flushed
-                and self.total_outbufs_len < self.adj.outbuf_high_watermark):
-            return False
+        """waitress's, except while a task thread is writing to this connection: it holds
+        the buffer's lock and sends as it writes, and the I/O loop could not take the
+        buffer from it. Asking for POLLOUT then made the loop spin, rebuilding its poll
+        set from every connection on each pass and holding the GIL the task needed: with
+        900 long-polls woken at once the last answer came 20-200 s later. What a task
+        could not send (a client reading slowly) it leaves with the lock free and the
+        trigger pulled, and the loop sends it as the client makes room."""
+        writing = (self.requests and self.parked is None and not self.will_close
+                   and not self.close_when_flushed and self.total_outbufs_len
+                   and self.total_outbufs_len < self.adj.outbuf_high_watermark)
+        if writing:
+            if not self.outbuf_lock.acquire(False):
+                return False
+            self.outbuf_lock.release()
         return super().writable()
 
     def del_channel(self, map=None):
@@ -276,6 +279,8 @@ class ParkingChannel(HTTPChannel):
             if self.connected:  # (close_on_finish: close once the answer is complete)
                 self.parked = task
                 self.last_activity = time.time()
+                if self.total_outbufs_len:  # what the stream wrote last, not yet sent
+                    self.server.pull_trigger()
                 subscribe(self._wake)  # last: the wake may run service() at once
                 return
             task.abandon()
