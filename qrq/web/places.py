@@ -1,5 +1,6 @@
-"""Places on qrq's web server (:mod:`qrq.web.server`): the connections on which waiting
-requests may park, and the connections each client address may hold."""
+"""The connections each client address may hold on qrq's web server
+(:mod:`qrq.web.server`). (The places where waiting requests park are counted by
+:class:`qrq.web.waiting.WaiterSlots`.)"""
 
 from __future__ import annotations
 
@@ -9,26 +10,6 @@ import threading
 import time
 
 logger = logging.getLogger("qrq.web")
-
-
-class Parked:
-    """Places for requests that may park, at most *limit* taken at once."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.count = 0
-        self._lock = threading.Lock()
-
-    def take(self) -> bool:
-        with self._lock:
-            if self.count >= self.limit:
-                return False
-            self.count += 1
-            return True
-
-    def give_back(self) -> None:
-        with self._lock:
-            self.count -= 1
 
 
 class Clients:

@@ -34,8 +34,8 @@ from waitress.task import ErrorTask, Task, WSGITask
 from waitress.utilities import InternalServerError
 
 from qrq.web.errors import error_body
-from qrq.web.places import Clients, Parked, client_of
-from qrq.web.waiting import PARK_KEY, WOKEN_KEY, Park, Wake
+from qrq.web.places import Clients, client_of
+from qrq.web.waiting import PARK_KEY, WOKEN_KEY, Park, WaiterSlots, Wake
 
 logger = logging.getLogger("qrq.web")
 
@@ -337,7 +337,7 @@ def create_server(app, *, host: str, port: int, threads: int = THREADS,
                              asyncore_use_poll=True,  # select() stops at 1024 descriptors
                              **options)
     server.channel_class = _open_channel
-    server.parked = Parked(int(connection_limit * PARKING_SHARE))
+    server.parked = WaiterSlots(int(connection_limit * PARKING_SHARE))
     if per_client is None:
         per_client = per_client_default(connection_limit)
     server.clients = Clients(None if settings.trusted_proxies else per_client or None)
