@@ -92,6 +92,12 @@ def test_bad_arguments_and_bad_input(runner, templates, tmp_path, settings):
     assert too_many.exit_code == 1 and "at most" in too_many.output
     missing = runner.invoke(main, ["batch", "submit", "--template", "99", "--count", "1"])
     assert missing.exit_code == 1 and "template 99 does not exist" in missing.output
+    twice = runner.invoke(main, ["batch", "submit", "--template", "1", "--count", "2",
+                                 "-o", "title=A", "-o", "title=B"])
+    assert twice.exit_code == 2 and "'title' is given more than once" in twice.output
+    copies = runner.invoke(main, ["batch", "submit", "--template", "1", "--count", "2",
+                                  "-o", "copies=5"])
+    assert copies.exit_code == 2 and "--count N, not -o copies=N" in copies.output
     unknown = runner.invoke(main, ["batch", "items", "0c1d2e3f-0000-4000-8000-000000000000"])
     assert unknown.exit_code == 1 and "no job" in unknown.output
     assert huey.storage.queue_size() == 0

@@ -99,6 +99,12 @@ def test_pdf_bad_input_exits_nonzero_and_enqueues_nothing(runner, templates):
     assert bad_value.exit_code == 1 and "options.copies" in bad_value.output
     bad_syntax = runner.invoke(main, ["pdf", "2", "-o", "copies"])
     assert bad_syntax.exit_code == 2 and "KEY=VALUE" in bad_syntax.output
+    # A key given twice is refused, naming it, not the last one kept.
+    twice = runner.invoke(main, ["pdf", "2", "-o", "copies=3", "-o", "title=A",
+                                 "--option", "copies=5"])
+    assert twice.exit_code == 2, twice.output
+    assert "'copies' is given more than once" in twice.output and "--option" in twice.output
+    assert "Traceback" not in twice.output
     assert huey.storage.queue_size() == 0
 
 

@@ -161,6 +161,24 @@ def job_type_param(ctx, param, value: str | None) -> str | None:
     return value
 
 
+def key_values(ctx, param, values: tuple[str, ...]) -> dict[str, object]:
+    """``-o KEY=VALUE`` given any number of times, as a dict; VALUE is JSON or a bare
+    string. A key given twice is refused, as the API refuses one given twice in a JSON
+    object: keeping the last silently dropped the other."""
+    parsed: dict[str, object] = {}
+    for value in values:
+        key, sep, raw = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE")
+        if key in parsed:
+            raise click.BadParameter(f"{key!r} is given more than once; give each key once")
+        try:
+            parsed[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed[key] = raw  # a bare word is a string
+    return parsed
+
+
 class JobIdParam(click.ParamType):
     """A job id, or the start of one (the dashboard's short ids: ``5bc296e7``)."""
 

@@ -14,8 +14,17 @@ from qrq import batch
 from qrq.appdb.models import User
 from qrq.artifacts import open_store
 from qrq.batch.submit import enqueue_batch, enqueue_retry
-from qrq.cli.base import JOB_ID, cli_actor, echo_table, get_app_db, get_queue, main, shorten
-from qrq.cli.jobs import _parse_option, wait_for, wait_options
+from qrq.cli.base import (
+    JOB_ID,
+    cli_actor,
+    echo_table,
+    get_app_db,
+    get_queue,
+    key_values,
+    main,
+    shorten,
+)
+from qrq.cli.jobs import wait_for, wait_options
 from qrq.humanize import format_bytes
 from qrq.queue import audit
 
@@ -112,11 +121,12 @@ def batch_group() -> None:
                                                    path_type=Path),
               help="One item per row: columns data, and template_id unless --template.")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              callback=key_values,
               help="Override a template field for every item; VALUE is JSON or a string.")
 @click.option("--user", help="Submit as this user (owner, and recipient of the mail).")
 @wait_options(timeout=1800)
 def batch_submit(template_id: int | None, count: int | None, csv_path: Path | None,
-                 options: tuple[str, ...], user: str | None, wait: bool,
+                 options: dict[str, object], user: str | None, wait: bool,
                  timeout: float) -> None:
     """Queue a batch: N numbered codes of a template, or one per CSV row.
 
@@ -124,11 +134,12 @@ def batch_submit(template_id: int | None, count: int | None, csv_path: Path | No
     """
     if (count is None) == (csv_path is None) or (count is not None and template_id is None):
         raise click.UsageError("give --template ID --count N, or --csv FILE")
-    parsed = dict(_parse_option(o) for o in options)
+    if count is not None and "copies" in options:  # --count would silently replace it
+        raise click.UsageError("give the number of codes as --count N, not -o copies=N")
     if csv_path is not None:
-        body = {"items": _csv_items(csv_path, template_id), "options": parsed}
+        body = {"items": _csv_items(csv_path, template_id), "options": options}
     else:
-        body = {"template_ids": [template_id], "options": {**parsed, "copies": count}}
+        body = {"template_ids": [template_id], "options": {**options, "copies": count}}
     huey = get_queue()
     owner_id = _owner_id(user)
     job_id = str(uuid.uuid4())

@@ -26,23 +26,13 @@ from qrq.cli.base import (
     get_queue,
     job_type_param,
     json_option,
+    key_values,
     main,
     shorten,
 )
 from qrq.errors import Unavailable, ValidationError
 from qrq.humanize import format_bytes
 from qrq.queue import audit, dead_letters, jobs, pauses, roles, stats, submit
-
-
-def _parse_option(value: str) -> tuple[str, object]:
-    key, sep, raw = value.partition("=")
-    if not sep or not key:
-        raise click.BadParameter(f"{value!r} is not KEY=VALUE", param_hint="--option")
-    try:
-        return key, json.loads(raw)
-    except json.JSONDecodeError:
-        return key, raw  # a bare word is a string
-
 
 KEEP_WAITING = "qrq.keep_waiting"
 CONSUMER_GRACE = 6.0  # seconds without a consumer before a wait says so
@@ -218,12 +208,13 @@ def wait_finished(huey, job_id: str, label: str, timeout: float, what: str = "jo
 @main.command()
 @click.argument("template_id", type=int)
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              callback=key_values,
               help="Override a template field; VALUE is JSON or a bare string.")
 @wait_options(timeout=600)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Save the PDF here (implies --wait; default with --wait: "
                    "./qrq-<job id>.pdf).")
-def pdf(template_id: int, options: tuple[str, ...], wait: bool, out: Path | None,
+def pdf(template_id: int, options: dict[str, object], wait: bool, out: Path | None,
         timeout: float) -> None:
     """Queue a QR-code PDF of a template and print its job id.
 
@@ -232,12 +223,11 @@ def pdf(template_id: int, options: tuple[str, ...], wait: bool, out: Path | None
     if out is not None and not out.parent.is_dir():  # found out now, not after the job
         raise click.BadParameter(f"{out.parent} is not a directory", param_hint="--out")
     huey = get_queue()
-    parsed = dict(_parse_option(o) for o in options)
     with get_app_db().connection_context():
-        prepare(Template.get_by_id_or_404(template_id).to_dict(), parsed,
+        prepare(Template.get_by_id_or_404(template_id).to_dict(), options,
                 huey.settings.max_copies, margin_mm=huey.settings.print_margin_mm)
-    job_id = submit("pdf.generate", template_id, parsed, owner_id=None,
-                    params={"template_id": template_id, "options": parsed})
+    job_id = submit("pdf.generate", template_id, options, owner_id=None,
+                    params={"template_id": template_id, "options": options})
     click.echo(f"queued job {job_id}")
     if not wait and out is None:
         return
