@@ -3,6 +3,7 @@ and across processes with real consumers."""
 
 import email
 import json
+import signal
 import sqlite3
 import threading
 import time
@@ -11,7 +12,7 @@ import pytest
 
 from qrq.backup import list_sets
 from qrq.cli import main
-from qrq.queue import huey, jobs, locks, run_periodic_now, stats, submit
+from qrq.queue import attempts, huey, jobs, locks, run_periodic_now, stats, submit
 from tasks import backup as backup_tasks
 from tasks.backup import run_backup_task
 from tests.conftest import wait_until
@@ -177,3 +178,39 @@ def test_backup_run_wait_exits_nonzero_when_a_database_failed(settings, runner, 
     assert "FAILED analytics/broken.db" in failed.output and "1 failed" in failed.output
     listed = runner.invoke(main, ["backup", "list"])
     assert "3/4 ok" in listed.output and "3/3 ok" in listed.output
+
+
+def hold_exclusively(path):
+    """A connection that holds *path* (made a rollback-journal database) locked, so
+    that a backup reading it waits, mid-run, until it lets go."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("pragma journal_mode=delete")
+    conn.execute("begin exclusive")
+    return conn
+
+
+@pytest.mark.slow
+def test_a_scheduled_backup_whose_consumer_was_killed_runs_again_and_succeeds(settings,
+                                                                              consumer):
+    # The run waits on a database another process holds; its consumer is killed then.
+    held = hold_exclusively(make_db(settings.data_dir / "analytics" / "held.db"))
+    env = {"QRQ_BUSY_TIMEOUT": "300"}  # it waits for the database until killed
+    job_id = submit(run_backup_task, "scheduled", time.time() - 60, owner_id=None)
+    first = consumer(workers=1, extra_env=env)
+    mine = f"job {job_id} ("
+    wait_until(lambda: any(h.startswith(mine) for h, in huey.storage.sql(
+        "select holder from maintenance_lock where name = 'backup'", results=True)),
+        timeout=60, message="the backup to take its lock")
+    first.kill(signal.SIGKILL)  # its lock stays held until it lapses (60 s)
+    held.rollback()
+    held.close()
+    second = consumer(workers=1, extra_env=env)
+    job = wait_until(lambda: (j := jobs.get(huey.storage, job_id))["status"] in jobs.ENDED
+                     and j, timeout=120, message="the backup run again")
+    assert job["status"] == "finished", (job["error"], second.output()[-3000:])
+    result = json.loads(job["result"])
+    assert result.get("status") == "ok", result  # not {"skipped": "... already running"}
+    assert result["set_id"] in [m["id"] for m in list_sets(settings.backups_dir)]
+    assert [a["outcome"] for a in attempts.list_attempts(huey.storage, job_id)] == ["lost",
+                                                                              "finished"]
+    assert locks.runs(huey.storage, "backup")["succeeded"] is not None

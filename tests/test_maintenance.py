@@ -79,6 +79,20 @@ def test_one_holder_at_a_time_and_a_dead_holders_lock_lapses(settings):
     assert try_lock(db, "backup", "d") is None  # released on exit
 
 
+def test_a_jobs_run_takes_over_the_lock_of_its_earlier_run_in_a_process_that_died(settings):
+    db, now = huey.storage, time.time()
+    dead = locks.holder_id("j-1").replace(f":{os.getpid()})", ":1)")  # another process
+    assert try_lock(db, "backup", dead, now=now) is None
+    assert try_lock(db, "backup", "job j-2 (host:1)", now=now) == dead  # another job
+    assert try_lock(db, "backup", "cli (host:1)", now=now) == dead
+    assert try_lock(db, "backup", locks.holder_id("j-1"), now=now) is None  # its rerun
+    # A run of the CLI is only itself: another CLI process (however its pid starts)
+    # does not take it over.
+    assert try_lock(db, "other", "cli (host:12)", now=now) is None
+    assert try_lock(db, "other", "cli (host:1)", now=now) == "cli (host:12)"
+    assert try_lock(db, "other", "cli (host:123)", now=now) == "cli (host:12)"
+
+
 @pytest.mark.sqlite_only("SQLite's trace callback")
 def test_locks_run_on_the_storages_connection_without_ddl(settings):
     """Every statement on queue.db goes through the storage; the lock tables are made

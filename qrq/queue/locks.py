@@ -48,14 +48,26 @@ def holder_id(job_id: str | None = None) -> str:
     return f"job {job_id} ({where})" if job_id else f"cli ({where})"
 
 
+def _job_of(holder: str) -> str | None:
+    """``job ID (``, the start of the holder ids of every run of job ID (None: not a
+    job's)."""
+    return holder[:holder.index(" (") + 2] if holder.startswith("job ") else None
+
+
 def try_lock(storage, name: str, holder: str, *, ttl: float = LOCK_TTL,
              now: float | None = None) -> str | None:
     """Take lock *name* for *holder*; return ``None`` on success, else who holds it.
 
     A lock whose holder stopped renewing it for *ttl* seconds (its process died)
-    is taken over. The same holder may take its own lock again (a job re-run).
+    is taken over. A job's run takes over the lock of an earlier run of the same job
+    (:func:`holder_id`), in this process (a retry) or another: that run is over, as
+    the job runs again only once it ended or its lease lapsed (its consumer was
+    killed, and the lock, renewed by that process, would hold for up to *ttl* more:
+    the run again found "already running", its own dead run, and was skipped).
     """
     now = time.time() if now is None else now
+    job = _job_of(holder)
+    same_job = "" if job is None else " or substr(maintenance_lock.holder, 1, ?) = ?"
     with storage.db(commit=True) as curs:
         # One statement: it takes a free, lapsed or own lock and leaves a live one of
         # someone else alone, whichever of several hosts runs it at the same moment.
@@ -64,8 +76,8 @@ def try_lock(storage, name: str, holder: str, *, ttl: float = LOCK_TTL,
                      "holder = excluded.holder, acquired_at = excluded.acquired_at, "
                      "expires_at = excluded.expires_at "
                      "where maintenance_lock.holder = excluded.holder "
-                     "or maintenance_lock.expires_at <= excluded.acquired_at",
-                     (name, holder, now, now + ttl))
+                     f"or maintenance_lock.expires_at <= excluded.acquired_at{same_job}",
+                     (name, holder, now, now + ttl, *(() if job is None else (len(job), job))))
         if curs.rowcount > 0:
             return None
         curs.execute("select holder from maintenance_lock where name = ?", (name,))
