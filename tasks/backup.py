@@ -6,7 +6,7 @@ time limit and a way to queue the report mail.
 
 from qrq.backup import jobs as backup_jobs
 from qrq.backup.submit import submit_backup
-from qrq.queue import huey, job_task, periodic_job, progress, submit
+from qrq.queue import huey, job_task, periodic_job, progress, submit, will_retry
 
 
 def _mail(to: list[str], subject: str, body: str) -> None:
@@ -17,7 +17,8 @@ def _mail(to: list[str], subject: str, body: str) -> None:
 def backup_now(task, kind: str, due_at: float | None = None) -> dict:
     return backup_jobs.backup_now(huey.settings, huey.storage, task.id, kind, due_at,
                                   mail=_mail, stop=lambda: task.is_timed_out,
-                                  report=lambda pct, stage: progress(task, pct, stage))
+                                  report=lambda pct, stage: progress(task, pct, stage),
+                                  retried=lambda exc: will_retry(task, exc))
 
 
 @job_task(name="backup.run")  # type, limits, schedules: qrq/queue/catalog.py

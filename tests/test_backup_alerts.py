@@ -1,7 +1,7 @@
-"""The backup alerts: the latest backup failed (its job raised, or its set did not
-verify) until a later one succeeds; no backup succeeded for too long while backups are
-scheduled, never before a new install's first backup was due. Real backup jobs
-through the real queue, on both backends."""
+"""The backup alerts: the latest backup failed for good (its job raised with no retry
+left, or its set did not verify) until a later one succeeds; no backup succeeded for
+too long while backups are scheduled, never before a new install's first backup was
+due. Real backup jobs through the real queue, on both backends."""
 
 import dataclasses
 import datetime
@@ -10,7 +10,7 @@ import logging
 import time
 
 from qrq import alerts
-from qrq.queue import huey, jobs, submit
+from qrq.queue import huey, jobs, stats, submit
 from tasks import backup as backup_tasks
 from tasks.backup import run_backup_task
 from tests.test_backup import corrupt, make_db
@@ -30,9 +30,29 @@ def run_backup() -> dict:
     """Queue and run one manual backup; return its job record."""
     job_id = submit(run_backup_task, "manual", owner_id=None)
     task = huey.dequeue()
-    assert task is not None and task.id == job_id
+    while task is not None and task.id != job_id:  # a mail queued before it goes first
+        huey.execute(task)
+        task = huey.dequeue()
+    assert task is not None
     huey.execute(task)
     return jobs.get(huey.storage, job_id)
+
+
+def run_retry_now(job_id: str) -> dict:
+    """Run the job's retry now, though backup.run's retry is due only in a minute."""
+    later = (datetime.datetime.now(datetime.UTC).replace(tzinfo=None) if huey.utc
+             else datetime.datetime.now()) + datetime.timedelta(minutes=10)
+    huey.read_schedule(later)  # (moves it into the queue)
+    task = huey.dequeue()
+    assert task is not None and task.id == job_id
+    huey.execute(task, later)
+    return jobs.get(huey.storage, job_id)
+
+
+def mails() -> list[str]:
+    """The subjects of the mails queued."""
+    return [json.loads(j["params"])["subject"]
+            for j in stats.search_jobs(huey.storage, job_type="mail")[0]]
 
 
 def backup_alerts(settings, now=None) -> dict[str, dict]:
@@ -40,15 +60,20 @@ def backup_alerts(settings, now=None) -> dict[str, dict]:
             if a["kind"].startswith("backup")}
 
 
-def test_a_failed_backup_fires_until_a_later_backup_succeeds(settings, caplog):
+def test_a_failed_backup_fires_until_a_later_backup_succeeds(settings, make_user, caplog):
     caplog.set_level(logging.INFO, logger="qrq.alerts")
+    make_user("root", admin=True, email="root@example.com")
     assert backup_alerts(settings) == {}
     # The job raises: its backups directory cannot be made (a file is in the way).
     blocker = settings.data_dir / "not-a-directory"
     blocker.write_text("")
     broken = with_settings(settings, backup_dir=str(blocker))
     job = run_backup()
-    assert job["status"] in ("retrying", "failed") and job["error"]
+    assert job["status"] == "retrying" and job["error"]
+    assert backup_alerts(broken) == {} and mails() == []  # its retry may succeed (below)
+    job = run_retry_now(job["id"])
+    assert job["status"] == "failed" and job["error"]
+    assert [m[:19] for m in mails()] == ["qrq backup FAILED: "]  # failed for good
     found = backup_alerts(broken)
     assert list(found) == ["backup_failed"]
     message = found["backup_failed"]["message"]
@@ -69,6 +94,30 @@ def test_a_failed_backup_fires_until_a_later_backup_succeeds(settings, caplog):
     assert backup_alerts(settings) == {}
     alerts.record(huey.storage, alerts.evaluate(huey.storage, settings))
     assert any(r.getMessage() == "alert backup_failed resolved" for r in caplog.records)
+
+
+def test_a_backup_that_fails_then_succeeds_on_its_retry_alerts_no_one(settings, make_user,
+                                                                      caplog):
+    """An operator is alerted, and mailed, when a backup failed for good, not for an
+    attempt that its retry (backup.run retries once, a minute later) makes good."""
+    caplog.set_level(logging.INFO, logger="qrq.alerts")
+    make_user("root", admin=True, email="root@example.com")
+    blocker = settings.data_dir / "not-a-directory"
+    blocker.write_text("")
+    broken = with_settings(settings, backup_dir=str(blocker))
+    job = run_backup()
+    assert job["status"] == "retrying" and "not-a-directory" in job["error"]
+    assert backup_alerts(broken) == {}
+    checked = alerts.check(huey.storage, broken, deliver=lambda *mail: None)  # (no consumer)
+    assert "backup_failed" not in checked["alerts"]
+    assert mails() == []  # no "qrq backup FAILED" for an attempt that is retried
+    blocker.unlink()  # the cause goes away before the retry
+    job = run_retry_now(job["id"])
+    assert job["status"] == "finished" and json.loads(job["result"])["status"] == "ok"
+    assert backup_alerts(broken) == {}
+    [report] = mails()  # the report of the set it made, and nothing else
+    assert ": ok," in report and "FAILED" not in report
+    assert not any("backup_failed" in r.getMessage() for r in caplog.records)
 
 
 def test_no_backup_for_too_long_fires_once_a_scheduled_backup_was_due(settings):

@@ -46,11 +46,14 @@ def scheduled_run(settings, storage, job_id: str) -> tuple[str, float | None]:
 
 def backup_now(settings, storage, job_id: str, kind: str, due_at: float | None = None, *,
                report: Callable[[float, str], None], stop: Callable[[], bool],
-               mail: Mailer) -> dict:
+               mail: Mailer, retried: Callable[[Exception], bool] = lambda exc: False
+               ) -> dict:
     """Run one backup as job *job_id*: lock (in *storage*, the queue's), back up, apply
     retention, mail the admins.
 
-    A run that fails before its set is written mails the admins too, then raises.
+    A run that fails before its set is written mails the admins too, then raises;
+    unless *retried* says the job's retry follows (then only the last attempt's
+    failure is mailed, and recorded for the ``backup_failed`` alert).
     """
     def body() -> tuple[dict, str]:
         try:
@@ -59,6 +62,10 @@ def backup_now(settings, storage, job_id: str, kind: str, due_at: float | None =
             raise
         except Exception as exc:
             describe = str(exc) if isinstance(exc, QrqError) else repr(exc)
+            if retried(exc):
+                logger.warning("the %s backup job %s failed (%s); it will be retried",
+                               kind, job_id, describe[:200])
+                raise
             mail_admins(settings, mail, f"qrq backup FAILED: {describe[:120]}",
                         f"The {kind} backup job {job_id} failed before it finished:\n\n"
                         f"{describe}\n\nNo new backup set was kept.\n")
@@ -69,7 +76,7 @@ def backup_now(settings, storage, job_id: str, kind: str, due_at: float | None =
         result["mailed"] = mail_admins(settings, mail, *report_text(manifest))
         return result, manifest["status"]  # ok, partial or failed (locks.OUTCOMES)
 
-    return locks.run_exclusive(storage, LOCK, job_id, kind, due_at, body)
+    return locks.run_exclusive(storage, LOCK, job_id, kind, due_at, body, retried)
 
 
 def claim_catch_up(settings, storage, now: float | None = None) -> float | None:

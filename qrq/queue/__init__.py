@@ -31,7 +31,7 @@ from qrq.queue.uninitialised import QueueNotInitialised
 
 __all__ = ["PRIORITY", "Admission", "QrqHuey", "QueueNotInitialised", "describe_error", "huey",
            "job_task", "jobs", "load_application", "load_task_modules", "periodic_job",
-           "progress", "run_periodic_now", "submit"]
+           "progress", "run_periodic_now", "submit", "will_retry"]
 
 huey = QrqHuey()
 
@@ -68,33 +68,52 @@ def job_task(job_type: str | None = None, *, name: str, timeout: float | str | N
                      retry_delay="retry_delay" if retry_delay is None else retry_delay,
                      expires=expires, retry_timeouts=retry_timeouts)
     spec = _spec(name, catalog.TASKS, given if job_type else catalog.task_spec(name))
-    permanent = (QrqError, jobs.JobCanceled) + (
-        () if spec.retry_timeouts else (TaskTimeout,))
 
     def decorator(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def run(*args, task=None, **kwargs):
             try:
                 return fn(*args, task=task, **kwargs)
-            except sqlite3.OperationalError as exc:
-                if task.is_timed_out and "interrupt" in str(exc):
-                    exc = TaskTimeout(f"timeout ({task.timeout}s)")
-                    if not spec.retry_timeouts:
-                        task.retries = 0
-                    raise exc from None
-                raise
-            except permanent as exc:
-                if not isinstance(exc, TransientError):  # e.g. StoreUnavailable: retried
-                    task.retries = 0  # permanent: huey sees no retries left
+            except Exception as exc:
+                raised = _as_raised(task, exc)
+                if _permanent(raised, spec.retry_timeouts):
+                    task.retries = 0  # huey sees no retries left
+                if raised is not exc:
+                    raise raised from None
                 raise
 
         # huey registers a task as "<module>.<name>"; pinning the module keeps the
         # registered name "qrq.<name>" however the task modules are moved.
         run.__module__ = _MODULE
-        return _declare(spec, huey.task(name=name, context=True, retry_backoff=2,
-                                        priority=spec.effective_priority,
-                                        job_type=spec.job_type)(run))
+        wrapper = huey.task(name=name, context=True, retry_backoff=2,
+                            priority=spec.effective_priority, job_type=spec.job_type)(run)
+        wrapper.task_class.retry_timeouts = spec.retry_timeouts  # (:func:`will_retry`)
+        return _declare(spec, wrapper)
     return decorator
+
+
+def _as_raised(task, exc: Exception) -> Exception:
+    """*exc* as a job task raises it: SQLite's interrupt at the time limit is a timeout."""
+    if isinstance(exc, sqlite3.OperationalError) and task.is_timed_out \
+            and "interrupt" in str(exc):
+        return TaskTimeout(f"timeout ({task.timeout}s)")
+    return exc
+
+
+def _permanent(exc: Exception, retry_timeouts: bool) -> bool:
+    """Whether *exc* fails a job at once: bad input (a :class:`QrqError` that is not also
+    a ``TransientError``, such as StoreUnavailable), a cancel, and unless
+    *retry_timeouts* a timeout."""
+    permanent = (QrqError, jobs.JobCanceled) + (() if retry_timeouts else (TaskTimeout,))
+    return isinstance(exc, permanent) and not isinstance(exc, TransientError)
+
+
+def will_retry(task, exc: Exception) -> bool:
+    """Whether *exc*, raised in a run of *task* (a :func:`job_task`'s), is retried: the
+    task has retries left and the error is not one that fails the job at once. A task
+    asks this before the error leaves it, to report a failure only when it is final."""
+    return bool(task.retries) and not _permanent(
+        _as_raised(task, exc), getattr(task, "retry_timeouts", False))
 
 
 def periodic_job(job_type: str | None = None, *, name: str, schedule: Callable | None = None,

@@ -135,14 +135,17 @@ def hold_lock(storage, name: str, holder: str, *, ttl: float = LOCK_TTL) -> Iter
 
 
 def run_exclusive(storage, name: str, job_id: str, kind: str, due_at: float | None,
-                  body: Callable[[], tuple[dict, str]]) -> dict:
+                  body: Callable[[], tuple[dict, str]],
+                  retried: Callable[[Exception], bool] = lambda exc: False) -> dict:
     """Run *body* under lock *name*, once per due time; return its result.
 
     *body* returns ``(result, outcome)``, the outcome one of :data:`OUTCOMES`. An
     ``ok`` or ``partial`` run (done, but with failures worth an alert: a backup set
     with a database that did not verify) is recorded as the last success, so a
     catch-up does not repeat it; a ``partial`` or ``failed`` run, or one that raised
-    (not a cancel), as the last failure (the backup alerts read both: :func:`runs`).
+    (not a cancel), as the last failure (the backup alerts read both: :func:`runs`),
+    unless *retried* says the error is retried (the job's retry is then the run that
+    counts: an operator is alerted when a run failed for good).
     A scheduled or catch-up run whose due time a successful run already covered,
     or that finds the lock held, is skipped (``{"skipped": why}``); a manual run
     that finds the lock held raises :class:`Locked`.
@@ -157,8 +160,9 @@ def run_exclusive(storage, name: str, job_id: str, kind: str, due_at: float | No
                 result, outcome = body()
             except CancelExecution:  # an operator's cancel is no failure
                 raise
-            except Exception:
-                _record(storage, name, "failed", started)
+            except Exception as exc:
+                if not retried(exc):
+                    _record(storage, name, "failed", started)
                 raise
             if outcome not in OUTCOMES:
                 raise ValueError(f"outcome {outcome!r} is not one of {OUTCOMES}")
