@@ -122,10 +122,11 @@ def _utc(moment: float) -> str:
 
 def _backups(storage, settings: Settings, now: float) -> list[dict[str, Any]]:
     """The "backup_failed" alert (the latest backup run raised with no retry left, or
-    left a set with a database that did not verify, until a later run succeeds) and the "backup_age" one
-    (while backups are scheduled, none succeeded for ``alert_backup_age`` seconds, and
-    one was due since the last success: since the first consumer start before any, so
-    a new install is not alerted before its first backup was due)."""
+    left a set with a database that did not verify, until a later run succeeds) and the
+    "backup_age" one (while backups are scheduled, none succeeded for
+    ``alert_backup_age`` seconds, and one was due since the last success: since the
+    first consumer start before any, so a new install is not alerted before its first
+    backup was due)."""
     runs = locks.runs(storage, backup_jobs.LOCK)
     found = []
     succeeded, failed = runs["succeeded"], runs["failed"]
