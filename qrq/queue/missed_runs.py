@@ -18,8 +18,17 @@ runs of a task (the hourly retention) queues only the latest: one late run does 
 they would have. The backup and the maintenance skip a run whose due time a
 successful run already covered. Tasks without a job record
 (the minute's alert check) are not caught up: their next minute does the same.
-A missed run is remembered in the scheduler's memory only: a consumer that restarts
-forgets it (at start-up the backup and the maintenance catch up missed runs anyway).
+A missed run is remembered in the scheduler's memory only, and a consumer that restarts
+forgets it. Not kept in the queue database on purpose: a run is missed because that
+database could not be written, so it could not be recorded there then either. What
+matters survives a restart without it: a consumer cannot start until the queue database
+answers (:meth:`QrqHuey.init_or_exit`), and each worker's start-up catch-up
+(``tasks/backup.py``, ``tasks/maintenance.py``) derives a missed backup or maintenance
+from the schedule and the last successful run recorded in ``maintenance_state``
+(:func:`qrq.queue.locks.claim_catch_up`). The other periodic tasks run again within the
+hour. Were that start-up claim refused too (a database that opens but cannot be
+written: a full disk), it is logged (``startup hook "backup.catch_up" failed``), the
+next worker start claims it, and the ``backup_age`` alert says when no backup succeeded.
 """
 
 from __future__ import annotations
