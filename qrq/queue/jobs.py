@@ -15,12 +15,13 @@ import datetime
 import json
 import re
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from huey.exceptions import CancelExecution
+from huey.exceptions import CancelExecution, TaskTimeout
 
-from qrq.errors import Conflict, NotFound
+from qrq.errors import Conflict, NotFound, QrqError
 from qrq.queue import attempts
 from qrq.queue.schema import ACTIVE_SQL
 
@@ -65,6 +66,17 @@ def new_record(job_id: str, job_type: str, name: str, owner_id: int | None,
                params: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"id": job_id, "type": job_type, "name": name, "owner_id": owner_id,
             "params": json.dumps(params) if params else "{}", "created_at": time.time()}
+
+
+def describe_error(exc: BaseException) -> dict[str, Any]:
+    """The owner's message and the admin's traceback for a failed attempt (none for a
+    cancel: someone's decision, not an error to debug)."""
+    if isinstance(exc, JobCanceled):
+        return {"error": str(exc), "traceback": None}
+    message = ("timeout" if isinstance(exc, TaskTimeout) else str(exc)
+               if isinstance(exc, QrqError) else f"{type(exc).__name__}: {exc}")
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {"error": message, "traceback": trace}
 
 
 # -- writes, inside the caller's transaction ------------------------------------------

@@ -126,17 +126,23 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
         self._group_commit(write)
         return outcome
 
-    def enqueue_retry(self, data, priority, job_id: str, job_type: str | None) -> bool:
-        """Re-run an ended job under its id: reset its record and queue it, atomically."""
+    def enqueue_retries(self, entries: list[tuple]) -> list[bool]:
+        """Re-run ended jobs under their ids, in one transaction: for each ``(data,
+        priority, job_id, job_type)``, reset its record and queue it, or (False) neither
+        when it is no longer failed, canceled or expired (a job given twice runs once)."""
+        queued = []
         with self.db(commit=True) as curs:
-            if not jobs.reset_for_retry(curs, job_id):
-                return False
-            curs.execute("delete from kv where queue = ? and key = ?", (self.name, f"r:{job_id}"))
-            curs.execute("insert into task (queue, data, priority, job_id, job_type) "
-                         "values (?, ?, ?, ?, ?)",
-                         (self.name, self.to_blob(data), priority or 0, job_id, job_type))
-            self._notify(curs)
-        return True
+            for data, priority, job_id, job_type in entries:
+                queued.append(jobs.reset_for_retry(curs, job_id))
+                if queued[-1]:
+                    curs.execute("delete from kv where queue = ? and key = ?",
+                                 (self.name, f"r:{job_id}"))
+                    curs.execute("insert into task (queue, data, priority, job_id, job_type) "
+                                 "values (?, ?, ?, ?, ?)", (self.name, self.to_blob(data),
+                                                            priority or 0, job_id, job_type))
+            if any(queued):
+                self._notify(curs)
+        return queued
 
     def _blocked_types(self, curs) -> tuple[str, ...]:
         """The capped job types that may not start another job right now."""
