@@ -5,7 +5,9 @@ Between the client and the server it passes every byte on, both ways, until
 statement containing the armed text and then ``COMMIT`` gets its ``COMMIT`` to the
 server, which commits, but never gets the answer: the relay reads it and closes both
 sides, as a network that fails at that moment would. The client cannot tell whether
-its transaction committed.
+its transaction committed. :meth:`Relay.drop_statement` closes the connection instead
+when a statement holding the armed text is sent, before the server sees it: nothing
+of that transaction commits.
 """
 
 from __future__ import annotations
@@ -27,14 +29,20 @@ class Relay:
         self.url = urlunsplit(parts._replace(
             netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
         self._armed: bytes | None = None
+        self._drop: bytes | None = None
         self._lock = threading.Lock()
-        self.lost = threading.Event()  # set once a commit's answer was dropped
+        self.lost = threading.Event()  # set once a commit's answer or a statement was dropped
         threading.Thread(target=self._accept, daemon=True).start()
 
     def lose_commit_answer(self, after: bytes) -> None:
         """Drop the answer to the next ``COMMIT`` sent after a statement holding *after*."""
         with self._lock:
             self._armed = after
+
+    def drop_statement(self, holding: bytes) -> None:
+        """Close the connection that next sends a statement holding *holding*, unsent."""
+        with self._lock:
+            self._drop = holding
 
     def close(self) -> None:
         self._listener.close()
@@ -56,6 +64,10 @@ class Relay:
         with contextlib.suppress(OSError):
             while data := client.recv(65536):
                 with self._lock:
+                    if self._drop is not None and self._drop in data:
+                        self._drop = None
+                        self.lost.set()
+                        break
                     if self._armed is not None and self._armed in data:
                         state["seen"] = True
                     elif state["seen"] and b"COMMIT" in data:

@@ -7,8 +7,9 @@ from huey.serializer import SignedSerializer
 
 from qrq.artifacts import identity, open_store
 from qrq.cli import main
-from qrq.queue import huey, jobs
+from qrq.queue import dead_letters, huey, jobs, submit
 from qrq.queue.retention import apply_retention, parse_age, purge_jobs
+from tasks.mail import send_mail_task
 from tests.test_api import assert_error
 
 PDF = "/api/generate-qr-pdf"
@@ -187,3 +188,48 @@ def test_cli_retry_all_failed_lists_what_it_could_not_retry(client, runner, temp
     assert f"queued {good}" in result.output and "1 job(s) queued again" in result.output
     assert f"skipped {forged}: " in result.output
     assert jobs.get(huey.storage, good)["status"] == "queued"
+
+
+def failed_mail_jobs(count: int) -> list[str]:
+    """*count* mail jobs that failed for good (made so in the queue, not by running them)."""
+    ids = [submit(send_mail_task, ["ops@example.com"], "s", f"m{i}", owner_id=None)
+           for i in range(count)]
+    huey.storage.sql("delete from task", commit=True)
+    huey.storage.sql("update job set status = 'failed', error = 'smtp', finished_at = 1",
+                     commit=True)
+    return ids
+
+
+def test_a_bulk_retry_queues_each_job_once_and_says_why_it_skipped_others(settings,
+                                                                          monkeypatch):
+    monkeypatch.setattr(dead_letters, "RETRY_CHUNK", 3)  # several transactions
+    a, b, c, d = failed_mail_jobs(4)
+    waiting = submit(send_mail_task, ["ops@example.com"], "s", "queued", owner_id=None)
+    missing = "00000000-0000-4000-8000-000000000000"
+    report = dead_letters.retry_jobs(huey, [a, missing, a, b, waiting, c, d, b])
+    assert report["done"] == [a, b, c, d]
+    reasons = {(s["job_id"], s["reason"]) for s in report["skipped"]}
+    assert reasons == {(missing, f"job {missing} not found"),
+                       (a, f"job {a} changed state; try again"),  # twice in one chunk
+                       (waiting, f"job {waiting} is queued; only failed, canceled or "
+                                 "expired jobs can be retried"),
+                       (b, f"job {b} is queued; only failed, canceled or expired jobs "
+                           "can be retried")}  # (its second listing: in the next chunk)
+    rows = huey.storage.sql("select job_id from task order by job_id", results=True)
+    assert sorted(job_id for job_id, in rows) == sorted([a, b, c, d, waiting])
+    assert {jobs.get(huey.storage, i)["status"] for i in (a, b, c, d)} == {"queued"}
+
+
+@pytest.mark.sqlite_only("counts the transactions on the test's own SQLite connection")
+def test_a_bulk_retry_writes_a_chunk_of_jobs_per_transaction(settings, monkeypatch):
+    monkeypatch.setattr(dead_letters, "RETRY_CHUNK", 4)
+    ids = failed_mail_jobs(9)
+    begun = []
+    huey.storage.conn.set_trace_callback(
+        lambda sql: begun.append(sql) if sql.lower().startswith("begin") else None)
+    try:
+        report = dead_letters.retry_failed(huey)
+    finally:
+        huey.storage.conn.set_trace_callback(None)
+    assert sorted(report["retried"]) == sorted(ids) and report["skipped"] == []
+    assert len(begun) == 3  # 4 + 4 + 1 jobs; one transaction each was 9

@@ -2,6 +2,7 @@
 end while the queue database is away (qrq/queue/leases.py)."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -99,3 +100,89 @@ def test_a_commit_whose_answer_was_lost_ends_the_run_once(relay, settings, outco
     job = jobs.get(storage, job_id)
     assert (job["status"], job["attempts"]) == (outcome["status"], 1)
     assert storage.sql("select count(*) from task", results=True) == [(0,)]
+
+
+# -- a run's lease is its own, not its process's ---------------------------------------
+# A process's worker threads share its lease owner id. When a run's lease lapses (the
+# process stalled, or its heartbeat could not reach the database: forced here, where the
+# heartbeat would renew it), another of those threads may lease the row again; the
+# first run's end must then not be taken for, or overwrite, the second's.
+
+def _thread():
+    """A worker thread of this process: the storage keeps each thread's lease apart."""
+    return ThreadPoolExecutor(max_workers=1)
+
+
+def _take_over(storage, sibling) -> None:
+    """The leased row's lease lapses and *sibling* leases it again (the heartbeat may
+    renew the lease between the two: then lapse it again)."""
+    deadline = time.monotonic() + 10
+    while True:
+        storage.sql("update task set lease_until = 0", commit=True)
+        if sibling.submit(storage.dequeue).result() is not None:
+            return
+        assert time.monotonic() < deadline, "the sibling never leased the row"
+
+
+def test_a_run_whose_lease_a_sibling_thread_took_over_writes_nothing(settings, caplog):
+    job_id = submit(send_mail_task, ["ops@example.com"], "end", "twice", owner_id=None)
+    storage = huey.storage
+    with _thread() as first, _thread() as sibling:
+        assert first.submit(storage.dequeue).result() is not None
+        _take_over(storage, sibling)
+        stale = first.submit(storage.complete, job_id, {"status": "failed", "error": "late"})
+        assert stale.result() == []  # nothing ended: no end hooks run for it
+        assert "lost its lease" in caplog.text
+        job = jobs.get(storage, job_id)
+        assert (job["status"], job["attempts"]) == ("running", 2)
+        assert storage.sql("select count(*) from task where lease_owner is not null",
+                           results=True) == [(1,)]  # the sibling's lease stands
+        done = sibling.submit(storage.complete, job_id, {"status": "finished",
+                                                         "result": {"sent": 1}})
+        assert [(job.id, job.status) for job in done.result()] == [(job_id, "finished")]
+    assert jobs.get(storage, job_id)["status"] == "finished"
+    assert storage.sql("select count(*) from task", results=True) == [(0,)]
+
+
+@pytest.mark.postgres_only("a connection lost mid-write: SQLite's writes are local")
+@pytest.mark.parametrize("outcome", [{"status": "finished", "result": {"sent": 1}},
+                                     {"status": "failed", "error": "the SMTP server said no"}],
+                         ids=["finished", "failed"])
+def test_a_retried_end_does_not_take_a_sibling_threads_end_for_its_own(relay, settings,
+                                                                       outcome, caplog):
+    # The first run's lease lapsed; a sibling thread leased the row again and ended the
+    # job the same way. The first run's end then fails with the connection and is tried
+    # again (its row is still held: the sibling's hold keeps it), and finds the row gone
+    # and the job ended by this process: the sibling's end, not its own.
+    job_id = submit(send_mail_task, ["ops@example.com"], "end", "twice", owner_id=None)
+    storage = huey.storage
+    with _thread() as first, _thread() as sibling:
+        assert first.submit(storage.dequeue).result() is not None
+        _take_over(storage, sibling)
+        ended = sibling.submit(storage.complete, job_id, outcome).result()
+        assert [(job.id, job.status) for job in ended] == [(job_id, outcome["status"])]
+        relay.drop_statement(b"delete from task")
+        stale = first.submit(storage.complete, job_id, outcome).result()
+    assert relay.lost.is_set() and "could not be written" in caplog.text  # tried again
+    assert stale == []  # the end hooks ran once, for the sibling's end
+    assert "lost its lease" in caplog.text
+    job = jobs.get(storage, job_id)
+    assert (job["status"], job["attempts"]) == (outcome["status"], 2)
+
+
+@pytest.mark.postgres_only("a connection lost mid-write: SQLite's writes are local")
+def test_a_give_back_is_not_tried_again(relay, settings, caplog):
+    # Giving a run back lowers the job's count of attempts, so a sibling thread that
+    # leased the row after a first try that committed (its answer lost) runs under the
+    # same number: a try again could give back that run. The lease lapses instead.
+    job_id = submit(send_mail_task, ["ops@example.com"], "end", "back", owner_id=None)
+    storage = huey.storage
+    assert storage.dequeue() is not None
+    relay.drop_statement(b"update task set lease_until = null")
+    storage.release(job_id)
+    assert relay.lost.is_set() and "could not be written" in caplog.text
+    job = jobs.get(storage, job_id)
+    assert (job["status"], job["attempts"]) == ("running", 1)  # not given back
+    assert storage.sql("select count(*) from task where lease_owner is not null",
+                       results=True) == [(1,)]
+    assert storage._held.rows() == []  # let go: its lease lapses, the job runs again

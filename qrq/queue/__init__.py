@@ -25,8 +25,9 @@ from qrq.errors import NotFound, QrqError, TransientError, ValidationError
 from qrq.queue import catalog, job_progress, jobs
 from qrq.queue.admission import Admission
 from qrq.queue.catalog import PRIORITY, TaskSpec
+from qrq.queue.jobs import describe_error
 from qrq.queue.qrq_huey import MODULE as _MODULE
-from qrq.queue.qrq_huey import QrqHuey, describe_error
+from qrq.queue.qrq_huey import QrqHuey
 from qrq.queue.uninitialised import QueueNotInitialised
 
 __all__ = ["PRIORITY", "Admission", "QrqHuey", "QueueNotInitialised", "describe_error", "huey",

@@ -15,12 +15,13 @@ import datetime
 import json
 import re
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from huey.exceptions import CancelExecution
+from huey.exceptions import CancelExecution, TaskTimeout
 
-from qrq.errors import Conflict, NotFound
+from qrq.errors import Conflict, NotFound, QrqError
 from qrq.queue import attempts
 from qrq.queue.schema import ACTIVE_SQL
 
@@ -67,6 +68,17 @@ def new_record(job_id: str, job_type: str, name: str, owner_id: int | None,
             "params": json.dumps(params) if params else "{}", "created_at": time.time()}
 
 
+def describe_error(exc: BaseException) -> dict[str, Any]:
+    """The owner's message and the admin's traceback for a failed attempt (none for a
+    cancel: someone's decision, not an error to debug)."""
+    if isinstance(exc, JobCanceled):
+        return {"error": str(exc), "traceback": None}
+    message = ("timeout" if isinstance(exc, TaskTimeout) else str(exc)
+               if isinstance(exc, QrqError) else f"{type(exc).__name__}: {exc}")
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {"error": message, "traceback": trace}
+
+
 # -- writes, inside the caller's transaction ------------------------------------------
 
 def insert(curs, record: dict[str, Any]) -> bool:
@@ -108,10 +120,11 @@ TAKEN_FROM_SQL = ("(select worker from job where job.id = task.job_id "
 
 
 def mark_all_running(curs, job_ids: list[str], worker: str,
-                     now: float) -> dict[str, bool | None]:
+                     now: float) -> dict[str, tuple[bool | None, int | None]]:
     """Consumers leased the jobs: a new attempt of each starts from no progress.
-    ``{job_id: first}``: whether it is the job's first run (see :func:`attempt_started`),
-    None if it was not runnable."""
+    ``{job_id: (first, attempt)}``: whether it is the job's first run (see
+    :func:`attempt_started`) and the run's number, the job's ``attempts`` as the lease
+    set it; ``(None, None)`` if it was not runnable."""
     # Nearly every lease starts a waiting job: one statement for all of them. Only a job
     # whose lease lapsed is still running, and its new attempt names the worker that
     # lost it, read before the update (SQLite's RETURNING gives only the new row).
@@ -119,7 +132,7 @@ def mark_all_running(curs, job_ids: list[str], worker: str,
                                       "'queued', 'retrying'", "id, "),
                  (worker, now, *job_ids))
     started = {job_id: marked for job_id, *marked in curs.fetchall()}
-    firsts = {}
+    runs = {}
     for job_id in job_ids:
         marked, taken_from = started.get(job_id), None
         if marked is None:
@@ -130,8 +143,9 @@ def mark_all_running(curs, job_ids: list[str], worker: str,
                 taken_from = running[0]
                 curs.execute(MARK_RUNNING_SQL, (worker, now, job_id))
                 marked = curs.fetchone()
-        firsts[job_id] = attempt_started(curs, job_id, worker, now, taken_from, marked)
-    return firsts
+        first = attempt_started(curs, job_id, worker, now, taken_from, marked)
+        runs[job_id] = (first, None if first is None else marked[0])
+    return runs
 
 
 def attempt_started(curs, job_id: str, worker: str, now: float, taken_from: str | None,
@@ -228,11 +242,14 @@ def ended_job(values: dict[str, Any], row: tuple | None) -> EndedJob | None:
     return row and EndedJob(values["id"], row[0], values["status"], bool(row[1]))
 
 
-def ended_by(curs, job_id: str, status: str, worker: str) -> EndedJob | None:
+def ended_by(curs, job_id: str, status: str, worker: str,
+             attempt: int | None) -> EndedJob | None:
     """The job as :func:`finish_sql` returns it, if its record shows that it ended with
-    *status* in *worker*'s run (that end was written); else None."""
-    curs.execute(f"select {_ENDED} from job where id = ? and status = ? and worker = ?",
-                 (job_id, status, worker))
+    *status* in *worker*'s run numbered *attempt* (that end was written); else None.
+    (The worker is a process: its threads share it, and a run of another thread, whose
+    number is higher, may have ended the job.)"""
+    curs.execute(f"select {_ENDED} from job where id = ? and status = ? and worker = ? "
+                 "and attempts = ?", (job_id, status, worker, attempt))
     return ended_job({"id": job_id, "status": status}, curs.fetchone())
 
 

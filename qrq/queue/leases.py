@@ -25,6 +25,10 @@ T = TypeVar("T")
 LEASE_LOST = ("job %s: this run lost its lease (it lapsed and the job was taken over or "
               "canceled); its outcome is dropped")
 
+# A job's run still holds it: its count of attempts is still the run's (a parameter:
+# the job id, then the run's attempt). PostgreSQL's one-statement end embeds it.
+RUN_FENCE = "exists (select 1 from job where job.id = ? and job.attempts = ?)"
+
 _OWNER_LOCK = threading.Lock()
 
 
@@ -191,34 +195,51 @@ class LeaseHolder:
             self._local.again = False
             self._held.let_go(rows)
 
-    def _end_lease(self, curs, row: int | None, job_id: str | None, *,
-                   give_back: bool = False) -> bool:
+    def _end_lease(self, curs, row: int | None, job_id: str | None,
+                   attempt: int | None = None, *, give_back: bool = False) -> bool:
         """Delete this thread's leased *row* (or, with *give_back*, clear its lease);
-        False when the row no longer carries this process's lease, so nothing of this
-        run may be written (:meth:`_lease_gone` says why)."""
+        False when the row no longer carries this run's lease, so nothing of this run
+        may be written (:meth:`_lease_gone` says why).
+
+        The lease owner is this process, which its worker threads share: after a lapse,
+        another of them may have leased the row again. Its run has a higher *attempt*
+        (the job's count, which each lease raises), so a run's lease is its row, this
+        owner and the job still on the run's attempt.
+        """
         if row is None:
             return True
+        fence, params = "id = ? and lease_owner = ?", (row, self.owner)
+        if attempt is not None:
+            fence += f" and {RUN_FENCE}"
+            params += (job_id, attempt)
         if give_back:
-            curs.execute("update task set lease_until = null, lease_owner = null "
-                         "where id = ? and lease_owner = ?", (row, self.owner))
+            if getattr(self._local, "again", False):
+                # Not tried again: giving back lowered the job's count, so a run another
+                # thread leased since a first try that committed has this one's number.
+                # If that try failed, the lease lapses and the job runs again.
+                return False
+            curs.execute(f"update task set lease_until = null, lease_owner = null "
+                         f"where {fence}", params)
         else:
-            curs.execute("delete from task where id = ? and lease_owner = ?", (row, self.owner))
+            curs.execute(f"delete from task where {fence}", params)
         return bool(curs.rowcount)
 
-    def _lease_gone(self, curs, job_id: str | None,
-                    status: str | None = None) -> jobs.EndedJob | None:
+    def _lease_gone(self, curs, job_id: str | None, status: str | None = None,
+                    attempt: int | None = None) -> jobs.EndedJob | None:
         """A run's row no longer carried this process's lease when its end was written.
 
         On a first try, the lease was lost: it lapsed (a stalled host) and another
         consumer took the row, whose newer attempt's outcome stands, or the job was
         canceled. On a write tried again (:meth:`_ending`), the row was ended by the
         earlier try, whose commit went through but whose answer was lost with the
-        connection: nothing else takes a row whose lease holds. Then the job record
-        shows this run's end (*status*, by this owner), and the job is returned as
-        ended, so its end hooks run once, now.
+        connection, or by another thread of this process that leased the row again
+        (a row held twice stays held to the later lapse). The job record shows which:
+        this run's end has *status*, this owner and this run's *attempt*; then the job
+        is returned as ended, so its end hooks run once, now.
         """
         if getattr(self._local, "again", False):
-            ended = jobs.ended_by(curs, job_id, status, self.owner) if status else None
+            ended = jobs.ended_by(curs, job_id, status, self.owner, attempt) \
+                if status else None
             if ended is not None or status is None:
                 return ended
         logger.warning(LEASE_LOST, job_id)

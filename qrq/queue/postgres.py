@@ -84,11 +84,11 @@ class LeasedPostgresStorage(postgres_submit.OneTripSubmit, OneTripEnd, PostgresC
 
     @staticmethod
     def _started(curs, leased: tuple, owner: str, now: float) -> tuple:
-        """``(row, data, job_id, first)`` of a row the lease statement returned."""
+        """``(row, data, job_id, first, attempt)`` of a row the lease statement returned."""
         if leased[2] is None:
-            return (*leased[:3], None)
-        return (*leased[:3], jobs.attempt_started(curs, leased[2], owner, now, leased[3],
-                                                  leased[4:]))
+            return (*leased[:3], None, None)
+        first = jobs.attempt_started(curs, leased[2], owner, now, leased[3], leased[4:])
+        return (*leased[:3], first, None if first is None else leased[4])
 
     def _lock_caps(self, curs) -> None:
         # Held to the commit: the next capped pick counts this one's lease.

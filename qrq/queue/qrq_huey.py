@@ -15,12 +15,10 @@ import logging
 import random
 import threading
 import time
-import traceback
 import uuid
 from typing import Any
 
 from huey import signals as S
-from huey.exceptions import TaskTimeout
 from huey.utils import normalize_time
 
 from qrq.config import Settings
@@ -292,9 +290,9 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
                 value = {"value": value}
             self._state.outcome = {"status": "finished", "result": value}
         elif task.retries:
-            self._state.error = describe_error(exc)  # the requeue records it
+            self._state.error = jobs.describe_error(exc)  # the requeue records it
         else:
-            self._state.outcome = {**describe_error(exc),
+            self._state.outcome = {**jobs.describe_error(exc),
                                    "status": "canceled" if isinstance(exc, jobs.JobCanceled)
                                    else "failed"}
 
@@ -340,25 +338,30 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
     # -- control ------------------------------------------------------------------------
 
     def retry(self, job_id: str) -> None:
-        """Run a failed, canceled or expired job again, under the same id, in any process
-        (the payload is re-signed, not re-built from its task class). :raises NotFound:
-        no such job. :raises Conflict: the job has not ended badly, it predates stored
-        payloads, or its stored payload cannot be read (signed with another secret, e.g.
-        after a secret rotation, or damaged). :raises Unavailable: the queue's key was
-        replaced since this process started (:class:`signing.KeyWatch`)."""
-        job = jobs.get(self.storage, job_id)
+        """Run a failed, canceled or expired job again, under the same id, in any process.
+        :raises: as :meth:`retry_entry` says; Conflict if it changed state meanwhile."""
+        entry = self.retry_entry(job_id, jobs.get(self.storage, job_id))
+        if not self.storage.enqueue_retries([entry])[0]:
+            raise Conflict(f"job {job_id} changed state; try again")
+
+    def retry_entry(self, job_id: str, job: dict[str, Any] | None) -> tuple:
+        """What :meth:`retry` queues for *job_id* (record *job*): ``(data, priority, job
+        id, type)`` for the storage's ``enqueue_retries``, which queues many at once. The
+        payload is re-signed, not re-built from its task class. :raises NotFound: no such
+        job. :raises Conflict: the job has not ended badly, it predates stored payloads,
+        or its stored payload cannot be read (signed with another secret, e.g. after a
+        secret rotation, or damaged). :raises Unavailable: the queue's key was replaced
+        since this process started (:class:`signing.KeyWatch`)."""
         if job is None:
             raise NotFound(f"job {job_id} not found")
         self.key_watch.check(self.storage, self.serializer)
         # A fresh start: the task's own retries, a new expiry window, no pending eta.
         message = huey_private.fresh_attempt(self.stored_message(job), self.utc)
-        if not self.storage.enqueue_retry(self.serializer.serialize(message),
-                                          message.priority, job_id, job["type"]):
-            raise Conflict(f"job {job_id} changed state; try again")
+        return self.serializer.serialize(message), message.priority, job_id, job["type"]
 
     def stored_message(self, job: dict[str, Any]):
         """The message *job* (a job record) was queued with, to run it again.
-        :raises Conflict: as :meth:`retry` says."""
+        :raises Conflict: as :meth:`retry_entry` says."""
         job_id = job["id"]
         if job["status"] not in ("failed", "canceled", "expired"):
             raise Conflict(f"job {job_id} is {job['status']}; only failed, canceled or "
@@ -386,13 +389,3 @@ class QrqHuey(RevokeByCancel, EndHooks, huey_private.HueyHooks):
             job_progress.flag_cancel(self.storage, job_id)
         return jobs.get(self.storage, job_id)["status"]
 
-
-def describe_error(exc: BaseException) -> dict[str, Any]:
-    """The owner's message and the admin's traceback for a failed attempt (none for a
-    cancel: someone's decision, not an error to debug)."""
-    if isinstance(exc, jobs.JobCanceled):
-        return {"error": str(exc), "traceback": None}
-    message = ("timeout" if isinstance(exc, TaskTimeout) else str(exc)
-               if isinstance(exc, QrqError) else f"{type(exc).__name__}: {exc}")
-    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return {"error": message, "traceback": trace}

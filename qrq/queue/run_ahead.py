@@ -51,8 +51,8 @@ class _Batch:
                  "__weakref__")
 
     def __init__(self):
-        self.ahead = collections.deque()  # (row, data, job_id, first), in line order
-        self.ended = []  # (row, job_id, outcome, first)
+        self.ahead = collections.deque()  # (row, data, job_id, first, attempt), in order
+        self.ended = []  # (row, job_id, outcome, first, attempt)
         self.ended_since = None  # time.monotonic() when the oldest of ended ended
         self.running_since = None  # when this thread's current run was handed out
         self.last_ran = None  # seconds the thread's last completed run took
@@ -113,7 +113,7 @@ class RunAhead:
     def _defer_end(self, batch: _Batch, run: tuple, ran: float) -> bool:
         """Keep *run*'s end for the batch's commit, if more rows of the batch wait and
         the run was short; False: the caller writes it now."""
-        row, job_id, outcome, first = run
+        row, job_id, outcome, first, attempt = run
         if ran >= END_DELAY or row is None or outcome is None:
             return False
         with self._batches_lock:
@@ -123,7 +123,7 @@ class RunAhead:
                 batch.ended_since = time.monotonic()
                 self._wake_flusher()
             # The job's finished_at is when it ended, not when that is written.
-            batch.ended.append((row, job_id, {"now": time.time(), **outcome}, first))
+            batch.ended.append((row, job_id, {"now": time.time(), **outcome}, first, attempt))
         return True
 
     def _end_runs(self, curs, runs: list[tuple]) -> list[jobs.EndedJob]:
@@ -168,8 +168,8 @@ class RunAhead:
         def write() -> list[jobs.EndedJob]:
             with self.db(commit=True) as curs:
                 ended = self._end_runs(curs, ended_runs)
-                for row, _, job_id, first in back:
-                    self._give_back(curs, row, job_id, first)
+                for row, _, job_id, first, attempt in back:
+                    self._give_back(curs, row, job_id, first, attempt)
                 if back:
                     self._notify(curs)
             return ended

@@ -47,17 +47,17 @@ class LeasedSqliteStorage(LeasedStorage, ThreadedSqliteStorage):
                      (self.lease_seconds, owner, *self._pick_params(blocked), *head_unless))
         leased = curs.fetchone()
         if leased is None or leased[2] is None:
-            return leased and (*leased, None)
-        return (*leased, jobs.mark_all_running(curs, [leased[2]], owner, time.time())[leased[2]])
+            return leased and (*leased, None, None)
+        return (*leased, *jobs.mark_all_running(curs, [leased[2]], owner, time.time())[leased[2]])
 
     def _lease_rows(self, curs, ids: list[int]) -> list[tuple]:
         curs.execute(self._lease_sql(f"id in ({','.join('?' * len(ids))})"),
                      (self.lease_seconds, self.owner, *ids))
         leased = {found[0]: found for found in curs.fetchall()}
-        firsts = jobs.mark_all_running(
+        runs = jobs.mark_all_running(
             curs, [found[2] for found in leased.values() if found[2] is not None],
             self.owner, time.time())
-        return [(*leased[row], firsts.get(leased[row][2])) for row in ids]
+        return [(*leased[row], *runs.get(leased[row][2], (None, None))) for row in ids]
 
     def _lease_sql(self, where: str) -> str:
         """Lease the rows *where* selects (parameters: the lease's seconds, its owner)."""

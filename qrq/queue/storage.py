@@ -126,17 +126,23 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
         self._group_commit(write)
         return outcome
 
-    def enqueue_retry(self, data, priority, job_id: str, job_type: str | None) -> bool:
-        """Re-run an ended job under its id: reset its record and queue it, atomically."""
+    def enqueue_retries(self, entries: list[tuple]) -> list[bool]:
+        """Re-run ended jobs under their ids, in one transaction: for each ``(data,
+        priority, job_id, job_type)``, reset its record and queue it, or (False) neither
+        when it is no longer failed, canceled or expired (a job given twice runs once)."""
+        queued = []
         with self.db(commit=True) as curs:
-            if not jobs.reset_for_retry(curs, job_id):
-                return False
-            curs.execute("delete from kv where queue = ? and key = ?", (self.name, f"r:{job_id}"))
-            curs.execute("insert into task (queue, data, priority, job_id, job_type) "
-                         "values (?, ?, ?, ?, ?)",
-                         (self.name, self.to_blob(data), priority or 0, job_id, job_type))
-            self._notify(curs)
-        return True
+            for data, priority, job_id, job_type in entries:
+                queued.append(jobs.reset_for_retry(curs, job_id))
+                if queued[-1]:
+                    curs.execute("delete from kv where queue = ? and key = ?",
+                                 (self.name, f"r:{job_id}"))
+                    curs.execute("insert into task (queue, data, priority, job_id, job_type) "
+                                 "values (?, ?, ?, ?, ?)", (self.name, self.to_blob(data),
+                                                            priority or 0, job_id, job_type))
+            if any(queued):
+                self._notify(curs)
+        return queued
 
     def _blocked_types(self, curs) -> tuple[str, ...]:
         """The capped job types that may not start another job right now."""
@@ -195,7 +201,7 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
             if leased is None:
                 self.wait_for_work(heard, soon=has_work)
                 return None
-        row, data, job_id, self._local.first = leased
+        row, data, job_id, self._local.first, self._local.attempt = leased
         self._local.row, self._local.job_id = row, job_id
         return data
 
@@ -215,7 +221,8 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
 
     def _lease_next(self, curs, owner: str) -> tuple | None:
         """Lease the next row this process may run and mark its job running, the
-        attempt counted; ``(row, data, job_id, first)`` (*first*: its first run) or None.
+        attempt counted; ``(row, data, job_id, first, attempt)`` or None (*first*:
+        whether the job's first run; *attempt*: the run's number, the job's count).
 
         The per-type caps are counted only when the row first in line is of a capped
         type: the first lease takes that row unless it is, so an uncapped job is never
@@ -255,12 +262,14 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
         """The job id of the row this thread holds, if any."""
         return getattr(self._local, "job_id", None)
 
-    def _take_lease(self) -> tuple[int | None, bool | None]:
+    def _take_lease(self) -> tuple[int | None, bool | None, int | None]:
         """Take this thread's lease to end it (it stays held, renewed, until the end is
-        written: :meth:`_ending`); return its row id and if a first run."""
-        row, first = getattr(self._local, "row", None), getattr(self._local, "first", None)
-        self._local.row = self._local.job_id = self._local.first = None
-        return row, first
+        written: :meth:`_ending`); return its row id, if a first run, and its number."""
+        local = self._local
+        run = (getattr(local, "row", None), getattr(local, "first", None),
+               getattr(local, "attempt", None))
+        local.row = local.job_id = local.first = local.attempt = None
+        return run
 
     def complete(self, job_id: str | None, outcome: dict | None,
                  lease_next: bool = False) -> list[jobs.EndedJob]:
@@ -276,8 +285,8 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
         now = time.monotonic()
         ran = now - (batch.running_since or 0.0)
         batch.running_since, batch.last_ran, batch.last_ended = None, ran, now
-        row, first = self._take_lease()
-        run = (row, job_id, outcome, first)
+        row, first, attempt = self._take_lease()
+        run = (row, job_id, outcome, first, attempt)
         ahead = lease_next and self.lease_ahead
         if ahead and self._defer_end(batch, run, ran):
             return []
@@ -292,29 +301,30 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
         self._keep_ahead(batch, leased)
         return ended
 
-    def _end_run(self, curs, row, job_id, outcome, first) -> jobs.EndedJob | None:
+    def _end_run(self, curs, row, job_id, outcome, first, attempt) -> jobs.EndedJob | None:
         """:meth:`complete`'s writes: end the lease on *row*, then record *outcome*."""
-        if not self._end_lease(curs, row, job_id):
-            return self._lease_gone(curs, job_id, outcome and outcome["status"])
+        if not self._end_lease(curs, row, job_id, attempt):
+            return self._lease_gone(curs, job_id, outcome and outcome["status"], attempt)
         if job_id is not None and outcome is not None:
             return jobs.finish(curs, job_id, outcome, first)
         return None
 
     def release(self, job_id: str | None) -> None:
         """Give this thread's lease back so the job runs again, here or elsewhere."""
-        row, first = self._take_lease()
+        row, first, attempt = self._take_lease()
         if row is None:
             return
 
         def write() -> None:
             with self.db(commit=True) as curs:
-                self._give_back(curs, row, job_id, first)
+                self._give_back(curs, row, job_id, first, attempt)
 
         self._ending([row], write)
 
-    def _give_back(self, curs, row: int, job_id: str | None, first: bool | None) -> None:
+    def _give_back(self, curs, row: int, job_id: str | None, first: bool | None,
+                   attempt: int | None) -> None:
         """Clear *row*'s lease unfinished: its job waits to run again, from the start."""
-        if not self._end_lease(curs, row, job_id, give_back=True):
+        if not self._end_lease(curs, row, job_id, attempt, give_back=True):
             self._lease_gone(curs, job_id)
         elif job_id is not None:
             jobs.mark_released(curs, job_id, first)
@@ -322,11 +332,11 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
     def reschedule(self, data, eta, job_id: str | None, next_attempt: dict | None,
                    job_type: str | None = None, priority: float | None = None) -> None:
         """Swap this thread's leased row for a schedule entry at *eta* (a retry)."""
-        row, first = self._take_lease()
+        row, first, attempt = self._take_lease()
 
         def write() -> None:
             with self.db(commit=True) as curs:
-                if not self._end_lease(curs, row, job_id):
+                if not self._end_lease(curs, row, job_id, attempt):
                     self._lease_gone(curs, job_id)
                     return
                 curs.execute("insert into schedule (queue, data, timestamp, job_id, "
@@ -367,7 +377,7 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
 
     def flush_queue(self):
         super().flush_queue()
-        self._local.row = self._local.job_id = self._local.first = None
+        self._local.row = self._local.job_id = self._local.first = self._local.attempt = None
         with self._batches_lock:  # the rows are gone
             for batch in self._batches:
                 batch.ahead.clear()
