@@ -95,7 +95,13 @@ def enqueue_template(variant: str, directory: Path, jobs: int, threads: int = 1)
     directory.mkdir(parents=True)
     if variant.startswith("qrq"):
         huey, noop, submit, load_settings = import_qrq(directory)
-        huey.init(load_settings(data_dir=str(directory)))
+        settings = load_settings(data_dir=str(directory))
+        huey.init(settings)
+        # As `qrq init` leaves it: the minute's alert check reads the app database, and
+        # without one refuses to make it anew beside a queue that holds jobs (a traceback
+        # in every drain's log).
+        from qrq.appdb.db import open_app_db
+        open_app_db(settings).close()
 
         def one() -> None:
             submit(noop, owner_id=None)
