@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from qrq.appdb.db import app_db
 from qrq.cli import main
-from qrq.queue import huey, jobs, signing
+from qrq.queue import catalog, huey, jobs, signing
 from tests.conftest import ROOT
 
 
@@ -106,6 +106,42 @@ def test_pdf_bad_input_exits_nonzero_and_enqueues_nothing(runner, templates):
     assert "'copies' is given more than once" in twice.output and "--option" in twice.output
     assert "Traceback" not in twice.output
     assert huey.storage.queue_size() == 0
+
+
+def test_a_text_option_takes_its_value_as_written(runner, templates):
+    # JSON made title=2026 a number and data=12345 one too, which a text field refuses.
+    result = runner.invoke(main, ["pdf", "2", "-o", "title=2026", "-o", "data=12345",
+                                  "-o", 'lines=["x"]', "-o", "copies=3"])
+    assert result.exit_code == 0, result.output
+    job_id = result.output.split()[-1]
+    options = json.loads(jobs.get(huey.storage, job_id)["params"])["options"]
+    assert options == {"title": "2026", "data": "12345", "lines": ["x"], "copies": 3}
+    quoted = runner.invoke(main, ["pdf", "2", "-o", 'title="007"'])
+    assert quoted.exit_code == 0, quoted.output
+    params = jobs.get(huey.storage, quoted.output.split()[-1])["params"]
+    assert json.loads(params)["options"] == {"title": "007"}
+
+
+@pytest.mark.parametrize("args", [["--data-dir", "", "status"],
+                                  ["backup", "restore", "latest", "--to", ""],
+                                  ["demo", "analytics", "--out", " "]])
+def test_an_empty_path_is_refused_not_read_as_the_current_directory(runner, args, tmp_path,
+                                                                    monkeypatch):
+    # `--to "$QRQ_DATA_DIR"` with the variable unset restored into the current directory.
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "is empty; give a path" in result.output
+    assert list(here.iterdir()) == []
+
+
+def test_the_readme_names_every_job_type_that_can_be_paused():
+    readme = (ROOT / "README.md").read_text()
+    listed = readme.split("**Pausing a job type** (", 1)[1].split(")", 1)[0]
+    types = {t.job_type for t in catalog.TASKS.values() if t.job_type}
+    assert {name.strip("` ") for name in listed.split(",")} == types
 
 
 def test_every_command_has_help_with_text(runner):

@@ -60,12 +60,20 @@ def test_secret_is_created_once_and_shared(tmp_path):
     ("QRQ_LOG_LEVEL", "loud", "DEBUG, INFO"),
     ("QRQ_MAINTENANCE_VACUUM", "maybe", "true or false"),
     ("QRQ_BASE_URL", "example.com", "http://"),
+    # Past these a value overflowed: busy_timeout is a C int of milliseconds
+    # (OverflowError at start-up), an integer a SQLite INTEGER.
+    ("QRQ_BUSY_TIMEOUT", "1e308", "from 0 to 3600"),
+    ("QRQ_MAX_COPIES", "9" * 30, "at least 1, at most 2147483647"),
+    ("QRQ_LEASE_SECONDS", "1e300", "at least 0.1, at most 1e+09"),
+    # Path("") is the directory the process started in.
+    ("QRQ_DATA_DIR", "", "unset the variable for the default (data)"),
+    ("QRQ_DATA_DIR", "  ", "unset the variable for the default (data)"),
 ])
 def test_a_value_outside_what_the_setting_allows_is_refused(tmp_path, variable, value,
                                                             allowed):
     with pytest.raises(SettingsError) as caught:
         load_settings({"QRQ_DATA_DIR": str(tmp_path), variable: value})
-    assert str(caught.value).startswith(f"{variable}={value!r}: ")
+    assert str(caught.value).startswith(f"{variable}=")
     assert allowed in str(caught.value)
 
 

@@ -14,7 +14,15 @@ from qrq.analytics import cache as analytics_cache
 from qrq.analytics.query import PERIODS, parse_query
 from qrq.analytics.scans import write_demo_databases
 from qrq.analytics.submit import enqueue_report
-from qrq.cli.base import echo_json, echo_table, get_queue, get_settings, json_option, main
+from qrq.cli.base import (
+    NonEmptyPath,
+    echo_json,
+    echo_table,
+    get_queue,
+    get_settings,
+    json_option,
+    main,
+)
 from qrq.cli.jobs import wait_finished, wait_options
 from qrq.errors import ValidationError
 from qrq.humanize import format_bytes
@@ -165,7 +173,7 @@ def demo() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-j", "--processes", type=click.IntRange(1, 64), default=os.cpu_count() or 1,
               show_default=True, help="Databases written at once.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", type=NonEmptyPath(file_okay=False, path_type=Path),
               help="Directory (default: the analytics_dbs setting if it is a directory, "
                    "else <data>/analytics).")
 def demo_analytics(dbs: int, scans: int, days: int, seed: int, processes: int,

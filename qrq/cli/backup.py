@@ -22,6 +22,7 @@ from qrq.backup.postgres import CODEC as PG_CODEC
 from qrq.backup.restore import QUEUE_DB
 from qrq.backup.submit import submit_backup
 from qrq.cli.base import (
+    NonEmptyPath,
     cli_actor,
     echo_json,
     get_queue,
@@ -161,7 +162,7 @@ def backup_verify(set_id: str) -> None:
 @backup_group.command("restore")
 @click.argument("set_id")
 @click.option("--to", "to_dir", required=True,
-              type=click.Path(file_okay=False, path_type=Path),
+              type=NonEmptyPath(file_okay=False, path_type=Path),
               help="Directory to restore into (it gets app.db, queue.db, analytics/...).")
 @click.option("--db", "names", multiple=True, metavar="NAME",
               help="Only this database (app.db, queue, analytics/shop.db, ...); repeatable.")

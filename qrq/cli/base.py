@@ -6,6 +6,7 @@ become ``click.ClickException`` (exit 1), bad arguments ``BadParameter`` (exit 2
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import logging
@@ -65,6 +66,16 @@ def get_app_db(new: bool = False):
                        lambda: jobs.any_jobs(get_queue().storage))
 
 
+class NonEmptyPath(click.Path):
+    """click's ``Path`` that refuses an empty value, which would mean the current
+    directory: ``--to "$QRQ_DATA_DIR"`` with the variable unset restored into it."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty; give a path (. for the current directory)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class CliGroup(click.Group):
     """Turns qrq's errors into click's: a one-line ``Error:`` and exit status 1; so are
     PostgreSQL's connection and permission errors (see :mod:`qrq.pg_errors`) and a
@@ -108,7 +119,7 @@ MAKE_NO_FILE_FIRST = {("backup", "list"), ("backup", "verify"), ("backup", "rest
 
 
 @click.group(cls=CliGroup)
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--data-dir", type=NonEmptyPath(file_okay=False, path_type=Path),
               help="Data directory (default: $QRQ_DATA_DIR or ./data).")
 @click.version_option(package_name="qrq")
 @click.pass_context
@@ -162,9 +173,11 @@ def job_type_param(ctx, param, value: str | None) -> str | None:
 
 
 def key_values(ctx, param, values: tuple[str, ...]) -> dict[str, object]:
-    """``-o KEY=VALUE`` given any number of times, as a dict; VALUE is JSON or a bare
-    string. A key given twice is refused, as the API refuses one given twice in a JSON
-    object: keeping the last silently dropped the other."""
+    """``-o KEY=VALUE`` (a template option) given any number of times, as a dict; VALUE
+    is JSON or a bare string, and a text option's VALUE is its text as written unless
+    quoted (``title=2026``, ``data=12345``: JSON would make them numbers, which a text
+    option refuses). A key given twice is refused, as the API refuses one given twice
+    in a JSON object: keeping the last silently dropped the other."""
     parsed: dict[str, object] = {}
     for value in values:
         key, sep, raw = value.partition("=")
@@ -176,7 +189,16 @@ def key_values(ctx, param, values: tuple[str, ...]) -> dict[str, object]:
             parsed[key] = json.loads(raw)
         except json.JSONDecodeError:
             parsed[key] = raw  # a bare word is a string
+        if not isinstance(parsed[key], str) and key in _text_options():
+            parsed[key] = raw
     return parsed
+
+
+@functools.cache
+def _text_options() -> frozenset[str]:
+    from qrq.cards.options import json_schema  # (the PDF modules: only when -o is given)
+    return frozenset(name for name, schema in json_schema()["properties"].items()
+                     if schema.get("type") == "string")
 
 
 class JobIdParam(click.ParamType):

@@ -16,6 +16,7 @@ from qrq.artifacts import open_store
 from qrq.batch.submit import enqueue_batch, enqueue_retry
 from qrq.cli.base import (
     JOB_ID,
+    NonEmptyPath,
     cli_actor,
     echo_table,
     get_app_db,
@@ -117,12 +118,13 @@ def batch_group() -> None:
 @batch_group.command("submit")
 @click.option("--template", "template_id", type=int, help="Template of every item.")
 @click.option("--count", type=click.IntRange(1), help="Codes of --template, numbered 1..N.")
-@click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False,
+@click.option("--csv", "csv_path", type=NonEmptyPath(exists=True, dir_okay=False,
                                                    path_type=Path),
               help="One item per row: columns data, and template_id unless --template.")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               callback=key_values,
-              help="Override a template field for every item; VALUE is JSON or a string.")
+              help="Override a template field for every item; VALUE is JSON or a bare "
+                   "string, and a text field takes it as written (title=2026).")
 @click.option("--user", help="Submit as this user (owner, and recipient of the mail).")
 @wait_options(timeout=1800)
 def batch_submit(template_id: int | None, count: int | None, csv_path: Path | None,

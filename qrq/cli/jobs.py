@@ -18,6 +18,7 @@ from qrq.artifacts import open_store
 from qrq.cards.generate import artifact_name, prepare
 from qrq.cli.base import (
     JOB_ID,
+    NonEmptyPath,
     cli_actor,
     echo_fields,
     echo_json,
@@ -209,9 +210,10 @@ def wait_finished(huey, job_id: str, label: str, timeout: float, what: str = "jo
 @click.argument("template_id", type=int)
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               callback=key_values,
-              help="Override a template field; VALUE is JSON or a bare string.")
+              help="Override a template field; VALUE is JSON or a bare string, and a "
+                   "text field takes it as written (title=2026).")
 @wait_options(timeout=600)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=NonEmptyPath(dir_okay=False, path_type=Path),
               help="Save the PDF here (implies --wait; default with --wait: "
                    "./qrq-<job id>.pdf).")
 def pdf(template_id: int, options: dict[str, object], wait: bool, out: Path | None,

@@ -31,6 +31,10 @@ def setting(default: Any, help: str, *, choices: tuple[str, ...] = (),
 
 _TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str,
                            "Path": Path}
+# The largest number a setting without a *high* of its own takes: past it a value only
+# overflows something (a C int of milliseconds, a SQLite INTEGER, a date), and no count,
+# size or duration qrq reads needs more.
+CEILING = {int: 2**31 - 1, float: 1e9}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,9 +88,18 @@ class Setting:
             return f"{kind} of at least {self.low:g}"
         return kind
 
+    @property
+    def ceiling(self) -> float | None:
+        """The largest value a number setting takes: its *high*, else :data:`CEILING`."""
+        return self.high if self.high is not None else CEILING.get(self.type)
+
     def parse(self, text: str) -> Any:
         """The value of the environment text *text*; :raises ValueError:."""
         text = text if self.secret else text.strip()
+        if self.type is Path and not text:
+            # Path("") is the current directory: wherever the process happened to start.
+            raise ValueError("expected a directory; unset the variable for the default "
+                             f"({self.default})")
         if self.type is bool:
             lowered = text.lower()
             if lowered in ("1", "true", "yes", "on"):
@@ -116,9 +129,11 @@ class Setting:
             if self.type in (int, float) and (
                     isinstance(value, bool) or not isinstance(value, int | float)
                     or not math.isfinite(value)
-                    or (self.low is not None and value < self.low)
-                    or (self.high is not None and value > self.high)):
+                    or (self.low is not None and value < self.low)):
                 raise ValueError(f"expected {self.allowed}")
+            if self.type in (int, float) and value > self.ceiling:
+                raise ValueError(f"expected {self.allowed}" + (
+                    "" if self.high is not None else f", at most {self.ceiling:n}"))
             if self.validator is not None:
                 self.validator(value)
         except ValueError as exc:

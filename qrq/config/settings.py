@@ -158,7 +158,7 @@ class Settings:
                                    "lapses.", low=0.1)
     busy_timeout: float = setting(10.0, "Seconds a SQLite connection waits for a lock "
                                   "(on PostgreSQL: for a connection from the pool) "
-                                  "before giving up.", low=0)
+                                  "before giving up.", low=0, high=3600)
     max_request_bytes: int = setting(1024 * 1024, "Largest accepted request body, in "
                                      "bytes.", low=1)
     max_copies: int = setting(1000, "Most cards one PDF job may render.", low=1)

@@ -371,7 +371,10 @@ def serve(app, *, host: str, port: int, threads: int = THREADS,
     except (OSError, ValueError) as exc:  # a port in use, an address not this host's
         reason = getattr(exc, "strerror", None) or str(exc)
         raise SystemExit(f"Error: cannot listen on {host}:{port}: {reason}") from None
-    server.print_listen("Serving on http://{}:{}")
+    # waitress brackets an IPv6 address only when it listens on several.
+    shown = f"[{server.effective_host}]" if ":" in str(server.effective_host) \
+        else server.effective_host
+    server.log_info(f"Serving on http://{shown}:{server.effective_port}")
     try:
         server.run()
     except KeyboardInterrupt:
