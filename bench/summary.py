@@ -55,6 +55,7 @@ RUNS = {
     "recovery": ("recovery.py", [], ["--leases", "5", "--repeats", "1",
                                      "--stock-repeats", "1", "--stock-wait", "10"]),
     "ops_scrape": ("ops_scrape.py", [], ["--sizes", "10000", "--repeats", "10"]),
+    "bulk_retry": ("bulk_retry.py", [], ["--jobs", "1000", "--repeats", "3"]),
     "analytics": ("analytics.py", [], ["--quick", "--parts", "1", "--repeats", "3"]),
     "backup": ("backup.py", ["--read-mbps", "200"], ["--gib", "0.05", "--repeats", "1",
                                                      "--quick", "--no-cold"]),
@@ -178,6 +179,16 @@ def _ops(r):
             "< 1 s (a 15 s scrape)", _met(worst is not None and worst < 1000))
 
 
+def _bulk_retry(r):
+    def pair(key: str) -> str:
+        return (f"{_fmt(r.get(f'chunked{key}'), ' s', 2)} vs "
+                f"{_fmt(r.get(f'one_by_one{key}'), ' s', 2)}")
+
+    return (f"retry {r.get('jobs', 0):,} failed jobs at once", "`huey.retry` per job",
+            f"{pair('_s')} ({_fmt(r.get('paired_speedup'), 'x')} paired; CPU "
+            f"{pair('_cpu_s')})", "—", "—")
+
+
 def _analytics(r):
     f = r.get("full", {})
     duck = f.get("duckdb_vs_qrq_2")
@@ -239,7 +250,8 @@ ROWS = {"render": _render, "batch": _batch, "api_latency": _api,
         "api_latency_worker": _api, "pickup": _pickup, "drain": _drain,
         "rate": _rate,
         "footprint": _footprint, "soak": _soak,
-        "recovery": _recovery, "ops_scrape": _ops, "analytics": _analytics,
+        "recovery": _recovery, "ops_scrape": _ops, "bulk_retry": _bulk_retry,
+        "analytics": _analytics,
         "backup": _backup, "pg_queues": _pg_queues, "pg_pickup": _pg_pickup,
         "pg_api_latency": _pg_api}
 
