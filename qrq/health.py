@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
+from qrq import pg_errors
 from qrq.appdb import db as appdb
 from qrq.errors import StorageFull
 from qrq.queue import signing, stats
@@ -45,13 +46,13 @@ def check_databases(storage, serializer=None) -> dict[str, str]:
     except StorageFull:
         checks["queue_db"] = "storage_full"
     except Exception as exc:  # whatever the database raises, it is unhealthy
-        _failed("queue database", exc)
+        _failed("queue database", exc, getattr(storage, "url", ""))
         checks["queue_db"] = "error"
     try:
         appdb.probe()
         checks["app_db"] = "ok"
     except Exception as exc:
-        _failed("app database", exc)
+        _failed("app database", exc, getattr(storage, "url", ""))
         checks["app_db"] = "no_tables" if missing_table(exc) else "error"
     return checks
 
@@ -66,11 +67,12 @@ def missing_table(exc: BaseException) -> bool:
     return False
 
 
-def _failed(name: str, exc: Exception) -> None:
-    """One line for the operator (a probe fails the same way every time); the
-    traceback only at debug level."""
+def _failed(name: str, exc: Exception, url: str) -> None:
+    """One line for the operator (a probe fails the same way every time), without
+    the password of the PostgreSQL *url*; the traceback only at debug level."""
+    text = pg_errors.redact(str(exc), url) if url else str(exc)
     logger.error("health check: %s: %s", name,
-                 f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(": "))
+                 f"{type(exc).__name__}: {' '.join(text.split())}".rstrip(": "))
     logger.debug("health check: %s", name, exc_info=exc)
 
 
