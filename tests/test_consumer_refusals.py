@@ -68,3 +68,28 @@ def test_an_import_error_inside_a_task_module_keeps_its_traceback(tmp_path, monk
     with pytest.raises(QrqError, match="QRQ_TASK_MODULES='no_such_tasks'"):
         load_task_modules(load_settings({"QRQ_DATA_DIR": str(tmp_path / "data"),
                                          "QRQ_TASK_MODULES": "no_such_tasks"}))
+
+
+def test_a_file_where_the_backup_directory_belongs_stops_the_consumer(data_dir):
+    (data_dir / "backups").write_text("")
+    done = start([str(BIN / "qrq"), "worker", "-w", "1"], data_dir)
+    assert_one_line(done, f"{data_dir / 'backups'}: a file is there, where a directory "
+                          "belongs", "QRQ_BACKUP_DIR")
+    (data_dir / "sets").write_text("")
+    done = start([str(BIN / "huey_consumer"), "huey_app.huey"], data_dir,
+                 QRQ_BACKUP_DIR="sets")
+    assert_one_line(done, f"the backup directory (QRQ_BACKUP_DIR) {data_dir / 'sets'}: "
+                          "a file is there")
+
+
+def test_a_backup_run_into_a_file_fails_at_once_in_one_line(settings):
+    """Not retried (a QrqError: the input is wrong) for a minute and a half to end in
+    NotADirectoryError."""
+    from qrq.backup import run_backup
+
+    settings.backups_dir.write_text("")
+    with pytest.raises(QrqError) as raised:
+        run_backup(settings)
+    assert str(raised.value) == (f"the backup directory (QRQ_BACKUP_DIR) "
+                                 f"{settings.backups_dir}: a file is there, where a "
+                                 "directory belongs")
