@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import select
+import urllib.parse
 
 import psycopg
 import psycopg_pool
@@ -36,8 +37,93 @@ class DatabaseProblem:
         return self.message
 
 
+# libpq's complaints about a URL it cannot parse, as plain reasons. libpq quotes the
+# offending part, which may be the password or the whole URL: none of it is repeated.
+_URL_MISTAKES = (
+    ("invalid percent-encoded token", "a bad percent-encoding (a % in the user name, "
+     "password or database name must be written %25)"),
+    ("forbidden value %00", "a %00 (a NUL byte) in a percent-encoded part"),
+    ('looking for matching "]"', "an IPv6 host address without its closing ]"),
+    ("IPv6 host address may not be empty", "an empty IPv6 host address []"),
+    ("unexpected character", "an unexpected character after the host (a port follows "
+     "a :, the database name a /)"),
+    ("extra key/value separator", "a query parameter with more than one ="),
+    ("missing key/value separator", "a query parameter without ="),
+    ("invalid URI query parameter", "an unknown query parameter (libpq's parameters: "
+     "sslmode, connect_timeout, options, ...)"),
+)
+
+
+def url_mistake(url: str) -> str | None:
+    """What makes *url* not a valid PostgreSQL URL, in words that repeat no part of it;
+    None when libpq reads it as written. An unencoded / or @ in the user name or
+    password is one: libpq would read part of the password as the host, port or
+    database name, and so repeat it in its messages."""
+    authority, _, rest = url.partition("://")[2].partition("/")
+    if authority.count("@") > 1 or ("@" not in authority and "@" in rest.split("?")[0]):
+        return "an unencoded / or @ in the user name or password (write them %2F and %40)"
+    try:
+        conninfo.conninfo_to_dict(url)
+    except psycopg.Error as exc:
+        return redact(_parse_mistake(exc), url)
+    return None
+
+
+def _parse_mistake(exc: BaseException) -> str:
+    text = str(exc)
+    unknown = re.search(r'invalid URI query parameter: "([a-z_]{1,40})"', text)
+    if unknown:  # a keyword libpq lacks (a misspelt one): its name, lower case letters
+        return f"an unknown query parameter {unknown.group(1)}"
+    for said, meant in _URL_MISTAKES:
+        if said in text:
+            return meant
+    # Something else: libpq's words up to the first quoted part (which may be secret).
+    return " ".join(text.split('"', 1)[0].split()).rstrip(":") or "libpq cannot parse it"
+
+
+def _passwords(url: str) -> set[str]:
+    """The password of *url* as written and decoded, as libpq reads it and as found
+    without libpq (which may not parse *url*, or read an unencoded / or @ otherwise),
+    for :func:`redact`."""
+    userinfo = url.partition("://")[2].split("?", 1)[0].rpartition("@")[0]
+    found = {userinfo.partition(":")[2]}
+    try:
+        found.add(conninfo.conninfo_to_dict(url).get("password") or "")
+    except psycopg.Error:
+        pass
+    return {word for password in found
+            for word in (password, urllib.parse.unquote(password)) if word}
+
+
+def redact(text: str, url: str) -> str:
+    """*text* without *url* or its password (whatever a library quoted from it)."""
+    for secret in sorted({url, *_passwords(url)} - {""}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def reason(exc: BaseException, url: str) -> str:
+    """Why *exc* (a psycopg error about *url*) happened, on one line, without the
+    password: libpq's first line, or what is wrong in a URL it cannot parse (or would
+    read otherwise than meant)."""
+    mistake = url_mistake(url)
+    if mistake is None and _is_parse_error(exc):
+        mistake = redact(_parse_mistake(exc), url)
+    if mistake is not None:
+        return f"QRQ_DATABASE_URL is not a valid PostgreSQL URL: {mistake}"
+    return redact(_first_line(exc), url)
+
+
+def _is_parse_error(exc: BaseException) -> bool:
+    return getattr(exc, "sqlstate", None) is None and (
+        isinstance(exc, psycopg.ProgrammingError) or "in URI" in str(exc)
+        or any(said in str(exc) for said, _ in _URL_MISTAKES))
+
+
 def where(url: str) -> str:
     """``database NAME on HOST:PORT`` of *url*, without user or password."""
+    if url_mistake(url) is not None:
+        return "QRQ_DATABASE_URL"
     try:
         params = conninfo.conninfo_to_dict(url)
     except psycopg.Error:
@@ -85,20 +171,21 @@ def describe(exc: BaseException, url: str) -> DatabaseProblem | None:
             continue
         text = str(err)
         state = getattr(err, "sqlstate", None)
-        if state is None and (isinstance(err, psycopg.ProgrammingError)
-                              or "for connection option" in text):
+        if _is_parse_error(err) or url_mistake(url) is not None:
+            return DatabaseProblem(reason(err, url), True)
+        if state is None and "for connection option" in text:
             return DatabaseProblem(f"QRQ_DATABASE_URL is not a valid PostgreSQL URL: "
-                                   f"{_first_line(err)}", True)
+                                   f"{reason(err, url)}", True)
         if state == _NO_DATABASE or "does not exist" in text and "database" in text:
             return DatabaseProblem(f"PostgreSQL: the {where(url)} does not exist; create "
                                    "it (createdb) or correct QRQ_DATABASE_URL", True)
         if state in _AUTH or "authentication failed" in text or (
                 "role" in text and "does not exist" in text):
             return DatabaseProblem(f"PostgreSQL refused the login to the {where(url)}: "
-                                   f"{_first_line(err)}", True)
+                                   f"{reason(err, url)}", True)
         if state == _PRIVILEGE or "permission denied" in text:
             return DatabaseProblem(f"PostgreSQL: permission denied in the {where(url)}: "
-                                   f"{_first_line(err)}; grant qrq's role the rights on "
+                                   f"{reason(err, url)}; grant qrq's role the rights on "
                                    "its schema", True)
         if state == _NO_SCHEMA:
             named = search_path(url)
@@ -109,7 +196,7 @@ def describe(exc: BaseException, url: str) -> DatabaseProblem | None:
                                    "or correct the search_path", True)
         if isinstance(err, psycopg.OperationalError):
             return DatabaseProblem(f"PostgreSQL ({where(url)}) is unreachable: "
-                                   f"{_first_line(err)}", False)
+                                   f"{reason(err, url)}", False)
     return None
 
 

@@ -292,8 +292,9 @@ def test_health_command_names_a_broken_database_in_one_line(tmp_path):
                           env=sqlite)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr, done.stderr
-    assert "app database: OperationalError: no such table: user" in done.stderr
-    assert "Error: app database has no qrq tables (run qrq init" in done.stderr
+    # The reason in the one line (not in a log line before it).
+    assert done.stderr.startswith("Error: app database has no qrq tables (run qrq init") \
+        and done.stderr.endswith("(OperationalError: no such table: user)\n"), done.stderr
     # As /healthz says it, and a missing PostgreSQL table the same: tests/test_postgres_errors.py
     # A file that is no database at all: one line too, from any command that reads it.
     for name, commands in (("app.db", ["health"]), ("queue.db", ["health", "status"])):

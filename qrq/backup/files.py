@@ -27,6 +27,44 @@ class InsufficientSpace(QrqError):
     code = "insufficient_storage"
 
 
+class UnusableDirectory(QrqError):
+    """The backup directory cannot hold backups."""
+
+    status = 500
+    code = "backup_dir_unusable"
+
+
+def check_directory(path: Path, what: str) -> None:
+    """Whether *path* is, or can be made, a directory qrq writes in (nothing is made).
+
+    :raises UnusableDirectory: a file is there, or on its way; or it (or, when it does
+        not exist yet, its nearest part that does) cannot be written.
+    """
+    folder = path
+    while not folder.exists() and folder != folder.parent:  # (False below a file too)
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UnusableDirectory(f"{what} {path}: " + (
+            "a file is there, where a directory belongs" if folder == path
+            else f"{folder} is a file, where a directory belongs"))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UnusableDirectory(f"{what} {path}: " + (
+            "it cannot be written (permissions, or a read-only file system)" if folder == path
+            else f"it cannot be created: {folder} cannot be written (permissions, or a "
+                 "read-only file system)"))
+
+
+def backups_dir_or_exit(settings) -> None:
+    """For a consumer that is starting: a backup directory that cannot hold backups ends
+    it with one line, instead of backup jobs that fail one by one."""
+    what = ("the backup directory (QRQ_BACKUP_DIR)" if settings.backup_dir
+            else "the backup directory (QRQ_BACKUP_DIR unset: backups in the data directory)")
+    try:
+        check_directory(settings.backups_dir, what)
+    except UnusableDirectory as exc:
+        raise SystemExit(f"Error: {exc.message}") from None
+
+
 def make_dirs(path: Path) -> None:
     """Create *path* and its missing parents, each 0700; existing ones are left alone."""
     missing = []

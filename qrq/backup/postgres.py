@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import conninfo, sql
 
+from qrq import pg_errors
 from qrq.backup import files
 from qrq.backup.archive import Stopped, hash_file, never
 from qrq.errors import QrqError
@@ -146,7 +147,8 @@ def check(url: str, dump_file: Path, schema: str, expected: dict[str, int] | Non
         try:
             admin.execute(sql.SQL("create database {}").format(sql.Identifier(scratch)))
         except psycopg.Error as exc:
-            return [f"cannot create a scratch database to check the dump in ({exc}); "
+            return [f"cannot create a scratch database to check the dump in "
+                    f"({pg_errors.redact(str(exc), url)}); "
                     "the role needs CREATEDB"]
         try:
             target = _url_of(url, scratch)
@@ -162,7 +164,7 @@ def check(url: str, dump_file: Path, schema: str, expected: dict[str, int] | Non
         except Exception as exc:  # a damaged dump, a failed restore
             if stop is not None and stop():
                 raise
-            return [f"{dump_file.name} does not restore: {exc}"]
+            return [f"{dump_file.name} does not restore: {pg_errors.redact(str(exc), url)}"]
         finally:
             admin.execute(sql.SQL("drop database if exists {} with (force)").format(
                 sql.Identifier(scratch)))

@@ -181,7 +181,12 @@ def _last_good_entries(backups: Path) -> dict[str, tuple[Path, dict]]:
 
 
 def _prepare(backups: Path) -> None:
-    """Create the backups directory (private), and remove runs that died."""
+    """Create the backups directory (private), and remove runs that died.
+
+    :raises UnusableDirectory: a file is where it belongs, or it cannot be written: a
+        mistake to correct (the job is not retried), not a passing fault.
+    """
+    files.check_directory(backups, "the backup directory (QRQ_BACKUP_DIR)")
     files.make_dirs(backups)
     if backups.stat().st_mode & 0o077:
         os.chmod(backups, files.DIR_MODE)  # made before backups were private

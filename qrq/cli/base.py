@@ -6,6 +6,7 @@ become ``click.ClickException`` (exit 1), bad arguments ``BadParameter`` (exit 2
 
 from __future__ import annotations
 
+import errno
 import functools
 import getpass
 import json
@@ -96,6 +97,10 @@ class CliGroup(click.Group):
         except QrqError as exc:
             where = f" ({exc.field})" if exc.field else ""
             raise click.ClickException(f"{exc.message}{where}") from None
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                raise  # output piped into a reader that left (| head): click's to quiet
+            raise click.ClickException(describe_os_error(exc)) from None
         except Exception as exc:
             url = os.environ.get("QRQ_DATABASE_URL", "")
             problem = pg_errors.describe(exc, url)
@@ -106,6 +111,24 @@ class CliGroup(click.Group):
                     f"a database in {os.environ.get('QRQ_DATA_DIR') or 'the data directory'} "
                     f"cannot be read: {' '.join(str(exc).split())}") from None
             raise
+
+
+def describe_os_error(exc: OSError) -> str:
+    """*exc* in one line: the path and the system's reason (a file where a directory
+    belongs is said so: mkdir's "File exists" does not)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return f"{reason} ({type(exc).__name__})"
+    path = Path(os.fsdecode(exc.filename))
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()),
+                        None)
+        if blocking is not None:
+            reason = ("a file is there, where a directory belongs" if blocking == path
+                      else f"{blocking} is a file, where a directory belongs")
+    elif exc.filename2 is not None:
+        return f"{path} -> {os.fsdecode(exc.filename2)}: {reason}"
+    return f"{path}: {reason}"
 
 
 # On SQLite, the commands that run without a data directory holding qrq data: those

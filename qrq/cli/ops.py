@@ -10,6 +10,7 @@ from qrq import alerts
 from qrq.appdb.db import open_app_db
 from qrq.cli.base import echo_json, echo_table, get_app_db, get_queue, json_option, main
 from qrq.health import MEANINGS, check_databases, heartbeat_age
+from qrq.health import logger as health_log
 from qrq.notify import send_mail
 from qrq.status import queue_status_document
 
@@ -33,12 +34,19 @@ def health(check_consumer: bool, this_host: bool, max_age: float | None) -> None
     huey = get_queue()
     # Bound, not created: a health check changes nothing, and a broken file is reported.
     open_app_db(huey.settings, create=False)
-    checks = check_databases(huey.storage)
+    details: dict[str, str] = {}
+    # The reasons go into the one line below, not first into a log line of their own.
+    quiet, health_log.disabled = health_log.disabled, True
+    try:
+        checks = check_databases(huey.storage, details=details)
+    finally:
+        health_log.disabled = quiet
     failed = {name: state for name, state in checks.items() if state != "ok"}
     if failed:
         raise click.ClickException("; ".join(
             f"{name.replace('_db', ' database')} {MEANINGS[state]}"
-            for name, state in failed.items()) + " (details above)")
+            + (f" ({details[name]})" if name in details else "")
+            for name, state in failed.items()))
     if not check_consumer:
         click.echo("ok: databases reachable")
         return

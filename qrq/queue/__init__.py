@@ -209,12 +209,25 @@ def load_task_modules(settings: Settings) -> None:
     """Import the extra task modules named in ``QRQ_TASK_MODULES``.
 
     As with ``huey_consumer``, modules in the current directory are found: the
-    ``qrq`` console script does not put it on the path by itself.
+    ``qrq`` console script does not put it on the path by itself. A module that is not
+    there (or whose package is not) is a mistake in the setting, said in one line; an
+    error raised while a module that is there runs (its own import of something missing,
+    a syntax error) is the module's, and keeps its traceback, which shows where.
+
+    :raises QrqError: a named module, or its package, cannot be found.
     """
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     for name in filter(None, (part.strip() for part in settings.task_modules.split(","))):
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (name == exc.name or name.startswith(exc.name + ".")):
+                raise
+            missing = repr(exc.name) + ("" if exc.name == name else f" (of {name!r})")
+            raise QrqError(f"QRQ_TASK_MODULES={settings.task_modules!r}: there is no module "
+                           f"{missing} in the current directory ({os.getcwd()}) or on the "
+                           "Python path (a typo? or set PYTHONPATH)") from None
 
 
 def progress(task, percent: float, stage: str = "") -> None:

@@ -149,7 +149,8 @@ class LeasedPostgresStorage(postgres_submit.OneTripSubmit, OneTripEnd, PostgresC
             with pool.connection() as conn, conn.cursor() as curs:
                 self._notify(curs)
         except (Exception, ServerDown) as exc:  # the waits end anyway, a little later
-            logger.debug("could not wake the idle workers to stop: %s", one_line(exc))
+            logger.debug("could not wake the idle workers to stop: %s",
+                         one_line(exc, self.url))
 
     def dispose(self) -> None:
         """Done with this storage: its heartbeat, listener and connections stop."""
@@ -185,7 +186,8 @@ class LeasedPostgresStorage(postgres_submit.OneTripSubmit, OneTripEnd, PostgresC
             return super().initialize_schema()
         except psycopg.errors.InsufficientPrivilege as exc:
             raise Unavailable(f"cannot create qrq's tables in {where(self.url)} (grant the "
-                              f"user CREATE on its schema): {one_line(exc)}") from None
+                              f"user CREATE on its schema): "
+                              f"{one_line(exc, self.url)}") from None
         except psycopg.errors.InvalidSchemaName as exc:
             raise Unavailable(str(pg_errors.describe(exc, self.url))) from None
 

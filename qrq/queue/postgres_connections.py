@@ -207,7 +207,7 @@ class PostgresConnections(SqliteStorage):
             if _rolled_back(exc):
                 # The server is there, and the request or job may simply try again.
                 raise Unavailable(f"the queue database ended a transaction: "
-                                  f"{one_line(exc)}; try again") from exc
+                                  f"{one_line(exc, self.url)}; try again") from exc
             if _unavailable(exc):
                 raise self._went_down(exc) from exc
             raise
@@ -223,7 +223,8 @@ class PostgresConnections(SqliteStorage):
             self._down_since = time.time()
         with contextlib.suppress(Exception):
             self.pool.check()
-        self._outage = f"the queue database cannot be reached: {one_line(exc)}"
+        self._outage = ("the queue database cannot be reached: "
+                        f"{one_line(exc, self.url)}")
         return Unavailable(self._outage)
 
     def _connect_directly(self) -> psycopg.Error | None:
@@ -249,7 +250,8 @@ class PostgresConnections(SqliteStorage):
         self._next_try = now + RETRY_EVERY
         failed = self._connect_directly()
         if failed is not None:
-            self._outage = f"the queue database cannot be reached: {one_line(failed)}"
+            self._outage = ("the queue database cannot be reached: "
+                            f"{one_line(failed, self.url)}")
             raise Unavailable(self._outage) from failed
         with self._back_lock:
             if self._down_since is None:
@@ -309,6 +311,8 @@ class PostgresConnections(SqliteStorage):
 
 def where(url: str) -> str:
     """*url* without its password, for messages: ``user@host:port/dbname``."""
+    if pg_errors.url_mistake(url) is not None:
+        return "QRQ_DATABASE_URL (not a valid PostgreSQL URL)"
     try:
         parts = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.Error:
@@ -322,13 +326,17 @@ def check_reachable(url: str, timeout: float) -> None:
     """Connect once, so a wrong URL, a server that cannot be reached, a missing
     database or refused credentials is one clear error at start-up.
 
-    :raises Unavailable: with libpq's reason on one line.
+    :raises Unavailable: with libpq's reason on one line (never the password).
     """
+    mistake = pg_errors.url_mistake(url)
+    if mistake is not None:
+        raise Unavailable("cannot open the queue database: QRQ_DATABASE_URL is not a "
+                          f"valid PostgreSQL URL: {mistake}")
     try:
         connect_once(url, timeout)
     except psycopg.Error as exc:
         raise Unavailable(f"cannot open the queue database {where(url)}: "
-                          f"{one_line(exc)}") from None
+                          f"{one_line(exc, url)}") from None
 
 
 def connect_once(url: str, timeout: float) -> None:
@@ -344,6 +352,9 @@ def as_text(key) -> str:
     return key.decode() if isinstance(key, bytes) else key
 
 
-def one_line(exc: BaseException) -> str:
-    """psycopg's message, which may span lines (libpq's hints), as one line."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+def one_line(exc: BaseException, url: str) -> str:
+    """psycopg's message about *url*, which may span lines (libpq's hints), as one line
+    without the password (libpq quotes the part of a URL it cannot parse)."""
+    if pg_errors.url_mistake(url) is not None:
+        return pg_errors.reason(exc, url)
+    return pg_errors.redact(" ".join(str(exc).split()), url) or type(exc).__name__
