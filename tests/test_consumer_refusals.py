@@ -80,6 +80,12 @@ def test_a_file_where_the_backup_directory_belongs_stops_the_consumer(data_dir):
                  QRQ_BACKUP_DIR="sets")
     assert_one_line(done, f"the backup directory (QRQ_BACKUP_DIR) {data_dir / 'sets'}: "
                           "a file is there")
+    # Below a file: reading the settings tightened its mode first, and raised there.
+    done = start([str(BIN / "huey_consumer"), "huey_app.huey"], data_dir,
+                 QRQ_BACKUP_DIR="sets/daily")
+    assert_one_line(done, f"the backup directory (QRQ_BACKUP_DIR) "
+                          f"{data_dir / 'sets' / 'daily'}: {data_dir / 'sets'} is a file, "
+                          "where a directory belongs")
 
 
 def test_a_backup_run_into_a_file_fails_at_once_in_one_line(settings):

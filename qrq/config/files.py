@@ -40,7 +40,7 @@ def make_private(settings: Settings) -> None:
     for path in found:
         try:
             info = path.lstat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # (below a file: said at start-up)
             continue
         mode = stat.S_IMODE(info.st_mode)
         # Only what this user owns and never through a symlink.
