@@ -99,10 +99,14 @@ def test_missing_pg_dump_is_one_clear_error(pg_settings, tmp_path, monkeypatch):
     assert manifest["status"] == "partial"
 
 
-def test_a_role_that_does_not_own_the_schema_restores_its_dump(tmp_path):
-    # README, "Moving to PostgreSQL": a database of the administrator's, and a role with
-    # CREATE on its schema and CREATEDB. Only the schema's owner may comment on it, and
-    # the dump holds public's comment.
+PASSWORD = "Zq7-not-on-a-command-line"
+
+
+@pytest.fixture
+def role_url():
+    """A URL of a database of the administrator's on a private cluster, for a role qrq
+    with CREATE on its schema and CREATEDB (README, "Moving to PostgreSQL") that logs in
+    with a password (scram-sha-256, where the other clusters trust every login)."""
     import psycopg
 
     from tests.clusters import Cluster
@@ -110,29 +114,66 @@ def test_a_role_that_does_not_own_the_schema_restores_its_dump(tmp_path):
     cluster = Cluster()
     try:
         with psycopg.connect(cluster.url, autocommit=True) as admin:
-            admin.execute("create role qrq login password 'pw' createdb")
+            admin.execute(f"create role qrq login password '{PASSWORD}' createdb")
             admin.execute("create database qrq")
+            hba = cluster.dir / "data" / "pg_hba.conf"
+            hba.write_text("host all qrq 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+            admin.execute("select pg_reload_conf()")
         with psycopg.connect(_with(cluster.url, path="/qrq"), autocommit=True) as admin:
             admin.execute("grant create, usage on schema public to qrq")
-        url = _with(cluster.url, path="/qrq", user="qrq:pw")
-        settings = load_settings({"QRQ_DATA_DIR": str(tmp_path / "data"),
-                                  "QRQ_DATABASE_URL": url})
-        settings.ensure_dirs()
-        init_db(url)
-        with app_db.connection_context():
-            User.create_with_token("alice")
-        manifest = run_backup(settings)
-        assert manifest["status"] == "ok", manifest
-        with app_db.connection_context():
-            User.delete().execute()
-        app_db.close_all()
-        restore(settings.backups_dir, manifest, tmp_path / "out", ["postgresql"],
-                database_url=url)
-        with psycopg.connect(url) as conn:
-            assert conn.execute('select name from "user"').fetchall() == [("alice",)]
+        yield _with(cluster.url, path="/qrq", user=f"qrq:{PASSWORD}")
     finally:
         app_db.close_all()
         cluster.close()
+
+
+def test_a_role_that_does_not_own_the_schema_restores_its_dump(tmp_path, role_url):
+    # Only the schema's owner may comment on it, and the dump holds public's comment.
+    import psycopg
+
+    settings = load_settings({"QRQ_DATA_DIR": str(tmp_path / "data"),
+                              "QRQ_DATABASE_URL": role_url})
+    settings.ensure_dirs()
+    init_db(role_url)
+    with app_db.connection_context():
+        User.create_with_token("alice")
+    manifest = run_backup(settings)
+    assert manifest["status"] == "ok", manifest
+    with app_db.connection_context():
+        User.delete().execute()
+    app_db.close_all()
+    restore(settings.backups_dir, manifest, tmp_path / "out", ["postgresql"],
+            database_url=role_url)
+    with psycopg.connect(role_url) as conn:
+        assert conn.execute('select name from "user"').fetchall() == [("alice",)]
+
+
+def test_pg_dump_and_pg_restore_get_the_password_out_of_sight(tmp_path, role_url,
+                                                             monkeypatch):
+    # On their command line any local user reads it (ps, /proc/PID/cmdline).
+    import subprocess
+
+    command_lines = []
+
+    class Watched(subprocess.Popen):
+        def __init__(self, args, **kwargs):
+            command_lines.append(" ".join(map(str, args)))
+            super().__init__(args, **kwargs)
+
+    monkeypatch.setattr(postgres.subprocess, "Popen", Watched)
+    settings = load_settings({"QRQ_DATA_DIR": str(tmp_path / "data"),
+                              "QRQ_DATABASE_URL": role_url})
+    settings.ensure_dirs()
+    init_db(role_url)
+    manifest = run_backup(settings)  # pg_dump, and pg_restore into a scratch database
+    assert manifest["status"] == "ok", manifest
+    app_db.close_all()
+    restore(settings.backups_dir, manifest, tmp_path / "out", ["postgresql"],
+            database_url=role_url)
+    with_database = [line for line in command_lines if "--dbname=" in line]
+    assert {line.split()[0].rsplit("/", 1)[-1] for line in with_database} == {
+        "pg_dump", "pg_restore"}
+    assert not [line for line in command_lines if PASSWORD in line]
 
 
 def _with(url, *, path, user=None):

@@ -70,10 +70,16 @@ def find_tool(name: str) -> str:
                       "(Debian: apt-get install postgresql-client)")
 
 
-def _run(args: list[str], stop: Callable[[], bool] | None = None) -> None:
-    """Run a client program; its last error lines become the exception."""
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL)
+def _run(args: list[str], url: str, stop: Callable[[], bool] | None = None) -> None:
+    """Run a client program on the database *url*; its last error lines become the
+    exception. The password goes in its environment (``PGPASSWORD``), not on its command
+    line, where every local user can read it (``ps``, ``/proc/PID/cmdline``)."""
+    params = conninfo.conninfo_to_dict(url)
+    password = params.pop("password", None)
+    env = {**os.environ, **({"PGPASSWORD": password} if password is not None else {})}
+    proc = subprocess.Popen([*args, f"--dbname={conninfo.make_conninfo(**params)}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, env=env)
     while True:
         try:
             _, err = proc.communicate(timeout=1.0)
@@ -110,8 +116,8 @@ def dump(url: str, out: Path, stop: Callable[[], bool] | None = None) -> dict:
         schema, counts = _schema_and_counts(conn)
         # The snapshot lives while this transaction is open: pg_dump sees exactly it.
         _run([find_tool("pg_dump"), "--format=custom", f"--snapshot={snapshot}",
-              f"--schema={schema}", "--no-owner", "--no-privileges", f"--file={out}",
-              f"--dbname={url}"], stop)
+              f"--schema={schema}", "--no-owner", "--no-privileges", f"--file={out}"],
+             url, stop)
         conn.rollback()
     return {"schema": schema, "tables": counts}
 
@@ -157,8 +163,7 @@ def check(url: str, dump_file: Path, schema: str, expected: dict[str, int] | Non
                     sql.Identifier(schema)))
             listing = _restore_list(dump_file, dump_file.parent)
             _run([find_tool("pg_restore"), "--exit-on-error", "--no-owner",
-                  "--no-privileges", f"--use-list={listing}", f"--dbname={target}",
-                  str(dump_file)], stop)
+                  "--no-privileges", f"--use-list={listing}", str(dump_file)], target, stop)
             with psycopg.connect(target, options=f"-csearch_path={schema}") as conn:
                 _, counts = _schema_and_counts(conn)
         except Exception as exc:  # a damaged dump, a failed restore
@@ -191,7 +196,7 @@ def restore(url: str, dump_file: Path, schema: str) -> None:
     try:
         _run([find_tool("pg_restore"), "--clean", "--if-exists", "--single-transaction",
               "--exit-on-error", "--no-owner", "--no-privileges", f"--use-list={listing}",
-              f"--dbname={url}", str(dump_file)])
+              str(dump_file)], url)
     finally:
         listing.unlink(missing_ok=True)
 
