@@ -1,7 +1,6 @@
 import errno
 import json
 import os
-import subprocess
 import uuid
 
 import pytest
@@ -367,19 +366,6 @@ def test_batch_item_pages_parse_integers_the_same_way(client, templates, alice):
 
 
 # -- a full disk is a 503 storage_full (issue 12, point 9) ----------------------------
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 4 MB tmpfs under tmp_path, to fill up for real (tests run as root)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs",
-                           str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=True)
-
 
 def fill(directory):
     """Write zeros under *directory* until the file system refuses (ENOSPC)."""

@@ -41,19 +41,6 @@ def test_os_errors_are_described_by_path_and_reason(tmp_path):
         "No space left on device (OSError)")
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 4 MiB tmpfs under tmp_path, to fill up for real (tests run as root)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs",
-                           str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
 def test_health_on_a_nearly_full_disk_says_how_full_in_its_one_line(small_disk):
     """Not "(details above)" with nothing above: the queue database counts as full
     below 1 MiB free, which no error logged."""
