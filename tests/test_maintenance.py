@@ -5,6 +5,7 @@ import datetime
 import gzip
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -79,15 +80,24 @@ def test_one_holder_at_a_time_and_a_dead_holders_lock_lapses(settings):
     assert try_lock(db, "backup", "d") is None  # released on exit
 
 
-def test_a_jobs_run_takes_over_the_lock_of_its_earlier_run_in_a_process_that_died(settings):
-    db, now = huey.storage, time.time()
-    dead = locks.holder_id("j-1").replace(f":{os.getpid()})", ":1)")  # another process
-    assert try_lock(db, "backup", dead, now=now) is None
-    assert try_lock(db, "backup", "job j-2 (host:1)", now=now) == dead  # another job
-    assert try_lock(db, "backup", "cli (host:1)", now=now) == dead
-    assert try_lock(db, "backup", locks.holder_id("j-1"), now=now) is None  # its rerun
+def test_a_jobs_rerun_waits_for_the_lock_of_its_dead_earlier_run_not_a_live_one(settings):
+    # A job runs again once its lease lapsed: its process died, and the lock it renewed
+    # lapses soon (before, the rerun found it "already running" and was skipped); or its
+    # process stalls and renews it still, and the rerun must not start beside it.
+    db, ttl = huey.storage, 1.0
+    earlier = locks.holder_id("j-1").replace(f":{os.getpid()})", ":1)")  # another process
+    assert try_lock(db, "backup", earlier, ttl=ttl) is None  # and never renewed: dead
+    assert try_lock(db, "backup", "job j-2 (host:1)", ttl=ttl) == earlier  # another job
+    assert try_lock(db, "backup", "cli (host:1)", ttl=ttl) == earlier
+    with hold_lock(db, "backup", locks.holder_id("j-1"), ttl=ttl):  # waits for the lapse
+        assert try_lock(db, "backup", earlier, ttl=ttl) == locks.holder_id("j-1")
+    with hold_lock(db, "backup", earlier, ttl=ttl):  # alive: it renews the lock
+        with pytest.raises(Locked, match=f"already running: {re.escape(earlier)}"):
+            with hold_lock(db, "backup", locks.holder_id("j-1"), ttl=ttl):
+                pass
     # A run of the CLI is only itself: another CLI process (however its pid starts)
     # does not take it over.
+    now = time.time()
     assert try_lock(db, "other", "cli (host:12)", now=now) is None
     assert try_lock(db, "other", "cli (host:1)", now=now) == "cli (host:12)"
     assert try_lock(db, "other", "cli (host:123)", now=now) == "cli (host:12)"

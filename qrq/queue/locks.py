@@ -54,20 +54,21 @@ def _job_of(holder: str) -> str | None:
     return holder[:holder.index(" (") + 2] if holder.startswith("job ") else None
 
 
+def lock_ttl(storage) -> float:
+    """Seconds a job's lock outlives its holder's last renewal: twice the storage's
+    lease (:data:`LOCK_TTL` with the default lease), so that a lock whose process died
+    lapses on the time scale on which its job runs again."""
+    return 2 * getattr(storage, "lease_seconds", LOCK_TTL / 2)
+
+
 def try_lock(storage, name: str, holder: str, *, ttl: float = LOCK_TTL,
              now: float | None = None) -> str | None:
     """Take lock *name* for *holder*; return ``None`` on success, else who holds it.
 
     A lock whose holder stopped renewing it for *ttl* seconds (its process died)
-    is taken over. A job's run takes over the lock of an earlier run of the same job
-    (:func:`holder_id`), in this process (a retry) or another: that run is over, as
-    the job runs again only once it ended or its lease lapsed (its consumer was
-    killed, and the lock, renewed by that process, would hold for up to *ttl* more:
-    the run again found "already running", its own dead run, and was skipped).
+    is taken over. The same holder may take its own lock again (a job re-run).
     """
     now = time.time() if now is None else now
-    job = _job_of(holder)
-    same_job = "" if job is None else " or substr(maintenance_lock.holder, 1, ?) = ?"
     with storage.db(commit=True) as curs:
         # One statement: it takes a free, lapsed or own lock and leaves a live one of
         # someone else alone, whichever of several hosts runs it at the same moment.
@@ -76,13 +77,28 @@ def try_lock(storage, name: str, holder: str, *, ttl: float = LOCK_TTL,
                      "holder = excluded.holder, acquired_at = excluded.acquired_at, "
                      "expires_at = excluded.expires_at "
                      "where maintenance_lock.holder = excluded.holder "
-                     f"or maintenance_lock.expires_at <= excluded.acquired_at{same_job}",
-                     (name, holder, now, now + ttl, *(() if job is None else (len(job), job))))
+                     "or maintenance_lock.expires_at <= excluded.acquired_at",
+                     (name, holder, now, now + ttl))
         if curs.rowcount > 0:
             return None
         curs.execute("select holder from maintenance_lock where name = ?", (name,))
         row = curs.fetchone()
     return row[0] if row else "another run"
+
+
+def _wait_for_earlier_run(storage, name: str, holder: str, other: str,
+                          ttl: float) -> str | None:
+    """:func:`try_lock` again while *other*, an earlier run of *holder*'s job in another
+    process, holds the lock, for at most *ttl*: the job runs again once that run's lease
+    lapsed, so its process died, and its lock lapses within *ttl* (it was found
+    "already running", its own dead run, and skipped); or that process stalled and goes
+    on renewing the lock, and this run must not start beside it. Who holds it, or None."""
+    deadline = time.monotonic() + ttl + 1
+    while other is not None and _job_of(other) == _job_of(holder) \
+            and time.monotonic() < deadline:
+        time.sleep(min(1.0, ttl / 10))
+        other = try_lock(storage, name, holder, ttl=ttl)
+    return other
 
 
 def renew_lock(storage, name: str, holder: str, ttl: float = LOCK_TTL) -> bool:
@@ -112,6 +128,8 @@ def hold_lock(storage, name: str, holder: str, *, ttl: float = LOCK_TTL) -> Iter
     :raises Locked: someone else holds it.
     """
     other = try_lock(storage, name, holder, ttl=ttl)
+    if other is not None and _job_of(holder) is not None:
+        other = _wait_for_earlier_run(storage, name, holder, other, ttl)
     if other is not None:
         raise Locked(f"{name} is already running: {other}")
     stop = threading.Event()
@@ -151,7 +169,7 @@ def run_exclusive(storage, name: str, job_id: str, kind: str, due_at: float | No
     that finds the lock held raises :class:`Locked`.
     """
     try:
-        with hold_lock(storage, name, holder_id(job_id)):
+        with hold_lock(storage, name, holder_id(job_id), ttl=lock_ttl(storage)):
             if kind != "manual" and due_at is not None and \
                     last_success(storage, name) >= due_at:
                 return {"skipped": f"{name} already ran since it was due"}
