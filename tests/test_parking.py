@@ -286,6 +286,32 @@ def test_one_client_cannot_take_every_connection(app, alice):
             sock.close()
 
 
+def test_a_server_on_several_addresses_keeps_its_limits_on_each(app, alice):
+    # A host name with two addresses (localhost as 127.0.0.1 and ::1) makes waitress a
+    # server per address behind one wrapper, whose attributes its connections never
+    # read: no parking, no per-client limit (and the start-up line raised AttributeError).
+    both = server.create_server(app, host=None, port=None, listen="127.0.0.1:0 127.0.0.2:0",
+                                threads=THREADS, connection_limit=100)
+    thread = threading.Thread(target=both.run, daemon=True)
+    thread.start()
+    try:
+        first, second = [f"http://{one.effective_host}:{one.effective_port}"
+                         for one in server.listeners(both)]
+        assert get(f"{second}/api/me", alice[1], timeout=30)[0] == 200
+        # One client's share counts its connections to either address.
+        held = [open_from(first, "127.0.0.3") for _ in range(server.MIN_PER_CLIENT)]
+        for sock in held:  # each answered (so accepted) and kept open
+            sock.sendall(b"Host: x\r\n\r\n")
+            assert sock.recv(12).startswith(b"HTTP/1.1 200")
+        refused = open_from(second, "127.0.0.3")
+        assert closed_by_server(refused)
+        for sock in [*held, refused]:
+            sock.close()
+    finally:
+        both.close()
+        thread.join(timeout=10)
+
+
 def test_a_clients_address_is_its_ipv4_address_or_its_ipv6_64():
     assert server.client_of(("192.0.2.7", 5000)) == "192.0.2.7"
     assert server.client_of(("::ffff:192.0.2.7", 5000, 0, 0)) == "192.0.2.7"

@@ -332,16 +332,29 @@ def create_server(app, *, host: str, port: int, threads: int = THREADS,
                        max(settings.max_request_bytes, settings.max_batch_bytes) + 1)
     options.setdefault("channel_timeout", IDLE_SECONDS)
     options.setdefault("cleanup_interval", 5)  # how often idle connections are looked for
-    server = waitress_server(_parking_app(app), host=host, port=port, threads=threads,
+    # waitress's own "listen" (several addresses) in place of host and port, if given.
+    where = {"listen": options.pop("listen")} if "listen" in options else \
+        {"host": host, "port": port}
+    server = waitress_server(_parking_app(app), threads=threads,
                              connection_limit=connection_limit,
                              asyncore_use_poll=True,  # select() stops at 1024 descriptors
-                             **options)
-    server.channel_class = _open_channel
-    server.parked = WaiterSlots(int(connection_limit * PARKING_SHARE))
+                             **where, **options)
     if per_client is None:
         per_client = per_client_default(connection_limit)
-    server.clients = Clients(None if settings.trusted_proxies else per_client or None)
+    parked = WaiterSlots(int(connection_limit * PARKING_SHARE))
+    clients = Clients(None if settings.trusted_proxies else per_client or None)
+    for one in {server, *listeners(server)}:  # the limits are the process's: shared
+        one.channel_class, one.parked, one.clients = _open_channel, parked, clients
     return server
+
+
+def listeners(server) -> list:
+    """The servers that accept *server*'s connections: itself, or each of waitress's
+    ``MultiSocketServer`` (a host name with several addresses, such as ``localhost``
+    with 127.0.0.1 and ::1), whose connections never see the wrapper's attributes."""
+    if hasattr(server, "effective_host"):
+        return [server]
+    return [one for one in server.map.values() if hasattr(one, "effective_host")]
 
 
 def raise_file_limit(wanted: int) -> int:
@@ -371,10 +384,10 @@ def serve(app, *, host: str, port: int, threads: int = THREADS,
     except (OSError, ValueError) as exc:  # a port in use, an address not this host's
         reason = getattr(exc, "strerror", None) or str(exc)
         raise SystemExit(f"Error: cannot listen on {host}:{port}: {reason}") from None
-    # waitress brackets an IPv6 address only when it listens on several.
-    shown = f"[{server.effective_host}]" if ":" in str(server.effective_host) \
-        else server.effective_host
-    server.log_info(f"Serving on http://{shown}:{server.effective_port}")
+    for one in listeners(server):  # an IPv6 address in brackets (waitress: with several)
+        host = one.effective_host
+        logger.info("Serving on http://%s:%s", f"[{host}]" if ":" in str(host) else host,
+                    one.effective_port)
     try:
         server.run()
     except KeyboardInterrupt:
