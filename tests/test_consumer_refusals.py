@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from qrq.backup.files import backups_dir_or_exit
 from qrq.config import load_settings
 from qrq.errors import QrqError
 from qrq.queue import load_task_modules
@@ -86,6 +87,27 @@ def test_a_file_where_the_backup_directory_belongs_stops_the_consumer(data_dir):
     assert_one_line(done, f"the backup directory (QRQ_BACKUP_DIR) "
                           f"{data_dir / 'sets' / 'daily'}: {data_dir / 'sets'} is a file, "
                           "where a directory belongs")
+
+
+def test_the_backup_directory_is_checked_only_on_a_host_that_backs_up(data_dir):
+    # A host without maintenance jobs keeps no backups: its QRQ_BACKUP_DIR may be a mount
+    # only the maintenance host has.
+    (data_dir / "backups").write_text("")
+    for role in ({"QRQ_WORKER_EXCLUDE_JOB_TYPES": "maintenance"},
+                 {"QRQ_WORKER_JOB_TYPES": "pdf,mail"}):
+        backups_dir_or_exit(load_settings({"QRQ_DATA_DIR": str(data_dir), **role}))
+    with pytest.raises(SystemExit, match="a file is there"):
+        backups_dir_or_exit(load_settings({"QRQ_DATA_DIR": str(data_dir),
+                                           "QRQ_WORKER_JOB_TYPES": "pdf,maintenance"}))
+
+
+def test_a_backup_directory_the_checks_cannot_look_at_is_one_line(data_dir):
+    # Path.exists() raises for what it cannot look at (a parent it may not search, a
+    # name too long), which came out as a traceback.
+    settings = load_settings({"QRQ_DATA_DIR": str(data_dir),
+                              "QRQ_BACKUP_DIR": "x" * 300 + "/sets"})
+    with pytest.raises(SystemExit, match="QRQ_BACKUP_DIR.*File name too long"):
+        backups_dir_or_exit(settings)
 
 
 def test_a_backup_run_into_a_file_fails_at_once_in_one_line(settings):

@@ -41,8 +41,11 @@ def check_directory(path: Path, what: str) -> None:
         not exist yet, its nearest part that does) cannot be written.
     """
     folder = path
-    while not folder.exists() and folder != folder.parent:  # (False below a file too)
-        folder = folder.parent
+    try:
+        while not folder.exists() and folder != folder.parent:  # (False below a file too)
+            folder = folder.parent
+    except OSError as exc:  # a parent it may not search (someone else's home)
+        raise UnusableDirectory(f"{what} {path}: {exc.strerror}") from None
     if not folder.is_dir():
         raise UnusableDirectory(f"{what} {path}: " + (
             "a file is there, where a directory belongs" if folder == path
@@ -55,8 +58,12 @@ def check_directory(path: Path, what: str) -> None:
 
 
 def backups_dir_or_exit(settings) -> None:
-    """For a consumer that is starting: a backup directory that cannot hold backups ends
-    it with one line, instead of backup jobs that fail one by one."""
+    """For a consumer that is starting and runs backups (it takes ``maintenance`` jobs): a
+    backup directory that cannot hold backups ends it with one line, instead of backup
+    jobs that fail one by one. A host that runs none may have no such directory."""
+    if "maintenance" in settings.exclude_types or (
+            settings.accept_types and "maintenance" not in settings.accept_types):
+        return
     what = ("the backup directory (QRQ_BACKUP_DIR)" if settings.backup_dir
             else "the backup directory (QRQ_BACKUP_DIR unset: backups in the data directory)")
     try:

@@ -40,7 +40,7 @@ def make_private(settings: Settings) -> None:
     for path in found:
         try:
             info = path.lstat()
-        except (FileNotFoundError, NotADirectoryError):  # (below a file: said at start-up)
+        except OSError:  # not there, or not to be looked at: said by the start-up checks
             continue
         mode = stat.S_IMODE(info.st_mode)
         # Only what this user owns and never through a symlink.
