@@ -25,9 +25,10 @@ T = TypeVar("T")
 LEASE_LOST = ("job %s: this run lost its lease (it lapsed and the job was taken over or "
               "canceled); its outcome is dropped")
 
-# A job's run still holds it: its count of attempts is still the run's (a parameter:
+# A job's run still holds it: the task row's job is still on the run's attempt (parameters:
 # the job id, then the run's attempt). PostgreSQL's one-statement end embeds it.
-RUN_FENCE = "exists (select 1 from job where job.id = ? and job.attempts = ?)"
+RUN_FENCE = ("exists (select 1 from job where job.id = ? and job.id = task.job_id "
+             "and job.attempts = ?)")
 
 _OWNER_LOCK = threading.Lock()
 

@@ -173,7 +173,7 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
         return curs.fetchone()
 
     def dequeue(self):
-        owner = self.owner  # first: a forked worker starts its own state
+        self.owner  # noqa: B018  (read first: a forked worker starts its own state)
         batch = self._batch()
         leased = self._next_ahead(batch)  # leased by this thread's last completion
         if leased is None:
@@ -183,13 +183,12 @@ class LeasedStorage(RunAhead, LeaseHolder, PortableHueyApi):
             has_work = stale is not None or bool(waiting) or self._has_work()
             if has_work:
                 asked = self._dequeue_count(batch)
-                self._take_lease()
+                stale_job = getattr(self._local, "job_id", None)
+                _, _, stale_attempt = self._take_lease()
 
                 def write() -> tuple[list[jobs.EndedJob], list[tuple]]:
                     with self.db(commit=True) as curs:
-                        if stale is not None:
-                            curs.execute("delete from task where id = ? and lease_owner = ?",
-                                         (stale, owner))
+                        self._end_lease(curs, stale, stale_job, stale_attempt)
                         return self._end_runs(curs, waiting), self._lease_ahead(curs, asked)
 
                 ended, found = self._ending([stale, *(r[0] for r in waiting)], write)
