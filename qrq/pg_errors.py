@@ -91,8 +91,11 @@ def _passwords(url: str) -> set[str]:
         found.add(conninfo.conninfo_to_dict(url).get("password") or "")
     except psycopg.Error:
         pass
+    # Not one of under 4 characters: replaced wherever it occurs, it would garble the
+    # message and show where it is; libpq quotes a password only when it cannot parse
+    # the URL, and then :func:`url_mistake` says what is wrong in words of its own.
     return {word for password in found
-            for word in (password, urllib.parse.unquote(password)) if word}
+            for word in (password, urllib.parse.unquote(password)) if len(word) >= 4}
 
 
 def redact(text: str, url: str) -> str:

@@ -64,7 +64,7 @@ def test_secret_is_created_once_and_shared(tmp_path):
     # (OverflowError at start-up), an integer a SQLite INTEGER.
     ("QRQ_BUSY_TIMEOUT", "1e308", "from 0 to 3600"),
     ("QRQ_MAX_COPIES", "9" * 30, "at least 1, at most 2147483647"),
-    ("QRQ_LEASE_SECONDS", "1e300", "at least 0.1, at most 1e+09"),
+    ("QRQ_LEASE_SECONDS", "1e300", "at least 0.1, at most 1000000000"),
     # Path("") is the directory the process started in.
     ("QRQ_DATA_DIR", "", "unset the variable for the default (data)"),
     ("QRQ_DATA_DIR", "  ", "unset the variable for the default (data)"),

@@ -90,3 +90,7 @@ def test_a_password_quoted_by_a_library_is_redacted():
     url = "postgresql://qrq:p%40ss%2Fword@db/qrq"
     assert pg_errors.redact('bad token "p%40ss%2Fword" or p@ss/word', url) \
         == 'bad token "***" or ***'
+    # A password of a few characters is not hunted through the text: "5" replaced
+    # everywhere garbled the message and showed where it was.
+    said = 'connection to server at "10.0.0.5", port 5432 failed'
+    assert pg_errors.redact(said, "postgresql://qrq:5@db/qrq") == said

@@ -133,7 +133,7 @@ class Setting:
                 raise ValueError(f"expected {self.allowed}")
             if self.type in (int, float) and value > self.ceiling:
                 raise ValueError(f"expected {self.allowed}" + (
-                    "" if self.high is not None else f", at most {self.ceiling:n}"))
+                    "" if self.high is not None else f", at most {self.ceiling:.0f}"))
             if self.validator is not None:
                 self.validator(value)
         except ValueError as exc:

@@ -50,7 +50,7 @@ def retry_jobs(huey, job_ids: list[str]) -> dict[str, list[Any]]:
 
     Returns ``{"done": [job id, ...], "skipped": [{"job_id", "reason"}, ...]}``.
     """
-    done, skipped = [], []
+    done, skipped, queued_ids = [], [], set()
     for start in range(0, len(job_ids), RETRY_CHUNK):
         chunk = job_ids[start:start + RETRY_CHUNK]
         found = {job["id"]: job for job in stats.jobs_by_id(huey.storage, chunk)}
@@ -61,11 +61,14 @@ def retry_jobs(huey, job_ids: list[str]) -> dict[str, list[Any]]:
             except (Conflict, NotFound) as exc:
                 skipped.append({"job_id": job_id, "reason": exc.message})
         for entry, queued in zip(entries, huey.storage.enqueue_retries(entries), strict=True):
+            job_id = entry[2]
             if queued:
-                done.append(entry[2])
-            else:  # (or listed twice: it runs once)
-                skipped.append({"job_id": entry[2],
-                                "reason": f"job {entry[2]} changed state; try again"})
+                done.append(job_id)
+                queued_ids.add(job_id)
+            else:
+                skipped.append({"job_id": job_id, "reason": "listed more than once; it runs "
+                                "once" if job_id in queued_ids else f"job {job_id} changed "
+                                "state; try again"})
     return {"done": done, "skipped": skipped}
 
 

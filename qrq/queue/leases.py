@@ -218,6 +218,9 @@ class LeaseHolder:
                 # Not tried again: giving back lowered the job's count, so a run another
                 # thread leased since a first try that committed has this one's number.
                 # If that try failed, the lease lapses and the job runs again.
+                logger.warning("job %s: its run was given back while the database was away "
+                               "and is not given back again: it runs again once its lease "
+                               "lapses", job_id)
                 return False
             curs.execute(f"update task set lease_until = null, lease_owner = null "
                          f"where {fence}", params)
