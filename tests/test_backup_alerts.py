@@ -5,9 +5,13 @@ due. Real backup jobs through the real queue, on both backends."""
 
 import dataclasses
 import datetime
+import errno
 import json
 import logging
+import subprocess
 import time
+
+import pytest
 
 from qrq import alerts
 from qrq.queue import huey, jobs, stats, submit
@@ -60,16 +64,39 @@ def backup_alerts(settings, now=None) -> dict[str, dict]:
             if a["kind"].startswith("backup")}
 
 
-def test_a_failed_backup_fires_until_a_later_backup_succeeds(settings, make_user, caplog):
+@pytest.fixture
+def no_inodes_left(tmp_path):
+    """A tmpfs for backup sets with bytes free but no inode (tests run as root): a
+    backup's first directory there fails with ENOSPC, a passing fault (unlike a file
+    where the directory belongs, which fails the job at once). ``free()`` empties it."""
+    mount = tmp_path / "sets"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,nr_inodes=32,mode=0700",
+                    "tmpfs", str(mount)], check=True)
+    try:
+        for n in range(1000):
+            (mount / f".filler-{n}").write_text("")
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+
+    def free():
+        for filler in mount.glob(".filler-*"):
+            filler.unlink()
+
+    yield mount, free
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_failed_backup_fires_until_a_later_backup_succeeds(settings, make_user, caplog,
+                                                              no_inodes_left):
     caplog.set_level(logging.INFO, logger="qrq.alerts")
     make_user("root", admin=True, email="root@example.com")
     assert backup_alerts(settings) == {}
-    # The job raises: its backups directory cannot be made (a file is in the way).
-    blocker = settings.data_dir / "not-a-directory"
-    blocker.write_text("")
-    broken = with_settings(settings, backup_dir=str(blocker))
+    # The job raises: its set's directory cannot be made (no inode left).
+    full, _ = no_inodes_left
+    broken = with_settings(settings, backup_dir=str(full))
     job = run_backup()
-    assert job["status"] == "retrying" and job["error"]
+    assert job["status"] == "retrying" and "No space left" in job["error"]
     assert backup_alerts(broken) == {} and mails() == []  # its retry may succeed (below)
     job = run_retry_now(job["id"])
     assert job["status"] == "failed" and job["error"]
@@ -97,21 +124,20 @@ def test_a_failed_backup_fires_until_a_later_backup_succeeds(settings, make_user
 
 
 def test_a_backup_that_fails_then_succeeds_on_its_retry_alerts_no_one(settings, make_user,
-                                                                      caplog):
+                                                                      caplog, no_inodes_left):
     """An operator is alerted, and mailed, when a backup failed for good, not for an
     attempt that its retry (backup.run retries once, a minute later) makes good."""
     caplog.set_level(logging.INFO, logger="qrq.alerts")
     make_user("root", admin=True, email="root@example.com")
-    blocker = settings.data_dir / "not-a-directory"
-    blocker.write_text("")
-    broken = with_settings(settings, backup_dir=str(blocker))
+    full, free = no_inodes_left
+    broken = with_settings(settings, backup_dir=str(full))
     job = run_backup()
-    assert job["status"] == "retrying" and "not-a-directory" in job["error"]
+    assert job["status"] == "retrying" and "No space left" in job["error"]
     assert backup_alerts(broken) == {}
     checked = alerts.check(huey.storage, broken, deliver=lambda *mail: None)  # (no consumer)
     assert "backup_failed" not in checked["alerts"]
     assert mails() == []  # no "qrq backup FAILED" for an attempt that is retried
-    blocker.unlink()  # the cause goes away before the retry
+    free()  # the cause goes away before the retry
     job = run_retry_now(job["id"])
     assert job["status"] == "finished" and json.loads(job["result"])["status"] == "ok"
     assert backup_alerts(broken) == {}

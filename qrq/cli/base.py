@@ -21,6 +21,7 @@ import peewee
 # Imported for its job end hook: a job the CLI ends (`jobs cancel`) posts its webhook.
 from qrq import pg_errors, webhooks  # noqa: F401
 from qrq.appdb.db import open_app_db
+from qrq.cards.options import json_schema
 from qrq.config import holds_qrq_data, load_settings
 from qrq.config.load import read_settings
 from qrq.errors import QrqError
@@ -219,7 +220,6 @@ def key_values(ctx, param, values: tuple[str, ...]) -> dict[str, object]:
 
 @functools.cache
 def _text_options() -> frozenset[str]:
-    from qrq.cards.options import json_schema  # (the PDF modules: only when -o is given)
     return frozenset(name for name, schema in json_schema()["properties"].items()
                      if schema.get("type") == "string")
 
