@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
+from qrq.config.files import file_in_the_way, nearest_existing
 from qrq.errors import QrqError
 
 FILE_MODE = 0o600
@@ -40,16 +41,12 @@ def check_directory(path: Path, what: str) -> None:
     :raises UnusableDirectory: a file is there, or on its way; or it (or, when it does
         not exist yet, its nearest part that does) cannot be written.
     """
-    folder = path
     try:
-        while not folder.exists() and folder != folder.parent:  # (False below a file too)
-            folder = folder.parent
+        blocked, folder = file_in_the_way(path), nearest_existing(path)
     except OSError as exc:  # a parent it may not search (someone else's home)
         raise UnusableDirectory(f"{what} {path}: {exc.strerror}") from None
-    if not folder.is_dir():
-        raise UnusableDirectory(f"{what} {path}: " + (
-            "a file is there, where a directory belongs" if folder == path
-            else f"{folder} is a file, where a directory belongs"))
+    if blocked is not None:
+        raise UnusableDirectory(f"{what} {path}: {blocked}")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UnusableDirectory(f"{what} {path}: " + (
             "it cannot be written (permissions, or a read-only file system)" if folder == path

@@ -6,6 +6,7 @@ become ``click.ClickException`` (exit 1), bad arguments ``BadParameter`` (exit 2
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import getpass
@@ -23,6 +24,7 @@ from qrq import pg_errors, webhooks  # noqa: F401
 from qrq.appdb.db import open_app_db
 from qrq.cards.options import json_schema
 from qrq.config import holds_qrq_data, load_settings
+from qrq.config.files import file_in_the_way
 from qrq.config.load import read_settings
 from qrq.errors import QrqError
 from qrq.queue import catalog, huey, jobs, stats
@@ -122,11 +124,8 @@ def describe_os_error(exc: OSError) -> str:
         return f"{reason} ({type(exc).__name__})"
     path = Path(os.fsdecode(exc.filename))
     if isinstance(exc, FileExistsError | NotADirectoryError):
-        blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()),
-                        None)
-        if blocking is not None:
-            reason = ("a file is there, where a directory belongs" if blocking == path
-                      else f"{blocking} is a file, where a directory belongs")
+        with contextlib.suppress(OSError):  # (what cannot be looked at keeps its reason)
+            reason = file_in_the_way(path) or reason
     elif exc.filename2 is not None:
         return f"{path} -> {os.fsdecode(exc.filename2)}: {reason}"
     return f"{path}: {reason}"

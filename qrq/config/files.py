@@ -19,6 +19,26 @@ if TYPE_CHECKING:  # annotations only; settings.py imports this module
 PRIVATE_UMASK = 0o077
 
 
+def nearest_existing(path: Path) -> Path:
+    """*path*, or the nearest of its parents that exists (a file on the way stops the
+    walk there). :raises OSError: a part cannot be looked at (a parent it may not
+    search, a name too long)."""
+    while not path.exists() and path != path.parent:  # (False below a file too)
+        path = path.parent
+    return path
+
+
+def file_in_the_way(path: Path) -> str | None:
+    """What keeps *path* from being a directory, if a file does: one there, or one
+    where a directory on its way belongs; None otherwise.
+    :raises OSError: as :func:`nearest_existing`."""
+    found = nearest_existing(path)
+    if found.is_dir():
+        return None
+    return ("a file is there, where a directory belongs" if found == path
+            else f"{found} is a file, where a directory belongs")
+
+
 def holds_qrq_data(path: Path) -> bool:
     """Whether *path* is a qrq data directory (``qrq init`` has run there).
 
