@@ -18,6 +18,7 @@ from qrq.analytics import shard
 from qrq.analytics import worker as analytics_worker
 from qrq.analytics.query import parse_query
 from qrq.analytics.scans import SCHEMA, create_schema, template_domains, write_demo_database
+from qrq.analytics.shard import hash_array
 from qrq.analytics.shares import count_distinct
 from qrq.sqlite_deadline import interrupt_when
 
@@ -205,7 +206,7 @@ def test_distinct_count_is_exact_for_any_hashes(values):
     """The count slots hashes by their bits before it sorts (what is left): values that
     are not random, the hash 0 and repeats still count exactly."""
     glued = b",".join(v.to_bytes(8, "little") for v in values)
-    assert count_distinct(glued) == len(set(values))
+    assert count_distinct([hash_array(glued)]) == len(set(values))
 
 
 def test_buckets_follow_the_time_zone_across_dst(make_db):
@@ -361,8 +362,8 @@ def test_shards_with_the_old_text_hashes_give_the_same_report(demo_dbs, tmp_path
 
 def test_the_indexes_and_the_check_are_found_whatever_the_table_name_case(tmp_path, demo_dbs):
     """One read of sqlite_master finds the indexes and the CHECK of a table created as
-    ``SCANS`` (SQLite's names ignore case): no missing-index warning, the fast path for
-    the hashes, and the same report as the original database."""
+    ``SCANS`` (SQLite's names ignore case): no missing-index warning, the fast paths for
+    the hashes (glued, and the index's pages), and the same report as the original database."""
     path = tmp_path / "upper.db"
     with sqlite3.connect(path) as conn:
         conn.execute(f"attach '{demo_dbs[0]}' as demo")
@@ -372,7 +373,8 @@ def test_the_indexes_and_the_check_are_found_whatever_the_table_name_case(tmp_pa
         conn.execute("insert into SCANS select * from demo.scans")
     conn.close()
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        assert shard._schema(conn) == (set(shard.INDEXES), True)
+        indexes, packed, time_root = shard._schema(conn)
+    assert (indexes, packed) == (set(shard.INDEXES), True) and time_root > 1
     query = parse_query({"from": "2026-09-01", "to": "2026-11-22"})
     result = analytics.time_series([path], query)
     assert result["warnings"] == []

@@ -36,7 +36,9 @@ DEFERRED_IMPORTS = {
     # whose artifact store is in S3 loads it.
     ("qrq/artifacts/__init__.py", "qrq.artifacts.s3.S3Store"): "optional, slow dependency",
     # numpy is 0.1 s and ~20 MB to import, and only a report's counting needs it.
-    ("qrq/analytics/shares.py", "numpy"): "slow dependency, one use",
+    ("qrq/analytics/shares.py", "numpy"): "slow dependency, a report's only",
+    ("qrq/analytics/shard.py", "numpy"): "slow dependency, a report's only",
+    ("qrq/analytics/btree.py", "numpy"): "slow dependency, a report's only",
 }
 
 

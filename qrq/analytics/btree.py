@@ -1,0 +1,290 @@
+"""The ``scans_time`` index of a scan database read straight from the file's pages:
+the time and the visitor hash of every scan in some ranges, as numpy arrays.
+
+Handing each hash out of SQLite costs more than reading the index: ``group_concat``
+adds ~39 ns a scan to a plain ``count``, and this Python's ``sqlite3`` loads no
+extension that could do better. The index's pages are bytes in a documented, stable
+format (https://www.sqlite.org/fileformat2.html, "B-tree Pages"), and numpy takes
+every entry out of them in less time than SQLite needs to count them.
+
+It reads only what SQLite would return, or nothing (None, and the caller asks SQLite):
+
+* Only inside the connection's read transaction, and only when the file alone holds
+  that transaction's snapshot: a rollback-journal database (the transaction's shared
+  lock keeps writers out of the file), or a WAL database whose WAL is empty or copied
+  into the file (a checkpoint never copies frames newer than a reader's snapshot into
+  the file while it reads, so the file stays as it is).
+* Only the index of qrq's schema (:data:`qrq.analytics.scans.SCHEMA`), and only if every
+  page and entry it meets is exactly what that index makes: any other page type, a page
+  number out of range, an entry of another shape or keys out of order, and it gives up.
+
+POSIX record locks belong to a process and a file: closing any descriptor of a file
+drops every lock the process holds on it, SQLite's too. So :class:`DatabaseFile` opens
+the file before its connection, and its descriptors are closed once no reading
+connection is open in this process. Nothing else in a process that runs reports
+should hold connections to the scan databases (qrq reads them only here).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+INDEX_SQL = "createindexscans_timeonscans(scanned_at,visitor_hash)"  # spaces dropped
+_MAGIC = b"SQLite format 3\x00"
+_INTERIOR, _LEAF = 0x02, 0x0A
+_SHM_HEADER = 136  # two copies of the WAL index header (48 bytes each), then nBackfill
+
+_lock = threading.Lock()
+_reading = 0  # DatabaseFile contexts open in this process
+_to_close: list[Any] = []  # their maps and descriptors, closed when none is open
+
+
+class DatabaseFile:
+    """A scan database's file, opened before its connection and closed after it (and
+    after every other :class:`DatabaseFile` of this process), for :func:`time_hashes`."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.fd: int | None = None
+        self.shm_fd: int | None = None
+        self.map: mmap.mmap | None = None
+
+    def __enter__(self) -> DatabaseFile:
+        global _reading
+        with _lock:
+            _reading += 1
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            pass  # SQLite says what is wrong with it
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        global _reading
+        with _lock:
+            _reading -= 1
+            # A map holds a descriptor of its own.
+            _to_close.extend(x for x in (self.map, self.fd, self.shm_fd) if x is not None)
+            self.map = self.fd = self.shm_fd = None
+            if _reading == 0:
+                pending, _to_close[:] = _to_close[:], []
+                for item in pending:
+                    if isinstance(item, int):
+                        os.close(item)
+                        continue
+                    try:
+                        item.close()
+                    except BufferError:  # an array still views it: next time
+                        _to_close.append(item)
+
+
+def time_hashes(file: DatabaseFile, conn: Any, root: int,
+                ranges: Iterable[tuple[int, int]]) -> tuple[Any, Any] | None:
+    """The entries of the ``scans_time`` index (whose root page is *root*) whose time
+    lies in one of *ranges* (sorted, disjoint, ``[start, end)``): their times (int64)
+    and visitor hashes (uint64, the 8 bytes read little-endian, as
+    :func:`qrq.analytics.shard.hash_array` reads them), both in index order; None if
+    the file cannot be read this way. *conn* must be in a read transaction."""
+    if file.fd is None:
+        return None
+    try:
+        page_count = conn.execute("pragma page_count").fetchone()[0]
+        if not _file_is_snapshot(file, page_count):
+            return None
+        if file.map is None:
+            file.map = mmap.mmap(file.fd, 0, access=mmap.ACCESS_READ)
+        return _read(file.map, root, page_count, list(ranges))
+    except (ValueError, IndexError, OSError, struct.error):
+        return None  # not what qrq's schema makes: SQLite reads it
+
+
+def _file_is_snapshot(file: DatabaseFile, page_count: int) -> bool:
+    """Whether the file, as it is now and stays while the transaction lasts, holds the
+    connection's snapshot of *page_count* pages (see the module's docstring)."""
+    status = os.stat(file.path)
+    own = os.fstat(file.fd)
+    if (status.st_dev, status.st_ino) != (own.st_dev, own.st_ino):
+        return False  # the path now names another file
+    header = os.pread(file.fd, 100, 0)
+    page_size = _page_size(header)
+    if own.st_size < page_count * page_size:
+        return False
+    versions = header[18:20]
+    if versions == b"\x01\x01":
+        return True  # rollback journal: writers wait for the shared lock
+    if versions != b"\x02\x02":
+        return False
+    try:
+        if os.stat(f"{file.path}-wal").st_size == 0:
+            return True
+    except FileNotFoundError:
+        return True
+    if file.shm_fd is None:
+        try:
+            file.shm_fd = os.open(f"{file.path}-shm", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+    shm = os.pread(file.shm_fd, _SHM_HEADER, 0)
+    if len(shm) < _SHM_HEADER or shm[:48] != shm[48:96] or shm[12] != 1:
+        return False  # not set up, or being written
+    # Native byte order: the WAL index is shared memory. Every frame in the WAL copied
+    # into the file: the file is the snapshot, and no newer frame is copied while the
+    # transaction keeps its read lock.
+    (frames,), (copied,) = struct.unpack_from("=I", shm, 16), struct.unpack_from("=I", shm, 96)
+    return frames == copied
+
+
+def _page_size(header: bytes) -> int:
+    if len(header) < 100 or header[:16] != _MAGIC:
+        raise ValueError("not an SQLite database")
+    size = int.from_bytes(header[16:18], "big")
+    size = 65536 if size == 1 else size
+    if size < 512 or size & (size - 1):
+        raise ValueError("bad page size")
+    return size
+
+
+def _read(buf: mmap.mmap, root: int, page_count: int,
+          ranges: list[tuple[int, int]]) -> tuple[Any, Any] | None:
+    import numpy
+
+    page_size = _page_size(buf[:100])
+    if len(buf) < page_count * page_size or not ranges:
+        return None
+    items = _items(buf, page_size, root, page_count)
+    data = _Views(buf)
+    # Each item's entries, in key order: a leaf page's cells, or one interior cell's
+    # entry (stored past its 4-byte child pointer). First, each item's first key, to
+    # leave out the items that lie between the ranges.
+    items = numpy.array(items, numpy.int64)
+    leaf = items >= 0
+    counts = numpy.ones(len(items), numpy.int64)
+    counts[leaf] = data.u16[items[leaf] + 3]
+    if (counts[leaf] == 0).any() or (8 + 2 * counts[leaf] > page_size).any():
+        return None
+    firsts = _entry_offsets(data, items, leaf, numpy.zeros(len(items), numpy.int64),
+                            page_size)
+    starts, _ = _decode(data, firsts)
+    if (starts[1:] < starts[:-1]).any():
+        return None
+    ends = numpy.append(starts[1:], numpy.iinfo(numpy.int64).max)  # last keys, at most
+    los, his = (numpy.array(side, numpy.int64) for side in zip(*ranges, strict=True))
+    # The first range ending after each item starts; the item is wanted if that range
+    # starts no later than the item's last possible key.
+    nearest = numpy.searchsorted(his, starts, "right")
+    wanted = nearest < len(ranges)
+    wanted[wanted] = los[nearest[wanted]] <= ends[wanted]
+    items, leaf, counts = items[wanted], leaf[wanted], counts[wanted]
+    total = int(counts.sum())
+    owner = numpy.repeat(numpy.arange(len(items)), counts)
+    k = numpy.arange(total, dtype=numpy.int64) - numpy.repeat(numpy.cumsum(counts) - counts,
+                                                              counts)
+    offsets = _entry_offsets(data, items[owner], leaf[owner], k, page_size)
+    times, n_time = _decode(data, offsets)
+    if (times[1:] < times[:-1]).any():
+        return None
+    hashes = data.le64[offsets + 5 + n_time]
+    keep = numpy.zeros(total, bool)
+    for lo, hi in ranges:
+        keep[numpy.searchsorted(times, lo):numpy.searchsorted(times, hi)] = True
+    return times[keep], hashes[keep]
+
+
+def _items(buf: mmap.mmap, page_size: int, root: int, page_count: int) -> list[int]:
+    """The index's leaf pages (their offsets in the file) and its interior cells (minus
+    their entries' offsets), in key order: a walk of its interior pages."""
+    u16, u32 = struct.Struct(">H").unpack_from, struct.Struct(">I").unpack_from
+    items, todo, walked = [], [root], 0
+    while todo:
+        item = todo.pop()
+        if item < 0:
+            items.append(item)
+            continue
+        walked += 1
+        if not 2 <= item <= page_count or walked > page_count:
+            raise ValueError("page number out of range, or a loop")
+        base = (item - 1) * page_size
+        kind = buf[base]
+        if kind == _LEAF:
+            items.append(base)
+            continue
+        if kind != _INTERIOR:
+            raise ValueError("not an index page")
+        count, = u16(buf, base + 3)
+        todo.append(u32(buf, base + 8)[0])  # the right-most child, walked last
+        for k in range(count - 1, -1, -1):
+            cell = base + u16(buf, base + 12 + 2 * k)[0]
+            if not base + 12 < cell <= base + page_size - 18:
+                raise ValueError("cell outside its page")
+            todo.append(-(cell + 4))  # its entry, after the child on its left
+            todo.append(u32(buf, cell)[0])
+    return items
+
+
+class _Views:
+    """The file as arrays of every big- or little-endian integer at every byte offset
+    (numpy gathers from them at any offset, nothing copied)."""
+
+    def __init__(self, buf: mmap.mmap):
+        import numpy
+
+        def at_every_byte(dtype: str) -> Any:
+            size = numpy.dtype(dtype).itemsize
+            return numpy.ndarray((len(buf) - size + 1,), dtype, buf, 0, (1,))
+
+        self.u8 = numpy.frombuffer(buf, numpy.uint8)
+        self.u16, self.u32 = at_every_byte(">u2"), at_every_byte(">u4")
+        self.s32, self.s64 = at_every_byte(">i4"), at_every_byte(">i8")
+        self.le64 = at_every_byte("<u8")
+
+
+def _entry_offsets(data: _Views, items: Any, leaf: Any, k: Any, page_size: int) -> Any:
+    """The file offset of entry *k* of each item: a leaf page's k-th cell, or the entry
+    of an interior cell."""
+    import numpy
+
+    pointers = data.u16[numpy.where(leaf, items + 8 + 2 * k, 0)]
+    if (leaf & ((pointers < 8) | (pointers > page_size - 14))).any():
+        raise ValueError("cell outside its page")
+    return numpy.where(leaf, items + pointers, -items)
+
+
+# Bytes of an integer by its serial type (1-6; 8 and 9 are the constants 0 and 1); -1:
+# not an integer.
+_INT_BYTES = [-1] * 256
+for _type, _size in {1: 1, 2: 2, 3: 3, 4: 4, 5: 6, 6: 8, 8: 0, 9: 0}.items():
+    _INT_BYTES[_type] = _size
+
+
+def _decode(data: _Views, offsets: Any) -> tuple[Any, Any]:
+    """The times of the entries at *offsets* and the bytes each time takes; raises
+    ValueError unless every entry is a record of an integer time, an 8-byte blob and
+    an integer row id, as ``scans_time`` holds them."""
+    import numpy
+
+    sizes = numpy.array(_INT_BYTES, numpy.int64)
+    head = data.u32[offsets]  # payload size, header size, time's type, hash's type
+    n_time = sizes[(head >> 8) & 0xFF]
+    n_rowid = sizes[data.u8[offsets + 4]]
+    if not (((head >> 16) & 0xFF) == 4).all() or not ((head & 0xFF) == 28).all() or \
+            (n_time < 0).any() or (n_rowid < 0).any() or \
+            not ((head >> 24) == 4 + n_time + 8 + n_rowid).all():
+        raise ValueError("not an entry of scans_time")
+    if (n_time == 4).all():  # Unix seconds until 2038
+        return data.s32[offsets + 5].astype(numpy.int64), n_time
+    times = numpy.empty(len(offsets), numpy.int64)
+    for n in numpy.unique(n_time).tolist():
+        some = n_time == n
+        if n == 0:  # the constants 0 and 1
+            times[some] = ((head[some] >> 8) & 0xFF) - 8
+            continue
+        # The n bytes as the low end of 8, sign-extended.
+        shift = 64 - 8 * n
+        times[some] = (data.s64[offsets[some] + 5 + n - 8] << shift) >> shift
+    return times, n_time
