@@ -166,8 +166,10 @@ def _read(buf: mmap.mmap, root: int, page_count: int,
     leaf = items >= 0
     counts = numpy.ones(len(items), numpy.int64)
     counts[leaf] = data.u16[items[leaf] + 3]
-    if (counts[leaf] == 0).any() or (8 + 2 * counts[leaf] > page_size).any():
+    if (8 + 2 * counts[leaf] > page_size).any():
         return None
+    # An empty leaf: the root of an empty index.
+    items, leaf, counts = items[counts > 0], leaf[counts > 0], counts[counts > 0]
     firsts = _entry_offsets(data, items, leaf, numpy.zeros(len(items), numpy.int64),
                             page_size)
     starts, _ = _decode(data, firsts)
