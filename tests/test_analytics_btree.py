@@ -123,8 +123,9 @@ def test_what_is_not_qrqs_index_is_left_to_sqlite(tmp_path):
 
 
 def test_a_corrupt_tree_is_left_to_sqlite(tmp_path):
-    """A child pointer that loops back to the root, or a truncated file: None, at once,
-    and the report says the database is malformed instead of hanging."""
+    """Two child pointers to one page, one that loops back to the root, or a truncated
+    file: None, at once, and the report says the database is malformed instead of
+    hanging."""
     path = write(tmp_path / "s.db", random_rows(5_000, 4), page_size=512)
     with contextlib.closing(sqlite3.connect(path)) as conn:
         root, = conn.execute("select rootpage from sqlite_master "
@@ -134,6 +135,15 @@ def test_a_corrupt_tree_is_left_to_sqlite(tmp_path):
         f.seek(base)
         page = f.read(512)
         assert page[0] == 0x02  # interior, as 5,000 entries on 512-byte pages make
+        first = base + int.from_bytes(page[12:14], "big")
+        f.seek(first)
+        f.write(page[8:12])  # the first child: the right-most one again
+        f.flush()
+        assert pages_and_sql(path, ALL, sql=False)[0] is None
+        f.seek(first)
+        f.write(page[first - base:first - base + 4])  # mended
+        f.flush()
+        assert pages_and_sql(path, ALL, sql=False)[0] is not None
         f.seek(base + 8)
         f.write(root.to_bytes(4, "big"))  # the right-most child: the root itself
     assert pages_and_sql(path, ALL, sql=False)[0] is None

@@ -157,22 +157,21 @@ def _read(buf: mmap.mmap, root: int, page_count: int,
     page_size = _page_size(buf[:100])
     if len(buf) < page_count * page_size or not ranges:
         return None
-    items = _items(buf, page_size, root, page_count)
     data = _Views(buf)
     # Each item's entries, in key order: a leaf page's cells, or one interior cell's
-    # entry (stored past its 4-byte child pointer). First, each item's first key, to
-    # leave out the items that lie between the ranges.
-    items = numpy.array(items, numpy.int64)
+    # entry (stored past its 4-byte child pointer).
+    items = numpy.array(_items(buf, page_size, root, page_count), numpy.int64)
     leaf = items >= 0
     counts = numpy.ones(len(items), numpy.int64)
     counts[leaf] = data.u16[items[leaf] + 3]
     if (8 + 2 * counts[leaf] > page_size).any():
         return None
-    # An empty leaf: the root of an empty index.
-    items, leaf, counts = items[counts > 0], leaf[counts > 0], counts[counts > 0]
-    firsts = _entry_offsets(data, items, leaf, numpy.zeros(len(items), numpy.int64),
-                            page_size)
-    starts, _ = _decode(data, firsts)
+    # Leave out the items that lie between the ranges (and an empty leaf: the root of
+    # an empty index), by each item's first key.
+    nonempty = counts > 0
+    items, leaf, counts = items[nonempty], leaf[nonempty], counts[nonempty]
+    starts, _ = _decode(data, _entry_offsets(data, items, leaf, numpy.ones_like(counts),
+                                             page_size))
     if (starts[1:] < starts[:-1]).any():
         return None
     ends = numpy.append(starts[1:], numpy.iinfo(numpy.int64).max)  # last keys, at most
@@ -182,35 +181,31 @@ def _read(buf: mmap.mmap, root: int, page_count: int,
     nearest = numpy.searchsorted(his, starts, "right")
     wanted = nearest < len(ranges)
     wanted[wanted] = los[nearest[wanted]] <= ends[wanted]
-    items, leaf, counts = items[wanted], leaf[wanted], counts[wanted]
-    total = int(counts.sum())
-    owner = numpy.repeat(numpy.arange(len(items)), counts)
-    k = numpy.arange(total, dtype=numpy.int64) - numpy.repeat(numpy.cumsum(counts) - counts,
-                                                              counts)
-    offsets = _entry_offsets(data, items[owner], leaf[owner], k, page_size)
-    times, n_time = _decode(data, offsets)
+    times, hashes = _decode(data, _entry_offsets(data, items[wanted], leaf[wanted],
+                                                 counts[wanted], page_size))
     if (times[1:] < times[:-1]).any():
         return None
-    hashes = data.le64[offsets + 5 + n_time]
-    keep = numpy.zeros(total, bool)
-    for lo, hi in ranges:
-        keep[numpy.searchsorted(times, lo):numpy.searchsorted(times, hi)] = True
-    return times[keep], hashes[keep]
+    cuts = [(numpy.searchsorted(times, lo), numpy.searchsorted(times, hi)) for lo, hi in ranges]
+    if len(cuts) == 1:
+        (start, end), = cuts
+        return times[start:end], hashes[start:end]
+    return (numpy.concatenate([times[start:end] for start, end in cuts]),
+            numpy.concatenate([hashes[start:end] for start, end in cuts]))
 
 
 def _items(buf: mmap.mmap, page_size: int, root: int, page_count: int) -> list[int]:
     """The index's leaf pages (their offsets in the file) and its interior cells (minus
     their entries' offsets), in key order: a walk of its interior pages."""
     u16, u32 = struct.Struct(">H").unpack_from, struct.Struct(">I").unpack_from
-    items, todo, walked = [], [root], 0
+    items, todo, seen = [], [root], set()
     while todo:
         item = todo.pop()
         if item < 0:
             items.append(item)
             continue
-        walked += 1
-        if not 2 <= item <= page_count or walked > page_count:
-            raise ValueError("page number out of range, or a loop")
+        if not 2 <= item <= page_count or item in seen:
+            raise ValueError("page number out of range, or a page met twice")
+        seen.add(item)
         base = (item - 1) * page_size
         kind = buf[base]
         if kind == _LEAF:
@@ -220,41 +215,49 @@ def _items(buf: mmap.mmap, page_size: int, root: int, page_count: int) -> list[i
             raise ValueError("not an index page")
         count, = u16(buf, base + 3)
         todo.append(u32(buf, base + 8)[0])  # the right-most child, walked last
-        for k in range(count - 1, -1, -1):
-            cell = base + u16(buf, base + 12 + 2 * k)[0]
-            if not base + 12 < cell <= base + page_size - 18:
+        for pointer in reversed(struct.unpack_from(f">{count}H", buf, base + 12)):
+            if not 12 < pointer <= page_size - 18:
                 raise ValueError("cell outside its page")
-            todo.append(-(cell + 4))  # its entry, after the child on its left
-            todo.append(u32(buf, cell)[0])
+            todo.append(-(base + pointer + 4))  # its entry, after the child on its left
+            todo.append(u32(buf, base + pointer)[0])
     return items
 
 
 class _Views:
-    """The file as arrays of every big- or little-endian integer at every byte offset
-    (numpy gathers from them at any offset, nothing copied)."""
+    """The file as arrays of integers starting at every byte offset (numpy gathers
+    from them at any offset, nothing copied); ``u8_4`` and the like start 4 bytes in."""
 
     def __init__(self, buf: mmap.mmap):
         import numpy
 
-        def at_every_byte(dtype: str) -> Any:
+        def at_every_byte(dtype: str, skip: int = 0) -> Any:
             size = numpy.dtype(dtype).itemsize
-            return numpy.ndarray((len(buf) - size + 1,), dtype, buf, 0, (1,))
+            return numpy.ndarray((len(buf) - skip - size + 1,), dtype, buf, skip, (1,))
 
-        self.u8 = numpy.frombuffer(buf, numpy.uint8)
+        self.u8_4 = at_every_byte("u1", 4)
         self.u16, self.u32 = at_every_byte(">u2"), at_every_byte(">u4")
-        self.s32, self.s64 = at_every_byte(">i4"), at_every_byte(">i8")
-        self.le64 = at_every_byte("<u8")
+        self.s32_5, self.s64 = at_every_byte(">i4", 5), at_every_byte(">i8")
+        self.le64, self.le64_9 = at_every_byte("<u8"), at_every_byte("<u8", 9)
 
 
-def _entry_offsets(data: _Views, items: Any, leaf: Any, k: Any, page_size: int) -> Any:
-    """The file offset of entry *k* of each item: a leaf page's k-th cell, or the entry
-    of an interior cell."""
+def _entry_offsets(data: _Views, items: Any, leaf: Any, counts: Any, page_size: int) -> Any:
+    """The file offsets of the first *counts* entries of each item, in order: a leaf
+    page's cells, or the entry of an interior cell."""
     import numpy
 
-    pointers = data.u16[numpy.where(leaf, items + 8 + 2 * k, 0)]
-    if (leaf & ((pointers < 8) | (pointers > page_size - 14))).any():
+    starts = numpy.cumsum(counts) - counts
+    # Where each cell's pointer lies: 8 bytes into its page, 2 bytes each (a dummy for
+    # an interior cell's entry, whose offset is known).
+    where = numpy.repeat(numpy.where(leaf, items + 8, 8) - 2 * starts, counts) + \
+        2 * numpy.arange(int(counts.sum()), dtype=numpy.int64)
+    pointers = data.u16[where].astype(numpy.int64)
+    inner = starts[~leaf]
+    pointers[inner] = 8
+    if ((pointers < 8) | (pointers > page_size - 14)).any():
         raise ValueError("cell outside its page")
-    return numpy.where(leaf, items + pointers, -items)
+    offsets = (where & -page_size) + pointers  # the page's start, plus the pointer
+    offsets[inner] = -items[~leaf]
+    return offsets
 
 
 # Bytes of an integer by its serial type (1-6; 8 and 9 are the constants 0 and 1); -1:
@@ -262,24 +265,28 @@ def _entry_offsets(data: _Views, items: Any, leaf: Any, k: Any, page_size: int) 
 _INT_BYTES = [-1] * 256
 for _type, _size in {1: 1, 2: 2, 3: 3, 4: 4, 5: 6, 6: 8, 8: 0, 9: 0}.items():
     _INT_BYTES[_type] = _size
+# An entry's first four bytes, as it mostly begins: its header is 4 bytes (its size and
+# three types), its time 4 bytes (Unix seconds until 2038), its hash an 8-byte blob.
+_COMMON_HEAD = 0x04041C
 
 
 def _decode(data: _Views, offsets: Any) -> tuple[Any, Any]:
-    """The times of the entries at *offsets* and the bytes each time takes; raises
-    ValueError unless every entry is a record of an integer time, an 8-byte blob and
-    an integer row id, as ``scans_time`` holds them."""
+    """The times (int64) and hashes of the entries at *offsets*; raises ValueError
+    unless every entry is a record of an integer time, an 8-byte blob and an integer
+    row id, as ``scans_time`` holds them (the row id is not read)."""
     import numpy
 
     sizes = numpy.array(_INT_BYTES, numpy.int64)
     head = data.u32[offsets]  # payload size, header size, time's type, hash's type
+    n_rowid = sizes[data.u8_4[offsets]]  # -1, not an integer: no payload size matches
+    if ((head & 0xFFFFFF) == _COMMON_HEAD).all():
+        if not ((head >> 24) == 4 + 4 + 8 + n_rowid).all():
+            raise ValueError("not an entry of scans_time")
+        return data.s32_5[offsets].astype(numpy.int64), data.le64_9[offsets]
     n_time = sizes[(head >> 8) & 0xFF]
-    n_rowid = sizes[data.u8[offsets + 4]]
     if not (((head >> 16) & 0xFF) == 4).all() or not ((head & 0xFF) == 28).all() or \
-            (n_time < 0).any() or (n_rowid < 0).any() or \
-            not ((head >> 24) == 4 + n_time + 8 + n_rowid).all():
+            (n_time < 0).any() or not ((head >> 24) == 4 + n_time + 8 + n_rowid).all():
         raise ValueError("not an entry of scans_time")
-    if (n_time == 4).all():  # Unix seconds until 2038
-        return data.s32[offsets + 5].astype(numpy.int64), n_time
     times = numpy.empty(len(offsets), numpy.int64)
     for n in numpy.unique(n_time).tolist():
         some = n_time == n
@@ -289,4 +296,4 @@ def _decode(data: _Views, offsets: Any) -> tuple[Any, Any]:
         # The n bytes as the low end of 8, sign-extended.
         shift = 64 - 8 * n
         times[some] = (data.s64[offsets[some] + 5 + n - 8] << shift) >> shift
-    return times, n_time
+    return times, data.le64[offsets + 5 + n_time]
