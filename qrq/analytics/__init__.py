@@ -6,22 +6,26 @@ domains, countries and devices of the whole range.
 
 Why it is fast, and exact:
 
-* The heavy work runs inside SQLite. Per database, one statement runs a small
-  subquery per bucket on a covering index (``scans_time`` and friends): the
+* Each bucket is a range of ``scans_time`` (and friends), a covering index: the
   bucket's boundaries are UTC instants computed with zoneinfo
   (:mod:`qrq.analytics.query`), so each is an index range scan, DST-correct, with
-  nothing to sort. It returns the bucket's visitor hashes glued into one string
+  nothing to sort.
+* The visitor hashes come out of the index without SQLite handing out each one (which
+  cost more than reading the index): for a report over all domains and templates,
+  numpy reads the entries of ``scans_time`` straight from the file's pages
+  (:mod:`qrq.analytics.btree`), inside the connection's read transaction and only
+  while the file alone holds its snapshot; otherwise one statement per database runs
+  a small subquery per bucket and returns the bucket's hashes glued into one string
   (``group_concat``, a comma between), whose length gives the bucket's count.
 * Unique visitors are exact. A visitor may scan in several databases, so counts
   cannot be added up; instead each bucket keeps the visitor hashes of every
   database as 8 bytes each (the schema stores them so, and a CHECK constraint
-  guarantees it, so the glued bytes need no decoding; older shards with 16 hex
-  digits go through ``bytes.fromhex``), and numpy counts the distinct ones as 64-bit
+  guarantees it, so they need no decoding; older shards with 16 hex digits go
+  through ``bytes.fromhex``), and numpy counts the distinct ones as 64-bit
   integers, in C (:func:`qrq.analytics.shares.count_distinct`): each hash in a table
-  slot picked by its bits, a sort only for the few that collide; ~9 bytes per scan
+  slot picked by its bits, a sort only for the few that collide; ~8 bytes per scan
   while reading, one bucket's hashes counted at a time. (HyperLogLog would be
-  approximate and no faster here: handing each hash out of SQLite is most of the
-  cost.)
+  approximate and no faster here.)
 * The top-N counts come from one ``GROUP BY`` per database that walks the
   ``scans_dims`` index in order, so SQLite never sorts; SQLite also rolls its few
   thousand groups up per dimension, so Python only merges a few hundred rows.
@@ -43,6 +47,7 @@ server's absolute path). Connections are opened ``mode=ro``; *limit* wraps each 
 The modules, each importing only those below it: this one (the report) ->
 :mod:`~qrq.analytics.worker` (the child processes) -> :mod:`~qrq.analytics.shares`
 (a share of the work) -> :mod:`~qrq.analytics.shard` (reading one database) ->
+:mod:`~qrq.analytics.btree` (an index read from the file's pages),
 :mod:`~qrq.analytics.query` (what a report asks for) and
 :mod:`~qrq.analytics.scans` (the databases' schema). :mod:`~qrq.analytics.cache`
 and :mod:`~qrq.analytics.requesters` keep reports and their jobs in the queue

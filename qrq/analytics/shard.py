@@ -1,9 +1,12 @@
 """Reading one scan database: its buckets' counts and visitor hashes, its top-N counts.
 
-The heavy work runs inside SQLite (the design is described in :mod:`qrq.analytics`):
-one statement per database runs a subquery per bucket on a covering index and returns
-the bucket's visitor hashes glued into one blob; one ``GROUP BY`` walks
-``scans_dims`` for the top-N counts. Connections are opened ``mode=ro``.
+The design is described in :mod:`qrq.analytics`. Every bucket's hashes come from
+``scans_time``'s pages (:mod:`qrq.analytics.btree`) when the report is over all domains
+and templates and the file can be read so; otherwise one statement per database runs a
+subquery per bucket on a covering index and returns the bucket's visitor hashes glued
+into one blob. One ``GROUP BY`` walks ``scans_dims`` for the top-N counts. Connections
+are opened ``mode=ro``, and every statement of a database runs in one read
+transaction.
 """
 
 from __future__ import annotations
