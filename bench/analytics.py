@@ -126,7 +126,9 @@ def sqlite_floor(paths: list[Path], query) -> int:
     once inside SQLite, nothing else: ``scans_time`` over the range, in order, and the
     top-N ``GROUP BY`` over ``scans_dims`` that qrq runs, without its time condition when
     the database lies inside the range (as qrq does: two index seeks tell). No bucketing
-    and no distinct counting: no exact report can do less."""
+    and no distinct counting: no exact report through SQLite can do less. (qrq reads
+    ``scans_time`` from the file's pages, at about this count's cost:
+    ``bench/analytics_parts.py``.)"""
     buckets, end = plan_buckets(query)
     lo, hi = buckets[0].start_ts, end
     rows = 0
