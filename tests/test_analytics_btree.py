@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -289,3 +290,20 @@ def test_closing_the_file_drops_no_lock_of_another_reader(tmp_path):
     own = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
            if os.path.exists(f"/proc/self/fd/{fd}")]
     assert str(path) not in own
+
+
+def test_a_fifo_among_the_databases_is_skipped_without_waiting(tmp_path):
+    """A FIFO named like a database: opening it would wait for a writer (SQLite's open
+    too); it is skipped with a warning at once."""
+    os.mkfifo(tmp_path / "stuck.db")
+    query = parse_query({"period": "weekly", "from": "2023-01-01", "to": "2025-12-31"})
+    bounds = [b.start_ts for b in query.buckets()] + [2**40]
+    done = []
+    reader = threading.Thread(target=lambda: done.append(
+        shard.read_database(tmp_path / "stuck.db", query, bounds)), daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    if not done:  # let the stuck open go on, then fail
+        os.close(os.open(tmp_path / "stuck.db", os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=30)
+    assert done and done[0].skipped and done[0].warning == "skipped: not a regular file"

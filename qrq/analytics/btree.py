@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import struct
 import threading
 from collections.abc import Iterable
@@ -54,15 +55,20 @@ class DatabaseFile:
         self.fd: int | None = None
         self.shm_fd: int | None = None
         self.map: mmap.mmap | None = None
+        self.special = False  # a FIFO, a device: not a database, and SQLite would wait
 
     def __enter__(self) -> DatabaseFile:
         global _reading
         with _lock:
             _reading += 1
-        try:
-            self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:  # without waiting for a writer, should the path be a FIFO
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:
-            pass  # SQLite says what is wrong with it
+            return self  # SQLite says what is wrong with it
+        if not stat.S_ISREG(os.fstat(self.fd).st_mode):
+            self.special = not stat.S_ISDIR(os.fstat(self.fd).st_mode)
+            _to_close.append(self.fd)
+            self.fd = None
         return self
 
     def __exit__(self, *exc_info: object) -> None:

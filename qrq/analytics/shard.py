@@ -56,6 +56,9 @@ def read_database(path: Path, query: ReportQuery, bounds: list[int], *,
     uri = Path(path).absolute().as_uri() + "?mode=ro"
     # The file's own descriptor outlives the connection (see btree).
     with btree.DatabaseFile(part.path) as file:
+        if file.special:
+            return DatabasePart(part.path, warning="skipped: not a regular file",
+                                skipped=True)
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout)
         except sqlite3.Error as exc:
