@@ -5,6 +5,7 @@ never a torn snapshot, and no lock of the process's other readers dropped."""
 import contextlib
 import os
 import random
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -197,24 +198,30 @@ def start_writer(tmp_path, path, journal, checkpoint_pages, batches, rows="inser
 
 
 @pytest.mark.parametrize("rows", ["insert", "delete"])
-def test_commits_still_in_the_wal_are_read_by_sqlite(tmp_path, rows):
+@pytest.mark.parametrize("through", ["path", "symlink"])
+def test_commits_still_in_the_wal_are_read_by_sqlite(tmp_path, rows, through):
     """While the WAL holds commits not yet copied into the file, the file is not the
     snapshot: None, and SQLite's answer has the change (100 rows added; or deleted,
     which leaves the file as long as it was). Once they are copied in, the pages give
-    them."""
+    them. Through a symbolic link too: the WAL lies beside the file SQLite opens."""
     path = write(tmp_path / "s.db", random_rows(1_000, 5), journal="wal")
+    read_at = path
+    if through == "symlink":
+        (tmp_path / "links").mkdir()
+        read_at = tmp_path / "links" / "shard.db"
+        read_at.symlink_to(path)
     writer = start_writer(tmp_path, path, "wal", 0, 1, rows)
     after = 1_100 if rows == "insert" else 900
     try:
         writer.stdin.write("go\n")
         writer.stdin.flush()
         assert writer.stdout.readline() == "done\n"
-        got, want = pages_and_sql(path, ALL)
+        got, want = pages_and_sql(read_at, ALL)
         assert got is None and len(want) == after
         writer.stdin.write("checkpoint\n")
         writer.stdin.flush()
         assert writer.stdout.readline() == "checkpointed\n"
-        got, want = pages_and_sql(path, ALL)
+        got, want = pages_and_sql(read_at, ALL)
         assert got == want and len(got) == after
     finally:
         writer.stdin.close()
@@ -261,6 +268,28 @@ def test_reads_during_writes_are_whole_snapshots(tmp_path, journal, checkpoint_p
         writer.kill()
         writer.wait()
         writer.stdout.close()
+
+
+def test_a_stale_wal_index_sqlite_does_not_use_is_not_trusted(tmp_path, small_disk):
+    """A copy of a WAL database taken while its writer worked (the file and its -shm
+    after a checkpoint, then a commit, then the -wal, as cp copies them) on a file
+    system this process may not write: SQLite cannot use that -shm and reads the WAL
+    itself, and so the pages are not read either."""
+    source = write(tmp_path / "s.db", random_rows(1_000, 8), journal="wal")
+    writer = sqlite3.connect(source, isolation_level=None)
+    try:
+        writer.execute("pragma wal_autocheckpoint = 0")
+        writer.execute("delete from scans where id <= 10")
+        writer.execute("pragma wal_checkpoint")  # every frame copied into the file
+        for suffix in ("", "-shm"):
+            shutil.copy(f"{source}{suffix}", f"{small_disk / 's.db'}{suffix}")
+        writer.execute("delete from scans where id % 10 = 0")  # the file as long as it was
+        shutil.copy(f"{source}-wal", f"{small_disk / 's.db'}-wal")
+    finally:
+        writer.close()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    got, want = pages_and_sql(small_disk / "s.db", ALL)
+    assert len(want) == 1_000 - 10 - 99 and got is None
 
 
 def test_closing_the_file_drops_no_lock_of_another_reader(tmp_path):

@@ -13,7 +13,10 @@ It reads only what SQLite would return, or nothing (None, and the caller asks SQ
   that transaction's snapshot: a rollback-journal database (the transaction's shared
   lock keeps writers out of the file), or a WAL database whose WAL is empty or copied
   into the file (a checkpoint never copies frames newer than a reader's snapshot into
-  the file while it reads, so the file stays as it is).
+  the file while it reads, so the file stays as it is). The WAL and its index are the
+  ones beside the file SQLite opened (links resolved), the index only if this process
+  may write it (else SQLite does not use it either), and the file's header must say
+  what the snapshot says (page count, schema and free-list counters).
 * Only the index of qrq's schema (:data:`qrq.analytics.scans.SCHEMA`), and only if every
   page and entry it meets is exactly what that index makes: any other page type, a page
   number out of range, an entry of another shape or keys out of order, and it gives up.
@@ -100,48 +103,70 @@ def time_hashes(file: DatabaseFile, conn: Any, root: int,
     if file.fd is None:
         return None
     try:
-        page_count = conn.execute("pragma page_count").fetchone()[0]
-        if not _file_is_snapshot(file, page_count):
+        # What SQLite has open (the path with its links resolved: its WAL lies beside
+        # that file) and its snapshot's header fields, in one statement.
+        snapshot = conn.execute(
+            "select (select file from pragma_database_list where name = 'main'), "
+            "page_count, schema_version, freelist_count "
+            "from pragma_page_count, pragma_schema_version, pragma_freelist_count").fetchone()
+        if not _file_is_snapshot(file, *snapshot):
             return None
         if file.map is None:
             file.map = mmap.mmap(file.fd, 0, access=mmap.ACCESS_READ)
-        return _read(file.map, root, page_count, list(ranges))
-    except (ValueError, IndexError, OSError, struct.error):
+        return _read(file.map, root, snapshot[1], list(ranges))
+    except (ValueError, IndexError, OverflowError, OSError, struct.error):
         return None  # not what qrq's schema makes: SQLite reads it
 
 
-def _file_is_snapshot(file: DatabaseFile, page_count: int) -> bool:
+def _file_is_snapshot(file: DatabaseFile, name: str, page_count: int, schema_version: int,
+                      freelist_count: int) -> bool:
     """Whether the file, as it is now and stays while the transaction lasts, holds the
-    connection's snapshot of *page_count* pages (see the module's docstring)."""
-    status = os.stat(file.path)
+    connection's snapshot (of *page_count* pages; SQLite has the file *name* open) (see
+    the module's docstring)."""
     own = os.fstat(file.fd)
+    status = os.stat(name)
     if (status.st_dev, status.st_ino) != (own.st_dev, own.st_ino):
-        return False  # the path now names another file
+        return False  # the path named another file when SQLite opened it, or does now
     header = os.pread(file.fd, 100, 0)
     page_size = _page_size(header)
     if own.st_size < page_count * page_size:
         return False
     versions = header[18:20]
-    if versions == b"\x01\x01":
-        return True  # rollback journal: writers wait for the shared lock
-    if versions != b"\x02\x02":
+    if versions == b"\x02\x02":
+        if not _wal_copied(file, name):
+            return False
+    elif versions != b"\x01\x01":
         return False
+    # Otherwise a rollback journal: writers wait for the transaction's shared lock.
+    # The file's header must then say what the snapshot says (which also tells a file
+    # swapped for another and back between our open and SQLite's).
+    return (int.from_bytes(header[40:44], "big") == schema_version
+            and int.from_bytes(header[36:40], "big") == freelist_count
+            and (header[24:28] != header[92:96]  # an old writer's: not kept up to date
+                 or int.from_bytes(header[28:32], "big") == page_count))
+
+
+def _wal_copied(file: DatabaseFile, name: str) -> bool:
+    """Whether a WAL database's WAL is empty or every frame in it is copied into the
+    file; a checkpoint copies no frame newer than a reader's snapshot into the file
+    while the reader keeps its lock, so the file stays the snapshot."""
     try:
-        if os.stat(f"{file.path}-wal").st_size == 0:
+        if os.stat(f"{name}-wal").st_size == 0:
             return True
     except FileNotFoundError:
         return True
     if file.shm_fd is None:
+        # Only a WAL index this process may write is the one SQLite uses (and rebuilt
+        # if it was stale): one it may not write, SQLite ignores, rebuilding its own in
+        # memory from the WAL. Never written here.
         try:
-            file.shm_fd = os.open(f"{file.path}-shm", os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+            file.shm_fd = os.open(f"{name}-shm", os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
             return False
     shm = os.pread(file.shm_fd, _SHM_HEADER, 0)
     if len(shm) < _SHM_HEADER or shm[:48] != shm[48:96] or shm[12] != 1:
         return False  # not set up, or being written
-    # Native byte order: the WAL index is shared memory. Every frame in the WAL copied
-    # into the file: the file is the snapshot, and no newer frame is copied while the
-    # transaction keeps its read lock.
+    # Native byte order: the WAL index is shared memory. mxFrame and nBackfill.
     (frames,), (copied,) = struct.unpack_from("=I", shm, 16), struct.unpack_from("=I", shm, 96)
     return frames == copied
 
