@@ -42,11 +42,11 @@ def write(path, rows, page_size=4096, journal="delete"):
 def pages_and_sql(path, ranges, sql=True):
     """What the pages give (None: not read) and what SQLite gives, in one transaction."""
     with btree.DatabaseFile(path) as file, \
-            contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            contextlib.closing(sqlite3.connect(path.as_uri() + "?mode=ro", uri=True)) as conn:
         conn.execute("begin")
         root, = conn.execute("select rootpage from sqlite_master "
                              "where name = 'scans_time'").fetchone()
-        got = btree.time_hashes(file, conn, root, ranges)
+        got = btree.read_time_hashes(file, conn, root, ranges)
         want = sql and [row for lo, hi in ranges for row in conn.execute(SELECT, (lo, hi))]
     if got is not None:
         got = [(t, h.to_bytes(8, "little")) for t, h in zip(got[0].tolist(), got[1].tolist(),
@@ -71,6 +71,44 @@ def test_the_pages_give_the_entries_sqlite_gives(tmp_path, page_size):
         got, want = pages_and_sql(path, ranges)
         assert got == want
     assert len(pages_and_sql(path, ALL)[0]) == 20_000
+
+
+def test_only_the_subtrees_the_ranges_need_are_read(tmp_path, monkeypatch):
+    """A day of a year's index reads a few pages, not every leaf; many small chunks
+    give what one does."""
+    path = write(tmp_path / "s.db", random_rows(50_000, 9), page_size=1024)
+    walked = []
+    items = btree._items
+    monkeypatch.setattr(btree, "_items", lambda *args: walked.append(items(*args)) or
+                        walked[-1])
+    day = [(1_715_000_000, 1_715_086_400)]
+    got, want = pages_and_sql(path, day)
+    assert got == want and 0 < len(got) < 300
+    got, want = pages_and_sql(path, ALL)
+    assert got == want and len(got) == 50_000
+    day_leaves, all_leaves = ([item for item in items if item >= 0] for items in walked)
+    assert len(all_leaves) > 1000 and len(day_leaves) < 5
+    monkeypatch.setattr(btree, "_CHUNK", 777)
+    several = [(1_700_000_000, 1_701_000_000), (1_701_000_000, 1_701_000_001),
+               (1_715_000_000, 1_720_000_000)]
+    got, want = pages_and_sql(path, several)
+    assert got == want and len(got) > 5_000
+
+
+def test_a_name_that_is_not_utf8(tmp_path):
+    """A file name of any bytes (SQLite opens it by its URI): read from the pages."""
+    path = write(tmp_path / os.fsdecode(b"caf\xe9.db"), random_rows(300, 10))
+    got, want = pages_and_sql(path, ALL)
+    assert got == want and len(got) == 300
+
+
+def test_unsorted_buckets_read_as_sorted_ones(tmp_path):
+    path = write(tmp_path / "s.db", random_rows(3_000, 11))
+    query = parse_query({"period": "weekly", "from": "2023-01-01", "to": "2025-12-31"})
+    bounds = [b.start_ts for b in query.buckets()] + [2**40]
+    shuffled = shard.read_database(path, query, bounds, buckets=(90, 60, 50, 70))
+    ordered = shard.read_database(path, query, bounds, buckets=(50, 60, 70, 90))
+    assert shuffled.scans == ordered.scans and len(ordered.scans) == 4
 
 
 def test_every_integer_size_of_a_time_and_a_row_id(tmp_path):
@@ -241,14 +279,14 @@ def test_reads_during_writes_are_whole_snapshots(tmp_path, journal, checkpoint_p
     query = parse_query({"period": "weekly", "from": "2023-01-01", "to": "2025-12-31"})
     bounds = [b.start_ts for b in query.buckets()] + [2**40]
     read = {"pages": 0, "sqlite": 0}
-    time_hashes = btree.time_hashes
+    read_time_hashes = btree.read_time_hashes
 
     def counted(*args):
-        entries = time_hashes(*args)
+        entries = read_time_hashes(*args)
         read["sqlite" if entries is None else "pages"] += 1
         return entries
 
-    monkeypatch.setattr(btree, "time_hashes", counted)
+    monkeypatch.setattr(btree, "read_time_hashes", counted)
     writer = start_writer(tmp_path, path, journal, checkpoint_pages, 300)
     try:
         totals = []
@@ -290,6 +328,27 @@ def test_a_stale_wal_index_sqlite_does_not_use_is_not_trusted(tmp_path, small_di
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     got, want = pages_and_sql(small_disk / "s.db", ALL)
     assert len(want) == 1_000 - 10 - 99 and got is None
+
+
+def test_a_wal_beside_a_rollback_journal_file_is_read_by_sqlite(tmp_path):
+    """A file whose header says rollback journal, restored with a WAL that holds
+    commits: SQLite reads that WAL (and so the file alone is not the snapshot)."""
+    source = write(tmp_path / "s.db", random_rows(1_000, 12), journal="wal")
+    writer = sqlite3.connect(source, isolation_level=None)
+    try:
+        writer.execute("pragma wal_autocheckpoint = 0")
+        writer.execute("delete from scans where id in (500, 501, 502)")  # page 1 untouched
+        (tmp_path / "restored").mkdir()
+        copy = tmp_path / "restored" / "s.db"
+        for suffix in ("", "-wal"):
+            shutil.copy(f"{source}{suffix}", f"{copy}{suffix}")
+    finally:
+        writer.close()
+    with open(copy, "r+b") as f:
+        f.seek(18)
+        f.write(b"\x01\x01")
+    got, want = pages_and_sql(copy, ALL)
+    assert len(want) == 997 and got is None
 
 
 def test_closing_the_file_drops_no_lock_of_another_reader(tmp_path):

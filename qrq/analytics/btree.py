@@ -10,22 +10,26 @@ every entry out of them in less time than SQLite needs to count them.
 It reads only what SQLite would return, or nothing (None, and the caller asks SQLite):
 
 * Only inside the connection's read transaction, and only when the file alone holds
-  that transaction's snapshot: a rollback-journal database (the transaction's shared
-  lock keeps writers out of the file), or a WAL database whose WAL is empty or copied
-  into the file (a checkpoint never copies frames newer than a reader's snapshot into
-  the file while it reads, so the file stays as it is). The WAL and its index are the
-  ones beside the file SQLite opened (links resolved), the index only if this process
-  may write it (else SQLite does not use it either), and the file's header must say
-  what the snapshot says (page count, schema and free-list counters).
+  that transaction's snapshot: no WAL beside it, or an empty one, or one whose every
+  frame is copied into the file (a checkpoint never copies frames newer than a
+  reader's snapshot into the file while it reads, so the file stays as it is; without
+  a WAL, the transaction's shared lock keeps writers out). The WAL and its index are
+  the ones beside the file SQLite opened (links resolved), the index only if this
+  process may write it (else SQLite does not use it either), and the file's header
+  must say what the snapshot says (page count, schema and free-list counters).
 * Only the index of qrq's schema (:data:`qrq.analytics.scans.SCHEMA`), and only if every
   page and entry it meets is exactly what that index makes: any other page type, a page
   number out of range, an entry of another shape or keys out of order, and it gives up.
 
 POSIX record locks belong to a process and a file: closing any descriptor of a file
 drops every lock the process holds on it, SQLite's too. So :class:`DatabaseFile` opens
-the file before its connection, and its descriptors are closed once no reading
-connection is open in this process. Nothing else in a process that runs reports
-should hold connections to the scan databases (qrq reads them only here).
+the file before its connection, and its descriptors are closed once no
+:class:`DatabaseFile` of this process is open. Nothing else in a process that runs
+reports should hold connections to the scan databases (qrq reads them only here).
+
+The walk of the index skips the subtrees that lie outside the ranges; the entries are
+decoded a million at a time (~37 bytes a scan while decoding), and only those in the
+ranges are kept (16 bytes a scan, as arrays).
 """
 
 from __future__ import annotations
@@ -35,14 +39,14 @@ import os
 import stat
 import struct
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-INDEX_SQL = "createindexscans_timeonscans(scanned_at,visitor_hash)"  # spaces dropped
+INDEX_SQL = "createindexscans_timeonscans(scanned_at,visitor_hash)"  # lower case, no spaces
 _MAGIC = b"SQLite format 3\x00"
 _INTERIOR, _LEAF = 0x02, 0x0A
 _SHM_HEADER = 136  # two copies of the WAL index header (48 bytes each), then nBackfill
+_CHUNK = 1 << 20  # entries decoded at once
 
 _lock = threading.Lock()
 _reading = 0  # DatabaseFile contexts open in this process
@@ -51,7 +55,8 @@ _to_close: list[Any] = []  # their maps and descriptors, closed when none is ope
 
 class DatabaseFile:
     """A scan database's file, opened before its connection and closed after it (and
-    after every other :class:`DatabaseFile` of this process), for :func:`time_hashes`."""
+    after every other :class:`DatabaseFile` of this process), for
+    :func:`read_time_hashes`."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -68,8 +73,9 @@ class DatabaseFile:
             self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:
             return self  # SQLite says what is wrong with it
-        if not stat.S_ISREG(os.fstat(self.fd).st_mode):
-            self.special = not stat.S_ISDIR(os.fstat(self.fd).st_mode)
+        mode = os.fstat(self.fd).st_mode
+        if not stat.S_ISREG(mode):
+            self.special = not stat.S_ISDIR(mode)
             _to_close.append(self.fd)
             self.fd = None
         return self
@@ -93,8 +99,8 @@ class DatabaseFile:
                         _to_close.append(item)
 
 
-def time_hashes(file: DatabaseFile, conn: Any, root: int,
-                ranges: Iterable[tuple[int, int]]) -> tuple[Any, Any] | None:
+def read_time_hashes(file: DatabaseFile, conn: Any, root: int,
+                     ranges: list[tuple[int, int]]) -> tuple[Any, Any] | None:
     """The entries of the ``scans_time`` index (whose root page is *root*) whose time
     lies in one of *ranges* (sorted, disjoint, ``[start, end)``): their times (int64)
     and visitor hashes (uint64, the 8 bytes read little-endian, as
@@ -104,42 +110,39 @@ def time_hashes(file: DatabaseFile, conn: Any, root: int,
         return None
     try:
         # What SQLite has open (the path with its links resolved: its WAL lies beside
-        # that file) and its snapshot's header fields, in one statement.
-        snapshot = conn.execute(
-            "select (select file from pragma_database_list where name = 'main'), "
-            "page_count, schema_version, freelist_count "
+        # that file; as bytes, the name need not be UTF-8) and its snapshot's header
+        # fields, in one statement.
+        name, *snapshot = conn.execute(
+            "select (select cast(file as blob) from pragma_database_list "
+            "where name = 'main'), page_count, schema_version, freelist_count "
             "from pragma_page_count, pragma_schema_version, pragma_freelist_count").fetchone()
-        if not _file_is_snapshot(file, *snapshot):
+        header = os.pread(file.fd, 100, 0)
+        page_size = _page_size(header)
+        if not _file_is_snapshot(file, os.fsdecode(name), header, page_size, *snapshot):
             return None
         if file.map is None:
             file.map = mmap.mmap(file.fd, 0, access=mmap.ACCESS_READ)
-        return _read(file.map, root, snapshot[1], list(ranges))
+        return _read(file.map, root, page_size, snapshot[0], ranges)
     except (ValueError, IndexError, OverflowError, OSError, struct.error):
         return None  # not what qrq's schema makes: SQLite reads it
 
 
-def _file_is_snapshot(file: DatabaseFile, name: str, page_count: int, schema_version: int,
-                      freelist_count: int) -> bool:
-    """Whether the file, as it is now and stays while the transaction lasts, holds the
-    connection's snapshot (of *page_count* pages; SQLite has the file *name* open) (see
-    the module's docstring)."""
+def _file_is_snapshot(file: DatabaseFile, name: str, header: bytes, page_size: int,
+                      page_count: int, schema_version: int, freelist_count: int) -> bool:
+    """Whether the file, now and for the rest of the transaction, holds the
+    connection's snapshot: *name* is the file SQLite opened, *page_count* and the
+    counters are the snapshot's (see the module's docstring)."""
     own = os.fstat(file.fd)
     status = os.stat(name)
     if (status.st_dev, status.st_ino) != (own.st_dev, own.st_ino):
         return False  # the path named another file when SQLite opened it, or does now
-    header = os.pread(file.fd, 100, 0)
-    page_size = _page_size(header)
     if own.st_size < page_count * page_size:
         return False
-    versions = header[18:20]
-    if versions == b"\x02\x02":
-        if not _wal_copied(file, name):
-            return False
-    elif versions != b"\x01\x01":
+    # 1 1: a rollback journal, 2 2: WAL; SQLite reads a WAL it finds beside either.
+    if header[18:20] not in (b"\x01\x01", b"\x02\x02") or not _wal_copied(file, name):
         return False
-    # Otherwise a rollback journal: writers wait for the transaction's shared lock.
-    # The file's header must then say what the snapshot says (which also tells a file
-    # swapped for another and back between our open and SQLite's).
+    # The file's header must say what the snapshot says (which also tells a file
+    # swapped for another and back between our open and SQLite's, mostly).
     return (int.from_bytes(header[40:44], "big") == schema_version
             and int.from_bytes(header[36:40], "big") == freelist_count
             and (header[24:28] != header[92:96]  # an old writer's: not kept up to date
@@ -147,9 +150,9 @@ def _file_is_snapshot(file: DatabaseFile, name: str, page_count: int, schema_ver
 
 
 def _wal_copied(file: DatabaseFile, name: str) -> bool:
-    """Whether a WAL database's WAL is empty or every frame in it is copied into the
-    file; a checkpoint copies no frame newer than a reader's snapshot into the file
-    while the reader keeps its lock, so the file stays the snapshot."""
+    """Whether the database's WAL is missing, empty, or copied into the file to its
+    last frame; a checkpoint copies no frame newer than a reader's snapshot into the
+    file while the reader keeps its lock, so the file stays the snapshot."""
     try:
         if os.stat(f"{name}-wal").st_size == 0:
             return True
@@ -181,63 +184,65 @@ def _page_size(header: bytes) -> int:
     return size
 
 
-def _read(buf: mmap.mmap, root: int, page_count: int,
+def _read(buf: mmap.mmap, root: int, page_size: int, page_count: int,
           ranges: list[tuple[int, int]]) -> tuple[Any, Any] | None:
     import numpy
 
-    page_size = _page_size(buf[:100])
     if len(buf) < page_count * page_size or not ranges:
         return None
     data = _Views(buf)
     # Each item's entries, in key order: a leaf page's cells, or one interior cell's
     # entry (stored past its 4-byte child pointer).
-    items = numpy.array(_items(buf, page_size, root, page_count), numpy.int64)
+    items = numpy.array(_items(buf, page_size, root, page_count, ranges), numpy.int64)
     leaf = items >= 0
     counts = numpy.ones(len(items), numpy.int64)
     counts[leaf] = data.u16[items[leaf] + 3]
     if (8 + 2 * counts[leaf] > page_size).any():
         return None
-    # Leave out the items that lie between the ranges (and an empty leaf: the root of
-    # an empty index), by each item's first key.
-    nonempty = counts > 0
-    items, leaf, counts = items[nonempty], leaf[nonempty], counts[nonempty]
-    starts, _ = _decode(data, _entry_offsets(data, items, leaf, numpy.ones_like(counts),
-                                             page_size))
-    if (starts[1:] < starts[:-1]).any():
-        return None
-    ends = numpy.append(starts[1:], numpy.iinfo(numpy.int64).max)  # last keys, at most
-    los, his = (numpy.array(side, numpy.int64) for side in zip(*ranges, strict=True))
-    # The first range ending after each item starts; the item is wanted if that range
-    # starts no later than the item's last possible key.
-    nearest = numpy.searchsorted(his, starts, "right")
-    wanted = nearest < len(ranges)
-    wanted[wanted] = los[nearest[wanted]] <= ends[wanted]
-    times, hashes = _decode(data, _entry_offsets(data, items[wanted], leaf[wanted],
-                                                 counts[wanted], page_size))
-    if (times[1:] < times[:-1]).any():
-        return None
-    cuts = [(numpy.searchsorted(times, lo), numpy.searchsorted(times, hi)) for lo, hi in ranges]
-    if len(cuts) == 1:
-        (start, end), = cuts
-        return times[start:end], hashes[start:end]
-    return (numpy.concatenate([times[start:end] for start, end in cuts]),
-            numpy.concatenate([hashes[start:end] for start, end in cuts]))
+    times, hashes, last = [], [], None
+    ends = numpy.cumsum(counts)
+    first = 0
+    while first < len(items):  # a million entries at a time, at least one item
+        stop = max(first + 1, int(numpy.searchsorted(ends, ends[first] - counts[first] + _CHUNK,
+                                                     "right")))
+        some = slice(first, stop)
+        chunk_times, chunk_hashes = _decode(data, _entry_offsets(
+            data, items[some], leaf[some], counts[some], page_size))
+        if (chunk_times[1:] < chunk_times[:-1]).any() or (
+                last is not None and len(chunk_times) and chunk_times[0] < last):
+            return None
+        if len(chunk_times):
+            last = chunk_times[-1]
+        for lo, hi in ranges:
+            start, end = numpy.searchsorted(chunk_times, [lo, hi])
+            if end > start:
+                times.append(chunk_times[start:end])
+                hashes.append(chunk_hashes[start:end])
+        first = stop
+    if len(times) == 1:
+        return times[0], hashes[0]
+    return (numpy.concatenate(times or [numpy.zeros(0, numpy.int64)]),
+            numpy.concatenate(hashes or [numpy.zeros(0, numpy.uint64)]))
 
 
-def _items(buf: mmap.mmap, page_size: int, root: int, page_count: int) -> list[int]:
+def _items(buf: mmap.mmap, page_size: int, root: int, page_count: int,
+           ranges: list[tuple[int, int]]) -> list[int]:
     """The index's leaf pages (their offsets in the file) and its interior cells (minus
-    their entries' offsets), in key order: a walk of its interior pages."""
+    their entries' offsets), in key order, leaving out the subtrees whose keys lie
+    outside *ranges*: a walk of its interior pages."""
     u16, u32 = struct.Struct(">H").unpack_from, struct.Struct(">I").unpack_from
-    items, todo, seen = [], [root], set()
+    # A page to walk: its number and the bounds of its keys (None: no bound).
+    items, todo, seen = [], [(root, None, None)], set()
     while todo:
         item = todo.pop()
-        if item < 0:
+        if isinstance(item, int):  # an interior cell's entry
             items.append(item)
             continue
-        if not 2 <= item <= page_count or item in seen:
+        page, low, high = item
+        if not 2 <= page <= page_count or page in seen:
             raise ValueError("page number out of range, or a page met twice")
-        seen.add(item)
-        base = (item - 1) * page_size
+        seen.add(page)
+        base = (page - 1) * page_size
         kind = buf[base]
         if kind == _LEAF:
             items.append(base)
@@ -245,13 +250,43 @@ def _items(buf: mmap.mmap, page_size: int, root: int, page_count: int) -> list[i
         if kind != _INTERIOR:
             raise ValueError("not an index page")
         count, = u16(buf, base + 3)
-        todo.append(u32(buf, base + 8)[0])  # the right-most child, walked last
-        for pointer in reversed(struct.unpack_from(f">{count}H", buf, base + 12)):
-            if not 12 < pointer <= page_size - 18:
-                raise ValueError("cell outside its page")
-            todo.append(-(base + pointer + 4))  # its entry, after the child on its left
-            todo.append(u32(buf, base + pointer)[0])
+        cells = [base + pointer for pointer in struct.unpack_from(f">{count}H", buf, base + 12)]
+        if any(not base + 12 < cell <= base + page_size - 18 for cell in cells):
+            raise ValueError("cell outside its page")
+        # Within one range, every child is wanted: no key to read.
+        inside = low is not None and high is not None and _within(ranges, low, high)
+        keys = [low] * count if inside else [_entry_time(buf, cell + 4) for cell in cells]
+        bounds = [low, *keys, high]  # child j's keys lie between bounds j and j + 1
+        children = [*(u32(buf, cell)[0] for cell in cells), u32(buf, base + 8)[0]]
+        for j in range(count, -1, -1):  # pushed right to left: walked left to right
+            if j < count:
+                todo.append(-(cells[j] + 4))  # its entry, after the child on its left
+            lo, hi = (low, high) if inside else (bounds[j], bounds[j + 1])
+            if inside or _meets(ranges, lo, hi):
+                todo.append((children[j], lo, hi))
     return items
+
+
+def _meets(ranges: list[tuple[int, int]], low: int | None, high: int | None) -> bool:
+    """Whether any of *ranges* holds a key from *low* to *high* (both included)."""
+    return any((high is None or lo <= high) and (low is None or low < hi) for lo, hi in ranges)
+
+
+def _within(ranges: list[tuple[int, int]], low: int, high: int) -> bool:
+    """Whether one of *ranges* holds every key from *low* to *high*."""
+    return any(lo <= low and high < hi for lo, hi in ranges)
+
+
+def _entry_time(buf: mmap.mmap, entry: int) -> int:
+    """The time of the index entry at *entry* (of an interior page: the walk)."""
+    if buf[entry] >= 0x80 or buf[entry + 1] != 4 or buf[entry + 3] != 28:
+        raise ValueError("not an entry of scans_time")
+    size = _INT_BYTES[buf[entry + 2]]
+    if size < 0:
+        raise ValueError("not an entry of scans_time")
+    if size == 0:  # the constants 0 and 1
+        return buf[entry + 2] - 8
+    return int.from_bytes(buf[entry + 5:entry + 5 + size], "big", signed=True)
 
 
 class _Views:
@@ -296,8 +331,9 @@ def _entry_offsets(data: _Views, items: Any, leaf: Any, counts: Any, page_size: 
 _INT_BYTES = [-1] * 256
 for _type, _size in {1: 1, 2: 2, 3: 3, 4: 4, 5: 6, 6: 8, 8: 0, 9: 0}.items():
     _INT_BYTES[_type] = _size
-# An entry's first four bytes, as it mostly begins: its header is 4 bytes (its size and
-# three types), its time 4 bytes (Unix seconds until 2038), its hash an 8-byte blob.
+# The last three of an entry's first four bytes, as it mostly begins: a 4-byte header
+# (its size and three types), a 4-byte time (type 4: Unix seconds until 2038), an 8-byte
+# blob (type 28).
 _COMMON_HEAD = 0x04041C
 
 

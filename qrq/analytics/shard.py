@@ -35,7 +35,7 @@ Limit = Callable[[sqlite3.Connection], contextlib.AbstractContextManager]
 
 @dataclasses.dataclass
 class DatabasePart:
-    """What one database contributes: per-bucket counts and visitor bytes, top-N counts."""
+    """What one database contributes: per-bucket counts and visitor hashes, top-N counts."""
 
     path: Path
     scans: dict[int, int] = dataclasses.field(default_factory=dict)
@@ -96,13 +96,14 @@ def _read(conn: sqlite3.Connection, file: btree.DatabaseFile, part: DatabasePart
     params = {"domain": query.domain, "template_id": query.template_id}
     first = max(0, bisect.bisect_right(bounds, lo) - 1)
     last = min(len(bounds) - 2, bisect.bisect_right(bounds, hi) - 1)
-    buckets = tuple(buckets)
+    buckets = tuple(sorted(buckets))
     wanted = _buckets_json(tuple(bounds), buckets, first, last)
     if wanted and packed and time_root and not _filters(query):
-        entries = btree.time_hashes(file, conn, time_root, _runs(bounds, buckets, first, last))
+        entries = btree.read_time_hashes(file, conn, time_root,
+                                         _runs(bounds, buckets, first, last))
         if entries is not None:
             _split(part, entries, bounds, [i for i in buckets if first <= i <= last])
-            wanted = None  # read
+            wanted = None  # every bucket read from the pages: no statement
     if wanted:
         # One statement per database: a correlated subquery per bucket, each an index
         # range scan; the buckets travel as one JSON parameter.

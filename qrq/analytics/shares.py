@@ -85,7 +85,9 @@ def count_distinct(arrays: list) -> int:
     """The number of distinct hashes in *arrays* (numpy arrays of uint64) together."""
     import numpy
 
-    hashes = numpy.concatenate(arrays) if arrays else ()
+    if not arrays:
+        return 0
+    hashes = arrays[0] if len(arrays) == 1 else numpy.concatenate(arrays)
     return _distinct(hashes) if len(hashes) else 0
 
 
