@@ -24,8 +24,8 @@ Why it is fast, and exact:
   through ``bytes.fromhex``), and numpy counts the distinct ones as 64-bit
   integers, in C (:func:`qrq.analytics.shares.count_distinct`): each hash in a table
   slot picked by its bits, a sort only for the few that collide; ~8 bytes per scan
-  while reading, one bucket's hashes counted at a time. (HyperLogLog would be
-  approximate and no faster here.)
+  held while reading (9 on the SQL path), one bucket's hashes counted at a time.
+  (HyperLogLog would be approximate and no faster here.)
 * The top-N counts come from one ``GROUP BY`` per database that walks the
   ``scans_dims`` index in order, so SQLite never sorts; SQLite also rolls its few
   thousand groups up per dimension, so Python only merges a few hundred rows.
