@@ -351,6 +351,25 @@ def test_a_wal_beside_a_rollback_journal_file_is_read_by_sqlite(tmp_path):
     assert len(want) == 997 and got is None
 
 
+def test_a_file_swapped_in_and_back_is_not_read(tmp_path):
+    """The path names another file when SQLite opens it, and the first one again when
+    the pages are read (two renames): same size, same header counters, other hashes.
+    The entries at the ranges' edges differ from SQLite's: None."""
+    rows = random_rows(5_000, 13)
+    path = write(tmp_path / "s.db", rows)
+    other = write(tmp_path / "other.db", [(i, t, h ^ 1) for i, t, h in rows])
+    os.link(path, tmp_path / "kept.db")
+    with btree.DatabaseFile(path) as file:  # this descriptor: the first file
+        os.rename(other, path)
+        with contextlib.closing(sqlite3.connect(path.as_uri() + "?mode=ro", uri=True)) as conn:
+            conn.execute("begin")  # SQLite: the other file
+            root, = conn.execute("select rootpage from sqlite_master "
+                                 "where name = 'scans_time'").fetchone()
+            os.rename(tmp_path / "kept.db", path)
+            assert btree.read_time_hashes(file, conn, root, ALL) is None
+            assert btree.read_time_hashes(file, conn, root, [(0, 1)]) is not None  # empty
+
+
 def test_closing_the_file_drops_no_lock_of_another_reader(tmp_path):
     """Closing any descriptor of a file drops every POSIX lock the process holds on it:
     a read inside another one keeps its descriptors open until the outer one ends, so

@@ -16,7 +16,8 @@ It reads only what SQLite would return, or nothing (None, and the caller asks SQ
   a WAL, the transaction's shared lock keeps writers out). The WAL and its index are
   the ones beside the file SQLite opened (links resolved), the index only if this
   process may write it (else SQLite does not use it either), and the file's header
-  must say what the snapshot says (page count, schema and free-list counters).
+  must say what the snapshot says (page count, schema and free-list counters), and
+  SQLite must find the same first and last entries in the ranges.
 * Only the index of qrq's schema (:data:`qrq.analytics.scans.SCHEMA`), and only if every
   page and entry it meets is exactly what that index makes: any other page type, a page
   number out of range, an entry of another shape or keys out of order, and it gives up.
@@ -122,9 +123,25 @@ def read_time_hashes(file: DatabaseFile, conn: Any, root: int,
             return None
         if file.map is None:
             file.map = mmap.mmap(file.fd, 0, access=mmap.ACCESS_READ)
-        return _read(file.map, root, page_size, snapshot[0], ranges)
+        entries = _read(file.map, root, page_size, snapshot[0], ranges)
+        return entries if entries and _edges_agree(conn, *entries, ranges) else None
     except (ValueError, IndexError, OverflowError, OSError, struct.error):
         return None  # not what qrq's schema makes: SQLite reads it
+
+
+def _edges_agree(conn: Any, times: Any, hashes: Any, ranges: list[tuple[int, int]]) -> bool:
+    """Whether SQLite finds the same first entry in the first range and last entry in
+    the last one: it reads the file read here, not another one with the same header
+    counters swapped in and back between the two opens."""
+    for (lo, hi), order, k in ((ranges[0], "", 0), (ranges[-1], " desc", -1)):
+        row = conn.execute(
+            "select scanned_at, visitor_hash from scans indexed by scans_time where "
+            f"scanned_at >= ? and scanned_at < ? order by scanned_at{order}, "
+            f"visitor_hash{order} limit 1", (lo, hi)).fetchone()
+        inside = bool(len(times)) and lo <= times[k] < hi
+        if row != ((int(times[k]), int(hashes[k]).to_bytes(8, "little")) if inside else None):
+            return False
+    return True
 
 
 def _file_is_snapshot(file: DatabaseFile, name: str, header: bytes, page_size: int,
