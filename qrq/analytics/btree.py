@@ -77,7 +77,8 @@ class DatabaseFile:
         mode = os.fstat(self.fd).st_mode
         if not stat.S_ISREG(mode):
             self.special = not stat.S_ISDIR(mode)
-            _to_close.append(self.fd)
+            with _lock:  # (another thread's exit may be taking the list)
+                _to_close.append(self.fd)
             self.fd = None
         return self
 
@@ -216,12 +217,11 @@ def _read(buf: mmap.mmap, root: int, page_size: int, page_count: int,
     counts[leaf] = data.u16[items[leaf] + 3]
     if (8 + 2 * counts[leaf] > page_size).any():
         return None
-    times, hashes, last = [], [], None
-    ends = numpy.cumsum(counts)
-    first = 0
-    while first < len(items):  # a million entries at a time, at least one item
-        stop = max(first + 1, int(numpy.searchsorted(ends, ends[first] - counts[first] + _CHUNK,
-                                                     "right")))
+    ends = numpy.cumsum(counts)  # each item's end among the entries
+    times, hashes, last, first = [], [], None, 0
+    while first < len(items):  # about a million entries at a time, at least one item
+        began = ends[first] - counts[first]
+        stop = max(first + 1, int(numpy.searchsorted(ends, began + _CHUNK, "right")))
         some = slice(first, stop)
         chunk_times, chunk_hashes = _decode(data, _entry_offsets(
             data, items[some], leaf[some], counts[some], page_size))
